@@ -1,0 +1,128 @@
+/**
+ * The `he-approx` command line: a thin host over the core. Tables go to stdout, progress to
+ * stderr, user errors become one line with the fix and exit code 2; nothing else is printed
+ * from the core.
+ */
+import * as path from 'path';
+import { analyze, toolVersion } from '../core/analyze';
+import { UserError, isUserError } from '../core/errors';
+import { writeOutputs } from '../core/export/export';
+import { FitMethod } from '../core/fit/fit';
+import { loadModel } from '../core/model/load';
+import { FlagSpec, numberOpt, parseArgs } from './args';
+import { renderReport } from './table';
+
+const ANALYZE_FLAGS: FlagSpec[] = [
+  { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
+  { name: 'labels', value: true, help: 'labels for the data (optional; without them accuracy = agreement with the original model)' },
+  { name: 'budget', value: true, help: 'accuracy budget in percentage points', default: '1.0' },
+  { name: 'level-budget', value: true, help: 'total CKKS levels available', default: 'SEAL at --ring-size' },
+  { name: 'ring-size', value: true, help: 'CKKS ring size N (8192, 16384, 32768)', default: '32768' },
+  { name: 'calib', value: true, help: 'calibration samples', default: 'min(5000, half the data)' },
+  { name: 'heldout', value: true, help: 'held-out samples', default: 'min(5000, the rest)' },
+  { name: 'seed', value: true, help: 'seed for the split and the samples', default: '1' },
+  { name: 'input-scale', value: true, help: "'auto' (uint8 / 255), 'none', or a divisor", default: 'auto' },
+  { name: 'degrees', value: true, help: 'candidate degrees, comma-separated, 1..63', default: '1,2,3,5,7,11,15,23,31,47,63' },
+  { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
+  { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.05' },
+  { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.02' },
+  { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },
+  { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
+  { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
+  { name: 'json', value: false, help: 'print the JSON report on stdout instead of tables' },
+  { name: 'quiet', value: false, help: 'no progress on stderr' },
+];
+
+function usage(): string {
+  const lines = [
+    'usage: he-approx analyze <model.json> --data <file> [options]',
+    '       he-approx help | version',
+    '',
+    'Profiles the data reaching each activation, fits per-layer polynomials, picks degrees under',
+    'the accuracy and level budgets, and measures the accuracy of the approximated model.',
+    '',
+    'options for analyze:',
+    ...ANALYZE_FLAGS.map((f) => `  --${f.name}${f.value ? ' <v>' : ''}`.padEnd(24) + f.help + (f.default ? ` (default ${f.default})` : '')),
+  ];
+  return lines.join('\n');
+}
+
+function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
+  if (quiet) return () => undefined;
+  const tty = process.stderr.isTTY;
+  let last = -1;
+  return (f, msg) => {
+    const pctv = Math.floor(100 * f);
+    if (tty) process.stderr.write(`\r\x1b[K[${String(pctv).padStart(3)}%] ${msg}`);
+    else if (pctv >= last + 10 || f >= 1) { process.stderr.write(`[${String(pctv).padStart(3)}%] ${msg}\n`); last = pctv; }
+    if (tty && f >= 1) process.stderr.write('\n');
+  };
+}
+
+async function runAnalyze(argv: string[]): Promise<number> {
+  const { positional, opts } = parseArgs(argv, ANALYZE_FLAGS);
+  if (positional.length !== 1) throw new UserError('OPTION_INVALID', `analyze takes one model path, got ${positional.length}`, 'run he-approx analyze <model.json> --data <file>');
+  const data = opts.get('data');
+  if (typeof data !== 'string') throw new UserError('OPTION_INVALID', 'no calibration data given', 'pass --data <file> (.npy, MNIST idx, .csv or .json)');
+  const labels = opts.get('labels');
+  const method = (opts.get('method') ?? 'data') as string;
+  if (!['data', 'uniform', 'minimax'].includes(method)) throw new UserError('OPTION_INVALID', `--method ${method} is unknown`, 'pass --method data, uniform or minimax');
+  const scaleRaw = opts.get('input-scale') ?? 'auto';
+  const scale = scaleRaw === 'auto' || scaleRaw === 'none' ? scaleRaw : numberOpt(opts, 'input-scale', (x) => x > 0, 'a positive divisor, auto or none')!;
+  const degreesRaw = opts.get('degrees');
+  let degrees: number[] | undefined;
+  if (typeof degreesRaw === 'string') {
+    degrees = degreesRaw.split(',').map((s) => Number(s.trim()));
+    if (degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63)) throw new UserError('OPTION_INVALID', `--degrees ${degreesRaw} must list integers in 1..63`, 'pass e.g. --degrees 3,5,7,15');
+  }
+  const pos = (x: number) => x > 0;
+  const int = (x: number) => Number.isInteger(x) && x > 0;
+  const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
+  const controller = new AbortController();
+  const onSig = () => controller.abort();
+  process.once('SIGINT', onSig);
+  try {
+    const report = await analyze({
+      model: positional[0], data, labels: typeof labels === 'string' ? labels : null,
+      budget: numberOpt(opts, 'budget', pos, 'a positive number of percentage points'),
+      levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
+      ringSize, calib: numberOpt(opts, 'calib', int, 'a positive integer'), heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
+      seed: numberOpt(opts, 'seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer'),
+      scale, degrees, method: method as FitMethod,
+      margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
+      floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
+      batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
+      signal: controller.signal, onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
+    });
+    const out = opts.get('out');
+    if (typeof out === 'string') {
+      const files = writeOutputs(out, loadModel(positional[0]), report, opts.has('force'));
+      if (!opts.has('json')) process.stderr.write(`wrote ${path.relative(process.cwd(), files.report)}, ${path.relative(process.cwd(), files.coefficients)}, ${path.relative(process.cwd(), files.model)}\n`);
+    }
+    process.stdout.write(opts.has('json') ? JSON.stringify(report, null, 2) + '\n' : renderReport(report) + '\n');
+    return report.final.meetsBudget ? 0 : 3;
+  } finally {
+    process.removeListener('SIGINT', onSig);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'analyze': return await runAnalyze(rest);
+      case 'version': case '--version': process.stdout.write(`he-approx ${toolVersion()}\n`); return 0;
+      case undefined: case 'help': case '--help': case '-h': process.stdout.write(usage() + '\n'); return 0;
+      default: throw new UserError('OPTION_INVALID', `unknown command '${cmd}'`, "run 'he-approx help'");
+    }
+  } catch (e) {
+    if (isUserError(e)) {
+      if (e.code === 'CANCELLED') { process.stderr.write('\nhe-approx: cancelled\n'); return 130; }
+      process.stderr.write(`he-approx: error: ${e.message}. Fix: ${e.fix}\n`);
+      return 2;
+    }
+    process.stderr.write(`he-approx: internal error: ${(e as Error).message ?? e}. This is a bug; please report it with HE_APPROX_DEBUG=1 output.\n`);
+    if (process.env.HE_APPROX_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    return 70;
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * Calibration data and labels: reading (.npy, MNIST idx, CSV, JSON), scaling, shape checks
+ * against the model's input, and a seeded split into calibration and held-out parts.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { UserError } from '../errors';
+import { Rng } from '../rng';
+import { parseIdx } from './idx';
+import { parseNpy } from './npy';
+
+export interface RawArray { shape: number[]; data: ArrayLike<number>; dtype: string }
+
+export function readArray(file: string): RawArray {
+  if (!fs.existsSync(file)) {
+    throw new UserError('DATA_UNREADABLE', `data file ${file} does not exist`, 'pass an existing .npy, idx, .csv or .json file');
+  }
+  const buf = fs.readFileSync(file);
+  const base = path.basename(file);
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.npy') return parseNpy(buf, base);
+  if (ext === '.json') return parseJsonArray(buf.toString('utf8'), base);
+  if (ext === '.csv' || ext === '.txt') return parseCsv(buf.toString('utf8'), base);
+  if (/idx\d-ubyte$|\.idx\d?$/.test(base) || (buf[0] === 0 && buf[1] === 0 && buf.length > 4 && buf[3] > 0 && buf[3] < 5)) return parseIdx(buf, base);
+  throw new UserError('DATA_UNREADABLE', `cannot tell the format of ${base}`, 'use a .npy, .csv, .json or MNIST idx (…-idx3-ubyte) file');
+}
+
+function parseJsonArray(text: string, name: string): RawArray {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch (e) {
+    throw new UserError('DATA_UNREADABLE', `${name} is not valid JSON (${(e as Error).message})`, 'write the data as a nested JSON array of numbers');
+  }
+  if (v && typeof v === 'object' && !Array.isArray(v) && Array.isArray((v as { data?: unknown }).data)) v = (v as { data: unknown }).data;
+  const shape: number[] = [];
+  let cur: unknown = v;
+  while (Array.isArray(cur)) { shape.push(cur.length); cur = cur[0]; }
+  if (shape.length === 0) throw new UserError('DATA_UNREADABLE', `${name} does not hold an array`, 'write the data as a nested JSON array of numbers');
+  const flat = (v as unknown[]).flat(Infinity as 1) as unknown[];
+  if (flat.length !== shape.reduce((a, b) => a * b, 1)) {
+    throw new UserError('DATA_SHAPE', `${name} is a ragged array (rows of different lengths)`, 'give every sample the same shape');
+  }
+  const data = new Float64Array(flat.length);
+  for (let i = 0; i < flat.length; i++) {
+    const x = flat[i];
+    data[i] = typeof x === 'number' ? x : x === null ? NaN : Number.NaN;
+    if (typeof x !== 'number' && x !== null) throw new UserError('DATA_UNREADABLE', `${name}: element ${i} is ${JSON.stringify(x)}, not a number`, 'write numbers only');
+  }
+  return { shape, data, dtype: 'float64' };
+}
+
+function parseCsv(text: string, name: string): RawArray {
+  const lines = text.split(/\r?\n/).filter((l) => l.trim().length > 0);
+  if (lines.length === 0) throw new UserError('DATA_UNREADABLE', `${name} is empty`, 'write one sample per line');
+  const rows: number[][] = [];
+  lines.forEach((l, i) => {
+    const cells = l.split(/[,;\t]/).map((c) => c.trim());
+    const nums = cells.map((c) => (c === '' ? NaN : Number(c)));
+    if (i === 0 && nums.some((x, j) => Number.isNaN(x) && !/^nan$/i.test(cells[j]))) return; // header row
+    nums.forEach((x, j) => {
+      if (Number.isNaN(x) && !/^nan$/i.test(cells[j])) {
+        throw new UserError('DATA_UNREADABLE', `${name} line ${i + 1}: '${cells[j]}' is not a number`, 'write numbers only (a first header row is allowed)');
+      }
+    });
+    rows.push(nums);
+  });
+  const w = rows[0]?.length ?? 0;
+  rows.forEach((r, i) => {
+    if (r.length !== w) throw new UserError('DATA_SHAPE', `${name}: row ${i + 1} has ${r.length} values, the first has ${w}`, 'give every sample the same number of values');
+  });
+  const data = new Float64Array(rows.length * w);
+  rows.forEach((r, i) => data.set(r, i * w));
+  return { shape: w === 1 ? [rows.length] : [rows.length, w], data, dtype: 'float64' };
+}
+
+export interface Dataset {
+  /** Per-sample shape, equal to the model's input shape. */
+  sampleShape: number[];
+  count: number;
+  x: Float32Array;
+  labels: Int32Array | null;
+  notes: string[];
+}
+
+export type InputScale = 'auto' | 'none' | number;
+
+/**
+ * Loads samples (and optional labels) for a model whose per-sample input shape is `inputShape`.
+ * `scale`: 'auto' divides uint8 data by 255 (the usual image convention), a number divides by it.
+ */
+export function loadDataset(dataFile: string, labelsFile: string | null, inputShape: number[], scale: InputScale = 'auto'): Dataset {
+  const raw = readArray(dataFile);
+  const notes: string[] = [];
+  const per = inputShape.reduce((a, b) => a * b, 1);
+  const base = path.basename(dataFile);
+  const n = raw.shape[0];
+  const rest = raw.shape.slice(1);
+  const restSize = rest.reduce((a, b) => a * b, 1);
+  const want = `[N, ${inputShape.join(', ')}]`;
+  if (raw.shape.length < 1 || n === 0) throw new UserError('DATA_SHAPE', `${base} holds no samples`, `pass an array of shape ${want}`);
+  if (restSize !== per) {
+    throw new UserError('DATA_SHAPE', `${base} has shape [${raw.shape.join(', ')}] (${restSize} values per sample) but the model's input is ${want} (${per} per sample)`,
+      `pass data of shape ${want}${raw.shape.length === 1 && per > 1 ? ' (one sample per row)' : ''}`);
+  }
+  if (rest.join() !== inputShape.join()) notes.push(`${base}: samples of shape [${rest.join(', ')}] reshaped to the model's input [${inputShape.join(', ')}]`);
+  let div = 1;
+  if (scale === 'auto' && raw.dtype === 'uint8') { div = 255; notes.push(`${base}: uint8 values scaled to [0, 1] (divided by 255); pass --input-scale none to keep 0..255`); }
+  else if (typeof scale === 'number') div = scale;
+  const x = new Float32Array(n * per);
+  for (let i = 0; i < x.length; i++) {
+    const v = raw.data[i] / div;
+    if (!Number.isFinite(v)) {
+      throw new UserError('DATA_NONFINITE', `${base}: sample ${Math.floor(i / per)} holds ${raw.data[i]} at position ${i % per}`,
+        'remove or impute samples with NaN/Inf before calibrating');
+    }
+    x[i] = v;
+  }
+  let labels: Int32Array | null = null;
+  if (labelsFile) {
+    const lr = readArray(labelsFile);
+    const lb = path.basename(labelsFile);
+    if (lr.shape[0] !== n) {
+      throw new UserError('LABELS_MISMATCH', `${lb} has ${lr.shape[0]} labels but ${base} has ${n} samples`, 'pass one label per sample, in the same order');
+    }
+    labels = new Int32Array(n);
+    const w = lr.shape.slice(1).reduce((a, b) => a * b, 1);
+    for (let i = 0; i < n; i++) {
+      if (w === 1) {
+        const v = lr.data[i];
+        if (!Number.isInteger(v) || v < 0) throw new UserError('LABELS_MISMATCH', `${lb}: label ${i} is ${v}, not a class index`, 'pass integer class indices (or one-hot rows)');
+        labels[i] = v;
+      } else {
+        let best = 0;
+        for (let j = 1; j < w; j++) if (lr.data[i * w + j] > lr.data[i * w + best]) best = j;
+        labels[i] = best;
+      }
+    }
+  }
+  return { sampleShape: inputShape, count: n, x, labels, notes };
+}
+
+export interface Split { calib: Int32Array; heldout: Int32Array }
+
+/** Seeded disjoint split of sample indices into calibration and held-out parts. */
+export function splitIndices(count: number, calib: number, heldout: number, seed: number): Split {
+  if (calib < 1 || heldout < 1) throw new UserError('OPTION_INVALID', `calibration (${calib}) and held-out (${heldout}) sizes must be at least 1`, 'pass --calib N --heldout M with N, M >= 1');
+  if (calib + heldout > count) {
+    throw new UserError('OPTION_INVALID', `--calib ${calib} + --heldout ${heldout} exceeds the ${count} samples in the data`, `pass sizes that add up to at most ${count}`);
+  }
+  const idx = new Int32Array(count);
+  for (let i = 0; i < count; i++) idx[i] = i;
+  new Rng(seed).shuffle(idx);
+  return { calib: idx.slice(0, calib).sort(), heldout: idx.slice(calib, calib + heldout).sort() };
+}

@@ -1,0 +1,59 @@
+/**
+ * `HEPolyActivation`: a TensorFlow.js layer that evaluates a Chebyshev series on [a, b] (and
+ * subtracts an optional per-channel offset). Exported approximated models use it in place of
+ * each activation; call `registerPolyLayer()` before `tf.loadLayersModel` on such a model.
+ */
+import { tf } from '../model/backend';
+import { applyPoly } from '../model/execute';
+
+export const POLY_LAYER_CLASS = 'HEPolyActivation';
+
+export interface PolyLayerConfig {
+  name?: string;
+  basis: 'chebyshev';
+  interval: [number, number];
+  coefficients: number[];
+  channel_offset: number[] | null;
+  /** The activation this polynomial replaces (documentation only). */
+  replaces: string;
+  degree: number;
+  trainable?: boolean;
+}
+
+export class HEPolyActivation extends tf.layers.Layer {
+  static readonly className = POLY_LAYER_CLASS;
+  readonly cfg: PolyLayerConfig;
+  private readonly offset: Float32Array | undefined;
+
+  constructor(config: PolyLayerConfig) {
+    super({ name: config.name, trainable: false });
+    if (config.basis !== 'chebyshev') throw new Error(`HEPolyActivation: unknown basis ${config.basis}`);
+    this.cfg = config;
+    this.offset = config.channel_offset ? Float32Array.from(config.channel_offset) : undefined;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return tf.tidy(() => applyPoly(x, { coeffs: this.cfg.coefficients, a: this.cfg.interval[0], b: this.cfg.interval[1], channelOffset: this.offset }));
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
+    return inputShape;
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    const { name: _n, trainable: _t, ...rest } = this.cfg;
+    return { ...super.getConfig(), ...rest } as unknown as tf.serialization.ConfigDict;
+  }
+
+  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+    return new cls(config) as T;
+  }
+}
+
+let registered = false;
+export function registerPolyLayer(): void {
+  if (registered) return;
+  tf.serialization.registerClass(HEPolyActivation);
+  registered = true;
+}

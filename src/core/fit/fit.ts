@@ -1,0 +1,94 @@
+/**
+ * Fitting one activation's polynomial, three ways, all in the Chebyshev basis on [a, b]:
+ *
+ * - 'data'   : intermediate-data-guided weighted least squares (Nam et al., SNU 2024; OLA, Lee et
+ *              al., arXiv 2310.10349): minimise the squared error weighted by the empirical
+ *              distribution of the values that really reach the activation (a uniform reservoir
+ *              sample), plus a small weight `floor` spread over Chebyshev nodes of [a, b] so that the
+ *              polynomial stays bounded on the whole interval, where rare held-out values may land.
+ * - 'uniform': Chebyshev interpolation over [a, b] (Orion; OpenFHE EvalChebyshevFunction).
+ * - 'minimax': best uniform approximation on [a, b] by Remez exchange.
+ */
+import { ActivationSpec, activationFn, breakpoints } from '../numerics/activations';
+import { Interval, chebInterpolate, chebpts1, chebval } from '../numerics/chebyshev';
+import { chebfitWeightedAll } from '../numerics/lstsq';
+import { remez } from '../numerics/remez';
+import { ValueStats } from '../profile/stats';
+
+export type FitMethod = 'data' | 'uniform' | 'minimax';
+
+export interface FitQuality {
+  /** RMS error over the recorded data (the empirical distribution). */
+  rmsData: number;
+  /** Max |p - f| over the observed range [min, max]. */
+  maxErrObserved: number;
+  /** Max |p| over the whole interval [a, b]. */
+  maxAbsInterval: number;
+}
+
+export interface Fit extends FitQuality {
+  method: FitMethod;
+  degree: number;
+  interval: Interval;
+  /** Chebyshev coefficients, increasing degree, in t = (2x - a - b) / (b - a). */
+  coeffs: number[];
+}
+
+/**
+ * The fitting interval: the observed [min, max] widened by `margin` x (max - min) on each side,
+ * so that held-out values slightly beyond the calibration range stay inside.
+ */
+export function chooseInterval(stats: Pick<ValueStats, 'min' | 'max'>, margin: number): Interval {
+  const w = Math.max(stats.max - stats.min, 1e-6);
+  return { a: stats.min - margin * w, b: stats.max + margin * w };
+}
+
+export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: Interval, sample: Float32Array, observed: { min: number; max: number }): FitQuality {
+  const f = activationFn(spec);
+  let se = 0;
+  for (let i = 0; i < sample.length; i++) { const e = chebval(sample[i], coeffs, iv) - f(sample[i]); se += e * e; }
+  let maxErr = 0;
+  let maxAbs = 0;
+  const G = 2000;
+  for (let i = 0; i <= G; i++) {
+    const xo = observed.min + ((observed.max - observed.min) * i) / G;
+    maxErr = Math.max(maxErr, Math.abs(chebval(xo, coeffs, iv) - f(xo)));
+    const xi = iv.a + ((iv.b - iv.a) * i) / G;
+    maxAbs = Math.max(maxAbs, Math.abs(chebval(xi, coeffs, iv)));
+  }
+  for (const bp of breakpoints(spec)) if (bp >= observed.min && bp <= observed.max) maxErr = Math.max(maxErr, Math.abs(chebval(bp, coeffs, iv) - f(bp)));
+  return { rmsData: sample.length ? Math.sqrt(se / sample.length) : 0, maxErrObserved: maxErr, maxAbsInterval: maxAbs };
+}
+
+/** Data-guided fits of every degree up to maxDeg from one QR factorisation (see lstsq.ts). */
+export function fitDataGuidedAll(spec: ActivationSpec, sample: Float32Array, iv: Interval, maxDeg: number, floor: number): Float64Array[] {
+  const f = activationFn(spec);
+  const M = Math.max(256, 8 * (maxDeg + 1));
+  const nodes = chebpts1(M, iv);
+  const n = sample.length;
+  const xs = new Float64Array(n + M);
+  const ys = new Float64Array(n + M);
+  const ws = new Float64Array(n + M);
+  for (let i = 0; i < n; i++) { xs[i] = sample[i]; ys[i] = f(sample[i]); ws[i] = (1 - floor) / n; }
+  for (let i = 0; i < M; i++) { xs[n + i] = nodes[i]; ys[n + i] = f(nodes[i]); ws[n + i] = floor / M; }
+  return chebfitWeightedAll(xs, ys, ws, maxDeg, iv).coeffs;
+}
+
+export function fitUniform(spec: ActivationSpec, degree: number, iv: Interval): Float64Array {
+  return chebInterpolate(activationFn(spec), degree, iv);
+}
+
+export function fitMinimax(spec: ActivationSpec, degree: number, iv: Interval): Float64Array {
+  return remez(activationFn(spec), degree, iv, { breakpoints: breakpoints(spec), tol: 1e-7 }).coeffs;
+}
+
+/** Fits of each requested degree by one method, with their quality on the recorded data. */
+export function fitDegrees(method: FitMethod, spec: ActivationSpec, stats: ValueStats, iv: Interval, degrees: number[], floor: number): Fit[] {
+  const maxDeg = Math.max(...degrees);
+  const all = method === 'data' ? fitDataGuidedAll(spec, stats.sample, iv, maxDeg, floor) : null;
+  return degrees.map((d) => {
+    const c = all ? all[d] : method === 'uniform' ? fitUniform(spec, d, iv) : fitMinimax(spec, d, iv);
+    const q = assessFit(spec, c, iv, stats.sample, stats);
+    return { method, degree: d, interval: iv, coeffs: Array.from(c), ...q };
+  });
+}

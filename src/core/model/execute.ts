@@ -1,0 +1,154 @@
+/**
+ * Runs the graph IR on TensorFlow.js, batch by batch. Any activation node can be replaced by a
+ * polynomial (the approximated model), max pooling can be swapped for average pooling (the
+ * HE-friendly variant), and a run can start part-way through the graph from cached values, so
+ * that judging a polynomial for layer L re-runs only the network from L onward.
+ */
+import { tf } from './backend';
+import { Graph, GraphNode, size } from './graph';
+import { ActivationSpec } from '../numerics/activations';
+
+/** A polynomial activation: Chebyshev coefficients on [a, b] plus an optional per-channel shift. */
+export interface PolyActivation {
+  coeffs: ArrayLike<number>;
+  a: number;
+  b: number;
+  /** Subtracted per channel (last axis) after the polynomial: the mean-shift correction. */
+  channelOffset?: Float32Array;
+}
+
+export interface RunOptions {
+  replace?: Map<number, PolyActivation>;
+  /** Evaluate MaxPooling2D as AveragePooling2D. */
+  poolAsAvg?: boolean;
+}
+
+function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
+  switch (act.kind) {
+    case 'relu': return act.maxValue === undefined ? tf.relu(x) : tf.clipByValue(x, 0, act.maxValue);
+    case 'relu6': return tf.relu6(x);
+    case 'leakyrelu': return tf.leakyRelu(x, act.alpha ?? 0.3);
+    case 'elu': return (act.alpha ?? 1) === 1 ? tf.elu(x) : tf.where(tf.greater(x, 0), x, tf.mul(act.alpha ?? 1, tf.sub(tf.exp(x), 1)));
+    case 'selu': return tf.selu(x);
+    case 'gelu': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+    case 'gelu_new': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))));
+    case 'swish': return tf.mul(x, tf.sigmoid(x));
+    case 'mish': return tf.mul(x, tf.tanh(tf.softplus(x)));
+    case 'sigmoid': return tf.sigmoid(x);
+    case 'hard_sigmoid': return tf.clipByValue(tf.add(tf.mul(x, 0.2), 0.5), 0, 1);
+    case 'tanh': return tf.tanh(x);
+    case 'softplus': return tf.softplus(x);
+    case 'softsign': return tf.div(x, tf.add(1, tf.abs(x)));
+  }
+}
+
+/** Clenshaw's recurrence on tensors (see numerics/chebyshev.ts). */
+export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
+  const t = tf.add(tf.mul(x, 2 / (p.b - p.a)), -(p.a + p.b) / (p.b - p.a));
+  const c = p.coeffs;
+  let y: tf.Tensor;
+  if (c.length === 1) y = tf.fill(x.shape, c[0]);
+  else {
+    const t2 = tf.mul(t, 2);
+    let b1: tf.Tensor = tf.zerosLike(t);
+    let b2: tf.Tensor = tf.zerosLike(t);
+    for (let k = c.length - 1; k >= 1; k--) {
+      const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), c[k]);
+      b2 = b1;
+      b1 = b0;
+    }
+    y = tf.add(tf.sub(tf.mul(t, b1), b2), c[0]);
+  }
+  if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));
+  return y;
+}
+
+export class Executor {
+  readonly graph: Graph;
+  private readonly params = new Map<number, tf.Tensor[]>();
+
+  constructor(graph: Graph) {
+    this.graph = graph;
+    for (const n of graph.nodes) {
+      const s = n.spec;
+      if (s.op === 'dense') this.params.set(n.id, [tf.tensor2d(s.kernel, s.kernelShape), ...(s.bias ? [tf.tensor1d(s.bias)] : [])]);
+      else if (s.op === 'conv2d') this.params.set(n.id, [tf.tensor4d(s.kernel, s.kernelShape), ...(s.bias ? [tf.tensor1d(s.bias)] : [])]);
+      else if (s.op === 'batchnorm') this.params.set(n.id, [tf.tensor1d(s.scale), tf.tensor1d(s.shift)]);
+    }
+  }
+
+  dispose(): void {
+    for (const ts of this.params.values()) ts.forEach((t) => t.dispose());
+    this.params.clear();
+  }
+
+  private node(n: GraphNode, ins: tf.Tensor[], opts: RunOptions): tf.Tensor {
+    const s = n.spec;
+    const x = ins[0];
+    const p = this.params.get(n.id) ?? [];
+    switch (s.op) {
+      case 'input': return x;
+      case 'dense': {
+        const flat = x.rank === 2 ? x : tf.reshape(x, [-1, x.shape[x.rank - 1]]);
+        let y = tf.matMul(flat as tf.Tensor2D, p[0] as tf.Tensor2D);
+        if (p[1]) y = tf.add(y, p[1]);
+        return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), s.units]);
+      }
+      case 'conv2d': {
+        let y: tf.Tensor = tf.conv2d(x as tf.Tensor4D, p[0] as tf.Tensor4D, s.strides, s.padding, 'NHWC', s.dilation);
+        if (p[1]) y = tf.add(y, p[1]);
+        return y;
+      }
+      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding);
+      case 'maxpool': return opts.poolAsAvg ? tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding) : tf.maxPool(x as tf.Tensor4D, s.pool, s.strides, s.padding);
+      case 'globalavgpool': return tf.mean(x, [1, 2]);
+      case 'flatten': return tf.reshape(x, [x.shape[0], -1]);
+      case 'reshape': return tf.reshape(x, [x.shape[0], ...s.target]);
+      case 'batchnorm': return tf.add(tf.mul(x, p[0]), p[1]);
+      case 'add': return ins.slice(1).reduce((a, b) => tf.add(a, b), x);
+      case 'identity': return x;
+      case 'softmax': return tf.softmax(x);
+      case 'activation': {
+        const poly = opts.replace?.get(n.id);
+        return poly ? applyPoly(x, poly) : applyActivation(x, s.act);
+      }
+    }
+  }
+
+  /**
+   * Runs nodes `from`..end of the graph on one batch. `given` holds the batch's values for every
+   * node live at `from` (for from = 0: the input). Returns the output (logits) and copies of the
+   * `capture`d nodes' values, as Float32Arrays of batch x per-sample size.
+   */
+  run(given: Map<number, tf.Tensor>, from: number, opts: RunOptions, capture: Iterable<number> = []): { logits: Float32Array; captured: Map<number, Float32Array> } {
+    const want = new Set(capture);
+    const captured = new Map<number, Float32Array>();
+    let logits: Float32Array | null = null;
+    tf.tidy(() => {
+      const vals = new Map(given);
+      for (let i = from; i < this.graph.nodes.length; i++) {
+        const n = this.graph.nodes[i];
+        if (vals.has(i) && i !== from) continue;
+        if (n.spec.op === 'input') { if (!vals.has(i)) throw new Error('input value missing'); }
+        else vals.set(i, this.node(n, n.inputs.map((j) => {
+          const v = vals.get(j);
+          if (!v) throw new Error(`value of node ${this.graph.nodes[j].name} missing when running from ${this.graph.nodes[from].name}`);
+          return v;
+        }), opts));
+        if (want.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
+      }
+      for (const i of want) if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
+      logits = vals.get(this.graph.output)!.dataSync() as Float32Array;
+    });
+    return { logits: logits!, captured };
+  }
+
+  /** Shape with batch for node `id`'s values. */
+  batchShape(id: number, batch: number): number[] {
+    return [batch, ...this.graph.nodes[id].shape];
+  }
+
+  perSample(id: number): number {
+    return size(this.graph.nodes[id].shape);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * he-approx's own model IR. A loaded TensorFlow.js layers model becomes a list of nodes in
+ * topological order, with every non-polynomial activation split into its own `activation` node
+ * (a Dense/Conv2D with `activation: 'relu'` becomes a linear node followed by an activation
+ * node), so that the data reaching each activation can be captured and each activation can be
+ * replaced by a polynomial. Plain data: the executor, the profiler, the exporter and the HE
+ * compiler all read the same graph.
+ */
+import { ActivationSpec } from '../numerics/activations';
+
+export type Padding = 'valid' | 'same';
+
+export type Op =
+  | { op: 'input' }
+  | { op: 'dense'; units: number; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array | null }
+  | { op: 'conv2d'; filters: number; kernel: Float32Array; kernelShape: [number, number, number, number];
+      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number] }
+  | { op: 'avgpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
+  | { op: 'maxpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
+  | { op: 'globalavgpool' }
+  | { op: 'flatten' }
+  | { op: 'reshape'; target: number[] }
+  /** BatchNormalization in inference form: y = x * scale + shift on the last axis. */
+  | { op: 'batchnorm'; scale: Float32Array; shift: Float32Array }
+  | { op: 'add' }
+  | { op: 'identity' }
+  | { op: 'activation'; act: ActivationSpec }
+  | { op: 'softmax' };
+
+export interface GraphNode {
+  /** Index in `Graph.nodes` (topological order). */
+  id: number;
+  /** Unique node name: the layer name, or `<layer>/activation` for a split fused activation. */
+  name: string;
+  /** Name of the model.json layer this node comes from (for editor ranges and export). */
+  layer: string;
+  /** Keras class name of that layer. */
+  className: string;
+  inputs: number[];
+  /** Per-sample output shape (no batch dimension). */
+  shape: number[];
+  spec: Op;
+}
+
+export interface Graph {
+  name: string;
+  nodes: GraphNode[];
+  /** Node id of the single input and the single output (logits; a final softmax is dropped). */
+  input: number;
+  output: number;
+  /** Per-sample input shape. */
+  inputShape: number[];
+  /** Notes the loader made (e.g. a dropped final softmax). */
+  notes: string[];
+  /** True if the final softmax was dropped: outputs are logits. */
+  droppedFinalSoftmax: boolean;
+}
+
+export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/** Ids of the activation nodes, in topological order. */
+export function activationNodes(g: Graph): GraphNode[] {
+  return g.nodes.filter((n) => n.spec.op === 'activation');
+}
+
+/** For each node, the ids of the nodes that consume it. */
+export function consumers(g: Graph): number[][] {
+  const out: number[][] = g.nodes.map(() => []);
+  for (const n of g.nodes) for (const i of n.inputs) out[i].push(n.id);
+  return out;
+}
+
+/**
+ * Nodes whose values must be known to run the graph from node `cut` onward with `cut`'s inputs
+ * given: produced before `cut` and consumed at or after it.
+ */
+export function liveAt(g: Graph, cut: number): number[] {
+  const cons = consumers(g);
+  const live: number[] = [];
+  for (let i = 0; i < cut; i++) if (cons[i].some((c) => c >= cut) || i === g.output) live.push(i);
+  return live;
+}
+
+/** The activation spec of an activation node. */
+export function actSpec(n: GraphNode): ActivationSpec {
+  if (n.spec.op !== 'activation') throw new Error(`node ${n.name} is not an activation`);
+  return n.spec.act;
+}

@@ -1,0 +1,83 @@
+/**
+ * Reads the weight shards named by a model.json `weightsManifest` (tfjs format: groups of shard
+ * files whose concatenation holds the weights in manifest order) into named float32 arrays.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { UserError } from '../errors';
+
+export interface WeightSpec {
+  name: string;
+  shape: number[];
+  dtype?: string;
+  quantization?: { dtype: string; scale?: number; min?: number; original_dtype?: string };
+}
+
+export interface NamedWeight { name: string; shape: number[]; data: Float32Array }
+
+const BYTES: Record<string, number> = { float32: 4, int32: 4, uint8: 1, uint16: 2, float16: 2 };
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+export function readWeights(modelPath: string, manifest: unknown): NamedWeight[] {
+  const dir = path.dirname(modelPath);
+  if (!Array.isArray(manifest)) {
+    throw new UserError('MODEL_UNREADABLE', `${modelPath} has no weightsManifest`,
+      'save the model with tfjs model.save() or tensorflowjs_converter, which write weightsManifest');
+  }
+  const out: NamedWeight[] = [];
+  for (const group of manifest as { paths?: string[]; weights?: WeightSpec[] }[]) {
+    const paths = group.paths ?? [];
+    const buffers: Buffer[] = [];
+    for (const p of paths) {
+      const file = path.join(dir, p);
+      if (!fs.existsSync(file)) {
+        throw new UserError('WEIGHTS_MISSING', `weight shard '${p}' named by ${path.basename(modelPath)} is missing (looked in ${dir})`,
+          `copy '${p}' next to model.json; tfjs writes the shards beside the model file`);
+      }
+      buffers.push(fs.readFileSync(file));
+    }
+    const buf = Buffer.concat(buffers);
+    let off = 0;
+    for (const w of group.weights ?? []) {
+      const count = w.shape.reduce((a, b) => a * b, 1);
+      const stored = w.quantization?.dtype ?? w.dtype ?? 'float32';
+      const bytes = BYTES[stored];
+      if (!bytes) {
+        throw new UserError('MODEL_UNSUPPORTED', `weight '${w.name}' has dtype '${stored}'`, 'save float32 weights (no quantisation other than uint8/uint16/float16)');
+      }
+      if (off + count * bytes > buf.length) {
+        throw new UserError('WEIGHTS_MISMATCH',
+          `weight shards hold ${buf.length} bytes but the manifest needs more at '${w.name}' (${off + count * bytes} bytes)`,
+          're-export the model: model.json and its .bin shards come from different saves');
+      }
+      const data = new Float32Array(count);
+      const view = new DataView(buf.buffer, buf.byteOffset + off, count * bytes);
+      const q = w.quantization;
+      for (let i = 0; i < count; i++) {
+        switch (stored) {
+          case 'float32': data[i] = view.getFloat32(i * 4, true); break;
+          case 'int32': data[i] = view.getInt32(i * 4, true); break;
+          case 'uint8': data[i] = view.getUint8(i) * (q?.scale ?? 1) + (q?.min ?? 0); break;
+          case 'uint16': data[i] = view.getUint16(i * 2, true) * (q?.scale ?? 1) + (q?.min ?? 0); break;
+          case 'float16': data[i] = halfToFloat(view.getUint16(i * 2, true)); break;
+        }
+      }
+      off += count * bytes;
+      out.push({ name: w.name, shape: w.shape, data });
+    }
+    if (off !== buf.length) {
+      throw new UserError('WEIGHTS_MISMATCH',
+        `weight shards hold ${buf.length} bytes but the manifest describes ${off}`,
+        're-export the model: model.json and its .bin shards come from different saves');
+    }
+  }
+  return out;
+}

@@ -1,0 +1,110 @@
+/**
+ * Chebyshev-basis numerics on an interval [a, b], after numpy.polynomial.chebyshev:
+ * coefficients are in increasing degree, p(x) = sum_k c[k] T_k(t) with t = (2x - a - b) / (b - a).
+ * One helper (`toUnit`) owns the affine map so that no caller re-derives it.
+ *
+ * References: L. N. Trefethen, "Approximation Theory and Approximation Practice" (SIAM 2013),
+ * ch. 3-4 (Chebyshev interpolation), and Clenshaw (1955) for stable evaluation.
+ */
+
+export interface Interval { a: number; b: number }
+
+/** Affine map from [a, b] to [-1, 1]. */
+export function toUnit(x: number, iv: Interval): number {
+  return (2 * x - iv.a - iv.b) / (iv.b - iv.a);
+}
+
+/** Evaluates sum c[k] T_k(t) for t in [-1, 1] by Clenshaw's recurrence (backward-stable). */
+export function chebvalUnit(t: number, c: ArrayLike<number>): number {
+  const n = c.length;
+  if (n === 0) return 0;
+  if (n === 1) return c[0];
+  let b1 = 0;
+  let b2 = 0;
+  const t2 = 2 * t;
+  for (let k = n - 1; k >= 1; k--) {
+    const b0 = c[k] + t2 * b1 - b2;
+    b2 = b1;
+    b1 = b0;
+  }
+  return c[0] + t * b1 - b2;
+}
+
+/** Evaluates the Chebyshev series at x in the interval's coordinates. */
+export function chebval(x: number, c: ArrayLike<number>, iv: Interval): number {
+  return chebvalUnit(toUnit(x, iv), c);
+}
+
+/** Evaluates at many points into `out` (may alias `xs`). */
+export function chebvalMany(xs: ArrayLike<number>, c: ArrayLike<number>, iv: Interval, out: Float32Array | Float64Array): void {
+  const s = 2 / (iv.b - iv.a);
+  const o = -(iv.a + iv.b) / (iv.b - iv.a);
+  for (let i = 0; i < xs.length; i++) out[i] = chebvalUnit(xs[i] * s + o, c);
+}
+
+/** Chebyshev points of the first kind on [a, b] (numpy chebpts1 mapped), in increasing order. */
+export function chebpts1(n: number, iv: Interval = { a: -1, b: 1 }): Float64Array {
+  const x = new Float64Array(n);
+  for (let k = 0; k < n; k++) {
+    const t = -Math.cos((Math.PI * (k + 0.5)) / n);
+    x[k] = ((iv.b - iv.a) * t + iv.a + iv.b) / 2;
+  }
+  return x;
+}
+
+/**
+ * Chebyshev interpolant of degree `deg` of f on [a, b] through the deg+1 Chebyshev points of the
+ * first kind (numpy chebinterpolate): c_j = (2 - [j=0]) / (n) * sum_k f(x_k) T_j(t_k).
+ * This is the uniform-interval baseline (Orion; OpenFHE EvalChebyshevFunction).
+ */
+export function chebInterpolate(f: (x: number) => number, deg: number, iv: Interval): Float64Array {
+  const n = deg + 1;
+  const fx = new Float64Array(n);
+  const theta = new Float64Array(n);
+  for (let k = 0; k < n; k++) {
+    theta[k] = (Math.PI * (k + 0.5)) / n;
+    const t = Math.cos(theta[k]);
+    fx[k] = f(((iv.b - iv.a) * t + iv.a + iv.b) / 2);
+  }
+  const c = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let k = 0; k < n; k++) s += fx[k] * Math.cos(j * theta[k]);
+    c[j] = (j === 0 ? 1 : 2) * s / n;
+  }
+  return c;
+}
+
+/** Derivative coefficients (numpy chebder) in the unit variable t. */
+export function chebderUnit(c: ArrayLike<number>): Float64Array {
+  const n = c.length - 1;
+  if (n <= 0) return new Float64Array(1);
+  const d = new Float64Array(n);
+  const cc = Float64Array.from(c);
+  for (let j = n; j >= 2; j--) {
+    d[j - 1] = 2 * j * cc[j];
+    cc[j - 2] += (j * cc[j]) / (j - 2);
+  }
+  if (n >= 1) d[0] = cc[1];
+  return d;
+}
+
+/** Converts Chebyshev coefficients (unit variable) to monomial coefficients in t (numpy cheb2poly). */
+export function cheb2poly(c: ArrayLike<number>): Float64Array {
+  const n = c.length;
+  const out = new Float64Array(n);
+  let tPrev = new Float64Array(n); // T_{k-1}
+  let tCur = new Float64Array(n); // T_k
+  tPrev[0] = 1;
+  if (n > 0) out[0] += c[0];
+  if (n > 1) { tCur[1] = 1; out[1] += c[1]; }
+  for (let k = 2; k < n; k++) {
+    const tNext = new Float64Array(n);
+    for (let i = 0; i < n - 1; i++) tNext[i + 1] += 2 * tCur[i];
+    for (let i = 0; i < n; i++) tNext[i] -= tPrev[i];
+    for (let i = 0; i < n; i++) out[i] += c[k] * tNext[i];
+    tPrev = tCur;
+    tCur = tNext;
+  }
+  return out;
+}

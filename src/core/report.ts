@@ -1,0 +1,128 @@
+/**
+ * The analysis report: plain, serialisable data shared by the CLI, the VS Code extension and the
+ * encrypted test. Its schema is documented in docs/report-schema.md; `REPORT_VERSION` changes
+ * whenever a field changes meaning or disappears.
+ */
+import { OpCosts } from './cost/cost';
+import { FitMethod } from './fit/fit';
+import { Histogram } from './profile/stats';
+
+export const REPORT_SCHEMA = 'he-approx/report';
+export const REPORT_VERSION = 1;
+
+export interface DegreeResult {
+  degree: number;
+  depth: number;
+  nonScalarMults: number;
+  /** Accuracy drop (percentage points) on held-out data when only this layer uses this fit. */
+  drop: number;
+  rmsData: number;
+  maxErrObserved: number;
+  maxAbsInterval: number;
+}
+
+export interface ChosenFit {
+  method: FitMethod;
+  degree: number;
+  basis: 'chebyshev';
+  interval: { a: number; b: number };
+  /** Chebyshev coefficients in increasing degree, in t = (2x - a - b) / (b - a). */
+  coeffs: number[];
+  /** Per-channel constant subtracted after the polynomial (mean-shift correction), if used. */
+  channelOffset: number[] | null;
+  depth: number;
+  polyDepth: number;
+  affineLevel: number;
+  nonScalarMults: number;
+  latencyMs: number;
+  /** Sensitivity-predicted drop of this layer alone, percentage points. */
+  predictedDrop: number;
+  rmsData: number;
+  maxErrObserved: number;
+  maxAbsInterval: number;
+  /** Held-out values reaching the layer in the approximated model that fall outside the interval. */
+  heldoutOutside: { fraction: number; count: number; min: number; max: number };
+}
+
+export interface LayerReport {
+  node: number;
+  name: string;
+  /** model.json layer the activation belongs to. */
+  layer: string;
+  className: string;
+  activation: string;
+  /** True when the activation was fused into a Dense/Conv2D layer's `activation`. */
+  fused: boolean;
+  stats: { count: number; min: number; max: number; mean: number; std: number; percentiles: Record<string, number>; histogram: Histogram };
+  interval: { a: number; b: number };
+  affineFoldable: boolean;
+  sensitivity: Record<'data' | 'uniform', DegreeResult[]>;
+  chosen: ChosenFit;
+  uniformChosen: { degree: number; depth: number; predictedDrop: number } | null;
+  warnings: string[];
+}
+
+export interface MethodSummary {
+  method: string;
+  degrees: Record<string, number>;
+  /** Sum of activation levels (the DP's objective). */
+  activationDepth: number;
+  /** Longest input-to-output path in levels, linear layers included. */
+  networkDepth: number;
+  nonScalarMults: number;
+  latencyMs: number;
+  predictedDrop: number;
+  measuredDrop: number;
+  accuracy: number;
+  meetsBudget: boolean;
+  /** Selection rounds run: the budget is tightened when the measured drop exceeds it. */
+  rounds: number;
+}
+
+export interface Refinement {
+  name: 'plain' | 'propagation' | 'mean-shift' | 'propagation+mean-shift';
+  description: string;
+  accuracy: number;
+  measuredDrop: number;
+  kept: boolean;
+}
+
+export interface Report {
+  schema: typeof REPORT_SCHEMA;
+  version: typeof REPORT_VERSION;
+  tool: { name: string; version: string };
+  createdAt: string;
+  model: { path: string; name: string; layout: string; inputShape: number[]; sha256: string; notes: string[] };
+  data: { path: string; labels: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
+  options: AnalyzeOptionsReport;
+  backend: string;
+  costs: OpCosts;
+  /** What accuracy means here: top-1 against labels, or agreement with the original model. */
+  metric: 'top1-vs-labels' | 'agreement-with-original';
+  plaintext: { accuracy: number };
+  layers: LayerReport[];
+  final: MethodSummary;
+  uniform: MethodSummary;
+  refinements: Refinement[];
+  maxPooling: { layers: string[]; accuracyWithAveragePooling: number; dropWithAveragePooling: number } | null;
+  levelBudget: number;
+  linearDepth: number;
+  warnings: string[];
+  notes: string[];
+  timings: Record<string, number>;
+  /** Filled by `he-approx encrypted-test`. */
+  encrypted?: unknown;
+}
+
+export interface AnalyzeOptionsReport {
+  budget: number;
+  levelBudget: number;
+  degrees: number[];
+  margin: number;
+  floor: number;
+  batchSize: number;
+  reservoir: number;
+  refineSamples: number;
+  ringSize: number;
+  method: FitMethod;
+}
