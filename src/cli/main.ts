@@ -15,6 +15,8 @@ import { renderReport } from './table';
 const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
   { name: 'labels', value: true, help: 'labels for the data (optional; without them accuracy = agreement with the original model)' },
+  { name: 'heldout-data', value: true, help: 'held-out data from a separate file (default: split off --data)' },
+  { name: 'heldout-labels', value: true, help: 'labels for --heldout-data' },
   { name: 'budget', value: true, help: 'accuracy budget in percentage points', default: '1.0' },
   { name: 'level-budget', value: true, help: 'total CKKS levels available', default: 'SEAL at --ring-size' },
   { name: 'ring-size', value: true, help: 'CKKS ring size N (8192, 16384, 32768)', default: '32768' },
@@ -24,8 +26,8 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'input-scale', value: true, help: "'auto' (uint8 / 255), 'none', or a divisor", default: 'auto' },
   { name: 'degrees', value: true, help: 'candidate degrees, comma-separated, 1..63', default: '1,2,3,5,7,11,15,23,31,47,63' },
   { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
-  { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.05' },
-  { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.02' },
+  { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.02' },
+  { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.001' },
   { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },
   { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
   { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
@@ -59,6 +61,8 @@ function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
   };
 }
 
+const str = (v: string | true | undefined): string | null => (typeof v === 'string' ? v : null);
+
 async function runAnalyze(argv: string[]): Promise<number> {
   const { positional, opts } = parseArgs(argv, ANALYZE_FLAGS);
   if (positional.length !== 1) throw new UserError('OPTION_INVALID', `analyze takes one model path, got ${positional.length}`, 'run he-approx analyze <model.json> --data <file>');
@@ -84,6 +88,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
   try {
     const report = await analyze({
       model: positional[0], data, labels: typeof labels === 'string' ? labels : null,
+      heldoutData: str(opts.get('heldout-data')), heldoutLabels: str(opts.get('heldout-labels')),
       budget: numberOpt(opts, 'budget', pos, 'a positive number of percentage points'),
       levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
       ringSize, calib: numberOpt(opts, 'calib', int, 'a positive integer'), heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),

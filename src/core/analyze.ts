@@ -19,6 +19,7 @@ import { describeActivation } from './numerics/activations';
 import { chebval } from './numerics/chebyshev';
 import { HeldoutCache, Progress, captureValues, predictFull, profileActivations } from './profile/profiler';
 import { ValueStats } from './profile/stats';
+import { Rng } from './rng';
 import {
   ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report,
 } from './report';
@@ -28,6 +29,9 @@ export interface AnalyzeOptions {
   model: string;
   data: string;
   labels?: string | null;
+  /** Held-out data from a separate file (then all of `data`, or `calib` of it, calibrates). */
+  heldoutData?: string | null;
+  heldoutLabels?: string | null;
   /** Accuracy budget in percentage points. */
   budget?: number;
   /** Total levels available (default: SEAL at N=32768 with a 40-bit scale). */
@@ -82,8 +86,10 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     throw new UserError('OPTION_INVALID', `degrees must be integers in 1..63, got ${degrees.join(',')}`, 'pass --degrees like 3,5,7,15');
   }
   if (!(budget > 0)) throw new UserError('OPTION_INVALID', `accuracy budget must be positive, got ${o.budget}`, 'pass --budget in percentage points, e.g. 1.0');
-  const margin = o.margin ?? 0.05;
-  const floor = o.floor ?? 0.02;
+  // Defaults measured on the bundled examples (bench/fitQuality): a floor of 0.001 and a 2% margin
+  // gave lower drops than 0.005-0.05 / 5% for both the data-guided fit and the uniform baseline.
+  const margin = o.margin ?? 0.02;
+  const floor = o.floor ?? 0.001;
   const batchSize = o.batchSize ?? 256;
   const reservoir = o.reservoir ?? 16384;
   const refineSamples = o.refineSamples ?? 2048;
@@ -106,10 +112,33 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const model: LoadedModel = loadModel(o.model);
   const g = model.graph;
   const acts = activationNodes(g);
-  const ds: Dataset = loadDataset(o.data, o.labels ?? null, g.inputShape, o.scale ?? 'auto');
-  const nCalib = o.calib ?? Math.min(5000, Math.floor(ds.count / 2));
-  const nHeld = o.heldout ?? Math.min(5000, ds.count - nCalib);
-  const split = splitIndices(ds.count, nCalib, nHeld, seed);
+  const calibDs: Dataset = loadDataset(o.data, o.labels ?? null, g.inputShape, o.scale ?? 'auto');
+  const heldDs: Dataset | null = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, o.scale ?? 'auto') : null;
+  if (heldDs && !!heldDs.labels !== !!calibDs.labels) {
+    throw new UserError('LABELS_MISMATCH', 'labels were given for only one of --data and --heldout-data', 'pass --labels and --heldout-labels together, or neither');
+  }
+  let ds: Dataset;
+  let split: { calib: Int32Array; heldout: Int32Array };
+  let nCalib: number;
+  let nHeld: number;
+  if (heldDs) {
+    // Two files: concatenate them so one index space serves both; no sample crosses sides.
+    nCalib = o.calib ?? calibDs.count;
+    nHeld = o.heldout ?? Math.min(5000, heldDs.count);
+    const a = splitIndices(calibDs.count, nCalib, 0, seed).calib;
+    const b = splitIndices(heldDs.count, nHeld, 0, seed + 1).calib.map((i) => i + calibDs.count);
+    const x = new Float32Array(calibDs.x.length + heldDs.x.length);
+    x.set(calibDs.x); x.set(heldDs.x, calibDs.x.length);
+    const labels = calibDs.labels && heldDs.labels ? Int32Array.from([...calibDs.labels, ...heldDs.labels]) : null;
+    ds = { sampleShape: g.inputShape, count: calibDs.count + heldDs.count, x, labels, notes: [...calibDs.notes, ...heldDs.notes] };
+    split = { calib: a, heldout: b };
+  } else {
+    ds = calibDs;
+    nCalib = o.calib ?? Math.min(5000, Math.floor(ds.count / 2));
+    nHeld = o.heldout ?? Math.min(5000, ds.count - nCalib);
+    split = splitIndices(ds.count, nCalib, nHeld, seed);
+  }
+  if (nHeld < 1) throw new UserError('OPTION_INVALID', `no held-out samples (${nHeld})`, 'pass --heldout N with N >= 1, or --heldout-data');
   lap('load', t);
   const backend = await initBackend();
   const ex = new Executor(g);
@@ -322,7 +351,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       schema: REPORT_SCHEMA, version: REPORT_VERSION,
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
       model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, sha256: sha256(model.path), notes: g.notes },
-      data: { path: o.data, labels: o.labels ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: ds.notes },
+      data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
       options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
@@ -400,15 +429,15 @@ async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts: Graph
   return { fits, offsets };
 }
 
-/** Min/max and a strided sample of captured values, enough to refit. */
+/** Min/max and a seeded uniform random sample (with replacement) of captured values, enough to refit. */
 function sampleStats(vals: Float32Array, k: number, seed: number): ValueStats {
   let min = Infinity; let max = -Infinity;
   for (let i = 0; i < vals.length; i++) { if (vals[i] < min) min = vals[i]; if (vals[i] > max) max = vals[i]; }
   const n = Math.min(k, vals.length);
   const sample = new Float32Array(n);
-  // A deterministic stride with a seeded phase samples every part of the batch-major buffer.
-  const stride = vals.length / n;
-  const phase = (seed % 997) / 997;
-  for (let i = 0; i < n; i++) sample[i] = vals[Math.min(vals.length - 1, Math.floor((i + phase) * stride))];
+  // Random positions, not a stride: a stride that divides the per-sample size would pick the
+  // same pixel and channel of every sample.
+  const rng = new Rng(seed);
+  for (let i = 0; i < n; i++) sample[i] = vals[rng.int(vals.length)];
   return { count: vals.length, min, max, mean: 0, std: 0, percentiles: {}, histogram: { lo: min, width: 0, counts: [] }, sample };
 }

@@ -93,7 +93,7 @@ export interface Report {
   tool: { name: string; version: string };
   createdAt: string;
   model: { path: string; name: string; layout: string; inputShape: number[]; sha256: string; notes: string[] };
-  data: { path: string; labels: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
+  data: { path: string; labels: string | null; heldoutPath: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
   options: AnalyzeOptionsReport;
   backend: string;
   costs: OpCosts;

@@ -142,7 +142,7 @@ export interface Split { calib: Int32Array; heldout: Int32Array }
 
 /** Seeded disjoint split of sample indices into calibration and held-out parts. */
 export function splitIndices(count: number, calib: number, heldout: number, seed: number): Split {
-  if (calib < 1 || heldout < 1) throw new UserError('OPTION_INVALID', `calibration (${calib}) and held-out (${heldout}) sizes must be at least 1`, 'pass --calib N --heldout M with N, M >= 1');
+  if (calib < 1 || heldout < 0) throw new UserError('OPTION_INVALID', `calibration (${calib}) and held-out (${heldout}) sizes must be at least 1`, 'pass --calib N --heldout M with N, M >= 1');
   if (calib + heldout > count) {
     throw new UserError('OPTION_INVALID', `--calib ${calib} + --heldout ${heldout} exceeds the ${count} samples in the data`, `pass sizes that add up to at most ${count}`);
   }

@@ -99,3 +99,82 @@ export function planPolynomial(degree: number): PolyPlan {
   planCache.set(degree, best);
   return best;
 }
+
+/** Arithmetic the plan needs; numbers (tests, simulation) or ciphertexts (encrypted evaluation). */
+export interface PlanArith<T> {
+  /** Non-scalar product (ciphertext x ciphertext): one level. */
+  mul(a: T, b: T): T;
+  /** Product with a real constant: one level (a rescale). */
+  mulConst(a: T, c: number): T;
+  /** Product with a small integer: no level. */
+  mulInt(a: T, k: number): T;
+  add(a: T, b: T): T;
+  sub(a: T, b: T): T;
+  addConst(a: T, c: number): T;
+}
+
+/**
+ * Chebyshev long division by T_g: p = q T_g + r with deg r < g, using
+ * T_n = 2 T_g T_{n-g} - T_{|n-2g|} on the leading term until the degree drops below g.
+ */
+export function chebDivide(c: ArrayLike<number>, g: number): { q: Float64Array; r: Float64Array } {
+  const p = Float64Array.from(c);
+  const n = p.length - 1;
+  if (n < g) return { q: new Float64Array(1), r: p };
+  const q = new Float64Array(n - g + 1);
+  for (let k = n; k >= g; k--) {
+    const ck = p[k];
+    if (ck === 0) continue;
+    p[k] = 0;
+    if (k === g) { q[0] += ck; continue; }
+    q[k - g] += 2 * ck;
+    p[Math.abs(k - 2 * g)] -= ck;
+  }
+  return { q, r: p.slice(0, g) };
+}
+
+/**
+ * Evaluates the Chebyshev series `coeffs` (unit variable) at `t` following `plan`.
+ * `t` must already be the input mapped to [-1, 1].
+ */
+export function evaluatePlan<T>(plan: PolyPlan, coeffs: ArrayLike<number>, t: T, ar: PlanArith<T>): T {
+  const T = new Map<number, T>([[1, t]]);
+  const cheb = (i: number): T => {
+    const have = T.get(i);
+    if (have !== undefined) return have;
+    let v: T;
+    if ((i & (i - 1)) === 0) {
+      const h = cheb(i / 2);
+      v = ar.addConst(ar.mulInt(ar.mul(h, h), 2), -1); // T_2a = 2 T_a^2 - 1
+    } else {
+      const a = 2 ** (Math.ceil(Math.log2(i)) - 1);
+      const b = i - a;
+      // T_{a+b} = 2 T_a T_b - T_{a-b}; T_0 = 1 when a = b cannot happen here (i not a power of two).
+      v = ar.sub(ar.mulInt(ar.mul(cheb(a), cheb(b)), 2), cheb(a - b));
+    }
+    T.set(i, v);
+    return v;
+  };
+  // Baby steps first, so their multiplications are shared by every leaf.
+  for (let i = 2; i <= plan.babySteps; i++) cheb(i);
+  const leaf = (c: Float64Array): T => {
+    let acc: T | null = null;
+    for (let i = 1; i < c.length; i++) {
+      if (c[i] === 0) continue;
+      const term = ar.mulConst(cheb(i), c[i]);
+      acc = acc === null ? term : ar.add(acc, term);
+    }
+    if (acc === null) acc = ar.mulConst(t, 0);
+    return ar.addConst(acc, c[0] ?? 0);
+  };
+  const run = (node: PlanNode, c: Float64Array): T => {
+    if (node.kind === 'leaf') return leaf(c);
+    const { q, r } = chebDivide(c, node.g);
+    const qv = run(node.q, q);
+    const rv = run(node.r, r);
+    return ar.add(ar.mul(qv, cheb(node.g)), rv);
+  };
+  const c = Float64Array.from(coeffs);
+  const padded = c.length - 1 < plan.degree ? Float64Array.from({ length: plan.degree + 1 }, (_, i) => c[i] ?? 0) : c;
+  return run(plan.root, padded);
+}
