@@ -28,8 +28,11 @@ export class HEPolyActivation extends tf.layers.Layer {
   constructor(config: PolyLayerConfig) {
     super({ name: config.name, trainable: false });
     if (config.basis !== 'chebyshev') throw new Error(`HEPolyActivation: unknown basis ${config.basis}`);
-    this.cfg = config;
-    this.offset = config.channel_offset ? Float32Array.from(config.channel_offset) : undefined;
+    // tfjs turns snake_case config keys into camelCase when it deserialises a model.json.
+    const offset = config.channel_offset ?? (config as unknown as { channelOffset?: number[] | null }).channelOffset ?? null;
+    this.cfg = { ...config, channel_offset: offset };
+    delete (this.cfg as unknown as { channelOffset?: unknown }).channelOffset;
+    this.offset = offset ? Float32Array.from(offset) : undefined;
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {

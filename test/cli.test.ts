@@ -1,0 +1,72 @@
+/** The CLI as a user runs it: exit codes, one-line errors without stack traces, outputs. */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeNpy } from '../src/core/data/npy';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tmpDir } from './helpers';
+
+function cli(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+function assertOneLineError(r: { code: number; err: string }, re: RegExp): void {
+  assert.equal(r.code, 2, r.err);
+  const lines = r.err.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${r.err}`);
+  assert.match(lines[0], /^he-approx: error: .+\. Fix: .+/);
+  assert.match(lines[0], re);
+  assert.doesNotMatch(r.err, /\n\s+at /, 'no stack trace');
+}
+
+test('analyze on the MLP example: table on stdout, outputs written, exit 0', () => {
+  const out = tmpDir();
+  const r = cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--labels', MNIST_TEST_LABELS, '--calib', '2000', '--heldout', '2000', '--out', out, '--quiet');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /plaintext accuracy: \d+\.\d\d%/);
+  assert.match(r.out, /measured drop \(pp\)/);
+  assert.match(r.out, /dense_Dense1\/activation\s+relu/);
+  for (const f of ['report.json', 'coefficients.json', 'model/model.json', 'model/weights.bin']) assert.ok(fs.existsSync(path.join(out, f)), f);
+  const again = cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--out', out, '--quiet');
+  assertOneLineError(again, /report\.json already exists/);
+});
+
+test('bad input: one line naming problem and fix, non-zero exit, no stack trace', () => {
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'corrupt.json'), '{"modelTopology": ');
+  const shape = path.join(dir, 'shape.npy');
+  fs.writeFileSync(shape, writeNpy([4, 10], new Float32Array(40)));
+  const nan = path.join(dir, 'nan.npy');
+  const v = new Float32Array(4 * 784); v[900] = NaN;
+  fs.writeFileSync(nan, writeNpy([4, 28, 28, 1], v));
+  const noshard = path.join(dir, 'noshard');
+  fs.mkdirSync(noshard);
+  fs.copyFileSync(example('mnist-mlp'), path.join(noshard, 'model.json'));
+  const unknown = path.join(dir, 'unknown');
+  fs.mkdirSync(unknown);
+  const j = JSON.parse(fs.readFileSync(example('mnist-mlp'), 'utf8'));
+  j.modelTopology.config.layers.splice(1, 0, { class_name: 'GRU', config: { name: 'gru', units: 3 } });
+  fs.writeFileSync(path.join(unknown, 'model.json'), JSON.stringify(j));
+  fs.copyFileSync(path.join(path.dirname(example('mnist-mlp')), 'weights.bin'), path.join(unknown, 'weights.bin'));
+
+  assertOneLineError(cli('analyze', path.join(dir, 'corrupt.json'), '--data', MNIST_TEST_IMAGES), /not valid JSON/);
+  assertOneLineError(cli('analyze', path.join(dir, 'missing.json'), '--data', MNIST_TEST_IMAGES), /does not exist/);
+  assertOneLineError(cli('analyze', path.join(noshard, 'model.json'), '--data', MNIST_TEST_IMAGES), /weight shard 'weights\.bin'.*missing/);
+  assertOneLineError(cli('analyze', path.join(unknown, 'model.json'), '--data', MNIST_TEST_IMAGES), /'gru' \(GRU\) is not supported/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', shape), /10 values per sample.*784 per sample/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', nan, '--calib', '2', '--heldout', '2'), /sample 1 holds NaN/);
+  assertOneLineError(cli('analyze', example('mnist-mlp')), /no calibration data given/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--budget', 'lots'), /--budget lots is not a positive number/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--frobnicate'), /unknown option --frobnicate/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--labels', path.join(ROOT, 'test', 'fixtures', 'i64_labels.npy')), /3 labels but .* 10000 samples/);
+  assertOneLineError(cli('frob'), /unknown command 'frob'/);
+});
+
+test('help and version', () => {
+  const h = cli('help');
+  assert.equal(h.code, 0);
+  assert.match(h.out, /usage: he-approx analyze/);
+  assert.match(cli('version').out, /^he-approx \d+\.\d+\.\d+/);
+});

@@ -1,0 +1,114 @@
+/** Statistics, degree selection, activation definitions and the cost model. */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { StreamingStats } from '../src/core/profile/stats';
+import { Choice, selectDegrees } from '../src/core/select';
+import { Rng } from '../src/core/rng';
+import { ActivationKind, activationFn } from '../src/core/numerics/activations';
+import { initBackend, tf } from '../src/core/model/backend';
+import { Executor, applyPoly } from '../src/core/model/execute';
+import { activationCost, publishedCosts } from '../src/core/cost/cost';
+import { chebval } from '../src/core/numerics/chebyshev';
+import { Graph } from '../src/core/model/graph';
+
+test('streaming stats: exact moments and extremes, histogram conserves counts, reservoir bounded', () => {
+  const rng = new Rng(11);
+  const st = new StreamingStats(1000, 5);
+  const all: number[] = [];
+  // Batches with a growing range force the histogram to widen several times.
+  for (let b = 0; b < 20; b++) {
+    const v = Float32Array.from({ length: 500 }, () => (rng.next() - 0.3) * (b + 1) ** 2);
+    all.push(...v);
+    st.add(v);
+  }
+  st.add(Float32Array.from([NaN, Infinity]));
+  const r = st.result();
+  const mean = all.reduce((a, b) => a + b, 0) / all.length;
+  const sd = Math.sqrt(all.reduce((a, b) => a + (b - mean) ** 2, 0) / all.length);
+  assert.equal(r.count, all.length);
+  assert.equal(r.min, Math.min(...all));
+  assert.equal(r.max, Math.max(...all));
+  assert.ok(Math.abs(r.mean - mean) < 1e-9 * Math.abs(sd));
+  assert.ok(Math.abs(r.std - sd) / sd < 1e-9);
+  assert.equal(r.histogram.counts.reduce((a, b) => a + b, 0), all.length);
+  // Every value lies in its bin: recount directly with the final bin edges.
+  const direct = new Array(r.histogram.counts.length).fill(0);
+  for (const v of all) direct[Math.min(direct.length - 1, Math.floor((v - r.histogram.lo) / r.histogram.width))]++;
+  assert.deepEqual(direct, r.histogram.counts);
+  assert.equal(r.sample.length, 1000);
+  assert.equal(st.nonFiniteCount, 2);
+  const sorted = [...all].sort((a, b) => a - b);
+  const trueMedian = sorted[Math.floor(sorted.length / 2)];
+  assert.ok(Math.abs(r.percentiles.p50 - trueMedian) < 0.1 * sd, 'median estimate from the reservoir');
+});
+
+function brute(layers: Choice[][], budget: number, maxDepth: number): { depth: number; mults: number } | null {
+  let best: { depth: number; mults: number } | null = null;
+  const rec = (l: number, d: number, m: number, drop: number) => {
+    if (l === layers.length) {
+      if (drop <= budget + 1e-12 && d <= maxDepth && (!best || d < best.depth || (d === best.depth && m < best.mults))) best = { depth: d, mults: m };
+      return;
+    }
+    for (const c of layers[l]) rec(l + 1, d + c.depth, m + c.mults, drop + Math.max(0, c.drop));
+  };
+  rec(0, 0, 0, 0);
+  return best;
+}
+
+test('degree selection is exact: matches exhaustive search on random instances', () => {
+  const rng = new Rng(42);
+  for (let trial = 0; trial < 200; trial++) {
+    const L = 1 + rng.int(4);
+    const layers: Choice[][] = Array.from({ length: L }, () => [1, 3, 7, 15].map((degree, k) => ({
+      degree, depth: k + 1 + rng.int(2), mults: [0, 2, 5, 8][k], drop: Math.max(-0.1, (4 - k) * rng.next() * 0.8 - 0.1),
+    })));
+    const budget = rng.next() * 2;
+    const maxDepth = 3 + rng.int(12);
+    const got = selectDegrees(layers, budget, maxDepth);
+    const want = brute(layers, budget, maxDepth);
+    if (!want) { assert.equal(got, null, `trial ${trial}`); continue; }
+    assert.ok(got, `trial ${trial}: DP found nothing`);
+    assert.equal(got.depth, want.depth, `trial ${trial} depth`);
+    assert.equal(got.mults, want.mults, `trial ${trial} mults`);
+    const picked = got.picks.map((p, l) => layers[l][p]);
+    assert.equal(picked.reduce((s, c) => s + c.depth, 0), got.depth);
+    assert.ok(picked.reduce((s, c) => s + Math.max(0, c.drop), 0) <= budget + 1e-9);
+  }
+});
+
+test('scalar activation definitions match the tfjs ops the executor runs', async () => {
+  await initBackend();
+  const kinds: ActivationKind[] = ['relu', 'relu6', 'leakyrelu', 'elu', 'selu', 'gelu', 'gelu_new', 'swish', 'mish', 'sigmoid', 'hard_sigmoid', 'tanh', 'softplus', 'softsign'];
+  const xs = Float32Array.from({ length: 121 }, (_, i) => -8 + i * (16 / 120));
+  for (const kind of kinds) {
+    const spec = kind === 'leakyrelu' ? { kind, alpha: 0.2 } : kind === 'elu' ? { kind, alpha: 0.7 } : { kind };
+    const g: Graph = { name: 't', input: 0, output: 1, inputShape: [121], notes: [], droppedFinalSoftmax: false, nodes: [
+      { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [121], spec: { op: 'input' } },
+      { id: 1, name: 'act', layer: 'act', className: 'Activation', inputs: [0], shape: [121], spec: { op: 'activation', act: spec } },
+    ] };
+    const ex = new Executor(g);
+    const x = tf.tensor2d(xs, [1, 121]);
+    const { logits } = ex.run(new Map([[0, x]]), 0, {});
+    x.dispose();
+    ex.dispose();
+    const f = activationFn(spec);
+    xs.forEach((v, i) => assert.ok(Math.abs(logits[i] - f(v)) < 2e-5 * (1 + Math.abs(f(v))), `${kind}(${v}): tfjs ${logits[i]} vs ${f(v)}`));
+  }
+});
+
+test('polynomial layer on tensors equals Clenshaw in double precision', async () => {
+  await initBackend();
+  const c = [0.2, 0.5, 0.3, -0.05, 0.01, 0.002];
+  const xs = Float32Array.from({ length: 50 }, (_, i) => -3 + (i * 7) / 49);
+  const y = tf.tidy(() => applyPoly(tf.tensor1d(xs), { coeffs: c, a: -3, b: 4 }).dataSync());
+  xs.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, c, { a: -3, b: 4 })) < 1e-5));
+});
+
+test('cost model: depth ceil(log2(d+1)) plus one unfoldable affine level; latency grows with degree', () => {
+  const costs = publishedCosts(32768);
+  assert.equal(activationCost(7, true, costs).depth, 3);
+  assert.equal(activationCost(7, false, costs).depth, 4);
+  assert.equal(activationCost(8, true, costs).depth, 4);
+  assert.equal(activationCost(63, true, costs).depth, 6);
+  assert.ok(activationCost(15, true, costs).latencyMs > activationCost(7, true, costs).latencyMs);
+});

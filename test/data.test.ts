@@ -1,0 +1,78 @@
+/** Calibration data readers, checks and the split. */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadDataset, readArray, splitIndices } from '../src/core/data/read';
+import { writeNpy } from '../src/core/data/npy';
+import { UserError } from '../src/core/errors';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, tmpDir } from './helpers';
+
+const fx = (f: string) => path.join(ROOT, 'test', 'fixtures', f);
+
+function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
+  assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message));
+}
+
+test('.npy files written by numpy: float64, uint8, int64; Fortran order refused', () => {
+  const a = readArray(fx('f64_2x3x4.npy'));
+  assert.deepEqual(a.shape, [2, 3, 4]);
+  assert.ok(Math.abs(a.data[23] - 23 / 7) < 1e-15);
+  const u = readArray(fx('u8_3x2x2.npy'));
+  assert.equal(u.dtype, 'uint8');
+  assert.equal(u.data[11], 220);
+  assert.deepEqual(Array.from(readArray(fx('i64_labels.npy')).data), [3, 1, 2]);
+  expectUserError(() => readArray(fx('f32_fortran.npy')), 'DATA_UNREADABLE', /Fortran order/);
+});
+
+test('uint8 data is scaled to [0, 1] by default and checked against the model input', () => {
+  const ds = loadDataset(fx('u8_3x2x2.npy'), fx('i64_labels.npy'), [2, 2, 1]);
+  assert.equal(ds.count, 3);
+  assert.ok(Math.abs(ds.x[11] - 220 / 255) < 1e-7);
+  assert.deepEqual(Array.from(ds.labels!), [3, 1, 2]);
+  assert.ok(ds.notes.some((n) => /divided by 255/.test(n)));
+  const raw = loadDataset(fx('u8_3x2x2.npy'), null, [4], 'none');
+  assert.equal(raw.x[11], 220);
+  expectUserError(() => loadDataset(fx('u8_3x2x2.npy'), null, [28, 28, 1]), 'DATA_SHAPE', /\[3, 2, 2\].*\[N, 28, 28, 1\]/);
+  expectUserError(() => loadDataset(fx('u8_3x2x2.npy'), fx('f64_2x3x4.npy'), [2, 2]), 'LABELS_MISMATCH', /2 labels but .* 3 samples/);
+});
+
+test('MNIST idx, CSV (with header) and JSON readers', () => {
+  const mn = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, [28, 28, 1]);
+  assert.equal(mn.count, 10000);
+  assert.equal(mn.labels![0], 7); // The first MNIST test digit is a 7.
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'd.csv'), 'a,b,c\n1,2,3\n4,5,6.5\n');
+  const c = loadDataset(path.join(dir, 'd.csv'), null, [3]);
+  assert.deepEqual(Array.from(c.x), [1, 2, 3, 4, 5, 6.5]);
+  fs.writeFileSync(path.join(dir, 'd.json'), JSON.stringify([[[1, 2]], [[3, 4]]]));
+  assert.deepEqual(readArray(path.join(dir, 'd.json')).shape, [2, 1, 2]);
+  fs.writeFileSync(path.join(dir, 'ragged.csv'), '1,2\n3\n');
+  expectUserError(() => readArray(path.join(dir, 'ragged.csv')), 'DATA_SHAPE', /row 2 has 1 values/);
+  fs.writeFileSync(path.join(dir, 'bad.csv'), '1,2\n3,x\n');
+  expectUserError(() => readArray(path.join(dir, 'bad.csv')), 'DATA_UNREADABLE', /'x' is not a number/);
+});
+
+test('NaN or Inf in data is refused with the sample index', () => {
+  const dir = tmpDir();
+  const x = new Float32Array(12).fill(0.5);
+  x[7] = NaN;
+  fs.writeFileSync(path.join(dir, 'nan.npy'), writeNpy([3, 4], x));
+  expectUserError(() => loadDataset(path.join(dir, 'nan.npy'), null, [4]), 'DATA_NONFINITE', /sample 1 holds NaN at position 3/);
+  x[7] = Infinity;
+  fs.writeFileSync(path.join(dir, 'inf.npy'), writeNpy([3, 4], x));
+  expectUserError(() => loadDataset(path.join(dir, 'inf.npy'), null, [4]), 'DATA_NONFINITE', /Infinity/);
+});
+
+test('split: disjoint, sized, reproducible by seed', () => {
+  const a = splitIndices(100, 30, 20, 7);
+  const b = splitIndices(100, 30, 20, 7);
+  const c = splitIndices(100, 30, 20, 8);
+  assert.equal(a.calib.length, 30);
+  assert.equal(a.heldout.length, 20);
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a.calib, c.calib);
+  const seen = new Set([...a.calib, ...a.heldout]);
+  assert.equal(seen.size, 50);
+  expectUserError(() => splitIndices(10, 8, 5, 1), 'OPTION_INVALID', /exceeds the 10 samples/);
+});

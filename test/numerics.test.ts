@@ -1,0 +1,100 @@
+/** Numerics against numpy reference values (test/fixtures/gen_numpy.py) and known constants. */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { cheb2poly, chebInterpolate, chebderUnit, chebvalUnit, chebval } from '../src/core/numerics/chebyshev';
+import { chebfitWeightedAll } from '../src/core/numerics/lstsq';
+import { remez } from '../src/core/numerics/remez';
+import { activationFn, erf } from '../src/core/numerics/activations';
+import { Rng } from '../src/core/rng';
+
+const ref = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'test', 'fixtures', 'numpy-chebyshev.json'), 'utf8'));
+
+function close(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
+  assert.equal(a.length, b.length, `${what}: length`);
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol * (1 + Math.abs(b[i])), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+
+test('chebval (Clenshaw) matches numpy.polynomial.chebyshev.chebval', () => {
+  const { coeffs, x, y } = ref.chebval;
+  close(x.map((t: number) => chebvalUnit(t, coeffs)), y, 1e-13, 'chebval');
+});
+
+test('chebval on [a, b] is chebval on [-1, 1] after the affine map', () => {
+  const c = [0.3, -1.2, 0.7, 0.05];
+  for (const x of [-3, -1, 0.5, 2]) assert.ok(Math.abs(chebval(x, c, { a: -3, b: 2 }) - chebvalUnit((2 * x + 1) / 5, c)) < 1e-14);
+});
+
+test('Chebyshev interpolation matches numpy chebinterpolate', () => {
+  for (const r of ref.interpolate) {
+    const f = r.fn === 'tanh' ? Math.tanh : (x: number) => Math.max(x, 0);
+    close(chebInterpolate(f, r.deg, { a: -1, b: 1 }), r.coeffs, 1e-12, `${r.fn} degree ${r.deg}`);
+  }
+});
+
+test('weighted least squares matches numpy chebfit with weights', () => {
+  const { x, y, w2, fits } = ref.wlsq;
+  const all = chebfitWeightedAll(x, y, w2, 15, { a: -1, b: 1 });
+  for (const d of Object.keys(fits)) close(all.coeffs[Number(d)], fits[d], 1e-9, `degree ${d}`);
+});
+
+test('cheb2poly and chebder match numpy', () => {
+  close(cheb2poly(ref.cheb2poly.coeffs), ref.cheb2poly.poly, 1e-12, 'cheb2poly');
+  close(chebderUnit(ref.chebder.coeffs), ref.chebder.der, 1e-12, 'chebder');
+});
+
+test('weighted fit invariants: zero weights ignore points, weight scale is irrelevant, polynomials are exact', () => {
+  const rng = new Rng(3);
+  const n = 200;
+  const x = Array.from({ length: n }, () => rng.next() * 4 - 2);
+  const y = x.map((v) => Math.tanh(v) + (rng.next() - 0.5) * 0.1);
+  const half = x.map((_, i) => (i % 2 === 0 ? 1 : 0));
+  const xe = x.filter((_, i) => i % 2 === 0);
+  const ye = y.filter((_, i) => i % 2 === 0);
+  const iv = { a: -2, b: 2 };
+  // numpy's invariant: zero weight on half the points recovers the fit of the other half.
+  close(chebfitWeightedAll(x, y, half, 7, iv).coeffs[7], chebfitWeightedAll(xe, ye, xe.map(() => 1), 7, iv).coeffs[7], 1e-10, 'zero-weight');
+  const w = x.map(() => 0.5 + rng.next());
+  close(chebfitWeightedAll(x, y, w, 9, iv).coeffs[9], chebfitWeightedAll(x, y, w.map((v) => v * 1000), 9, iv).coeffs[9], 1e-10, 'scale');
+  // A degree-5 polynomial is recovered exactly by any fit of degree >= 5.
+  const p = [0.5, -1, 0.25, 0.3, -0.2, 0.1];
+  const yp = x.map((v) => chebval(v, p, iv));
+  close(chebfitWeightedAll(x, yp, w, 8, iv).coeffs[8], [...p, 0, 0, 0], 1e-10, 'exact');
+  // Residual RMS decreases with the degree (nested least squares).
+  const rms = chebfitWeightedAll(x, y, w, 12, iv).rms;
+  for (let d = 1; d < rms.length; d++) assert.ok(rms[d] <= rms[d - 1] + 1e-15, `rms not monotone at ${d}`);
+});
+
+test('Remez reproduces the minimax error of |x| on [-1, 1] (Bernstein; values in field notes)', () => {
+  const known: [number, number][] = [[2, 0.125], [4, 0.0676], [8, 0.0347], [16, 0.0175], [32, 0.00875]];
+  for (const [n, e] of known) {
+    const r = remez(Math.abs, n, { a: -1, b: 1 }, { breakpoints: [0] });
+    assert.ok(Math.abs(r.maxError - e) / e < 0.01, `degree ${n}: ${r.maxError} vs ${e}`);
+    // Equioscillation: the levelled error equals the max error.
+    assert.ok(Math.abs(r.levelledError - r.maxError) / r.maxError < 1e-5, `degree ${n} not levelled`);
+  }
+  // n * E_n(|x|) tends to Bernstein's constant 0.2801694990...
+  const r64 = remez(Math.abs, 62, { a: -1, b: 1 }, { breakpoints: [0] });
+  assert.ok(Math.abs(62 * r64.maxError - 0.28017) < 0.003, `62 E_62 = ${62 * r64.maxError}`);
+});
+
+test('Chebyshev interpolation is within a small factor of minimax for ReLU, and minimax beats it', () => {
+  const relu = activationFn({ kind: 'relu' });
+  for (const n of [4, 8, 16]) {
+    const iv = { a: -1, b: 1 };
+    const mm = remez(relu, n, iv, { breakpoints: [0] }).maxError;
+    const ci = chebInterpolate(relu, n, iv);
+    let e = 0;
+    for (let i = 0; i <= 4000; i++) { const x = -1 + i / 2000; e = Math.max(e, Math.abs(chebval(x, ci, iv) - relu(x))); }
+    assert.ok(e >= mm * 0.999 && e <= 3 * mm, `degree ${n}: interpolation ${e} vs minimax ${mm}`);
+  }
+});
+
+test('erf matches reference values (Abramowitz & Stegun table 7.1)', () => {
+  const table: [number, number][] = [[0, 0], [0.5, 0.5204998778130465], [1, 0.8427007929497149], [2, 0.9953222650189527], [3.5, 0.9999992569016276]];
+  for (const [x, v] of table) {
+    assert.ok(Math.abs(erf(x) - v) < 1e-12, `erf(${x})`);
+    assert.ok(Math.abs(erf(-x) + v) < 1e-12, `erf(-${x})`);
+  }
+});
