@@ -9,6 +9,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import { UserError } from './errors';
 import { OpCosts, activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
+import { cachedSealCosts } from './cost/sealCosts';
 import { Dataset, InputScale, loadDataset, splitIndices } from './data/read';
 import { Fit, FitMethod, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees } from './fit/fit';
 import { initBackend } from './model/backend';
@@ -95,7 +96,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const refineSamples = o.refineSamples ?? 2048;
   const seed = o.seed ?? 1;
   const method: FitMethod = o.method ?? 'data';
-  const costs = o.costs ?? publishedCosts(ringSize);
+  const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [
     { name: 'profile', weight: 10 }, { name: 'cache', weight: 10 }, { name: 'fit', weight: 5 }, { name: 'sensitivity', weight: 45 },
     { name: 'select', weight: 25 }, { name: 'finish', weight: 5 },
@@ -373,7 +374,7 @@ export function toolVersion(): string {
 }
 
 /** Per-channel (last axis) mean of each activation's exact output in the original model. */
-async function originalChannelMeans(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], batchSize: number, signal?: AbortSignal): Promise<Map<number, Float64Array>> {
+export async function originalChannelMeans(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], batchSize: number, signal?: AbortSignal): Promise<Map<number, Float64Array>> {
   const out = new Map<number, Float64Array>();
   for (const a of acts) {
     const vals = await captureValues(ex, ds, idx, a.id, {}, { batchSize, signal });
@@ -397,7 +398,7 @@ function channelMeans(vals: Float32Array, C: number, f: (x: number) => number): 
  * - shift: subtract the per-channel difference between the mean approximated output and the mean
  *   original output, a constant that folds into the next linear layer's bias at no level cost.
  */
-async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], chosen: Map<number, Fit>, origMeans: Map<number, Float64Array>,
+export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], chosen: Map<number, Fit>, origMeans: Map<number, Float64Array>,
   o: { margin: number; floor: number; batchSize: number; reservoir: number; seed: number; refit: boolean; shift: boolean; signal?: AbortSignal }):
   Promise<{ fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> }> {
   const fits = new Map<number, Fit>();

@@ -32,7 +32,7 @@ export function publishedCosts(ringSize: number): OpCosts {
   const mul: Record<number, number> = { 8192: 6.2, 16384: 34.2, 32768: 193.9 };
   const f = (mul[ringSize] ?? 34.2 * (ringSize / 16384) ** 2) / 34.2;
   return { ringSize, mulRelinRescale: mul[ringSize] ?? 34.2 * f, mulScalar: 4 * f, add: 0.4 * f, rotate: 26.5 * f,
-    source: 'published node-seal benchmark (not measured here)' };
+    source: "published node-seal benchmark figures, not measured here (run 'he-approx costs' to measure)" };
 }
 
 export interface ActivationCost {
