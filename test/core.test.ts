@@ -112,3 +112,21 @@ test('cost model: depth ceil(log2(d+1)) plus one unfoldable affine level; latenc
   assert.equal(activationCost(63, true, costs).depth, 6);
   assert.ok(activationCost(15, true, costs).latencyMs > activationCost(7, true, costs).latencyMs);
 });
+
+test('node-seal cost measurement (N=8192) is cached and then used by the analysis', async () => {
+  const { measureAndCacheSealCosts, cachedSealCosts } = await import('../src/core/cost/sealCosts');
+  const dir = (await import('./helpers')).tmpDir();
+  const before = process.env.HE_APPROX_CACHE_DIR;
+  process.env.HE_APPROX_CACHE_DIR = dir;
+  try {
+    assert.equal(cachedSealCosts(8192), null);
+    const c = await measureAndCacheSealCosts(8192);
+    assert.ok(c.mulRelinRescale > 0 && c.mulScalar > 0 && c.rotate > 0 && c.add > 0);
+    assert.ok(c.mulRelinRescale > c.add, 'a ciphertext multiplication costs more than an addition');
+    const cached = cachedSealCosts(8192)!;
+    assert.equal(cached.mulRelinRescale, c.mulRelinRescale);
+    assert.match(cached.source, /measured with node-seal/);
+  } finally {
+    if (before === undefined) delete process.env.HE_APPROX_CACHE_DIR; else process.env.HE_APPROX_CACHE_DIR = before;
+  }
+});
