@@ -130,3 +130,21 @@ test('node-seal cost measurement (N=8192) is cached and then used by the analysi
     if (before === undefined) delete process.env.HE_APPROX_CACHE_DIR; else process.env.HE_APPROX_CACHE_DIR = before;
   }
 });
+
+test("degree selection 'accurate' mode: least predicted drop within the level budget", () => {
+  const rng = new Rng(7);
+  for (let trial = 0; trial < 100; trial++) {
+    const layers: Choice[][] = Array.from({ length: 1 + rng.int(3) }, () => [2, 5, 9].map((degree, k) => ({
+      degree, depth: k + 1, mults: k * 2, drop: rng.next() * (3 - k) })));
+    const maxDepth = 2 + rng.int(7);
+    let bestDrop = Infinity;
+    const rec = (l: number, d: number, drop: number) => {
+      if (l === layers.length) { if (d <= maxDepth) bestDrop = Math.min(bestDrop, drop); return; }
+      for (const c of layers[l]) rec(l + 1, d + c.depth, drop + c.drop);
+    };
+    rec(0, 0, 0);
+    const got = selectDegrees(layers, 0, maxDepth, 'accurate');
+    if (bestDrop === Infinity) assert.equal(got, null);
+    else assert.ok(got && Math.abs(got.predictedDrop - bestDrop) < 1e-9 && got.depth <= maxDepth, `trial ${trial}`);
+  }
+});

@@ -94,3 +94,22 @@ test('cancellation stops the analysis with a CancelledError', async () => {
     onProgress: (f) => { if (f > 0.05) ac.abort(); } });
   await assert.rejects(p, (e: unknown) => e instanceof UserError && e.code === 'CANCELLED');
 });
+
+test('a MaxPooling model: reported, and the drop with average pooling is measured', async () => {
+  await initBackend();
+  const { saveModel } = await import('./helpers');
+  const model = tf.sequential({ layers: [
+    tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 5, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
+    tf.layers.maxPooling2d({ poolSize: 2 }),
+    tf.layers.flatten(),
+    tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+  ] });
+  const file = await saveModel(model, tmpDir());
+  const r = await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 500, heldout: 500, degrees: [3, 7, 15] });
+  assert.ok(r.maxPooling, 'maxPooling section present');
+  assert.equal(r.maxPooling!.layers.length, 1);
+  assert.ok(Number.isFinite(r.maxPooling!.dropWithAveragePooling));
+  assert.ok(Math.abs(r.maxPooling!.dropWithAveragePooling - 100 * (1 - r.maxPooling!.accuracyWithAveragePooling)) < 1e-9, 'no labels: accuracy is agreement');
+  assert.ok(r.maxPooling!.dropWithAveragePooling > 0, 'average pooling changes some predictions of a random net');
+  assert.ok(r.warnings.some((w) => /MaxPooling.*average pooling/.test(w)));
+});

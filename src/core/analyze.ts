@@ -24,7 +24,7 @@ import { Rng } from './rng';
 import {
   ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report,
 } from './report';
-import { Choice, selectDegrees } from './select';
+import { Choice, Selection, selectDegrees } from './select';
 
 export interface AnalyzeOptions {
   model: string;
@@ -74,6 +74,16 @@ function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
 }
 
 interface Stage { name: string; weight: number }
+
+/** One selection round's outcome: the degrees, the kept refinement, and what it measured. */
+interface Attempt {
+  sel: Selection;
+  fits: Map<number, Fit>;
+  offsets: Map<number, Float32Array | null>;
+  accuracy: number;
+  captured: Map<number, Float32Array>;
+  refinements: Refinement[];
+}
 
 export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const t0 = Date.now();
@@ -219,11 +229,13 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const runMethod = async (m: FitMethod, withRefinements: boolean) => {
       let eff = budget;
       let rounds = 0;
-      let result: { sel: NonNullable<ReturnType<typeof selectDegrees>>; fits: Map<number, Fit>; offsets: Map<number, Float32Array | null>;
-        accuracy: number; captured: Map<number, Float32Array>; refinements: Refinement[] } | null = null;
+      let result: Attempt | null = null;
       const choices = choicesFor(m);
+      let bestOver = null as Attempt | null;
       for (; rounds < 8; ) {
-        const sel = selectDegrees(choices, eff, levelBudget - linearDepth);
+        let sel = selectDegrees(choices, eff, levelBudget - linearDepth);
+        // Nothing meets the budget even as predicted: measure the most accurate choice that fits.
+        if (!sel && rounds === 0) sel = selectDegrees(choices, eff, levelBudget - linearDepth, 'accurate');
         if (!sel) break;
         rounds++;
         const chosen = new Map(acts.map((a, i) => [a.id, fits.get(a.id)![m][sel.picks[i]]]));
@@ -254,12 +266,15 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
         result = { sel, fits: best.fits, offsets: best.offsets, accuracy: best.accuracy, captured: best.captured,
           refinements: measured.map(({ name, description, accuracy, measuredDrop, kept }) => ({ name, description, accuracy, measuredDrop, kept })) };
         progress('select', rounds / 4, `${m}: round ${rounds}, measured drop ${best.measuredDrop.toFixed(2)} pp`);
-        if (best.measuredDrop <= budget + 1e-9) break;
+        if (best.measuredDrop <= budget + 1e-9) { bestOver = null; break; }
+        // Over budget: remember the best attempt in case no round meets the budget.
+        if (!bestOver || result.accuracy > bestOver.accuracy) bestOver = result;
         // The additive prediction was optimistic: shrink the budget in proportion and try again.
         const next = Math.min(eff * 0.7, eff * budget / Math.max(best.measuredDrop, 1e-9) * 0.9);
         if (sel.predictedDrop <= 1e-12) break; // Already the most accurate choice the candidates allow.
         eff = Math.min(next, sel.predictedDrop * 0.9);
       }
+      if (bestOver) result = bestOver;
       return { result, rounds };
     };
 
@@ -267,7 +282,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const uniformRun = await runMethod('uniform', false);
     lap('select', t);
     if (!finalRun.result) {
-      throw new UserError('BUDGET_INFEASIBLE', `no choice of degrees in {${degrees.join(', ')}} fits ${levelBudget} levels (linear layers alone need ${linearDepth})`,
+      const least = acts.reduce((sum, a) => sum + Math.min(...degrees.map((d) => actCost(a, d).depth)), 0);
+      throw new UserError('BUDGET_INFEASIBLE', `no choice of degrees in {${degrees.join(', ')}} fits ${levelBudget} levels: the linear layers need ${linearDepth} and the activations at least ${least}`,
         'raise --level-budget (or --ring-size), or allow lower degrees with --degrees');
     }
 

@@ -19,7 +19,12 @@ export interface Selection {
   predictedDrop: number;
 }
 
-export function selectDegrees(layers: Choice[][], budget: number, maxDepth: number): Selection | null {
+/**
+ * `mode` 'cheapest' (default): least depth, then multiplications, with predicted drop <= budget.
+ * 'accurate': least predicted drop within maxDepth (then least depth, multiplications), for when
+ * no choice meets the budget and the user should see the best the candidates allow.
+ */
+export function selectDegrees(layers: Choice[][], budget: number, maxDepth: number, mode: 'cheapest' | 'accurate' = 'cheapest'): Selection | null {
   const L = layers.length;
   if (L === 0) return { picks: [], depth: 0, mults: 0, predictedDrop: 0 };
   const D = layers.reduce((s, c) => s + Math.max(...c.map((x) => x.depth)), 0);
@@ -48,16 +53,19 @@ export function selectDegrees(layers: Choice[][], budget: number, maxDepth: numb
     from.push(arg);
     best = next;
   }
+  const pick = (t: number): Selection => {
+    const picks = new Array<number>(L);
+    let s = t;
+    for (let l = L - 1; l >= 0; l--) { const a = from[l][s]; picks[l] = a % 64; s = Math.floor(a / 64); }
+    return { picks, depth: Math.floor(t / W), mults: t % W, predictedDrop: best[t] };
+  };
+  let found = -1;
   for (let d = 0; d <= Math.min(D, maxDepth); d++) {
     for (let m = 0; m <= M; m++) {
       const t = d * W + m;
-      if (best[t] <= budget + 1e-12) {
-        const picks = new Array<number>(L);
-        let s = t;
-        for (let l = L - 1; l >= 0; l--) { const a = from[l][s]; picks[l] = a % 64; s = Math.floor(a / 64); }
-        return { picks, depth: d, mults: m, predictedDrop: best[t] };
-      }
+      if (mode === 'cheapest' && best[t] <= budget + 1e-12) return pick(t);
+      if (mode === 'accurate' && best[t] < Infinity && (found < 0 || best[t] < best[found] - 1e-12)) found = t;
     }
   }
-  return null;
+  return found >= 0 ? pick(found) : null;
 }
