@@ -1,0 +1,117 @@
+/**
+ * Encrypted evaluation of a Chebyshev series by the depth-optimal BSGS plan (numerics/bsgs.ts),
+ * with exact scale management:
+ *
+ * - every constant is encoded at the scale that makes its product land EXACTLY on a chosen
+ *   target scale after the rescale (encScale = target * q_l / scale(T_i));
+ * - targets propagate top-down: for p = q T_g + r the quotient q is evaluated at
+ *   target * q_l / scale(T_g), so that q T_g lands on the target, and r is evaluated at the target;
+ * - in T_{a+b} = 2 T_a T_b - T_{a-b}, the lower-depth T_{a-b} (it always has a level to spare) is
+ *   brought to the product's scale by a multiplication by 1 at a suitable encoding scale.
+ *
+ * So no addition ever meets mismatched scales, and no scale is ever overwritten. Levels consumed
+ * equal the plan's depth: ceil(log2(d+1)), plus one if the input's affine map is done here.
+ */
+import { PlanNode, PolyPlan, chebDivide } from '../numerics/bsgs';
+import { CkksBackend } from './backend';
+
+export interface PolyInput {
+  coeffs: ArrayLike<number>;
+  a: number;
+  b: number;
+}
+
+/**
+ * Evaluates p(x) for the ciphertext x. With `inputIsUnit`, x already holds t = (2x - a - b)/(b - a)
+ * (the affine map folded into the previous linear layer); otherwise the map costs one level here.
+ */
+export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan: PolyPlan, inputIsUnit: boolean): C {
+  const temps = new Set<C>();
+  const keep = new Set<C>([x]);
+  const track = (c: C): C => { if (!keep.has(c)) temps.add(c); return c; };
+  let t = x;
+  if (!inputIsUnit) {
+    const alpha = 2 / (poly.b - poly.a);
+    const beta = -(poly.a + poly.b) / (poly.b - poly.a);
+    // Encoding alpha at q_l keeps the scale exactly: scale * q_l / q_l.
+    const scaled = track(be.mulConst(x, alpha, be.prime(be.level(x))));
+    t = track(be.addConst(scaled, beta));
+  }
+  const T = new Map<number, C>([[1, t]]);
+  const cheb = (i: number): C => {
+    const have = T.get(i);
+    if (have !== undefined) return have;
+    let v: C;
+    if ((i & (i - 1)) === 0) {
+      const h = cheb(i / 2);
+      const sq = track(be.mul(h, h));
+      v = track(be.addConst(track(be.add(sq, sq)), -1));
+    } else {
+      const a = 2 ** (Math.ceil(Math.log2(i)) - 1);
+      const A = cheb(a);
+      const B = cheb(i - a);
+      const lvl = Math.min(be.level(A), be.level(B));
+      const prod = track(be.mul(track(be.modSwitchTo(A, lvl)), track(be.modSwitchTo(B, lvl))));
+      const twice = track(be.add(prod, prod));
+      const R = cheb(a - (i - a));
+      const target = be.scale(twice);
+      const Rs = track(be.mulConst(R, 1, (target * be.prime(be.level(R))) / be.scale(R)));
+      v = track(be.sub(twice, track(be.modSwitchTo(Rs, be.level(twice)))));
+    }
+    T.set(i, v);
+    return v;
+  };
+  // Compute every step the plan uses up front, so that levels are known before evaluation.
+  const need = new Set<number>();
+  const walk = (n: PlanNode, deg: number) => {
+    if (n.kind === 'leaf') { for (let i = 2; i <= deg; i++) need.add(i); return; }
+    need.add(n.g);
+    walk(n.q, deg - n.g);
+    walk(n.r, n.g - 1);
+  };
+  walk(plan.root, plan.degree);
+  [...need].sort((p, q) => p - q).forEach(cheb);
+
+  const predict = (n: PlanNode, c: Float64Array): number => {
+    if (n.kind === 'leaf') {
+      let l = Infinity;
+      for (let i = 1; i < c.length; i++) if (c[i] !== 0) l = Math.min(l, be.level(cheb(i)) - 1);
+      return l;
+    }
+    const { q, r } = chebDivide(c, n.g);
+    return Math.min(Math.min(predict(n.q, q), be.level(cheb(n.g))) - 1, predict(n.r, r));
+  };
+  /** Result at level min(predict, hint) and exactly at `target` scale. */
+  const evaluate = (n: PlanNode, c: Float64Array, target: number, hint: number): C => {
+    if (n.kind === 'leaf') {
+      let acc: C | null = null;
+      for (let i = 1; i < c.length; i++) {
+        if (c[i] === 0) continue;
+        const Ti = cheb(i);
+        const term = track(be.mulConst(Ti, c[i], (target * be.prime(be.level(Ti))) / be.scale(Ti)));
+        if (acc === null) acc = term;
+        else {
+          const l = Math.min(be.level(acc), be.level(term));
+          acc = track(be.add(track(be.modSwitchTo(acc, l)), track(be.modSwitchTo(term, l))));
+        }
+      }
+      // A constant piece: a fresh encryption of c_0 (a product with 0 would be transparent in SEAL).
+      if (acc === null) return track(be.constant(c[0], Math.min(hint, be.level(t)), target));
+      acc = track(be.modSwitchTo(acc, Math.min(be.level(acc), hint)));
+      return c[0] !== 0 ? track(be.addConst(acc, c[0])) : acc;
+    }
+    const { q, r } = chebDivide(c, n.g);
+    const Tg = cheb(n.g);
+    const lm = Math.min(predict(n.q, q), be.level(Tg), hint + 1);
+    const qv = evaluate(n.q, q, (target * be.prime(lm)) / be.scale(Tg), lm);
+    const prod = track(be.mul(track(be.modSwitchTo(qv, lm)), track(be.modSwitchTo(Tg, lm))));
+    const rv = evaluate(n.r, r, target, be.level(prod));
+    const l = Math.min(be.level(prod), be.level(rv));
+    return track(be.add(track(be.modSwitchTo(prod, l)), track(be.modSwitchTo(rv, l))));
+  };
+  const c = Float64Array.from({ length: plan.degree + 1 }, (_, i) => poly.coeffs[i] ?? 0);
+  const out = evaluate(plan.root, c, be.scale(t), Infinity);
+  temps.delete(out);
+  for (const tmp of temps) be.free(tmp);
+  return out;
+}

@@ -1,0 +1,158 @@
+/**
+ * The CKKS backend on Microsoft SEAL (node-seal 6, WebAssembly). Keys live in this object's
+ * memory only: nothing secret is ever serialised, written or logged; `dispose()` frees them.
+ */
+import { loadSeal } from '../cost/sealCosts';
+import { CkksBackend, OpCounts, ScaleMismatchError, newCounts } from './backend';
+import { CkksParams } from './params';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Any = any;
+export type Ct = Any;
+
+export class SealBackend implements CkksBackend<Ct> {
+  readonly counts: OpCounts = newCounts();
+  readonly params: CkksParams;
+  private readonly seal: Any;
+  private readonly context: Any;
+  private readonly encoder: Any;
+  private readonly encryptor: Any;
+  private readonly decryptor: Any;
+  private readonly evaluator: Any;
+  private readonly relinKeys: Any;
+  private readonly publicKey: Any;
+  private readonly primes: number[];
+  private readonly parmsByLevel = new Map<number, Any>();
+  private readonly owned: Any[] = [];
+  readonly keySizes: { publicKey: number; relinKeys: number };
+
+  private constructor(seal: Any, params: CkksParams) {
+    this.seal = seal;
+    this.params = params;
+    const parms = seal.EncryptionParameters(seal.SchemeType.ckks);
+    parms.setPolyModulusDegree(params.ringSize);
+    parms.setCoeffModulus(seal.CoeffModulus.Create(params.ringSize, Int32Array.from(params.modulusBits)));
+    this.context = seal.Context(parms, true, seal.SecurityLevel.tc128);
+    if (!this.context.parametersSet()) throw new Error(`SEAL rejected N=${params.ringSize} with ${params.modulusBits.join('+')} bits`);
+    this.primes = Array.from(parms.coeffModulus as BigUint64Array, (q) => Number(q));
+    this.encoder = seal.CKKSEncoder(this.context);
+    const keygen = seal.KeyGenerator(this.context);
+    this.publicKey = keygen.createPublicKey();
+    const secretKey = keygen.secretKey();
+    this.relinKeys = keygen.createRelinKeys();
+    this.encryptor = seal.Encryptor(this.context, this.publicKey);
+    this.decryptor = seal.Decryptor(this.context, secretKey);
+    this.evaluator = seal.Evaluator(this.context);
+    this.keySizes = { publicKey: this.publicKey.saveArray().length, relinKeys: this.relinKeys.saveArray().length };
+    this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
+    for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
+      this.parmsByLevel.set(cd.chainIndex, cd.parmsId);
+      if (cd.chainIndex === 0) break;
+    }
+  }
+
+  static async create(params: CkksParams): Promise<SealBackend> {
+    return new SealBackend(await loadSeal(), params);
+  }
+
+  get topLevel(): number { return this.params.levels; }
+  get slots(): number { return this.encoder.slotCount as number; }
+
+  dispose(): void {
+    for (const o of this.owned.reverse()) { try { o.delete(); } catch { /* freed */ } }
+    this.owned.length = 0;
+  }
+
+  private fill(k: number): Float64Array { return new Float64Array(this.slots).fill(k); }
+
+  encrypt(values: ArrayLike<number>, scale = 2 ** this.params.scaleBits): Ct {
+    const v = new Float64Array(this.slots);
+    v.set(Array.from(values).slice(0, this.slots));
+    const pt = this.encoder.encode(v, scale);
+    const ct = this.encryptor.encrypt(pt);
+    pt.delete();
+    return ct;
+  }
+
+  decrypt(ct: Ct): Float64Array {
+    const pt = this.decryptor.decrypt(ct);
+    const out = this.encoder.decode(pt) as Float64Array;
+    pt.delete();
+    return Float64Array.from(out);
+  }
+
+  level(c: Ct): number { return this.context.getContextData(c.parmsId).chainIndex; }
+  scale(c: Ct): number { return c.scale; }
+  prime(level: number): number { return this.primes[level]; }
+
+  private plainAt(k: number | Float64Array, scale: number, level: number): Any {
+    const pt = this.encoder.encode(typeof k === 'number' ? this.fill(k) : k, scale);
+    if (level !== this.topLevel) this.evaluator.plainModSwitchTo(pt, this.parmsByLevel.get(level), pt);
+    return pt;
+  }
+
+  mul(a: Ct, b: Ct): Ct {
+    if (this.level(a) !== this.level(b)) throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
+    if (this.level(a) < 1) throw new ScaleMismatchError('out of levels');
+    this.counts.mul++;
+    const out = this.evaluator.multiply(a, b);
+    this.evaluator.relinearize(out, this.relinKeys, out);
+    this.evaluator.rescaleToNext(out, out);
+    return out;
+  }
+
+  mulConst(a: Ct, k: number, encScale: number): Ct {
+    if (this.level(a) < 1) throw new ScaleMismatchError('out of levels');
+    this.counts.mulConst++;
+    const pt = this.plainAt(k, encScale, this.level(a));
+    const out = this.evaluator.multiplyPlain(a, pt);
+    pt.delete();
+    this.evaluator.rescaleToNext(out, out);
+    return out;
+  }
+
+  /** Removes floating-point rounding between scales that are equal by construction (relative 1e-12). */
+  private align(a: Ct, b: Ct): void {
+    if (this.level(a) !== this.level(b)) throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
+    if (Math.abs(a.scale / b.scale - 1) > 1e-12) throw new ScaleMismatchError(`scale mismatch 2^${Math.log2(a.scale)} vs 2^${Math.log2(b.scale)}`);
+    if (a.scale !== b.scale) b.setScale(a.scale);
+  }
+
+  add(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.add(a, b); }
+  sub(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.sub(a, b); }
+
+  addConst(a: Ct, k: number): Ct {
+    this.counts.addConst++;
+    const pt = this.plainAt(k, a.scale, this.level(a));
+    const out = this.evaluator.addPlain(a, pt);
+    pt.delete();
+    return out;
+  }
+
+  /** Adds a per-slot plaintext vector (e.g. per-channel offsets), exactly at a's scale. */
+  addVector(a: Ct, v: Float64Array): Ct {
+    const pt = this.plainAt(v, a.scale, this.level(a));
+    const out = this.evaluator.addPlain(a, pt);
+    pt.delete();
+    return out;
+  }
+
+  constant(k: number, level: number, scale: number): Ct {
+    const pt = this.encoder.encode(this.fill(k), scale);
+    const ct = this.encryptor.encrypt(pt);
+    pt.delete();
+    return this.modSwitchTo(ct, level, true);
+  }
+
+  modSwitchTo(a: Ct, level: number, consume = false): Ct {
+    const l = this.level(a);
+    if (level > l) throw new ScaleMismatchError(`cannot raise level ${l} to ${level}`);
+    if (level === l) return a;
+    this.counts.modSwitch++;
+    const out = this.evaluator.cipherModSwitchTo(a, this.parmsByLevel.get(level));
+    if (consume) a.delete();
+    return out;
+  }
+
+  free(c: Ct): void { c.delete(); }
+}
