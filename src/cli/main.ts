@@ -3,6 +3,7 @@
  * stderr, user errors become one line with the fix and exit code 2; nothing else is printed
  * from the core.
  */
+import * as fs from 'fs';
 import * as path from 'path';
 import { analyze, toolVersion } from '../core/analyze';
 import { UserError, isUserError } from '../core/errors';
@@ -12,6 +13,8 @@ import { loadModel } from '../core/model/load';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
+import { encryptedLayerTest } from '../core/he/layerTest';
+import { REPORT_SCHEMA, REPORT_VERSION, Report } from '../core/report';
 
 const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
@@ -39,6 +42,7 @@ const ANALYZE_FLAGS: FlagSpec[] = [
 function usage(): string {
   const lines = [
     'usage: he-approx analyze <model.json> --data <file> [options]',
+    '       he-approx encrypted-test <model.json> --report <report.json> --data <file> [--samples N] [--layer-only]',
     '       he-approx costs [--ring-size N]   measure CKKS operation costs with node-seal and cache them',
     '       he-approx help | version',
     '',
@@ -113,6 +117,63 @@ async function runAnalyze(argv: string[]): Promise<number> {
   }
 }
 
+const ENC_FLAGS: FlagSpec[] = [
+  { name: 'report', value: true, help: 'report.json written by he-approx analyze --out for this model (required)' },
+  { name: 'data', value: true, help: 'data to draw test samples from (required)' },
+  { name: 'labels', value: true, help: 'labels for the data (optional)' },
+  { name: 'samples', value: true, help: 'samples to test', default: '20' },
+  { name: 'layer-only', value: false, help: 'test each activation on its own (packs that layer\'s inputs into ciphertexts)' },
+  { name: 'ring-size', value: true, help: 'force a CKKS ring size (default: the smallest that fits)' },
+  { name: 'quiet', value: false, help: 'no progress on stderr' },
+];
+
+async function runEncryptedTest(argv: string[]): Promise<number> {
+  const { positional, opts } = parseArgs(argv, ENC_FLAGS);
+  if (positional.length !== 1) throw new UserError('OPTION_INVALID', `encrypted-test takes one model path, got ${positional.length}`, 'run he-approx encrypted-test <model.json> --report <report.json> --data <file>');
+  const reportPath = str(opts.get('report'));
+  const data = str(opts.get('data'));
+  if (!reportPath) throw new UserError('OPTION_INVALID', 'no analysis report given', 'run he-approx analyze <model.json> --data <file> --out DIR, then pass --report DIR/report.json');
+  if (!data) throw new UserError('OPTION_INVALID', 'no data given', 'pass --data <file> to draw test samples from');
+  const report = readReport(reportPath);
+  const samples = numberOpt(opts, 'samples', (x) => Number.isInteger(x) && x > 0, 'a positive integer') ?? 20;
+  const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
+  if (!opts.has('layer-only')) {
+    const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
+    const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
+      onProgress: progressPrinter(opts.has('quiet')) });
+    report.encrypted = { ...(report.encrypted as object ?? {}), model: res };
+    fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);
+    return res.agreement >= 0.99 ? 0 : 3;
+  }
+  const res = await encryptedLayerTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
+    onProgress: progressPrinter(opts.has('quiet')) });
+  report.encrypted = { ...(report.encrypted as object ?? {}), layers: res };
+  fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
+  const rows = [['layer', 'degree', 'values', 'N', 'levels used/avail', 'mults', 'max |enc - poly|', 'bits', 'max |enc - act|', 's/ciphertext']];
+  for (const l of res.layers) {
+    rows.push([l.name, String(l.degree), String(l.values), String(l.ringSize), `${l.levelsUsed}/${l.levelsAvailable}` + (l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches ? '' : ' (!)'),
+      String(l.nonScalarMults), l.maxAbsErrVsPlainPoly.toExponential(2), l.precisionBits.toFixed(1), l.maxAbsErrVsActivation.toExponential(2), l.secondsPerCiphertext.toFixed(2)]);
+  }
+  const w = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
+  process.stdout.write(`encrypted test per activation (SEAL CKKS, 128-bit security, 40-bit scale), ${res.samples} samples\n`);
+  process.stdout.write(rows.map((r) => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ')).join('\n') + '\n');
+  process.stdout.write(`simulator prediction of levels and scales: ${res.layers.every((l) => l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches) ? 'matches the encrypted run' : 'DIFFERS (!)'}\n`);
+  process.stdout.write(`peak memory ${res.peakRssMB} MB, ${res.seconds.toFixed(1)} s; results added to ${reportPath} (field "encrypted.layers")\n`);
+  return 0;
+}
+
+function readReport(file: string): Report {
+  let r: Report;
+  try { r = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) {
+    throw new UserError('OPTION_INVALID', `cannot read report ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'pass the report.json written by he-approx analyze --out DIR');
+  }
+  if (r.schema !== REPORT_SCHEMA || r.version !== REPORT_VERSION) {
+    throw new UserError('OPTION_INVALID', `${file} is not a he-approx report of version ${REPORT_VERSION}`, 'run he-approx analyze --out DIR again and pass DIR/report.json');
+  }
+  return r;
+}
+
 async function runCosts(argv: string[]): Promise<number> {
   const { opts } = parseArgs(argv, [{ name: 'ring-size', value: true, help: '' }]);
   const n = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768') ?? 32768;
@@ -128,6 +189,7 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'analyze': return await runAnalyze(rest);
       case 'costs': return await runCosts(rest);
+      case 'encrypted-test': return await runEncryptedTest(rest);
       case 'version': case '--version': process.stdout.write(`he-approx ${toolVersion()}\n`); return 0;
       case undefined: case 'help': case '--help': case '-h': process.stdout.write(usage() + '\n'); return 0;
       default: throw new UserError('OPTION_INVALID', `unknown command '${cmd}'`, "run 'he-approx help'");

@@ -24,9 +24,10 @@ export class SealBackend implements CkksBackend<Ct> {
   private readonly primes: number[];
   private readonly parmsByLevel = new Map<number, Any>();
   private readonly owned: Any[] = [];
-  readonly keySizes: { publicKey: number; relinKeys: number };
+  private readonly galoisKeys: Any | null;
+  readonly keySizes: { publicKey: number; relinKeys: number; galoisKeys: number };
 
-  private constructor(seal: Any, params: CkksParams) {
+  private constructor(seal: Any, params: CkksParams, galoisSteps: number[]) {
     this.seal = seal;
     this.params = params;
     const parms = seal.EncryptionParameters(seal.SchemeType.ckks);
@@ -43,16 +44,42 @@ export class SealBackend implements CkksBackend<Ct> {
     this.encryptor = seal.Encryptor(this.context, this.publicKey);
     this.decryptor = seal.Decryptor(this.context, secretKey);
     this.evaluator = seal.Evaluator(this.context);
-    this.keySizes = { publicKey: this.publicKey.saveArray().length, relinKeys: this.relinKeys.saveArray().length };
+    // Galois keys only for the rotation steps the program uses: each one is large.
+    this.galoisKeys = galoisSteps.length ? keygen.createGaloisKeys(Int32Array.from(galoisSteps)) : null;
+    this.keySizes = { publicKey: this.publicKey.saveArray().length, relinKeys: this.relinKeys.saveArray().length,
+      galoisKeys: this.galoisKeys ? this.galoisKeys.saveArray().length : 0 };
     this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
+    if (this.galoisKeys) this.owned.push(this.galoisKeys);
     for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
       this.parmsByLevel.set(cd.chainIndex, cd.parmsId);
       if (cd.chainIndex === 0) break;
     }
   }
 
-  static async create(params: CkksParams): Promise<SealBackend> {
-    return new SealBackend(await loadSeal(), params);
+  static async create(params: CkksParams, galoisSteps: number[] = []): Promise<SealBackend> {
+    return new SealBackend(await loadSeal(), params, galoisSteps);
+  }
+
+  /** Cyclic left rotation of the slots by `steps` (a key for the step must have been generated). */
+  rotate(c: Ct, steps: number): Ct {
+    if (!this.galoisKeys) throw new Error('no Galois keys');
+    this.counts.add++;
+    return this.evaluator.rotateVector(c, steps, this.galoisKeys);
+  }
+
+  /** Multiply by a plaintext vector encoded at `encScale`, without rescaling (sums come first). */
+  mulVector(c: Ct, v: Float64Array, encScale: number): Ct {
+    const pt = this.plainAt(v, encScale, this.level(c));
+    const out = this.evaluator.multiplyPlain(c, pt);
+    pt.delete();
+    return out;
+  }
+
+  addRaw(a: Ct, b: Ct): Ct { return this.add(a, b); }
+
+  rescale(c: Ct): Ct {
+    if (this.level(c) < 1) throw new ScaleMismatchError('out of levels');
+    return this.evaluator.rescaleToNext(c);
   }
 
   get topLevel(): number { return this.params.levels; }
