@@ -82,7 +82,7 @@ async function reportFor(name: string): Promise<Report> {
 
 test('compiled HE program (emulated on plaintext slots) computes what the approximated model computes', async () => {
   await initBackend();
-  for (const name of ['mnist-mlp', 'mnist-resnet']) {
+  for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']) {
     const r = await reportFor(name);
     const m = loadModel(example(name));
     const p = compileProgram(m.graph, r);
@@ -90,7 +90,7 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
     const ds = loadDataset(MNIST_TEST_IMAGES, null, m.graph.inputShape);
     const B = 8;
     const xs = ds.x.subarray(0, B * 784);
-    const out = emulateProgram(p, packSamples(xs, 784, B, B, 8192), B);
+    const out = emulateProgram(p, packSamples(xs, m.graph.inputShape, B, B, 8192), B);
     const polys = new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
       channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
     const ex = new Executor(m.graph);

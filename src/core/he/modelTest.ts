@@ -10,8 +10,16 @@
  * the period the next layer reads: no masking, one level per linear layer. Each activation's
  * affine input map and a following BatchNormalization fold into the dense weights.
  *
- * Scope of this version: Dense, BatchNormalization, Add, Flatten/Reshape, Dropout and polynomial
- * activations. Conv2D and pooling need a convolution packing and are refused with a clear message.
+ * Convolutions (LoLa, Brutzkus et al., ICML 2019, style): one ciphertext per channel, each
+ * image on its row-major grid; out_o = sum_dy rot(sum_c sum_dx w * rot(x_c, dx sx), dy sy), so the
+ * dx rotations are shared by all output channels and the dy ones by all input channels. Average
+ * pooling is rotate-and-add with its 1/p^2 folded into the next linear layer. Strides stretch the
+ * grid instead of moving data. A dense layer after a convolution reads the channel ciphertexts
+ * directly through the generalised diagonals.
+ *
+ * Scope of this version: Dense, Conv2D (valid padding), AveragePooling2D (stride = pool size,
+ * followed by a linear layer), BatchNormalization after a linear layer, Add, Flatten, Dropout and
+ * polynomial activations. Anything else is refused with a clear message.
  */
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
@@ -30,60 +38,85 @@ import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
 
-/** A dense map y = x W + b with the affine/BN folds applied; W is d_in x m, row-major. */
-interface LinearStep { kind: 'linear'; node: number; name: string; dIn: number; m: number; W: Float64Array; b: Float64Array }
+/** A dense map y = x W + b (folds applied); W is d_in x m, row-major, d_in in Keras flatten order. */
+interface DenseStep { kind: 'dense'; node: number; name: string; input: number; dIn: number; m: number; W: Float64Array; b: Float64Array }
+/** A valid-padding convolution; W is [kh, kw, cin, cout] row-major. */
+interface ConvStep { kind: 'conv'; node: number; name: string; input: number; kh: number; kw: number; cin: number; cout: number;
+  strides: [number, number]; W: Float64Array; b: Float64Array }
+/** Average pooling p x p with stride p: sums here, the 1/p^2 is folded into the next linear step. */
+interface PoolStep { kind: 'pool'; node: number; name: string; input: number; p: number }
 interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; folded: boolean }
 interface AddStep { kind: 'add'; node: number; name: string; inputs: number[] }
-type Step = (LinearStep & { input: number }) | PolyStep | AddStep;
+type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep;
 
 export interface Program {
   steps: Step[];
   /** Value id (node) holding the logits. */
   output: number;
-  inputDim: number;
-  /** Largest padded period any value needs; sets the samples per ciphertext. */
-  maxPeriod: number;
+  inputShape: number[];
   outputDim: number;
 }
 
-function unsupported(n: GraphNode): never {
-  throw new UserError('MODEL_UNSUPPORTED', `the whole-model encrypted test does not support layer '${n.layer}' (${n.className}) yet`,
+function unsupported(n: GraphNode, why = ''): never {
+  throw new UserError('MODEL_UNSUPPORTED', `the whole-model encrypted test does not support layer '${n.layer}' (${n.className})${why ? ' ' + why : ''} yet`,
     'run he-approx encrypted-test with --layer-only to test each activation under encryption');
 }
 
-/** Compiles graph + chosen polynomials into linear, polynomial and add steps over flat vectors. */
+const stepInputs = (s: Step): number[] => (s.kind === 'add' ? s.inputs : [s.input]);
+
+/** Compiles graph + chosen polynomials into dense, conv, pool, polynomial and add steps. */
 export function compileProgram(g: Graph, report: Report): Program {
   const polys = new Map(report.layers.map((l) => [l.node, l]));
   const consumers = (id: number) => g.nodes.filter((m) => m.inputs.includes(id));
   const alias = new Map<number, number>(); // node -> value id it equals (flatten, identity)
   const val = (id: number) => alias.get(id) ?? id;
   const steps: Step[] = [];
-  const linearOf = new Map<number, LinearStep & { input: number }>();
-  let maxPeriod = pow2(size(g.inputShape));
+  const linearOf = new Map<number, DenseStep | ConvStep>();
+  const scaleOutputs = (st: DenseStep | ConvStep, f: (o: number) => [number, number]) => {
+    const outs = st.kind === 'dense' ? st.m : st.cout;
+    for (let k = 0; k < st.W.length; k++) st.W[k] *= f(k % outs)[0];
+    for (let o = 0; o < outs; o++) { const [mul, add] = f(o); st.b[o] = st.b[o] * mul + add; }
+  };
   for (const n of g.nodes) {
     const s = n.spec;
     switch (s.op) {
       case 'input': break;
-      case 'flatten': case 'reshape': case 'identity': alias.set(n.id, val(n.inputs[0])); break;
+      case 'flatten': case 'identity': alias.set(n.id, val(n.inputs[0])); break;
+      case 'reshape':
+        if (g.nodes[n.inputs[0]].shape.length !== 1 || n.shape.length !== 1) unsupported(n, 'beyond flat vectors');
+        alias.set(n.id, val(n.inputs[0])); break;
       case 'dense': {
-        const inShape = g.nodes[n.inputs[0]].shape;
-        if (inShape.length !== 1) unsupported(n);
+        if (g.nodes[n.inputs[0]].shape.length !== 1) unsupported(n, 'on a non-flat input');
         const [dIn, m] = s.kernelShape;
-        const step = { kind: 'linear' as const, node: n.id, name: n.name, input: val(n.inputs[0]), dIn, m,
+        const st: DenseStep = { kind: 'dense', node: n.id, name: n.name, input: val(n.inputs[0]), dIn, m,
           W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(m) };
-        steps.push(step);
-        linearOf.set(n.id, step);
-        maxPeriod = Math.max(maxPeriod, pow2(dIn), pow2(m));
+        steps.push(st);
+        linearOf.set(n.id, st);
+        break;
+      }
+      case 'conv2d': {
+        if (s.padding !== 'valid') unsupported(n, "with padding 'same'");
+        if (s.dilation[0] !== 1 || s.dilation[1] !== 1) unsupported(n, 'with dilation');
+        const [kh, kw, cin, cout] = s.kernelShape;
+        const st: ConvStep = { kind: 'conv', node: n.id, name: n.name, input: val(n.inputs[0]), kh, kw, cin, cout, strides: s.strides,
+          W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(cout) };
+        steps.push(st);
+        linearOf.set(n.id, st);
+        break;
+      }
+      case 'avgpool': {
+        if (s.padding !== 'valid' || s.pool[0] !== s.pool[1] || s.strides[0] !== s.pool[0] || s.strides[1] !== s.pool[1]) unsupported(n, 'other than square, valid, stride = pool size');
+        // The 1/p^2 must fold into a following linear layer (through Flatten).
+        let next = consumers(n.id);
+        while (next.length === 1 && next[0].spec.op === 'flatten') next = consumers(next[0].id);
+        if (next.length !== 1 || !['dense', 'conv2d'].includes(next[0].spec.op)) unsupported(n, 'not followed by a Dense or Conv2D layer');
+        steps.push({ kind: 'pool', node: n.id, name: n.name, input: val(n.inputs[0]), p: s.pool[0] });
         break;
       }
       case 'batchnorm': {
         const prev = linearOf.get(val(n.inputs[0]));
-        if (!prev || consumers(n.inputs[0]).length !== 1) unsupported(n);
-        // Fold y = x * scale + shift into the dense layer before it.
-        for (let j = 0; j < prev.m; j++) {
-          for (let i = 0; i < prev.dIn; i++) prev.W[i * prev.m + j] *= s.scale[j];
-          prev.b[j] = prev.b[j] * s.scale[j] + s.shift[j];
-        }
+        if (!prev || consumers(n.inputs[0]).length !== 1) unsupported(n, 'not right after a Dense or Conv2D layer');
+        scaleOutputs(prev, (o) => [s.scale[o], s.shift[o]]);
         alias.set(n.id, val(n.inputs[0]));
         break;
       }
@@ -93,13 +126,8 @@ export function compileProgram(g: Graph, report: Report): Program {
         const src = linearOf.get(val(n.inputs[0]));
         const folded = !!src && consumers(val(n.inputs[0])).length === 1;
         const { a, b } = l.chosen.interval;
-        if (folded) {
-          // t = alpha x + beta computed by the dense layer itself.
-          const alpha = 2 / (b - a);
-          const beta = -(a + b) / (b - a);
-          for (let k = 0; k < src!.W.length; k++) src!.W[k] *= alpha;
-          for (let j = 0; j < src!.m; j++) src!.b[j] = alpha * src!.b[j] + beta;
-        }
+        // t = alpha x + beta computed by the linear layer itself.
+        if (folded) scaleOutputs(src!, () => [2 / (b - a), -(a + b) / (b - a)]);
         steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree: l.chosen.degree, folded,
           poly: { coeffs: l.chosen.coeffs, a, b, channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined } });
         break;
@@ -108,113 +136,181 @@ export function compileProgram(g: Graph, report: Report): Program {
       default: unsupported(n);
     }
   }
-  return { steps, output: val(g.output), inputDim: size(g.inputShape), maxPeriod, outputDim: size(g.nodes[g.output].shape) };
+  if (g.nodes[g.output].shape.length !== 1) unsupported(g.nodes[g.output], 'as the output (the output must be a flat vector)');
+  return { steps, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
 }
 
-/** Rotation steps (in positions) a linear step needs, with its baby-step size. */
-function linearRotations(dIn: number, m: number, period: number): { mPad: number; n: number; g: number; steps: number[] } {
-  const mPad = pow2(m);
-  const n = Math.max(pow2(dIn), mPad, period);
-  const g = pow2(Math.ceil(Math.sqrt(mPad)));
-  const steps = new Set<number>();
-  for (let i = 1; i < Math.min(g, mPad); i++) steps.add(i);
-  for (let j = g; j < mPad; j += g) steps.add(j);
-  for (let t = mPad; t < n; t *= 2) steps.add(t);
-  return { mPad, n, g, steps: [...steps] };
+/**
+ * Where values live. 'flat': one ciphertext, element f at position f, periodic with `period`.
+ * 'grid': one ciphertext per channel, element (y, x) of channel c at position y*sy + x*sx of
+ * ciphertext c (the input image's row-major grid, strided by the convolutions and pools so far);
+ * other positions hold junk that no later weight reads. Positions repeat with `period`.
+ */
+type Layout = { kind: 'flat'; period: number; dim: number } | { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number };
+interface Value<C> { cts: C[]; layout: Layout; /** Pending factor (1/p^2 of pools) for the next linear step. */ factor: number }
+
+function inputLayout(shape: number[]): Layout {
+  if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]) };
+  return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
 }
 
-interface Value<C> { ct: C; period: number }
+/** Input (flat index in Keras order) -> [ciphertext, position] for a value's layout. */
+function placeOf(l: Layout, f: number): [number, number] {
+  if (l.kind === 'flat') return [0, f];
+  const c = f % l.C;
+  const yx = Math.floor(f / l.C);
+  return [c, Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
+}
 
-/** Executes the program on a backend whose rotations and vector constants are supplied by `ops`. */
+/** The operations linear steps need beyond the polynomial evaluator's. */
 interface LinearOps<C> {
   rotate(c: C, positions: number): C;
   /** Multiply by a plaintext vector (per position, periodic), encoded at encScale, NO rescale. */
   mulVecNoRescale(c: C, v: Float64Array, encScale: number): C;
   addRaw(a: C, b: C): C;
+  /** acc + b, reusing acc's storage where the backend can (acc is not used afterwards). */
+  addInto(acc: C, b: C): C;
   rescale(c: C): C;
   addVec(c: C, v: Float64Array): C;
   free(c: C): void;
 }
 
-function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, input: C, onStep?: (name: string, seconds: number) => void): C {
-  const vals = new Map<number, Value<C>>([[0, { ct: input, period: pow2(p.inputDim) }]]);
+const TARGET_SCALE = 2 ** 40;
+
+function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void): Value<C> {
+  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p.inputShape), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
-  const TARGET = 2 ** 40;
-  for (const s of p.steps) {
+  for (const [si, s] of p.steps.entries()) {
     const t0 = Date.now();
-    if (s.kind === 'linear') {
+    const temps: C[] = [];
+    const tmp = (c: C) => { temps.push(c); return c; };
+    let out: Value<C>;
+    if (s.kind === 'dense') {
       const x = get(s.input);
-      const { mPad, n, g } = linearRotations(s.dIn, s.m, x.period);
-      if (n % x.period !== 0) throw new Error('period mismatch');
-      const l = be.level(x.ct);
-      const encScale = (TARGET * be.prime(l)) / be.scale(x.ct);
-      // Baby steps: rot(x, i) for i < g.
-      const temps: C[] = [];
-      const tmp = (c: C) => { temps.push(c); return c; };
-      const baby: C[] = [x.ct];
-      for (let i = 1; i < Math.min(g, mPad); i++) baby.push(tmp(ops.rotate(x.ct, i)));
+      const mPad = pow2(s.m);
+      const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(x.layout, f));
+      const n = Math.max(x.layout.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
+      const g = pow2(Math.ceil(Math.sqrt(mPad)));
+      const l = be.level(x.cts[0]);
+      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      // For each ciphertext, input index at each position (-1: junk, never read).
+      const at = x.cts.map(() => new Int32Array(n).fill(-1));
+      pos.forEach(([c, q], f) => { at[c][q] = f; });
+      const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, mPad) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
+      // Accumulate in place and free each term at once: ciphertexts are megabytes each.
+      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
       let z: C | null = null;
       for (let j = 0; j * g < mPad; j++) {
         let inner: C | null = null;
-        for (let i = 0; i < g && j * g + i < mPad; i++) {
-          const k = j * g + i;
-          // diag_k rotated by -j g, so that the giant rotation by j g lines it up.
-          const d = new Float64Array(n);
-          let nz = false;
-          for (let q = 0; q < n; q++) {
-            const pos = (q - j * g + n) % n; // diag_k[q - j g]: rotating by +j g restores diag_k
-            const row = pos % mPad;
-            const col = (pos + k) % n;
-            const w = row < s.m && col < s.dIn ? s.W[col * s.m + row] : 0;
-            d[q] = w;
-            if (w !== 0) nz = true;
+        for (let c = 0; c < x.cts.length; c++) {
+          for (let i = 0; i < g && j * g + i < mPad; i++) {
+            const k = j * g + i;
+            // diag_k rotated by -j g, so that the giant rotation by j g lines it up.
+            const d = new Float64Array(n);
+            let nz = false;
+            for (let q = 0; q < n; q++) {
+              const idx = (q - j * g + n) % n;
+              const row = idx % mPad;
+              const f = at[c][(idx + k) % n];
+              if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * x.factor; if (d[q] !== 0) nz = true; }
+            }
+            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale));
           }
-          if (!nz) continue;
-          const term = tmp(ops.mulVecNoRescale(baby[i], d, encScale));
-          inner = inner === null ? term : tmp(ops.addRaw(inner, term));
         }
         if (inner === null) continue;
-        const rotated = j === 0 ? inner : tmp(ops.rotate(inner, j * g));
-        z = z === null ? rotated : tmp(ops.addRaw(z, rotated));
+        let rotated: C = inner;
+        if (j > 0) { rotated = ops.rotate(inner, j * g); ops.free(inner); }
+        z = acc(z, rotated);
       }
       if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
-      for (let t = mPad; t < n; t *= 2) z = tmp(ops.addRaw(z, tmp(ops.rotate(z, t))));
+      for (let t = mPad; t < n; t *= 2) { const r = ops.rotate(z, t); z = acc(z, r); }
+      tmp(z);
       const bias = new Float64Array(mPad);
       bias.set(s.b.subarray(0, s.m));
-      const y = ops.addVec(tmp(ops.rescale(z)), bias);
-      for (const c of new Set(temps)) if (c !== y) ops.free(c);
-      vals.set(s.node, { ct: y, period: mPad });
+      out = { cts: [ops.addVec(tmp(ops.rescale(z)), bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
+    } else if (s.kind === 'conv') {
+      const x = get(s.input);
+      if (x.layout.kind !== 'grid') throw new Error('conv on a flat value');
+      const L = x.layout;
+      const l = be.level(x.cts[0]);
+      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      // Baby steps over kernel columns, shared by every output channel.
+      const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? ct : tmp(ops.rotate(ct, dx * L.sx)))));
+      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      const cts: C[] = [];
+      for (let o = 0; o < s.cout; o++) {
+        let z: C | null = null;
+        for (let dy = 0; dy < s.kh; dy++) {
+          let inner: C | null = null;
+          for (let c = 0; c < s.cin; c++) for (let dx = 0; dx < s.kw; dx++) {
+            const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * x.factor;
+            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale));
+          }
+          if (inner === null) continue;
+          let rotated: C = inner;
+          if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+          z = acc(z, rotated);
+        }
+        if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
+        const y = ops.rescale(z);
+        ops.free(z);
+        cts.push(be.addConst(y, s.b[o]));
+        ops.free(y);
+      }
+      out = { cts, factor: 1, layout: { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+        sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period } };
+    } else if (s.kind === 'pool') {
+      const x = get(s.input);
+      if (x.layout.kind !== 'grid') throw new Error('pool on a flat value');
+      const L = x.layout;
+      const cts = x.cts.map((ct) => {
+        let row = ct;
+        for (let b = 1; b < s.p; b++) { const r = ops.rotate(ct, b * L.sx); row = row === ct ? ops.addRaw(ct, r) : ops.addInto(row, r); ops.free(r); }
+        let sum = row;
+        for (let a = 1; a < s.p; a++) { const r = ops.rotate(row, a * L.sy); sum = sum === row ? ops.addRaw(row, r) : ops.addInto(sum, r); ops.free(r); }
+        if (sum !== row && row !== ct) ops.free(row);
+        return sum;
+      });
+      out = { cts, factor: x.factor / (s.p * s.p), layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
     } else if (s.kind === 'poly') {
       const x = get(s.input);
-      let y = evalPolyCkks(be, x.ct, s.poly, planPolynomial(s.degree), s.folded);
-      if (s.poly.channelOffset) {
-        const off = new Float64Array(x.period);
-        for (let q = 0; q < x.period; q++) off[q] = -(s.poly.channelOffset[q % s.poly.channelOffset.length] ?? 0);
-        const shifted = ops.addVec(y, off);
-        ops.free(y);
-        y = shifted;
-      }
-      vals.set(s.node, { ct: y, period: x.period });
+      if (x.factor !== 1) throw new Error('pending pool factor before an activation');
+      const cts = x.cts.map((ct, c) => {
+        const y = evalPolyCkks(be, ct, s.poly, planPolynomial(s.degree), s.folded);
+        const off = s.poly.channelOffset;
+        if (!off) return y;
+        tmp(y);
+        // Mean-shift correction: a per-channel constant (grid) or a per-position vector (flat).
+        if (x.layout.kind === 'grid') return be.addConst(y, -off[c]);
+        const v = new Float64Array(x.layout.period);
+        for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
+        return ops.addVec(y, v);
+      });
+      out = { cts, layout: x.layout, factor: 1 };
     } else {
       const xs = s.inputs.map(get);
-      const period = Math.max(...xs.map((x) => x.period));
-      const lvl = Math.min(...xs.map((x) => be.level(x.ct)));
-      const parts = xs.map((x) => be.modSwitchTo(x.ct, lvl));
-      let acc = parts[0];
-      for (const part of parts.slice(1)) { const next = be.add(acc, part); if (acc !== parts[0]) ops.free(acc); acc = next; }
-      parts.forEach((part, i) => { if (part !== xs[i].ct) ops.free(part); });
-      vals.set(s.node, { ct: acc, period });
+      const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
+      const cts = xs[0].cts.map((_, c) => {
+        const parts = xs.map((x) => be.modSwitchTo(x.cts[c], lvl));
+        let acc = parts[0];
+        for (const part of parts.slice(1)) acc = tmp(be.add(acc, part));
+        parts.forEach((part, i) => { if (part !== xs[i].cts[c]) temps.push(part); });
+        return acc;
+      });
+      const ls = xs.map((x) => x.layout);
+      out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : ls[0] };
     }
+    const keep = new Set(out.cts);
+    for (const c of new Set(temps)) if (!keep.has(c)) ops.free(c);
+    vals.set(s.node, out);
     // Free values whose last reader has run (never the input, which the caller owns).
-    const stepIndex = p.steps.indexOf(s);
     for (const [id, v] of vals) {
-      if (id === 0 || id === p.output) continue;
-      const later = p.steps.slice(stepIndex + 1).some((t) => (t.kind === 'add' ? t.inputs.includes(id) : t.input === id));
-      if (!later && id !== s.node) { ops.free(v.ct); vals.delete(id); }
+      if (id === 0 || id === p.output || id === s.node) continue;
+      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) { v.cts.forEach((c) => { if (!keep.has(c)) ops.free(c); }); vals.delete(id); }
     }
     onStep?.(s.name, (Date.now() - t0) / 1000);
   }
-  return get(p.output).ct;
+  return get(p.output);
 }
 
 /** Levels the program consumes, by running it on the plaintext simulator (no encryption). */
@@ -224,12 +320,48 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
     rotate: (c) => c,
     mulVecNoRescale: (c, _v, s) => ({ v: c.v, level: c.level, scale: c.scale * s }),
     addRaw: (a) => a,
+    addInto: (a) => a,
     rescale: (c) => { if (c.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees'); return { v: c.v, level: c.level - 1, scale: c.scale / primes[c.level] }; },
     addVec: (c) => c,
     free: () => undefined,
   };
-  const out = runProgram(p, sim, ops, sim.fresh([0], levels, 2 ** 40));
+  const L = inputLayout(p.inputShape);
+  const n = L.kind === 'grid' ? L.C : 1;
+  const out = runProgram(p, sim, ops, Array.from({ length: n }, () => sim.fresh([0], levels, 2 ** 40))).cts[0];
   return { levelsUsed: levels - out.level, finalScale: out.scale };
+}
+
+/** Runs the program on plaintext position vectors; records rotations and the largest period. */
+function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[]): { out: Float64Array; steps: Set<number>; maxPeriod: number } {
+  const L0 = inputLayout(p.inputShape);
+  // A dry run only needs to see layouts and rotations: tiny vectors.
+  const S = slotsIn ? slotsIn[0].length : 1;
+  const sim = new SimBackend(new Array<number>(128).fill(2 ** 40));
+  const steps = new Set<number>();
+  let maxP = L0.period;
+  const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
+  const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
+    rotate: (c, k) => { steps.add(k); return dry ? c : mk(Float64Array.from({ length: S }, (_, i) => c.v[(i + k * B) % S]), c); },
+    mulVecNoRescale: (c, v, s) => {
+      maxP = Math.max(maxP, v.length);
+      return { v: dry ? c.v : c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]), level: c.level, scale: c.scale * s };
+    },
+    addRaw: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
+    addInto: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
+    rescale: (c) => ({ v: c.v, level: c.level - 1, scale: c.scale / 2 ** 40 }),
+    addVec: (c, v) => { maxP = Math.max(maxP, v.length); return dry ? c : mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c); },
+    free: () => undefined,
+  };
+  const n = L0.kind === 'grid' ? L0.C : 1;
+  const ins = slotsIn ?? Array.from({ length: n }, () => new Float64Array(S));
+  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, 100, 2 ** 40))).cts[0].v;
+  return { out, steps, maxPeriod: maxP };
+}
+
+/** Rotation steps (in positions) and the largest period the program uses, from a dry run. */
+export function programRotations(p: Program): { steps: number[]; maxPeriod: number } {
+  const r = emulate(p, 1, true);
+  return { steps: [...r.steps].sort((a, b) => a - b), maxPeriod: r.maxPeriod };
 }
 
 /**
@@ -237,40 +369,32 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
  * encrypted run uses (a functional emulator, no encryption): checks the compiled program against
  * the model before any key is generated, and serves the tests.
  */
-export function emulateProgram(p: Program, slotsIn: Float64Array, B: number): Float64Array {
-  const S = slotsIn.length;
-  const primes = new Array<number>(64).fill(2 ** 40);
-  const sim = new SimBackend(primes);
-  const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
-  const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
-    rotate: (c, k) => mk(Float64Array.from({ length: S }, (_, i) => c.v[(i + k * B) % S]), c),
-    mulVecNoRescale: (c, v, s) => ({ v: c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]), level: c.level, scale: c.scale * s }),
-    addRaw: (a, b) => mk(a.v.map((x, i) => x + b.v[i]), a),
-    rescale: (c) => ({ v: c.v, level: c.level - 1, scale: c.scale / 2 ** 40 }),
-    addVec: (c, v) => mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c),
-    free: () => undefined,
-  };
-  return runProgram(p, sim, ops, sim.fresh(slotsIn, 60, 2 ** 40)).v;
+export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number): Float64Array {
+  return emulate(p, B, false, slotsIn).out;
 }
 
-/** Packs samples position-major: slot q*B + b holds sample b's value at position q mod P. */
-export function packSamples(xs: Float32Array, per: number, count: number, B: number, slots: number): Float64Array {
-  const P = pow2(per);
-  const out = new Float64Array(slots);
-  for (let q = 0; q < slots / B; q++) for (let b = 0; b < count; b++) {
-    const pos = q % P;
-    out[q * B + b] = pos < per ? xs[b * per + pos] : 0;
+/**
+ * Packs samples position-major, one slot vector per input ciphertext: slot q*B + b holds
+ * sample b's value at position q mod P (P: the input layout's period).
+ */
+export function packSamples(xs: Float32Array, shape: number[], count: number, B: number, slots: number): Float64Array[] {
+  const L = inputLayout(shape);
+  const per = size(shape);
+  const C = L.kind === 'grid' ? L.C : 1;
+  const outs = Array.from({ length: C }, () => new Float64Array(slots));
+  for (let f = 0; f < per; f++) {
+    const [c, pos] = placeOf(L, f);
+    for (let q = pos; q < slots / B; q += L.period) for (let b = 0; b < count; b++) outs[c][q * B + b] = xs[b * per + f];
   }
-  return out;
+  return outs;
 }
 
-/** Levels the program needs: linear steps 1, polynomials their depth (+1 if not folded), adds 0. */
+/** Levels the program needs: linear steps 1, pools 0, polynomials their depth (+1 if not folded). */
 export function programDepth(p: Program): number {
   const depth = new Map<number, number>([[0, 0]]);
   for (const s of p.steps) {
-    if (s.kind === 'linear') depth.set(s.node, (depth.get(s.input) ?? 0) + 1);
-    else if (s.kind === 'poly') depth.set(s.node, (depth.get(s.input) ?? 0) + planPolynomial(s.degree).depth + (s.folded ? 0 : 1));
-    else depth.set(s.node, Math.max(...s.inputs.map((i) => depth.get(i) ?? 0)));
+    const d = Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
+    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' ? planPolynomial(s.degree).depth + (s.folded ? 0 : 1) : 0));
   }
   return depth.get(p.output) ?? 0;
 }
@@ -324,19 +448,11 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);
   const params = chooseParams(needed, 'the approximated model', lower, o.ringSize);
-  const B = Math.max(1, Math.floor(params.slots / program.maxPeriod));
-  // Rotation steps in slots (positions times B), for the Galois keys.
-  const steps = new Set<number>();
-  const period = new Map<number, number>([[0, pow2(program.inputDim)]]);
-  for (const s of program.steps) {
-    if (s.kind === 'linear') {
-      const r = linearRotations(s.dIn, s.m, period.get(s.input)!);
-      r.steps.forEach((x) => steps.add(x * B));
-      period.set(s.node, r.mPad);
-    } else if (s.kind === 'poly') period.set(s.node, period.get(s.input)!);
-    else period.set(s.node, Math.max(...s.inputs.map((i) => period.get(i)!)));
-  }
-  const galoisSteps = [...steps].sort((a, b) => a - b);
+  // A dry run on the emulator gives the largest period and every rotation the program makes:
+  // Galois keys are generated for exactly those steps.
+  const dry = emulate(program, 1, true);
+  const B = Math.max(1, Math.floor(params.slots / dry.maxPeriod));
+  const galoisSteps = [...dry.steps].map((k) => k * B).sort((a, b) => a - b);
   await initBackend();
   const ds = loadDataset(o.data, o.labels ?? null, g.inputShape);
   const n = Math.min(o.samples, ds.count);
@@ -369,6 +485,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
       rotate: (c, posSteps) => be.rotate(c, posSteps * B),
       mulVecNoRescale: (c, v, s) => be.mulVector(c, spread(v, B, be.slots), s),
       addRaw: (a, b) => be.addRaw(a, b),
+      addInto: (a, b) => be.addInto(a, b),
       rescale: (c) => be.rescale(c),
       addVec: (c, v) => be.addVector(c, spread(v, B, be.slots)),
       free: (c) => be.free(c),
@@ -377,14 +494,14 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
       if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
       const cnt = Math.min(B, n - start);
       // Slot (position q, sample b) = q * B + b, inputs replicated with their padded period.
-      const slotsV = packSamples(xs.subarray(start * per, (start + cnt) * per), per, cnt, B, be.slots);
+      const packed = packSamples(xs.subarray(start * per, (start + cnt) * per), g.inputShape, cnt, B, be.slots);
       const t0 = Date.now();
-      const ct = be.encrypt(slotsV);
-      const out = runProgram(program, be, ops, ct, (name, sec) => { layerSeconds[name] = (layerSeconds[name] ?? 0) + sec; });
+      const cts = packed.map((v) => be.encrypt(v));
+      const out = runProgram(program, be, ops, cts, (name, sec) => { layerSeconds[name] = (layerSeconds[name] ?? 0) + sec; }).cts[0];
       latency += (Date.now() - t0) / 1000;
       levelsUsed = params.levels - be.level(out);
       const dec = be.decrypt(out);
-      be.free(ct);
+      cts.forEach((c) => be.free(c));
       be.free(out);
       for (let b = 0; b < cnt; b++) {
         const i = start + b;

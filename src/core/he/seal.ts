@@ -46,8 +46,13 @@ export class SealBackend implements CkksBackend<Ct> {
     this.evaluator = seal.Evaluator(this.context);
     // Galois keys only for the rotation steps the program uses: each one is large.
     this.galoisKeys = galoisSteps.length ? keygen.createGaloisKeys(Int32Array.from(galoisSteps)) : null;
-    this.keySizes = { publicKey: this.publicKey.saveArray().length, relinKeys: this.relinKeys.saveArray().length,
-      galoisKeys: this.galoisKeys ? this.galoisKeys.saveArray().length : 0 };
+    // In-memory sizes from SEAL's layout (serialising large keys would copy them inside the 4 GB
+    // wasm heap): a key-switching key holds, per data prime, a 2-polynomial ciphertext over all
+    // primes; the public key is one such ciphertext.
+    const allPrimes = params.modulusBits.length;
+    const ct = 2 * allPrimes * params.ringSize * 8;
+    const ksk = (allPrimes - 1) * ct;
+    this.keySizes = { publicKey: ct, relinKeys: ksk, galoisKeys: galoisSteps.length * ksk };
     this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
     if (this.galoisKeys) this.owned.push(this.galoisKeys);
     for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
@@ -76,6 +81,9 @@ export class SealBackend implements CkksBackend<Ct> {
   }
 
   addRaw(a: Ct, b: Ct): Ct { return this.add(a, b); }
+
+  /** a += b in place (same level and scale); returns a. */
+  addInto(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; this.evaluator.add(a, b, a); return a; }
 
   rescale(c: Ct): Ct {
     if (this.level(c) < 1) throw new ScaleMismatchError('out of levels');
