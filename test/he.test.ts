@@ -111,6 +111,17 @@ test('whole-model encrypted test on the MLP: encrypted top-1 = plaintext approxi
   assert.ok(res.keyBytes.galoisKeys > 0 && res.galoisSteps.length > 0);
 });
 
+test('whole-model encrypted test on the CNN (one ciphertext of 16 images): agreement and logit error < 1e-3', async () => {
+  const r = await reportFor('mnist-cnn');
+  const res = await encryptedModelTest({ model: example('mnist-cnn'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 16 });
+  assert.equal(res.params.samplesPerCiphertext, 16);
+  assert.equal(res.samples.length, 16);
+  assert.ok(res.agreement >= 15 / 16, `agreement ${res.agreement}`);
+  assert.ok(res.maxAbsErrLogits < 1e-3, `max logit error ${res.maxAbsErrLogits}`);
+  assert.equal(res.levelsUsed, res.levelsPredicted);
+  assert.equal(res.levelsUsed, r.final.networkDepth);
+});
+
 test('per-activation encrypted test: precision and levels for every layer', async () => {
   const r = await reportFor('mnist-mlp');
   const res = await encryptedLayerTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, samples: 20, maxCiphertexts: 1 });
@@ -127,9 +138,13 @@ test('encrypted test refuses what it cannot run, with a clear message', async ()
   const r = await reportFor('mnist-mlp');
   await assert.rejects(encryptedModelTest({ model: example('mnist-resnet'), report: r, data: MNIST_TEST_IMAGES, samples: 1 }),
     (e: unknown) => e instanceof UserError && /another version of this model/.test(e.message));
-  const cnn = JSON.parse(JSON.stringify(r)) as Report;
-  cnn.model.sha256 = require('crypto').createHash('sha256').update(fs.readFileSync(example('mnist-cnn'))).digest('hex');
-  cnn.layers = [];
-  await assert.rejects(encryptedModelTest({ model: example('mnist-cnn'), report: cnn, data: MNIST_TEST_IMAGES, samples: 1 }),
-    (e: unknown) => e instanceof UserError && /does not support layer 'conv2d_Conv2D1' \(Conv2D\)/.test(e.message) && /--layer-only/.test(e.fix));
+  // A model with max pooling cannot run under CKKS: refused before any key is generated.
+  const { saveModel, tmpDir } = await import('./helpers');
+  const mp = tf.sequential({ layers: [
+    tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 2, kernelSize: 3, activation: 'relu' }),
+    tf.layers.maxPooling2d({ poolSize: 2 }), tf.layers.flatten(), tf.layers.dense({ units: 10 })] });
+  const file = await saveModel(mp, tmpDir());
+  const rm = JSON.parse(JSON.stringify(await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [3, 7] })));
+  await assert.rejects(encryptedModelTest({ model: file, report: rm, data: MNIST_TEST_IMAGES, samples: 1 }),
+    (e: unknown) => e instanceof UserError && /does not support layer 'max_pooling2d.*' \(MaxPooling2D\)/.test(e.message) && /--layer-only/.test(e.fix));
 });
