@@ -82,3 +82,15 @@ test('encrypted-test: missing or foreign reports are one-line errors', () => {
   assert.ok(a.code === 0 || a.code === 3, a.err);
   assertOneLineError(cli('encrypted-test', example('mnist-mlp'), '--report', path.join(out, 'report.json'), '--data', MNIST_TEST_IMAGES), /another version of this model/);
 });
+
+test('encrypted-test: a model deeper than N=32768 allows, and data of the wrong shape, are refused before encrypting', () => {
+  const out = path.join(tmpDir(), 'deep');
+  // Degree 63 everywhere: 3 x 6 + 4 linear levels = 22 > 19.
+  const a = cli('analyze', example('mnist-cnn'), '--data', MNIST_TEST_IMAGES, '--calib', '300', '--heldout', '300', '--degrees', '63', '--level-budget', '30', '--out', out, '--quiet');
+  assert.ok(a.code === 0 || a.code === 3, a.err);
+  assertOneLineError(cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', MNIST_TEST_IMAGES, '--samples', '1'),
+    /needs 22 levels but CKKS at N=32768 with 128-bit security offers 19.*Fix: lower the degree of/);
+  const bad = path.join(tmpDir(), 'bad.npy');
+  fs.writeFileSync(bad, writeNpy([2, 10], new Float32Array(20)));
+  assertOneLineError(cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', bad, '--layer-only'), /10 values per sample.*784 per sample/);
+});

@@ -1,7 +1,6 @@
 /** The CKKS evaluator and the encrypted tests, against real SEAL (node-seal) and the simulator. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'fs';
 import { SimBackend } from '../src/core/he/backend';
 import { chooseParams, paramsFor } from '../src/core/he/params';
 import { evalPolyCkks } from '../src/core/he/polyEval';
@@ -16,7 +15,7 @@ import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
 import { loadDataset } from '../src/core/data/read';
 import { UserError } from '../src/core/errors';
-import { Report } from '../src/core/report';
+import { Report, polysFromReport } from '../src/core/report';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example } from './helpers';
 
 const primes = (levels: number) => [2 ** 60, ...Array.from({ length: levels }, (_, i) => 2 ** 40 * (1 - 1.1e-5 * ((i % 7) + 1)))];
@@ -91,8 +90,7 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
     const B = 8;
     const xs = ds.x.subarray(0, B * 784);
     const out = emulateProgram(p, packSamples(xs, m.graph.inputShape, B, B, 8192), B);
-    const polys = new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-      channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
+    const polys = polysFromReport(r);
     const ex = new Executor(m.graph);
     const ref = ex.run(new Map([[0, tf.tensor(xs, [B, 28, 28, 1])]]), 0, { replace: polys }).logits;
     ex.dispose();

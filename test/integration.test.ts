@@ -11,9 +11,9 @@ import { analyze } from '../src/core/analyze';
 import { writeOutputs } from '../src/core/export/export';
 import { registerPolyLayer } from '../src/core/export/polyLayer';
 import { initBackend, tf } from '../src/core/model/backend';
-import { Executor, PolyActivation } from '../src/core/model/execute';
+import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
-import { Report, REPORT_VERSION } from '../src/core/report';
+import { Report, REPORT_VERSION, polysFromReport } from '../src/core/report';
 import { UserError } from '../src/core/errors';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example, randomBatch, tfjsLoad, tmpDir } from './helpers';
 
@@ -48,11 +48,6 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
     assert.ok(r.refinements.every((x) => x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop');
   });
-}
-
-function polysFromReport(r: Report): Map<number, PolyActivation> {
-  return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
 }
 
 for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {

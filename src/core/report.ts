@@ -6,6 +6,7 @@
 import { OpCosts } from './cost/cost';
 import { FitMethod } from './fit/fit';
 import { Histogram } from './profile/stats';
+import type { PolyActivation } from './model/execute';
 
 export const REPORT_SCHEMA = 'he-approx/report';
 export const REPORT_VERSION = 1;
@@ -125,4 +126,10 @@ export interface AnalyzeOptionsReport {
   refineSamples: number;
   ringSize: number;
   method: FitMethod;
+}
+
+/** The approximated model's activations, as the executor and the encrypted tests take them. */
+export function polysFromReport(r: Pick<Report, 'layers'>): Map<number, PolyActivation> {
+  return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
+    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
 }

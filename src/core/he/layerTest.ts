@@ -10,14 +10,14 @@ import * as fs from 'fs';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
-import { Executor, PolyActivation } from '../model/execute';
+import { Executor } from '../model/execute';
 import { actSpec } from '../model/graph';
 import { loadModel } from '../model/load';
 import { activationFn } from '../numerics/activations';
 import { planPolynomial } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
-import { Report } from '../report';
+import { Report, polysFromReport } from '../report';
 import { SimBackend } from './backend';
 import { chooseParams } from './params';
 import { evalPolyCkks } from './polyEval';
@@ -75,18 +75,24 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
   }
 }
 
-export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
-  const t0 = Date.now();
+/**
+ * What both encrypted tests start from: the model (checked against the report), its data, a
+ * seeded choice of test samples, and the report's polynomials.
+ */
+export async function prepareEncryptedRun(o: { model: string; report: Report; data: string; labels?: string | null; samples: number }, seedOffset: number) {
   checkReportMatchesModel(o.report, o.model);
-  const model = loadModel(o.model);
-  const g = model.graph;
+  const g = loadModel(o.model).graph;
   await initBackend();
   const ds = loadDataset(o.data, o.labels ?? null, g.inputShape);
   const n = Math.min(o.samples, ds.count);
-  const idx = splitIndices(ds.count, n, 0, o.report.data.seed + 17).calib;
+  const idx = splitIndices(ds.count, n, 0, o.report.data.seed + seedOffset).calib;
+  return { g, ds, n, idx, polys: polysFromReport(o.report) };
+}
+
+export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
+  const t0 = Date.now();
+  const { g, ds, n, idx, polys } = await prepareEncryptedRun(o, 17);
   const ex = new Executor(g);
-  const polys = new Map<number, PolyActivation>(o.report.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
   const results: LayerEncryptedResult[] = [];
   try {
     for (const [k, l] of o.report.layers.entries()) {

@@ -22,8 +22,7 @@
  * polynomial activations. Anything else is refused with a clear message.
  */
 import { UserError } from '../errors';
-import { loadDataset, splitIndices } from '../data/read';
-import { initBackend, tf } from '../model/backend';
+import { tf } from '../model/backend';
 import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, size } from '../model/graph';
 import { loadModel } from '../model/load';
@@ -31,7 +30,7 @@ import { planPolynomial } from '../numerics/bsgs';
 import { Progress } from '../profile/profiler';
 import { Report } from '../report';
 import { CkksBackend, SimBackend } from './backend';
-import { checkReportMatchesModel } from './layerTest';
+import { checkReportMatchesModel, prepareEncryptedRun } from './layerTest';
 import { chooseParams, CkksParams } from './params';
 import { evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
@@ -442,8 +441,7 @@ export interface ModelTestOptions {
 
 export async function encryptedModelTest(o: ModelTestOptions): Promise<EncryptedModelReport> {
   checkReportMatchesModel(o.report, o.model);
-  const model = loadModel(o.model);
-  const g = model.graph;
+  const g = loadModel(o.model).graph;
   const program = compileProgram(g, o.report);
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);
@@ -453,14 +451,17 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const dry = emulate(program, 1, true);
   const B = Math.max(1, Math.floor(params.slots / dry.maxPeriod));
   const galoisSteps = [...dry.steps].map((k) => k * B).sort((a, b) => a - b);
-  await initBackend();
-  const ds = loadDataset(o.data, o.labels ?? null, g.inputShape);
-  const n = Math.min(o.samples, ds.count);
-  const idx = splitIndices(ds.count, n, 0, o.report.data.seed + 29).calib;
+  // node-seal runs in 32-bit WebAssembly: keys, ciphertexts and temporaries share 4 GB. Refuse
+  // before generating keys rather than let SEAL abort half-way.
+  const ctBytes = 2 * params.modulusBits.length * params.ringSize * 8;
+  const keyBytes = (galoisSteps.length + 1) * (params.modulusBits.length - 1) * ctBytes;
+  if (keyBytes > 3.2e9) {
+    throw new UserError('BUDGET_INFEASIBLE', `the keys for this program would take ${(keyBytes / 1e9).toFixed(1)} GB (${galoisSteps.length} rotation steps at N=${params.ringSize}, ${params.levels} levels), more than node-seal's 4 GB WebAssembly memory allows`,
+      `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
+  }
+  const { ds, n, idx, polys } = await prepareEncryptedRun(o, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);
-  const polys = new Map<number, PolyActivation>(o.report.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
   const per = size(g.inputShape);
   const xs = new Float32Array(n * per);
   idx.forEach((k, i) => xs.set(ds.x.subarray(k * per, (k + 1) * per), i * per));

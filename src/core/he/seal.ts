@@ -13,7 +13,6 @@ export type Ct = Any;
 export class SealBackend implements CkksBackend<Ct> {
   readonly counts: OpCounts = newCounts();
   readonly params: CkksParams;
-  private readonly seal: Any;
   private readonly context: Any;
   private readonly encoder: Any;
   private readonly encryptor: Any;
@@ -28,7 +27,6 @@ export class SealBackend implements CkksBackend<Ct> {
   readonly keySizes: { publicKey: number; relinKeys: number; galoisKeys: number };
 
   private constructor(seal: Any, params: CkksParams, galoisSteps: number[]) {
-    this.seal = seal;
     this.params = params;
     const parms = seal.EncryptionParameters(seal.SchemeType.ckks);
     parms.setPolyModulusDegree(params.ringSize);
