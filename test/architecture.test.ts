@@ -22,3 +22,9 @@ test('the core never prints: progress and warnings go through callbacks and the 
     assert.doesNotMatch(fs.readFileSync(f, 'utf8'), /console\.(log|warn|error)|process\.(stdout|stderr)\.write/, `${f} prints`);
   }
 });
+
+test('the extension\'s mapping modules are vscode-free (tested on plain Node)', () => {
+  for (const f of ['layerRanges.ts', 'reportView.ts', 'messages.ts']) {
+    assert.doesNotMatch(fs.readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8'), /from ['"]vscode['"]|require\(['"]vscode['"]\)/, f);
+  }
+});

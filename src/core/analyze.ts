@@ -157,8 +157,12 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const warnings: string[] = [];
     const notes = [...g.notes, ...ds.notes];
     if (acts.length === 0) notes.push('The model has no non-polynomial activation: nothing to approximate.');
-    const softmaxInside = g.nodes.filter((n) => n.spec.op === 'softmax');
-    for (const s of softmaxInside) warnings.push(`Layer '${s.layer}' applies softmax before the output; CKKS cannot evaluate it. Move softmax to the end or replace it.`);
+    const heIncompatible: Report['heIncompatible'] = [];
+    for (const s of g.nodes.filter((n) => n.spec.op === 'softmax')) {
+      warnings.push(`Layer '${s.layer}' applies softmax before the output; CKKS cannot evaluate it. Move softmax to the end or replace it.`);
+      heIncompatible.push({ layer: s.layer, className: s.className, problem: 'softmax before the output cannot be evaluated under CKKS (exp and division are not polynomials)',
+        fix: 'move softmax to the end of the model (the client applies it after decryption) or replace it' });
+    }
 
     // 1. Profile the calibration data.
     t = Date.now();
@@ -359,6 +363,10 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       const pred = await predictFull(ex, ds, split.heldout, { poolAsAvg: true }, { batchSize, signal: o.signal });
       const acc = cache.score(pred).accuracy;
       maxPooling = { layers: pools.map((p) => p.layer), accuracyWithAveragePooling: acc, dropWithAveragePooling: pct(base.accuracy - acc) };
+      for (const p of pools) {
+        heIncompatible.push({ layer: p.layer, className: p.className, problem: `max pooling cannot be evaluated under CKKS (max is not a polynomial); with average pooling the accuracy drops by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp`,
+          fix: 'retrain with AveragePooling2D, or accept the measured drop' });
+      }
       warnings.push(`MaxPooling layer(s) ${maxPooling.layers.join(', ')} cannot run under CKKS; replacing them by average pooling changes accuracy by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp (not included above). Retrain with AveragePooling2D or accept the drop.`);
     }
     lap('report', t);
@@ -372,7 +380,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
-      layers, final, uniform, refinements: fr.refinements, maxPooling, levelBudget, linearDepth,
+      layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,
       warnings, notes, timings,
     };
   } finally {

@@ -106,6 +106,8 @@ export interface Report {
   uniform: MethodSummary;
   refinements: Refinement[];
   maxPooling: { layers: string[]; accuracyWithAveragePooling: number; dropWithAveragePooling: number } | null;
+  /** Layers CKKS cannot evaluate as they are, with the fix. */
+  heIncompatible: { layer: string; className: string; problem: string; fix: string }[];
   levelBudget: number;
   linearDepth: number;
   warnings: string[];

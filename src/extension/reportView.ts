@@ -1,0 +1,81 @@
+/**
+ * Turns a core report into what the editor shows, as plain data: diagnostics, CodeLens titles and
+ * hover text, anchored at layer ranges (layerRanges.ts). vscode-free: the extension host converts
+ * these records into vscode.Diagnostic / CodeLens / Hover, and tests run on plain Node.
+ */
+import { Report } from '../core/report';
+import { LayerRanges, TextRange } from './layerRanges';
+
+export type Severity = 'error' | 'warning' | 'information';
+
+export interface PlainDiagnostic {
+  range: TextRange;
+  severity: Severity;
+  message: string;
+  source: 'he-approx';
+  code: 'degree' | 'budget' | 'interval' | 'he-incompatible' | 'syntax' | 'not-found';
+  layer?: string;
+}
+
+export interface PlainCodeLens { range: TextRange; title: string; layer: string; node: string }
+
+const pp = (x: number) => `${x.toFixed(2)}%`;
+
+/** Anchor for a model.json layer: its "name" value, else the start of the file. */
+function anchor(ranges: LayerRanges, layer: string): { range: TextRange; found: boolean } {
+  const r = ranges.layers.get(layer);
+  return r ? { range: r.nameRange, found: true } : { range: { start: 0, end: 1 }, found: false };
+}
+
+export function reportDiagnostics(report: Report, ranges: LayerRanges): PlainDiagnostic[] {
+  const out: PlainDiagnostic[] = ranges.errors.map((e) => ({ range: e.range, severity: 'error' as const, message: e.message, source: 'he-approx' as const, code: 'syntax' as const }));
+  if (ranges.errors.length) return out;
+  const budget = report.options.budget;
+  for (const l of report.layers) {
+    const { range, found } = anchor(ranges, l.layer);
+    const c = l.chosen;
+    const where = found ? '' : ` (layer '${l.layer}' not found in this file)`;
+    out.push({ range, severity: 'information', source: 'he-approx', code: found ? 'degree' : 'not-found', layer: l.layer,
+      message: `${l.activation} → degree ${c.degree}, depth ${c.depth}, predicted accuracy drop ${pp(c.predictedDrop)}${where}` });
+    if (c.predictedDrop > 0.5 * budget && report.layers.length > 1) {
+      out.push({ range, severity: 'warning', source: 'he-approx', code: 'budget', layer: l.layer,
+        message: `${l.activation} alone uses ${Math.round((100 * c.predictedDrop) / budget)}% of the ${budget}-point accuracy budget at degree ${c.degree}` });
+    }
+    if (c.heldoutOutside.count > 0) {
+      out.push({ range, severity: 'warning', source: 'he-approx', code: 'interval', layer: l.layer,
+        message: `${c.heldoutOutside.count} held-out values (${(100 * c.heldoutOutside.fraction).toPrecision(2)}%) fall outside the fitted interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}] (seen ${c.heldoutOutside.min.toPrecision(4)}..${c.heldoutOutside.max.toPrecision(4)}); widen the margin or calibrate on more data` });
+    }
+  }
+  for (const h of report.heIncompatible ?? []) {
+    const { range } = anchor(ranges, h.layer);
+    out.push({ range, severity: 'error', source: 'he-approx', code: 'he-incompatible', layer: h.layer, message: `${h.className} '${h.layer}': ${h.problem}. Fix: ${h.fix}` });
+  }
+  return out;
+}
+
+export function reportCodeLenses(report: Report, ranges: LayerRanges): PlainCodeLens[] {
+  return report.layers.filter((l) => ranges.layers.has(l.layer)).map((l) => ({
+    range: ranges.layers.get(l.layer)!.nameRange, layer: l.layer, node: l.name,
+    title: `degree ${l.chosen.degree} · depth ${l.chosen.depth} · Δacc ${pp(l.chosen.predictedDrop)} · Show fit`,
+  }));
+}
+
+/** Markdown for a hover on a layer; the link opens the panel on that layer. */
+export function reportHover(report: Report, layer: string): string | null {
+  const ls = report.layers.filter((l) => l.layer === layer);
+  if (!ls.length) return null;
+  return ls.map((l) => {
+    const c = l.chosen;
+    const args = encodeURIComponent(JSON.stringify([l.name]));
+    return [
+      `**${l.name}**: ${l.activation} → Chebyshev polynomial of degree ${c.degree} (${c.method === 'data' ? 'data-guided' : c.method} fit)`,
+      '',
+      `- interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}]; inputs seen ${l.stats.min.toPrecision(4)}..${l.stats.max.toPrecision(4)} (mean ${l.stats.mean.toPrecision(3)}, std ${l.stats.std.toPrecision(3)})`,
+      `- error: RMS on the data ${c.rmsData.toExponential(2)}, max on the observed range ${c.maxErrObserved.toExponential(2)}; max |p| on the interval ${c.maxAbsInterval.toPrecision(3)}`,
+      `- cost: ${c.depth} levels${c.affineLevel ? ' (one for the input scaling)' : ''}, ${c.nonScalarMults} ciphertext multiplications, about ${c.latencyMs.toFixed(0)} ms per ciphertext`,
+      `- predicted accuracy drop of this layer alone: ${pp(c.predictedDrop)}; uniform baseline needs degree ${l.uniformChosen?.degree ?? '-'}`,
+      '',
+      `[Show fit](command:heApprox.showPanel?${args})`,
+    ].join('\n');
+  }).join('\n\n---\n\n');
+}
