@@ -79,3 +79,22 @@ test('webview messages are validated', () => {
   assert.ok(!isFromWebview({ type: 'rm -rf' }));
   assert.ok(!isFromWebview(null));
 });
+
+test('analysis runs in a worker thread: progress arrives, the main thread stays responsive, cancel stops it', async () => {
+  const { runInWorker, JobFailed } = await import('../src/extension/analysisWorker');
+  const progress: number[] = [];
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 20);
+  const run = runInWorker({ kind: 'analyze', options: { model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000 } },
+    (f) => progress.push(f));
+  const report = await run.result;
+  clearInterval(timer);
+  assert.equal(report.layers.length, 2);
+  assert.ok(progress.length > 3 && progress[progress.length - 1] === 1, 'progress reported up to 1');
+  assert.ok(ticks > 5, `the main event loop kept running during the analysis (${ticks} timer ticks)`);
+  const second = runInWorker({ kind: 'analyze', options: { model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS } },
+    (f) => { if (f > 0.05) second.cancel(); });
+  await assert.rejects(second.result, (e: unknown) => e instanceof JobFailed && e.code === 'CANCELLED');
+  const bad = runInWorker({ kind: 'analyze', options: { model: example('mnist-mlp'), data: '/nonexistent.npy' } }, () => undefined);
+  await assert.rejects(bad.result, (e: unknown) => e instanceof JobFailed && e.userError && /does not exist/.test(e.message));
+});
