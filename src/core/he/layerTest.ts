@@ -11,7 +11,7 @@ import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
 import { Executor } from '../model/execute';
-import { actSpec } from '../model/graph';
+import { Graph, actSpec } from '../model/graph';
 import { loadModel } from '../model/load';
 import { activationFn } from '../numerics/activations';
 import { planPolynomial } from '../numerics/bsgs';
@@ -54,17 +54,22 @@ export interface EncryptedLayerReport {
   seconds: number;
 }
 
-export interface LayerTestOptions {
+/** What both encrypted tests take. */
+export interface EncryptedTestOptions {
   model: string;
   report: Report;
   data: string;
   labels?: string | null;
   samples: number;
+  /** Force a ring size (default: the smallest whose chain holds the levels needed). */
   ringSize?: number;
-  /** At most this many ciphertexts per layer (values beyond are not tested). */
-  maxCiphertexts?: number;
   signal?: AbortSignal;
   onProgress?: Progress;
+}
+
+export interface LayerTestOptions extends EncryptedTestOptions {
+  /** At most this many ciphertexts per layer (values beyond are not tested). */
+  maxCiphertexts?: number;
 }
 
 export function checkReportMatchesModel(report: Report, modelPath: string): void {
@@ -75,23 +80,25 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
   }
 }
 
-/**
- * What both encrypted tests start from: the model (checked against the report), its data, a
- * seeded choice of test samples, and the report's polynomials.
- */
-export async function prepareEncryptedRun(o: { model: string; report: Report; data: string; labels?: string | null; samples: number }, seedOffset: number) {
+/** The model's graph, after checking that the report was made for exactly this model file. */
+export function checkedGraph(o: EncryptedTestOptions): Graph {
   checkReportMatchesModel(o.report, o.model);
-  const g = loadModel(o.model).graph;
+  return loadModel(o.model).graph;
+}
+
+/** What both encrypted tests run on: the data, a seeded choice of test samples, the report's polynomials. */
+export async function testSamples(o: EncryptedTestOptions, g: Graph, seedOffset: number) {
   await initBackend();
   const ds = loadDataset(o.data, o.labels ?? null, g.inputShape);
   const n = Math.min(o.samples, ds.count);
   const idx = splitIndices(ds.count, n, 0, o.report.data.seed + seedOffset).calib;
-  return { g, ds, n, idx, polys: polysFromReport(o.report) };
+  return { ds, n, idx, polys: polysFromReport(o.report) };
 }
 
 export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
   const t0 = Date.now();
-  const { g, ds, n, idx, polys } = await prepareEncryptedRun(o, 17);
+  const g = checkedGraph(o);
+  const { ds, n, idx, polys } = await testSamples(o, g, 17);
   const ex = new Executor(g);
   const results: LayerEncryptedResult[] = [];
   try {

@@ -25,12 +25,11 @@ import { UserError } from '../errors';
 import { tf } from '../model/backend';
 import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, size } from '../model/graph';
-import { loadModel } from '../model/load';
 import { planPolynomial } from '../numerics/bsgs';
-import { Progress } from '../profile/profiler';
+import { gather } from '../profile/profiler';
 import { Report } from '../report';
 import { CkksBackend, SimBackend } from './backend';
-import { checkReportMatchesModel, prepareEncryptedRun } from './layerTest';
+import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { chooseParams, CkksParams } from './params';
 import { evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
@@ -428,20 +427,10 @@ export interface EncryptedModelReport {
   peakRssMB: number;
 }
 
-export interface ModelTestOptions {
-  model: string;
-  report: Report;
-  data: string;
-  labels?: string | null;
-  samples: number;
-  ringSize?: number;
-  onProgress?: Progress;
-  signal?: AbortSignal;
-}
+export type ModelTestOptions = EncryptedTestOptions;
 
 export async function encryptedModelTest(o: ModelTestOptions): Promise<EncryptedModelReport> {
-  checkReportMatchesModel(o.report, o.model);
-  const g = loadModel(o.model).graph;
+  const g = checkedGraph(o);
   const program = compileProgram(g, o.report);
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);
@@ -459,12 +448,11 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     throw new UserError('BUDGET_INFEASIBLE', `the keys for this program would take ${(keyBytes / 1e9).toFixed(1)} GB (${galoisSteps.length} rotation steps at N=${params.ringSize}, ${params.levels} levels), more than node-seal's 4 GB WebAssembly memory allows`,
       `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
   }
-  const { ds, n, idx, polys } = await prepareEncryptedRun(o, 29);
+  const { ds, n, idx, polys } = await testSamples(o, g, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);
   const per = size(g.inputShape);
-  const xs = new Float32Array(n * per);
-  idx.forEach((k, i) => xs.set(ds.x.subarray(k * per, (k + 1) * per), i * per));
+  const xs = gather(ds, idx, 0, n);
   const xt = tf.tensor(xs, [n, ...g.inputShape]);
   const orig = ex.run(new Map([[g.input, xt]]), 0, {}).logits;
   const approx = ex.run(new Map([[g.input, xt]]), 0, { replace: polys }).logits;

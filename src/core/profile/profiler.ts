@@ -30,7 +30,8 @@ function checkCancel(signal?: AbortSignal): void {
 /** Yields to the event loop so that cancellation and progress messages get through. */
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-function gather(ds: Dataset, idx: Int32Array, from: number, n: number): Float32Array {
+/** Copies samples idx[from .. from+n) of the dataset into one batch-major array. */
+export function gather(ds: Dataset, idx: Int32Array, from: number, n: number): Float32Array {
   const per = size(ds.sampleShape);
   const out = new Float32Array(n * per);
   for (let i = 0; i < n; i++) out.set(ds.x.subarray(idx[from + i] * per, (idx[from + i] + 1) * per), i * per);
