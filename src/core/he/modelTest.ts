@@ -313,28 +313,22 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
 
 /** Levels the program consumes, by running it on the plaintext simulator (no encryption). */
 export function simulateProgram(p: Program, primes: number[], levels: number): { levelsUsed: number; finalScale: number } {
-  const sim = new SimBackend(primes);
-  const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
-    rotate: (c) => c,
-    mulVecNoRescale: (c, _v, s) => ({ v: c.v, level: c.level, scale: c.scale * s }),
-    addRaw: (a) => a,
-    addInto: (a) => a,
-    rescale: (c) => { if (c.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees'); return { v: c.v, level: c.level - 1, scale: c.scale / primes[c.level] }; },
-    addVec: (c) => c,
-    free: () => undefined,
-  };
-  const L = inputLayout(p.inputShape);
-  const n = L.kind === 'grid' ? L.C : 1;
-  const out = runProgram(p, sim, ops, Array.from({ length: n }, () => sim.fresh([0], levels, 2 ** 40))).cts[0];
-  return { levelsUsed: levels - out.level, finalScale: out.scale };
+  const r = emulate(p, 1, true, undefined, { primes, levels });
+  return { levelsUsed: levels - r.level, finalScale: r.scale };
 }
 
-/** Runs the program on plaintext position vectors; records rotations and the largest period. */
-function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[]): { out: Float64Array; steps: Set<number>; maxPeriod: number } {
+/**
+ * Runs the program on plaintext position vectors, tracking levels and scales over `chain` (default:
+ * a long chain of 2^40 primes); records rotations and the largest period. A dry run skips the
+ * arithmetic on values and only follows layouts, rotations, levels and scales.
+ */
+function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }):
+  { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
   const L0 = inputLayout(p.inputShape);
   // A dry run only needs to see layouts and rotations: tiny vectors.
   const S = slotsIn ? slotsIn[0].length : 1;
-  const sim = new SimBackend(new Array<number>(128).fill(2 ** 40));
+  const { primes } = chain;
+  const sim = new SimBackend(primes);
   const steps = new Set<number>();
   let maxP = L0.period;
   const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
@@ -346,14 +340,17 @@ function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[]):
     },
     addRaw: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
     addInto: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
-    rescale: (c) => ({ v: c.v, level: c.level - 1, scale: c.scale / 2 ** 40 }),
+    rescale: (c) => {
+      if (c.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees');
+      return { v: c.v, level: c.level - 1, scale: c.scale / primes[c.level] };
+    },
     addVec: (c, v) => { maxP = Math.max(maxP, v.length); return dry ? c : mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c); },
     free: () => undefined,
   };
   const n = L0.kind === 'grid' ? L0.C : 1;
   const ins = slotsIn ?? Array.from({ length: n }, () => new Float64Array(S));
-  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, 100, 2 ** 40))).cts[0].v;
-  return { out, steps, maxPeriod: maxP };
+  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40))).cts[0];
+  return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
 }
 
 /** Rotation steps (in positions) and the largest period the program uses, from a dry run. */
