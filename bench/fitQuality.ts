@@ -12,9 +12,9 @@
 import * as path from 'path';
 import { originalChannelMeans, propagate } from '../src/core/analyze';
 import { loadDataset, splitIndices } from '../src/core/data/read';
-import { Fit, FitMethod, chooseInterval, fitDegrees } from '../src/core/fit/fit';
+import { Fit, FitMethod, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
 import { initBackend } from '../src/core/model/backend';
-import { Executor, PolyActivation } from '../src/core/model/execute';
+import { Executor } from '../src/core/model/execute';
 import { actSpec, activationNodes } from '../src/core/model/graph';
 import { loadModel } from '../src/core/model/load';
 import { HeldoutCache, profileActivations } from '../src/core/profile/profiler';
@@ -49,10 +49,7 @@ async function main(): Promise<void> {
     const refineIdx = split.calib.slice(0, 2048);
     const means = await originalChannelMeans(ex, ds, refineIdx, acts, 256);
     const drop = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>) => {
-      const polys = new Map<number, PolyActivation>(acts.map((a) => {
-        const f = fits.get(a.id)!;
-        return [a.id, { coeffs: f.coeffs, a: f.interval.a, b: f.interval.b, channelOffset: offsets?.get(a.id) ?? undefined }];
-      }));
+      const polys = new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets?.get(a.id))]));
       const { pred } = await cache.predictFrom(acts[0].id, { replace: polys });
       return 100 * (base - cache.score(pred).accuracy);
     };

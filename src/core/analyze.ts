@@ -11,7 +11,7 @@ import { UserError } from './errors';
 import { OpCosts, activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
 import { Dataset, InputScale, loadDataset, splitIndices } from './data/read';
-import { Fit, FitMethod, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees } from './fit/fit';
+import { Fit, FitMethod, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees, polyOf } from './fit/fit';
 import { initBackend } from './model/backend';
 import { Executor, PolyActivation } from './model/execute';
 import { GraphNode, actSpec, activationNodes } from './model/graph';
@@ -67,10 +67,6 @@ const pct = (x: number) => 100 * x;
 
 function sha256(file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
-
-function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
-  return { coeffs: fit.coeffs, a: fit.interval.a, b: fit.interval.b, channelOffset: offset ?? undefined };
 }
 
 interface Stage { name: string; weight: number }

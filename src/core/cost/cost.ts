@@ -8,7 +8,7 @@
  * - Latency is estimated from per-operation costs at the chosen ring size: measured with
  *   node-seal on this machine when available (sealCosts.ts), else published node-seal figures.
  */
-import { Graph, GraphNode } from '../model/graph';
+import { Graph, GraphNode, consumersOf } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
 
 export interface OpCosts {
@@ -51,7 +51,7 @@ export interface ActivationCost {
 export function affineFoldable(g: Graph, act: GraphNode): boolean {
   const src = g.nodes[act.inputs[0]];
   if (!['dense', 'conv2d', 'batchnorm'].includes(src.spec.op)) return false;
-  return g.nodes.filter((n) => n.inputs.includes(src.id)).length === 1;
+  return consumersOf(g, src.id).length === 1;
 }
 
 export function activationCost(degree: number, foldable: boolean, costs: OpCosts): ActivationCost {
@@ -68,7 +68,7 @@ export function linearLevels(g: Graph, n: GraphNode): number {
   if (s.op === 'dense' || s.op === 'conv2d') return 1;
   if (s.op === 'avgpool' || s.op === 'globalavgpool' || s.op === 'maxpool') {
     // The 1/k^2 factor folds into the next linear layer's weights when one follows.
-    const next = g.nodes.filter((m) => m.inputs.includes(n.id));
+    const next = consumersOf(g, n.id);
     const linearNext = next.length === 1 && ['dense', 'conv2d', 'flatten', 'reshape'].includes(next[0].spec.op);
     return linearNext ? 0 : 1;
   }

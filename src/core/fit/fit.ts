@@ -14,6 +14,7 @@ import { Interval, chebInterpolate, chebpts1, chebval } from '../numerics/chebys
 import { chebfitWeightedAll } from '../numerics/lstsq';
 import { remez } from '../numerics/remez';
 import { ValueStats } from '../profile/stats';
+import type { PolyActivation } from '../model/execute';
 
 export type FitMethod = 'data' | 'uniform' | 'minimax';
 
@@ -91,4 +92,9 @@ export function fitDegrees(method: FitMethod, spec: ActivationSpec, stats: Value
     const q = assessFit(spec, c, iv, stats.sample, stats);
     return { method, degree: d, interval: iv, coeffs: Array.from(c), ...q };
   });
+}
+
+/** A fit as the executor's polynomial activation, with an optional per-channel offset. */
+export function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
+  return { coeffs: fit.coeffs, a: fit.interval.a, b: fit.interval.b, channelOffset: offset ?? undefined };
 }

@@ -24,7 +24,7 @@
 import { UserError } from '../errors';
 import { tf } from '../model/backend';
 import { Executor, PolyActivation } from '../model/execute';
-import { Graph, GraphNode, size } from '../model/graph';
+import { Graph, GraphNode, consumersOf, size } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
 import { gather } from '../profile/profiler';
 import { Report } from '../report';
@@ -65,7 +65,7 @@ const stepInputs = (s: Step): number[] => (s.kind === 'add' ? s.inputs : [s.inpu
 /** Compiles graph + chosen polynomials into dense, conv, pool, polynomial and add steps. */
 export function compileProgram(g: Graph, report: Report): Program {
   const polys = new Map(report.layers.map((l) => [l.node, l]));
-  const consumers = (id: number) => g.nodes.filter((m) => m.inputs.includes(id));
+  const consumers = (id: number) => consumersOf(g, id);
   const alias = new Map<number, number>(); // node -> value id it equals (flatten, identity)
   const val = (id: number) => alias.get(id) ?? id;
   const steps: Step[] = [];

@@ -63,6 +63,11 @@ export function activationNodes(g: Graph): GraphNode[] {
   return g.nodes.filter((n) => n.spec.op === 'activation');
 }
 
+/** The nodes that read node `id`'s output. */
+export function consumersOf(g: Graph, id: number): GraphNode[] {
+  return g.nodes.filter((n) => n.inputs.includes(id));
+}
+
 /** For each node, the ids of the nodes that consume it. */
 export function consumers(g: Graph): number[][] {
   const out: number[][] = g.nodes.map(() => []);
