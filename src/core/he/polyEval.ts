@@ -12,7 +12,7 @@
  * So no addition ever meets mismatched scales, and no scale is ever overwritten. Levels consumed
  * equal the plan's depth: ceil(log2(d+1)), plus one if the input's affine map is done here.
  */
-import { PlanNode, PolyPlan, chebDivide } from '../numerics/bsgs';
+import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
 import { CkksBackend } from './backend';
 
 export interface PolyInput {
@@ -41,19 +41,19 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan:
   const cheb = (i: number): C => {
     const have = T.get(i);
     if (have !== undefined) return have;
+    const r = chebRecipe(i);
     let v: C;
-    if ((i & (i - 1)) === 0) {
-      const h = cheb(i / 2);
+    if (r.kind === 'square') {
+      const h = cheb(r.h);
       const sq = track(be.mul(h, h));
       v = track(be.addConst(track(be.add(sq, sq)), -1));
     } else {
-      const a = 2 ** (Math.ceil(Math.log2(i)) - 1);
-      const A = cheb(a);
-      const B = cheb(i - a);
+      const A = cheb(r.a);
+      const B = cheb(r.b);
       const lvl = Math.min(be.level(A), be.level(B));
       const prod = track(be.mul(track(be.modSwitchTo(A, lvl)), track(be.modSwitchTo(B, lvl))));
       const twice = track(be.add(prod, prod));
-      const R = cheb(a - (i - a));
+      const R = cheb(r.diff);
       const target = be.scale(twice);
       const Rs = track(be.mulConst(R, 1, (target * be.prime(be.level(R))) / be.scale(R)));
       v = track(be.sub(twice, track(be.modSwitchTo(Rs, be.level(twice)))));

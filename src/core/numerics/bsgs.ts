@@ -30,7 +30,19 @@ export interface PolyPlan {
   root: PlanNode;
 }
 
-/** Depth of T_i when built by T_{a+b} = 2 T_a T_b - T_{|a-b|} from balanced halves. */
+/**
+ * How T_i (i >= 2) is built, the rule every evaluator follows: T_2h = 2 T_h^2 - 1 for powers of
+ * two, else T_{a+b} = 2 T_a T_b - T_{a-b} with a the largest power of two below i (so a > b > 0 and
+ * never T_0). Balanced halves give T_i depth ceil(log2 i) (chebDepth).
+ */
+export type ChebRecipe = { kind: 'square'; h: number } | { kind: 'product'; a: number; b: number; diff: number };
+export function chebRecipe(i: number): ChebRecipe {
+  if ((i & (i - 1)) === 0) return { kind: 'square', h: i / 2 };
+  const a = 2 ** (Math.ceil(Math.log2(i)) - 1);
+  return { kind: 'product', a, b: i - a, diff: a - (i - a) };
+}
+
+/** Depth of T_i when built by chebRecipe. */
 export function chebDepth(i: number): number {
   return i <= 1 ? 0 : Math.ceil(Math.log2(i));
 }
@@ -142,15 +154,13 @@ export function evaluatePlan<T>(plan: PolyPlan, coeffs: ArrayLike<number>, t: T,
   const cheb = (i: number): T => {
     const have = T.get(i);
     if (have !== undefined) return have;
+    const r = chebRecipe(i);
     let v: T;
-    if ((i & (i - 1)) === 0) {
-      const h = cheb(i / 2);
-      v = ar.addConst(ar.mulInt(ar.mul(h, h), 2), -1); // T_2a = 2 T_a^2 - 1
+    if (r.kind === 'square') {
+      const h = cheb(r.h);
+      v = ar.addConst(ar.mulInt(ar.mul(h, h), 2), -1);
     } else {
-      const a = 2 ** (Math.ceil(Math.log2(i)) - 1);
-      const b = i - a;
-      // T_{a+b} = 2 T_a T_b - T_{a-b}; T_0 = 1 when a = b cannot happen here (i not a power of two).
-      v = ar.sub(ar.mulInt(ar.mul(cheb(a), cheb(b)), 2), cheb(a - b));
+      v = ar.sub(ar.mulInt(ar.mul(cheb(r.a), cheb(r.b)), 2), cheb(r.diff));
     }
     T.set(i, v);
     return v;
