@@ -5,14 +5,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadDataset, readArray, splitIndices } from '../src/core/data/read';
 import { writeNpy } from '../src/core/data/npy';
-import { UserError } from '../src/core/errors';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, tmpDir } from './helpers';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, tmpDir, expectUserError } from './helpers';
 
 const fx = (f: string) => path.join(ROOT, 'test', 'fixtures', f);
-
-function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
-  assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message));
-}
 
 test('.npy files written by numpy: float64, uint8, int64; Fortran order refused', () => {
   const a = readArray(fx('f64_2x3x4.npy'));

@@ -2,7 +2,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as assert from 'node:assert/strict';
 import { tf } from '../src/core/model/backend';
+import { UserError } from '../src/core/errors';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -48,4 +50,9 @@ export function randomBatch(shape: number[], seed: number): tf.Tensor {
   const v = new Float32Array(n);
   for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; v[i] = s / 2 ** 32; }
   return tf.tensor(v, shape);
+}
+
+/** Asserts that fn throws a UserError with this code, a message matching re, and a fix. */
+export function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
+  assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message) && e.fix.length > 0);
 }

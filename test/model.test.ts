@@ -6,8 +6,7 @@ import * as path from 'path';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
-import { UserError } from '../src/core/errors';
-import { example, randomBatch, saveModel, tfjsLoad, tmpDir } from './helpers';
+import { example, randomBatch, saveModel, tfjsLoad, tmpDir, expectUserError } from './helpers';
 
 /** Max |softmax(our logits) - tfjs probabilities| or |ours - tfjs| when no softmax was dropped. */
 async function compareWithTfjs(modelJson: string, batch: tf.Tensor): Promise<number> {
@@ -22,10 +21,6 @@ async function compareWithTfjs(modelJson: string, batch: tf.Tensor): Promise<num
   let d = 0;
   for (let i = 0; i < theirs.length; i++) d = Math.max(d, Math.abs(mine[i] - theirs[i]));
   return d;
-}
-
-function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
-  assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message) && e.fix.length > 0);
 }
 
 test('the bundled examples load and run exactly as tfjs runs them', async () => {
