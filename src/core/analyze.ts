@@ -395,12 +395,8 @@ export function toolVersion(): string {
 
 /** Per-channel (last axis) mean of each activation's exact output in the original model. */
 export async function originalChannelMeans(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], batchSize: number, signal?: AbortSignal): Promise<Map<number, Float64Array>> {
-  const out = new Map<number, Float64Array>();
-  for (const a of acts) {
-    const vals = await captureValues(ex, ds, idx, a.id, {}, { batchSize, signal });
-    out.set(a.id, channelMeans(vals, a.shape[a.shape.length - 1], (x) => x));
-  }
-  return out;
+  const vals = await captureValues(ex, ds, idx, acts.map((a) => a.id), {}, { batchSize, signal });
+  return new Map(acts.map((a) => [a.id, channelMeans(vals.get(a.id)!, a.shape[a.shape.length - 1], (x) => x)]));
 }
 
 function channelMeans(vals: Float32Array, C: number, f: (x: number) => number): Float64Array {
@@ -428,7 +424,7 @@ export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts
     let fit = chosen.get(a.id)!;
     const act = actSpec(a);
     const needValues = o.refit || o.shift;
-    const vals = needValues ? await captureValues(ex, ds, idx, a.inputs[0], { replace }, { batchSize: o.batchSize, signal: o.signal }) : null;
+    const vals = needValues ? (await captureValues(ex, ds, idx, [a.inputs[0]], { replace }, { batchSize: o.batchSize, signal: o.signal })).get(a.inputs[0])! : null;
     if (o.refit && vals) {
       const st = sampleStats(vals, o.reservoir, o.seed);
       const own = chooseInterval(st, o.margin);

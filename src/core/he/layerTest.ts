@@ -105,7 +105,7 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
     for (const [k, l] of o.report.layers.entries()) {
       const node = g.nodes[l.node];
       if (!node || node.name !== l.name) throw new UserError('OPTION_INVALID', `layer ${l.name} of the report is not in the model`, 'run he-approx analyze on this model again');
-      const vals = await captureValues(ex, ds, idx, node.inputs[0], { replace: polys }, { batchSize: 256, signal: o.signal });
+      const vals = (await captureValues(ex, ds, idx, [node.inputs[0]], { replace: polys }, { batchSize: 256, signal: o.signal })).get(node.inputs[0])!;
       const plan = planPolynomial(l.chosen.degree);
       // A foldable affine map is applied by the previous linear layer: encrypt t directly.
       const folded = l.affineFoldable;

@@ -170,17 +170,17 @@ export async function predictFull(ex: Executor, ds: Dataset, idx: Int32Array, ru
   return pred;
 }
 
-/** Values reaching node `id` for samples `idx` (batch-major), with `run`'s replacements upstream. */
-export async function captureValues(ex: Executor, ds: Dataset, idx: Int32Array, id: number, run: RunOptions, opts: PassOptions): Promise<Float32Array> {
-  const per = size(ex.graph.nodes[id].shape);
-  const out = new Float32Array(idx.length * per);
+/** Values of nodes `ids` for samples `idx` (batch-major), with `run`'s replacements upstream, in one pass. */
+export async function captureValues(ex: Executor, ds: Dataset, idx: Int32Array, ids: number[], run: RunOptions, opts: PassOptions): Promise<Map<number, Float32Array>> {
+  const per = ids.map((id) => size(ex.graph.nodes[id].shape));
+  const out = new Map(ids.map((id, k) => [id, new Float32Array(idx.length * per[k])]));
   for (let s = 0; s < idx.length; s += opts.batchSize) {
     checkCancel(opts.signal);
     const n = Math.min(opts.batchSize, idx.length - s);
     const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
-    const { captured } = ex.run(new Map([[ex.graph.input, x]]), 0, run, [id]);
+    const { captured } = ex.run(new Map([[ex.graph.input, x]]), 0, run, ids);
     x.dispose();
-    out.set(captured.get(id)!, s * per);
+    ids.forEach((id, k) => out.get(id)!.set(captured.get(id)!, s * per[k]));
     await tick();
   }
   return out;
