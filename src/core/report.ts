@@ -3,12 +3,21 @@
  * encrypted test. Its schema is documented in docs/report-schema.md; `REPORT_VERSION` changes
  * whenever a field changes meaning or disappears.
  */
+import * as crypto from 'crypto';
 import { OpCosts } from './cost/cost';
 import { FitMethod } from './fit/fit';
 import { Histogram } from './profile/stats';
 import type { PolyActivation } from './model/execute';
 
 export const REPORT_SCHEMA = 'he-approx/report';
+
+/**
+ * sha256 of a JSON text's content whatever its formatting (null if it does not parse): a
+ * reformatted model.json is the same model, so results made for it still apply.
+ */
+export function jsonContentSha256(text: string): string | null {
+  try { return crypto.createHash('sha256').update(JSON.stringify(JSON.parse(text))).digest('hex'); } catch { return null; }
+}
 export const REPORT_VERSION = 1;
 
 export interface DegreeResult {
@@ -93,7 +102,7 @@ export interface Report {
   version: typeof REPORT_VERSION;
   tool: { name: string; version: string };
   createdAt: string;
-  model: { path: string; name: string; layout: string; inputShape: number[]; sha256: string; notes: string[] };
+  model: { path: string; name: string; layout: string; inputShape: number[]; sha256: string; contentSha256?: string | null; notes: string[] };
   data: { path: string; labels: string | null; heldoutPath: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
   options: AnalyzeOptionsReport;
   backend: string;

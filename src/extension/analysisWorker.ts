@@ -1,22 +1,40 @@
 /**
- * Runs core jobs (analysis, encrypted tests) in a worker thread, so that heavy compute never
+ * Runs core jobs (analysis, encrypted tests, export) in a worker thread, so that heavy compute never
  * blocks the extension host's event loop (issue 4). vscode-free: `runInWorker` is what the host
- * calls; the worker side is this same file when loaded as a worker. Progress arrives as messages;
- * cancellation posts 'cancel', which aborts the core's AbortSignal between batches.
+ * calls; the worker side is workerMain.ts (in the VSIX, esbuild bundles it as bundle/worker.js and
+ * the host passes that path), kept apart so that the host bundle does not carry the core.
+ * Progress arrives as messages; cancellation posts 'cancel', which aborts the core's AbortSignal
+ * between batches.
  */
-import { Worker, isMainThread, parentPort, workerData } from 'worker_threads';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
 import type { AnalyzeOptions } from '../core/analyze';
+import type { EncryptedTestOptions } from '../core/he/layerTest';
+import type { EncryptedLayerReport } from '../core/he/layerTest';
+import type { EncryptedModelReport } from '../core/he/modelTest';
 import type { Report } from '../core/report';
 
-export type Job = { kind: 'analyze'; options: Omit<AnalyzeOptions, 'signal' | 'onProgress'> };
+type NoHooks<T> = Omit<T, 'signal' | 'onProgress'>;
 
-type FromWorker =
+export type Job =
+  | { kind: 'analyze'; options: NoHooks<AnalyzeOptions> }
+  | { kind: 'encrypted'; mode: 'model' | 'layer'; options: NoHooks<EncryptedTestOptions> }
+  | { kind: 'export'; dir: string; model: string; report: Report; force: boolean };
+
+export type JobResult<J extends Job> =
+  J extends { kind: 'analyze' } ? Report
+    : J extends { kind: 'encrypted' } ? EncryptedModelReport | EncryptedLayerReport
+      : { report: string; coefficients: string; model: string; weights: string };
+
+export interface WorkerInit { job: Job; wasmDir: string | null }
+
+export type FromWorker =
   | { type: 'progress'; fraction: number; message: string }
-  | { type: 'done'; report: Report }
+  | { type: 'done'; result: unknown }
   | { type: 'failed'; userError: boolean; code: string; message: string; fix: string };
 
-export interface WorkerRun {
-  result: Promise<Report>;
+export interface WorkerRun<T> {
+  result: Promise<T>;
   cancel(): void;
 }
 
@@ -24,37 +42,26 @@ export class JobFailed extends Error {
   constructor(readonly code: string, message: string, readonly fix: string, readonly userError: boolean) { super(message); }
 }
 
+export interface WorkerHost {
+  /** The worker script: workerMain.js beside this file (tsc output) or the bundled bundle/worker.js. */
+  script?: string;
+  /** Where the tfjs wasm binaries are, for bundled hosts. */
+  wasmDir?: string | null;
+}
+
 /** Starts `job` in a new worker thread. The promise rejects with JobFailed (code CANCELLED on cancel). */
-export function runInWorker(job: Job, onProgress: (fraction: number, message: string) => void): WorkerRun {
-  const worker = new Worker(__filename, { workerData: job });
+export function runInWorker<J extends Job>(job: J, onProgress: (fraction: number, message: string) => void, host: WorkerHost = {}): WorkerRun<JobResult<J>> {
+  const init: WorkerInit = { job, wasmDir: host.wasmDir ?? null };
+  const worker = new Worker(host.script ?? path.join(__dirname, 'workerMain.js'), { workerData: init });
   let settled = false;
-  const result = new Promise<Report>((resolve, reject) => {
+  const result = new Promise<JobResult<J>>((resolve, reject) => {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'progress') onProgress(m.fraction, m.message);
-      else if (m.type === 'done') { settled = true; resolve(m.report); void worker.terminate(); }
+      else if (m.type === 'done') { settled = true; resolve(m.result as JobResult<J>); void worker.terminate(); }
       else { settled = true; reject(new JobFailed(m.code, m.message, m.fix, m.userError)); void worker.terminate(); }
     });
     worker.on('error', (e) => { if (!settled) { settled = true; reject(new JobFailed('INTERNAL', e.message, 'this is a bug; see the log', false)); } });
-    worker.on('exit', (code) => { if (!settled) { settled = true; reject(new JobFailed('INTERNAL', `analysis worker exited with code ${code}`, 'see the log', false)); } });
+    worker.on('exit', (code) => { if (!settled) { settled = true; reject(new JobFailed('INTERNAL', `he-approx worker exited with code ${code}`, 'see the log', false)); } });
   });
   return { result, cancel: () => worker.postMessage({ type: 'cancel' }) };
 }
-
-async function workerMain(): Promise<void> {
-  const { analyze } = await import('../core/analyze');
-  const { isUserError } = await import('../core/errors');
-  const job = workerData as Job;
-  const ac = new AbortController();
-  parentPort!.on('message', (m: { type: string }) => { if (m.type === 'cancel') ac.abort(); });
-  const post = (m: FromWorker) => parentPort!.postMessage(m);
-  try {
-    const report = await analyze({ ...job.options, signal: ac.signal, onProgress: (fraction, message) => post({ type: 'progress', fraction, message }) });
-    // Structured clone drops nothing the report holds: it is plain data by design.
-    post({ type: 'done', report: JSON.parse(JSON.stringify(report)) });
-  } catch (e) {
-    if (isUserError(e)) post({ type: 'failed', userError: true, code: e.code, message: e.message, fix: e.fix });
-    else post({ type: 'failed', userError: false, code: 'INTERNAL', message: (e as Error).message ?? String(e), fix: 'this is a bug; see the log' });
-  }
-}
-
-if (!isMainThread && parentPort && (workerData as Job | undefined)?.kind === 'analyze') void workerMain();

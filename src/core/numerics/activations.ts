@@ -107,6 +107,16 @@ export function describeActivation(spec: ActivationSpec): string {
   return spec.kind;
 }
 
+/** Inverse of describeActivation: the spec behind a report's activation string. */
+export function specFromDescription(desc: string): ActivationSpec {
+  const m = /^(\w+)(?:\((alpha|max)=([-+0-9.e]+)\))?$/.exec(desc);
+  const base = m ? parseActivationName(m[1], 'report') : 'linear';
+  if (!m || base === 'linear' || base === 'softmax') throw new UserError('OPTION_INVALID', `unknown activation '${desc}' in the report`, 'analyse the model again with this version of he-approx');
+  if (m[2] === 'alpha') return { ...base, alpha: Number(m[3]) };
+  if (m[2] === 'max') return { ...base, maxValue: Number(m[3]) };
+  return base;
+}
+
 /**
  * Maps a Keras/tfjs activation identifier to a spec. Returns 'linear' for identity, 'softmax' for
  * softmax (handled by the caller), and throws a UserError for anything unknown.

@@ -1,0 +1,34 @@
+// Bundles the extension host, the analysis worker and the webview with esbuild, and copies the
+// tfjs wasm binaries beside them (the VSIX ships bundle/ only; see .vscodeignore).
+import { build } from 'esbuild';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+const require = createRequire(import.meta.url);
+const out = 'bundle';
+const production = !process.argv.includes('--dev');
+rmSync(out, { recursive: true, force: true });
+const node = {
+  bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify: production, sourcemap: !production,
+  // jsonc-parser's 'main' is a UMD build whose inner requires esbuild cannot follow; its ESM build bundles cleanly.
+  mainFields: ['module', 'main'],
+  // vscode is provided by the host; tfjs-node is an optional native accelerator loaded only if present.
+  external: ['vscode', '@tensorflow/tfjs-node'], logLevel: 'warning', legalComments: 'none',
+  // The core finds the wasm binaries with require.resolve only when no directory was set; bundled
+  // hosts always set bundle/wasm (setWasmDirectory), so that branch never runs in the bundle.
+  logOverride: { 'require-resolve-not-external': 'silent' },
+};
+await Promise.all([
+  build({ ...node, entryPoints: ['src/extension/extension.ts'], outfile: join(out, 'extension.js') }),
+  build({ ...node, entryPoints: ['src/extension/workerMain.ts'], outfile: join(out, 'worker.js') }),
+  build({ bundle: true, platform: 'browser', format: 'iife', target: 'es2022', minify: production, sourcemap: !production,
+    entryPoints: ['webview/main.ts'], outfile: join(out, 'webview.js'), logLevel: 'warning', legalComments: 'none' }),
+]);
+const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+mkdirSync(join(out, 'wasm'), { recursive: true });
+for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join(out, 'wasm', f));
+for (const f of readdirSync(out, { recursive: true })) {
+  const p = join(out, f);
+  if (statSync(p).isFile()) console.log(`${p.padEnd(48)} ${(statSync(p).size / 1024).toFixed(0).padStart(6)} KB`);
+}

@@ -1,0 +1,63 @@
+/**
+ * Analysis results cached by content: the key hashes the model.json, its weight shards, the data
+ * and labels files and the options, so that editing any of them makes the cached report stale and
+ * an unchanged workspace reopens with its results at once. vscode-free (tested on plain Node).
+ * Writes go to a temporary file renamed into place, so a cancelled or crashed run never leaves a
+ * half-written result behind.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Report, jsonContentSha256 } from '../core/report';
+
+/** model.json plus the weight shards its manifest names (those that exist). */
+export function modelFiles(modelPath: string): string[] {
+  const out = [modelPath];
+  try {
+    const json = JSON.parse(fs.readFileSync(modelPath, 'utf8')) as { weightsManifest?: { paths?: string[] }[] };
+    for (const g of json.weightsManifest ?? []) for (const p of g.paths ?? []) {
+      const f = path.join(path.dirname(modelPath), p);
+      if (fs.existsSync(f)) out.push(f);
+    }
+  } catch {
+    // A corrupt model.json is keyed by its bytes alone; the analysis reports the problem.
+  }
+  return out;
+}
+
+export function analysisKey(files: (string | null | undefined)[], options: unknown): string {
+  const h = crypto.createHash('sha256');
+  for (const f of files) {
+    h.update(f ? `file:${path.basename(f)}:` : 'none:');
+    if (f && fs.existsSync(f)) {
+      const bytes = fs.readFileSync(f);
+      // JSON (model.json) by content, so that reformatting it keeps the cached results.
+      h.update((f.endsWith('.json') && jsonContentSha256(bytes.toString('utf8'))) || bytes);
+    }
+    h.update('\0');
+  }
+  h.update(JSON.stringify(options));
+  return h.digest('hex');
+}
+
+export class ResultCache {
+  constructor(private readonly dir: string) {}
+
+  private file(key: string): string { return path.join(this.dir, `${key}.json`); }
+
+  get(key: string): Report | null {
+    try { return JSON.parse(fs.readFileSync(this.file(key), 'utf8')) as Report; } catch { return null; }
+  }
+
+  put(key: string, report: Report): void {
+    fs.mkdirSync(this.dir, { recursive: true });
+    const tmp = `${this.file(key)}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(report));
+    fs.renameSync(tmp, this.file(key));
+  }
+
+  clear(): void {
+    if (!fs.existsSync(this.dir)) return;
+    for (const f of fs.readdirSync(this.dir)) if (f.endsWith('.json') || f.endsWith('.tmp')) fs.rmSync(path.join(this.dir, f), { force: true });
+  }
+}

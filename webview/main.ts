@@ -1,0 +1,237 @@
+/**
+ * The side panel's page: draws what the host sends (messages.ts) with Chart.js and
+ * @vscode-elements/elements, themed with --vscode-* variables. No numerics here: the host computes
+ * the curves with the core (src/extension/curves.ts). State survives hiding the view via
+ * getState/setState.
+ */
+import {
+  BarController, BarElement, CategoryScale, Chart, Legend, LineController, LineElement, LinearScale, LogarithmicScale, PointElement, Tooltip,
+} from 'chart.js';
+import '@vscode-elements/elements/dist/vscode-badge/index.js';
+import '@vscode-elements/elements/dist/vscode-button/index.js';
+import '@vscode-elements/elements/dist/vscode-option/index.js';
+import '@vscode-elements/elements/dist/vscode-progress-bar/index.js';
+import '@vscode-elements/elements/dist/vscode-single-select/index.js';
+import type { FromWebview, ToWebview } from '../src/extension/messages';
+import type { LayerCurves } from '../src/extension/curves';
+import type { LayerReport, Report } from '../src/core/report';
+
+Chart.register(BarController, BarElement, CategoryScale, LineController, LineElement, LinearScale, LogarithmicScale, PointElement, Legend, Tooltip);
+
+interface VsCodeApi { postMessage(m: FromWebview): void; getState(): unknown; setState(s: unknown): void }
+declare function acquireVsCodeApi(): VsCodeApi;
+const vscode = acquireVsCodeApi();
+
+interface State { last: Extract<ToWebview, { type: 'report' }> | null; selected: string | null }
+let state: State = (vscode.getState() as State | undefined) ?? { last: null, selected: null };
+const save = () => vscode.setState(state);
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const charts = new Map<string, { destroy(): void }>();
+
+function css(name: string, fallback: string): string {
+  return getComputedStyle(document.body).getPropertyValue(name).trim() || fallback;
+}
+
+function colors() {
+  return {
+    fg: css('--vscode-foreground', '#ccc'),
+    grid: css('--vscode-editorWidget-border', 'rgba(128,128,128,0.3)'),
+    blue: css('--vscode-charts-blue', '#3794ff'),
+    orange: css('--vscode-charts-orange', '#d18616'),
+    green: css('--vscode-charts-green', '#89d185'),
+    red: css('--vscode-charts-red', '#f14c4c'),
+    purple: css('--vscode-charts-purple', '#b180d7'),
+    yellow: css('--vscode-charts-yellow', '#cca700'),
+    hist: css('--vscode-charts-lines', 'rgba(128,128,128,0.45)'),
+  };
+}
+
+function draw(id: string, config: ConstructorParameters<typeof Chart>[1], points: number): void {
+  charts.get(id)?.destroy();
+  charts.delete(id);
+  const canvas = $<HTMLCanvasElement>(id);
+  try {
+    charts.set(id, new Chart(canvas, config));
+    // What a test (or a screen reader) can check without reading pixels: how much was plotted.
+    canvas.dataset.points = String(points);
+  } catch (e) {
+    // One chart failing must not take the rest of the panel with it.
+    canvas.dataset.points = '0';
+    canvas.setAttribute('aria-label', `chart failed: ${(e as Error).message}`);
+  }
+}
+
+const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
+
+function axes(c: ReturnType<typeof colors>, xTitle: string, yTitle: string) {
+  return {
+    x: { type: 'linear' as const, title: { display: true, text: xTitle, color: c.fg }, ticks: { color: c.fg }, grid: { color: c.grid } },
+    y: { title: { display: true, text: yTitle, color: c.fg }, ticks: { color: c.fg }, grid: { color: c.grid } },
+  };
+}
+
+function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: string): void {
+  const l = report.layers.find((x) => x.name === node);
+  const cv = curves[node];
+  if (!l || !cv) return;
+  const c = colors();
+  const ch = l.chosen;
+  $('layer-facts').textContent = `${l.activation} → degree ${ch.degree} (${ch.method === 'data' ? 'data-guided' : ch.method}), depth ${ch.depth}, ${ch.nonScalarMults} ciphertext multiplications, ` +
+    `predicted drop ${fmt(ch.predictedDrop)}%; interval [${ch.interval.a.toPrecision(3)}, ${ch.interval.b.toPrecision(3)}], inputs seen ${l.stats.min.toPrecision(3)}..${l.stats.max.toPrecision(3)}`;
+  const xy = (xs: number[], ys: number[]) => xs.map((x, i) => ({ x, y: ys[i] }));
+  const base = axes(c, 'input to the activation', 'output');
+  draw('fit-chart', {
+    type: 'line',
+    data: {
+      datasets: [
+        { type: 'bar', label: 'recorded inputs (fraction)', data: xy(cv.histogram.x, cv.histogram.density), backgroundColor: c.hist, yAxisID: 'density', barPercentage: 1, categoryPercentage: 1, order: 3 },
+        { label: l.activation, data: xy(cv.x, cv.activation), borderColor: c.blue, borderWidth: 2, pointRadius: 0, order: 2 },
+        { label: `polynomial, degree ${ch.degree}`, data: xy(cv.x, cv.polynomial), borderColor: c.orange, borderWidth: 2, borderDash: [5, 3], pointRadius: 0, order: 1 },
+      ],
+    },
+    options: {
+      animation: false, maintainAspectRatio: false, parsing: false as const,
+      plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
+      scales: { ...base, density: { position: 'right', beginAtZero: true, ticks: { color: c.fg }, grid: { display: false }, title: { display: true, text: 'fraction', color: c.fg } } },
+    },
+  }, cv.x.length + cv.histogram.x.length);
+  draw('error-chart', {
+    type: 'line',
+    data: { datasets: [{ label: 'polynomial − activation', data: xy(cv.x, cv.error), borderColor: c.red, borderWidth: 2, pointRadius: 0 }] },
+    options: { animation: false, maintainAspectRatio: false, parsing: false as const, plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } }, scales: axes(c, 'input', 'error') },
+  }, cv.x.length);
+}
+
+/** Drops at or below this show at this value: the log axis cannot show zero or negative drops. */
+const DROP_FLOOR = 0.01;
+
+function drawDegrees(report: Report, selected: string): void {
+  const c = colors();
+  const clamp = (d: number) => Math.max(DROP_FLOOR, d);
+  const palette = [c.blue, c.orange, c.green, c.purple, c.yellow, c.red];
+  const datasets = report.layers.map((l: LayerReport, i) => ({
+    label: `${l.name}${l.name === selected ? ' (selected)' : ''}`,
+    data: l.sensitivity.data.map((d) => ({ x: d.degree, y: clamp(d.drop) })),
+    borderColor: palette[i % palette.length], borderWidth: l.name === selected ? 3 : 1.5, pointRadius: 2,
+  }));
+  const sel = report.layers.find((l) => l.name === selected);
+  if (sel) datasets.push({ label: `${sel.name}: uniform baseline`, data: sel.sensitivity.uniform.map((d) => ({ x: d.degree, y: clamp(d.drop) })), borderColor: c.fg, borderWidth: 1, pointRadius: 1, borderDash: [4, 4] } as typeof datasets[number]);
+  const points = datasets.reduce((s, d) => s + d.data.length, 0);
+  draw('degree-chart', {
+    type: 'line', data: { datasets },
+    options: {
+      animation: false, maintainAspectRatio: false, parsing: false as const,
+      plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
+      scales: { ...axes(c, 'degree', 'accuracy drop (pp, this layer alone)'), y: { type: 'logarithmic' as const, ticks: { color: c.fg }, grid: { color: c.grid }, title: { display: true, text: `drop, pp (log; ≤ ${DROP_FLOOR} shown at ${DROP_FLOOR})`, color: c.fg } } },
+    },
+  }, points);
+}
+
+function row(cells: string[], head = false): string {
+  const tag = head ? 'th' : 'td';
+  return `<tr>${cells.map((x, i) => `<${tag}${i ? ' class="num"' : ''}>${x}</${tag}>`).join('')}</tr>`;
+}
+
+function esc(s: string): string {
+  return s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+}
+
+function renderSummary(r: Report): void {
+  const f = r.final;
+  const u = r.uniform;
+  const metric = r.metric === 'top1-vs-labels' ? 'accuracy' : 'agreement';
+  const enc = (r.encrypted as { model?: { params: { ringSize: number } } } | undefined)?.model;
+  $('summary').innerHTML = [
+    row(['', 'he-approx', 'uniform'], true),
+    row([`plaintext ${metric}`, `${fmt(100 * r.plaintext.accuracy)}%`, '']),
+    row([`approximated ${metric} (measured)`, `${fmt(100 * f.accuracy)}%`, `${fmt(100 * u.accuracy)}%`]),
+    row(['predicted drop', `${fmt(f.predictedDrop)} pp`, `${fmt(u.predictedDrop)} pp`]),
+    row(['measured drop', `${fmt(f.measuredDrop)} pp`, `${fmt(u.measuredDrop)} pp`]),
+    row(['total depth (levels)', String(f.networkDepth), String(u.networkDepth)]),
+    row(['ciphertext multiplications', String(f.nonScalarMults), String(u.nonScalarMults)]),
+    row(['ring size N', String(enc?.params.ringSize ?? r.options.ringSize), '']),
+    row(['budget', `${r.options.budget} pp, ${r.levelBudget} levels`, '']),
+  ].join('');
+}
+
+function renderEncrypted(r: Report): void {
+  const e = r.encrypted as { model?: { samples: unknown[]; agreement: number; maxAbsErrLogits: number; levelsUsed: number; params: { ringSize: number; levels: number; samplesPerCiphertext: number }; latencySeconds: number; amortisedSecondsPerSample: number; peakRssMB: number };
+    layers?: { layers: { name: string; degree: number; precisionBits: number; maxAbsErrVsPlainPoly: number; levelsUsed: number; levelsAvailable: number }[] } } | undefined;
+  $('encrypted-section').hidden = !e?.model && !e?.layers;
+  const parts: string[] = [];
+  if (e?.model) {
+    const m = e.model;
+    parts.push(`<table id="encrypted-model">${[
+      row(['images', String(m.samples.length)]),
+      row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
+      row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
+      row(['levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
+      row(['latency per ciphertext', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} images)`]),
+      row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
+      row(['peak memory', `${m.peakRssMB} MB`]),
+    ].join('')}</table>`);
+  }
+  if (e?.layers) {
+    parts.push(`<table id="encrypted-layers">${row(['layer', 'degree', 'bits', 'max err', 'levels'], true)}${e.layers.layers.map((l) =>
+      row([esc(l.name), String(l.degree), fmt(l.precisionBits, 1), l.maxAbsErrVsPlainPoly.toExponential(1), `${l.levelsUsed}/${l.levelsAvailable}`])).join('')}</table>`);
+  }
+  $('encrypted').innerHTML = parts.join('');
+}
+
+function render(): void {
+  const m = state.last;
+  $('empty').hidden = !!m;
+  $('results').hidden = !m;
+  if (!m) return;
+  const r = m.report;
+  $('error').hidden = true;
+  $('model-name').textContent = m.model;
+  $('stale').hidden = !m.stale;
+  renderSummary(r);
+  renderEncrypted(r);
+  const select = $<HTMLElement & { value: string }>('layer');
+  select.innerHTML = r.layers.map((l) => `<vscode-option value="${esc(l.name)}">${esc(l.name)} (${esc(l.activation)}, degree ${l.chosen.degree})</vscode-option>`).join('');
+  const selected = r.layers.some((l) => l.name === state.selected) ? state.selected! : r.layers[0]?.name;
+  if (selected) {
+    select.value = selected;
+    drawLayer(r, m.curves, selected);
+    drawDegrees(r, selected);
+  }
+}
+
+function selectLayer(node: string, notifyHost: boolean): void {
+  state.selected = node;
+  save();
+  if (state.last) {
+    const select = $<HTMLElement & { value: string }>('layer');
+    if (select.value !== node) select.value = node;
+    drawLayer(state.last.report, state.last.curves, node);
+    drawDegrees(state.last.report, node);
+  }
+  if (notifyHost) vscode.postMessage({ type: 'selectLayer', node });
+}
+
+window.addEventListener('message', (ev: MessageEvent<ToWebview>) => {
+  const m = ev.data;
+  switch (m.type) {
+    case 'report': state.last = m; save(); $('progress').hidden = true; render(); break;
+    case 'selectLayer': selectLayer(m.node, false); break;
+    case 'progress':
+      $('progress').hidden = m.fraction >= 1;
+      $('progress-text').textContent = `${Math.round(100 * m.fraction)}% ${m.message}`;
+      break;
+    case 'error':
+      $('progress').hidden = true;
+      $('error').hidden = false;
+      $('error').textContent = `${m.message}. Fix: ${m.fix}`;
+      break;
+    case 'clear': state = { last: null, selected: null }; save(); for (const c of charts.values()) c.destroy(); charts.clear(); render(); break;
+  }
+});
+
+$('layer').addEventListener('change', (e) => selectLayer((e.target as HTMLElement & { value: string }).value, true));
+for (const id of ['analyze', 'analyze-empty']) $(id).addEventListener('click', () => vscode.postMessage({ type: 'analyze' }));
+$('encrypt').addEventListener('click', () => vscode.postMessage({ type: 'runEncryptedTest' }));
+render();
+vscode.postMessage({ type: 'ready' });
