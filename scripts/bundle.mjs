@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 
 const require = createRequire(import.meta.url);
 const out = 'bundle';
+mkdirSync('out', { recursive: true }); // vsce writes the VSIX there
 const production = !process.argv.includes('--dev');
 rmSync(out, { recursive: true, force: true });
 const node = {

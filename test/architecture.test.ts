@@ -23,8 +23,19 @@ test('the core never prints: progress and warnings go through callbacks and the 
   }
 });
 
-test('the extension\'s mapping modules are vscode-free (tested on plain Node)', () => {
-  for (const f of ['layerRanges.ts', 'reportView.ts', 'messages.ts', 'analysisWorker.ts']) {
-    assert.doesNotMatch(fs.readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8'), /from ['"]vscode['"]|require\(['"]vscode['"]\)/, f);
+test('only the extension host and the panel import vscode; the rest of src/extension is tested on plain Node', () => {
+  const hosts = new Set(['extension.ts', 'panel.ts']);
+  const all = fs.readdirSync(path.join(ROOT, 'src', 'extension')).filter((f) => f.endsWith('.ts'));
+  assert.ok(all.length >= 9);
+  for (const f of all) {
+    const imports = /from ['"]vscode['"]|require\(['"]vscode['"]\)/.test(fs.readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8'));
+    assert.equal(imports, hosts.has(f), `${f} ${imports ? 'imports' : 'does not import'} vscode`);
   }
+});
+
+test('the host bundle does not carry the core: compute lives in the worker bundle', () => {
+  // The extension host must stay light and never load tfjs or SEAL; only the worker does.
+  const host = fs.readFileSync(path.join(ROOT, 'src', 'extension', 'extension.ts'), 'utf8');
+  assert.doesNotMatch(host, /^import (?!type)[^;]*from ['"]\.\.\/core\/(analyze|model|he|profile|fit)/m);
+  assert.doesNotMatch(fs.readFileSync(path.join(ROOT, 'src', 'extension', 'analysisWorker.ts'), 'utf8'), /^import (?!type)[^;]*\.\.\/core\//m);
 });

@@ -2,12 +2,19 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
+import * as path from 'path';
 import { findLayerRanges, offsetToPosition } from '../src/extension/layerRanges';
 import { reportCodeLenses, reportDiagnostics, reportHover } from '../src/extension/reportView';
 import { isFromWebview } from '../src/extension/messages';
 import { analyze } from '../src/core/analyze';
 import { Report } from '../src/core/report';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example } from './helpers';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tmpDir } from './helpers';
+import { ActivationSpec, activationFn, describeActivation, specFromDescription } from '../src/core/numerics/activations';
+import { chebval } from '../src/core/numerics/chebyshev';
+import { reportCurves } from '../src/extension/curves';
+import { ResultCache, analysisKey, modelFiles } from '../src/extension/cache';
+import { findDataNear } from '../src/extension/dataFiles';
+import { checkReportMatchesModel } from '../src/core/he/layerTest';
 
 const cnnText = fs.readFileSync(example('mnist-cnn'), 'utf8');
 
@@ -97,4 +104,108 @@ test('analysis runs in a worker thread: progress arrives, the main thread stays 
   await assert.rejects(second.result, (e: unknown) => e instanceof JobFailed && e.code === 'CANCELLED');
   const bad = runInWorker({ kind: 'analyze', options: { model: example('mnist-mlp'), data: '/nonexistent.npy' } }, () => undefined);
   await assert.rejects(bad.result, (e: unknown) => e instanceof JobFailed && e.userError && /does not exist/.test(e.message));
+});
+
+let mlpReport: Promise<Report> | null = null;
+const mlp = () => (mlpReport ??= analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 500, heldout: 500 })
+  .then((r) => JSON.parse(JSON.stringify(r)) as Report));
+
+test('report activation strings map back to the exact activation specs', () => {
+  const specs: ActivationSpec[] = [
+    { kind: 'relu' }, { kind: 'relu6' }, { kind: 'leakyrelu', alpha: 0.2 }, { kind: 'elu', alpha: 0.5 }, { kind: 'selu' }, { kind: 'gelu' },
+    { kind: 'gelu_new' }, { kind: 'swish' }, { kind: 'mish' }, { kind: 'sigmoid' }, { kind: 'hard_sigmoid' }, { kind: 'tanh' },
+    { kind: 'softplus' }, { kind: 'softsign' }, { kind: 'relu', maxValue: 6.5 },
+  ];
+  for (const s of specs) {
+    const back = specFromDescription(describeActivation(s));
+    for (const x of [-3.7, -0.4, 0, 0.9, 5.2, 7]) assert.equal(activationFn(back)(x), activationFn(s)(x), `${describeActivation(s)} at ${x}`);
+  }
+  assert.throws(() => specFromDescription('softmax'), /unknown activation/);
+});
+
+test('panel curves: activation, polynomial and error on a grid over the interval; histogram as fractions', async () => {
+  const report = await mlp();
+  const curves = reportCurves(report);
+  assert.deepEqual(Object.keys(curves), report.layers.map((l) => l.name));
+  for (const l of report.layers) {
+    const c = curves[l.name];
+    assert.equal(c.x.length, 161);
+    assert.ok(c.x[0] <= l.chosen.interval.a && c.x[c.x.length - 1] >= l.chosen.interval.b);
+    for (let i = 0; i < c.x.length; i += 20) {
+      assert.equal(c.activation[i], Math.max(0, c.x[i]));
+      const inside = c.x[i] >= l.chosen.interval.a && c.x[i] <= l.chosen.interval.b;
+      if (inside) assert.equal(c.polynomial[i], chebval(c.x[i], l.chosen.coeffs, l.chosen.interval));
+      assert.equal(c.error[i], c.polynomial[i] - c.activation[i]);
+    }
+    const total = c.histogram.density.reduce((s, d) => s + d, 0);
+    assert.ok(Math.abs(total - 1) < 1e-9, `histogram fractions sum to ${total}`);
+    assert.ok(c.histogram.x.length <= 64 && c.histogram.x.length > 4);
+  }
+});
+
+test('result cache: keyed by content (reformatting model.json keeps it), atomic writes, clear', async () => {
+  const dir = tmpDir();
+  const model = path.join(dir, 'model.json');
+  fs.copyFileSync(example('mnist-mlp'), model);
+  fs.copyFileSync(path.join(path.dirname(example('mnist-mlp')), 'weights.bin'), path.join(dir, 'weights.bin'));
+  const data = path.join(dir, 'data.csv');
+  fs.writeFileSync(data, '1,2\n');
+  assert.deepEqual(modelFiles(model), [model, path.join(dir, 'weights.bin')]);
+  const key = () => analysisKey([...modelFiles(model), data, null], { budget: 1 });
+  const k0 = key();
+  fs.writeFileSync(model, JSON.stringify(JSON.parse(fs.readFileSync(model, 'utf8')), null, 2));
+  assert.equal(key(), k0, 'reformatting model.json is not a change');
+  assert.notEqual(analysisKey([...modelFiles(model), data, null], { budget: 2 }), k0, 'options are part of the key');
+  fs.appendFileSync(data, '3,4\n');
+  assert.notEqual(key(), k0, 'changed data makes results stale');
+  const w = fs.readFileSync(path.join(dir, 'weights.bin'));
+  w[100] ^= 1;
+  fs.writeFileSync(path.join(dir, 'weights.bin'), w);
+  const k1 = key();
+  assert.notEqual(k1, k0, 'changed weights make results stale');
+  const cache = new ResultCache(path.join(dir, 'cache'));
+  assert.equal(cache.get(k1), null);
+  const report = await mlp();
+  cache.put(k1, report);
+  assert.deepEqual(cache.get(k1), report);
+  assert.deepEqual(fs.readdirSync(path.join(dir, 'cache')), [`${k1}.json`], 'no temporary file left behind');
+  cache.clear();
+  assert.equal(cache.get(k1), null);
+});
+
+test('calibration data beside a model is found and paired with its labels', () => {
+  const found = findDataNear(example('mnist-cnn'), null);
+  assert.deepEqual(found, [{
+    data: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-images-idx3-ubyte'),
+    labels: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-labels-idx1-ubyte'),
+  }]);
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, 'model.json'), '{}');
+  fs.writeFileSync(path.join(dir, 'calib.npy'), '');
+  fs.writeFileSync(path.join(dir, 'calib-labels.npy'), '');
+  fs.writeFileSync(path.join(dir, 'weights.bin'), '');
+  assert.deepEqual(findDataNear(path.join(dir, 'model.json'), dir), [{ data: path.join(dir, 'calib.npy'), labels: path.join(dir, 'calib-labels.npy') }]);
+});
+
+test('a report still applies to a reformatted model.json, not to a changed one', async () => {
+  const report = await mlp();
+  const dir = tmpDir();
+  const model = path.join(dir, 'model.json');
+  const json = JSON.parse(fs.readFileSync(example('mnist-mlp'), 'utf8'));
+  fs.writeFileSync(model, JSON.stringify(json, null, 2));
+  assert.doesNotThrow(() => checkReportMatchesModel(report, model));
+  json.modelTopology.config.layers[1].config.units = 99;
+  fs.writeFileSync(model, JSON.stringify(json));
+  assert.throws(() => checkReportMatchesModel(report, model), /another version of this model/);
+});
+
+test('export runs in the worker and never overwrites without force', async () => {
+  const { runInWorker, JobFailed } = await import('../src/extension/analysisWorker');
+  const report = await mlp();
+  const dir = path.join(tmpDir(), 'export');
+  const first = await runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: false }, () => undefined).result;
+  assert.ok(fs.existsSync(first.model) && fs.existsSync(first.coefficients));
+  await assert.rejects(runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: false }, () => undefined).result,
+    (e: unknown) => e instanceof JobFailed && e.code === 'OUTPUT_EXISTS');
+  await runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: true }, () => undefined).result;
 });

@@ -9,8 +9,7 @@
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import type { AnalyzeOptions } from '../core/analyze';
-import type { EncryptedTestOptions } from '../core/he/layerTest';
-import type { EncryptedLayerReport } from '../core/he/layerTest';
+import type { EncryptedLayerReport, EncryptedTestOptions } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
 import type { Report } from '../core/report';
 

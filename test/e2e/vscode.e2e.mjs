@@ -90,6 +90,17 @@ async function problemsText() {
   return panel.innerText();
 }
 
+/** The Problems panel's text once it matches `re` (diagnostics arrive asynchronously). */
+async function waitForProblems(re, timeout = 30000) {
+  const t0 = Date.now();
+  let text = await problemsText();
+  while (!re.test(text) && Date.now() - t0 < timeout) {
+    await page.waitForTimeout(500);
+    text = await page.locator('.markers-panel').innerText();
+  }
+  return text;
+}
+
 before(async () => {
   assert.ok(fs.existsSync(VSIX), `no VSIX at ${VSIX}: run npm run package first`);
   assert.ok(fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER), 'code-server is not set up: run bash test/e2e/setup.sh');
@@ -165,7 +176,7 @@ test('Analyze Model on the CNN: no data configured -> offered the bundled data; 
 
 test('Problems panel lists one diagnostic per activation with degree and drop', async () => {
   await clearToasts();
-  const text = await problemsText();
+  const text = await waitForProblems(/relu → degree/);
   await shot('04-problems');
   const lines = text.split('\n').filter((l) => /relu → degree \d+, depth \d+, predicted accuracy drop -?\d+\.\d\d%/.test(l));
   assert.equal(lines.length, 3, `expected 3 layer diagnostics, got:\n${text}`);
@@ -244,6 +255,8 @@ test('cancellation mid-run keeps earlier results and writes nothing half-done', 
   await shot('09-cancelled');
   const text = await problemsText();
   assert.doesNotMatch(text, /relu → degree/, 'a cancelled run must not leave results');
+  const leftovers = fs.readdirSync(path.join(tmp, 'user'), { recursive: true }).filter((f) => String(f).includes(`${path.sep}reports${path.sep}`));
+  assert.deepEqual(leftovers, [], 'no cached or half-written report after Clear Results and a cancelled run');
 });
 
 test('a corrupt model file gets a diagnostic at the error, not a crash', async () => {
@@ -252,7 +265,7 @@ test('a corrupt model file gets a diagnostic at the error, not a crash', async (
   const good = fs.readFileSync(path.join(WS, 'mnist-mlp', 'model.json'), 'utf8');
   fs.writeFileSync(path.join(WS, 'broken', 'model.json'), good.slice(0, 300) + '\n}}');
   await openFile('broken/model.json');
-  const text = await problemsText();
+  const text = await waitForProblems(/not valid JSON/);
   await shot('10-corrupt-model');
   assert.match(text, /model\.json: \w+: the model file is not valid JSON/);
   await palette('HE Approx: Show Status');
