@@ -83,6 +83,7 @@ class HeApprox implements vscode.Disposable {
       cmd('heApprox.cancel', () => this.running?.run.cancel()),
       vscode.languages.registerCodeLensProvider(selector, { provideCodeLenses: (d) => this.codeLenses(d), onDidChangeCodeLenses: this.lensChanged.event }),
       vscode.languages.registerHoverProvider(selector, { provideHover: (d, p) => this.hover(d, p) }),
+      vscode.window.onDidChangeActiveTextEditor((e) => this.followEditor(e)),
       vscode.workspace.onDidOpenTextDocument((d) => this.refreshDocument(d)),
       vscode.workspace.onDidChangeTextDocument((e) => this.refreshDocument(e.document)),
       vscode.workspace.onDidSaveTextDocument((d) => this.onFileChanged(d.uri)),
@@ -314,10 +315,18 @@ class HeApprox implements vscode.Disposable {
     const s = this.stateFor(arg);
     if (!s) { void vscode.window.showWarningMessage('HE Approx: analyse a model first; the export writes the approximated model the analysis chose.'); return; }
     const modelDir = path.dirname(s.uri.fsPath);
-    const suggested = vscode.Uri.file(path.join(path.dirname(modelDir), `${path.basename(modelDir)}-he-approx`));
-    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: export into which folder?', canSelectFolders: true, canSelectFiles: false, canSelectMany: false, defaultUri: suggested, openLabel: 'Export here' });
-    if (!picked?.length) return;
-    const dir = picked[0].fsPath;
+    const root = vscode.workspace.getWorkspaceFolder(s.uri)?.uri.fsPath ?? path.dirname(modelDir);
+    const suggested = path.join(path.dirname(modelDir), `${path.basename(modelDir)}-he-approx`);
+    // A folder name rather than an open dialog: the target usually does not exist yet, and open
+    // dialogs only accept existing folders.
+    const input = await vscode.window.showInputBox({
+      title: 'HE Approx: Export Approximated Model',
+      prompt: 'Folder for model/ (the approximated model), coefficients.json and report.json; relative to the workspace folder, or absolute',
+      value: path.relative(root, suggested) || suggested,
+      validateInput: (v) => (!v.trim() ? 'name a folder' : path.resolve(root, v.trim()) === modelDir ? 'not the input model\'s own folder: choose another' : null),
+    });
+    if (!input) return;
+    const dir = path.resolve(root, input.trim());
     let force = false;
     if (fs.existsSync(path.join(dir, 'report.json')) || fs.existsSync(path.join(dir, 'model', 'model.json'))) {
       const a = await vscode.window.showWarningMessage(`HE Approx: ${vscode.workspace.asRelativePath(dir)} already holds he-approx outputs. Overwrite report.json, coefficients.json and model/?`, { modal: true }, 'Overwrite');
@@ -486,6 +495,15 @@ class HeApprox implements vscode.Disposable {
       if (this.debounce) clearTimeout(this.debounce);
       this.debounce = setTimeout(() => { this.debounce = null; if (!this.running) void this.analyze(s.uri, s.data, s.labels); }, 1500);
     }
+  }
+
+  /** The panel and the status bar follow the model.json in the active editor, when it has results. */
+  private followEditor(editor: vscode.TextEditor | undefined): void {
+    const key = editor?.document.uri.toString();
+    if (!key || key === this.panel.modelUri || !this.states.has(key)) return;
+    this.panel.modelUri = key;
+    this.refreshPanel();
+    if (!this.running) this.setStatus('done');
   }
 
   private refreshPanel(): void {

@@ -21,6 +21,8 @@ if [ ! -x "$NODE24_DIR/bin/node" ]; then
 fi
 if [ ! -f node_modules/code-server/out/node/entry.js ] || [ ! -f node_modules/playwright-core/package.json ]; then
   echo "== e2e setup: code-server and playwright-core (about 2 minutes)"
-  PATH="$NODE24_DIR/bin:$PATH" npm_config_nodedir="$NODE24_DIR" npm ci --no-audit --no-fund --loglevel=error
+  # Under `npm run`, npm_config_user_agent names the outer npm's Node (20); code-server's postinstall
+  # reads the Node version from it, so the inner npm must set its own.
+  env -u npm_config_user_agent PATH="$NODE24_DIR/bin:$PATH" npm_config_nodedir="$NODE24_DIR" npm ci --no-audit --no-fund --loglevel=error
 fi
 echo "== e2e setup: chromium $(dpkg-query -W -f='${Version}' chromium), node $("$NODE24_DIR/bin/node" --version) for code-server"

@@ -46,6 +46,7 @@ async function shot(name) {
 /** Runs a command from the command palette by its full title. */
 async function palette(title) {
   await page.keyboard.press('Escape');
+  await page.keyboard.press('Escape');
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget input.input');
   await input.waitFor({ state: 'visible' });
@@ -152,13 +153,11 @@ after(async () => {
 test('Analyze Model on the CNN: no data configured -> offered the bundled data; the host answers during analysis', async () => {
   await clearToasts();
   await openFile('mnist-cnn/model.json');
-  const t0 = Date.now();
   await palette('HE Approx: Analyze Model');
   const offer = toast(/no calibration data configured/);
   await offer.waitFor();
   await shot('01-no-data-offer');
   await offer.locator('a.monaco-button', { hasText: 'Use data/mnist-test-2000-images-idx3-ubyte' }).click();
-  const tClick = Date.now();
   await toast(/HE Approx: analysing/).waitFor();
   // Another command answers while the worker computes: the extension host's event loop is free.
   await palette('HE Approx: Show Status');
@@ -166,8 +165,6 @@ test('Analyze Model on the CNN: no data configured -> offered the bundled data; 
   await status.waitFor();
   await shot('02-status-during-analysis');
   await toast(/activations approximated/).waitFor({ timeout: 300000 });
-  timings.extensionCnnSeconds = (Date.now() - tClick) / 1000;
-  timings.extensionCnnFromCommandSeconds = (Date.now() - t0) / 1000;
   await shot('03-analysis-done');
   const settings = JSON.parse(fs.readFileSync(path.join(WS, '.vscode', 'settings.json'), 'utf8'));
   assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
@@ -240,7 +237,63 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   const text = await enc.innerText();
   assert.match(text, /images\s+8/);
   assert.match(text, /top-1 agrees with plaintext approximation\s+100%/);
+  await enc.scrollIntoViewIfNeeded();
   await shot('08-encrypted-panel');
+});
+
+test('hover on a layer shows its polynomial, errors and cost with a link to the panel', async () => {
+  await clearToasts();
+  await openFile('mnist-cnn/model.json');
+  await waitForProblems(/relu → degree/);
+  await page.locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ }).first().click();
+  await page.locator('.view-lines span', { hasText: /^"conv2d_Conv2D1"$/ }).first().hover();
+  const hover = page.locator('.monaco-hover', { hasText: 'Chebyshev polynomial of degree' });
+  await hover.first().waitFor();
+  const text = await hover.first().innerText();
+  assert.match(text, /interval \[/);
+  assert.match(text, /ciphertext multiplications/);
+  assert.match(text, /Show fit/);
+  await shot('09-hover');
+  await page.keyboard.press('Escape');
+});
+
+test('Export Approximated Model writes the model and never overwrites without asking', async () => {
+  await clearToasts();
+  await openFile('mnist-mlp/model.json');
+  await palette('HE Approx: Export Approximated Model');
+  const input = page.locator('.quick-input-widget input.input');
+  const title = page.locator('.quick-input-widget .quick-input-title', { hasText: 'Export Approximated Model' });
+  await title.waitFor();
+  assert.equal(await input.inputValue(), 'mnist-mlp-he-approx', 'suggests a folder beside the model');
+  await input.fill('mlp-export');
+  await page.keyboard.press('Enter');
+  await toast(/wrote mlp-export\/model\/model\.json, coefficients\.json and report\.json/).waitFor({ timeout: 120000 });
+  const coeffs = JSON.parse(fs.readFileSync(path.join(WS, 'mlp-export', 'coefficients.json'), 'utf8'));
+  assert.equal(coeffs.layers.length, 2);
+  const mtime = fs.statSync(path.join(WS, 'mlp-export', 'report.json')).mtimeMs;
+  await clearToasts();
+  await palette('HE Approx: Export Approximated Model');
+  await title.waitFor();
+  await input.fill('mlp-export');
+  await page.keyboard.press('Enter');
+  const dialog = page.locator('.monaco-dialog-box', { hasText: 'already holds he-approx outputs' });
+  await dialog.waitFor();
+  await shot('10-export-overwrite-question');
+  await dialog.locator('a.monaco-button', { hasText: 'Cancel' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  assert.equal(fs.statSync(path.join(WS, 'mlp-export', 'report.json')).mtimeMs, mtime, 'nothing overwritten');
+});
+
+test('changing the weights marks the results stale', async () => {
+  await clearToasts();
+  await openFile('mnist-cnn/model.json');
+  const weights = path.join(WS, 'mnist-cnn', 'weights.bin');
+  const w = fs.readFileSync(weights);
+  w[64] ^= 1;
+  fs.writeFileSync(weights, w);
+  await page.locator('.codelens-decoration', { hasText: /^\(stale\) degree/ }).first().waitFor();
+  await page.locator('.statusbar-item', { hasText: '(stale)' }).first().waitFor();
+  await shot('11-stale');
 });
 
 test('cancellation mid-run keeps earlier results and writes nothing half-done', async () => {
@@ -252,7 +305,7 @@ test('cancellation mid-run keeps earlier results and writes nothing half-done', 
   await progress.waitFor();
   await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
   await toast(/cancelled\. Earlier results are unchanged/).waitFor();
-  await shot('09-cancelled');
+  await shot('12-cancelled');
   const text = await problemsText();
   assert.doesNotMatch(text, /relu → degree/, 'a cancelled run must not leave results');
   const leftovers = fs.readdirSync(path.join(tmp, 'user'), { recursive: true }).filter((f) => String(f).includes(`${path.sep}reports${path.sep}`));
@@ -266,21 +319,34 @@ test('a corrupt model file gets a diagnostic at the error, not a crash', async (
   fs.writeFileSync(path.join(WS, 'broken', 'model.json'), good.slice(0, 300) + '\n}}');
   await openFile('broken/model.json');
   const text = await waitForProblems(/not valid JSON/);
-  await shot('10-corrupt-model');
+  await shot('13-corrupt-model');
   assert.match(text, /model\.json: \w+: the model file is not valid JSON/);
   await palette('HE Approx: Show Status');
   await toast(/HE Approx: (idle|results)/).waitFor();
 });
 
-test('CLI on the same model and data, for the timing comparison', () => {
+test('CNN analysis from the palette vs the CLI on the same files, measured in one run', async () => {
+  // Measured apart from the other steps (no screenshots or palette use meanwhile), after Clear
+  // Results so nothing is cached. Reported, not asserted: tests check correctness; the machine is shared.
+  await clearToasts();
+  await palette('HE Approx: Clear Results');
+  await openFile('mnist-cnn/model.json');
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'),
-    '--data', path.join(ROOT, 'examples', 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(ROOT, 'examples', 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
+  await palette('HE Approx: Analyze Model');
+  await toast(/activations approximated/).waitFor({ timeout: 300000 });
+  timings.extensionCnnSeconds = (Date.now() - t0) / 1000;
+  const logs = fs.readdirSync(path.join(tmp, 'user', 'logs'), { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'));
+  const log = logs.map((f) => fs.readFileSync(path.join(tmp, 'user', 'logs', String(f)), 'utf8')).join('\n');
+  const host = [...log.matchAll(/analysing mnist-cnn\/model\.json: finished in ([\d.]+) s/g)].pop();
+  timings.extensionHostLoggedSeconds = host ? Number(host[1]) : null;
+  const t1 = Date.now();
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(WS, 'mnist-cnn', 'model.json'),
+    '--data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
   { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
   assert.equal(r.status, 0, r.stderr);
-  timings.cliCnnSeconds = (Date.now() - t0) / 1000;
+  timings.cliCnnSeconds = (Date.now() - t1) / 1000;
   timings.ratioExtensionToCli = timings.extensionCnnSeconds / timings.cliCnnSeconds;
-  // A measurement, reported, not asserted (tests check correctness; the machine is shared).
-  console.log(`# CNN analysis, 2,000 MNIST images: extension ${timings.extensionCnnSeconds.toFixed(1)} s (from the click on the data offer), CLI ${timings.cliCnnSeconds.toFixed(1)} s; ratio ${timings.ratioExtensionToCli.toFixed(2)}`);
+  console.log(`# CNN analysis, 2,000 MNIST images: extension ${timings.extensionCnnSeconds.toFixed(1)} s from the palette to the result `
+    + `(${timings.extensionHostLoggedSeconds} s in the worker job), CLI ${timings.cliCnnSeconds.toFixed(1)} s; ratio ${timings.ratioExtensionToCli.toFixed(2)}`);
   fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
 });
