@@ -44,14 +44,14 @@ async function shot(name) {
 }
 
 /** Runs a command from the command palette by its full title. */
-async function palette(title) {
+async function palette(title, timeout = 15000) {
   await page.keyboard.press('Escape');
   await page.keyboard.press('Escape');
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget input.input');
   await input.waitFor({ state: 'visible' });
   await input.fill(`>${title}`);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: 15000 });
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout });
   await page.keyboard.press('Enter');
 }
 
@@ -323,6 +323,25 @@ test('a corrupt model file gets a diagnostic at the error, not a crash', async (
   assert.match(text, /model\.json: \w+: the model file is not valid JSON/);
   await palette('HE Approx: Show Status');
   await toast(/HE Approx: (idle|results)/).waitFor();
+});
+
+test('a workspace without a model.json: Analyze says what is missing', async () => {
+  await clearToasts();
+  const empty = path.join(tmp, 'empty-workspace');
+  fs.mkdirSync(empty, { recursive: true });
+  fs.writeFileSync(path.join(empty, 'notes.txt'), 'no model here\n');
+  const url = new URL(page.url());
+  try {
+    await page.goto(`${url.origin}/?folder=${encodeURIComponent(empty)}`);
+    await page.locator('.explorer-folders-view', { hasText: 'notes.txt' }).waitFor({ timeout: 60000 });
+    await palette('HE Approx: Analyze Model', 60000);
+    await toast(/no TensorFlow\.js model\.json in this workspace/).waitFor();
+    await shot('14-no-model');
+  } finally {
+    await page.goto(`${url.origin}/?folder=${encodeURIComponent(WS)}`);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+    await page.locator('.statusbar-item', { hasText: 'HE Approx' }).first().waitFor({ timeout: 60000 });
+  }
 });
 
 test('CNN analysis from the palette vs the CLI on the same files, measured in one run', async () => {
