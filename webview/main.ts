@@ -122,8 +122,8 @@ function drawDegrees(report: Report, selected: string): void {
     type: 'line', data: { datasets },
     options: {
       animation: false, maintainAspectRatio: false, parsing: false as const,
-      plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
-      scales: { ...axes(c, 'degree', 'accuracy drop (pp, this layer alone)'), y: { type: 'logarithmic' as const, ticks: { color: c.fg }, grid: { color: c.grid }, title: { display: true, text: `drop, pp (log; ≤ ${DROP_FLOOR} shown at ${DROP_FLOOR})`, color: c.fg } } },
+      plugins: { legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } } },
+      scales: { x: { ...axes(c, 'degree', '').x, max: Math.max(...report.options.degrees) }, y: { type: 'logarithmic' as const, ticks: { color: c.fg }, grid: { color: c.grid }, title: { display: true, text: 'drop alone, pp (log)', color: c.fg } } },
     },
   }, points);
 }

@@ -87,7 +87,7 @@ class HeApprox implements vscode.Disposable {
       vscode.workspace.onDidOpenTextDocument((d) => this.refreshDocument(d)),
       vscode.workspace.onDidChangeTextDocument((e) => this.refreshDocument(e.document)),
       vscode.workspace.onDidSaveTextDocument((d) => this.onFileChanged(d.uri)),
-      vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('heApprox')) this.markAllStale('settings changed'); }),
+      vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('heApprox')) this.onSettingsChanged(); }),
     );
     const watcher = vscode.workspace.createFileSystemWatcher('**/*');
     this.disposables.push(watcher, watcher.onDidChange((u) => this.onFileChanged(u)), watcher.onDidCreate((u) => this.onFileChanged(u)));
@@ -169,8 +169,14 @@ class HeApprox implements vscode.Disposable {
       return root && p.startsWith(root + path.sep) ? path.relative(root, p) : p;
     };
     const target = vscode.workspace.workspaceFolders ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
-    await this.config().update('calibrationData', rel(data), target);
-    await this.config().update('calibrationLabels', labels ? rel(labels) : '', target);
+    try {
+      await this.config().update('calibrationData', rel(data), target);
+      await this.config().update('calibrationLabels', labels ? rel(labels) : '', target);
+    } catch (e) {
+      // The analysis can still run with the chosen files; only remembering them failed.
+      this.log.error(`could not save the calibration data setting: ${(e as Error).message}`);
+      void vscode.window.showWarningMessage(`HE Approx: could not save heApprox.calibrationData (${(e as Error).message}). Set it in the workspace settings by hand to keep the choice.`);
+    }
   }
 
   private async selectData(): Promise<{ data: string; labels: string | null } | null> {
@@ -479,7 +485,17 @@ class HeApprox implements vscode.Disposable {
     }
   }
 
-  private markAllStale(why: string): void { for (const s of this.states.values()) this.markStale(s, why); }
+  /** Results go stale only when a setting that the analysis depends on changed (not, e.g., the encrypted-test mode). */
+  private onSettingsChanged(): void {
+    const c = this.config();
+    const data = c.get<string>('calibrationData', '');
+    const labels = c.get<string>('calibrationLabels', '');
+    for (const s of this.states.values()) {
+      const d = data ? this.resolvePath(data) : s.data;
+      const l = data ? (labels ? this.resolvePath(labels) : null) : s.labels;
+      if (analysisKey([...modelFiles(s.uri.fsPath), d, l], this.analyzeOptions(s.uri.fsPath, d, l)) !== s.key) this.markStale(s, 'settings changed');
+    }
+  }
 
   private markStale(s: ModelState, why: string): void {
     if (!s.stale) {

@@ -296,6 +296,40 @@ test('changing the weights marks the results stale', async () => {
   await shot('11-stale');
 });
 
+test('Select Calibration Data picks data and labels with the file dialog and saves them in the workspace settings', async () => {
+  await clearToasts();
+  // Start from settings without data paths, so that only the dialog can put them back.
+  const settingsFile = path.join(WS, '.vscode', 'settings.json');
+  const before = JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
+  delete before['heApprox.calibrationData'];
+  delete before['heApprox.calibrationLabels'];
+  fs.writeFileSync(settingsFile, JSON.stringify(before, null, 2));
+  await page.waitForTimeout(1000);
+  const input = page.locator('.quick-input-widget input.input');
+  const pick = async (title, file) => {
+    await page.locator('.quick-input-widget .quick-input-title', { hasText: title }).waitFor();
+    // Typed, not filled: the simple file dialog follows the text as it is typed.
+    await input.fill('');
+    await page.keyboard.type(file);
+    await page.waitForTimeout(500);
+    await page.keyboard.press('Enter');
+  };
+  await palette('HE Approx: Select Calibration Data');
+  await pick('HE Approx: calibration data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'));
+  await page.locator('.quick-input-widget .quick-input-title', { hasText: 'HE Approx: labels for this data' }).waitFor();
+  await shot('12-select-labels');
+  await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'));
+  const t0 = Date.now();
+  let settings = {};
+  while (Date.now() - t0 < 15000) {
+    settings = JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
+    if (settings['heApprox.calibrationLabels']) break;
+    await page.waitForTimeout(250);
+  }
+  assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
+  assert.equal(settings['heApprox.calibrationLabels'], path.join('data', 'mnist-test-2000-labels-idx1-ubyte'));
+});
+
 test('cancellation mid-run keeps earlier results and writes nothing half-done', async () => {
   await clearToasts();
   await palette('HE Approx: Clear Results');
@@ -305,7 +339,7 @@ test('cancellation mid-run keeps earlier results and writes nothing half-done', 
   await progress.waitFor();
   await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
   await toast(/cancelled\. Earlier results are unchanged/).waitFor();
-  await shot('12-cancelled');
+  await shot('13-cancelled');
   const text = await problemsText();
   assert.doesNotMatch(text, /relu → degree/, 'a cancelled run must not leave results');
   const leftovers = fs.readdirSync(path.join(tmp, 'user'), { recursive: true }).filter((f) => String(f).includes(`${path.sep}reports${path.sep}`));
@@ -319,7 +353,7 @@ test('a corrupt model file gets a diagnostic at the error, not a crash', async (
   fs.writeFileSync(path.join(WS, 'broken', 'model.json'), good.slice(0, 300) + '\n}}');
   await openFile('broken/model.json');
   const text = await waitForProblems(/not valid JSON/);
-  await shot('13-corrupt-model');
+  await shot('14-corrupt-model');
   assert.match(text, /model\.json: \w+: the model file is not valid JSON/);
   await palette('HE Approx: Show Status');
   await toast(/HE Approx: (idle|results)/).waitFor();
@@ -336,7 +370,7 @@ test('a workspace without a model.json: Analyze says what is missing', async () 
     await page.locator('.explorer-folders-view', { hasText: 'notes.txt' }).waitFor({ timeout: 60000 });
     await palette('HE Approx: Analyze Model', 60000);
     await toast(/no TensorFlow\.js model\.json in this workspace/).waitFor();
-    await shot('14-no-model');
+    await shot('15-no-model');
   } finally {
     await page.goto(`${url.origin}/?folder=${encodeURIComponent(WS)}`);
     await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
