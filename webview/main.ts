@@ -233,5 +233,7 @@ window.addEventListener('message', (ev: MessageEvent<ToWebview>) => {
 $('layer').addEventListener('change', (e) => selectLayer((e.target as HTMLElement & { value: string }).value, true));
 for (const id of ['analyze', 'analyze-empty']) $(id).addEventListener('click', () => vscode.postMessage({ type: 'analyze' }));
 $('encrypt').addEventListener('click', () => vscode.postMessage({ type: 'runEncryptedTest' }));
+// VS Code marks the theme on <body> (vscode-light, vscode-dark, vscode-high-contrast): redraw in its colours.
+new MutationObserver(() => render()).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 render();
 vscode.postMessage({ type: 'ready' });
