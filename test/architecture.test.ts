@@ -2,6 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { ROOT } from './helpers';
 
@@ -38,4 +39,15 @@ test('the host bundle does not carry the core: compute lives in the worker bundl
   const host = fs.readFileSync(path.join(ROOT, 'src', 'extension', 'extension.ts'), 'utf8');
   assert.doesNotMatch(host, /^import (?!type)[^;]*from ['"]\.\.\/core\/(analyze|model|he|profile|fit)/m);
   assert.doesNotMatch(fs.readFileSync(path.join(ROOT, 'src', 'extension', 'analysisWorker.ts'), 'utf8'), /^import (?!type)[^;]*\.\.\/core\//m);
+});
+
+test('require("he-approx") is the core library; VS Code loads the bundled extension from "main"', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-require-'));
+  fs.mkdirSync(path.join(dir, 'node_modules'));
+  fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'he-approx'));
+  const resolved = fs.realpathSync(require.resolve('he-approx', { paths: [dir] }));
+  assert.equal(resolved, path.join(fs.realpathSync(ROOT), 'dist', 'src', 'core', 'index.js'));
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  assert.equal(pkg.main, './bundle/extension.js');
+  fs.rmSync(dir, { recursive: true, force: true });
 });
