@@ -306,19 +306,30 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
   fs.writeFileSync(settingsFile, JSON.stringify(before, null, 2));
   await page.waitForTimeout(1000);
   const input = page.locator('.quick-input-widget input.input');
-  const pick = async (title, file) => {
-    await page.locator('.quick-input-widget .quick-input-title', { hasText: title }).waitFor();
-    // Typed, not filled: the simple file dialog follows the text as it is typed.
-    await input.fill('');
-    await page.keyboard.type(file);
-    await page.waitForTimeout(500);
-    await page.keyboard.press('Enter');
+  const titled = (t) => page.locator('.quick-input-widget .quick-input-title', { hasText: t });
+  // The simple file dialog completes the path as it is typed and reads it asynchronously: type
+  // the whole path, wait until the box holds exactly it, press Enter, and check that the dialog
+  // moved on (retrying a few times on a loaded machine).
+  const pick = async (title, file, movedOn) => {
+    await titled(title).waitFor();
+    for (let attempt = 0; attempt < 4; attempt++) {
+      await input.fill('');
+      await page.keyboard.type(file);
+      const t = Date.now();
+      while ((await input.inputValue()) !== file && Date.now() - t < 5000) await page.waitForTimeout(100);
+      await page.waitForTimeout(500);
+      await page.keyboard.press('Enter');
+      if (await movedOn().then(() => true, () => false)) return;
+    }
+    await shot(`12-dialog-stuck`);
+    throw new Error(`the file dialog "${title}" did not accept ${file}`);
   };
   await palette('HE Approx: Select Calibration Data');
-  await pick('HE Approx: calibration data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'));
-  await page.locator('.quick-input-widget .quick-input-title', { hasText: 'HE Approx: labels for this data' }).waitFor();
+  await pick('HE Approx: calibration data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'),
+    () => titled('HE Approx: labels for this data').waitFor({ timeout: 5000 }));
   await shot('12-select-labels');
-  await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'));
+  await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'),
+    () => titled('HE Approx: labels for this data').waitFor({ state: 'hidden', timeout: 5000 }));
   const t0 = Date.now();
   let settings = {};
   while (Date.now() - t0 < 15000) {
