@@ -391,26 +391,33 @@ test('a workspace without a model.json: Analyze says what is missing', async () 
 
 test('CNN analysis from the palette vs the CLI on the same files, measured in one run', async () => {
   // Measured apart from the other steps (no screenshots or palette use meanwhile), after Clear
-  // Results so nothing is cached. Reported, not asserted: tests check correctness; the machine is shared.
-  await clearToasts();
-  await palette('HE Approx: Clear Results');
-  await openFile('mnist-cnn/model.json');
-  const t0 = Date.now();
-  await palette('HE Approx: Analyze Model');
-  await toast(/activations approximated/).waitFor({ timeout: 300000 });
-  timings.extensionCnnSeconds = (Date.now() - t0) / 1000;
-  const logs = fs.readdirSync(path.join(tmp, 'user', 'logs'), { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'));
-  const log = logs.map((f) => fs.readFileSync(path.join(tmp, 'user', 'logs', String(f)), 'utf8')).join('\n');
-  const host = [...log.matchAll(/analysing mnist-cnn\/model\.json: finished in ([\d.]+) s/g)].pop();
-  timings.extensionHostLoggedSeconds = host ? Number(host[1]) : null;
-  const t1 = Date.now();
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(WS, 'mnist-cnn', 'model.json'),
-    '--data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
-  { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
-  assert.equal(r.status, 0, r.stderr);
-  timings.cliCnnSeconds = (Date.now() - t1) / 1000;
-  timings.ratioExtensionToCli = timings.extensionCnnSeconds / timings.cliCnnSeconds;
-  console.log(`# CNN analysis, 2,000 MNIST images: extension ${timings.extensionCnnSeconds.toFixed(1)} s from the palette to the result `
-    + `(${timings.extensionHostLoggedSeconds} s in the worker job), CLI ${timings.cliCnnSeconds.toFixed(1)} s; ratio ${timings.ratioExtensionToCli.toFixed(2)}`);
+  // Results so nothing is cached; two rounds, interleaved, best of each (the machine is shared,
+  // and code-server and Chromium run beside both). Reported, not asserted: tests check correctness.
+  const ext = [];
+  const hostLogged = [];
+  const cli = [];
+  for (let round = 0; round < 2; round++) {
+    await clearToasts();
+    await palette('HE Approx: Clear Results');
+    await openFile('mnist-cnn/model.json');
+    const t0 = Date.now();
+    await palette('HE Approx: Analyze Model');
+    await toast(/activations approximated/).waitFor({ timeout: 300000 });
+    ext.push((Date.now() - t0) / 1000);
+    const logs = fs.readdirSync(path.join(tmp, 'user', 'logs'), { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'));
+    const log = logs.map((f) => fs.readFileSync(path.join(tmp, 'user', 'logs', String(f)), 'utf8')).join('\n');
+    const host = [...log.matchAll(/analysing mnist-cnn\/model\.json: finished in ([\d.]+) s/g)].pop();
+    hostLogged.push(host ? Number(host[1]) : NaN);
+    const t1 = Date.now();
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(WS, 'mnist-cnn', 'model.json'),
+      '--data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
+    { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
+    assert.equal(r.status, 0, r.stderr);
+    cli.push((Date.now() - t1) / 1000);
+  }
+  Object.assign(timings, { extensionCnnSeconds: ext, extensionWorkerJobSeconds: hostLogged, cliCnnSeconds: cli, ratioBestExtensionToBestCli: Math.min(...ext) / Math.min(...cli) });
+  const f = (xs) => xs.map((x) => x.toFixed(1)).join(', ');
+  console.log(`# CNN analysis, 2,000 MNIST images: extension ${f(ext)} s from the palette to the result (${f(hostLogged)} s in the worker job), `
+    + `CLI ${f(cli)} s; best-to-best ratio ${timings.ratioBestExtensionToBestCli.toFixed(2)}`);
   fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
 });
