@@ -46,6 +46,9 @@ test('a corrupt model.json gives syntax errors with offsets, and only those diag
   assert.ok(r.errors[0].range.start >= 0 && r.errors[0].range.start <= broken.length);
   const d = reportDiagnostics({ layers: [], heIncompatible: [], options: { budget: 1 } } as unknown as Report, r);
   assert.ok(d.length > 0 && d.every((x) => x.code === 'syntax' && x.severity === 'error' && x.source === 'he-approx'));
+  assert.match(d[0].message, /^model\.json: \w+: the model file is not valid JSON/);
+  assert.deepEqual(reportDiagnostics(null, r), d, 'a corrupt file gets the same diagnostics before any analysis');
+  assert.deepEqual(reportDiagnostics(null, findLayerRanges(cnnText)), [], 'nothing to say about a valid file without a report');
   assert.equal(offsetToPosition('ab\ncd', 4).line, 1);
   assert.equal(offsetToPosition('ab\ncd', 4).character, 1);
 });

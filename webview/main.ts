@@ -141,7 +141,7 @@ function renderSummary(r: Report): void {
   const f = r.final;
   const u = r.uniform;
   const metric = r.metric === 'top1-vs-labels' ? 'accuracy' : 'agreement';
-  const enc = (r.encrypted as { model?: { params: { ringSize: number } } } | undefined)?.model;
+  const enc = r.encrypted?.model;
   $('summary').innerHTML = [
     row(['', 'he-approx', 'uniform'], true),
     row([`plaintext ${metric}`, `${fmt(100 * r.plaintext.accuracy)}%`, '']),
@@ -156,8 +156,7 @@ function renderSummary(r: Report): void {
 }
 
 function renderEncrypted(r: Report): void {
-  const e = r.encrypted as { model?: { samples: unknown[]; agreement: number; maxAbsErrLogits: number; levelsUsed: number; params: { ringSize: number; levels: number; samplesPerCiphertext: number }; latencySeconds: number; amortisedSecondsPerSample: number; peakRssMB: number };
-    layers?: { layers: { name: string; degree: number; precisionBits: number; maxAbsErrVsPlainPoly: number; levelsUsed: number; levelsAvailable: number }[] } } | undefined;
+  const e = r.encrypted;
   $('encrypted-section').hidden = !e?.model && !e?.layers;
   const parts: string[] = [];
   if (e?.model) {

@@ -141,14 +141,14 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
     const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
     const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
       onProgress: progressPrinter(opts.has('quiet')) });
-    report.encrypted = { ...(report.encrypted as object ?? {}), model: res };
+    report.encrypted = { ...report.encrypted, model: res };
     fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);
     return res.agreement >= 0.99 ? 0 : 3;
   }
   const res = await encryptedLayerTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
     onProgress: progressPrinter(opts.has('quiet')) });
-  report.encrypted = { ...(report.encrypted as object ?? {}), layers: res };
+  report.encrypted = { ...report.encrypted, layers: res };
   fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
   const rows = [['layer', 'degree', 'values', 'N', 'levels used/avail', 'mults', 'max |enc - poly|', 'bits', 'max |enc - act|', 's/ciphertext']];
   for (const l of res.layers) {

@@ -22,7 +22,7 @@ import { HeldoutCache, Progress, captureValues, predictFull, profileActivations 
 import { ValueStats } from './profile/stats';
 import { Rng } from './rng';
 import {
-  ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report, jsonContentSha256,
+  ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report, modelFileHashes,
 } from './report';
 import { Choice, Selection, selectDegrees } from './select';
 
@@ -371,7 +371,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     return {
       schema: REPORT_SCHEMA, version: REPORT_VERSION,
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
-      model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, sha256: sha256(model.path), contentSha256: jsonContentSha256(fs.readFileSync(model.path, 'utf8')), notes: g.notes },
+      model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
       options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',

@@ -4,12 +4,16 @@
  * whenever a field changes meaning or disappears.
  */
 import * as crypto from 'crypto';
+import * as fs from 'fs';
 import { OpCosts } from './cost/cost';
 import { FitMethod } from './fit/fit';
 import { Histogram } from './profile/stats';
 import type { PolyActivation } from './model/execute';
+import type { EncryptedLayerReport } from './he/layerTest';
+import type { EncryptedModelReport } from './he/modelTest';
 
 export const REPORT_SCHEMA = 'he-approx/report';
+export const REPORT_VERSION = 1;
 
 /**
  * sha256 of a JSON text's content whatever its formatting (null if it does not parse): a
@@ -18,7 +22,12 @@ export const REPORT_SCHEMA = 'he-approx/report';
 export function jsonContentSha256(text: string): string | null {
   try { return crypto.createHash('sha256').update(JSON.stringify(JSON.parse(text))).digest('hex'); } catch { return null; }
 }
-export const REPORT_VERSION = 1;
+
+/** The two hashes a report keeps of its model.json (bytes, and content whatever the formatting), from one read. */
+export function modelFileHashes(file: string): { sha256: string; contentSha256: string | null } {
+  const bytes = fs.readFileSync(file);
+  return { sha256: crypto.createHash('sha256').update(bytes).digest('hex'), contentSha256: jsonContentSha256(bytes.toString('utf8')) };
+}
 
 export interface DegreeResult {
   degree: number;
@@ -122,8 +131,8 @@ export interface Report {
   warnings: string[];
   notes: string[];
   timings: Record<string, number>;
-  /** Filled by `he-approx encrypted-test`. */
-  encrypted?: unknown;
+  /** Filled by `he-approx encrypted-test` and the extension's Run Encrypted Test. */
+  encrypted?: { model?: EncryptedModelReport; layers?: EncryptedLayerReport };
 }
 
 export interface AnalyzeOptionsReport {

@@ -9,6 +9,7 @@
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import type { AnalyzeOptions } from '../core/analyze';
+import type { WrittenFiles } from '../core/export/export';
 import type { EncryptedLayerReport, EncryptedTestOptions } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
 import type { Report } from '../core/report';
@@ -23,7 +24,7 @@ export type Job =
 export type JobResult<J extends Job> =
   J extends { kind: 'analyze' } ? Report
     : J extends { kind: 'encrypted' } ? EncryptedModelReport | EncryptedLayerReport
-      : { report: string; coefficients: string; model: string; weights: string };
+      : WrittenFiles;
 
 export interface WorkerInit { job: Job; wasmDir: string | null }
 

@@ -14,7 +14,7 @@ import type { EncryptedModelReport } from '../core/he/modelTest';
 import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
 import { ResultCache, analysisKey, modelFiles } from './cache';
 import { findDataNear } from './dataFiles';
-import { LayerRanges, TextRange, findLayerRanges } from './layerRanges';
+import { LayerRanges, TextRange, findLayerRanges, offsetToPosition } from './layerRanges';
 import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } from './reportView';
 import { PanelProvider } from './panel';
 
@@ -25,8 +25,8 @@ interface ModelState {
   stale: boolean;
   data: string;
   labels: string | null;
-  /** Hash of the analysed model.json's parsed content: reformatting it does not make results stale. */
-  content: string | null;
+  /** model.json, its weight shards, the data and labels: what the cache key hashes and the watcher checks. */
+  files: (string | null)[];
 }
 
 type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown> };
@@ -125,6 +125,12 @@ class HeApprox implements vscode.Disposable {
     };
   }
 
+  /** What the analysis of `model` on this data depends on, and the cache key over it. */
+  private keyFor(model: string, data: string, labels: string | null): { files: (string | null)[]; key: string } {
+    const files = [...modelFiles(model), data, labels];
+    return { files, key: analysisKey(files, this.analyzeOptions(model, data, labels)) };
+  }
+
   /** The model to work on: the argument, the active editor's model.json, the only one, or a pick. */
   private async pickModel(uri?: vscode.Uri): Promise<vscode.Uri | null> {
     if (uri instanceof vscode.Uri) return uri;
@@ -210,6 +216,7 @@ class HeApprox implements vscode.Disposable {
       this.setStatus('busy');
       token.onCancellationRequested(() => run.cancel());
       const t0 = Date.now();
+      let failed = false;
       this.log.info(`${label}: started`);
       try {
         const result = (await run.result) as T;
@@ -225,13 +232,14 @@ class HeApprox implements vscode.Disposable {
           const action = await vscode.window.showErrorMessage(`HE Approx: ${f.message}. Fix: ${f.fix}`, 'Show Log');
           if (action === 'Show Log') this.log.show();
           this.panel.post({ type: 'error', message: f.message, fix: f.fix });
+          failed = true;
           this.setStatus('error');
           throw f;
         }
         return null;
       } finally {
         this.running = null;
-        if (this.status.text.includes('sync~spin')) this.setStatus('idle');
+        if (!failed) this.setStatus('done');
       }
     });
   }
@@ -248,11 +256,11 @@ class HeApprox implements vscode.Disposable {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
     if (doc?.isDirty) await doc.save();
     const options = this.analyzeOptions(uri.fsPath, data, labels);
-    const key = analysisKey([...modelFiles(uri.fsPath), data, labels], options);
+    const { files, key } = this.keyFor(uri.fsPath, data, labels);
     const cached = this.cache.get(key);
     if (cached) {
       this.log.info(`results for ${vscode.workspace.asRelativePath(uri)} are up to date (cached by content)`);
-      this.setResult(uri, cached, key, data, labels);
+      this.setResult(uri, cached, key, files, data, labels);
       return;
     }
     try {
@@ -260,7 +268,7 @@ class HeApprox implements vscode.Disposable {
       if (!report) return;
       this.failures.delete(uri.toString());
       this.cache.put(key, report);
-      this.setResult(uri, report, key, data, labels);
+      this.setResult(uri, report, key, files, data, labels);
       const f = report.final;
       const msg = `HE Approx: ${report.layers.length} activations approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
       if (f.meetsBudget) void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => { if (a) void this.showPanel(); });
@@ -304,8 +312,7 @@ class HeApprox implements vscode.Disposable {
         options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize },
       });
       if (!res) return;
-      const enc = { ...((s.report.encrypted as object | undefined) ?? {}), [res.mode === 'model' ? 'model' : 'layers']: res };
-      s.report = { ...s.report, encrypted: enc };
+      s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };
       this.cache.put(s.key, s.report);
       this.refreshPanel();
       if (res.mode === 'model') {
@@ -384,10 +391,8 @@ class HeApprox implements vscode.Disposable {
 
   // ---- results -> editor ------------------------------------------------------------------
 
-  private setResult(uri: vscode.Uri, report: Report, key: string, data: string, labels: string | null): void {
-    let text = '';
-    try { text = fs.readFileSync(uri.fsPath, 'utf8'); } catch { /* content stays unknown */ }
-    this.states.set(uri.toString(), { uri, report, key, stale: false, data, labels, content: contentHash(text) });
+  private setResult(uri: vscode.Uri, report: Report, key: string, files: (string | null)[], data: string, labels: string | null): void {
+    this.states.set(uri.toString(), { uri, report, key, files, stale: false, data, labels });
     this.panel.modelUri = uri.toString();
     this.renderDiagnostics(uri);
     this.lensChanged.fire();
@@ -402,9 +407,9 @@ class HeApprox implements vscode.Disposable {
     for (const uri of await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 50)) {
       const d = this.resolvePath(data);
       const l = labels ? this.resolvePath(labels) : null;
-      const key = analysisKey([...modelFiles(uri.fsPath), d, l], this.analyzeOptions(uri.fsPath, d, l));
+      const { files, key } = this.keyFor(uri.fsPath, d, l);
       const report = this.cache.get(key);
-      if (report) { this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`); this.setResult(uri, report, key, d, l); }
+      if (report) { this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`); this.setResult(uri, report, key, files, d, l); }
     }
   }
 
@@ -420,8 +425,7 @@ class HeApprox implements vscode.Disposable {
     if (!r) return;
     const s = this.states.get(uri.toString());
     const toRange = (t: TextRange) => rangeOf(r.doc, r.text, t);
-    let plain: PlainDiagnostic[] = r.ranges.errors.map((e) => ({ range: e.range, severity: 'error', message: `${e.message}: the model file is not valid JSON; fix it (or restore it) and analyse again`, source: 'he-approx', code: 'syntax' }));
-    if (!plain.length && s) plain = reportDiagnostics(s.report, r.ranges);
+    const plain: PlainDiagnostic[] = reportDiagnostics(s?.report ?? null, r.ranges);
     const failure = this.failures.get(uri.toString());
     if (failure && !r.ranges.errors.length) plain.push({ range: { start: 0, end: 1 }, severity: 'error', message: `${failure.message}. Fix: ${failure.fix}`, source: 'he-approx', code: 'syntax' });
     if (r.ranges.minified && r.ranges.layers.size) {
@@ -471,16 +475,15 @@ class HeApprox implements vscode.Disposable {
   private refreshDocument(doc: vscode.TextDocument): void {
     if (!isModelDocument(doc) && !this.states.has(doc.uri.toString())) return;
     const s = this.states.get(doc.uri.toString());
-    if (s && !s.stale && contentHash(doc.getText()) !== s.content) this.markStale(s, 'the model file changed');
+    if (s && !s.stale && jsonContentSha256(doc.getText()) !== s.report.model.contentSha256) this.markStale(s, 'the model file changed');
     this.renderDiagnostics(doc.uri);
     this.lensChanged.fire();
   }
 
   private onFileChanged(uri: vscode.Uri): void {
     for (const s of this.states.values()) {
-      const files = [...modelFiles(s.uri.fsPath), s.data, s.labels];
-      if (!files.includes(uri.fsPath)) continue;
-      if (analysisKey(files, this.analyzeOptions(s.uri.fsPath, s.data, s.labels)) === s.key) continue;
+      if (!s.files.includes(uri.fsPath)) continue;
+      if (this.keyFor(s.uri.fsPath, s.data, s.labels).key === s.key) continue;
       this.markStale(s, `${vscode.workspace.asRelativePath(uri)} changed`);
     }
   }
@@ -493,7 +496,7 @@ class HeApprox implements vscode.Disposable {
     for (const s of this.states.values()) {
       const d = data ? this.resolvePath(data) : s.data;
       const l = data ? (labels ? this.resolvePath(labels) : null) : s.labels;
-      if (analysisKey([...modelFiles(s.uri.fsPath), d, l], this.analyzeOptions(s.uri.fsPath, d, l)) !== s.key) this.markStale(s, 'settings changed');
+      if (this.keyFor(s.uri.fsPath, d, l).key !== s.key) this.markStale(s, 'settings changed');
     }
   }
 
@@ -504,7 +507,7 @@ class HeApprox implements vscode.Disposable {
       this.renderDiagnostics(s.uri);
       this.lensChanged.fire();
       this.refreshPanel();
-      this.setStatus('done');
+      if (!this.running) this.setStatus('done');
     }
     if (this.config().get<boolean>('autoAnalyze', false)) {
       // Debounced: a burst of saves (model.json and its shards) starts one analysis.
@@ -522,8 +525,13 @@ class HeApprox implements vscode.Disposable {
     if (!this.running) this.setStatus('done');
   }
 
+  /** The results the panel and the status bar show: the panel's model, else the first with results. */
+  private current(): ModelState | undefined {
+    return (this.panel.modelUri && this.states.get(this.panel.modelUri)) || this.states.values().next().value;
+  }
+
   private refreshPanel(): void {
-    const s = (this.panel.modelUri && this.states.get(this.panel.modelUri)) || [...this.states.values()][0];
+    const s = this.current();
     if (!s) { this.panel.post({ type: 'clear' }); return; }
     this.panel.showReport(s.report, s.stale, vscode.workspace.asRelativePath(s.uri));
   }
@@ -557,8 +565,8 @@ class HeApprox implements vscode.Disposable {
       st.tooltip = 'The last run failed: click to open the log';
       st.command = 'heApprox.showLog';
       st.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
-    } else if ((state === 'done' || state === 'idle') && this.states.size) {
-      const s = (this.panel.modelUri && this.states.get(this.panel.modelUri)) || [...this.states.values()][0];
+    } else if ((state === 'done' || state === 'idle') && this.current()) {
+      const s = this.current()!;
       const f = s.report.final;
       st.text = `$(shield) HE ${f.networkDepth} levels · Δacc ${f.measuredDrop.toFixed(2)}%${s.stale ? ' (stale)' : ''}`;
       st.tooltip = `he-approx: ${vscode.workspace.asRelativePath(s.uri)}: depth ${f.networkDepth} levels, measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (uniform baseline: ${s.report.uniform.networkDepth} levels). Click to show the panel.`;
@@ -579,8 +587,7 @@ function isModelDocument(doc: vscode.TextDocument): boolean {
 
 function rangeOf(doc: vscode.TextDocument | null, text: string, r: TextRange): vscode.Range {
   if (doc) return new vscode.Range(doc.positionAt(r.start), doc.positionAt(r.end));
-  const pos = (o: number) => { const before = text.slice(0, o); const line = before.split('\n').length - 1; return new vscode.Position(line, o - (before.lastIndexOf('\n') + 1)); };
+  const pos = (o: number) => { const p = offsetToPosition(text, o); return new vscode.Position(p.line, p.character); };
   return new vscode.Range(pos(r.start), pos(r.end));
 }
 
-const contentHash = jsonContentSha256;

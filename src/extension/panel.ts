@@ -21,8 +21,7 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   private view: vscode.WebviewView | null = null;
   /** The model whose results the panel shows. */
   modelUri: string | null = null;
-  /** Replayed when the view (re)opens: the last report and selection. */
-  private lastReport: ToWebview | null = null;
+  /** Replayed when the view (re)opens (the host re-sends the report on 'ready'). */
   private selected: string | null = null;
 
   constructor(private readonly extensionUri: vscode.Uri, private readonly on: PanelHandlers) {}
@@ -49,13 +48,11 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   }
 
   post(m: ToWebview): void {
-    if (m.type === 'clear') this.lastReport = null;
     void this.view?.webview.postMessage(m);
   }
 
   showReport(report: Report, stale: boolean, model: string): void {
-    this.lastReport = { type: 'report', report, curves: reportCurves(report), stale, model };
-    this.post(this.lastReport);
+    this.post({ type: 'report', report, curves: reportCurves(report), stale, model });
   }
 
   select(node: string): void {

@@ -27,9 +27,11 @@ function anchor(ranges: LayerRanges, layer: string): { range: TextRange; found: 
   return r ? { range: r.nameRange, found: true } : { range: { start: 0, end: 1 }, found: false };
 }
 
-export function reportDiagnostics(report: Report, ranges: LayerRanges): PlainDiagnostic[] {
-  const out: PlainDiagnostic[] = ranges.errors.map((e) => ({ range: e.range, severity: 'error' as const, message: e.message, source: 'he-approx' as const, code: 'syntax' as const }));
-  if (ranges.errors.length) return out;
+/** Syntax errors of the file if it has any (with or without a report), else the report's diagnostics. */
+export function reportDiagnostics(report: Report | null, ranges: LayerRanges): PlainDiagnostic[] {
+  const out: PlainDiagnostic[] = ranges.errors.map((e) => ({ range: e.range, severity: 'error' as const, source: 'he-approx' as const, code: 'syntax' as const,
+    message: `${e.message}: the model file is not valid JSON; fix it (or restore it) and analyse again` }));
+  if (ranges.errors.length || !report) return out;
   const budget = report.options.budget;
   for (const l of report.layers) {
     const { range, found } = anchor(ranges, l.layer);

@@ -5,8 +5,6 @@
  * the encrypted model uses, decrypted, and compared with the plaintext polynomial (the encryption
  * error) and with the true activation (the approximation error).
  */
-import * as crypto from 'crypto';
-import * as fs from 'fs';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
@@ -17,7 +15,7 @@ import { activationFn } from '../numerics/activations';
 import { planPolynomial } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
-import { Report, jsonContentSha256, polysFromReport } from '../report';
+import { Report, modelFileHashes, polysFromReport } from '../report';
 import { SimBackend } from './backend';
 import { chooseParams } from './params';
 import { evalPolyCkks } from './polyEval';
@@ -73,10 +71,9 @@ export interface LayerTestOptions extends EncryptedTestOptions {
 }
 
 export function checkReportMatchesModel(report: Report, modelPath: string): void {
-  const bytes = fs.readFileSync(modelPath);
-  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
-  const sameContent = !!report.model?.contentSha256 && report.model.contentSha256 === jsonContentSha256(bytes.toString('utf8'));
-  if (report.model?.sha256 !== sha && !sameContent) {
+  const now = modelFileHashes(modelPath);
+  const sameContent = !!report.model?.contentSha256 && report.model.contentSha256 === now.contentSha256;
+  if (report.model?.sha256 !== now.sha256 && !sameContent) {
     throw new UserError('OPTION_INVALID', `the report was made for another version of this model (${report.model?.path ?? 'unknown'})`,
       'run he-approx analyze on this model again and pass its report.json');
   }
