@@ -27,6 +27,7 @@ const WS = path.join(tmp, 'workspace');
 let server = null;
 let browser = null;
 let page = null;
+let origin = '';
 let serverLog = '';
 const timings = {};
 
@@ -43,28 +44,38 @@ async function shot(name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`) });
 }
 
-/** Runs a command from the command palette by its full title. */
-async function palette(title, timeout = 15000) {
+/**
+ * Types `text` into a fresh quick input (F1; '>' runs commands, a path opens a file) and presses
+ * Enter once a row containing `row` is listed.
+ */
+async function quickInput(text, row, timeout = 15000) {
   await page.keyboard.press('Escape');
   await page.keyboard.press('Escape');
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget input.input');
   await input.waitFor({ state: 'visible' });
-  await input.fill(`>${title}`);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout });
+  await input.fill(text);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: row }).first().waitFor({ timeout });
   await page.keyboard.press('Enter');
+}
+
+/** Runs a command from the command palette by its full title. */
+function palette(title, timeout = 15000) {
+  return quickInput(`>${title}`, title, timeout);
 }
 
 /** Opens a workspace file with Quick Open. */
 async function openFile(rel) {
-  await page.keyboard.press('Escape');
-  await page.keyboard.press('F1');
-  const input = page.locator('.quick-input-widget input.input');
-  await input.waitFor({ state: 'visible' });
-  await input.fill(rel);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: path.dirname(rel) }).first().waitFor({ timeout: 15000 });
-  await page.keyboard.press('Enter');
+  await quickInput(rel, path.dirname(rel));
   await page.locator('.tab.active', { hasText: path.basename(rel) }).waitFor({ timeout: 15000 });
+}
+
+/** Opens the copied examples workspace and waits until the extension is active. */
+async function openExamplesWorkspace() {
+  await page.goto(`${origin}/?folder=${encodeURIComponent(WS)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+  // The extension activates on workspaceContains:**/model.json; its status bar item says so.
+  await page.locator('.statusbar-item', { hasText: 'HE Approx' }).first().waitFor({ timeout: 60000 });
 }
 
 async function clearToasts() {
@@ -72,12 +83,20 @@ async function clearToasts() {
   await page.locator('.notification-toast').first().waitFor({ state: 'detached', timeout: 5000 }).catch(() => undefined);
 }
 
-/** Waits until `locator` matches exactly `n` elements. */
-async function waitForCount(locator, n, timeout = 30000) {
+/** Reads `read()` until `done(value)` holds or `timeout` ms pass; returns the last value (callers assert on it). */
+async function until(read, done, timeout, interval = 250) {
   const t0 = Date.now();
-  let count = await locator.count();
-  while (count !== n && Date.now() - t0 < timeout) { await page.waitForTimeout(250); count = await locator.count(); }
-  return count;
+  let value = await read();
+  while (!done(value) && Date.now() - t0 < timeout) {
+    await page.waitForTimeout(interval);
+    value = await read();
+  }
+  return value;
+}
+
+/** Waits until `locator` matches exactly `n` elements. */
+function waitForCount(locator, n, timeout = 30000) {
+  return until(() => locator.count(), (c) => c === n, timeout);
 }
 
 function toast(re) {
@@ -93,13 +112,8 @@ async function problemsText() {
 
 /** The Problems panel's text once it matches `re` (diagnostics arrive asynchronously). */
 async function waitForProblems(re, timeout = 30000) {
-  const t0 = Date.now();
-  let text = await problemsText();
-  while (!re.test(text) && Date.now() - t0 < timeout) {
-    await page.waitForTimeout(500);
-    text = await page.locator('.markers-panel').innerText();
-  }
-  return text;
+  await problemsText();
+  return until(() => page.locator('.markers-panel').innerText(), (text) => re.test(text), timeout, 500);
 }
 
 before(async () => {
@@ -136,10 +150,8 @@ before(async () => {
   });
   page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   page.setDefaultTimeout(30000);
-  await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(WS)}`);
-  await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
-  // The extension activates on workspaceContains:**/model.json; its status bar item says so.
-  await page.locator('.statusbar-item', { hasText: 'HE Approx' }).first().waitFor({ timeout: 60000 });
+  origin = `http://127.0.0.1:${port}`;
+  await openExamplesWorkspace();
 });
 
 after(async () => {
@@ -315,8 +327,7 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
     for (let attempt = 0; attempt < 4; attempt++) {
       await input.fill('');
       await page.keyboard.type(file);
-      const t = Date.now();
-      while ((await input.inputValue()) !== file && Date.now() - t < 5000) await page.waitForTimeout(100);
+      await until(() => input.inputValue(), (v) => v === file, 5000, 100);
       await page.waitForTimeout(500);
       await page.keyboard.press('Enter');
       if (await movedOn().then(() => true, () => false)) return;
@@ -330,13 +341,7 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
   await shot('12-select-labels');
   await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'),
     () => titled('HE Approx: labels for this data').waitFor({ state: 'hidden', timeout: 5000 }));
-  const t0 = Date.now();
-  let settings = {};
-  while (Date.now() - t0 < 15000) {
-    settings = JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
-    if (settings['heApprox.calibrationLabels']) break;
-    await page.waitForTimeout(250);
-  }
+  const settings = await until(() => JSON.parse(fs.readFileSync(settingsFile, 'utf8')), (v) => !!v['heApprox.calibrationLabels'], 15000);
   assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
   assert.equal(settings['heApprox.calibrationLabels'], path.join('data', 'mnist-test-2000-labels-idx1-ubyte'));
 });
@@ -375,17 +380,14 @@ test('a workspace without a model.json: Analyze says what is missing', async () 
   const empty = path.join(tmp, 'empty-workspace');
   fs.mkdirSync(empty, { recursive: true });
   fs.writeFileSync(path.join(empty, 'notes.txt'), 'no model here\n');
-  const url = new URL(page.url());
   try {
-    await page.goto(`${url.origin}/?folder=${encodeURIComponent(empty)}`);
+    await page.goto(`${origin}/?folder=${encodeURIComponent(empty)}`);
     await page.locator('.explorer-folders-view', { hasText: 'notes.txt' }).waitFor({ timeout: 60000 });
     await palette('HE Approx: Analyze Model', 60000);
     await toast(/no TensorFlow\.js model\.json in this workspace/).waitFor();
     await shot('15-no-model');
   } finally {
-    await page.goto(`${url.origin}/?folder=${encodeURIComponent(WS)}`);
-    await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
-    await page.locator('.statusbar-item', { hasText: 'HE Approx' }).first().waitFor({ timeout: 60000 });
+    await openExamplesWorkspace();
   }
 });
 
