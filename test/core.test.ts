@@ -1,7 +1,8 @@
 /** Statistics, degree selection, activation definitions and the cost model. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { StreamingStats } from '../src/core/profile/stats';
+import { ChannelStats, StreamingStats } from '../src/core/profile/stats';
+import { chooseInterval, fitChannelsAll, fitDataGuidedAll } from '../src/core/fit/fit';
 import { Choice, selectDegrees } from '../src/core/select';
 import { Rng } from '../src/core/rng';
 import { ActivationKind, activationFn } from '../src/core/numerics/activations';
@@ -102,6 +103,40 @@ test('polynomial layer on tensors equals Clenshaw in double precision', async ()
   const xs = Float32Array.from({ length: 50 }, (_, i) => -3 + (i * 7) / 49);
   const y = tf.tidy(() => applyPoly(tf.tensor1d(xs), { coeffs: c, a: -3, b: 4 }).dataSync());
   xs.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, c, { a: -3, b: 4 })) < 1e-5));
+});
+
+test('per-channel statistics and fits: exact channel ranges, samples from their own channel, each channel fitted on its own data', async () => {
+  const C = 3;
+  const rng = new Rng(4);
+  // Channel c (last axis) holds values in [-1 - 3c, 1 + c]: interleaved in one buffer.
+  const vals = Float32Array.from({ length: 3000 * C }, (_, i) => { const c = i % C; return -1 - 3 * c + (2 + 4 * c) * rng.next(); });
+  const cs = new ChannelStats(C, 256, 9);
+  cs.add(vals.subarray(0, 1500 * C));
+  cs.add(vals.subarray(1500 * C));
+  const r = cs.result();
+  for (let c = 0; c < C; c++) {
+    let mn = Infinity; let mx = -Infinity;
+    for (let i = c; i < vals.length; i += C) { mn = Math.min(mn, vals[i]); mx = Math.max(mx, vals[i]); }
+    assert.equal(r.min[c], mn);
+    assert.equal(r.max[c], mx);
+    assert.equal(r.samples[c].length, 256);
+    assert.ok(r.samples[c].every((v) => v >= mn && v <= mx), `channel ${c} sample holds its own values`);
+  }
+  const spec = { kind: 'gelu' as const };
+  const layer = chooseInterval({ min: Math.min(...r.min), max: Math.max(...r.max) }, 0.02);
+  const fits = fitChannelsAll(spec, r, layer, 0.02, 7, 0.001);
+  for (let c = 0; c < C; c++) {
+    const iv = fits.intervals[c];
+    assert.ok(iv.a >= layer.a && iv.b <= layer.b, 'inside the layer interval');
+    assert.ok(iv.a < r.min[c] && iv.b > r.max[c], 'covers the channel with a margin');
+    assert.deepEqual(Array.from(fits.coeffs[c][5]), Array.from(fitDataGuidedAll(spec, r.samples[c], iv, 7, 0.001)[5]));
+  }
+  // The executor applies channel c's polynomial to channel c.
+  await initBackend();
+  const channels = { intervals: fits.intervals, coeffs: fits.coeffs.map((cc) => Array.from(cc[5])) };
+  const x = Float32Array.from({ length: 4 * C }, (_, i) => -2 + 0.37 * i);
+  const y = tf.tidy(() => applyPoly(tf.tensor2d(x, [4, C]), { coeffs: [0], a: -1, b: 1, channels }).dataSync());
+  x.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, channels.coeffs[i % C], channels.intervals[i % C])) < 1e-4, `value ${i}`));
 });
 
 test('cost model: depth ceil(log2(d+1)) plus one unfoldable affine level; latency grows with degree', () => {

@@ -133,11 +133,19 @@ test('panel curves: activation, polynomial and error on a grid over the interval
   for (const l of report.layers) {
     const c = curves[l.name];
     assert.equal(c.x.length, 161);
-    assert.ok(c.x[0] <= l.chosen.interval.a && c.x[c.x.length - 1] >= l.chosen.interval.b);
+    // Per-channel fits: the plotted polynomial is the channel with the widest interval.
+    const chs = l.chosen.channels;
+    assert.ok(chs && c.channel, 'the MLP is fitted per channel');
+    const widths = chs.intervals.map((iv) => iv.b - iv.a);
+    assert.equal(widths[c.channel.index], Math.max(...widths));
+    assert.equal(c.channel.of, chs.coeffs.length);
+    const iv = chs.intervals[c.channel.index];
+    assert.deepEqual(c.interval, iv);
+    assert.ok(c.x[0] <= iv.a && c.x[c.x.length - 1] >= iv.b);
     for (let i = 0; i < c.x.length; i += 20) {
       assert.equal(c.activation[i], Math.max(0, c.x[i]));
-      const inside = c.x[i] >= l.chosen.interval.a && c.x[i] <= l.chosen.interval.b;
-      if (inside) assert.equal(c.polynomial[i], chebval(c.x[i], l.chosen.coeffs, l.chosen.interval));
+      const inside = c.x[i] >= iv.a && c.x[i] <= iv.b;
+      if (inside) assert.equal(c.polynomial[i], chebval(c.x[i], chs.coeffs[c.channel.index], iv));
       assert.equal(c.error[i], c.polynomial[i] - c.activation[i]);
     }
     const total = c.histogram.density.reduce((s, d) => s + d, 0);

@@ -37,6 +37,44 @@ test('instrumented evaluator: levels ceil(log2(d+1)) and the planned multiplicat
   }
 });
 
+test('per-position polynomials: every lane gets its own series at the levels and multiplications of one polynomial', async () => {
+  const d = 7;
+  const lanes = [0, 1, 2, 3].map((q) => ({ coeffs: Array.from({ length: d + 1 }, (_, i) => Math.sin(3 * i + q + 1) / (i + 1)), a: -1 - q, b: 2 + q }));
+  const xs = [-1.5, 0.4, 3.3, -3.9, 1.1, 0.0, 4.2, -0.7];
+  const laneOf = (i: number) => lanes[i % 4];
+  for (const folded of [true, false]) {
+    const be = new SimBackend(primes(10));
+    const mulVec = (c: ReturnType<SimBackend['fresh']>, v: Float64Array, e: number) => {
+      const r = be.mulConst(c, 1, e);
+      return { ...r, v: c.v.map((x, i) => x * v[i % v.length]) };
+    };
+    const vec = { mulVec, addVec: (c: ReturnType<SimBackend['fresh']>, v: Float64Array) => ({ ...c, v: c.v.map((x, i) => x + v[i % v.length]) }) };
+    const input = xs.map((x, i) => (folded ? (2 * x - laneOf(i).a - laneOf(i).b) / (laneOf(i).b - laneOf(i).a) : x));
+    const out = evalPolyCkks(be, be.fresh(input, 10, 2 ** 40), lanes, planPolynomial(d), folded, vec);
+    assert.equal(10 - out.level, planPolynomial(d).depth + (folded ? 0 : 1));
+    assert.equal(be.counts.mul, planPolynomial(d).nonScalarMults);
+    xs.forEach((x, i) => assert.ok(Math.abs(out.v[i] - chebval(x, laneOf(i).coeffs, laneOf(i))) < 1e-9, `lane ${i % 4} at ${x}`));
+  }
+  // The same on SEAL, with the vectors tiled over the slots.
+  const params = chooseParams(planPolynomial(d).depth, 'test', []);
+  const be = await SealBackend.create(params);
+  try {
+    const tile = (v: Float64Array) => Float64Array.from({ length: be.slots }, (_, i) => v[i % v.length]);
+    const vec = {
+      mulVec: (c: unknown, v: Float64Array, e: number) => { const y = be.mulVector(c, tile(v), e); const r = be.rescale(y); be.free(y); return r; },
+      addVec: (c: unknown, v: Float64Array) => be.addVector(c, tile(v)),
+    };
+    const vals = Float64Array.from({ length: be.slots }, (_, i) => xs[i % xs.length]);
+    const ct = be.encrypt(vals.map((x, i) => (2 * x - laneOf(i).a - laneOf(i).b) / (laneOf(i).b - laneOf(i).a)));
+    const dec = be.decrypt(evalPolyCkks(be, ct, lanes, planPolynomial(d), true, vec));
+    let err = 0;
+    for (let i = 0; i < be.slots; i++) err = Math.max(err, Math.abs(dec[i] - chebval(vals[i], laneOf(i).coeffs, laneOf(i))));
+    assert.ok(err < 1e-5, `max error ${err}`);
+  } finally {
+    be.dispose();
+  }
+});
+
 test('SEAL: encrypted polynomial equals the plaintext one to ~1e-6, using the levels the simulator predicts', async () => {
   for (const [d, folded] of [[7, false], [15, true]] as [number, boolean][]) {
     const needed = planPolynomial(d).depth + (folded ? 0 : 1);
@@ -100,6 +138,8 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
 
 test('whole-model encrypted test on the MLP: encrypted top-1 = plaintext approximated top-1, logit error < 1e-3', async () => {
   const r = await reportFor('mnist-mlp');
+  // Per-channel polynomials on a flat layout: one plaintext vector per coefficient.
+  assert.ok(r.layers.every((l) => l.chosen.channels !== null));
   const res = await encryptedModelTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 8 });
   assert.equal(res.samples.length, 8);
   assert.equal(res.agreement, 1);
@@ -111,6 +151,8 @@ test('whole-model encrypted test on the MLP: encrypted top-1 = plaintext approxi
 
 test('whole-model encrypted test on the CNN (one ciphertext of 16 images): agreement and logit error < 1e-3', async () => {
   const r = await reportFor('mnist-cnn');
+  // Per-channel polynomials on per-channel ciphertexts (grid layout).
+  assert.ok(r.layers.some((l) => l.chosen.channels !== null && l.chosen.channels.coeffs.length > 1));
   const res = await encryptedModelTest({ model: example('mnist-cnn'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 16 });
   assert.equal(res.params.samplesPerCiphertext, 16);
   assert.equal(res.samples.length, 16);
@@ -122,6 +164,7 @@ test('whole-model encrypted test on the CNN (one ciphertext of 16 images): agree
 
 test('per-activation encrypted test: precision and levels for every layer', async () => {
   const r = await reportFor('mnist-mlp');
+  assert.ok(r.layers.every((l) => l.chosen.channels !== null), 'the MLP is fitted per channel: the test packs channels into slot lanes');
   const res = await encryptedLayerTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, samples: 20, maxCiphertexts: 1 });
   assert.equal(res.layers.length, r.layers.length);
   for (const l of res.layers) {

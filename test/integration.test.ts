@@ -59,6 +59,15 @@ for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
     const files = writeOutputs(dir, loadModel(example(name)), r, false);
     const coeffs = JSON.parse(fs.readFileSync(files.coefficients, 'utf8'));
     assert.equal(coeffs.layers.length, r.layers.length);
+    for (const [k, l] of r.layers.entries()) {
+      const cl = coeffs.layers[k];
+      if (!l.chosen.channels) { assert.deepEqual(cl.coefficients, l.chosen.coeffs); assert.equal(cl.channels, null); continue; }
+      // Per-channel layers carry no layer-wide polynomial that a reader could use by mistake.
+      assert.equal(cl.coefficients, null);
+      assert.equal(cl.interval, null);
+      assert.equal(cl.channels.length, l.chosen.channels.coeffs.length);
+      assert.deepEqual(cl.channels[0], { interval: [l.chosen.channels.intervals[0].a, l.chosen.channels.intervals[0].b], coefficients: l.chosen.channels.coeffs[0] });
+    }
     assert.deepEqual(JSON.parse(fs.readFileSync(files.report, 'utf8')).final, JSON.parse(JSON.stringify(r.final)));
     const exported = await tfjsLoad(files.model);
     assert.equal(exported.layers.filter((l) => l.getClassName() === 'HEPolyActivation').length, r.layers.length);
@@ -81,6 +90,21 @@ test('without labels, accuracy is agreement with the original model', async () =
   assert.equal(r.metric, 'agreement-with-original');
   assert.equal(r.plaintext.accuracy, 1);
   assert.ok(r.final.measuredDrop <= 1.0);
+});
+
+test('perChannel: false fits one polynomial per layer (and measures no per-layer variant)', async () => {
+  const r = await analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000, perChannel: false });
+  assert.equal(r.options.perChannel, false);
+  assert.ok(r.layers.every((l) => l.chosen.channels === null));
+  assert.ok(!r.refinements.some((x) => x.name === 'per-layer'));
+  const pc = await run('mnist-mlp');
+  const g = loadModel(example('mnist-mlp')).graph;
+  for (const l of pc.layers) {
+    const shape = g.nodes[l.node].shape;
+    assert.equal(l.chosen.channels?.coeffs.length, shape[shape.length - 1], `${l.name}: one polynomial per unit`);
+    l.chosen.channels!.coeffs.forEach((c) => assert.equal(c.length, l.chosen.degree + 1));
+  }
+  assert.ok(pc.refinements.some((x) => x.name === 'per-layer'), 'the per-channel analysis also measures one polynomial per layer');
 });
 
 test('cancellation stops the analysis with a CancelledError', async () => {

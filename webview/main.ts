@@ -87,7 +87,7 @@ function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: st
       datasets: [
         { type: 'bar', label: 'recorded inputs (fraction)', data: xy(cv.histogram.x, cv.histogram.density), backgroundColor: c.hist, yAxisID: 'density', barPercentage: 1, categoryPercentage: 1, order: 3 },
         { label: l.activation, data: xy(cv.x, cv.activation), borderColor: c.blue, borderWidth: 2, pointRadius: 0, order: 2 },
-        { label: `polynomial, degree ${ch.degree}`, data: xy(cv.x, cv.polynomial), borderColor: c.orange, borderWidth: 2, borderDash: [5, 3], pointRadius: 0, order: 1 },
+        { label: `polynomial, degree ${ch.degree}${cv.channel ? ` (channel ${cv.channel.index} of ${cv.channel.of}, widest interval)` : ''}`, data: xy(cv.x, cv.polynomial), borderColor: c.orange, borderWidth: 2, borderDash: [5, 3], pointRadius: 0, order: 1 },
       ],
     },
     options: {

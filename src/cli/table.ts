@@ -13,7 +13,7 @@ const g3 = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3))
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
-  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${r.layers.length} activations), ${r.options.method === 'data' ? 'data-guided' : r.options.method} fit, budget ${r.options.budget} pp, ${r.levelBudget} levels (N=${r.options.ringSize}), backend ${r.backend}`);
+  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${r.layers.length} activations), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${r.levelBudget} levels (N=${r.options.ringSize}), backend ${r.backend}`);
   out.push(`data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`);
   out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
   out.push('');

@@ -11,15 +11,14 @@ import { UserError } from './errors';
 import { OpCosts, activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
 import { Dataset, InputScale, loadDataset, splitIndices } from './data/read';
-import { Fit, FitMethod, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees, polyOf } from './fit/fit';
+import { Fit, FitMethod, assessChannels, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees, fitValue, polyOf } from './fit/fit';
 import { initBackend } from './model/backend';
 import { Executor, PolyActivation } from './model/execute';
 import { GraphNode, actSpec, activationNodes } from './model/graph';
 import { LoadedModel, loadModel } from './model/load';
 import { describeActivation } from './numerics/activations';
-import { chebval } from './numerics/chebyshev';
 import { HeldoutCache, Progress, captureValues, predictFull, profileActivations } from './profile/profiler';
-import { ValueStats } from './profile/stats';
+import { CHANNEL_RESERVOIR, ChannelStats, ValueStats } from './profile/stats';
 import { Rng } from './rng';
 import {
   ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report, modelFileHashes,
@@ -53,6 +52,8 @@ export interface AnalyzeOptions {
   ringSize?: number;
   /** Fitting method for the final model. */
   method?: FitMethod;
+  /** Data-guided fits per channel (default) or one per layer (see fitChannelsAll). */
+  perChannel?: boolean;
   costs?: OpCosts;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -102,6 +103,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const refineSamples = o.refineSamples ?? 2048;
   const seed = o.seed ?? 1;
   const method: FitMethod = o.method ?? 'data';
+  const perChannel = o.perChannel ?? true;
   const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [
     { name: 'profile', weight: 10 }, { name: 'cache', weight: 10 }, { name: 'fit', weight: 5 }, { name: 'sensitivity', weight: 45 },
@@ -181,7 +183,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       const iv = chooseInterval(st, margin);
       intervals.set(a.id, iv);
       fits.set(a.id, {
-        data: fitDegrees('data', actSpec(a), st, iv, degrees, floor),
+        data: fitDegrees('data', actSpec(a), st, iv, degrees, floor, perChannel ? margin : undefined),
         uniform: fitDegrees('uniform', actSpec(a), st, iv, degrees, floor),
         minimax: method === 'minimax' ? fitDegrees('minimax', actSpec(a), st, iv, degrees, floor) : [],
       });
@@ -240,8 +242,17 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
         rounds++;
         const chosen = new Map(acts.map((a, i) => [a.id, fits.get(a.id)![m][sel.picks[i]]]));
         const variants: { name: Refinement['name']; description: string; fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> }[] = [
-          { name: 'plain', description: 'each layer fitted to the data recorded in the original model', fits: chosen, offsets: new Map() },
+          { name: 'plain', description: `each ${perChannel && m === 'data' ? 'channel' : 'layer'} fitted to the data recorded in the original model`, fits: chosen, offsets: new Map() },
         ];
+        if (withRefinements && [...chosen.values()].some((f) => f.channels)) {
+          // The same degrees with one polynomial per layer: kept only if it measures better.
+          const layerWide = new Map(acts.map((a) => {
+            const f = chosen.get(a.id)!;
+            const st = stats.get(a.id)!;
+            return [a.id, { ...f, channels: undefined, ...assessFit(actSpec(a), f.coeffs, f.interval, st.sample, st) }];
+          }));
+          variants.push({ name: 'per-layer', description: 'one polynomial per layer instead of one per channel', fits: layerWide, offsets: new Map() });
+        }
         if (withRefinements && acts.length > 0) {
           const prop = await propagate(ex, ds, refineIdx, acts, chosen, origMeans, { margin, floor, batchSize, reservoir, seed, refit: true, shift: false, signal: o.signal });
           const shift = await propagate(ex, ds, refineIdx, acts, chosen, origMeans, { margin, floor, batchSize, reservoir, seed, refit: false, shift: true, signal: o.signal });
@@ -331,6 +342,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       const off = fr.offsets.get(a.id);
       const chosen: ChosenFit = {
         method: fit.method, degree: fit.degree, basis: 'chebyshev', interval: fit.interval, coeffs: fit.coeffs, channelOffset: off ? Array.from(off) : null,
+        channels: fit.channels ?? null,
         depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
         predictedDrop: layerDrop, rmsData: uq.rmsData, maxErrObserved: uq.maxErrObserved, maxAbsInterval: uq.maxAbsInterval,
         heldoutOutside: { fraction: outside / Math.max(1, vals.length), count: outside, min: vmin, max: vmax },
@@ -373,7 +385,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
       model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
-      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method },
+      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
       layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,
@@ -399,9 +411,9 @@ export async function originalChannelMeans(ex: Executor, ds: Dataset, idx: Int32
   return new Map(acts.map((a) => [a.id, channelMeans(vals.get(a.id)!, a.shape[a.shape.length - 1], (x) => x)]));
 }
 
-function channelMeans(vals: Float32Array, C: number, f: (x: number) => number): Float64Array {
+function channelMeans(vals: Float32Array, C: number, f: (x: number, c: number) => number): Float64Array {
   const sum = new Float64Array(C);
-  for (let i = 0; i < vals.length; i++) sum[i % C] += f(vals[i]);
+  for (let i = 0; i < vals.length; i++) sum[i % C] += f(vals[i], i % C);
   const n = vals.length / C;
   for (let c = 0; c < C; c++) sum[c] /= n;
   return sum;
@@ -425,17 +437,24 @@ export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts
     const act = actSpec(a);
     const needValues = o.refit || o.shift;
     const vals = needValues ? (await captureValues(ex, ds, idx, [a.inputs[0]], { replace }, { batchSize: o.batchSize, signal: o.signal })).get(a.inputs[0])! : null;
+    const C = a.shape[a.shape.length - 1];
     if (o.refit && vals) {
       const st = sampleStats(vals, o.reservoir, o.seed);
-      const own = chooseInterval(st, o.margin);
-      const iv = { a: Math.min(own.a, fit.interval.a), b: Math.max(own.b, fit.interval.b) };
+      const iv = union(chooseInterval(st, o.margin), fit.interval);
       const c = fitDataGuidedAll(act, st.sample, iv, fit.degree, o.floor)[fit.degree];
       fit = { ...fit, interval: iv, coeffs: Array.from(c), ...assessFit(act, c, iv, st.sample, st) };
+      if (fit.channels) {
+        const cs = new ChannelStats(C, CHANNEL_RESERVOIR, o.seed);
+        cs.add(vals);
+        const ch = cs.result();
+        const intervals = fit.channels.intervals.map((old, k) => union(chooseInterval({ min: ch.min[k], max: ch.max[k] }, o.margin), old));
+        const channels = { intervals, coeffs: ch.samples.map((smp, k) => Array.from(fitDataGuidedAll(act, smp, intervals[k], fit.degree, o.floor)[fit.degree])) };
+        fit = { ...fit, channels, ...assessChannels(act, channels, ch) };
+      }
     }
     let off: Float32Array | null = null;
     if (o.shift && vals) {
-      const C = a.shape[a.shape.length - 1];
-      const approx = channelMeans(vals, C, (x) => chebval(x, fit.coeffs, fit.interval));
+      const approx = channelMeans(vals, C, (x, c) => fitValue(fit, c, x));
       const orig = origMeans.get(a.id)!;
       off = Float32Array.from(approx, (v, c) => v - orig[c]);
     }
@@ -445,6 +464,8 @@ export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts
   }
   return { fits, offsets };
 }
+
+const union = (p: { a: number; b: number }, q: { a: number; b: number }) => ({ a: Math.min(p.a, q.a), b: Math.max(p.b, q.b) });
 
 /** Min/max and a seeded uniform random sample (with replacement) of captured values, enough to refit. */
 function sampleStats(vals: Float32Array, k: number, seed: number): ValueStats {

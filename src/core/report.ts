@@ -13,7 +13,7 @@ import type { EncryptedLayerReport } from './he/layerTest';
 import type { EncryptedModelReport } from './he/modelTest';
 
 export const REPORT_SCHEMA = 'he-approx/report';
-export const REPORT_VERSION = 1;
+export const REPORT_VERSION = 2;
 
 /**
  * sha256 of a JSON text's content whatever its formatting (null if it does not parse): a
@@ -49,6 +49,12 @@ export interface ChosenFit {
   coeffs: number[];
   /** Per-channel constant subtracted after the polynomial (mean-shift correction), if used. */
   channelOffset: number[] | null;
+  /**
+   * Per-channel polynomials (last axis), if the layer is fitted channel by channel: channel c
+   * uses coeffs[c] on intervals[c], and `interval`/`coeffs` above are the layer-wide fit of the
+   * same degree, kept for plots and summaries only.
+   */
+  channels: { intervals: { a: number; b: number }[]; coeffs: number[][] } | null;
   depth: number;
   polyDepth: number;
   affineLevel: number;
@@ -99,7 +105,7 @@ export interface MethodSummary {
 }
 
 export interface Refinement {
-  name: 'plain' | 'propagation' | 'mean-shift' | 'propagation+mean-shift';
+  name: 'plain' | 'per-layer' | 'propagation' | 'mean-shift' | 'propagation+mean-shift';
   description: string;
   accuracy: number;
   measuredDrop: number;
@@ -146,10 +152,12 @@ export interface AnalyzeOptionsReport {
   refineSamples: number;
   ringSize: number;
   method: FitMethod;
+  /** Data-guided fits per channel (true) or per layer. */
+  perChannel: boolean;
 }
 
 /** The approximated model's activations, as the executor and the encrypted tests take them. */
 export function polysFromReport(r: Pick<Report, 'layers'>): Map<number, PolyActivation> {
   return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-    channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
+    channels: l.chosen.channels ?? undefined, channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
 }

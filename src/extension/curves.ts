@@ -17,6 +17,8 @@ export interface LayerCurves {
   polynomial: number[];
   error: number[];
   interval: { a: number; b: number };
+  /** For per-channel fits: which channel's polynomial is plotted (the one with the widest interval). */
+  channel: { index: number; of: number } | null;
 }
 
 /** Histogram bins merged down to at most `maxBins`, so the chart stays readable. */
@@ -36,8 +38,12 @@ function coarseHistogram(l: LayerReport, maxBins: number): LayerCurves['histogra
 }
 
 export function layerCurves(l: LayerReport, points = 161, maxBins = 64): LayerCurves {
-  const c = l.chosen;
   const f = activationFn(specFromDescription(l.activation));
+  // Per-channel fits: plot the channel whose interval is widest, the hardest one to approximate.
+  const chs = l.chosen.channels;
+  let k = 0;
+  if (chs) chs.intervals.forEach((iv, j) => { if (iv.b - iv.a > chs.intervals[k].b - chs.intervals[k].a) k = j; });
+  const c = chs ? { interval: chs.intervals[k], coeffs: chs.coeffs[k] } : l.chosen;
   const lo = Math.min(c.interval.a, l.stats.min);
   const hi = Math.max(c.interval.b, l.stats.max);
   const x: number[] = [];
@@ -55,7 +61,8 @@ export function layerCurves(l: LayerReport, points = 161, maxBins = 64): LayerCu
     polynomial.push(p);
     error.push(p - f(xi));
   }
-  return { node: l.name, histogram: coarseHistogram(l, maxBins), x, activation, polynomial, error, interval: c.interval };
+  return { node: l.name, histogram: coarseHistogram(l, maxBins), x, activation, polynomial, error, interval: c.interval,
+    channel: chs ? { index: k, of: chs.coeffs.length } : null };
 }
 
 export function reportCurves(report: Report): Record<string, LayerCurves> {

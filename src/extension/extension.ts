@@ -121,6 +121,7 @@ class HeApprox implements vscode.Disposable {
       calib: positive('calibrationSamples'),
       heldout: positive('heldoutSamples'),
       method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
+      perChannel: c.get<boolean>('perChannel', true),
       ringSize: c.get<number>('ringSize', 32768),
     };
   }

@@ -72,6 +72,7 @@ export function reportHover(report: Report, layer: string): string | null {
     return [
       `**${l.name}**: ${l.activation} → Chebyshev polynomial of degree ${c.degree} (${c.method === 'data' ? 'data-guided' : c.method} fit)`,
       '',
+      ...(c.channels ? [`- one polynomial per channel (${c.channels.coeffs.length}), each on its own range within the layer's interval`] : []),
       `- interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}]; inputs seen ${l.stats.min.toPrecision(4)}..${l.stats.max.toPrecision(4)} (mean ${l.stats.mean.toPrecision(3)}, std ${l.stats.std.toPrecision(3)})`,
       `- error: RMS on the data ${c.rmsData.toExponential(2)}, max on the observed range ${c.maxErrObserved.toExponential(2)}; max |p| on the interval ${c.maxAbsInterval.toPrecision(3)}`,
       `- cost: ${c.depth} levels${c.affineLevel ? ' (one for the input scaling)' : ''}, ${c.nonScalarMults} ciphertext multiplications, about ${c.latencyMs.toFixed(0)} ms per ciphertext`,

@@ -14,12 +14,16 @@ export const COEFFICIENTS_SCHEMA = 'he-approx/coefficients';
 
 export function coefficientsFile(report: Report): unknown {
   return {
-    schema: COEFFICIENTS_SCHEMA, version: 1,
+    schema: COEFFICIENTS_SCHEMA, version: 2,
     model: report.model.path, createdAt: report.createdAt,
-    evaluation: 'p(x) = sum_k coefficients[k] * T_k(t), t = (2x - a - b) / (b - a); then subtract channel_offset[c] on the last axis if present',
+    evaluation: 'p(x) = sum_k coefficients[k] * T_k(t), t = (2x - a - b) / (b - a), with interval [a, b] and coefficients of the layer, or of channels[c] for channel c (last axis) when channels is not null; then subtract channel_offset[c] if present',
     layers: report.layers.map((l) => ({
-      name: l.name, layer: l.layer, activation: l.activation, basis: 'chebyshev', interval: [l.chosen.interval.a, l.chosen.interval.b],
-      coefficients: l.chosen.coeffs, degree: l.chosen.degree, depth: l.chosen.depth, polyDepth: l.chosen.polyDepth,
+      name: l.name, layer: l.layer, activation: l.activation, basis: 'chebyshev',
+      // Per-channel layers have no layer-wide polynomial here, so that no reader uses a wrong one.
+      interval: l.chosen.channels ? null : [l.chosen.interval.a, l.chosen.interval.b],
+      coefficients: l.chosen.channels ? null : l.chosen.coeffs,
+      channels: l.chosen.channels ? l.chosen.channels.coeffs.map((c, k) => ({ interval: [l.chosen.channels!.intervals[k].a, l.chosen.channels!.intervals[k].b], coefficients: c })) : null,
+      degree: l.chosen.degree, depth: l.chosen.depth, polyDepth: l.chosen.polyDepth,
       affineLevel: l.chosen.affineLevel, nonScalarMults: l.chosen.nonScalarMults, channel_offset: l.chosen.channelOffset, method: l.chosen.method,
     })),
   };
@@ -34,6 +38,7 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
   const polyCfg = (l: Report['layers'][number], name: string): PolyLayerConfig & { name: string } => ({
     name, basis: 'chebyshev', interval: [l.chosen.interval.a, l.chosen.interval.b], coefficients: l.chosen.coeffs,
     channel_offset: l.chosen.channelOffset, replaces: l.activation, degree: l.chosen.degree,
+    channels: l.chosen.channels ? l.chosen.channels.coeffs.map((c, k) => ({ interval: [l.chosen.channels!.intervals[k].a, l.chosen.channels!.intervals[k].b], coefficients: c })) : null,
   });
   const isSeq = topo.class_name === 'Sequential';
   const layers: Cfg[] = isSeq ? (Array.isArray(topo.config) ? topo.config : topo.config.layers) : topo.config.layers;

@@ -1,6 +1,6 @@
 /**
- * `HEPolyActivation`: a TensorFlow.js layer that evaluates a Chebyshev series on [a, b] (and
- * subtracts an optional per-channel offset). Exported approximated models use it in place of
+ * `HEPolyActivation`: a TensorFlow.js layer that evaluates a Chebyshev series on [a, b], or one
+ * per channel (last axis), and subtracts an optional per-channel offset. Exported approximated models use it in place of
  * each activation; call `registerPolyLayer()` before `tf.loadLayersModel` on such a model.
  */
 import { tf } from '../model/backend';
@@ -14,6 +14,8 @@ export interface PolyLayerConfig {
   interval: [number, number];
   coefficients: number[];
   channel_offset: number[] | null;
+  /** Per-channel polynomials (last axis); when present, interval and coefficients are not used. */
+  channels?: { interval: [number, number]; coefficients: number[] }[] | null;
   /** The activation this polynomial replaces (documentation only). */
   replaces: string;
   degree: number;
@@ -37,7 +39,9 @@ export class HEPolyActivation extends tf.layers.Layer {
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => applyPoly(x, { coeffs: this.cfg.coefficients, a: this.cfg.interval[0], b: this.cfg.interval[1], channelOffset: this.offset }));
+    const ch = this.cfg.channels;
+    const channels = ch ? { intervals: ch.map((c) => ({ a: c.interval[0], b: c.interval[1] })), coeffs: ch.map((c) => c.coefficients) } : undefined;
+    return tf.tidy(() => applyPoly(x, { coeffs: this.cfg.coefficients, a: this.cfg.interval[0], b: this.cfg.interval[1], channels, channelOffset: this.offset }));
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {

@@ -16,10 +16,10 @@ import { planPolynomial } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
 import { Report, modelFileHashes, polysFromReport } from '../report';
-import { SimBackend } from './backend';
+import { SimBackend, SimCt } from './backend';
 import { chooseParams } from './params';
-import { evalPolyCkks } from './polyEval';
-import { SealBackend } from './seal';
+import { PolyInput, VecOps, evalPolyCkks } from './polyEval';
+import { Ct, SealBackend } from './seal';
 
 export interface LayerEncryptedResult {
   name: string;
@@ -112,9 +112,23 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
       const params = chooseParams(needed, `layer ${l.name} (degree ${l.chosen.degree})`, [l.name], o.ringSize);
       const be = await SealBackend.create(params);
       try {
-        const iv = { a: l.chosen.interval.a, b: l.chosen.interval.b };
         const slots = be.slots;
-        const chunks = Math.min(Math.ceil(vals.length / slots), o.maxCiphertexts ?? 8);
+        // Per-channel polynomials: channel q of each value row goes to slot r * P + q (P: the
+        // channel count rounded up to a power of two, so that P divides the slot count).
+        const chans = l.chosen.channels;
+        const C = chans ? chans.coeffs.length : 1;
+        const P = chans ? 2 ** Math.ceil(Math.log2(C)) : 1;
+        const lanes: PolyInput[] = chans
+          ? Array.from({ length: P }, (_, q) => (q < C ? { coeffs: chans.coeffs[q], ...chans.intervals[q] } : { coeffs: [0], a: -1, b: 1 }))
+          : [{ coeffs: l.chosen.coeffs, ...l.chosen.interval }];
+        const tile = (v: Float64Array) => Float64Array.from({ length: slots }, (_, i) => v[i % v.length]);
+        const vec: VecOps<Ct> = {
+          mulVec: (c, v, encScale) => { const y = be.mulVector(c, tile(v), encScale); const r = be.rescale(y); be.free(y); return r; },
+          addVec: (c, v) => be.addVector(c, tile(v)),
+        };
+        const rows = Math.floor(vals.length / C);
+        const rowsPerCt = slots / P;
+        const chunks = Math.min(Math.ceil(rows / rowsPerCt), o.maxCiphertexts ?? 8);
         let errPoly = 0;
         let errAct = 0;
         let tested = 0;
@@ -122,26 +136,39 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
         let levelsUsed = 0;
         const f = activationFn(actSpec(node));
         const sim = new SimBackend(Array.from({ length: params.levels + 1 }, (_, i) => be.prime(i)));
-        const simOut = evalPolyCkks(sim, sim.fresh([0.25], params.levels, 2 ** params.scaleBits), { coeffs: l.chosen.coeffs, ...iv }, plan, folded);
+        // A one-slot simulation predicts levels and scales; its vector constants are lane 0's.
+        const simVec: VecOps<SimCt> = { mulVec: (c, v, e) => sim.mulConst(c, v[0], e), addVec: (c, v) => sim.addConst(c, v[0]) };
+        const simOut = evalPolyCkks(sim, sim.fresh([0.25], params.levels, 2 ** params.scaleBits), lanes, plan, folded, simVec);
         let scaleMatches = true;
         for (let c = 0; c < chunks; c++) {
           if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
-          const xs = vals.subarray(c * slots, Math.min(vals.length, (c + 1) * slots));
-          const input = folded ? Float64Array.from(xs, (x) => (2 * x - iv.a - iv.b) / (iv.b - iv.a)) : Float64Array.from(xs);
+          const r0 = c * rowsPerCt;
+          const r1 = Math.min(rows, r0 + rowsPerCt);
+          const input = new Float64Array(slots);
+          for (let r = r0; r < r1; r++) {
+            for (let q = 0; q < C; q++) {
+              const x = vals[r * C + q];
+              const lp = lanes[q];
+              input[(r - r0) * P + q] = folded ? (2 * x - lp.a - lp.b) / (lp.b - lp.a) : x;
+            }
+          }
           const ts = Date.now();
           const ct = be.encrypt(input);
-          const out = evalPolyCkks(be, ct, { coeffs: l.chosen.coeffs, ...iv }, plan, folded);
+          const out = evalPolyCkks(be, ct, lanes, plan, folded, vec);
           secs += (Date.now() - ts) / 1000;
           levelsUsed = params.levels - be.level(out);
           scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
           const dec = be.decrypt(out);
           be.free(ct); be.free(out);
-          for (let i = 0; i < xs.length; i++) {
-            const p = chebval(xs[i], l.chosen.coeffs, iv);
-            errPoly = Math.max(errPoly, Math.abs(dec[i] - p));
-            errAct = Math.max(errAct, Math.abs(dec[i] - f(xs[i])));
+          for (let r = r0; r < r1; r++) {
+            for (let q = 0; q < C; q++) {
+              const x = vals[r * C + q];
+              const y = dec[(r - r0) * P + q];
+              errPoly = Math.max(errPoly, Math.abs(y - chebval(x, lanes[q].coeffs, lanes[q])));
+              errAct = Math.max(errAct, Math.abs(y - f(x)));
+              tested++;
+            }
           }
-          tested += xs.length;
           o.onProgress?.((k + (c + 1) / chunks) / o.report.layers.length, `${l.name}: ciphertext ${c + 1}/${chunks}`);
         }
         results.push({

@@ -27,11 +27,11 @@ import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, consumersOf, size } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
 import { gather } from '../profile/profiler';
-import { Report } from '../report';
+import { Report, polysFromReport } from '../report';
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { chooseParams, CkksParams } from './params';
-import { evalPolyCkks } from './polyEval';
+import { PolyInput, VecOps, evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
@@ -123,11 +123,10 @@ export function compileProgram(g: Graph, report: Report): Program {
         if (!l) throw new UserError('OPTION_INVALID', `the report has no polynomial for activation ${n.name}`, 'run he-approx analyze on this model again');
         const src = linearOf.get(val(n.inputs[0]));
         const folded = !!src && consumers(val(n.inputs[0])).length === 1;
-        const { a, b } = l.chosen.interval;
-        // t = alpha x + beta computed by the linear layer itself.
-        if (folded) scaleOutputs(src!, () => [2 / (b - a), -(a + b) / (b - a)]);
-        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree: l.chosen.degree, folded,
-          poly: { coeffs: l.chosen.coeffs, a, b, channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined } });
+        const poly = polysFromReport({ layers: [l] }).get(l.node)!;
+        // t = alpha x + beta computed by the linear layer itself (per output channel).
+        if (folded) scaleOutputs(src!, (o) => { const { a, b } = lanePoly(poly, o); return [2 / (b - a), -(a + b) / (b - a)]; });
+        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree: l.chosen.degree, folded, poly });
         break;
       }
       case 'add': steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val) }); break;
@@ -273,8 +272,18 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
     } else if (s.kind === 'poly') {
       const x = get(s.input);
       if (x.factor !== 1) throw new Error('pending pool factor before an activation');
+      const plan = planPolynomial(s.degree);
+      // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
+      // positions hold junk no later weight reads, and get the zero polynomial).
+      const vec: VecOps<C> = {
+        mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
+        addVec: (c, v) => ops.addVec(c, v),
+      };
+      const flatLanes = (L: Layout) => Array.from({ length: L.period }, (_, q) => (q < (L.kind === 'flat' ? L.dim : 0) ? lanePoly(s.poly, q) : { coeffs: [0], a: -1, b: 1 }));
       const cts = x.cts.map((ct, c) => {
-        const y = evalPolyCkks(be, ct, s.poly, planPolynomial(s.degree), s.folded);
+        const y = !s.poly.channels ? evalPolyCkks(be, ct, s.poly, plan, s.folded)
+          : x.layout.kind === 'grid' ? evalPolyCkks(be, ct, lanePoly(s.poly, c), plan, s.folded)
+            : evalPolyCkks(be, ct, flatLanes(x.layout), plan, s.folded, vec);
         const off = s.poly.channelOffset;
         if (!off) return y;
         tmp(y);
@@ -512,6 +521,11 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     latencySeconds: latency / batches, amortisedSecondsPerSample: latency / Math.max(1, n), keygenSeconds,
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
+}
+
+/** Channel c's polynomial (the layer-wide one when the activation is not fitted per channel). */
+function lanePoly(p: PolyActivation, c: number): PolyInput {
+  return p.channels ? { coeffs: p.channels.coeffs[c], ...p.channels.intervals[c] } : p;
 }
 
 /** Spreads a per-position vector (periodic in its length) over slots: slot q*B+b = v[q mod len]. */

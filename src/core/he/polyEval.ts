@@ -22,20 +22,41 @@ export interface PolyInput {
 }
 
 /**
+ * Plaintext-vector operations for per-position polynomials: a vector v holds one value per
+ * position of the caller's layout (periodic in v.length); the caller knows how positions map to
+ * slots. mulVec rescales like mulConst; addVec adds exactly at the ciphertext's scale.
+ */
+export interface VecOps<C> {
+  mulVec(c: C, v: Float64Array, encScale: number): C;
+  addVec(c: C, v: Float64Array): C;
+}
+
+/**
  * Evaluates p(x) for the ciphertext x. With `inputIsUnit`, x already holds t = (2x - a - b)/(b - a)
  * (the affine map folded into the previous linear layer); otherwise the map costs one level here.
+ *
+ * `poly` may be one polynomial, or one per position (`lanes`, with `vec`): position q then uses
+ * lanes[q]. All lanes share the plan and the T_i, and each constant becomes a plaintext vector in
+ * the same multiplication, so levels and non-scalar multiplications are those of one polynomial.
  */
-export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan: PolyPlan, inputIsUnit: boolean): C {
+export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], plan: PolyPlan, inputIsUnit: boolean, vec?: VecOps<C>): C {
+  const lanes = Array.isArray(poly) ? poly : [poly];
+  if (lanes.length > 1 && !vec) throw new Error('evalPolyCkks: per-position polynomials need vector operations');
+  const many = lanes.length > 1;
+  /** One constant per lane: a scalar when there is one lane, a plaintext vector otherwise. */
+  const mulK = (c: C, k: Float64Array, encScale: number) => (many ? vec!.mulVec(c, k, encScale) : be.mulConst(c, k[0], encScale));
+  const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
+  const isZero = (k: Float64Array) => k.every((v) => v === 0);
   const temps = new Set<C>();
   const keep = new Set<C>([x]);
   const track = (c: C): C => { if (!keep.has(c)) temps.add(c); return c; };
   let t = x;
   if (!inputIsUnit) {
-    const alpha = 2 / (poly.b - poly.a);
-    const beta = -(poly.a + poly.b) / (poly.b - poly.a);
+    const alpha = Float64Array.from(lanes, (p) => 2 / (p.b - p.a));
+    const beta = Float64Array.from(lanes, (p) => -(p.a + p.b) / (p.b - p.a));
     // Encoding alpha at q_l keeps the scale exactly: scale * q_l / q_l.
-    const scaled = track(be.mulConst(x, alpha, be.prime(be.level(x))));
-    t = track(be.addConst(scaled, beta));
+    const scaled = track(mulK(x, alpha, be.prime(be.level(x))));
+    t = track(addK(scaled, beta));
   }
   const T = new Map<number, C>([[1, t]]);
   const cheb = (i: number): C => {
@@ -72,23 +93,30 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan:
   walk(plan.root, plan.degree);
   [...need].sort((p, q) => p - q).forEach(cheb);
 
-  const predict = (n: PlanNode, c: Float64Array): number => {
+  // Coefficients as a (degree + 1) x lanes table: cs[i][q] is lane q's coefficient of T_i.
+  type Table = Float64Array[];
+  const divide = (cs: Table, g: number): { q: Table; r: Table } => {
+    const parts = lanes.map((_, q) => chebDivide(cs.map((k) => k[q]), g));
+    const col = (pick: 'q' | 'r') => Array.from({ length: parts[0][pick].length }, (_, i) => Float64Array.from(parts, (p) => p[pick][i]));
+    return { q: col('q'), r: col('r') };
+  };
+  const predict = (n: PlanNode, c: Table): number => {
     if (n.kind === 'leaf') {
       let l = Infinity;
-      for (let i = 1; i < c.length; i++) if (c[i] !== 0) l = Math.min(l, be.level(cheb(i)) - 1);
+      for (let i = 1; i < c.length; i++) if (!isZero(c[i])) l = Math.min(l, be.level(cheb(i)) - 1);
       return l;
     }
-    const { q, r } = chebDivide(c, n.g);
+    const { q, r } = divide(c, n.g);
     return Math.min(Math.min(predict(n.q, q), be.level(cheb(n.g))) - 1, predict(n.r, r));
   };
   /** Result at level min(predict, hint) and exactly at `target` scale. */
-  const evaluate = (n: PlanNode, c: Float64Array, target: number, hint: number): C => {
+  const evaluate = (n: PlanNode, c: Table, target: number, hint: number): C => {
     if (n.kind === 'leaf') {
       let acc: C | null = null;
       for (let i = 1; i < c.length; i++) {
-        if (c[i] === 0) continue;
+        if (isZero(c[i])) continue;
         const Ti = cheb(i);
-        const term = track(be.mulConst(Ti, c[i], (target * be.prime(be.level(Ti))) / be.scale(Ti)));
+        const term = track(mulK(Ti, c[i], (target * be.prime(be.level(Ti))) / be.scale(Ti)));
         if (acc === null) acc = term;
         else {
           const l = Math.min(be.level(acc), be.level(term));
@@ -96,11 +124,14 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan:
         }
       }
       // A constant piece: a fresh encryption of c_0 (a product with 0 would be transparent in SEAL).
-      if (acc === null) return track(be.constant(c[0], Math.min(hint, be.level(t)), target));
+      if (acc === null) {
+        const k = track(be.constant(many ? 0 : c[0][0], Math.min(hint, be.level(t)), target));
+        return many && !isZero(c[0]) ? track(addK(k, c[0])) : k;
+      }
       acc = track(be.modSwitchTo(acc, Math.min(be.level(acc), hint)));
-      return c[0] !== 0 ? track(be.addConst(acc, c[0])) : acc;
+      return !isZero(c[0]) ? track(addK(acc, c[0])) : acc;
     }
-    const { q, r } = chebDivide(c, n.g);
+    const { q, r } = divide(c, n.g);
     const Tg = cheb(n.g);
     const lm = Math.min(predict(n.q, q), be.level(Tg), hint + 1);
     const qv = evaluate(n.q, q, (target * be.prime(lm)) / be.scale(Tg), lm);
@@ -109,7 +140,7 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput, plan:
     const l = Math.min(be.level(prod), be.level(rv));
     return track(be.add(track(be.modSwitchTo(prod, l)), track(be.modSwitchTo(rv, l))));
   };
-  const c = Float64Array.from({ length: plan.degree + 1 }, (_, i) => poly.coeffs[i] ?? 0);
+  const c: Table = Array.from({ length: plan.degree + 1 }, (_, i) => Float64Array.from(lanes, (p) => p.coeffs[i] ?? 0));
   const out = evaluate(plan.root, c, be.scale(t), Infinity);
   temps.delete(out);
   for (const tmp of temps) be.free(tmp);

@@ -15,6 +15,8 @@ export interface PolyActivation {
   b: number;
   /** Subtracted per channel (last axis) after the polynomial: the mean-shift correction. */
   channelOffset?: Float32Array;
+  /** One polynomial per channel (last axis); when present, `coeffs`/`a`/`b` are not used. */
+  channels?: { intervals: { a: number; b: number }[]; coeffs: number[][] };
 }
 
 export interface RunOptions {
@@ -44,20 +46,25 @@ function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
 
 /** Clenshaw's recurrence on tensors (see numerics/chebyshev.ts). */
 export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
-  const t = tf.add(tf.mul(x, 2 / (p.b - p.a)), -(p.a + p.b) / (p.b - p.a));
-  const c = p.coeffs;
+  // Per-channel fits: the map to [-1, 1] and each coefficient become vectors over the last axis.
+  const ch = p.channels;
+  const t = ch
+    ? tf.add(tf.mul(x, tf.tensor1d(ch.intervals.map((iv) => 2 / (iv.b - iv.a)))), tf.tensor1d(ch.intervals.map((iv) => -(iv.a + iv.b) / (iv.b - iv.a))))
+    : tf.add(tf.mul(x, 2 / (p.b - p.a)), -(p.a + p.b) / (p.b - p.a));
+  const K = ch ? ch.coeffs[0].length : p.coeffs.length;
+  const c = (k: number): tf.Tensor | number => (ch ? tf.tensor1d(ch.coeffs.map((cc) => cc[k])) : p.coeffs[k]);
   let y: tf.Tensor;
-  if (c.length === 1) y = tf.fill(x.shape, c[0]);
+  if (K === 1) y = tf.add(tf.zerosLike(x), c(0));
   else {
     const t2 = tf.mul(t, 2);
     let b1: tf.Tensor = tf.zerosLike(t);
     let b2: tf.Tensor = tf.zerosLike(t);
-    for (let k = c.length - 1; k >= 1; k--) {
-      const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), c[k]);
+    for (let k = K - 1; k >= 1; k--) {
+      const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), c(k));
       b2 = b1;
       b1 = b0;
     }
-    y = tf.add(tf.sub(tf.mul(t, b1), b2), c[0]);
+    y = tf.add(tf.sub(tf.mul(t, b1), b2), c(0));
   }
   if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));
   return y;

@@ -13,7 +13,7 @@ import { Dataset } from '../data/read';
 import { Executor, RunOptions } from '../model/execute';
 import { tf } from '../model/backend';
 import { activationNodes, liveAt, size } from '../model/graph';
-import { StreamingStats, ValueStats } from './stats';
+import { CHANNEL_RESERVOIR, ChannelStats, StreamingStats, ValueStats } from './stats';
 
 export interface Progress { (fraction: number, message: string): void }
 
@@ -40,22 +40,28 @@ export function gather(ds: Dataset, idx: Int32Array, from: number, n: number): F
 
 export async function profileActivations(ex: Executor, ds: Dataset, idx: Int32Array, opts: PassOptions & {
   reservoir: number; seed: number; run?: RunOptions; only?: number[];
+  /** Sample size kept per channel (default CHANNEL_RESERVOIR). */
+  channelReservoir?: number;
 }): Promise<Map<number, ValueStats>> {
   const g = ex.graph;
   const acts = (opts.only ?? activationNodes(g).map((n) => n.id));
   const inputs = acts.map((a) => g.nodes[a].inputs[0]);
   const stats = new Map(acts.map((a, k) => [a, new StreamingStats(opts.reservoir, opts.seed + 7919 * (k + 1))]));
+  const chans = new Map(acts.map((a, k) => {
+    const shape = g.nodes[a].shape;
+    return [a, new ChannelStats(shape[shape.length - 1], opts.channelReservoir ?? CHANNEL_RESERVOIR, opts.seed + 104729 * (k + 1))];
+  }));
   for (let s = 0; s < idx.length; s += opts.batchSize) {
     checkCancel(opts.signal);
     const n = Math.min(opts.batchSize, idx.length - s);
     const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
     const { captured } = ex.run(new Map([[g.input, x]]), 0, opts.run ?? {}, inputs);
     x.dispose();
-    acts.forEach((a, k) => stats.get(a)!.add(captured.get(inputs[k])!));
+    acts.forEach((a, k) => { stats.get(a)!.add(captured.get(inputs[k])!); chans.get(a)!.add(captured.get(inputs[k])!); });
     opts.onProgress?.((s + n) / idx.length, `profiled ${s + n}/${idx.length} samples`);
     await tick();
   }
-  return new Map([...stats].map(([a, st]) => [a, st.result()]));
+  return new Map([...stats].map(([a, st]) => [a, { ...st.result(), channels: chans.get(a)!.result() }]));
 }
 
 export interface Scores { accuracy: number; agreement: number }

@@ -19,6 +19,61 @@ export interface ValueStats {
   histogram: Histogram;
   /** Uniform random sample of the values (at most the reservoir size). */
   sample: Float32Array;
+  /** Per channel (last axis): exact range and a uniform sample, for per-channel fits. */
+  channels?: ChannelSamples;
+}
+
+/** Values kept per channel: enough for a well-posed fit up to degree 63 with 30x oversampling. */
+export const CHANNEL_RESERVOIR = 2048;
+
+export interface ChannelSamples { min: Float32Array; max: Float32Array; samples: Float32Array[] }
+
+/**
+ * Exact min/max and a uniform reservoir sample (Algorithm R) per channel, the channel being the
+ * last axis of the values (a Dense unit, a Conv2D filter): each channel can then get its own
+ * interval and polynomial, which a CKKS evaluation applies at no extra level (see fit.ts).
+ */
+export class ChannelStats {
+  private readonly min: Float32Array;
+  private readonly max: Float32Array;
+  private readonly res: Float32Array[];
+  private readonly seen: Float64Array;
+  private readonly rng: Rng;
+
+  constructor(readonly C: number, readonly perChannel: number, seed: number) {
+    this.min = new Float32Array(C).fill(Infinity);
+    this.max = new Float32Array(C).fill(-Infinity);
+    this.res = Array.from({ length: C }, () => new Float32Array(perChannel));
+    this.seen = new Float64Array(C);
+    this.rng = new Rng(seed);
+  }
+
+  add(values: Float32Array): void {
+    const C = this.C;
+    const R = this.perChannel;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      if (!Number.isFinite(v)) continue;
+      const c = i % C;
+      if (v < this.min[c]) this.min[c] = v;
+      if (v > this.max[c]) this.max[c] = v;
+      const n = ++this.seen[c];
+      if (n <= R) this.res[c][n - 1] = v;
+      else {
+        const j = Math.floor(this.rng.next() * n);
+        if (j < R) this.res[c][j] = v;
+      }
+    }
+  }
+
+  result(): ChannelSamples {
+    const empty = (c: number) => this.seen[c] === 0;
+    return {
+      min: this.min.map((v, c) => (empty(c) ? 0 : v)),
+      max: this.max.map((v, c) => (empty(c) ? 0 : v)),
+      samples: this.res.map((r, c) => r.slice(0, Math.min(this.seen[c], this.perChannel))),
+    };
+  }
 }
 
 export const HISTOGRAM_BINS = 256;
