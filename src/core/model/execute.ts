@@ -44,27 +44,58 @@ function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
   }
 }
 
-/** Clenshaw's recurrence on tensors (see numerics/chebyshev.ts). */
+/** Clenshaw's recurrence on tensors (see numerics/chebyshev.ts), scalar coefficients. */
+function clenshaw(x: tf.Tensor, coeffs: ArrayLike<number>, a: number, b: number): tf.Tensor {
+  const t = tf.add(tf.mul(x, 2 / (b - a)), -(a + b) / (b - a));
+  if (coeffs.length === 1) return tf.add(tf.zerosLike(x), coeffs[0]);
+  const t2 = tf.mul(t, 2);
+  let b1: tf.Tensor = tf.zerosLike(t);
+  let b2: tf.Tensor = tf.zerosLike(t);
+  for (let k = coeffs.length - 1; k >= 1; k--) {
+    const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), coeffs[k]);
+    b2 = b1;
+    b1 = b0;
+  }
+  return tf.add(tf.sub(tf.mul(t, b1), b2), coeffs[0]);
+}
+
+/**
+ * The polynomial activation on a tensor. Per-channel polynomials on large tensors run channel
+ * by channel on contiguous channel-major slices, where every operation has a scalar operand:
+ * the WebAssembly backend runs those ~2.5x faster than operations with a broadcast vector
+ * operand (measured on the CNN example's first layer, 173k values per channel and batch, at
+ * degree 63; the transposes cost less than that). Below 65,536 values per channel the C x 3 x
+ * degree operations cost more to dispatch than broadcasting does, so vector coefficients are used.
+ */
 export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
-  // Per-channel fits: the map to [-1, 1] and each coefficient become vectors over the last axis.
   const ch = p.channels;
-  const t = ch
-    ? tf.add(tf.mul(x, tf.tensor1d(ch.intervals.map((iv) => 2 / (iv.b - iv.a)))), tf.tensor1d(ch.intervals.map((iv) => -(iv.a + iv.b) / (iv.b - iv.a))))
-    : tf.add(tf.mul(x, 2 / (p.b - p.a)), -(p.a + p.b) / (p.b - p.a));
-  const K = ch ? ch.coeffs[0].length : p.coeffs.length;
-  const c = (k: number): tf.Tensor | number => (ch ? tf.tensor1d(ch.coeffs.map((cc) => cc[k])) : p.coeffs[k]);
   let y: tf.Tensor;
-  if (K === 1) y = tf.add(tf.zerosLike(x), c(0));
+  if (!ch) y = clenshaw(x, p.coeffs, p.a, p.b);
   else {
-    const t2 = tf.mul(t, 2);
-    let b1: tf.Tensor = tf.zerosLike(t);
-    let b2: tf.Tensor = tf.zerosLike(t);
-    for (let k = K - 1; k >= 1; k--) {
-      const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), c(k));
-      b2 = b1;
-      b1 = b0;
+    const C = x.shape[x.rank - 1];
+    if (x.size / C >= 65536) {
+      // Channel-major, so that each channel is one contiguous slice.
+      const parts = tf.unstack(tf.transpose(tf.reshape(x, [-1, C])));
+      const ys = parts.map((xc, c) => clenshaw(xc, ch.coeffs[c], ch.intervals[c].a, ch.intervals[c].b));
+      y = tf.reshape(tf.transpose(tf.stack(ys)), x.shape);
+    } else {
+      const vec = (f: (c: number) => number) => tf.tensor1d(Array.from({ length: C }, (_, c) => f(c)));
+      const iv = ch.intervals;
+      const t = tf.add(tf.mul(x, vec((c) => 2 / (iv[c].b - iv[c].a))), vec((c) => -(iv[c].a + iv[c].b) / (iv[c].b - iv[c].a)));
+      const K = ch.coeffs[0].length;
+      if (K === 1) y = tf.add(tf.zerosLike(x), vec((c) => ch.coeffs[c][0]));
+      else {
+        const t2 = tf.mul(t, 2);
+        let b1: tf.Tensor = tf.zerosLike(t);
+        let b2: tf.Tensor = tf.zerosLike(t);
+        for (let k = K - 1; k >= 1; k--) {
+          const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), vec((c) => ch.coeffs[c][k]));
+          b2 = b1;
+          b1 = b0;
+        }
+        y = tf.add(tf.sub(tf.mul(t, b1), b2), vec((c) => ch.coeffs[c][0]));
+      }
     }
-    y = tf.add(tf.sub(tf.mul(t, b1), b2), c(0));
   }
   if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));
   return y;
