@@ -321,16 +321,21 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       const c = actCost(a, fit.degree);
       const degIdx = degrees.indexOf(fit.degree);
       const vals = fr.captured.get(a.inputs[0])!;
+      // Against each value's own channel interval when the fit is per channel (last axis).
+      const C = a.shape[a.shape.length - 1];
+      const ivs = fit.channels?.intervals;
       let outside = 0; let vmin = Infinity; let vmax = -Infinity;
       for (let k = 0; k < vals.length; k++) {
         const v = vals[k];
         if (v < vmin) vmin = v;
         if (v > vmax) vmax = v;
-        if (!(v >= fit.interval.a && v <= fit.interval.b)) outside++;
+        const iv = ivs ? ivs[k % C] : fit.interval;
+        if (!(v >= iv.a && v <= iv.b)) outside++;
       }
       const w: string[] = [];
       if (outside > 0) {
-        w.push(`${outside} held-out values (${(100 * outside / vals.length).toPrecision(2)}%) reach ${a.name} outside its interval [${fit.interval.a.toPrecision(4)}, ${fit.interval.b.toPrecision(4)}] (seen ${vmin.toPrecision(4)}..${vmax.toPrecision(4)}); widen it with --margin or calibrate on more data`);
+        const where = ivs ? 'outside their channels\' intervals' : `outside its interval [${fit.interval.a.toPrecision(4)}, ${fit.interval.b.toPrecision(4)}]`;
+        w.push(`${outside} held-out values (${(100 * outside / vals.length).toPrecision(2)}%) reach ${a.name} ${where} (seen ${vmin.toPrecision(4)}..${vmax.toPrecision(4)}); widen it with --margin or calibrate on more data`);
       }
       const layerDrop = sens.get(a.id)![method][degIdx];
       if (layerDrop > 0.5 * budget && acts.length > 1) w.push(`${a.name} alone uses ${(100 * layerDrop / budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree}`);

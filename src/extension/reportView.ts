@@ -45,7 +45,7 @@ export function reportDiagnostics(report: Report | null, ranges: LayerRanges): P
     }
     if (c.heldoutOutside.count > 0) {
       out.push({ range, severity: 'warning', source: 'he-approx', code: 'interval', layer: l.layer,
-        message: `${c.heldoutOutside.count} held-out values (${(100 * c.heldoutOutside.fraction).toPrecision(2)}%) fall outside the fitted interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}] (seen ${c.heldoutOutside.min.toPrecision(4)}..${c.heldoutOutside.max.toPrecision(4)}); widen the margin or calibrate on more data` });
+        message: `${c.heldoutOutside.count} held-out values (${(100 * c.heldoutOutside.fraction).toPrecision(2)}%) fall outside ${c.channels ? 'their channels\' fitted intervals' : `the fitted interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}]`} (seen ${c.heldoutOutside.min.toPrecision(4)}..${c.heldoutOutside.max.toPrecision(4)}); widen the margin or calibrate on more data` });
     }
   }
   for (const h of report.heIncompatible ?? []) {

@@ -114,7 +114,28 @@ export class SealBackend implements CkksBackend<Ct> {
     return Float64Array.from(out);
   }
 
-  level(c: Ct): number { return this.context.getContextData(c.parmsId).chainIndex; }
+  /**
+   * Chain index of c's parameters. Each `parmsId` / `getContextData` call makes a new wasm-backed
+   * wrapper that must be deleted, and the evaluator asks for levels constantly: look the index up
+   * once per parameter set and free the wrappers.
+   */
+  level(c: Ct): number {
+    const pid = c.parmsId;
+    try {
+      const key = pid.values.join(',');
+      let l = this.levelByParms.get(key);
+      if (l === undefined) {
+        const cd = this.context.getContextData(pid);
+        l = cd.chainIndex as number;
+        cd.delete?.();
+        this.levelByParms.set(key, l);
+      }
+      return l;
+    } finally {
+      pid.delete();
+    }
+  }
+  private readonly levelByParms = new Map<string, number>();
   scale(c: Ct): number { return c.scale; }
   prime(level: number): number { return this.primes[level]; }
 
