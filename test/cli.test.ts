@@ -33,6 +33,18 @@ test('analyze on the MLP example: table on stdout, outputs written, exit 0', () 
   assertOneLineError(again, /report\.json already exists/);
 });
 
+test('analyze --per-layer: one polynomial per layer, said in the table and the JSON report', () => {
+  const args = ['analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--degrees', '3,7', '--quiet'];
+  const table = cli(...args, '--per-layer');
+  assert.equal(table.code, 0, table.err);
+  assert.match(table.out, /data-guided fit,/);
+  const perLayer = JSON.parse(cli(...args, '--per-layer', '--json').out);
+  assert.equal(perLayer.options.perChannel, false);
+  assert.ok(perLayer.layers.every((l: { chosen: { channels: unknown } }) => l.chosen.channels === null));
+  const perChannel = cli(...args);
+  assert.match(perChannel.out, /data-guided per-channel fit,/);
+});
+
 test('bad input: one line naming problem and fix, non-zero exit, no stack trace', () => {
   const dir = tmpDir();
   fs.writeFileSync(path.join(dir, 'corrupt.json'), '{"modelTopology": ');
