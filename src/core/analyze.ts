@@ -164,7 +164,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
 
     // 1. Profile the calibration data.
     t = Date.now();
-    const stats = await profileActivations(ex, ds, split.calib, { batchSize, reservoir, seed, signal: o.signal,
+    const stats = await profileActivations(ex, ds, split.calib, { batchSize, reservoir, seed, channels: perChannel, signal: o.signal,
       onProgress: (f, m) => progress('profile', f, m) });
     lap('profile', t);
 

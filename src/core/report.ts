@@ -6,7 +6,7 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import { OpCosts } from './cost/cost';
-import { FitMethod } from './fit/fit';
+import { ChannelFits, FitMethod } from './fit/fit';
 import { Histogram } from './profile/stats';
 import type { PolyActivation } from './model/execute';
 import type { EncryptedLayerReport } from './he/layerTest';
@@ -54,7 +54,7 @@ export interface ChosenFit {
    * uses coeffs[c] on intervals[c], and `interval`/`coeffs` above are the layer-wide fit of the
    * same degree, kept for plots and summaries only.
    */
-  channels: { intervals: { a: number; b: number }[]; coeffs: number[][] } | null;
+  channels: ChannelFits | null;
   depth: number;
   polyDepth: number;
   affineLevel: number;

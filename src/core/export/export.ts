@@ -12,6 +12,12 @@ import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
 
 export const COEFFICIENTS_SCHEMA = 'he-approx/coefficients';
 
+/** A layer's per-channel polynomials as both output files write them, or null. */
+function channelsConfig(l: Report['layers'][number]): { interval: [number, number]; coefficients: number[] }[] | null {
+  const ch = l.chosen.channels;
+  return ch ? ch.coeffs.map((c, k) => ({ interval: [ch.intervals[k].a, ch.intervals[k].b], coefficients: c })) : null;
+}
+
 export function coefficientsFile(report: Report): unknown {
   return {
     schema: COEFFICIENTS_SCHEMA, version: 2,
@@ -22,7 +28,7 @@ export function coefficientsFile(report: Report): unknown {
       // Per-channel layers have no layer-wide polynomial here, so that no reader uses a wrong one.
       interval: l.chosen.channels ? null : [l.chosen.interval.a, l.chosen.interval.b],
       coefficients: l.chosen.channels ? null : l.chosen.coeffs,
-      channels: l.chosen.channels ? l.chosen.channels.coeffs.map((c, k) => ({ interval: [l.chosen.channels!.intervals[k].a, l.chosen.channels!.intervals[k].b], coefficients: c })) : null,
+      channels: channelsConfig(l),
       degree: l.chosen.degree, depth: l.chosen.depth, polyDepth: l.chosen.polyDepth,
       affineLevel: l.chosen.affineLevel, nonScalarMults: l.chosen.nonScalarMults, channel_offset: l.chosen.channelOffset, method: l.chosen.method,
     })),
@@ -38,7 +44,7 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
   const polyCfg = (l: Report['layers'][number], name: string): PolyLayerConfig & { name: string } => ({
     name, basis: 'chebyshev', interval: [l.chosen.interval.a, l.chosen.interval.b], coefficients: l.chosen.coeffs,
     channel_offset: l.chosen.channelOffset, replaces: l.activation, degree: l.chosen.degree,
-    channels: l.chosen.channels ? l.chosen.channels.coeffs.map((c, k) => ({ interval: [l.chosen.channels!.intervals[k].a, l.chosen.channels!.intervals[k].b], coefficients: c })) : null,
+    channels: channelsConfig(l),
   });
   const isSeq = topo.class_name === 'Sequential';
   const layers: Cfg[] = isSeq ? (Array.isArray(topo.config) ? topo.config : topo.config.layers) : topo.config.layers;

@@ -18,7 +18,7 @@ import { Progress, captureValues } from '../profile/profiler';
 import { Report, modelFileHashes, polysFromReport } from '../report';
 import { SimBackend, SimCt } from './backend';
 import { chooseParams } from './params';
-import { PolyInput, VecOps, evalPolyCkks } from './polyEval';
+import { VecOps, channelLanes, evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 export interface LayerEncryptedResult {
@@ -115,12 +115,10 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
         const slots = be.slots;
         // Per-channel polynomials: channel q of each value row goes to slot r * P + q (P: the
         // channel count rounded up to a power of two, so that P divides the slot count).
-        const chans = l.chosen.channels;
-        const C = chans ? chans.coeffs.length : 1;
-        const P = chans ? 2 ** Math.ceil(Math.log2(C)) : 1;
-        const lanes: PolyInput[] = chans
-          ? Array.from({ length: P }, (_, q) => (q < C ? { coeffs: chans.coeffs[q], ...chans.intervals[q] } : { coeffs: [0], a: -1, b: 1 }))
-          : [{ coeffs: l.chosen.coeffs, ...l.chosen.interval }];
+        const poly = polys.get(l.node)!;
+        const C = poly.channels?.coeffs.length ?? 1;
+        const P = poly.channels ? 2 ** Math.ceil(Math.log2(C)) : 1;
+        const lanes = poly.channels ? channelLanes(poly, P) : [poly];
         const tile = (v: Float64Array) => Float64Array.from({ length: slots }, (_, i) => v[i % v.length]);
         const vec: VecOps<Ct> = {
           mulVec: (c, v, encScale) => { const y = be.mulVector(c, tile(v), encScale); const r = be.rescale(y); be.free(y); return r; },

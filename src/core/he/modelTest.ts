@@ -31,7 +31,7 @@ import { Report, polysFromReport } from '../report';
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { chooseParams, CkksParams } from './params';
-import { PolyInput, VecOps, evalPolyCkks } from './polyEval';
+import { VecOps, channelLanes, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
@@ -279,11 +279,10 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
         addVec: (c, v) => ops.addVec(c, v),
       };
-      const flatLanes = (L: Layout) => Array.from({ length: L.period }, (_, q) => (q < (L.kind === 'flat' ? L.dim : 0) ? lanePoly(s.poly, q) : { coeffs: [0], a: -1, b: 1 }));
       const cts = x.cts.map((ct, c) => {
         const y = !s.poly.channels ? evalPolyCkks(be, ct, s.poly, plan, s.folded)
           : x.layout.kind === 'grid' ? evalPolyCkks(be, ct, lanePoly(s.poly, c), plan, s.folded)
-            : evalPolyCkks(be, ct, flatLanes(x.layout), plan, s.folded, vec);
+            : evalPolyCkks(be, ct, channelLanes(s.poly, x.layout.period), plan, s.folded, vec);
         const off = s.poly.channelOffset;
         if (!off) return y;
         tmp(y);
@@ -521,11 +520,6 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     latencySeconds: latency / batches, amortisedSecondsPerSample: latency / Math.max(1, n), keygenSeconds,
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
-}
-
-/** Channel c's polynomial (the layer-wide one when the activation is not fitted per channel). */
-function lanePoly(p: PolyActivation, c: number): PolyInput {
-  return p.channels ? { coeffs: p.channels.coeffs[c], ...p.channels.intervals[c] } : p;
 }
 
 /** Spreads a per-position vector (periodic in its length) over slots: slot q*B+b = v[q mod len]. */

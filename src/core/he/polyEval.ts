@@ -14,11 +14,26 @@
  */
 import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
 import { CkksBackend } from './backend';
+import type { PolyActivation } from '../model/execute';
 
 export interface PolyInput {
   coeffs: ArrayLike<number>;
   a: number;
   b: number;
+}
+
+/** Channel c's polynomial (the layer-wide one when the activation is not fitted per channel). */
+export function lanePoly(p: PolyActivation, c: number): PolyInput {
+  return p.channels ? { coeffs: p.channels.coeffs[c], ...p.channels.intervals[c] } : p;
+}
+
+/**
+ * The polynomials of a `width`-position layout whose first positions hold a per-channel
+ * activation's channels in order; padding positions, whose values no one reads, get zero.
+ */
+export function channelLanes(p: PolyActivation, width: number): PolyInput[] {
+  const C = p.channels?.coeffs.length ?? 0;
+  return Array.from({ length: width }, (_, q) => (q < C ? lanePoly(p, q) : { coeffs: [0], a: -1, b: 1 }));
 }
 
 /**

@@ -10,6 +10,8 @@ import { CkksParams } from './params';
 type Any = any;
 export type Ct = Any;
 
+const parmsKey = (pid: Any): string => (pid.values as BigUint64Array).join(',');
+
 export class SealBackend implements CkksBackend<Ct> {
   readonly counts: OpCounts = newCounts();
   readonly params: CkksParams;
@@ -22,6 +24,7 @@ export class SealBackend implements CkksBackend<Ct> {
   private readonly publicKey: Any;
   private readonly primes: number[];
   private readonly parmsByLevel = new Map<number, Any>();
+  private readonly levelByParms = new Map<string, number>();
   private readonly owned: Any[] = [];
   private readonly galoisKeys: Any | null;
   readonly keySizes: { publicKey: number; relinKeys: number; galoisKeys: number };
@@ -54,7 +57,9 @@ export class SealBackend implements CkksBackend<Ct> {
     this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
     if (this.galoisKeys) this.owned.push(this.galoisKeys);
     for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
-      this.parmsByLevel.set(cd.chainIndex, cd.parmsId);
+      const pid = cd.parmsId;
+      this.parmsByLevel.set(cd.chainIndex, pid);
+      this.levelByParms.set(parmsKey(pid), cd.chainIndex);
       if (cd.chainIndex === 0) break;
     }
   }
@@ -115,27 +120,19 @@ export class SealBackend implements CkksBackend<Ct> {
   }
 
   /**
-   * Chain index of c's parameters. Each `parmsId` / `getContextData` call makes a new wasm-backed
-   * wrapper that must be deleted, and the evaluator asks for levels constantly: look the index up
-   * once per parameter set and free the wrappers.
+   * Chain index of c's parameters, from the map built with the chain: the evaluator asks for
+   * levels constantly, and each `parmsId` read makes a wasm-backed wrapper that must be freed.
    */
   level(c: Ct): number {
     const pid = c.parmsId;
     try {
-      const key = pid.values.join(',');
-      let l = this.levelByParms.get(key);
-      if (l === undefined) {
-        const cd = this.context.getContextData(pid);
-        l = cd.chainIndex as number;
-        cd.delete?.();
-        this.levelByParms.set(key, l);
-      }
+      const l = this.levelByParms.get(parmsKey(pid));
+      if (l === undefined) throw new Error('ciphertext parameters are not in this context');
       return l;
     } finally {
       pid.delete();
     }
   }
-  private readonly levelByParms = new Map<string, number>();
   scale(c: Ct): number { return c.scale; }
   prime(level: number): number { return this.primes[level]; }
 

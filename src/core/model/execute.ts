@@ -7,6 +7,7 @@
 import { tf } from './backend';
 import { Graph, GraphNode, size } from './graph';
 import { ActivationSpec } from '../numerics/activations';
+import type { ChannelFits } from '../fit/fit';
 
 /** A polynomial activation: Chebyshev coefficients on [a, b] plus an optional per-channel shift. */
 export interface PolyActivation {
@@ -16,7 +17,7 @@ export interface PolyActivation {
   /** Subtracted per channel (last axis) after the polynomial: the mean-shift correction. */
   channelOffset?: Float32Array;
   /** One polynomial per channel (last axis); when present, `coeffs`/`a`/`b` are not used. */
-  channels?: { intervals: { a: number; b: number }[]; coeffs: number[][] };
+  channels?: ChannelFits;
 }
 
 export interface RunOptions {
@@ -44,20 +45,28 @@ function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
   }
 }
 
-/** Clenshaw's recurrence on tensors (see numerics/chebyshev.ts), scalar coefficients. */
-function clenshaw(x: tf.Tensor, coeffs: ArrayLike<number>, a: number, b: number): tf.Tensor {
-  const t = tf.add(tf.mul(x, 2 / (b - a)), -(a + b) / (b - a));
-  if (coeffs.length === 1) return tf.add(tf.zerosLike(x), coeffs[0]);
+type Operand = number | tf.Tensor;
+
+/**
+ * Clenshaw's recurrence on tensors (see numerics/chebyshev.ts) in t = x * scale + shift, with
+ * K coefficients coef(k); the map and the coefficients are scalars, or vectors over the last axis.
+ */
+function clenshaw(x: tf.Tensor, scale: Operand, shift: Operand, K: number, coef: (k: number) => Operand): tf.Tensor {
+  if (K === 1) return tf.add(tf.zerosLike(x), coef(0));
+  const t = tf.add(tf.mul(x, scale), shift);
   const t2 = tf.mul(t, 2);
   let b1: tf.Tensor = tf.zerosLike(t);
   let b2: tf.Tensor = tf.zerosLike(t);
-  for (let k = coeffs.length - 1; k >= 1; k--) {
-    const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), coeffs[k]);
+  for (let k = K - 1; k >= 1; k--) {
+    const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), coef(k));
     b2 = b1;
     b1 = b0;
   }
-  return tf.add(tf.sub(tf.mul(t, b1), b2), coeffs[0]);
+  return tf.add(tf.sub(tf.mul(t, b1), b2), coef(0));
 }
+
+/** One polynomial on [a, b] with scalar coefficients. */
+const clenshawOn = (x: tf.Tensor, c: ArrayLike<number>, a: number, b: number) => clenshaw(x, 2 / (b - a), -(a + b) / (b - a), c.length, (k) => c[k]);
 
 /**
  * The polynomial activation on a tensor. Per-channel polynomials on large tensors run channel
@@ -70,31 +79,19 @@ function clenshaw(x: tf.Tensor, coeffs: ArrayLike<number>, a: number, b: number)
 export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
   const ch = p.channels;
   let y: tf.Tensor;
-  if (!ch) y = clenshaw(x, p.coeffs, p.a, p.b);
+  if (!ch) y = clenshawOn(x, p.coeffs, p.a, p.b);
   else {
     const C = x.shape[x.rank - 1];
     if (x.size / C >= 65536) {
       // Channel-major, so that each channel is one contiguous slice.
       const parts = tf.unstack(tf.transpose(tf.reshape(x, [-1, C])));
-      const ys = parts.map((xc, c) => clenshaw(xc, ch.coeffs[c], ch.intervals[c].a, ch.intervals[c].b));
+      const ys = parts.map((xc, c) => clenshawOn(xc, ch.coeffs[c], ch.intervals[c].a, ch.intervals[c].b));
       y = tf.reshape(tf.transpose(tf.stack(ys)), x.shape);
     } else {
       const vec = (f: (c: number) => number) => tf.tensor1d(Array.from({ length: C }, (_, c) => f(c)));
       const iv = ch.intervals;
-      const t = tf.add(tf.mul(x, vec((c) => 2 / (iv[c].b - iv[c].a))), vec((c) => -(iv[c].a + iv[c].b) / (iv[c].b - iv[c].a)));
-      const K = ch.coeffs[0].length;
-      if (K === 1) y = tf.add(tf.zerosLike(x), vec((c) => ch.coeffs[c][0]));
-      else {
-        const t2 = tf.mul(t, 2);
-        let b1: tf.Tensor = tf.zerosLike(t);
-        let b2: tf.Tensor = tf.zerosLike(t);
-        for (let k = K - 1; k >= 1; k--) {
-          const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), vec((c) => ch.coeffs[c][k]));
-          b2 = b1;
-          b1 = b0;
-        }
-        y = tf.add(tf.sub(tf.mul(t, b1), b2), vec((c) => ch.coeffs[c][0]));
-      }
+      y = clenshaw(x, vec((c) => 2 / (iv[c].b - iv[c].a)), vec((c) => -(iv[c].a + iv[c].b) / (iv[c].b - iv[c].a)),
+        ch.coeffs[0].length, (k) => vec((c) => ch.coeffs[c][k]));
     }
   }
   if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));

@@ -40,16 +40,16 @@ export function gather(ds: Dataset, idx: Int32Array, from: number, n: number): F
 
 export async function profileActivations(ex: Executor, ds: Dataset, idx: Int32Array, opts: PassOptions & {
   reservoir: number; seed: number; run?: RunOptions; only?: number[];
-  /** Sample size kept per channel (default CHANNEL_RESERVOIR). */
-  channelReservoir?: number;
+  /** Also keep per-channel ranges and samples (for per-channel fits; default true). */
+  channels?: boolean;
 }): Promise<Map<number, ValueStats>> {
   const g = ex.graph;
   const acts = (opts.only ?? activationNodes(g).map((n) => n.id));
   const inputs = acts.map((a) => g.nodes[a].inputs[0]);
   const stats = new Map(acts.map((a, k) => [a, new StreamingStats(opts.reservoir, opts.seed + 7919 * (k + 1))]));
-  const chans = new Map(acts.map((a, k) => {
+  const chans = new Map(opts.channels === false ? [] : acts.map((a, k) => {
     const shape = g.nodes[a].shape;
-    return [a, new ChannelStats(shape[shape.length - 1], opts.channelReservoir ?? CHANNEL_RESERVOIR, opts.seed + 104729 * (k + 1))];
+    return [a, new ChannelStats(shape[shape.length - 1], CHANNEL_RESERVOIR, opts.seed + 104729 * (k + 1))];
   }));
   for (let s = 0; s < idx.length; s += opts.batchSize) {
     checkCancel(opts.signal);
@@ -57,11 +57,11 @@ export async function profileActivations(ex: Executor, ds: Dataset, idx: Int32Ar
     const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
     const { captured } = ex.run(new Map([[g.input, x]]), 0, opts.run ?? {}, inputs);
     x.dispose();
-    acts.forEach((a, k) => { stats.get(a)!.add(captured.get(inputs[k])!); chans.get(a)!.add(captured.get(inputs[k])!); });
+    acts.forEach((a, k) => { stats.get(a)!.add(captured.get(inputs[k])!); chans.get(a)?.add(captured.get(inputs[k])!); });
     opts.onProgress?.((s + n) / idx.length, `profiled ${s + n}/${idx.length} samples`);
     await tick();
   }
-  return new Map([...stats].map(([a, st]) => [a, { ...st.result(), channels: chans.get(a)!.result() }]));
+  return new Map([...stats].map(([a, st]) => [a, { ...st.result(), channels: chans.get(a)?.result() }]));
 }
 
 export interface Scores { accuracy: number; agreement: number }
