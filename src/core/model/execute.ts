@@ -22,6 +22,8 @@ export interface PolyActivation {
 
 export interface RunOptions {
   replace?: Map<number, PolyActivation>;
+  /** Activations computed by the caller's function (polynomials with trainable coefficients). */
+  apply?: Map<number, (x: tf.Tensor) => tf.Tensor>;
   /** Evaluate MaxPooling2D as AveragePooling2D. */
   poolAsAvg?: boolean;
 }
@@ -51,7 +53,7 @@ type Operand = number | tf.Tensor;
  * Clenshaw's recurrence on tensors (see numerics/chebyshev.ts) in t = x * scale + shift, with
  * K coefficients coef(k); the map and the coefficients are scalars, or vectors over the last axis.
  */
-function clenshaw(x: tf.Tensor, scale: Operand, shift: Operand, K: number, coef: (k: number) => Operand): tf.Tensor {
+export function clenshaw(x: tf.Tensor, scale: Operand, shift: Operand, K: number, coef: (k: number) => Operand): tf.Tensor {
   if (K === 1) return tf.add(tf.zerosLike(x), coef(0));
   const t = tf.add(tf.mul(x, scale), shift);
   const t2 = tf.mul(t, 2);
@@ -144,6 +146,8 @@ export class Executor {
       case 'identity': return x;
       case 'softmax': return tf.softmax(x);
       case 'activation': {
+        const fn = opts.apply?.get(n.id);
+        if (fn) return fn(x);
         const poly = opts.replace?.get(n.id);
         return poly ? applyPoly(x, poly) : applyActivation(x, s.act);
       }
@@ -160,22 +164,35 @@ export class Executor {
     const captured = new Map<number, Float32Array>();
     let logits: Float32Array | null = null;
     tf.tidy(() => {
-      const vals = new Map(given);
-      for (let i = from; i < this.graph.nodes.length; i++) {
-        const n = this.graph.nodes[i];
-        if (vals.has(i) && i !== from) continue;
-        if (n.spec.op === 'input') { if (!vals.has(i)) throw new Error('input value missing'); }
-        else vals.set(i, this.node(n, n.inputs.map((j) => {
-          const v = vals.get(j);
-          if (!v) throw new Error(`value of node ${this.graph.nodes[j].name} missing when running from ${this.graph.nodes[from].name}`);
-          return v;
-        }), opts));
-        if (want.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
-      }
+      const vals = this.values(given, from, opts, (i, v) => { if (want.has(i)) captured.set(i, v.dataSync() as Float32Array); });
       for (const i of want) if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
       logits = vals.get(this.graph.output)!.dataSync() as Float32Array;
     });
     return { logits: logits!, captured };
+  }
+
+  /**
+   * The output tensor (logits) of nodes `from`..end on one batch, for use inside the caller's
+   * tf.tidy or gradient computation (nothing is disposed or copied here).
+   */
+  forward(given: Map<number, tf.Tensor>, from: number, opts: RunOptions): tf.Tensor {
+    return this.values(given, from, opts).get(this.graph.output)!;
+  }
+
+  private values(given: Map<number, tf.Tensor>, from: number, opts: RunOptions, each?: (i: number, v: tf.Tensor) => void): Map<number, tf.Tensor> {
+    const vals = new Map(given);
+    for (let i = from; i < this.graph.nodes.length; i++) {
+      const n = this.graph.nodes[i];
+      if (vals.has(i) && i !== from) continue;
+      if (n.spec.op === 'input') { if (!vals.has(i)) throw new Error('input value missing'); }
+      else vals.set(i, this.node(n, n.inputs.map((j) => {
+        const v = vals.get(j);
+        if (!v) throw new Error(`value of node ${this.graph.nodes[j].name} missing when running from ${this.graph.nodes[from].name}`);
+        return v;
+      }), opts));
+      each?.(i, vals.get(i)!);
+    }
+    return vals;
   }
 
   /** Shape with batch for node `id`'s values. */
