@@ -33,7 +33,7 @@ test('analyze on the MLP example: table on stdout, outputs written, exit 0', () 
   assertOneLineError(again, /report\.json already exists/);
 });
 
-test('analyze --per-layer: one polynomial per layer, said in the table and the JSON report', () => {
+test('analyze --per-layer / --no-tune: one polynomial per layer, no tuning, said in the table and the JSON report', () => {
   const args = ['analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--degrees', '3,7', '--quiet'];
   const table = cli(...args, '--per-layer');
   assert.equal(table.code, 0, table.err);
@@ -43,6 +43,10 @@ test('analyze --per-layer: one polynomial per layer, said in the table and the J
   assert.ok(perLayer.layers.every((l: { chosen: { channels: unknown } }) => l.chosen.channels === null));
   const perChannel = cli(...args);
   assert.match(perChannel.out, /data-guided per-channel fit,/);
+  assert.match(perChannel.out, /refinements .* tuned \d/);
+  const untuned = JSON.parse(cli(...args, '--no-tune', '--json').out);
+  assert.equal(untuned.options.tune, false);
+  assert.ok(!untuned.refinements.some((x: { name: string }) => x.name === 'tuned'));
 });
 
 test('bad input: one line naming problem and fix, non-zero exit, no stack trace', () => {

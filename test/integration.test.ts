@@ -47,6 +47,9 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     const kept = r.refinements.find((x) => x.kept)!;
     assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
     assert.ok(r.refinements.every((x) => x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop');
+    assert.equal(r.options.tune, true);
+    const tuned = r.refinements.find((x) => x.name === 'tuned');
+    assert.ok(tuned && Number.isFinite(tuned.measuredDrop), 'coefficient tuning is measured as a refinement');
   });
 }
 
@@ -92,11 +95,12 @@ test('without labels, accuracy is agreement with the original model', async () =
   assert.ok(r.final.measuredDrop <= 1.0);
 });
 
-test('perChannel: false fits one polynomial per layer (and measures no per-layer variant)', async () => {
-  const r = await analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000, perChannel: false });
+test('perChannel: false fits one polynomial per layer (and measures no per-layer variant); tune: false measures no tuned variant', async () => {
+  const r = await analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000, perChannel: false, tune: false });
   assert.equal(r.options.perChannel, false);
+  assert.equal(r.options.tune, false);
   assert.ok(r.layers.every((l) => l.chosen.channels === null));
-  assert.ok(!r.refinements.some((x) => x.name === 'per-layer'));
+  assert.ok(!r.refinements.some((x) => x.name === 'per-layer' || x.name === 'tuned'));
   const pc = await run('mnist-mlp');
   const g = loadModel(example('mnist-mlp')).graph;
   for (const l of pc.layers) {

@@ -12,6 +12,7 @@ import { OpCosts, activationCost, affineFoldable, networkDepth, publishedCosts }
 import { cachedSealCosts } from './cost/sealCosts';
 import { Dataset, InputScale, loadDataset, splitIndices } from './data/read';
 import { Fit, FitMethod, assessChannels, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees, fitValue, polyOf } from './fit/fit';
+import { TUNE_DEFAULTS, tuneCoefficients } from './fit/tune';
 import { initBackend } from './model/backend';
 import { Executor, PolyActivation } from './model/execute';
 import { GraphNode, actSpec, activationNodes } from './model/graph';
@@ -21,7 +22,7 @@ import { HeldoutCache, Progress, captureValues, predictFull, profileActivations 
 import { CHANNEL_RESERVOIR, ChannelStats, ValueStats } from './profile/stats';
 import { Rng } from './rng';
 import {
-  ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report, modelFileHashes,
+  ChosenFit, DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Refinement, Report, SelectionAttempt, modelFileHashes,
 } from './report';
 import { Choice, Selection, selectDegrees } from './select';
 
@@ -54,6 +55,8 @@ export interface AnalyzeOptions {
   method?: FitMethod;
   /** Data-guided fits per channel (default) or one per layer (see fitChannelsAll). */
   perChannel?: boolean;
+  /** Also try coefficient tuning by distillation as a refinement (default true; see fit/tune.ts). */
+  tune?: boolean;
   costs?: OpCosts;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -104,6 +107,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const seed = o.seed ?? 1;
   const method: FitMethod = o.method ?? 'data';
   const perChannel = o.perChannel ?? true;
+  const tune = o.tune ?? true;
   const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [
     { name: 'profile', weight: 10 }, { name: 'cache', weight: 10 }, { name: 'fit', weight: 5 }, { name: 'sensitivity', weight: 45 },
@@ -233,12 +237,10 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       let rounds = 0;
       let result: Attempt | null = null;
       const choices = choicesFor(m);
-      let bestOver = null as Attempt | null;
-      for (; rounds < 8; ) {
-        let sel = selectDegrees(choices, eff, levelBudget - linearDepth);
-        // Nothing meets the budget even as predicted: measure the most accurate choice that fits.
-        if (!sel && rounds === 0) sel = selectDegrees(choices, eff, levelBudget - linearDepth, 'accurate');
-        if (!sel) break;
+      const attempts: SelectionAttempt[] = [];
+      const dropOf = (r: Attempt) => pct(base.accuracy - r.accuracy);
+      // One round: the chosen degrees' fits and their refinements, each measured; the best kept.
+      const evaluate = async (sel: Selection): Promise<Attempt> => {
         rounds++;
         const chosen = new Map(acts.map((a, i) => [a.id, fits.get(a.id)![m][sel.picks[i]]]));
         const variants: { name: Refinement['name']; description: string; fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> }[] = [
@@ -264,29 +266,54 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
           );
         }
         const measured: (Refinement & { captured: Map<number, Float32Array>; fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> })[] = [];
-        for (const v of variants) {
+        const measureVariant = async (v: typeof variants[number]) => {
           const polys = new Map(acts.map((a) => [a.id, polyOf(v.fits.get(a.id)!, v.offsets.get(a.id))]));
           const r = await measure(polys);
           measured.push({ name: v.name, description: v.description, accuracy: r.accuracy, measuredDrop: pct(base.accuracy - r.accuracy), kept: false,
             captured: r.captured, fits: v.fits, offsets: v.offsets });
-        }
+        };
         // Keep the variant with the lowest measured drop; ties go to the simpler (earlier) one.
-        let best = measured[0];
-        for (const v of measured) if (v.measuredDrop < best.measuredDrop - 1e-9) best = v;
+        const lowest = () => measured.reduce((b, v) => (v.measuredDrop < b.measuredDrop - 1e-9 ? v : b));
+        for (const v of variants) await measureVariant(v);
+        if (withRefinements && tune && acts.length > 0) {
+          // Tune the best variant so far: all layers' coefficients together, same degrees and intervals.
+          const from = lowest();
+          const tuned = await tuneCoefficients(ex, ds, refineIdx, acts, from.fits, from.offsets, stats, { ...TUNE_DEFAULTS, seed, signal: o.signal,
+            onProgress: (f, msg) => progress('select', (rounds - 1 + f) / 4, `${m}: round ${rounds}, ${msg}`) });
+          await measureVariant({ name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on calibration data (distillation; same degrees and intervals)`,
+            fits: tuned, offsets: from.offsets });
+        }
+        const best = lowest();
         best.kept = true;
-        result = { sel, fits: best.fits, offsets: best.offsets, accuracy: best.accuracy, captured: best.captured,
+        return { sel, fits: best.fits, offsets: best.offsets, accuracy: best.accuracy, captured: best.captured,
           refinements: measured.map(({ name, description, accuracy, measuredDrop, kept }) => ({ name, description, accuracy, measuredDrop, kept })) };
-        progress('select', rounds / 4, `${m}: round ${rounds}, measured drop ${best.measuredDrop.toFixed(2)} pp`);
-        if (best.measuredDrop <= budget + 1e-9) { bestOver = null; break; }
+      };
+      const record = (r: Attempt, why: SelectionAttempt['why']) => {
+        const drop = dropOf(r);
+        attempts.push({ why, degrees: Object.fromEntries(acts.map((a) => [a.name, r.fits.get(a.id)!.degree])), activationDepth: r.sel.depth,
+          predictedDrop: r.sel.predictedDrop, measuredDrop: drop, meetsBudget: drop <= budget + 1e-9 });
+        progress('select', rounds / 4, `${m}: round ${rounds}, activation depth ${r.sel.depth}, measured drop ${drop.toFixed(2)} pp`);
+        return drop;
+      };
+      let bestOver = null as Attempt | null;
+      while (rounds < 8) {
+        let sel = selectDegrees(choices, eff, levelBudget - linearDepth);
+        // Nothing meets the budget even as predicted: measure the most accurate choice that fits.
+        if (!sel && rounds === 0) sel = selectDegrees(choices, eff, levelBudget - linearDepth, 'accurate');
+        if (!sel) break;
+        const why = rounds === 0 ? 'selected' : 'tightened';
+        result = await evaluate(sel);
+        const drop = record(result, why);
+        if (drop <= budget + 1e-9) { bestOver = null; break; }
         // Over budget: remember the best attempt in case no round meets the budget.
         if (!bestOver || result.accuracy > bestOver.accuracy) bestOver = result;
         // The additive prediction was optimistic: shrink the budget in proportion and try again.
-        const next = Math.min(eff * 0.7, eff * budget / Math.max(best.measuredDrop, 1e-9) * 0.9);
+        const next = Math.min(eff * 0.7, eff * budget / Math.max(drop, 1e-9) * 0.9);
         if (sel.predictedDrop <= 1e-12) break; // Already the most accurate choice the candidates allow.
         eff = Math.min(next, sel.predictedDrop * 0.9);
       }
       if (bestOver) result = bestOver;
-      return { result, rounds };
+      return { result, rounds, attempts };
     };
 
     const finalRun = await runMethod(method, true);
@@ -304,14 +331,14 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       const r = run.result;
       if (!r) {
         return { method: name, degrees: {}, activationDepth: NaN, networkDepth: NaN, nonScalarMults: NaN, latencyMs: NaN, predictedDrop: NaN,
-          measuredDrop: NaN, accuracy: NaN, meetsBudget: false, rounds: run.rounds };
+          measuredDrop: NaN, accuracy: NaN, meetsBudget: false, rounds: run.rounds, attempts: run.attempts };
       }
       const depths = new Map(acts.map((a) => [a.id, actCost(a, r.fits.get(a.id)!.degree).depth]));
       const lat = acts.reduce((s, a) => s + actCost(a, r.fits.get(a.id)!.degree).latencyMs, 0);
       const drop = pct(base.accuracy - r.accuracy);
       return { method: name, degrees: Object.fromEntries(acts.map((a) => [a.name, r.fits.get(a.id)!.degree])), activationDepth: r.sel.depth,
         networkDepth: networkDepth(g, depths), nonScalarMults: r.sel.mults, latencyMs: lat, predictedDrop: r.sel.predictedDrop, measuredDrop: drop,
-        accuracy: r.accuracy, meetsBudget: drop <= budget + 1e-9, rounds: run.rounds };
+        accuracy: r.accuracy, meetsBudget: drop <= budget + 1e-9, rounds: run.rounds, attempts: run.attempts };
     };
     const fr = finalRun.result;
     const layers: LayerReport[] = acts.map((a) => {
@@ -390,7 +417,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
       model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
-      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel },
+      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
       layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,

@@ -102,10 +102,22 @@ export interface MethodSummary {
   meetsBudget: boolean;
   /** Selection rounds run: the budget is tightened when the measured drop exceeds it. */
   rounds: number;
+  /** Every round's choice and its measured drop, in order (the kept one is in `degrees`). */
+  attempts: SelectionAttempt[];
+}
+
+export interface SelectionAttempt {
+  /** 'selected': the first DP choice; 'tightened': chosen under a tighter budget after a round over budget. */
+  why: 'selected' | 'tightened';
+  degrees: Record<string, number>;
+  activationDepth: number;
+  predictedDrop: number;
+  measuredDrop: number;
+  meetsBudget: boolean;
 }
 
 export interface Refinement {
-  name: 'plain' | 'per-layer' | 'propagation' | 'mean-shift' | 'propagation+mean-shift';
+  name: 'plain' | 'per-layer' | 'propagation' | 'mean-shift' | 'propagation+mean-shift' | 'tuned';
   description: string;
   accuracy: number;
   measuredDrop: number;
@@ -154,6 +166,8 @@ export interface AnalyzeOptionsReport {
   method: FitMethod;
   /** Data-guided fits per channel (true) or per layer. */
   perChannel: boolean;
+  /** Coefficient tuning by distillation tried as a refinement. */
+  tune: boolean;
 }
 
 /** The approximated model's activations, as the executor and the encrypted tests take them. */

@@ -122,6 +122,7 @@ class HeApprox implements vscode.Disposable {
       heldout: positive('heldoutSamples'),
       method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
       perChannel: c.get<boolean>('perChannel', true),
+      tune: c.get<boolean>('tuneCoefficients', true),
       ringSize: c.get<number>('ringSize', 32768),
     };
   }

@@ -1,0 +1,176 @@
+/**
+ * Coefficient tuning: after each layer's polynomial has been fitted to the data reaching it, tune
+ * all layers' Chebyshev coefficients together by gradient descent so that the approximated
+ * network's outputs match the original network's on calibration data (knowledge distillation,
+ * Hinton et al. 2015; coefficient tuning of polynomial activations on collected data as in
+ * Smart-PAF, Wang et al., MLSys 2024). The network's weights are not touched, the intervals and
+ * degrees stay as chosen (same depth, same folded affine maps), and no labels are needed: the
+ * targets are the original model's own logits.
+ *
+ * Why it helps: a per-layer fit minimises each activation's own error, but what decides a
+ * prediction is how the errors of all units add up in the next layers; the gradient sees that.
+ * Deviations are measured in units of the starting polynomial's largest coefficient and kept
+ * close to zero by an L2 penalty; in the Chebyshev basis that penalty is (up to the weight of
+ * c0) the Chebyshev-weighted L2 distance between the tuned and the fitted polynomial over the
+ * whole interval, so a tuned polynomial cannot wander off where calibration data is sparse.
+ */
+import { CancelledError } from '../errors';
+import { Dataset } from '../data/read';
+import { tf } from '../model/backend';
+import { Executor, clenshaw } from '../model/execute';
+import { GraphNode, actSpec } from '../model/graph';
+import { Progress, gather } from '../profile/profiler';
+import { ValueStats } from '../profile/stats';
+import { Rng } from '../rng';
+import { Fit, assessChannels, assessFit } from './fit';
+
+export interface TuneOptions {
+  /** Passes over the calibration samples. */
+  epochs: number;
+  batchSize: number;
+  /** Adam step size, relative to each layer's largest starting coefficient. */
+  lr: number;
+  /** Weight of the L2 penalty on the relative coefficient changes. */
+  anchor: number;
+  /** Distillation temperature. */
+  temperature: number;
+  loss?: 'kd' | 'mse' | 'margin';
+  seed: number;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = { epochs: 4, batchSize: 128, lr: 1e-3, anchor: 1e-3, temperature: 1 };
+
+/** One layer's trainable coefficients: coeffs = start + scale * delta, as a K x C (or K) tensor. */
+interface Layer {
+  node: GraphNode;
+  fit: Fit;
+  start: tf.Tensor;
+  delta: tf.Variable;
+  scale: number;
+  /** Per-channel (or scalar) map x -> t on the fit's interval(s). */
+  mapScale: tf.Tensor | number;
+  mapShift: tf.Tensor | number;
+  offset: tf.Tensor | null;
+}
+
+/**
+ * Tunes the coefficients of `fits` (one per activation in `acts`, with optional per-channel
+ * offsets, which stay fixed) on the calibration samples `idx`. Returns new fits with the same
+ * degrees and intervals and their quality on the recorded data `stats`.
+ */
+export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], fits: Map<number, Fit>,
+  offsets: Map<number, Float32Array | null>, stats: Map<number, ValueStats>, o: TuneOptions): Promise<Map<number, Fit>> {
+  const g = ex.graph;
+  const n = idx.length;
+  const teacher = new Float32Array(n * size1(g.nodes[g.output].shape));
+  const per = teacher.length / n;
+  for (let s = 0; s < n; s += o.batchSize) {
+    const m = Math.min(o.batchSize, n - s);
+    const x = tf.tensor(gather(ds, idx, s, m), [m, ...ds.sampleShape]);
+    teacher.set(ex.run(new Map([[g.input, x]]), 0, {}).logits, s * per);
+    x.dispose();
+  }
+  const layers: Layer[] = acts.map((a) => layerOf(a, fits.get(a.id)!, offsets.get(a.id) ?? null));
+  const apply = new Map(layers.map((l) => [l.node.id, (x: tf.Tensor) => polyTensor(x, l)]));
+  const optimizer = tf.train.adam(o.lr);
+  const vars = layers.map((l) => l.delta);
+  const rng = new Rng(o.seed);
+  const order = Int32Array.from({ length: n }, (_, i) => i);
+  const T = o.temperature;
+  const steps = o.epochs * Math.ceil(n / o.batchSize);
+  let step = 0;
+  try {
+    for (let e = 0; e < o.epochs; e++) {
+      rng.shuffle(order);
+      for (let s = 0; s < n; s += o.batchSize) {
+        if (o.signal?.aborted) throw new CancelledError();
+        const m = Math.min(o.batchSize, n - s);
+        const pick = order.subarray(s, s + m);
+        const bIdx = Int32Array.from(pick, (i) => idx[i]);
+        const target = new Float32Array(m * per);
+        pick.forEach((i, k) => target.set(teacher.subarray(i * per, (i + 1) * per), k * per));
+        tf.tidy(() => {
+          const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
+          const soft = tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
+          const { value, grads } = tf.variableGrads(() => {
+            const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
+            const t = tf.tensor2d(target, [m, per]);
+            let kd: tf.Tensor;
+            if (o.loss === 'mse') kd = tf.mean(tf.square(tf.sub(logits, t)));
+            else if (o.loss === 'margin') {
+              // Hinge on the margin of the original top class over the runner-up.
+              const top = tf.oneHot(tf.argMax(t, 1), per);
+              const sTop = tf.sum(tf.mul(logits, top), 1);
+              const sOther = tf.max(tf.sub(logits, tf.mul(top, 1e4)), 1);
+              kd = tf.mean(tf.relu(tf.sub(T, tf.sub(sTop, sOther))));
+            } else kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
+            const pen = vars.reduce((acc: tf.Tensor, v) => tf.add(acc, tf.mean(tf.square(v))), tf.scalar(0));
+            return tf.add(kd, tf.mul(pen, o.anchor)) as tf.Scalar;
+          }, vars);
+          // A batch whose values leave an interval far enough to overflow gives no usable step.
+          if (Number.isFinite(value.dataSync()[0])) optimizer.applyGradients(grads as Parameters<typeof optimizer.applyGradients>[0]);
+        });
+        o.onProgress?.(++step / steps, `tuning coefficients: step ${step}/${steps}`);
+        if (step % 4 === 0) await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    return new Map(layers.map((l) => [l.node.id, tunedFit(l, stats.get(l.node.id)!)]));
+  } finally {
+    optimizer.dispose();
+    for (const l of layers) {
+      l.start.dispose(); l.delta.dispose(); l.offset?.dispose();
+      if (typeof l.mapScale !== 'number') l.mapScale.dispose();
+      if (typeof l.mapShift !== 'number') l.mapShift.dispose();
+    }
+  }
+}
+
+const size1 = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+function layerOf(node: GraphNode, fit: Fit, offset: Float32Array | null): Layer {
+  const ch = fit.channels;
+  const K = fit.degree + 1;
+  let start: tf.Tensor;
+  let mapScale: tf.Tensor | number;
+  let mapShift: tf.Tensor | number;
+  let scale = 0;
+  if (ch) {
+    const C = ch.coeffs.length;
+    const m = new Float32Array(K * C);
+    ch.coeffs.forEach((cc, c) => cc.forEach((v, k) => { m[k * C + c] = v; scale = Math.max(scale, Math.abs(v)); }));
+    start = tf.tensor2d(m, [K, C]);
+    mapScale = tf.tensor1d(ch.intervals.map((iv) => 2 / (iv.b - iv.a)));
+    mapShift = tf.tensor1d(ch.intervals.map((iv) => -(iv.a + iv.b) / (iv.b - iv.a)));
+  } else {
+    start = tf.tensor1d(fit.coeffs);
+    for (const v of fit.coeffs) scale = Math.max(scale, Math.abs(v));
+    mapScale = 2 / (fit.interval.b - fit.interval.a);
+    mapShift = -(fit.interval.a + fit.interval.b) / (fit.interval.b - fit.interval.a);
+  }
+  return { node, fit, start, delta: tf.variable(tf.zerosLike(start)), scale: Math.max(scale, 1e-6), mapScale, mapShift,
+    offset: offset ? tf.tensor1d(offset) : null };
+}
+
+/** The layer's polynomial with its current coefficients (differentiable in delta). */
+function polyTensor(x: tf.Tensor, l: Layer): tf.Tensor {
+  const coeffs = tf.add(l.start, tf.mul(l.delta, l.scale));
+  const rows = tf.unstack(coeffs);
+  const y = clenshaw(x, l.mapScale, l.mapShift, rows.length, (k) => rows[k]);
+  return l.offset ? tf.sub(y, l.offset) : y;
+}
+
+function tunedFit(l: Layer, st: ValueStats): Fit {
+  const act = actSpec(l.node);
+  const K = l.fit.degree + 1;
+  const c = tf.tidy(() => tf.add(l.start, tf.mul(l.delta, l.scale)).dataSync() as Float32Array);
+  const ch = l.fit.channels;
+  if (ch) {
+    const C = ch.coeffs.length;
+    const channels = { intervals: ch.intervals, coeffs: ch.coeffs.map((_, j) => Array.from({ length: K }, (__, k) => c[k * C + j])) };
+    return { ...l.fit, channels, ...assessChannels(act, channels, st.channels!) };
+  }
+  const coeffs = Array.from(c);
+  return { ...l.fit, coeffs, ...assessFit(act, coeffs, l.fit.interval, st.sample, st) };
+}
