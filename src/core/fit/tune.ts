@@ -18,7 +18,7 @@ import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
 import { tf } from '../model/backend';
 import { Executor, clenshaw } from '../model/execute';
-import { GraphNode, actSpec } from '../model/graph';
+import { GraphNode, actSpec, size } from '../model/graph';
 import { Progress, gather } from '../profile/profiler';
 import { ValueStats } from '../profile/stats';
 import { Rng } from '../rng';
@@ -34,7 +34,6 @@ export interface TuneOptions {
   anchor: number;
   /** Distillation temperature. */
   temperature: number;
-  loss?: 'kd' | 'mse' | 'margin';
   seed: number;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -64,9 +63,10 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   offsets: Map<number, Float32Array | null>, stats: Map<number, ValueStats>, o: TuneOptions): Promise<Map<number, Fit>> {
   const g = ex.graph;
   const n = idx.length;
-  const teacher = new Float32Array(n * size1(g.nodes[g.output].shape));
+  const teacher = new Float32Array(n * size(g.nodes[g.output].shape));
   const per = teacher.length / n;
   for (let s = 0; s < n; s += o.batchSize) {
+    if (o.signal?.aborted) throw new CancelledError();
     const m = Math.min(o.batchSize, n - s);
     const x = tf.tensor(gather(ds, idx, s, m), [m, ...ds.sampleShape]);
     teacher.set(ex.run(new Map([[g.input, x]]), 0, {}).logits, s * per);
@@ -96,16 +96,7 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
           const soft = tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
           const { value, grads } = tf.variableGrads(() => {
             const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-            const t = tf.tensor2d(target, [m, per]);
-            let kd: tf.Tensor;
-            if (o.loss === 'mse') kd = tf.mean(tf.square(tf.sub(logits, t)));
-            else if (o.loss === 'margin') {
-              // Hinge on the margin of the original top class over the runner-up.
-              const top = tf.oneHot(tf.argMax(t, 1), per);
-              const sTop = tf.sum(tf.mul(logits, top), 1);
-              const sOther = tf.max(tf.sub(logits, tf.mul(top, 1e4)), 1);
-              kd = tf.mean(tf.relu(tf.sub(T, tf.sub(sTop, sOther))));
-            } else kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
+            const kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
             const pen = vars.reduce((acc: tf.Tensor, v) => tf.add(acc, tf.mean(tf.square(v))), tf.scalar(0));
             return tf.add(kd, tf.mul(pen, o.anchor)) as tf.Scalar;
           }, vars);
@@ -126,8 +117,6 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
     }
   }
 }
-
-const size1 = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 function layerOf(node: GraphNode, fit: Fit, offset: Float32Array | null): Layer {
   const ch = fit.channels;
