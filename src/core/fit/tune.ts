@@ -9,10 +9,17 @@
  *
  * Why it helps: a per-layer fit minimises each activation's own error, but what decides a
  * prediction is how the errors of all units add up in the next layers; the gradient sees that.
- * Deviations are measured in units of the starting polynomial's largest coefficient and kept
- * close to zero by an L2 penalty; in the Chebyshev basis that penalty is (up to the weight of
- * c0) the Chebyshev-weighted L2 distance between the tuned and the fitted polynomial over the
- * whole interval, so a tuned polynomial cannot wander off where calibration data is sparse.
+ * Deviations are measured in units of the starting polynomial's largest coefficient. Two things
+ * keep a tuned polynomial near the fitted one where calibration data is sparse: Adam moves each
+ * coefficient by at most about lr per step (64 steps with the defaults and 2,048 images), and an
+ * L2 penalty on the deviations, which in the Chebyshev basis is (up to the weight of c0) the
+ * Chebyshev-weighted L2 distance between the two polynomials over the whole interval.
+ *
+ * Defaults from a comparison on the MNIST examples at degrees 3 and 5 (held-out drop, 5,000 images;
+ * lr 1e-4..2e-3, 4-20 epochs, 2,048 or 5,000 images, temperature 1 or 4, distillation against
+ * logit MSE or a margin hinge): lr 2e-3 for 8 epochs made mnist-silu worse than the plain fit
+ * (0.40 vs 0.32 pp); 1e-3 for 4 epochs gave 0.22 there and 0.08 -> 0.00 on mnist-cnn; the other
+ * losses and 5,000 images did no better within the noise of a few images.
  */
 import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
