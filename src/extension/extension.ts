@@ -168,7 +168,7 @@ class HeApprox implements vscode.Disposable {
       await this.saveDataSetting(choice.data, choice.labels ?? null);
       return { data: choice.data, labels: choice.labels ?? null };
     }
-    return this.selectData();
+    return this.selectData(model);
   }
 
   private async saveDataSetting(data: string, labels: string | null): Promise<void> {
@@ -187,11 +187,21 @@ class HeApprox implements vscode.Disposable {
     }
   }
 
-  private async selectData(): Promise<{ data: string; labels: string | null } | null> {
+  /**
+   * The dialogs open in a folder, never on a file: without a defaultUri VS Code's own dialog starts
+   * on the active editor's file, here the model.json, which Enter would then accept as data (.json
+   * is a data format). Both start in the model's folder. (Starting the labels dialog in the data's
+   * folder made code-server's dialog ignore Enter on a typed path in that folder in the e2e test.)
+   */
+  private async selectData(model?: vscode.Uri): Promise<{ data: string; labels: string | null } | null> {
     const filters = { 'Calibration data': ['npy', 'csv', 'json', 'idx3-ubyte', 'ubyte'], 'All files': ['*'] };
-    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: calibration data', canSelectMany: false, filters, openLabel: 'Use as calibration data' });
+    const active = vscode.window.activeTextEditor?.document.uri;
+    const near = model ?? (active?.scheme === 'file' ? active : undefined);
+    const start = near ? vscode.Uri.joinPath(near, '..') : vscode.workspace.workspaceFolders?.[0]?.uri;
+    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: calibration data', canSelectMany: false, filters, openLabel: 'Use as calibration data', defaultUri: start });
     if (!picked?.length) return null;
-    const labels = await vscode.window.showOpenDialog({ title: 'HE Approx: labels for this data (Cancel for none: accuracy then means agreement with the original model)', canSelectMany: false, filters, openLabel: 'Use as labels' });
+    const labels = await vscode.window.showOpenDialog({ title: 'HE Approx: labels for this data (Cancel for none: accuracy then means agreement with the original model)', canSelectMany: false, filters,
+      openLabel: 'Use as labels', defaultUri: start });
     const l = labels?.[0]?.fsPath ?? null;
     await this.saveDataSetting(picked[0].fsPath, l);
     return { data: picked[0].fsPath, labels: l };
