@@ -58,11 +58,12 @@ async function measureSplit(name: string, calib: number, held: number, seed: num
     const base = cache.baseline().accuracy;
     const refineIdx = split.calib.slice(0, 2048);
     const means = await originalChannelMeans(ex, ds, refineIdx, acts, 256);
-    const predict = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>) => {
+    type Variant = { fits: Map<number, Fit>; offsets?: Map<number, Float32Array | null>; pred: Int32Array; drop: number };
+    const measure = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>): Promise<Variant> => {
       const polys = new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets?.get(a.id))]));
-      return (await cache.predictFrom(acts[0].id, { replace: polys })).pred;
+      const { pred } = await cache.predictFrom(acts[0].id, { replace: polys });
+      return { fits, offsets, pred, drop: 100 * (base - cache.score(pred).accuracy) };
     };
-    const drop = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>) => 100 * (base - cache.score(await predict(fits, offsets)).accuracy);
     // Drop on the held-out images of one parity (a half), for choosing a variant on one half and
     // reporting it on the other.
     const labels = cache.labels!;
@@ -79,19 +80,14 @@ async function measureSplit(name: string, calib: number, held: number, seed: num
     const rows: Row[] = [];
     for (const k of DEGREES.keys()) {
       const pick = (m: keyof typeof all) => new Map(acts.map((a) => [a.id, all[m].get(a.id)![k]]));
-      type Variant = { fits: Map<number, Fit>; offsets?: Map<number, Float32Array | null>; pred: Int32Array; drop: number };
       const variants: Variant[] = [];
-      const measure = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>): Promise<Variant> => {
-        const pred = await predict(fits, offsets);
-        return { fits, offsets, pred, drop: 100 * (base - cache.score(pred).accuracy) };
-      };
       const add = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>) => {
         const v = await measure(fits, offsets);
         variants.push(v);
         return v.drop;
       };
-      const u = await drop(pick('uniform'));
-      const mm = await drop(pick('minimax'));
+      const u = (await measure(pick('uniform'))).drop;
+      const mm = (await measure(pick('minimax'))).drop;
       // The final method keeps the variant with the lowest measured drop, as analyze does.
       const dg = await add(pick('data'));
       const ch = await add(pick('channel'));

@@ -55,9 +55,6 @@ interface Layer {
   start: tf.Tensor;
   delta: tf.Variable;
   scale: number;
-  /** Per-channel (or scalar) map x -> t on the fit's interval(s). */
-  mapScale: tf.Tensor | number;
-  mapShift: tf.Tensor | number;
   offset: tf.Tensor | null;
 }
 
@@ -119,8 +116,6 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
     optimizer.dispose();
     for (const l of layers) {
       l.start.dispose(); l.delta.dispose(); l.offset?.dispose();
-      if (typeof l.mapScale !== 'number') l.mapScale.dispose();
-      if (typeof l.mapShift !== 'number') l.mapShift.dispose();
     }
   }
 }
@@ -129,31 +124,24 @@ function layerOf(node: GraphNode, fit: Fit, offset: Float32Array | null): Layer 
   const ch = fit.channels;
   const K = fit.degree + 1;
   let start: tf.Tensor;
-  let mapScale: tf.Tensor | number;
-  let mapShift: tf.Tensor | number;
   let scale = 0;
   if (ch) {
     const C = ch.coeffs.length;
     const m = new Float32Array(K * C);
     ch.coeffs.forEach((cc, c) => cc.forEach((v, k) => { m[k * C + c] = v; scale = Math.max(scale, Math.abs(v)); }));
     start = tf.tensor2d(m, [K, C]);
-    mapScale = tf.tensor1d(ch.intervals.map((iv) => 2 / (iv.b - iv.a)));
-    mapShift = tf.tensor1d(ch.intervals.map((iv) => -(iv.a + iv.b) / (iv.b - iv.a)));
   } else {
     start = tf.tensor1d(fit.coeffs);
     for (const v of fit.coeffs) scale = Math.max(scale, Math.abs(v));
-    mapScale = 2 / (fit.interval.b - fit.interval.a);
-    mapShift = -(fit.interval.a + fit.interval.b) / (fit.interval.b - fit.interval.a);
   }
-  return { node, fit, start, delta: tf.variable(tf.zerosLike(start)), scale: Math.max(scale, 1e-6), mapScale, mapShift,
-    offset: offset ? tf.tensor1d(offset) : null };
+  return { node, fit, start, delta: tf.variable(tf.zerosLike(start)), scale: Math.max(scale, 1e-6), offset: offset ? tf.tensor1d(offset) : null };
 }
 
 /** The layer's polynomial with its current coefficients (differentiable in delta). */
 function polyTensor(x: tf.Tensor, l: Layer): tf.Tensor {
   const coeffs = tf.add(l.start, tf.mul(l.delta, l.scale));
   const rows = tf.unstack(coeffs);
-  const y = clenshaw(x, l.mapScale, l.mapShift, rows.length, (k) => rows[k]);
+  const y = clenshaw(x, l.fit.channels?.intervals ?? l.fit.interval, rows.length, (k) => rows[k]);
   return l.offset ? tf.sub(y, l.offset) : y;
 }
 

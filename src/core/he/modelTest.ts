@@ -26,6 +26,7 @@ import { tf } from '../model/backend';
 import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, consumersOf, size } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
+import { unitMap } from '../numerics/chebyshev';
 import { gather } from '../profile/profiler';
 import { Report, polysFromReport } from '../report';
 import { CkksBackend, SimBackend } from './backend';
@@ -125,7 +126,7 @@ export function compileProgram(g: Graph, report: Report): Program {
         const folded = !!src && consumers(val(n.inputs[0])).length === 1;
         const poly = polysFromReport({ layers: [l] }).get(l.node)!;
         // t = alpha x + beta computed by the linear layer itself (per output channel).
-        if (folded) scaleOutputs(src!, (o) => { const { a, b } = lanePoly(poly, o); return [2 / (b - a), -(a + b) / (b - a)]; });
+        if (folded) scaleOutputs(src!, (o) => { const { scale, shift } = unitMap(lanePoly(poly, o)); return [scale, shift]; });
         steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree: l.chosen.degree, folded, poly });
         break;
       }

@@ -13,6 +13,7 @@
  * equal the plan's depth: ceil(log2(d+1)), plus one if the input's affine map is done here.
  */
 import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
+import { unitMap } from '../numerics/chebyshev';
 import { CkksBackend } from './backend';
 import type { PolyActivation } from '../model/execute';
 
@@ -67,8 +68,9 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
   const track = (c: C): C => { if (!keep.has(c)) temps.add(c); return c; };
   let t = x;
   if (!inputIsUnit) {
-    const alpha = Float64Array.from(lanes, (p) => 2 / (p.b - p.a));
-    const beta = Float64Array.from(lanes, (p) => -(p.a + p.b) / (p.b - p.a));
+    const maps = lanes.map(unitMap);
+    const alpha = Float64Array.from(maps, (u) => u.scale);
+    const beta = Float64Array.from(maps, (u) => u.shift);
     // Encoding alpha at q_l keeps the scale exactly: scale * q_l / q_l.
     const scaled = track(mulK(x, alpha, be.prime(be.level(x))));
     t = track(addK(scaled, beta));

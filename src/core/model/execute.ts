@@ -7,6 +7,7 @@
 import { tf } from './backend';
 import { Graph, GraphNode, size } from './graph';
 import { ActivationSpec } from '../numerics/activations';
+import { Interval, unitMap } from '../numerics/chebyshev';
 import type { ChannelFits } from '../fit/fit';
 
 /** A polynomial activation: Chebyshev coefficients on [a, b] plus an optional per-channel shift. */
@@ -50,11 +51,19 @@ function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
 type Operand = number | tf.Tensor;
 
 /**
- * Clenshaw's recurrence on tensors (see numerics/chebyshev.ts) in t = x * scale + shift, with
- * K coefficients coef(k); the map and the coefficients are scalars, or vectors over the last axis.
+ * Clenshaw's recurrence on tensors (see numerics/chebyshev.ts) with K coefficients coef(k), on
+ * one interval (scalar map) or one interval per channel of the last axis (vector map); the
+ * coefficients are scalars, or vectors over the last axis.
  */
-export function clenshaw(x: tf.Tensor, scale: Operand, shift: Operand, K: number, coef: (k: number) => Operand): tf.Tensor {
+export function clenshaw(x: tf.Tensor, iv: Interval | Interval[], K: number, coef: (k: number) => Operand): tf.Tensor {
   if (K === 1) return tf.add(tf.zerosLike(x), coef(0));
+  let scale: Operand;
+  let shift: Operand;
+  if (Array.isArray(iv)) {
+    const maps = iv.map(unitMap);
+    scale = tf.tensor1d(maps.map((u) => u.scale));
+    shift = tf.tensor1d(maps.map((u) => u.shift));
+  } else ({ scale, shift } = unitMap(iv));
   const t = tf.add(tf.mul(x, scale), shift);
   const t2 = tf.mul(t, 2);
   let b1: tf.Tensor = tf.zerosLike(t);
@@ -67,8 +76,8 @@ export function clenshaw(x: tf.Tensor, scale: Operand, shift: Operand, K: number
   return tf.add(tf.sub(tf.mul(t, b1), b2), coef(0));
 }
 
-/** One polynomial on [a, b] with scalar coefficients. */
-const clenshawOn = (x: tf.Tensor, c: ArrayLike<number>, a: number, b: number) => clenshaw(x, 2 / (b - a), -(a + b) / (b - a), c.length, (k) => c[k]);
+/** One polynomial on `iv` with scalar coefficients. */
+const clenshawOn = (x: tf.Tensor, c: ArrayLike<number>, iv: Interval) => clenshaw(x, iv, c.length, (k) => c[k]);
 
 /**
  * The polynomial activation on a tensor. Per-channel polynomials on large tensors run channel
@@ -81,19 +90,16 @@ const clenshawOn = (x: tf.Tensor, c: ArrayLike<number>, a: number, b: number) =>
 export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
   const ch = p.channels;
   let y: tf.Tensor;
-  if (!ch) y = clenshawOn(x, p.coeffs, p.a, p.b);
+  if (!ch) y = clenshawOn(x, p.coeffs, p);
   else {
     const C = x.shape[x.rank - 1];
     if (x.size / C >= 65536) {
       // Channel-major, so that each channel is one contiguous slice.
       const parts = tf.unstack(tf.transpose(tf.reshape(x, [-1, C])));
-      const ys = parts.map((xc, c) => clenshawOn(xc, ch.coeffs[c], ch.intervals[c].a, ch.intervals[c].b));
+      const ys = parts.map((xc, c) => clenshawOn(xc, ch.coeffs[c], ch.intervals[c]));
       y = tf.reshape(tf.transpose(tf.stack(ys)), x.shape);
     } else {
-      const vec = (f: (c: number) => number) => tf.tensor1d(Array.from({ length: C }, (_, c) => f(c)));
-      const iv = ch.intervals;
-      y = clenshaw(x, vec((c) => 2 / (iv[c].b - iv[c].a)), vec((c) => -(iv[c].a + iv[c].b) / (iv[c].b - iv[c].a)),
-        ch.coeffs[0].length, (k) => vec((c) => ch.coeffs[c][k]));
+      y = clenshaw(x, ch.intervals, ch.coeffs[0].length, (k) => tf.tensor1d(Array.from({ length: C }, (_, c) => ch.coeffs[c][k])));
     }
   }
   if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));

@@ -14,6 +14,11 @@ export function toUnit(x: number, iv: Interval): number {
   return (2 * x - iv.a - iv.b) / (iv.b - iv.a);
 }
 
+/** The same map as t = scale * x + shift, for evaluators that apply it as one multiply-add. */
+export function unitMap(iv: Interval): { scale: number; shift: number } {
+  return { scale: 2 / (iv.b - iv.a), shift: -(iv.a + iv.b) / (iv.b - iv.a) };
+}
+
 /** Evaluates sum c[k] T_k(t) for t in [-1, 1] by Clenshaw's recurrence (backward-stable). */
 export function chebvalUnit(t: number, c: ArrayLike<number>): number {
   const n = c.length;
@@ -37,9 +42,8 @@ export function chebval(x: number, c: ArrayLike<number>, iv: Interval): number {
 
 /** Evaluates at many points into `out` (may alias `xs`). */
 export function chebvalMany(xs: ArrayLike<number>, c: ArrayLike<number>, iv: Interval, out: Float32Array | Float64Array): void {
-  const s = 2 / (iv.b - iv.a);
-  const o = -(iv.a + iv.b) / (iv.b - iv.a);
-  for (let i = 0; i < xs.length; i++) out[i] = chebvalUnit(xs[i] * s + o, c);
+  const { scale, shift } = unitMap(iv);
+  for (let i = 0; i < xs.length; i++) out[i] = chebvalUnit(xs[i] * scale + shift, c);
 }
 
 /** Chebyshev points of the first kind on [a, b] (numpy chebpts1 mapped), in increasing order. */
