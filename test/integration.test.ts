@@ -48,6 +48,7 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
     assert.ok(r.refinements.every((x) => x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop');
     assert.equal(r.options.tune, true);
+    assert.equal(r.options.tuneLabelWeight, 0.5, 'with labels, tuning mixes in their cross-entropy');
     const tuned = r.refinements.find((x) => x.name === 'tuned');
     assert.ok(tuned && Number.isFinite(tuned.measuredDrop), 'coefficient tuning is measured as a refinement');
   });
@@ -93,6 +94,8 @@ test('without labels, accuracy is agreement with the original model', async () =
   assert.equal(r.metric, 'agreement-with-original');
   assert.equal(r.plaintext.accuracy, 1);
   assert.ok(r.final.measuredDrop <= 1.0);
+  assert.equal(r.options.tuneLabelWeight, 0, 'without labels, tuning is distillation only');
+  assert.ok(!/labels/.test(r.refinements.find((x) => x.name === 'tuned')!.description));
 });
 
 test('perChannel: false fits one polynomial per layer (and measures no per-layer variant); tune: false measures no tuned variant', async () => {

@@ -1,6 +1,6 @@
 /**
  * Coefficient tuning (src/core/fit/tune.ts) on a real example model and real MNIST images: it
- * lowers the distillation loss it optimises, keeps degrees, intervals and layouts, its anchor
+ * lowers the distillation loss it optimises (and, with labels, the cross-entropy against them), keeps degrees, intervals and layouts, its anchor
  * holds the polynomials in place, and it stops on cancellation.
  */
 import { test } from 'node:test';
@@ -34,28 +34,37 @@ async function setup(name: string, degree: number, perChannel: boolean): Promise
   return { ex, ds, idx, acts, stats, fits };
 }
 
-/** The objective tune.ts minimises (temperature 1): cross-entropy of the approximated model's
- * softmax against the original's, minus the original's entropy (= KL divergence), in float64. */
-function klDivergence(s: Setup, fits: Map<number, Fit>): number {
-  const g = s.ex.graph;
-  const x = tf.tensor(gather(s.ds, s.idx, 0, s.idx.length), [s.idx.length, ...g.inputShape]);
-  const t = s.ex.run(new Map([[g.input, x]]), 0, {}).logits;
-  const p = s.ex.run(new Map([[g.input, x]]), 0, { replace: new Map(s.acts.map((a) => [a.id, polyOf(fits.get(a.id)!)])) }).logits;
-  x.dispose();
-  const K = t.length / s.idx.length;
-  const logSoftmax = (v: Float32Array, i: number) => {
+function logSoftmaxRows(v: Float32Array, n: number): number[][] {
+  const K = v.length / n;
+  return Array.from({ length: n }, (_, i) => {
     const row = Array.from(v.subarray(i * K, (i + 1) * K));
     const m = Math.max(...row);
     const lse = m + Math.log(row.reduce((acc, z) => acc + Math.exp(z - m), 0));
     return row.map((z) => z - lse);
-  };
-  let kl = 0;
-  for (let i = 0; i < s.idx.length; i++) {
-    const lt = logSoftmax(t, i);
-    const lp = logSoftmax(p, i);
-    kl += lt.reduce((acc, l, k) => acc + Math.exp(l) * (l - lp[k]), 0);
-  }
-  return kl / s.idx.length;
+  });
+}
+
+function logits(s: Setup, fits: Map<number, Fit> | null): Float32Array {
+  const g = s.ex.graph;
+  const x = tf.tensor(gather(s.ds, s.idx, 0, s.idx.length), [s.idx.length, ...g.inputShape]);
+  const replace = fits ? new Map(s.acts.map((a) => [a.id, polyOf(fits.get(a.id)!)])) : undefined;
+  const out = s.ex.run(new Map([[g.input, x]]), 0, replace ? { replace } : {}).logits;
+  x.dispose();
+  return out;
+}
+
+/** Mean cross-entropy of the approximated model's softmax against the labels, in float64. */
+function labelCrossEntropy(s: Setup, fits: Map<number, Fit>): number {
+  const lp = logSoftmaxRows(logits(s, fits), s.idx.length);
+  return -lp.reduce((acc, row, i) => acc + row[s.ds.labels![s.idx[i]]], 0) / s.idx.length;
+}
+
+/** The objective tune.ts minimises (temperature 1): cross-entropy of the approximated model's
+ * softmax against the original's, minus the original's entropy (= KL divergence), in float64. */
+function klDivergence(s: Setup, fits: Map<number, Fit>): number {
+  const lt = logSoftmaxRows(logits(s, null), s.idx.length);
+  const lp = logSoftmaxRows(logits(s, fits), s.idx.length);
+  return lt.reduce((acc, row, i) => acc + row.reduce((r, l, k) => r + Math.exp(l) * (l - lp[i][k]), 0), 0) / s.idx.length;
 }
 
 test('coefficient tuning lowers the distillation loss on calibration data, same degrees and intervals (per channel and per layer)', async () => {
@@ -63,7 +72,7 @@ test('coefficient tuning lowers the distillation loss on calibration data, same 
     const s = await setup('mnist-mlp', 3, perChannel);
     try {
       // 512 images make 4 batches per epoch: more epochs than the default so the descent shows.
-      const tuned = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, epochs: 12, seed: 1 });
+      const tuned = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, epochs: 12, labelWeight: 0, seed: 1 });
       const before = klDivergence(s, s.fits);
       const after = klDivergence(s, tuned);
       assert.ok(after < 0.8 * before, `perChannel ${perChannel}: KL ${before} -> ${after}`);
@@ -88,6 +97,22 @@ test('coefficient tuning lowers the distillation loss on calibration data, same 
     } finally {
       s.ex.dispose();
     }
+  }
+});
+
+test('with labels, the label term lowers the cross-entropy against them; without labels it is ignored', async () => {
+  const s = await setup('mnist-mlp', 3, true);
+  try {
+    const distilled = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 0, seed: 1 });
+    const labelled = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 1, seed: 1 });
+    const [ce0, ceD, ceL] = [s.fits, distilled, labelled].map((f) => labelCrossEntropy(s, f));
+    assert.ok(ceL < ceD && ceL < ce0, `label cross-entropy: fitted ${ce0}, distilled ${ceD}, label-tuned ${ceL}`);
+    // The same data without labels: the label weight has nothing to act on, so the run is the
+    // distillation-only one, coefficient for coefficient.
+    const unlabelled = await tuneCoefficients(s.ex, { ...s.ds, labels: null }, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 0.5, seed: 1 });
+    for (const a of s.acts) assert.deepEqual(unlabelled.get(a.id)!.channels!.coeffs, distilled.get(a.id)!.channels!.coeffs);
+  } finally {
+    s.ex.dispose();
   }
 });
 

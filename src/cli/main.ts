@@ -31,7 +31,7 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'degrees', value: true, help: 'candidate degrees, comma-separated, 1..63', default: '1,2,3,5,7,11,15,23,31,47,63' },
   { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
   { name: 'per-layer', value: false, help: 'one data-guided polynomial per layer instead of one per channel' },
-  { name: 'no-tune', value: false, help: 'skip coefficient tuning (distillation from the original model) among the refinements' },
+  { name: 'no-tune', value: false, help: 'skip coefficient tuning (distillation from the original model, plus the labels when given) among the refinements' },
   { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.02' },
   { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.001' },
   { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },

@@ -280,7 +280,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
           const from = lowest();
           const tuned = await tuneCoefficients(ex, ds, refineIdx, acts, from.fits, from.offsets, stats, { ...TUNE_DEFAULTS, seed, signal: o.signal,
             onProgress: (f, msg) => progress('select', (rounds - 1 + f) / 4, `${m}: round ${rounds}, ${msg}`) });
-          await measureVariant({ name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on calibration data (distillation; same degrees and intervals)`,
+          await measureVariant({ name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on calibration data (distillation${ds.labels ? ', mixed with the cross-entropy against the labels' : ''}; same degrees and intervals)`,
             fits: tuned, offsets: from.offsets });
         }
         const best = lowest();
@@ -417,7 +417,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
       model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
-      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune },
+      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune, tuneLabelWeight: tune && ds.labels ? TUNE_DEFAULTS.labelWeight ?? 0 : 0 },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
       layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,

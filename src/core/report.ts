@@ -168,6 +168,8 @@ export interface AnalyzeOptionsReport {
   perChannel: boolean;
   /** Coefficient tuning by distillation tried as a refinement. */
   tune: boolean;
+  /** Weight of the label cross-entropy in coefficient tuning (0: distillation only, as without labels). */
+  tuneLabelWeight: number;
 }
 
 /** The approximated model's activations, as the executor and the encrypted tests take them. */
