@@ -7,7 +7,7 @@ import { Choice, selectDegrees } from '../src/core/select';
 import { Rng } from '../src/core/rng';
 import { ActivationKind, activationFn } from '../src/core/numerics/activations';
 import { initBackend, tf } from '../src/core/model/backend';
-import { Executor, applyPoly } from '../src/core/model/execute';
+import { Executor, applyPoly, clenshaw } from '../src/core/model/execute';
 import { activationCost, publishedCosts } from '../src/core/cost/cost';
 import { chebval } from '../src/core/numerics/chebyshev';
 import { Graph } from '../src/core/model/graph';
@@ -103,6 +103,27 @@ test('polynomial layer on tensors equals Clenshaw in double precision', async ()
   const xs = Float32Array.from({ length: 50 }, (_, i) => -3 + (i * 7) / 49);
   const y = tf.tidy(() => applyPoly(tf.tensor1d(xs), { coeffs: c, a: -3, b: 4 }).dataSync());
   xs.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, c, { a: -3, b: 4 })) < 1e-5));
+  // Outside any tidy, a degree-63 polynomial leaves exactly its result behind: Clenshaw frees
+  // each step's temporaries (they were most of the analysis's peak memory), per layer and per
+  // channel alike.
+  const c63 = Array.from({ length: 64 }, (_, k) => 1 / (k + 1));
+  const channels = { intervals: [{ a: -1, b: 1 }, { a: -2, b: 2 }, { a: -1, b: 3 }], coeffs: [c63, c63, c63] };
+  // 64 rows take the broadcast path, 65,536 the channel-major one (see applyPoly).
+  for (const rows of [64, 65536]) {
+    const x = tf.tensor2d(Float32Array.from({ length: rows * 3 }, (_, i) => Math.sin(i)), [rows, 3]);
+    for (const p of [{ coeffs: c63, a: -1, b: 1 }, { coeffs: [0], a: -1, b: 1, channels, channelOffset: Float32Array.of(0.1, 0.2, 0.3) }]) {
+      const before = tf.memory().numTensors;
+      const out = applyPoly(x, p);
+      assert.equal(tf.memory().numTensors, before + 1, `only the result is left (${rows} rows)`);
+      out.dispose();
+    }
+    // Clenshaw itself, which applyPoly's tidy would hide: no temporaries outlive their step.
+    const before = tf.memory().numTensors;
+    const out = clenshaw(x, channels.intervals, 64, (k) => tf.tensor1d(channels.coeffs.map((cc) => cc[k])));
+    assert.equal(tf.memory().numTensors, before + 1, `Clenshaw leaves only its result (${rows} rows)`);
+    out.dispose();
+    x.dispose();
+  }
 });
 
 test('per-channel statistics and fits: exact channel ranges, samples from their own channel, each channel fitted on its own data', async () => {

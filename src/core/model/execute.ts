@@ -64,16 +64,23 @@ export function clenshaw(x: tf.Tensor, iv: Interval | Interval[], K: number, coe
     scale = tf.tensor1d(maps.map((u) => u.scale));
     shift = tf.tensor1d(maps.map((u) => u.shift));
   } else ({ scale, shift } = unitMap(iv));
-  const t = tf.add(tf.mul(x, scale), shift);
+  const t = tf.tidy(() => tf.add(tf.mul(x, scale), shift));
   const t2 = tf.mul(t, 2);
   let b1: tf.Tensor = tf.zerosLike(t);
   let b2: tf.Tensor = tf.zerosLike(t);
+  // Each step's temporaries are freed as soon as the step is done, so that a degree-d polynomial
+  // holds 4 tensors of x's size instead of 3d until the caller's tidy ends (at degree 63 on the
+  // CNN's first layer, that was most of the analysis's peak memory). Under a gradient tape this
+  // is safe: tfjs keeps its own references to what the backward pass needs.
   for (let k = K - 1; k >= 1; k--) {
-    const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), coef(k));
+    const b0 = tf.tidy(() => tf.add(tf.sub(tf.mul(t2, b1), b2), coef(k)));
+    b2.dispose();
     b2 = b1;
     b1 = b0;
   }
-  return tf.add(tf.sub(tf.mul(t, b1), b2), coef(0));
+  const y = tf.tidy(() => tf.add(tf.sub(tf.mul(t, b1), b2), coef(0)));
+  for (const z of [t, t2, b1, b2, scale, shift]) if (z instanceof tf.Tensor) z.dispose();
+  return y;
 }
 
 /** One polynomial on `iv` with scalar coefficients. */
@@ -88,6 +95,10 @@ const clenshawOn = (x: tf.Tensor, c: ArrayLike<number>, iv: Interval) => clensha
  * degree operations cost more to dispatch than broadcasting does, so vector coefficients are used.
  */
 export function applyPoly(x: tf.Tensor, p: PolyActivation): tf.Tensor {
+  return tf.tidy(() => applyPolyUntidied(x, p));
+}
+
+function applyPolyUntidied(x: tf.Tensor, p: PolyActivation): tf.Tensor {
   const ch = p.channels;
   let y: tf.Tensor;
   if (!ch) y = clenshawOn(x, p.coeffs, p);
