@@ -12,7 +12,7 @@ import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tmpDir } from './h
 import { ActivationSpec, activationFn, describeActivation, specFromDescription } from '../src/core/numerics/activations';
 import { chebval } from '../src/core/numerics/chebyshev';
 import { reportCurves } from '../src/extension/curves';
-import { ResultCache, analysisKey, modelFiles } from '../src/extension/cache';
+import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension/cache';
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
 
@@ -167,6 +167,14 @@ test('result cache: keyed by content (reformatting model.json keeps it), atomic 
   fs.writeFileSync(model, JSON.stringify(JSON.parse(fs.readFileSync(model, 'utf8')), null, 2));
   assert.equal(key(), k0, 'reformatting model.json is not a change');
   assert.notEqual(analysisKey([...modelFiles(model), data, null], { budget: 2 }), k0, 'options are part of the key');
+  // Another build of the engine (the worker script) is another key: its results may differ.
+  const script = path.join(dir, 'worker.js');
+  fs.writeFileSync(script, 'build 1');
+  const e1 = engineId(script);
+  fs.writeFileSync(script, 'build 2');
+  assert.notEqual(engineId(script), e1);
+  assert.equal(engineId(path.join(dir, 'missing.js')), 'unknown');
+  assert.notEqual(analysisKey([...modelFiles(model), data, null], { budget: 1, engine: e1 }), analysisKey([...modelFiles(model), data, null], { budget: 1, engine: engineId(script) }));
   fs.appendFileSync(data, '3,4\n');
   assert.notEqual(key(), k0, 'changed data makes results stale');
   const w = fs.readFileSync(path.join(dir, 'weights.bin'));

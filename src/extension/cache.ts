@@ -40,6 +40,19 @@ export function analysisKey(files: (string | null | undefined)[], options: unkno
   return h.digest('hex');
 }
 
+/**
+ * The analysis engine's identity: the SHA-256 of the worker script that runs it (the bundled
+ * core). Part of the cache key, so that results computed by another build of he-approx (whose
+ * fits, tuning or defaults may differ; the package version does not say) are not reused.
+ */
+export function engineId(workerScript: string): string {
+  try {
+    return crypto.createHash('sha256').update(fs.readFileSync(workerScript)).digest('hex');
+  } catch {
+    return 'unknown';
+  }
+}
+
 export class ResultCache {
   constructor(private readonly dir: string) {}
 

@@ -12,7 +12,7 @@ import { Report, jsonContentSha256 } from '../core/report';
 import type { EncryptedLayerReport } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
 import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
-import { ResultCache, analysisKey, modelFiles } from './cache';
+import { ResultCache, analysisKey, engineId, modelFiles } from './cache';
 import { findDataNear } from './dataFiles';
 import { LayerRanges, TextRange, findLayerRanges, offsetToPosition } from './layerRanges';
 import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } from './reportView';
@@ -52,6 +52,8 @@ class HeApprox implements vscode.Disposable {
   private readonly panel: PanelProvider;
   private readonly disposables: vscode.Disposable[] = [];
   private running: Running | null = null;
+  /** engineId of the bundled worker, read once (cache keys; see cache.ts). */
+  private engine: string | undefined;
   private debounce: NodeJS.Timeout | null = null;
 
   constructor(private readonly context: vscode.ExtensionContext) {
@@ -130,7 +132,8 @@ class HeApprox implements vscode.Disposable {
   /** What the analysis of `model` on this data depends on, and the cache key over it. */
   private keyFor(model: string, data: string, labels: string | null): { files: (string | null)[]; key: string } {
     const files = [...modelFiles(model), data, labels];
-    return { files, key: analysisKey(files, this.analyzeOptions(model, data, labels)) };
+    this.engine ??= engineId(path.join(this.context.extensionPath, 'bundle', 'worker.js'));
+    return { files, key: analysisKey(files, { ...this.analyzeOptions(model, data, labels), engine: this.engine }) };
   }
 
   /** The model to work on: the argument, the active editor's model.json, the only one, or a pick. */
