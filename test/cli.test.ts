@@ -33,7 +33,7 @@ test('analyze on the MLP example: table on stdout, outputs written, exit 0', () 
   assertOneLineError(again, /report\.json already exists/);
 });
 
-test('analyze --per-layer / --no-tune: one polynomial per layer, no tuning, said in the table and the JSON report', () => {
+test('analyze --per-layer / --no-tune / --tune-labels: one polynomial per layer, no tuning, the labels\' weight, said in the table and the JSON report', () => {
   const args = ['analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--degrees', '3,7', '--quiet'];
   const table = cli(...args, '--per-layer');
   assert.equal(table.code, 0, table.err);
@@ -47,6 +47,12 @@ test('analyze --per-layer / --no-tune: one polynomial per layer, no tuning, said
   const untuned = JSON.parse(cli(...args, '--no-tune', '--json').out);
   assert.equal(untuned.options.tune, false);
   assert.ok(!untuned.refinements.some((x: { name: string }) => x.name === 'tuned'));
+  const labelled = [...args, '--labels', MNIST_TEST_LABELS, '--json'];
+  assert.equal(JSON.parse(cli(...labelled).out).options.tuneLabelWeight, 0.5);
+  const distilled = JSON.parse(cli(...labelled, '--tune-labels', '0').out);
+  assert.equal(distilled.options.tuneLabelWeight, 0);
+  assert.doesNotMatch(distilled.refinements.find((x: { name: string }) => x.name === 'tuned').description, /labels/);
+  assertOneLineError(cli(...labelled, '--tune-labels', '2'), /--tune-labels.*\[0, 1\]/);
 });
 
 test('bad input: one line naming problem and fix, non-zero exit, no stack trace', () => {

@@ -57,6 +57,9 @@ export interface AnalyzeOptions {
   perChannel?: boolean;
   /** Also try coefficient tuning by distillation as a refinement (default true; see fit/tune.ts). */
   tune?: boolean;
+  /** Weight of the labels' cross-entropy in tuning's loss, 0..1 (default TUNE_DEFAULTS.labelWeight;
+   * 0 tunes for agreement with the original model alone). Ignored without labels. */
+  tuneLabelWeight?: number;
   costs?: OpCosts;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -108,6 +111,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const method: FitMethod = o.method ?? 'data';
   const perChannel = o.perChannel ?? true;
   const tune = o.tune ?? true;
+  const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight ?? 0;
+  if (!(labelWeight >= 0 && labelWeight <= 1)) throw new UserError('OPTION_INVALID', `tuning label weight must be in [0, 1], got ${labelWeight}`, 'pass --tune-labels between 0 (match the original model only) and 1 (labels only)');
   const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [
     { name: 'profile', weight: 10 }, { name: 'cache', weight: 10 }, { name: 'fit', weight: 5 }, { name: 'sensitivity', weight: 45 },
@@ -278,9 +283,9 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
         if (withRefinements && tune && acts.length > 0) {
           // Tune the best variant so far: all layers' coefficients together, same degrees and intervals.
           const from = lowest();
-          const tuned = await tuneCoefficients(ex, ds, refineIdx, acts, from.fits, from.offsets, stats, { ...TUNE_DEFAULTS, seed, signal: o.signal,
+          const tuned = await tuneCoefficients(ex, ds, refineIdx, acts, from.fits, from.offsets, stats, { ...TUNE_DEFAULTS, labelWeight, seed, signal: o.signal,
             onProgress: (f, msg) => progress('select', (rounds - 1 + f) / 4, `${m}: round ${rounds}, ${msg}`) });
-          await measureVariant({ name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on calibration data (distillation${ds.labels ? ', mixed with the cross-entropy against the labels' : ''}; same degrees and intervals)`,
+          await measureVariant({ name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on calibration data (distillation${ds.labels && labelWeight > 0 ? `, mixed with the cross-entropy against the labels at weight ${labelWeight}` : ''}; same degrees and intervals)`,
             fits: tuned, offsets: from.offsets });
         }
         const best = lowest();
@@ -417,7 +422,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
       model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
-      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune, tuneLabelWeight: tune && ds.labels ? TUNE_DEFAULTS.labelWeight ?? 0 : 0 },
+      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune, tuneLabelWeight: tune && ds.labels ? labelWeight : 0 },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
       layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,

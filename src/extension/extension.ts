@@ -125,6 +125,7 @@ class HeApprox implements vscode.Disposable {
       method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
       perChannel: c.get<boolean>('perChannel', true),
       tune: c.get<boolean>('tuneCoefficients', true),
+      tuneLabelWeight: c.get<number>('tuneLabelWeight', 0.5),
       ringSize: c.get<number>('ringSize', 32768),
     };
   }
