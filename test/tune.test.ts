@@ -8,7 +8,7 @@ import * as assert from 'node:assert/strict';
 import { loadDataset, splitIndices } from '../src/core/data/read';
 import { CancelledError } from '../src/core/errors';
 import { Fit, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
-import { TUNE_DEFAULTS, tuneCoefficients } from '../src/core/fit/tune';
+import { TUNE_DEFAULTS, TuneOptions, tuneCoefficients } from '../src/core/fit/tune';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { GraphNode, actSpec, activationNodes } from '../src/core/model/graph';
@@ -32,6 +32,11 @@ async function setup(name: string, degree: number, perChannel: boolean): Promise
     return [a.id, fitDegrees('data', actSpec(a), st, chooseInterval(st, 0.02), [degree], 0.001, perChannel ? 0.02 : undefined)[0]];
   }));
   return { ex, ds, idx, acts, stats, fits };
+}
+
+/** Tunes the setup's fits (no offsets) with the default options overridden by `o`, seed 1. */
+function tune(s: Setup, o: Partial<TuneOptions> = {}, ds: Setup['ds'] = s.ds): Promise<Map<number, Fit>> {
+  return tuneCoefficients(s.ex, ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, seed: 1, ...o });
 }
 
 function logSoftmaxRows(v: Float32Array, n: number): number[][] {
@@ -72,7 +77,7 @@ test('coefficient tuning lowers the distillation loss on calibration data, same 
     const s = await setup('mnist-mlp', 3, perChannel);
     try {
       // 512 images make 4 batches per epoch: more epochs than the default so the descent shows.
-      const tuned = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, epochs: 12, labelWeight: 0, seed: 1 });
+      const tuned = await tune(s, { epochs: 12, labelWeight: 0 });
       const before = klDivergence(s, s.fits);
       const after = klDivergence(s, tuned);
       assert.ok(after < 0.8 * before, `perChannel ${perChannel}: KL ${before} -> ${after}`);
@@ -103,13 +108,13 @@ test('coefficient tuning lowers the distillation loss on calibration data, same 
 test('with labels, the label term lowers the cross-entropy against them; without labels it is ignored', async () => {
   const s = await setup('mnist-mlp', 3, true);
   try {
-    const distilled = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 0, seed: 1 });
-    const labelled = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 1, seed: 1 });
+    const distilled = await tune(s, { labelWeight: 0 });
+    const labelled = await tune(s, { labelWeight: 1 });
     const [ce0, ceD, ceL] = [s.fits, distilled, labelled].map((f) => labelCrossEntropy(s, f));
     assert.ok(ceL < ceD && ceL < ce0, `label cross-entropy: fitted ${ce0}, distilled ${ceD}, label-tuned ${ceL}`);
     // The same data without labels: the label weight has nothing to act on, so the run is the
     // distillation-only one, coefficient for coefficient.
-    const unlabelled = await tuneCoefficients(s.ex, { ...s.ds, labels: null }, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, labelWeight: 0.5, seed: 1 });
+    const unlabelled = await tune(s, { labelWeight: 0.5 }, { ...s.ds, labels: null });
     for (const a of s.acts) assert.deepEqual(unlabelled.get(a.id)!.channels!.coeffs, distilled.get(a.id)!.channels!.coeffs);
   } finally {
     s.ex.dispose();
@@ -119,8 +124,8 @@ test('with labels, the label term lowers the cross-entropy against them; without
 test('a strong anchor keeps tuned polynomials at the fitted ones; an aborted signal cancels', async () => {
   const s = await setup('mnist-mlp', 3, true);
   try {
-    const held = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, anchor: 1e6, seed: 1 });
-    const free = await tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, anchor: 0, seed: 1 });
+    const held = await tune(s, { anchor: 1e6 });
+    const free = await tune(s, { anchor: 0 });
     const maxChange = (m: Map<number, Fit>) => Math.max(...s.acts.map((a) => {
       const f0 = s.fits.get(a.id)!.channels!.coeffs;
       return Math.max(...m.get(a.id)!.channels!.coeffs.flatMap((c, j) => c.map((v, k) => Math.abs(v - f0[j][k]))));
@@ -130,7 +135,7 @@ test('a strong anchor keeps tuned polynomials at the fitted ones; an aborted sig
     assert.ok(maxChange(held) < 0.2 * maxChange(free), `anchored ${maxChange(held)} vs free ${maxChange(free)}`);
     const ac = new AbortController();
     ac.abort();
-    await assert.rejects(tuneCoefficients(s.ex, s.ds, s.idx, s.acts, s.fits, new Map(), s.stats, { ...TUNE_DEFAULTS, seed: 1, signal: ac.signal }),
+    await assert.rejects(tune(s, { signal: ac.signal }),
       (e: unknown) => e instanceof CancelledError);
   } finally {
     s.ex.dispose();

@@ -111,7 +111,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const method: FitMethod = o.method ?? 'data';
   const perChannel = o.perChannel ?? true;
   const tune = o.tune ?? true;
-  const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight ?? 0;
+  const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight;
   if (!(labelWeight >= 0 && labelWeight <= 1)) throw new UserError('OPTION_INVALID', `tuning label weight must be in [0, 1], got ${labelWeight}`, 'pass --tune-labels between 0 (match the original model only) and 1 (labels only)');
   const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [

@@ -32,7 +32,7 @@ import { Dataset } from '../data/read';
 import { tf } from '../model/backend';
 import { Executor, clenshaw } from '../model/execute';
 import { GraphNode, actSpec, size } from '../model/graph';
-import { Progress, gather } from '../profile/profiler';
+import { Progress, captureValues, gather } from '../profile/profiler';
 import { ValueStats } from '../profile/stats';
 import { Rng } from '../rng';
 import { Fit, assessChannels, assessFit } from './fit';
@@ -47,8 +47,9 @@ export interface TuneOptions {
   anchor: number;
   /** Distillation temperature. */
   temperature: number;
-  /** Weight of the cross-entropy against the dataset's labels (0: distillation only). */
-  labelWeight?: number;
+  /** Weight of the cross-entropy against the dataset's labels, 0..1 (0: distillation only; no
+   * effect when the dataset has no labels). */
+  labelWeight: number;
   seed: number;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -75,15 +76,9 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   offsets: Map<number, Float32Array | null>, stats: Map<number, ValueStats>, o: TuneOptions): Promise<Map<number, Fit>> {
   const g = ex.graph;
   const n = idx.length;
-  const teacher = new Float32Array(n * size(g.nodes[g.output].shape));
-  const per = teacher.length / n;
-  for (let s = 0; s < n; s += o.batchSize) {
-    if (o.signal?.aborted) throw new CancelledError();
-    const m = Math.min(o.batchSize, n - s);
-    const x = tf.tensor(gather(ds, idx, s, m), [m, ...ds.sampleShape]);
-    teacher.set(ex.run(new Map([[g.input, x]]), 0, {}).logits, s * per);
-    x.dispose();
-  }
+  // The original model's logits on the tuning samples: the distillation targets.
+  const teacher = (await captureValues(ex, ds, idx, [g.output], {}, { batchSize: o.batchSize, signal: o.signal })).get(g.output)!;
+  const per = size(g.nodes[g.output].shape);
   const layers: Layer[] = acts.map((a) => layerOf(a, fits.get(a.id)!, offsets.get(a.id) ?? null));
   const apply = new Map(layers.map((l) => [l.node.id, (x: tf.Tensor) => polyTensor(x, l)]));
   const optimizer = tf.train.adam(o.lr);
@@ -91,7 +86,8 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   const rng = new Rng(o.seed);
   const order = Int32Array.from({ length: n }, (_, i) => i);
   const T = o.temperature;
-  const lw = ds.labels ? o.labelWeight ?? 0 : 0;
+  const labels = o.labelWeight > 0 ? ds.labels : null;
+  const lw = labels ? o.labelWeight : 0;
   const steps = o.epochs * Math.ceil(n / o.batchSize);
   let step = 0;
   try {
@@ -107,12 +103,13 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
           const soft = tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
+          const hard = labels ? tf.oneHot(tf.tensor1d(Array.from(bIdx, (i) => labels[i]), 'int32'), per) : null;
           const { value, grads } = tf.variableGrads(() => {
             const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-            let kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
-            if (lw > 0) kd = tf.add(tf.mul(kd, 1 - lw), tf.mul(tf.losses.softmaxCrossEntropy(tf.oneHot(tf.tensor1d(Array.from(bIdx, (i) => ds.labels![i]), 'int32'), per), logits), lw));
+            const kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
+            const fit = hard ? tf.add(tf.mul(kd, 1 - lw), tf.mul(tf.losses.softmaxCrossEntropy(hard, logits), lw)) : kd;
             const pen = vars.reduce((acc: tf.Tensor, v) => tf.add(acc, tf.mean(tf.square(v))), tf.scalar(0));
-            return tf.add(kd, tf.mul(pen, o.anchor)) as tf.Scalar;
+            return tf.add(fit, tf.mul(pen, o.anchor)) as tf.Scalar;
           }, vars);
           // A batch whose values leave an interval far enough to overflow gives no usable step.
           if (Number.isFinite(value.dataSync()[0])) optimizer.applyGradients(grads as Parameters<typeof optimizer.applyGradients>[0]);
