@@ -46,7 +46,7 @@ function arg(name: string, dflt: number): number {
 
 /** Drops (pp) of every method at every degree on one seeded split. */
 async function measureSplit(name: string, calib: number, held: number, seed: number): Promise<Row[]> {
-  const model = loadModel(path.join(ROOT, 'examples', name, 'model.json'));
+  const model = await loadModel(path.join(ROOT, 'examples', name, 'model.json'));
   const g = model.graph;
   const ds = loadDataset(path.join(MNIST, 't10k-images-idx3-ubyte'), path.join(MNIST, 't10k-labels-idx1-ubyte'), g.inputShape);
   const split = splitIndices(ds.count, calib, held, seed);

@@ -28,7 +28,7 @@ async function child(mode: string, example: string): Promise<void> {
     const { initBackend, tf } = await import('../src/core/model/backend');
     const { Executor } = await import('../src/core/model/execute');
     await initBackend();
-    const m = loadModel(model);
+    const m = await loadModel(model);
     const ds = loadDataset(img('t10k'), lab('t10k'), m.graph.inputShape);
     const ex = new Executor(m.graph);
     const per = 784;
@@ -41,7 +41,7 @@ async function child(mode: string, example: string): Promise<void> {
     }
     extra = { computeSeconds: (Date.now() - t1) / 1000 };
   } else if (mode === 'load60k') {
-    const m = loadModel(model);
+    const m = await loadModel(model);
     const ds = loadDataset(img('train'), lab('train'), m.graph.inputShape);
     extra = { samples: ds.count };
   } else if (mode === 'analyze') {

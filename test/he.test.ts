@@ -121,7 +121,7 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
   await initBackend();
   for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']) {
     const r = await reportFor(name);
-    const m = loadModel(example(name));
+    const m = await loadModel(example(name));
     const p = compileProgram(m.graph, r);
     assert.equal(programDepth(p), r.final.networkDepth, `${name}: program depth equals the report's network depth`);
     const ds = loadDataset(MNIST_TEST_IMAGES, null, m.graph.inputShape);

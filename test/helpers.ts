@@ -56,3 +56,14 @@ export function randomBatch(shape: number[], seed: number): tf.Tensor {
 export function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
   assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message) && e.fix.length > 0);
 }
+
+/** The same for an async function: it must reject with such a UserError. */
+export async function expectUserErrorAsync(fn: () => Promise<unknown>, code: string, re: RegExp): Promise<void> {
+  await assert.rejects(fn, (e: unknown) => {
+    assert.ok(e instanceof UserError, `not a UserError: ${(e as Error)?.stack ?? e}`);
+    assert.equal(e.code, code, e.message);
+    assert.match(e.message, re);
+    assert.ok(e.fix.length > 0);
+    return true;
+  });
+}

@@ -60,7 +60,7 @@ for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
     registerPolyLayer();
     const r = await run(name);
     const dir = tmpDir();
-    const files = writeOutputs(dir, loadModel(example(name)), r, false);
+    const files = writeOutputs(dir, await loadModel(example(name)), r, false);
     const coeffs = JSON.parse(fs.readFileSync(files.coefficients, 'utf8'));
     assert.equal(coeffs.layers.length, r.layers.length);
     for (const [k, l] of r.layers.entries()) {
@@ -77,7 +77,7 @@ for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
     assert.equal(exported.layers.filter((l) => l.getClassName() === 'HEPolyActivation').length, r.layers.length);
     const x = randomBatch([16, 28, 28, 1], 9);
     const probs = (exported.predict(x) as tf.Tensor).dataSync();
-    const m = loadModel(example(name));
+    const m = await loadModel(example(name));
     const ex = new Executor(m.graph);
     const logits = ex.run(new Map([[m.graph.input, x]]), 0, { replace: polysFromReport(r) }).logits;
     ex.dispose();
@@ -105,7 +105,7 @@ test('perChannel: false fits one polynomial per layer (and measures no per-layer
   assert.ok(r.layers.every((l) => l.chosen.channels === null));
   assert.ok(!r.refinements.some((x) => x.name === 'per-layer' || x.name === 'tuned'));
   const pc = await run('mnist-mlp');
-  const g = loadModel(example('mnist-mlp')).graph;
+  const g = (await loadModel(example('mnist-mlp'))).graph;
   for (const l of pc.layers) {
     const shape = g.nodes[l.node].shape;
     assert.equal(l.chosen.channels?.coeffs.length, shape[shape.length - 1], `${l.name}: one polynomial per unit`);

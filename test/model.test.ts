@@ -6,11 +6,11 @@ import * as path from 'path';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
-import { example, randomBatch, saveModel, tfjsLoad, tmpDir, expectUserError } from './helpers';
+import { example, randomBatch, saveModel, tfjsLoad, tmpDir, expectUserErrorAsync } from './helpers';
 
 /** Max |softmax(our logits) - tfjs probabilities| or |ours - tfjs| when no softmax was dropped. */
 async function compareWithTfjs(modelJson: string, batch: tf.Tensor): Promise<number> {
-  const m = loadModel(modelJson);
+  const m = await loadModel(modelJson);
   const ex = new Executor(m.graph);
   const ours = ex.run(new Map([[m.graph.input, batch]]), 0, {}).logits;
   ex.dispose();
@@ -31,13 +31,14 @@ test('the bundled examples load and run exactly as tfjs runs them', async () => 
   }
 });
 
-test('fused activations are split into their own nodes; a final softmax is dropped with a note', () => {
-  const m = loadModel(example('mnist-cnn'));
+test('fused activations are split into their own nodes; a final softmax is dropped with a note', async () => {
+  const m = await loadModel(example('mnist-cnn'));
   const acts = m.graph.nodes.filter((n) => n.spec.op === 'activation');
   assert.deepEqual(acts.map((a) => a.name), ['conv2d_Conv2D1/activation', 'conv2d_Conv2D2/activation', 'dense_Dense1/activation']);
   assert.equal(m.graph.droppedFinalSoftmax, true);
   assert.ok(m.graph.notes.some((n) => /softmax/.test(n)));
-  assert.equal(m.layout, 'tfjs');
+  assert.equal(m.format, 'tfjs');
+  assert.equal(m.keras?.layout, 'tfjs');
 });
 
 test('the converter layout (modelTopology.model_config) loads to the same graph', async () => {
@@ -49,9 +50,9 @@ test('the converter layout (modelTopology.model_config) loads to the same graph'
   src.convertedBy = 'TensorFlow.js Converter v4.22.0';
   fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(src));
   fs.copyFileSync(path.join(path.dirname(example('mnist-mlp')), 'weights.bin'), path.join(dir, 'weights.bin'));
-  const m = loadModel(path.join(dir, 'model.json'));
-  assert.equal(m.layout, 'converter');
-  const ref = loadModel(example('mnist-mlp'));
+  const m = await loadModel(path.join(dir, 'model.json'));
+  assert.equal(m.keras?.layout, 'converter');
+  const ref = await loadModel(example('mnist-mlp'));
   assert.deepEqual(m.graph.nodes.map((n) => [n.name, n.spec.op, n.shape]), ref.graph.nodes.map((n) => [n.name, n.spec.op, n.shape]));
   const x = randomBatch([4, 28, 28, 1], 2);
   const a = new Executor(m.graph).run(new Map([[0, x]]), 0, {}).logits;
@@ -85,7 +86,7 @@ test('every supported layer kind matches tfjs (functional model with standalone 
   const file = await saveModel(model, tmpDir());
   const d = await compareWithTfjs(file, randomBatch([5, 12, 12, 2], 3));
   assert.ok(d < 1e-5, `max difference ${d}`);
-  const m = loadModel(file);
+  const m = await loadModel(file);
   const kinds = m.graph.nodes.filter((n) => n.spec.op === 'activation').map((n) => (n.spec as { act: { kind: string } }).act.kind);
   assert.deepEqual(kinds, ['elu', 'leakyrelu', 'tanh', 'relu6', 'sigmoid', 'softplus', 'elu']);
   assert.ok(m.graph.notes.some((n) => /MaxPooling2D/.test(n)));
@@ -104,22 +105,23 @@ test('bad models give one clear error naming the problem and the fix', async () 
   };
   const json = JSON.parse(fs.readFileSync(good, 'utf8'));
   const bin = fs.readFileSync(path.join(path.dirname(good), 'weights.bin'));
-  expectUserError(() => loadModel(path.join(dir, 'nope.json')), 'MODEL_UNREADABLE', /does not exist/);
-  expectUserError(() => loadModel(write('corrupt', '{"modelTopology": {')), 'MODEL_UNREADABLE', /not valid JSON/);
-  expectUserError(() => loadModel(write('noshard', json)), 'WEIGHTS_MISSING', /weights\.bin.*missing/);
-  expectUserError(() => loadModel(write('short', json, bin.subarray(0, bin.length - 40))), 'WEIGHTS_MISMATCH', /manifest needs more/);
-  expectUserError(() => loadModel(write('graph', { format: 'graph-model', modelTopology: { node: [] } })), 'MODEL_UNSUPPORTED', /graph model/);
-  expectUserError(() => loadModel(path.join(dir, 'model.h5')), 'MODEL_UNREADABLE', /not TensorFlow\.js models/);
+  await expectUserErrorAsync(() => loadModel(path.join(dir, 'nope.json')), 'MODEL_UNREADABLE', /does not exist/);
+  await expectUserErrorAsync(() => loadModel(write('corrupt', '{"modelTopology": {')), 'MODEL_UNREADABLE', /not valid JSON/);
+  await expectUserErrorAsync(() => loadModel(write('noshard', json)), 'WEIGHTS_MISSING', /weights\.bin.*missing/);
+  await expectUserErrorAsync(() => loadModel(write('short', json, bin.subarray(0, bin.length - 40))), 'WEIGHTS_MISMATCH', /manifest needs more/);
+  await expectUserErrorAsync(() => loadModel(write('graph', { format: 'graph-model', modelTopology: { node: [] } })), 'MODEL_UNSUPPORTED', /graph model/);
+  fs.writeFileSync(path.join(dir, 'model.pt'), 'not a model');
+  await expectUserErrorAsync(() => loadModel(path.join(dir, 'model.pt')), 'MODEL_UNREADABLE', /\.pt files cannot be read/);
   const lstm = JSON.parse(JSON.stringify(json));
   lstm.modelTopology.config.layers.splice(2, 0, { class_name: 'LSTM', config: { name: 'lstm_1', units: 4 } });
-  expectUserError(() => loadModel(write('lstm', lstm, bin)), 'LAYER_UNKNOWN', /'lstm_1' \(LSTM\) is not supported/);
+  await expectUserErrorAsync(() => loadModel(write('lstm', lstm, bin)), 'LAYER_UNKNOWN', /'lstm_1' \(LSTM\) is not supported/);
   const act = JSON.parse(JSON.stringify(json));
   act.modelTopology.config.layers[1].config.activation = 'swishy';
-  expectUserError(() => loadModel(write('act', act, bin)), 'MODEL_UNSUPPORTED', /unknown activation 'swishy'/);
+  await expectUserErrorAsync(() => loadModel(write('act', act, bin)), 'MODEL_UNSUPPORTED', /unknown activation 'swishy'/);
   const shape = JSON.parse(JSON.stringify(json));
   shape.modelTopology.config.layers[1].config.units = 100;
-  expectUserError(() => loadModel(write('shape', shape, bin)), 'WEIGHTS_MISMATCH', /has shape \[784,128\] but layer/);
+  await expectUserErrorAsync(() => loadModel(write('shape', shape, bin)), 'WEIGHTS_MISMATCH', /has shape \[784,128\] but layer/);
   const noweight = JSON.parse(JSON.stringify(json));
   noweight.weightsManifest[0].weights[0].name = 'other/kernel';
-  expectUserError(() => loadModel(write('noweight', noweight, bin)), 'WEIGHTS_MISSING', /needs weight 'dense_Dense1\/kernel'/);
+  await expectUserErrorAsync(() => loadModel(write('noweight', noweight, bin)), 'WEIGHTS_MISSING', /needs weight 'dense_Dense1\/kernel'/);
 });

@@ -21,7 +21,7 @@ interface Setup { ex: Executor; ds: ReturnType<typeof loadDataset>; idx: Int32Ar
 
 async function setup(name: string, degree: number, perChannel: boolean): Promise<Setup> {
   await initBackend();
-  const g = loadModel(example(name)).graph;
+  const g = (await loadModel(example(name))).graph;
   const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, g.inputShape);
   const idx = splitIndices(ds.count, 512, 0, 3).calib;
   const ex = new Executor(g);

@@ -28,6 +28,8 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'heldout', value: true, help: 'held-out samples', default: 'min(5000, the rest)' },
   { name: 'seed', value: true, help: 'seed for the split and the samples', default: '1' },
   { name: 'input-scale', value: true, help: "'auto' (uint8 / 255), 'none', or a divisor", default: 'auto' },
+  { name: 'input-mean', value: true, help: 'per-channel mean subtracted after scaling, comma-separated (e.g. 0.485,0.456,0.406)' },
+  { name: 'input-std', value: true, help: 'per-channel std divided by after the mean (e.g. 0.229,0.224,0.225)' },
   { name: 'degrees', value: true, help: 'candidate degrees, comma-separated, 1..63', default: '1,2,3,5,7,11,15,23,31,47,63' },
   { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
   { name: 'per-layer', value: false, help: 'one data-guided polynomial per layer instead of one per channel' },
@@ -44,8 +46,9 @@ const ANALYZE_FLAGS: FlagSpec[] = [
 
 function usage(): string {
   const lines = [
-    'usage: he-approx analyze <model.json> --data <file> [options]',
-    '       he-approx encrypted-test <model.json> --report <report.json> --data <file> [--samples N] [--layer-only]',
+    'usage: he-approx analyze <model> --data <file> [options]',
+    '       he-approx encrypted-test <model> --report <report.json> --data <file> [--samples N] [--layer-only]',
+    '       <model>: a TensorFlow.js model.json, an ONNX .onnx, a Keras .h5 or .keras file',
     '       he-approx costs [--ring-size N]   measure CKKS operation costs with node-seal and cache them',
     '       he-approx help | version',
     '',
@@ -71,6 +74,20 @@ function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
 }
 
 const str = (v: string | true | undefined): string | null => (typeof v === 'string' ? v : null);
+
+/** --input-mean / --input-std: both or neither, comma-separated numbers. */
+function normalizationOpt(opts: Map<string, string | true>): { mean: number[]; std: number[] } | null {
+  const m = str(opts.get('input-mean'));
+  const s = str(opts.get('input-std'));
+  if (!m && !s) return null;
+  const list = (v: string | null, key: string, dflt: number) => {
+    if (!v) return [dflt];
+    const xs = v.split(',').map((t) => Number(t.trim()));
+    if (xs.some((x) => !Number.isFinite(x))) throw new UserError('OPTION_INVALID', `--${key} ${v} is not a comma-separated list of numbers`, `pass e.g. --${key} 0.485,0.456,0.406`);
+    return xs;
+  };
+  return { mean: list(m, 'input-mean', 0), std: list(s, 'input-std', 1) };
+}
 
 async function runAnalyze(argv: string[]): Promise<number> {
   const { positional, opts } = parseArgs(argv, ANALYZE_FLAGS);
@@ -102,7 +119,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
       levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
       ringSize, calib: numberOpt(opts, 'calib', int, 'a positive integer'), heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
       seed: numberOpt(opts, 'seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer'),
-      scale, degrees, method: method as FitMethod, perChannel: !opts.has('per-layer'), tune: !opts.has('no-tune'),
+      scale, normalize: normalizationOpt(opts), degrees, method: method as FitMethod, perChannel: !opts.has('per-layer'), tune: !opts.has('no-tune'),
       tuneLabelWeight: numberOpt(opts, 'tune-labels', (x) => x >= 0 && x <= 1, 'a weight in [0, 1]'),
       margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
@@ -111,7 +128,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
     });
     const out = opts.get('out');
     if (typeof out === 'string') {
-      const files = writeOutputs(out, loadModel(positional[0]), report, opts.has('force'));
+      const files = writeOutputs(out, await loadModel(positional[0]), report, opts.has('force'));
       if (!opts.has('json')) process.stderr.write(`wrote ${path.relative(process.cwd(), files.report)}, ${path.relative(process.cwd(), files.coefficients)}, ${path.relative(process.cwd(), files.model)}\n`);
     }
     process.stdout.write(opts.has('json') ? JSON.stringify(report, null, 2) + '\n' : renderReport(report) + '\n');

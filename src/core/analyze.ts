@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import { UserError } from './errors';
 import { OpCosts, activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
-import { Dataset, InputScale, loadDataset, splitIndices } from './data/read';
+import { Dataset, InputNormalization, InputPrep, InputScale, loadDataset, splitIndices } from './data/read';
 import { Fit, FitMethod, assessChannels, assessFit, chooseInterval, fitDataGuidedAll, fitDegrees, fitValue, polyOf } from './fit/fit';
 import { TUNE_DEFAULTS, tuneCoefficients } from './fit/tune';
 import { initBackend } from './model/backend';
@@ -41,6 +41,8 @@ export interface AnalyzeOptions {
   heldout?: number;
   seed?: number;
   scale?: InputScale;
+  /** Per-channel normalisation after scaling (e.g. ImageNet's mean and std for the CIFAR ResNets). */
+  normalize?: InputNormalization | null;
   degrees?: number[];
   /** Interval margin as a fraction of the observed range on each side. */
   margin?: number;
@@ -127,11 +129,12 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   };
 
   let t = Date.now();
-  const model: LoadedModel = loadModel(o.model);
+  const model: LoadedModel = await loadModel(o.model);
   const g = model.graph;
   const acts = activationNodes(g);
-  const calibDs: Dataset = loadDataset(o.data, o.labels ?? null, g.inputShape, o.scale ?? 'auto');
-  const heldDs: Dataset | null = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, o.scale ?? 'auto') : null;
+  const prep: InputPrep = { scale: o.scale ?? 'auto', normalize: o.normalize ?? null, layout: g.inputLayout };
+  const calibDs: Dataset = loadDataset(o.data, o.labels ?? null, g.inputShape, prep);
+  const heldDs: Dataset | null = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, prep) : null;
   if (heldDs && !!heldDs.labels !== !!calibDs.labels) {
     throw new UserError('LABELS_MISMATCH', 'labels were given for only one of --data and --heldout-data', 'pass --labels and --heldout-labels together, or neither');
   }
@@ -420,9 +423,9 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     return {
       schema: REPORT_SCHEMA, version: REPORT_VERSION,
       tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
-      model: { path: model.path, name: g.name, layout: model.layout, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
+      model: { path: model.path, name: g.name, format: model.format, layout: model.keras?.layout ?? model.format, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
       data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: nCalib, heldout: nHeld, seed, sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
-      options: { budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune, tuneLabelWeight: tune && ds.labels ? labelWeight : 0 },
+      options: { inputScale: prep.scale ?? 'auto', inputNormalization: prep.normalize ?? null, budget, levelBudget, degrees, margin, floor, batchSize, reservoir, refineSamples, ringSize, method, perChannel, tune, tuneLabelWeight: tune && ds.labels ? labelWeight : 0 },
       backend, costs, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
       plaintext: { accuracy: base.accuracy },
       layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible, levelBudget, linearDepth,

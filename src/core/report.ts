@@ -129,7 +129,7 @@ export interface Report {
   version: typeof REPORT_VERSION;
   tool: { name: string; version: string };
   createdAt: string;
-  model: { path: string; name: string; layout: string; inputShape: number[]; sha256: string; contentSha256?: string | null; notes: string[] };
+  model: { path: string; name: string; format?: string; layout: string; inputShape: number[]; sha256: string; contentSha256?: string | null; notes: string[] };
   data: { path: string; labels: string | null; heldoutPath: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
   options: AnalyzeOptionsReport;
   backend: string;
@@ -154,6 +154,9 @@ export interface Report {
 }
 
 export interface AnalyzeOptionsReport {
+  /** Input scaling and per-channel normalisation the data went through (the encrypted tests repeat them). */
+  inputScale?: 'auto' | 'none' | number;
+  inputNormalization?: { mean: number[]; std: number[] } | null;
   budget: number;
   levelBudget: number;
   degrees: number[];

@@ -24,7 +24,7 @@ async function execute(job: Job, signal: AbortSignal, onProgress: (fraction: num
       const { loadModel } = await import('../core/model/load');
       const { checkReportMatchesModel } = await import('../core/he/layerTest');
       checkReportMatchesModel(job.report, job.model);
-      return writeOutputs(job.dir, loadModel(job.model), job.report, job.force);
+      return writeOutputs(job.dir, await loadModel(job.model), job.report, job.force);
     }
   }
 }

@@ -83,11 +83,49 @@ export interface Dataset {
 
 export type InputScale = 'auto' | 'none' | number;
 
+/** Preprocessing after scaling: per-channel normalisation (x - mean[c]) / std[c], c on the model input's channel axis. */
+export interface InputNormalization { mean: number[]; std: number[] }
+
+/** How the model lays its input out, when that differs from the graph's channels-last input (graph.ts). */
+export type InputLayout = { name: string; modelShape: number[]; perm: number[] } | undefined;
+
+export interface InputPrep {
+  scale?: InputScale;
+  normalize?: InputNormalization | null;
+  layout?: InputLayout;
+}
+
+/** Reorders per-sample values from the model's layout to the graph's: graph axis i = model axis perm[i]. */
+function permuteSamples(src: ArrayLike<number>, n: number, modelShape: number[], perm: number[]): Float64Array {
+  const per = modelShape.reduce((a, b) => a * b, 1);
+  const gShape = perm.map((p) => modelShape[p]);
+  const mStrides = modelShape.map((_, i) => modelShape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const map = new Int32Array(per);
+  const coord = new Array(gShape.length).fill(0);
+  for (let o = 0; o < per; o++) {
+    let k = 0;
+    for (let a = 0; a < gShape.length; a++) k += coord[a] * mStrides[perm[a]];
+    map[o] = k;
+    for (let a = gShape.length - 1; a >= 0; a--) { if (++coord[a] < gShape[a]) break; coord[a] = 0; }
+  }
+  const out = new Float64Array(n * per);
+  for (let s = 0; s < n; s++) for (let o = 0; o < per; o++) out[s * per + o] = src[s * per + map[o]];
+  return out;
+}
+
+const fmt = (shape: number[]) => `[N, ${shape.join(', ')}]`;
+
 /**
- * Loads samples (and optional labels) for a model whose per-sample input shape is `inputShape`.
- * `scale`: 'auto' divides uint8 data by 255 (the usual image convention), a number divides by it.
+ * Loads samples (and optional labels) for a model whose per-sample (graph) input shape is
+ * `inputShape`. Data may be in the graph's layout (channels last) or, for models with another
+ * layout (ONNX's NCHW), in the model's; flat rows are read in the model's order.
+ * `scale`: 'auto' divides uint8 data by 255 (the usual image convention), a number divides by it;
+ * then `normalize` subtracts a per-channel mean and divides by a per-channel std.
  */
-export function loadDataset(dataFile: string, labelsFile: string | null, inputShape: number[], scale: InputScale = 'auto'): Dataset {
+export function loadDataset(dataFile: string, labelsFile: string | null, inputShape: number[], scaleOrPrep: InputScale | InputPrep = 'auto'): Dataset {
+  const prep: InputPrep = typeof scaleOrPrep === 'object' ? scaleOrPrep : { scale: scaleOrPrep };
+  const scale = prep.scale ?? 'auto';
+  const layout = prep.layout;
   const raw = readArray(dataFile);
   const notes: string[] = [];
   const per = inputShape.reduce((a, b) => a * b, 1);
@@ -95,21 +133,48 @@ export function loadDataset(dataFile: string, labelsFile: string | null, inputSh
   const n = raw.shape[0];
   const rest = raw.shape.slice(1);
   const restSize = rest.reduce((a, b) => a * b, 1);
-  const want = `[N, ${inputShape.join(', ')}]`;
+  const modelShape = layout?.modelShape ?? inputShape;
+  const want = layout ? `${fmt(modelShape)} (${layout.name}) or ${fmt(inputShape)} (channels last)` : fmt(inputShape);
   if (raw.shape.length < 1 || n === 0) throw new UserError('DATA_SHAPE', `${base} holds no samples`, `pass an array of shape ${want}`);
   if (restSize !== per) {
     throw new UserError('DATA_SHAPE', `${base} has shape [${raw.shape.join(', ')}] (${restSize} values per sample) but the model's input is ${want} (${per} per sample)`,
       `pass data of shape ${want}${raw.shape.length === 1 && per > 1 ? ' (one sample per row)' : ''}`);
   }
-  if (rest.join() !== inputShape.join()) notes.push(`${base}: samples of shape [${rest.join(', ')}] reshaped to the model's input [${inputShape.join(', ')}]`);
+  let values: ArrayLike<number> = raw.data;
+  if (rest.join() === inputShape.join()) {
+    if (layout) notes.push(`${base}: samples of shape [${rest.join(', ')}] read as channels last (the model's ${layout.name} ${fmt(modelShape)} transposed)`);
+  } else if (layout && (rest.join() === modelShape.join() || rest.length !== modelShape.length)) {
+    values = permuteSamples(raw.data, n, modelShape, layout.perm);
+    notes.push(rest.join() === modelShape.join() ? `${base}: ${layout.name} samples converted to channels last`
+      : `${base}: samples of shape [${rest.join(', ')}] read in the model's ${layout.name} order ${fmt(modelShape)}`);
+  } else if (rest.length === inputShape.length && rest.length > 1) {
+    throw new UserError('DATA_SHAPE', `${base} has samples of shape [${rest.join(', ')}], which is neither layout the model reads: ${want}`,
+      `transpose the data to ${want}`);
+  } else notes.push(`${base}: samples of shape [${rest.join(', ')}] reshaped to the model's input [${inputShape.join(', ')}]`);
   let div = 1;
   if (scale === 'auto' && raw.dtype === 'uint8') { div = 255; notes.push(`${base}: uint8 values scaled to [0, 1] (divided by 255); pass --input-scale none to keep 0..255`); }
   else if (typeof scale === 'number') div = scale;
+  const C = inputShape[inputShape.length - 1] ?? 1;
+  const norm = prep.normalize;
+  if (norm) {
+    for (const [k, v] of Object.entries({ mean: norm.mean, std: norm.std })) {
+      if (v.length !== 1 && v.length !== C) {
+        throw new UserError('OPTION_INVALID', `--input-${k} has ${v.length} values but the model's input has ${C} channels`, `pass one value, or ${C} comma-separated values (one per channel)`);
+      }
+    }
+    if (norm.std.some((v) => !(v > 0)) || norm.mean.some((v) => !Number.isFinite(v))) {
+      throw new UserError('OPTION_INVALID', `--input-std must be positive and --input-mean finite (got mean ${norm.mean}, std ${norm.std})`, 'pass e.g. --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225');
+    }
+    notes.push(`${base}: normalised per channel: (x - [${norm.mean.join(', ')}]) / [${norm.std.join(', ')}]`);
+  }
+  const mean = (c: number) => (norm ? norm.mean[norm.mean.length === 1 ? 0 : c] : 0);
+  const std = (c: number) => (norm ? norm.std[norm.std.length === 1 ? 0 : c] : 1);
   const x = new Float32Array(n * per);
   for (let i = 0; i < x.length; i++) {
-    const v = raw.data[i] / div;
+    const c = i % C;
+    const v = (values[i] / div - mean(c)) / std(c);
     if (!Number.isFinite(v)) {
-      throw new UserError('DATA_NONFINITE', `${base}: sample ${Math.floor(i / per)} holds ${raw.data[i]} at position ${i % per}`,
+      throw new UserError('DATA_NONFINITE', `${base}: sample ${Math.floor(i / per)} holds ${values[i]} at position ${i % per}`,
         'remove or impute samples with NaN/Inf before calibrating');
     }
     x[i] = v;

@@ -1,6 +1,8 @@
 /**
- * Writes the analysis outputs: the report, a coefficients file, and an approximated
- * TensorFlow.js model in which every approximated activation is an `HEPolyActivation` layer.
+ * Writes the analysis outputs: the report, a coefficients file, and the approximated model in
+ * the user's format: a TensorFlow.js model in which every approximated activation is an
+ * `HEPolyActivation` layer (from tfjs and Keras models), or an ONNX model in which it is plain
+ * ONNX arithmetic (from ONNX models; onnxExport.ts).
  * Never overwrites a file unless asked to, and never the input model's own files.
  */
 import * as fs from 'fs';
@@ -8,6 +10,7 @@ import * as path from 'path';
 import { UserError } from '../errors';
 import { LoadedModel } from '../model/load';
 import { Report } from '../report';
+import { approximatedOnnx } from './onnxExport';
 import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
 
 export const COEFFICIENTS_SCHEMA = 'he-approx/coefficients';
@@ -39,7 +42,8 @@ type Cfg = Record<string, any>;
 
 /** Rewrites the Keras topology: each approximated activation becomes an HEPolyActivation layer. */
 export function approximatedTopology(model: LoadedModel, report: Report): { class_name: string; config: Cfg } {
-  const topo = JSON.parse(JSON.stringify(model.topology)) as { class_name: string; config: Cfg };
+  if (!model.keras) throw new Error('approximatedTopology needs a Keras topology');
+  const topo = JSON.parse(JSON.stringify(model.keras.topology)) as { class_name: string; config: Cfg };
   const byNode = new Map(report.layers.map((l) => [l.name, l]));
   const polyCfg = (l: Report['layers'][number], name: string): PolyLayerConfig & { name: string } => ({
     name, basis: 'chebyshev', interval: [l.chosen.interval.a, l.chosen.interval.b], coefficients: l.chosen.coeffs,
@@ -83,41 +87,68 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
   return topo;
 }
 
-export interface WrittenFiles { report: string; coefficients: string; model: string; weights: string }
+export interface WrittenFiles {
+  report: string;
+  coefficients: string;
+  /** The approximated model: model/model.json (tfjs, from tfjs and Keras models) or model.onnx (from ONNX models). */
+  model: string;
+  /** Its weight file (tfjs only). */
+  weights: string | null;
+}
+
+/** Keras regularizers and constraints that TensorFlow.js cannot deserialise from Keras 2 files; inference does not use them. */
+const TRAINING_ONLY = ['kernel_regularizer', 'bias_regularizer', 'activity_regularizer', 'depthwise_regularizer', 'beta_regularizer', 'gamma_regularizer',
+  'kernel_constraint', 'bias_constraint', 'depthwise_constraint', 'beta_constraint', 'gamma_constraint'];
+
+function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; weights: Buffer } {
+  const k = model.keras!;
+  const topology = approximatedTopology(model, report);
+  const layers: Cfg[] = Array.isArray(topology.config) ? topology.config : topology.config.layers ?? [];
+  for (const l of layers) for (const key of TRAINING_ONLY) if (l.config && key in l.config) l.config[key] = null;
+  const weightSpecs = k.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: 'float32' }));
+  const all = new Float32Array(k.weights.reduce((s, w) => s + w.data.length, 0));
+  let off = 0;
+  for (const w of k.weights) { all.set(w.data, off); off += w.data.length; }
+  const modelTopology = k.layout === 'converter'
+    ? { ...k.modelTopology, model_config: topology }
+    : { ...k.modelTopology, class_name: topology.class_name, config: topology.config };
+  const json = {
+    format: 'layers-model', generatedBy: `he-approx ${report.tool.version}`, convertedBy: null,
+    modelTopology, weightsManifest: [{ paths: ['weights.bin'], weights: weightSpecs }],
+    heApprox: { note: `Load after registering the ${POLY_LAYER_CLASS} layer (require('he-approx').registerPolyLayer()).`, report: '../report.json' },
+  };
+  return { json, weights: Buffer.from(all.buffer) };
+}
 
 /** Writes everything under `dir`; refuses to overwrite existing files unless `force`. */
 export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean): WrittenFiles {
   const abs = path.resolve(dir);
+  const onnx = !!model.onnx;
   const files: WrittenFiles = {
     report: path.join(abs, 'report.json'), coefficients: path.join(abs, 'coefficients.json'),
-    model: path.join(abs, 'model', 'model.json'), weights: path.join(abs, 'model', 'weights.bin'),
+    model: onnx ? path.join(abs, 'model.onnx') : path.join(abs, 'model', 'model.json'), weights: onnx ? null : path.join(abs, 'model', 'weights.bin'),
   };
   const inputDir = path.dirname(model.path);
+  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a file, not a folder`, 'choose a folder name for --out');
+  }
   for (const f of Object.values(files)) {
-    if (path.dirname(f) === inputDir) {
+    if (!f) continue;
+    if (path.resolve(f) === path.resolve(model.path) || path.dirname(f) === inputDir) {
       throw new UserError('OUTPUT_EXISTS', `--out ${dir} would write ${path.basename(f)} into the input model's folder`, 'choose another --out folder');
     }
     if (fs.existsSync(f) && !force) {
       throw new UserError('OUTPUT_EXISTS', `${f} already exists`, 'choose another --out folder, or pass --force to overwrite he-approx outputs');
     }
   }
-  fs.mkdirSync(path.join(abs, 'model'), { recursive: true });
-  const topology = approximatedTopology(model, report);
-  const weightSpecs = model.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: 'float32' }));
-  const total = model.weights.reduce((s, w) => s + w.data.length, 0);
-  const all = new Float32Array(total);
-  let off = 0;
-  for (const w of model.weights) { all.set(w.data, off); off += w.data.length; }
-  const modelTopology = model.layout === 'converter'
-    ? { ...(model.json.modelTopology as Cfg), model_config: topology }
-    : { ...(model.json.modelTopology as Cfg), class_name: topology.class_name, config: topology.config };
-  const json = {
-    format: 'layers-model', generatedBy: `he-approx ${report.tool.version}`, convertedBy: null,
-    modelTopology, weightsManifest: [{ paths: ['weights.bin'], weights: weightSpecs }],
-    heApprox: { note: `Load after registering the ${POLY_LAYER_CLASS} layer (require('he-approx').registerPolyLayer()).`, report: '../report.json' },
-  };
-  fs.writeFileSync(files.weights, Buffer.from(all.buffer));
-  fs.writeFileSync(files.model, JSON.stringify(json));
+  fs.mkdirSync(path.dirname(files.model), { recursive: true });
+  if (onnx) {
+    fs.writeFileSync(files.model, approximatedOnnx(model, report));
+  } else {
+    const { json, weights } = tfjsModelJson(model, report);
+    fs.writeFileSync(files.weights!, weights);
+    fs.writeFileSync(files.model, JSON.stringify(json));
+  }
   fs.writeFileSync(files.coefficients, JSON.stringify(coefficientsFile(report), null, 2) + '\n');
   fs.writeFileSync(files.report, JSON.stringify(report, null, 2) + '\n');
   return files;

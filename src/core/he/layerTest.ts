@@ -80,15 +80,16 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
 }
 
 /** The model's graph, after checking that the report was made for exactly this model file. */
-export function checkedGraph(o: EncryptedTestOptions): Graph {
+export async function checkedGraph(o: EncryptedTestOptions): Promise<Graph> {
   checkReportMatchesModel(o.report, o.model);
-  return loadModel(o.model).graph;
+  return (await loadModel(o.model)).graph;
 }
 
 /** What both encrypted tests run on: the data, a seeded choice of test samples, the report's polynomials. */
 export async function testSamples(o: EncryptedTestOptions, g: Graph, seedOffset: number) {
   await initBackend();
-  const ds = loadDataset(o.data, o.labels ?? null, g.inputShape);
+  const opt = o.report.options;
+  const ds = loadDataset(o.data, o.labels ?? null, g.inputShape, { scale: opt.inputScale ?? 'auto', normalize: opt.inputNormalization ?? null, layout: g.inputLayout });
   const n = Math.min(o.samples, ds.count);
   const idx = splitIndices(ds.count, n, 0, o.report.data.seed + seedOffset).calib;
   return { ds, n, idx, polys: polysFromReport(o.report) };
@@ -96,7 +97,7 @@ export async function testSamples(o: EncryptedTestOptions, g: Graph, seedOffset:
 
 export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
   const t0 = Date.now();
-  const g = checkedGraph(o);
+  const g = await checkedGraph(o);
   const { ds, n, idx, polys } = await testSamples(o, g, 17);
   const ex = new Executor(g);
   const results: LayerEncryptedResult[] = [];

@@ -436,7 +436,7 @@ export interface EncryptedModelReport {
 export type ModelTestOptions = EncryptedTestOptions;
 
 export async function encryptedModelTest(o: ModelTestOptions): Promise<EncryptedModelReport> {
-  const g = checkedGraph(o);
+  const g = await checkedGraph(o);
   const program = compileProgram(g, o.report);
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);

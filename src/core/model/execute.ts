@@ -5,7 +5,7 @@
  * that judging a polynomial for layer L re-runs only the network from L onward.
  */
 import { tf } from './backend';
-import { Graph, GraphNode, size } from './graph';
+import { Graph, GraphNode, Padding, size } from './graph';
 import { ActivationSpec } from '../numerics/activations';
 import { Interval, unitMap } from '../numerics/chebyshev';
 import type { ChannelFits } from '../fit/fit';
@@ -117,6 +117,27 @@ function applyPolyUntidied(x: tf.Tensor, p: PolyActivation): tf.Tensor {
   return y;
 }
 
+/** tfjs padding: 'valid', 'same', or explicit [[0, 0], [top, bottom], [left, right], [0, 0]]. */
+function tfPad(p: Padding): 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]] {
+  return p === 'valid' || p === 'same' ? p : [[0, 0], p[0], p[1], [0, 0]];
+}
+
+/**
+ * Convolution with groups: groups = 1 is tf.conv2d; groups = input channels (depthwise, the
+ * kernel [kh, kw, 1, cin * mult] is tfjs's depthwise [kh, kw, cin, mult] with the same bytes);
+ * anything between runs each group on its slice of channels and concatenates.
+ */
+function conv2d(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number], groups: number): tf.Tensor {
+  if (groups === 1) return tf.conv2d(x, k, strides, tfPad(pad), 'NHWC', dil);
+  const cin = x.shape[3];
+  const [kh, kw, cg, cout] = k.shape;
+  if (groups === cin) return tf.depthwiseConv2d(x, tf.reshape(k, [kh, kw, cin, cout / cin]) as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  const og = cout / groups;
+  const parts = Array.from({ length: groups }, (_, g) => tf.conv2d(tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]),
+    tf.slice(k, [0, 0, 0, g * og], [-1, -1, -1, og]), strides, tfPad(pad), 'NHWC', dil));
+  return tf.concat(parts, 3);
+}
+
 export class Executor {
   readonly graph: Graph;
   private readonly params = new Map<number, tf.Tensor[]>();
@@ -149,12 +170,16 @@ export class Executor {
         return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), s.units]);
       }
       case 'conv2d': {
-        let y: tf.Tensor = tf.conv2d(x as tf.Tensor4D, p[0] as tf.Tensor4D, s.strides, s.padding, 'NHWC', s.dilation);
+        let y = conv2d(x as tf.Tensor4D, p[0] as tf.Tensor4D, s.strides, s.padding, s.dilation, s.groups ?? 1);
         if (p[1]) y = tf.add(y, p[1]);
         return y;
       }
-      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding);
-      case 'maxpool': return opts.poolAsAvg ? tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding) : tf.maxPool(x as tf.Tensor4D, s.pool, s.strides, s.padding);
+      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same');
+      case 'maxpool': return opts.poolAsAvg ? tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same') : tf.maxPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same');
+      case 'transpose': return tf.transpose(x, [0, ...s.perm.map((a) => a + 1)]);
+      case 'pad': return tf.pad(x, [[0, 0], ...s.pads], s.value);
+      case 'slice': return tf.stridedSlice(x, [0, ...s.begin], [x.shape[0], ...s.end], [1, ...s.step]);
+      case 'concat': return tf.concat(ins, s.axis + 1);
       case 'globalavgpool': return tf.mean(x, [1, 2]);
       case 'flatten': return tf.reshape(x, [x.shape[0], -1]);
       case 'reshape': return tf.reshape(x, [x.shape[0], ...s.target]);

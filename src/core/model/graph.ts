@@ -1,20 +1,24 @@
 /**
- * he-approx's own model IR. A loaded TensorFlow.js layers model becomes a list of nodes in
- * topological order, with every non-polynomial activation split into its own `activation` node
- * (a Dense/Conv2D with `activation: 'relu'` becomes a linear node followed by an activation
- * node), so that the data reaching each activation can be captured and each activation can be
- * replaced by a polynomial. Plain data: the executor, the profiler, the exporter and the HE
- * compiler all read the same graph.
+ * he-approx's own model IR. Every model format (TensorFlow.js layers, Keras .h5/.keras, ONNX; see
+ * formats/) becomes a list of nodes in topological order, channels last, with every
+ * non-polynomial activation in its own `activation` node (a Dense/Conv2D with `activation:
+ * 'relu'` becomes a linear node followed by an activation node; ONNX's Erf-based GELU or
+ * x*Sigmoid(x) becomes one activation node), so that the data reaching each activation can be
+ * captured and each activation can be replaced by a polynomial. Plain data: the executor, the
+ * profiler, the exporters and the HE compiler all read the same graph and none of them knows
+ * which format it came from.
  */
 import { ActivationSpec } from '../numerics/activations';
 
-export type Padding = 'valid' | 'same';
+/** 'same' as TensorFlow computes it, or explicit [[top, bottom], [left, right]] (ONNX pads). */
+export type Padding = 'valid' | 'same' | [[number, number], [number, number]];
 
 export type Op =
   | { op: 'input' }
   | { op: 'dense'; units: number; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array | null }
+  /** Kernel [kh, kw, cin / groups, filters]; groups > 1 is a grouped (groups = cin: depthwise) convolution. */
   | { op: 'conv2d'; filters: number; kernel: Float32Array; kernelShape: [number, number, number, number];
-      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number] }
+      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number]; groups?: number }
   | { op: 'avgpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'maxpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'globalavgpool' }
@@ -24,6 +28,14 @@ export type Op =
   | { op: 'batchnorm'; scale: Float32Array; shift: Float32Array }
   | { op: 'add' }
   | { op: 'identity' }
+  /** Per-sample axes: output axis i is input axis perm[i]. */
+  | { op: 'transpose'; perm: number[] }
+  /** Constant padding of each per-sample axis by [before, after]. */
+  | { op: 'pad'; pads: [number, number][]; value: number }
+  /** Strided slice of each per-sample axis: begin (inclusive), end (exclusive), positive step. */
+  | { op: 'slice'; begin: number[]; end: number[]; step: number[] }
+  /** Concatenation along a per-sample axis. */
+  | { op: 'concat'; axis: number }
   | { op: 'activation'; act: ActivationSpec }
   | { op: 'softmax' };
 
@@ -54,6 +66,12 @@ export interface Graph {
   notes: string[];
   /** True if the final softmax was dropped: outputs are logits. */
   droppedFinalSoftmax: boolean;
+  /**
+   * How the model itself lays out its input, when that differs from `inputShape` (an ONNX
+   * model's NCHW): its per-sample shape, and perm with inputShape[i] = modelShape[perm[i]].
+   * Data files may come in either layout; flat rows are read in the model's own order.
+   */
+  inputLayout?: { name: string; modelShape: number[]; perm: number[] };
 }
 
 export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);

@@ -1,0 +1,273 @@
+/**
+ * The Keras layer topology (class_name + config, as Keras and TensorFlow.js write it) into the
+ * he-approx graph: shared by the TensorFlow.js model.json reader (tfjs.ts) and the Keras .h5 /
+ * .keras reader (keras.ts). Sequential and functional models with one input and one output;
+ * Keras 2 and Keras 3 inbound-node forms; weights looked up by layer and parameter name.
+ */
+import { UserError } from '../../errors';
+import { parseActivationName } from '../../numerics/activations';
+import { Graph, GraphNode, Op, Padding, size } from '../graph';
+import { finishGraph, outDim } from '../passes';
+import { NamedWeight } from '../weights';
+
+export interface KerasTopology { class_name: string; config: any }
+
+type Cfg = Record<string, any>;
+interface LayerEntry { className: string; name: string; config: Cfg; inbound: string[] }
+
+export const SUPPORTED_LAYERS = ['InputLayer', 'Dense', 'Conv2D', 'DepthwiseConv2D', 'AveragePooling2D', 'MaxPooling2D',
+  'GlobalAveragePooling2D', 'Flatten', 'Reshape', 'ZeroPadding2D', 'BatchNormalization', 'Add', 'Activation', 'ReLU',
+  'LeakyReLU', 'ELU', 'Softmax', 'Dropout'];
+
+const ALIASES: Record<string, string> = {
+  Convolution2D: 'Conv2D', AvgPool2D: 'AveragePooling2D', AveragePooling2D: 'AveragePooling2D',
+  MaxPool2D: 'MaxPooling2D', GlobalAvgPool2D: 'GlobalAveragePooling2D', SpatialDropout2D: 'Dropout',
+  GaussianNoise: 'Dropout', GaussianDropout: 'Dropout', AlphaDropout: 'Dropout',
+};
+
+function pair(v: unknown, dflt: number): [number, number] {
+  if (v === undefined || v === null) return [dflt, dflt];
+  if (typeof v === 'number') return [v, v];
+  const a = v as number[];
+  return [a[0], a[1] ?? a[0]];
+}
+
+function fail(model: string, msg: string, fix: string, code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED'): never {
+  throw new UserError(code, `${model}: ${msg}`, fix);
+}
+
+/** Parses Keras 2 (`[[name, node, tensor, kwargs], ...]`) and Keras 3 (`{args: [...]}`) inbound nodes. */
+function parseInbound(raw: unknown, model: string, layer: string): string[] {
+  if (!Array.isArray(raw) || raw.length === 0) return [];
+  if (raw.length > 1) fail(model, `layer '${layer}' is called more than once (shared layer)`, 'give each call its own layer; shared layers are not supported');
+  const node = raw[0];
+  const refs: string[] = [];
+  const visit = (x: any) => {
+    if (Array.isArray(x) && typeof x[0] === 'string') {
+      if ((x[1] ?? 0) !== 0 || (x[2] ?? 0) !== 0) fail(model, `layer '${layer}' reads output ${x[1]}/${x[2]} of '${x[0]}'`, 'use single-output layers without sharing');
+      refs.push(x[0]);
+    } else if (x && typeof x === 'object' && x.class_name === '__keras_tensor__') {
+      refs.push(x.config.keras_history[0]);
+    } else if (Array.isArray(x)) x.forEach(visit);
+    else if (x && typeof x === 'object' && Array.isArray(x.args)) x.args.forEach(visit);
+  };
+  visit(node);
+  return refs;
+}
+
+function layerEntries(model: string, topology: KerasTopology): { entries: LayerEntry[]; inputName: string; outputName: string } {
+  const cls = topology.class_name;
+  if (cls === 'Sequential') {
+    const raw: Cfg[] = Array.isArray(topology.config) ? topology.config : topology.config.layers;
+    if (!Array.isArray(raw) || raw.length === 0) fail(model, 'Sequential model has no layers', 'save a model with at least one layer', 'MODEL_UNREADABLE');
+    const entries: LayerEntry[] = [];
+    let prev: string | null = null;
+    for (const l of raw) {
+      const name = l.config?.name ?? l.name;
+      if (prev === null && l.class_name !== 'InputLayer') {
+        const shape = l.config.batch_input_shape ?? l.config.batch_shape;
+        if (!shape) fail(model, `first layer '${name}' has no batch_input_shape`, 'build the model with an inputShape on its first layer');
+        entries.push({ className: 'InputLayer', name: '__input__', config: { batch_input_shape: shape }, inbound: [] });
+        prev = '__input__';
+      }
+      entries.push({ className: l.class_name, name, config: l.config, inbound: prev === null ? [] : [prev] });
+      prev = name;
+    }
+    return { entries, inputName: entries[0].name, outputName: prev! };
+  }
+  if (cls === 'Model' || cls === 'Functional') {
+    const c = topology.config;
+    const ins = c.input_layers as unknown[];
+    const outs = c.output_layers as unknown[];
+    const flat = (x: unknown): string[] => (Array.isArray(x) && typeof x[0] === 'string' ? [x[0]] : Array.isArray(x) ? x.flatMap(flat) : []);
+    const inNames = flat(ins);
+    const outNames = flat(outs);
+    if (inNames.length !== 1 || outNames.length !== 1) {
+      fail(model, `functional model has ${inNames.length} inputs and ${outNames.length} outputs`, 'he-approx supports models with one input and one output');
+    }
+    const entries = (c.layers as Cfg[]).map((l) => ({ className: l.class_name, name: l.name ?? l.config.name, config: l.config,
+      inbound: parseInbound(l.inbound_nodes, model, l.name ?? l.config.name) }));
+    return { entries, inputName: inNames[0], outputName: outNames[0] };
+  }
+  fail(model, `model class '${cls}' is not supported`, 'save a Sequential or functional (tf.model) layers model');
+}
+
+/** Builds the graph of a Keras topology; `model` names the file in messages. */
+export function kerasGraph(model: string, topology: KerasTopology, weights: NamedWeight[]): Graph {
+  const { entries, inputName, outputName } = layerEntries(model, topology);
+  const byName = new Map(entries.map((e) => [e.name, e]));
+  const used = new Set<string>();
+  const getW = (layer: string, param: string, shape: number[]): Float32Array => {
+    const w = weights.find((x) => {
+      const seg = x.name.split('/');
+      return seg.length >= 2 && seg[seg.length - 2] === layer && seg[seg.length - 1].replace(/:\d+$/, '') === param;
+    });
+    if (!w) {
+      throw new UserError('WEIGHTS_MISSING', `${model}: layer '${layer}' needs weight '${layer}/${param}' but the weights manifest has none`,
+        're-export the model so that model.json and its weight shards match');
+    }
+    if (w.shape.length !== shape.length || w.shape.some((v, i) => shape[i] !== -1 && v !== shape[i])) {
+      throw new UserError('WEIGHTS_MISMATCH', `${model}: weight '${w.name}' has shape [${w.shape}] but layer '${layer}' needs [${shape.map((v) => (v < 0 ? '?' : v))}]`,
+        're-export the model so that model.json and its weight shards match');
+    }
+    used.add(w.name);
+    return w.data;
+  };
+  const nodes: GraphNode[] = [];
+  const idOf = new Map<string, number>();
+  const notes: string[] = [];
+  const visiting = new Set<string>();
+  const add = (n: Omit<GraphNode, 'id'>): number => { nodes.push({ ...n, id: nodes.length }); return nodes.length - 1; };
+
+  const build = (name: string): number => {
+    const done = idOf.get(name);
+    if (done !== undefined) return done;
+    const e = byName.get(name);
+    if (!e) fail(model, `a layer reads from '${name}', which does not exist`, 're-export the model; its topology is inconsistent', 'MODEL_UNREADABLE');
+    if (visiting.has(name)) fail(model, `cycle through layer '${name}'`, 're-export the model; its topology is inconsistent', 'MODEL_UNREADABLE');
+    visiting.add(name);
+    const ins = e.inbound.map(build);
+    visiting.delete(name);
+    const id = convertLayer(model, e, ins, nodes, add, getW, notes);
+    idOf.set(name, id);
+    return id;
+  };
+  if (byName.get(inputName)?.className !== 'InputLayer') fail(model, `input '${inputName}' is not an InputLayer`, 're-export the model', 'MODEL_UNREADABLE');
+  const inputId = build(inputName);
+  const output = build(outputName);
+  const unusedWeights = weights.filter((w) => !used.has(w.name)).map((w) => w.name);
+  if (unusedWeights.length) notes.push(`Weights not used by any supported layer: ${unusedWeights.join(', ')}`);
+  return finishGraph(topology.config?.name ?? model, nodes, inputId, output, notes);
+}
+
+function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphNode[],
+  add: (n: Omit<GraphNode, 'id'>) => number,
+  getW: (layer: string, param: string, shape: number[]) => Float32Array, notes: string[]): number {
+  const cls = ALIASES[e.className] ?? e.className;
+  const c = e.config ?? {};
+  const where = `layer '${e.name}' (${e.className})`;
+  const inShape = ins.length ? nodes[ins[0]].shape : [];
+  const node = (spec: Op, shape: number[], name = e.name, inputs = ins) => add({ name, layer: e.name, className: e.className, inputs, shape, spec });
+  if (c.data_format === 'channels_first') fail(model, `${where} uses channels_first`, 'save the model with data_format channels_last (the tfjs default)');
+  const withActivation = (id: number): number => {
+    const a = c.activation ? parseActivationName(String(c.activation), `${model}: ${where}`) : 'linear';
+    if (a === 'linear') return id;
+    const shape = nodes[id].shape;
+    if (a === 'softmax') return node({ op: 'softmax' }, shape, `${e.name}/softmax`, [id]);
+    return node({ op: 'activation', act: a }, shape, `${e.name}/activation`, [id]);
+  };
+  const needRank = (r: number) => {
+    if (inShape.length !== r) fail(model, `${where} expects rank-${r + 1} input (with batch) but gets shape [${inShape}]`, 'check the layer order of the model');
+  };
+  switch (cls) {
+    case 'InputLayer': {
+      const shape = (c.batch_input_shape ?? c.batch_shape ?? c.batchInputShape) as (number | null)[] | undefined;
+      if (!shape || shape.slice(1).some((v) => v === null || v === undefined)) {
+        fail(model, `input '${e.name}' has no fixed per-sample shape (${JSON.stringify(shape)})`, 'build the model with a fully specified inputShape');
+      }
+      return node({ op: 'input' }, (shape as number[]).slice(1));
+    }
+    case 'Dense': {
+      const inDim = inShape[inShape.length - 1];
+      const kernel = getW(e.name, 'kernel', [inDim, c.units]);
+      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [c.units]);
+      return withActivation(node({ op: 'dense', units: c.units, kernel, kernelShape: [inDim, c.units], bias }, [...inShape.slice(0, -1), c.units]));
+    }
+    case 'Conv2D': {
+      needRank(3);
+      const [kh, kw] = pair(c.kernel_size, 1);
+      const strides = pair(c.strides, 1);
+      const dilation = pair(c.dilation_rate, 1);
+      const padding: Padding = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
+        : fail(model, `${where} has padding '${c.padding}'`, "use padding 'valid' or 'same'");
+      if ((c.groups ?? 1) !== 1) fail(model, `${where} uses grouped convolution`, 'use groups=1');
+      const cin = inShape[2];
+      const kernel = getW(e.name, 'kernel', [kh, kw, cin, c.filters]);
+      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [c.filters]);
+      const shape = [outDim(inShape[0], kh, strides[0], padding as 'valid' | 'same', dilation[0]), outDim(inShape[1], kw, strides[1], padding as 'valid' | 'same', dilation[1]), c.filters];
+      return withActivation(node({ op: 'conv2d', filters: c.filters, kernel, kernelShape: [kh, kw, cin, c.filters], bias, strides, padding, dilation }, shape));
+    }
+    case 'DepthwiseConv2D': {
+      needRank(3);
+      const [kh, kw] = pair(c.kernel_size, 1);
+      const strides = pair(c.strides, 1);
+      const dilation = pair(c.dilation_rate, 1);
+      const padding: Padding = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
+        : fail(model, `${where} has padding '${c.padding}'`, "use padding 'valid' or 'same'");
+      const cin = inShape[2];
+      const mult = c.depth_multiplier ?? 1;
+      // [kh, kw, cin, mult] row-major is [kh, kw, 1, cin * mult] with output channel c * mult + m:
+      // the grouped-convolution kernel with groups = cin, same bytes.
+      const kernel = getW(e.name, 'depthwise_kernel', [kh, kw, cin, mult]);
+      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [cin * mult]);
+      const shape = [outDim(inShape[0], kh, strides[0], padding as 'valid' | 'same', dilation[0]), outDim(inShape[1], kw, strides[1], padding as 'valid' | 'same', dilation[1]), cin * mult];
+      return withActivation(node({ op: 'conv2d', filters: cin * mult, kernel, kernelShape: [kh, kw, 1, cin * mult], bias, strides, padding, dilation, groups: cin }, shape));
+    }
+    case 'ZeroPadding2D': {
+      needRank(3);
+      const p = c.padding ?? 1;
+      const [[t, b], [l, r]]: [number, number][] = typeof p === 'number' ? [[p, p], [p, p]]
+        : typeof p[0] === 'number' ? [[p[0], p[0]], [p[1], p[1]]] : [pair(p[0], 0), pair(p[1], 0)];
+      return node({ op: 'pad', pads: [[t, b], [l, r], [0, 0]], value: 0 }, [inShape[0] + t + b, inShape[1] + l + r, inShape[2]]);
+    }
+    case 'AveragePooling2D':
+    case 'MaxPooling2D': {
+      needRank(3);
+      const pool = pair(c.pool_size, 2);
+      const strides = c.strides ? pair(c.strides, 1) : pool;
+      const padding: Padding = c.padding === 'same' ? 'same' : 'valid';
+      const shape = [outDim(inShape[0], pool[0], strides[0], padding as 'valid' | 'same'), outDim(inShape[1], pool[1], strides[1], padding as 'valid' | 'same'), inShape[2]];
+      if (cls === 'MaxPooling2D') {
+        notes.push(`Layer '${e.name}' is MaxPooling2D, which CKKS cannot evaluate (max is not a polynomial); he-approx measures the drop when it is replaced by average pooling.`);
+      }
+      return node({ op: cls === 'MaxPooling2D' ? 'maxpool' : 'avgpool', pool, strides, padding }, shape);
+    }
+    case 'GlobalAveragePooling2D': needRank(3); return node({ op: 'globalavgpool' }, [inShape[2]]);
+    case 'Flatten': return node({ op: 'flatten' }, [size(inShape)]);
+    case 'Reshape': {
+      const t = (c.target_shape as number[]).slice();
+      const known = t.filter((v) => v > 0).reduce((a, b) => a * b, 1);
+      const target = t.map((v) => (v > 0 ? v : size(inShape) / known));
+      if (size(target) !== size(inShape)) fail(model, `${where} reshapes [${inShape}] to [${t}]`, 'fix the target shape');
+      return node({ op: 'reshape', target }, target);
+    }
+    case 'BatchNormalization': {
+      const axis = Array.isArray(c.axis) ? c.axis[0] : c.axis ?? -1;
+      if (axis !== -1 && axis !== inShape.length) fail(model, `${where} normalises axis ${axis}`, 'normalise the last (channels) axis');
+      const ch = inShape[inShape.length - 1];
+      const eps = c.epsilon ?? 1e-3;
+      const gamma = c.scale === false ? new Float32Array(ch).fill(1) : getW(e.name, 'gamma', [ch]);
+      const beta = c.center === false ? new Float32Array(ch) : getW(e.name, 'beta', [ch]);
+      const mean = getW(e.name, 'moving_mean', [ch]);
+      const variance = getW(e.name, 'moving_variance', [ch]);
+      const scale = new Float32Array(ch);
+      const shift = new Float32Array(ch);
+      for (let i = 0; i < ch; i++) { scale[i] = gamma[i] / Math.sqrt(variance[i] + eps); shift[i] = beta[i] - mean[i] * scale[i]; }
+      return node({ op: 'batchnorm', scale, shift }, inShape);
+    }
+    case 'Add': {
+      if (ins.length < 2) fail(model, `${where} has ${ins.length} input`, 'an Add layer needs at least two inputs');
+      for (const i of ins) if (nodes[i].shape.join() !== inShape.join()) fail(model, `${where} adds shapes [${inShape}] and [${nodes[i].shape}]`, 'add tensors of equal shape');
+      return node({ op: 'add' }, inShape);
+    }
+    case 'Dropout': return node({ op: 'identity' }, inShape);
+    case 'Activation': {
+      const a = parseActivationName(String(c.activation), `${model}: ${where}`);
+      if (a === 'linear') return node({ op: 'identity' }, inShape);
+      if (a === 'softmax') return node({ op: 'softmax' }, inShape);
+      return node({ op: 'activation', act: a }, inShape);
+    }
+    case 'ReLU': {
+      if (c.threshold) fail(model, `${where} has threshold ${c.threshold}`, 'use a ReLU without threshold');
+      if (c.negative_slope) return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.negative_slope } }, inShape);
+      const mv = c.max_value ?? c.maxValue;
+      return node({ op: 'activation', act: mv === null || mv === undefined ? { kind: 'relu' } : mv === 6 ? { kind: 'relu6' } : { kind: 'relu', maxValue: mv } }, inShape);
+    }
+    case 'LeakyReLU': return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.alpha ?? c.negative_slope ?? 0.3 } }, inShape);
+    case 'ELU': return node({ op: 'activation', act: { kind: 'elu', alpha: c.alpha ?? 1 } }, inShape);
+    case 'Softmax': return node({ op: 'softmax' }, inShape);
+    default:
+      throw new UserError('LAYER_UNKNOWN', `${model}: ${where} is not supported`,
+        `he-approx supports ${SUPPORTED_LAYERS.join(', ')}; replace or remove '${e.name}'`);
+  }
+}
