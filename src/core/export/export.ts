@@ -105,7 +105,8 @@ function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; wei
   const topology = approximatedTopology(model, report);
   const layers: Cfg[] = Array.isArray(topology.config) ? topology.config : topology.config.layers ?? [];
   for (const l of layers) for (const key of TRAINING_ONLY) if (l.config && key in l.config) l.config[key] = null;
-  const weightSpecs = k.weights.map((w) => ({ name: w.name, shape: w.shape, dtype: 'float32' }));
+  // Keras files name weights 'layer/kernel:0'; tfjs matches 'layer/kernel'.
+  const weightSpecs = k.weights.map((w) => ({ name: w.name.replace(/:\d+$/, ''), shape: w.shape, dtype: 'float32' }));
   const all = new Float32Array(k.weights.reduce((s, w) => s + w.data.length, 0));
   let off = 0;
   for (const w of k.weights) { all.set(w.data, off); off += w.data.length; }

@@ -97,7 +97,10 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
     if (r) nodes.push(...r.nodes);
     if (!removed.has(i)) nodes.push(n);
   });
-  g.node = nodes;
+  // Constants only the replaced nodes read (GELU's sqrt 2, ...) go too, so runtimes do not warn.
+  const read = new Set(nodes.flatMap((n) => n.input).concat(g.output.map((o) => o.name)));
+  g.node = nodes.filter((n) => n.op_type !== 'Constant' || n.output.some((o) => read.has(o)));
+  g.initializer = g.initializer.filter((t) => read.has(t.name ?? ''));
   m.producer_name = 'he-approx';
   m.producer_version = report.tool.version;
   m.doc_string = `Approximated by he-approx ${report.tool.version}: every activation replaced by its Chebyshev polynomial (see coefficients.json). Original producer: ${src.model.producer_name ?? '?'} ${src.model.producer_version ?? ''}`.trim();

@@ -24,11 +24,24 @@ type H5 = any;
 const importEsm = new Function('s', 'return import(s)') as (s: string) => Promise<any>;
 let h5wasm: Promise<H5> | null = null;
 async function h5(): Promise<H5> {
-  h5wasm ??= importEsm('h5wasm/node').then(async (m) => { const lib = m.default ?? m; await lib.ready; return lib; });
+  h5wasm ??= importEsm('h5wasm/node').then(async (m) => {
+    const lib = m.default ?? m;
+    const mod = await lib.ready;
+    // HDF5 errors become exceptions instead of diagnostics printed to stderr.
+    mod.activate_throwing_error_handler?.();
+    return lib;
+  });
   return h5wasm;
 }
 
 const HDF5_MAGIC = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/** The innermost cause in an HDF5 error stack ("truncated file: eof = ..."), on one line. */
+function hdf5Cause(e: unknown): string {
+  const lines = String((e as Error)?.message ?? e).split('\n');
+  const causes = lines.map((l) => /\(\): (.+)$/.exec(l.trim())?.[1]).filter((x): x is string => !!x);
+  return (causes[causes.length - 1] ?? lines.find((l) => l.trim() && !/^HDF5-DIAG/.test(l)) ?? 'unknown error').trim().slice(0, 160);
+}
 
 function unreadable(base: string, why: string, fix: string): never {
   throw new UserError('MODEL_UNREADABLE', `${base}: ${why}`, fix);
@@ -43,7 +56,7 @@ async function openHdf5(file: string, base: string, what: string): Promise<H5> {
   const lib = await h5();
   let f: H5;
   try { f = new lib.File(file, 'r'); } catch (e) {
-    unreadable(base, `${what} cannot be opened as HDF5 (${(e as Error).message})`, 'the file is truncated or damaged; save the model again');
+    unreadable(base, `${what} cannot be opened as HDF5 (${hdf5Cause(e)})`, 'the file is truncated or damaged; save the model again');
   }
   return f;
 }
@@ -62,7 +75,7 @@ function dataset(f: H5, p: string, base: string): { shape: number[]; data: Float
   }
   let v: any;
   try { v = d.value; } catch (e) {
-    throw new UserError('WEIGHTS_MISMATCH', `${base}: weight '${p}' cannot be read (${(e as Error).message})`, 'the file is truncated or damaged; save the model again');
+    throw new UserError('WEIGHTS_MISMATCH', `${base}: weight '${p}' cannot be read (${hdf5Cause(e)})`, 'the file is truncated or damaged; save the model again');
   }
   const shape = (d.shape as number[]).map(Number);
   const data = v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>, Number);
@@ -156,7 +169,15 @@ async function loadKeras3(file: string, base: string): Promise<{ topology: Keras
 
 export async function loadKeras(file: string, format: 'keras-h5' | 'keras'): Promise<LoadedModel> {
   const base = path.basename(file);
-  const { topology, weights, version } = format === 'keras' ? await loadKeras3(file, base) : await loadH5(file, base);
+  let read: Awaited<ReturnType<typeof loadH5>>;
+  try {
+    read = format === 'keras' ? await loadKeras3(file, base) : await loadH5(file, base);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    // The HDF5 library's own errors (a truncated or damaged file) carry no more than this.
+    unreadable(base, `cannot be read as a Keras file (${hdf5Cause(e)})`, 'the file is truncated or damaged; save the model again with model.save()');
+  }
+  const { topology, weights, version } = read;
   const graph = kerasGraph(base, topology, weights);
   // What tensorflowjs_converter would write, so that the tfjs exporter treats it like a converted model.
   const modelTopology = { keras_version: version, backend: 'tensorflow', model_config: topology };
