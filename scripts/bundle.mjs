@@ -1,7 +1,7 @@
 // Bundles the extension host, the analysis worker and the webview with esbuild, and copies the
 // tfjs wasm binaries beside them (the VSIX ships bundle/ only; see .vscodeignore).
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
@@ -29,6 +29,11 @@ await Promise.all([
 const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
 mkdirSync(join(out, 'wasm'), { recursive: true });
 for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join(out, 'wasm', f));
+// h5wasm (Keras .h5/.keras) ships as ES modules with its wasm inlined; the worker imports them from here.
+const h5Dir = join('node_modules', 'h5wasm', 'dist', 'node');
+mkdirSync(join(out, 'h5wasm'), { recursive: true });
+for (const f of ['hdf5_hl.js', 'hdf5_util.js']) copyFileSync(join(h5Dir, f), join(out, 'h5wasm', f));
+writeFileSync(join(out, 'h5wasm', 'package.json'), '{ "type": "module" }\n');
 for (const f of readdirSync(out, { recursive: true })) {
   const p = join(out, f);
   if (statSync(p).isFile()) console.log(`${p.padEnd(48)} ${(statSync(p).size / 1024).toFixed(0).padStart(6)} KB`);

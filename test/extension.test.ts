@@ -228,3 +228,31 @@ test('export runs in the worker and never overwrites without force', async () =>
     (e: unknown) => e instanceof JobFailed && e.code === 'OUTPUT_EXISTS');
   await runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: true }, () => undefined).result;
 });
+
+test('binary model view: the ONNX example\'s layers, its activations with degree, depth and drop, escaped, under a strict CSP', async () => {
+  const { loadModel } = await import('../src/core/model/load');
+  const { summarizeModel } = await import('../src/core/model/summary');
+  const { modelViewHtml, modelViewRows } = await import('../src/extension/modelView');
+  const file = path.join(ROOT, 'examples', 'pytorch-cnn', 'model.onnx');
+  const summary = summarizeModel(await loadModel(file));
+  assert.equal(summary.format, 'onnx');
+  assert.deepEqual(summary.input, { shape: [1, 28, 28], layout: 'NCHW' });
+  const before = modelViewRows(summary, null);
+  assert.deepEqual(before.filter((r) => r.activation).map((r) => r.activation), ['relu', 'swish', 'gelu']);
+  assert.ok(before.every((r) => r.degree === ''));
+  const report = await analyze({ model: file, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 300, heldout: 300, degrees: [3, 7], tune: false });
+  const rows = modelViewRows(summary, report);
+  for (const l of report.layers) {
+    const row = rows.find((r) => r.node === l.name)!;
+    assert.equal(row.degree, String(l.chosen.degree));
+    assert.equal(row.depth, String(l.chosen.depth));
+  }
+  const html = modelViewHtml({ fileName: 'a<b>.onnx', summary, error: null, report, stale: true, nonce: 'n0nce', cspSource: 'vscode-resource:' });
+  assert.match(html, /default-src 'none'; style-src vscode-resource: 'nonce-n0nce'; script-src 'nonce-n0nce';/);
+  assert.match(html, /a&lt;b&gt;\.onnx/);
+  assert.match(html, /stale/);
+  assert.match(html, new RegExp(`data-node="${report.layers[0].name.replace(/[/.]/g, (c) => '\\' + c)}"`));
+  assert.doesNotMatch(html, /<script(?! nonce="n0nce")/, 'every script carries the nonce');
+  const err = modelViewHtml({ fileName: 'x.onnx', summary: null, error: { message: 'x.onnx is not a readable ONNX model', fix: 'export again' }, report: null, stale: false, nonce: 'n', cspSource: 'c' });
+  assert.match(err, /not a readable ONNX model\.<\/p><p><b>Fix:<\/b> export again/);
+});

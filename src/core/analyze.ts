@@ -115,6 +115,9 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const tune = o.tune ?? true;
   const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight;
   if (!(labelWeight >= 0 && labelWeight <= 1)) throw new UserError('OPTION_INVALID', `tuning label weight must be in [0, 1], got ${labelWeight}`, 'pass --tune-labels between 0 (match the original model only) and 1 (labels only)');
+  if (typeof o.scale === 'number' && !(o.scale > 0 && Number.isFinite(o.scale))) {
+    throw new UserError('OPTION_INVALID', `input scale must be 'auto', 'none' or a positive number, got ${o.scale}`, 'pass --input-scale auto, none or a positive divisor (setting heApprox.inputScale)');
+  }
   const costs = o.costs ?? cachedSealCosts(ringSize) ?? publishedCosts(ringSize);
   const stages: Stage[] = [
     { name: 'profile', weight: 10 }, { name: 'cache', weight: 10 }, { name: 'fit', weight: 5 }, { name: 'sensitivity', weight: 45 },

@@ -12,6 +12,7 @@ import type { AnalyzeOptions } from '../core/analyze';
 import type { WrittenFiles } from '../core/export/export';
 import type { EncryptedLayerReport, EncryptedTestOptions } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
+import type { ModelSummary } from '../core/model/summary';
 import type { Report } from '../core/report';
 
 type NoHooks<T> = Omit<T, 'signal' | 'onProgress'>;
@@ -19,12 +20,15 @@ type NoHooks<T> = Omit<T, 'signal' | 'onProgress'>;
 export type Job =
   | { kind: 'analyze'; options: NoHooks<AnalyzeOptions> }
   | { kind: 'encrypted'; mode: 'model' | 'layer'; options: NoHooks<EncryptedTestOptions> }
-  | { kind: 'export'; dir: string; model: string; report: Report; force: boolean };
+  | { kind: 'export'; dir: string; model: string; report: Report; force: boolean }
+  /** Reads a model file into a summary of its graph (the binary-model view lists it). */
+  | { kind: 'summary'; model: string };
 
 export type JobResult<J extends Job> =
   J extends { kind: 'analyze' } ? Report
     : J extends { kind: 'encrypted' } ? EncryptedModelReport | EncryptedLayerReport
-      : WrittenFiles;
+      : J extends { kind: 'summary' } ? ModelSummary
+        : WrittenFiles;
 
 export interface WorkerInit { job: Job; wasmDir: string | null }
 

@@ -17,6 +17,9 @@ import { findDataNear } from './dataFiles';
 import { LayerRanges, TextRange, findLayerRanges, offsetToPosition } from './layerRanges';
 import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } from './reportView';
 import { PanelProvider } from './panel';
+import { ModelViewMessage, modelViewHtml } from './modelView';
+import type { ModelSummary } from '../core/model/summary';
+import type { InputScale } from '../core/data/read';
 
 interface ModelState {
   uri: vscode.Uri;
@@ -31,7 +34,9 @@ interface ModelState {
 
 type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown> };
 
-const MODEL_GLOB = '**/model.json';
+/** Every model file he-approx opens (core/model/load.ts MODEL_PATTERNS). */
+const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
+const BINARY_MODEL = /\.(onnx|h5|hdf5|keras)$/i;
 const EXCLUDE = '**/node_modules/**';
 
 export function activate(context: vscode.ExtensionContext): void {
@@ -55,6 +60,8 @@ class HeApprox implements vscode.Disposable {
   /** engineId of the bundled worker, read once (cache keys; see cache.ts). */
   private engine: string | undefined;
   private debounce: NodeJS.Timeout | null = null;
+  /** Open views of binary model files, by model URI. */
+  private readonly modelViews = new Map<string, { panel: vscode.WebviewPanel; summary: ModelSummary | null; error: { message: string; fix: string } | null }>();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     const storage = context.storageUri ?? context.globalStorageUri;
@@ -73,6 +80,10 @@ class HeApprox implements vscode.Disposable {
     this.disposables.push(
       this.log, this.diagnostics, this.status, this.lensChanged,
       vscode.window.registerWebviewViewProvider(PanelProvider.viewId, this.panel),
+      vscode.window.registerCustomEditorProvider('heApprox.modelView', {
+        openCustomDocument: (uri) => ({ uri, dispose: () => undefined }),
+        resolveCustomEditor: (doc, panel) => this.openModelView(doc.uri, panel),
+      }, { supportsMultipleEditorsPerDocument: false }),
       cmd('heApprox.analyzeModel', (uri?: vscode.Uri) => this.analyzeCommand(uri)),
       cmd('heApprox.showPanel', (node?: string) => this.showPanel(node)),
       cmd('heApprox.runEncryptedTest', (uri?: vscode.Uri) => this.encryptedCommand(uri)),
@@ -116,8 +127,13 @@ class HeApprox implements vscode.Disposable {
   private analyzeOptions(model: string, data: string, labels: string | null) {
     const c = this.config();
     const positive = (k: string) => { const v = c.get<number>(k, 0); return v && v > 0 ? v : undefined; };
+    const scale = c.get<string>('inputScale', 'auto');
+    const mean = c.get<number[]>('inputMean', []);
+    const std = c.get<number[]>('inputStd', []);
     return {
       model, data, labels,
+      scale: (scale === 'auto' || scale === 'none' ? scale : Number(scale)) as InputScale,
+      normalize: mean.length || std.length ? { mean: mean.length ? mean : [0], std: std.length ? std : [1] } : null,
       budget: c.get<number>('accuracyBudget', 1.0),
       levelBudget: positive('levelBudget'),
       calib: positive('calibrationSamples'),
@@ -142,9 +158,11 @@ class HeApprox implements vscode.Disposable {
     if (uri instanceof vscode.Uri) return uri;
     const active = vscode.window.activeTextEditor?.document;
     if (active && isModelDocument(active)) return active.uri;
+    const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+    if (tab instanceof vscode.TabInputCustom && tab.viewType === 'heApprox.modelView') return tab.uri;
     const found = await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 200);
     if (found.length === 0) {
-      void vscode.window.showErrorMessage('HE Approx: no TensorFlow.js model.json in this workspace. Open a folder that contains a model.json (with its weight files), then run Analyze Model again.');
+      void vscode.window.showErrorMessage('HE Approx: no model in this workspace. Open a folder that contains a TensorFlow.js model.json (with its weight files), an .onnx, .h5 or .keras file, then run Analyze Model again.');
       return null;
     }
     if (found.length === 1) return found[0];
@@ -414,6 +432,42 @@ class HeApprox implements vscode.Disposable {
     this.lensChanged.fire();
     this.setStatus('done');
     this.refreshPanel();
+    this.renderModelView(uri);
+  }
+
+  // ---- binary model files (.onnx, .h5, .keras): a read-only view of the layers ----------------
+
+  private openModelView(uri: vscode.Uri, panel: vscode.WebviewPanel): void {
+    const key = uri.toString();
+    panel.webview.options = { enableScripts: true, localResourceRoots: [] };
+    this.modelViews.set(key, { panel, summary: null, error: null });
+    panel.onDidDispose(() => this.modelViews.delete(key));
+    panel.webview.onDidReceiveMessage((m: ModelViewMessage) => {
+      if (m.type === 'analyze') void vscode.commands.executeCommand('heApprox.analyzeModel', uri);
+      else if (m.type === 'encrypt') void vscode.commands.executeCommand('heApprox.runEncryptedTest', uri);
+      else if (m.type === 'showFit') { this.panel.modelUri = key; this.refreshPanel(); void this.showPanel(m.node); }
+    });
+    panel.onDidChangeViewState((e) => { if (e.webviewPanel.active && this.states.has(key)) { this.panel.modelUri = key; this.refreshPanel(); } });
+    this.renderModelView(uri);
+    // Reading the graph loads the model's formats (protobuf, HDF5): in the worker, like all compute.
+    const bundle = path.join(this.context.extensionPath, 'bundle');
+    const run = runInWorker({ kind: 'summary', model: uri.fsPath }, () => undefined, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
+    run.result.then((s) => { const v = this.modelViews.get(key); if (v) { v.summary = s; this.renderModelView(uri); } },
+      (e: unknown) => {
+        const v = this.modelViews.get(key);
+        const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
+        this.log.error(`${vscode.workspace.asRelativePath(uri)}: ${f.message}. Fix: ${f.fix}`);
+        if (v) { v.error = { message: f.message, fix: f.fix }; this.renderModelView(uri); }
+      });
+  }
+
+  private renderModelView(uri: vscode.Uri): void {
+    const v = this.modelViews.get(uri.toString());
+    if (!v) return;
+    const s = this.states.get(uri.toString());
+    const nonce = [...Array(24)].map(() => Math.floor(Math.random() * 36).toString(36)).join('');
+    v.panel.webview.html = modelViewHtml({ fileName: vscode.workspace.asRelativePath(uri), summary: v.summary, error: v.error ?? this.failures.get(uri.toString()) ?? null,
+      report: s?.report ?? null, stale: s?.stale ?? false, nonce, cspSource: v.panel.webview.cspSource });
   }
 
   private async restoreCached(): Promise<void> {
@@ -437,6 +491,7 @@ class HeApprox implements vscode.Disposable {
   }
 
   private renderDiagnostics(uri: vscode.Uri): void {
+    if (BINARY_MODEL.test(uri.fsPath)) { this.renderModelView(uri); return; }
     const r = this.rangesFor(uri);
     if (!r) return;
     const s = this.states.get(uri.toString());
@@ -523,6 +578,7 @@ class HeApprox implements vscode.Disposable {
       this.renderDiagnostics(s.uri);
       this.lensChanged.fire();
       this.refreshPanel();
+      this.renderModelView(s.uri);
       if (!this.running) this.setStatus('done');
     }
     if (this.config().get<boolean>('autoAnalyze', false)) {
@@ -562,6 +618,7 @@ class HeApprox implements vscode.Disposable {
     const s = this.panel.modelUri ? this.states.get(this.panel.modelUri) : undefined;
     const layer = s?.report.layers.find((l) => l.name === node)?.layer;
     if (!s || !layer) return;
+    if (BINARY_MODEL.test(s.uri.fsPath)) { await vscode.commands.executeCommand('vscode.openWith', s.uri, 'heApprox.modelView'); return; }
     const doc = await vscode.workspace.openTextDocument(s.uri);
     const r = findLayerRanges(doc.getText()).layers.get(layer);
     if (!r) return;

@@ -2,6 +2,7 @@
  * The worker-thread side of analysisWorker.ts: runs one core job and posts progress, the result
  * or a user error back. Bundled on its own (bundle/worker.js), since it carries the whole core.
  */
+import * as path from 'path';
 import { isMainThread, parentPort, workerData } from 'worker_threads';
 import type { FromWorker, Job, WorkerInit } from './analysisWorker';
 
@@ -26,6 +27,11 @@ async function execute(job: Job, signal: AbortSignal, onProgress: (fraction: num
       checkReportMatchesModel(job.report, job.model);
       return writeOutputs(job.dir, await loadModel(job.model), job.report, job.force);
     }
+    case 'summary': {
+      const { loadModel } = await import('../core/model/load');
+      const { summarizeModel } = await import('../core/model/summary');
+      return summarizeModel(await loadModel(job.model));
+    }
   }
 }
 
@@ -33,7 +39,11 @@ async function workerMain(): Promise<void> {
   const { isUserError } = await import('../core/errors');
   const { setWasmDirectory } = await import('../core/model/backend');
   const { job, wasmDir } = workerData as WorkerInit;
-  if (wasmDir) setWasmDirectory(wasmDir);
+  if (wasmDir) {
+    setWasmDirectory(wasmDir);
+    const { setH5wasmModule } = await import('../core/model/formats/keras');
+    setH5wasmModule(path.join(wasmDir, '..', 'h5wasm', 'hdf5_hl.js'));
+  }
   const ac = new AbortController();
   parentPort!.on('message', (m: { type: string }) => { if (m.type === 'cancel') ac.abort(); });
   const post = (m: FromWorker) => parentPort!.postMessage(m);

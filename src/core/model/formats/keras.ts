@@ -10,6 +10,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { pathToFileURL } from 'url';
 import { unzipSync } from 'fflate';
 import { UserError } from '../../errors';
 import type { LoadedModel } from '../load';
@@ -23,8 +24,11 @@ type H5 = any;
 // require(), which cannot load it, so the import is made at run time.
 const importEsm = new Function('s', 'return import(s)') as (s: string) => Promise<any>;
 let h5wasm: Promise<H5> | null = null;
+let h5wasmModule = 'h5wasm/node';
+/** Where bundled hosts keep h5wasm (its ES module files are copied beside the bundle, not bundled). */
+export function setH5wasmModule(file: string): void { h5wasmModule = pathToFileURL(file).href; }
 async function h5(): Promise<H5> {
-  h5wasm ??= importEsm('h5wasm/node').then(async (m) => {
+  h5wasm ??= importEsm(h5wasmModule).then(async (m) => {
     const lib = m.default ?? m;
     const mod = await lib.ready;
     // HDF5 errors become exceptions instead of diagnostics printed to stderr.

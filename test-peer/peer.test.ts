@@ -1,0 +1,114 @@
+/**
+ * The peer tier (`npm run test:peer`): models trained by others, from ../shared/peer (never
+ * copied into the repository). The CIFAR-10 ResNet-20/32 ONNX exports, as PyTorch writes them
+ * (BatchNorm folded, and kept with shape arithmetic), against onnxruntime on real CIFAR-10
+ * images; MLPerf Tiny's Keras ResNet-8 against TensorFlow.js loading the same file's topology
+ * and weights; and the analysis (with the level budget lifted) end to end on both.
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'fs';
+import * as path from 'path';
+import { analyze } from '../src/core/analyze';
+import { readArray } from '../src/core/data/read';
+import { initBackend, tf } from '../src/core/model/backend';
+import { Executor } from '../src/core/model/execute';
+import { loadModel } from '../src/core/model/load';
+import { runOrt, maxAbsDiff } from '../test/onnxBuild';
+import { ROOT } from '../test/helpers';
+
+export const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
+const CIFAR = path.join(PEER, 'cifar10-jpeg');
+const MEAN = [0.485, 0.456, 0.406];
+const STD = [0.229, 0.224, 0.225];
+
+test('the peer folder is there', () => {
+  assert.ok(fs.existsSync(path.join(PEER, 'README.md')),
+    `${PEER} is missing: the peer tier needs the shared peer models beside the clone (../shared/peer), or HE_APPROX_PEER=<folder>`);
+});
+
+/** n CIFAR-10 test images (every 1000/n-th, so every class), NHWC uint8 -> float. */
+function cifar(n: number): { nhwc: Float32Array; labels: number[] } {
+  const x = readArray(path.join(CIFAR, 'test-x-uint8-nhwc.npy'));
+  const y = readArray(path.join(CIFAR, 'test-y.npy'));
+  const per = 32 * 32 * 3;
+  const nhwc = new Float32Array(n * per);
+  const labels: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const j = Math.floor((k * x.shape[0]) / n);
+    for (let i = 0; i < per; i++) nhwc[k * per + i] = x.data[j * per + i];
+    labels.push(y.data[j]);
+  }
+  return { nhwc, labels };
+}
+
+const normalisedNchw = (nhwc: Float32Array, n: number) => tf.tidy(() => {
+  const x = tf.div(tf.sub(tf.div(tf.tensor4d(nhwc, [n, 32, 32, 3]), 255), tf.tensor1d(MEAN)), tf.tensor1d(STD));
+  return tf.transpose(x, [0, 3, 1, 2]).dataSync() as Float32Array;
+});
+
+for (const name of ['resnet20', 'resnet20_with_bn', 'resnet32', 'resnet32_with_bn']) {
+  test(`${name}.onnx: he-approx's graph computes what onnxruntime computes on CIFAR-10 images (within 1e-4)`, async () => {
+    await initBackend();
+    const file = path.join(PEER, 'resnet-cifar10', `${name}.onnx`);
+    const n = 20;
+    const { nhwc } = cifar(n);
+    const nchw = normalisedNchw(nhwc, n);
+    const ref = await runOrt(file, nchw, [n, 3, 32, 32]);
+    const m = await loadModel(file);
+    assert.equal(m.graph.nodes.filter((x) => x.spec.op === 'activation').length, name.startsWith('resnet20') ? 19 : 31);
+    const xt = tf.tidy(() => tf.transpose(tf.tensor4d(nchw, [n, 3, 32, 32]), [0, 2, 3, 1]));
+    const ex = new Executor(m.graph);
+    const ours = ex.run(new Map([[m.graph.input, xt]]), 0, {}).logits;
+    ex.dispose();
+    xt.dispose();
+    const d = maxAbsDiff(ours, ref);
+    assert.ok(d < 1e-4, `max |ours - onnxruntime| = ${d}`);
+  });
+}
+
+test('MLPerf Tiny ResNet-8 (.h5): he-approx\'s graph computes what TensorFlow.js computes from the same topology and weights', async () => {
+  await initBackend();
+  const file = path.join(PEER, 'mlperf-tiny-resnet8', 'pretrainedResnet.h5');
+  const m = await loadModel(file);
+  assert.equal(m.format, 'keras-h5');
+  assert.equal(m.graph.nodes.filter((x) => x.spec.op === 'activation').length, 7);
+  // TensorFlow.js cannot deserialise Keras 2.4's regularizers (they do not change inference).
+  const topo = JSON.parse(JSON.stringify(m.keras!.topology));
+  for (const l of topo.config.layers) for (const k of Object.keys(l.config)) if (/_regularizer$/.test(k)) l.config[k] = null;
+  const weights = m.keras!.weights;
+  const data = new Float32Array(weights.reduce((s, w) => s + w.data.length, 0));
+  let off = 0;
+  for (const w of weights) { data.set(w.data, off); off += w.data.length; }
+  const ref = await tf.loadLayersModel(tf.io.fromMemory({
+    modelTopology: { class_name: topo.class_name, config: topo.config, keras_version: '2.4.0', backend: 'tensorflow' },
+    weightSpecs: weights.map((w) => ({ name: w.name.replace(/:\d+$/, ''), shape: w.shape, dtype: 'float32' as const })), weightData: data.buffer,
+  }));
+  const n = 20;
+  const { nhwc } = cifar(n);
+  const x = tf.tensor4d(nhwc, [n, 32, 32, 3]);
+  const probs = (ref.predict(x) as tf.Tensor).dataSync();
+  const ex = new Executor(m.graph);
+  const logits = ex.run(new Map([[m.graph.input, x]]), 0, {}).logits;
+  ex.dispose();
+  const ours = tf.tidy(() => tf.softmax(tf.tensor2d(logits, [n, 10])).dataSync());
+  const d = maxAbsDiff(ours, probs);
+  assert.ok(d < 1e-4, `max |ours - tfjs| = ${d}`);
+});
+
+const small = {
+  data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'), labels: path.join(CIFAR, 'train10k-y.npy'),
+  heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'), heldoutLabels: path.join(CIFAR, 'test-y.npy'),
+  calib: 200, heldout: 200, degrees: [3, 7], tune: false, levelBudget: 200,
+};
+
+test('analyze runs end to end on ResNet-20 (ONNX) and ResNet-8 (.h5) with the level budget lifted', async () => {
+  const r20 = await analyze({ model: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'), ...small, normalize: { mean: MEAN, std: STD } });
+  assert.equal(r20.layers.length, 19);
+  assert.ok(r20.plaintext.accuracy > 0.7, `ResNet-20 plaintext accuracy on 200 JPEG test images: ${r20.plaintext.accuracy}`);
+  assert.ok(Number.isFinite(r20.final.measuredDrop) && r20.final.networkDepth > 19, 'deeper than SEAL\'s chain: measured with the lifted budget');
+  const r8 = await analyze({ model: path.join(PEER, 'mlperf-tiny-resnet8', 'pretrainedResnet.h5'), ...small, scale: 'none' });
+  assert.equal(r8.layers.length, 7);
+  assert.ok(r8.plaintext.accuracy > 0.7, `ResNet-8 plaintext accuracy: ${r8.plaintext.accuracy}`);
+  assert.ok(Number.isFinite(r8.final.measuredDrop));
+});
