@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import { transposeIndex } from '../model/graph';
 import { Rng } from '../rng';
 import { parseIdx } from './idx';
 import { parseNpy } from './npy';
@@ -97,17 +98,8 @@ export interface InputPrep {
 
 /** Reorders per-sample values from the model's layout to the graph's: graph axis i = model axis perm[i]. */
 function permuteSamples(src: ArrayLike<number>, n: number, modelShape: number[], perm: number[]): Float64Array {
-  const per = modelShape.reduce((a, b) => a * b, 1);
-  const gShape = perm.map((p) => modelShape[p]);
-  const mStrides = modelShape.map((_, i) => modelShape.slice(i + 1).reduce((a, b) => a * b, 1));
-  const map = new Int32Array(per);
-  const coord = new Array(gShape.length).fill(0);
-  for (let o = 0; o < per; o++) {
-    let k = 0;
-    for (let a = 0; a < gShape.length; a++) k += coord[a] * mStrides[perm[a]];
-    map[o] = k;
-    for (let a = gShape.length - 1; a >= 0; a--) { if (++coord[a] < gShape[a]) break; coord[a] = 0; }
-  }
+  const map = transposeIndex(modelShape, perm);
+  const per = map.length;
   const out = new Float64Array(n * per);
   for (let s = 0; s < n; s++) for (let o = 0; o < per; o++) out[s * per + o] = src[s * per + map[o]];
   return out;

@@ -76,6 +76,24 @@ export interface Graph {
 
 export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
+/**
+ * For an array of shape `inShape` transposed so that output axis i is input axis perm[i]: the
+ * input's flat (row-major) index of each output flat index.
+ */
+export function transposeIndex(inShape: number[], perm: number[]): Int32Array {
+  const outShape = perm.map((p) => inShape[p]);
+  const inStrides = inShape.map((_, i) => size(inShape.slice(i + 1)));
+  const idx = new Int32Array(size(inShape));
+  const coord = new Array(outShape.length).fill(0);
+  for (let o = 0; o < idx.length; o++) {
+    let src = 0;
+    for (let a = 0; a < outShape.length; a++) src += coord[a] * inStrides[perm[a]];
+    idx[o] = src;
+    for (let a = outShape.length - 1; a >= 0; a--) { if (++coord[a] < outShape[a]) break; coord[a] = 0; }
+  }
+  return idx;
+}
+
 /** Ids of the activation nodes, in topological order. */
 export function activationNodes(g: Graph): GraphNode[] {
   return g.nodes.filter((n) => n.spec.op === 'activation');

@@ -6,7 +6,7 @@
  * into the Dense kernel's rows, as onnx2keras-style converters do), so that an ONNX CNN reaches
  * the executor and the HE compiler as the same graph a channels-last Keras CNN would.
  */
-import { Graph, GraphNode, Op, consumers, size } from './graph';
+import { Graph, GraphNode, Op, consumers, transposeIndex } from './graph';
 
 const FINAL_SOFTMAX_NOTE = 'The final softmax is not approximated: it does not change the argmax of the logits, so he-approx compares logits and leaves softmax to the client after decryption.';
 
@@ -61,22 +61,6 @@ function movesNoData(shape: number[], perm: number[]): boolean {
   return big.every((p, i) => i === 0 || p > big[i - 1]);
 }
 
-/** Row permutation that a transpose of `inShape` by `perm`, then a flatten, applies to flat indices. */
-function flattenedTransposeIndex(inShape: number[], perm: number[]): Int32Array {
-  const outShape = perm.map((p) => inShape[p]);
-  const n = size(inShape);
-  const inStrides = inShape.map((_, i) => size(inShape.slice(i + 1)));
-  const idx = new Int32Array(n);
-  const coord = new Array(outShape.length).fill(0);
-  for (let o = 0; o < n; o++) {
-    let src = 0;
-    for (let a = 0; a < outShape.length; a++) src += coord[a] * inStrides[perm[a]];
-    idx[o] = src;
-    for (let a = outShape.length - 1; a >= 0; a--) { if (++coord[a] < outShape[a]) break; coord[a] = 0; }
-  }
-  return idx;
-}
-
 /**
  * Layout simplification after an import (see the file comment). Node names, layers and the
  * activation nodes are untouched; only data-movement nodes are removed or merged.
@@ -97,7 +81,7 @@ export function simplifyLayout(g: Graph): Graph {
     const d = nodes[cons[f.id][0]];
     if (d.spec.op !== 'dense') continue;
     const src = nodes[t.inputs[0]];
-    const idx = flattenedTransposeIndex(src.shape, t.spec.perm);
+    const idx = transposeIndex(src.shape, t.spec.perm);
     const [rows, cols] = d.spec.kernelShape;
     const k = new Float32Array(rows * cols);
     // Row idx[o] of the new kernel (flat index of the untransposed input) is row o of the old one.

@@ -17,7 +17,8 @@ export interface NamedWeight { name: string; shape: number[]; data: Float32Array
 
 const BYTES: Record<string, number> = { float32: 4, int32: 4, uint8: 1, uint16: 2, float16: 2 };
 
-function halfToFloat(h: number): number {
+/** IEEE 754 half precision to a number. */
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;

@@ -6,7 +6,7 @@
  */
 import { UserError } from '../../errors';
 import { parseActivationName } from '../../numerics/activations';
-import { Graph, GraphNode, Op, Padding, size } from '../graph';
+import { Graph, GraphNode, Op, size } from '../graph';
 import { finishGraph, outDim } from '../passes';
 import { NamedWeight } from '../weights';
 
@@ -173,35 +173,25 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const bias = c.use_bias === false ? null : getW(e.name, 'bias', [c.units]);
       return withActivation(node({ op: 'dense', units: c.units, kernel, kernelShape: [inDim, c.units], bias }, [...inShape.slice(0, -1), c.units]));
     }
-    case 'Conv2D': {
-      needRank(3);
-      const [kh, kw] = pair(c.kernel_size, 1);
-      const strides = pair(c.strides, 1);
-      const dilation = pair(c.dilation_rate, 1);
-      const padding: Padding = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
-        : fail(model, `${where} has padding '${c.padding}'`, "use padding 'valid' or 'same'");
-      if ((c.groups ?? 1) !== 1) fail(model, `${where} uses grouped convolution`, 'use groups=1');
-      const cin = inShape[2];
-      const kernel = getW(e.name, 'kernel', [kh, kw, cin, c.filters]);
-      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [c.filters]);
-      const shape = [outDim(inShape[0], kh, strides[0], padding as 'valid' | 'same', dilation[0]), outDim(inShape[1], kw, strides[1], padding as 'valid' | 'same', dilation[1]), c.filters];
-      return withActivation(node({ op: 'conv2d', filters: c.filters, kernel, kernelShape: [kh, kw, cin, c.filters], bias, strides, padding, dilation }, shape));
-    }
+    case 'Conv2D':
     case 'DepthwiseConv2D': {
       needRank(3);
       const [kh, kw] = pair(c.kernel_size, 1);
       const strides = pair(c.strides, 1);
       const dilation = pair(c.dilation_rate, 1);
-      const padding: Padding = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
+      const padding: 'valid' | 'same' = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
         : fail(model, `${where} has padding '${c.padding}'`, "use padding 'valid' or 'same'");
       const cin = inShape[2];
-      const mult = c.depth_multiplier ?? 1;
-      // [kh, kw, cin, mult] row-major is [kh, kw, 1, cin * mult] with output channel c * mult + m:
-      // the grouped-convolution kernel with groups = cin, same bytes.
-      const kernel = getW(e.name, 'depthwise_kernel', [kh, kw, cin, mult]);
-      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [cin * mult]);
-      const shape = [outDim(inShape[0], kh, strides[0], padding as 'valid' | 'same', dilation[0]), outDim(inShape[1], kw, strides[1], padding as 'valid' | 'same', dilation[1]), cin * mult];
-      return withActivation(node({ op: 'conv2d', filters: cin * mult, kernel, kernelShape: [kh, kw, 1, cin * mult], bias, strides, padding, dilation, groups: cin }, shape));
+      const depthwise = cls === 'DepthwiseConv2D';
+      if (!depthwise && (c.groups ?? 1) !== 1) fail(model, `${where} uses grouped convolution`, 'use groups=1');
+      // Depthwise [kh, kw, cin, mult] row-major is [kh, kw, 1, cin * mult] with output channel
+      // c * mult + m: the grouped-convolution kernel with groups = cin, same bytes.
+      const filters = depthwise ? cin * (c.depth_multiplier ?? 1) : c.filters;
+      const kernel = depthwise ? getW(e.name, 'depthwise_kernel', [kh, kw, cin, filters / cin]) : getW(e.name, 'kernel', [kh, kw, cin, filters]);
+      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [filters]);
+      const shape = [outDim(inShape[0], kh, strides[0], padding, dilation[0]), outDim(inShape[1], kw, strides[1], padding, dilation[1]), filters];
+      return withActivation(node({ op: 'conv2d', filters, kernel, kernelShape: [kh, kw, depthwise ? 1 : cin, filters], bias, strides, padding, dilation,
+        ...(depthwise ? { groups: cin } : {}) }, shape));
     }
     case 'ZeroPadding2D': {
       needRank(3);
@@ -215,8 +205,8 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       needRank(3);
       const pool = pair(c.pool_size, 2);
       const strides = c.strides ? pair(c.strides, 1) : pool;
-      const padding: Padding = c.padding === 'same' ? 'same' : 'valid';
-      const shape = [outDim(inShape[0], pool[0], strides[0], padding as 'valid' | 'same'), outDim(inShape[1], pool[1], strides[1], padding as 'valid' | 'same'), inShape[2]];
+      const padding: 'valid' | 'same' = c.padding === 'same' ? 'same' : 'valid';
+      const shape = [outDim(inShape[0], pool[0], strides[0], padding), outDim(inShape[1], pool[1], strides[1], padding), inShape[2]];
       if (cls === 'MaxPooling2D') {
         notes.push(`Layer '${e.name}' is MaxPooling2D, which CKKS cannot evaluate (max is not a polynomial); he-approx measures the drop when it is replaced by average pooling.`);
       }

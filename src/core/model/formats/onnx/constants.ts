@@ -7,6 +7,7 @@
  * is not known at import time; any use of them other than as a Reshape's batch entry is an error.
  */
 import { UserError } from '../../../errors';
+import { transposeIndex } from '../../graph';
 import { Attrs, OnnxNode, tensorValues } from './proto';
 
 export interface Const { dims: number[]; data: Float64Array; dynamic?: Uint8Array }
@@ -78,18 +79,7 @@ function take(c: Const, dims: number[], idx: ArrayLike<number>): Const {
 }
 
 function transpose(c: Const, perm: number[]): Const {
-  const dims = perm.map((p) => c.dims[p]);
-  const s = strides(c.dims);
-  const n = prod(dims);
-  const idx = new Int32Array(n);
-  const coord = new Array(dims.length).fill(0);
-  for (let o = 0; o < n; o++) {
-    let k = 0;
-    for (let a = 0; a < dims.length; a++) k += coord[a] * s[perm[a]];
-    idx[o] = k;
-    for (let a = dims.length - 1; a >= 0; a--) { if (++coord[a] < dims[a]) break; coord[a] = 0; }
-  }
-  return take(c, dims, idx);
+  return take(c, perm.map((p) => c.dims[p]), transposeIndex(c.dims, perm));
 }
 
 /** ONNX Slice bounds for one axis (clamped as the operator defines them), as [start, end, step]. */

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
 import { UserError } from '../../../errors';
+import { halfToFloat } from '../../weights';
 import { ONNX_PROTO } from './onnxProto';
 
 export interface OnnxTensor {
@@ -82,15 +83,6 @@ export function encodeModel(m: OnnxModel): Uint8Array {
 }
 
 export const DT = { FLOAT: 1, UINT8: 2, INT8: 3, UINT16: 4, INT16: 5, INT32: 6, INT64: 7, STRING: 8, BOOL: 9, FLOAT16: 10, DOUBLE: 11, UINT32: 12, UINT64: 13 } as const;
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
-}
 
 /** A tensor's values as float64, with its dims; `dir` resolves external data files. */
 export function tensorValues(t: OnnxTensor, dir: string, model: string): { dims: number[]; data: Float64Array } {
