@@ -94,7 +94,7 @@ export class PanelProvider implements vscode.WebviewViewProvider {
 </head>
 <body>
 <div id="empty">
-  <p>No results yet. Open a folder with a TensorFlow.js <code>model.json</code> and run <b>HE Approx: Analyze Model</b>.</p>
+  <p>No results yet. Open a folder with a TensorFlow.js <code>model.json</code>, an <code>.onnx</code>, <code>.h5</code> or <code>.keras</code> model and run <b>HE Approx: Analyze Model</b>.</p>
   <vscode-button id="analyze-empty">Analyze Model</vscode-button>
 </div>
 <div id="progress" hidden><vscode-progress-bar id="progress-bar"></vscode-progress-bar><div id="progress-text" class="muted"></div></div>
