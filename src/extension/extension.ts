@@ -34,7 +34,7 @@ interface ModelState {
 
 type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown> };
 
-/** Every model file he-approx opens (core/model/load.ts MODEL_PATTERNS). */
+/** Every model file he-approx opens (core/model/load.ts modelFormatOf). */
 const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
 const BINARY_MODEL = /\.(onnx|h5|hdf5|keras)$/i;
 const EXCLUDE = '**/node_modules/**';

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { transposeIndex } from '../model/graph';
+import { Graph, transposeIndex } from '../model/graph';
 import { Rng } from '../rng';
 import { parseIdx } from './idx';
 import { parseNpy } from './npy';
@@ -87,13 +87,12 @@ export type InputScale = 'auto' | 'none' | number;
 /** Preprocessing after scaling: per-channel normalisation (x - mean[c]) / std[c], c on the model input's channel axis. */
 export interface InputNormalization { mean: number[]; std: number[] }
 
-/** How the model lays its input out, when that differs from the graph's channels-last input (graph.ts). */
-export type InputLayout = { name: string; modelShape: number[]; perm: number[] } | undefined;
 
 export interface InputPrep {
   scale?: InputScale;
   normalize?: InputNormalization | null;
-  layout?: InputLayout;
+  /** How the model lays its input out, when that differs from the graph's channels-last input. */
+  layout?: Graph['inputLayout'];
 }
 
 /** Reorders per-sample values from the model's layout to the graph's: graph axis i = model axis perm[i]. */

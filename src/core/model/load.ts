@@ -30,9 +30,6 @@ export interface LoadedModel {
   onnx?: OnnxSource;
 }
 
-/** The model file formats he-approx opens, as file-name patterns (for hosts and messages). */
-export const MODEL_PATTERNS = ['model.json', '*.onnx', '*.h5', '*.hdf5', '*.keras'];
-
 export function modelFormatOf(file: string): ModelFormat | null {
   const ext = path.extname(file).toLowerCase();
   if (ext === '.onnx') return 'onnx';
@@ -61,9 +58,4 @@ export async function loadModel(modelPath: string): Promise<LoadedModel> {
       }
       throw new UserError('MODEL_UNREADABLE', `${base}: unknown model format`, 'pass a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
   }
-}
-
-/** The graph alone, for callers that need nothing else of the file. */
-export async function loadGraph(modelPath: string): Promise<Graph> {
-  return (await loadModel(modelPath)).graph;
 }

@@ -96,7 +96,7 @@ export class ImportContext {
     let name = nodeName(n) + suffix;
     for (let k = 2; this.names.has(name); k++) name = `${nodeName(n)}${suffix}_${k}`;
     this.names.add(name);
-    const className = n.op_type === 'HeActivation' ? `${(n as FusedNode).kind} (${n.fusedFrom?.length ?? 1} ONNX nodes)` : n.op_type;
+    const className = n.op_type === 'HeActivation' ? `${n.kind} (${n.fusedFrom?.length ?? 1} ONNX nodes)` : n.op_type;
     this.nodes.push({ id: this.nodes.length, name, layer: nodeName(n), className, inputs, shape, spec });
     return this.nodes.length - 1;
   }

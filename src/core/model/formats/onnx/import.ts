@@ -102,8 +102,7 @@ export function loadOnnx(file: string): LoadedModel {
   const outFused: FusedNode = { name: 'output', op_type: 'Output', input: [outName], output: [outName], attribute: [] };
   const outVal = ctx.toPerm(outFused, out, identityPerm(out.perm.length));
   const graph = simplifyLayout(finishGraph(g.name || path.basename(file, '.onnx'), ctx.nodes, inputId, outVal.id, ctx.notes));
-  graph.inputLayout = { name: perm.length === 3 && perm[2] === 0 ? 'NCHW' : 'ONNX order', modelShape, perm };
-  if (perm.every((p, i) => p === i)) delete graph.inputLayout;
+  if (perm.some((p, i) => p !== i)) graph.inputLayout = { name: 'NCHW', modelShape, perm };
   const kept = new Set(graph.nodes.map((x) => x.name));
   const activations: Record<string, OnnxActivationSite> = {};
   for (const [name, site] of ctx.sites) if (kept.has(name)) activations[name] = site;
