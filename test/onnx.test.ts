@@ -141,3 +141,35 @@ test('files that are not ONNX models, and operators he-approx cannot run, give o
   const dynFile = write('dynamic.onnx', encodeModel(dm));
   await expectUserErrorAsync(() => loadModel(dynFile), 'MODEL_UNSUPPORTED', /every axis but the batch must be fixed/);
 });
+
+test('the ONNX export evaluates each polynomial (per channel or per layer, with offsets) as he-approx does, in onnxruntime', async () => {
+  const { approximatedOnnx } = await import('../src/core/export/onnxExport');
+  const { polysFromReport } = await import('../src/core/report');
+  const file = write('cnn-for-export.onnx', cnnModel());
+  const m = await loadModel(file);
+  const acts = m.graph.nodes.filter((n) => n.spec.op === 'activation');
+  // Seeded degree-3 polynomials: per channel on even layers, one per layer (with a per-channel offset) on odd ones.
+  const layers = acts.map((a, k) => {
+    const C = a.shape[a.shape.length - 1];
+    const cs = seeded(4 * C, 100 + k, 1);
+    const coeffs = [0.1, 0.5, 0.3, -0.05];
+    const interval = { a: -3 - k, b: 2 + k };
+    const channels = k % 2 === 0 ? { intervals: Array.from({ length: C }, (_, c) => ({ a: -2 - c / C, b: 3 + c / C })), coeffs: Array.from({ length: C }, (_, c) => Array.from(cs.subarray(4 * c, 4 * c + 4))) } : null;
+    const channelOffset = k % 2 === 1 ? Array.from(seeded(C, 200 + k, 0.2)) : null;
+    return { node: a.id, name: a.name, chosen: { degree: 3, interval, coeffs, channels, channelOffset } };
+  });
+  const report = { layers, tool: { name: 'he-approx', version: 'test' } } as unknown as import('../src/core/report').Report;
+  const out = write('cnn-approximated.onnx', approximatedOnnx(m, report));
+  const dims = [3, 4, 8, 8];
+  const x = seeded(3 * 4 * 64, 7);
+  const ref = await runOrt(out, x, dims);
+  const ours = await runOurs(file, x, dims, polysFromReport(report));
+  const got = tf.tidy(() => tf.softmax(tf.tensor2d(ours.logits, [3, 5])).dataSync());
+  const d = maxAbsDiff(got, ref);
+  assert.ok(d < 1e-4, `max |he-approx - onnxruntime on the exported model| = ${d}`);
+  // The activations' own operators are gone from the exported graph; everything else is kept.
+  const { decodeModel } = await import('../src/core/model/formats/onnx/proto');
+  const ops = decodeModel(fs.readFileSync(out), 'out').graph.node.map((n) => n.op_type);
+  for (const gone of ['Erf', 'Sigmoid', 'Softplus', 'Tanh', 'LeakyRelu', 'HardSigmoid']) assert.ok(!ops.includes(gone), `${gone} left in the export`);
+  for (const kept of ['Conv', 'Concat', 'BatchNormalization', 'Gemm', 'Softmax', 'Pad', 'Slice']) assert.ok(ops.includes(kept), `${kept} missing from the export`);
+});
