@@ -158,8 +158,11 @@ class HeApprox implements vscode.Disposable {
     if (uri instanceof vscode.Uri) return uri;
     const active = vscode.window.activeTextEditor?.document;
     if (active && isModelDocument(active)) return active.uri;
+    // The active tab still names the model when focus is elsewhere (a panel, the quick input), and
+    // it is the only way to see a binary model's view.
     const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
     if (tab instanceof vscode.TabInputCustom && tab.viewType === 'heApprox.modelView') return tab.uri;
+    if (tab instanceof vscode.TabInputText && tab.uri.scheme === 'file' && (path.basename(tab.uri.fsPath) === 'model.json' || this.states.has(tab.uri.toString()))) return tab.uri;
     const found = await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 200);
     if (found.length === 0) {
       void vscode.window.showErrorMessage('HE Approx: no model in this workspace. Open a folder that contains a TensorFlow.js model.json (with its weight files), an .onnx, .h5 or .keras file, then run Analyze Model again.');
