@@ -21,19 +21,16 @@ function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, 
   const inits: OnnxTensor[] = [];
   const ch = l.chosen.channels;
   const C = ch ? ch.coeffs.length : 1;
-  // Per-channel values broadcast along channelAxis: shape [C, 1, ..., 1] (rank - 1 - axis ones).
-  const dims = ch ? [C, ...new Array(rank - 1 - channelAxis).fill(1)] : [];
+  // Per-channel values broadcast along channelAxis: shape [n, 1, ..., 1] (rank - 1 - axis ones).
+  const alongChannels = (n: number) => [n, ...new Array(rank - 1 - channelAxis).fill(1)];
   let k = 0;
-  const constant = (vals: number[]): string => {
+  const tensor = (dims: number[], vals: number[]): string => {
     const name = `${prefix}/c${k++}`;
     inits.push(floatTensor(name, dims, vals));
     return name;
   };
-  const scalar = (v: number): string => {
-    const name = `${prefix}/c${k++}`;
-    inits.push(floatTensor(name, [], [v]));
-    return name;
-  };
+  const constant = (vals: number[]) => tensor(ch ? alongChannels(C) : [], vals);
+  const scalar = (v: number) => tensor([], [v]);
   let t = 0;
   const op = (type: string, a: string, b: string, name = `${prefix}/t${t++}`): string => {
     nodes.push({ name, op_type: type, input: [a, b], output: [name], attribute: [] });
@@ -45,13 +42,9 @@ function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, 
   const off = l.chosen.channelOffset;
   const finish = (y: string): void => {
     // The last node writes the activation's own output name, so that its consumers are unchanged.
-    if (off) { nodes.push({ name: `${prefix}/offset`, op_type: 'Sub', input: [y, ch || off.length > 1 ? constantOffsets(off) : scalar(off[0])], output: [out], attribute: [] }); return; }
+    // The mean-shift offset is per channel even when the polynomial is one per layer.
+    if (off) { nodes.push({ name: `${prefix}/offset`, op_type: 'Sub', input: [y, tensor(alongChannels(off.length), off)], output: [out], attribute: [] }); return; }
     nodes.push({ name: `${prefix}/out`, op_type: 'Identity', input: [y], output: [out], attribute: [] });
-  };
-  const constantOffsets = (o: number[]) => {
-    const name = `${prefix}/offset_values`;
-    inits.push(floatTensor(name, [o.length, ...new Array(rank - 1 - channelAxis).fill(1)], o));
-    return name;
   };
   if (K === 1) { finish(op('Add', op('Mul', x, scalar(0)), constant(coef(0)))); return { nodes, inits }; }
   const tt = op('Add', op('Mul', x, constant(maps.map((m) => m.scale))), constant(maps.map((m) => m.shift)));

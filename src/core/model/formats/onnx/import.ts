@@ -71,20 +71,15 @@ export function loadOnnx(file: string): LoadedModel {
   const modelShape = dims.slice(1) as number[];
   const fixedBatch = dims[0];
 
-  const scalar = new Map<string, number>();
+  // Initializers and Constant nodes, decoded once: the pattern fusion reads their scalars.
   const ctx = new ImportContext(base, opset, dir, uses, fixedBatch);
   for (const t of g.initializer) {
     const v = tensorValues(t, dir, base);
     ctx.values.set(t.name ?? '', { kind: 'const', c: { dims: v.dims, data: v.data } });
-    if (v.data.length === 1) scalar.set(t.name ?? '', v.data[0]);
   }
-  for (const n of g.node) {
-    if (n.op_type === 'Constant') {
-      const c = constantNode(n, dir, base);
-      if (c.data.length === 1) scalar.set(n.output[0], c.data[0]);
-    }
-  }
-  const nodes = fusePatterns(g.node, (name) => scalar.get(name));
+  for (const n of g.node) if (n.op_type === 'Constant') ctx.values.set(n.output[0], { kind: 'const', c: constantNode(n, dir, base) });
+  const scalarOf = (name: string) => { const v = ctx.values.get(name); return v?.kind === 'const' && v.c.data.length === 1 ? v.c.data[0] : undefined; };
+  const nodes = fusePatterns(g.node, scalarOf);
 
   // Channels last for an image input that flows into convolutions; ONNX order otherwise.
   const perm = modelShape.length === 3 && feedsSpatial(nodes, inp.name) ? channelsLast(3) : identityPerm(modelShape.length);
@@ -127,10 +122,7 @@ function feedsSpatial(nodes: FusedNode[], input: string): boolean {
 
 function convertNode(ctx: ImportContext, n: FusedNode): void {
   const at = new Attrs(n);
-  if (n.op_type === 'Constant') {
-    ctx.values.set(n.output[0], { kind: 'const', c: constantNode(n, ctx.dir, ctx.model) });
-    return;
-  }
+  if (n.op_type === 'Constant') return; // decoded before fusion (loadOnnx)
   const ins = n.input.map((name) => (name ? ctx.values.get(name) : undefined));
   const allConst = n.input.every((name, i) => !name || ins[i]?.kind === 'const');
   if (FOLDABLE.has(n.op_type) && allConst && (n.op_type === 'ConstantOfShape' || n.op_type === 'Range' || ins.some((v) => v))) {
