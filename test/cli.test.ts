@@ -82,6 +82,9 @@ test('bad input: one line naming problem and fix, non-zero exit, no stack trace'
   assertOneLineError(cli('analyze', example('mnist-mlp')), /no calibration data given/);
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--budget', 'lots'), /--budget lots is not a positive number/);
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--frobnicate'), /unknown option --frobnicate/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--bootstrap-levels', '1'), /--bootstrap-levels 1 is not an integer >= 2/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--margin-growth', '3'), /--margin-growth 3 is not a fraction in \[0, 1\]/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--screen-samples', '0'), /--screen-samples 0 is not a positive integer/);
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--labels', path.join(ROOT, 'test', 'fixtures', 'i64_labels.npy')), /3 labels but .* 10000 samples/);
   assertOneLineError(cli('frob'), /unknown command 'frob'/);
 });

@@ -46,7 +46,13 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     assert.equal(r.refinements.filter((x) => x.kept).length, 1);
     const kept = r.refinements.find((x) => x.kept)!;
     assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
-    assert.ok(r.refinements.every((x) => x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop');
+    assert.ok(kept.safe && r.final.safe, 'every held-out value of the kept variant stays within what CKKS holds');
+    assert.ok(r.refinements.every((x) => !x.safe || x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop of the safe ones');
+    assert.ok(r.final.maxAbs < r.valueBound && r.layers.every((l) => Math.max(l.chosen.heldoutOutside.maxAbsIn, l.chosen.heldoutOutside.maxAbsOut) <= r.final.maxAbs));
+    assert.ok(r.layers.every((l) => l.chosen.heldoutOutside.samples <= r.data.heldout && l.chosen.heldoutOutside.samples <= l.chosen.heldoutOutside.count));
+    assert.equal(r.bootstrapping.planned, false, 'an MNIST model fits SEAL\'s chain');
+    assert.ok(r.final.bootstraps <= r.uniform.bootstraps);
+    assert.ok(r.final.attempts.length === r.final.rounds && r.final.checks >= 1);
     assert.equal(r.options.tune, true);
     assert.equal(r.options.tuneLabelWeight, 0.5, 'with labels, tuning mixes in their cross-entropy');
     const tuned = r.refinements.find((x) => x.name === 'tuned');

@@ -150,8 +150,10 @@ function renderSummary(r: Report): void {
     row(['measured drop', `${fmt(f.measuredDrop)} pp`, `${fmt(u.measuredDrop)} pp`]),
     row(['total depth (levels)', String(f.networkDepth), String(u.networkDepth)]),
     row(['ciphertext multiplications', String(f.nonScalarMults), String(u.nonScalarMults)]),
-    row(['ring size N', String(enc?.params.ringSize ?? r.options.ringSize), '']),
-    row(['budget', `${r.options.budget} pp, ${r.levelBudget} levels`, '']),
+    row([`bootstraps (every ${r.bootstrapping?.levelsPerBootstrap ?? 10} levels)`, String(f.bootstraps ?? '-'), String(u.bootstraps ?? '-')]),
+    row(['values within CKKS range', f.safe === false ? 'no' : `yes (max ${fmt(f.maxAbs ?? NaN, 1)})`, u.safe === false ? 'no' : 'yes']),
+    row(['ring size N', r.bootstrapping?.planned ? `deeper than SEAL's ${r.levelBudget} levels: planned for bootstrapping` : String(enc?.params.ringSize ?? r.options.ringSize), '']),
+    row(['budget', `${r.options.budget} pp, ${r.bootstrapping?.planned ? 'bootstrapping' : `${r.levelBudget} levels`}`, '']),
   ].join('');
 }
 

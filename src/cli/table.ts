@@ -8,23 +8,27 @@ function pad(cells: string[][], right: boolean[]): string {
 
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 const p2 = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(2) + '%' : '-');
-const g3 = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
+const g3 = (x: number) => (!Number.isFinite(x) ? '-' : Math.abs(x) >= 1e5 ? x.toExponential(1) : Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
 
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
-  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${r.layers.length} activations), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${r.levelBudget} levels (N=${r.options.ringSize}), backend ${r.backend}`);
+  const levels = r.bootstrapping.planned ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize})` : `${r.levelBudget} levels (N=${r.options.ringSize})`;
+  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${r.layers.length} activations), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`);
   out.push(`data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`);
   out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
   out.push('');
-  const rows = [['layer', 'activation', 'interval', 'degree', 'depth', 'mults', 'est. ms', 'drop alone', 'rms err', 'uniform deg/depth']];
+  const rows = [['layer', 'activation', 'interval', 'degree', 'depth', 'mults', 'est. ms', 'drop alone', 'rms err', 'out (samples)', 'max |x|', 'uniform deg/depth']];
   for (const l of r.layers) {
     const c = l.chosen;
     rows.push([l.name, l.activation, `[${g3(c.interval.a)}, ${g3(c.interval.b)}]`, String(c.degree), String(c.depth) + (c.affineLevel ? '*' : ''),
       String(c.nonScalarMults), c.latencyMs.toFixed(0), f2(c.predictedDrop), c.rmsData.toExponential(1),
+      String(c.heldoutOutside.samples) + (c.heldoutOutside.nonFinite ? ' !' : ''), g3(Math.max(c.heldoutOutside.maxAbsIn, c.heldoutOutside.maxAbsOut)),
       l.uniformChosen ? `${l.uniformChosen.degree}/${l.uniformChosen.depth}` : 'n/a']);
   }
-  out.push(pad(rows, [false, false, false, true, true, true, true, true, true, true]));
+  out.push(pad(rows, [false, false, false, true, true, true, true, true, true, true, true, true]));
+  out.push(`drop alone: predicted by the first-order screen on ${r.screen.samples} calibration samples (standard error about ${f2(r.screen.standardErrorPp)} pp); `
+    + 'out (samples): held-out samples with a value outside the interval; max |x|: largest magnitude in or out of the activation on held-out data');
   if (r.layers.some((l) => l.chosen.affineLevel)) out.push('* includes one level for an input scaling that cannot be folded into the previous layer');
   out.push('');
   const s = [r.final, r.uniform];
@@ -36,10 +40,14 @@ export function renderReport(r: Report): string {
     ['predicted drop (pp)', ...s.map((m) => f2(m.predictedDrop))],
     ['measured drop (pp)', ...s.map((m) => f2(m.measuredDrop))],
     ['accuracy, all polynomials', ...s.map((m) => p2(m.accuracy))],
+    ['values within CKKS range', ...s.map((m) => (m.safe ? `yes (max ${g3(m.maxAbs)})` : 'NO'))],
+    [`bootstraps (every ${r.bootstrapping.levelsPerBootstrap} levels)`, ...s.map((m) => (Number.isFinite(m.bootstraps) ? String(m.bootstraps) : '-'))],
     ['meets budget', ...s.map((m) => (m.meetsBudget ? 'yes' : 'NO'))]];
   out.push(pad(cmp, [false, true, true]));
   out.push('');
-  out.push('refinements (measured on held-out data; * kept): ' + r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}`).join(' | '));
+  out.push('refinements (measured on held-out data; * kept, ! unsafe): ' + r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '));
+  const t = r.timings;
+  out.push(`stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'report'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k].toFixed(1)}`).join(', ')}`);
   if (r.maxPooling) out.push(`max pooling -> average pooling: accuracy ${p2(r.maxPooling.accuracyWithAveragePooling)} (drop ${f2(r.maxPooling.dropWithAveragePooling)} pp)`);
   out.push(`latency estimates: ${r.costs.source}`);
   for (const n of r.notes) out.push(`note: ${n}`);

@@ -6,14 +6,13 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import { OpCosts } from './cost/cost';
-import { ChannelFits, FitMethod } from './fit/fit';
+import type { FitMethod } from './fit/fit';
+import type { ChannelFits, PolyActivation } from './numerics/polynomial';
 import { Histogram } from './profile/stats';
-import type { PolyActivation } from './model/execute';
-import type { EncryptedLayerReport } from './he/layerTest';
-import type { EncryptedModelReport } from './he/modelTest';
+import type { CkksParams } from './he/params';
 
 export const REPORT_SCHEMA = 'he-approx/report';
-export const REPORT_VERSION = 2;
+export const REPORT_VERSION = 3;
 
 /**
  * sha256 of a JSON text's content whatever its formatting (null if it does not parse): a
@@ -33,7 +32,11 @@ export interface DegreeResult {
   degree: number;
   depth: number;
   nonScalarMults: number;
-  /** Accuracy drop (percentage points) on held-out data when only this layer uses this fit. */
+  /**
+   * Predicted accuracy drop (percentage points) when only this layer uses this fit: the
+   * first-order sensitivity screen on calibration samples (analysis/sensitivity.ts), not a
+   * held-out measurement (version 2 measured it; that cost layers x degrees forward passes).
+   */
   drop: number;
   rmsData: number;
   maxErrObserved: number;
@@ -65,8 +68,12 @@ export interface ChosenFit {
   rmsData: number;
   maxErrObserved: number;
   maxAbsInterval: number;
-  /** Held-out values reaching the layer in the approximated model that fall outside the interval. */
-  heldoutOutside: { fraction: number; count: number; min: number; max: number };
+  /**
+   * Held-out values reaching the layer in the approximated model: how many fall outside the
+   * interval (or their channel's), in how many samples, their range, and the largest magnitude
+   * reaching the activation and leaving it (analysis/verify.ts).
+   */
+  heldoutOutside: { fraction: number; count: number; samples: number; min: number; max: number; maxAbsIn: number; maxAbsOut: number; nonFinite: number };
 }
 
 export interface LayerReport {
@@ -100,20 +107,36 @@ export interface MethodSummary {
   measuredDrop: number;
   accuracy: number;
   meetsBudget: boolean;
-  /** Selection rounds run: the budget is tightened when the measured drop exceeds it. */
+  /** Full rounds run (refinements measured on held-out data; see analysis/search.ts). */
   rounds: number;
+  /** Choices checked exactly on the screen samples before any round. */
+  checks: number;
   /** Every round's choice and its measured drop, in order (the kept one is in `degrees`). */
   attempts: SelectionAttempt[];
+  /** Every held-out value stayed finite and within `Report.valueBound`. */
+  safe: boolean;
+  /** Largest magnitude of any value in the approximated model on held-out data. */
+  maxAbs: number;
+  /** Bootstraps with these degrees at `Report.bootstrapping.levelsPerBootstrap` (cost/bootstrap.ts). */
+  bootstraps: number;
 }
 
 export interface SelectionAttempt {
-  /** 'selected': the first DP choice; 'tightened': chosen under a tighter budget after a round over budget. */
-  why: 'selected' | 'tightened';
+  /**
+   * 'selected': the first choice; 'tightened': chosen for a lower predicted drop after a round
+   * over budget; 'relaxed': a cheaper choice tried after a round met the budget with room to spare.
+   */
+  why: 'selected' | 'tightened' | 'relaxed';
   degrees: Record<string, number>;
   activationDepth: number;
+  /** First-order prediction on the screen samples. */
   predictedDrop: number;
+  /** The plain fits' exact drop on the screen samples (the search's cheap check), if checked. */
+  checkedDrop: number | null;
   measuredDrop: number;
+  /** Measured drop within the budget, and every value safe. */
   meetsBudget: boolean;
+  safe: boolean;
 }
 
 export interface Refinement {
@@ -122,6 +145,8 @@ export interface Refinement {
   accuracy: number;
   measuredDrop: number;
   kept: boolean;
+  /** Every held-out value stayed finite and within `Report.valueBound`. */
+  safe: boolean;
 }
 
 export interface Report {
@@ -146,6 +171,15 @@ export interface Report {
   heIncompatible: { layer: string; className: string; problem: string; fix: string }[];
   levelBudget: number;
   linearDepth: number;
+  /**
+   * Deeper than SEAL's chain: planned for a library with bootstrapping (degrees minimise the
+   * total depth under the accuracy budget; `final.bootstraps` and `uniform.bootstraps` count).
+   */
+  bootstrapping: { planned: boolean; levelsPerBootstrap: number };
+  /** Largest |value| a CKKS ciphertext at the last level holds with the 40-bit scale (2^19). */
+  valueBound: number;
+  /** The first-order sensitivity screen: samples, and the standard error of a predicted drop near the budget. */
+  screen: { samples: number; standardErrorPp: number };
   warnings: string[];
   notes: string[];
   timings: Record<string, number>;
@@ -161,10 +195,14 @@ export interface AnalyzeOptionsReport {
   levelBudget: number;
   degrees: number[];
   margin: number;
+  /** Margin added per activation upstream (analysis/fitStage.ts). */
+  marginGrowth: number;
   floor: number;
   batchSize: number;
   reservoir: number;
   refineSamples: number;
+  screenSamples: number;
+  bootstrapLevels: number;
   ringSize: number;
   method: FitMethod;
   /** Data-guided fits per channel (true) or per layer. */
@@ -173,6 +211,69 @@ export interface AnalyzeOptionsReport {
   tune: boolean;
   /** Weight of the label cross-entropy in coefficient tuning (0: distillation only, as without labels). */
   tuneLabelWeight: number;
+}
+
+// ---- encrypted tests (he/layerTest.ts, he/modelTest.ts) add these to a report ----
+
+export interface LayerEncryptedResult {
+  name: string;
+  degree: number;
+  values: number;
+  ciphertexts: number;
+  ringSize: number;
+  levelsAvailable: number;
+  levelsUsed: number;
+  /** Levels the plaintext simulator predicted; equal to levelsUsed when the plan holds. */
+  levelsPredicted: number;
+  simulatorScaleMatches: boolean;
+  nonScalarMults: number;
+  maxAbsErrVsPlainPoly: number;
+  /** -log2 of the max absolute error against the plaintext polynomial. */
+  precisionBits: number;
+  maxAbsErrVsActivation: number;
+  secondsPerCiphertext: number;
+  keyBytes: { publicKey: number; relinKeys: number };
+}
+
+export interface EncryptedLayerReport {
+  mode: 'layer';
+  createdAt: string;
+  samples: number;
+  scaleBits: number;
+  security: '128-bit (HomomorphicEncryption.org standard via SEAL CoeffModulus bounds)';
+  layers: LayerEncryptedResult[];
+  peakRssMB: number;
+  seconds: number;
+}
+
+export interface SampleResult {
+  index: number;
+  label: number | null;
+  plainOriginal: number;
+  plainApproximated: number;
+  encrypted: number;
+  maxAbsErrLogits: number;
+}
+
+export interface EncryptedModelReport {
+  mode: 'model';
+  createdAt: string;
+  params: CkksParams & { samplesPerCiphertext: number };
+  levelsNeeded: number;
+  levelsPredicted: number;
+  levelsUsed: number;
+  galoisSteps: number[];
+  keyBytes: { publicKey: number; relinKeys: number; galoisKeys: number };
+  samples: SampleResult[];
+  /** Fraction of samples whose encrypted top-1 equals the plaintext approximated model's. */
+  agreement: number;
+  maxAbsErrLogits: number;
+  layerSeconds: Record<string, number>;
+  /** Seconds for one ciphertext (B samples) through the whole program. */
+  latencySeconds: number;
+  amortisedSecondsPerSample: number;
+  keygenSeconds: number;
+  peakRssMB: number;
 }
 
 /** The approximated model's activations, as the executor and the encrypted tests take them. */

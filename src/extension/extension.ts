@@ -136,6 +136,7 @@ class HeApprox implements vscode.Disposable {
       normalize: mean.length || std.length ? { mean: mean.length ? mean : [0], std: std.length ? std : [1] } : null,
       budget: c.get<number>('accuracyBudget', 1.0),
       levelBudget: positive('levelBudget'),
+      bootstrapLevels: positive('bootstrapLevels'),
       calib: positive('calibrationSamples'),
       heldout: positive('heldoutSamples'),
       method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),

@@ -15,42 +15,13 @@ import { activationFn } from '../numerics/activations';
 import { planPolynomial } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
-import { Report, modelFileHashes, polysFromReport } from '../report';
+import { EncryptedLayerReport, LayerEncryptedResult, Report, modelFileHashes, polysFromReport } from '../report';
+
+export type { EncryptedLayerReport, LayerEncryptedResult };
 import { SimBackend, SimCt } from './backend';
 import { chooseParams } from './params';
 import { VecOps, channelLanes, evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
-
-export interface LayerEncryptedResult {
-  name: string;
-  degree: number;
-  values: number;
-  ciphertexts: number;
-  ringSize: number;
-  levelsAvailable: number;
-  levelsUsed: number;
-  /** Levels the plaintext simulator predicted; equal to levelsUsed when the plan holds. */
-  levelsPredicted: number;
-  simulatorScaleMatches: boolean;
-  nonScalarMults: number;
-  maxAbsErrVsPlainPoly: number;
-  /** -log2 of the max absolute error against the plaintext polynomial. */
-  precisionBits: number;
-  maxAbsErrVsActivation: number;
-  secondsPerCiphertext: number;
-  keyBytes: { publicKey: number; relinKeys: number };
-}
-
-export interface EncryptedLayerReport {
-  mode: 'layer';
-  createdAt: string;
-  samples: number;
-  scaleBits: number;
-  security: '128-bit (HomomorphicEncryption.org standard via SEAL CoeffModulus bounds)';
-  layers: LayerEncryptedResult[];
-  peakRssMB: number;
-  seconds: number;
-}
 
 /** What both encrypted tests take. */
 export interface EncryptedTestOptions {

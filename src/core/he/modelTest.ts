@@ -28,10 +28,12 @@ import { Graph, GraphNode, consumersOf, size } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import { gather } from '../profile/profiler';
-import { Report, polysFromReport } from '../report';
+import { EncryptedModelReport, Report, SampleResult, polysFromReport } from '../report';
+
+export type { EncryptedModelReport, SampleResult };
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
-import { chooseParams, CkksParams } from './params';
+import { chooseParams } from './params';
 import { VecOps, channelLanes, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
@@ -403,40 +405,14 @@ export function programDepth(p: Program): number {
   return depth.get(p.output) ?? 0;
 }
 
-export interface SampleResult {
-  index: number;
-  label: number | null;
-  plainOriginal: number;
-  plainApproximated: number;
-  encrypted: number;
-  maxAbsErrLogits: number;
-}
-
-export interface EncryptedModelReport {
-  mode: 'model';
-  createdAt: string;
-  params: CkksParams & { samplesPerCiphertext: number };
-  levelsNeeded: number;
-  levelsPredicted: number;
-  levelsUsed: number;
-  galoisSteps: number[];
-  keyBytes: { publicKey: number; relinKeys: number; galoisKeys: number };
-  samples: SampleResult[];
-  /** Fraction of samples whose encrypted top-1 equals the plaintext approximated model's. */
-  agreement: number;
-  maxAbsErrLogits: number;
-  layerSeconds: Record<string, number>;
-  /** Seconds for one ciphertext (B samples) through the whole program. */
-  latencySeconds: number;
-  amortisedSecondsPerSample: number;
-  keygenSeconds: number;
-  peakRssMB: number;
-}
-
 export type ModelTestOptions = EncryptedTestOptions;
 
 export async function encryptedModelTest(o: ModelTestOptions): Promise<EncryptedModelReport> {
   const g = await checkedGraph(o);
+  if (o.report.bootstrapping?.planned) {
+    throw new UserError('BUDGET_INFEASIBLE', `${o.report.model.name} needs ${o.report.final.networkDepth} levels, more than SEAL's ${o.report.levelBudget} at N=${o.report.options.ringSize}, and SEAL has no bootstrapping (the analysis planned it for a library with bootstrapping: ${o.report.final.bootstraps} bootstraps every ${o.report.bootstrapping.levelsPerBootstrap} levels)`,
+      'test each activation under encryption with encrypted-test --layer-only, or run the network in a CKKS library with bootstrapping (OpenFHE, Lattigo)');
+  }
   const program = compileProgram(g, o.report);
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);

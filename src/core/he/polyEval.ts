@@ -15,7 +15,7 @@
 import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import { CkksBackend } from './backend';
-import type { PolyActivation } from '../model/execute';
+import type { PolyActivation } from '../numerics/polynomial';
 
 export interface PolyInput {
   coeffs: ArrayLike<number>;

@@ -7,28 +7,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { Graph } from './graph';
-import type { NamedWeight } from './weights';
-import type { KerasTopology } from './formats/kerasTopology';
-import type { OnnxSource } from './formats/onnx/import';
+import type { LoadedModel, ModelFormat } from './loaded';
 
-export type ModelFormat = 'tfjs' | 'keras-h5' | 'keras' | 'onnx';
-
-export interface LoadedModel {
-  path: string;
-  format: ModelFormat;
-  graph: Graph;
-  /** Keras topology and weights (tfjs and Keras files): what the tfjs exporter rewrites. */
-  keras?: {
-    topology: KerasTopology;
-    weights: NamedWeight[];
-    /** model.json's modelTopology (tfjs) or what a converter would write (Keras files). */
-    modelTopology: Record<string, unknown>;
-    layout: 'tfjs' | 'converter';
-  };
-  /** The decoded ONNX model and where each activation sits in it: what the ONNX exporter rewrites. */
-  onnx?: OnnxSource;
-}
+export type { LoadedModel, ModelFormat };
 
 export function modelFormatOf(file: string): ModelFormat | null {
   const ext = path.extname(file).toLowerCase();

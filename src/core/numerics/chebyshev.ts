@@ -112,3 +112,51 @@ export function cheb2poly(c: ArrayLike<number>): Float64Array {
   }
   return out;
 }
+
+/**
+ * Evaluates one series at xs[start], xs[start + stride], ... into the same positions of `out`
+ * (may alias `xs`): one channel of a channels-last array. Eight points run through Clenshaw's
+ * recurrence together: each step of one point's recurrence waits for its previous step (a
+ * multiply, a subtract and an add in a chain), so one chain leaves the CPU's floating-point units
+ * mostly idle; eight independent chains keep them busy. Eight ran 1.7-2x faster than four in V8
+ * at degrees 7, 31 and 63 (four were 1.6x faster than one), and four were already 1.7-3x faster
+ * than the same recurrence as TensorFlow.js operations on the wasm backend, which pass over memory
+ * once per operation (`npm run bench:poly`). Each point's arithmetic is the four-point version's,
+ * so its results are bit for bit the same.
+ */
+export function chebvalStrided(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, start = 0, stride = 1): void {
+  const { scale, shift } = unitMap(iv);
+  const K = c.length - 1;
+  const c0 = c[0];
+  const n = xs.length;
+  let i = start;
+  if (K < 1) { for (; i < n; i += stride) out[i] = K < 0 ? 0 : c0; return; }
+  const s = stride;
+  for (; i + 7 * s < n; i += 8 * s) {
+    // Written out in locals: V8 keeps them in registers (through arrays it ran slower than 4 points).
+    const t0 = xs[i] * scale + shift; const t1 = xs[i + s] * scale + shift;
+    const t2 = xs[i + 2 * s] * scale + shift; const t3 = xs[i + 3 * s] * scale + shift;
+    const t4 = xs[i + 4 * s] * scale + shift; const t5 = xs[i + 5 * s] * scale + shift;
+    const t6 = xs[i + 6 * s] * scale + shift; const t7 = xs[i + 7 * s] * scale + shift;
+    const x0 = 2 * t0; const x1 = 2 * t1; const x2 = 2 * t2; const x3 = 2 * t3;
+    const x4 = 2 * t4; const x5 = 2 * t5; const x6 = 2 * t6; const x7 = 2 * t7;
+    let a0 = 0; let b0 = 0; let a1 = 0; let b1 = 0; let a2 = 0; let b2 = 0; let a3 = 0; let b3 = 0;
+    let a4 = 0; let b4 = 0; let a5 = 0; let b5 = 0; let a6 = 0; let b6 = 0; let a7 = 0; let b7 = 0;
+    for (let k = K; k >= 1; k--) {
+      const ck = c[k];
+      let u = x0 * a0 - b0 + ck; b0 = a0; a0 = u;
+      u = x1 * a1 - b1 + ck; b1 = a1; a1 = u;
+      u = x2 * a2 - b2 + ck; b2 = a2; a2 = u;
+      u = x3 * a3 - b3 + ck; b3 = a3; a3 = u;
+      u = x4 * a4 - b4 + ck; b4 = a4; a4 = u;
+      u = x5 * a5 - b5 + ck; b5 = a5; a5 = u;
+      u = x6 * a6 - b6 + ck; b6 = a6; a6 = u;
+      u = x7 * a7 - b7 + ck; b7 = a7; a7 = u;
+    }
+    out[i] = t0 * a0 - b0 + c0; out[i + s] = t1 * a1 - b1 + c0;
+    out[i + 2 * s] = t2 * a2 - b2 + c0; out[i + 3 * s] = t3 * a3 - b3 + c0;
+    out[i + 4 * s] = t4 * a4 - b4 + c0; out[i + 5 * s] = t5 * a5 - b5 + c0;
+    out[i + 6 * s] = t6 * a6 - b6 + c0; out[i + 7 * s] = t7 * a7 - b7 + c0;
+  }
+  for (; i < n; i += stride) out[i] = chebvalUnit(xs[i] * scale + shift, c);
+}

@@ -13,7 +13,7 @@ import * as path from 'path';
 import { pathToFileURL } from 'url';
 import { unzipSync } from 'fflate';
 import { UserError } from '../../errors';
-import type { LoadedModel } from '../load';
+import type { LoadedModel } from '../loaded';
 import type { NamedWeight } from '../weights';
 import { KerasTopology, kerasGraph } from './kerasTopology';
 

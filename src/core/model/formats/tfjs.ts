@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../../errors';
-import type { LoadedModel } from '../load';
+import type { LoadedModel } from '../loaded';
 import { readWeights } from '../weights';
 import { KerasTopology, kerasGraph } from './kerasTopology';
 

@@ -13,6 +13,7 @@ import { ActivationSpec } from '../../../numerics/activations';
 import { GraphNode, Op } from '../../graph';
 import { Const } from './constants';
 import { FusedNode } from './fuse';
+import type { OnnxModel } from './proto';
 
 export type Val = { kind: 'act'; id: number; perm: number[] } | { kind: 'const'; c: Const };
 export type ActVal = Extract<Val, { kind: 'act' }>;
@@ -123,3 +124,13 @@ export class ImportContext {
 }
 
 export const nodeName = (n: FusedNode) => n.name || n.output[0] || n.op_type;
+
+/** The decoded ONNX model and where each activation sits in it: what the ONNX exporter rewrites. */
+export interface OnnxSource {
+  model: OnnxModel;
+  opset: number;
+  inputName: string;
+  outputName: string;
+  /** Per activation node name of the graph: where it sits in the ONNX model. */
+  activations: Record<string, OnnxActivationSite>;
+}

@@ -9,22 +9,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../../../errors';
-import type { LoadedModel } from '../../load';
+import type { LoadedModel } from '../../loaded';
 import { finishGraph, simplifyLayout } from '../../passes';
 import { FOLDABLE, constantNode, foldNode } from './constants';
-import { ImportContext, OnnxActivationSite, channelsLast, identityPerm, nodeName } from './context';
+import { ImportContext, OnnxActivationSite, OnnxSource, channelsLast, identityPerm, nodeName } from './context';
+
+export type { OnnxSource };
 import { FusedNode, fusePatterns } from './fuse';
 import { CONVERTERS, UNSUPPORTED_HINTS } from './ops';
-import { Attrs, OnnxModel, decodeModel, tensorValues } from './proto';
-
-export interface OnnxSource {
-  model: OnnxModel;
-  opset: number;
-  inputName: string;
-  outputName: string;
-  /** Per activation node name of the graph: where it sits in the ONNX model. */
-  activations: Record<string, OnnxActivationSite>;
-}
+import { Attrs, decodeModel, tensorValues } from './proto';
 
 const MIN_OPSET = 1;
 const MAX_OPSET = 22;

@@ -1,0 +1,110 @@
+/**
+ * Deep-network benchmark (issue 12): `he-approx analyze` as a user runs it on the models trained
+ * by others in ../shared/peer, each in its own child process (so each peak RSS is its own), in
+ * one run:
+ *   resnet20  ResNet-20 on CIFAR-10, ONNX exported from PyTorch (19 ReLUs)
+ *   resnet32  ResNet-32, the same (31 ReLUs): time about linear in depth means about 31/19 = 1.6x
+ *   resnet8   MLPerf Tiny's ResNet-8, Keras .h5 (7 ReLUs; raw 0..255 input)
+ * with 2,000 calibration images (CIFAR-10 training JPEGs) and 2,000 held-out images (test JPEGs),
+ * budget 1.0 pp. Prints wall time, the time of every stage, peak RSS, the levels and bootstraps of
+ * the chosen degrees and of the uniform baseline, the measured drops, and the ResNet-32 / ResNet-20
+ * time ratio.
+ *
+ *   node dist/bench/deep.js [resnet20 resnet32 resnet8] [--calib 2000] [--heldout 2000]
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
+const CIFAR = path.join(PEER, 'cifar10-jpeg');
+const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+const MODELS: Record<string, { file: string; options: Record<string, unknown> }> = {
+  resnet20: { file: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'), options: { normalize: IMAGENET } },
+  resnet32: { file: path.join(PEER, 'resnet-cifar10', 'resnet32.onnx'), options: { normalize: IMAGENET } },
+  resnet8: { file: path.join(PEER, 'mlperf-tiny-resnet8', 'pretrainedResnet.h5'), options: { scale: 'none' } },
+};
+
+function arg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+}
+
+async function child(name: string, calib: number, heldout: number): Promise<void> {
+  const { analyze } = await import('../src/core/analyze');
+  const m = MODELS[name];
+  const r = await analyze({
+    model: m.file, data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'), labels: path.join(CIFAR, 'train10k-y.npy'),
+    heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'), heldoutLabels: path.join(CIFAR, 'test-y.npy'), calib, heldout, budget: 1.0, ...m.options,
+  });
+  const summary = (s: typeof r.final) => ({ activationDepth: s.activationDepth, networkDepth: s.networkDepth, bootstraps: s.bootstraps, measuredDrop: s.measuredDrop,
+    meetsBudget: s.meetsBudget, safe: s.safe, maxAbs: s.maxAbs, rounds: s.rounds, checks: s.checks });
+  process.stdout.write(JSON.stringify({
+    name, activations: r.layers.length, plaintext: r.plaintext.accuracy, bootstrapping: r.bootstrapping, timings: r.timings,
+    final: summary(r.final), uniform: summary(r.uniform), degrees: Object.values(r.final.degrees),
+    samplesOutside: r.layers.reduce((s, l) => s + l.chosen.heldoutOutside.samples, 0),
+    peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+  }) + '\n');
+}
+
+type Result = { name: string; activations: number; plaintext: number; timings: Record<string, number>; final: Record<string, number | boolean>;
+  uniform: Record<string, number | boolean>; degrees: number[]; samplesOutside: number; peakRssMB: number; bootstrapping: { planned: boolean; levelsPerBootstrap: number } };
+
+function run(name: string, calib: number, heldout: number): Result {
+  const r = spawnSync(process.execPath, [__filename, '--child', name, String(calib), String(heldout)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`${name} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+async function main(): Promise<void> {
+  const i = process.argv.indexOf('--child');
+  if (i > 0) return child(process.argv[i + 1], Number(process.argv[i + 2]), Number(process.argv[i + 3]));
+  if (!fs.existsSync(path.join(PEER, 'README.md'))) throw new Error(`${PEER} is missing: this benchmark needs the shared peer models (../shared/peer, or HE_APPROX_PEER=<folder>)`);
+  const calib = arg('calib', 2000);
+  const heldout = arg('heldout', 2000);
+  const names = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !(all[k - 1] ?? '').startsWith('--'));
+  const todo = names.length ? names : ['resnet20', 'resnet32', 'resnet8'];
+  console.log(`deep-network benchmark: he-approx analyze, ${calib} calibration + ${heldout} held-out CIFAR-10 images, budget 1.0 pp (${require('os').cpus().length} cores)`);
+  const results: Result[] = [];
+  for (const name of todo) {
+    const r = run(name, calib, heldout);
+    results.push(r);
+    const f = r.final;
+    const u = r.uniform;
+    const t = r.timings;
+    console.log(`\n${name} (${r.activations} activations, plaintext ${(100 * r.plaintext).toFixed(2)}% on the JPEG test images${r.bootstrapping.planned ? `, planned for bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels` : ''})`);
+    console.log(`  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'report'].map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`).join(', ')}`);
+    console.log(`  data-guided: ${f.activationDepth} activation / ${f.networkDepth} network levels, ${f.bootstraps} bootstraps, measured drop ${Number(f.measuredDrop).toFixed(2)} pp, `
+      + `${f.meetsBudget ? 'meets' : 'MISSES'} the budget, values ${f.safe ? `safe (max ${Number(f.maxAbs).toFixed(1)})` : 'UNSAFE'}, ${r.samplesOutside} held-out samples outside an interval; ${f.rounds} rounds, ${f.checks} checks`);
+    console.log(`  uniform:     ${u.activationDepth} activation / ${u.networkDepth} network levels, ${u.bootstraps} bootstraps, measured drop ${Number(u.measuredDrop).toFixed(2)} pp, ${u.meetsBudget ? 'meets' : 'MISSES'} the budget`);
+    console.log(`  degrees: ${r.degrees.join(', ')}`);
+  }
+  const by = new Map(results.map((r) => [r.name, r]));
+  const r20 = by.get('resnet20');
+  const r32 = by.get('resnet32');
+  if (r20 && r32) {
+    console.log(`\nResNet-32 / ResNet-20 time: ${(r32.timings.total / r20.timings.total).toFixed(2)}x for ${(r32.activations / r20.activations).toFixed(2)}x the activations (target: within 1.7x)`);
+  }
+  if (r20) {
+    // What the field reports for the same network (see ../shared/notes/field.md): AutoFHE (Ao and
+    // Boddeti, USENIX Security'24) searches per-layer polynomials and fine-tunes the network for
+    // GPU-days, reaching 0.70 pp below the original ResNet-20 with 5 bootstraps. Our aim is as few
+    // bootstraps within 1.0 pp without retraining.
+    const f = r20.final;
+    console.log(`\nResNet-20 against the field: AutoFHE 5 bootstraps at 0.70 pp below the original, after GPU-days of search and fine-tuning; `
+      + `he-approx ${f.bootstraps} bootstraps at ${Number(f.measuredDrop).toFixed(2)} pp, no retraining, ${(r20.timings.total / 60).toFixed(1)} minutes on ${require('os').cpus().length} cores `
+      + `(${Number(f.bootstraps) - 5 > 0 ? `${Number(f.bootstraps) - 5} bootstraps more than AutoFHE` : `${5 - Number(f.bootstraps)} fewer than AutoFHE`}, `
+      + `${r20.bootstrapping.levelsPerBootstrap} levels between bootstraps)`);
+  }
+  for (const r of results) {
+    const ok = r.peakRssMB < 4096 && r.final.meetsBudget === true && Number(r.final.networkDepth) < Number(r.uniform.networkDepth)
+      && Number(r.final.bootstraps) < Number(r.uniform.bootstraps);
+    // The time target is ResNet-20's (and its smaller cousin's); ResNet-32's is the ratio above.
+    const timeOk = r.name === 'resnet32' || r.timings.total <= 600;
+    console.log(`${r.name}: meets the budget with fewer levels and fewer bootstraps than uniform, under 4 GB: ${ok ? 'yes' : 'NO'}`
+      + `${r.name === 'resnet32' ? '' : `; within 10 minutes: ${timeOk ? 'yes' : 'NO'}`}`);
+  }
+}
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,63 @@
+/**
+ * Polynomial evaluation on the CPU, as the analysis does it for every approximated activation on
+ * every held-out pass (execute.ts -> polyValues -> chebvalStrided): values per second of
+ *   one-at-a-time  Clenshaw's recurrence for one point after another (the baseline),
+ *   interleaved    chebvalStrided, eight points' recurrences interleaved (what he-approx runs),
+ *   tfjs           the same recurrence as TensorFlow.js operations on the current backend,
+ * on 16 channels x 65,536 positions of channels-last data, per-channel series, at degrees 7, 15,
+ * 31 and 63, with the ratios against the baseline measured in the same run (best of 5 repeats).
+ *
+ *   node dist/bench/polyEval.js
+ */
+import { chebvalStrided, chebvalUnit, unitMap } from '../src/core/numerics/chebyshev';
+import { initBackend, tf } from '../src/core/model/backend';
+
+const C = 16;
+const N = C * 65536;
+
+function best(f: () => void): number {
+  f();
+  let b = Infinity;
+  for (let r = 0; r < 5; r++) {
+    const t = process.hrtime.bigint();
+    f();
+    b = Math.min(b, Number(process.hrtime.bigint() - t) / 1e9);
+  }
+  return b;
+}
+
+async function main(): Promise<void> {
+  const backend = await initBackend();
+  const x = new Float32Array(N);
+  for (let i = 0; i < N; i++) x[i] = 3 * Math.sin(i * 0.37);
+  const iv = { a: -4, b: 4 };
+  const { scale, shift } = unitMap(iv);
+  console.log(`polynomial evaluation, ${C} channels x ${N / C} positions (channels last), per-channel Chebyshev series on [-4, 4]; backend ${backend}`);
+  console.log('degree  one-at-a-time M/s  interleaved M/s  tfjs M/s  interleaved / one-at-a-time  interleaved / tfjs');
+  for (const d of [7, 15, 31, 63]) {
+    const coeffs = Array.from({ length: C }, (_, c) => Float64Array.from({ length: d + 1 }, (_, k) => Math.cos(k + c) / (k + 1)));
+    const a = new Float32Array(N);
+    const b = new Float32Array(N);
+    const one = best(() => { for (let i = 0; i < N; i++) a[i] = chebvalUnit(x[i] * scale + shift, coeffs[i % C]); });
+    const inter = best(() => { for (let c = 0; c < C; c++) chebvalStrided(x, b, coeffs[c], iv, c, C); });
+    let diff = 0;
+    for (let i = 0; i < N; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    if (diff > 1e-4) throw new Error(`interleaved and one-at-a-time disagree by ${diff}`);
+    // Clenshaw as tensor operations: the per-channel coefficients broadcast along the last axis.
+    const xt = tf.tensor2d(x, [N / C, C]);
+    const ck = Array.from({ length: d + 1 }, (_, k) => tf.tensor1d(coeffs.map((cs) => cs[k])));
+    const tfjs = best(() => tf.tidy(() => {
+      const t = tf.add(tf.mul(xt, scale), shift);
+      const t2 = tf.mul(t, 2);
+      let b1: tf.Tensor = tf.zerosLike(t);
+      let b2: tf.Tensor = tf.zerosLike(t);
+      for (let k = d; k >= 1; k--) { const b0 = tf.add(tf.sub(tf.mul(t2, b1), b2), ck[k]); b2 = b1; b1 = b0; }
+      tf.add(tf.sub(tf.mul(t, b1), b2), ck[0]).dataSync();
+    }));
+    xt.dispose();
+    ck.forEach((t) => t.dispose());
+    const rate = (s: number) => (N / s / 1e6).toFixed(0);
+    console.log(`${String(d).padStart(6)}  ${rate(one).padStart(17)}  ${rate(inter).padStart(15)}  ${rate(tfjs).padStart(8)}  ${(one / inter).toFixed(2).padStart(27)}x  ${(tfjs / inter).toFixed(2).padStart(17)}x`);
+  }
+}
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,190 @@
+/**
+ * The report: every stage's output turned into the plain, serialisable `Report` the hosts
+ * render (schema in docs/report-schema.md).
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { ActivationCost, OpCosts, networkDepth } from '../cost/cost';
+import { planBootstraps } from '../cost/bootstrap';
+import { FitMethod, assessFit } from '../fit/fit';
+import { actSpec } from '../model/graph';
+import { describeActivation } from '../numerics/activations';
+import { ValueStats } from '../profile/stats';
+import {
+  DegreeResult, LayerReport, MethodSummary, REPORT_SCHEMA, REPORT_VERSION, Report, modelFileHashes,
+} from '../report';
+import type { FitStage } from './fitStage';
+import type { Inputs } from './inputs';
+import type { SearchResult } from './search';
+import type { Screen } from './sensitivity';
+import { predictedDrop } from './sensitivity';
+import type { AnalyzeOptions, Settings } from './settings';
+import { VALUE_BOUND } from './verify';
+
+/** he-approx's version: from the nearest package.json named he-approx above this module (dist/ or bundle/). */
+export function toolVersion(): string {
+  for (let dir = __dirname, up = 0; up < 6; up++, dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+      if (pkg.name === 'he-approx') return pkg.version;
+    } catch { /* not here */ }
+  }
+  return '0.0.0';
+}
+
+const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+export interface Assembly {
+  o: AnalyzeOptions;
+  s: Settings;
+  inputs: Inputs;
+  stats: Map<number, ValueStats>;
+  fit: FitStage;
+  screen: Screen;
+  /** Per activation, per candidate degree: its cost. */
+  costs: ActivationCost[][];
+  foldable: boolean[];
+  opCosts: OpCosts;
+  backend: string;
+  baseAccuracy: number;
+  final: SearchResult;
+  uniform: SearchResult;
+  bootstrapping: boolean;
+  linearDepth: number;
+  maxPooling: Report['maxPooling'];
+  timings: Record<string, number>;
+}
+
+/** What CKKS cannot evaluate as it is (softmax before the output, max pooling), with the fix, and the warnings that say so. */
+function incompatibilities(g: Assembly['inputs']['model']['graph'], maxPooling: Report['maxPooling']): { list: Report['heIncompatible']; warnings: string[] } {
+  const list: Report['heIncompatible'] = [];
+  const warnings: string[] = [];
+  for (const n of g.nodes.filter((x) => x.spec.op === 'softmax')) {
+    warnings.push(`Layer '${n.layer}' applies softmax before the output; CKKS cannot evaluate it. Move softmax to the end or replace it.`);
+    list.push({ layer: n.layer, className: n.className, problem: 'softmax before the output cannot be evaluated under CKKS (exp and division are not polynomials)',
+      fix: 'move softmax to the end of the model (the client applies it after decryption) or replace it' });
+  }
+  if (maxPooling) {
+    for (const p of g.nodes.filter((n) => n.spec.op === 'maxpool')) {
+      list.push({ layer: p.layer, className: p.className, problem: `max pooling cannot be evaluated under CKKS (max is not a polynomial); with average pooling the accuracy drops by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp`,
+        fix: 'retrain with AveragePooling2D, or accept the measured drop' });
+    }
+    warnings.push(`MaxPooling layer(s) ${maxPooling.layers.join(', ')} cannot run under CKKS; replacing them by average pooling changes accuracy by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp (not included above). Retrain with AveragePooling2D or accept the drop.`);
+  }
+  return { list, warnings };
+}
+
+function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
+  const { acts } = a.inputs;
+  const g = a.inputs.model.graph;
+  const r = run.result;
+  if (!r) {
+    return { method: name, degrees: {}, activationDepth: NaN, networkDepth: NaN, nonScalarMults: NaN, latencyMs: NaN, predictedDrop: NaN,
+      measuredDrop: NaN, accuracy: NaN, meetsBudget: false, rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: false, maxAbs: NaN, bootstraps: NaN };
+  }
+  const cost = (l: number) => a.costs[l][r.pick.picks[l]];
+  const depths = new Map(acts.map((n, l) => [n.id, cost(l).depth]));
+  return {
+    method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: r.pick.depth,
+    networkDepth: networkDepth(g, depths), nonScalarMults: r.pick.mults, latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
+    predictedDrop: r.pick.predictedDrop, measuredDrop: r.drop, accuracy: r.measured.accuracy, meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
+    rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: r.measured.safe,
+    maxAbs: Math.max(r.measured.maxAbsLogit, ...r.measured.layers.map((x) => Math.max(x.maxAbsIn, x.maxAbsOut))),
+    bootstraps: planBootstraps(g, depths, a.s.bootstrapLevels).bootstraps,
+  };
+}
+
+function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): LayerReport[] {
+  const { acts } = a.inputs;
+  const { s, screen } = a;
+  const dropAlone = (m: FitMethod, l: number, k: number) => predictedDrop(screen, [screen.dm.get(m)![l][k]]);
+  return acts.map((n, l) => {
+    const st = a.stats.get(n.id)!;
+    const act = actSpec(n);
+    const fit = fr.fits.get(n.id)!;
+    const k = fr.pick.picks[l];
+    const c = a.costs[l][k];
+    const range = fr.measured.layers[l];
+    const w: string[] = [];
+    if (range.samplesOutside > 0) {
+      const where = fit.channels ? 'outside their channels\' intervals' : `outside its interval [${fit.interval.a.toPrecision(4)}, ${fit.interval.b.toPrecision(4)}]`;
+      w.push(`${range.valuesOutside} held-out values in ${range.samplesOutside} samples (${(100 * range.fractionOutside).toPrecision(2)}% of values) reach ${n.name} ${where} (seen ${range.min.toPrecision(4)}..${range.max.toPrecision(4)}, largest magnitude out ${range.maxAbsOut.toPrecision(3)}); widen it with --margin or calibrate on more data`);
+    }
+    if (range.nonFinite > 0 || Math.max(range.maxAbsIn, range.maxAbsOut) >= VALUE_BOUND) {
+      w.push(`held-out values at ${n.name} ${range.nonFinite ? 'are not finite' : `reach ${Math.max(range.maxAbsIn, range.maxAbsOut).toPrecision(3)}`}, beyond the ${VALUE_BOUND} a CKKS ciphertext holds with a 40-bit scale: the polynomials upstream extrapolate; raise --margin or --margin-growth`);
+    }
+    const layerDrop = dropAlone(s.method, l, k);
+    if (layerDrop > 0.5 * s.budget && acts.length > 1) w.push(`${n.name} alone uses ${(100 * layerDrop / s.budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree} (predicted)`);
+    const uq = assessFit(act, fit.coeffs, fit.interval, st.sample, st);
+    const rows = (m: 'data' | 'uniform'): DegreeResult[] => a.fit.candidates.get(m)![l].map((f, j) => ({
+      degree: f.degree, depth: a.costs[l][j].depth, nonScalarMults: a.costs[l][j].nonScalarMults, drop: dropAlone(m, l, j),
+      rmsData: f.rmsData, maxErrObserved: f.maxErrObserved, maxAbsInterval: f.maxAbsInterval,
+    }));
+    const off = fr.offsets.get(n.id);
+    const ur = a.uniform.result;
+    const uk = ur?.pick.picks[l];
+    return {
+      node: n.id, name: n.name, layer: n.layer, className: n.className, activation: describeActivation(act), fused: n.name.endsWith('/activation'),
+      stats: { count: st.count, min: st.min, max: st.max, mean: st.mean, std: st.std, percentiles: st.percentiles, histogram: st.histogram },
+      interval: a.fit.intervals[l], affineFoldable: a.foldable[l],
+      sensitivity: { data: rows('data'), uniform: rows('uniform') },
+      chosen: {
+        method: fit.method, degree: fit.degree, basis: 'chebyshev', interval: fit.interval, coeffs: fit.coeffs, channelOffset: off ? Array.from(off) : null,
+        channels: fit.channels ?? null,
+        depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
+        predictedDrop: layerDrop, rmsData: uq.rmsData, maxErrObserved: uq.maxErrObserved, maxAbsInterval: uq.maxAbsInterval,
+        heldoutOutside: { fraction: range.fractionOutside, count: range.valuesOutside, samples: range.samplesOutside, min: range.min, max: range.max,
+          maxAbsIn: range.maxAbsIn, maxAbsOut: range.maxAbsOut, nonFinite: range.nonFinite },
+      },
+      uniformChosen: uk === undefined ? null : { degree: a.costs[l][uk].degree, depth: a.costs[l][uk].depth, predictedDrop: dropAlone('uniform', l, uk) },
+      warnings: w,
+    };
+  });
+}
+
+export function screenStandardError(budgetPp: number, samples: number): number {
+  const p = Math.min(0.5, Math.max(budgetPp / 100, 1 / samples));
+  return 100 * Math.sqrt(p * (1 - p) / samples);
+}
+
+export function assembleReport(a: Assembly): Report {
+  const { o, s, inputs } = a;
+  const { model, ds, split, prep } = inputs;
+  const g = model.graph;
+  const fr = a.final.result!;
+  const layers = layerReports(a, fr);
+  const incompatible = incompatibilities(g, a.maxPooling);
+  const warnings = [...incompatible.warnings];
+  for (const l of layers) warnings.push(...l.warnings);
+  const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
+  const uniform = summary(a, 'uniform', a.uniform);
+  if (final.measuredDrop > s.budget + 1e-9) warnings.push(`The measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget even with the most accurate candidate degrees; allow higher degrees or a larger budget.`);
+  if (!final.safe) warnings.push(`Held-out values of the approximated model leave what a CKKS ciphertext holds (|x| < ${VALUE_BOUND}): an encrypted run would be corrupted. Raise --margin or --margin-growth.`);
+  if (!a.uniform.result) warnings.push(`The uniform baseline cannot meet the budget within ${a.bootstrapping ? 'the candidate degrees' : `${s.levelBudget} levels`}.`);
+  const notes = [...g.notes, ...ds.notes];
+  if (!inputs.acts.length) notes.push('The model has no non-polynomial activation: nothing to approximate.');
+  if (a.bootstrapping) {
+    notes.push(`The network needs more levels than SEAL's ${s.levelBudget} at N=${s.ringSize} (linear layers alone: ${a.linearDepth}); it is planned for a CKKS library with bootstrapping `
+      + `(${s.bootstrapLevels} levels between bootstraps, --bootstrap-levels): ${final.bootstraps} bootstraps with the chosen degrees, ${uniform.bootstraps} with the uniform baseline's. `
+      + 'The whole-model SEAL test cannot run it; `encrypted-test --layer-only` tests each activation.');
+  }
+  return {
+    schema: REPORT_SCHEMA, version: REPORT_VERSION,
+    tool: { name: 'he-approx', version: toolVersion() }, createdAt: new Date().toISOString(),
+    model: { path: model.path, name: g.name, format: model.format, layout: model.keras?.layout ?? model.format, inputShape: g.inputShape, ...modelFileHashes(model.path), notes: g.notes },
+    data: { path: o.data, labels: o.labels ?? null, heldoutPath: o.heldoutData ?? null, samples: ds.count, calibration: split.calib.length, heldout: split.heldout.length, seed: s.seed,
+      sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
+    options: { inputScale: prep.scale ?? 'auto', inputNormalization: prep.normalize ?? null, budget: s.budget, levelBudget: s.levelBudget, degrees: s.degrees, margin: s.margin,
+      marginGrowth: s.marginGrowth, floor: s.floor, batchSize: s.batchSize, reservoir: s.reservoir, refineSamples: s.refineSamples, screenSamples: s.screenSamples,
+      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
+    backend: a.backend, costs: a.opCosts, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
+    plaintext: { accuracy: a.baseAccuracy },
+    layers, final, uniform, refinements: fr.refinements, maxPooling: a.maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,
+    bootstrapping: { planned: a.bootstrapping, levelsPerBootstrap: s.bootstrapLevels }, valueBound: VALUE_BOUND,
+    // A predicted drop counts flips among the screen's samples: near a budget's worth of flips
+    // (rate p), its binomial standard error.
+    screen: { samples: a.screen.samples, standardErrorPp: screenStandardError(s.budget, a.screen.samples) },
+    warnings, notes, timings: a.timings,
+  };
+}

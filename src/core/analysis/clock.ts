@@ -1,0 +1,46 @@
+/**
+ * Progress and timing of the analysis's stages: each phase has a share of the progress bar (its
+ * share of a typical run's time), and every stage's seconds are summed into the report's timings.
+ * 'search' interleaves the select, refine and verify stages, which are timed apart.
+ */
+import type { Progress } from '../profile/profiler';
+
+const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search: 55, report: 5 } as const;
+export type Phase = keyof typeof PHASES;
+export type Stage = Phase | 'select' | 'refine' | 'verify';
+
+export class StageClock {
+  readonly timings: Record<string, number> = {};
+  private readonly t0 = Date.now();
+
+  constructor(private readonly onProgress?: Progress) {}
+
+  /** Reports fraction `f` of phase `phase` done. */
+  progress(phase: Phase, f: number, msg: string): void {
+    let before = 0;
+    for (const [name, w] of Object.entries(PHASES)) { if (name === phase) break; before += w; }
+    const total = Object.values(PHASES).reduce((x, y) => x + y, 0);
+    this.onProgress?.((before + PHASES[phase] * Math.min(1, Math.max(0, f))) / total, msg);
+  }
+
+  /** Runs `f`, adding its seconds to `stage`'s time. */
+  async timed<T>(stage: Stage, f: () => Promise<T> | T): Promise<T> {
+    const t = Date.now();
+    if (stage in PHASES) this.progress(stage as Phase, 0, stage);
+    try { return await f(); } finally { this.add(stage, (Date.now() - t) / 1000); }
+  }
+
+  add(stage: string, seconds: number): void {
+    this.timings[stage] = (this.timings[stage] ?? 0) + seconds;
+  }
+
+  /** Pass options whose progress fills `phase`. */
+  pass(phase: Phase, batchSize: number, signal?: AbortSignal) {
+    return { batchSize, signal, onProgress: (f: number, m: string) => this.progress(phase, f, m) };
+  }
+
+  finish(): Record<string, number> {
+    this.timings.total = (Date.now() - this.t0) / 1000;
+    return this.timings;
+  }
+}

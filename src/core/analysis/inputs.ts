@@ -1,0 +1,50 @@
+/**
+ * The analysis's inputs: the model in the one graph, the data checked against it and
+ * preprocessed, and the seeded split into calibration and held-out samples.
+ */
+import { UserError } from '../errors';
+import { Dataset, InputPrep, Split, loadDataset, splitIndices } from '../data/read';
+import { GraphNode, activationNodes } from '../model/graph';
+import { LoadedModel, loadModel } from '../model/load';
+import type { AnalyzeOptions, Settings } from './settings';
+
+export interface Inputs {
+  model: LoadedModel;
+  acts: GraphNode[];
+  prep: InputPrep;
+  /** Calibration and held-out samples in one index space (two files are concatenated). */
+  ds: Dataset;
+  split: Split;
+}
+
+export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs> {
+  const model = await loadModel(o.model);
+  const g = model.graph;
+  const prep: InputPrep = { scale: o.scale ?? 'auto', normalize: o.normalize ?? null, layout: g.inputLayout };
+  const calibDs = loadDataset(o.data, o.labels ?? null, g.inputShape, prep);
+  const heldDs = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, prep) : null;
+  if (heldDs && !!heldDs.labels !== !!calibDs.labels) {
+    throw new UserError('LABELS_MISMATCH', 'labels were given for only one of --data and --heldout-data', 'pass --labels and --heldout-labels together, or neither');
+  }
+  let ds: Dataset;
+  let split: Split;
+  if (heldDs) {
+    // Two files: concatenate them so one index space serves both; no sample crosses sides.
+    const nCalib = o.calib ?? calibDs.count;
+    const nHeld = o.heldout ?? Math.min(5000, heldDs.count);
+    const a = splitIndices(calibDs.count, nCalib, 0, s.seed).calib;
+    const b = splitIndices(heldDs.count, nHeld, 0, s.seed + 1).calib.map((i) => i + calibDs.count);
+    const x = new Float32Array(calibDs.x.length + heldDs.x.length);
+    x.set(calibDs.x); x.set(heldDs.x, calibDs.x.length);
+    const labels = calibDs.labels && heldDs.labels ? Int32Array.from([...calibDs.labels, ...heldDs.labels]) : null;
+    ds = { sampleShape: g.inputShape, count: calibDs.count + heldDs.count, x, labels, notes: [...calibDs.notes, ...heldDs.notes] };
+    split = { calib: a, heldout: b };
+  } else {
+    ds = calibDs;
+    const nCalib = o.calib ?? Math.min(5000, Math.floor(ds.count / 2));
+    const nHeld = o.heldout ?? Math.min(5000, ds.count - nCalib);
+    split = splitIndices(ds.count, nCalib, nHeld, s.seed);
+  }
+  if (split.heldout.length < 1) throw new UserError('OPTION_INVALID', 'no held-out samples', 'pass --heldout N with N >= 1, or --heldout-data');
+  return { model, acts: activationNodes(g), prep, ds, split };
+}

@@ -1,0 +1,123 @@
+/**
+ * The verify stage: an approximated model measured on held-out data, exactly (no first-order
+ * estimate): its accuracy, and for every activation how far the values reaching it stray from
+ * its interval and how large any value gets. Under CKKS a value is held as round(x * scale)
+ * modulo the ciphertext modulus; at the last level that is the first 60-bit prime, so with a
+ * 40-bit scale any |x| >= 2^19 wraps and corrupts every image packed in the same ciphertext.
+ * A choice whose held-out values exceed that, or are not finite, is not safe, whatever its
+ * accuracy.
+ */
+import { Fit, polyOf } from '../fit/fit';
+import { GraphNode, size } from '../model/graph';
+import { SCALE_BITS } from '../he/params';
+import { Dataset } from '../data/read';
+import { Executor } from '../model/execute';
+import { HeldoutCache, PassOptions, argmaxInto, forEachBatch, predictFull } from '../profile/profiler';
+import type { Report } from '../report';
+
+/** The largest |x| a CKKS ciphertext at the last level holds: first prime 60 bits, scale 2^40. */
+export const VALUE_BOUND = 2 ** (60 - SCALE_BITS - 1);
+
+export interface LayerRange {
+  /** Held-out samples with at least one value outside the layer's (or its channel's) interval. */
+  samplesOutside: number;
+  valuesOutside: number;
+  fractionOutside: number;
+  /** Range of the values reaching the activation. */
+  min: number;
+  max: number;
+  /** Largest magnitude reaching the activation, and leaving it (the polynomial's output). */
+  maxAbsIn: number;
+  maxAbsOut: number;
+  /** Values that were NaN or infinite (a polynomial blown up upstream): counted, not in the maxima. */
+  nonFinite: number;
+}
+
+export interface Measurement {
+  accuracy: number;
+  layers: LayerRange[];
+  maxAbsLogit: number;
+  /** Every value finite and within VALUE_BOUND (inputs and outputs of activations, logits). */
+  safe: boolean;
+}
+
+export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], fits: Map<number, Fit>, offsets: Map<number, Float32Array | null>,
+  signal?: AbortSignal): Promise<Measurement> {
+  if (!acts.length) return { accuracy: cache.baseline().accuracy, layers: [], maxAbsLogit: 0, safe: true };
+  const layers: LayerRange[] = acts.map(() => ({ samplesOutside: 0, valuesOutside: 0, fractionOutside: 0, min: Infinity, max: -Infinity, maxAbsIn: 0, maxAbsOut: 0, nonFinite: 0 }));
+  let maxAbsLogit = 0;
+  let finite = true;
+  const polys = new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets.get(a.id))]));
+  // The statistics ride on the polynomial evaluation's own values (RunOptions.inspect): copying
+  // every activation's inputs and outputs out again to check them cost more than the forward pass.
+  const index = new Map(acts.map((a, k) => [a.id, k]));
+  const bounds = acts.map((a) => {
+    const f = fits.get(a.id)!;
+    const C = a.shape[a.shape.length - 1];
+    const ivs = f.channels?.intervals ?? new Array(C).fill(f.interval);
+    return { lo: Float64Array.from(ivs, (iv) => iv.a), hi: Float64Array.from(ivs, (iv) => iv.b) };
+  });
+  const inspect = (node: number, x: Float32Array, y: Float32Array, C: number) => {
+    const k = index.get(node)!;
+    const r = layers[k];
+    const { lo, hi } = bounds[k];
+    const per = size(acts[k].shape);
+    let mn = r.min; let mx = r.max; let out = r.maxAbsOut; let bad = 0;
+    for (let i = 0; i < x.length; i += per) {
+      let o = 0;
+      for (let j = i, end = i + per; j < end; j += C) {
+        for (let c = 0; c < C; c++) {
+          const v = x[j + c];
+          const w = y[j + c];
+          if (!(v >= lo[c] && v <= hi[c])) o++;
+          // v - v is NaN exactly when v is NaN or infinite: counted, kept out of the extremes.
+          if (v - v !== 0 || w - w !== 0) { bad++; continue; }
+          if (v < mn) mn = v;
+          if (v > mx) mx = v;
+          if (w > out) out = w;
+          else if (-w > out) out = -w;
+        }
+      }
+      r.valuesOutside += o;
+      if (o) r.samplesOutside++;
+    }
+    r.min = mn; r.max = mx; r.maxAbsOut = out;
+    r.maxAbsIn = Math.max(Math.abs(mn), Math.abs(mx));
+    if (bad) { r.nonFinite += bad; finite = false; }
+  };
+  const pred = await cache.predictFrom(acts[0].id, { replace: polys, inspect }, signal, [], (_s, _n, _c, logits) => {
+    for (const v of logits) { const m = Math.abs(v); if (!(m <= maxAbsLogit)) { if (!Number.isFinite(m)) finite = false; else maxAbsLogit = m; } }
+  });
+  for (const [k, a] of acts.entries()) layers[k].fractionOutside = layers[k].valuesOutside / (cache.count * size(a.shape));
+  const maxAbs = Math.max(maxAbsLogit, ...layers.map((l) => Math.max(l.maxAbsIn, l.maxAbsOut)));
+  return { accuracy: cache.score(pred).accuracy, layers, maxAbsLogit, safe: finite && maxAbs < VALUE_BOUND };
+}
+
+/**
+ * The exact drop (percentage points) of a choice's fits on a few calibration samples: the
+ * sensitivity screen's samples, against what was right there in the original model. A forward
+ * pass over those samples, not the held-out set: the search uses it to test choices cheaply
+ * before measuring the promising ones on held-out data.
+ */
+export async function measureSubset(ex: Executor, ds: Dataset, idx: Int32Array, right: Uint8Array, target: Int32Array, fits: Map<number, Fit>,
+  opts: PassOptions): Promise<number> {
+  const replace = new Map([...fits].map(([id, f]) => [id, polyOf(f)]));
+  const pred = new Int32Array(idx.length);
+  await forEachBatch(ex, ds, idx, { replace }, [], opts, (s, n, _c, logits) => argmaxInto(logits, n, pred, s));
+  let lost = 0;
+  for (let i = 0; i < idx.length; i++) lost += right[i] - Number(pred[i] === target[i]);
+  return 100 * lost / idx.length;
+}
+
+/**
+ * Max pooling cannot run under CKKS (max is not a polynomial): the held-out accuracy with every
+ * max pooling evaluated as average pooling instead, or null when the model has none.
+ */
+export async function measureMaxPooling(cache: HeldoutCache, ds: Dataset, idx: Int32Array, opts: PassOptions): Promise<Report['maxPooling']> {
+  const g = cache.ex.graph;
+  const pools = g.nodes.filter((n) => n.spec.op === 'maxpool');
+  if (!pools.length) return null;
+  const pred = await predictFull(cache.ex, ds, idx, { poolAsAvg: true }, opts);
+  const acc = cache.score(pred).accuracy;
+  return { layers: pools.map((p) => p.layer), accuracyWithAveragePooling: acc, dropWithAveragePooling: 100 * (cache.baseline().accuracy - acc) };
+}

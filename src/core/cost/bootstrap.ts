@@ -1,0 +1,48 @@
+/**
+ * Bootstraps a CKKS library with bootstrapping would need for a network, given how many levels
+ * it offers between two bootstraps (OpenFHE and Lattigo at N = 2^16 leave about 10 after
+ * bootstrapping with their default parameters; Orion plans ResNet-20 with 10). SEAL has no
+ * bootstrapping, so a network deeper than its chain can only be run elsewhere; this is the figure
+ * AutoFHE and Orion report for ResNet-20.
+ *
+ * Placement is lazy and greedy, in topological order: every value carries the levels it has
+ * left (a fresh input has L); a node that consumes k levels needs k left on each input, and an
+ * input with fewer is bootstrapped first (once: the refreshed value serves all its consumers).
+ * On a chain this is the least number of bootstraps (delaying a bootstrap never costs one more);
+ * on a residual block the shortcut is refreshed only when it arrives at the Add with fewer
+ * levels than the block's output. A node deeper than L (a polynomial of depth > L, or an affine
+ * map plus a polynomial) must be split by bootstraps inside: ceil(k / L) - 1 more.
+ */
+import { Graph } from '../model/graph';
+import { linearLevels } from './cost';
+
+export interface BootstrapPlan {
+  levelsPerBootstrap: number;
+  bootstraps: number;
+  /** Names of the nodes whose inputs are refreshed, in order (a node appears once per bootstrap). */
+  before: string[];
+}
+
+export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: number): BootstrapPlan {
+  const left = new Array<number>(g.nodes.length).fill(L);
+  let bootstraps = 0;
+  const before: string[] = [];
+  for (const n of g.nodes) {
+    if (!n.inputs.length) continue;
+    const k = n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n);
+    const need = Math.min(k, L);
+    for (const i of new Set(n.inputs)) {
+      if (left[i] < need) {
+        left[i] = L;
+        bootstraps++;
+        before.push(n.name);
+      }
+    }
+    const inside = k > L ? Math.ceil(k / L) - 1 : 0;
+    bootstraps += inside;
+    for (let b = 0; b < inside; b++) before.push(n.name);
+    const avail = Math.min(...n.inputs.map((i) => left[i]));
+    left[n.id] = inside ? L * (inside + 1) - k : avail - k;
+  }
+  return { levelsPerBootstrap: L, bootstraps, before };
+}

@@ -1,0 +1,332 @@
+/**
+ * The analysis stages on their own: the first-order sensitivity screen against the exact margin
+ * change, its two contraction paths against each other, the degree chooser against exhaustive
+ * search, the bootstrap count on hand-counted graphs, the one-pass propagation sweep against
+ * per-layer passes, the held-out range check, and the executor pieces the stages rely on
+ * (gradient of strided convolutions and strided slices, float64 polynomial evaluation).
+ */
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { loadDataset, splitIndices } from '../src/core/data/read';
+import { Fit, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
+import { initBackend, tf } from '../src/core/model/backend';
+import { Executor } from '../src/core/model/execute';
+import { Graph, GraphNode, actSpec, activationNodes } from '../src/core/model/graph';
+import { loadModel } from '../src/core/model/load';
+import { chebval } from '../src/core/numerics/chebyshev';
+import { polyValues } from '../src/core/numerics/polynomial';
+import { HeldoutCache, Sweep, captureValues, gather, profileActivations } from '../src/core/profile/profiler';
+import { planBootstraps } from '../src/core/cost/bootstrap';
+import { ActivationCost } from '../src/core/cost/cost';
+import { Rng } from '../src/core/rng';
+import { fitStage } from '../src/core/analysis/fitStage';
+import { DegreeChooser } from '../src/core/analysis/selection';
+import { Screen, predictedDrop, screenCandidates } from '../src/core/analysis/sensitivity';
+import { resolveSettings } from '../src/core/analysis/settings';
+import { VALUE_BOUND, measureHeldout } from '../src/core/analysis/verify';
+import { UserError } from '../src/core/errors';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example } from './helpers';
+
+async function mnist(name: string, n = 1200) {
+  await initBackend();
+  const m = await loadModel(example(name));
+  const g = m.graph;
+  const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, g.inputShape);
+  const split = splitIndices(ds.count, n, n, 3);
+  return { g, ds, split, ex: new Executor(g), acts: activationNodes(g) };
+}
+
+/** Margin of each sample (label logit minus the largest other) with `replace` applied. */
+function margins(ex: Executor, ds: ReturnType<typeof loadDataset>, idx: Int32Array, replace: Map<number, ReturnType<typeof polyOf>>): Float64Array {
+  const n = idx.length;
+  const x = tf.tensor(gather(ds, idx, 0, n), [n, ...ds.sampleShape]);
+  const z = ex.run(new Map([[ex.graph.input, x]]), 0, { replace }).logits;
+  x.dispose();
+  const K = z.length / n;
+  return Float64Array.from({ length: n }, (_, i) => {
+    const y = ds.labels![idx[i]];
+    let other = -Infinity;
+    for (let j = 0; j < K; j++) if (j !== y) other = Math.max(other, z[i * K + j]);
+    return z[i * K + y] - other;
+  });
+}
+
+test('sensitivity screen: the first-order margin change tracks the exact one, and both contraction paths agree', async () => {
+  for (const name of ['mnist-cnn', 'mnist-silu']) {
+    const { g, ds, split, ex, acts } = await mnist(name);
+    try {
+      const s = resolveSettings({ model: '', data: '', degrees: [3, 7, 15] });
+      const stats = await profileActivations(ex, ds, split.calib, { batchSize: 256, reservoir: 4096, seed: 1, channels: true });
+      const fit = fitStage(g, acts, stats, s);
+      const idx = split.calib.slice(0, 200);
+      const auto = await screenCandidates(ex, ds, idx, acts, stats, fit.candidates, { batchSize: 64 });
+      const direct = await screenCandidates(ex, ds, idx, acts, stats, fit.candidates, { batchSize: 64, contraction: 'direct' });
+      const grid = await screenCandidates(ex, ds, idx, acts, stats, fit.candidates, { batchSize: 64, contraction: 'grid' });
+      const base = margins(ex, ds, idx, new Map());
+      acts.forEach((a, l) => {
+        for (const [k, f] of fit.candidates.get('data')![l].entries()) {
+          const dm = direct.dm.get('data')![l][k];
+          const dg = grid.dm.get('data')![l][k];
+          const scale = Math.sqrt(dm.reduce((t, v) => t + v * v, 0) / dm.length);
+          // The grid interpolates the error linearly between 8 nodes per degree: close, not exact.
+          const gridErr = Math.sqrt(dm.reduce((t, v, i) => t + (v - dg[i]) ** 2, 0) / dm.length);
+          assert.ok(gridErr <= 0.1 * scale + 1e-6, `${name} ${a.name} degree ${f.degree}: grid vs direct rms ${gridErr} against ${scale}`);
+          assert.deepEqual(auto.dm.get('data')![l][k].length, dm.length);
+          if (f.degree !== 15) continue;
+          // At a high degree the error is small and first order is accurate: compare with the
+          // exact margin change of approximating this one layer.
+          const exact = margins(ex, ds, idx, new Map([[a.id, polyOf(f)]]));
+          let se = 0; let ss = 0;
+          for (let i = 0; i < idx.length; i++) { const d = exact[i] - base[i]; se += (d - dm[i]) ** 2; ss += d * d; }
+          assert.ok(se <= 0.25 * ss + 1e-10, `${name} ${a.name}: first order explains ${(100 * (1 - se / ss)).toFixed(0)}% of the exact margin change`);
+        }
+      });
+      assert.deepEqual(Array.from(direct.margins), Array.from(base, Math.fround));
+    } finally {
+      ex.dispose();
+    }
+  }
+});
+
+/** A synthetic screen: S samples with margins, and per layer per candidate margin changes. */
+function syntheticScreen(rng: Rng, L: number, K: number, S: number): { screen: Screen; rows: Float32Array[][]; costs: ActivationCost[][] } {
+  const marginsV = Float32Array.from({ length: S }, () => rng.next() * 4 - 0.5);
+  const right = Uint8Array.from(marginsV, (m) => Number(m > 0));
+  const rows = Array.from({ length: L }, () => Array.from({ length: K }, (_, k) => {
+    const size = 2 / (k + 1) ** 1.5;
+    return Float32Array.from({ length: S }, () => (rng.next() - 0.6) * size * rng.next() * 3);
+  }));
+  const costs = Array.from({ length: L }, () => Array.from({ length: K }, (_, k) => ({
+    degree: 2 ** (k + 1) - 1, polyDepth: k + 1, affineLevel: 0, depth: k + 1, nonScalarMults: 2 * k + 1, latencyMs: 0,
+  })));
+  return { screen: { samples: S, margins: marginsV, right, target: new Int32Array(S), dm: new Map() }, rows, costs };
+}
+
+test('degree chooser: a frontier ordered by depth whose cheapest choice within the target is as cheap as exhaustive search on nearly every instance', () => {
+  const rng = new Rng(7);
+  let optimal = 0;
+  const trials = 60;
+  for (let t = 0; t < trials; t++) {
+    const L = 2 + (t % 3);
+    const K = 4;
+    const { screen, rows, costs } = syntheticScreen(rng, L, K, 200);
+    const chooser = new DegreeChooser(screen, rows, costs);
+    const target = 0.5 + 3 * rng.next();
+    const maxDepth = t % 4 === 0 ? 2 * L : Infinity;
+    const frontier = chooser.frontier(target, maxDepth);
+    assert.ok(frontier.length > 0);
+    for (const [k, p] of frontier.entries()) {
+      assert.ok(p.depth <= maxDepth);
+      assert.equal(p.predictedDrop, predictedDrop(screen, p.picks.map((c, j) => rows[j][c])));
+      assert.equal(p.depth, p.picks.reduce((d, c, j) => d + costs[j][c].depth, 0));
+      if (k) assert.ok(p.depth >= frontier[k - 1].depth, `trial ${t}: not ordered by depth at ${k}`);
+    }
+    // Exhaustive: the least depth whose predicted drop meets the target.
+    let best = Infinity;
+    const rec = (l: number, picks: number[], depth: number) => {
+      if (l === L) {
+        if (depth <= maxDepth && predictedDrop(screen, picks.map((k, j) => rows[j][k])) <= target + 1e-9) best = Math.min(best, depth);
+        return;
+      }
+      for (let k = 0; k < K; k++) rec(l + 1, [...picks, k], depth + costs[l][k].depth);
+    };
+    rec(0, [], 0);
+    const got = frontier.find((p) => p.predictedDrop <= target + 1e-9);
+    if (best === Infinity) { assert.equal(got, undefined, `trial ${t}: nothing meets the target`); optimal++; continue; }
+    assert.ok(got, `trial ${t}: a choice meets the target but the frontier has none`);
+    if (got.depth === best) optimal++;
+  }
+  assert.ok(optimal >= 0.9 * trials, `optimal on ${optimal} of ${trials} instances`);
+});
+
+/** A chain: input -> (dense -> activation) x n -> dense. */
+function chain(n: number): Graph {
+  const nodes: GraphNode[] = [{ id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [4], spec: { op: 'input' } }];
+  const dense = (id: number, from: number): GraphNode => ({ id, name: `d${id}`, layer: `d${id}`, className: 'Dense', inputs: [from], shape: [4],
+    spec: { op: 'dense', units: 4, kernel: new Float32Array(16), kernelShape: [4, 4], bias: null } });
+  for (let i = 0; i < n; i++) {
+    nodes.push(dense(nodes.length, nodes.length - 1));
+    nodes.push({ id: nodes.length, name: `a${i}`, layer: `d${nodes.length - 1}`, className: 'Dense', inputs: [nodes.length - 1], shape: [4], spec: { op: 'activation', act: { kind: 'relu' } } });
+  }
+  nodes.push(dense(nodes.length, nodes.length - 1));
+  return { name: 'chain', nodes, input: 0, output: nodes.length - 1, inputShape: [4], notes: [], droppedFinalSoftmax: false };
+}
+
+test('bootstraps: lazy placement counted by hand on a chain and a residual block', () => {
+  const g = chain(5);
+  const acts = activationNodes(g);
+  const depth3 = new Map(acts.map((a) => [a.id, 3]));
+  // Walk: left 10; d1 -> 9, a0 -> 6, d2 -> 5, a1 -> 2, d3 -> 1, a2 needs 3 > 1: bootstrap (10) -> 7,
+  // d4 -> 6, a3 -> 3, d5 -> 2, a4 needs 3: bootstrap -> 7, d6 -> 6. Two bootstraps.
+  assert.deepEqual(planBootstraps(g, depth3, 10), { levelsPerBootstrap: 10, bootstraps: 2, before: ['a2', 'a4'] });
+  // Everything fits one chain of 25 levels: none.
+  assert.equal(planBootstraps(g, depth3, 25).bootstraps, 0);
+  // A polynomial deeper than the levels between bootstraps is split: depth 7 with 5 per bootstrap
+  // takes a refresh before each activation (1 or 2 left) and one inside it: 2 x 5.
+  assert.equal(planBootstraps(g, new Map(acts.map((a) => [a.id, 7])), 5).bootstraps, 10);
+  // Residual: x -> dense -> act(3) -> dense -> add(x) -> act(3) -> dense, 5 levels per bootstrap.
+  const r: GraphNode[] = [
+    { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [4], spec: { op: 'input' } },
+    { ...chain(1).nodes[1], id: 1, name: 'd1', inputs: [0] },
+    { id: 2, name: 'a1', layer: 'd1', className: 'Dense', inputs: [1], shape: [4], spec: { op: 'activation', act: { kind: 'relu' } } },
+    { ...chain(1).nodes[1], id: 3, name: 'd2', inputs: [2] },
+    { id: 4, name: 'add', layer: 'add', className: 'Add', inputs: [3, 0], shape: [4], spec: { op: 'add' } },
+    { id: 5, name: 'a2', layer: 'add', className: 'Add', inputs: [4], shape: [4], spec: { op: 'activation', act: { kind: 'relu' } } },
+    { ...chain(1).nodes[1], id: 6, name: 'd3', inputs: [5] },
+  ];
+  const rg: Graph = { name: 'res', nodes: r, input: 0, output: 6, inputShape: [4], notes: [], droppedFinalSoftmax: false };
+  // left: in 5; d1 4; a1 1; d2 0; add 0; a2 needs 3: bootstrap add's output -> 2; d3 1. One.
+  assert.deepEqual(planBootstraps(rg, new Map([[2, 3], [5, 3]]), 5), { levelsPerBootstrap: 5, bootstraps: 1, before: ['a2'] });
+});
+
+test('propagation sweep: one pass gives each activation the values per-layer passes give, polynomials upstream', async () => {
+  const { ds, split, ex, acts } = await mnist('mnist-resnet', 300);
+  try {
+    const idx = split.calib.slice(0, 150);
+    const stats = await profileActivations(ex, ds, idx, { batchSize: 64, reservoir: 2048, seed: 1 });
+    const fits = new Map(acts.map((a) => {
+      const st = stats.get(a.id)!;
+      return [a.id, fitDegrees('uniform', actSpec(a), st, chooseInterval(st, 0.05), [5], 0)[0]];
+    }));
+    const sweep = new Sweep(ex, ds, idx, 64);
+    const replace = new Map<number, ReturnType<typeof polyOf>>();
+    for (const a of acts) {
+      const [got] = await sweep.advance(a.id, { replace });
+      const want = (await captureValues(ex, ds, idx, [a.inputs[0]], { replace }, { batchSize: 64 })).get(a.inputs[0])!;
+      let d = 0;
+      for (let i = 0; i < want.length; i++) d = Math.max(d, Math.abs(got[i] - want[i]));
+      assert.ok(d < 1e-5, `${a.name}: max difference ${d}`);
+      replace.set(a.id, polyOf(fits.get(a.id)!));
+    }
+  } finally {
+    ex.dispose();
+  }
+});
+
+test('held-out range check: counts samples outside the intervals, and a polynomial blown up is unsafe', async () => {
+  const { ds, split, ex, acts } = await mnist('mnist-mlp', 500);
+  try {
+    const stats = await profileActivations(ex, ds, split.calib, { batchSize: 128, reservoir: 4096, seed: 1 });
+    const cache = await HeldoutCache.build(ex, ds, split.heldout, { batchSize: 128, cuts: [acts[0].id] });
+    const fitOn = (shrink: number, degree: number) => new Map<number, Fit>(acts.map((a) => {
+      const st = stats.get(a.id)!;
+      const mid = (st.min + st.max) / 2;
+      const half = (st.max - st.min) / 2 * shrink;
+      return [a.id, fitDegrees('uniform', actSpec(a), st, { a: mid - half, b: mid + half }, [degree], 0)[0]];
+    }));
+    const none = new Map(acts.map((a) => [a.id, null]));
+    const wide = await measureHeldout(cache, acts, fitOn(1.5, 7), none);
+    assert.ok(wide.safe);
+    assert.deepEqual(wide.layers.map((l) => l.samplesOutside), acts.map(() => 0));
+    // Intervals of a fifth of the range: most samples leave them, and degree 63 outside its
+    // interval grows like T_63(t), far beyond what a ciphertext holds.
+    const narrow = await measureHeldout(cache, acts, fitOn(0.2, 63), none);
+    assert.ok(narrow.layers[0].samplesOutside > cache.count / 2, `${narrow.layers[0].samplesOutside} of ${cache.count}`);
+    assert.ok(!narrow.safe);
+    assert.ok(narrow.layers.some((l) => l.nonFinite > 0 || Math.max(l.maxAbsIn, l.maxAbsOut) >= VALUE_BOUND));
+    // The counts are per sample: never more than the held-out samples, never more than the values.
+    for (const l of narrow.layers) assert.ok(l.samplesOutside <= cache.count && l.samplesOutside <= l.valuesOutside);
+    // The statistics computed on the backend equal the same computed here from the values.
+    const mid = fitOn(0.9, 3);
+    const got = await measureHeldout(cache, acts, mid, none);
+    const replace = new Map(acts.map((a) => [a.id, polyOf(mid.get(a.id)!)]));
+    const vals = await captureValues(ex, ds, split.heldout, acts.flatMap((a) => [a.inputs[0], a.id]), { replace }, { batchSize: 128 });
+    acts.forEach((a, k) => {
+      const x = vals.get(a.inputs[0])!;
+      const y = vals.get(a.id)!;
+      const iv = mid.get(a.id)!.interval;
+      const per = x.length / cache.count;
+      let samples = 0; let values = 0; let mn = Infinity; let mx = -Infinity; let outMax = 0;
+      for (let i = 0; i < cache.count; i++) {
+        let o = 0;
+        for (let j = i * per; j < (i + 1) * per; j++) {
+          if (x[j] < iv.a || x[j] > iv.b) o++;
+          mn = Math.min(mn, x[j]); mx = Math.max(mx, x[j]); outMax = Math.max(outMax, Math.abs(y[j]));
+        }
+        values += o;
+        if (o) samples++;
+      }
+      const r = got.layers[k];
+      assert.ok(samples > 0, `${a.name}: some held-out samples leave 90% of the range`);
+      assert.deepEqual([r.samplesOutside, r.valuesOutside, r.min, r.max], [samples, values, mn, mx], a.name);
+      assert.ok(Math.abs(r.maxAbsOut - outMax) <= 1e-5 * outMax, `${a.name}: ${r.maxAbsOut} vs ${outMax}`);
+    });
+  } finally {
+    ex.dispose();
+  }
+});
+
+test('executor: strided convolutions and strided slices have the gradients TensorFlow.js computes', async () => {
+  await initBackend();
+  const rng = new Rng(3);
+  const cases: [number, number, number, 'same' | 'valid' | [[number, number], [number, number]]][] = [
+    [9, 3, 1, 'same'], [9, 3, 2, 'same'], [8, 3, 2, 'same'], [8, 1, 2, 'valid'], [9, 3, 1, 'valid'], [8, 3, 2, [[1, 1], [1, 1]]], [8, 3, 2, [[0, 1], [1, 0]]], [10, 5, 3, 'same'],
+  ];
+  for (const [H, kh, s, pad] of cases) {
+    const kernel = Float32Array.from({ length: kh * kh * 3 * 4 }, () => rng.next() - 0.5);
+    const g: Graph = { name: 'c', input: 0, output: 2, inputShape: [H, H, 3], notes: [], droppedFinalSoftmax: false, nodes: [
+      { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [H, H, 3], spec: { op: 'input' } },
+      { id: 1, name: 'c', layer: 'c', className: 'Conv2D', inputs: [0], shape: [], spec: { op: 'conv2d', filters: 4, kernel, kernelShape: [kh, kh, 3, 4], bias: null, strides: [s, s], padding: pad, dilation: [1, 1] } },
+      { id: 2, name: 'sl', layer: 'sl', className: 'Slice', inputs: [1], shape: [], spec: { op: 'slice', begin: [0, 1, 0], end: [Math.ceil(H / s) - (pad === 'valid' ? kh - 1 : 0), Math.ceil(H / s) - (pad === 'valid' ? kh - 1 : 0), 4], step: [2, 2, 1] } },
+    ] };
+    const ex = new Executor(g);
+    const x = tf.tensor4d(Float32Array.from({ length: 2 * H * H * 3 }, () => rng.next()), [2, H, H, 3]);
+    const k = tf.tensor4d(kernel, [kh, kh, 3, 4]);
+    const tp = pad === 'same' || pad === 'valid' ? pad : [[0, 0], pad[0], pad[1], [0, 0]] as [[number, number], [number, number], [number, number], [number, number]];
+    const sl = g.nodes[2].spec as { begin: number[]; end: number[]; step: number[] };
+    const ref = (xx: tf.Tensor) => tf.stridedSlice(tf.conv2d(xx as tf.Tensor4D, k, s, tp), [0, ...sl.begin], [2, ...sl.end], [1, ...sl.step]);
+    const w = tf.randomUniform(ref(x).shape, -1, 1, 'float32', 5);
+    const ours = (xx: tf.Tensor) => ex.forward(new Map([[0, xx]]), 0, {});
+    const dv = tf.max(tf.abs(tf.sub(ref(x), ours(x)))).dataSync()[0];
+    assert.equal(dv, 0, `value ${H} ${kh} ${s} ${JSON.stringify(pad)}`);
+    // tfjs has no gradient for StridedSlice: the reference differentiates the convolution and
+    // scatters through the slice by hand (a zero tensor with w at the kept positions).
+    const full = tf.conv2d(x, k, s, tp).shape;
+    const scatter = tf.buffer(full);
+    const wv = w.arraySync() as number[][][][];
+    for (let b = 0; b < 2; b++) for (let i = 0; i < wv[b].length; i++) for (let j = 0; j < wv[b][i].length; j++) for (let c = 0; c < 4; c++) {
+      scatter.set(wv[b][i][j][c], b, sl.begin[0] + i * sl.step[0], sl.begin[1] + j * sl.step[1], c);
+    }
+    const gRef = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(xx as tf.Tensor4D, k, s, tp), scatter.toTensor())))(x);
+    const gOurs = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(ours(xx), w)))(x);
+    const dg = tf.max(tf.abs(tf.sub(gRef, gOurs))).dataSync()[0];
+    assert.ok(dg < 1e-4, `gradient ${H} ${kh} ${s} ${JSON.stringify(pad)}: ${dg}`);
+    ex.dispose();
+  }
+});
+
+test('float64 polynomial evaluation on channels equals the Chebyshev series, four points at a time and the remainder', () => {
+  const rng = new Rng(9);
+  for (const n of [1, 3, 4, 5, 37]) {
+    const C = 3;
+    const x = Float32Array.from({ length: n * C }, () => rng.next() * 8 - 4);
+    const channels = { intervals: [{ a: -4, b: 4 }, { a: -2, b: 5 }, { a: -5, b: 1 }], coeffs: [0, 1, 2].map(() => Array.from({ length: 12 }, () => rng.next() - 0.5)) };
+    const offset = Float32Array.from([0.1, -0.2, 0.3]);
+    const got = polyValues(x, C, { coeffs: [], a: 0, b: 1, channels, channelOffset: offset });
+    for (let i = 0; i < x.length; i++) {
+      const c = i % C;
+      const want = chebval(x[i], channels.coeffs[c], channels.intervals[c]) - offset[c];
+      assert.ok(Math.abs(got[i] - want) < 1e-5 * (1 + Math.abs(want)), `n=${n} i=${i}: ${got[i]} vs ${want}`);
+    }
+    const one = polyValues(x, C, { coeffs: channels.coeffs[0], a: -4, b: 4 });
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(one[i] - chebval(x[i], channels.coeffs[0], { a: -4, b: 4 })) < 1e-5);
+  }
+});
+
+test('settings: every option is checked before anything is loaded, with its flag in the fix', () => {
+  const base = { model: 'm', data: 'd' };
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ budget: 0 }, /accuracy budget/], [{ ringSize: 1000 }, /ring size/], [{ levelBudget: 2.5 }, /level budget/], [{ bootstrapLevels: 1 }, /between bootstraps/],
+    [{ degrees: [0, 3] }, /degrees/], [{ margin: 2 }, /margin must/], [{ marginGrowth: -1 }, /margin growth/], [{ floor: 1 }, /floor/],
+    [{ screenSamples: 0 }, /screen samples/], [{ tuneLabelWeight: 2 }, /label weight/], [{ method: 'best' }, /fit method/], [{ scale: -3 }, /input scale/],
+  ];
+  for (const [o, re] of bad) {
+    assert.throws(() => resolveSettings({ ...base, ...o } as Parameters<typeof resolveSettings>[0]),
+      (e: unknown) => e instanceof UserError && e.code === 'OPTION_INVALID' && re.test(e.message) && e.fix.length > 0, JSON.stringify(o));
+  }
+  const s = resolveSettings(base);
+  assert.equal(s.levelBudget, 19);
+  assert.equal(s.levelBudgetGiven, false);
+  assert.equal(resolveSettings({ ...base, levelBudget: 40 }).levelBudgetGiven, true);
+  assert.deepEqual(resolveSettings({ ...base, degrees: [7, 3, 7] }).degrees, [3, 7]);
+});
