@@ -118,11 +118,12 @@ export function cheb2poly(c: ArrayLike<number>): Float64Array {
  * (may alias `xs`): one channel of a channels-last array. Eight points run through Clenshaw's
  * recurrence together: each step of one point's recurrence waits for its previous step (a
  * multiply, a subtract and an add in a chain), so one chain leaves the CPU's floating-point units
- * mostly idle; eight independent chains keep them busy. Eight ran 1.7-2x faster than four in V8
- * at degrees 7, 31 and 63 (four were 1.6x faster than one), and four were already 1.7-3x faster
- * than the same recurrence as TensorFlow.js operations on the wasm backend, which pass over memory
- * once per operation (`npm run bench:poly`). Each point's arithmetic is the four-point version's,
- * so its results are bit for bit the same.
+ * mostly idle; eight independent chains keep them busy. `npm run bench:poly` (2 cores): 1.3x
+ * faster than one point at a time at degree 7, 2.7-3.2x at degrees 15-63, and 2.2-5x faster than
+ * the same recurrence as TensorFlow.js operations on the wasm backend, which pass over memory once
+ * per operation. (Four points interleaved were 1.7-2x slower than eight in a scratch comparison.)
+ * Every point follows chebvalUnit's recurrence; the additions are grouped differently, so results
+ * may differ from it in the last bit.
  */
 export function chebvalStrided(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, start = 0, stride = 1): void {
   const { scale, shift } = unitMap(iv);
