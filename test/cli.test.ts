@@ -89,6 +89,30 @@ test('bad input: one line naming problem and fix, non-zero exit, no stack trace'
   assertOneLineError(cli('frob'), /unknown command 'frob'/);
 });
 
+test('issue 14\'s two reports: one NaN in a weight shard, and --out naming a file, are one-line errors before any analysis', () => {
+  const dir = tmpDir();
+  const src = path.dirname(example('mnist-mlp'));
+  const nanModel = path.join(dir, 'nan-weights');
+  fs.mkdirSync(nanModel);
+  fs.copyFileSync(path.join(src, 'model.json'), path.join(nanModel, 'model.json'));
+  const bin = fs.readFileSync(path.join(src, 'weights.bin'));
+  bin.writeFloatLE(NaN, 4 * 1000);
+  fs.writeFileSync(path.join(nanModel, 'weights.bin'), bin);
+  assertOneLineError(cli('analyze', path.join(nanModel, 'model.json'), '--data', MNIST_TEST_IMAGES, '--calib', '100', '--heldout', '100'),
+    /layer 'dense_Dense1' has 1 NaN or infinite value in its kernel.*Fix: .*export the model again/);
+  // One stderr line (assertOneLineError) also means no progress was printed: the analysis never started.
+  const file = path.join(dir, 'results.txt');
+  fs.writeFileSync(file, 'the user\'s notes');
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', file), /--out .*results\.txt is a file, not a folder/);
+  assert.equal(fs.readFileSync(file, 'utf8'), 'the user\'s notes');
+  const earlier = path.join(dir, 'earlier');
+  fs.mkdirSync(earlier);
+  fs.writeFileSync(path.join(earlier, 'report.json'), '{}');
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', earlier), /report\.json already exists.*--force/);
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', path.join(file, 'sub')), /results\.txt is a file, not a folder/);
+  assert.equal(fs.readFileSync(path.join(earlier, 'report.json'), 'utf8'), '{}');
+});
+
 test('help and version', () => {
   const h = cli('help');
   assert.equal(h.code, 0);

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { analyze, toolVersion } from '../core/analyze';
 import { UserError, isUserError } from '../core/errors';
-import { writeOutputs } from '../core/export/export';
+import { checkOutputs, writeOutputs } from '../core/export/export';
 import { FitMethod } from '../core/fit/fit';
 import { loadModel } from '../core/model/load';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
@@ -111,6 +111,9 @@ async function runAnalyze(argv: string[]): Promise<number> {
   const pos = (x: number) => x > 0;
   const int = (x: number) => Number.isInteger(x) && x > 0;
   const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
+  const out = opts.get('out');
+  // Before the analysis: a bad --out must not cost the user the whole run.
+  if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'));
   const controller = new AbortController();
   const onSig = () => controller.abort();
   process.once('SIGINT', onSig);
@@ -132,7 +135,6 @@ async function runAnalyze(argv: string[]): Promise<number> {
       batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
       signal: controller.signal, onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
     });
-    const out = opts.get('out');
     if (typeof out === 'string') {
       const files = writeOutputs(out, await loadModel(positional[0]), report, opts.has('force'));
       if (!opts.has('json')) process.stderr.write(`wrote ${path.relative(process.cwd(), files.report)}, ${path.relative(process.cwd(), files.coefficients)}, ${path.relative(process.cwd(), files.model)}\n`);

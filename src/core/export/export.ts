@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { LoadedModel } from '../model/load';
+import { LoadedModel, modelFormatOf } from '../model/load';
 import { Report } from '../report';
 import { approximatedOnnx } from './onnxExport';
 import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
@@ -121,27 +121,54 @@ function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; wei
   return { json, weights: Buffer.from(all.buffer) };
 }
 
-/** Writes everything under `dir`; refuses to overwrite existing files unless `force`. */
-export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean): WrittenFiles {
+/**
+ * The files `writeOutputs` would write under `dir` for this model, after checking that it may:
+ * `dir` is not a file, none of them lands in the input model's folder, none exists unless
+ * `force`, and the nearest existing folder on the way is writable. Hosts call it before the
+ * analysis starts, so that a bad --out fails in a second, not after minutes of work.
+ */
+export function checkOutputs(dir: string, modelArg: string, force: boolean): WrittenFiles {
   const abs = path.resolve(dir);
-  const onnx = !!model.onnx;
+  // As loadModel reads it: a folder means its model.json.
+  const modelPath = fs.existsSync(modelArg) && fs.statSync(modelArg).isDirectory() ? path.join(modelArg, 'model.json') : modelArg;
+  const onnx = modelFormatOf(modelPath) === 'onnx';
   const files: WrittenFiles = {
     report: path.join(abs, 'report.json'), coefficients: path.join(abs, 'coefficients.json'),
     model: onnx ? path.join(abs, 'model.onnx') : path.join(abs, 'model', 'model.json'), weights: onnx ? null : path.join(abs, 'model', 'weights.bin'),
   };
-  const inputDir = path.dirname(model.path);
+  const inputDir = path.dirname(path.resolve(modelPath));
   if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
     throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a file, not a folder`, 'choose a folder name for --out');
   }
   for (const f of Object.values(files)) {
     if (!f) continue;
-    if (path.resolve(f) === path.resolve(model.path) || path.dirname(f) === inputDir) {
+    if (path.resolve(f) === path.resolve(modelPath) || path.dirname(f) === inputDir) {
       throw new UserError('OUTPUT_EXISTS', `--out ${dir} would write ${path.basename(f)} into the input model's folder`, 'choose another --out folder');
     }
     if (fs.existsSync(f) && !force) {
       throw new UserError('OUTPUT_EXISTS', `${f} already exists`, 'choose another --out folder, or pass --force to overwrite he-approx outputs');
     }
+    if (fs.existsSync(f) && fs.statSync(f).isDirectory()) {
+      throw new UserError('OUTPUT_EXISTS', `${f} is a folder, where he-approx writes a file`, 'choose another --out folder');
+    }
   }
+  let existing = abs;
+  while (!fs.existsSync(existing)) existing = path.dirname(existing);
+  if (!fs.statSync(existing).isDirectory()) {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir}: ${existing} is a file, not a folder`, 'choose a --out path whose parent folders are folders');
+  }
+  try {
+    fs.accessSync(existing, fs.constants.W_OK);
+  } catch {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir}: ${existing} is not writable`, 'choose a --out folder you can write to');
+  }
+  return files;
+}
+
+/** Writes everything under `dir` (checked again by checkOutputs); refuses to overwrite existing files unless `force`. */
+export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean): WrittenFiles {
+  const files = checkOutputs(dir, model.path, force);
+  const onnx = !!model.onnx;
   fs.mkdirSync(path.dirname(files.model), { recursive: true });
   if (onnx) {
     fs.writeFileSync(files.model, approximatedOnnx(model, report));

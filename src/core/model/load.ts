@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import type { Graph } from './graph';
 import type { LoadedModel, ModelFormat } from './loaded';
 
 export type { LoadedModel, ModelFormat };
@@ -27,6 +28,13 @@ export async function loadModel(modelPath: string): Promise<LoadedModel> {
   if (!fs.existsSync(file)) {
     throw new UserError('MODEL_UNREADABLE', `model file ${file} does not exist`, 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
   }
+  const model = await readModel(file);
+  checkFiniteWeights(model.graph, base);
+  return model;
+}
+
+async function readModel(file: string): Promise<LoadedModel> {
+  const base = path.basename(file);
   const format = modelFormatOf(file);
   switch (format) {
     case 'onnx': return (await import('./formats/onnx/import')).loadOnnx(file);
@@ -38,5 +46,24 @@ export async function loadModel(modelPath: string): Promise<LoadedModel> {
           'export the model to ONNX (torch.onnx.export, tf2onnx) or save it as Keras .h5/.keras, and pass that file');
       }
       throw new UserError('MODEL_UNREADABLE', `${base}: unknown model format`, 'pass a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
+  }
+}
+
+/**
+ * One NaN or infinity in the weights makes every output NaN, and the analysis would go on to
+ * report nonsense intervals with exit code 0; refuse the model here, whatever its format, naming
+ * the first layer and weight affected.
+ */
+export function checkFiniteWeights(g: Graph, base: string): void {
+  for (const n of g.nodes) {
+    for (const [key, v] of Object.entries(n.spec)) {
+      if (!(v instanceof Float32Array || v instanceof Float64Array)) continue;
+      let bad = 0;
+      for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) bad++;
+      if (bad) {
+        throw new UserError('WEIGHTS_NONFINITE', `${base}: layer '${n.layer}' has ${bad} NaN or infinite value${bad === 1 ? '' : 's'} in its ${key} (of ${v.length})`,
+          'the weights file is damaged or the training diverged: export the model again from a checkpoint with finite weights');
+      }
+    }
   }
 }
