@@ -89,7 +89,7 @@ test('bad input: one line naming problem and fix, non-zero exit, no stack trace'
   assertOneLineError(cli('frob'), /unknown command 'frob'/);
 });
 
-test('issue 14\'s two reports: one NaN in a weight shard, and --out naming a file, are one-line errors before any analysis', () => {
+test('issue 14\'s two reports (one NaN in a weight shard, --out naming a file) and labels the model cannot output are one-line errors before any analysis', () => {
   const dir = tmpDir();
   const src = path.dirname(example('mnist-mlp'));
   const nanModel = path.join(dir, 'nan-weights');
@@ -111,6 +111,11 @@ test('issue 14\'s two reports: one NaN in a weight shard, and --out naming a fil
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', earlier), /report\.json already exists.*--force/);
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', path.join(file, 'sub')), /results\.txt is a file, not a folder/);
   assert.equal(fs.readFileSync(path.join(earlier, 'report.json'), 'utf8'), '{}');
+  // Labels counted from 1: class 10 of a 10-class model would only have lowered the accuracies.
+  const oneBased = path.join(dir, 'labels-from-1.npy');
+  fs.writeFileSync(oneBased, writeNpy([10000], Float32Array.from({ length: 10000 }, (_, i) => 1 + (i % 10))));
+  assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--labels', oneBased),
+    /labels-from-1\.npy: sample 9 is labelled 10, but the model has 10 classes \(0\.\.9\).*subtract 1/);
 });
 
 test('help and version', () => {

@@ -2,6 +2,7 @@
  * The analysis's inputs: the model in the one graph, the data checked against it and
  * preprocessed, and the seeded split into calibration and held-out samples.
  */
+import * as path from 'path';
 import { UserError } from '../errors';
 import { Dataset, InputPrep, Split, loadDataset, splitIndices } from '../data/read';
 import { GraphNode, activationNodes } from '../model/graph';
@@ -45,6 +46,22 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
     const nHeld = o.heldout ?? Math.min(5000, ds.count - nCalib);
     split = splitIndices(ds.count, nCalib, nHeld, s.seed);
   }
+  const calibCount = heldDs ? calibDs.count : ds.count;
+  checkLabelRange(ds.labels, g.nodes[g.output].shape, (i) => (i < calibCount ? `${path.basename(o.labels ?? '')}: sample ${i}` : `${path.basename(o.heldoutLabels ?? '')}: sample ${i - calibCount}`));
   if (split.heldout.length < 1) throw new UserError('OPTION_INVALID', 'no held-out samples', 'pass --heldout N with N >= 1, or --heldout-data');
   return { model, acts: activationNodes(g), prep, ds, split };
+}
+
+/**
+ * A label the model cannot output (class 10 of a 10-class model, a file counted from 1) would only
+ * lower the measured accuracies, silently: refuse it, naming the file and the first such sample.
+ * `where(i)` names the file and the sample within it of index i of the concatenated labels.
+ */
+function checkLabelRange(labels: Int32Array | null, outputShape: number[], where: (i: number) => string): void {
+  if (!labels || outputShape.length !== 1 || outputShape[0] < 2) return;
+  const classes = outputShape[0];
+  const i = labels.findIndex((v) => v >= classes);
+  if (i < 0) return;
+  throw new UserError('LABELS_MISMATCH', `${where(i)} is labelled ${labels[i]}, but the model has ${classes} classes (0..${classes - 1})`,
+    'pass class indices counted from 0 (subtract 1 from a file counted from 1), for the model these labels belong to');
 }
