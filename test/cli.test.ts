@@ -89,7 +89,7 @@ test('bad input: one line naming problem and fix, non-zero exit, no stack trace'
   assertOneLineError(cli('frob'), /unknown command 'frob'/);
 });
 
-test('issue 14\'s two reports (one NaN in a weight shard, --out naming a file) and labels the model cannot output are one-line errors before any analysis', () => {
+test('issue 14\'s two reports (one NaN in a weight shard, --out naming a file), labels the model cannot output and weights that overflow are one-line errors', () => {
   const dir = tmpDir();
   const src = path.dirname(example('mnist-mlp'));
   const nanModel = path.join(dir, 'nan-weights');
@@ -111,11 +111,36 @@ test('issue 14\'s two reports (one NaN in a weight shard, --out naming a file) a
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', earlier), /report\.json already exists.*--force/);
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--out', path.join(file, 'sub')), /results\.txt is a file, not a folder/);
   assert.equal(fs.readFileSync(path.join(earlier, 'report.json'), 'utf8'), '{}');
+  // Finite weights that overflow float32 on real data: every statistic after would be nonsense.
+  const huge = path.join(dir, 'overflow');
+  fs.mkdirSync(huge);
+  fs.copyFileSync(path.join(src, 'model.json'), path.join(huge, 'model.json'));
+  const hb = fs.readFileSync(path.join(src, 'weights.bin'));
+  for (let i = 0; i < 784 * 128; i++) hb.writeFloatLE(3e38, 4 * i);
+  fs.writeFileSync(path.join(huge, 'weights.bin'), hb);
+  // Found while profiling, so after the progress lines: --quiet leaves the error alone.
+  assertOneLineError(cli('analyze', path.join(huge, 'model.json'), '--data', MNIST_TEST_IMAGES, '--calib', '100', '--heldout', '100', '--quiet'),
+    /values reaching dense_Dense1\/activation are not finite.*Fix: check the input preprocessing/);
   // Labels counted from 1: class 10 of a 10-class model would only have lowered the accuracies.
   const oneBased = path.join(dir, 'labels-from-1.npy');
   fs.writeFileSync(oneBased, writeNpy([10000], Float32Array.from({ length: 10000 }, (_, i) => 1 + (i % 10))));
   assertOneLineError(cli('analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--labels', oneBased),
     /labels-from-1\.npy: sample 9 is labelled 10, but the model has 10 classes \(0\.\.9\).*subtract 1/);
+});
+
+test('a dead layer (the same value on every sample) is analysed with a warning that names it', () => {
+  const dir = tmpDir();
+  const src = path.dirname(example('mnist-mlp'));
+  fs.copyFileSync(path.join(src, 'model.json'), path.join(dir, 'model.json'));
+  const b = fs.readFileSync(path.join(src, 'weights.bin'));
+  for (let i = 0; i < 784 * 128; i++) b.writeFloatLE(0, 4 * i);
+  for (let i = 784 * 128; i < 784 * 128 + 128; i++) b.writeFloatLE(0.5, 4 * i);
+  fs.writeFileSync(path.join(dir, 'weights.bin'), b);
+  const r = cli('analyze', path.join(dir, 'model.json'), '--data', MNIST_TEST_IMAGES, '--calib', '200', '--heldout', '200', '--json');
+  assert.equal(r.code, 0, r.err);
+  const report = JSON.parse(r.out);
+  assert.ok(report.warnings.some((w: string) => /dense_Dense1\/activation receives the constant 0\.5000 on every calibration sample/.test(w)), report.warnings.join('\n'));
+  assert.ok(!report.warnings.some((w: string) => /dense_Dense2\/activation receives the constant/.test(w)), 'only the dead layer is named');
 });
 
 test('help and version', () => {

@@ -114,6 +114,9 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
     if (range.nonFinite > 0 || Math.max(range.maxAbsIn, range.maxAbsOut) >= VALUE_BOUND) {
       w.push(`held-out values at ${n.name} ${range.nonFinite ? 'are not finite' : `reach ${Math.max(range.maxAbsIn, range.maxAbsOut).toPrecision(3)}`}, beyond the ${VALUE_BOUND} a CKKS ciphertext holds with a 40-bit scale: the polynomials upstream extrapolate; raise --margin or --margin-growth`);
     }
+    if (st.max - st.min <= 1e-6 * Math.max(1, Math.abs(st.max))) {
+      w.push(`${n.name} receives the constant ${st.min.toPrecision(4)} on every calibration sample (a dead layer?): its polynomial is fitted on a degenerate interval; check the layer before and the calibration data`);
+    }
     const layerDrop = dropAlone(s.method, l, k);
     if (layerDrop > 0.5 * s.budget && acts.length > 1) w.push(`${n.name} alone uses ${(100 * layerDrop / s.budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree} (predicted)`);
     const uq = assessFit(act, fit.coeffs, fit.interval, st.sample, st);

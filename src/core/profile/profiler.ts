@@ -8,7 +8,7 @@
  *   some activation (each activation's input among them) and the original model's predictions,
  *   so that judging a polynomial at layer L re-runs only the network from L onward.
  */
-import { CancelledError } from '../errors';
+import { CancelledError, UserError } from '../errors';
 import { Dataset } from '../data/read';
 import { Executor, RunOptions } from '../model/execute';
 import { tf } from '../model/backend';
@@ -74,6 +74,15 @@ export async function profileActivations(ex: Executor, ds: Dataset, idx: Int32Ar
   await forEachBatch(ex, ds, idx, opts.run ?? {}, inputs, { ...opts, onProgress: (f, m) => opts.onProgress?.(f, `profiled ${m}`) }, (_s, _n, captured) => {
     acts.forEach((a, k) => { stats.get(a)!.add(captured.get(inputs[k])!); chans.get(a)?.add(captured.get(inputs[k])!); });
   });
+  // The original model with finite weights and data (both checked at loading) can still overflow
+  // float32; every statistic after that would be nonsense, so stop at the first layer it reaches.
+  for (const a of acts) {
+    const bad = stats.get(a)!.nonFiniteCount;
+    if (bad) {
+      throw new UserError('MODEL_NONFINITE', `the original model's values reaching ${g.nodes[a].name} are not finite (${bad} NaN or infinite values on the calibration data)`,
+        'check the input preprocessing (--input-scale, --input-mean/--input-std) the model was trained with, and that its weights are the trained ones');
+    }
+  }
   return new Map([...stats].map(([a, st]) => [a, { ...st.result(), channels: chans.get(a)?.result() }]));
 }
 
