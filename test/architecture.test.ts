@@ -83,3 +83,39 @@ test('src/core has no import cycles (type-only and dynamic imports included)', (
   for (const f of deps.keys()) if (!state.has(f)) visit(f);
   assert.deepEqual(cycles, []);
 });
+
+test('every user error comes from the one error type, with a code in use, a message and a fix', () => {
+  // Parsed with the TypeScript compiler, not grepped: calls span lines and nest template strings.
+  const ts: typeof import('typescript') = require('typescript');
+  const errorsFile = path.join(ROOT, 'src', 'core', 'errors.ts');
+  const declared = new Set([...fs.readFileSync(errorsFile, 'utf8').matchAll(/\|\s*'([A-Z_]+)'/g)].map((m) => m[1]));
+  assert.ok(declared.size >= 10, `error codes found in errors.ts: ${[...declared].join(', ')}`);
+  const used = new Set<string>();
+  let sites = 0;
+  const sources = ['core', 'cli', 'extension'].flatMap((d) => files(path.join(ROOT, 'src', d)));
+  for (const f of sources) {
+    const text = fs.readFileSync(f, 'utf8');
+    const sf = ts.createSourceFile(f, text, ts.ScriptTarget.ES2022, true);
+    const visit = (node: import('typescript').Node): void => {
+      if (ts.isNewExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === 'UserError') {
+        sites++;
+        const where = `${path.relative(ROOT, f)}:${sf.getLineAndCharacterOfPosition(node.getStart()).line + 1}`;
+        const args = node.arguments ?? [];
+        assert.equal(args.length, 3, `${where}: UserError(code, message, fix)`);
+        if (ts.isStringLiteral(args[0])) {
+          assert.ok(declared.has(args[0].text), `${where}: code ${args[0].text} is not declared in errors.ts`);
+          used.add(args[0].text);
+        }
+        for (const [k, what] of [[1, 'message'], [2, 'fix']] as const) {
+          const a = args[k];
+          if (ts.isStringLiteral(a) || ts.isNoSubstitutionTemplateLiteral(a)) assert.ok(a.text.trim().length >= 8, `${where}: empty ${what}`);
+        }
+      }
+      ts.forEachChild(node, visit);
+    };
+    visit(sf);
+  }
+  assert.ok(sites > 50, `UserError sites found: ${sites}`);
+  const unused = [...declared].filter((c) => !used.has(c));
+  assert.deepEqual(unused, [], 'declared error codes that nothing throws');
+});
