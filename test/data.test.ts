@@ -95,3 +95,12 @@ test('NCHW models: NCHW and NHWC arrays both land channels last; flat rows in th
   expectUserError(() => loadDataset(file('m.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [1, 2, 3], std: [1] } }), 'OPTION_INVALID', /3 values but the model's input has 2 channels/);
   expectUserError(() => loadDataset(file('z.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [0], std: [0] } }), 'OPTION_INVALID', /must be positive/);
 });
+
+test('a data file too large to read is refused before reading, with its size and the limit', () => {
+  // Sparse: 3 GB of nothing on disk, beyond the 2 GB Node reads into one buffer.
+  const f = path.join(tmpDir(), 'huge.npy');
+  fs.writeFileSync(f, writeNpy([2, 2], new Float32Array(4)));
+  fs.truncateSync(f, 3 * 2 ** 30);
+  expectUserError(() => readArray(f), 'DATA_UNREADABLE', /huge\.npy is 3\.0 GB; he-approx reads data files of up to 2\.0 GB/);
+  expectUserError(() => loadDataset(f, null, [2]), 'DATA_UNREADABLE', /3\.0 GB/);
+});

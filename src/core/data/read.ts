@@ -3,6 +3,7 @@
  * against the model's input, and a seeded split into calibration and held-out parts.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { UserError } from '../errors';
 import { Graph, transposeIndex } from '../model/graph';
@@ -12,10 +13,33 @@ import { parseNpy } from './npy';
 
 export interface RawArray { shape: number[]; data: ArrayLike<number>; dtype: string }
 
+/** Node reads at most 2 GiB into one buffer (readFileSync throws ERR_FS_FILE_TOO_LARGE beyond). */
+const MAX_DATA_BYTES = 2 ** 31 - 1;
+
+/**
+ * A data file is read whole and converted to float32 (4 bytes a value, whatever its dtype: a uint8
+ * file takes 4x its size); a file beyond what Node can read, or whose float32 copy would take most
+ * of the machine's memory, is refused before reading, with the estimate and the limit.
+ */
+export function checkDataSize(file: string): void {
+  const size = fs.statSync(file).size;
+  const gb = (b: number) => `${(b / 2 ** 30).toFixed(1)} GB`;
+  const fix = 'save a subset (a few thousand samples calibrate well) to a new file with numpy, and pass that';
+  if (size > MAX_DATA_BYTES) {
+    throw new UserError('DATA_UNREADABLE', `${path.basename(file)} is ${gb(size)}; he-approx reads data files of up to ${gb(MAX_DATA_BYTES + 1)}`, fix);
+  }
+  const estimate = 5 * size;
+  const limit = 0.75 * os.totalmem();
+  if (estimate > limit) {
+    throw new UserError('DATA_UNREADABLE', `${path.basename(file)} (${gb(size)}) would take up to ${gb(estimate)} of memory as float32, more than ${gb(limit)} (3/4 of this machine's)`, fix);
+  }
+}
+
 export function readArray(file: string): RawArray {
   if (!fs.existsSync(file)) {
     throw new UserError('DATA_UNREADABLE', `data file ${file} does not exist`, 'pass an existing .npy, idx, .csv or .json file');
   }
+  checkDataSize(file);
   const buf = fs.readFileSync(file);
   const base = path.basename(file);
   const ext = path.extname(file).toLowerCase();
