@@ -49,7 +49,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     // Select: the frontier of choices, within SEAL's chain or, deeper, planned for bootstrapping.
     const opCosts = o.costs ?? cachedSealCosts(s.ringSize) ?? publishedCosts(s.ringSize);
     const foldable = acts.map((a) => affineFoldable(g, a));
-    const costs = acts.map((a, l) => s.degrees.map((d) => activationCost(d, foldable[l], opCosts)));
+    const costs = acts.map((_a, l) => s.degrees.map((d) => activationCost(d, foldable[l], opCosts)));
     const linearDepth = networkDepth(g, new Map());
     const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs)]));
     const chainDepth = s.levelBudget - linearDepth;

@@ -46,8 +46,9 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
     const nHeld = o.heldout ?? Math.min(5000, ds.count - nCalib);
     split = splitIndices(ds.count, nCalib, nHeld, s.seed);
   }
-  const calibCount = heldDs ? calibDs.count : ds.count;
-  checkLabelRange(ds.labels, g.nodes[g.output].shape, (i) => (i < calibCount ? `${path.basename(o.labels ?? '')}: sample ${i}` : `${path.basename(o.heldoutLabels ?? '')}: sample ${i - calibCount}`));
+  // Labels are the calibration file's, then (two files) the held-out file's.
+  const n = calibDs.count;
+  checkLabelRange(ds.labels, g.nodes[g.output].shape, (i) => (i < n ? `${path.basename(o.labels ?? '')}: sample ${i}` : `${path.basename(o.heldoutLabels ?? '')}: sample ${i - n}`));
   if (split.heldout.length < 1) throw new UserError('OPTION_INVALID', 'no held-out samples', 'pass --heldout N with N >= 1, or --heldout-data');
   return { model, acts: activationNodes(g), prep, ds, split };
 }

@@ -8,7 +8,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
-import { LoadedModel, modelFormatOf } from '../model/load';
+import { LoadedModel, modelFilePath, modelFormatOf } from '../model/load';
 import { Report } from '../report';
 import { approximatedOnnx } from './onnxExport';
 import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
@@ -129,20 +129,19 @@ function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; wei
  */
 export function checkOutputs(dir: string, modelArg: string, force: boolean): WrittenFiles {
   const abs = path.resolve(dir);
-  // As loadModel reads it: a folder means its model.json.
-  const modelPath = fs.existsSync(modelArg) && fs.statSync(modelArg).isDirectory() ? path.join(modelArg, 'model.json') : modelArg;
+  const modelPath = modelFilePath(modelArg);
   const onnx = modelFormatOf(modelPath) === 'onnx';
   const files: WrittenFiles = {
     report: path.join(abs, 'report.json'), coefficients: path.join(abs, 'coefficients.json'),
     model: onnx ? path.join(abs, 'model.onnx') : path.join(abs, 'model', 'model.json'), weights: onnx ? null : path.join(abs, 'model', 'weights.bin'),
   };
-  const inputDir = path.dirname(path.resolve(modelPath));
+  const inputDir = path.dirname(modelPath);
   if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
     throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a file, not a folder`, 'choose a folder name for --out');
   }
   for (const f of Object.values(files)) {
     if (!f) continue;
-    if (path.resolve(f) === path.resolve(modelPath) || path.dirname(f) === inputDir) {
+    if (path.resolve(f) === modelPath || path.dirname(f) === inputDir) {
       throw new UserError('OUTPUT_EXISTS', `--out ${dir} would write ${path.basename(f)} into the input model's folder`, 'choose another --out folder');
     }
     if (fs.existsSync(f) && !force) {

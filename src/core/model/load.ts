@@ -21,9 +21,14 @@ export function modelFormatOf(file: string): ModelFormat | null {
   return null;
 }
 
+/** The model file a path names: a folder means its model.json (a tfjs export). */
+export function modelFilePath(modelPath: string): string {
+  const file = path.resolve(modelPath);
+  return fs.existsSync(file) && fs.statSync(file).isDirectory() ? path.join(file, 'model.json') : file;
+}
+
 export async function loadModel(modelPath: string): Promise<LoadedModel> {
-  let file = path.resolve(modelPath);
-  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'model.json');
+  const file = modelFilePath(modelPath);
   const base = path.basename(file);
   if (!fs.existsSync(file)) {
     throw new UserError('MODEL_UNREADABLE', `model file ${file} does not exist`, 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file');

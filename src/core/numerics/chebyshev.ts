@@ -40,12 +40,6 @@ export function chebval(x: number, c: ArrayLike<number>, iv: Interval): number {
   return chebvalUnit(toUnit(x, iv), c);
 }
 
-/** Evaluates at many points into `out` (may alias `xs`). */
-export function chebvalMany(xs: ArrayLike<number>, c: ArrayLike<number>, iv: Interval, out: Float32Array | Float64Array): void {
-  const { scale, shift } = unitMap(iv);
-  for (let i = 0; i < xs.length; i++) out[i] = chebvalUnit(xs[i] * scale + shift, c);
-}
-
 /** Chebyshev points of the first kind on [a, b] (numpy chebpts1 mapped), in increasing order. */
 export function chebpts1(n: number, iv: Interval = { a: -1, b: 1 }): Float64Array {
   const x = new Float64Array(n);
