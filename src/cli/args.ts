@@ -17,7 +17,7 @@ export function parseArgs(argv: string[], flags: FlagSpec[]): { positional: stri
     }
     if (!spec.value) { opts.set(key, true); continue; }
     const v = inline ?? argv[++i];
-    if (v === undefined || (inline === undefined && v.startsWith('--'))) {
+    if (v === undefined || v.trim() === '' || (inline === undefined && v.startsWith('--'))) {
       throw new UserError('OPTION_INVALID', `option --${key} needs a value`, `pass --${key} <value>`);
     }
     opts.set(key, v);

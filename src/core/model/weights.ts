@@ -15,7 +15,28 @@ export interface WeightSpec {
 
 export interface NamedWeight { name: string; shape: number[]; data: Float32Array }
 
-const BYTES: Record<string, number> = { float32: 4, int32: 4, uint8: 1, uint16: 2, float16: 2 };
+const BYTES: Record<string, number> = { float32: 4, uint8: 1, uint16: 2, float16: 2 };
+
+/** A manifest group as tfjs writes it: shard file names and weight specs, types checked. */
+function checkGroup(modelPath: string, group: unknown, g: number): { paths: string[]; weights: WeightSpec[] } {
+  const bad = (what: string): never => {
+    throw new UserError('MODEL_UNREADABLE', `${path.basename(modelPath)}: weightsManifest[${g}] ${what}`, 're-export the model; its model.json is damaged or hand-edited');
+  };
+  if (!group || typeof group !== 'object' || Array.isArray(group)) bad('is not an object');
+  const { paths = [], weights = [] } = group as { paths?: unknown; weights?: unknown };
+  if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string' || !p)) bad(`has paths ${JSON.stringify(paths)}, not a list of shard file names`);
+  if (!Array.isArray(weights)) bad('has no list of weights');
+  (weights as unknown[]).forEach((w, k) => {
+    const x = w as Partial<WeightSpec> | null;
+    if (!x || typeof x !== 'object' || typeof x.name !== 'string' || !x.name) bad(`weight ${k} has no name`);
+    if (!Array.isArray(x!.shape) || x!.shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`weight '${x!.name}' has shape ${JSON.stringify(x!.shape)}`);
+    if (x!.dtype !== undefined && typeof x!.dtype !== 'string') bad(`weight '${x!.name}' has dtype ${JSON.stringify(x!.dtype)}`);
+    const q = x!.quantization;
+    if (q !== undefined && (!q || typeof q !== 'object' || typeof q.dtype !== 'string'
+      || (q.scale !== undefined && !Number.isFinite(q.scale)) || (q.min !== undefined && !Number.isFinite(q.min)))) bad(`weight '${x!.name}' has quantization ${JSON.stringify(q)}`);
+  });
+  return { paths: paths as string[], weights: weights as WeightSpec[] };
+}
 
 /** IEEE 754 half precision to a number. */
 export function halfToFloat(h: number): number {
@@ -34,12 +55,12 @@ export function readWeights(modelPath: string, manifest: unknown): NamedWeight[]
       'save the model with tfjs model.save() or tensorflowjs_converter, which write weightsManifest');
   }
   const out: NamedWeight[] = [];
-  for (const group of manifest as { paths?: string[]; weights?: WeightSpec[] }[]) {
-    const paths = group.paths ?? [];
+  for (const [g, group] of (manifest as unknown[]).entries()) {
+    const { paths, weights } = checkGroup(modelPath, group, g);
     const buffers: Buffer[] = [];
     for (const p of paths) {
       const file = path.join(dir, p);
-      if (!fs.existsSync(file)) {
+      if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
         throw new UserError('WEIGHTS_MISSING', `weight shard '${p}' named by ${path.basename(modelPath)} is missing (looked in ${dir})`,
           `copy '${p}' next to model.json; tfjs writes the shards beside the model file`);
       }
@@ -47,12 +68,14 @@ export function readWeights(modelPath: string, manifest: unknown): NamedWeight[]
     }
     const buf = Buffer.concat(buffers);
     let off = 0;
-    for (const w of group.weights ?? []) {
+    for (const w of weights) {
       const count = w.shape.reduce((a, b) => a * b, 1);
       const stored = w.quantization?.dtype ?? w.dtype ?? 'float32';
       const bytes = BYTES[stored];
-      if (!bytes) {
-        throw new UserError('MODEL_UNSUPPORTED', `weight '${w.name}' has dtype '${stored}'`, 'save float32 weights (no quantisation other than uint8/uint16/float16)');
+      // The supported layers' weights are real numbers: an int32 kernel is a damaged manifest.
+      if (!bytes || !['float32', 'float16'].includes(w.dtype ?? 'float32')) {
+        throw new UserError('MODEL_UNSUPPORTED', `weight '${w.name}' has dtype '${w.quantization ? `${w.dtype ?? 'float32'}' quantised as '${stored}` : w.dtype}'`,
+          'save float32 weights (no quantisation other than uint8/uint16/float16)');
       }
       if (off + count * bytes > buf.length) {
         throw new UserError('WEIGHTS_MISMATCH',

@@ -132,12 +132,49 @@ function varNames(cls: string, c: any): string[] {
   }
 }
 
+const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+/** CRC-32 (ISO 3309, the zip format's checksum). */
+function crc32(b: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * The first entry whose CRC-32 (from the zip's central directory, APPNOTE 4.3.12) differs from its
+ * extracted bytes, or null. fflate inflates without checking it, and a flipped bit in a stored
+ * (uncompressed) weights file would otherwise load as a silently different model.
+ */
+function crcMismatch(zip: Buffer, entries: Record<string, Uint8Array>): string | null {
+  let eocd = -1;
+  for (let i = zip.length - 22; i >= Math.max(0, zip.length - 22 - 65535); i--) if (zip.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
+  if (eocd < 0) return 'the central directory';
+  let at = zip.readUInt32LE(eocd + 16);
+  for (let k = zip.readUInt16LE(eocd + 10); k > 0; k--) {
+    if (at + 46 > zip.length || zip.readUInt32LE(at) !== 0x02014b50) return 'the central directory';
+    const crc = zip.readUInt32LE(at + 16);
+    const nameLen = zip.readUInt16LE(at + 28);
+    const name = zip.toString('utf8', at + 46, at + 46 + nameLen);
+    if (entries[name] && crc32(entries[name]) !== crc) return name;
+    at += 46 + nameLen + zip.readUInt16LE(at + 30) + zip.readUInt16LE(at + 32);
+  }
+  return null;
+}
+
 /** Keras 3 .keras: a zip with config.json and model.weights.h5. */
 async function loadKeras3(file: string, base: string): Promise<{ topology: KerasTopology; weights: NamedWeight[]; version: string }> {
   let entries: Record<string, Uint8Array>;
-  try { entries = unzipSync(fs.readFileSync(file)); } catch (e) {
+  const zip = fs.readFileSync(file);
+  try { entries = unzipSync(zip); } catch (e) {
     unreadable(base, `is not a readable .keras (zip) archive (${(e as Error).message})`, 'pass a model saved with model.save("model.keras"); the file may be truncated');
   }
+  const damaged = crcMismatch(zip, entries);
+  if (damaged) unreadable(base, `is damaged: ${damaged} in the archive fails its CRC-32 check`, 'copy or save the model again; the file changed after it was written');
   if (!entries['config.json']) unreadable(base, 'has no config.json', 'pass a model saved with model.save("model.keras")');
   const topology = parseConfig(Buffer.from(entries['config.json']).toString('utf8'), base, 'config.json');
   const meta = entries['metadata.json'] ? JSON.parse(Buffer.from(entries['metadata.json']).toString('utf8')) : {};

@@ -25,11 +25,66 @@ const ALIASES: Record<string, string> = {
   GaussianNoise: 'Dropout', GaussianDropout: 'Dropout', AlphaDropout: 'Dropout',
 };
 
-function pair(v: unknown, dflt: number): [number, number] {
-  if (v === undefined || v === null) return [dflt, dflt];
-  if (typeof v === 'number') return [v, v];
-  const a = v as number[];
-  return [a[0], a[1] ?? a[0]];
+/** The largest dimension a layer may declare: beyond it the file is damaged, not a model. */
+const MAX_DIM = 1 << 24;
+
+/**
+ * Reads a layer's config values with their types checked: a damaged or hand-edited model.json
+ * (units -1, kernel_size "x", strides [0, 0]) must stop with the layer and the key named, not
+ * crash the backend or, worse, run with a default in their place.
+ */
+class ConfigReader {
+  constructor(private readonly model: string, private readonly where: string, readonly c: Cfg) {}
+  private bad(key: string, want: string): never {
+    fail(this.model, `${this.where}: ${key} is ${JSON.stringify(this.c[key]) ?? 'missing'}, not ${want}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+  }
+  private isInt(v: unknown, min: number): v is number { return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= MAX_DIM; }
+  /** An integer in min..MAX_DIM (`dflt` when absent). */
+  int(key: string, min = 1, dflt?: number): number {
+    const v = this.c[key];
+    if ((v === undefined || v === null) && dflt !== undefined) return dflt;
+    if (!this.isInt(v, min)) this.bad(key, `an integer >= ${min}`);
+    return v;
+  }
+  /** One integer or a pair of them (kernel_size, strides, pool_size, dilation_rate). */
+  pair(key: string, dflt: number, min = 1): [number, number] {
+    const v = this.c[key];
+    if (v === undefined || v === null) return [dflt, dflt];
+    if (this.isInt(v, min)) return [v, v];
+    if (Array.isArray(v) && (v.length === 1 || v.length === 2) && v.every((x) => this.isInt(x, min))) return [v[0], v[1] ?? v[0]];
+    this.bad(key, `an integer >= ${min} or a pair of them`);
+  }
+  num(key: string, dflt: number, min = -Infinity): number {
+    const v = this.c[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min) this.bad(key, `a finite number${min > -Infinity ? ` >= ${min}` : ''}`);
+    return v;
+  }
+  bool(key: string, dflt: boolean): boolean {
+    const v = this.c[key];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') this.bad(key, 'true or false');
+    return v;
+  }
+  oneOf<T extends string>(key: string, allowed: readonly T[], dflt: T): T {
+    const v = this.c[key];
+    if (v === undefined || v === null) return dflt;
+    if (!allowed.includes(v as T)) this.bad(key, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
+    return v as T;
+  }
+  /** A string the layer cannot do without. */
+  str(key: string): string {
+    const v = this.c[key];
+    if (typeof v !== 'string') this.bad(key, 'a name');
+    return v;
+  }
+  /** The activation name, when the layer has one ('linear' when absent). */
+  activation(): string {
+    const v = this.c.activation;
+    if (v === undefined || v === null) return 'linear';
+    if (typeof v !== 'string') this.bad('activation', 'an activation name');
+    return v;
+  }
 }
 
 function fail(model: string, msg: string, fix: string, code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED'): never {
@@ -55,6 +110,17 @@ function parseInbound(raw: unknown, model: string, layer: string): string[] {
   return refs;
 }
 
+/** Layer k of the topology is an object with a class name, a config object and a name. */
+function checkEntry(model: string, l: unknown, k: number, functional: boolean): asserts l is Cfg {
+  const bad = (what: string) => fail(model, `layer ${k} of the topology ${what}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+  if (!l || typeof l !== 'object' || Array.isArray(l)) bad('is not an object');
+  const e = l as Cfg;
+  if (typeof e.class_name !== 'string' || !e.class_name) bad('has no class_name');
+  if (!e.config || typeof e.config !== 'object' || Array.isArray(e.config)) bad(`('${e.class_name}') has no config`);
+  const name = functional ? e.name ?? e.config.name : e.config.name ?? e.name;
+  if (typeof name !== 'string' || !name) bad(`('${e.class_name}') has no name`);
+}
+
 function layerEntries(model: string, topology: KerasTopology): { entries: LayerEntry[]; inputName: string; outputName: string } {
   const cls = topology.class_name;
   if (cls === 'Sequential') {
@@ -62,11 +128,12 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
     if (!Array.isArray(raw) || raw.length === 0) fail(model, 'Sequential model has no layers', 'save a model with at least one layer', 'MODEL_UNREADABLE');
     const entries: LayerEntry[] = [];
     let prev: string | null = null;
-    for (const l of raw) {
-      const name = l.config?.name ?? l.name;
+    for (const [k, l] of raw.entries()) {
+      checkEntry(model, l, k, false);
+      const name = l.config.name ?? l.name;
       if (prev === null && l.class_name !== 'InputLayer') {
         const shape = l.config.batch_input_shape ?? l.config.batch_shape;
-        if (!shape) fail(model, `first layer '${name}' has no batch_input_shape`, 'build the model with an inputShape on its first layer');
+        if (!Array.isArray(shape)) fail(model, `first layer '${name}' has no batch_input_shape`, 'build the model with an inputShape on its first layer');
         entries.push({ className: 'InputLayer', name: '__input__', config: { batch_input_shape: shape }, inbound: [] });
         prev = '__input__';
       }
@@ -85,6 +152,8 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
     if (inNames.length !== 1 || outNames.length !== 1) {
       fail(model, `functional model has ${inNames.length} inputs and ${outNames.length} outputs`, 'he-approx supports models with one input and one output');
     }
+    if (!Array.isArray(c.layers)) fail(model, 'functional model has no layers list', 're-export the model; its model.json is damaged', 'MODEL_UNREADABLE');
+    (c.layers as unknown[]).forEach((l, k) => checkEntry(model, l, k, true));
     const entries = (c.layers as Cfg[]).map((l) => ({ className: l.class_name, name: l.name ?? l.config.name, config: l.config,
       inbound: parseInbound(l.inbound_nodes, model, l.name ?? l.config.name) }));
     return { entries, inputName: inNames[0], outputName: outNames[0] };
@@ -96,6 +165,10 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
 export function kerasGraph(model: string, topology: KerasTopology, weights: NamedWeight[]): Graph {
   const { entries, inputName, outputName } = layerEntries(model, topology);
   const byName = new Map(entries.map((e) => [e.name, e]));
+  if (byName.size !== entries.length) {
+    const dup = entries.find((e, k) => entries.findIndex((f) => f.name === e.name) !== k)!;
+    fail(model, `two layers are named '${dup.name}'`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+  }
   const used = new Set<string>();
   const getW = (layer: string, param: string, shape: number[]): Float32Array => {
     const w = weights.find((x) => {
@@ -146,11 +219,16 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
   const cls = ALIASES[e.className] ?? e.className;
   const c = e.config ?? {};
   const where = `layer '${e.name}' (${e.className})`;
+  const r = new ConfigReader(model, where, c);
   const inShape = ins.length ? nodes[ins[0]].shape : [];
-  const node = (spec: Op, shape: number[], name = e.name, inputs = ins) => add({ name, layer: e.name, className: e.className, inputs, shape, spec });
-  if (c.data_format === 'channels_first') fail(model, `${where} uses channels_first`, 'save the model with data_format channels_last (the tfjs default)');
+  const node = (spec: Op, shape: number[], name = e.name, inputs = ins) => {
+    // Kernels larger than their input, strides beyond it: an empty or fractional output.
+    if (shape.some((d) => !Number.isInteger(d) || d < 1)) fail(model, `${where} outputs shape [${shape}] from input [${inShape}]`, 'check the layer\'s kernel, stride and padding against its input');
+    return add({ name, layer: e.name, className: e.className, inputs, shape, spec });
+  };
+  if (r.oneOf('data_format', ['channels_last', 'channels_first'], 'channels_last') === 'channels_first') fail(model, `${where} uses channels_first`, 'save the model with data_format channels_last (the tfjs default)');
   const withActivation = (id: number): number => {
-    const a = c.activation ? parseActivationName(String(c.activation), `${model}: ${where}`) : 'linear';
+    const a = parseActivationName(r.activation(), `${model}: ${where}`);
     if (a === 'linear') return id;
     const shape = nodes[id].shape;
     if (a === 'softmax') return node({ op: 'softmax' }, shape, `${e.name}/softmax`, [id]);
@@ -162,33 +240,37 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
   switch (cls) {
     case 'InputLayer': {
       const shape = (c.batch_input_shape ?? c.batch_shape ?? c.batchInputShape) as (number | null)[] | undefined;
-      if (!shape || shape.slice(1).some((v) => v === null || v === undefined)) {
+      if (!Array.isArray(shape) || shape.length < 2 || shape.slice(1).some((v) => v === null || v === undefined)) {
         fail(model, `input '${e.name}' has no fixed per-sample shape (${JSON.stringify(shape)})`, 'build the model with a fully specified inputShape');
+      }
+      if (shape.slice(1).some((v) => typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_DIM)) {
+        fail(model, `input '${e.name}' has shape ${JSON.stringify(shape)}, not positive integers`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
       }
       return node({ op: 'input' }, (shape as number[]).slice(1));
     }
     case 'Dense': {
       const inDim = inShape[inShape.length - 1];
-      const kernel = getW(e.name, 'kernel', [inDim, c.units]);
-      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [c.units]);
-      return withActivation(node({ op: 'dense', units: c.units, kernel, kernelShape: [inDim, c.units], bias }, [...inShape.slice(0, -1), c.units]));
+      const units = r.int('units');
+      const kernel = getW(e.name, 'kernel', [inDim, units]);
+      const bias = r.bool('use_bias', true) ? getW(e.name, 'bias', [units]) : null;
+      return withActivation(node({ op: 'dense', units, kernel, kernelShape: [inDim, units], bias }, [...inShape.slice(0, -1), units]));
     }
     case 'Conv2D':
     case 'DepthwiseConv2D': {
       needRank(3);
-      const [kh, kw] = pair(c.kernel_size, 1);
-      const strides = pair(c.strides, 1);
-      const dilation = pair(c.dilation_rate, 1);
-      const padding: 'valid' | 'same' = c.padding === 'same' ? 'same' : c.padding === 'valid' || c.padding === undefined ? 'valid'
-        : fail(model, `${where} has padding '${c.padding}'`, "use padding 'valid' or 'same'");
+      if (c.kernel_size === undefined || c.kernel_size === null) r.int('kernel_size');
+      const [kh, kw] = r.pair('kernel_size', 1);
+      const strides = r.pair('strides', 1);
+      const dilation = r.pair('dilation_rate', 1);
+      const padding = r.oneOf('padding', ['valid', 'same'], 'valid');
       const cin = inShape[2];
       const depthwise = cls === 'DepthwiseConv2D';
-      if (!depthwise && (c.groups ?? 1) !== 1) fail(model, `${where} uses grouped convolution`, 'use groups=1');
+      if (!depthwise && r.int('groups', 1, 1) !== 1) fail(model, `${where} uses grouped convolution`, 'use groups=1');
       // Depthwise [kh, kw, cin, mult] row-major is [kh, kw, 1, cin * mult] with output channel
       // c * mult + m: the grouped-convolution kernel with groups = cin, same bytes.
-      const filters = depthwise ? cin * (c.depth_multiplier ?? 1) : c.filters;
+      const filters = depthwise ? cin * r.int('depth_multiplier', 1, 1) : r.int('filters');
       const kernel = depthwise ? getW(e.name, 'depthwise_kernel', [kh, kw, cin, filters / cin]) : getW(e.name, 'kernel', [kh, kw, cin, filters]);
-      const bias = c.use_bias === false ? null : getW(e.name, 'bias', [filters]);
+      const bias = r.bool('use_bias', true) ? getW(e.name, 'bias', [filters]) : null;
       const shape = [outDim(inShape[0], kh, strides[0], padding, dilation[0]), outDim(inShape[1], kw, strides[1], padding, dilation[1]), filters];
       return withActivation(node({ op: 'conv2d', filters, kernel, kernelShape: [kh, kw, depthwise ? 1 : cin, filters], bias, strides, padding, dilation,
         ...(depthwise ? { groups: cin } : {}) }, shape));
@@ -196,16 +278,17 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
     case 'ZeroPadding2D': {
       needRank(3);
       const p = c.padding ?? 1;
-      const [[t, b], [l, r]]: [number, number][] = typeof p === 'number' ? [[p, p], [p, p]]
-        : typeof p[0] === 'number' ? [[p[0], p[0]], [p[1], p[1]]] : [pair(p[0], 0), pair(p[1], 0)];
-      return node({ op: 'pad', pads: [[t, b], [l, r], [0, 0]], value: 0 }, [inShape[0] + t + b, inShape[1] + l + r, inShape[2]]);
+      const sub = (v: unknown) => new ConfigReader(model, where, { padding: v }).pair('padding', 0, 0);
+      const [[t, b], [left, right]]: [number, number][] = Array.isArray(p) && p.length === 2 && Array.isArray(p[0]) ? [sub(p[0]), sub(p[1])]
+        : ((q) => [[q[0], q[0]], [q[1], q[1]]] as [number, number][])(r.pair('padding', 1, 0));
+      return node({ op: 'pad', pads: [[t, b], [left, right], [0, 0]], value: 0 }, [inShape[0] + t + b, inShape[1] + left + right, inShape[2]]);
     }
     case 'AveragePooling2D':
     case 'MaxPooling2D': {
       needRank(3);
-      const pool = pair(c.pool_size, 2);
-      const strides = c.strides ? pair(c.strides, 1) : pool;
-      const padding: 'valid' | 'same' = c.padding === 'same' ? 'same' : 'valid';
+      const pool = r.pair('pool_size', 2);
+      const strides = c.strides === undefined || c.strides === null ? pool : r.pair('strides', 1);
+      const padding = r.oneOf('padding', ['valid', 'same'], 'valid');
       const shape = [outDim(inShape[0], pool[0], strides[0], padding), outDim(inShape[1], pool[1], strides[1], padding), inShape[2]];
       if (cls === 'MaxPooling2D') {
         notes.push(`Layer '${e.name}' is MaxPooling2D, which CKKS cannot evaluate (max is not a polynomial); he-approx measures the drop when it is replaced by average pooling.`);
@@ -215,19 +298,22 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
     case 'GlobalAveragePooling2D': needRank(3); return node({ op: 'globalavgpool' }, [inShape[2]]);
     case 'Flatten': return node({ op: 'flatten' }, [size(inShape)]);
     case 'Reshape': {
-      const t = (c.target_shape as number[]).slice();
+      const t = c.target_shape as number[];
+      if (!Array.isArray(t) || !t.length || t.some((v) => !Number.isInteger(v) || (v < 1 && v !== -1) || v > MAX_DIM) || t.filter((v) => v === -1).length > 1) {
+        fail(model, `${where}: target_shape is ${JSON.stringify(t)}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+      }
       const known = t.filter((v) => v > 0).reduce((a, b) => a * b, 1);
       const target = t.map((v) => (v > 0 ? v : size(inShape) / known));
       if (size(target) !== size(inShape)) fail(model, `${where} reshapes [${inShape}] to [${t}]`, 'fix the target shape');
       return node({ op: 'reshape', target }, target);
     }
     case 'BatchNormalization': {
-      const axis = Array.isArray(c.axis) ? c.axis[0] : c.axis ?? -1;
-      if (axis !== -1 && axis !== inShape.length) fail(model, `${where} normalises axis ${axis}`, 'normalise the last (channels) axis');
+      const axis = Array.isArray(c.axis) && c.axis.length === 1 ? c.axis[0] : c.axis ?? -1;
+      if (axis !== -1 && axis !== inShape.length) fail(model, `${where} normalises axis ${JSON.stringify(c.axis)}`, 'normalise the last (channels) axis');
       const ch = inShape[inShape.length - 1];
-      const eps = c.epsilon ?? 1e-3;
-      const gamma = c.scale === false ? new Float32Array(ch).fill(1) : getW(e.name, 'gamma', [ch]);
-      const beta = c.center === false ? new Float32Array(ch) : getW(e.name, 'beta', [ch]);
+      const eps = r.num('epsilon', 1e-3, 0);
+      const gamma = r.bool('scale', true) ? getW(e.name, 'gamma', [ch]) : new Float32Array(ch).fill(1);
+      const beta = r.bool('center', true) ? getW(e.name, 'beta', [ch]) : new Float32Array(ch);
       const mean = getW(e.name, 'moving_mean', [ch]);
       const variance = getW(e.name, 'moving_variance', [ch]);
       const scale = new Float32Array(ch);
@@ -242,19 +328,21 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
     }
     case 'Dropout': return node({ op: 'identity' }, inShape);
     case 'Activation': {
-      const a = parseActivationName(String(c.activation), `${model}: ${where}`);
+      const a = parseActivationName(r.str('activation'), `${model}: ${where}`);
       if (a === 'linear') return node({ op: 'identity' }, inShape);
       if (a === 'softmax') return node({ op: 'softmax' }, inShape);
       return node({ op: 'activation', act: a }, inShape);
     }
     case 'ReLU': {
-      if (c.threshold) fail(model, `${where} has threshold ${c.threshold}`, 'use a ReLU without threshold');
-      if (c.negative_slope) return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.negative_slope } }, inShape);
-      const mv = c.max_value ?? c.maxValue;
-      return node({ op: 'activation', act: mv === null || mv === undefined ? { kind: 'relu' } : mv === 6 ? { kind: 'relu6' } : { kind: 'relu', maxValue: mv } }, inShape);
+      if (r.num('threshold', 0)) fail(model, `${where} has threshold ${c.threshold}`, 'use a ReLU without threshold');
+      const slope = r.num('negative_slope', 0);
+      if (slope) return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: slope } }, inShape);
+      const mv = c.max_value === undefined ? r.num('maxValue', NaN) : r.num('max_value', NaN);
+      if (!Number.isNaN(mv) && mv <= 0) fail(model, `${where} has max_value ${mv}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+      return node({ op: 'activation', act: Number.isNaN(mv) ? { kind: 'relu' } : mv === 6 ? { kind: 'relu6' } : { kind: 'relu', maxValue: mv } }, inShape);
     }
-    case 'LeakyReLU': return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.alpha ?? c.negative_slope ?? 0.3 } }, inShape);
-    case 'ELU': return node({ op: 'activation', act: { kind: 'elu', alpha: c.alpha ?? 1 } }, inShape);
+    case 'LeakyReLU': return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.alpha === undefined ? r.num('negative_slope', 0.3) : r.num('alpha', 0.3) } }, inShape);
+    case 'ELU': return node({ op: 'activation', act: { kind: 'elu', alpha: r.num('alpha', 1) } }, inShape);
     case 'Softmax': return node({ op: 'softmax' }, inShape);
     default:
       throw new UserError('LAYER_UNKNOWN', `${model}: ${where} is not supported`,
