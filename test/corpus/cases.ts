@@ -248,7 +248,7 @@ export function generateCases(seed = 20261202): Case[] {
       else body = writeNpy([n, 28, 28, 3], new Float32Array(n * 784 * 3));
     } else if (fmt === 'csv') {
       file = 'x.csv';
-      const rows = Array.from({ length: 32 }, (_, s) => Array.from(pixels.subarray(s * 784, (s + 1) * 784)).join(','));
+      const rows = Array.from({ length: n }, (_, s) => Array.from(pixels.subarray(s * 784, (s + 1) * 784)).join(','));
       const op = pick(['ragged', 'text cell', 'nan', 'empty', 'columns', 'semicolons'] as const);
       what = op;
       const r = rng.int(rows.length);
@@ -261,14 +261,14 @@ export function generateCases(seed = 20261202): Case[] {
       body = Buffer.from(rows.join('\n'));
     } else {
       file = 'x.json';
-      const arr = Array.from({ length: 32 }, (_, s) => Array.from(pixels.subarray(s * 784, (s + 1) * 784)));
+      const arr = Array.from({ length: n }, (_, s) => Array.from(pixels.subarray(s * 784, (s + 1) * 784)));
       const op = pick(['object', 'strings', 'nulls', 'ragged', 'scalar', 'invalid', 'deep'] as const);
       what = op;
       let v: unknown = arr;
       if (op === 'object') v = { samples: arr };
-      else if (op === 'strings') { (arr[rng.int(32)] as unknown[])[rng.int(784)] = '12'; }
-      else if (op === 'nulls') { (arr[rng.int(32)] as unknown[])[rng.int(784)] = null; }
-      else if (op === 'ragged') arr[rng.int(32)].pop();
+      else if (op === 'strings') { (arr[rng.int(n)] as unknown[])[rng.int(784)] = '12'; }
+      else if (op === 'nulls') { (arr[rng.int(n)] as unknown[])[rng.int(784)] = null; }
+      else if (op === 'ragged') arr[rng.int(n)].pop();
       else if (op === 'scalar') v = 42;
       else if (op === 'deep') v = arr.map((r) => r.map((x) => [[x]]));
       body = Buffer.from(op === 'invalid' ? JSON.stringify(arr).slice(0, 5000) : JSON.stringify(v));
