@@ -2,9 +2,10 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { SimBackend } from '../src/core/he/backend';
-import { chooseParams, paramsFor } from '../src/core/he/params';
+import { checkHeMemory, chooseParams, paramsFor, sealKeySizes } from '../src/core/he/params';
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';
+import { loadSeal } from '../src/core/cost/sealCosts';
 import { compileProgram, emulateProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
 import { analyze } from '../src/core/analyze';
@@ -188,4 +189,31 @@ test('encrypted test refuses what it cannot run, with a clear message', async ()
   const rm = JSON.parse(JSON.stringify(await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [3, 7] })));
   await assert.rejects(encryptedModelTest({ model: file, report: rm, data: MNIST_TEST_IMAGES, samples: 1 }),
     (e: unknown) => e instanceof UserError && /does not support layer 'max_pooling2d.*' \(MaxPooling2D\)/.test(e.message) && /--layer-only/.test(e.fix));
+});
+
+test('SEAL memory is estimated before key generation: node-seal\'s 4 GB and the machine\'s free memory, with the estimate in the message', async () => {
+  const p = paramsFor(32768, 19);
+  const k = sealKeySizes(p, 2);
+  // Keys over all 21 primes: the public key one 2-polynomial ciphertext, each key-switching key one per data prime.
+  assert.equal(k.publicKey, 2 * 21 * 32768 * 8);
+  assert.equal(k.relinKeys, 20 * k.publicKey);
+  assert.equal(k.galoisKeys, 2 * k.relinKeys);
+  const est = checkHeMemory(p, 2, 10, 'lower the degrees', 64e9);
+  assert.equal(est, k.publicKey + k.relinKeys + k.galoisKeys + 10 * 2 * 20 * 32768 * 8);
+  assert.throws(() => checkHeMemory(p, 40, 10, 'lower the degrees', 64e9),
+    (e: unknown) => e instanceof UserError && e.code === 'BUDGET_INFEASIBLE' && /needs about 9\.\d GB .*40 rotation steps.*4 GB WebAssembly memory/.test(e.message) && e.fix === 'lower the degrees');
+  assert.throws(() => checkHeMemory(p, 2, 10, 'lower the degrees', 0.5e9),
+    (e: unknown) => e instanceof UserError && /needs about 0\.\d GB.*this machine has 0\.5 GB free/.test(e.message) && /close other programs/.test(e.fix));
+  // The layout is SEAL's: the keys it generates, serialised uncompressed, are within 5% of it.
+  const small = paramsFor(8192, 2);
+  const be = await SealBackend.create(small, [1]);
+  try {
+    const none = (await loadSeal()).ComprModeType.none;
+    const est = sealKeySizes(small, 1);
+    const b = be as unknown as Record<'publicKey' | 'relinKeys' | 'galoisKeys', { saveArray(m: unknown): Uint8Array }>;
+    for (const key of ['publicKey', 'relinKeys', 'galoisKeys'] as const) {
+      const real = b[key].saveArray(none).length;
+      assert.ok(Math.abs(real - est[key]) <= 0.05 * real, `${key}: SEAL ${real} bytes, estimated ${est[key]}`);
+    }
+  } finally { be.dispose(); }
 });

@@ -19,7 +19,7 @@ import { EncryptedLayerReport, LayerEncryptedResult, Report, modelFileHashes, po
 
 export type { EncryptedLayerReport, LayerEncryptedResult };
 import { SimBackend, SimCt } from './backend';
-import { chooseParams } from './params';
+import { checkHeMemory, chooseParams } from './params';
 import { VecOps, channelLanes, evalPolyCkks } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
@@ -82,6 +82,8 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
       const folded = l.affineFoldable;
       const needed = plan.depth + (folded ? 0 : 1);
       const params = chooseParams(needed, `layer ${l.name} (degree ${l.chosen.degree})`, [l.name], o.ringSize);
+      // Keys (no rotations) and the evaluator's ciphertexts: the input, its powers and the output.
+      checkHeMemory(params, 0, 16, `lower the degree of ${l.name} (fewer levels, smaller keys)`);
       const be = await SealBackend.create(params);
       try {
         const slots = be.slots;

@@ -33,7 +33,7 @@ import { EncryptedModelReport, Report, SampleResult, polysFromReport } from '../
 export type { EncryptedModelReport, SampleResult };
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
-import { chooseParams } from './params';
+import { checkHeMemory, chooseParams } from './params';
 import { VecOps, channelLanes, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
@@ -422,14 +422,13 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const dry = emulate(program, 1, true);
   const B = Math.max(1, Math.floor(params.slots / dry.maxPeriod));
   const galoisSteps = [...dry.steps].map((k) => k * B).sort((a, b) => a - b);
-  // node-seal runs in 32-bit WebAssembly: keys, ciphertexts and temporaries share 4 GB. Refuse
-  // before generating keys rather than let SEAL abort half-way.
-  const ctBytes = 2 * params.modulusBits.length * params.ringSize * 8;
-  const keyBytes = (galoisSteps.length + 1) * (params.modulusBits.length - 1) * ctBytes;
-  if (keyBytes > 3.2e9) {
-    throw new UserError('BUDGET_INFEASIBLE', `the keys for this program would take ${(keyBytes / 1e9).toFixed(1)} GB (${galoisSteps.length} rotation steps at N=${params.ringSize}, ${params.levels} levels), more than node-seal's 4 GB WebAssembly memory allows`,
-      `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
-  }
+  // node-seal runs in 32-bit WebAssembly: keys, ciphertexts and temporaries share 4 GB, and the
+  // machine may have less free. Refuse before generating keys rather than let SEAL abort half-way.
+  // Live ciphertexts: a value is one ciphertext per channel; a layer holds its input, its output
+  // and a residual branch's, plus the polynomial evaluator's powers (about 16).
+  const channels = Math.max(1, ...g.nodes.map((nd) => (nd.shape.length === 3 ? nd.shape[2] : 1)));
+  checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
+    `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
   const { ds, n, idx, polys } = await testSamples(o, g, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);

@@ -4,6 +4,7 @@
  * one per level, between. Max log Q: N=8192 -> 218 bits (2 levels), 16384 -> 438 (7),
  * 32768 -> 881 (19). SEAL has no bootstrapping, so a whole computation must fit one chain.
  */
+import * as os from 'os';
 import { UserError } from '../errors';
 
 export const RING_LEVELS: Record<number, number> = { 8192: 2, 16384: 7, 32768: 19 };
@@ -36,4 +37,42 @@ export function chooseParams(needed: number, what: string, lower: string[], ring
   const n = rings[rings.length - 1];
   throw new UserError('BUDGET_INFEASIBLE', `${what} needs ${needed} levels but CKKS at N=${n} with 128-bit security offers ${RING_LEVELS[n]}`,
     lower.length ? `lower the degree of ${lower.join(', ')} (he-approx analyze --level-budget ${RING_LEVELS[n]})` : 'use a larger ring size');
+}
+
+/** Bytes of a fresh ciphertext: two polynomials of N 64-bit coefficients per prime of the data chain. */
+export function ciphertextBytes(p: CkksParams): number {
+  return 2 * (p.modulusBits.length - 1) * p.ringSize * 8;
+}
+
+/**
+ * In-memory sizes of SEAL's keys, from its layout (serialising large keys to measure them would
+ * copy them inside the 4 GB wasm heap): a key-switching key holds, per data prime, a
+ * 2-polynomial ciphertext over all primes; the public key is one such ciphertext.
+ */
+export function sealKeySizes(p: CkksParams, rotations: number): { publicKey: number; relinKeys: number; galoisKeys: number } {
+  const allPrimes = p.modulusBits.length;
+  const ct = 2 * allPrimes * p.ringSize * 8;
+  const ksk = (allPrimes - 1) * ct;
+  return { publicKey: ct, relinKeys: ksk, galoisKeys: rotations * ksk };
+}
+
+/** node-seal's 32-bit WebAssembly memory, less room for SEAL's own pools and temporaries. */
+export const SEAL_HEAP_BYTES = 3.2e9;
+
+/**
+ * SEAL's memory for a test, estimated before any key is generated: its keys (sealKeySizes) and
+ * `ciphertexts` live ciphertexts. Refused, with the estimate and the limit, when it exceeds
+ * node-seal's 4 GB WebAssembly memory or the memory the machine has free (`free`: os.freemem()
+ * unless a test passes another): SEAL would abort half-way, or the system start killing processes.
+ */
+export function checkHeMemory(p: CkksParams, rotations: number, ciphertexts: number, fix: string, free = os.freemem()): number {
+  const ct = ciphertextBytes(p);
+  const k = sealKeySizes(p, rotations);
+  const keys = k.publicKey + k.relinKeys + k.galoisKeys;
+  const bytes = keys + ciphertexts * ct;
+  const gb = (x: number) => `${(x / 1e9).toFixed(1)} GB`;
+  const what = `the encrypted test at N=${p.ringSize} with ${p.levels} levels needs about ${gb(bytes)} (keys ${gb(keys)}${rotations ? ` with ${rotations} rotation steps` : ''}, ${ciphertexts} ciphertexts of ${(ct / 1e6).toFixed(0)} MB)`;
+  if (bytes > SEAL_HEAP_BYTES) throw new UserError('BUDGET_INFEASIBLE', `${what}, more than node-seal's 4 GB WebAssembly memory allows`, fix);
+  if (bytes > 0.9 * free) throw new UserError('BUDGET_INFEASIBLE', `${what}, but this machine has ${gb(free)} free`, `free memory (close other programs), or ${fix}`);
+  return bytes;
 }

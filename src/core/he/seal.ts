@@ -4,7 +4,7 @@
  */
 import { loadSeal } from '../cost/sealCosts';
 import { CkksBackend, OpCounts, ScaleMismatchError, newCounts } from './backend';
-import { CkksParams } from './params';
+import { CkksParams, sealKeySizes } from './params';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -47,13 +47,7 @@ export class SealBackend implements CkksBackend<Ct> {
     this.evaluator = seal.Evaluator(this.context);
     // Galois keys only for the rotation steps the program uses: each one is large.
     this.galoisKeys = galoisSteps.length ? keygen.createGaloisKeys(Int32Array.from(galoisSteps)) : null;
-    // In-memory sizes from SEAL's layout (serialising large keys would copy them inside the 4 GB
-    // wasm heap): a key-switching key holds, per data prime, a 2-polynomial ciphertext over all
-    // primes; the public key is one such ciphertext.
-    const allPrimes = params.modulusBits.length;
-    const ct = 2 * allPrimes * params.ringSize * 8;
-    const ksk = (allPrimes - 1) * ct;
-    this.keySizes = { publicKey: ct, relinKeys: ksk, galoisKeys: galoisSteps.length * ksk };
+    this.keySizes = sealKeySizes(params, galoisSteps.length);
     this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
     if (this.galoisKeys) this.owned.push(this.galoisKeys);
     for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
