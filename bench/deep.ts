@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     const u = r.uniform;
     const t = r.timings;
     console.log(`\n${name} (${r.activations} activations, plaintext ${(100 * r.plaintext).toFixed(2)}% on the JPEG test images${r.bootstrapping.planned ? `, planned for bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels` : ''})`);
-    console.log(`  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'report'].map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`).join(', ')}`);
+    console.log(`  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'checks', 'uniformSearch', 'report'].map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`).join(', ')}`);
     console.log(`  data-guided: ${f.activationDepth} activation / ${f.networkDepth} network levels, ${f.bootstraps} bootstraps, measured drop ${Number(f.measuredDrop).toFixed(2)} pp, `
       + `${f.meetsBudget ? 'meets' : 'MISSES'} the budget, values ${f.safe ? `safe (max ${Number(f.maxAbs).toFixed(1)})` : 'UNSAFE'}, ${r.samplesOutside} held-out samples outside an interval; ${f.rounds} rounds, ${f.checks} checks`);
     console.log(`  uniform:     ${u.activationDepth} activation / ${u.networkDepth} network levels, ${u.bootstraps} bootstraps, measured drop ${Number(u.measuredDrop).toFixed(2)} pp, ${u.meetsBudget ? 'meets' : 'MISSES'} the budget`);
@@ -86,6 +86,7 @@ async function main(): Promise<void> {
   const r32 = by.get('resnet32');
   if (r20 && r32) {
     console.log(`\nResNet-32 / ResNet-20 time: ${(r32.timings.total / r20.timings.total).toFixed(2)}x for ${(r32.activations / r20.activations).toFixed(2)}x the activations (target: within 1.7x)`);
+    console.log(`  by stage: ${Object.keys(r32.timings).filter((k) => k !== 'total' && r20.timings[k] > 0.5).map((k) => `${k} ${(r32.timings[k] / r20.timings[k]).toFixed(2)}x`).join(', ')}`);
   }
   if (r20) {
     // What the field reports for the same network (see ../shared/notes/field.md): AutoFHE (Ao and

@@ -4,6 +4,7 @@
  *   one-at-a-time  Clenshaw's recurrence for one point after another (the baseline),
  *   interleaved    chebvalStrided, eight points' recurrences interleaved (what he-approx runs),
  *   tfjs           the same recurrence as TensorFlow.js operations on the current backend,
+ *   two cores      polyValues: interleaved, half the samples on a helper thread (polyPool.ts),
  * on 16 channels x 65,536 positions of channels-last data, per-channel series, at degrees 7, 15,
  * 31 and 63, with the ratios against the baseline measured in the same run (best of 5 repeats).
  *
@@ -11,6 +12,7 @@
  */
 import { chebvalStrided, chebvalUnit, unitMap } from '../src/core/numerics/chebyshev';
 import { initBackend, tf } from '../src/core/model/backend';
+import { polyValues } from '../src/core/numerics/polynomial';
 
 const C = 16;
 const N = C * 65536;
@@ -33,13 +35,17 @@ async function main(): Promise<void> {
   const iv = { a: -4, b: 4 };
   const { scale, shift } = unitMap(iv);
   console.log(`polynomial evaluation, ${C} channels x ${N / C} positions (channels last), per-channel Chebyshev series on [-4, 4]; backend ${backend}`);
-  console.log('degree  one-at-a-time M/s  interleaved M/s  tfjs M/s  interleaved / one-at-a-time  interleaved / tfjs');
+  console.log('degree  one-at-a-time M/s  interleaved M/s  tfjs M/s  two cores M/s  interleaved / one-at-a-time  interleaved / tfjs  two cores / interleaved');
   for (const d of [7, 15, 31, 63]) {
     const coeffs = Array.from({ length: C }, (_, c) => Float64Array.from({ length: d + 1 }, (_, k) => Math.cos(k + c) / (k + 1)));
     const a = new Float32Array(N);
     const b = new Float32Array(N);
     const one = best(() => { for (let i = 0; i < N; i++) a[i] = chebvalUnit(x[i] * scale + shift, coeffs[i % C]); });
     const inter = best(() => { for (let c = 0; c < C; c++) chebvalStrided(x, b, coeffs[c], iv, c, C); });
+    const c2 = new Float32Array(N);
+    const poly = { coeffs: coeffs[0], a: iv.a, b: iv.b, channels: { intervals: coeffs.map(() => iv), coeffs: coeffs.map((cs) => Array.from(cs)) } };
+    const two = best(() => polyValues(x, C, poly, c2));
+    if (c2.some((v, i) => !Object.is(v, b[i]))) throw new Error('two cores and one core disagree');
     let diff = 0;
     for (let i = 0; i < N; i++) diff = Math.max(diff, Math.abs(a[i] - b[i]));
     if (diff > 1e-4) throw new Error(`interleaved and one-at-a-time disagree by ${diff}`);
@@ -57,7 +63,7 @@ async function main(): Promise<void> {
     xt.dispose();
     ck.forEach((t) => t.dispose());
     const rate = (s: number) => (N / s / 1e6).toFixed(0);
-    console.log(`${String(d).padStart(6)}  ${rate(one).padStart(17)}  ${rate(inter).padStart(15)}  ${rate(tfjs).padStart(8)}  ${(one / inter).toFixed(2).padStart(27)}x  ${(tfjs / inter).toFixed(2).padStart(17)}x`);
+    console.log(`${String(d).padStart(6)}  ${rate(one).padStart(17)}  ${rate(inter).padStart(15)}  ${rate(tfjs).padStart(8)}  ${rate(two).padStart(13)}  ${(one / inter).toFixed(2).padStart(27)}x  ${(tfjs / inter).toFixed(2).padStart(17)}x  ${(inter / two).toFixed(2).padStart(22)}x`);
   }
 }
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -8,6 +8,10 @@ import { chebfitWeightedAll } from '../src/core/numerics/lstsq';
 import { remez } from '../src/core/numerics/remez';
 import { activationFn, erf } from '../src/core/numerics/activations';
 import { Rng } from '../src/core/rng';
+import { chebvalStrided } from '../src/core/numerics/chebyshev';
+import { polyValues } from '../src/core/numerics/polynomial';
+import { twoCoreJobs } from '../src/core/numerics/polyPool';
+import * as os from 'os';
 
 const ref = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'test', 'fixtures', 'numpy-chebyshev.json'), 'utf8'));
 
@@ -97,4 +101,32 @@ test('erf matches reference values (Abramowitz & Stegun table 7.1)', () => {
     assert.ok(Math.abs(erf(x) - v) < 1e-12, `erf(${x})`);
     assert.ok(Math.abs(erf(-x) + v) < 1e-12, `erf(-${x})`);
   }
+});
+
+test('polynomial activations on two cores give the values of one core, bit for bit', async () => {
+  const rng = new Rng(7);
+  const C = 12;
+  const rows = 5003; // not a multiple of 8 or 16: the chunks and the tails must still line up
+  const x = Float32Array.from({ length: rows * C }, () => 8 * rng.next() - 4);
+  x[17] = NaN; x[C * 4000 + 3] = Infinity; x[C * 4999] = 1e30;
+  const before = twoCoreJobs();
+  // The helper thread starts in the background: until it runs, this thread takes every chunk.
+  for (let round = 0; round < 50; round++) {
+    for (const d of [7, 31]) {
+      const coeffs = Array.from({ length: C }, (_, c) => Array.from({ length: d + 1 }, (_, k) => Math.cos(3 * k + c + round) / (k + 1)));
+      const intervals = coeffs.map((_, c) => ({ a: -3 - 0.1 * c, b: 3 + 0.2 * c }));
+      const one = new Float32Array(x.length);
+      for (let c = 0; c < C; c++) chebvalStrided(x, one, coeffs[c], intervals[c], c, C);
+      const two = polyValues(x, C, { coeffs: coeffs[0], a: -3, b: 3, channels: { intervals, coeffs } });
+      for (let i = 0; i < x.length; i++) assert.ok(Object.is(two[i], one[i]), `degree ${d}, value ${i}: ${two[i]} vs ${one[i]}`);
+      // One series for the layer, stride 1.
+      const single = new Float32Array(x.length);
+      chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
+      const twoSingle = polyValues(x, C, { coeffs: coeffs[1], a: intervals[1].a, b: intervals[1].b });
+      for (let i = 0; i < x.length; i++) assert.ok(Object.is(twoSingle[i], single[i]), `degree ${d}, one series, value ${i}`);
+    }
+    if (round >= 3 && twoCoreJobs() > before) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  if (os.cpus().length >= 2 && process.env.HE_APPROX_THREADS !== '1') assert.ok(twoCoreJobs() > before, 'the helper thread took part');
 });

@@ -67,14 +67,16 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       timed: (f) => clock.timed('refine', f) });
     const search = (m: FitMethod) => searchDegrees({
       acts, method: m, candidates: fit.candidates.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
-      check: (fits) => clock.timed('verify', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal })),
+      check: (fits) => clock.timed('verify', () => clock.timed('checks', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal }))),
       variants: m === 'data' ? refined : async function* plainOnly(plain) { yield plain; },
       measure: (v) => clock.timed('verify', () => measureHeldout(cache, acts, v.fits, v.offsets, o.signal)),
       onRound: (r, msg) => { searchAt = Math.min(0.95, (m === s.method ? 0.05 + 0.6 * r / 4 : 0.65 + 0.3 * r / 4)); clock.progress('search', searchAt, msg); },
     });
     const tSearch = Date.now();
     const final = await search(s.method);
+    const tUniform = Date.now();
     const uniform = s.method === 'uniform' ? final : await search('uniform');
+    clock.add('uniformSearch', (Date.now() - tUniform) / 1000);
     clock.add('select', [...choosers.values()].reduce((sum, c) => sum + c.seconds, 0));
     clock.add('search', (Date.now() - tSearch) / 1000);
     if (!final.result) {

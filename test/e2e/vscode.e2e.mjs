@@ -273,8 +273,11 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   await shot('08-encrypted-panel');
 });
 
-test('hover on a layer shows its polynomial, errors and cost with a link to the panel', async () => {
+test('hover on a layer shows its polynomial, errors and cost; its Show fit link opens the panel', async () => {
   await clearToasts();
+  // The panel is closed first, so that it is the link that opens it.
+  await palette('View: Close All Editors');
+  await page.locator('iframe.webview.ready').first().waitFor({ state: 'detached', timeout: 15000 });
   await openFile('mnist-cnn/model.json');
   await waitForProblems(/relu → degree/);
   await page.locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ }).first().click();
@@ -286,7 +289,10 @@ test('hover on a layer shows its polynomial, errors and cost with a link to the 
   assert.match(text, /ciphertext multiplications/);
   assert.match(text, /Show fit/);
   await shot('09-hover');
-  await page.keyboard.press('Escape');
+  await hover.first().locator('a', { hasText: 'Show fit' }).click();
+  const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  await frame.locator('canvas#fit-chart').waitFor({ state: 'visible', timeout: 20000 });
+  assert.match(await frame.locator('#layer-facts').innerText(), /relu → degree \d+/);
 });
 
 test('Export Approximated Model writes the model and never overwrites without asking', async () => {
@@ -373,6 +379,9 @@ test('cancellation mid-run keeps earlier results and writes nothing half-done', 
   await palette('HE Approx: Analyze Model');
   const progress = toast(/HE Approx: analysing/);
   await progress.waitFor();
+  // A second analysis while one runs is refused, not started beside it (two workers, one cache).
+  await palette('HE Approx: Analyze Model');
+  await toast(/is still running; cancel it first/).waitFor({ timeout: 15000 });
   await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
   await toast(/cancelled\. Earlier results are unchanged/).waitFor();
   await shot('13-cancelled');

@@ -7,7 +7,7 @@ import type { Progress } from '../profile/profiler';
 
 const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search: 55, report: 5 } as const;
 export type Phase = keyof typeof PHASES;
-export type Stage = Phase | 'select' | 'refine' | 'verify';
+export type Stage = Phase | 'select' | 'refine' | 'verify' | 'checks';
 
 export class StageClock {
   readonly timings: Record<string, number> = {};

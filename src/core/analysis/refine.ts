@@ -12,7 +12,8 @@
  * Both propagation variants cost one forward pass over the refinement samples (profile/Sweep).
  */
 import { Dataset } from '../data/read';
-import { Fit, assessChannels, assessFit, chooseInterval, fitDataGuidedAll, fitValue, polyOf } from '../fit/fit';
+import { Fit, assessChannels, assessFit, chooseInterval, fitDataGuidedAll, polyOf } from '../fit/fit';
+import { polyValues } from '../numerics/polynomial';
 import { TUNE_DEFAULTS, tuneCoefficients } from '../fit/tune';
 import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, actSpec } from '../model/graph';
@@ -44,9 +45,10 @@ function sampleStats(vals: Float32Array, k: number, seed: number): ValueStats {
   return { count: vals.length, min, max, mean: 0, std: 0, percentiles: {}, histogram: { lo: min, width: 0, counts: [] }, sample };
 }
 
-function perChannelMeans(vals: Float32Array, C: number, f: (x: number, c: number) => number): Float64Array {
+/** Per-channel (last axis) means of values laid out channels last. */
+function perChannelMeans(vals: Float32Array, C: number): Float64Array {
   const sum = new Float64Array(C);
-  for (let i = 0; i < vals.length; i++) sum[i % C] += f(vals[i], i % C);
+  for (let i = 0; i < vals.length; i += C) for (let c = 0; c < C; c++) sum[c] += vals[i + c];
   const n = vals.length / C;
   for (let c = 0; c < C; c++) sum[c] /= n;
   return sum;
@@ -96,7 +98,9 @@ export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts
     const fit = refit(a, chosen.get(a.id)!, vals, o.margins[k], o);
     let off: Float32Array | null = null;
     if (o.shift) {
-      const approx = perChannelMeans(vals, a.shape[a.shape.length - 1], (x, c) => fitValue(fit, c, x));
+      // The polynomial's outputs by the interleaved evaluator (polyValues), not point by point.
+      const C = a.shape[a.shape.length - 1];
+      const approx = perChannelMeans(polyValues(vals, C, polyOf(fit)), C);
       const orig = origMeans.get(a.id)!;
       off = Float32Array.from(approx, (v, c) => v - orig[c]);
     }

@@ -4,6 +4,7 @@
  * another's module to name it (the fit and execute modules used to import each other for it).
  */
 import { Interval, chebvalStrided } from './chebyshev';
+import { evaluateOnTwoCores } from './polyPool';
 
 /** One polynomial per channel (last axis): channel c uses coeffs[c] on intervals[c]. */
 export interface ChannelFits { intervals: Interval[]; coeffs: number[][] }
@@ -28,9 +29,15 @@ export interface PolyActivation {
  */
 export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = new Float32Array(x.length)): Float32Array {
   const ch = p.channels;
-  if (ch) for (let c = 0; c < C; c++) chebvalStrided(x, out, ch.coeffs[c], ch.intervals[c], c, C);
-  else chebvalStrided(x, out, p.coeffs, p, 0, 1);
+  const local = (xs: Float32Array, o: Float32Array) => {
+    if (ch) for (let c = 0; c < C; c++) chebvalStrided(xs, o, ch.coeffs[c], ch.intervals[c], c, C);
+    else chebvalStrided(xs, o, p.coeffs, p, 0, 1);
+  };
+  // Large evaluations take both cores (polyPool.ts); same values to the bit.
+  const series = ch ? ch.coeffs : [p.coeffs];
+  const sameLength = series.every((c) => c.length === series[0].length);
+  if (!(sameLength && evaluateOnTwoCores(x, out, C, series, ch ? ch.intervals : [p], !!ch, local))) local(x, out);
   const off = p.channelOffset;
-  if (off) for (let i = 0; i < out.length; i++) out[i] -= off[i % C];
+  if (off) for (let i = 0; i < out.length; i += C) for (let c = 0; c < C; c++) out[i + c] -= off[c];
   return out;
 }
