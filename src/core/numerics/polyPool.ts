@@ -2,15 +2,15 @@
  * Polynomial activations evaluated on two cores. On a deep network the analysis spends about as
  * long in the polynomials as in the convolutions (ResNet-32 at degrees 15-31: 28% of the CPU
  * profile in chebvalStrided, as much as in XNNPACK's convolution kernel), and TensorFlow.js's
- * wasm backend runs on one core, so the second core sits idle. Here a helper thread takes the
- * second half of every large evaluation while the calling thread does the first.
+ * wasm backend runs on one core, so the second core sits idle. Here a large evaluation is cut
+ * into chunks that the calling thread and a helper thread take in turn until none is left.
  *
  * The call stays synchronous (the executor's forward pass calls it between two backend ops): the
- * halves meet through SharedArrayBuffers and Atomics.wait/notify, and new buffers reach the
+ * threads meet through SharedArrayBuffers and Atomics.wait/notify, and new buffers reach the
  * helper by receiveMessageOnPort, synchronously, when an evaluation outgrows the old ones.
  * The helper runs chebvalStrided's own source (Function.prototype.toString, so that it works
- * the same from tsc's output and from the extension's bundle), and the split falls on a multiple
- * of 8 samples, so every value gets the very operations it gets on one thread: results are
+ * the same from tsc's output and from the extension's bundle), and chunks start on multiples of 8
+ * rows, so every value gets the very operations it gets on one thread: results are
  * identical bit for bit (test/numerics.test.ts checks it).
  *
  * HE_APPROX_THREADS=1 keeps everything on the calling thread; so does a one-core machine.
@@ -21,7 +21,7 @@ import { chebvalStrided, chebvalUnit, unitMap } from './chebyshev';
 
 /** Below this many multiply-adds (values x coefficients) waking the helper costs more than it saves. */
 const MIN_WORK = 1 << 18;
-/** How long the caller waits for the helper before doing its half itself (a helper that died). */
+/** How long the caller waits for a chunk the helper took before doing it itself (a helper that died). */
 const WAIT_MS = 60_000;
 
 interface Buffers { xs: SharedArrayBuffer; out: SharedArrayBuffer; coeffs: SharedArrayBuffer; ivs: SharedArrayBuffer }
@@ -34,7 +34,7 @@ const SEQ = 0; const N = 2; const CH = 3; const K1 = 4; const PER = 5; const NEX
 /** Chunks per evaluation: both threads take the next free one, so a busy second core costs nothing. */
 const MAX_CHUNKS = 32;
 
-/** The helper's loop: wait for a job number, take free chunks until none is left, publish it. */
+/** The helper's loop: wait for a job number, take free chunks until none is left, flag each one done. */
 function helperSource(): string {
   // The three functions in a scope of their own: in the minified bundle their names are short and
   // must not meet the loop's.
