@@ -154,11 +154,6 @@ export function assessChannels(spec: ActivationSpec, fits: ChannelFits, ch: Chan
   return { rmsData: n ? Math.sqrt(se / n) : 0, maxErrObserved: maxErr, maxAbsInterval: maxAbs };
 }
 
-/** Channel c's polynomial at x (the layer-wide one when the fit is not per channel). */
-export function fitValue(fit: Pick<Fit, 'coeffs' | 'interval' | 'channels'>, c: number, x: number): number {
-  return fit.channels ? chebval(x, fit.channels.coeffs[c], fit.channels.intervals[c]) : chebval(x, fit.coeffs, fit.interval);
-}
-
 /** A fit as the executor's polynomial activation, with an optional per-channel offset. */
 export function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
   return { coeffs: fit.coeffs, a: fit.interval.a, b: fit.interval.b, channels: fit.channels, channelOffset: offset ?? undefined };

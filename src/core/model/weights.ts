@@ -88,7 +88,6 @@ export function readWeights(modelPath: string, manifest: unknown): NamedWeight[]
       for (let i = 0; i < count; i++) {
         switch (stored) {
           case 'float32': data[i] = view.getFloat32(i * 4, true); break;
-          case 'int32': data[i] = view.getInt32(i * 4, true); break;
           case 'uint8': data[i] = view.getUint8(i) * (q?.scale ?? 1) + (q?.min ?? 0); break;
           case 'uint16': data[i] = view.getUint16(i * 2, true) * (q?.scale ?? 1) + (q?.min ?? 0); break;
           case 'float16': data[i] = halfToFloat(view.getUint16(i * 2, true)); break;

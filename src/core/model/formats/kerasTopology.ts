@@ -46,10 +46,10 @@ class ConfigReader {
     if (!this.isInt(v, min)) this.bad(key, `an integer >= ${min}`);
     return v;
   }
-  /** One integer or a pair of them (kernel_size, strides, pool_size, dilation_rate). */
-  pair(key: string, dflt: number, min = 1): [number, number] {
+  /** One integer or a pair of them (kernel_size, strides, pool_size, dilation_rate); required without a default. */
+  pair(key: string, dflt?: number, min = 1): [number, number] {
     const v = this.c[key];
-    if (v === undefined || v === null) return [dflt, dflt];
+    if ((v === undefined || v === null) && dflt !== undefined) return [dflt, dflt];
     if (this.isInt(v, min)) return [v, v];
     if (Array.isArray(v) && (v.length === 1 || v.length === 2) && v.every((x) => this.isInt(x, min))) return [v[0], v[1] ?? v[0]];
     this.bad(key, `an integer >= ${min} or a pair of them`);
@@ -258,8 +258,7 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
     case 'Conv2D':
     case 'DepthwiseConv2D': {
       needRank(3);
-      if (c.kernel_size === undefined || c.kernel_size === null) r.int('kernel_size');
-      const [kh, kw] = r.pair('kernel_size', 1);
+      const [kh, kw] = r.pair('kernel_size');
       const strides = r.pair('strides', 1);
       const dilation = r.pair('dilation_rate', 1);
       const padding = r.oneOf('padding', ['valid', 'same'], 'valid');
