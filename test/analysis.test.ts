@@ -23,6 +23,7 @@ import { fitStage } from '../src/core/analysis/fitStage';
 import { DegreeChooser } from '../src/core/analysis/selection';
 import { Screen, predictedDrop, screenCandidates } from '../src/core/analysis/sensitivity';
 import { resolveSettings } from '../src/core/analysis/settings';
+import { WASM_HEAP_BYTES, checkAnalysisMemory, estimateAnalysisMemory, outOfMemory } from '../src/core/analysis/memory';
 import { VALUE_BOUND, measureHeldout } from '../src/core/analysis/verify';
 import { UserError } from '../src/core/errors';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example } from './helpers';
@@ -329,4 +330,54 @@ test('settings: every option is checked before anything is loaded, with its flag
   assert.equal(s.levelBudgetGiven, false);
   assert.equal(resolveSettings({ ...base, levelBudget: 40 }).levelBudgetGiven, true);
   assert.deepEqual(resolveSettings({ ...base, degrees: [7, 3, 7] }).degrees, [3, 7]);
+});
+
+test('memory estimate: counted from the graph, refused with the estimate and the limit, the suggested option fits; a heap abort becomes the same error', async () => {
+  await initBackend();
+  const g = (await loadModel(example('mnist-cnn'))).graph;
+  const o = { heldout: 2000, batchSize: 256, tune: true, minDegree: 1 };
+  const e = estimateAnalysisMemory(g, o);
+  // Counted by hand for the CNN (input 28x28x1; conv 24x24x6 and its relu; pool 12x12x6; conv 8x8x16 and relu; pool 4x4x16;
+  // flatten 256; dense 64 and relu; dense 10): the weights are the model's 4-byte floats, the batch term all nodes' values,
+  // the cache what is live where the first activation starts (the first conv's output).
+  const params = g.nodes.reduce((n, node) => n + Object.values(node.spec).reduce((m: number, v) => m + (v instanceof Float32Array ? v.length : 0), 0), 0);
+  assert.equal(e.weights, 4 * params);
+  assert.equal(e.perSampleCache, 4 * 24 * 24 * 6);
+  assert.equal(e.perSampleBatch, 4 * (28 * 28 + 2 * 24 * 24 * 6 + 12 * 12 * 6 + 2 * 8 * 8 * 16 + 4 * 4 * 16 + 256 + 2 * 64 + 10));
+  assert.equal(e.largest.name, 'conv2d_Conv2D1');
+  assert.equal(e.cache, 2000 * e.perSampleCache);
+  assert.equal(e.batch, 256 * e.perSampleBatch);
+  assert.equal(e.tape, 0, 'the CNN\'s tape fits the tuning budget');
+  // This machine runs it (the integration tests do): no refusal at its real size.
+  checkAnalysisMemory(g, o, 'wasm');
+  // On a machine with 40 MB, the held-out cache is what does not fit: the fix names a count that does.
+  const total = 40e6;
+  let fix = '';
+  assert.throws(() => checkAnalysisMemory(g, o, 'wasm', total), (err: unknown) => {
+    assert.ok(err instanceof UserError && err.code === 'MEMORY_LIMIT');
+    assert.match(err.message, /needs at least \d+\.\d GB: .*held-out values of 2,000 samples.*more than 0\.0 GB \(3\/4 of this machine's memory\)/);
+    fix = err.fix;
+    return true;
+  });
+  const n = Number(/--heldout (\d+) or fewer/.exec(fix)?.[1]);
+  assert.ok(n >= 1 && n < 2000, fix);
+  checkAnalysisMemory(g, { ...o, heldout: n }, 'wasm', total);
+  // A batch beyond the wasm heap: refused with a batch size that fits half of it.
+  const huge = Math.ceil(WASM_HEAP_BYTES / e.perSampleBatch) + 1;
+  assert.throws(() => checkAnalysisMemory(g, { ...o, batchSize: huge }, 'wasm'), (err: unknown) => {
+    assert.ok(err instanceof UserError && err.code === 'MEMORY_LIMIT');
+    assert.match(err.message, new RegExp(`one batch of ${huge} samples needs at least .* more than the 4\\.3 GB the wasm backend can address`));
+    const b = Number(/--batch-size (\d+) or less/.exec(err.fix)?.[1]);
+    assert.ok(b >= 1 && e.weights + b * e.perSampleBatch <= WASM_HEAP_BYTES / 2, err.fix);
+    return true;
+  });
+  // The heap's abort past the estimate: a RangeError from an allocation is this; other errors are not.
+  const oom = outOfMemory(new RangeError('Array buffer allocation failed'), 'refine', 64);
+  assert.ok(oom && oom.code === 'MEMORY_LIMIT' && /ran out of memory in its refine stage/.test(oom.message) && /--batch-size \(now 64\)/.test(oom.fix));
+  assert.equal(outOfMemory(new Error('something else'), 'refine', 64), null);
+  // A wasm trap while most of the heap is free is a bug, not memory: it stays an internal error.
+  const heap = (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.byteLength;
+  assert.ok(heap < WASM_HEAP_BYTES / 2);
+  const { RuntimeError } = (globalThis as unknown as { WebAssembly: { RuntimeError: new (m: string) => Error } }).WebAssembly;
+  assert.equal(outOfMemory(new RuntimeError('memory access out of bounds'), 'fit', 64), null);
 });

@@ -173,3 +173,27 @@ test('encrypted-test: a model deeper than N=32768 allows, and data of the wrong 
   fs.writeFileSync(bad, writeNpy([2, 10], new Float32Array(20)));
   assertOneLineError(cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', bad, '--layer-only'), /10 values per sample.*784 per sample/);
 });
+
+test('a model too large for the memory is refused before any tensor exists, with the estimate, the limit and the option that fits', () => {
+  // 100,000 3x3 filters on MNIST: 7.6 MB of weights, but 67.6 million values per sample after the
+  // convolution: 256 samples would need 138 GB of the wasm backend's 4.3 GB (before this check the
+  // run died minutes in with "memory access out of bounds").
+  const dir = tmpDir();
+  const F = 100000;
+  const kernel = new Float32Array(9 * F).map((_v, i) => Math.sin(i) * 0.1);
+  const dense = new Float32Array(F * 10).map((_v, i) => Math.cos(i) * 0.01);
+  fs.writeFileSync(path.join(dir, 'w.bin'), Buffer.concat([Buffer.from(kernel.buffer), Buffer.from(dense.buffer)]));
+  fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
+    format: 'layers-model',
+    modelTopology: { class_name: 'Sequential', config: { name: 'wide', layers: [
+      { class_name: 'Conv2D', config: { name: 'conv', filters: F, kernel_size: [3, 3], strides: [1, 1], padding: 'valid', activation: 'relu', use_bias: false, batch_input_shape: [null, 28, 28, 1] } },
+      { class_name: 'GlobalAveragePooling2D', config: { name: 'gap' } },
+      { class_name: 'Dense', config: { name: 'out', units: 10, activation: 'softmax', use_bias: false } },
+    ] } },
+    weightsManifest: [{ paths: ['w.bin'], weights: [{ name: 'conv/kernel', shape: [3, 3, 1, F], dtype: 'float32' }, { name: 'out/kernel', shape: [F, 10], dtype: 'float32' }] }],
+  }));
+  const out = path.join(dir, 'out');
+  const r = cli('analyze', path.join(dir, 'model.json'), '--data', MNIST_TEST_IMAGES, '--out', out);
+  assertOneLineError(r, /one batch of 256 samples needs at least 138\.\d GB \(weights 0\.0 GB, values 138\.\d GB; the largest value, conv, holds 67,600,000 numbers per sample\), more than the 4\.3 GB the wasm backend can address\. Fix: pass --batch-size \d+ or less/);
+  assert.ok(!fs.existsSync(out), 'nothing written');
+});

@@ -201,7 +201,7 @@ test('SEAL memory is estimated before key generation: node-seal\'s 4 GB and the 
   const est = checkHeMemory(p, 2, 10, 'lower the degrees', 64e9);
   assert.equal(est, k.publicKey + k.relinKeys + k.galoisKeys + 10 * 2 * 20 * 32768 * 8);
   assert.throws(() => checkHeMemory(p, 40, 10, 'lower the degrees', 64e9),
-    (e: unknown) => e instanceof UserError && e.code === 'BUDGET_INFEASIBLE' && /needs about 9\.\d GB .*40 rotation steps.*4 GB WebAssembly memory/.test(e.message) && e.fix === 'lower the degrees');
+    (e: unknown) => e instanceof UserError && e.code === 'MEMORY_LIMIT' && /needs about 9\.\d GB .*40 rotation steps.*4 GB WebAssembly memory/.test(e.message) && e.fix === 'lower the degrees');
   assert.throws(() => checkHeMemory(p, 2, 10, 'lower the degrees', 0.5e9),
     (e: unknown) => e instanceof UserError && /needs about 0\.\d GB.*this machine has 0\.5 GB free/.test(e.message) && /close other programs/.test(e.fix));
   // The layout is SEAL's: the keys it generates, serialised uncompressed, are within 5% of it.

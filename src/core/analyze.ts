@@ -17,6 +17,7 @@ import { Report } from './report';
 import { assembleReport, toolVersion } from './analysis/assemble';
 import { fitStage } from './analysis/fitStage';
 import { loadInputs } from './analysis/inputs';
+import { checkAnalysisMemory, outOfMemory } from './analysis/memory';
 import { StageClock } from './analysis/clock';
 import { refinementVariants } from './analysis/refine';
 import { searchDegrees } from './analysis/search';
@@ -35,6 +36,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const { model, acts, ds, split } = inputs;
   const g = model.graph;
   const backend = await initBackend();
+  // Before any tensor exists: a model or setting too large for this machine is refused with the estimate.
+  checkAnalysisMemory(g, { heldout: split.heldout.length, batchSize: s.batchSize, tune: s.tune && s.method === 'data', minDegree: Math.min(...s.degrees) }, backend);
   const ex = new Executor(g);
   try {
     // Profile the calibration samples; cache the held-out ones where the first activation starts.
@@ -90,6 +93,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       maxPooling, timings: clock.finish() });
     clock.progress('report', 1, 'done');
     return report;
+  } catch (e) {
+    throw outOfMemory(e, clock.current, s.batchSize) ?? e;
   } finally {
     ex.dispose();
   }

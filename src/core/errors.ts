@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'OPTION_INVALID'
   | 'OUTPUT_EXISTS'
   | 'BUDGET_INFEASIBLE'
+  | 'MEMORY_LIMIT'
   | 'CANCELLED';
 
 export class UserError extends Error {

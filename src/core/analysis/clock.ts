@@ -11,6 +11,8 @@ export type Stage = Phase | 'select' | 'refine' | 'verify' | 'checks';
 
 export class StageClock {
   readonly timings: Record<string, number> = {};
+  /** The stage that started last (for messages about where a run stopped). */
+  current: Stage = 'load';
   private readonly t0 = Date.now();
 
   constructor(private readonly onProgress?: Progress) {}
@@ -26,6 +28,7 @@ export class StageClock {
   /** Runs `f`, adding its seconds to `stage`'s time. */
   async timed<T>(stage: Stage, f: () => Promise<T> | T): Promise<T> {
     const t = Date.now();
+    this.current = stage;
     if (stage in PHASES) this.progress(stage as Phase, 0, stage);
     try { return await f(); } finally { this.add(stage, (Date.now() - t) / 1000); }
   }

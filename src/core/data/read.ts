@@ -31,7 +31,7 @@ export function checkDataSize(file: string): void {
   const estimate = 5 * size;
   const limit = 0.75 * os.totalmem();
   if (estimate > limit) {
-    throw new UserError('DATA_UNREADABLE', `${path.basename(file)} (${gb(size)}) would take up to ${gb(estimate)} of memory as float32, more than ${gb(limit)} (3/4 of this machine's)`, fix);
+    throw new UserError('MEMORY_LIMIT', `${path.basename(file)} (${gb(size)}) would take up to ${gb(estimate)} of memory as float32, more than ${gb(limit)} (3/4 of this machine's)`, fix);
   }
 }
 

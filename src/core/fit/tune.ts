@@ -79,14 +79,20 @@ interface Layer {
  * batches of 128 aborted it.
  */
 export function tapeBatch(acts: GraphNode[], fits: Map<number, Fit>, g: Executor['graph'], maxBytes: number, cap: number): number {
-  let perSample = 0;
-  for (const a of acts) perSample += (3 * fits.get(a.id)!.degree + 6) * size(a.shape) * 4;
-  for (const n of g.nodes) perSample += 2 * size(n.shape) * 4;
+  const perSample = tapeBytesPerSample(acts, (a) => fits.get(a.id)!.degree, g);
   return Math.max(1, Math.min(cap, Math.floor(maxBytes / perSample)));
 }
 
+/** One sample's share of the tuning tape, with `degree(a)` at each activation (see tapeBatch). */
+export function tapeBytesPerSample(acts: GraphNode[], degree: (a: GraphNode) => number, g: Executor['graph']): number {
+  let perSample = 0;
+  for (const a of acts) perSample += (3 * degree(a) + 6) * size(a.shape) * 4;
+  for (const n of g.nodes) perSample += 2 * size(n.shape) * 4;
+  return perSample;
+}
+
 /** What a tuning tape may hold: well inside the wasm heap, beside the data and the model. */
-const TAPE_BYTES = 768 * 2 ** 20;
+export const TAPE_BYTES = 768 * 2 ** 20;
 
 export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], fits: Map<number, Fit>,
   offsets: Map<number, Float32Array | null>, stats: Map<number, ValueStats>, opts: TuneOptions): Promise<Map<number, Fit>> {

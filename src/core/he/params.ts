@@ -72,7 +72,7 @@ export function checkHeMemory(p: CkksParams, rotations: number, ciphertexts: num
   const bytes = keys + ciphertexts * ct;
   const gb = (x: number) => `${(x / 1e9).toFixed(1)} GB`;
   const what = `the encrypted test at N=${p.ringSize} with ${p.levels} levels needs about ${gb(bytes)} (keys ${gb(keys)}${rotations ? ` with ${rotations} rotation steps` : ''}, ${ciphertexts} ciphertexts of ${(ct / 1e6).toFixed(0)} MB)`;
-  if (bytes > SEAL_HEAP_BYTES) throw new UserError('BUDGET_INFEASIBLE', `${what}, more than node-seal's 4 GB WebAssembly memory allows`, fix);
-  if (bytes > 0.9 * free) throw new UserError('BUDGET_INFEASIBLE', `${what}, but this machine has ${gb(free)} free`, `free memory (close other programs), or ${fix}`);
+  if (bytes > SEAL_HEAP_BYTES) throw new UserError('MEMORY_LIMIT', `${what}, more than node-seal's 4 GB WebAssembly memory allows`, fix);
+  if (bytes > 0.9 * free) throw new UserError('MEMORY_LIMIT', `${what}, but this machine has ${gb(free)} free`, `free memory (close other programs), or ${fix}`);
   return bytes;
 }
