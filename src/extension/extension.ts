@@ -32,12 +32,15 @@ interface ModelState {
   files: (string | null)[];
 }
 
-type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown> };
+/** The job in flight; `files` are the inputs whose deletion stops it, `stopped` says why it was stopped, if not by the user. */
+type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown>; files: string[]; stopped?: string };
 
 /** Every model file he-approx opens (core/model/load.ts modelFormatOf). */
 const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
 const BINARY_MODEL = /\.(onnx|h5|hdf5|keras)$/i;
 const EXCLUDE = '**/node_modules/**';
+/** heApprox.autoAnalyze waits this long after the last change (a save writes model.json and its shards). */
+const AUTO_ANALYZE_DELAY_MS = 1500;
 
 export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(new HeApprox(context));
@@ -60,6 +63,11 @@ class HeApprox implements vscode.Disposable {
   /** engineId of the bundled worker, read once (cache keys; see cache.ts). */
   private engine: string | undefined;
   private debounce: NodeJS.Timeout | null = null;
+  /**
+   * Data picked in an untrusted workspace: VS Code ignores the workspace's heApprox.calibrationData
+   * there (package.json restrictedConfigurations), so the choice is kept for the session instead.
+   */
+  private sessionData: { data: string; labels: string | null } | null = null;
   /** Open views of binary model files, by model URI. */
   private readonly modelViews = new Map<string, { panel: vscode.WebviewPanel; summary: ModelSummary | null; error: { message: string; fix: string } | null }>();
 
@@ -103,7 +111,8 @@ class HeApprox implements vscode.Disposable {
       vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('heApprox')) this.onSettingsChanged(); }),
     );
     const watcher = vscode.workspace.createFileSystemWatcher('**/*');
-    this.disposables.push(watcher, watcher.onDidChange((u) => this.onFileChanged(u)), watcher.onDidCreate((u) => this.onFileChanged(u)));
+    this.disposables.push(watcher, watcher.onDidChange((u) => this.onFileChanged(u)), watcher.onDidCreate((u) => this.onFileChanged(u)),
+      watcher.onDidDelete((u) => this.onFileDeleted(u)));
     for (const d of vscode.workspace.textDocuments) this.refreshDocument(d);
     void this.restoreCached();
   }
@@ -182,6 +191,7 @@ class HeApprox implements vscode.Disposable {
       const labels = c.get<string>('calibrationLabels', '');
       return { data: this.resolvePath(data), labels: labels ? this.resolvePath(labels) : null };
     }
+    if (this.sessionData) return this.sessionData;
     const root = vscode.workspace.getWorkspaceFolder(model)?.uri.fsPath ?? null;
     const near = findDataNear(model.fsPath, root);
     const items: (vscode.MessageItem & { data?: string; labels?: string | null })[] = near.slice(0, 2).map((d) => ({
@@ -198,6 +208,11 @@ class HeApprox implements vscode.Disposable {
   }
 
   private async saveDataSetting(data: string, labels: string | null): Promise<void> {
+    if (!vscode.workspace.isTrusted) {
+      this.sessionData = { data, labels };
+      this.log.info('untrusted workspace: the calibration data chosen is kept for this session, not written to the workspace settings (which VS Code ignores here)');
+      return;
+    }
     const rel = (p: string) => {
       const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
       return root && p.startsWith(root + path.sep) ? path.relative(root, p) : p;
@@ -235,7 +250,7 @@ class HeApprox implements vscode.Disposable {
 
   // ---- running jobs ---------------------------------------------------------------------
 
-  private async runJob<T>(label: string, job: Job): Promise<T | null> {
+  private async runJob<T>(label: string, job: Job, files: string[] = []): Promise<T | null> {
     if (this.running) {
       void vscode.window.showWarningMessage(`HE Approx: ${this.running.label} is still running; cancel it first (or wait).`);
       return null;
@@ -250,7 +265,8 @@ class HeApprox implements vscode.Disposable {
         this.setStatus('busy');
         this.panel.post({ type: 'progress', fraction, message });
       }, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
-      this.running = { label, fraction: 0, message: 'starting', run };
+      const running: Running = { label, fraction: 0, message: 'starting', run, files };
+      this.running = running;
       this.setStatus('busy');
       token.onCancellationRequested(() => run.cancel());
       const t0 = Date.now();
@@ -262,7 +278,10 @@ class HeApprox implements vscode.Disposable {
         return result;
       } catch (e) {
         const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
-        if (f.code === 'CANCELLED') {
+        if (f.code === 'CANCELLED' && running.stopped) {
+          this.log.info(`${label}: stopped: ${running.stopped}`);
+          void vscode.window.showWarningMessage(`HE Approx: ${label} stopped: ${running.stopped}.`);
+        } else if (f.code === 'CANCELLED') {
           this.log.info(`${label}: cancelled; earlier results are kept`);
           void vscode.window.showInformationMessage(`HE Approx: ${label} cancelled. Earlier results are unchanged.`);
         } else {
@@ -302,8 +321,10 @@ class HeApprox implements vscode.Disposable {
       return;
     }
     try {
-      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options });
+      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options }, files.filter((f): f is string => !!f));
       if (!report) return;
+      // Deleted just as the worker finished (the watcher's event may come after the result).
+      if (!fs.existsSync(uri.fsPath)) { this.log.info(`${vscode.workspace.asRelativePath(uri)} no longer exists: its results are discarded`); return; }
       this.failures.delete(uri.toString());
       this.cache.put(key, report);
       this.setResult(uri, report, key, files, data, labels);
@@ -348,7 +369,7 @@ class HeApprox implements vscode.Disposable {
       const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
         kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
         options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize },
-      });
+      }, s.files.filter((f): f is string => !!f));
       if (!res) return;
       s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };
       this.cache.put(s.key, s.report);
@@ -555,6 +576,35 @@ class HeApprox implements vscode.Disposable {
     this.lensChanged.fire();
   }
 
+  /**
+   * A model, shard or data file (or a folder holding one) was deleted: an analysis reading it is
+   * stopped (its result would describe files that are gone), and a deleted model's results,
+   * diagnostics and failures are dropped; results whose data was deleted are stale.
+   */
+  private onFileDeleted(uri: vscode.Uri): void {
+    const gone = (f: string | null) => !!f && (f === uri.fsPath || f.startsWith(uri.fsPath + path.sep));
+    const r = this.running;
+    const hit = r?.files.find(gone);
+    if (r && hit && !r.stopped) {
+      r.stopped = `${vscode.workspace.asRelativePath(hit)} was deleted; nothing was written`;
+      r.run.cancel();
+    }
+    let changed = false;
+    for (const [key, s] of [...this.states]) {
+      if (gone(s.uri.fsPath)) { this.states.delete(key); this.diagnostics.delete(s.uri); changed = true; }
+      else if (s.files.some(gone)) this.markStale(s, `${vscode.workspace.asRelativePath(uri)} was deleted`);
+    }
+    for (const key of [...this.failures.keys()]) {
+      const u = vscode.Uri.parse(key);
+      if (gone(u.fsPath)) { this.failures.delete(key); this.diagnostics.delete(u); }
+    }
+    if (!changed) return;
+    if (this.panel.modelUri && !this.states.has(this.panel.modelUri)) this.panel.modelUri = null;
+    this.lensChanged.fire();
+    this.refreshPanel();
+    if (!this.running) this.setStatus(this.states.size ? 'done' : 'idle');
+  }
+
   private onFileChanged(uri: vscode.Uri): void {
     for (const s of this.states.values()) {
       if (!s.files.includes(uri.fsPath)) continue;
@@ -565,14 +615,19 @@ class HeApprox implements vscode.Disposable {
 
   /** Results go stale only when a setting that the analysis depends on changed (not, e.g., the encrypted-test mode). */
   private onSettingsChanged(): void {
+    for (const s of this.states.values()) {
+      const { data, labels } = this.dataFor(s);
+      if (this.keyFor(s.uri.fsPath, data, labels).key !== s.key) this.markStale(s, 'settings changed');
+    }
+  }
+
+  /** The data an analysis of `s`'s model would use now: the settings' if set, else what it used. */
+  private dataFor(s: ModelState): { data: string; labels: string | null } {
     const c = this.config();
     const data = c.get<string>('calibrationData', '');
+    if (!data) return { data: s.data, labels: s.labels };
     const labels = c.get<string>('calibrationLabels', '');
-    for (const s of this.states.values()) {
-      const d = data ? this.resolvePath(data) : s.data;
-      const l = data ? (labels ? this.resolvePath(labels) : null) : s.labels;
-      if (this.keyFor(s.uri.fsPath, d, l).key !== s.key) this.markStale(s, 'settings changed');
-    }
+    return { data: this.resolvePath(data), labels: labels ? this.resolvePath(labels) : null };
   }
 
   private markStale(s: ModelState, why: string): void {
@@ -588,7 +643,15 @@ class HeApprox implements vscode.Disposable {
     if (this.config().get<boolean>('autoAnalyze', false)) {
       // Debounced: a burst of saves (model.json and its shards) starts one analysis.
       if (this.debounce) clearTimeout(this.debounce);
-      this.debounce = setTimeout(() => { this.debounce = null; if (!this.running) void this.analyze(s.uri, s.data, s.labels); }, 1500);
+      // An analysis still running (of this model or another) delays the next one by as much again.
+      const fire = () => {
+        if (this.running) { this.debounce = setTimeout(fire, AUTO_ANALYZE_DELAY_MS); return; }
+        this.debounce = null;
+        if (!this.states.get(s.uri.toString())?.stale) return;
+        const { data, labels } = this.dataFor(s);
+        void this.analyze(s.uri, data, labels);
+      };
+      this.debounce = setTimeout(fire, AUTO_ANALYZE_DELAY_MS);
     }
   }
 

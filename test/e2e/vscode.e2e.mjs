@@ -25,10 +25,10 @@ const SHOTS = path.join(ROOT, 'out', 'e2e');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-e2e-'));
 const WS = path.join(tmp, 'workspace');
 let server = null;
+let serverLog = () => '';
 let browser = null;
 let page = null;
 let origin = '';
-let serverLog = '';
 const timings = {};
 
 function freePort() {
@@ -128,6 +128,36 @@ async function waitForProblems(re, timeout = 30000) {
   return until(() => page.locator('.markers-panel').innerText(), (text) => re.test(text), timeout, 500);
 }
 
+/**
+ * Installs the VSIX into a fresh user-data and extensions folder under `dir` and starts a
+ * code-server on a free port. `trust` false passes --disable-workspace-trust (every folder is
+ * trusted, no prompt); true leaves VS Code's workspace trust on, as users have it.
+ */
+async function startCodeServer(dir, { trust }) {
+  const user = path.join(dir, 'user');
+  fs.mkdirSync(path.join(user, 'User'), { recursive: true });
+  fs.writeFileSync(path.join(user, 'User', 'settings.json'), JSON.stringify({
+    'workbench.startupEditor': 'none', 'telemetry.telemetryLevel': 'off', 'workbench.tips.enabled': false,
+    'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'workbench.enableExperiments': false, 'chat.disableAIFeatures': true,
+  }));
+  const ext = path.join(dir, 'extensions');
+  const inst = spawnSync(NODE24, [CODE_SERVER, '--extensions-dir', ext, '--user-data-dir', user, '--install-extension', VSIX], { encoding: 'utf8' });
+  assert.equal(inst.status, 0, inst.stderr + inst.stdout);
+  const port = await freePort();
+  const proc = spawn(NODE24, [CODE_SERVER, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
+    ...(trust ? [] : ['--disable-workspace-trust']), '--user-data-dir', user, '--extensions-dir', ext],
+  { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(dir, 'cache') } });
+  const started = { proc, origin: `http://127.0.0.1:${port}`, log: '' };
+  proc.stdout.on('data', (b) => { started.log += b; });
+  proc.stderr.on('data', (b) => { started.log += b; });
+  const t0 = Date.now();
+  while (!started.log.includes('HTTP server listening')) {
+    if (proc.exitCode !== null || Date.now() - t0 > 60000) throw new Error(`code-server did not start:\n${started.log}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return started;
+}
+
 before(async () => {
   assert.ok(fs.existsSync(VSIX), `no VSIX at ${VSIX}: run npm run package first`);
   assert.ok(fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER), 'code-server is not set up: run bash test/e2e/setup.sh');
@@ -137,32 +167,16 @@ before(async () => {
   for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
   fs.mkdirSync(path.join(WS, '.vscode'));
   fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 8 }, null, 2));
-  const user = path.join(tmp, 'user');
-  fs.mkdirSync(path.join(user, 'User'), { recursive: true });
-  fs.writeFileSync(path.join(user, 'User', 'settings.json'), JSON.stringify({
-    'workbench.startupEditor': 'none', 'telemetry.telemetryLevel': 'off', 'workbench.tips.enabled': false,
-    'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'workbench.enableExperiments': false, 'chat.disableAIFeatures': true,
-  }));
-  const ext = path.join(tmp, 'extensions');
-  const inst = spawnSync(NODE24, [CODE_SERVER, '--extensions-dir', ext, '--user-data-dir', user, '--install-extension', VSIX], { encoding: 'utf8' });
-  assert.equal(inst.status, 0, inst.stderr + inst.stdout);
-  const port = await freePort();
-  server = spawn(NODE24, [CODE_SERVER, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
-    '--disable-workspace-trust', '--user-data-dir', user, '--extensions-dir', ext, WS], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
-  server.stdout.on('data', (b) => { serverLog += b; });
-  server.stderr.on('data', (b) => { serverLog += b; });
-  const t0 = Date.now();
-  while (!serverLog.includes('HTTP server listening')) {
-    if (server.exitCode !== null || Date.now() - t0 > 60000) throw new Error(`code-server did not start:\n${serverLog}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const started = await startCodeServer(tmp, { trust: false });
+  server = started.proc;
+  serverLog = () => started.log;
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium', headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   page.setDefaultTimeout(30000);
-  origin = `http://127.0.0.1:${port}`;
+  origin = started.origin;
   await openExamplesWorkspace();
 });
 
@@ -170,7 +184,7 @@ after(async () => {
   if (page) await shot('zz-last').catch(() => undefined);
   await browser?.close().catch(() => undefined);
   if (server && server.exitCode === null) server.kill('SIGTERM');
-  fs.writeFileSync(path.join(SHOTS, 'code-server.log'), serverLog);
+  fs.writeFileSync(path.join(SHOTS, 'code-server.log'), serverLog());
   if (process.env.E2E_KEEP) console.log(`# kept ${tmp}`); else fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -394,6 +408,68 @@ test('a second analysis while one runs is refused, not started beside it; the st
   await page.locator('.notification-toast', { hasText: /HE Approx: analysing/ }).first().waitFor({ state: 'detached', timeout: 15000 });
 });
 
+/** The extension's log (the HE Approx output channel) as written so far. */
+function extensionLog(userDir = path.join(tmp, 'user')) {
+  const dir = path.join(userDir, 'logs');
+  if (!fs.existsSync(dir)) return '';
+  return fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'))
+    .map((f) => fs.readFileSync(path.join(dir, String(f)), 'utf8')).join('\n');
+}
+
+const count = (text, re) => [...text.matchAll(re)].length;
+
+test('heApprox.autoAnalyze: a burst of weight changes starts one analysis, after the delay', async () => {
+  await clearToasts();
+  await openFile('mnist-cnn/model.json');
+  const settingsFile = path.join(WS, '.vscode', 'settings.json');
+  const saved = fs.readFileSync(settingsFile, 'utf8');
+  const started = /analysing mnist-cnn\/model\.json: started/g;
+  try {
+    fs.writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(saved), 'heApprox.autoAnalyze': true }, null, 2));
+    await page.waitForTimeout(2000);
+    const before = count(extensionLog(), started);
+    // Five writes 300 ms apart, as a save of model.json and its shards or a training script's
+    // checkpoints make them: each one restarts the 1.5 s delay.
+    const weights = path.join(WS, 'mnist-cnn', 'weights.bin');
+    for (let i = 0; i < 5; i++) {
+      const w = fs.readFileSync(weights);
+      w[128 + 4 * i] ^= 1;
+      fs.writeFileSync(weights, w);
+      await page.waitForTimeout(300);
+    }
+    assert.equal(count(extensionLog(), started), before, 'nothing starts during the burst');
+    await toast(/activations approximated/).waitFor({ timeout: 300000 });
+    await shot('13a-auto-analyzed');
+    // No second analysis follows the first.
+    await page.waitForTimeout(5000);
+    const log = extensionLog();
+    assert.equal(count(log, started), before + 1, `one analysis for the burst; log:\n${log.split('\n').slice(-15).join('\n')}`);
+    assert.doesNotMatch(await page.locator('.statusbar-item', { hasText: /HE / }).first().innerText(), /stale/);
+  } finally {
+    fs.writeFileSync(settingsFile, saved);
+    await page.waitForTimeout(1000);
+  }
+});
+
+test('a model deleted while it is analysed: the analysis stops, says why, and leaves nothing behind', async () => {
+  await clearToasts();
+  const doomed = path.join(WS, 'doomed');
+  fs.cpSync(path.join(WS, 'mnist-cnn'), doomed, { recursive: true });
+  await openFile('doomed/model.json');
+  await palette('HE Approx: Analyze Model');
+  // Past loading: the worker is profiling (its progress counts samples).
+  await toast(/HE Approx: analysing doomed\/model\.json.*samples/).waitFor({ timeout: 60000 });
+  fs.rmSync(doomed, { recursive: true });
+  await toast(/analysing doomed\/model\.json stopped: doomed\/model\.json was deleted; nothing was written/).waitFor({ timeout: 30000 });
+  await shot('13b-model-deleted');
+  const busy = page.locator('.statusbar-item', { hasText: /HE Approx \d+%/ });
+  assert.equal(await waitForCount(busy, 0, 15000), 0, 'the status bar no longer shows a running analysis');
+  assert.doesNotMatch(await problemsText(), /doomed/, 'no diagnostic for the deleted model');
+  assert.ok(!fs.existsSync(doomed), 'nothing recreated the deleted folder');
+  await palette('HE Approx: Show Status');
+  await toast(/HE Approx: (idle|results for)/).waitFor();
+});
+
 test('cancellation mid-run keeps earlier results and writes nothing half-done', async () => {
   await clearToasts();
   await palette('HE Approx: Clear Results');
@@ -508,4 +584,50 @@ test('CNN analysis from the palette vs the CLI on the same files, measured in on
   console.log(`# CNN analysis, 2,000 MNIST images: extension ${f(ext)} s from the palette to the result (${f(hostLogged)} s in the worker job), `
     + `CLI ${f(cli)} s; best-to-best ratio ${timings.ratioBestExtensionToBestCli.toFixed(2)}`);
   fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
+});
+
+test('an untrusted workspace: the data settings are ignored, data picked explicitly is analysed and not written to the settings', async () => {
+  // A second code-server with VS Code's workspace trust on; the folder is opened and not trusted.
+  const dir = path.join(tmp, 'untrusted');
+  const ws = path.join(dir, 'workspace');
+  for (const d of ['mnist-mlp', 'data']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(ws, d), { recursive: true });
+  fs.mkdirSync(path.join(ws, '.vscode'));
+  // If the extension read this, the analysis would fail on a file outside the workspace.
+  const settingsFile = path.join(ws, '.vscode', 'settings.json');
+  const settingsText = JSON.stringify({ 'heApprox.calibrationData': '/nonexistent/outside-the-workspace.npy' }, null, 2);
+  fs.writeFileSync(settingsFile, settingsText);
+  const second = await startCodeServer(dir, { trust: true });
+  const mainPage = page;
+  page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  page.setDefaultTimeout(30000);
+  try {
+    await page.goto(`${second.origin}/?folder=${encodeURIComponent(ws)}`);
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+    // code-server opens a folder it was never told to trust in Restricted Mode, without asking
+    // (desktop VS Code asks first; a user who answers No gets the same mode).
+    await page.locator('.statusbar-item', { hasText: /Restricted Mode/ }).first().waitFor({ timeout: 60000 });
+    await shot('17-restricted-mode');
+    await page.locator('.statusbar-item', { hasText: /HE Approx/ }).first().waitFor({ timeout: 60000 });
+    await openFile('mnist-mlp/model.json');
+    await palette('HE Approx: Analyze Model');
+    const offer = toast(/no calibration data configured/);
+    await offer.waitFor();
+    await shot('18-untrusted-offer');
+    await offer.locator('a.monaco-button', { hasText: 'Use data/mnist-test-2000-images-idx3-ubyte' }).click();
+    await toast(/activations approximated/).waitFor({ timeout: 300000 });
+    await shot('19-untrusted-analyzed');
+    assert.equal(fs.readFileSync(settingsFile, 'utf8'), settingsText, 'the workspace settings are not written in an untrusted workspace');
+    assert.match(extensionLog(path.join(dir, 'user')), /untrusted workspace: the calibration data chosen is kept for this session/);
+    // The choice holds for the session: a second Analyze does not ask again (the result is cached).
+    await clearToasts();
+    await palette('HE Approx: Analyze Model');
+    await until(() => extensionLog(path.join(dir, 'user')), (t) => /results for mnist-mlp\/model\.json are up to date/.test(t), 30000);
+    assert.match(extensionLog(path.join(dir, 'user')), /results for mnist-mlp\/model\.json are up to date/);
+    assert.equal(await page.locator('.notification-toast', { hasText: /no calibration data configured/ }).count(), 0);
+  } finally {
+    await page.close().catch(() => undefined);
+    page = mainPage;
+    second.proc.kill('SIGTERM');
+    fs.writeFileSync(path.join(SHOTS, 'code-server-untrusted.log'), second.log);
+  }
 });
