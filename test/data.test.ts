@@ -46,6 +46,11 @@ test('MNIST idx, CSV (with header) and JSON readers', () => {
   expectUserError(() => readArray(path.join(dir, 'ragged.csv')), 'DATA_SHAPE', /row 2 has 1 values/);
   fs.writeFileSync(path.join(dir, 'bad.csv'), '1,2\n3,x\n');
   expectUserError(() => readArray(path.join(dir, 'bad.csv')), 'DATA_UNREADABLE', /'x' is not a number/);
+  // A first sample with one damaged cell is not a header: refused, not silently dropped.
+  fs.writeFileSync(path.join(dir, 'typo.csv'), '1,2,3o\n4,5,6\n');
+  expectUserError(() => readArray(path.join(dir, 'typo.csv')), 'DATA_UNREADABLE', /line 1: '3o' is not a number/);
+  fs.writeFileSync(path.join(dir, 'half.csv'), 'x,y,3,4\n1,2,3,4\n');
+  assert.deepEqual(readArray(path.join(dir, 'half.csv')).shape, [1, 4], 'a row that is half names is a header');
 });
 
 test('NaN or Inf in data is refused with the sample index', () => {

@@ -80,7 +80,9 @@ function parseCsv(text: string, name: string): RawArray {
   lines.forEach((l, i) => {
     const cells = l.split(/[,;\t]/).map((c) => c.trim());
     const nums = cells.map((c) => (c === '' ? NaN : Number(c)));
-    if (i === 0 && nums.some((x, j) => Number.isNaN(x) && !/^nan$/i.test(cells[j]))) return; // header row
+    // A header names its columns: most of its cells are not numbers. A first row of numbers with
+    // one damaged cell is a damaged first sample, refused below like any other line, not dropped.
+    if (i === 0 && 2 * nums.filter((x, j) => Number.isNaN(x) && !/^nan$/i.test(cells[j])).length >= cells.length) return;
     nums.forEach((x, j) => {
       if (Number.isNaN(x) && !/^nan$/i.test(cells[j])) {
         throw new UserError('DATA_UNREADABLE', `${name} line ${i + 1}: '${cells[j]}' is not a number`, 'write numbers only (a first header row is allowed)');
