@@ -328,6 +328,10 @@ class HeApprox implements vscode.Disposable {
       this.failures.delete(uri.toString());
       this.cache.put(key, report);
       this.setResult(uri, report, key, files, data, labels);
+      // The results describe the files as they were when the run started: a change made while it
+      // ran (the watcher saw it, but the state was not fresh yet) makes them stale at once.
+      const s = this.states.get(uri.toString());
+      if (s && this.keyFor(uri.fsPath, data, labels).key !== key) this.markStale(s, 'its files changed while it was analysed');
       const f = report.final;
       const msg = `HE Approx: ${report.layers.length} activations approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
       if (f.meetsBudget) void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => { if (a) void this.showPanel(); });
@@ -594,10 +598,11 @@ class HeApprox implements vscode.Disposable {
       if (gone(s.uri.fsPath)) { this.states.delete(key); this.diagnostics.delete(s.uri); changed = true; }
       else if (s.files.some(gone)) this.markStale(s, `${vscode.workspace.asRelativePath(uri)} was deleted`);
     }
-    for (const key of [...this.failures.keys()]) {
-      const u = vscode.Uri.parse(key);
-      if (gone(u.fsPath)) { this.failures.delete(key); this.diagnostics.delete(u); }
-    }
+    for (const key of [...this.failures.keys()]) if (gone(vscode.Uri.parse(key).fsPath)) this.failures.delete(key);
+    // Every diagnostic of a deleted file goes, the hints of a still-open editor included.
+    const stale: vscode.Uri[] = [];
+    this.diagnostics.forEach((u) => { if (gone(u.fsPath)) stale.push(u); });
+    for (const u of stale) this.diagnostics.delete(u);
     if (!changed) return;
     if (this.panel.modelUri && !this.states.has(this.panel.modelUri)) this.panel.modelUri = null;
     this.lensChanged.fire();
