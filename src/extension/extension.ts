@@ -185,13 +185,8 @@ class HeApprox implements vscode.Disposable {
 
   /** Calibration data from the settings, else offered from files beside the model, else picked. */
   private async pickData(model: vscode.Uri): Promise<{ data: string; labels: string | null } | null> {
-    const c = this.config();
-    const data = c.get<string>('calibrationData', '');
-    if (data) {
-      const labels = c.get<string>('calibrationLabels', '');
-      return { data: this.resolvePath(data), labels: labels ? this.resolvePath(labels) : null };
-    }
-    if (this.sessionData) return this.sessionData;
+    const chosen = this.settingsData() ?? this.sessionData;
+    if (chosen) return chosen;
     const root = vscode.workspace.getWorkspaceFolder(model)?.uri.fsPath ?? null;
     const near = findDataNear(model.fsPath, root);
     const items: (vscode.MessageItem & { data?: string; labels?: string | null })[] = near.slice(0, 2).map((d) => ({
@@ -250,7 +245,7 @@ class HeApprox implements vscode.Disposable {
 
   // ---- running jobs ---------------------------------------------------------------------
 
-  private async runJob<T>(label: string, job: Job, files: string[] = []): Promise<T | null> {
+  private async runJob<T>(label: string, job: Job, inputs: (string | null)[] = []): Promise<T | null> {
     if (this.running) {
       void vscode.window.showWarningMessage(`HE Approx: ${this.running.label} is still running; cancel it first (or wait).`);
       return null;
@@ -265,7 +260,7 @@ class HeApprox implements vscode.Disposable {
         this.setStatus('busy');
         this.panel.post({ type: 'progress', fraction, message });
       }, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
-      const running: Running = { label, fraction: 0, message: 'starting', run, files };
+      const running: Running = { label, fraction: 0, message: 'starting', run, files: inputs.filter((f): f is string => !!f) };
       this.running = running;
       this.setStatus('busy');
       token.onCancellationRequested(() => run.cancel());
@@ -321,7 +316,7 @@ class HeApprox implements vscode.Disposable {
       return;
     }
     try {
-      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options }, files.filter((f): f is string => !!f));
+      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options }, files);
       if (!report) return;
       // Deleted just as the worker finished (the watcher's event may come after the result).
       if (!fs.existsSync(uri.fsPath)) { this.log.info(`${vscode.workspace.asRelativePath(uri)} no longer exists: its results are discarded`); return; }
@@ -373,7 +368,7 @@ class HeApprox implements vscode.Disposable {
       const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
         kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
         options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize },
-      }, s.files.filter((f): f is string => !!f));
+      }, s.files);
       if (!res) return;
       s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };
       this.cache.put(s.key, s.report);
@@ -628,9 +623,14 @@ class HeApprox implements vscode.Disposable {
 
   /** The data an analysis of `s`'s model would use now: the settings' if set, else what it used. */
   private dataFor(s: ModelState): { data: string; labels: string | null } {
+    return this.settingsData() ?? { data: s.data, labels: s.labels };
+  }
+
+  /** heApprox.calibrationData and calibrationLabels as absolute paths, or null when no data is set. */
+  private settingsData(): { data: string; labels: string | null } | null {
     const c = this.config();
     const data = c.get<string>('calibrationData', '');
-    if (!data) return { data: s.data, labels: s.labels };
+    if (!data) return null;
     const labels = c.get<string>('calibrationLabels', '');
     return { data: this.resolvePath(data), labels: labels ? this.resolvePath(labels) : null };
   }

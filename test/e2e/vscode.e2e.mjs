@@ -158,6 +158,13 @@ async function startCodeServer(dir, { trust }) {
   return started;
 }
 
+/** A browser tab of the size the screenshots are taken at. */
+async function newPage() {
+  const p = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  p.setDefaultTimeout(30000);
+  return p;
+}
+
 before(async () => {
   assert.ok(fs.existsSync(VSIX), `no VSIX at ${VSIX}: run npm run package first`);
   assert.ok(fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER), 'code-server is not set up: run bash test/e2e/setup.sh');
@@ -174,8 +181,7 @@ before(async () => {
     executablePath: '/usr/bin/chromium', headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
-  page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  page.setDefaultTimeout(30000);
+  page = await newPage();
   origin = started.origin;
   await openExamplesWorkspace();
 });
@@ -604,8 +610,7 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
   fs.writeFileSync(settingsFile, settingsText);
   const second = await startCodeServer(dir, { trust: true });
   const mainPage = page;
-  page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  page.setDefaultTimeout(30000);
+  page = await newPage();
   try {
     await page.goto(`${second.origin}/?folder=${encodeURIComponent(ws)}`);
     await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });

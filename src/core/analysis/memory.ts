@@ -79,14 +79,15 @@ function heapOf(backend: string, total: number): { bytes: number; name: string }
 export function checkAnalysisMemory(g: Graph, o: MemoryOptions, backend: string, total = os.totalmem()): MemoryEstimate {
   const e = estimateAnalysisMemory(g, o);
   const big = `the largest value, ${e.largest.name}, holds ${e.largest.floats.toLocaleString('en-US')} numbers per sample`;
-  const smaller = 'he-approx analyses in memory: use a smaller model or input resolution (fewer filters or units, smaller feature maps)';
+  const smallerModel = 'use a smaller model or input resolution (fewer filters or units, smaller feature maps)';
+  const smaller = `he-approx analyses in memory: ${smallerModel}`;
   const heap = heapOf(backend, total);
   if (e.weights + e.perSampleBatch > heap.bytes) {
     throw new UserError('MEMORY_LIMIT', `the model needs at least ${gb(e.weights + e.perSampleBatch)} for its weights (${gb(e.weights)}) and one sample's values (${big}), more than ${heap.name}`, smaller);
   }
   if (e.weights + e.tape > heap.bytes) {
     throw new UserError('MEMORY_LIMIT', `coefficient tuning needs at least ${gb(e.weights + e.tape)} for the weights and one sample's gradient tape at degree ${o.minDegree} (${big}), more than ${heap.name}`,
-      `pass --no-tune (the other refinements need no tape), or ${smaller.slice(smaller.indexOf(':') + 2)}`);
+      `pass --no-tune (the other refinements need no tape), or ${smallerModel}`);
   }
   if (e.weights + e.batch > heap.bytes) {
     const fits = Math.max(1, Math.floor((heap.bytes / 2 - e.weights) / e.perSampleBatch));
