@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { loadDataset, splitIndices } from '../src/core/data/read';
-import { Fit, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
+import { Fit, chooseInterval, fitDegrees, polyOf, polysOf } from '../src/core/fit/fit';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { Graph, GraphNode, actSpec, activationNodes } from '../src/core/model/graph';
@@ -216,12 +216,13 @@ test('held-out range check: counts samples outside the intervals, and a polynomi
       return [a.id, fitDegrees('uniform', actSpec(a), st, { a: mid - half, b: mid + half }, [degree], 0)[0]];
     }));
     const none = new Map(acts.map((a) => [a.id, null]));
-    const wide = await measureHeldout(cache, acts, fitOn(1.5, 7), none);
+    const polys = (fits: Map<number, Fit>) => polysOf(acts, fits, none);
+    const wide = await measureHeldout(cache, acts, polys(fitOn(1.5, 7)));
     assert.ok(wide.safe);
     assert.deepEqual(wide.layers.map((l) => l.samplesOutside), acts.map(() => 0));
     // Intervals of a fifth of the range: most samples leave them, and degree 63 outside its
     // interval grows like T_63(t), far beyond what a ciphertext holds.
-    const narrow = await measureHeldout(cache, acts, fitOn(0.2, 63), none);
+    const narrow = await measureHeldout(cache, acts, polys(fitOn(0.2, 63)));
     assert.ok(narrow.layers[0].samplesOutside > cache.count / 2, `${narrow.layers[0].samplesOutside} of ${cache.count}`);
     assert.ok(!narrow.safe);
     assert.ok(narrow.layers.some((l) => l.nonFinite > 0 || Math.max(l.maxAbsIn, l.maxAbsOut) >= VALUE_BOUND));
@@ -229,7 +230,7 @@ test('held-out range check: counts samples outside the intervals, and a polynomi
     for (const l of narrow.layers) assert.ok(l.samplesOutside <= cache.count && l.samplesOutside <= l.valuesOutside);
     // The statistics computed on the backend equal the same computed here from the values.
     const mid = fitOn(0.9, 3);
-    const got = await measureHeldout(cache, acts, mid, none);
+    const got = await measureHeldout(cache, acts, polys(mid));
     const replace = new Map(acts.map((a) => [a.id, polyOf(mid.get(a.id)!)]));
     const vals = await captureValues(ex, ds, split.heldout, acts.flatMap((a) => [a.inputs[0], a.id]), { replace }, { batchSize: 128 });
     acts.forEach((a, k) => {

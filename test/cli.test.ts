@@ -197,3 +197,20 @@ test('a model too large for the memory is refused before any tensor exists, with
   assertOneLineError(r, /one batch of 256 samples needs at least 138\.\d GB \(weights 0\.0 GB, values 138\.\d GB; the largest value, conv, holds 67,600,000 numbers per sample\), more than the 4\.3 GB the wasm backend can address\. Fix: pass --batch-size \d+ or less/);
   assert.ok(!fs.existsSync(out), 'nothing written');
 });
+
+test('analyze --finetune-epochs: without labels one line before any work; with labels the table reports each epoch\'s measured drop and the JSON report the fine-tuning', () => {
+  const base = ['analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--degrees', '3,7', '--no-tune', '--quiet'];
+  assertOneLineError(cli(...base, '--finetune-epochs', '2'), /fine-tuning trains on labels.*Fix: pass --labels/);
+  assertOneLineError(cli(...base, '--labels', MNIST_TEST_LABELS, '--finetune-epochs', '-1'), /--finetune-epochs/);
+  const out = tmpDir();
+  const r = cli(...base, '--labels', MNIST_TEST_LABELS, '--finetune-epochs', '2', '--out', out);
+  assert.ok(r.code === 0 || r.code === 3, r.err);
+  assert.match(r.out, /fine-tuning \(2 epochs, \d+ s; weights and coefficients, same degrees and levels\): measured drop -?\d+\.\d\d -> -?\d+\.\d\d pp \(per epoch -?\d+\.\d\d, -?\d+\.\d\d\)/);
+  const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+  assert.equal(rep.finetune.perEpoch.length, 2);
+  assert.equal(rep.finetune.layers.length, rep.layers.length);
+  assert.equal(rep.finetune.kept, rep.finetune.safe && rep.finetune.measuredDrop <= rep.finetune.analysisDrop + 1e-9);
+  // Kept: written beside the analysis's model; not kept: nothing written for it.
+  assert.equal(fs.existsSync(path.join(out, 'finetuned', 'model.json')), rep.finetune.kept);
+  assert.equal(rep.finetune.exported, rep.finetune.kept ? path.join('finetuned', 'model.json') : null);
+});

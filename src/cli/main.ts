@@ -8,6 +8,7 @@ import * as path from 'path';
 import { analyze, toolVersion } from '../core/analyze';
 import { UserError, isUserError } from '../core/errors';
 import { checkOutputs, writeOutputs } from '../core/export/export';
+import type { FinetunedModel } from '../core/finetune/finetune';
 import { FitMethod } from '../core/fit/fit';
 import { loadModel } from '../core/model/load';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
@@ -41,6 +42,7 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'screen-samples', value: true, help: 'calibration samples of the first-order sensitivity screen', default: '1024' },
   { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.001' },
   { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },
+  { name: 'finetune-epochs', value: true, help: 'after the analysis, fine-tune weights and coefficients on the labelled calibration data for N epochs (same degrees and levels; needs --labels); --out then also writes finetuned/', default: '0 (off)' },
   { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
   { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
   { name: 'json', value: false, help: 'print the JSON report on stdout instead of tables' },
@@ -113,10 +115,12 @@ async function runAnalyze(argv: string[]): Promise<number> {
   const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
   const out = opts.get('out');
   // Before the analysis: a bad --out must not cost the user the whole run.
-  if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'));
+  const finetuneEpochs = numberOpt(opts, 'finetune-epochs', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+  if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'), (finetuneEpochs ?? 0) > 0);
   const controller = new AbortController();
   const onSig = () => controller.abort();
   process.once('SIGINT', onSig);
+  let finetuned: FinetunedModel | null = null;
   try {
     const report = await analyze({
       model: positional[0], data, labels: typeof labels === 'string' ? labels : null,
@@ -133,11 +137,13 @@ async function runAnalyze(argv: string[]): Promise<number> {
       margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
       batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
+      finetuneEpochs, onFinetuned: (m) => { finetuned = m; },
       signal: controller.signal, onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
     });
     if (typeof out === 'string') {
-      const files = writeOutputs(out, await loadModel(positional[0]), report, opts.has('force'));
-      if (!opts.has('json')) process.stderr.write(`wrote ${path.relative(process.cwd(), files.report)}, ${path.relative(process.cwd(), files.coefficients)}, ${path.relative(process.cwd(), files.model)}\n`);
+      const files = writeOutputs(out, await loadModel(positional[0]), report, opts.has('force'), finetuned);
+      const rel = (f: string) => path.relative(process.cwd(), f);
+      if (!opts.has('json')) process.stderr.write(`wrote ${rel(files.report)}, ${rel(files.coefficients)}, ${rel(files.model)}${report.finetune?.exported ? `, ${rel(path.join(path.dirname(files.report), report.finetune.exported))} (fine-tuned)` : ''}\n`);
     }
     process.stdout.write(opts.has('json') ? JSON.stringify(report, null, 2) + '\n' : renderReport(report) + '\n');
     return report.final.meetsBudget ? 0 : 3;

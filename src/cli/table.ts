@@ -46,8 +46,16 @@ export function renderReport(r: Report): string {
   out.push(pad(cmp, [false, true, true]));
   out.push('');
   out.push('refinements (measured on held-out data; * kept, ! unsafe): ' + r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '));
+  const ft = r.finetune;
+  if (ft) {
+    out.push(`fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp`
+      + ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : 'not kept: the analysis\'s result is better or safer'}`
+      + `${ft.exported ? `, written to ${ft.exported}` : ''}`);
+    if (ft.notExported) out.push(`note: ${ft.notExported}`);
+    for (const f of ft.frozen) out.push(`note: fine-tuning kept ${f.layer}'s kernel fixed (${f.reason})`);
+  }
   const t = r.timings;
-  out.push(`stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'report'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k].toFixed(1)}`).join(', ')}`);
+  out.push(`stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'finetune', 'report'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k].toFixed(1)}`).join(', ')}`);
   if (r.maxPooling) out.push(`max pooling -> average pooling: accuracy ${p2(r.maxPooling.accuracyWithAveragePooling)} (drop ${f2(r.maxPooling.dropWithAveragePooling)} pp)`);
   out.push(`latency estimates: ${r.costs.source}`);
   for (const n of r.notes) out.push(`note: ${n}`);

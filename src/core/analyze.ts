@@ -9,12 +9,13 @@
 import { activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
 import { UserError } from './errors';
-import { FitMethod } from './fit/fit';
+import { FitMethod, polysOf } from './fit/fit';
 import { initBackend } from './model/backend';
 import { Executor } from './model/execute';
 import { HeldoutCache, channelMeans, profileActivations } from './profile/profiler';
 import { Report } from './report';
 import { assembleReport, toolVersion } from './analysis/assemble';
+import { finetuneStage } from './analysis/finetuneStage';
 import { fitStage } from './analysis/fitStage';
 import { loadInputs } from './analysis/inputs';
 import { checkAnalysisMemory, outOfMemory } from './analysis/memory';
@@ -31,13 +32,17 @@ export { toolVersion };
 
 export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const s = resolveSettings(o);
-  const clock = new StageClock(o.onProgress);
+  // Fine-tuning's share of the progress bar: about as long as the search, per few epochs (bench/finetune.ts).
+  const clock = new StageClock(o.onProgress, { finetune: s.finetuneEpochs > 0 ? 10 * Math.min(s.finetuneEpochs, 10) : 0 });
   const inputs = await clock.timed('load', () => loadInputs(o, s));
   const { model, acts, ds, split } = inputs;
   const g = model.graph;
+  if (s.finetuneEpochs > 0 && !ds.labels) {
+    throw new UserError('OPTION_INVALID', 'fine-tuning trains on labels, and the data has none', 'pass --labels with the calibration data, or leave out --finetune-epochs');
+  }
   const backend = await initBackend();
   // Before any tensor exists: a model or setting too large for this machine is refused with the estimate.
-  checkAnalysisMemory(g, { heldout: split.heldout.length, batchSize: s.batchSize, tune: s.tune && s.method === 'data', minDegree: Math.min(...s.degrees) }, backend);
+  checkAnalysisMemory(g, { heldout: split.heldout.length, batchSize: s.batchSize, tune: (s.tune && s.method === 'data') || s.finetuneEpochs > 0, minDegree: Math.min(...s.degrees) }, backend);
   const ex = new Executor(g);
   try {
     // Profile the calibration samples; cache the held-out ones where the first activation starts.
@@ -72,7 +77,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       acts, method: m, candidates: fit.candidates.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
       check: (fits) => clock.timed('verify', () => clock.timed('checks', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal }))),
       variants: m === 'data' ? refined : async function* plainOnly(plain) { yield plain; },
-      measure: (v) => clock.timed('verify', () => measureHeldout(cache, acts, v.fits, v.offsets, o.signal)),
+      measure: (v) => clock.timed('verify', () => measureHeldout(cache, acts, polysOf(acts, v.fits, v.offsets), o.signal)),
       onRound: (r, msg) => { searchAt = Math.min(0.95, (m === s.method ? 0.05 + 0.6 * r / 4 : 0.65 + 0.3 * r / 4)); clock.progress('search', searchAt, msg); },
     });
     const tSearch = Date.now();
@@ -88,9 +93,17 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
         s.levelBudgetGiven ? 'raise --level-budget, or allow lower degrees with --degrees' : 'raise --level-budget (or --ring-size), or allow lower degrees with --degrees');
     }
 
+    // Optional: fine-tune weights and coefficients from the chosen result (same degrees and levels).
+    const finetuned = s.finetuneEpochs > 0 ? await clock.timed('finetune', () => finetuneStage({
+      g, acts, ds, split, round: final.result!, baseAccuracy, epochs: s.finetuneEpochs, seed: s.seed, batchSize: s.batchSize, signal: o.signal,
+      onProgress: (f, msg) => clock.progress('finetune', f, msg),
+    })) : null;
+    if (finetuned?.model) o.onFinetuned?.(finetuned.model);
+
     const maxPooling = await clock.timed('report', () => measureMaxPooling(cache, ds, split.heldout, clock.pass('report', s.batchSize, o.signal)));
     const report = assembleReport({ o, s, inputs, stats, fit, screen, costs, foldable, opCosts, backend, baseAccuracy, final, uniform, bootstrapping, linearDepth,
       maxPooling, timings: clock.finish() });
+    if (finetuned) report.finetune = finetuned.report;
     clock.progress('report', 1, 'done');
     return report;
   } catch (e) {

@@ -183,8 +183,46 @@ export interface Report {
   warnings: string[];
   notes: string[];
   timings: Record<string, number>;
+  /** `--finetune-epochs N`: the fine-tuning of weights and coefficients after the analysis (analysis/finetuneStage.ts). */
+  finetune?: FinetuneReport;
   /** Filled by `he-approx encrypted-test` and the extension's Run Encrypted Test. */
   encrypted?: { model?: EncryptedModelReport; layers?: EncryptedLayerReport };
+}
+
+/**
+ * Approximation-aware fine-tuning after the analysis: the network's weights and the chosen
+ * polynomials' coefficients trained on the calibration samples with their labels, same degrees
+ * and intervals (so the same levels). `layers` and the rest of the report stay the analysis's own
+ * (they describe the user's weights); the fine-tuned model is exported beside them when kept.
+ */
+export interface FinetuneReport {
+  epochs: number;
+  /** Batch used (the asked one, lowered to fit the gradient tape) and the optimiser's settings. */
+  batchSize: number;
+  batchSizeAsked: number;
+  lr: number;
+  coeffLr: number;
+  clipNorm: number;
+  rangeWeight: number;
+  /** Training seconds (per-epoch measurements excluded). */
+  seconds: number;
+  /** The analysis's measured drop, and the fine-tuned model's, on the same held-out samples. */
+  analysisDrop: number;
+  measuredDrop: number;
+  accuracy: number;
+  safe: boolean;
+  maxAbs: number;
+  /** Safe and no worse than the analysis: the fine-tuned model is the one exported. */
+  kept: boolean;
+  perEpoch: { epoch: number; seconds: number; loss: number; rangeLoss: number; skipped: number; measuredDrop: number; safe: boolean }[];
+  /** Layers whose kernels could not be trained, and why. */
+  frozen: { layer: string; reason: string }[];
+  /** Where the fine-tuned model was written (relative to report.json), null if it was not. */
+  exported?: string | null;
+  /** Why a kept fine-tuning was not exported, if it was not. */
+  notExported?: string;
+  /** The fine-tuned polynomials, by activation node (intervals as in `layers[].chosen`). */
+  layers: { node: number; coeffs: number[]; channels: ChannelFits | null; channelOffset: number[] | null }[];
 }
 
 export interface AnalyzeOptionsReport {

@@ -299,7 +299,7 @@ export function generateCases(seed = 20261202): Case[] {
 
   // Options: one bad value, or a combination that cannot hold.
   const numeric = ['budget', 'level-budget', 'bootstrap-levels', 'ring-size', 'calib', 'heldout', 'seed', 'input-scale', 'tune-labels', 'margin', 'margin-growth',
-    'screen-samples', 'floor', 'batch-size'];
+    'screen-samples', 'floor', 'batch-size', 'finetune-epochs'];
   const badNumbers = ['-1', '0', 'abc', 'NaN', 'Infinity', '1e309', '1.5', '', '2', '99999999999', '3'];
   for (let i = 0; i < 110; i++) {
     const r = rng.next();

@@ -5,7 +5,8 @@
  */
 import type { Progress } from '../profile/profiler';
 
-const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search: 55, report: 5 } as const;
+// finetune: none unless asked for (the analysis then sets its share).
+const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search: 55, finetune: 0, report: 5 } as const;
 export type Phase = keyof typeof PHASES;
 export type Stage = Phase | 'select' | 'refine' | 'verify' | 'checks';
 
@@ -15,14 +16,18 @@ export class StageClock {
   current: Stage = 'load';
   private readonly t0 = Date.now();
 
-  constructor(private readonly onProgress?: Progress) {}
+  private readonly phases: Record<Phase, number>;
+
+  constructor(private readonly onProgress?: Progress, shares: Partial<Record<Phase, number>> = {}) {
+    this.phases = { ...PHASES, ...shares };
+  }
 
   /** Reports fraction `f` of phase `phase` done. */
   progress(phase: Phase, f: number, msg: string): void {
     let before = 0;
-    for (const [name, w] of Object.entries(PHASES)) { if (name === phase) break; before += w; }
-    const total = Object.values(PHASES).reduce((x, y) => x + y, 0);
-    this.onProgress?.((before + PHASES[phase] * Math.min(1, Math.max(0, f))) / total, msg);
+    for (const [name, w] of Object.entries(this.phases)) { if (name === phase) break; before += w; }
+    const total = Object.values(this.phases).reduce((x, y) => x + y, 0);
+    this.onProgress?.((before + this.phases[phase] * Math.min(1, Math.max(0, f))) / total, msg);
   }
 
   /** Runs `f`, adding its seconds to `stage`'s time. */

@@ -10,6 +10,7 @@ import { TUNE_DEFAULTS } from '../fit/tune';
 import type { OpCosts } from '../cost/cost';
 import { RING_LEVELS } from '../he/params';
 import type { Progress } from '../profile/profiler';
+import type { FinetunedModel } from '../finetune/finetune';
 import type { AnalyzeOptionsReport } from '../report';
 
 export interface AnalyzeOptions {
@@ -57,6 +58,10 @@ export interface AnalyzeOptions {
   /** Weight of the labels' cross-entropy in tuning's loss, 0..1 (default TUNE_DEFAULTS.labelWeight;
    * 0 tunes for agreement with the original model alone). Ignored without labels. */
   tuneLabelWeight?: number;
+  /** Fine-tune weights and coefficients for this many epochs after the analysis (default 0: off; needs labels). */
+  finetuneEpochs?: number;
+  /** Called with the fine-tuned model when fine-tuning ran and was kept (for the exporter). */
+  onFinetuned?: (m: FinetunedModel) => void;
   costs?: OpCosts;
   signal?: AbortSignal;
   onProgress?: Progress;
@@ -74,6 +79,7 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   seed: number;
   /** The labels' weight in tuning's loss (the report's `tuneLabelWeight` is 0 when there are no labels). */
   labelWeight: number;
+  finetuneEpochs: number;
 }
 
 const positiveInt = (v: number | undefined, name: string, flag: string): void => {
@@ -112,6 +118,11 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   positiveInt(o.calib, 'calibration samples', '--calib');
   positiveInt(o.heldout, 'held-out samples', '--heldout');
   positiveInt(o.screenSamples, 'screen samples', '--screen-samples');
+  const finetuneEpochs = o.finetuneEpochs ?? 0;
+  // A bound, so that a typo cannot start a run of days.
+  if (!(Number.isInteger(finetuneEpochs) && finetuneEpochs >= 0 && finetuneEpochs <= 1000)) {
+    throw new UserError('OPTION_INVALID', `fine-tuning epochs must be an integer in 0..1000, got ${o.finetuneEpochs}`, 'pass --finetune-epochs N with N between 1 and 1000, or leave it out');
+  }
   const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight;
   if (!(labelWeight >= 0 && labelWeight <= 1)) throw new UserError('OPTION_INVALID', `tuning label weight must be in [0, 1], got ${labelWeight}`, 'pass --tune-labels between 0 (match the original model only) and 1 (labels only)');
   if (typeof o.scale === 'number' && !(o.scale > 0 && Number.isFinite(o.scale))) {
@@ -125,5 +136,6 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
     // forward passes over them (sensitivity.ts).
     screenSamples: o.screenSamples ?? 1024, seed: o.seed ?? 1, method, perChannel: o.perChannel ?? true, tune: o.tune ?? true, labelWeight,
+    finetuneEpochs,
   };
 }

@@ -8,7 +8,8 @@
  * accuracy.
  */
 import { Fit, polyOf } from '../fit/fit';
-import { GraphNode, size } from '../model/graph';
+import { Graph, GraphNode, size } from '../model/graph';
+import { PolyActivation } from '../numerics/polynomial';
 import { SCALE_BITS } from '../he/params';
 import { Dataset } from '../data/read';
 import { Executor } from '../model/execute';
@@ -41,20 +42,18 @@ export interface Measurement {
   safe: boolean;
 }
 
-export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], fits: Map<number, Fit>, offsets: Map<number, Float32Array | null>,
-  signal?: AbortSignal): Promise<Measurement> {
+export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], polys: Map<number, PolyActivation>, signal?: AbortSignal): Promise<Measurement> {
   if (!acts.length) return { accuracy: cache.baseline().accuracy, layers: [], maxAbsLogit: 0, safe: true };
   const layers: LayerRange[] = acts.map(() => ({ samplesOutside: 0, valuesOutside: 0, fractionOutside: 0, min: Infinity, max: -Infinity, maxAbsIn: 0, maxAbsOut: 0, nonFinite: 0 }));
   let maxAbsLogit = 0;
   let finite = true;
-  const polys = new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets.get(a.id))]));
   // The statistics ride on the polynomial evaluation's own values (RunOptions.inspect): copying
   // every activation's inputs and outputs out again to check them cost more than the forward pass.
   const index = new Map(acts.map((a, k) => [a.id, k]));
   const bounds = acts.map((a) => {
-    const f = fits.get(a.id)!;
+    const p = polys.get(a.id)!;
     const C = a.shape[a.shape.length - 1];
-    const ivs = f.channels?.intervals ?? new Array(C).fill(f.interval);
+    const ivs = p.channels?.intervals ?? new Array(C).fill({ a: p.a, b: p.b });
     return { lo: Float64Array.from(ivs, (iv) => iv.a), hi: Float64Array.from(ivs, (iv) => iv.b) };
   });
   const inspect = (node: number, x: Float32Array, y: Float32Array, C: number) => {
@@ -120,4 +119,19 @@ export async function measureMaxPooling(cache: HeldoutCache, ds: Dataset, idx: I
   const pred = await predictFull(cache.ex, ds, idx, { poolAsAvg: true }, opts);
   const acc = cache.score(pred).accuracy;
   return { layers: pools.map((p) => p.layer), accuracyWithAveragePooling: acc, dropWithAveragePooling: 100 * (cache.baseline().accuracy - acc) };
+}
+
+/**
+ * measureHeldout for a model whose weights differ from the cached original's (fine-tuned): its
+ * own pass over the held-out samples up to the first activation, then the same measurement.
+ * Accuracy is against the labels, which the caller needs (the cache's reference is this model's).
+ */
+export async function measureModel(g: Graph, ds: Dataset, idx: Int32Array, acts: GraphNode[], polys: Map<number, PolyActivation>, opts: PassOptions): Promise<Measurement> {
+  const ex = new Executor(g);
+  try {
+    const cache = await HeldoutCache.build(ex, ds, idx, { ...opts, cuts: acts.length ? [acts[0].id] : [] });
+    return await measureHeldout(cache, acts, polys, opts.signal);
+  } finally {
+    ex.dispose();
+  }
 }

@@ -8,7 +8,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import type { FinetunedModel } from '../finetune/finetune';
+import { Graph, GraphNode, ParamSource } from '../model/graph';
+import { DT, OnnxTensor, tensorValues } from '../model/formats/onnx/proto';
 import { LoadedModel, modelFilePath, modelFormatOf } from '../model/load';
+import type { NamedWeight } from '../model/weights';
 import { Report } from '../report';
 import { approximatedOnnx } from './onnxExport';
 import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
@@ -94,6 +98,8 @@ export interface WrittenFiles {
   model: string;
   /** Its weight file (tfjs only). */
   weights: string | null;
+  /** With --finetune-epochs: the fine-tuned approximated model (same format as `model`) and its coefficients. */
+  finetuned: { model: string; weights: string | null; coefficients: string } | null;
 }
 
 /** Keras regularizers and constraints that TensorFlow.js cannot deserialise from Keras 2 files; inference does not use them. */
@@ -127,19 +133,22 @@ function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; wei
  * `force`, and the nearest existing folder on the way is writable. Hosts call it before the
  * analysis starts, so that a bad --out fails in a second, not after minutes of work.
  */
-export function checkOutputs(dir: string, modelArg: string, force: boolean): WrittenFiles {
+export function checkOutputs(dir: string, modelArg: string, force: boolean, finetune = false): WrittenFiles {
   const abs = path.resolve(dir);
   const modelPath = modelFilePath(modelArg);
   const onnx = modelFormatOf(modelPath) === 'onnx';
+  const ft = path.join(abs, 'finetuned');
   const files: WrittenFiles = {
     report: path.join(abs, 'report.json'), coefficients: path.join(abs, 'coefficients.json'),
     model: onnx ? path.join(abs, 'model.onnx') : path.join(abs, 'model', 'model.json'), weights: onnx ? null : path.join(abs, 'model', 'weights.bin'),
+    finetuned: !finetune ? null : onnx ? { model: path.join(ft, 'model.onnx'), weights: null, coefficients: path.join(ft, 'coefficients.json') }
+      : { model: path.join(ft, 'model.json'), weights: path.join(ft, 'weights.bin'), coefficients: path.join(ft, 'coefficients.json') },
   };
   const inputDir = path.dirname(modelPath);
   if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
     throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a file, not a folder`, 'choose a folder name for --out');
   }
-  for (const f of Object.values(files)) {
+  for (const f of [files.report, files.coefficients, files.model, files.weights, ...Object.values(files.finetuned ?? {})]) {
     if (!f) continue;
     if (path.resolve(f) === modelPath || path.dirname(f) === inputDir) {
       throw new UserError('OUTPUT_EXISTS', `--out ${dir} would write ${path.basename(f)} into the input model's folder`, 'choose another --out folder');
@@ -164,10 +173,15 @@ export function checkOutputs(dir: string, modelArg: string, force: boolean): Wri
   return files;
 }
 
-/** Writes everything under `dir` (checked again by checkOutputs); refuses to overwrite existing files unless `force`. */
-export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean): WrittenFiles {
-  const files = checkOutputs(dir, model.path, force);
+/**
+ * Writes everything under `dir` (checked again by checkOutputs); refuses to overwrite existing
+ * files unless `force`. With a kept fine-tuning (`finetuned`, from AnalyzeOptions.onFinetuned),
+ * also finetuned/: the approximated model with the fine-tuned weights and polynomials, in the
+ * same format, and its coefficients; the report records where (report.finetune.exported).
+ */
+export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean, finetuned: FinetunedModel | null = null): WrittenFiles {
   const onnx = !!model.onnx;
+  const files = checkOutputs(dir, model.path, force, !!finetuned);
   fs.mkdirSync(path.dirname(files.model), { recursive: true });
   if (onnx) {
     fs.writeFileSync(files.model, approximatedOnnx(model, report));
@@ -176,7 +190,142 @@ export function writeOutputs(dir: string, model: LoadedModel, report: Report, fo
     fs.writeFileSync(files.weights!, weights);
     fs.writeFileSync(files.model, JSON.stringify(json));
   }
+  if (report.finetune) {
+    report.finetune.exported = null;
+    if (finetuned && files.finetuned) {
+      const tuned = finetunedReport(report);
+      fs.mkdirSync(path.dirname(files.finetuned.model), { recursive: true });
+      if (onnx) {
+        fs.writeFileSync(files.finetuned.model, approximatedOnnx(finetunedOnnxModel(model, finetuned.graph), tuned));
+      } else {
+        const { json, weights } = tfjsModelJson({ ...model, keras: { ...model.keras!, weights: finetunedWeights(model, finetuned.graph) } }, tuned);
+        fs.writeFileSync(files.finetuned.weights!, weights);
+        fs.writeFileSync(files.finetuned.model, JSON.stringify(json));
+      }
+      fs.writeFileSync(files.finetuned.coefficients, JSON.stringify(coefficientsFile(tuned), null, 2) + '\n');
+      report.finetune.exported = path.relative(path.dirname(files.report), files.finetuned.model);
+    }
+  }
   fs.writeFileSync(files.coefficients, JSON.stringify(coefficientsFile(report), null, 2) + '\n');
   fs.writeFileSync(files.report, JSON.stringify(report, null, 2) + '\n');
   return files;
+}
+
+/** The report with every layer's polynomial replaced by its fine-tuned one (same degree and intervals). */
+function finetunedReport(report: Report): Report {
+  const by = new Map(report.finetune!.layers.map((l) => [l.node, l]));
+  return {
+    ...report,
+    layers: report.layers.map((l) => {
+      const t = by.get(l.node)!;
+      return { ...l, chosen: { ...l.chosen, coeffs: t.channels ? l.chosen.coeffs : t.coeffs, channels: t.channels, channelOffset: t.channelOffset } };
+    }),
+  };
+}
+
+/**
+ * The Keras weights with the fine-tuned graph's values. Dense and convolution kernels and biases
+ * are the very arrays the loader took from the weights (kerasTopology.ts's getW), so each is found
+ * by identity; a batch normalisation's folded scale and shift go back into gamma and beta with its
+ * moving statistics unchanged: gamma' = scale' * gamma / scale (= scale' * sqrt(var + eps)), beta' =
+ * shift' + mean * scale'. A parameter found nowhere is an error, never silently the old value.
+ */
+function finetunedWeights(model: LoadedModel, tuned: Graph): NamedWeight[] {
+  const k = model.keras!;
+  const out = new Map(k.weights.map((w) => [w.data, w.data]));
+  const named = (layer: string, param: string) => k.weights.find((w) => {
+    const seg = w.name.split('/');
+    return seg.length >= 2 && seg[seg.length - 2] === layer && seg[seg.length - 1].replace(/:\d+$/, '') === param;
+  });
+  const cannot = (n: GraphNode, what: string): never => {
+    throw new UserError('MODEL_UNSUPPORTED', `the fine-tuned ${what} of layer '${n.layer}' has no weight of its own in ${path.basename(model.path)}`,
+      'export without --finetune-epochs, or use the fine-tuned polynomials in report.json (finetune.layers) with your own training code');
+  };
+  model.graph.nodes.forEach((n, i) => {
+    const s = n.spec;
+    const t = tuned.nodes[i].spec;
+    if ((s.op === 'dense' || s.op === 'conv2d') && (t.op === 'dense' || t.op === 'conv2d')) {
+      if (!out.has(s.kernel)) cannot(n, 'kernel');
+      out.set(s.kernel, t.kernel);
+      if (s.bias && t.bias) { if (!out.has(s.bias)) cannot(n, 'bias'); out.set(s.bias, t.bias); }
+    } else if (s.op === 'batchnorm' && t.op === 'batchnorm') {
+      const mean = named(n.layer, 'moving_mean');
+      const variance = named(n.layer, 'moving_variance');
+      const gamma = named(n.layer, 'gamma');
+      const beta = named(n.layer, 'beta');
+      if (!mean || !variance || !gamma || !beta) cannot(n, 'scale and shift (a BatchNormalization without gamma or beta)');
+      out.set(gamma!.data, Float32Array.from(t.scale, (v, c) => (s.scale[c] !== 0 ? v * gamma!.data[c] / s.scale[c] : v * Math.sqrt(variance!.data[c] + 1e-3))));
+      out.set(beta!.data, Float32Array.from(t.shift, (v, c) => v + mean!.data[c] * t.scale[c]));
+    }
+  });
+  return k.weights.map((w) => ({ ...w, data: out.get(w.data)! }));
+}
+
+/**
+ * The ONNX model with the fine-tuned graph's values written into the constants they were read
+ * from (ParamSource: value[i] = scale * constant[index[i]], so constant[index[i]] = value[i] /
+ * scale), batch normalisations through their moving statistics as in finetunedWeights. Before
+ * writing, each source must reproduce the values the graph was loaded with: a weight the importer
+ * computed (a folded constant) or a constant two layers share has no single place to go, and is
+ * an error rather than a silent half-export.
+ */
+function finetunedOnnxModel(model: LoadedModel, tuned: Graph): LoadedModel {
+  const src = model.onnx!;
+  const m = structuredClone(src.model);
+  const dir = path.dirname(model.path);
+  const entries = new Map<string, { t: OnnxTensor; original: Float64Array; values: Float64Array; written: Uint8Array }>();
+  const constants = new Map<string, OnnxTensor>(m.graph.initializer.map((t) => [t.name ?? '', t]));
+  for (const n of m.graph.node) if (n.op_type === 'Constant' && n.output[0]) {
+    const v = (n.attribute ?? []).find((a) => a.name === 'value')?.t;
+    if (v) constants.set(n.output[0], v);
+  }
+  const cannot = (n: GraphNode, why: string): never => {
+    throw new UserError('MODEL_UNSUPPORTED', `the fine-tuned weights of '${n.layer}' cannot be written into ${path.basename(model.path)}: ${why}`,
+      'export without --finetune-epochs, or use the fine-tuned polynomials in report.json (finetune.layers) with your own training code');
+  };
+  const entry = (n: GraphNode, name: string) => {
+    let e = entries.get(name);
+    if (!e) {
+      const t = constants.get(name);
+      if (!t) return cannot(n, `its constant '${name}' is not an initializer or a Constant node`);
+      if ((t.data_type ?? DT.FLOAT) !== DT.FLOAT || t.data_location === 1) cannot(n, `its constant '${name}' is not float32 stored in the model`);
+      const original = tensorValues(t, dir, model.path).data;
+      e = { t, original, values: Float64Array.from(original), written: new Uint8Array(original.length) };
+      entries.set(name, e);
+    }
+    return e;
+  };
+  const put = (n: GraphNode, what: string, source: ParamSource | undefined, loaded: Float32Array, value: ArrayLike<number>) => {
+    if (!source) return cannot(n, `its ${what} was not read from one constant`);
+    const e = entry(n, source.name);
+    for (let i = 0; i < loaded.length; i++) {
+      const j = source.index[i];
+      if (Math.fround(source.scale * e.original[j]) !== loaded[i]) cannot(n, `its ${what} was computed from '${source.name}', not read from it`);
+      const v = value[i] / source.scale;
+      if (e.written[j] && e.values[j] !== v) cannot(n, `'${source.name}' holds one value for several of its ${what}'s (shared or broadcast)`);
+      e.values[j] = v;
+      e.written[j] = 1;
+    }
+  };
+  model.graph.nodes.forEach((n, i) => {
+    const s = n.spec;
+    const t = tuned.nodes[i].spec;
+    if ((s.op === 'dense' || s.op === 'conv2d') && (t.op === 'dense' || t.op === 'conv2d')) {
+      if (s.kernel.some((v, k) => v !== t.kernel[k])) put(n, 'kernel', s.kernelSource, s.kernel, t.kernel);
+      if (s.bias && t.bias && s.bias.some((v, k) => v !== t.bias![k])) put(n, 'bias', s.biasSource, s.bias, t.bias);
+    } else if (s.op === 'batchnorm' && t.op === 'batchnorm' && (s.scale.some((v, k) => v !== t.scale[k]) || s.shift.some((v, k) => v !== t.shift[k]))) {
+      const b = s.source ?? cannot(n, 'it is not a BatchNormalization node');
+      const mean = entry(n, b.mean).original;
+      const variance = entry(n, b.variance).original;
+      const gamma = entry(n, b.gamma);
+      const beta = entry(n, b.beta);
+      t.scale.forEach((v, c) => { gamma.values[c] = v * Math.sqrt(variance[c] + b.eps); beta.values[c] = t.shift[c] + mean[c] * v; });
+    }
+  });
+  for (const e of entries.values()) {
+    const f = Float32Array.from(e.values);
+    e.t.raw_data = new Uint8Array(f.buffer);
+    delete e.t.float_data;
+  }
+  return { ...model, onnx: { ...src, model: m } };
 }

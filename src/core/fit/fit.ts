@@ -158,3 +158,8 @@ export function assessChannels(spec: ActivationSpec, fits: ChannelFits, ch: Chan
 export function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
   return { coeffs: fit.coeffs, a: fit.interval.a, b: fit.interval.b, channels: fit.channels, channelOffset: offset ?? undefined };
 }
+
+/** Every activation's polynomial, with its offset if it has one: what the executor replaces. */
+export function polysOf(acts: { id: number }[], fits: Map<number, Fit>, offsets: Map<number, Float32Array | null>): Map<number, PolyActivation> {
+  return new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets.get(a.id))]));
+}

@@ -30,12 +30,13 @@
 import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
 import { tf } from '../model/backend';
-import { Executor, clenshaw } from '../model/execute';
+import { Executor } from '../model/execute';
 import { GraphNode, actSpec, size } from '../model/graph';
 import { Progress, captureValues, gather } from '../profile/profiler';
 import { ValueStats } from '../profile/stats';
 import { Rng } from '../rng';
-import { Fit, assessChannels, assessFit } from './fit';
+import { Fit, assessChannels, assessFit, polyOf } from './fit';
+import { TrainablePoly } from './trainablePoly';
 
 export interface TuneOptions {
   /** Passes over the calibration samples. */
@@ -56,16 +57,6 @@ export interface TuneOptions {
 }
 
 export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = { epochs: 8, batchSize: 128, lr: 1e-3, anchor: 1e-3, temperature: 1, labelWeight: 0.5 };
-
-/** One layer's trainable coefficients: coeffs = start + scale * delta, as a K x C (or K) tensor. */
-interface Layer {
-  node: GraphNode;
-  fit: Fit;
-  start: tf.Tensor;
-  delta: tf.Variable;
-  scale: number;
-  offset: tf.Tensor | null;
-}
 
 /**
  * Tunes the coefficients of `fits` (one per activation in `acts`, with optional per-channel
@@ -107,10 +98,10 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   // The original model's logits on the tuning samples: the distillation targets.
   const teacher = (await captureValues(ex, ds, idx, [g.output], {}, { batchSize: o.batchSize, signal: o.signal })).get(g.output)!;
   const per = size(g.nodes[g.output].shape);
-  const layers: Layer[] = acts.map((a) => layerOf(a, fits.get(a.id)!, offsets.get(a.id) ?? null));
-  const apply = new Map(layers.map((l) => [l.node.id, (x: tf.Tensor) => polyTensor(x, l)]));
+  const layers = acts.map((a) => ({ node: a, fit: fits.get(a.id)!, poly: new TrainablePoly(polyOf(fits.get(a.id)!, offsets.get(a.id))) }));
+  const apply = new Map(layers.map((l) => [l.node.id, (x: tf.Tensor) => l.poly.apply(x)]));
   const optimizer = tf.train.adam(o.lr);
-  const vars = layers.map((l) => l.delta);
+  const vars = layers.map((l) => l.poly.delta);
   const rng = new Rng(o.seed);
   const order = Int32Array.from({ length: n }, (_, i) => i);
   const T = o.temperature;
@@ -149,47 +140,15 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
     return new Map(layers.map((l) => [l.node.id, tunedFit(l, stats.get(l.node.id)!)]));
   } finally {
     optimizer.dispose();
-    for (const l of layers) {
-      l.start.dispose(); l.delta.dispose(); l.offset?.dispose();
-    }
+    for (const l of layers) l.poly.dispose();
   }
 }
 
-function layerOf(node: GraphNode, fit: Fit, offset: Float32Array | null): Layer {
-  const ch = fit.channels;
-  const K = fit.degree + 1;
-  let start: tf.Tensor;
-  let scale = 0;
-  if (ch) {
-    const C = ch.coeffs.length;
-    const m = new Float32Array(K * C);
-    ch.coeffs.forEach((cc, c) => cc.forEach((v, k) => { m[k * C + c] = v; scale = Math.max(scale, Math.abs(v)); }));
-    start = tf.tensor2d(m, [K, C]);
-  } else {
-    start = tf.tensor1d(fit.coeffs);
-    for (const v of fit.coeffs) scale = Math.max(scale, Math.abs(v));
-  }
-  return { node, fit, start, delta: tf.variable(tf.zerosLike(start)), scale: Math.max(scale, 1e-6), offset: offset ? tf.tensor1d(offset) : null };
-}
-
-/** The layer's polynomial with its current coefficients (differentiable in delta). */
-function polyTensor(x: tf.Tensor, l: Layer): tf.Tensor {
-  const coeffs = tf.add(l.start, tf.mul(l.delta, l.scale));
-  const rows = tf.unstack(coeffs);
-  const y = clenshaw(x, l.fit.channels?.intervals ?? l.fit.interval, rows.length, (k) => rows[k]);
-  return l.offset ? tf.sub(y, l.offset) : y;
-}
-
-function tunedFit(l: Layer, st: ValueStats): Fit {
+/** The tuned polynomial as a Fit of the same degree and interval(s), with its quality on the recorded data. */
+function tunedFit(l: { node: GraphNode; fit: Fit; poly: TrainablePoly }, st: ValueStats): Fit {
   const act = actSpec(l.node);
-  const K = l.fit.degree + 1;
-  const c = tf.tidy(() => tf.add(l.start, tf.mul(l.delta, l.scale)).dataSync() as Float32Array);
-  const ch = l.fit.channels;
-  if (ch) {
-    const C = ch.coeffs.length;
-    const channels = { intervals: ch.intervals, coeffs: ch.coeffs.map((_, j) => Array.from({ length: K }, (__, k) => c[k * C + j])) };
-    return { ...l.fit, channels, ...assessChannels(act, channels, st.channels!) };
-  }
-  const coeffs = Array.from(c);
+  const p = l.poly.current();
+  if (p.channels) return { ...l.fit, channels: p.channels, ...assessChannels(act, p.channels, st.channels!) };
+  const coeffs = Array.from(p.coeffs);
   return { ...l.fit, coeffs, ...assessFit(act, coeffs, l.fit.interval, st.sample, st) };
 }

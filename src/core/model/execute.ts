@@ -185,22 +185,52 @@ function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number
   const [kh, kw] = k.shape;
   const [sh, sw] = strides;
   const [, H, W] = x.shape;
-  const [[pt], [pl]] = explicitPads(pad, H, W, kh, kw, sh, sw);
+  const pads = explicitPads(pad, H, W, kh, kw, sh, sw);
+  const [[pt], [pl]] = pads;
   if (pt > kh - 1 || pl > kw - 1) return tf.conv2d(x, k, strides, tfPad(pad));
-  const f = tf.customGrad(((xx: tf.Tensor) => ({
-    value: tf.conv2d(xx as tf.Tensor4D, k, strides, tfPad(pad)),
-    gradFunc: (dy: tf.Tensor) => {
-      const d = dilate(dy as tf.Tensor4D, sh, sw);
-      const back = tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
-      const top = kh - 1 - pt;
-      const left = kw - 1 - pl;
-      // Bottom/right pads make the result exactly x's size (rows a stride dropped get zero gradient).
-      const bottom = H - d.shape[1] - top + kh - 1;
-      const right = W - d.shape[2] - left + kw - 1;
-      return tf.conv2d(d, back, 1, [[0, 0], [top, bottom], [left, right], [0, 0]]);
-    },
-  })) as Parameters<typeof tf.customGrad>[0]);
+  const inputGrad = (dy: tf.Tensor4D) => {
+    const d = dilate(dy, sh, sw);
+    const back = tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+    const top = kh - 1 - pt;
+    const left = kw - 1 - pl;
+    // Bottom/right pads make the result exactly x's size (rows a stride dropped get zero gradient).
+    const bottom = H - d.shape[1] - top + kh - 1;
+    const right = W - d.shape[2] - left + kw - 1;
+    return tf.conv2d(d, back, 1, [[0, 0], [top, bottom], [left, right], [0, 0]]);
+  };
+  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.conv2d(xx as tf.Tensor4D, kk as tf.Tensor4D, strides, tfPad(pad));
+  // A trainable kernel (fine-tuning) gets its gradient from a convolution too: the wasm backend
+  // has no Conv2DBackpropFilter kernel at all.
+  if (k instanceof tf.Variable && k.trainable) {
+    // The input is saved for the backward pass (tfjs may dispose it before then otherwise).
+    const f = tf.customGrad(((xx: tf.Tensor, kk: tf.Tensor, save: (ts: tf.Tensor[]) => void) => {
+      save([xx]);
+      return {
+        value: value(xx, kk),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [inputGrad(dy as tf.Tensor4D), kernelGrad(saved[0] as tf.Tensor4D, dy as tf.Tensor4D, kh, kw, strides, pads)],
+      };
+    }) as Parameters<typeof tf.customGrad>[0]);
+    return f(x, k);
+  }
+  const f = tf.customGrad(((xx: tf.Tensor) => ({ value: value(xx, k), gradFunc: (dy: tf.Tensor) => inputGrad(dy as tf.Tensor4D) })) as Parameters<typeof tf.customGrad>[0]);
   return f(x);
+}
+
+/**
+ * The gradient of a convolution's loss with respect to its kernel, as a convolution:
+ * dK[i, j, ci, co] = sum over n, h, w of xp[n, h*sh + i, w*sw + j, ci] * dy[n, h, w, co], with xp
+ * the padded input. That is a stride-1 convolution of xp with the images as channels
+ * ([ci, Hp, Wp, n]) by dy as the kernel ([Ho, Wo, n, co]) dilated by the strides; its first
+ * kh x kw outputs are dK (the filter-gradient identity of Dumoulin & Visin 2016, as cuDNN's
+ * backward-filter computes it).
+ */
+function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, strides: [number, number], pads: [[number, number], [number, number]]): tf.Tensor4D {
+  const [[pt, pb], [pl, pr]] = pads;
+  const xp = tf.pad(x, [[0, 0], [pt, Math.max(pb, 0)], [pl, Math.max(pr, 0)], [0, 0]]);
+  const xs = tf.transpose(xp, [3, 1, 2, 0]) as tf.Tensor4D;
+  const ks = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D;
+  const full = tf.conv2d(xs, ks, 1, 'valid', 'NHWC', strides);
+  return tf.transpose(tf.slice(full, [0, 0, 0, 0], [-1, kh, kw, -1]), [1, 2, 0, 3]) as tf.Tensor4D;
 }
 
 /**
@@ -220,18 +250,72 @@ function conv2d(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: 
   return tf.concat(parts, 3);
 }
 
+/**
+ * Why a layer's kernel cannot be trained here, or null: the wasm backend has gradients for plain
+ * convolutions (kernelGrad above) but none for depthwise, grouped or dilated ones' kernels.
+ */
+export function frozenKernel(n: GraphNode): string | null {
+  const s = n.spec;
+  if (s.op !== 'conv2d') return null;
+  if ((s.groups ?? 1) !== 1) return 'grouped or depthwise convolution: no kernel gradient on the wasm backend';
+  if (s.dilation[0] !== 1 || s.dilation[1] !== 1) return 'dilated convolution: no kernel gradient on the wasm backend';
+  const [kh, kw] = s.kernelShape;
+  if (s.padding !== 'valid' && s.padding !== 'same' && (s.padding[0][0] > kh - 1 || s.padding[1][0] > kw - 1)) return 'padding wider than the kernel: no kernel gradient on the wasm backend';
+  return null;
+}
+
+/**
+ * Why a layer's parameters stay fixed when the rest trains, or null: its kernel (frozenKernel),
+ * or a scale and shift that are not a BatchNormalization's (an ONNX model's own Mul/Add by
+ * constants, input normalisation): arithmetic the user wrote, not weights.
+ */
+export function frozenParams(n: GraphNode): string | null {
+  if (n.spec.op === 'batchnorm' && n.className !== 'BatchNormalization') return `a constant ${n.className} in the model's arithmetic, not a trained weight`;
+  return frozenKernel(n);
+}
+
+export interface ExecutorOptions {
+  /**
+   * Weights as tf.Variables (fine-tuning): every dense, convolution and batch-norm parameter
+   * except those frozenParams() names, which stay constants.
+   */
+  trainable?: boolean;
+}
+
 export class Executor {
   readonly graph: Graph;
   private readonly params = new Map<number, tf.Tensor[]>();
 
-  constructor(graph: Graph) {
+  constructor(graph: Graph, opts: ExecutorOptions = {}) {
     this.graph = graph;
+    const t = opts.trainable ?? false;
+    const v = (x: tf.Tensor, train = t): tf.Tensor => (train ? tf.variable(x) : x);
     for (const n of graph.nodes) {
       const s = n.spec;
-      if (s.op === 'dense') this.params.set(n.id, [tf.tensor2d(s.kernel, s.kernelShape), ...(s.bias ? [tf.tensor1d(s.bias)] : [])]);
-      else if (s.op === 'conv2d') this.params.set(n.id, [tf.tensor4d(s.kernel, s.kernelShape), ...(s.bias ? [tf.tensor1d(s.bias)] : [])]);
-      else if (s.op === 'batchnorm') this.params.set(n.id, [tf.tensor1d(s.scale), tf.tensor1d(s.shift)]);
+      if (s.op === 'dense') this.params.set(n.id, [v(tf.tensor2d(s.kernel, s.kernelShape)), ...(s.bias ? [v(tf.tensor1d(s.bias))] : [])]);
+      else if (s.op === 'conv2d') this.params.set(n.id, [v(tf.tensor4d(s.kernel, s.kernelShape), t && !frozenKernel(n)), ...(s.bias ? [v(tf.tensor1d(s.bias))] : [])]);
+      else if (s.op === 'batchnorm') this.params.set(n.id, [v(tf.tensor1d(s.scale), t && !frozenParams(n)), v(tf.tensor1d(s.shift), t && !frozenParams(n))]);
     }
+  }
+
+  /** The trainable weights (empty unless built with `trainable`). */
+  variables(): tf.Variable[] {
+    return [...this.params.values()].flat().filter((p): p is tf.Variable => p instanceof tf.Variable);
+  }
+
+  /** The graph with the current weights: plain data, for another executor, an export or a report. */
+  currentGraph(): Graph {
+    const nodes = this.graph.nodes.map((n): GraphNode => {
+      const p = this.params.get(n.id);
+      if (!p) return n;
+      const d = p.map((t) => Float32Array.from(t.dataSync() as Float32Array));
+      const s = n.spec;
+      if (s.op === 'dense') return { ...n, spec: { ...s, kernel: d[0], bias: s.bias ? d[1] : null } };
+      if (s.op === 'conv2d') return { ...n, spec: { ...s, kernel: d[0], bias: s.bias ? d[1] : null } };
+      if (s.op === 'batchnorm') return { ...n, spec: { ...s, scale: d[0], shift: d[1] } };
+      return n;
+    });
+    return { ...this.graph, nodes };
   }
 
   dispose(): void {

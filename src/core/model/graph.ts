@@ -13,19 +13,31 @@ import { ActivationSpec } from '../numerics/activations';
 /** 'same' as TensorFlow computes it, or explicit [[top, bottom], [left, right]] (ONNX pads). */
 export type Padding = 'valid' | 'same' | [[number, number], [number, number]];
 
+/**
+ * Where a parameter's values sit in the model file, when it was read from one constant there (ONNX
+ * initializers): value[i] = scale * constant[index[i]]. The exporter writes fine-tuned values back
+ * through it; formats whose weights the graph shares by reference (tfjs, Keras) need none.
+ */
+export interface ParamSource { name: string; index: Int32Array; scale: number }
+
+/** A batch normalisation's four constants in the model file, and its epsilon. */
+export interface BatchNormSource { gamma: string; beta: string; mean: string; variance: string; eps: number }
+
 export type Op =
   | { op: 'input' }
-  | { op: 'dense'; units: number; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array | null }
+  | { op: 'dense'; units: number; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array | null;
+      kernelSource?: ParamSource; biasSource?: ParamSource }
   /** Kernel [kh, kw, cin / groups, filters]; groups > 1 is a grouped (groups = cin: depthwise) convolution. */
   | { op: 'conv2d'; filters: number; kernel: Float32Array; kernelShape: [number, number, number, number];
-      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number]; groups?: number }
+      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number]; groups?: number;
+      kernelSource?: ParamSource; biasSource?: ParamSource }
   | { op: 'avgpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'maxpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'globalavgpool' }
   | { op: 'flatten' }
   | { op: 'reshape'; target: number[] }
   /** BatchNormalization in inference form: y = x * scale + shift on the last axis. */
-  | { op: 'batchnorm'; scale: Float32Array; shift: Float32Array }
+  | { op: 'batchnorm'; scale: Float32Array; shift: Float32Array; source?: BatchNormSource }
   | { op: 'add' }
   | { op: 'identity' }
   /** Per-sample axes: output axis i is input axis perm[i]. */

@@ -86,7 +86,15 @@ export function simplifyLayout(g: Graph): Graph {
     const k = new Float32Array(rows * cols);
     // Row idx[o] of the new kernel (flat index of the untransposed input) is row o of the old one.
     for (let o = 0; o < rows; o++) k.set(d.spec.kernel.subarray(o * cols, (o + 1) * cols), idx[o] * cols);
-    d.spec = { ...d.spec, kernel: k };
+    // Where each value came from in the model file moves with it (the fine-tuned export writes back through it).
+    const from = d.spec.kernelSource;
+    let kernelSource = from;
+    if (from) {
+      const index = new Int32Array(rows * cols);
+      for (let o = 0; o < rows; o++) index.set(from.index.subarray(o * cols, (o + 1) * cols), idx[o] * cols);
+      kernelSource = { ...from, index };
+    }
+    d.spec = { ...d.spec, kernel: k, ...(kernelSource ? { kernelSource } : {}) };
     f.spec = { op: 'flatten' };
     f.inputs = [src.id];
     alias.set(t.id, src.id);

@@ -57,14 +57,16 @@ const conv: Converter = (c, n, at) => {
   const dilation = (at.ints('dilations', [1, 1]) ?? [1, 1]) as [number, number];
   const padding = windowPadding(c, n, at, [H, W], [kh, kw], strides, dilation);
   // ONNX [O, I/g, kh, kw] -> [kh, kw, I/g, O].
-  const kernel = new Float32Array(w.data.length);
+  const index = new Int32Array(w.data.length);
   for (let o = 0; o < O; o++) for (let i = 0; i < Ig; i++) for (let h = 0; h < kh; h++) for (let q = 0; q < kw; q++) {
-    kernel[((h * kw + q) * Ig + i) * O + o] = w.data[((o * Ig + i) * kh + h) * kw + q];
+    index[((h * kw + q) * Ig + i) * O + o] = ((o * Ig + i) * kh + h) * kw + q;
   }
+  const kernel = Float32Array.from(index, (k) => w.data[k]);
   const b = c.optionalConstant(n, 2, 'bias');
   const [oh, ow] = windowOut([H, W], [kh, kw], strides, padding, dilation);
   const id = c.add(n, { op: 'conv2d', filters: O, kernel, kernelShape: [kh, kw, Ig, O], bias: b ? Float32Array.from(b.data) : null,
-    strides, padding, dilation, ...(g !== 1 ? { groups: g } : {}) }, [oh, ow, O], [x.id]);
+    strides, padding, dilation, ...(g !== 1 ? { groups: g } : {}),
+    kernelSource: { name: n.input[1], index, scale: 1 }, ...(b ? { biasSource: { name: n.input[2], index: identityIndex(O), scale: 1 } } : {}) }, [oh, ow, O], [x.id]);
   return [act(id, x.perm)];
 };
 
@@ -126,18 +128,21 @@ const gemm: Converter = (c, n, at) => {
   const tb = at.int('transB', 0) === 1;
   const [K, M] = tb ? [b.dims[1], b.dims[0]] : b.dims;
   if (K !== c.shapeOf(x)[0]) c.fail(n, `multiplies ${c.shapeOf(x)[0]} features by a [${b.dims}] weight`, 're-export the model; the weight does not match its input');
-  const kernel = new Float32Array(K * M);
-  for (let k = 0; k < K; k++) for (let m = 0; m < M; m++) kernel[k * M + m] = alpha * (tb ? b.data[m * K + k] : b.data[k * M + m]);
+  const index = new Int32Array(K * M);
+  for (let k = 0; k < K; k++) for (let m = 0; m < M; m++) index[k * M + m] = tb ? m * K + k : k * M + m;
+  const kernel = Float32Array.from(index, (i) => alpha * b.data[i]);
   const cv = c.optionalConstant(n, 2, 'bias');
   let bias: Float32Array | null = null;
+  let biasIndex: Int32Array | null = null;
   if (cv) {
     const dims = cv.dims.slice();
     while (dims.length > 1 && dims[0] === 1) dims.shift();
     if (dims.length > 1 || (dims.length === 1 && dims[0] !== 1 && dims[0] !== M)) c.fail(n, `has a [${cv.dims}] bias, which varies across samples`, 'use a bias of shape [M] (one value per output)');
-    const idx = broadcastIndex(dims, [M]);
-    bias = Float32Array.from(idx, (i) => beta * cv.data[i]);
+    biasIndex = broadcastIndex(dims, [M]);
+    bias = Float32Array.from(biasIndex, (i) => beta * cv.data[i]);
   }
-  return [act(c.add(n, { op: 'dense', units: M, kernel, kernelShape: [K, M], bias }, [M], [x.id]), [0])];
+  return [act(c.add(n, { op: 'dense', units: M, kernel, kernelShape: [K, M], bias, kernelSource: { name: n.input[1], index, scale: alpha },
+    ...(biasIndex ? { biasSource: { name: n.input[2], index: biasIndex, scale: beta } } : {}) }, [M], [x.id]), [0])];
 };
 
 const matmul: Converter = (c, n) => {
@@ -146,7 +151,8 @@ const matmul: Converter = (c, n) => {
   const w = c.constant(n, 1, 'weight');
   const shape = c.shapeOf(x);
   if (w.dims.length !== 2 || w.dims[0] !== shape[shape.length - 1]) c.fail(n, `multiplies [${shape}] by a [${w.dims}] weight`, 'use MatMul with a 2-D constant weight on the last axis');
-  const id = c.add(n, { op: 'dense', units: w.dims[1], kernel: Float32Array.from(w.data), kernelShape: [w.dims[0], w.dims[1]], bias: null }, [...shape.slice(0, -1), w.dims[1]], [x.id]);
+  const id = c.add(n, { op: 'dense', units: w.dims[1], kernel: Float32Array.from(w.data), kernelShape: [w.dims[0], w.dims[1]], bias: null,
+    kernelSource: { name: n.input[1], index: identityIndex(w.data.length), scale: 1 } }, [...shape.slice(0, -1), w.dims[1]], [x.id]);
   return [act(id, x.perm)];
 };
 
@@ -161,8 +167,12 @@ const batchNorm: Converter = (c, n, at) => {
   const scale = new Float32Array(C);
   const shift = new Float32Array(C);
   for (let i = 0; i < C; i++) { scale[i] = gamma[i] / Math.sqrt(variance[i] + eps); shift[i] = beta[i] - mean[i] * scale[i]; }
-  return [act(c.add(n, { op: 'batchnorm', scale, shift }, c.shapeOf(x), [x.id]), x.perm)];
+  const source = { gamma: n.input[1], beta: n.input[2], mean: n.input[3], variance: n.input[4], eps };
+  return [act(c.add(n, { op: 'batchnorm', scale, shift, source }, c.shapeOf(x), [x.id]), x.perm)];
 };
+
+/** 0, 1, ..., n - 1: a parameter read from its constant as it is. */
+const identityIndex = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 
 function activation(spec: (c: ImportContext, n: FusedNode, at: Attrs) => ActivationSpec | null): Converter {
   return (c, n, at) => {

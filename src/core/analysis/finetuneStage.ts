@@ -1,0 +1,59 @@
+/**
+ * The optional last stage (`--finetune-epochs N`): approximation-aware fine-tuning of the
+ * network's weights and the chosen polynomials' coefficients from the analysis's result, on the
+ * calibration samples with their labels (finetune/finetune.ts), measured on the same held-out
+ * samples as the analysis. Degrees, intervals and levels do not change. The result is kept only
+ * when it is safe and its measured drop is no worse than the analysis's; either way the report
+ * says what it measured.
+ */
+import { Dataset, Split } from '../data/read';
+import { polysOf } from '../fit/fit';
+import { FINETUNE_DEFAULTS, FinetunedModel, finetune } from '../finetune/finetune';
+import { Graph, GraphNode } from '../model/graph';
+import { Progress } from '../profile/profiler';
+import type { FinetuneReport } from '../report';
+import type { Round } from './search';
+import { measureModel } from './verify';
+
+export interface FinetuneStageInput {
+  g: Graph;
+  acts: GraphNode[];
+  ds: Dataset;
+  split: Split;
+  round: Round;
+  baseAccuracy: number;
+  epochs: number;
+  seed: number;
+  batchSize: number;
+  signal?: AbortSignal;
+  onProgress?: Progress;
+}
+
+export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: FinetuneReport; model: FinetunedModel | null }> {
+  const pass = { batchSize: i.batchSize, signal: i.signal };
+  const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
+  const perEpoch: FinetuneReport['perEpoch'] = [];
+  const r = await finetune(i.g, i.ds, i.split.calib, polysOf(i.acts, i.round.fits, i.round.offsets), {
+    ...FINETUNE_DEFAULTS, epochs: i.epochs, seed: i.seed, signal: i.signal, onProgress: i.onProgress,
+    // Each epoch measured on the held-out samples: where more epochs stop helping shows here.
+    onEpoch: async (e, now) => {
+      const m = await measureModel(now.graph, i.ds, i.split.heldout, i.acts, now.polys, pass);
+      perEpoch.push({ epoch: e.epoch, seconds: e.seconds, loss: e.loss, rangeLoss: e.rangeLoss, skipped: e.skipped, measuredDrop: dropOf(m.accuracy), safe: m.safe });
+    },
+  });
+  const m = await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass);
+  const drop = dropOf(m.accuracy);
+  const kept = m.safe && drop <= i.round.drop + 1e-9;
+  const maxAbs = Math.max(m.maxAbsLogit, ...m.layers.map((l) => Math.max(l.maxAbsIn, l.maxAbsOut)));
+  const report: FinetuneReport = {
+    epochs: i.epochs, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
+    seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
+    analysisDrop: i.round.drop, measuredDrop: drop, accuracy: m.accuracy, safe: m.safe, maxAbs, kept,
+    perEpoch, frozen: r.frozen,
+    layers: i.acts.map((a) => {
+      const p = r.polys.get(a.id)!;
+      return { node: a.id, coeffs: Array.from(p.coeffs), channels: p.channels ?? null, channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null };
+    }),
+  };
+  return { report, model: kept ? { graph: r.graph, polys: r.polys } : null };
+}
