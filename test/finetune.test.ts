@@ -12,7 +12,7 @@ import { loadInputs } from '../src/core/analysis/inputs';
 import { resolveSettings } from '../src/core/analysis/settings';
 import { measureModel } from '../src/core/analysis/verify';
 import { CancelledError, UserError } from '../src/core/errors';
-import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneResult, finetune } from '../src/core/finetune/finetune';
+import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneResult, finetune, schedule } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor, frozenKernel } from '../src/core/model/execute';
@@ -217,4 +217,16 @@ test('the same for an ONNX model: finetuned/model.onnx computes in onnxruntime w
   assert.ok(moved > 1e-2, 'the fine-tuned model differs from the analysed one');
   const plain = await runOrt(files.model, xv, [n, 1, 28, 28]);
   for (let i = 0; i < before.length; i++) assert.ok(Math.abs(plain[i] - before[i]) < 1e-3 * Math.max(1, Math.abs(before[i])));
+});
+
+test('the step-size schedule: linear warm-up over the first epoch (at most a fifth of the run), then cosine decay to zero', () => {
+  // 10 epochs of 8 steps: warm-up 8 steps.
+  assert.equal(schedule(0, 80, 8), 1 / 8);
+  assert.equal(schedule(7, 80, 8), 1);
+  assert.equal(schedule(8, 80, 8), 1);
+  assert.ok(Math.abs(schedule(44, 80, 8) - 0.5) < 1e-12, 'half-way through the decay');
+  assert.ok(schedule(79, 80, 8) < 0.01);
+  // One epoch of 32 steps: the warm-up is a fifth of it (7 steps), so most steps still train.
+  assert.equal(schedule(6, 32, 32), 1);
+  for (let s = 1; s < 80; s++) assert.ok(s < 8 ? schedule(s, 80, 8) > schedule(s - 1, 80, 8) : schedule(s, 80, 8) <= schedule(s - 1, 80, 8));
 });

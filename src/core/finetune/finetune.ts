@@ -93,7 +93,7 @@ export interface FinetunedModel {
 
 export interface FinetuneResult extends FinetunedModel {
   epochs: EpochResult[];
-  /** Layers whose kernels stayed fixed, and why (their biases train). */
+  /** Layers whose kernels (or, for affine constants, all parameters) stayed fixed, and why. */
   frozen: { layer: string; reason: string }[];
   batchSize: number;
 }
