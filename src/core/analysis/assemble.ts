@@ -90,7 +90,7 @@ function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
     networkDepth: networkDepth(g, depths), nonScalarMults: r.pick.mults, latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
     predictedDrop: r.pick.predictedDrop, measuredDrop: r.drop, accuracy: r.measured.accuracy, meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
     rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: r.measured.safe,
-    maxAbs: Math.max(r.measured.maxAbsLogit, ...r.measured.layers.map((x) => Math.max(x.maxAbsIn, x.maxAbsOut))),
+    maxAbs: r.measured.maxAbs,
     bootstraps: planBootstraps(g, depths, a.s.bootstrapLevels).bootstraps,
   };
 }

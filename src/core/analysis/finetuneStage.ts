@@ -10,6 +10,7 @@ import { Dataset, Split } from '../data/read';
 import { polysOf } from '../fit/fit';
 import { FINETUNE_DEFAULTS, FinetunedModel, finetune } from '../finetune/finetune';
 import { Graph, GraphNode } from '../model/graph';
+import { PolyActivation } from '../numerics/polynomial';
 import { Progress } from '../profile/profiler';
 import type { FinetuneReport } from '../report';
 import type { Round } from './search';
@@ -44,16 +45,20 @@ export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: Fi
   const m = await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass);
   const drop = dropOf(m.accuracy);
   const kept = m.safe && drop <= i.round.drop + 1e-9;
-  const maxAbs = Math.max(m.maxAbsLogit, ...m.layers.map((l) => Math.max(l.maxAbsIn, l.maxAbsOut)));
   const report: FinetuneReport = {
     epochs: i.epochs, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
     seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
-    analysisDrop: i.round.drop, measuredDrop: drop, accuracy: m.accuracy, safe: m.safe, maxAbs, kept,
+    analysisDrop: i.round.drop, measuredDrop: drop, accuracy: m.accuracy, safe: m.safe, maxAbs: m.maxAbs, kept,
     perEpoch, frozen: r.frozen,
-    layers: i.acts.map((a) => {
-      const p = r.polys.get(a.id)!;
-      return { node: a.id, coeffs: Array.from(p.coeffs), channels: p.channels ?? null, channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null };
-    }),
+    layers: finetuneLayers(i.acts, r.polys),
   };
   return { report, model: kept ? { graph: r.graph, polys: r.polys } : null };
+}
+
+/** The fine-tuned polynomials as the report records them (FinetuneReport.layers). */
+export function finetuneLayers(acts: GraphNode[], polys: Map<number, PolyActivation>): FinetuneReport['layers'] {
+  return acts.map((a) => {
+    const p = polys.get(a.id)!;
+    return { node: a.id, coeffs: Array.from(p.coeffs), channels: p.channels ?? null, channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null };
+  });
 }

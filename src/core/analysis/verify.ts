@@ -38,12 +38,14 @@ export interface Measurement {
   accuracy: number;
   layers: LayerRange[];
   maxAbsLogit: number;
+  /** The largest finite magnitude anywhere: activation inputs and outputs, logits. */
+  maxAbs: number;
   /** Every value finite and within VALUE_BOUND (inputs and outputs of activations, logits). */
   safe: boolean;
 }
 
 export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], polys: Map<number, PolyActivation>, signal?: AbortSignal): Promise<Measurement> {
-  if (!acts.length) return { accuracy: cache.baseline().accuracy, layers: [], maxAbsLogit: 0, safe: true };
+  if (!acts.length) return { accuracy: cache.baseline().accuracy, layers: [], maxAbsLogit: 0, maxAbs: 0, safe: true };
   const layers: LayerRange[] = acts.map(() => ({ samplesOutside: 0, valuesOutside: 0, fractionOutside: 0, min: Infinity, max: -Infinity, maxAbsIn: 0, maxAbsOut: 0, nonFinite: 0 }));
   let maxAbsLogit = 0;
   let finite = true;
@@ -89,7 +91,7 @@ export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], pol
   });
   for (const [k, a] of acts.entries()) layers[k].fractionOutside = layers[k].valuesOutside / (cache.count * size(a.shape));
   const maxAbs = Math.max(maxAbsLogit, ...layers.map((l) => Math.max(l.maxAbsIn, l.maxAbsOut)));
-  return { accuracy: cache.score(pred).accuracy, layers, maxAbsLogit, safe: finite && maxAbs < VALUE_BOUND };
+  return { accuracy: cache.score(pred).accuracy, layers, maxAbsLogit, maxAbs, safe: finite && maxAbs < VALUE_BOUND };
 }
 
 /**

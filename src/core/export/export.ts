@@ -10,6 +10,7 @@ import * as path from 'path';
 import { UserError } from '../errors';
 import type { FinetunedModel } from '../finetune/finetune';
 import { Graph, GraphNode, ParamSource } from '../model/graph';
+import { kerasWeight } from '../model/formats/kerasTopology';
 import { DT, OnnxTensor, tensorValues } from '../model/formats/onnx/proto';
 import { LoadedModel, modelFilePath, modelFormatOf } from '../model/load';
 import type { NamedWeight } from '../model/weights';
@@ -233,10 +234,7 @@ function finetunedReport(report: Report): Report {
 function finetunedWeights(model: LoadedModel, tuned: Graph): NamedWeight[] {
   const k = model.keras!;
   const out = new Map(k.weights.map((w) => [w.data, w.data]));
-  const named = (layer: string, param: string) => k.weights.find((w) => {
-    const seg = w.name.split('/');
-    return seg.length >= 2 && seg[seg.length - 2] === layer && seg[seg.length - 1].replace(/:\d+$/, '') === param;
-  });
+  const named = (layer: string, param: string) => kerasWeight(k.weights, layer, param);
   const cannot = (n: GraphNode, what: string): never => {
     throw new UserError('MODEL_UNSUPPORTED', `the fine-tuned ${what} of layer '${n.layer}' has no weight of its own in ${path.basename(model.path)}`,
       'export without --finetune-epochs, or use the fine-tuned polynomials in report.json (finetune.layers) with your own training code');

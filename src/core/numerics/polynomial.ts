@@ -20,6 +20,11 @@ export interface PolyActivation {
   channels?: ChannelFits;
 }
 
+/** The number of Chebyshev coefficients of each of the activation's polynomials (degree + 1). */
+export function polyTerms(p: PolyActivation): number {
+  return p.channels ? p.channels.coeffs[0].length : p.coeffs.length;
+}
+
 /**
  * The polynomial activation on plain values (channels last, C channels), in float64 arithmetic
  * by chebvalStrided: what the executor runs when a polynomial replaces an activation outside any

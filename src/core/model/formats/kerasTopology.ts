@@ -162,6 +162,17 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
 }
 
 /** Builds the graph of a Keras topology; `model` names the file in messages. */
+/**
+ * The weight `param` ('kernel', 'moving_mean', ...) of Keras layer `layer`: the weight named
+ * '.../layer/param' (a ':0' suffix, as TensorFlow writes it, ignored).
+ */
+export function kerasWeight(weights: NamedWeight[], layer: string, param: string): NamedWeight | undefined {
+  return weights.find((x) => {
+    const seg = x.name.split('/');
+    return seg.length >= 2 && seg[seg.length - 2] === layer && seg[seg.length - 1].replace(/:\d+$/, '') === param;
+  });
+}
+
 export function kerasGraph(model: string, topology: KerasTopology, weights: NamedWeight[]): Graph {
   const { entries, inputName, outputName } = layerEntries(model, topology);
   const byName = new Map(entries.map((e) => [e.name, e]));
@@ -171,10 +182,7 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
   }
   const used = new Set<string>();
   const getW = (layer: string, param: string, shape: number[]): Float32Array => {
-    const w = weights.find((x) => {
-      const seg = x.name.split('/');
-      return seg.length >= 2 && seg[seg.length - 2] === layer && seg[seg.length - 1].replace(/:\d+$/, '') === param;
-    });
+    const w = kerasWeight(weights, layer, param);
     if (!w) {
       throw new UserError('WEIGHTS_MISSING', `${model}: layer '${layer}' needs weight '${layer}/${param}' but the weights manifest has none`,
         're-export the model so that model.json and its weight shards match');
