@@ -10,10 +10,13 @@ import * as assert from 'node:assert/strict';
 import { analyze } from '../src/core/analyze';
 import { loadInputs } from '../src/core/analysis/inputs';
 import { resolveSettings } from '../src/core/analysis/settings';
+import { finetuneLayers } from '../src/core/analysis/finetuneStage';
 import { measureModel } from '../src/core/analysis/verify';
 import { CancelledError, UserError } from '../src/core/errors';
 import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneResult, finetune, schedule } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
+import { TrainablePoly } from '../src/core/fit/trainablePoly';
+import { chebInterpolate } from '../src/core/numerics/chebyshev';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor, frozenKernel } from '../src/core/model/execute';
 import { Graph, GraphNode, actSpec } from '../src/core/model/graph';
@@ -149,7 +152,7 @@ function keptFinetune(report: Report, acts: GraphNode[], r: FinetuneResult): voi
   report.finetune = {
     epochs: 1, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize, seconds: r.epochs[0].seconds, analysisDrop: report.final.measuredDrop,
     measuredDrop: 0, accuracy: 0, safe: true, maxAbs: 0, kept: true, perEpoch: [], frozen: r.frozen,
-    layers: acts.map((a) => { const p = r.polys.get(a.id)!; return { node: a.id, coeffs: Array.from(p.coeffs), channels: p.channels ?? null, channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null }; }),
+    layers: finetuneLayers(acts, r.polys),
   };
 }
 
@@ -229,4 +232,33 @@ test('the step-size schedule: linear warm-up over the first epoch (at most a fif
   // One epoch of 32 steps: the warm-up is a fifth of it (7 steps), so most steps still train.
   assert.equal(schedule(6, 32, 32), 1);
   for (let s = 1; s < 80; s++) assert.ok(s < 8 ? schedule(s, 80, 8) > schedule(s - 1, 80, 8) : schedule(s, 80, 8) <= schedule(s - 1, 80, 8));
+});
+
+test('per term, one coefficient step of size s moves a polynomial by at most s (relative) whatever its degree; without it, a degree-31 one moves up to 32x as far', async () => {
+  await initBackend();
+  const iv = { a: -8, b: 12 };
+  const x = tf.linspace(iv.a, iv.b, 2001);
+  const s = 1e-3;
+  // Adam's first step moves every coefficient by the step size; the worst case for the polynomial
+  // is every sign alike (at t = 1 every T_k is 1).
+  const moved = (degree: number, perTerm: boolean) => {
+    const coeffs = Array.from(chebInterpolate((v) => Math.max(v, 0), degree, iv));
+    const largest = Math.max(...coeffs.map(Math.abs));
+    const p = new TrainablePoly({ coeffs, a: iv.a, b: iv.b }, perTerm);
+    try {
+      const before = p.apply(x).dataSync();
+      p.delta.assign(tf.onesLike(p.delta).mul(s));
+      const after = p.apply(x).dataSync();
+      let m = 0;
+      for (let i = 0; i < before.length; i++) m = Math.max(m, Math.abs(after[i] - before[i]));
+      return m / largest;
+    } finally { p.dispose(); }
+  };
+  for (const d of [3, 7, 31]) {
+    const rel = moved(d, true);
+    // float32 Clenshaw sums: a few parts in a thousand of a difference of ~1e-2.
+    assert.ok(rel <= s * 1.02 && rel >= s * 0.98, `degree ${d} per term: moved ${rel} of its largest coefficient, step ${s}`);
+  }
+  assert.ok(moved(31, false) > 31 * s, 'without perTerm, a degree-31 polynomial moves about 32 steps');
+  x.dispose();
 });

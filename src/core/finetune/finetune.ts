@@ -10,7 +10,8 @@
  * Done as those papers do it:
  * - Adam (Kingma & Ba 2015) with a linear warm-up and a cosine decay over the planned epochs
  *   (schedule below), one step size for the weights and a relative one for the coefficients
- *   (TrainablePoly: steps in units of each layer's largest coefficient);
+ *   (TrainablePoly: steps in units of each layer's largest coefficient over its number of terms),
+ *   both scaled down with the batch when the tape limits it (the linear scaling rule);
  * - gradient clipping by global norm (Pascanu et al. 2013): a polynomial outside its interval
  *   grows like T_d, and one such batch would otherwise throw the weights far away;
  * - Baruch et al.'s range loss: the mean squared excess of every activation input beyond its
@@ -27,7 +28,7 @@ import { tf } from '../model/backend';
 import { Executor, frozenParams } from '../model/execute';
 import { Graph, GraphNode, activationNodes } from '../model/graph';
 import { Interval, unitMap } from '../numerics/chebyshev';
-import { PolyActivation } from '../numerics/polynomial';
+import { PolyActivation, polyTerms } from '../numerics/polynomial';
 import { Progress, gather } from '../profile/profiler';
 import { Rng } from '../rng';
 import { TAPE_BYTES, tapeBytesPerSample } from '../fit/tune';
@@ -37,9 +38,12 @@ export interface FinetuneOptions {
   /** Planned passes over the samples (the learning-rate schedule spans them). */
   epochs: number;
   batchSize: number;
-  /** Adam step size of the weights. */
+  /** Adam step size of the weights (both step sizes are for this batch size; see finetune()). */
   lr: number;
-  /** Adam step size of the coefficients, relative to each layer's largest starting coefficient. */
+  /**
+   * Adam step size of the coefficients, relative to each layer's largest starting coefficient and
+   * divided by its number of terms (TrainablePoly's perTerm).
+   */
   coeffLr: number;
   /** Largest global norm of one step's gradient. */
   clipNorm: number;
@@ -50,6 +54,8 @@ export interface FinetuneOptions {
   maxSeconds?: number;
   signal?: AbortSignal;
   onProgress?: Progress;
+  /** After every step whose loss was finite: the step's cross-entropy and range loss (for traces). */
+  onStep?: (step: number, loss: number, rangeLoss: number) => void;
   /** After every epoch, with the model as it is then (for per-epoch measurements; not timed). */
   onEpoch?: (e: EpochResult, now: FinetunedModel) => Promise<void>;
 }
@@ -58,22 +64,25 @@ export interface FinetuneOptions {
  * Settings of the baseline, fine-tuning from the uniform fit, chosen so that it is not a straw
  * man: on mnist-cnn at he-approx's degrees (3, 3, 3), 5,000 calibration images, held-out drop
  * after 5 epochs (bench/finetune.ts --lr X --coeff-lr Y --starts uniform; one run each, 2 cores,
- * before the warm-up was added): weights' lr 1e-4 / 3e-4 / 1e-3 / 3e-3 with the coefficients' 1e-3:
- * 2.88 / 1.88 / 1.26 / 0.80 pp; with 1e-2 (and lr 1e-2): 0.46 / 0.30 / 0.32 / 0.16 / 0.08 pp; with
- * 3e-2 (lr 1e-3 / 3e-3 / 1e-2): 0.40 / 0.10 / -0.14 pp. The largest steps won: the coefficients
- * start 69 pp off and must move far. With the warm-up: -0.06 pp.
+ * before the warm-up was added; coefficient steps here in the units of that sweep, before they
+ * were divided by the number of terms, i.e. 4x smaller than this preset's): weights' lr 1e-4 /
+ * 3e-4 / 1e-3 / 3e-3 with the coefficients' 1e-3: 2.88 / 1.88 / 1.26 / 0.80 pp; with 1e-2 (and lr
+ * 1e-2): 0.46 / 0.30 / 0.32 / 0.16 / 0.08 pp; with 3e-2 (lr 1e-3 / 3e-3 / 1e-2): 0.40 / 0.10 /
+ * -0.14 pp. The largest steps won: the coefficients start 69 pp off and must move far. With the
+ * warm-up: -0.06 pp. A deep network wants smaller steps: bench/finetune.ts gives ResNet-20 its own.
  */
-export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 1e-2, coeffLr: 3e-2, clipNorm: 5, rangeWeight: 0.1 };
+export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 1e-2, coeffLr: 0.12, clipNorm: 5, rangeWeight: 0.1 };
 
 /**
  * Settings of `--finetune-epochs`, which starts from he-approx's result: a start that is already
- * good wants small steps. From it on mnist-cnn (0.26 pp), 5 epochs, same measurement: lr 1e-4 /
- * 3e-4 / 1e-3 / 1e-3 with the coefficients' 1e-3 / 3e-3 / 3e-3 / 1e-2 ended at 0.06 / 0.08 / -0.08 /
- * -0.10 pp, best epochs 0.02 / 0.04 / -0.08 / -0.10, first epochs 0.66 / 0.60 / 1.16 / 1.34 (every
- * setting first loses some of the start: Adam moves every weight by about lr per step). The middle
- * one; BASELINE_FINETUNE's steps from here lost 3.35 pp in the first epoch.
+ * good wants small steps. From it on mnist-cnn (0.26 pp), 5 epochs, same measurement and the
+ * same units as above (coefficients 4x smaller than here): lr 1e-4 / 3e-4 / 1e-3 / 1e-3 with the
+ * coefficients' 1e-3 / 3e-3 / 3e-3 / 1e-2 ended at 0.06 / 0.08 / -0.08 / -0.10 pp, best epochs
+ * 0.02 / 0.04 / -0.08 / -0.10, first epochs 0.66 / 0.60 / 1.16 / 1.34 (every setting first loses
+ * some of the start: Adam moves every weight by about lr per step). The middle one;
+ * BASELINE_FINETUNE's steps from here lost 3.35 pp in the first epoch.
  */
-export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 3e-4, coeffLr: 3e-3, clipNorm: 5, rangeWeight: 0.1 };
+export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 3e-4, coeffLr: 1.2e-2, clipNorm: 5, rangeWeight: 0.1 };
 
 export interface EpochResult {
   epoch: number;
@@ -153,9 +162,9 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
   const missing = acts.find((a) => !start.has(a.id));
   if (missing) throw new Error(`no starting polynomial for ${missing.name}`);
   const ex = new Executor(g, { trainable: true });
-  const polys = acts.map((a) => new TrainablePoly(start.get(a.id)!));
+  const polys = acts.map((a) => new TrainablePoly(start.get(a.id)!, true));
   // The tape holds every layer's Clenshaw recurrence, as in coefficient tuning (tune.ts).
-  const degree = (a: GraphNode) => { const p = start.get(a.id)!; return (p.channels ? p.channels.coeffs[0].length : p.coeffs.length) - 1; };
+  const degree = (a: GraphNode) => polyTerms(start.get(a.id)!) - 1;
   const batchSize = Math.max(1, Math.min(o.batchSize, Math.floor(TAPE_BYTES / tapeBytesPerSample(acts, degree, g))));
   // While training, each polynomial sees its input clamped to its interval: outside it a
   // polynomial grows like T_d, and in a deep network one such value overflows every layer after
@@ -163,8 +172,14 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
   // The range loss, on the unclamped input, pulls the values inside, where the clamp does
   // nothing; every measurement runs without it, as the encrypted model will.
   const clamps = polys.map((p) => clampTo(p.intervals));
-  const weightOpt = tf.train.adam(o.lr);
-  const coeffOpt = tf.train.adam(o.coeffLr);
+  // A batch the tape made smaller takes more steps per epoch: both step sizes shrink in
+  // proportion (the linear scaling rule, Goyal et al. 2017; coefficient tuning does the same).
+  // ResNet-20 (batch 25 of 64), he-approx's start, one epoch on 500 images: the weights alone at
+  // lr 3e-4 took the cross-entropy from 0.48 to 1.05 in ten steps, at 1e-4 to 0.73 and then down.
+  const lr = o.lr * batchSize / o.batchSize;
+  const coeffLr = o.coeffLr * batchSize / o.batchSize;
+  const weightOpt = tf.train.adam(lr);
+  const coeffOpt = tf.train.adam(coeffLr);
   const weights = ex.variables();
   const deltas = polys.map((p) => p.delta);
   const isWeight = new Set(weights.map((v) => v.name));
@@ -189,8 +204,8 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
         const m = Math.min(batchSize, n - s);
         const bIdx = Int32Array.from(order.subarray(s, s + m), (i) => idx[i]);
         const f = schedule(step, total, stepsPerEpoch);
-        setLr(weightOpt, o.lr * f);
-        setLr(coeffOpt, o.coeffLr * f);
+        setLr(weightOpt, lr * f);
+        setLr(coeffOpt, coeffLr * f);
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
           const hard = tf.oneHot(tf.tensor1d(Array.from(bIdx, (i) => labels[i]), 'int32'), per);
@@ -212,6 +227,7 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
           if (w.length) weightOpt.applyGradients(w);
           coeffOpt.applyGradients(c);
           lossSum += ce; rangeSum += rl; counted++;
+          o.onStep?.(step, ce, rl);
         });
         step++;
         o.onProgress?.(step / total, `fine-tuning: epoch ${e + 1}/${o.epochs}, step ${step}/${total}`);

@@ -1,15 +1,15 @@
 /**
  * A polynomial activation whose Chebyshev coefficients are trainable: coefficients = start +
  * scale * delta, with delta a tf.Variable starting at zero and scale the largest starting
- * coefficient, so that one learning rate moves every layer by the same relative amount whatever
- * its coefficients' magnitude. The interval and the per-channel offset stay fixed: the depth and
+ * coefficient (times `perTerm`'s factor, below), so that one learning rate moves every layer by
+ * the same relative amount whatever its coefficients' magnitude. The interval and the per-channel offset stay fixed: the depth and
  * the folded affine maps are what the degree selection priced. Coefficient tuning (tune.ts) and
  * approximation-aware fine-tuning (finetune/finetune.ts) both train these.
  */
 import { tf } from '../model/backend';
 import { clenshaw } from '../model/execute';
 import { Interval } from '../numerics/chebyshev';
-import { PolyActivation } from '../numerics/polynomial';
+import { PolyActivation, polyTerms } from '../numerics/polynomial';
 
 export class TrainablePoly {
   /** Starting coefficients, K x C (per channel) or K. */
@@ -20,10 +20,19 @@ export class TrainablePoly {
   private readonly offset: tf.Tensor | null;
   private readonly from: PolyActivation;
 
-  constructor(p: PolyActivation) {
+  /**
+   * `perTerm`: divide the scale by the number of coefficients K. Adam moves every coefficient by
+   * about the step size at each step whatever its gradient, and since |T_k| <= 1 on the interval,
+   * K coefficients moved by s move the polynomial by up to K * s: a degree-31 polynomial eight
+   * times as far as a degree-3 one at the same step size. Per term, every polynomial moves by at
+   * most the step size (relative to its largest coefficient) whatever its degree. Fine-tuning
+   * needs it (ResNet-20, degrees 7-31, coefficients alone at a relative step of 3e-3: cross-entropy
+   * 0.48 -> 16.6 in ten steps, values beyond 1e38); coefficient tuning's steps were chosen without.
+   */
+  constructor(p: PolyActivation, perTerm = false) {
     this.from = p;
     const ch = p.channels;
-    const K = ch ? ch.coeffs[0].length : p.coeffs.length;
+    const K = polyTerms(p);
     let scale = 0;
     if (ch) {
       const C = ch.coeffs.length;
@@ -34,7 +43,7 @@ export class TrainablePoly {
       this.start = tf.tensor1d(Array.from(p.coeffs));
       for (let k = 0; k < K; k++) scale = Math.max(scale, Math.abs(p.coeffs[k]));
     }
-    this.scale = Math.max(scale, 1e-6);
+    this.scale = Math.max(scale, 1e-6) / (perTerm ? K : 1);
     this.delta = tf.variable(tf.zerosLike(this.start));
     this.intervals = ch ? ch.intervals : { a: p.a, b: p.b };
     this.offset = p.channelOffset ? tf.tensor1d(p.channelOffset) : null;
