@@ -13,8 +13,14 @@ export const MNIST_TEST_IMAGES = path.join(MNIST_DIR, 't10k-images-idx3-ubyte');
 export const MNIST_TEST_LABELS = path.join(MNIST_DIR, 't10k-labels-idx1-ubyte');
 export const example = (name: string) => path.join(ROOT, 'examples', name, 'model.json');
 
+const made: string[] = [];
+
+/** A fresh temporary directory, removed when the test process exits (each test file is one). */
 export function tmpDir(prefix = 'he-approx-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (!made.length) process.on('exit', () => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(d);
+  return d;
 }
 
 /** Saves a tfjs model as model.json + weights.bin in `dir`, as tfjs model.save() does. */
