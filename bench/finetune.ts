@@ -66,7 +66,7 @@ function stringArg(name: string): string | undefined {
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 
-interface Curve { start: string; degrees: number[]; points: { epoch: number; seconds: number; drop: number; safe: boolean }[] }
+interface Curve { start: string; degrees: number[]; points: { epoch: number; seconds: number; drop: number; safe: boolean; maxAbs: number; outside: number }[] }
 
 type Settings = Omit<FinetuneOptions, 'seed' | 'epochs'>;
 
@@ -81,7 +81,8 @@ async function curve(o: AnalyzeOptions, report: Report, start: string, polys: Ma
   const base = report.plaintext.accuracy;
   const measure = async (g: typeof model.graph, p: Map<number, PolyActivation>) => {
     const m = await measureModel(g, ds, split.heldout, acts, p, { batchSize: s.batchSize });
-    return { drop: 100 * (base - m.accuracy), safe: m.safe };
+    // outside: the most held-out samples with a value outside one layer's interval (any layer).
+    return { drop: 100 * (base - m.accuracy), safe: m.safe, maxAbs: m.maxAbs, outside: Math.max(0, ...m.layers.map((l) => l.samplesOutside)) };
   };
   const points: Curve['points'] = [{ epoch: 0, seconds: 0, ...(await measure(model.graph, polys)) }];
   await finetune(model.graph, ds, split.calib, polys, {
@@ -89,7 +90,8 @@ async function curve(o: AnalyzeOptions, report: Report, start: string, polys: Ma
     onEpoch: async (e, now) => {
       points.push({ epoch: e.epoch, seconds: e.seconds, ...(await measure(now.graph, now.polys)) });
       const p = points[points.length - 1];
-      console.log(`    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}`);
+      console.log(`    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}, `
+        + `largest |value| ${p.maxAbs.toExponential(1)}, up to ${p.outside} of ${split.heldout.length} samples outside a layer's interval`);
     },
   });
   return { start, degrees: acts.map((a) => polyTerms(polys.get(a.id)!) - 1), points };
