@@ -56,14 +56,14 @@ const BASELINE_FOR: Record<string, Partial<Settings>> = {
   resnet20: { lr: 3e-4, coeffLr: 3e-2 },
 };
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
-
 function stringArg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+function arg(name: string, dflt: number): number {
+  const v = stringArg(name);
+  return v === undefined ? dflt : Number(v);
 }
 
 interface Curve { start: string; degrees: number[]; points: { epoch: number; seconds: number; drop: number; safe: boolean; maxAbs: number; outside: number }[] }
@@ -128,9 +128,9 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
     ['he-approx result', polysFromReport(report), withArgs(FINETUNE_DEFAULTS)],
   ];
   const curves: Curve[] = [];
-  const want = String(process.argv[process.argv.indexOf('--starts') + 1] ?? '');
+  const want = stringArg('starts');
   const keys = ['uniform', 'uniform-degrees', 'he-approx'];
-  const chosen = process.argv.includes('--starts') ? starts.filter((_, k) => want.split(',').includes(keys[k])) : starts;
+  const chosen = want !== undefined ? starts.filter((_, k) => want.split(',').includes(keys[k])) : starts;
   for (const [label, polys, settings] of chosen) curves.push(await curve(o, report, label, polys, settings, epochs, cap));
   console.log(`  ${'start'.padEnd(32)} ${'degrees'.padEnd(22)} ${'epoch 0'.padStart(8)} ${'best'.padStart(8)} ${'reaches he-approx drop'.padStart(28)} ${'drop at he-approx time'.padStart(24)}`);
   for (const c of curves) {

@@ -31,7 +31,7 @@ import { Interval, unitMap } from '../numerics/chebyshev';
 import { PolyActivation, polyTerms } from '../numerics/polynomial';
 import { Progress, gather } from '../profile/profiler';
 import { Rng } from '../rng';
-import { TAPE_BYTES, tapeBytesPerSample } from '../fit/tune';
+import { TAPE_BYTES, tapeBatch } from '../fit/tune';
 import { TrainablePoly } from '../fit/trainablePoly';
 
 export interface FinetuneOptions {
@@ -164,8 +164,7 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
   const ex = new Executor(g, { trainable: true });
   const polys = acts.map((a) => new TrainablePoly(start.get(a.id)!, true));
   // The tape holds every layer's Clenshaw recurrence, as in coefficient tuning (tune.ts).
-  const degree = (a: GraphNode) => polyTerms(start.get(a.id)!) - 1;
-  const batchSize = Math.max(1, Math.min(o.batchSize, Math.floor(TAPE_BYTES / tapeBytesPerSample(acts, degree, g))));
+  const batchSize = tapeBatch(acts, (a) => polyTerms(start.get(a.id)!) - 1, g, TAPE_BYTES, o.batchSize);
   // While training, each polynomial sees its input clamped to its interval: outside it a
   // polynomial grows like T_d, and in a deep network one such value overflows every layer after
   // it (ResNet-20 from the uniform fit: 7 of 8 batches had a non-finite loss, nothing trained).

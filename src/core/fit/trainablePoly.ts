@@ -2,8 +2,9 @@
  * A polynomial activation whose Chebyshev coefficients are trainable: coefficients = start +
  * scale * delta, with delta a tf.Variable starting at zero and scale the largest starting
  * coefficient (times `perTerm`'s factor, below), so that one learning rate moves every layer by
- * the same relative amount whatever its coefficients' magnitude. The interval and the per-channel offset stay fixed: the depth and
- * the folded affine maps are what the degree selection priced. Coefficient tuning (tune.ts) and
+ * the same relative amount whatever its coefficients' magnitude. The interval and the
+ * per-channel offset stay fixed: the depth and the folded affine maps are what the degree
+ * selection priced. Coefficient tuning (tune.ts) and
  * approximation-aware fine-tuning (finetune/finetune.ts) both train these.
  */
 import { tf } from '../model/backend';

@@ -69,8 +69,8 @@ export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = { epochs: 8, batchSize: 
  * activations), and the wasm backend's heap is capped at a few GB; ResNet-20 at degree 15 with
  * batches of 128 aborted it.
  */
-export function tapeBatch(acts: GraphNode[], fits: Map<number, Fit>, g: Executor['graph'], maxBytes: number, cap: number): number {
-  const perSample = tapeBytesPerSample(acts, (a) => fits.get(a.id)!.degree, g);
+export function tapeBatch(acts: GraphNode[], degree: (a: GraphNode) => number, g: Executor['graph'], maxBytes: number, cap: number): number {
+  const perSample = tapeBytesPerSample(acts, degree, g);
   return Math.max(1, Math.min(cap, Math.floor(maxBytes / perSample)));
 }
 
@@ -93,7 +93,7 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   // scaling rule, Goyal et al. 2017), so that the coefficients move as far per epoch. Measured on
   // ResNet-20 (batch 18 from tapeBatch, one epoch): lr 1e-3 unscaled took the drop from 0.40 to
   // 47.7 pp; 1e-4 and 2e-5 to -1.15 and -1.20.
-  const batchSize = tapeBatch(acts, fits, g, TAPE_BYTES, opts.batchSize);
+  const batchSize = tapeBatch(acts, (a) => fits.get(a.id)!.degree, g, TAPE_BYTES, opts.batchSize);
   const o = { ...opts, batchSize, lr: opts.lr * batchSize / opts.batchSize };
   // The original model's logits on the tuning samples: the distillation targets.
   const teacher = (await captureValues(ex, ds, idx, [g.output], {}, { batchSize: o.batchSize, signal: o.signal })).get(g.output)!;
