@@ -43,6 +43,38 @@ test('multiplication counts match OpenFHE where OpenFHE also uses optimal depth'
   assert.equal(planPolynomial(59).nonScalarMults, 16);
 });
 
+test('plans one and two levels above the optimum: fewer multiplications, never more than OpenFHE at its depth, exact at the planned depth', () => {
+  // OpenFHE EvalChebyshevSeriesPS (field notes): 5, 8, 11, 16 at d = 7, 15, 31, 63 with one level
+  // more than ceil(log2(d+1)); Lattigo 5, 8, 13, 18 at the optimum, as ours.
+  const openfhe: Record<number, number> = { 7: 5, 15: 8, 31: 11, 63: 16 };
+  const lattigo: Record<number, number> = { 7: 5, 15: 8, 31: 13, 63: 18 };
+  for (const d of [3, 7, 15, 31, 63]) {
+    const p0 = planPolynomial(d);
+    const p1 = planPolynomial(d, 1);
+    const p2 = planPolynomial(d, 2);
+    if (lattigo[d]) assert.equal(p0.nonScalarMults, lattigo[d], `degree ${d} at the optimum`);
+    if (openfhe[d]) assert.ok(p1.nonScalarMults <= openfhe[d], `degree ${d} at OpenFHE's depth: ${p1.nonScalarMults} > ${openfhe[d]}`);
+    assert.ok(p1.nonScalarMults <= p0.nonScalarMults && p2.nonScalarMults <= p1.nonScalarMults);
+    // A level is spent only where it buys a multiplication.
+    for (const [a, b] of [[p0, p1], [p1, p2]]) if (b.nonScalarMults === a.nonScalarMults) assert.equal(b.depth, a.depth);
+  }
+  assert.deepEqual([31, 63].map((d) => planPolynomial(d, 1).nonScalarMults), [11, 16]);
+  for (let d = 1; d <= 63; d++) {
+    for (const extra of [1, 2]) {
+      const plan = planPolynomial(d, extra);
+      assert.ok(plan.depth <= optimalDepth(d) + extra);
+      const c = Array.from({ length: d + 1 }, (_, i) => Math.sin(2 * i + 1) / (i + 1));
+      for (const t of [-0.9, 0.3, 0.97]) {
+        const { ar, mults } = tracker();
+        const r = evaluatePlan(plan, c, { v: t, d: 0 }, ar);
+        assert.ok(Math.abs(r.v - chebvalUnit(t, c)) < 1e-12, `degree ${d} (+${extra}) value at ${t}`);
+        assert.ok(r.d <= plan.depth, `degree ${d} (+${extra}): used ${r.d} levels, planned ${plan.depth}`);
+        assert.equal(mults(), plan.nonScalarMults);
+      }
+    }
+  }
+});
+
 test('Chebyshev division: p = q T_g + r with deg r < g', () => {
   const c = Float64Array.from({ length: 20 }, (_, i) => Math.sin(i) + 0.1);
   for (const g of [2, 4, 8, 16]) {

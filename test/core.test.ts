@@ -8,7 +8,8 @@ import { Rng } from '../src/core/rng';
 import { ActivationKind, activationFn } from '../src/core/numerics/activations';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor, applyPoly, clenshaw } from '../src/core/model/execute';
-import { activationCost, publishedCosts } from '../src/core/cost/cost';
+import { activationCost, networkDepth, publishedCosts, spendSpareLevels } from '../src/core/cost/cost';
+import { loadModel } from '../src/core/model/load';
 import { chebval } from '../src/core/numerics/chebyshev';
 import { Graph } from '../src/core/model/graph';
 
@@ -160,13 +161,43 @@ test('per-channel statistics and fits: exact channel ranges, samples from their 
   x.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, channels.coeffs[i % C], channels.intervals[i % C])) < 1e-4, `value ${i}`));
 });
 
-test('cost model: depth ceil(log2(d+1)) plus one unfoldable affine level; latency grows with degree', () => {
+test('cost model: series depth ceil(log2(d+1)), degree 2 one level and degree 1 none when folded, plus one unfoldable input level', () => {
   const costs = publishedCosts(32768);
-  assert.equal(activationCost(7, true, costs).depth, 3);
-  assert.equal(activationCost(7, false, costs).depth, 4);
-  assert.equal(activationCost(8, true, costs).depth, 4);
-  assert.equal(activationCost(63, true, costs).depth, 6);
-  assert.ok(activationCost(15, true, costs).latencyMs > activationCost(7, true, costs).latencyMs);
+  const fold = (form: 'series' | 'affine' | 'square', intoPrevious: boolean) => ({ form, intoPrevious, mixedSigns: false, why: null });
+  assert.equal(activationCost(7, fold('series', true), costs).depth, 3);
+  assert.equal(activationCost(7, fold('series', false), costs).depth, 4);
+  assert.equal(activationCost(8, fold('series', true), costs).depth, 4);
+  assert.equal(activationCost(63, fold('series', true), costs).depth, 6);
+  assert.equal(activationCost(2, fold('series', true), costs).depth, 2, 'a degree-2 series (no square form) keeps its 2 levels');
+  assert.equal(activationCost(2, fold('square', true), costs).depth, 1);
+  assert.equal(activationCost(2, fold('square', false), costs).depth, 2);
+  assert.equal(activationCost(2, fold('square', true), costs).nonScalarMults, 1);
+  assert.equal(activationCost(1, fold('affine', true), costs).depth, 0);
+  assert.equal(activationCost(1, fold('affine', false), costs).depth, 1);
+  assert.equal(activationCost(1, fold('affine', true), costs).nonScalarMults, 0);
+  assert.ok(activationCost(15, fold('series', true), costs).latencyMs > activationCost(7, fold('series', true), costs).latencyMs);
+});
+
+test('spare levels: series take deeper plans with fewer multiplications while the network fits, the largest saving first', async () => {
+  const { example } = await import('./helpers');
+  const g = (await loadModel(example('mnist-mlp'))).graph;
+  const acts = g.nodes.filter((n) => n.spec.op === 'activation');
+  const costs = publishedCosts(32768);
+  const series = { form: 'series' as const, intoPrevious: true, mixedSigns: false, why: null };
+  const degrees = acts.map((_, l) => (l === 0 ? 31 : 15));
+  const costAt = (l: number, e: number) => activationCost(degrees[l], series, costs, e);
+  const depth = (extra: number[]) => networkDepth(g, new Map(acts.map((a, l) => [a.id, costAt(l, extra[l]).depth])));
+  const base = depth(acts.map(() => 0));
+  // Room for everything: each layer down to its cheapest plan within two extra levels (31: 13 -> 10, 15: 8 -> 6 multiplications).
+  const all = spendSpareLevels(g, acts, costAt, base + 10);
+  assert.deepEqual(all.slice(0, 2), [2, 2]);
+  assert.equal(costAt(0, all[0]).nonScalarMults, 10);
+  // One level: it goes where it saves most (degree 31 at +1: 13 -> 11 multiplications; degree 15: 8 -> 7).
+  const one = spendSpareLevels(g, acts, costAt, base + 1);
+  assert.deepEqual(one.slice(0, 2), [1, 0]);
+  assert.equal(depth(one), base + 1);
+  // No room: nothing changes.
+  assert.deepEqual(spendSpareLevels(g, acts, costAt, base), acts.map(() => 0));
 });
 
 test('node-seal cost measurement (N=8192) is cached and then used by the analysis', async () => {

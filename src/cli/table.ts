@@ -1,5 +1,5 @@
 /** Renders a report as plain-text tables for the terminal. */
-import { Report } from '../core/report';
+import { Report, describeFold } from '../core/report';
 
 function pad(cells: string[][], right: boolean[]): string {
   const w = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
@@ -30,6 +30,8 @@ export function renderReport(r: Report): string {
   out.push(`drop alone: predicted by the first-order screen on ${r.screen.samples} calibration samples (standard error about ${f2(r.screen.standardErrorPp)} pp); `
     + 'out (samples): held-out samples with a value outside the interval; max |x|: largest magnitude in or out of the activation on held-out data');
   if (r.layers.some((l) => l.chosen.affineLevel)) out.push('* includes one level for an input scaling that cannot be folded into the previous layer');
+  // Where the levels come from: the forms and folds (cost/fold.ts), one line per layer.
+  for (const l of r.layers) out.push(`  ${l.name}: ${describeFold(l.chosen)}`);
   out.push('');
   const s = [r.final, r.uniform];
   const cmp = [['', r.final.method, 'uniform baseline'],
@@ -49,7 +51,7 @@ export function renderReport(r: Report): string {
   const ft = r.finetune;
   if (ft) {
     out.push(`fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp`
-      + ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : 'not kept: the analysis\'s result is better or safer'}`
+      + ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : 'not kept: the analysis\'s result is better or safer'}`
       + `${ft.exported ? `, written to ${ft.exported}` : ''}`);
     if (ft.notExported) out.push(`note: ${ft.notExported}`);
     for (const f of ft.frozen) out.push(`note: fine-tuning kept ${f.layer}'s kernel fixed (${f.reason})`);

@@ -6,10 +6,10 @@
  * outputs; this driver only sequences them, threads progress and cancellation through, and
  * times them. Pure core: no printing.
  */
-import { activationCost, affineFoldable, networkDepth, publishedCosts } from './cost/cost';
+import { affineFoldable, networkDepth, polyCost, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
 import { UserError } from './errors';
-import { FitMethod, polysOf } from './fit/fit';
+import { FitMethod, polyOf, polysOf } from './fit/fit';
 import { initBackend } from './model/backend';
 import { Executor } from './model/execute';
 import { HeldoutCache, channelMeans, profileActivations } from './profile/profiler';
@@ -57,9 +57,10 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     // Select: the frontier of choices, within SEAL's chain or, deeper, planned for bootstrapping.
     const opCosts = o.costs ?? cachedSealCosts(s.ringSize) ?? publishedCosts(s.ringSize);
     const foldable = acts.map((a) => affineFoldable(g, a));
-    const costs = acts.map((_a, l) => s.degrees.map((d) => activationCost(d, foldable[l], opCosts)));
+    // Per method: a degree-2 candidate's cost depends on its coefficients (fold.ts).
+    const costs = new Map([...fit.candidates].map(([m, cs]) => [m, acts.map((a, l) => cs[l].map((f) => polyCost(g, a, polyOf(f), f.degree, opCosts, s.fold)))]));
     const linearDepth = networkDepth(g, new Map());
-    const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs)]));
+    const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!)]));
     const chainDepth = s.levelBudget - linearDepth;
     const meets = (depth: number) => choosers.get(s.method)!.frontier(s.budget, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
     const bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (chainDepth < 0 || !meets(chainDepth)) && meets(Infinity);
@@ -74,7 +75,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       seed: s.seed, tune: s.tune, labelWeight: s.labelWeight, signal: o.signal, onTuneProgress: (_f, msg) => clock.progress('search', searchAt, msg),
       timed: (f) => clock.timed('refine', f) });
     const search = (m: FitMethod) => searchDegrees({
-      acts, method: m, candidates: fit.candidates.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
+      acts, method: m, candidates: fit.candidates.get(m)!, layerDepth: (l, f, off) => polyCost(g, acts[l], polyOf(f, off), f.degree, opCosts, s.fold).depth,
+      costs: costs.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
       check: (fits) => clock.timed('verify', () => clock.timed('checks', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal }))),
       variants: m === 'data' ? refined : async function* plainOnly(plain) { yield plain; },
       measure: (v) => clock.timed('verify', () => measureHeldout(cache, acts, polysOf(acts, v.fits, v.offsets), o.signal)),
@@ -88,7 +90,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     clock.add('select', [...choosers.values()].reduce((sum, c) => sum + c.seconds, 0));
     clock.add('search', (Date.now() - tSearch) / 1000);
     if (!final.result) {
-      const least = costs.reduce((sum, cs) => sum + Math.min(...cs.map((c) => c.depth)), 0);
+      const least = costs.get(s.method)!.reduce((sum, cs) => sum + Math.min(...cs.map((c) => c.depth)), 0);
       throw new UserError('BUDGET_INFEASIBLE', `no choice of degrees in {${s.degrees.join(', ')}} fits ${s.levelBudget} levels: the linear layers need ${linearDepth} and the activations at least ${least}`,
         s.levelBudgetGiven ? 'raise --level-budget, or allow lower degrees with --degrees' : 'raise --level-budget (or --ring-size), or allow lower degrees with --degrees');
     }
@@ -96,6 +98,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     // Optional: fine-tune weights and coefficients from the chosen result (same degrees and levels).
     const finetuned = s.finetuneEpochs > 0 ? await clock.timed('finetune', () => finetuneStage({
       g, acts, ds, split, round: final.result!, baseAccuracy, epochs: s.finetuneEpochs, seed: s.seed, batchSize: s.batchSize, signal: o.signal,
+      layerDepth: (l, p) => polyCost(g, acts[l], p, final.result!.fits.get(acts[l].id)!.degree, opCosts, s.fold).depth,
       onProgress: (f, msg) => clock.progress('finetune', f, msg),
     })) : null;
     if (finetuned?.model) o.onFinetuned?.(finetuned.model);

@@ -61,6 +61,13 @@ export interface ChosenFit {
   depth: number;
   polyDepth: number;
   affineLevel: number;
+  /**
+   * How the polynomial is evaluated (cost/fold.ts): 'series' (Chebyshev, BSGS plan), 'affine'
+   * (degree 1: y = mul x + add) or 'square' (degree 2: sign u^2 + offset with u = mul x + add);
+   * intoPrevious: the previous linear layer (`into`, by its layer name) computes the input map
+   * (t, y or u); why: the reason a fold is not made, or null.
+   */
+  fold: { form: 'series' | 'affine' | 'square'; intoPrevious: boolean; into: string | null; mixedSigns: boolean; why: string | null };
   nonScalarMults: number;
   latencyMs: number;
   /** Sensitivity-predicted drop of this layer alone, percentage points. */
@@ -217,6 +224,8 @@ export interface FinetuneReport {
   perEpoch: { epoch: number; seconds: number; loss: number; rangeLoss: number; skipped: number; measuredDrop: number; safe: boolean }[];
   /** Layers whose kernels could not be trained, and why. */
   frozen: { layer: string; reason: string }[];
+  /** Layers whose fine-tuned coefficients would cost more levels (a lost fold); then not kept. */
+  levelsUp?: string[];
   /** Where the fine-tuned model was written (relative to report.json), null if it was not. */
   exported?: string | null;
   /** Why a kept fine-tuning was not exported, if it was not. */
@@ -249,6 +258,11 @@ export interface AnalyzeOptionsReport {
   tune: boolean;
   /** Weight of the label cross-entropy in coefficient tuning (0: distillation only, as without labels). */
   tuneLabelWeight: number;
+  /**
+   * Degree-1 and degree-2 polynomials folded into the linear layers (cost/fold.ts): the levels
+   * counted and the HE program follow it. Absent in reports made before folding: read as false.
+   */
+  fold?: boolean;
 }
 
 // ---- encrypted tests (he/layerTest.ts, he/modelTest.ts) add these to a report ----
@@ -315,6 +329,17 @@ export interface EncryptedModelReport {
 }
 
 /** The approximated model's activations, as the executor and the encrypted tests take them. */
+/** How a layer's polynomial is evaluated, in words, for the hosts (the CLI table, hovers). */
+export function describeFold(c: Pick<ChosenFit, 'fold' | 'polyDepth' | 'affineLevel'>): string {
+  const f = c.fold;
+  if (!f) return 'a Chebyshev series';
+  const lv = (n: number) => (n === 1 ? '1 level' : `${n} levels`);
+  const form = f.form === 'square' ? `a signed square (${lv(c.polyDepth)})` : f.form === 'affine' ? 'an affine map' : `a Chebyshev series (${lv(c.polyDepth)})`;
+  const map = f.form === 'affine' ? 'computed' : f.form === 'square' ? 'its input u computed' : 'its input t computed';
+  if (f.intoPrevious) return `${form}, ${map} by ${f.into ?? 'the previous layer'} at no level`;
+  return `${form}, ${f.form === 'affine' ? '' : 'its input '}by a plaintext multiplication (1 level)${f.why ? `: ${f.why}` : ''}`;
+}
+
 export function polysFromReport(r: Pick<Report, 'layers'>): Map<number, PolyActivation> {
   return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
     channels: l.chosen.channels ?? undefined, channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));

@@ -3,7 +3,7 @@
  * hover text, anchored at layer ranges (layerRanges.ts). vscode-free: the extension host converts
  * these records into vscode.Diagnostic / CodeLens / Hover, and tests run on plain Node.
  */
-import { Report } from '../core/report';
+import { Report, describeFold } from '../core/report';
 import { LayerRanges, TextRange } from './layerRanges';
 
 export type Severity = 'error' | 'warning' | 'information';
@@ -76,6 +76,7 @@ export function reportHover(report: Report, layer: string): string | null {
       `- interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}]; inputs seen ${l.stats.min.toPrecision(4)}..${l.stats.max.toPrecision(4)} (mean ${l.stats.mean.toPrecision(3)}, std ${l.stats.std.toPrecision(3)})`,
       `- error: RMS on the data ${c.rmsData.toExponential(2)}, max on the observed range ${c.maxErrObserved.toExponential(2)}; max |p| on the interval ${c.maxAbsInterval.toPrecision(3)}`,
       `- cost: ${c.depth} levels${c.affineLevel ? ' (one for the input scaling)' : ''}, ${c.nonScalarMults} ciphertext multiplications, about ${c.latencyMs.toFixed(0)} ms per ciphertext`,
+      `- evaluated as ${describeFold(c)}`,
       `- predicted accuracy drop of this layer alone: ${pp(c.predictedDrop)}; uniform baseline needs degree ${l.uniformChosen?.degree ?? '-'}`,
       '',
       `[Show fit](command:heApprox.showPanel?${args})`,

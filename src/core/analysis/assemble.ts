@@ -5,9 +5,11 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ActivationCost, OpCosts, networkDepth } from '../cost/cost';
+import { ActivationCost, OpCosts, networkDepth, polyCost, spendSpareLevels } from '../cost/cost';
+import type { Fold } from '../cost/fold';
 import { planBootstraps } from '../cost/bootstrap';
-import { FitMethod, assessFit } from '../fit/fit';
+import { FitMethod, assessFit, polyOf } from '../fit/fit';
+import { RING_LEVELS } from '../he/params';
 import { actSpec } from '../model/graph';
 import { describeActivation } from '../numerics/activations';
 import { ValueStats } from '../profile/stats';
@@ -42,8 +44,8 @@ export interface Assembly {
   stats: Map<number, ValueStats>;
   fit: FitStage;
   screen: Screen;
-  /** Per activation, per candidate degree: its cost. */
-  costs: ActivationCost[][];
+  /** Per method, per activation, per candidate degree: its cost. */
+  costs: Map<FitMethod, ActivationCost[][]>;
   foldable: boolean[];
   opCosts: OpCosts;
   backend: string;
@@ -75,6 +77,40 @@ function incompatibilities(g: Assembly['inputs']['model']['graph'], maxPooling: 
   return { list, warnings };
 }
 
+type Round = NonNullable<SearchResult['result']>;
+
+/** Layer l's cost in a round with `extra` plan levels, from its final coefficients (never more than its candidate's: search.ts). */
+function layerCost(a: Assembly, r: Round, l: number, extra: number): ActivationCost & { fold: Fold } {
+  const n = a.inputs.acts[l];
+  const fit = r.fits.get(n.id)!;
+  return polyCost(a.inputs.model.graph, n, polyOf(fit, r.offsets.get(n.id)), fit.degree, a.opCosts, a.s.fold, extra);
+}
+
+const spareCache = new WeakMap<Round, number[]>();
+/**
+ * Each layer's extra plan levels (cost.ts: spendSpareLevels) within the chain of the smallest SEAL
+ * ring that holds the round's network, capped by the level budget; none when bootstrapping.
+ */
+function roundExtras(a: Assembly, r: Round): number[] {
+  const have = spareCache.get(r);
+  if (have) return have;
+  const { acts } = a.inputs;
+  const g = a.inputs.model.graph;
+  let extras = acts.map(() => 0);
+  if (!a.bootstrapping) {
+    const depth = networkDepth(g, new Map(acts.map((n, l) => [n.id, layerCost(a, r, l, 0).depth])));
+    const chain = Object.values(RING_LEVELS).sort((x, y) => x - y).find((lv) => lv >= depth);
+    if (chain !== undefined) extras = spendSpareLevels(g, acts, (l, e) => layerCost(a, r, l, e), Math.min(chain, a.s.levelBudget));
+  }
+  spareCache.set(r, extras);
+  return extras;
+}
+
+/** Layer l's cost in a round, spare levels spent. */
+function roundCost(a: Assembly, r: Round, l: number): ActivationCost & { fold: Fold } {
+  return layerCost(a, r, l, roundExtras(a, r)[l]);
+}
+
 function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
   const { acts } = a.inputs;
   const g = a.inputs.model.graph;
@@ -83,11 +119,11 @@ function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
     return { method: name, degrees: {}, activationDepth: NaN, networkDepth: NaN, nonScalarMults: NaN, latencyMs: NaN, predictedDrop: NaN,
       measuredDrop: NaN, accuracy: NaN, meetsBudget: false, rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: false, maxAbs: NaN, bootstraps: NaN };
   }
-  const cost = (l: number) => a.costs[l][r.pick.picks[l]];
+  const cost = (l: number) => roundCost(a, r, l);
   const depths = new Map(acts.map((n, l) => [n.id, cost(l).depth]));
   return {
-    method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: r.pick.depth,
-    networkDepth: networkDepth(g, depths), nonScalarMults: r.pick.mults, latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
+    method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: acts.reduce((s, _, l) => s + cost(l).depth, 0),
+    networkDepth: networkDepth(g, depths), nonScalarMults: acts.reduce((s, _, l) => s + cost(l).nonScalarMults, 0), latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
     predictedDrop: r.pick.predictedDrop, measuredDrop: r.drop, accuracy: r.measured.accuracy, meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
     rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: r.measured.safe,
     maxAbs: r.measured.maxAbs,
@@ -104,7 +140,7 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
     const act = actSpec(n);
     const fit = fr.fits.get(n.id)!;
     const k = fr.pick.picks[l];
-    const c = a.costs[l][k];
+    const c = roundCost(a, fr, l);
     const range = fr.measured.layers[l];
     const w: string[] = [];
     if (range.samplesOutside > 0) {
@@ -121,7 +157,7 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
     if (layerDrop > 0.5 * s.budget && acts.length > 1) w.push(`${n.name} alone uses ${(100 * layerDrop / s.budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree} (predicted)`);
     const uq = assessFit(act, fit.coeffs, fit.interval, st.sample, st);
     const rows = (m: 'data' | 'uniform'): DegreeResult[] => a.fit.candidates.get(m)![l].map((f, j) => ({
-      degree: f.degree, depth: a.costs[l][j].depth, nonScalarMults: a.costs[l][j].nonScalarMults, drop: dropAlone(m, l, j),
+      degree: f.degree, depth: a.costs.get(m)![l][j].depth, nonScalarMults: a.costs.get(m)![l][j].nonScalarMults, drop: dropAlone(m, l, j),
       rmsData: f.rmsData, maxErrObserved: f.maxErrObserved, maxAbsInterval: f.maxAbsInterval,
     }));
     const off = fr.offsets.get(n.id);
@@ -135,12 +171,12 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
       chosen: {
         method: fit.method, degree: fit.degree, basis: 'chebyshev', interval: fit.interval, coeffs: fit.coeffs, channelOffset: off ? Array.from(off) : null,
         channels: fit.channels ?? null,
-        depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
+        depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, fold: { ...c.fold, into: c.fold.intoPrevious ? a.inputs.model.graph.nodes[n.inputs[0]].layer : null }, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
         predictedDrop: layerDrop, rmsData: uq.rmsData, maxErrObserved: uq.maxErrObserved, maxAbsInterval: uq.maxAbsInterval,
         heldoutOutside: { fraction: range.fractionOutside, count: range.valuesOutside, samples: range.samplesOutside, min: range.min, max: range.max,
           maxAbsIn: range.maxAbsIn, maxAbsOut: range.maxAbsOut, nonFinite: range.nonFinite },
       },
-      uniformChosen: uk === undefined ? null : { degree: a.costs[l][uk].degree, depth: a.costs[l][uk].depth, predictedDrop: dropAlone('uniform', l, uk) },
+      uniformChosen: uk === undefined || !ur ? null : { degree: roundCost(a, ur, l).degree, depth: roundCost(a, ur, l).depth, predictedDrop: dropAlone('uniform', l, uk) },
       warnings: w,
     };
   });
@@ -180,7 +216,7 @@ export function assembleReport(a: Assembly): Report {
       sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
     options: { inputScale: prep.scale ?? 'auto', inputNormalization: prep.normalize ?? null, budget: s.budget, levelBudget: s.levelBudget, degrees: s.degrees, margin: s.margin,
       marginGrowth: s.marginGrowth, floor: s.floor, batchSize: s.batchSize, reservoir: s.reservoir, refineSamples: s.refineSamples, screenSamples: s.screenSamples,
-      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
+      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
     backend: a.backend, costs: a.opCosts, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
     plaintext: { accuracy: a.baseAccuracy },
     layers, final, uniform, refinements: fr.refinements, maxPooling: a.maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,

@@ -2,9 +2,10 @@
  * The optional last stage (`--finetune-epochs N`): approximation-aware fine-tuning of the
  * network's weights and the chosen polynomials' coefficients from the analysis's result, on the
  * calibration samples with their labels (finetune/finetune.ts), measured on the same held-out
- * samples as the analysis. Degrees, intervals and levels do not change. The result is kept only
- * when it is safe and its measured drop is no worse than the analysis's; either way the report
- * says what it measured.
+ * samples as the analysis. Degrees and intervals do not change. The result is kept only when it
+ * is safe, its measured drop is no worse than the analysis's, and no layer's new coefficients
+ * cost more levels (a degree-2 square fold can be lost: cost/fold.ts); either way the report says
+ * what it measured.
  */
 import { Dataset, Split } from '../data/read';
 import { polysOf } from '../fit/fit';
@@ -28,6 +29,8 @@ export interface FinetuneStageInput {
   batchSize: number;
   signal?: AbortSignal;
   onProgress?: Progress;
+  /** Levels of activation l evaluated as polynomial p (the cost model's, folds included). */
+  layerDepth: (l: number, p: PolyActivation) => number;
 }
 
 export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: FinetuneReport; model: FinetunedModel | null }> {
@@ -44,12 +47,14 @@ export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: Fi
   });
   const m = await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass);
   const drop = dropOf(m.accuracy);
-  const kept = m.safe && drop <= i.round.drop + 1e-9;
+  const before = polysOf(i.acts, i.round.fits, i.round.offsets);
+  const levelsUp = i.acts.filter((a, l) => i.layerDepth(l, r.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!)).map((a) => a.name);
+  const kept = m.safe && drop <= i.round.drop + 1e-9 && !levelsUp.length;
   const report: FinetuneReport = {
     epochs: i.epochs, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
     seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
     analysisDrop: i.round.drop, measuredDrop: drop, accuracy: m.accuracy, safe: m.safe, maxAbs: m.maxAbs, kept,
-    perEpoch, frozen: r.frozen,
+    perEpoch, frozen: r.frozen, levelsUp,
     layers: finetuneLayers(i.acts, r.polys),
   };
   return { report, model: kept ? { graph: r.graph, polys: r.polys } : null };

@@ -48,6 +48,10 @@ export interface SearchContext {
   acts: GraphNode[];
   method: FitMethod;
   candidates: Fit[][];
+  /** Per layer, per candidate: its levels (the DP's costs). */
+  costs: { depth: number }[][];
+  /** Levels of layer l with a variant's fit: a refinement must not cost more than its candidate (fold.ts). */
+  layerDepth: (l: number, fit: Fit, offset: Float32Array | null | undefined) => number;
   budget: number;
   /** Choices by increasing levels and decreasing predicted drop (DegreeChooser.frontier). */
   frontier: DegreePick[];
@@ -110,6 +114,9 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
     const measured: Measured[] = [];
     let best: Measured | null = null;
     for await (const v of c.variants(plain, measured)) {
+      // Refined coefficients can break a degree-2 fold the choice's levels count on.
+      const over = c.acts.findIndex((a, l) => c.layerDepth(l, v.fits.get(a.id)!, v.offsets.get(a.id)) > c.costs[l][pick.picks[l]].depth);
+      if (over >= 0) { c.onRound?.(rounds, `${c.method}: round ${rounds}, ${v.name} skipped: it would cost ${c.acts[over].name} more levels`); continue; }
       const m = await c.measure(v);
       const entry = { ...v, measured: m, drop: pct(m.accuracy), safe: m.safe };
       measured.push(entry);

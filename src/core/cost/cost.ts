@@ -1,15 +1,18 @@
 /**
  * Encryption cost model for CKKS.
  *
- * - A degree-d polynomial costs ceil(log2(d+1)) levels with the depth-optimal baby-step
- *   giant-step plan (numerics/bsgs.ts), plus one level when the affine map of its input to
- *   [-1, 1] cannot be folded into the preceding linear layer.
+ * - A degree-d polynomial (d >= 3) costs ceil(log2(d+1)) levels with the depth-optimal baby-step
+ *   giant-step plan (numerics/bsgs.ts); degree 2 costs 1 level as a signed square and degree 1
+ *   none, as an affine map (fold.ts); each plus one level when its input map cannot be folded
+ *   into the preceding linear layer.
  * - Non-scalar multiplications are counted from the same plan.
  * - Latency is estimated from per-operation costs at the chosen ring size: measured with
  *   node-seal on this machine when available (sealCosts.ts), else published node-seal figures.
  */
 import { Graph, GraphNode, consumersOf } from '../model/graph';
 import { planPolynomial } from '../numerics/bsgs';
+import type { PolyActivation } from '../numerics/polynomial';
+import { Fold, foldLevels, foldMults, inputFold, planFold } from './fold';
 
 export interface OpCosts {
   ringSize: number;
@@ -49,17 +52,54 @@ export interface ActivationCost {
 
 /** True if the activation's input comes straight from a linear layer used by nothing else. */
 export function affineFoldable(g: Graph, act: GraphNode): boolean {
-  const src = g.nodes[act.inputs[0]];
-  if (!['dense', 'conv2d', 'batchnorm'].includes(src.spec.op)) return false;
-  return consumersOf(g, src.id).length === 1;
+  return inputFold(g, act).ok;
 }
 
-export function activationCost(degree: number, foldable: boolean, costs: OpCosts): ActivationCost {
-  const plan = planPolynomial(degree);
-  const affine = foldable ? 0 : 1;
+/**
+ * The cost of a degree-`degree` activation evaluated as `fold` says (fold.ts: planFold); a series
+ * may take a plan up to `extra` levels deeper with fewer multiplications (bsgs.ts).
+ */
+export function activationCost(degree: number, fold: Fold, costs: OpCosts, extra = 0): ActivationCost {
+  const plan = planPolynomial(degree, fold.form === 'series' ? extra : 0);
+  const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
   // Every coefficient is one scalar multiply-add; non-scalar products dominate at low levels.
-  const latency = plan.nonScalarMults * costs.mulRelinRescale + (degree + 1) * (costs.mulScalar + costs.add) + affine * costs.mulScalar;
-  return { degree, polyDepth: plan.depth, affineLevel: affine, depth: plan.depth + affine, nonScalarMults: plan.nonScalarMults, latencyMs: latency };
+  const mults = foldMults(fold, plan.nonScalarMults);
+  const scalars = fold.form === 'series' ? degree + 1 : 1;
+  const latency = mults * costs.mulRelinRescale + scalars * (costs.mulScalar + costs.add) + (affineLevel + (fold.mixedSigns ? 1 : 0)) * costs.mulScalar;
+  return { degree, polyDepth, affineLevel, depth: polyDepth + affineLevel, nonScalarMults: mults, latencyMs: latency };
+}
+
+/** The cost of activation `act` evaluated as the polynomial `p` of `degree`, folded where it can be. */
+export function polyCost(g: Graph, act: GraphNode, p: PolyActivation, degree: number, costs: OpCosts, forms = true, extra = 0): ActivationCost & { fold: Fold } {
+  const fold = planFold(g, act, p, degree, forms);
+  return { ...activationCost(degree, fold, costs, extra), fold };
+}
+
+/**
+ * Levels to spare: where the chosen degrees leave levels of the chain unused (`capacity`: the
+ * chain of the smallest ring that holds the network, or the level budget), series take plans one
+ * or two levels deeper with fewer multiplications (bsgs.ts), the largest estimated latency saving
+ * per level first, as long as the network still fits. The polynomials do not change, so neither
+ * does the accuracy. Returns each activation's extra levels over its optimal plan.
+ */
+export function spendSpareLevels(g: Graph, acts: GraphNode[], costAt: (l: number, extra: number) => ActivationCost, capacity: number): number[] {
+  const extra = acts.map(() => 0);
+  const depthWith = (l: number, e: number) => networkDepth(g, new Map(acts.map((a, k) => [a.id, costAt(k, k === l ? e : extra[k]).depth])));
+  for (;;) {
+    let best: { l: number; e: number; gain: number } | null = null;
+    for (let l = 0; l < acts.length; l++) {
+      const now = costAt(l, extra[l]);
+      for (let e = extra[l] + 1; e <= 2; e++) {
+        const next = costAt(l, e);
+        const levels = next.depth - now.depth;
+        if (levels <= 0 || next.latencyMs >= now.latencyMs || depthWith(l, e) > capacity) continue;
+        const gain = (now.latencyMs - next.latencyMs) / levels;
+        if (!best || gain > best.gain) best = { l, e, gain };
+      }
+    }
+    if (!best) return extra;
+    extra[best.l] = best.e;
+  }
 }
 
 /** Levels a node consumes outside activations: linear layers with plaintext weights. */

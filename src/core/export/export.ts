@@ -7,6 +7,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { affineLane, lanesOf, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import type { FinetunedModel } from '../finetune/finetune';
 import { Graph, GraphNode, ParamSource } from '../model/graph';
@@ -14,7 +15,8 @@ import { kerasWeight } from '../model/formats/kerasTopology';
 import { DT, OnnxTensor, tensorValues } from '../model/formats/onnx/proto';
 import { LoadedModel, modelFilePath, modelFormatOf } from '../model/load';
 import type { NamedWeight } from '../model/weights';
-import { Report } from '../report';
+import { unitMap } from '../numerics/chebyshev';
+import { Report, polysFromReport } from '../report';
 import { approximatedOnnx } from './onnxExport';
 import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
 
@@ -26,11 +28,31 @@ function channelsConfig(l: Report['layers'][number]): { interval: [number, numbe
   return ch ? ch.coeffs.map((c, k) => ({ interval: [ch.intervals[k].a, ch.intervals[k].b], coefficients: c })) : null;
 }
 
+/**
+ * What the levels counted for a layer assume (cost/fold.ts), per channel, so that another CKKS
+ * library reproduces them: the maps the previous layer absorbs, and the square's sign and offset.
+ */
+function foldConfig(l: Report['layers'][number]): unknown {
+  const f = l.chosen.fold;
+  if (!f) return null; // a report made before folding
+  const p = polysFromReport({ layers: [l] }).get(l.node)!;
+  const lanes = lanesOf(p).map((lane) => {
+    if (f.form === 'affine') return affineLane(lane);
+    if (f.form === 'square') return squareLane(lane);
+    const { scale, shift } = unitMap(lane);
+    return { mul: scale, add: shift };
+  });
+  return { form: f.form, into: f.into, mixedSigns: f.mixedSigns, why: f.why, channels: lanes };
+}
+
 export function coefficientsFile(report: Report): unknown {
   return {
-    schema: COEFFICIENTS_SCHEMA, version: 2,
+    schema: COEFFICIENTS_SCHEMA, version: 3,
     model: report.model.path, createdAt: report.createdAt,
     evaluation: 'p(x) = sum_k coefficients[k] * T_k(t), t = (2x - a - b) / (b - a), with interval [a, b] and coefficients of the layer, or of channels[c] for channel c (last axis) when channels is not null; then subtract channel_offset[c] if present',
+    folding: 'the levels assume fold: with form "series", layer fold.into (if not null) outputs t = mul x + add per channel c (fold.channels[c]) and the series is evaluated on t; '
+      + '"affine" (degree 1): fold.into outputs y = mul x + add - channel_offset[c] directly (0 levels; without fold.into, one plaintext multiplication); '
+      + '"square" (degree 2): fold.into outputs u = mul x + add, then y = sign u^2 + offset - channel_offset[c] (1 level; with mixedSigns, u and sign u are both made by plaintext multiplications)',
     layers: report.layers.map((l) => ({
       name: l.name, layer: l.layer, activation: l.activation, basis: 'chebyshev',
       // Per-channel layers have no layer-wide polynomial here, so that no reader uses a wrong one.
@@ -38,7 +60,7 @@ export function coefficientsFile(report: Report): unknown {
       coefficients: l.chosen.channels ? null : l.chosen.coeffs,
       channels: channelsConfig(l),
       degree: l.chosen.degree, depth: l.chosen.depth, polyDepth: l.chosen.polyDepth,
-      affineLevel: l.chosen.affineLevel, nonScalarMults: l.chosen.nonScalarMults, channel_offset: l.chosen.channelOffset, method: l.chosen.method,
+      affineLevel: l.chosen.affineLevel, fold: foldConfig(l), nonScalarMults: l.chosen.nonScalarMults, channel_offset: l.chosen.channelOffset, method: l.chosen.method,
     })),
   };
 }

@@ -18,6 +18,8 @@ export interface CkksBackend<C> {
   /** a + b (or a - b) at equal levels and equal scales. */
   add(a: C, b: C): C;
   sub(a: C, b: C): C;
+  /** -a, exact (no level, same scale). */
+  negate(a: C): C;
   /** a + k, with k encoded at a's scale and level (exact, no level). */
   addConst(a: C, k: number): C;
   /** A ciphertext holding the constant k in every slot, at `level` and exactly `scale`. */
@@ -71,6 +73,7 @@ export class SimBackend implements CkksBackend<SimCt> {
   }
   add(a: SimCt, b: SimCt): SimCt { this.needLevels(a, b); this.needScales(a, b); this.counts.add++; return { v: a.v.map((x, i) => x + b.v[i]), level: a.level, scale: a.scale }; }
   sub(a: SimCt, b: SimCt): SimCt { this.needLevels(a, b); this.needScales(a, b); this.counts.add++; return { v: a.v.map((x, i) => x - b.v[i]), level: a.level, scale: a.scale }; }
+  negate(a: SimCt): SimCt { return { v: a.v.map((x) => -x), level: a.level, scale: a.scale }; }
   addConst(a: SimCt, k: number): SimCt { this.counts.addConst++; return { v: a.v.map((x) => x + k), level: a.level, scale: a.scale }; }
   modSwitchTo(a: SimCt, level: number): SimCt {
     if (level > a.level) throw new ScaleMismatchError(`cannot raise level ${a.level} to ${level}`);

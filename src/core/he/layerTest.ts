@@ -5,6 +5,7 @@
  * the encrypted model uses, decrypted, and compared with the plaintext polynomial (the encryption
  * error) and with the true activation (the approximation error).
  */
+import { foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
@@ -12,16 +13,16 @@ import { Executor } from '../model/execute';
 import { Graph, actSpec } from '../model/graph';
 import { loadModel } from '../model/load';
 import { activationFn } from '../numerics/activations';
-import { planPolynomial } from '../numerics/bsgs';
+import { planAtDepth } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
 import { EncryptedLayerReport, LayerEncryptedResult, Report, modelFileHashes, polysFromReport } from '../report';
 
 export type { EncryptedLayerReport, LayerEncryptedResult };
-import { SimBackend, SimCt } from './backend';
+import { CkksBackend, SimBackend, SimCt } from './backend';
 import { checkHeMemory, chooseParams } from './params';
-import { VecOps, channelLanes, evalPolyCkks } from './polyEval';
-import { Ct, SealBackend } from './seal';
+import { PolyInput, VecOps, channelLanes, evalFoldedCkks, evalPolyCkks } from './polyEval';
+import { SealBackend } from './seal';
 
 /** What both encrypted tests take. */
 export interface EncryptedTestOptions {
@@ -77,10 +78,11 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
       const node = g.nodes[l.node];
       if (!node || node.name !== l.name) throw new UserError('OPTION_INVALID', `layer ${l.name} of the report is not in the model`, 'run he-approx analyze on this model again');
       const vals = (await captureValues(ex, ds, idx, [node.inputs[0]], { replace: polys }, { batchSize: 256, signal: o.signal })).get(node.inputs[0])!;
-      const plan = planPolynomial(l.chosen.degree);
-      // A foldable affine map is applied by the previous linear layer: encrypt t directly.
-      const folded = l.affineFoldable;
-      const needed = plan.depth + (folded ? 0 : 1);
+      const plan = planAtDepth(l.chosen.degree, l.chosen.polyDepth);
+      // What the previous linear layer folds in (cost/fold.ts) it computes in plaintext here: encrypt its output.
+      const fold = planFold(g, node, polys.get(l.node)!, l.chosen.degree, o.report.options.fold ?? false);
+      const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
+      const needed = polyDepth + affineLevel;
       const params = chooseParams(needed, `layer ${l.name} (degree ${l.chosen.degree})`, [l.name], o.ringSize);
       // Keys (no rotations) and the evaluator's ciphertexts: the input, its powers and the output.
       checkHeMemory(params, 0, 16, `lower the degree of ${l.name} (fewer levels, smaller keys)`);
@@ -93,11 +95,7 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
         const C = poly.channels?.coeffs.length ?? 1;
         const P = poly.channels ? 2 ** Math.ceil(Math.log2(C)) : 1;
         const lanes = poly.channels ? channelLanes(poly, P) : [poly];
-        const tile = (v: Float64Array) => Float64Array.from({ length: slots }, (_, i) => v[i % v.length]);
-        const vec: VecOps<Ct> = {
-          mulVec: (c, v, encScale) => { const y = be.mulVector(c, tile(v), encScale); const r = be.rescale(y); be.free(y); return r; },
-          addVec: (c, v) => be.addVector(c, tile(v)),
-        };
+        const vec = be.tiledVecOps();
         const rows = Math.floor(vals.length / C);
         const rowsPerCt = slots / P;
         const chunks = Math.min(Math.ceil(rows / rowsPerCt), o.maxCiphertexts ?? 8);
@@ -110,30 +108,37 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
         const sim = new SimBackend(Array.from({ length: params.levels + 1 }, (_, i) => be.prime(i)));
         // A one-slot simulation predicts levels and scales; its vector constants are lane 0's.
         const simVec: VecOps<SimCt> = { mulVec: (c, v, e) => sim.mulConst(c, v[0], e), addVec: (c, v) => sim.addConst(c, v[0]) };
-        const simOut = evalPolyCkks(sim, sim.fresh([0.25], params.levels, 2 ** params.scaleBits), lanes, plan, folded, simVec);
+        const evaluate = <C>(b: CkksBackend<C>, x: C, ls: PolyInput[], v: VecOps<C>) => (fold.form === 'series' ? evalPolyCkks(b, x, ls, plan, fold.intoPrevious, v) : evalFoldedCkks(b, x, ls, fold, v));
+        // A square whose channels' signs differ is negated per channel ciphertext in the model
+        // (rank-3 values); channels share a ciphertext here, so each sign's channels get their own.
+        const signOf = (lp: PolyInput) => squareLane(lp)?.sign ?? 1;
+        const groups = fold.form === 'square' && !fold.mixedSigns && !sharedSign(lanes.map((lp) => squareLane(lp)!)) ? [1, -1] : [0];
+        const zero: PolyInput = { coeffs: [0], a: -1, b: 1 };
+        const groupLanes = (sign: number) => lanes.map((lp) => (sign === 0 || signOf(lp) === sign ? lp : zero));
+        const simOut = evaluate(sim, sim.fresh([0.25], params.levels, 2 ** params.scaleBits), groupLanes(groups[0]), simVec);
         let scaleMatches = true;
-        for (let c = 0; c < chunks; c++) {
+        for (const [gi, sign] of groups.entries()) for (let c = 0; c < chunks; c++) {
           if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
+          const mine = (q: number) => sign === 0 || signOf(lanes[q]) === sign;
+          const ls = groupLanes(sign);
           const r0 = c * rowsPerCt;
           const r1 = Math.min(rows, r0 + rowsPerCt);
           const input = new Float64Array(slots);
           for (let r = r0; r < r1; r++) {
-            for (let q = 0; q < C; q++) {
-              const x = vals[r * C + q];
-              const lp = lanes[q];
-              input[(r - r0) * P + q] = folded ? (2 * x - lp.a - lp.b) / (lp.b - lp.a) : x;
-            }
+            for (let q = 0; q < C; q++) if (mine(q)) input[(r - r0) * P + q] = foldedInput(lanes[q], fold, vals[r * C + q]);
           }
           const ts = Date.now();
           const ct = be.encrypt(input);
-          const out = evalPolyCkks(be, ct, lanes, plan, folded, vec);
+          const out = evaluate(be, ct, ls, vec);
           secs += (Date.now() - ts) / 1000;
           levelsUsed = params.levels - be.level(out);
           scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
           const dec = be.decrypt(out);
-          be.free(ct); be.free(out);
+          be.free(ct);
+          if (out !== ct) be.free(out);
           for (let r = r0; r < r1; r++) {
             for (let q = 0; q < C; q++) {
+              if (!mine(q)) continue;
               const x = vals[r * C + q];
               const y = dec[(r - r0) * P + q];
               errPoly = Math.max(errPoly, Math.abs(y - chebval(x, lanes[q].coeffs, lanes[q])));
@@ -141,13 +146,13 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
               tested++;
             }
           }
-          o.onProgress?.((k + (c + 1) / chunks) / o.report.layers.length, `${l.name}: ciphertext ${c + 1}/${chunks}`);
+          o.onProgress?.((k + (gi * chunks + c + 1) / (chunks * groups.length)) / o.report.layers.length, `${l.name}: ciphertext ${gi * chunks + c + 1}/${chunks * groups.length}`);
         }
         results.push({
-          name: l.name, degree: l.chosen.degree, values: tested, ciphertexts: chunks, ringSize: params.ringSize, levelsAvailable: params.levels,
-          levelsUsed, levelsPredicted: params.levels - simOut.level, simulatorScaleMatches: scaleMatches, nonScalarMults: plan.nonScalarMults,
+          name: l.name, degree: l.chosen.degree, values: tested, ciphertexts: chunks * groups.length, ringSize: params.ringSize, levelsAvailable: params.levels,
+          levelsUsed, levelsPredicted: params.levels - simOut.level, simulatorScaleMatches: scaleMatches, nonScalarMults: foldMults(fold, plan.nonScalarMults),
           maxAbsErrVsPlainPoly: errPoly, precisionBits: -Math.log2(Math.max(errPoly, 2 ** -60)), maxAbsErrVsActivation: errAct,
-          secondsPerCiphertext: secs / Math.max(1, chunks), keyBytes: be.keySizes,
+          secondsPerCiphertext: secs / Math.max(1, chunks * groups.length), keyBytes: be.keySizes,
         });
       } finally {
         be.dispose();

@@ -25,7 +25,8 @@ import { UserError } from '../errors';
 import { tf } from '../model/backend';
 import { Executor, PolyActivation } from '../model/execute';
 import { Graph, GraphNode, consumersOf, size } from '../model/graph';
-import { planPolynomial } from '../numerics/bsgs';
+import { Fold, affineLane, foldLevels, lanesOf, planFold, squareLane } from '../cost/fold';
+import { PolyPlan, planAtDepth } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import { gather } from '../profile/profiler';
 import { EncryptedModelReport, Report, SampleResult, polysFromReport } from '../report';
@@ -34,7 +35,7 @@ export type { EncryptedModelReport, SampleResult };
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { checkHeMemory, chooseParams } from './params';
-import { VecOps, channelLanes, evalPolyCkks, lanePoly } from './polyEval';
+import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
@@ -46,7 +47,7 @@ interface ConvStep { kind: 'conv'; node: number; name: string; input: number; kh
   strides: [number, number]; W: Float64Array; b: Float64Array }
 /** Average pooling p x p with stride p: sums here, the 1/p^2 is folded into the next linear step. */
 interface PoolStep { kind: 'pool'; node: number; name: string; input: number; p: number }
-interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; folded: boolean }
+interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan }
 interface AddStep { kind: 'add'; node: number; name: string; inputs: number[] }
 type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep;
 
@@ -124,12 +125,29 @@ export function compileProgram(g: Graph, report: Report): Program {
       case 'activation': {
         const l = polys.get(n.id);
         if (!l) throw new UserError('OPTION_INVALID', `the report has no polynomial for activation ${n.name}`, 'run he-approx analyze on this model again');
-        const src = linearOf.get(val(n.inputs[0]));
-        const folded = !!src && consumers(val(n.inputs[0])).length === 1;
         const poly = polysFromReport({ layers: [l] }).get(l.node)!;
-        // t = alpha x + beta computed by the linear layer itself (per output channel).
-        if (folded) scaleOutputs(src!, (o) => { const { scale, shift } = unitMap(lanePoly(poly, o)); return [scale, shift]; });
-        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree: l.chosen.degree, folded, poly });
+        const degree = l.chosen.degree;
+        // The same decision as the analysis's cost model (cost/fold.ts), so the levels agree.
+        const fold = planFold(g, n, poly, degree, report.options.fold ?? false);
+        const src = linearOf.get(val(n.inputs[0]));
+        if (fold.intoPrevious && (!src || consumers(val(n.inputs[0])).length !== 1)) throw new Error(`${n.name}: the fold plan expects a linear layer before it`);
+        const lanes = lanesOf(poly);
+        const lane = (o: number) => lanes[poly.channels ? o : 0];
+        const off = (o: number) => poly.channelOffset?.[o] ?? 0;
+        if (fold.intoPrevious && fold.form === 'affine') {
+          // Degree 1: the linear layer computes y = mul x + add (less the mean-shift offset); nothing is left to do.
+          scaleOutputs(src!, (o) => { const q = affineLane(lane(o)); return [q.mul, q.add - off(o)]; });
+          alias.set(n.id, val(n.inputs[0]));
+          break;
+        }
+        // The linear layer computes t (series) or u (square) per output channel.
+        if (fold.intoPrevious) {
+          scaleOutputs(src!, (o) => {
+            if (fold.form === 'square') { const q = squareLane(lane(o))!; return [q.mul, q.add]; }
+            const { scale, shift } = unitMap(lane(o)); return [scale, shift];
+          });
+        }
+        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree, fold, poly, plan: planAtDepth(degree, l.chosen.polyDepth) });
         break;
       }
       case 'add': steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val) }); break;
@@ -275,7 +293,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
     } else if (s.kind === 'poly') {
       const x = get(s.input);
       if (x.factor !== 1) throw new Error('pending pool factor before an activation');
-      const plan = planPolynomial(s.degree);
+      const { plan } = s;
       // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
       // positions hold junk no later weight reads, and get the zero polynomial).
       const vec: VecOps<C> = {
@@ -283,9 +301,8 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         addVec: (c, v) => ops.addVec(c, v),
       };
       const cts = x.cts.map((ct, c) => {
-        const y = !s.poly.channels ? evalPolyCkks(be, ct, s.poly, plan, s.folded)
-          : x.layout.kind === 'grid' ? evalPolyCkks(be, ct, lanePoly(s.poly, c), plan, s.folded)
-            : evalPolyCkks(be, ct, channelLanes(s.poly, x.layout.period), plan, s.folded, vec);
+        const lanes = !s.poly.channels ? s.poly : x.layout.kind === 'grid' ? lanePoly(s.poly, c) : channelLanes(s.poly, x.layout.period);
+        const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
         const off = s.poly.channelOffset;
         if (!off) return y;
         tmp(y);
@@ -395,14 +412,19 @@ export function packSamples(xs: Float32Array, shape: number[], count: number, B:
   return outs;
 }
 
-/** Levels the program needs: linear steps 1, pools 0, polynomials their depth (+1 if not folded). */
+/** Levels the program needs: linear steps 1, pools 0, polynomials their form's depth (+1 if the input map is not folded). */
 export function programDepth(p: Program): number {
   const depth = new Map<number, number>([[0, 0]]);
   for (const s of p.steps) {
     const d = Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
-    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' ? planPolynomial(s.degree).depth + (s.folded ? 0 : 1) : 0));
+    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' ? polyStepDepth(s) : 0));
   }
   return depth.get(p.output) ?? 0;
+}
+
+function polyStepDepth(s: PolyStep): number {
+  const { polyDepth, affineLevel } = foldLevels(s.fold, s.plan.depth);
+  return polyDepth + affineLevel;
 }
 
 export type ModelTestOptions = EncryptedTestOptions;

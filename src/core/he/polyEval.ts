@@ -12,6 +12,7 @@
  * So no addition ever meets mismatched scales, and no scale is ever overwritten. Levels consumed
  * equal the plan's depth: ceil(log2(d+1)), plus one if the input's affine map is done here.
  */
+import { Fold, affineLane, sharedSign, squareLane } from '../cost/fold';
 import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import { CkksBackend } from './backend';
@@ -161,5 +162,42 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
   const out = evaluate(plan.root, c, be.scale(t), Infinity);
   temps.delete(out);
   for (const tmp of temps) be.free(tmp);
+  return out;
+}
+
+/**
+ * Evaluates a degree-1 or degree-2 polynomial in its folded form (cost/fold.ts) on x. With
+ * fold.intoPrevious, x already holds the form's input (y for 'affine', u for 'square'), computed
+ * by the previous linear layer; otherwise x is the raw input and one plaintext multiplication
+ * (1 level) makes it. 'square' then costs one squaring: 1 level. Lanes as in evalPolyCkks.
+ */
+export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], fold: Fold, vec?: VecOps<C>): C {
+  const lanes = Array.isArray(poly) ? poly : [poly];
+  if (lanes.length > 1 && !vec) throw new Error('evalFoldedCkks: per-position polynomials need vector operations');
+  const many = lanes.length > 1;
+  // Encoding the multiplier at q_l keeps the scale exactly: scale * q_l / q_l.
+  const mulK = (c: C, k: Float64Array) => (many ? vec!.mulVec(c, k, be.prime(be.level(c))) : be.mulConst(c, k[0], be.prime(be.level(c))));
+  const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
+  const affine = (c: C, mul: Float64Array, add: Float64Array) => { const m = mulK(c, mul); const r = addK(m, add); be.free(m); return r; };
+  if (fold.form === 'affine') {
+    if (fold.intoPrevious) return x;
+    const ls = lanes.map(affineLane);
+    return affine(x, Float64Array.from(ls, (q) => q.mul), Float64Array.from(ls, (q) => q.add));
+  }
+  if (fold.form !== 'square') throw new Error(`evalFoldedCkks: form ${fold.form} is a series`);
+  const qs = lanes.map((l) => { const q = squareLane(l); if (!q) throw new Error('evalFoldedCkks: a lane has no square form'); return q; });
+  const sign = sharedSign(qs);
+  if (sign === null && !fold.mixedSigns) throw new Error('evalFoldedCkks: lanes\' signs differ, and the plan did not expect it');
+  const mul = Float64Array.from(qs, (q) => q.mul);
+  const add = Float64Array.from(qs, (q) => q.add);
+  const u = fold.intoPrevious ? x : affine(x, mul, add);
+  // Mixed signs: u times (sign u), both from x by plaintext multiplications at the same level.
+  const v = fold.mixedSigns ? affine(x, mul.map((m, i) => m * qs[i].sign), add.map((a, i) => a * qs[i].sign)) : u;
+  let sq = be.mul(u, v);
+  if (!fold.mixedSigns && sign === -1) { const n = be.negate(sq); be.free(sq); sq = n; }
+  const out = addK(sq, Float64Array.from(qs, (q) => q.offset));
+  be.free(sq);
+  if (u !== x) be.free(u);
+  if (v !== u) be.free(v);
   return out;
 }

@@ -5,6 +5,7 @@
 import { loadSeal } from '../cost/sealCosts';
 import { CkksBackend, OpCounts, ScaleMismatchError, newCounts } from './backend';
 import { CkksParams, sealKeySizes } from './params';
+import type { VecOps } from './polyEval';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
@@ -90,6 +91,15 @@ export class SealBackend implements CkksBackend<Ct> {
   get topLevel(): number { return this.params.levels; }
   get slots(): number { return this.encoder.slotCount as number; }
 
+  /** Per-position vector operations for the polynomial evaluator, each vector tiled over the slots (periodic in its length). */
+  tiledVecOps(): VecOps<Ct> {
+    const tile = (v: Float64Array) => Float64Array.from({ length: this.slots }, (_, i) => v[i % v.length]);
+    return {
+      mulVec: (c, v, encScale) => { const y = this.mulVector(c, tile(v), encScale); const r = this.rescale(y); this.free(y); return r; },
+      addVec: (c, v) => this.addVector(c, tile(v)),
+    };
+  }
+
   dispose(): void {
     for (const o of this.owned.reverse()) { try { o.delete(); } catch { /* freed */ } }
     this.owned.length = 0;
@@ -165,6 +175,8 @@ export class SealBackend implements CkksBackend<Ct> {
 
   add(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.add(a, b); }
   sub(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.sub(a, b); }
+
+  negate(a: Ct): Ct { return this.evaluator.negate(a) as Ct; }
 
   addConst(a: Ct, k: number): Ct {
     this.counts.addConst++;

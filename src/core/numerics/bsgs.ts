@@ -88,14 +88,19 @@ function stepCost(k: number, giants: Set<number>): number {
   return Math.max(0, k - 1) + giants.size;
 }
 
-const planCache = new Map<number, PolyPlan>();
+const planCache = new Map<string, PolyPlan>();
 
-/** The cheapest depth-optimal plan for a degree-d Chebyshev series. */
-export function planPolynomial(degree: number): PolyPlan {
-  const cached = planCache.get(degree);
+/**
+ * The cheapest plan for a degree-d Chebyshev series within `extra` levels above the optimal depth
+ * ceil(log2(d+1)), at the least depth that reaches that count. A level more lets leaves be larger
+ * and splits fewer (31: 13 -> 11 multiplications, 63: 18 -> 16: OpenFHE's counts at its depth).
+ */
+export function planPolynomial(degree: number, extra = 0): PolyPlan {
+  const key = `${degree},${extra}`;
+  const cached = planCache.get(key);
   if (cached) return cached;
-  const depth = optimalDepth(degree);
-  let best: PolyPlan | null = null;
+  let best = extra > 0 ? planPolynomial(degree, extra - 1) : null;
+  const depth = optimalDepth(degree) + extra;
   for (let k = 1; k <= Math.max(1, degree); k++) {
     const p = planWith(degree, depth, k);
     if (!p) continue;
@@ -108,8 +113,13 @@ export function planPolynomial(degree: number): PolyPlan {
     }
   }
   if (!best) throw new Error(`no plan for degree ${degree}`);
-  planCache.set(degree, best);
+  planCache.set(key, best);
   return best;
+}
+
+/** The plan a report's layer of `degree` at `polyDepth` levels uses (the optimal depth for older reports). */
+export function planAtDepth(degree: number, polyDepth: number): PolyPlan {
+  return planPolynomial(degree, Math.max(0, polyDepth - optimalDepth(degree)));
 }
 
 /** Arithmetic the plan needs; numbers (tests, simulation) or ciphertexts (encrypted evaluation). */
