@@ -36,7 +36,7 @@ export function renderReport(r: Report): string {
   const s = [r.final, r.uniform];
   const cmp = [['', r.final.method, 'uniform baseline'],
     ['activation depth (levels)', ...s.map((m) => String(m.activationDepth))],
-    ['network depth (levels)', ...s.map((m) => String(m.networkDepth))],
+    ['network depth (levels)', ...s.map((m) => String(m.networkDepth) + (m.minimalDepth !== undefined && m.minimalDepth < m.networkDepth ? ` (${m.minimalDepth} needed)` : ''))],
     ['non-scalar multiplications', ...s.map((m) => String(m.nonScalarMults))],
     ['est. latency per ciphertext (ms)', ...s.map((m) => (Number.isFinite(m.latencyMs) ? m.latencyMs.toFixed(0) : '-'))],
     ['predicted drop (pp)', ...s.map((m) => f2(m.predictedDrop))],

@@ -106,8 +106,14 @@ export interface MethodSummary {
   degrees: Record<string, number>;
   /** Sum of activation levels (the DP's objective). */
   activationDepth: number;
-  /** Longest input-to-output path in levels, linear layers included. */
+  /** Longest input-to-output path in levels, linear layers included: what the HE program uses. */
   networkDepth: number;
+  /**
+   * The same with every series at its optimal depth: the fewest levels these degrees need, which
+   * decides the ring. networkDepth exceeds it where the ring's chain had levels to spare and
+   * series took deeper plans with fewer multiplications (cost.ts: spendSpareLevels).
+   */
+  minimalDepth?: number;
   nonScalarMults: number;
   latencyMs: number;
   predictedDrop: number;

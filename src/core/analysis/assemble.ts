@@ -121,13 +121,16 @@ function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
   }
   const cost = (l: number) => roundCost(a, r, l);
   const depths = new Map(acts.map((n, l) => [n.id, cost(l).depth]));
+  // Optimal plans: the levels the degrees need, and so the bootstraps a library with bootstrapping would spend.
+  const minimal = new Map(acts.map((n, l) => [n.id, layerCost(a, r, l, 0).depth]));
   return {
     method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: acts.reduce((s, _, l) => s + cost(l).depth, 0),
-    networkDepth: networkDepth(g, depths), nonScalarMults: acts.reduce((s, _, l) => s + cost(l).nonScalarMults, 0), latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
+    networkDepth: networkDepth(g, depths), minimalDepth: networkDepth(g, minimal),
+    nonScalarMults: acts.reduce((s, _, l) => s + cost(l).nonScalarMults, 0), latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
     predictedDrop: r.pick.predictedDrop, measuredDrop: r.drop, accuracy: r.measured.accuracy, meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
     rounds: run.rounds, checks: run.checks, attempts: run.attempts, safe: r.measured.safe,
     maxAbs: r.measured.maxAbs,
-    bootstraps: planBootstraps(g, depths, a.s.bootstrapLevels).bootstraps,
+    bootstraps: planBootstraps(g, minimal, a.s.bootstrapLevels).bootstraps,
   };
 }
 
