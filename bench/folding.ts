@@ -1,5 +1,6 @@
 /**
- * Folding benchmark, measured in one run: for every bundled example, the analysis without
+ * Folding benchmark, measured in one run: the series plans per depth beside Lattigo's and
+ * OpenFHE's counts; then for every bundled example, the analysis without
  * folding (--no-fold: every degree a Chebyshev series, only the input map folded; he-approx's
  * levels before cost/fold.ts) and with it (degree 1 an affine map at 0 levels, degree 2 a signed
  * square at 1 level, both computed by the previous linear layer), on the same data:
@@ -16,6 +17,7 @@ import { analyze } from '../src/core/analyze';
 import { UserError } from '../src/core/errors';
 import { encryptedModelTest } from '../src/core/he/modelTest';
 import { RING_LEVELS } from '../src/core/he/params';
+import { planPolynomial } from '../src/core/numerics/bsgs';
 import { Report } from '../src/core/report';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -36,6 +38,16 @@ async function main(): Promise<void> {
   const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--samples');
   const models = names.length ? names : EXAMPLES;
   const t0 = Date.now();
+  // Plans per depth (bsgs.ts): at the optimum, and one and two levels deeper where a ring leaves
+  // levels spare; Lattigo's and OpenFHE's counts from their documentation (shared notes field.md).
+  const lattigo: Record<number, number> = { 7: 5, 15: 8, 31: 13, 63: 18 };
+  const openfhe: Record<number, number> = { 7: 5, 15: 8, 31: 11, 63: 16 };
+  console.log('series plans: degree | ours at the optimum: levels, non-scalar multiplications | +1 | +2 | Lattigo (optimum) | OpenFHE (optimum + 1)');
+  for (const d of [3, 7, 15, 31, 63]) {
+    const p = [0, 1, 2].map((e) => planPolynomial(d, e));
+    console.log(`${String(d).padStart(2)} | ${p.map((q) => `${q.depth}, ${q.nonScalarMults}`).join(' | ')} | ${lattigo[d] ?? '-'} | ${openfhe[d] ?? '-'}`);
+  }
+  console.log('');
   console.log('levels before (--no-fold) and after folding, same data (5,000 + 5,000 MNIST test images), one run');
   console.log('example       | no fold: degrees, activation / network levels, multiplications, ring, drop, time | folded: the same | needed levels saved | folded uniform baseline: degrees, levels, drop');
   const reports = new Map<string, Report[]>();

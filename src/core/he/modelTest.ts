@@ -381,12 +381,6 @@ function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], 
   return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
 }
 
-/** Rotation steps (in positions) and the largest period the program uses, from a dry run. */
-export function programRotations(p: Program): { steps: number[]; maxPeriod: number } {
-  const r = emulate(p, 1, true);
-  return { steps: [...r.steps].sort((a, b) => a - b), maxPeriod: r.maxPeriod };
-}
-
 /**
  * Runs the program on plaintext slot vectors with exactly the packing, rotations and products the
  * encrypted run uses (a functional emulator, no encryption): checks the compiled program against
