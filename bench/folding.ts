@@ -5,8 +5,7 @@
  * levels before cost/fold.ts) and with it (degree 1 an affine map at 0 levels, degree 2 a signed
  * square at 1 level, both computed by the previous linear layer), on the same data:
  * degrees, activation and network levels, non-scalar multiplications, the smallest SEAL ring that
- * holds them, and the measured drop; and the uniform baseline's, folded. Both spend levels the
- * ring leaves spare on cheaper plans. With --encrypted, the whole-model encrypted test of mnist-cnn under both reports
+ * holds them, and the measured drop; and the uniform baseline's, folded. With --encrypted, the whole-model encrypted test of mnist-cnn under both reports
  * (same images): ring, latency per ciphertext and per image, agreement, max logit error, and
  * the latency ratio unfolded / folded.
  *

@@ -269,6 +269,8 @@ export interface AnalyzeOptionsReport {
    * counted and the HE program follow it. Absent in reports made before folding: read as false.
    */
   fold?: boolean;
+  /** Levels the ring leaves unused spent on deeper, cheaper series plans (off unless asked). */
+  spareLevels?: boolean;
 }
 
 // ---- encrypted tests (he/layerTest.ts, he/modelTest.ts) add these to a report ----

@@ -89,7 +89,10 @@ function layerCost(a: Assembly, r: Round, l: number, extra: number): ActivationC
 const spareCache = new WeakMap<Round, number[]>();
 /**
  * Each layer's extra plan levels (cost.ts: spendSpareLevels) within the chain of the smallest SEAL
- * ring that holds the round's network, capped by the level budget; none when bootstrapping.
+ * ring that holds the round's network, capped by the level budget; none when bootstrapping or
+ * unless asked (--spare-levels): the encrypted test sizes its chain to the levels used, so a spent
+ * level lengthens every operation's modulus (on mnist-mlp one spent level saved a multiplication
+ * and grew the Galois keys from 411 to 528 MB: every ciphertext and key carries one more prime).
  */
 function roundExtras(a: Assembly, r: Round): number[] {
   const have = spareCache.get(r);
@@ -97,7 +100,7 @@ function roundExtras(a: Assembly, r: Round): number[] {
   const { acts } = a.inputs;
   const g = a.inputs.model.graph;
   let extras = acts.map(() => 0);
-  if (!a.bootstrapping) {
+  if (a.s.spareLevels && !a.bootstrapping) {
     const depth = networkDepth(g, new Map(acts.map((n, l) => [n.id, layerCost(a, r, l, 0).depth])));
     const chain = Object.values(RING_LEVELS).sort((x, y) => x - y).find((lv) => lv >= depth);
     if (chain !== undefined) extras = spendSpareLevels(g, acts, (l, e) => layerCost(a, r, l, e), Math.min(chain, a.s.levelBudget));
@@ -219,7 +222,7 @@ export function assembleReport(a: Assembly): Report {
       sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
     options: { inputScale: prep.scale ?? 'auto', inputNormalization: prep.normalize ?? null, budget: s.budget, levelBudget: s.levelBudget, degrees: s.degrees, margin: s.margin,
       marginGrowth: s.marginGrowth, floor: s.floor, batchSize: s.batchSize, reservoir: s.reservoir, refineSamples: s.refineSamples, screenSamples: s.screenSamples,
-      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
+      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, spareLevels: s.spareLevels, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
     backend: a.backend, costs: a.opCosts, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
     plaintext: { accuracy: a.baseAccuracy },
     layers, final, uniform, refinements: fr.refinements, maxPooling: a.maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,

@@ -55,6 +55,12 @@ export interface AnalyzeOptions {
   perChannel?: boolean;
   /** Fold degree-1 and degree-2 polynomials into the linear layers (default true; see cost/fold.ts). */
   fold?: boolean;
+  /**
+   * Spend levels the smallest ring leaves unused on deeper series plans with fewer multiplications
+   * (default false: the encrypted program's chain holds exactly the levels used, so a spent level
+   * lengthens it and slows every operation; cost.ts: spendSpareLevels).
+   */
+  spareLevels?: boolean;
   /** Also try coefficient tuning as a refinement (default true; see fit/tune.ts). */
   tune?: boolean;
   /** Weight of the labels' cross-entropy in tuning's loss, 0..1 (default TUNE_DEFAULTS.labelWeight;
@@ -137,7 +143,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     degrees, margin, marginGrowth, floor, batchSize: o.batchSize ?? 256, reservoir: o.reservoir ?? 16384, refineSamples: o.refineSamples ?? 2048,
     // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
     // forward passes over them (sensitivity.ts).
-    screenSamples: o.screenSamples ?? 1024, seed: o.seed ?? 1, method, perChannel: o.perChannel ?? true, tune: o.tune ?? true, fold: o.fold ?? true, labelWeight,
+    screenSamples: o.screenSamples ?? 1024, seed: o.seed ?? 1, method, perChannel: o.perChannel ?? true, tune: o.tune ?? true, fold: o.fold ?? true, spareLevels: o.spareLevels ?? false, labelWeight,
     finetuneEpochs,
   };
 }
