@@ -4,16 +4,19 @@
  *     depth-optimal BSGS plan versus the naive evaluation (every T_1..T_d by the product
  *     recurrence, then one linear combination: d-1 products, depth ceil(log2 d) + 1), with the
  *     non-scalar multiplication counts and depths of both. Same ring for both (N=32768).
- *  2. Whole-model encrypted latency per ciphertext and amortised per image for the MLP and CNN
- *     examples, with the agreement of encrypted and plaintext approximated predictions.
+ *  2. Whole-model encrypted inference of the MLP and CNN examples in both packings: throughput
+ *     (many images per ciphertext: latency per ciphertext, amortised per image) and latency (one
+ *     image per run, its channels side by side: seconds per image), with the agreement of
+ *     encrypted and plaintext approximated predictions, and the ratio between the two packings.
  *  3. Peak memory of this process.
  *
- *   node dist/bench/encrypted.js [--samples 100] [--cnn-samples 32]
+ *   node dist/bench/encrypted.js [--samples 100] [--cnn-samples 32] [--latency-samples 4] [--skip-poly]
  */
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import { chooseParams } from '../src/core/he/params';
-import { encryptedModelTest } from '../src/core/he/modelTest';
+import { describePacking, encryptedModelTest } from '../src/core/he/modelTest';
+import type { EncryptedModelReport } from '../src/core/report';
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';
 import { PolyPlan, chebDepth, planPolynomial } from '../src/core/numerics/bsgs';
@@ -30,6 +33,35 @@ function naivePlan(d: number): PolyPlan {
 async function main(): Promise<void> {
   const opt = (k: string, d: number) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? Number(process.argv[i + 1]) : d; };
   const counts: Record<string, number> = { 'mnist-mlp': opt('samples', 100), 'mnist-cnn': opt('cnn-samples', 32) };
+  const oneByOne = opt('latency-samples', 4);
+  if (!process.argv.includes('--skip-poly')) await polyPart();
+  console.log('\n2. whole-model encrypted inference, throughput packing (many images per ciphertext) and latency packing (one image per run)');
+  for (const name of ['mnist-mlp', 'mnist-cnn']) {
+    const model = path.join(ROOT, 'examples', name, 'model.json');
+    const data = path.join(MNIST, 't10k-images-idx3-ubyte');
+    const labels = path.join(MNIST, 't10k-labels-idx1-ubyte');
+    const report = JSON.parse(JSON.stringify(await analyze({ model, data, labels })));
+    const runs: Partial<Record<'throughput' | 'latency', EncryptedModelReport>> = {};
+    for (const packing of ['throughput', 'latency'] as const) {
+      try {
+        const r = await encryptedModelTest({ model, report, data, labels, samples: packing === 'latency' ? oneByOne : counts[name], packing });
+        runs[packing] = r;
+        const per = packing === 'latency' ? `${r.latencySeconds.toFixed(2)} s per image` : `latency ${r.latencySeconds.toFixed(2)} s per ciphertext, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image`;
+        console.log(`${name} ${packing.padEnd(10)}: N=${r.params.ringSize}, ${r.params.levels} levels, ${describePacking(r)}; ${per}; key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB (${r.galoisSteps.length} steps); agreement ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length}; max logit error ${r.maxAbsErrLogits.toExponential(1)}`);
+        console.log(`${' '.repeat(name.length)} ${' '.repeat(10)}  per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+      } catch (e) {
+        if (e instanceof UserError) console.log(`${name} ${packing}: not measured: ${e.message}`);
+        else throw e;
+      }
+    }
+    const t = runs.throughput;
+    const l = runs.latency;
+    if (t && l) console.log(`${name}: one image takes ${(t.latencySeconds / l.latencySeconds).toFixed(2)}x less time in latency packing than in a throughput ciphertext; per image, throughput packing is ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper`);
+  }
+  console.log(`\n3. peak memory of this benchmark process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
+}
+
+async function polyPart(): Promise<void> {
   console.log('1. polynomial evaluation on one ciphertext (N=32768, 16384 slots), best of 2');
   console.log('degree   ours: mults depth  seconds   naive: mults depth  seconds   time ratio naive/ours   max error ours / naive');
   const be = await SealBackend.create(chooseParams(7, 'bench', [], 32768));
@@ -65,20 +97,5 @@ async function main(): Promise<void> {
   } finally {
     be.dispose();
   }
-  console.log('\n2. whole-model encrypted inference');
-  for (const name of ['mnist-mlp', 'mnist-cnn']) {
-    const model = path.join(ROOT, 'examples', name, 'model.json');
-    const data = path.join(MNIST, 't10k-images-idx3-ubyte');
-    const labels = path.join(MNIST, 't10k-labels-idx1-ubyte');
-    const report = JSON.parse(JSON.stringify(await analyze({ model, data, labels })));
-    try {
-      const r = await encryptedModelTest({ model, report, data, labels, samples: counts[name] });
-      console.log(`${name}: N=${r.params.ringSize}, ${r.params.levels} levels, ${r.params.samplesPerCiphertext} images per ciphertext; latency ${r.latencySeconds.toFixed(2)} s per ciphertext, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image; key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB; agreement ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length}; max logit error ${r.maxAbsErrLogits.toExponential(1)}`);
-    } catch (e) {
-      if (e instanceof UserError) console.log(`${name}: not measured: ${e.message}`);
-      else throw e;
-    }
-  }
-  console.log(`\n3. peak memory of this benchmark process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
 }
 main().catch((e) => { console.error(e); process.exit(1); });

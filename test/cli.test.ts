@@ -160,6 +160,8 @@ test('encrypted-test: missing or foreign reports are one-line errors', () => {
   const a = cli('analyze', example('mnist-cnn'), '--data', MNIST_TEST_IMAGES, '--calib', '500', '--heldout', '500', '--degrees', '3,7,15', '--out', out, '--quiet');
   assert.ok(a.code === 0 || a.code === 3, a.err);
   assertOneLineError(cli('encrypted-test', example('mnist-mlp'), '--report', path.join(out, 'report.json'), '--data', MNIST_TEST_IMAGES), /another version of this model/);
+  assertOneLineError(cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', MNIST_TEST_IMAGES, '--latency', '--throughput'), /two packings at once.*Fix: pass one of them/);
+  assertOneLineError(cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', MNIST_TEST_IMAGES, '--latency', '--layer-only'), /--latency applies to the whole-model test/);
 });
 
 test('encrypted-test: a model deeper than N=32768 allows, and data of the wrong shape, are refused before encrypting', () => {

@@ -6,7 +6,7 @@ import { checkHeMemory, chooseParams, paramsFor, sealKeySizes } from '../src/cor
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';
 import { loadSeal } from '../src/core/cost/sealCosts';
-import { compileProgram, emulateProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
+import { channelPackingObstacle, compileProgram, describePacking, emulateProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
 import { analyze } from '../src/core/analyze';
 import { planPolynomial } from '../src/core/numerics/bsgs';
@@ -116,6 +116,7 @@ async function reportFor(name: string): Promise<Report> {
 
 test('compiled HE program (emulated on plaintext slots) computes what the approximated model computes', async () => {
   await initBackend();
+  const packedChecked: string[] = [];
   for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']) {
     const r = await reportFor(name);
     const m = await loadModel(example(name));
@@ -130,7 +131,16 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
     const ref = ex.run(new Map([[0, tf.tensor(xs, [B, 28, 28, 1])]]), 0, { replace: polys }).logits;
     ex.dispose();
     for (let b = 0; b < B; b++) for (let j = 0; j < 10; j++) assert.ok(Math.abs(out[j * B + b] - ref[b * 10 + j]) < 1e-4, `${name} sample ${b} logit ${j}`);
+    // Channel packing (one sample, 8 channels of 1024 positions per ciphertext of 8192 slots): the same logits.
+    if (m.graph.inputShape.length !== 3 || channelPackingObstacle(p)) continue;
+    for (let b = 0; b < 2; b++) {
+      const one = emulateProgram(p, packSamples(xs.subarray(b * 784, (b + 1) * 784), m.graph.inputShape, 1, 1, 8192, 8), 1, 8);
+      for (let j = 0; j < 10; j++) assert.ok(Math.abs(one[j] - ref[b * 10 + j]) < 1e-4, `${name} channel-packed sample ${b} logit ${j}: ${one[j]} vs ${ref[b * 10 + j]}`);
+    }
+    packedChecked.push(name);
   }
+  // Every example reads an image grid; the CNN's squares have both signs, left to the next layer.
+  assert.deepEqual(packedChecked, ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']);
 });
 
 test('whole-model encrypted test on the MLP: encrypted top-1 = plaintext approximated top-1, logit error < 1e-3', async () => {
@@ -161,6 +171,22 @@ test('whole-model encrypted test on the CNN, folded to 7 levels at N=16384 (one 
   assert.ok(res.maxAbsErrLogits < 1e-3, `max logit error ${res.maxAbsErrLogits}`);
   assert.equal(res.levelsUsed, res.levelsPredicted);
   assert.equal(res.levelsUsed, r.final.networkDepth);
+});
+
+test('whole-model encrypted test on the CNN with latency packing: one image per run, its channels side by side, same levels and logits', async () => {
+  const r = await reportFor('mnist-cnn');
+  const res = await encryptedModelTest({ model: example('mnist-cnn'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 2, packing: 'latency' });
+  assert.deepEqual(res.packing, { kind: 'latency', channelsPerCiphertext: 8, why: null });
+  assert.equal(res.params.ringSize, 16384);
+  assert.equal(res.params.samplesPerCiphertext, 1);
+  assert.equal(res.samples.length, 2);
+  assert.equal(res.agreement, 1);
+  assert.ok(res.maxAbsErrLogits < 1e-3, `max logit error ${res.maxAbsErrLogits}`);
+  assert.equal(res.levelsUsed, res.levelsPredicted, 'simulator plan = real consumption');
+  assert.equal(res.levelsUsed, r.final.networkDepth);
+  // Block rotations (multiples of 1024 slots) bring input channels to the output's blocks.
+  assert.ok(res.galoisSteps.some((k) => k % 1024 === 0), `steps ${res.galoisSteps.join(',')}`);
+  assert.match(describePacking(res), /one sample, 8 channels per ciphertext/);
 });
 
 test('per-activation encrypted test: precision and levels for every layer', async () => {

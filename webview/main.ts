@@ -168,7 +168,10 @@ function renderEncrypted(r: Report): void {
       row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
       row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
       row(['levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
-      row(['latency per ciphertext', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} images)`]),
+      row(['packing', m.packing?.kind === 'latency'
+        ? `latency: one image per run${m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
+        : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`]),
+      row(['latency per run', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`]),
       row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
       row(['peak memory', `${m.peakRssMB} MB`]),
     ].join('')}</table>`);

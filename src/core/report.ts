@@ -319,6 +319,12 @@ export interface EncryptedModelReport {
   mode: 'model';
   createdAt: string;
   params: CkksParams & { samplesPerCiphertext: number };
+  /**
+   * How samples were packed: 'throughput' (many samples per ciphertext, one ciphertext per channel)
+   * or 'latency' (one sample; its channels side by side, channelsPerCiphertext of them, unless `why`).
+   * Absent in reports made before it existed: throughput.
+   */
+  packing?: { kind: 'throughput' | 'latency'; channelsPerCiphertext: number; why: string | null };
   levelsNeeded: number;
   levelsPredicted: number;
   levelsUsed: number;
@@ -329,7 +335,7 @@ export interface EncryptedModelReport {
   agreement: number;
   maxAbsErrLogits: number;
   layerSeconds: Record<string, number>;
-  /** Seconds for one ciphertext (B samples) through the whole program. */
+  /** Seconds for one run of the program (one ciphertext set: B samples, or one sample in latency packing). */
   latencySeconds: number;
   amortisedSecondsPerSample: number;
   keygenSeconds: number;

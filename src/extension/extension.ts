@@ -364,10 +364,11 @@ class HeApprox implements vscode.Disposable {
     }
     const samples = this.config().get<number>('encryptedTest.samples', 8);
     const ringSize = this.config().get<number>('encryptedTest.ringSize', 0) || undefined;
+    const packing = this.config().get<string>('encryptedTest.packing', 'throughput') === 'latency' ? 'latency' : 'throughput';
     try {
       const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
         kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
-        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize },
+        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize, packing },
       }, s.files);
       if (!res) return;
       s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };

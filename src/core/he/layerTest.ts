@@ -33,6 +33,8 @@ export interface EncryptedTestOptions {
   samples: number;
   /** Force a ring size (default: the smallest whose chain holds the levels needed). */
   ringSize?: number;
+  /** Whole-model test: many samples per ciphertext (default) or one sample at a time, channels packed together. */
+  packing?: 'throughput' | 'latency';
   signal?: AbortSignal;
   onProgress?: Progress;
 }

@@ -35,7 +35,7 @@ export type { EncryptedModelReport, SampleResult };
 import { CkksBackend, SimBackend } from './backend';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { checkHeMemory, chooseParams } from './params';
-import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
+import { PolyInput, VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
@@ -160,24 +160,50 @@ export function compileProgram(g: Graph, report: Report): Program {
 
 /**
  * Where values live. 'flat': one ciphertext, element f at position f, periodic with `period`.
- * 'grid': one ciphertext per channel, element (y, x) of channel c at position y*sy + x*sx of
- * ciphertext c (the input image's row-major grid, strided by the convolutions and pools so far);
- * other positions hold junk that no later weight reads. Positions repeat with `period`.
+ * 'grid': element (y, x) of a channel at position y*sy + x*sx of its block (the input image's
+ * row-major grid, strided by the convolutions and pools so far); other positions hold junk that no
+ * later weight reads. A block is `period` positions. With blocks = 1 (batch packing) each channel
+ * has its own ciphertext and positions repeat with `period`. With blocks = K > 1 (channel packing,
+ * one sample: Lee et al.'s multiplexed packing, ICML 2022, without the stride interleaving) K
+ * channels sit side by side in one ciphertext of K * period slots, channel c in block c mod K of
+ * ciphertext floor(c / K); fewer channels than blocks repeat (block b holds channel b mod C).
  */
-type Layout = { kind: 'flat'; period: number; dim: number } | { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number };
-interface Value<C> { cts: C[]; layout: Layout; /** Pending factor (1/p^2 of pools) for the next linear step. */ factor: number }
+type GridLayout = { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number; blocks: number };
+type Layout = { kind: 'flat'; period: number; dim: number } | GridLayout;
+interface Value<C> {
+  cts: C[];
+  layout: Layout;
+  /** Pending factor (1/p^2 of pools) for the next linear step. */
+  factor: number;
+  /** Pending per-channel signs (channel packing's signed squares) for the next linear step. */
+  signs?: Float64Array;
+}
 
-function inputLayout(shape: number[]): Layout {
-  if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]) };
+/** A value's pending factor on grid channel c (or on input feature f of a flat value). */
+const factorOf = (x: Value<unknown>, c: number) => x.factor * (x.signs?.[c] ?? 1);
+
+function inputLayout(shape: number[], blocks = 1): Layout {
+  if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]), blocks };
   return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
 }
 
-/** Input (flat index in Keras order) -> [ciphertext, position] for a value's layout. */
+/** Ciphertexts a grid value takes. */
+const gridCts = (l: GridLayout) => (l.C <= l.blocks ? 1 : Math.ceil(l.C / l.blocks));
+
+/** The channel block b of ciphertext i holds (-1: none). */
+function channelAt(l: GridLayout, i: number, b: number): number {
+  if (l.C <= l.blocks) return i === 0 ? b % l.C : -1;
+  const c = i * l.blocks + b;
+  return c < l.C ? c : -1;
+}
+
+/** Input (flat index in Keras order) -> [ciphertext, position] for a value's layout (a repeated channel: its first block). */
 function placeOf(l: Layout, f: number): [number, number] {
   if (l.kind === 'flat') return [0, f];
   const c = f % l.C;
   const yx = Math.floor(f / l.C);
-  return [c, Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
+  const [i, b] = l.C <= l.blocks ? [0, c] : [Math.floor(c / l.blocks), c % l.blocks];
+  return [i, b * l.period + Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
 }
 
 /** The operations linear steps need beyond the polynomial evaluator's. */
@@ -195,8 +221,119 @@ interface LinearOps<C> {
 
 const TARGET_SCALE = 2 ** 40;
 
-function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void): Value<C> {
-  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p.inputShape), factor: 1 }]]);
+/** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
+function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
+  const v = new Float64Array(L.blocks * L.period);
+  for (let b = 0; b < L.blocks; b++) { const ch = channelAt(L, i, b); if (ch >= 0) v.fill(f(ch), b * L.period, (b + 1) * L.period); }
+  return v;
+}
+
+/** Per-slot polynomials of channel-packed ciphertext i: block b uses its channel's (an empty block channel 0's: junk no one reads). */
+function blockLanes(p: PolyActivation, L: GridLayout, i: number): PolyInput[] {
+  const perChannel = Array.from({ length: L.blocks }, (_, b) => lanePoly(p, Math.max(0, channelAt(L, i, b))));
+  return Array.from({ length: L.blocks * L.period }, (_, q) => perChannel[Math.floor(q / L.period)]);
+}
+
+/**
+ * A valid convolution on channel-packed ciphertexts (blocks > 1): output channel o in block b of
+ * ciphertext j gets sum_c sum_dy,dx w[dy,dx,c,o] x_c[q + dy sy + dx sx]. Input channel c reaches
+ * block b by rotating its ciphertext by k blocks (k = block of c - b mod K), so
+ * out_j = sum_dy rot(sum_(i,k) sum_dx W_(j,dy,i,k,dx) * rot(rot(x_i, k period), dx sx), dy sy),
+ * each W a slot vector holding, per block, the weight of the channel that rotation brings there.
+ * The baby steps (i, k, dx) are shared by all outputs; a convolution costs one level, as in batch packing.
+ */
+function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  const L = x.layout as GridLayout;
+  const K = L.blocks;
+  const outL: GridLayout = { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+    sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: K };
+  const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
+  // For each output block and input channel, the source (ciphertext i, offset k) with the smallest
+  // offset; a repeated channel is read from one block only.
+  const terms = new Map<number, { j: number; b: number; c: number; o: number }[]>();
+  for (let j = 0; j < gridCts(outL); j++) {
+    for (let b = 0; b < K; b++) {
+      const o = channelAt(outL, j, b);
+      if (o < 0) continue;
+      for (let c = 0; c < s.cin; c++) {
+        let best = -1;
+        for (let i = 0; i < x.cts.length; i++) for (let beta = 0; beta < K; beta++) {
+          if (channelAt(L, i, beta) !== c) continue;
+          const key = i * K + ((beta - b + K) % K);
+          if (best < 0 || key % K < best % K) best = key;
+        }
+        if (best < 0) throw new Error(`${s.name}: input channel ${c} is in no block`);
+        if (!terms.has(best)) terms.set(best, []);
+        terms.get(best)!.push({ j, b, c, o });
+      }
+    }
+  }
+  const baby = new Map<number, C[]>();
+  for (const key of [...terms.keys()].sort((a, b) => a - b)) {
+    const i = Math.floor(key / K);
+    const k = key % K;
+    const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
+    baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? base : tmp(ops.rotate(base, dx * L.sx)))));
+  }
+  const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+  const cts: C[] = [];
+  for (let j = 0; j < gridCts(outL); j++) {
+    let z: C | null = null;
+    for (let dy = 0; dy < s.kh; dy++) {
+      let inner: C | null = null;
+      for (const [key, list] of terms) {
+        const mine = list.filter((t) => t.j === j);
+        for (let dx = 0; dx < s.kw && mine.length; dx++) {
+          const v = new Float64Array(K * L.period);
+          let nz = false;
+          for (const t of mine) {
+            const w = s.W[((dy * s.kw + dx) * s.cin + t.c) * s.cout + t.o] * factorOf(x, t.c);
+            if (w !== 0) { v.fill(w, t.b * L.period, (t.b + 1) * L.period); nz = true; }
+          }
+          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale));
+        }
+      }
+      if (inner === null) continue;
+      let rotated: C = inner;
+      if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+      z = acc(z, rotated);
+    }
+    if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
+    const y = tmp(ops.rescale(z));
+    ops.free(z);
+    cts.push(ops.addVec(y, perBlock(outL, j, (o) => s.b[o])));
+  }
+  return { cts, layout: outL, factor: 1 };
+}
+
+/** Whether a per-channel activation's squares (cost/fold.ts) have both signs. */
+function mixedSquareSigns(p: PolyActivation): boolean {
+  return new Set(lanesOf(p).map((l) => squareLane(l)?.sign)).size > 1;
+}
+
+/**
+ * Signed squares sign_c u^2 + offset_c on channel-packed ciphertexts whose channels' signs differ:
+ * one ciphertext cannot be negated per block, so each block gets u^2 + sign_c (offset_c - shift_c)
+ * and sign_c stays pending for the next linear step, which multiplies its weights by it (the
+ * issue's "the sign folds into the next linear layer"). Exact: sign_c^2 = 1. `shift_c` is the
+ * mean-shift correction the batch path subtracts after the polynomial.
+ */
+function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: CkksBackend<C>, ops: LinearOps<C>): Value<C> {
+  if (!s.fold.intoPrevious) throw new Error(`${s.name}: a signed square on packed channels needs its input map folded`);
+  const lanes = lanesOf(s.poly);
+  const sq = lanes.map((l) => squareLane(l)!);
+  const off = s.poly.channelOffset;
+  const cts = x.cts.map((u, i) => {
+    const u2 = be.mul(u, u);
+    const r = ops.addVec(u2, perBlock(L, i, (ch) => sq[ch].sign * (sq[ch].offset - (off?.[ch] ?? 0))));
+    ops.free(u2);
+    return r;
+  });
+  return { cts, layout: L, factor: 1, signs: Float64Array.from(sq, (q) => q.sign) };
+}
+
+function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
+  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p.inputShape, blocks), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
   for (const [si, s] of p.steps.entries()) {
     const t0 = Date.now();
@@ -230,7 +367,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
               const idx = (q - j * g + n) % n;
               const row = idx % mPad;
               const f = at[c][(idx + k) % n];
-              if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * x.factor; if (d[q] !== 0) nz = true; }
+              if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f); if (d[q] !== 0) nz = true; }
             }
             if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale));
           }
@@ -246,6 +383,8 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const bias = new Float64Array(mPad);
       bias.set(s.b.subarray(0, s.m));
       out = { cts: [ops.addVec(tmp(ops.rescale(z)), bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
+    } else if (s.kind === 'conv' && (get(s.input).layout as GridLayout).blocks > 1) {
+      out = packedConv(s, get(s.input), be, ops, tmp);
     } else if (s.kind === 'conv') {
       const x = get(s.input);
       if (x.layout.kind !== 'grid') throw new Error('conv on a flat value');
@@ -261,7 +400,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         for (let dy = 0; dy < s.kh; dy++) {
           let inner: C | null = null;
           for (let c = 0; c < s.cin; c++) for (let dx = 0; dx < s.kw; dx++) {
-            const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * x.factor;
+            const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * factorOf(x, c);
             if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale));
           }
           if (inner === null) continue;
@@ -276,7 +415,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         ops.free(y);
       }
       out = { cts, factor: 1, layout: { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
-        sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period } };
+        sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: 1 } };
     } else if (s.kind === 'pool') {
       const x = get(s.input);
       if (x.layout.kind !== 'grid') throw new Error('pool on a flat value');
@@ -289,11 +428,15 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         if (sum !== row && row !== ct) ops.free(row);
         return sum;
       });
-      out = { cts, factor: x.factor / (s.p * s.p), layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
+      out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
     } else if (s.kind === 'poly') {
       const x = get(s.input);
-      if (x.factor !== 1) throw new Error('pending pool factor before an activation');
+      if (x.factor !== 1 || x.signs) throw new Error('pending pool factor or signs before an activation');
       const { plan } = s;
+      const L = x.layout;
+      if (L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)) {
+        out = packedSignedSquares(s, x, L, be, ops);
+      } else {
       // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
       // positions hold junk no later weight reads, and get the zero polynomial).
       const vec: VecOps<C> = {
@@ -301,20 +444,23 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         addVec: (c, v) => ops.addVec(c, v),
       };
       const cts = x.cts.map((ct, c) => {
-        const lanes = !s.poly.channels ? s.poly : x.layout.kind === 'grid' ? lanePoly(s.poly, c) : channelLanes(s.poly, x.layout.period);
+        const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
         const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
         const off = s.poly.channelOffset;
         if (!off) return y;
         tmp(y);
-        // Mean-shift correction: a per-channel constant (grid) or a per-position vector (flat).
-        if (x.layout.kind === 'grid') return be.addConst(y, -off[c]);
-        const v = new Float64Array(x.layout.period);
+        // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
+        if (L.kind === 'grid' && L.blocks === 1) return be.addConst(y, -off[c]);
+        if (L.kind === 'grid') return ops.addVec(y, perBlock(L, c, (ch) => -off[ch]));
+        const v = new Float64Array(L.period);
         for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
         return ops.addVec(y, v);
       });
       out = { cts, layout: x.layout, factor: 1 };
+      }
     } else {
       const xs = s.inputs.map(get);
+      if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
       const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
       const cts = xs[0].cts.map((_, c) => {
         const parts = xs.map((x) => be.modSwitchTo(x.cts[c], lvl));
@@ -350,9 +496,9 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
  * a long chain of 2^40 primes); records rotations and the largest period. A dry run skips the
  * arithmetic on values and only follows layouts, rotations, levels and scales.
  */
-function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }):
+function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1):
   { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
-  const L0 = inputLayout(p.inputShape);
+  const L0 = inputLayout(p.inputShape, blocks);
   // A dry run only needs to see layouts and rotations: tiny vectors.
   const S = slotsIn ? slotsIn[0].length : 1;
   const { primes } = chain;
@@ -375,9 +521,9 @@ function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], 
     addVec: (c, v) => { maxP = Math.max(maxP, v.length); return dry ? c : mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c); },
     free: () => undefined,
   };
-  const n = L0.kind === 'grid' ? L0.C : 1;
+  const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = slotsIn ?? Array.from({ length: n }, () => new Float64Array(S));
-  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40))).cts[0];
+  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)), undefined, blocks).cts[0];
   return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
 }
 
@@ -386,17 +532,28 @@ function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], 
  * encrypted run uses (a functional emulator, no encryption): checks the compiled program against
  * the model before any key is generated, and serves the tests.
  */
-export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number): Float64Array {
-  return emulate(p, B, false, slotsIn).out;
+export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number, blocks = 1): Float64Array {
+  return emulate(p, B, false, slotsIn, undefined, blocks).out;
 }
 
 /**
- * Packs samples position-major, one slot vector per input ciphertext: slot q*B + b holds
- * sample b's value at position q mod P (P: the input layout's period).
+ * Packs samples, one slot vector per input ciphertext. Batch packing (blocks = 1): position-major,
+ * slot q*B + b holds sample b's value at position q mod P (P: the input layout's period). Channel
+ * packing (blocks = K > 1, one sample): block b of ciphertext i holds its channel's grid
+ * (`channelAt`), a channel repeated in every block that holds it.
  */
-export function packSamples(xs: Float32Array, shape: number[], count: number, B: number, slots: number): Float64Array[] {
-  const L = inputLayout(shape);
+export function packSamples(xs: Float32Array, shape: number[], count: number, B: number, slots: number, blocks = 1): Float64Array[] {
+  const L = inputLayout(shape, blocks);
   const per = size(shape);
+  if (L.kind === 'grid' && blocks > 1) {
+    if (count !== 1 || B !== 1 || blocks * L.period !== slots) throw new Error('channel packing holds one sample in blocks that fill the slots');
+    const outs = Array.from({ length: gridCts(L) }, () => new Float64Array(slots));
+    for (let f = 0; f < per; f++) {
+      const pos = placeOf(L, f)[1] % L.period;
+      for (let i = 0; i < outs.length; i++) for (let b = 0; b < blocks; b++) if (channelAt(L, i, b) === f % L.C) outs[i][b * L.period + pos] = xs[f];
+    }
+    return outs;
+  }
   const C = L.kind === 'grid' ? L.C : 1;
   const outs = Array.from({ length: C }, () => new Float64Array(slots));
   for (let f = 0; f < per; f++) {
@@ -404,6 +561,26 @@ export function packSamples(xs: Float32Array, shape: number[], count: number, B:
     for (let q = pos; q < slots / B; q += L.period) for (let b = 0; b < count; b++) outs[c][q * B + b] = xs[b * per + f];
   }
   return outs;
+}
+
+/**
+ * Why the program cannot run channel-packed (null: it can): the input must be an image grid, and
+ * channels whose squares have different signs share a ciphertext, so their signs must be taken by
+ * the linear step that reads them.
+ */
+export function channelPackingObstacle(p: Program): string | null {
+  if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
+  // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
+  for (const s of p.steps) {
+    if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
+    if (!s.fold.intoPrevious) return `${s.name}'s channels square with both signs and its input map is not folded`;
+    let readers = p.steps.filter((t) => stepInputs(t).includes(s.node));
+    while (readers.length === 1 && readers[0].kind === 'pool') { const pool = readers[0]; readers = p.steps.filter((t) => stepInputs(t).includes(pool.node)); }
+    if (s.node === p.output || readers.length !== 1 || (readers[0].kind !== 'conv' && readers[0].kind !== 'dense')) {
+      return `${s.name}'s channels square with both signs, and only a convolution or dense layer after it can take the signs`;
+    }
+  }
+  return null;
 }
 
 /** Levels the program needs: linear steps 1, pools 0, polynomials their form's depth (+1 if the input map is not folded). */
@@ -433,10 +610,17 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const needed = programDepth(program);
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);
   const params = chooseParams(needed, 'the approximated model', lower, o.ringSize);
+  // Throughput: as many samples per ciphertext as the largest period allows, one ciphertext per
+  // channel. Latency: one sample, its channels side by side (channel packing) where the program
+  // allows it, else one sample in the batch layout.
+  const oneSample = o.packing === 'latency';
+  const L0 = inputLayout(program.inputShape);
+  const obstacle = oneSample ? channelPackingObstacle(program) : null;
+  const blocks = oneSample && !obstacle && L0.kind === 'grid' && params.slots % L0.period === 0 ? params.slots / L0.period : 1;
   // A dry run on the emulator gives the largest period and every rotation the program makes:
   // Galois keys are generated for exactly those steps.
-  const dry = emulate(program, 1, true);
-  const B = Math.max(1, Math.floor(params.slots / dry.maxPeriod));
+  const dry = emulate(program, 1, true, undefined, undefined, blocks);
+  const B = oneSample ? 1 : Math.max(1, Math.floor(params.slots / dry.maxPeriod));
   const galoisSteps = [...dry.steps].map((k) => k * B).sort((a, b) => a - b);
   // node-seal runs in 32-bit WebAssembly: keys, ciphertexts and temporaries share 4 GB, and the
   // machine may have less free. Refuse before generating keys rather than let SEAL abort half-way.
@@ -480,10 +664,10 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
       if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
       const cnt = Math.min(B, n - start);
       // Slot (position q, sample b) = q * B + b, inputs replicated with their padded period.
-      const packed = packSamples(xs.subarray(start * per, (start + cnt) * per), g.inputShape, cnt, B, be.slots);
+      const packed = packSamples(xs.subarray(start * per, (start + cnt) * per), g.inputShape, cnt, B, be.slots, blocks);
       const t0 = Date.now();
       const cts = packed.map((v) => be.encrypt(v));
-      const out = runProgram(program, be, ops, cts, (name, sec) => { layerSeconds[name] = (layerSeconds[name] ?? 0) + sec; }).cts[0];
+      const out = runProgram(program, be, ops, cts, (name, sec) => { layerSeconds[name] = (layerSeconds[name] ?? 0) + sec; }, blocks).cts[0];
       latency += (Date.now() - t0) / 1000;
       levelsUsed = params.levels - be.level(out);
       const dec = be.decrypt(out);
@@ -505,6 +689,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const batches = Math.ceil(n / B);
   return {
     mode: 'model', createdAt: new Date().toISOString(), params: { ...params, samplesPerCiphertext: B },
+    packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: blocks, why: obstacle },
     levelsNeeded: needed, levelsPredicted: sim.levelsUsed, levelsUsed, galoisSteps, keyBytes: be.keySizes as EncryptedModelReport['keyBytes'],
     samples: results, agreement: results.filter((r) => r.encrypted === r.plainApproximated).length / Math.max(1, results.length),
     maxAbsErrLogits: Math.max(0, ...results.map((r) => r.maxAbsErrLogits)),
@@ -523,7 +708,7 @@ function spread(v: Float64Array, B: number, slots: number): Float64Array {
 
 export function renderModelTest(r: EncryptedModelReport): string {
   const lines: string[] = [];
-  lines.push(`encrypted whole-model test (SEAL CKKS, N=${r.params.ringSize}, ${r.params.levels} levels, 40-bit scale, 128-bit security, ${r.params.samplesPerCiphertext} samples per ciphertext)`);
+  lines.push(`encrypted whole-model test (SEAL CKKS, N=${r.params.ringSize}, ${r.params.levels} levels, 40-bit scale, 128-bit security, ${describePacking(r)})`);
   lines.push('sample  label  original  approximated  encrypted  max |logit err|');
   for (const s of r.samples) {
     lines.push(`${String(s.index).padStart(6)}  ${String(s.label ?? '-').padStart(5)}  ${String(s.plainOriginal).padStart(8)}  ${String(s.plainApproximated).padStart(12)}  ${String(s.encrypted).padStart(9)}  ${s.maxAbsErrLogits.toExponential(2).padStart(15)}`);
@@ -531,7 +716,16 @@ export function renderModelTest(r: EncryptedModelReport): string {
   lines.push(`encrypted top-1 = plaintext approximated top-1 on ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length} samples; max logit error ${r.maxAbsErrLogits.toExponential(2)}`);
   lines.push(`levels: needed ${r.levelsNeeded}, simulator predicted ${r.levelsPredicted}, used ${r.levelsUsed}, available ${r.params.levels}`);
   lines.push(`time per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
-  lines.push(`latency ${r.latencySeconds.toFixed(2)} s per ciphertext; amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per sample; key generation ${r.keygenSeconds.toFixed(1)} s`);
+  const per = r.params.samplesPerCiphertext === 1 ? 'per sample (one sample per run)' : `per ciphertext of ${r.params.samplesPerCiphertext} samples`;
+  lines.push(`latency ${r.latencySeconds.toFixed(2)} s ${per}; amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per sample; key generation ${r.keygenSeconds.toFixed(1)} s`);
   lines.push(`keys: public ${(r.keyBytes.publicKey / 1e6).toFixed(1)} MB, relinearisation ${(r.keyBytes.relinKeys / 1e6).toFixed(1)} MB, Galois ${(r.keyBytes.galoisKeys / 1e6).toFixed(1)} MB (${r.galoisSteps.length} rotation steps); peak memory ${r.peakRssMB} MB`);
   return lines.join('\n');
+}
+
+/** The packing, as the CLI and the extension print it. */
+export function describePacking(r: EncryptedModelReport): string {
+  const p = r.packing;
+  if (!p || p.kind === 'throughput') return `throughput packing: ${r.params.samplesPerCiphertext} samples per ciphertext, one ciphertext per channel`;
+  if (p.channelsPerCiphertext > 1) return `latency packing: one sample, ${p.channelsPerCiphertext} channels per ciphertext`;
+  return `latency packing: one sample per ciphertext${p.why ? ` (channels not packed together: ${p.why})` : ''}`;
 }
