@@ -7,7 +7,8 @@
  *  2. Whole-model encrypted inference of the MLP and CNN examples in both packings: throughput
  *     (many images per ciphertext: latency per ciphertext, amortised per image) and latency (one
  *     image per run, its channels side by side: seconds per image), with the agreement of
- *     encrypted and plaintext approximated predictions, and the ratio between the two packings.
+ *     encrypted and plaintext approximated predictions, and the ratio between the two packings;
+ *     each on one thread and on two (each thread with its own keys): the speed-up printed.
  *  3. Peak memory of this process.
  *
  *   node dist/bench/encrypted.js [--samples 100] [--cnn-samples 32] [--latency-samples 4] [--skip-poly]
@@ -41,22 +42,27 @@ async function main(): Promise<void> {
     const data = path.join(MNIST, 't10k-images-idx3-ubyte');
     const labels = path.join(MNIST, 't10k-labels-idx1-ubyte');
     const report = JSON.parse(JSON.stringify(await analyze({ model, data, labels })));
-    const runs: Partial<Record<'throughput' | 'latency', EncryptedModelReport>> = {};
+    const runs: Partial<Record<string, EncryptedModelReport>> = {};
     for (const packing of ['throughput', 'latency'] as const) {
-      try {
-        const r = await encryptedModelTest({ model, report, data, labels, samples: packing === 'latency' ? oneByOne : counts[name], packing });
-        runs[packing] = r;
-        const per = packing === 'latency' ? `${r.latencySeconds.toFixed(2)} s per image` : `latency ${r.latencySeconds.toFixed(2)} s per ciphertext, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image`;
-        console.log(`${name} ${packing.padEnd(10)}: N=${r.params.ringSize}, ${r.params.levels} levels, ${describePacking(r)}; ${per}; key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB (${r.galoisSteps.length} steps); agreement ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length}; max logit error ${r.maxAbsErrLogits.toExponential(1)}`);
-        console.log(`${' '.repeat(name.length)} ${' '.repeat(10)}  per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
-      } catch (e) {
-        if (e instanceof UserError) console.log(`${name} ${packing}: not measured: ${e.message}`);
-        else throw e;
+      for (const workers of [1, 2]) {
+        try {
+          const r = await encryptedModelTest({ model, report, data, labels, samples: packing === 'latency' ? oneByOne : counts[name], packing, workers });
+          runs[`${packing}${workers}`] = r;
+          const per = packing === 'latency' ? `${r.latencySeconds.toFixed(2)} s per image` : `latency ${r.latencySeconds.toFixed(2)} s per ciphertext`;
+          console.log(`${name} ${packing.padEnd(10)} ${workers} thread${workers > 1 ? 's' : ' '}: N=${r.params.ringSize}, ${r.params.levels} levels, ${describePacking(r)}; ${per}, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image (${r.wallSeconds?.toFixed(1)} s for ${r.samples.length}); key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB (${r.galoisSteps.length} steps); agreement ${(100 * r.agreement).toFixed(1)}%; max logit error ${r.maxAbsErrLogits.toExponential(1)}`);
+          if (workers === 1) console.log(`      per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+        } catch (e) {
+          if (e instanceof UserError) console.log(`${name} ${packing} ${workers}: not measured: ${e.message}`);
+          else throw e;
+        }
       }
+      const one = runs[`${packing}1`];
+      const two = runs[`${packing}2`];
+      if (one && two) console.log(`${name} ${packing}: two threads / one, amortised time per image: ${(one.amortisedSecondsPerSample / two.amortisedSecondsPerSample).toFixed(2)}x faster`);
     }
-    const t = runs.throughput;
-    const l = runs.latency;
-    if (t && l) console.log(`${name}: one image takes ${(t.latencySeconds / l.latencySeconds).toFixed(2)}x less time in latency packing than in a throughput ciphertext; per image, throughput packing is ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper`);
+    const t = runs.throughput1;
+    const l = runs.latency1;
+    if (t && l) console.log(`${name}: one image takes ${(t.latencySeconds / l.latencySeconds).toFixed(2)}x less time in latency packing than in a throughput ciphertext; per image, throughput packing is ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper (one thread each)`);
   }
   console.log(`\n3. peak memory of this benchmark process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
 }

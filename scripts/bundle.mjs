@@ -1,4 +1,4 @@
-// Bundles the extension host, the analysis worker and the webview with esbuild, and copies the
+// Bundles the extension host, the analysis worker, the encrypted test's batch worker and the webview with esbuild, and copies the
 // tfjs wasm binaries beside them (the VSIX ships bundle/ only; see .vscodeignore).
 import { build } from 'esbuild';
 import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -23,6 +23,9 @@ const node = {
 await Promise.all([
   build({ ...node, entryPoints: ['src/extension/extension.ts'], outfile: join(out, 'extension.js') }),
   build({ ...node, entryPoints: ['src/extension/workerMain.ts'], outfile: join(out, 'worker.js') }),
+  // The whole-model encrypted test runs its batches on threads of their own (src/core/he/modelTest.ts
+  // looks for batchWorker.js beside itself, here beside worker.js).
+  build({ ...node, entryPoints: ['src/core/he/batchWorker.ts'], outfile: join(out, 'batchWorker.js') }),
   build({ bundle: true, platform: 'browser', format: 'iife', target: 'es2022', minify: production, sourcemap: !production,
     entryPoints: ['webview/main.ts'], outfile: join(out, 'webview.js'), logLevel: 'warning', legalComments: 'none' }),
 ]);

@@ -143,12 +143,16 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
   assert.deepEqual(packedChecked, ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']);
 });
 
-test('whole-model encrypted test on the MLP: encrypted top-1 = plaintext approximated top-1, logit error < 1e-3', async () => {
+test('whole-model encrypted test on the MLP on two threads: encrypted top-1 = plaintext approximated top-1, logit error < 1e-3', async () => {
   const r = await reportFor('mnist-mlp');
   // Per-channel polynomials on a flat layout: one plaintext vector per coefficient.
   assert.ok(r.layers.every((l) => l.chosen.channels !== null));
-  const res = await encryptedModelTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 8 });
-  assert.equal(res.samples.length, 8);
+  // Two ciphertexts of 8 images on two threads, each with keys of its own.
+  const res = await encryptedModelTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 16, workers: 2 });
+  assert.equal(res.workers, 2);
+  assert.equal(res.params.samplesPerCiphertext, 8);
+  assert.equal(res.samples.length, 16);
+  assert.equal(new Set(res.samples.map((x) => x.index)).size, 16, 'every sample once');
   assert.equal(res.agreement, 1);
   assert.ok(res.maxAbsErrLogits < 1e-3, `max logit error ${res.maxAbsErrLogits}`);
   assert.equal(res.levelsUsed, res.levelsPredicted, 'simulator plan = real consumption');

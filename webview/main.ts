@@ -173,6 +173,7 @@ function renderEncrypted(r: Report): void {
         : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`]),
       row(['latency per run', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`]),
       row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
+      row(['threads', String(m.workers ?? 1)]),
       row(['peak memory', `${m.peakRssMB} MB`]),
     ].join('')}</table>`);
   }

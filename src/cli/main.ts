@@ -163,6 +163,7 @@ const ENC_FLAGS: FlagSpec[] = [
   { name: 'latency', value: false, help: 'one sample per run, its channels side by side in as few ciphertexts as fit: the time one prediction takes' },
   { name: 'throughput', value: false, help: 'as many samples per ciphertext as fit, one ciphertext per channel: the least time per sample (default)' },
   { name: 'ring-size', value: true, help: 'force a CKKS ring size (default: the smallest that fits)' },
+  { name: 'workers', value: true, help: 'threads for the whole-model test, each with its own keys (default: one per core, at most 2)' },
   { name: 'quiet', value: false, help: 'no progress on stderr' },
 ];
 
@@ -176,12 +177,13 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
   const report = readReport(reportPath);
   const samples = numberOpt(opts, 'samples', (x) => Number.isInteger(x) && x > 0, 'a positive integer') ?? 20;
   const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
+  const workers = numberOpt(opts, 'workers', (x) => Number.isInteger(x) && x >= 1 && x <= 8, 'an integer from 1 to 8');
   if (opts.has('latency') && opts.has('throughput')) throw new UserError('OPTION_INVALID', '--latency and --throughput ask for two packings at once', 'pass one of them (--throughput is the default)');
   if (opts.has('layer-only') && opts.has('latency')) throw new UserError('OPTION_INVALID', '--latency applies to the whole-model test, not to --layer-only', 'drop one of the two options');
   if (!opts.has('layer-only')) {
     const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
     const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
-      packing: opts.has('latency') ? 'latency' : 'throughput', onProgress: progressPrinter(opts.has('quiet')) });
+      packing: opts.has('latency') ? 'latency' : 'throughput', workers, onProgress: progressPrinter(opts.has('quiet')) });
     report.encrypted = { ...report.encrypted, model: res };
     fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);

@@ -337,6 +337,9 @@ export interface EncryptedModelReport {
   layerSeconds: Record<string, number>;
   /** Seconds for one run of the program (one ciphertext set: B samples, or one sample in latency packing). */
   latencySeconds: number;
+  /** Threads the batches ran on (each with its own keys), and the wall time of all batches (key generation excluded; amortised = wall / samples). Absent in older reports. */
+  workers?: number;
+  wallSeconds?: number;
   amortisedSecondsPerSample: number;
   keygenSeconds: number;
   peakRssMB: number;

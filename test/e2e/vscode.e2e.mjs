@@ -173,7 +173,7 @@ before(async () => {
   fs.mkdirSync(WS, { recursive: true });
   for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
   fs.mkdirSync(path.join(WS, '.vscode'));
-  fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 8 }, null, 2));
+  fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 16 }, null, 2));
   const started = await startCodeServer(tmp, { trust: false });
   server = started.proc;
   serverLog = () => started.log;
@@ -277,7 +277,8 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   await palette('HE Approx: Analyze Model');
   await toast(/activations approximated/).waitFor({ timeout: 300000 });
   await palette('HE Approx: Run Encrypted Test');
-  await toast(/encrypted test: 8 images, \d+% agree/).waitFor({ timeout: 600000 });
+  // 16 images: two ciphertexts of 8, on two threads of the analysis worker (each with its own keys).
+  await toast(/encrypted test: 16 images, \d+% agree/).waitFor({ timeout: 600000 });
   await shot('07-encrypted-done');
   await palette('HE Approx: Show Approximation Panel');
   const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
@@ -287,7 +288,8 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
     throw new Error(`${e.message}\npanel:\n${await frame.locator('body').innerText().catch(() => '?')}`);
   });
   const text = await enc.innerText();
-  assert.match(text, /images\s+8/);
+  assert.match(text, /images\s+16/);
+  assert.match(text, /threads\s+2/);
   assert.match(text, /top-1 agrees with plaintext approximation\s+100%/);
   await enc.scrollIntoViewIfNeeded();
   await shot('08-encrypted-panel');

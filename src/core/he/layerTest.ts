@@ -35,6 +35,8 @@ export interface EncryptedTestOptions {
   ringSize?: number;
   /** Whole-model test: many samples per ciphertext (default) or one sample at a time, channels packed together. */
   packing?: 'throughput' | 'latency';
+  /** Whole-model test: worker threads for the batches (default: one per core, at most 2; 1 runs on the calling thread). */
+  workers?: number;
   signal?: AbortSignal;
   onProgress?: Progress;
 }

@@ -1,0 +1,647 @@
+/**
+ * The CKKS program of a whole model: compiled from the graph and the chosen polynomials, run on a
+ * CKKS backend (SEAL, or the plaintext simulator that predicts levels and scales), with the
+ * packings that lay samples out in slots. No tfjs here: the encrypted test's worker threads load
+ * only this, node-seal and the polynomial evaluator.
+ *
+ * Linear layers use the hybrid diagonal method (Juvekar et al., GAZELLE, USENIX Security 2018)
+ * with baby-step giant-step rotations (Halevi & Shoup 2014/2018): for y = M x with M padded to
+ * m x n (m | n, powers of two), z = sum_k diag_k * rot(x, k) and y_j = sum_t z[j + t m].
+ * Slots are position-major with B samples interleaved (slot = position * B + sample), and every
+ * value is kept periodic in its positions, so a layer's output comes out already replicated with
+ * the period the next layer reads: no masking, one level per linear layer. Each activation's
+ * affine input map and a following BatchNormalization fold into the dense weights.
+ *
+ * Convolutions (LoLa, Brutzkus et al., ICML 2019, style): one ciphertext per channel, each
+ * image on its row-major grid; out_o = sum_dy rot(sum_c sum_dx w * rot(x_c, dx sx), dy sy), so the
+ * dx rotations are shared by all output channels and the dy ones by all input channels. Average
+ * pooling is rotate-and-add with its 1/p^2 folded into the next linear layer. Strides stretch the
+ * grid instead of moving data. A dense layer after a convolution reads the channel ciphertexts
+ * directly through the generalised diagonals.
+ *
+ * Scope of this version: Dense, Conv2D (valid padding), AveragePooling2D (stride = pool size,
+ * followed by a linear layer), BatchNormalization after a linear layer, Add, Flatten, Dropout and
+ * polynomial activations. Anything else is refused with a clear message.
+ */
+import { UserError } from '../errors';
+import type { PolyActivation } from '../model/execute';
+import { Graph, GraphNode, consumersOf, size } from '../model/graph';
+import { Fold, affineLane, foldLevels, lanesOf, planFold, squareLane } from '../cost/fold';
+import { PolyPlan, planAtDepth } from '../numerics/bsgs';
+import { unitMap } from '../numerics/chebyshev';
+import type { EncryptedModelReport, Report } from '../report';
+import { polysFromReport } from '../report';
+import { CkksBackend, SimBackend } from './backend';
+import { CkksParams } from './params';
+import { PolyInput, VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
+import { Ct, SealBackend } from './seal';
+
+const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
+
+/** A dense map y = x W + b (folds applied); W is d_in x m, row-major, d_in in Keras flatten order. */
+interface DenseStep { kind: 'dense'; node: number; name: string; input: number; dIn: number; m: number; W: Float64Array; b: Float64Array }
+/** A valid-padding convolution; W is [kh, kw, cin, cout] row-major. */
+interface ConvStep { kind: 'conv'; node: number; name: string; input: number; kh: number; kw: number; cin: number; cout: number;
+  strides: [number, number]; W: Float64Array; b: Float64Array }
+/** Average pooling p x p with stride p: sums here, the 1/p^2 is folded into the next linear step. */
+interface PoolStep { kind: 'pool'; node: number; name: string; input: number; p: number }
+interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan }
+interface AddStep { kind: 'add'; node: number; name: string; inputs: number[] }
+type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep;
+
+export interface Program {
+  steps: Step[];
+  /** Value id (node) holding the logits. */
+  output: number;
+  inputShape: number[];
+  outputDim: number;
+}
+
+function unsupported(n: GraphNode, why = ''): never {
+  throw new UserError('MODEL_UNSUPPORTED', `the whole-model encrypted test does not support layer '${n.layer}' (${n.className})${why ? ' ' + why : ''} yet`,
+    'run he-approx encrypted-test with --layer-only to test each activation under encryption');
+}
+
+const stepInputs = (s: Step): number[] => (s.kind === 'add' ? s.inputs : [s.input]);
+
+/** Compiles graph + chosen polynomials into dense, conv, pool, polynomial and add steps. */
+export function compileProgram(g: Graph, report: Report): Program {
+  const polys = new Map(report.layers.map((l) => [l.node, l]));
+  const consumers = (id: number) => consumersOf(g, id);
+  const alias = new Map<number, number>(); // node -> value id it equals (flatten, identity)
+  const val = (id: number) => alias.get(id) ?? id;
+  const steps: Step[] = [];
+  const linearOf = new Map<number, DenseStep | ConvStep>();
+  const scaleOutputs = (st: DenseStep | ConvStep, f: (o: number) => [number, number]) => {
+    const outs = st.kind === 'dense' ? st.m : st.cout;
+    for (let k = 0; k < st.W.length; k++) st.W[k] *= f(k % outs)[0];
+    for (let o = 0; o < outs; o++) { const [mul, add] = f(o); st.b[o] = st.b[o] * mul + add; }
+  };
+  for (const n of g.nodes) {
+    const s = n.spec;
+    switch (s.op) {
+      case 'input': break;
+      case 'flatten': case 'identity': alias.set(n.id, val(n.inputs[0])); break;
+      case 'reshape':
+        if (g.nodes[n.inputs[0]].shape.length !== 1 || n.shape.length !== 1) unsupported(n, 'beyond flat vectors');
+        alias.set(n.id, val(n.inputs[0])); break;
+      case 'dense': {
+        if (g.nodes[n.inputs[0]].shape.length !== 1) unsupported(n, 'on a non-flat input');
+        const [dIn, m] = s.kernelShape;
+        const st: DenseStep = { kind: 'dense', node: n.id, name: n.name, input: val(n.inputs[0]), dIn, m,
+          W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(m) };
+        steps.push(st);
+        linearOf.set(n.id, st);
+        break;
+      }
+      case 'conv2d': {
+        if (s.padding !== 'valid') unsupported(n, "with padding 'same'");
+        if (s.dilation[0] !== 1 || s.dilation[1] !== 1) unsupported(n, 'with dilation');
+        const [kh, kw, cin, cout] = s.kernelShape;
+        const st: ConvStep = { kind: 'conv', node: n.id, name: n.name, input: val(n.inputs[0]), kh, kw, cin, cout, strides: s.strides,
+          W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(cout) };
+        steps.push(st);
+        linearOf.set(n.id, st);
+        break;
+      }
+      case 'avgpool': {
+        if (s.padding !== 'valid' || s.pool[0] !== s.pool[1] || s.strides[0] !== s.pool[0] || s.strides[1] !== s.pool[1]) unsupported(n, 'other than square, valid, stride = pool size');
+        // The 1/p^2 must fold into a following linear layer (through Flatten).
+        let next = consumers(n.id);
+        while (next.length === 1 && next[0].spec.op === 'flatten') next = consumers(next[0].id);
+        if (next.length !== 1 || !['dense', 'conv2d'].includes(next[0].spec.op)) unsupported(n, 'not followed by a Dense or Conv2D layer');
+        steps.push({ kind: 'pool', node: n.id, name: n.name, input: val(n.inputs[0]), p: s.pool[0] });
+        break;
+      }
+      case 'batchnorm': {
+        const prev = linearOf.get(val(n.inputs[0]));
+        if (!prev || consumers(n.inputs[0]).length !== 1) unsupported(n, 'not right after a Dense or Conv2D layer');
+        scaleOutputs(prev, (o) => [s.scale[o], s.shift[o]]);
+        alias.set(n.id, val(n.inputs[0]));
+        break;
+      }
+      case 'activation': {
+        const l = polys.get(n.id);
+        if (!l) throw new UserError('OPTION_INVALID', `the report has no polynomial for activation ${n.name}`, 'run he-approx analyze on this model again');
+        const poly = polysFromReport({ layers: [l] }).get(l.node)!;
+        const degree = l.chosen.degree;
+        // The same decision as the analysis's cost model (cost/fold.ts), so the levels agree.
+        const fold = planFold(g, n, poly, degree, report.options.fold ?? false);
+        const src = linearOf.get(val(n.inputs[0]));
+        if (fold.intoPrevious && (!src || consumers(val(n.inputs[0])).length !== 1)) throw new Error(`${n.name}: the fold plan expects a linear layer before it`);
+        const lanes = lanesOf(poly);
+        const lane = (o: number) => lanes[poly.channels ? o : 0];
+        const off = (o: number) => poly.channelOffset?.[o] ?? 0;
+        if (fold.intoPrevious && fold.form === 'affine') {
+          // Degree 1: the linear layer computes y = mul x + add (less the mean-shift offset); nothing is left to do.
+          scaleOutputs(src!, (o) => { const q = affineLane(lane(o)); return [q.mul, q.add - off(o)]; });
+          alias.set(n.id, val(n.inputs[0]));
+          break;
+        }
+        // The linear layer computes t (series) or u (square) per output channel.
+        if (fold.intoPrevious) {
+          scaleOutputs(src!, (o) => {
+            if (fold.form === 'square') { const q = squareLane(lane(o))!; return [q.mul, q.add]; }
+            const { scale, shift } = unitMap(lane(o)); return [scale, shift];
+          });
+        }
+        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree, fold, poly, plan: planAtDepth(degree, l.chosen.polyDepth) });
+        break;
+      }
+      case 'add': steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val) }); break;
+      default: unsupported(n);
+    }
+  }
+  if (g.nodes[g.output].shape.length !== 1) unsupported(g.nodes[g.output], 'as the output (the output must be a flat vector)');
+  return { steps, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
+}
+
+/**
+ * Where values live. 'flat': one ciphertext, element f at position f, periodic with `period`.
+ * 'grid': element (y, x) of a channel at position y*sy + x*sx of its block (the input image's
+ * row-major grid, strided by the convolutions and pools so far); other positions hold junk that no
+ * later weight reads. A block is `period` positions. With blocks = 1 (batch packing) each channel
+ * has its own ciphertext and positions repeat with `period`. With blocks = K > 1 (channel packing,
+ * one sample: Lee et al.'s multiplexed packing, ICML 2022, without the stride interleaving) K
+ * channels sit side by side in one ciphertext of K * period slots, channel c in block c mod K of
+ * ciphertext floor(c / K); fewer channels than blocks repeat (block b holds channel b mod C).
+ */
+type GridLayout = { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number; blocks: number };
+type Layout = { kind: 'flat'; period: number; dim: number } | GridLayout;
+interface Value<C> {
+  cts: C[];
+  layout: Layout;
+  /** Pending factor (1/p^2 of pools) for the next linear step. */
+  factor: number;
+  /** Pending per-channel signs (channel packing's signed squares) for the next linear step. */
+  signs?: Float64Array;
+}
+
+/** A value's pending factor on grid channel c (or on input feature f of a flat value). */
+const factorOf = (x: Value<unknown>, c: number) => x.factor * (x.signs?.[c] ?? 1);
+
+export function inputLayout(shape: number[], blocks = 1): Layout {
+  if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]), blocks };
+  return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
+}
+
+/** Ciphertexts a grid value takes. */
+const gridCts = (l: GridLayout) => (l.C <= l.blocks ? 1 : Math.ceil(l.C / l.blocks));
+
+/** The channel block b of ciphertext i holds (-1: none). */
+function channelAt(l: GridLayout, i: number, b: number): number {
+  if (l.C <= l.blocks) return i === 0 ? b % l.C : -1;
+  const c = i * l.blocks + b;
+  return c < l.C ? c : -1;
+}
+
+/** Input (flat index in Keras order) -> [ciphertext, position] for a value's layout (a repeated channel: its first block). */
+function placeOf(l: Layout, f: number): [number, number] {
+  if (l.kind === 'flat') return [0, f];
+  const c = f % l.C;
+  const yx = Math.floor(f / l.C);
+  const [i, b] = l.C <= l.blocks ? [0, c] : [Math.floor(c / l.blocks), c % l.blocks];
+  return [i, b * l.period + Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
+}
+
+/** The operations linear steps need beyond the polynomial evaluator's. */
+interface LinearOps<C> {
+  rotate(c: C, positions: number): C;
+  /** Multiply by a plaintext vector (per position, periodic), encoded at encScale, NO rescale. */
+  mulVecNoRescale(c: C, v: Float64Array, encScale: number): C;
+  addRaw(a: C, b: C): C;
+  /** acc + b, reusing acc's storage where the backend can (acc is not used afterwards). */
+  addInto(acc: C, b: C): C;
+  rescale(c: C): C;
+  addVec(c: C, v: Float64Array): C;
+  free(c: C): void;
+}
+
+const TARGET_SCALE = 2 ** 40;
+
+/** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
+function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
+  const v = new Float64Array(L.blocks * L.period);
+  for (let b = 0; b < L.blocks; b++) { const ch = channelAt(L, i, b); if (ch >= 0) v.fill(f(ch), b * L.period, (b + 1) * L.period); }
+  return v;
+}
+
+/** Per-slot polynomials of channel-packed ciphertext i: block b uses its channel's (an empty block channel 0's: junk no one reads). */
+function blockLanes(p: PolyActivation, L: GridLayout, i: number): PolyInput[] {
+  const perChannel = Array.from({ length: L.blocks }, (_, b) => lanePoly(p, Math.max(0, channelAt(L, i, b))));
+  return Array.from({ length: L.blocks * L.period }, (_, q) => perChannel[Math.floor(q / L.period)]);
+}
+
+/**
+ * A valid convolution on channel-packed ciphertexts (blocks > 1): output channel o in block b of
+ * ciphertext j gets sum_c sum_dy,dx w[dy,dx,c,o] x_c[q + dy sy + dx sx]. Input channel c reaches
+ * block b by rotating its ciphertext by k blocks (k = block of c - b mod K), so
+ * out_j = sum_dy rot(sum_(i,k) sum_dx W_(j,dy,i,k,dx) * rot(rot(x_i, k period), dx sx), dy sy),
+ * each W a slot vector holding, per block, the weight of the channel that rotation brings there.
+ * The baby steps (i, k, dx) are shared by all outputs; a convolution costs one level, as in batch packing.
+ */
+function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  const L = x.layout as GridLayout;
+  const K = L.blocks;
+  const outL: GridLayout = { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+    sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: K };
+  const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
+  // For each output block and input channel, the source (ciphertext i, offset k) with the smallest
+  // offset; a repeated channel is read from one block only.
+  const terms = new Map<number, { j: number; b: number; c: number; o: number }[]>();
+  for (let j = 0; j < gridCts(outL); j++) {
+    for (let b = 0; b < K; b++) {
+      const o = channelAt(outL, j, b);
+      if (o < 0) continue;
+      for (let c = 0; c < s.cin; c++) {
+        let best = -1;
+        for (let i = 0; i < x.cts.length; i++) for (let beta = 0; beta < K; beta++) {
+          if (channelAt(L, i, beta) !== c) continue;
+          const key = i * K + ((beta - b + K) % K);
+          if (best < 0 || key % K < best % K) best = key;
+        }
+        if (best < 0) throw new Error(`${s.name}: input channel ${c} is in no block`);
+        if (!terms.has(best)) terms.set(best, []);
+        terms.get(best)!.push({ j, b, c, o });
+      }
+    }
+  }
+  const baby = new Map<number, C[]>();
+  for (const key of [...terms.keys()].sort((a, b) => a - b)) {
+    const i = Math.floor(key / K);
+    const k = key % K;
+    const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
+    baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? base : tmp(ops.rotate(base, dx * L.sx)))));
+  }
+  const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+  const cts: C[] = [];
+  for (let j = 0; j < gridCts(outL); j++) {
+    let z: C | null = null;
+    for (let dy = 0; dy < s.kh; dy++) {
+      let inner: C | null = null;
+      for (const [key, list] of terms) {
+        const mine = list.filter((t) => t.j === j);
+        for (let dx = 0; dx < s.kw && mine.length; dx++) {
+          const v = new Float64Array(K * L.period);
+          let nz = false;
+          for (const t of mine) {
+            const w = s.W[((dy * s.kw + dx) * s.cin + t.c) * s.cout + t.o] * factorOf(x, t.c);
+            if (w !== 0) { v.fill(w, t.b * L.period, (t.b + 1) * L.period); nz = true; }
+          }
+          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale));
+        }
+      }
+      if (inner === null) continue;
+      let rotated: C = inner;
+      if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+      z = acc(z, rotated);
+    }
+    if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
+    const y = tmp(ops.rescale(z));
+    ops.free(z);
+    cts.push(ops.addVec(y, perBlock(outL, j, (o) => s.b[o])));
+  }
+  return { cts, layout: outL, factor: 1 };
+}
+
+/** Whether a per-channel activation's squares (cost/fold.ts) have both signs. */
+function mixedSquareSigns(p: PolyActivation): boolean {
+  return new Set(lanesOf(p).map((l) => squareLane(l)?.sign)).size > 1;
+}
+
+/**
+ * Signed squares sign_c u^2 + offset_c on channel-packed ciphertexts whose channels' signs differ:
+ * one ciphertext cannot be negated per block, so each block gets u^2 + sign_c (offset_c - shift_c)
+ * and sign_c stays pending for the next linear step, which multiplies its weights by it (the
+ * issue's "the sign folds into the next linear layer"). Exact: sign_c^2 = 1. `shift_c` is the
+ * mean-shift correction the batch path subtracts after the polynomial.
+ */
+function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: CkksBackend<C>, ops: LinearOps<C>): Value<C> {
+  if (!s.fold.intoPrevious) throw new Error(`${s.name}: a signed square on packed channels needs its input map folded`);
+  const lanes = lanesOf(s.poly);
+  const sq = lanes.map((l) => squareLane(l)!);
+  const off = s.poly.channelOffset;
+  const cts = x.cts.map((u, i) => {
+    const u2 = be.mul(u, u);
+    const r = ops.addVec(u2, perBlock(L, i, (ch) => sq[ch].sign * (sq[ch].offset - (off?.[ch] ?? 0))));
+    ops.free(u2);
+    return r;
+  });
+  return { cts, layout: L, factor: 1, signs: Float64Array.from(sq, (q) => q.sign) };
+}
+
+function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
+  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p.inputShape, blocks), factor: 1 }]]);
+  const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
+  for (const [si, s] of p.steps.entries()) {
+    const t0 = Date.now();
+    const temps: C[] = [];
+    const tmp = (c: C) => { temps.push(c); return c; };
+    let out: Value<C>;
+    if (s.kind === 'dense') {
+      const x = get(s.input);
+      const mPad = pow2(s.m);
+      const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(x.layout, f));
+      const n = Math.max(x.layout.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
+      const g = pow2(Math.ceil(Math.sqrt(mPad)));
+      const l = be.level(x.cts[0]);
+      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      // For each ciphertext, input index at each position (-1: junk, never read).
+      const at = x.cts.map(() => new Int32Array(n).fill(-1));
+      pos.forEach(([c, q], f) => { at[c][q] = f; });
+      const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, mPad) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
+      // Accumulate in place and free each term at once: ciphertexts are megabytes each.
+      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      let z: C | null = null;
+      for (let j = 0; j * g < mPad; j++) {
+        let inner: C | null = null;
+        for (let c = 0; c < x.cts.length; c++) {
+          for (let i = 0; i < g && j * g + i < mPad; i++) {
+            const k = j * g + i;
+            // diag_k rotated by -j g, so that the giant rotation by j g lines it up.
+            const d = new Float64Array(n);
+            let nz = false;
+            for (let q = 0; q < n; q++) {
+              const idx = (q - j * g + n) % n;
+              const row = idx % mPad;
+              const f = at[c][(idx + k) % n];
+              if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f); if (d[q] !== 0) nz = true; }
+            }
+            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale));
+          }
+        }
+        if (inner === null) continue;
+        let rotated: C = inner;
+        if (j > 0) { rotated = ops.rotate(inner, j * g); ops.free(inner); }
+        z = acc(z, rotated);
+      }
+      if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
+      for (let t = mPad; t < n; t *= 2) { const r = ops.rotate(z, t); z = acc(z, r); }
+      tmp(z);
+      const bias = new Float64Array(mPad);
+      bias.set(s.b.subarray(0, s.m));
+      out = { cts: [ops.addVec(tmp(ops.rescale(z)), bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
+    } else if (s.kind === 'conv' && (get(s.input).layout as GridLayout).blocks > 1) {
+      out = packedConv(s, get(s.input), be, ops, tmp);
+    } else if (s.kind === 'conv') {
+      const x = get(s.input);
+      if (x.layout.kind !== 'grid') throw new Error('conv on a flat value');
+      const L = x.layout;
+      const l = be.level(x.cts[0]);
+      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      // Baby steps over kernel columns, shared by every output channel.
+      const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? ct : tmp(ops.rotate(ct, dx * L.sx)))));
+      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      const cts: C[] = [];
+      for (let o = 0; o < s.cout; o++) {
+        let z: C | null = null;
+        for (let dy = 0; dy < s.kh; dy++) {
+          let inner: C | null = null;
+          for (let c = 0; c < s.cin; c++) for (let dx = 0; dx < s.kw; dx++) {
+            const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * factorOf(x, c);
+            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale));
+          }
+          if (inner === null) continue;
+          let rotated: C = inner;
+          if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+          z = acc(z, rotated);
+        }
+        if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
+        const y = ops.rescale(z);
+        ops.free(z);
+        cts.push(be.addConst(y, s.b[o]));
+        ops.free(y);
+      }
+      out = { cts, factor: 1, layout: { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+        sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: 1 } };
+    } else if (s.kind === 'pool') {
+      const x = get(s.input);
+      if (x.layout.kind !== 'grid') throw new Error('pool on a flat value');
+      const L = x.layout;
+      const cts = x.cts.map((ct) => {
+        let row = ct;
+        for (let b = 1; b < s.p; b++) { const r = ops.rotate(ct, b * L.sx); row = row === ct ? ops.addRaw(ct, r) : ops.addInto(row, r); ops.free(r); }
+        let sum = row;
+        for (let a = 1; a < s.p; a++) { const r = ops.rotate(row, a * L.sy); sum = sum === row ? ops.addRaw(row, r) : ops.addInto(sum, r); ops.free(r); }
+        if (sum !== row && row !== ct) ops.free(row);
+        return sum;
+      });
+      out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
+    } else if (s.kind === 'poly') {
+      const x = get(s.input);
+      if (x.factor !== 1 || x.signs) throw new Error('pending pool factor or signs before an activation');
+      const { plan } = s;
+      const L = x.layout;
+      if (L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)) {
+        out = packedSignedSquares(s, x, L, be, ops);
+      } else {
+      // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
+      // positions hold junk no later weight reads, and get the zero polynomial).
+      const vec: VecOps<C> = {
+        mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
+        addVec: (c, v) => ops.addVec(c, v),
+      };
+      const cts = x.cts.map((ct, c) => {
+        const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
+        const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
+        const off = s.poly.channelOffset;
+        if (!off) return y;
+        tmp(y);
+        // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
+        if (L.kind === 'grid' && L.blocks === 1) return be.addConst(y, -off[c]);
+        if (L.kind === 'grid') return ops.addVec(y, perBlock(L, c, (ch) => -off[ch]));
+        const v = new Float64Array(L.period);
+        for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
+        return ops.addVec(y, v);
+      });
+      out = { cts, layout: x.layout, factor: 1 };
+      }
+    } else {
+      const xs = s.inputs.map(get);
+      if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
+      const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
+      const cts = xs[0].cts.map((_, c) => {
+        const parts = xs.map((x) => be.modSwitchTo(x.cts[c], lvl));
+        let acc = parts[0];
+        for (const part of parts.slice(1)) acc = tmp(be.add(acc, part));
+        parts.forEach((part, i) => { if (part !== xs[i].cts[c]) temps.push(part); });
+        return acc;
+      });
+      const ls = xs.map((x) => x.layout);
+      out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : ls[0] };
+    }
+    const keep = new Set(out.cts);
+    for (const c of new Set(temps)) if (!keep.has(c)) ops.free(c);
+    vals.set(s.node, out);
+    // Free values whose last reader has run (never the input, which the caller owns).
+    for (const [id, v] of vals) {
+      if (id === 0 || id === p.output || id === s.node) continue;
+      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) { v.cts.forEach((c) => { if (!keep.has(c)) ops.free(c); }); vals.delete(id); }
+    }
+    onStep?.(s.name, (Date.now() - t0) / 1000);
+  }
+  return get(p.output);
+}
+
+/** Levels the program consumes, by running it on the plaintext simulator (no encryption). */
+export function simulateProgram(p: Program, primes: number[], levels: number): { levelsUsed: number; finalScale: number } {
+  const r = emulate(p, 1, true, undefined, { primes, levels });
+  return { levelsUsed: levels - r.level, finalScale: r.scale };
+}
+
+/**
+ * Runs the program on plaintext position vectors, tracking levels and scales over `chain` (default:
+ * a long chain of 2^40 primes); records rotations and the largest period. A dry run skips the
+ * arithmetic on values and only follows layouts, rotations, levels and scales.
+ */
+export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1):
+  { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
+  const L0 = inputLayout(p.inputShape, blocks);
+  // A dry run only needs to see layouts and rotations: tiny vectors.
+  const S = slotsIn ? slotsIn[0].length : 1;
+  const { primes } = chain;
+  const sim = new SimBackend(primes);
+  const steps = new Set<number>();
+  let maxP = L0.period;
+  const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
+  const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
+    rotate: (c, k) => { steps.add(k); return dry ? c : mk(Float64Array.from({ length: S }, (_, i) => c.v[(i + k * B) % S]), c); },
+    mulVecNoRescale: (c, v, s) => {
+      maxP = Math.max(maxP, v.length);
+      return { v: dry ? c.v : c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]), level: c.level, scale: c.scale * s };
+    },
+    addRaw: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
+    addInto: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
+    rescale: (c) => {
+      if (c.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees');
+      return { v: c.v, level: c.level - 1, scale: c.scale / primes[c.level] };
+    },
+    addVec: (c, v) => { maxP = Math.max(maxP, v.length); return dry ? c : mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c); },
+    free: () => undefined,
+  };
+  const n = L0.kind === 'grid' ? gridCts(L0) : 1;
+  const ins = slotsIn ?? Array.from({ length: n }, () => new Float64Array(S));
+  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)), undefined, blocks).cts[0];
+  return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
+}
+
+/**
+ * Runs the program on plaintext slot vectors with exactly the packing, rotations and products the
+ * encrypted run uses (a functional emulator, no encryption): checks the compiled program against
+ * the model before any key is generated, and serves the tests.
+ */
+export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number, blocks = 1): Float64Array {
+  return emulate(p, B, false, slotsIn, undefined, blocks).out;
+}
+
+/**
+ * Packs samples, one slot vector per input ciphertext. Batch packing (blocks = 1): position-major,
+ * slot q*B + b holds sample b's value at position q mod P (P: the input layout's period). Channel
+ * packing (blocks = K > 1, one sample): block b of ciphertext i holds its channel's grid
+ * (`channelAt`), a channel repeated in every block that holds it.
+ */
+export function packSamples(xs: Float32Array, shape: number[], count: number, B: number, slots: number, blocks = 1): Float64Array[] {
+  const L = inputLayout(shape, blocks);
+  const per = size(shape);
+  if (L.kind === 'grid' && blocks > 1) {
+    if (count !== 1 || B !== 1 || blocks * L.period !== slots) throw new Error('channel packing holds one sample in blocks that fill the slots');
+    const outs = Array.from({ length: gridCts(L) }, () => new Float64Array(slots));
+    for (let f = 0; f < per; f++) {
+      const pos = placeOf(L, f)[1] % L.period;
+      for (let i = 0; i < outs.length; i++) for (let b = 0; b < blocks; b++) if (channelAt(L, i, b) === f % L.C) outs[i][b * L.period + pos] = xs[f];
+    }
+    return outs;
+  }
+  const C = L.kind === 'grid' ? L.C : 1;
+  const outs = Array.from({ length: C }, () => new Float64Array(slots));
+  for (let f = 0; f < per; f++) {
+    const [c, pos] = placeOf(L, f);
+    for (let q = pos; q < slots / B; q += L.period) for (let b = 0; b < count; b++) outs[c][q * B + b] = xs[b * per + f];
+  }
+  return outs;
+}
+
+/**
+ * Why the program cannot run channel-packed (null: it can): the input must be an image grid, and
+ * channels whose squares have different signs share a ciphertext, so their signs must be taken by
+ * the linear step that reads them.
+ */
+export function channelPackingObstacle(p: Program): string | null {
+  if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
+  // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
+  for (const s of p.steps) {
+    if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
+    if (!s.fold.intoPrevious) return `${s.name}'s channels square with both signs and its input map is not folded`;
+    let readers = p.steps.filter((t) => stepInputs(t).includes(s.node));
+    while (readers.length === 1 && readers[0].kind === 'pool') { const pool = readers[0]; readers = p.steps.filter((t) => stepInputs(t).includes(pool.node)); }
+    if (s.node === p.output || readers.length !== 1 || (readers[0].kind !== 'conv' && readers[0].kind !== 'dense')) {
+      return `${s.name}'s channels square with both signs, and only a convolution or dense layer after it can take the signs`;
+    }
+  }
+  return null;
+}
+
+/** Levels the program needs: linear steps 1, pools 0, polynomials their form's depth (+1 if the input map is not folded). */
+export function programDepth(p: Program): number {
+  const depth = new Map<number, number>([[0, 0]]);
+  for (const s of p.steps) {
+    const d = Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
+    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' ? polyStepDepth(s) : 0));
+  }
+  return depth.get(p.output) ?? 0;
+}
+
+function polyStepDepth(s: PolyStep): number {
+  const { polyDepth, affineLevel } = foldLevels(s.fold, s.plan.depth);
+  return polyDepth + affineLevel;
+}
+
+/** Samples packed for one run of the program. */
+export interface Batch { start: number; cnt: number; packed: Float64Array[] }
+/** Everything a thread needs to run batches: plain data, so that it crosses to a worker as it is. */
+export interface BatchJob { program: Program; params: CkksParams; galoisSteps: number[]; B: number; blocks: number; batches: Batch[] }
+/** One batch's decrypted output slots and timings. */
+export interface BatchResult { start: number; cnt: number; out: Float64Array; seconds: number; levelsUsed: number; layerSeconds: Record<string, number> }
+export interface BatchRun { keygenSeconds: number; keyBytes: EncryptedModelReport['keyBytes']; primes: number[] }
+
+/** Runs batches on this thread with keys of its own; `onBatch` sees each batch as it finishes. */
+export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => void, signal?: AbortSignal): Promise<BatchRun> {
+  const { program, params, galoisSteps, B, blocks } = job;
+  const tk = Date.now();
+  const be = await SealBackend.create(params, galoisSteps);
+  const keygenSeconds = (Date.now() - tk) / 1000;
+  try {
+    const ops: LinearOps<Ct> = {
+      rotate: (c, posSteps) => be.rotate(c, posSteps * B),
+      mulVecNoRescale: (c, v, s) => be.mulVector(c, spread(v, B, be.slots), s),
+      addRaw: (a, b) => be.addRaw(a, b),
+      addInto: (a, b) => be.addInto(a, b),
+      rescale: (c) => be.rescale(c),
+      addVec: (c, v) => be.addVector(c, spread(v, B, be.slots)),
+      free: (c) => be.free(c),
+    };
+    for (const batch of job.batches) {
+      if (signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
+      const layerSeconds: Record<string, number> = {};
+      const t0 = Date.now();
+      const cts = batch.packed.map((v) => be.encrypt(v));
+      const out = runProgram(program, be, ops, cts, (name, sec) => { layerSeconds[name] = (layerSeconds[name] ?? 0) + sec; }, blocks).cts[0];
+      const seconds = (Date.now() - t0) / 1000;
+      const levelsUsed = params.levels - be.level(out);
+      const dec = be.decrypt(out);
+      cts.forEach((c) => be.free(c));
+      be.free(out);
+      onBatch({ start: batch.start, cnt: batch.cnt, out: dec, seconds, levelsUsed, layerSeconds });
+    }
+    return { keygenSeconds, keyBytes: be.keySizes, primes: Array.from({ length: params.levels + 1 }, (_, l) => be.prime(l)) };
+  } finally {
+    be.dispose();
+  }
+}
+
+/** Spreads a per-position vector (periodic in its length) over slots: slot q*B+b = v[q mod len]. */
+function spread(v: Float64Array, B: number, slots: number): Float64Array {
+  const out = new Float64Array(slots);
+  for (let q = 0; q < slots / B; q++) { const x = v[q % v.length]; for (let b = 0; b < B; b++) out[q * B + b] = x; }
+  return out;
+}
