@@ -99,6 +99,21 @@ test('SEAL: encrypted polynomial equals the plaintext one to ~1e-6, using the le
   }
 });
 
+test('SEAL: a constant\'s plaintext made without the encoder has exactly the encoder\'s bytes, on every level and scale used', async () => {
+  const be = await SealBackend.create(paramsFor(16384, 7));
+  try {
+    for (const level of [7, 4, 1, 0]) {
+      for (const [k, scale] of [[0.3, 2 ** 40], [-0.123456, 2 ** 40], [1, 2 ** 40 * 1.0000003], [-7.25, 2 ** 39.5], [0, 2 ** 40], [123.4567, 2 ** 52]]) {
+        const { fast, encoder } = be.constantBytes(k, scale, level);
+        assert.ok(fast.length > 0, `fast path taken for ${k} at 2^${Math.log2(scale)}`);
+        assert.ok(Buffer.from(fast).equals(Buffer.from(encoder)), `constant ${k}, scale 2^${Math.log2(scale).toFixed(3)}, level ${level}`);
+      }
+    }
+  } finally {
+    be.dispose();
+  }
+});
+
 test('depth overflow: a clear message with levels needed and available and what to lower', () => {
   assert.throws(() => chooseParams(23, 'the approximated model', ['conv2/activation']), (e: unknown) =>
     e instanceof UserError && /needs 23 levels but CKKS at N=32768 with 128-bit security offers 19/.test(e.message) && /lower the degree of conv2\/activation/.test(e.fix));
