@@ -335,8 +335,14 @@ export interface EncryptedModelReport {
   agreement: number;
   maxAbsErrLogits: number;
   layerSeconds: Record<string, number>;
-  /** Seconds for one run of the program (one ciphertext set: B samples, or one sample in latency packing). */
+  /**
+   * Seconds for one run of the program (one ciphertext set: B samples, or one sample in latency
+   * packing) once the weights' plaintexts are encoded: the mean of the runs after each thread's
+   * first (the first's own time when there is no other).
+   */
   latencySeconds: number;
+  /** Seconds of each thread's first run, which also encodes the weights (absent in older reports). */
+  firstRunSeconds?: number;
   /** Threads the batches ran on (each with its own keys), and the wall time of all batches (key generation excluded; amortised = wall / samples). Absent in older reports. */
   workers?: number;
   wallSeconds?: number;

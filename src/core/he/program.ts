@@ -208,7 +208,7 @@ function placeOf(l: Layout, f: number): [number, number] {
 interface LinearOps<C> {
   rotate(c: C, positions: number): C;
   /** Multiply by a plaintext vector (per position, periodic), encoded at encScale, NO rescale. */
-  mulVecNoRescale(c: C, v: Float64Array, encScale: number): C;
+  mulVecNoRescale(c: C, v: Float64Array, encScale: number, key?: string): C;
   addRaw(a: C, b: C): C;
   /** acc + b, reusing acc's storage where the backend can (acc is not used afterwards). */
   addInto(acc: C, b: C): C;
@@ -288,7 +288,7 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
             const w = s.W[((dy * s.kw + dx) * s.cin + t.c) * s.cout + t.o] * factorOf(x, t.c);
             if (w !== 0) { v.fill(w, t.b * L.period, (t.b + 1) * L.period); nz = true; }
           }
-          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale));
+          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale, `${s.node}:${j}:${dy}:${key}:${dx}`));
         }
       }
       if (inner === null) continue;
@@ -367,7 +367,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
               const f = at[c][(idx + k) % n];
               if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f); if (d[q] !== 0) nz = true; }
             }
-            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale));
+            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale, `${s.node}:${j}:${c}:${i}`));
           }
         }
         if (inner === null) continue;
@@ -601,7 +601,11 @@ export interface Batch { start: number; cnt: number; packed: Float64Array[] }
 /** Everything a thread needs to run batches: plain data, so that it crosses to a worker as it is. */
 export interface BatchJob { program: Program; params: CkksParams; galoisSteps: number[]; B: number; blocks: number; batches: Batch[] }
 /** One batch's decrypted output slots and timings. */
-export interface BatchResult { start: number; cnt: number; out: Float64Array; seconds: number; levelsUsed: number; layerSeconds: Record<string, number> }
+export interface BatchResult {
+  start: number; cnt: number; out: Float64Array; seconds: number; levelsUsed: number; layerSeconds: Record<string, number>;
+  /** The thread's first batch, which also encodes the weights' plaintexts the later ones reuse. */
+  first: boolean;
+}
 export interface BatchRun { keygenSeconds: number; keyBytes: EncryptedModelReport['keyBytes']; primes: number[] }
 
 /** Runs batches on this thread with keys of its own; `onBatch` sees each batch as it finishes. */
@@ -613,14 +617,15 @@ export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => voi
   try {
     const ops: LinearOps<Ct> = {
       rotate: (c, posSteps) => be.rotate(c, posSteps * B),
-      mulVecNoRescale: (c, v, s) => be.mulVector(c, spread(v, B, be.slots), s),
+      // Weights (keyed) are the same plaintexts for every batch: encoded once, while memory allows.
+      mulVecNoRescale: (c, v, s, key) => (key ? be.mulVectorCached(c, () => spread(v, B, be.slots), s, key) : be.mulVector(c, spread(v, B, be.slots), s)),
       addRaw: (a, b) => be.addRaw(a, b),
       addInto: (a, b) => be.addInto(a, b),
       rescale: (c) => be.rescale(c),
       addVec: (c, v) => be.addVector(c, spread(v, B, be.slots)),
       free: (c) => be.free(c),
     };
-    for (const batch of job.batches) {
+    for (const [bi, batch] of job.batches.entries()) {
       if (signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
       const layerSeconds: Record<string, number> = {};
       const t0 = Date.now();
@@ -631,7 +636,7 @@ export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => voi
       const dec = be.decrypt(out);
       cts.forEach((c) => be.free(c));
       be.free(out);
-      onBatch({ start: batch.start, cnt: batch.cnt, out: dec, seconds, levelsUsed, layerSeconds });
+      onBatch({ start: batch.start, cnt: batch.cnt, out: dec, seconds, levelsUsed, layerSeconds, first: bi === 0 });
     }
     return { keygenSeconds, keyBytes: be.keySizes, primes: Array.from({ length: params.levels + 1 }, (_, l) => be.prime(l)) };
   } finally {

@@ -39,6 +39,10 @@ export class SealBackend implements CkksBackend<Ct> {
   private readonly primesBig: bigint[];
   /** Per level: a serialised plaintext (SEAL's own bytes) and where its coefficients start. */
   private readonly constTemplates = new Map<number, { bytes: Uint8Array; offset: number } | null>();
+  private readonly plainCache = new Map<string, Any>();
+  private plainCacheBytes = 0;
+  /** Weight plaintexts kept across batches, at most (node-seal's heap is 4 GB, shared with keys and ciphertexts). */
+  plainCacheLimit = 400e6;
   readonly keySizes: { publicKey: number; relinKeys: number; galoisKeys: number };
 
   private constructor(seal: Any, params: CkksParams, galoisSteps: number[]) {
@@ -91,6 +95,26 @@ export class SealBackend implements CkksBackend<Ct> {
     return out;
   }
 
+  /**
+   * mulVector with the plaintext kept under `key` (with the level and scale) for later calls: the
+   * model's weights are the same plaintexts for every sample. Kept while the cache holds less than
+   * `plainCacheLimit` bytes; beyond, encoded per call as mulVector does.
+   */
+  mulVectorCached(c: Ct, v: () => Float64Array, encScale: number, key: string): Ct {
+    const level = this.level(c);
+    const k = `${key}@${level}@${encScale}`;
+    const hit = this.plainCache.get(k);
+    if (hit) return this.evaluator.multiplyPlain(c, hit);
+    const pt = this.plainAt(v(), encScale, level);
+    const out = this.evaluator.multiplyPlain(c, pt);
+    const bytes = this.params.ringSize * (level + 1) * 8;
+    if (this.plainCacheBytes + bytes <= this.plainCacheLimit) { this.plainCache.set(k, pt); this.plainCacheBytes += bytes; } else pt.delete();
+    return out;
+  }
+
+  /** Bytes of weight plaintexts kept (mulVectorCached). */
+  get cachedPlainBytes(): number { return this.plainCacheBytes; }
+
   addRaw(a: Ct, b: Ct): Ct { return this.add(a, b); }
 
   /** a += b in place (same level and scale); returns a. */
@@ -114,6 +138,9 @@ export class SealBackend implements CkksBackend<Ct> {
   }
 
   dispose(): void {
+    for (const pt of this.plainCache.values()) pt.delete();
+    this.plainCache.clear();
+    this.plainCacheBytes = 0;
     for (const o of this.owned.reverse()) { try { o.delete(); } catch { /* freed */ } }
     this.owned.length = 0;
   }
