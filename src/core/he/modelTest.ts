@@ -65,8 +65,8 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const K = program.outputDim;
   const argmax = (a: ArrayLike<number>, off: number) => { let b = 0; for (let j = 1; j < K; j++) if (a[off + j] > a[off + b]) b = j; return b; };
 
-  // Batches of B samples (one sample in latency packing), split over worker threads when there are
-  // several: each thread makes its own keys, so no secret ever leaves the thread that made it.
+  // Batches of B samples (one sample in latency packing), run on worker threads: each thread makes
+  // its own keys, so no secret ever leaves the thread that made it.
   const batchList: Batch[] = [];
   for (let start = 0; start < n; start += B) {
     const cnt = Math.min(B, n - start);
@@ -97,7 +97,8 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     o.onProgress?.(Math.min(1, done / n), `encrypted ${done}/${n} samples`);
   };
   const tw = Date.now();
-  const run = workers === 1 ? await runBatches(job, onBatch, o.signal) : await runBatchesInWorkers(job, workers, onBatch, o.signal);
+  // Threads even for one: node-seal's WebAssembly heap never shrinks, and a thread's goes when it ends.
+  const run = await runBatchesInWorkers(job, workers, onBatch, o.signal);
   // Wall time of the batches alone: key generation (on all threads at once) is reported apart.
   const wallSeconds = Math.max(0, (Date.now() - tw) / 1000 - run.keygenSeconds);
   results.sort((a, b) => idx.indexOf(a.index) - idx.indexOf(b.index));
@@ -133,6 +134,7 @@ export function defaultWorkers(): number {
  */
 async function runBatchesInWorkers(job: BatchJob, n: number, onBatch: (r: BatchResult) => void, signal?: AbortSignal): Promise<BatchRun> {
   const script = path.join(__dirname, 'batchWorker.js');
+  // Without the compiled thread script (the sources run through a TypeScript loader): this thread.
   if (!fs.existsSync(script)) return runBatches(job, onBatch, signal);
   const threads: Worker[] = [];
   const runs = Array.from({ length: n }, (_, w) => new Promise<BatchRun>((resolve, reject) => {

@@ -568,6 +568,7 @@ export function packSamples(xs: Float32Array, shape: number[], count: number, B:
  */
 export function channelPackingObstacle(p: Program): string | null {
   if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
+  if (!p.steps.some((s) => s.kind === 'conv')) return 'no convolution reads the image grid (its first layer flattens it)';
   // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
   for (const s of p.steps) {
     if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
