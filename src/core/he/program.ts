@@ -343,7 +343,12 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const mPad = pow2(s.m);
       const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(x.layout, f));
       const n = Math.max(x.layout.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
-      const g = pow2(Math.ceil(Math.sqrt(mPad)));
+      // Baby steps are per input ciphertext, giant steps shared: with C ciphertexts the rotations
+      // are C (g - 1) + mPad / g - 1, least near g = sqrt(mPad / C) (16 channels into 64 outputs:
+      // g = 2, 47 rotations instead of 123 at g = sqrt(mPad)), and g Galois keys (giant steps below).
+      const rotations = (gg: number) => x.cts.length * (gg - 1) + Math.ceil(mPad / gg) - 1;
+      let g = 1;
+      for (let gg = 2; gg <= mPad; gg *= 2) if (rotations(gg) < rotations(g)) g = gg;
       const l = be.level(x.cts[0]);
       const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
       // For each ciphertext, input index at each position (-1: junk, never read).
@@ -352,8 +357,11 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, mPad) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
       // Accumulate in place and free each term at once: ciphertexts are megabytes each.
       const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      // Giant steps in Horner form, z = inner_0 + rot(inner_1 + rot(inner_2 + ..., g), g): the same
+      // rotations as rot(inner_j, j g) each, all by g, so one Galois key serves them all.
       let z: C | null = null;
-      for (let j = 0; j * g < mPad; j++) {
+      for (let j = Math.ceil(mPad / g) - 1; j >= 0; j--) {
+        if (z !== null) { const r = ops.rotate(z, g); ops.free(z); z = r; }
         let inner: C | null = null;
         for (let c = 0; c < x.cts.length; c++) {
           for (let i = 0; i < g && j * g + i < mPad; i++) {
@@ -370,10 +378,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
             if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale, `${s.node}:${j}:${c}:${i}`));
           }
         }
-        if (inner === null) continue;
-        let rotated: C = inner;
-        if (j > 0) { rotated = ops.rotate(inner, j * g); ops.free(inner); }
-        z = acc(z, rotated);
+        if (inner !== null) z = acc(z, inner);
       }
       if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
       for (let t = mPad; t < n; t *= 2) { const r = ops.rotate(z, t); z = acc(z, r); }
