@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     }
     const t = runs.throughput1;
     const l = runs.latency1;
-    if (t && l) console.log(`${name}: one image takes ${(t.latencySeconds / l.latencySeconds).toFixed(2)}x less time in latency packing than in a throughput ciphertext; per image, throughput packing is ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper (one thread each)`);
+    if (t && l) console.log(`${name}: one image ${l.latencySeconds.toFixed(2)} s in latency packing, ${t.latencySeconds.toFixed(2)} s in a throughput ciphertext (${(t.latencySeconds / l.latencySeconds).toFixed(2)}x); per image, throughput packing ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper (one thread each)`);
   }
   console.log(`\n3. peak memory of this benchmark process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
 }
