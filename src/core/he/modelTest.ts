@@ -1,7 +1,7 @@
 /**
  * Whole-model encrypted test: compiles the approximated model into a CKKS program (program.ts),
- * runs held-out samples through it under SEAL, on worker threads when there are several batches,
- * decrypts, and compares with the plaintext approximated model.
+ * runs held-out samples through it under SEAL on worker threads, decrypts, and compares with the
+ * plaintext approximated model.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -74,7 +74,8 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   }
   const workers = Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length));
   const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList };
-  const results: SampleResult[] = [];
+  // By sample position: threads deliver batches in any order.
+  const results: SampleResult[] = new Array(n);
   const layerSeconds: Record<string, number> = {};
   let latency = 0;
   let levelsUsed = 0;
@@ -90,8 +91,8 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
       const logits = Array.from({ length: K }, (_, j) => r.out[j * B + b]);
       let err = 0;
       for (let j = 0; j < K; j++) err = Math.max(err, Math.abs(logits[j] - approx[i * K + j]));
-      results.push({ index: idx[i], label: ds.labels ? ds.labels[idx[i]] : null, plainOriginal: argmax(orig, i * K),
-        plainApproximated: argmax(approx, i * K), encrypted: argmax(logits, 0), maxAbsErrLogits: err });
+      results[i] = { index: idx[i], label: ds.labels ? ds.labels[idx[i]] : null, plainOriginal: argmax(orig, i * K),
+        plainApproximated: argmax(approx, i * K), encrypted: argmax(logits, 0), maxAbsErrLogits: err };
     }
     done += r.cnt;
     o.onProgress?.(Math.min(1, done / n), `encrypted ${done}/${n} samples`);
@@ -101,10 +102,9 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const run = await runBatchesInWorkers(job, workers, onBatch, o.signal);
   // Wall time of the batches alone: key generation (on all threads at once) is reported apart.
   const wallSeconds = Math.max(0, (Date.now() - tw) / 1000 - run.keygenSeconds);
-  results.sort((a, b) => idx.indexOf(a.index) - idx.indexOf(b.index));
   const { keygenSeconds } = run;
   const sim = simulateProgram(program, run.primes, params.levels);
-  const batches = Math.ceil(n / B);
+  const batches = batchList.length;
   return {
     mode: 'model', createdAt: new Date().toISOString(), params: { ...params, samplesPerCiphertext: B },
     packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: blocks, why: obstacle },

@@ -26,7 +26,7 @@
 import { UserError } from '../errors';
 import type { PolyActivation } from '../model/execute';
 import { Graph, GraphNode, consumersOf, size } from '../model/graph';
-import { Fold, affineLane, foldLevels, lanesOf, planFold, squareLane } from '../cost/fold';
+import { Fold, affineLane, foldLevels, lanesOf, planFold, sharedSign, squareLane } from '../cost/fold';
 import { PolyPlan, planAtDepth } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import type { EncryptedModelReport, Report } from '../report';
@@ -219,6 +219,20 @@ interface LinearOps<C> {
 
 const TARGET_SCALE = 2 ** 40;
 
+/** sum + term, in place, freeing the term at once (ciphertexts are megabytes each); null: no sum yet. */
+function accumulate<C>(ops: LinearOps<C>, sum: C | null, term: C): C {
+  if (sum === null) return term;
+  const r = ops.addInto(sum, term);
+  ops.free(term);
+  return r;
+}
+
+/** The grid a valid convolution leaves: strides stretch the grid instead of moving data. */
+function convOutLayout(L: GridLayout, s: ConvStep, blocks: number): GridLayout {
+  return { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+    sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks };
+}
+
 /** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
 function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
   const v = new Float64Array(L.blocks * L.period);
@@ -243,8 +257,7 @@ function blockLanes(p: PolyActivation, L: GridLayout, i: number): PolyInput[] {
 function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
   const L = x.layout as GridLayout;
   const K = L.blocks;
-  const outL: GridLayout = { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
-    sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: K };
+  const outL = convOutLayout(L, s, K);
   const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
   // For each output block and input channel, the source (ciphertext i, offset k) with the smallest
   // offset; a repeated channel is read from one block only.
@@ -273,7 +286,7 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
     const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
     baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? base : tmp(ops.rotate(base, dx * L.sx)))));
   }
-  const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+  const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
   const cts: C[] = [];
   for (let j = 0; j < gridCts(outL); j++) {
     let z: C | null = null;
@@ -304,9 +317,9 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
   return { cts, layout: outL, factor: 1 };
 }
 
-/** Whether a per-channel activation's squares (cost/fold.ts) have both signs. */
+/** Whether a per-channel activation's squares (cost/fold.ts) have both signs: the evaluator's test (sharedSign). */
 function mixedSquareSigns(p: PolyActivation): boolean {
-  return new Set(lanesOf(p).map((l) => squareLane(l)?.sign)).size > 1;
+  return sharedSign(lanesOf(p).map((l) => squareLane(l)!)) === null;
 }
 
 /**
@@ -328,6 +341,31 @@ function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: Ckk
     return r;
   });
   return { cts, layout: L, factor: 1, signs: Float64Array.from(sq, (q) => q.sign) };
+}
+
+/** A polynomial step on each ciphertext of x (per-channel polynomials as lanes where channels share one), with the mean-shift correction. */
+function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
+  // positions hold junk no later weight reads, and get the zero polynomial).
+  const vec: VecOps<C> = {
+    mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
+    addVec: (c, v) => ops.addVec(c, v),
+  };
+  const L = x.layout;
+  const cts = x.cts.map((ct, c) => {
+    const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
+    const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
+    const off = s.poly.channelOffset;
+    if (!off) return y;
+    tmp(y);
+    // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
+    if (L.kind === 'grid' && L.blocks === 1) return be.addConst(y, -off[c]);
+    if (L.kind === 'grid') return ops.addVec(y, perBlock(L, c, (ch) => -off[ch]));
+    const v = new Float64Array(L.period);
+    for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
+    return ops.addVec(y, v);
+  });
+  return { cts, layout: x.layout, factor: 1 };
 }
 
 function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
@@ -355,8 +393,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const at = x.cts.map(() => new Int32Array(n).fill(-1));
       pos.forEach(([c, q], f) => { at[c][q] = f; });
       const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, mPad) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
-      // Accumulate in place and free each term at once: ciphertexts are megabytes each.
-      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       // Giant steps in Horner form, z = inner_0 + rot(inner_1 + rot(inner_2 + ..., g), g): the same
       // rotations as rot(inner_j, j g) each, all by g, so one Galois key serves them all.
       let z: C | null = null;
@@ -396,7 +433,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
       // Baby steps over kernel columns, shared by every output channel.
       const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? ct : tmp(ops.rotate(ct, dx * L.sx)))));
-      const acc = (sum: C | null, term: C): C => { if (sum === null) return term; const r = ops.addInto(sum, term); ops.free(term); return r; };
+      const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       const cts: C[] = [];
       for (let o = 0; o < s.cout; o++) {
         let z: C | null = null;
@@ -417,8 +454,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         cts.push(be.addConst(y, s.b[o]));
         ops.free(y);
       }
-      out = { cts, factor: 1, layout: { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
-        sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks: 1 } };
+      out = { cts, factor: 1, layout: convOutLayout(L, s, 1) };
     } else if (s.kind === 'pool') {
       const x = get(s.input);
       if (x.layout.kind !== 'grid') throw new Error('pool on a flat value');
@@ -435,32 +471,9 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
     } else if (s.kind === 'poly') {
       const x = get(s.input);
       if (x.factor !== 1 || x.signs) throw new Error('pending pool factor or signs before an activation');
-      const { plan } = s;
       const L = x.layout;
-      if (L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)) {
-        out = packedSignedSquares(s, x, L, be, ops);
-      } else {
-      // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
-      // positions hold junk no later weight reads, and get the zero polynomial).
-      const vec: VecOps<C> = {
-        mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
-        addVec: (c, v) => ops.addVec(c, v),
-      };
-      const cts = x.cts.map((ct, c) => {
-        const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
-        const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
-        const off = s.poly.channelOffset;
-        if (!off) return y;
-        tmp(y);
-        // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
-        if (L.kind === 'grid' && L.blocks === 1) return be.addConst(y, -off[c]);
-        if (L.kind === 'grid') return ops.addVec(y, perBlock(L, c, (ch) => -off[ch]));
-        const v = new Float64Array(L.period);
-        for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
-        return ops.addVec(y, v);
-      });
-      out = { cts, layout: x.layout, factor: 1 };
-      }
+      out = L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)
+        ? packedSignedSquares(s, x, L, be, ops) : polyValue(s, x, be, ops, tmp);
     } else {
       const xs = s.inputs.map(get);
       if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);

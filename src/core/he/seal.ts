@@ -112,9 +112,6 @@ export class SealBackend implements CkksBackend<Ct> {
     return out;
   }
 
-  /** Bytes of weight plaintexts kept (mulVectorCached). */
-  get cachedPlainBytes(): number { return this.plainCacheBytes; }
-
   addRaw(a: Ct, b: Ct): Ct { return this.add(a, b); }
 
   /** a += b in place (same level and scale); returns a. */
@@ -183,8 +180,12 @@ export class SealBackend implements CkksBackend<Ct> {
   private plainAt(k: number | Float64Array, scale: number, level: number): Any {
     const c = typeof k === 'number' ? k : constantOf(k);
     const fast = c === null ? null : this.constPlain(c, scale, level);
-    if (fast) return fast;
-    const pt = this.encoder.encode(typeof k === 'number' ? this.fill(k) : k, scale);
+    return fast ?? this.encodeAt(typeof k === 'number' ? this.fill(k) : k, scale, level);
+  }
+
+  /** SEAL's encoder (at the top level), then switched down to `level`. */
+  private encodeAt(v: Float64Array, scale: number, level: number): Any {
+    const pt = this.encoder.encode(v, scale);
     if (level !== this.topLevel) this.evaluator.plainModSwitchTo(pt, this.parmsByLevel.get(level), pt);
     return pt;
   }
@@ -204,8 +205,7 @@ export class SealBackend implements CkksBackend<Ct> {
     const r = Math.sign(x) * Math.round(Math.abs(x));
     if (!Number.isFinite(r) || Math.abs(r) >= 2 ** 63) return null;
     if (!this.constTemplates.has(level)) {
-      const pt = this.encoder.encode(this.fill(0), scale);
-      if (level !== this.topLevel) this.evaluator.plainModSwitchTo(pt, this.parmsByLevel.get(level), pt);
+      const pt = this.encodeAt(this.fill(0), scale, level);
       const bytes = pt.saveArray(this.seal.ComprModeType.none) as Uint8Array;
       pt.delete();
       const offset = bytes.length - this.params.ringSize * (level + 1) * 8;
@@ -232,8 +232,7 @@ export class SealBackend implements CkksBackend<Ct> {
   /** For tests: the plaintext bytes of constant k by the fast path and by SEAL's encoder. */
   constantBytes(k: number, scale: number, level: number): { fast: Uint8Array; encoder: Uint8Array } {
     const a = this.constPlain(k, scale, level);
-    const b = this.encoder.encode(this.fill(k), scale);
-    if (level !== this.topLevel) this.evaluator.plainModSwitchTo(b, this.parmsByLevel.get(level), b);
+    const b = this.encodeAt(this.fill(k), scale, level);
     const none = this.seal.ComprModeType.none;
     const out = { fast: a ? (a.saveArray(none) as Uint8Array) : new Uint8Array(0), encoder: b.saveArray(none) as Uint8Array };
     a?.delete();
