@@ -6,7 +6,7 @@ import { checkHeMemory, chooseParams, paramsFor, sealKeySizes } from '../src/cor
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';
 import { loadSeal } from '../src/core/cost/sealCosts';
-import { channelPackingObstacle, compileProgram, describePacking, emulateProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
+import { channelPackingObstacle, compileProgram, describePacking, emulateProgram, encryptedModelTest, latencyPacking, packSamples, programDepth } from '../src/core/he/modelTest';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
 import { analyze } from '../src/core/analyze';
 import { planPolynomial } from '../src/core/numerics/bsgs';
@@ -140,23 +140,26 @@ test('compiled HE program (emulated on plaintext slots) computes what the approx
     const ds = loadDataset(MNIST_TEST_IMAGES, null, m.graph.inputShape);
     const B = 8;
     const xs = ds.x.subarray(0, B * 784);
-    const out = emulateProgram(p, packSamples(xs, m.graph.inputShape, B, B, 8192), B);
+    const out = emulateProgram(p, packSamples(p, xs, B, B, 8192), B);
     const polys = polysFromReport(r);
     const ex = new Executor(m.graph);
     const ref = ex.run(new Map([[0, tf.tensor(xs, [B, 28, 28, 1])]]), 0, { replace: polys }).logits;
     ex.dispose();
     for (let b = 0; b < B; b++) for (let j = 0; j < 10; j++) assert.ok(Math.abs(out[j * B + b] - ref[b * 10 + j]) < 1e-4, `${name} sample ${b} logit ${j}`);
-    // Channel packing (one sample, 8 channels of 1024 positions per ciphertext of 8192 slots): the same logits.
-    // (Checked on the MLP too, though the encrypted test does not pack it so: it flattens the image first.)
-    if (m.graph.inputShape.length !== 3) continue;
-    for (let b = 0; b < 2; b++) {
-      const one = emulateProgram(p, packSamples(xs.subarray(b * 784, (b + 1) * 784), m.graph.inputShape, 1, 1, 8192, 8), 1, 8);
-      for (let j = 0; j < 10; j++) assert.ok(Math.abs(one[j] - ref[b * 10 + j]) < 1e-4, `${name} channel-packed sample ${b} logit ${j}: ${one[j]} vs ${ref[b * 10 + j]}`);
+    // Latency packing, one sample: 8 channels of 1024 positions per ciphertext of 8192 slots, or
+    // (the MLP, whose first layer is dense) 8 permuted copies of its input; the same logits. The
+    // MLP also with 4 and 2 copies (16 and 32 products, the copies repeated to fill the slots).
+    const copies = latencyPacking(p, 8192).copies;
+    for (const blocks of copies ? [8, 4, 2] : [8]) {
+      for (let b = 0; b < 2; b++) {
+        const one = emulateProgram(p, packSamples(p, xs.subarray(b * 784, (b + 1) * 784), 1, 1, 8192, blocks), 1, blocks);
+        for (let j = 0; j < 10; j++) assert.ok(Math.abs(one[j] - ref[b * 10 + j]) < 1e-4, `${name} latency-packed (${blocks}) sample ${b} logit ${j}: ${one[j]} vs ${ref[b * 10 + j]}`);
+      }
     }
-    packedChecked.push(name);
+    packedChecked.push(`${name}${copies ? ' (input copies)' : ''}`);
   }
-  // Every example reads an image grid; the CNN's squares have both signs, left to the next layer.
-  assert.deepEqual(packedChecked, ['mnist-mlp', 'mnist-resnet', 'mnist-cnn', 'mnist-silu']);
+  // The CNN's squares have both signs, left to the next layer.
+  assert.deepEqual(packedChecked, ['mnist-mlp (input copies)', 'mnist-resnet (input copies)', 'mnist-cnn', 'mnist-silu']);
   assert.deepEqual(await Promise.all(['mnist-mlp', 'mnist-cnn'].map(async (name) => channelPackingObstacle(compileProgram((await loadModel(example(name))).graph, await reportFor(name))))),
     ['no convolution reads the image grid (its first layer flattens it)', null]);
 });
@@ -176,6 +179,16 @@ test('whole-model encrypted test on the MLP on two threads: encrypted top-1 = pl
   assert.equal(res.levelsUsed, res.levelsPredicted, 'simulator plan = real consumption');
   assert.equal(res.levelsUsed, res.levelsNeeded);
   assert.ok(res.keyBytes.galoisKeys > 0 && res.galoisSteps.length > 0);
+  // Latency packing: one image per run, 8 permuted copies of it for the first dense layer (mixDense).
+  const one = await encryptedModelTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 2, packing: 'latency', workers: 1 });
+  assert.deepEqual(one.packing, { kind: 'latency', channelsPerCiphertext: 1, inputCopies: 8, why: null });
+  assert.equal(one.params.samplesPerCiphertext, 1);
+  assert.equal(one.agreement, 1);
+  assert.ok(one.maxAbsErrLogits < 1e-3, `max logit error ${one.maxAbsErrLogits}`);
+  assert.equal(one.levelsUsed, one.levelsPredicted, 'simulator plan = real consumption');
+  // The outputs' positions are summed across all 8192 slots: 128, 256, ..., 4096.
+  assert.ok([128, 256, 512, 1024, 2048, 4096].every((k) => one.galoisSteps.includes(k)), `steps ${one.galoisSteps.join(',')}`);
+  assert.match(describePacking(one), /one sample, 8 permuted copies of its input/);
 });
 
 test('whole-model encrypted test on the CNN, folded to 7 levels at N=16384 (one ciphertext of 8 images): agreement and logit error < 1e-3', async () => {

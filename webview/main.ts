@@ -169,7 +169,7 @@ function renderEncrypted(r: Report): void {
       row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
       row(['levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
       row(['packing', m.packing?.kind === 'latency'
-        ? `latency: one image per run${m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
+        ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
         : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`]),
       row(['latency per run', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`]),
       row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),

@@ -321,10 +321,11 @@ export interface EncryptedModelReport {
   params: CkksParams & { samplesPerCiphertext: number };
   /**
    * How samples were packed: 'throughput' (many samples per ciphertext, one ciphertext per channel)
-   * or 'latency' (one sample; its channels side by side, channelsPerCiphertext of them, unless `why`).
+   * or 'latency' (one sample; its channels side by side, channelsPerCiphertext of them, or a flat
+   * input in inputCopies permuted copies for the dense layer reading it, unless `why`).
    * Absent in reports made before it existed: throughput.
    */
-  packing?: { kind: 'throughput' | 'latency'; channelsPerCiphertext: number; why: string | null };
+  packing?: { kind: 'throughput' | 'latency'; channelsPerCiphertext: number; inputCopies?: number; why: string | null };
   levelsNeeded: number;
   levelsPredicted: number;
   levelsUsed: number;

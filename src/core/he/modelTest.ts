@@ -15,10 +15,10 @@ import { gather } from '../profile/profiler';
 import { EncryptedModelReport, SampleResult } from '../report';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { checkHeMemory, chooseParams } from './params';
-import { Batch, BatchJob, BatchResult, BatchRun, channelPackingObstacle, compileProgram, emulate, inputLayout, packSamples, programDepth, runBatches, simulateProgram } from './program';
+import { Batch, BatchJob, BatchResult, BatchRun, compileProgram, emulate, latencyPacking, packSamples, programDepth, runBatches, simulateProgram } from './program';
 
 export type { EncryptedModelReport, SampleResult };
-export { channelPackingObstacle, compileProgram, emulateProgram, packSamples, programDepth, simulateProgram } from './program';
+export { channelPackingObstacle, compileProgram, emulateProgram, latencyPacking, packSamples, programDepth, simulateProgram } from './program';
 export type { Program } from './program';
 
 export type ModelTestOptions = EncryptedTestOptions;
@@ -34,12 +34,11 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const lower = [...o.report.layers].sort((x, y) => y.chosen.depth - x.chosen.depth).slice(0, 2).map((l) => l.name);
   const params = chooseParams(needed, 'the approximated model', lower, o.ringSize);
   // Throughput: as many samples per ciphertext as the largest period allows, one ciphertext per
-  // channel. Latency: one sample, its channels side by side (channel packing) where the program
-  // allows it, else one sample in the batch layout.
+  // channel. Latency: one sample, its channels side by side (channel packing) or a flat input in
+  // permuted copies (input copies) where the program allows it, else one sample in the batch layout.
   const oneSample = o.packing === 'latency';
-  const L0 = inputLayout(program.inputShape);
-  const obstacle = oneSample ? channelPackingObstacle(program) : null;
-  const blocks = oneSample && !obstacle && L0.kind === 'grid' && params.slots % L0.period === 0 ? params.slots / L0.period : 1;
+  const layout = oneSample ? latencyPacking(program, params.slots) : { blocks: 1, copies: false, why: null };
+  const { blocks } = layout;
   // A dry run on the emulator gives the largest period and every rotation the program makes:
   // Galois keys are generated for exactly those steps.
   const dry = emulate(program, 1, true, undefined, undefined, blocks);
@@ -70,7 +69,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const batchList: Batch[] = [];
   for (let start = 0; start < n; start += B) {
     const cnt = Math.min(B, n - start);
-    batchList.push({ start, cnt, packed: packSamples(xs.subarray(start * per, (start + cnt) * per), g.inputShape, cnt, B, params.slots, blocks) });
+    batchList.push({ start, cnt, packed: packSamples(program, xs.subarray(start * per, (start + cnt) * per), cnt, B, params.slots, blocks) });
   }
   const workers = Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length));
   const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList };
@@ -107,7 +106,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const batches = batchList.length;
   return {
     mode: 'model', createdAt: new Date().toISOString(), params: { ...params, samplesPerCiphertext: B },
-    packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: blocks, why: obstacle },
+    packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: layout.copies ? 1 : blocks, ...(layout.copies ? { inputCopies: blocks } : {}), why: layout.why },
     levelsNeeded: needed, levelsPredicted: sim.levelsUsed, levelsUsed, galoisSteps, keyBytes: run.keyBytes,
     samples: results, agreement: results.filter((r) => r.encrypted === r.plainApproximated).length / Math.max(1, results.length),
     maxAbsErrLogits: Math.max(0, ...results.map((r) => r.maxAbsErrLogits)),
@@ -186,6 +185,7 @@ export function renderModelTest(r: EncryptedModelReport): string {
 export function describePacking(r: EncryptedModelReport): string {
   const p = r.packing;
   if (!p || p.kind === 'throughput') return `throughput packing: ${r.params.samplesPerCiphertext} samples per ciphertext, one ciphertext per channel`;
+  if (p.inputCopies) return `latency packing: one sample, ${p.inputCopies} permuted copies of its input in one ciphertext (the first dense layer's diagonals split among them)`;
   if (p.channelsPerCiphertext > 1) return `latency packing: one sample, ${p.channelsPerCiphertext} channels per ciphertext`;
   return `latency packing: one sample per ciphertext${p.why ? ` (channels not packed together: ${p.why})` : ''}`;
 }

@@ -167,7 +167,13 @@ export function compileProgram(g: Graph, report: Report): Program {
  * ciphertext floor(c / K); fewer channels than blocks repeat (block b holds channel b mod C).
  */
 type GridLayout = { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number; blocks: number };
-type Layout = { kind: 'flat'; period: number; dim: number } | GridLayout;
+/**
+ * A flat value: element f at position f, periodic with `period`. With `mix` (the program's input,
+ * one sample, read by a dense layer alone) R permuted copies fill R * period positions instead:
+ * position p holds element mixIndex(p) (see mixDense), and nothing is periodic below R * period.
+ */
+type FlatLayout = { kind: 'flat'; period: number; dim: number; mix?: { R: number; K: number } };
+type Layout = FlatLayout | GridLayout;
 interface Value<C> {
   cts: C[];
   layout: Layout;
@@ -180,7 +186,23 @@ interface Value<C> {
 /** A value's pending factor on grid channel c (or on input feature f of a flat value). */
 const factorOf = (x: Value<unknown>, c: number) => x.factor * (x.signs?.[c] ?? 1);
 
-export function inputLayout(shape: number[], blocks = 1): Layout {
+/** The dense layer that alone reads the program's input (null: none, or not alone). */
+function inputDense(p: Program): DenseStep | null {
+  const readers = p.steps.filter((s) => stepInputs(s).includes(0));
+  return readers.length === 1 && readers[0].kind === 'dense' ? readers[0] : null;
+}
+
+/**
+ * The input's layout. blocks > 1 (latency packing, one sample): R = blocks permuted copies of a
+ * flat input if a dense layer alone reads it (mixDense), else `blocks` channel blocks of a grid.
+ */
+export function inputLayout(p: Program, blocks = 1): Layout {
+  const shape = p.inputShape;
+  const dense = blocks > 1 ? inputDense(p) : null;
+  if (dense) {
+    if (pow2(dense.m) % blocks) throw new Error(`${blocks} input copies for ${dense.name}'s ${pow2(dense.m)} outputs`);
+    return { kind: 'flat', period: pow2(size(shape)), dim: size(shape), mix: { R: blocks, K: pow2(dense.m) / blocks } };
+  }
   if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]), blocks };
   return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
 }
@@ -317,6 +339,71 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
   return { cts, layout: outL, factor: 1 };
 }
 
+/**
+ * A dense layer's end, after its products z (n positions, output r at every position = r mod
+ * mPad): rescale, then add up each output's positions by rotations mPad, 2 mPad, ... < n (after the
+ * rescale, so on one prime fewer: rotations commute with it), plus the bias. Periodic with mPad.
+ */
+function finishDense<C>(s: DenseStep, z: C, n: number, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  const mPad = pow2(s.m);
+  let y = ops.rescale(z);
+  ops.free(z);
+  for (let t = mPad; t < n; t *= 2) y = accumulate(ops, y, ops.rotate(y, t));
+  tmp(y);
+  const bias = new Float64Array(mPad);
+  bias.set(s.b.subarray(0, s.m));
+  return { cts: [ops.addVec(y, bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
+}
+
+/** The input element position p of a mixed layout holds (mPad = K R outputs, n = period inputs). */
+const mixIndex = (p: number, K: number, mPad: number, n: number) => K * (Math.floor(p / mPad) % (n / K)) + (p % K);
+
+/**
+ * A dense layer y = x W + b reading R permuted copies of its input (one sample, latency packing).
+ * The diagonal method (Halevi-Shoup, hybrid for m < n) needs mPad products and rotations when the
+ * input is one periodic copy; with R copies side by side it needs K = mPad / R: position p holds
+ * input mixIndex(p) = K (floor(p / mPad) mod n/K) + p mod K, so that the positions s = r (mod mPad)
+ * of output r, each reading p = s + k for k < K, meet every input exactly once (for fixed k the
+ * copy index floor(p / mPad) only shifts, mod n/K, by whether r + k passes mPad). So
+ * z = sum_k P_k * rot(x, k) with P_k[s] = W[mixIndex(s + k)][s mod mPad], summed over those
+ * positions by log2(R n / mPad) rotations; the result is y, periodic with mPad, as every later
+ * step expects. The client lays the copies out when it encrypts (packSamples). For the MLP's
+ * 784 -> 128 at N=16384 (R = 8): 16 products and 12 rotations instead of 128 and 25.
+ */
+function mixDense<C>(s: DenseStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  const L = x.layout as FlatLayout;
+  const { R, K } = L.mix!;
+  const n = L.period;
+  const mPad = pow2(s.m);
+  const S = R * n;
+  // Baby-step giant-step over k = j g + i: (g - 1) + (K / g - 1) rotations.
+  let g = 1;
+  for (let gg = 2; gg <= K; gg *= 2) if (gg - 1 + Math.ceil(K / gg) < g - 1 + Math.ceil(K / g)) g = gg;
+  const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
+  const ct = x.cts[0];
+  const baby = [ct, ...Array.from({ length: g - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))];
+  let z: C | null = null;
+  for (let j = Math.ceil(K / g) - 1; j >= 0; j--) {
+    // Horner giant steps (one Galois key): P_(j g + i) rotated by -j g.
+    if (z !== null) { const r = ops.rotate(z, g); ops.free(z); z = r; }
+    let inner: C | null = null;
+    for (let i = 0; i < g && j * g + i < K; i++) {
+      const k = j * g + i;
+      const d = new Float64Array(S);
+      for (let q = 0; q < S; q++) {
+        const t = (q - j * g + S) % S;
+        const row = t % mPad;
+        const f = mixIndex((t + k) % S, K, mPad, n);
+        if (row < s.m && f < s.dIn) d[q] = s.W[f * s.m + row] * x.factor;
+      }
+      inner = accumulate(ops, inner, ops.mulVecNoRescale(baby[i], d, encScale, `${s.node}:mix:${j}:${i}`));
+    }
+    if (inner !== null) z = z === null ? inner : accumulate(ops, z, inner);
+  }
+  if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
+  return finishDense(s, z, S, ops, tmp);
+}
+
 /** Whether a per-channel activation's squares (cost/fold.ts) have both signs: the evaluator's test (sharedSign). */
 function mixedSquareSigns(p: PolyActivation): boolean {
   return sharedSign(lanesOf(p).map((l) => squareLane(l)!)) === null;
@@ -369,14 +456,16 @@ function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearO
 }
 
 function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
-  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p.inputShape, blocks), factor: 1 }]]);
+  const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p, blocks), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
   for (const [si, s] of p.steps.entries()) {
     const t0 = Date.now();
     const temps: C[] = [];
     const tmp = (c: C) => { temps.push(c); return c; };
     let out: Value<C>;
-    if (s.kind === 'dense') {
+    if (s.kind === 'dense' && get(s.input).layout.kind === 'flat' && (get(s.input).layout as FlatLayout).mix) {
+      out = mixDense(s, get(s.input), be, ops, tmp);
+    } else if (s.kind === 'dense') {
       const x = get(s.input);
       const mPad = pow2(s.m);
       const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(x.layout, f));
@@ -418,11 +507,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         if (inner !== null) z = acc(z, inner);
       }
       if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
-      for (let t = mPad; t < n; t *= 2) { const r = ops.rotate(z, t); z = acc(z, r); }
-      tmp(z);
-      const bias = new Float64Array(mPad);
-      bias.set(s.b.subarray(0, s.m));
-      out = { cts: [ops.addVec(tmp(ops.rescale(z)), bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
+      out = finishDense(s, z, n, ops, tmp);
     } else if (s.kind === 'conv' && (get(s.input).layout as GridLayout).blocks > 1) {
       out = packedConv(s, get(s.input), be, ops, tmp);
     } else if (s.kind === 'conv') {
@@ -514,7 +599,7 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
  */
 export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1):
   { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
-  const L0 = inputLayout(p.inputShape, blocks);
+  const L0 = inputLayout(p, blocks);
   // A dry run only needs to see layouts and rotations: tiny vectors.
   const S = slotsIn ? slotsIn[0].length : 1;
   const { primes } = chain;
@@ -554,13 +639,21 @@ export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number, b
 
 /**
  * Packs samples, one slot vector per input ciphertext. Batch packing (blocks = 1): position-major,
- * slot q*B + b holds sample b's value at position q mod P (P: the input layout's period). Channel
- * packing (blocks = K > 1, one sample): block b of ciphertext i holds its channel's grid
+ * slot q*B + b holds sample b's value at position q mod P (P: the input layout's period). Latency
+ * packing (blocks > 1, one sample): `blocks` permuted copies of a flat input read by a dense layer
+ * (mixDense), or else channel blocks: block b of ciphertext i holds its channel's grid
  * (`channelAt`), a channel repeated in every block that holds it.
  */
-export function packSamples(xs: Float32Array, shape: number[], count: number, B: number, slots: number, blocks = 1): Float64Array[] {
-  const L = inputLayout(shape, blocks);
-  const per = size(shape);
+export function packSamples(p: Program, xs: Float32Array, count: number, B: number, slots: number, blocks = 1): Float64Array[] {
+  const L = inputLayout(p, blocks);
+  const per = size(p.inputShape);
+  if (L.kind === 'flat' && L.mix) {
+    const { R, K } = L.mix;
+    if (count !== 1 || B !== 1 || slots % (R * L.period)) throw new Error('input copies hold one sample in copies that fill the slots');
+    const v = new Float64Array(slots);
+    for (let q = 0; q < slots; q++) { const f = mixIndex(q % (R * L.period), K, K * R, L.period); if (f < per) v[q] = xs[f]; }
+    return [v];
+  }
   if (L.kind === 'grid' && blocks > 1) {
     if (count !== 1 || B !== 1 || blocks * L.period !== slots) throw new Error('channel packing holds one sample in blocks that fill the slots');
     const outs = Array.from({ length: gridCts(L) }, () => new Float64Array(slots));
@@ -598,6 +691,25 @@ export function channelPackingObstacle(p: Program): string | null {
     }
   }
   return null;
+}
+
+/**
+ * How latency packing lays out one sample in `slots`: permuted copies of a flat input that a dense
+ * layer alone reads (`copies`, mixDense), or else channel blocks of an image grid; `blocks` 1 and
+ * `why` when neither applies.
+ */
+export function latencyPacking(p: Program, slots: number): { blocks: number; copies: boolean; why: string | null } {
+  const dense = inputDense(p);
+  const n = pow2(size(p.inputShape));
+  if (dense) {
+    const R = slots % n === 0 ? Math.min(slots / n, pow2(dense.m)) : 1;
+    return R > 1 ? { blocks: R, copies: true, why: null } : { blocks: 1, copies: false, why: `one copy of the input fills the ${slots} slots` };
+  }
+  const obstacle = channelPackingObstacle(p);
+  if (obstacle) return { blocks: 1, copies: false, why: obstacle };
+  const L = inputLayout(p);
+  if (slots % L.period) return { blocks: 1, copies: false, why: `${slots} slots do not hold whole channels of ${L.period} positions` };
+  return { blocks: slots / L.period, copies: false, why: null };
 }
 
 /** Levels the program needs: linear steps 1, pools 0, polynomials their form's depth (+1 if the input map is not folded). */
