@@ -335,6 +335,7 @@ export interface EncryptedModelReport {
   /** Fraction of samples whose encrypted top-1 equals the plaintext approximated model's. */
   agreement: number;
   maxAbsErrLogits: number;
+  /** Seconds per run of each layer: the mean of the runs after each thread's first where there are any (as latencySeconds). */
   layerSeconds: Record<string, number>;
   /**
    * Seconds for one run of the program (one ciphertext set: B samples, or one sample in latency
@@ -347,6 +348,8 @@ export interface EncryptedModelReport {
   /** Threads the batches ran on (each with its own keys), and the wall time of all batches (key generation excluded; amortised = wall / samples). Absent in older reports. */
   workers?: number;
   wallSeconds?: number;
+  /** Estimated memory of one thread: keys, live ciphertexts and the bound on its weights' plaintexts (absent in older reports). */
+  memoryPerThreadMB?: number;
   amortisedSecondsPerSample: number;
   keygenSeconds: number;
   peakRssMB: number;

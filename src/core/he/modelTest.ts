@@ -14,7 +14,7 @@ import { size } from '../model/graph';
 import { gather } from '../profile/profiler';
 import { EncryptedModelReport, SampleResult } from '../report';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
-import { checkHeMemory, chooseParams } from './params';
+import { PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES, checkHeMemory, chooseParams } from './params';
 import { Batch, BatchJob, BatchResult, BatchRun, compileProgram, emulate, latencyPacking, packSamples, programDepth, runBatches, simulateProgram } from './program';
 
 export type { EncryptedModelReport, SampleResult };
@@ -49,8 +49,12 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   // Live ciphertexts: a value is one ciphertext per channel; a layer holds its input, its output
   // and a residual branch's, plus the polynomial evaluator's powers (about 16).
   const channels = Math.max(1, ...g.nodes.map((nd) => (nd.shape.length === 3 ? nd.shape[2] : 1)));
-  checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
+  const perThread = checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
     `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
+  // Each thread also keeps weights' plaintexts, as many as its heap leaves room for, up to a bound;
+  // threads beyond what the machine's free memory holds are not started.
+  const plainCacheBytes = Math.max(0, Math.min(PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES - perThread));
+  const threadsThatFit = Math.max(1, Math.floor((0.9 * os.freemem()) / (perThread + plainCacheBytes)));
   const { ds, n, idx, polys } = await testSamples(o, g, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);
@@ -71,11 +75,13 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     const cnt = Math.min(B, n - start);
     batchList.push({ start, cnt, packed: packSamples(program, xs.subarray(start * per, (start + cnt) * per), cnt, B, params.slots, blocks) });
   }
-  const workers = Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length));
-  const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList };
+  const workers = Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length, threadsThatFit));
+  const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList, plainCacheBytes };
   // By sample position: threads deliver batches in any order.
   const results: SampleResult[] = new Array(n);
+  // Per layer: all runs, and the runs after each thread's first (which also encodes the weights).
   const layerSeconds: Record<string, number> = {};
+  const steadyLayerSeconds: Record<string, number> = {};
   let latency = 0;
   let levelsUsed = 0;
   let done = 0;
@@ -84,7 +90,10 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const onBatch = (r: BatchResult) => {
     if (r.first) { firstRuns++; firstSeconds += r.seconds; } else latency += r.seconds;
     levelsUsed = r.levelsUsed;
-    for (const [k, v] of Object.entries(r.layerSeconds)) layerSeconds[k] = (layerSeconds[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(r.layerSeconds)) {
+      layerSeconds[k] = (layerSeconds[k] ?? 0) + v;
+      if (!r.first) steadyLayerSeconds[k] = (steadyLayerSeconds[k] ?? 0) + v;
+    }
     for (let b = 0; b < r.cnt; b++) {
       const i = r.start + b;
       const logits = Array.from({ length: K }, (_, j) => r.out[j * B + b]);
@@ -110,11 +119,12 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     levelsNeeded: needed, levelsPredicted: sim.levelsUsed, levelsUsed, galoisSteps, keyBytes: run.keyBytes,
     samples: results, agreement: results.filter((r) => r.encrypted === r.plainApproximated).length / Math.max(1, results.length),
     maxAbsErrLogits: Math.max(0, ...results.map((r) => r.maxAbsErrLogits)),
-    layerSeconds: Object.fromEntries(Object.entries(layerSeconds).map(([k, v]) => [k, v / batches])),
+    layerSeconds: batches > firstRuns ? Object.fromEntries(Object.entries(steadyLayerSeconds).map(([k, v]) => [k, v / (batches - firstRuns)]))
+      : Object.fromEntries(Object.entries(layerSeconds).map(([k, v]) => [k, v / batches])),
     // Steady state: the batches after each thread's first, which encoded the weights once.
     latencySeconds: batches > firstRuns ? latency / (batches - firstRuns) : firstSeconds / Math.max(1, firstRuns),
     firstRunSeconds: firstSeconds / Math.max(1, firstRuns), amortisedSecondsPerSample: wallSeconds / Math.max(1, n), keygenSeconds,
-    workers, wallSeconds,
+    workers, wallSeconds, memoryPerThreadMB: Math.round((perThread + plainCacheBytes) / 1e6),
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
 }
@@ -177,7 +187,8 @@ export function renderModelTest(r: EncryptedModelReport): string {
     + (r.firstRunSeconds !== undefined && Math.abs(r.firstRunSeconds - r.latencySeconds) > 0.005 ? ` (first run ${r.firstRunSeconds.toFixed(2)} s: it also encodes the weights)` : '');
   const threads = r.workers && r.workers > 1 ? ` on ${r.workers} threads` : '';
   lines.push(`latency ${r.latencySeconds.toFixed(2)} s ${per}; amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per sample${threads}; key generation ${r.keygenSeconds.toFixed(1)} s`);
-  lines.push(`keys: public ${(r.keyBytes.publicKey / 1e6).toFixed(1)} MB, relinearisation ${(r.keyBytes.relinKeys / 1e6).toFixed(1)} MB, Galois ${(r.keyBytes.galoisKeys / 1e6).toFixed(1)} MB (${r.galoisSteps.length} rotation steps); peak memory ${r.peakRssMB} MB`);
+  lines.push(`keys: public ${(r.keyBytes.publicKey / 1e6).toFixed(1)} MB, relinearisation ${(r.keyBytes.relinKeys / 1e6).toFixed(1)} MB, Galois ${(r.keyBytes.galoisKeys / 1e6).toFixed(1)} MB (${r.galoisSteps.length} rotation steps); peak memory ${r.peakRssMB} MB`
+    + (r.memoryPerThreadMB ? ` (estimated ${r.memoryPerThreadMB} MB per thread, weights' plaintexts included)` : ''));
   return lines.join('\n');
 }
 

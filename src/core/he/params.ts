@@ -56,6 +56,9 @@ export function sealKeySizes(p: CkksParams, rotations: number): { publicKey: num
   return { publicKey: ct, relinKeys: ksk, galoisKeys: rotations * ksk };
 }
 
+/** Weights' plaintexts an encrypted-test thread keeps across its runs, at most (seal.ts, mulVectorCached). */
+export const PLAIN_CACHE_BYTES = 400e6;
+
 /** node-seal's 32-bit WebAssembly memory, less room for SEAL's own pools and temporaries. */
 export const SEAL_HEAP_BYTES = 3.2e9;
 

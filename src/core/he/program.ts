@@ -730,7 +730,7 @@ function polyStepDepth(s: PolyStep): number {
 /** Samples packed for one run of the program. */
 export interface Batch { start: number; cnt: number; packed: Float64Array[] }
 /** Everything a thread needs to run batches: plain data, so that it crosses to a worker as it is. */
-export interface BatchJob { program: Program; params: CkksParams; galoisSteps: number[]; B: number; blocks: number; batches: Batch[] }
+export interface BatchJob { program: Program; params: CkksParams; galoisSteps: number[]; B: number; blocks: number; batches: Batch[]; plainCacheBytes?: number }
 /** One batch's decrypted output slots and timings. */
 export interface BatchResult {
   start: number; cnt: number; out: Float64Array; seconds: number; levelsUsed: number; layerSeconds: Record<string, number>;
@@ -744,6 +744,7 @@ export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => voi
   const { program, params, galoisSteps, B, blocks } = job;
   const tk = Date.now();
   const be = await SealBackend.create(params, galoisSteps);
+  if (job.plainCacheBytes !== undefined) be.plainCacheLimit = job.plainCacheBytes;
   const keygenSeconds = (Date.now() - tk) / 1000;
   try {
     const ops: LinearOps<Ct> = {

@@ -4,7 +4,7 @@
  */
 import { loadSeal } from '../cost/sealCosts';
 import { CkksBackend, OpCounts, ScaleMismatchError, newCounts } from './backend';
-import { CkksParams, sealKeySizes } from './params';
+import { CkksParams, PLAIN_CACHE_BYTES, sealKeySizes } from './params';
 import type { VecOps } from './polyEval';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -42,7 +42,7 @@ export class SealBackend implements CkksBackend<Ct> {
   private readonly plainCache = new Map<string, Any>();
   private plainCacheBytes = 0;
   /** Weight plaintexts kept across batches, at most (node-seal's heap is 4 GB, shared with keys and ciphertexts). */
-  plainCacheLimit = 400e6;
+  plainCacheLimit = PLAIN_CACHE_BYTES;
   readonly keySizes: { publicKey: number; relinKeys: number; galoisKeys: number };
 
   private constructor(seal: Any, params: CkksParams, galoisSteps: number[]) {
