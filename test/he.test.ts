@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { SimBackend } from '../src/core/he/backend';
-import { checkHeMemory, chooseParams, paramsFor, sealKeySizes } from '../src/core/he/params';
+import { checkHeMemory, chooseParams, paramsFor, sealKeySizes, threadPlan } from '../src/core/he/params';
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';
 import { loadSeal } from '../src/core/cost/sealCosts';
@@ -265,6 +265,12 @@ test('SEAL memory is estimated before key generation: node-seal\'s 4 GB and the 
     (e: unknown) => e instanceof UserError && e.code === 'MEMORY_LIMIT' && /needs about 9\.\d GB .*40 rotation steps.*4 GB WebAssembly memory/.test(e.message) && e.fix === 'lower the degrees');
   assert.throws(() => checkHeMemory(p, 2, 10, 'lower the degrees', 0.5e9),
     (e: unknown) => e instanceof UserError && /needs about 0\.\d GB.*this machine has 0\.5 GB free/.test(e.message) && /close other programs/.test(e.fix));
+  // Threads: each needs its keys and ciphertexts plus a plaintext cache bounded by what node-seal's
+  // heap leaves; no more start than 90% of free memory holds, and never none.
+  assert.deepEqual(threadPlan(1e9, 2, 64e9), { threads: 2, plainCacheBytes: 400e6, bytesPerThread: 1.4e9 });
+  assert.deepEqual(threadPlan(3e9, 2, 64e9), { threads: 2, plainCacheBytes: 0.2e9, bytesPerThread: 3.2e9 });
+  assert.equal(threadPlan(1e9, 2, 2.5e9).threads, 1);
+  assert.equal(threadPlan(1e9, 2, 1e9).threads, 1);
   // The layout is SEAL's: the keys it generates, serialised uncompressed, are within 5% of it.
   const small = paramsFor(8192, 2);
   const be = await SealBackend.create(small, [1]);

@@ -14,7 +14,7 @@ import { size } from '../model/graph';
 import { gather } from '../profile/profiler';
 import { EncryptedModelReport, SampleResult } from '../report';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
-import { PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES, checkHeMemory, chooseParams } from './params';
+import { checkHeMemory, chooseParams, threadPlan } from './params';
 import { Batch, BatchJob, BatchResult, BatchRun, compileProgram, emulate, latencyPacking, packSamples, programDepth, runBatches, simulateProgram } from './program';
 
 export type { EncryptedModelReport, SampleResult };
@@ -51,10 +51,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const channels = Math.max(1, ...g.nodes.map((nd) => (nd.shape.length === 3 ? nd.shape[2] : 1)));
   const perThread = checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
     `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
-  // Each thread also keeps weights' plaintexts, as many as its heap leaves room for, up to a bound;
-  // threads beyond what the machine's free memory holds are not started.
-  const plainCacheBytes = Math.max(0, Math.min(PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES - perThread));
-  const threadsThatFit = Math.max(1, Math.floor((0.9 * os.freemem()) / (perThread + plainCacheBytes)));
+
   const { ds, n, idx, polys } = await testSamples(o, g, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);
@@ -75,7 +72,9 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     const cnt = Math.min(B, n - start);
     batchList.push({ start, cnt, packed: packSamples(program, xs.subarray(start * per, (start + cnt) * per), cnt, B, params.slots, blocks) });
   }
-  const workers = Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length, threadsThatFit));
+  // Each thread also keeps weights' plaintexts, as many as its heap leaves room for, up to a bound;
+  // threads beyond what the machine's free memory holds are not started.
+  const { threads: workers, plainCacheBytes, bytesPerThread } = threadPlan(perThread, Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length)));
   const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList, plainCacheBytes };
   // By sample position: threads deliver batches in any order.
   const results: SampleResult[] = new Array(n);
@@ -124,7 +123,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
     // Steady state: the batches after each thread's first, which encoded the weights once.
     latencySeconds: batches > firstRuns ? latency / (batches - firstRuns) : firstSeconds / Math.max(1, firstRuns),
     firstRunSeconds: firstSeconds / Math.max(1, firstRuns), amortisedSecondsPerSample: wallSeconds / Math.max(1, n), keygenSeconds,
-    workers, wallSeconds, memoryPerThreadMB: Math.round((perThread + plainCacheBytes) / 1e6),
+    workers, wallSeconds, memoryPerThreadMB: Math.round(bytesPerThread / 1e6),
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
 }

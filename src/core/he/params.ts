@@ -79,3 +79,15 @@ export function checkHeMemory(p: CkksParams, rotations: number, ciphertexts: num
   if (bytes > 0.9 * free) throw new UserError('MEMORY_LIMIT', `${what}, but this machine has ${gb(free)} free`, `free memory (close other programs), or ${fix}`);
   return bytes;
 }
+
+/**
+ * Threads and per-thread plaintext cache for a run whose thread needs `perThread` bytes (keys and
+ * ciphertexts, checkHeMemory): the cache gets what node-seal's heap leaves, up to its bound, and no
+ * more threads start than `free` bytes of the machine's memory hold (at least one: checkHeMemory
+ * has refused a run that one thread cannot hold).
+ */
+export function threadPlan(perThread: number, wanted: number, free = os.freemem()): { threads: number; plainCacheBytes: number; bytesPerThread: number } {
+  const plainCacheBytes = Math.max(0, Math.min(PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES - perThread));
+  const bytesPerThread = perThread + plainCacheBytes;
+  return { threads: Math.max(1, Math.min(wanted, Math.floor((0.9 * free) / bytesPerThread))), plainCacheBytes, bytesPerThread };
+}
