@@ -191,6 +191,19 @@ test('whole-model encrypted test on the MLP on two threads: encrypted top-1 = pl
   assert.match(describePacking(one), /one sample, 8 permuted copies of its input/);
 });
 
+test('whole-model encrypted test on the residual dense network: its skip branch meets the other at the Add on the same level and scale', async () => {
+  // A polynomial's output scale follows the chain's primes (2^40.0000046 here) while a dense
+  // layer's is 2^40: the branch that is a level higher takes its step down as a rescale that lands
+  // on the other's scale (this run was once an internal "scale mismatch" error).
+  const r = await reportFor('mnist-resnet');
+  const res = await encryptedModelTest({ model: example('mnist-resnet'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 8, workers: 1 });
+  assert.equal(res.samples.length, 8);
+  assert.equal(res.agreement, 1);
+  assert.ok(res.maxAbsErrLogits < 1e-3, `max logit error ${res.maxAbsErrLogits}`);
+  assert.equal(res.levelsUsed, res.levelsPredicted, 'simulator plan = real consumption');
+  assert.equal(res.levelsUsed, r.final.networkDepth);
+});
+
 test('whole-model encrypted test on the CNN, folded to 7 levels at N=16384 (one ciphertext of 8 images): agreement and logit error < 1e-3', async () => {
   const r = await reportFor('mnist-cnn');
   // Per-channel polynomials on per-channel ciphertexts (grid layout).

@@ -455,6 +455,20 @@ function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearO
   return { cts, layout: x.layout, factor: 1 };
 }
 
+/**
+ * Branch c of an Add, brought down to `level` at `scale`. A polynomial's output scale follows the
+ * chain's primes while a linear layer's is 2^40 by construction, so a residual branch can differ
+ * from the other by a few parts per million (the dense ResNet example: 2^40 vs 2^40.0000046). A
+ * branch above the level takes its last step down as a product with 1 encoded at q s / s_c and a
+ * rescale by q instead of a bare switch: the same level, and exactly the scale s.
+ */
+function addend<C>(be: CkksBackend<C>, c: C, level: number, scale: number, tmp: (c: C) => C): C {
+  if (be.level(c) === level || Math.abs(be.scale(c) / scale - 1) <= 1e-12) return be.modSwitchTo(c, level);
+  const above = be.modSwitchTo(c, level + 1);
+  if (above !== c) tmp(above);
+  return be.mulConst(above, 1, (be.prime(level + 1) * scale) / be.scale(above));
+}
+
 function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
   const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p, blocks), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
@@ -563,8 +577,9 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const xs = s.inputs.map(get);
       if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
       const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
+      const scale = be.scale(xs.find((x) => be.level(x.cts[0]) === lvl)!.cts[0]);
       const cts = xs[0].cts.map((_, c) => {
-        const parts = xs.map((x) => be.modSwitchTo(x.cts[c], lvl));
+        const parts = xs.map((x) => addend(be, x.cts[c], lvl, scale, tmp));
         let acc = parts[0];
         for (const part of parts.slice(1)) acc = tmp(be.add(acc, part));
         parts.forEach((part, i) => { if (part !== xs[i].cts[c]) temps.push(part); });
