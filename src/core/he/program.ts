@@ -434,12 +434,15 @@ function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: Ckk
 function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
   // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
   // positions hold junk no later weight reads, and get the zero polynomial).
-  const vec: VecOps<C> = {
-    mulVec: (c, v, encScale) => { const y = ops.mulVecNoRescale(c, v, encScale); const r = ops.rescale(y); ops.free(y); return r; },
-    addVec: (c, v) => ops.addVec(c, v),
-  };
   const L = x.layout;
   const cts = x.cts.map((ct, c) => {
+    // Coefficient vectors are the same plaintexts in every run: cached by their place in the
+    // evaluation (the backend's key adds the level and scale).
+    let call = 0;
+    const vec: VecOps<C> = {
+      mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${c}:${call++}`); const r = ops.rescale(y); ops.free(y); return r; },
+      addVec: (u, v) => ops.addVec(u, v),
+    };
     const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
     const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
     const off = s.poly.channelOffset;
