@@ -10,7 +10,7 @@ import { UserError, isUserError } from '../core/errors';
 import { checkOutputs, writeOutputs } from '../core/export/export';
 import type { FinetunedModel } from '../core/finetune/finetune';
 import { FitMethod } from '../core/fit/fit';
-import { loadModel } from '../core/model/load';
+import { LoadedModel, loadModel } from '../core/model/load';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
@@ -123,6 +123,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
   const onSig = () => controller.abort();
   process.once('SIGINT', onSig);
   let finetuned: FinetunedModel | null = null;
+  let loaded: LoadedModel | null = null;
   try {
     const report = await analyze({
       model: positional[0], data, labels: typeof labels === 'string' ? labels : null,
@@ -139,11 +140,11 @@ async function runAnalyze(argv: string[]): Promise<number> {
       margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
       batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
-      finetuneEpochs, onFinetuned: (m) => { finetuned = m; },
+      finetuneEpochs, onFinetuned: (m) => { finetuned = m; }, onModel: (m) => { loaded = m; },
       signal: controller.signal, onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
     });
     if (typeof out === 'string') {
-      const files = writeOutputs(out, await loadModel(positional[0]), report, opts.has('force'), finetuned);
+      const files = writeOutputs(out, loaded ?? await loadModel(positional[0]), report, opts.has('force'), finetuned);
       const rel = (f: string) => path.relative(process.cwd(), f);
       if (!opts.has('json')) process.stderr.write(`wrote ${rel(files.report)}, ${rel(files.coefficients)}, ${rel(files.model)}${report.finetune?.exported ? `, ${rel(path.join(path.dirname(files.report), report.finetune.exported))} (fine-tuned)` : ''}\n`);
     }

@@ -20,6 +20,7 @@ export interface Inputs {
 
 export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs> {
   const model = await loadModel(o.model);
+  o.onModel?.(model);
   const g = model.graph;
   const prep: InputPrep = { scale: o.scale ?? 'auto', normalize: o.normalize ?? null, layout: g.inputLayout };
   const calibDs = loadDataset(o.data, o.labels ?? null, g.inputShape, prep);

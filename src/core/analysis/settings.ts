@@ -11,6 +11,7 @@ import type { OpCosts } from '../cost/cost';
 import { RING_LEVELS } from '../he/params';
 import type { Progress } from '../profile/profiler';
 import type { FinetunedModel } from '../finetune/finetune';
+import type { LoadedModel } from '../model/load';
 import type { AnalyzeOptionsReport } from '../report';
 
 export interface AnalyzeOptions {
@@ -70,6 +71,8 @@ export interface AnalyzeOptions {
   finetuneEpochs?: number;
   /** Called with the fine-tuned model when fine-tuning ran and was kept (for the exporter). */
   onFinetuned?: (m: FinetunedModel) => void;
+  /** Called with the model as loaded (never changed by the analysis), so that an exporter need not read it again. */
+  onModel?: (m: LoadedModel) => void;
   costs?: OpCosts;
   signal?: AbortSignal;
   onProgress?: Progress;
