@@ -179,7 +179,7 @@ test('whole-model encrypted test on the MLP on two threads: encrypted top-1 = pl
   assert.equal(res.levelsUsed, res.levelsPredicted, 'simulator plan = real consumption');
   assert.equal(res.levelsUsed, res.levelsNeeded);
   assert.ok(res.keyBytes.galoisKeys > 0 && res.galoisSteps.length > 0);
-  // Latency packing: one image per run, 8 permuted copies of it for the first dense layer (mixDense).
+  // Latency packing: one image per run, 8 permuted copies of it for the first dense layer (mixIndex in program.ts).
   const one = await encryptedModelTest({ model: example('mnist-mlp'), report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 2, packing: 'latency', workers: 1 });
   assert.deepEqual(one.packing, { kind: 'latency', channelsPerCiphertext: 1, inputCopies: 8, why: null });
   assert.equal(one.params.samplesPerCiphertext, 1);

@@ -51,7 +51,6 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const channels = Math.max(1, ...g.nodes.map((nd) => (nd.shape.length === 3 ? nd.shape[2] : 1)));
   const perThread = checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
     `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
-
   const { ds, n, idx, polys } = await testSamples(o, g, 29);
   // Plaintext references: the original model and the approximated model (float32, tfjs).
   const ex = new Executor(g);

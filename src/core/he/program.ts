@@ -170,7 +170,7 @@ type GridLayout = { kind: 'grid'; C: number; H: number; W: number; sy: number; s
 /**
  * A flat value: element f at position f, periodic with `period`. With `mix` (the program's input,
  * one sample, read by a dense layer alone) R permuted copies fill R * period positions instead:
- * position p holds element mixIndex(p) (see mixDense), and nothing is periodic below R * period.
+ * position p holds element mixIndex(p), and nothing is periodic below R * period.
  */
 type FlatLayout = { kind: 'flat'; period: number; dim: number; mix?: { R: number; K: number } };
 type Layout = FlatLayout | GridLayout;
@@ -194,7 +194,7 @@ function inputDense(p: Program): DenseStep | null {
 
 /**
  * The input's layout. blocks > 1 (latency packing, one sample): R = blocks permuted copies of a
- * flat input if a dense layer alone reads it (mixDense), else `blocks` channel blocks of a grid.
+ * flat input if a dense layer alone reads it (mixIndex), else `blocks` channel blocks of a grid.
  */
 export function inputLayout(p: Program, blocks = 1): Layout {
   const shape = p.inputShape;
@@ -355,54 +355,18 @@ function finishDense<C>(s: DenseStep, z: C, n: number, ops: LinearOps<C>, tmp: (
   return { cts: [ops.addVec(y, bias)], layout: { kind: 'flat', period: mPad, dim: s.m }, factor: 1 };
 }
 
-/** The input element position p of a mixed layout holds (mPad = K R outputs, n = period inputs). */
-const mixIndex = (p: number, K: number, mPad: number, n: number) => K * (Math.floor(p / mPad) % (n / K)) + (p % K);
-
 /**
- * A dense layer y = x W + b reading R permuted copies of its input (one sample, latency packing).
- * The diagonal method (Halevi-Shoup, hybrid for m < n) needs mPad products and rotations when the
- * input is one periodic copy; with R copies side by side it needs K = mPad / R: position p holds
- * input mixIndex(p) = K (floor(p / mPad) mod n/K) + p mod K, so that the positions s = r (mod mPad)
- * of output r, each reading p = s + k for k < K, meet every input exactly once (for fixed k the
- * copy index floor(p / mPad) only shifts, mod n/K, by whether r + k passes mPad). So
- * z = sum_k P_k * rot(x, k) with P_k[s] = W[mixIndex(s + k)][s mod mPad], summed over those
- * positions by log2(R n / mPad) rotations; the result is y, periodic with mPad, as every later
- * step expects. The client lays the copies out when it encrypts (packSamples). For the MLP's
- * 784 -> 128 at N=16384 (R = 8): 16 products and 12 rotations instead of 128 and 25.
+ * The input element position p of an input-copies layout holds (mPad = K R outputs of the dense
+ * layer reading it, n = period inputs, R copies). The hybrid diagonal method needs mPad diagonals
+ * when the input is one periodic copy; with R copies side by side it needs K = mPad / R: position p
+ * holds input K (floor(p / mPad) mod n/K) + p mod K, so that the positions s = r (mod mPad) of
+ * output r, each reading p = s + k for k < K, meet every input exactly once (for fixed k the copy
+ * index floor(p / mPad) only shifts, mod n/K, by whether r + k passes mPad). The sum over those
+ * positions (finishDense) leaves y periodic with mPad, as every later step expects; the client lays
+ * the copies out when it encrypts (packSamples). The MLP's 784 -> 128 at N=16384 (R = 8): 16
+ * products and 12 rotations instead of 128 and 25.
  */
-function mixDense<C>(s: DenseStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
-  const L = x.layout as FlatLayout;
-  const { R, K } = L.mix!;
-  const n = L.period;
-  const mPad = pow2(s.m);
-  const S = R * n;
-  // Baby-step giant-step over k = j g + i: (g - 1) + (K / g - 1) rotations.
-  let g = 1;
-  for (let gg = 2; gg <= K; gg *= 2) if (gg - 1 + Math.ceil(K / gg) < g - 1 + Math.ceil(K / g)) g = gg;
-  const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
-  const ct = x.cts[0];
-  const baby = [ct, ...Array.from({ length: g - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))];
-  let z: C | null = null;
-  for (let j = Math.ceil(K / g) - 1; j >= 0; j--) {
-    // Horner giant steps (one Galois key): P_(j g + i) rotated by -j g.
-    if (z !== null) { const r = ops.rotate(z, g); ops.free(z); z = r; }
-    let inner: C | null = null;
-    for (let i = 0; i < g && j * g + i < K; i++) {
-      const k = j * g + i;
-      const d = new Float64Array(S);
-      for (let q = 0; q < S; q++) {
-        const t = (q - j * g + S) % S;
-        const row = t % mPad;
-        const f = mixIndex((t + k) % S, K, mPad, n);
-        if (row < s.m && f < s.dIn) d[q] = s.W[f * s.m + row] * x.factor;
-      }
-      inner = accumulate(ops, inner, ops.mulVecNoRescale(baby[i], d, encScale, `${s.node}:mix:${j}:${i}`));
-    }
-    if (inner !== null) z = z === null ? inner : accumulate(ops, z, inner);
-  }
-  if (z === null) throw new Error(`layer ${s.name} has an all-zero kernel`);
-  return finishDense(s, z, S, ops, tmp);
-}
+const mixIndex = (p: number, K: number, mPad: number, n: number) => K * (Math.floor(p / mPad) % (n / K)) + (p % K);
 
 /** Whether a per-channel activation's squares (cost/fold.ts) have both signs: the evaluator's test (sharedSign). */
 function mixedSquareSigns(p: PolyActivation): boolean {
@@ -480,34 +444,47 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
     const temps: C[] = [];
     const tmp = (c: C) => { temps.push(c); return c; };
     let out: Value<C>;
-    if (s.kind === 'dense' && get(s.input).layout.kind === 'flat' && (get(s.input).layout as FlatLayout).mix) {
-      out = mixDense(s, get(s.input), be, ops, tmp);
-    } else if (s.kind === 'dense') {
+    if (s.kind === 'dense') {
+      // The hybrid diagonal method (Halevi-Shoup; m < n): z = sum_k P_k * rot(x, k) over D
+      // diagonals, P_k[q] = W[input at q + k][q mod mPad], then each output's positions summed.
       const x = get(s.input);
       const mPad = pow2(s.m);
-      const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(x.layout, f));
-      const n = Math.max(x.layout.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
+      const L = x.layout;
+      // For each ciphertext, input index at each position (-1: junk, never read), and n, the
+      // positions the diagonals run over. Input copies (mixLayout) hold an input at every position
+      // of R n and need D = mPad / R diagonals; otherwise one position per input, D = mPad.
+      let n: number;
+      let at: Int32Array[];
+      let D = mPad;
+      if (L.kind === 'flat' && L.mix) {
+        const { R, K } = L.mix;
+        n = R * L.period;
+        D = K;
+        at = [Int32Array.from({ length: n }, (_, q) => { const f = mixIndex(q, K, mPad, L.period); return f < s.dIn ? f : -1; })];
+      } else {
+        const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(L, f));
+        n = Math.max(L.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
+        at = x.cts.map(() => new Int32Array(n).fill(-1));
+        pos.forEach(([c, q], f) => { at[c][q] = f; });
+      }
       // Baby steps are per input ciphertext, giant steps shared: with C ciphertexts the rotations
-      // are C (g - 1) + mPad / g - 1, least near g = sqrt(mPad / C) (16 channels into 64 outputs:
-      // g = 2, 47 rotations instead of 123 at g = sqrt(mPad)), and g Galois keys (giant steps below).
-      const rotations = (gg: number) => x.cts.length * (gg - 1) + Math.ceil(mPad / gg) - 1;
+      // are C (g - 1) + D / g - 1, least near g = sqrt(D / C) (16 channels into 64 outputs:
+      // g = 2, 47 rotations instead of 123 at g = sqrt(D)), and g Galois keys (giant steps below).
+      const rotations = (gg: number) => x.cts.length * (gg - 1) + Math.ceil(D / gg) - 1;
       let g = 1;
-      for (let gg = 2; gg <= mPad; gg *= 2) if (rotations(gg) < rotations(g)) g = gg;
+      for (let gg = 2; gg <= D; gg *= 2) if (rotations(gg) < rotations(g)) g = gg;
       const l = be.level(x.cts[0]);
       const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
-      // For each ciphertext, input index at each position (-1: junk, never read).
-      const at = x.cts.map(() => new Int32Array(n).fill(-1));
-      pos.forEach(([c, q], f) => { at[c][q] = f; });
-      const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, mPad) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
+      const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, D) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       // Giant steps in Horner form, z = inner_0 + rot(inner_1 + rot(inner_2 + ..., g), g): the same
       // rotations as rot(inner_j, j g) each, all by g, so one Galois key serves them all.
       let z: C | null = null;
-      for (let j = Math.ceil(mPad / g) - 1; j >= 0; j--) {
+      for (let j = Math.ceil(D / g) - 1; j >= 0; j--) {
         if (z !== null) { const r = ops.rotate(z, g); ops.free(z); z = r; }
         let inner: C | null = null;
         for (let c = 0; c < x.cts.length; c++) {
-          for (let i = 0; i < g && j * g + i < mPad; i++) {
+          for (let i = 0; i < g && j * g + i < D; i++) {
             const k = j * g + i;
             // diag_k rotated by -j g, so that the giant rotation by j g lines it up.
             const d = new Float64Array(n);
@@ -659,7 +636,7 @@ export function emulateProgram(p: Program, slotsIn: Float64Array[], B: number, b
  * Packs samples, one slot vector per input ciphertext. Batch packing (blocks = 1): position-major,
  * slot q*B + b holds sample b's value at position q mod P (P: the input layout's period). Latency
  * packing (blocks > 1, one sample): `blocks` permuted copies of a flat input read by a dense layer
- * (mixDense), or else channel blocks: block b of ciphertext i holds its channel's grid
+ * (mixIndex), or else channel blocks: block b of ciphertext i holds its channel's grid
  * (`channelAt`), a channel repeated in every block that holds it.
  */
 export function packSamples(p: Program, xs: Float32Array, count: number, B: number, slots: number, blocks = 1): Float64Array[] {
@@ -713,7 +690,7 @@ export function channelPackingObstacle(p: Program): string | null {
 
 /**
  * How latency packing lays out one sample in `slots`: permuted copies of a flat input that a dense
- * layer alone reads (`copies`, mixDense), or else channel blocks of an image grid; `blocks` 1 and
+ * layer alone reads (`copies`, mixIndex), or else channel blocks of an image grid; `blocks` 1 and
  * `why` when neither applies.
  */
 export function latencyPacking(p: Program, slots: number): { blocks: number; copies: boolean; why: string | null } {
