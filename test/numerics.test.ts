@@ -8,7 +8,7 @@ import { chebfitWeightedAll } from '../src/core/numerics/lstsq';
 import { remez } from '../src/core/numerics/remez';
 import { activationFn, erf } from '../src/core/numerics/activations';
 import { Rng } from '../src/core/rng';
-import { chebvalStrided } from '../src/core/numerics/chebyshev';
+import { PIECES, chebPieces, chebvalPieces, chebvalStrided } from '../src/core/numerics/chebyshev';
 import { polyValues } from '../src/core/numerics/polynomial';
 import { twoCoreJobs } from '../src/core/numerics/polyPool';
 import * as os from 'os';
@@ -119,14 +119,52 @@ test('polynomial activations on two cores give the values of one core, bit for b
       for (let c = 0; c < C; c++) chebvalStrided(x, one, coeffs[c], intervals[c], c, C);
       const two = polyValues(x, C, { coeffs: coeffs[0], a: -3, b: 3, channels: { intervals, coeffs } });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(two[i], one[i]), `degree ${d}, value ${i}: ${two[i]} vs ${one[i]}`);
-      // One series for the layer, stride 1.
+      // One series for the layer, stride 1: at degree 31 enough points for the piecewise evaluator.
       const single = new Float32Array(x.length);
-      chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
+      if (d >= 24) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
+      else chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
       const twoSingle = polyValues(x, C, { coeffs: coeffs[1], a: intervals[1].a, b: intervals[1].b });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(twoSingle[i], single[i]), `degree ${d}, one series, value ${i}`);
+      if (d >= 24) {
+        // Per channel with enough points per channel for the pieces, whose tables the pool pads to one row length.
+        const C3 = 3;
+        const x3 = Float32Array.from({ length: 33001 * C3 }, () => 8 * rng.next() - 4);
+        const c3 = coeffs.slice(0, C3).map((c, k) => c.map((v, j) => v * (j > 8 + 4 * k ? 1e-3 : 1)));
+        const ivs3 = intervals.slice(0, C3);
+        const one3 = new Float32Array(x3.length);
+        for (let c = 0; c < C3; c++) { const pc = chebPieces(c3[c]); chebvalPieces(x3, one3, c3[c], ivs3[c], pc.table, pc.rowLength, c, C3); }
+        const two3 = polyValues(x3, C3, { coeffs: c3[0], a: -3, b: 3, channels: { intervals: ivs3, coeffs: c3 } });
+        for (let i = 0; i < x3.length; i++) assert.ok(Object.is(two3[i], one3[i]), `degree ${d}, pieces per channel, value ${i}`);
+      }
     }
     if (round >= 3 && twoCoreJobs() > before) break;
     await new Promise((r) => setTimeout(r, 20));
   }
   if (os.cpus().length >= 2 && process.env.HE_APPROX_THREADS !== '1') assert.ok(twoCoreJobs() > before, 'the helper thread took part');
+});
+
+test('piecewise re-expansion: the same polynomial to 2^-44 of sum |c| inside the interval, the whole series outside', () => {
+  const rng = new Rng(11);
+  for (const d of [24, 31, 63]) {
+    const c = Array.from({ length: d + 1 }, (_, k) => (2 * rng.next() - 1) / (k + 1));
+    const iv = { a: -2.5, b: 4 };
+    const pc = chebPieces(c);
+    const degrees = Array.from({ length: PIECES }, (_, j) => pc.table[j * pc.rowLength]);
+    assert.ok(Math.max(...degrees) < d / 2, `degree ${d}: pieces of degree at most ${Math.max(...degrees)}`);
+    // Points inside, on the pieces' edges and the interval's ends, outside, and not finite.
+    const pts = [iv.a, iv.b, ...Array.from({ length: PIECES + 1 }, (_, j) => iv.a + (j * (iv.b - iv.a)) / PIECES),
+      ...Array.from({ length: 4000 }, () => iv.a - 1 + (iv.b - iv.a + 2) * rng.next()), NaN, Infinity, -Infinity];
+    const x = Float64Array.from(pts);
+    const got = new Float64Array(x.length);
+    chebvalPieces(x, got, c, iv, pc.table, pc.rowLength);
+    const norm = c.reduce((s, v) => s + Math.abs(v), 0);
+    for (let i = 0; i < x.length; i++) {
+      const want = chebval(x[i], c, iv);
+      if (!Number.isFinite(want)) { assert.ok(Object.is(got[i], want) || (Number.isNaN(got[i]) && Number.isNaN(want)), `degree ${d} at ${x[i]}: ${got[i]} vs ${want}`); continue; }
+      const inside = x[i] >= iv.a && x[i] <= iv.b;
+      // Outside the interval the whole series runs: equal up to rounding of values that grow fast there.
+      const tol = inside ? 2 ** -44 * norm : 1e-12 * Math.max(norm, Math.abs(want));
+      assert.ok(Math.abs(got[i] - want) <= tol, `degree ${d} at ${x[i]}: ${got[i]} vs ${want}`);
+    }
+  }
 });

@@ -155,3 +155,128 @@ export function chebvalStrided(xs: ArrayLike<number>, out: Float32Array | Float6
   }
   for (; i < n; i += stride) out[i] = chebvalUnit(xs[i] * scale + shift, c);
 }
+
+/** Equal pieces of [-1, 1] in a piecewise re-expansion (chebPieces). */
+export const PIECES = 256;
+
+/**
+ * The same polynomial re-expanded on each of PIECES equal pieces of [-1, 1], for evaluation on
+ * many points: on a short piece a polynomial's Chebyshev coefficients decay fast, so each piece's
+ * series is cut where the rest adds at most 2^-45 sum |c| (far below a float32 result's rounding,
+ * 2^-24 of it). Degrees 15, 31 and 63 drop to about 6-7, 6-9 and 8-13 per piece, and evaluation
+ * cost follows the degree (chebvalPieces: with its fixed cost per point, 1.7x faster than
+ * chebvalStrided at degree 31 and 3.1x at 63 on points inside the interval, no faster at 15). The restriction of a degree-d polynomial to a piece is
+ * its interpolant at d + 1 Chebyshev points of that piece, exactly (Trefethen, ATAP ch. 3-4:
+ * coefficients from values by the discrete cosine transform), as Chebfun's `restrict` does.
+ *
+ * Layout: PIECES rows of R = 1 + S numbers, S = 1 + the largest piece degree: the row's degree,
+ * then its coefficients, zero past that degree.
+ */
+export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLength: number } {
+  const d = Math.max(0, c.length - 1);
+  const n = d + 1;
+  const M = PIECES;
+  const cosines = new Float64Array(n * n);
+  for (let k = 0; k < n; k++) for (let i = 0; i < n; i++) cosines[k * n + i] = Math.cos((Math.PI * k * (i + 0.5)) / n);
+  let norm = 0;
+  for (let k = 0; k <= d; k++) norm += Math.abs(c[k]);
+  const tol = 2 ** -45 * norm;
+  const local = new Float64Array(M * n);
+  const degrees = new Int32Array(M);
+  const v = new Float64Array(n);
+  for (let j = 0; j < M; j++) {
+    const center = -1 + (2 * j + 1) / M;
+    for (let i = 0; i < n; i++) v[i] = c.length ? chebvalUnit(center + Math.cos((Math.PI * (i + 0.5)) / n) / M, c) : 0;
+    const row = local.subarray(j * n, (j + 1) * n);
+    for (let k = 0; k < n; k++) {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += v[i] * cosines[k * n + i];
+      row[k] = ((k === 0 ? 1 : 2) * s) / n;
+    }
+    let m = d;
+    for (let tail = 0; m > 0 && tail + Math.abs(row[m]) <= tol; m--) tail += Math.abs(row[m]);
+    degrees[j] = m;
+  }
+  const S = 1 + Math.max(...degrees);
+  const R = 1 + S;
+  const table = new Float64Array(M * R);
+  for (let j = 0; j < M; j++) {
+    table[j * R] = degrees[j];
+    for (let k = 0; k <= degrees[j]; k++) table[j * R + 1 + k] = local[j * n + k];
+  }
+  return { table, rowLength: R };
+}
+
+/**
+ * chebvalStrided for a series re-expanded by chebPieces (`table`, rows of `R`): each point runs
+ * its piece's short series, eight points together up to the largest of their eight degrees (a
+ * row is zero past its own degree, which leaves the recurrence exactly as if it stopped there).
+ * Points outside [a, b] (and NaN) take the whole series, as chebvalUnit evaluates it: the
+ * pieces cover only the interval, and a polynomial's values outside it must stay exact.
+ */
+export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, table: Float64Array, R: number,
+  start = 0, stride = 1): void {
+  const { scale, shift } = unitMap(iv);
+  const M = table.length / R;
+  const h = M / 2;
+  const n = xs.length;
+  const s = stride;
+  // The piece holding a point at u = (t + 1) M / 2 (clamped: points outside are redone below).
+  const piece = (u: number) => (u >= 0 ? (u < M ? u | 0 : M - 1) : 0);
+  const whole = (t: number) => {
+    if (c.length === 0) return 0;
+    let b1 = 0; let b2 = 0;
+    for (let k = c.length - 1; k >= 1; k--) { const b0 = c[k] + 2 * t * b1 - b2; b2 = b1; b1 = b0; }
+    return c[0] + t * b1 - b2;
+  };
+  let i = start;
+  for (; i + 7 * s < n; i += 8 * s) {
+    const t0 = xs[i] * scale + shift; const t1 = xs[i + s] * scale + shift;
+    const t2 = xs[i + 2 * s] * scale + shift; const t3 = xs[i + 3 * s] * scale + shift;
+    const t4 = xs[i + 4 * s] * scale + shift; const t5 = xs[i + 5 * s] * scale + shift;
+    const t6 = xs[i + 6 * s] * scale + shift; const t7 = xs[i + 7 * s] * scale + shift;
+    const u0 = (t0 + 1) * h; const u1 = (t1 + 1) * h; const u2 = (t2 + 1) * h; const u3 = (t3 + 1) * h;
+    const u4 = (t4 + 1) * h; const u5 = (t5 + 1) * h; const u6 = (t6 + 1) * h; const u7 = (t7 + 1) * h;
+    const j0 = piece(u0); const j1 = piece(u1); const j2 = piece(u2); const j3 = piece(u3);
+    const j4 = piece(u4); const j5 = piece(u5); const j6 = piece(u6); const j7 = piece(u7);
+    // Row starts, and each point in its piece's coordinate on [-1, 1].
+    const o0 = j0 * R; const o1 = j1 * R; const o2 = j2 * R; const o3 = j3 * R;
+    const o4 = j4 * R; const o5 = j5 * R; const o6 = j6 * R; const o7 = j7 * R;
+    const y0 = 2 * (u0 - j0) - 1; const y1 = 2 * (u1 - j1) - 1; const y2 = 2 * (u2 - j2) - 1; const y3 = 2 * (u3 - j3) - 1;
+    const y4 = 2 * (u4 - j4) - 1; const y5 = 2 * (u5 - j5) - 1; const y6 = 2 * (u6 - j6) - 1; const y7 = 2 * (u7 - j7) - 1;
+    const x0 = 2 * y0; const x1 = 2 * y1; const x2 = 2 * y2; const x3 = 2 * y3;
+    const x4 = 2 * y4; const x5 = 2 * y5; const x6 = 2 * y6; const x7 = 2 * y7;
+    const K = Math.max(table[o0], table[o1], table[o2], table[o3], table[o4], table[o5], table[o6], table[o7]) | 0;
+    let a0 = 0; let b0 = 0; let a1 = 0; let b1 = 0; let a2 = 0; let b2 = 0; let a3 = 0; let b3 = 0;
+    let a4 = 0; let b4 = 0; let a5 = 0; let b5 = 0; let a6 = 0; let b6 = 0; let a7 = 0; let b7 = 0;
+    for (let k = K + 1; k >= 2; k--) {
+      let u = x0 * a0 - b0 + table[o0 + k]; b0 = a0; a0 = u;
+      u = x1 * a1 - b1 + table[o1 + k]; b1 = a1; a1 = u;
+      u = x2 * a2 - b2 + table[o2 + k]; b2 = a2; a2 = u;
+      u = x3 * a3 - b3 + table[o3 + k]; b3 = a3; a3 = u;
+      u = x4 * a4 - b4 + table[o4 + k]; b4 = a4; a4 = u;
+      u = x5 * a5 - b5 + table[o5 + k]; b5 = a5; a5 = u;
+      u = x6 * a6 - b6 + table[o6 + k]; b6 = a6; a6 = u;
+      u = x7 * a7 - b7 + table[o7 + k]; b7 = a7; a7 = u;
+    }
+    out[i] = t0 >= -1 && t0 <= 1 ? y0 * a0 - b0 + table[o0 + 1] : whole(t0);
+    out[i + s] = t1 >= -1 && t1 <= 1 ? y1 * a1 - b1 + table[o1 + 1] : whole(t1);
+    out[i + 2 * s] = t2 >= -1 && t2 <= 1 ? y2 * a2 - b2 + table[o2 + 1] : whole(t2);
+    out[i + 3 * s] = t3 >= -1 && t3 <= 1 ? y3 * a3 - b3 + table[o3 + 1] : whole(t3);
+    out[i + 4 * s] = t4 >= -1 && t4 <= 1 ? y4 * a4 - b4 + table[o4 + 1] : whole(t4);
+    out[i + 5 * s] = t5 >= -1 && t5 <= 1 ? y5 * a5 - b5 + table[o5 + 1] : whole(t5);
+    out[i + 6 * s] = t6 >= -1 && t6 <= 1 ? y6 * a6 - b6 + table[o6 + 1] : whole(t6);
+    out[i + 7 * s] = t7 >= -1 && t7 <= 1 ? y7 * a7 - b7 + table[o7 + 1] : whole(t7);
+  }
+  for (; i < n; i += stride) {
+    const t = xs[i] * scale + shift;
+    if (!(t >= -1 && t <= 1)) { out[i] = whole(t); continue; }
+    const u = (t + 1) * h;
+    const j = piece(u);
+    const o = j * R;
+    const y = 2 * (u - j) - 1;
+    let b1 = 0; let b2 = 0;
+    for (let k = table[o] + 1; k >= 2; k--) { const b0 = table[o + k] + 2 * y * b1 - b2; b2 = b1; b1 = b0; }
+    out[i] = table[o + 1] + y * b1 - b2;
+  }
+}

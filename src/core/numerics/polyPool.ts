@@ -8,7 +8,7 @@
  * The call stays synchronous (the executor's forward pass calls it between two backend ops): the
  * threads meet through SharedArrayBuffers and Atomics.wait/notify, and new buffers reach the
  * helper by receiveMessageOnPort, synchronously, when an evaluation outgrows the old ones.
- * The helper runs chebvalStrided's own source (Function.prototype.toString, so that it works
+ * The helper runs the evaluators' own source (Function.prototype.toString, so that it works
  * the same from tsc's output and from the extension's bundle), and chunks start on multiples of 8
  * rows, so every value gets the very operations it gets on one thread: results are
  * identical bit for bit (test/numerics.test.ts checks it).
@@ -17,20 +17,24 @@
  */
 import * as os from 'os';
 import { MessageChannel, MessagePort, Worker } from 'worker_threads';
-import { chebvalStrided, chebvalUnit, unitMap } from './chebyshev';
+import { PIECES, chebPieces, chebvalPieces, chebvalStrided, chebvalUnit, unitMap } from './chebyshev';
 
 /** Below this many multiply-adds (values x coefficients) waking the helper costs more than it saves. */
 const MIN_WORK = 1 << 18;
 /** How long the caller waits for a chunk the helper took before doing it itself (a helper that died). */
 const WAIT_MS = 60_000;
 
-interface Buffers { xs: SharedArrayBuffer; out: SharedArrayBuffer; coeffs: SharedArrayBuffer; ivs: SharedArrayBuffer }
+interface Buffers { xs: SharedArrayBuffer; out: SharedArrayBuffer; coeffs: SharedArrayBuffer; ivs: SharedArrayBuffer; tables: SharedArrayBuffer }
+
+/** A series' piecewise re-expansion, or none. */
+type Pieces = ReturnType<typeof chebPieces> | null;
 
 /**
- * ctrl's slots: the job number posted, the job's shape, and the claim word (see claim), taken by
+ * ctrl's slots: the job number posted, the job's shape (ROW: the pieces' row length, 0 for whole
+ * series), and the claim word (see claim), taken by
  * compare-and-swap, so that a thread still on an earlier job can never claim a chunk of the next.
  */
-const SEQ = 0; const N = 2; const CH = 3; const K1 = 4; const PER = 5; const NEXT = 6; const ROWS = 7;
+const SEQ = 0; const ROW = 1; const N = 2; const CH = 3; const K1 = 4; const PER = 5; const NEXT = 6; const ROWS = 7;
 /** Chunks per evaluation: both threads take the next free one, so a busy second core costs nothing. */
 const MAX_CHUNKS = 32;
 
@@ -40,15 +44,17 @@ function helperSource(): string {
   // must not meet the loop's.
   return `
 const claim = ${claim.toString()};
-const __he_strided = (() => {
+const [__he_strided, __he_pieces] = (() => {
 ${unitMap.toString()}
 ${chebvalUnit.toString()}
 ${chebvalStrided.toString()}
-return ${chebvalStrided.name};
+${chebvalPieces.toString()}
+return [${chebvalStrided.name}, ${chebvalPieces.name}];
 })();
 (() => {
   const { workerData, receiveMessageOnPort } = require('worker_threads');
   const strided = __he_strided;
+  const pieces = __he_pieces;
   const ctrl = new Int32Array(workerData.ctrl);
   const flags = new Int32Array(workerData.flags);
   const port = workerData.port;
@@ -57,13 +63,18 @@ return ${chebvalStrided.name};
   for (;;) {
     Atomics.wait(ctrl, ${SEQ}, seq);
     seq = Atomics.load(ctrl, ${SEQ});
-    for (let m; (m = receiveMessageOnPort(port)); ) b = { xs: new Float32Array(m.message.xs), out: new Float32Array(m.message.out), coeffs: new Float64Array(m.message.coeffs), ivs: new Float64Array(m.message.ivs) };
-    const n = ctrl[${N}], C = ctrl[${CH}], K1 = ctrl[${K1}], perChannel = ctrl[${PER}], rows = ctrl[${ROWS}];
+    for (let m; (m = receiveMessageOnPort(port)); ) b = { xs: new Float32Array(m.message.xs), out: new Float32Array(m.message.out), coeffs: new Float64Array(m.message.coeffs), ivs: new Float64Array(m.message.ivs), tables: new Float64Array(m.message.tables) };
+    const n = ctrl[${N}], C = ctrl[${CH}], K1 = ctrl[${K1}], perChannel = ctrl[${PER}], rows = ctrl[${ROWS}], R = ctrl[${ROW}], T = ${PIECES} * R;
+    const one = (xs, out, k, start, stride) => {
+      const c = b.coeffs.subarray(k * K1, (k + 1) * K1), iv = { a: b.ivs[2 * k], b: b.ivs[2 * k + 1] };
+      if (R) pieces(xs, out, c, iv, b.tables.subarray(k * T, (k + 1) * T), R, start, stride);
+      else strided(xs, out, c, iv, start, stride);
+    };
     for (let k; (k = claim(ctrl, seq)) >= 0; ) {
       const lo = k * rows * C, hi = Math.min(n, (k + 1) * rows * C);
       const xs = b.xs.subarray(lo, hi), out = b.out.subarray(lo, hi);
-      if (perChannel) for (let c = 0; c < C; c++) strided(xs, out, b.coeffs.subarray(c * K1, (c + 1) * K1), { a: b.ivs[2 * c], b: b.ivs[2 * c + 1] }, c, C);
-      else strided(xs, out, b.coeffs.subarray(0, K1), { a: b.ivs[0], b: b.ivs[1] }, 0, 1);
+      if (perChannel) for (let c = 0; c < C; c++) one(xs, out, c, c, C);
+      else one(xs, out, 0, 0, 1);
       Atomics.store(flags, k, seq);
       Atomics.notify(flags, k);
     }
@@ -93,7 +104,7 @@ class Helper {
   private readonly worker: Worker;
   private seq = 0;
   private bufs: Buffers | null = null;
-  private view: { xs: Float32Array; out: Float32Array; coeffs: Float64Array; ivs: Float64Array } | null = null;
+  private view: { xs: Float32Array; out: Float32Array; coeffs: Float64Array; ivs: Float64Array; tables: Float64Array } | null = null;
   dead = false;
 
   constructor() {
@@ -107,16 +118,17 @@ class Helper {
   }
 
   /** Room for n values and the coefficients; new buffers go to the helper with the next job. */
-  private ensure(n: number, nc: number, ni: number): void {
+  private ensure(n: number, nc: number, ni: number, nt: number): void {
     const b = this.bufs;
-    if (b && b.xs.byteLength >= 4 * n && b.coeffs.byteLength >= 8 * nc && b.ivs.byteLength >= 8 * ni) return;
+    if (b && b.xs.byteLength >= 4 * n && b.coeffs.byteLength >= 8 * nc && b.ivs.byteLength >= 8 * ni && b.tables.byteLength >= 8 * nt) return;
     const grow = (old: number, need: number) => Math.max(need, 2 * old);
     const nb: Buffers = {
       xs: new SharedArrayBuffer(grow(b?.xs.byteLength ?? 0, 4 * n)), out: new SharedArrayBuffer(grow(b?.out.byteLength ?? 0, 4 * n)),
       coeffs: new SharedArrayBuffer(grow(b?.coeffs.byteLength ?? 0, 8 * nc)), ivs: new SharedArrayBuffer(grow(b?.ivs.byteLength ?? 0, 8 * ni)),
+      tables: new SharedArrayBuffer(grow(b?.tables.byteLength ?? 0, 8 * Math.max(1, nt))),
     };
     this.bufs = nb;
-    this.view = { xs: new Float32Array(nb.xs), out: new Float32Array(nb.out), coeffs: new Float64Array(nb.coeffs), ivs: new Float64Array(nb.ivs) };
+    this.view = { xs: new Float32Array(nb.xs), out: new Float32Array(nb.out), coeffs: new Float64Array(nb.coeffs), ivs: new Float64Array(nb.ivs), tables: new Float64Array(nb.tables) };
     this.port.postMessage(nb);
   }
 
@@ -125,16 +137,25 @@ class Helper {
    * the next free chunk until none is left; then this thread collects the helper's chunks.
    */
   run(x: Float32Array, out: Float32Array, C: number, coeffs: ArrayLike<number>[], ivs: { a: number; b: number }[], perChannel: boolean, rows: number,
-    local: (x: Float32Array, out: Float32Array) => void): number {
+    local: (x: Float32Array, out: Float32Array) => void, pieces: Pieces[] | null): number {
     const K = coeffs[0].length;
     const chunks = Math.ceil(x.length / C / rows);
-    this.ensure(x.length, coeffs.length * K, 2 * ivs.length);
+    // Every series' rows padded to the longest: a row's own degree bounds its recurrence, so the values do not change.
+    const R = pieces ? Math.max(...pieces.map((p) => p!.rowLength)) : 0;
+    this.ensure(x.length, coeffs.length * K, 2 * ivs.length, coeffs.length * PIECES * R);
     const v = this.view!;
     v.xs.set(x);
     coeffs.forEach((c, k) => v.coeffs.set(c, k * K));
+    if (pieces) {
+      v.tables.fill(0, 0, coeffs.length * PIECES * R);
+      pieces.forEach((p, k) => {
+        if (p!.rowLength === R) v.tables.set(p!.table, k * PIECES * R);
+        else for (let j = 0; j < PIECES; j++) v.tables.set(p!.table.subarray(j * p!.rowLength, (j + 1) * p!.rowLength), (k * PIECES + j) * R);
+      });
+    }
     ivs.forEach((iv, k) => { v.ivs[2 * k] = iv.a; v.ivs[2 * k + 1] = iv.b; });
     const ctrl = this.ctrl;
-    ctrl[N] = x.length; ctrl[CH] = C; ctrl[K1] = K; ctrl[PER] = perChannel ? 1 : 0; ctrl[ROWS] = rows;
+    ctrl[ROW] = R; ctrl[N] = x.length; ctrl[CH] = C; ctrl[K1] = K; ctrl[PER] = perChannel ? 1 : 0; ctrl[ROWS] = rows;
     this.seq = this.seq === 0x7ffff ? 1 : this.seq + 1;
     Atomics.store(ctrl, NEXT, this.seq << 12 | chunks << 6);
     Atomics.store(ctrl, SEQ, this.seq);
@@ -185,7 +206,7 @@ function getHelper(): Helper | null {
  * caller evaluates everything itself.
  */
 export function evaluateOnTwoCores(x: Float32Array, out: Float32Array, C: number, coeffs: ArrayLike<number>[], ivs: { a: number; b: number }[], perChannel: boolean,
-  local: (x: Float32Array, out: Float32Array) => void): boolean {
+  local: (x: Float32Array, out: Float32Array) => void, pieces: Pieces[] | null = null): boolean {
   const rows = x.length / C;
   if (x.length * coeffs[0].length < MIN_WORK || rows < 16) return false;
   const h = getHelper();
@@ -193,6 +214,6 @@ export function evaluateOnTwoCores(x: Float32Array, out: Float32Array, C: number
   // Chunks of a multiple of 8 rows: every value meets the same 8-point blocks of chebvalStrided
   // as on one thread (the last chunk holds the tail).
   const chunkRows = 8 * Math.ceil(rows / 8 / Math.min(MAX_CHUNKS, Math.floor(rows / 8)));
-  if (h.run(x, out, C, coeffs, ivs, perChannel, chunkRows, local) > 0) jobs++;
+  if (h.run(x, out, C, coeffs, ivs, perChannel, chunkRows, local, pieces) > 0) jobs++;
   return true;
 }

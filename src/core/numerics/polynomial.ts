@@ -3,7 +3,7 @@
  * fitters, the report and the CKKS evaluator all take this one type, so that none of them needs
  * another's module to name it (the fit and execute modules used to import each other for it).
  */
-import { Interval, chebvalStrided } from './chebyshev';
+import { Interval, PIECES, chebPieces, chebvalPieces, chebvalStrided } from './chebyshev';
 import { evaluateOnTwoCores } from './polyPool';
 
 /** One polynomial per channel (last axis): channel c uses coeffs[c] on intervals[c]. */
@@ -27,22 +27,51 @@ export function polyTerms(p: PolyActivation): number {
 
 /**
  * The polynomial activation on plain values (channels last, C channels), in float64 arithmetic
- * by chebvalStrided: what the executor runs when a polynomial replaces an activation outside any
- * gradient computation. Several times faster than the same recurrence as tensor operations (see
+ * by chebvalStrided (at high degrees on many points, chebvalPieces): what the executor runs when a
+ * polynomial replaces an activation outside any gradient computation. Several times faster than the same recurrence as tensor operations (see
  * chebvalStrided), which matters when a deep network's every activation runs at degree 31 on
  * thousands of images.
  */
 export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = new Float32Array(x.length)): Float32Array {
   const ch = p.channels;
+  const series = ch ? ch.coeffs : [p.coeffs];
+  const ivs: Interval[] = ch ? ch.intervals : [p];
+  // High degrees on many points: each series re-expanded on pieces of its interval (chebPieces).
+  const pieces = piecesFor(series, x.length / series.length);
+  const one = (xs: Float32Array, o: Float32Array, k: number, start: number, stride: number) => {
+    const pc = pieces?.[k];
+    if (pc) chebvalPieces(xs, o, series[k], ivs[k], pc.table, pc.rowLength, start, stride);
+    else chebvalStrided(xs, o, series[k], ivs[k], start, stride);
+  };
   const local = (xs: Float32Array, o: Float32Array) => {
-    if (ch) for (let c = 0; c < C; c++) chebvalStrided(xs, o, ch.coeffs[c], ch.intervals[c], c, C);
-    else chebvalStrided(xs, o, p.coeffs, p, 0, 1);
+    if (ch) for (let c = 0; c < C; c++) one(xs, o, c, c, C);
+    else one(xs, o, 0, 0, 1);
   };
   // Large evaluations take both cores (polyPool.ts); same values to the bit.
-  const series = ch ? ch.coeffs : [p.coeffs];
   const sameLength = series.every((c) => c.length === series[0].length);
-  if (!(sameLength && evaluateOnTwoCores(x, out, C, series, ch ? ch.intervals : [p], !!ch, local))) local(x, out);
+  if (!(sameLength && evaluateOnTwoCores(x, out, C, series, ivs, !!ch, local, pieces))) local(x, out);
   const off = p.channelOffset;
   if (off) for (let i = 0; i < out.length; i += C) for (let c = 0; c < C; c++) out[i + c] -= off[c];
   return out;
+}
+
+/** Tables by coefficient array, with the coefficients they were built from (an array changed in place is built again). */
+const piecesCache = new WeakMap<object, { coeffs: Float64Array; pieces: ReturnType<typeof chebPieces> }>();
+
+/**
+ * Each series' piecewise re-expansion where it pays: degree 24 or more (chebvalPieces costs about
+ * what degree 15 costs chebvalStrided) and at least 4 x PIECES x (degree + 1) points per series
+ * (a table costs about 2 PIECES (d + 1)^2 operations to build). Cached per coefficient array: the
+ * executor evaluates the same activation batch after batch. Null when no series gets one.
+ */
+function piecesFor(series: ArrayLike<number>[], perSeries: number): ReturnType<typeof chebPieces>[] | null {
+  const K = series[0]?.length ?? 0;
+  if (K - 1 < 24 || perSeries < 4 * PIECES * K || !series.every((c) => c.length === K)) return null;
+  return series.map((c) => {
+    const hit = piecesCache.get(c);
+    if (hit && hit.coeffs.every((v, k) => Object.is(v, c[k]))) return hit.pieces;
+    const pieces = chebPieces(c);
+    piecesCache.set(c, { coeffs: Float64Array.from(c), pieces });
+    return pieces;
+  });
 }
