@@ -4,7 +4,7 @@
  *   one-at-a-time  Clenshaw's recurrence for one point after another (the baseline),
  *   interleaved    chebvalStrided, eight points' recurrences interleaved (what he-approx runs),
  *   pieces         chebvalPieces, each channel's series re-expanded on 256 pieces of its interval
- *                  (what he-approx runs from degree 24 on; tables built once, as polyValues caches
+ *                  (what he-approx runs from degree 15 on; tables built once, as polyValues caches
  *                  them for the batches after the first: their build time is printed apart),
  *   tfjs           the same recurrence as TensorFlow.js operations on the current backend,
  *   two cores      polyValues: interleaved or pieces, chunks on a helper thread (polyPool.ts),
@@ -52,9 +52,9 @@ async function main(): Promise<void> {
     const build = Number(process.hrtime.bigint() - t0) / 1e9;
     const pieces = best(() => { for (let c = 0; c < C; c++) chebvalPieces(x, p, coeffs[c], iv, tables[c].table, tables[c].rowLength, c, C); });
     for (let i = 0; i < N; i++) if (Math.abs(p[i] - b[i]) > 1e-5) throw new Error(`pieces and interleaved disagree at ${i}: ${p[i]} vs ${b[i]}`);
-    // What polyValues runs on one core: pieces from degree 24 (polynomial.ts).
-    const mine = d >= 24 ? p : b;
-    const oneCore = d >= 24 ? pieces : inter;
+    // What polyValues runs on one core: pieces from degree 15 (polynomial.ts).
+    const mine = d >= 15 ? p : b;
+    const oneCore = d >= 15 ? pieces : inter;
     const c2 = new Float32Array(N);
     const poly = { coeffs: coeffs[0], a: iv.a, b: iv.b, channels: { intervals: coeffs.map(() => iv), coeffs: coeffs.map((cs) => Array.from(cs)) } };
     const two = best(() => polyValues(x, C, poly, c2));

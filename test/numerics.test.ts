@@ -121,11 +121,11 @@ test('polynomial activations on two cores give the values of one core, bit for b
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(two[i], one[i]), `degree ${d}, value ${i}: ${two[i]} vs ${one[i]}`);
       // One series for the layer, stride 1: at degree 31 enough points for the piecewise evaluator.
       const single = new Float32Array(x.length);
-      if (d >= 24) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
+      if (d >= 15) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
       else chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
       const twoSingle = polyValues(x, C, { coeffs: coeffs[1], a: intervals[1].a, b: intervals[1].b });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(twoSingle[i], single[i]), `degree ${d}, one series, value ${i}`);
-      if (d >= 24) {
+      if (d >= 15) {
         // Per channel with enough points per channel for the pieces, whose tables the pool pads to one row length.
         const C3 = 3;
         const x3 = Float32Array.from({ length: 33001 * C3 }, () => 8 * rng.next() - 4);
