@@ -165,9 +165,10 @@ export const PIECES = 256;
  * series is cut where the rest adds at most 2^-45 sum |c| (far below a float32 result's rounding,
  * 2^-24 of it). Degrees 15, 31 and 63 drop to about 6-7, 6-9 and 8-13 per piece, and evaluation
  * cost follows the degree (chebvalPieces: with its fixed cost per point, `npm run bench:poly`
- * measured 1.18x chebvalStrided's rate at degree 15, 2.15x at 31, 3.77x at 63, 0.61x at 7). The restriction of a degree-d polynomial to a piece is
- * its interpolant at d + 1 Chebyshev points of that piece, exactly (Trefethen, ATAP ch. 3-4:
- * coefficients from values by the discrete cosine transform), as Chebfun's `restrict` does.
+ * measured 1.18x chebvalStrided's rate at degree 15, 2.15x at 31, 3.77x at 63, 0.61x at 7). The
+ * restriction of a degree-d polynomial to a piece is its interpolant at d + 1 Chebyshev points of
+ * that piece, exactly (Trefethen, ATAP ch. 3-4: coefficients from values by the discrete cosine
+ * transform), as Chebfun's `restrict` does.
  *
  * Layout: PIECES rows of R = 1 + S numbers, S = 1 + the largest piece degree: the row's degree,
  * then its coefficients, zero past that degree.
