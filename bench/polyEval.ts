@@ -15,7 +15,7 @@
  */
 import { chebPieces, chebvalPieces, chebvalStrided, chebvalUnit, unitMap } from '../src/core/numerics/chebyshev';
 import { initBackend, tf } from '../src/core/model/backend';
-import { polyValues } from '../src/core/numerics/polynomial';
+import { polyValues, usesPieces } from '../src/core/numerics/polynomial';
 
 const C = 16;
 const N = C * 65536;
@@ -52,9 +52,9 @@ async function main(): Promise<void> {
     const build = Number(process.hrtime.bigint() - t0) / 1e9;
     const pieces = best(() => { for (let c = 0; c < C; c++) chebvalPieces(x, p, coeffs[c], iv, tables[c].table, tables[c].rowLength, c, C); });
     for (let i = 0; i < N; i++) if (Math.abs(p[i] - b[i]) > 1e-5) throw new Error(`pieces and interleaved disagree at ${i}: ${p[i]} vs ${b[i]}`);
-    // What polyValues runs on one core: pieces from degree 15 (polynomial.ts).
-    const mine = d >= 15 ? p : b;
-    const oneCore = d >= 15 ? pieces : inter;
+    // What polyValues runs on one core.
+    const mine = usesPieces(d, N / C) ? p : b;
+    const oneCore = usesPieces(d, N / C) ? pieces : inter;
     const c2 = new Float32Array(N);
     const poly = { coeffs: coeffs[0], a: iv.a, b: iv.b, channels: { intervals: coeffs.map(() => iv), coeffs: coeffs.map((cs) => Array.from(cs)) } };
     const two = best(() => polyValues(x, C, poly, c2));

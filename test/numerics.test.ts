@@ -9,7 +9,7 @@ import { remez } from '../src/core/numerics/remez';
 import { activationFn, erf } from '../src/core/numerics/activations';
 import { Rng } from '../src/core/rng';
 import { PIECES, chebPieces, chebvalPieces, chebvalStrided } from '../src/core/numerics/chebyshev';
-import { polyValues } from '../src/core/numerics/polynomial';
+import { polyValues, usesPieces } from '../src/core/numerics/polynomial';
 import { twoCoreJobs } from '../src/core/numerics/polyPool';
 import * as os from 'os';
 
@@ -121,7 +121,7 @@ test('polynomial activations on two cores give the values of one core, bit for b
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(two[i], one[i]), `degree ${d}, value ${i}: ${two[i]} vs ${one[i]}`);
       // One series for the layer, stride 1: at degree 31 enough points for the piecewise evaluator.
       const single = new Float32Array(x.length);
-      if (d >= 15) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
+      if (usesPieces(d, x.length)) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
       else chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
       const twoSingle = polyValues(x, C, { coeffs: coeffs[1], a: intervals[1].a, b: intervals[1].b });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(twoSingle[i], single[i]), `degree ${d}, one series, value ${i}`);
@@ -129,6 +129,7 @@ test('polynomial activations on two cores give the values of one core, bit for b
         // Per channel with enough points per channel for the pieces, whose tables the pool pads to one row length.
         const C3 = 3;
         const x3 = Float32Array.from({ length: 33001 * C3 }, () => 8 * rng.next() - 4);
+        assert.ok(usesPieces(d, 33001));
         const c3 = coeffs.slice(0, C3).map((c, k) => c.map((v, j) => v * (j > 8 + 4 * k ? 1e-3 : 1)));
         const ivs3 = intervals.slice(0, C3);
         const one3 = new Float32Array(x3.length);

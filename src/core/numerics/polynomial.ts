@@ -59,14 +59,22 @@ export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = 
 const piecesCache = new WeakMap<object, { coeffs: Float64Array; pieces: ReturnType<typeof chebPieces> }>();
 
 /**
- * Each series' piecewise re-expansion where it pays: degree 15 or more (bench:poly: 1.18x faster
- * than chebvalStrided at 15, 2.15x at 31; slower at 7) and at least 4 x PIECES x (degree + 1)
- * points per series (a table costs about 3 PIECES (d + 1)^2 operations to build). Cached per coefficient array: the
- * executor evaluates the same activation batch after batch. Null when no series gets one.
+ * Whether polyValues evaluates series of this degree on this many points each by their piecewise
+ * re-expansion (chebvalPieces): from degree 15 (bench:poly: 1.18x faster than chebvalStrided at
+ * 15, 2.15x at 31; slower at 7), on at least 4 x PIECES x (degree + 1) points per series (a table
+ * costs about 3 PIECES (d + 1)^2 operations to build).
+ */
+export function usesPieces(degree: number, perSeries: number): boolean {
+  return degree >= 15 && perSeries >= 4 * PIECES * (degree + 1);
+}
+
+/**
+ * Each series' piecewise re-expansion where it pays (usesPieces), cached per coefficient array:
+ * the executor evaluates the same activation batch after batch. Null when not used.
  */
 function piecesFor(series: ArrayLike<number>[], perSeries: number): ReturnType<typeof chebPieces>[] | null {
   const K = series[0]?.length ?? 0;
-  if (K - 1 < 15 || perSeries < 4 * PIECES * K || !series.every((c) => c.length === K)) return null;
+  if (!usesPieces(K - 1, perSeries) || !series.every((c) => c.length === K)) return null;
   return series.map((c) => {
     const hit = piecesCache.get(c);
     if (hit && hit.coeffs.every((v, k) => Object.is(v, c[k]))) return hit.pieces;
