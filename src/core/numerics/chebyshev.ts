@@ -179,6 +179,8 @@ export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLeng
   const M = PIECES;
   const cosines = new Float64Array(n * n);
   for (let k = 0; k < n; k++) for (let i = 0; i < n; i++) cosines[k * n + i] = Math.cos((Math.PI * k * (i + 0.5)) / n);
+  // Chebyshev points of the first kind on [-1, 1], the same for every piece.
+  const nodes = Float64Array.from({ length: n }, (_, i) => Math.cos((Math.PI * (i + 0.5)) / n));
   let norm = 0;
   for (let k = 0; k <= d; k++) norm += Math.abs(c[k]);
   const tol = 2 ** -45 * norm;
@@ -187,7 +189,7 @@ export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLeng
   const v = new Float64Array(n);
   for (let j = 0; j < M; j++) {
     const center = -1 + (2 * j + 1) / M;
-    for (let i = 0; i < n; i++) v[i] = c.length ? chebvalUnit(center + Math.cos((Math.PI * (i + 0.5)) / n) / M, c) : 0;
+    for (let i = 0; i < n; i++) v[i] = chebvalUnit(center + nodes[i] / M, c);
     const row = local.subarray(j * n, (j + 1) * n);
     for (let k = 0; k < n; k++) {
       let s = 0;
@@ -224,12 +226,6 @@ export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64
   const s = stride;
   // The piece holding a point at u = (t + 1) M / 2 (clamped: points outside are redone below).
   const piece = (u: number) => (u >= 0 ? (u < M ? u | 0 : M - 1) : 0);
-  const whole = (t: number) => {
-    if (c.length === 0) return 0;
-    let b1 = 0; let b2 = 0;
-    for (let k = c.length - 1; k >= 1; k--) { const b0 = c[k] + 2 * t * b1 - b2; b2 = b1; b1 = b0; }
-    return c[0] + t * b1 - b2;
-  };
   let i = start;
   for (; i + 7 * s < n; i += 8 * s) {
     const t0 = xs[i] * scale + shift; const t1 = xs[i + s] * scale + shift;
@@ -260,24 +256,20 @@ export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64
       u = x6 * a6 - b6 + table[o6 + k]; b6 = a6; a6 = u;
       u = x7 * a7 - b7 + table[o7 + k]; b7 = a7; a7 = u;
     }
-    out[i] = t0 >= -1 && t0 <= 1 ? y0 * a0 - b0 + table[o0 + 1] : whole(t0);
-    out[i + s] = t1 >= -1 && t1 <= 1 ? y1 * a1 - b1 + table[o1 + 1] : whole(t1);
-    out[i + 2 * s] = t2 >= -1 && t2 <= 1 ? y2 * a2 - b2 + table[o2 + 1] : whole(t2);
-    out[i + 3 * s] = t3 >= -1 && t3 <= 1 ? y3 * a3 - b3 + table[o3 + 1] : whole(t3);
-    out[i + 4 * s] = t4 >= -1 && t4 <= 1 ? y4 * a4 - b4 + table[o4 + 1] : whole(t4);
-    out[i + 5 * s] = t5 >= -1 && t5 <= 1 ? y5 * a5 - b5 + table[o5 + 1] : whole(t5);
-    out[i + 6 * s] = t6 >= -1 && t6 <= 1 ? y6 * a6 - b6 + table[o6 + 1] : whole(t6);
-    out[i + 7 * s] = t7 >= -1 && t7 <= 1 ? y7 * a7 - b7 + table[o7 + 1] : whole(t7);
+    out[i] = t0 >= -1 && t0 <= 1 ? y0 * a0 - b0 + table[o0 + 1] : chebvalUnit(t0, c);
+    out[i + s] = t1 >= -1 && t1 <= 1 ? y1 * a1 - b1 + table[o1 + 1] : chebvalUnit(t1, c);
+    out[i + 2 * s] = t2 >= -1 && t2 <= 1 ? y2 * a2 - b2 + table[o2 + 1] : chebvalUnit(t2, c);
+    out[i + 3 * s] = t3 >= -1 && t3 <= 1 ? y3 * a3 - b3 + table[o3 + 1] : chebvalUnit(t3, c);
+    out[i + 4 * s] = t4 >= -1 && t4 <= 1 ? y4 * a4 - b4 + table[o4 + 1] : chebvalUnit(t4, c);
+    out[i + 5 * s] = t5 >= -1 && t5 <= 1 ? y5 * a5 - b5 + table[o5 + 1] : chebvalUnit(t5, c);
+    out[i + 6 * s] = t6 >= -1 && t6 <= 1 ? y6 * a6 - b6 + table[o6 + 1] : chebvalUnit(t6, c);
+    out[i + 7 * s] = t7 >= -1 && t7 <= 1 ? y7 * a7 - b7 + table[o7 + 1] : chebvalUnit(t7, c);
   }
   for (; i < n; i += stride) {
     const t = xs[i] * scale + shift;
-    if (!(t >= -1 && t <= 1)) { out[i] = whole(t); continue; }
+    if (!(t >= -1 && t <= 1)) { out[i] = chebvalUnit(t, c); continue; }
     const u = (t + 1) * h;
     const j = piece(u);
-    const o = j * R;
-    const y = 2 * (u - j) - 1;
-    let b1 = 0; let b2 = 0;
-    for (let k = table[o] + 1; k >= 2; k--) { const b0 = table[o + k] + 2 * y * b1 - b2; b2 = b1; b1 = b0; }
-    out[i] = table[o + 1] + y * b1 - b2;
+    out[i] = chebvalUnit(2 * (u - j) - 1, table.subarray(j * R + 1, j * R + 2 + table[j * R]));
   }
 }

@@ -28,16 +28,17 @@ export function polyTerms(p: PolyActivation): number {
 /**
  * The polynomial activation on plain values (channels last, C channels), in float64 arithmetic
  * by chebvalStrided (at high degrees on many points, chebvalPieces): what the executor runs when a
- * polynomial replaces an activation outside any gradient computation. Several times faster than the same recurrence as tensor operations (see
- * chebvalStrided), which matters when a deep network's every activation runs at degree 31 on
- * thousands of images.
+ * polynomial replaces an activation outside any gradient computation. Several times faster than
+ * the same recurrence as tensor operations (see chebvalStrided), which matters when a deep
+ * network's every activation runs at degree 31 on thousands of images.
  */
 export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = new Float32Array(x.length)): Float32Array {
   const ch = p.channels;
   const series = ch ? ch.coeffs : [p.coeffs];
   const ivs: Interval[] = ch ? ch.intervals : [p];
+  const sameLength = series.every((c) => c.length === series[0].length);
   // High degrees on many points: each series re-expanded on pieces of its interval (chebPieces).
-  const pieces = piecesFor(series, x.length / series.length);
+  const pieces = sameLength ? piecesFor(series, x.length / series.length) : null;
   const one = (xs: Float32Array, o: Float32Array, k: number, start: number, stride: number) => {
     const pc = pieces?.[k];
     if (pc) chebvalPieces(xs, o, series[k], ivs[k], pc.table, pc.rowLength, start, stride);
@@ -48,7 +49,6 @@ export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = 
     else one(xs, o, 0, 0, 1);
   };
   // Large evaluations take both cores (polyPool.ts); same values to the bit.
-  const sameLength = series.every((c) => c.length === series[0].length);
   if (!(sameLength && evaluateOnTwoCores(x, out, C, series, ivs, !!ch, local, pieces))) local(x, out);
   const off = p.channelOffset;
   if (off) for (let i = 0; i < out.length; i += C) for (let c = 0; c < C; c++) out[i + c] -= off[c];
@@ -69,12 +69,12 @@ export function usesPieces(degree: number, perSeries: number): boolean {
 }
 
 /**
- * Each series' piecewise re-expansion where it pays (usesPieces), cached per coefficient array:
- * the executor evaluates the same activation batch after batch. Null when not used.
+ * Each series' piecewise re-expansion where it pays (usesPieces; the series of one length), cached
+ * per coefficient array: the executor evaluates the same activation batch after batch. Null when
+ * not used.
  */
 function piecesFor(series: ArrayLike<number>[], perSeries: number): ReturnType<typeof chebPieces>[] | null {
-  const K = series[0]?.length ?? 0;
-  if (!usesPieces(K - 1, perSeries) || !series.every((c) => c.length === K)) return null;
+  if (!usesPieces((series[0]?.length ?? 0) - 1, perSeries)) return null;
   return series.map((c) => {
     const hit = piecesCache.get(c);
     if (hit && hit.coeffs.every((v, k) => Object.is(v, c[k]))) return hit.pieces;
