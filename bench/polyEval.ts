@@ -4,11 +4,12 @@
  *   one-at-a-time  Clenshaw's recurrence for one point after another (the baseline),
  *   interleaved    chebvalStrided, eight points' recurrences interleaved (what he-approx runs),
  *   pieces         chebvalPieces, each channel's series re-expanded on 256 pieces of its interval
- *                  (what he-approx runs from degree 15 on; tables built once, as polyValues caches
+ *                  and run by Horner's rule per piece
+ *                  (what he-approx runs from degree 11 on; tables built once, as polyValues caches
  *                  them for the batches after the first: their build time is printed apart),
  *   tfjs           the same recurrence as TensorFlow.js operations on the current backend,
  *   two cores      polyValues: interleaved or pieces, chunks on a helper thread (polyPool.ts),
- * on 16 channels x 65,536 positions of channels-last data, per-channel series, at degrees 7, 15,
+ * on 16 channels x 65,536 positions of channels-last data, per-channel series, at degrees 7, 11, 15,
  * 31 and 63, with the ratios against the baseline measured in the same run (best of 5 repeats).
  *
  *   node dist/bench/polyEval.js
@@ -44,7 +45,7 @@ async function main(): Promise<void> {
   const warm = Float64Array.from({ length: 8 }, () => 1);
   polyValues(x, C, { coeffs: warm, a: iv.a, b: iv.b, channels: { intervals: new Array(C).fill(iv), coeffs: new Array(C).fill(warm) } });
   await new Promise((r) => setTimeout(r, 500));
-  for (const d of [7, 15, 31, 63]) {
+  for (const d of [7, 11, 15, 31, 63]) {
     const coeffs = Array.from({ length: C }, (_, c) => Float64Array.from({ length: d + 1 }, (_, k) => Math.cos(k + c) / (k + 1)));
     const a = new Float32Array(N);
     const b = new Float32Array(N);

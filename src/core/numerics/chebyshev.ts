@@ -163,17 +163,22 @@ export const PIECES = 256;
  * The same polynomial re-expanded on each of PIECES equal pieces of [-1, 1], for evaluation on
  * many points: on a short piece a polynomial's Chebyshev coefficients decay fast, so each piece's
  * series is cut where the rest adds at most 2^-45 sum |c| (far below a float32 result's rounding,
- * 2^-24 of it). Degrees 15, 31 and 63 drop to about 6-7, 6-9 and 8-13 per piece, and evaluation
- * cost follows the degree (chebvalPieces: with its fixed cost per point, `npm run bench:poly`
- * measured 1.18x chebvalStrided's rate at degree 15, 2.15x at 31, 3.77x at 63, 0.61x at 7). The
- * restriction of a degree-d polynomial to a piece is its interpolant at d + 1 Chebyshev points of
- * that piece, exactly (Trefethen, ATAP ch. 3-4: coefficients from values by the discrete cosine
- * transform), as Chebfun's `restrict` does.
+ * 2^-24 of it). Degrees 15, 31 and 63 drop to about 6-7, 6-9 and 8-13 per piece. The restriction
+ * of a degree-d polynomial to a piece is its interpolant at d + 1 Chebyshev points of that piece,
+ * exactly (Trefethen, ATAP ch. 3-4: coefficients from values by the discrete cosine transform), as
+ * Chebfun's `restrict` does. Each piece's short series is then turned into monomials of the
+ * piece's own coordinate y in [-1, 1] (cheb2poly), for Horner's rule: one multiply and one add per
+ * coefficient where Clenshaw's recurrence takes a multiply and two adds, and no second carried
+ * value (`npm run bench:poly`). On [-1, 1] and at these degrees that conversion is harmless: the
+ * monomial coefficients of T_k grow like (1 + sqrt 2)^k, and the cut-off series' high coefficients
+ * are tiny, so Horner's rounding stays near 2^-53 of the values (the test holds it to 2^-44 sum |c|).
  *
- * Layout: PIECES rows of R = 1 + S numbers, S = 1 + the largest piece degree: the row's degree,
- * then its coefficients, zero past that degree.
+ * Layout: PIECES rows of R numbers (R = 1 + the largest piece degree): a row's monomial
+ * coefficients from the highest degree down, after leading zeros where its degree is lower
+ * (Horner over leading zeros gives exactly zero until the first coefficient, so a longer row
+ * changes no value: the two-core pool pads rows to one length). `degrees` holds each piece's degree.
  */
-export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLength: number } {
+export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLength: number; degrees: Int32Array } {
   const d = Math.max(0, c.length - 1);
   const n = d + 1;
   const M = PIECES;
@@ -184,38 +189,39 @@ export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLeng
   let norm = 0;
   for (let k = 0; k <= d; k++) norm += Math.abs(c[k]);
   const tol = 2 ** -45 * norm;
-  const local = new Float64Array(M * n);
+  const rows: Float64Array[] = [];
   const degrees = new Int32Array(M);
   const v = new Float64Array(n);
+  const local = new Float64Array(n);
   for (let j = 0; j < M; j++) {
     const center = -1 + (2 * j + 1) / M;
     for (let i = 0; i < n; i++) v[i] = chebvalUnit(center + nodes[i] / M, c);
-    const row = local.subarray(j * n, (j + 1) * n);
     for (let k = 0; k < n; k++) {
       let s = 0;
       for (let i = 0; i < n; i++) s += v[i] * cosines[k * n + i];
-      row[k] = ((k === 0 ? 1 : 2) * s) / n;
+      local[k] = ((k === 0 ? 1 : 2) * s) / n;
     }
     let m = d;
-    for (let tail = 0; m > 0 && tail + Math.abs(row[m]) <= tol; m--) tail += Math.abs(row[m]);
+    for (let tail = 0; m > 0 && tail + Math.abs(local[m]) <= tol; m--) tail += Math.abs(local[m]);
     degrees[j] = m;
+    rows.push(cheb2poly(local.subarray(0, m + 1)));
   }
-  const S = 1 + Math.max(...degrees);
-  const R = 1 + S;
+  const R = 1 + Math.max(...degrees);
   const table = new Float64Array(M * R);
   for (let j = 0; j < M; j++) {
-    table[j * R] = degrees[j];
-    for (let k = 0; k <= degrees[j]; k++) table[j * R + 1 + k] = local[j * n + k];
+    const row = rows[j];
+    const at = j * R + R - row.length;
+    for (let k = 0; k < row.length; k++) table[at + k] = row[row.length - 1 - k];
   }
-  return { table, rowLength: R };
+  return { table, rowLength: R, degrees };
 }
 
 /**
  * chebvalStrided for a series re-expanded by chebPieces (`table`, rows of `R`): each point runs
- * its piece's short series, eight points together up to the largest of their eight degrees (a
- * row is zero past its own degree, which leaves the recurrence exactly as if it stopped there).
- * Points outside [a, b] (and NaN) take the whole series, as chebvalUnit evaluates it: the
- * pieces cover only the interval, and a polynomial's values outside it must stay exact.
+ * its piece's monomials by Horner's rule in the piece's coordinate, eight points together (as in
+ * chebvalStrided, eight independent chains keep the floating-point units busy). Points outside
+ * [a, b] (and NaN) take the whole series, as chebvalUnit evaluates it: the pieces cover only the
+ * interval, and a polynomial's values outside it must stay exact.
  */
 export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, table: Float64Array, R: number,
   start = 0, stride = 1): void {
@@ -241,35 +247,31 @@ export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64
     const o4 = j4 * R; const o5 = j5 * R; const o6 = j6 * R; const o7 = j7 * R;
     const y0 = 2 * (u0 - j0) - 1; const y1 = 2 * (u1 - j1) - 1; const y2 = 2 * (u2 - j2) - 1; const y3 = 2 * (u3 - j3) - 1;
     const y4 = 2 * (u4 - j4) - 1; const y5 = 2 * (u5 - j5) - 1; const y6 = 2 * (u6 - j6) - 1; const y7 = 2 * (u7 - j7) - 1;
-    const x0 = 2 * y0; const x1 = 2 * y1; const x2 = 2 * y2; const x3 = 2 * y3;
-    const x4 = 2 * y4; const x5 = 2 * y5; const x6 = 2 * y6; const x7 = 2 * y7;
-    const K = Math.max(table[o0], table[o1], table[o2], table[o3], table[o4], table[o5], table[o6], table[o7]) | 0;
-    let a0 = 0; let b0 = 0; let a1 = 0; let b1 = 0; let a2 = 0; let b2 = 0; let a3 = 0; let b3 = 0;
-    let a4 = 0; let b4 = 0; let a5 = 0; let b5 = 0; let a6 = 0; let b6 = 0; let a7 = 0; let b7 = 0;
-    for (let k = K + 1; k >= 2; k--) {
-      let u = x0 * a0 - b0 + table[o0 + k]; b0 = a0; a0 = u;
-      u = x1 * a1 - b1 + table[o1 + k]; b1 = a1; a1 = u;
-      u = x2 * a2 - b2 + table[o2 + k]; b2 = a2; a2 = u;
-      u = x3 * a3 - b3 + table[o3 + k]; b3 = a3; a3 = u;
-      u = x4 * a4 - b4 + table[o4 + k]; b4 = a4; a4 = u;
-      u = x5 * a5 - b5 + table[o5 + k]; b5 = a5; a5 = u;
-      u = x6 * a6 - b6 + table[o6 + k]; b6 = a6; a6 = u;
-      u = x7 * a7 - b7 + table[o7 + k]; b7 = a7; a7 = u;
+    let a0 = table[o0]; let a1 = table[o1]; let a2 = table[o2]; let a3 = table[o3];
+    let a4 = table[o4]; let a5 = table[o5]; let a6 = table[o6]; let a7 = table[o7];
+    for (let k = 1; k < R; k++) {
+      a0 = a0 * y0 + table[o0 + k]; a1 = a1 * y1 + table[o1 + k];
+      a2 = a2 * y2 + table[o2 + k]; a3 = a3 * y3 + table[o3 + k];
+      a4 = a4 * y4 + table[o4 + k]; a5 = a5 * y5 + table[o5 + k];
+      a6 = a6 * y6 + table[o6 + k]; a7 = a7 * y7 + table[o7 + k];
     }
-    out[i] = t0 >= -1 && t0 <= 1 ? y0 * a0 - b0 + table[o0 + 1] : chebvalUnit(t0, c);
-    out[i + s] = t1 >= -1 && t1 <= 1 ? y1 * a1 - b1 + table[o1 + 1] : chebvalUnit(t1, c);
-    out[i + 2 * s] = t2 >= -1 && t2 <= 1 ? y2 * a2 - b2 + table[o2 + 1] : chebvalUnit(t2, c);
-    out[i + 3 * s] = t3 >= -1 && t3 <= 1 ? y3 * a3 - b3 + table[o3 + 1] : chebvalUnit(t3, c);
-    out[i + 4 * s] = t4 >= -1 && t4 <= 1 ? y4 * a4 - b4 + table[o4 + 1] : chebvalUnit(t4, c);
-    out[i + 5 * s] = t5 >= -1 && t5 <= 1 ? y5 * a5 - b5 + table[o5 + 1] : chebvalUnit(t5, c);
-    out[i + 6 * s] = t6 >= -1 && t6 <= 1 ? y6 * a6 - b6 + table[o6 + 1] : chebvalUnit(t6, c);
-    out[i + 7 * s] = t7 >= -1 && t7 <= 1 ? y7 * a7 - b7 + table[o7 + 1] : chebvalUnit(t7, c);
+    out[i] = t0 >= -1 && t0 <= 1 ? a0 : chebvalUnit(t0, c);
+    out[i + s] = t1 >= -1 && t1 <= 1 ? a1 : chebvalUnit(t1, c);
+    out[i + 2 * s] = t2 >= -1 && t2 <= 1 ? a2 : chebvalUnit(t2, c);
+    out[i + 3 * s] = t3 >= -1 && t3 <= 1 ? a3 : chebvalUnit(t3, c);
+    out[i + 4 * s] = t4 >= -1 && t4 <= 1 ? a4 : chebvalUnit(t4, c);
+    out[i + 5 * s] = t5 >= -1 && t5 <= 1 ? a5 : chebvalUnit(t5, c);
+    out[i + 6 * s] = t6 >= -1 && t6 <= 1 ? a6 : chebvalUnit(t6, c);
+    out[i + 7 * s] = t7 >= -1 && t7 <= 1 ? a7 : chebvalUnit(t7, c);
   }
   for (; i < n; i += stride) {
     const t = xs[i] * scale + shift;
     if (!(t >= -1 && t <= 1)) { out[i] = chebvalUnit(t, c); continue; }
     const u = (t + 1) * h;
     const j = piece(u);
-    out[i] = chebvalUnit(2 * (u - j) - 1, table.subarray(j * R + 1, j * R + 2 + table[j * R]));
+    const y = 2 * (u - j) - 1;
+    let a = table[j * R];
+    for (let k = 1; k < R; k++) a = a * y + table[j * R + k];
+    out[i] = a;
   }
 }

@@ -140,7 +140,7 @@ class Helper {
     local: (x: Float32Array, out: Float32Array) => void, pieces: Pieces[] | null): number {
     const K = coeffs[0].length;
     const chunks = Math.ceil(x.length / C / rows);
-    // Every series' rows padded to the longest: a row's own degree bounds its recurrence, so the values do not change.
+    // Every series' rows padded to the longest with leading zeros, which leave Horner's rule's values as they are (chebPieces).
     const R = pieces ? Math.max(...pieces.map((p) => p!.rowLength)) : 0;
     this.ensure(x.length, coeffs.length * K, 2 * ivs.length, coeffs.length * PIECES * R);
     const v = this.view!;
@@ -150,7 +150,7 @@ class Helper {
       v.tables.fill(0, 0, coeffs.length * PIECES * R);
       pieces.forEach((p, k) => {
         if (p!.rowLength === R) v.tables.set(p!.table, k * PIECES * R);
-        else for (let j = 0; j < PIECES; j++) v.tables.set(p!.table.subarray(j * p!.rowLength, (j + 1) * p!.rowLength), (k * PIECES + j) * R);
+        else for (let j = 0; j < PIECES; j++) v.tables.set(p!.table.subarray(j * p!.rowLength, (j + 1) * p!.rowLength), (k * PIECES + j + 1) * R - p!.rowLength);
       });
     }
     ivs.forEach((iv, k) => { v.ivs[2 * k] = iv.a; v.ivs[2 * k + 1] = iv.b; });

@@ -27,7 +27,7 @@ export function polyTerms(p: PolyActivation): number {
 
 /**
  * The polynomial activation on plain values (channels last, C channels), in float64 arithmetic
- * by chebvalStrided (at high degrees on many points, chebvalPieces): what the executor runs when a
+ * by chebvalStrided (from degree 11 on many points, chebvalPieces): what the executor runs when a
  * polynomial replaces an activation outside any gradient computation. Several times faster than
  * the same recurrence as tensor operations (see chebvalStrided), which matters when a deep
  * network's every activation runs at degree 31 on thousands of images.
@@ -60,12 +60,12 @@ const piecesCache = new WeakMap<object, { coeffs: Float64Array; pieces: ReturnTy
 
 /**
  * Whether polyValues evaluates series of this degree on this many points each by their piecewise
- * re-expansion (chebvalPieces): from degree 15 (bench:poly: 1.18x faster than chebvalStrided at
- * 15, 2.15x at 31; slower at 7), on at least 4 x PIECES x (degree + 1) points per series (a table
- * costs about 3 PIECES (d + 1)^2 operations to build).
+ * re-expansion (chebvalPieces): from degree 11 (bench:poly: faster than chebvalStrided from 11 on,
+ * about even at 7), on at least 4 x PIECES x (degree + 1) points per series (a table costs about
+ * 3 PIECES (d + 1)^2 operations to build).
  */
 export function usesPieces(degree: number, perSeries: number): boolean {
-  return degree >= 15 && perSeries >= 4 * PIECES * (degree + 1);
+  return degree >= 11 && perSeries >= 4 * PIECES * (degree + 1);
 }
 
 /**
