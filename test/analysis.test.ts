@@ -20,6 +20,7 @@ import { planBootstraps } from '../src/core/cost/bootstrap';
 import { ActivationCost } from '../src/core/cost/cost';
 import { Rng } from '../src/core/rng';
 import { fitStage } from '../src/core/analysis/fitStage';
+import { searchDegrees } from '../src/core/analysis/search';
 import { DegreeChooser } from '../src/core/analysis/selection';
 import { Screen, predictedDrop, screenCandidates } from '../src/core/analysis/sensitivity';
 import { resolveSettings } from '../src/core/analysis/settings';
@@ -152,6 +153,37 @@ function chain(n: number): Graph {
   nodes.push(dense(nodes.length, nodes.length - 1));
   return { name: 'chain', nodes, input: 0, output: nodes.length - 1, inputShape: [4], notes: [], droppedFinalSoftmax: false };
 }
+
+test('search: the cheapest choice whose check passes, found in about log2(frontier) checks, the same from any first guess', async () => {
+  // One activation; frontier choice i is candidate i, whose check drop falls with i (the
+  // nearly monotone shape the search relies on), and whose held-out drop equals its check.
+  const N = 40;
+  const act = { id: 3, name: 'relu' } as GraphNode;
+  const fits: Fit[] = Array.from({ length: N }, (_, i) => ({ method: 'data', degree: i + 1, interval: { a: -1, b: 1 }, coeffs: [i], rmsData: 0, maxErrObserved: 0, maxAbsInterval: 1 }));
+  for (const answer of [0, 1, 17, N - 2, N - 1, N]) {
+    const drop = (i: number) => (i >= answer ? 0.5 : 2 + (N - i) / N);
+    for (const guessAt of [0, 5, answer - 1, answer, answer + 3, N - 1]) {
+      let checks = 0;
+      const r = await searchDegrees({
+        acts: [act], method: 'data', candidates: [fits], costs: [fits.map((f) => ({ depth: f.degree }))], layerDepth: (_l, f) => f.degree, budget: 1,
+        // The first-order guess is the first choice predicted within the budget.
+        frontier: fits.map((_f, i) => ({ picks: [i], depth: i + 1, mults: i, predictedDrop: i >= guessAt ? 0.9 : 1.5 })),
+        baseAccuracy: 0.9,
+        check: async (m) => { checks++; return drop(m.get(3)!.coeffs[0]); },
+        variants: async function* (plain) { yield plain; },
+        measure: async (v) => ({ accuracy: 0.9 - drop(v.fits.get(3)!.coeffs[0]) / 100, layers: [], maxAbsLogit: 1, maxAbs: 1, safe: true }),
+      });
+      const kept = r.result!.pick.picks[0];
+      // No choice passes: the most accurate one is measured, and misses.
+      if (answer === N) { assert.equal(kept, N - 1, `guess ${guessAt}`); assert.equal(r.attempts[0].meetsBudget, false); continue; }
+      assert.equal(kept, answer, `answer ${answer}, guess ${guessAt}`);
+      assert.equal(r.attempts[0].meetsBudget, true);
+      // The guess, then bisection; the last choice is checked only when the bisection ends there.
+      assert.ok(checks <= 1 + Math.ceil(Math.log2(N)) + (answer === N - 1 ? 1 : 0), `answer ${answer}, guess ${guessAt}: ${checks} checks`);
+      assert.equal(checks, r.checks);
+    }
+  }
+});
 
 test('bootstraps: lazy placement counted by hand on a chain and a residual block', () => {
   const g = chain(5);

@@ -86,21 +86,27 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
     if (!checked.has(i)) checked.set(i, await c.check(plainFits(F[i])));
     return checked.get(i)!;
   };
-  /** The cheapest index in [lo, hi] whose check is at most t, by bisection from `guess` (the check falls along the frontier, nearly monotonically). */
+  /**
+   * The cheapest index in [lo, hi] whose check is at most t, by bisection from `guess` (the check
+   * falls along the frontier, nearly monotonically). Past a failed guess the bisection assumes
+   * `hi` passes and checks it only if it ends there: the most expensive choice usually passes
+   * and is usually not the answer, so checking it first cost a pass over the screen samples for
+   * nothing (on ResNet-20, one of 8 checks).
+   */
   const cheapest = async (t: number, lo: number, hi: number, guess: number): Promise<number | null> => {
     if (lo > hi) return null;
     const g = Math.min(hi, Math.max(lo, guess));
     let a: number;
     let b: number;
     if (await check(g) <= t) { a = lo; b = g; } else {
-      if (g === hi || await check(hi) > t) return null;
+      if (g === hi) return null;
       a = g + 1; b = hi;
     }
     while (a < b) {
       const m = Math.floor((a + b) / 2);
       if (await check(m) <= t) b = m; else a = m + 1;
     }
-    return b;
+    return await check(b) <= t ? b : null;
   };
 
   let rounds = 0;
