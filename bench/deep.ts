@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     console.log(`  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'checks', 'uniformSearch', 'report'].map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`).join(', ')}`);
     console.log(`  data-guided: ${f.activationDepth} activation / ${f.networkDepth} network levels, ${f.bootstraps} bootstraps, measured drop ${Number(f.measuredDrop).toFixed(2)} pp, `
       + `${f.meetsBudget ? 'meets' : 'MISSES'} the budget, values ${f.safe ? `safe (max ${Number(f.maxAbs).toFixed(1)})` : 'UNSAFE'}, ${r.samplesOutside} held-out samples outside an interval; ${f.rounds} rounds, ${f.checks} checks`);
-    console.log(`  uniform:     ${u.activationDepth} activation / ${u.networkDepth} network levels, ${u.bootstraps} bootstraps, measured drop ${Number(u.measuredDrop).toFixed(2)} pp, ${u.meetsBudget ? 'meets' : 'MISSES'} the budget`);
+    console.log(`  uniform:     ${u.activationDepth} activation / ${u.networkDepth} network levels, ${u.bootstraps} bootstraps, measured drop ${Number(u.measuredDrop).toFixed(2)} pp, ${u.meetsBudget ? 'meets' : 'MISSES'} the budget; ${u.rounds} rounds, ${u.checks} checks`);
     console.log(`  degrees: ${r.degrees.join(', ')}`);
   }
   const r20s = results.filter((r) => r.name === 'resnet20');

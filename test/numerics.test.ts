@@ -110,19 +110,23 @@ test('polynomial activations on two cores give the values of one core, bit for b
   const x = Float32Array.from({ length: rows * C }, () => 8 * rng.next() - 4);
   x[17] = NaN; x[C * 4000 + 3] = Infinity; x[C * 4999] = 1e30;
   const before = twoCoreJobs();
+  // What polyValues runs on one thread for one series on `perSeries` points: its pieces or the whole series.
+  const oneThread = (xs: Float32Array, out: Float32Array, c: number[], iv: { a: number; b: number }, start: number, stride: number) => {
+    if (usesPieces(c.length - 1, xs.length / stride)) { const pc = chebPieces(c); chebvalPieces(xs, out, c, iv, pc.table, pc.rowLength, start, stride); }
+    else chebvalStrided(xs, out, c, iv, start, stride);
+  };
   // The helper thread starts in the background: until it runs, this thread takes every chunk.
   for (let round = 0; round < 50; round++) {
     for (const d of [7, 11, 31]) {
       const coeffs = Array.from({ length: C }, (_, c) => Array.from({ length: d + 1 }, (_, k) => Math.cos(3 * k + c + round) / (k + 1)));
       const intervals = coeffs.map((_, c) => ({ a: -3 - 0.1 * c, b: 3 + 0.2 * c }));
       const one = new Float32Array(x.length);
-      for (let c = 0; c < C; c++) chebvalStrided(x, one, coeffs[c], intervals[c], c, C);
+      for (let c = 0; c < C; c++) oneThread(x, one, coeffs[c], intervals[c], c, C);
       const two = polyValues(x, C, { coeffs: coeffs[0], a: -3, b: 3, channels: { intervals, coeffs } });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(two[i], one[i]), `degree ${d}, value ${i}: ${two[i]} vs ${one[i]}`);
       // One series for the layer, stride 1: at degree 31 enough points for the piecewise evaluator.
       const single = new Float32Array(x.length);
-      if (usesPieces(d, x.length)) { const pc = chebPieces(coeffs[1]); chebvalPieces(x, single, coeffs[1], intervals[1], pc.table, pc.rowLength, 0, 1); }
-      else chebvalStrided(x, single, coeffs[1], intervals[1], 0, 1);
+      oneThread(x, single, coeffs[1], intervals[1], 0, 1);
       const twoSingle = polyValues(x, C, { coeffs: coeffs[1], a: intervals[1].a, b: intervals[1].b });
       for (let i = 0; i < x.length; i++) assert.ok(Object.is(twoSingle[i], single[i]), `degree ${d}, one series, value ${i}`);
       if (d >= 11) {
@@ -133,7 +137,7 @@ test('polynomial activations on two cores give the values of one core, bit for b
         const c3 = coeffs.slice(0, C3).map((c, k) => c.map((v, j) => v * (j > 8 + 4 * k ? 1e-3 : 1)));
         const ivs3 = intervals.slice(0, C3);
         const one3 = new Float32Array(x3.length);
-        for (let c = 0; c < C3; c++) { const pc = chebPieces(c3[c]); chebvalPieces(x3, one3, c3[c], ivs3[c], pc.table, pc.rowLength, c, C3); }
+        for (let c = 0; c < C3; c++) oneThread(x3, one3, c3[c], ivs3[c], c, C3);
         const two3 = polyValues(x3, C3, { coeffs: c3[0], a: -3, b: 3, channels: { intervals: ivs3, coeffs: c3 } });
         for (let i = 0; i < x3.length; i++) assert.ok(Object.is(two3[i], one3[i]), `degree ${d}, pieces per channel, value ${i}`);
       }

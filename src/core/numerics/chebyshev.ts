@@ -171,7 +171,7 @@ export const PIECES = 256;
  * coefficient where Clenshaw's recurrence takes a multiply and two adds, and no second carried
  * value (`npm run bench:poly`). On [-1, 1] and at these degrees that conversion is harmless: the
  * monomial coefficients of T_k grow like (1 + sqrt 2)^k, and the cut-off series' high coefficients
- * are tiny, so Horner's rounding stays near 2^-53 of the values (the test holds it to 2^-44 sum |c|).
+ * are tiny, so Horner's rounding stays far below the cut (the test holds the result to 2^-44 sum |c|).
  *
  * Layout: PIECES rows of R numbers (R = 1 + the largest piece degree): a row's monomial
  * coefficients from the highest degree down, after leading zeros where its degree is lower
