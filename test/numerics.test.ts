@@ -110,7 +110,7 @@ test('polynomial activations on two cores give the values of one core, bit for b
   const x = Float32Array.from({ length: rows * C }, () => 8 * rng.next() - 4);
   x[17] = NaN; x[C * 4000 + 3] = Infinity; x[C * 4999] = 1e30;
   const before = twoCoreJobs();
-  // What polyValues runs on one thread for one series on `perSeries` points: its pieces or the whole series.
+  // What polyValues runs on one thread for one series (xs.length / stride points of it): its pieces or the whole series.
   const oneThread = (xs: Float32Array, out: Float32Array, c: number[], iv: { a: number; b: number }, start: number, stride: number) => {
     if (usesPieces(c.length - 1, xs.length / stride)) { const pc = chebPieces(c); chebvalPieces(xs, out, c, iv, pc.table, pc.rowLength, start, stride); }
     else chebvalStrided(xs, out, c, iv, start, stride);

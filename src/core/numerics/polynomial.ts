@@ -63,10 +63,11 @@ const piecesCache = new WeakMap<object, { coeffs: Float64Array; pieces: ReturnTy
  * re-expansion (chebvalPieces): from degree 11 (bench:poly: faster than chebvalStrided from 11 on,
  * about even at 7), on at least PIECES x (degree + 1) points per series. A table costs about
  * 3 PIECES (d + 1)^2 operations to build and saves about 2 (d + 1) per point at degree 31, so one
- * call of that size pays back about two thirds of it; the tables are cached, and the analysis evaluates each
- * polynomial on every batch of a pass (4-8 batches of 256 samples) and on pass after pass. With
- * four times that bound (before), ResNet-32's 8x8 stage (64 channels, 16,384 points per channel
- * in a batch) ran its degree-31 polynomials on the whole series, at a third of the pieces' rate.
+ * call of that size pays back about two thirds of it; the tables are cached, and the analysis
+ * evaluates each polynomial on every batch of a pass (4-8 batches of 256 samples) and on pass
+ * after pass. With four times that bound (before), ResNet-32's 8x8 stage (64 channels, 16,384
+ * points per channel in a batch) ran its degree-31 polynomials on the whole series, at a third of
+ * the pieces' rate.
  */
 export function usesPieces(degree: number, perSeries: number): boolean {
   return degree >= 11 && perSeries >= PIECES * (degree + 1);
