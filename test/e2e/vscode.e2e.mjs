@@ -403,7 +403,10 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
     await shot('12-select-labels');
     await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'),
       () => titled('HE Approx: labels for this data').waitFor({ state: 'hidden', timeout: 10000 }));
-    const settings = await until(() => JSON.parse(fs.readFileSync(settingsFile, 'utf8')), (v) => !!v['heApprox.calibrationLabels'], 15000);
+    // VS Code truncates settings.json before writing it: a read in between sees a partial file, which
+    // counts as "not written yet" (the next poll reads it whole); the assertions below stay exact.
+    const readSettings = () => { try { return JSON.parse(fs.readFileSync(settingsFile, 'utf8')); } catch { return {}; } };
+    const settings = await until(readSettings, (v) => !!v['heApprox.calibrationLabels'], 15000);
     assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
     assert.equal(settings['heApprox.calibrationLabels'], path.join('data', 'mnist-test-2000-labels-idx1-ubyte'));
   } finally {
