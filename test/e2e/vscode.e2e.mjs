@@ -3,7 +3,7 @@
 // VSIX and runs setup.sh first). Screenshots go to out/e2e/.
 //
 // The steps share one browser and one code-server and run in order; a failing step fails the run.
-import { test, before, after } from 'node:test';
+import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -30,6 +30,24 @@ let browser = null;
 let page = null;
 let origin = '';
 const timings = {};
+
+/**
+ * A step, run in order. A failing step leaves a screenshot (out/e2e/failed-*.png) and adds the
+ * extension's last log lines to its error: in CI these are all there is to tell a flaky wait
+ * from a wrong state (which file was analysed, what was refused or cached).
+ */
+function test(name, fn) {
+  return nodeTest(name, async (t) => {
+    try {
+      return await fn(t);
+    } catch (e) {
+      if (page) await shot(`failed-${name.replace(/[^\w]+/g, '-').slice(0, 60)}`).catch(() => undefined);
+      const log = extensionLog().split('\n').slice(-25).join('\n');
+      if (e instanceof Error) e.message += `\nthe extension's log, last lines:\n${log}`;
+      throw e;
+    }
+  });
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -74,10 +92,21 @@ function palette(title, timeout = 15000) {
   return quickInput(`>${title}`, title, timeout);
 }
 
-/** Opens a workspace file with Quick Open. */
-async function openFile(rel) {
-  await quickInput(rel, path.dirname(rel));
-  await page.locator('.tab.active', { hasText: path.basename(rel) }).waitFor({ timeout: 15000 });
+/**
+ * Opens a workspace file with Quick Open and waits until its tab is the active one. The tab is
+ * told by its full path (the label's aria-label), not its name: every model here is a model.json,
+ * so a name match passes at once on the tab already open. Enter takes whichever row is selected,
+ * and the list may still be filling, so a wrong file opened is tried again.
+ */
+async function openFile(rel, timeout = 30000) {
+  const tab = page.locator(`.tab.active .tab-label[aria-label$=${JSON.stringify(`${path.sep}${rel}`)}]`);
+  const t0 = Date.now();
+  for (;;) {
+    await quickInput(rel, path.dirname(rel));
+    const opened = await tab.waitFor({ timeout: 5000 }).then(() => true, (e) => e);
+    if (opened === true) return;
+    if (Date.now() - t0 > timeout) throw new Error(`Quick Open did not open ${rel}: ${opened.message}`);
+  }
 }
 
 /** Opens the copied examples workspace and waits until the extension is active. */
