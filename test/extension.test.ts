@@ -15,6 +15,7 @@ import { reportCurves } from '../src/extension/curves';
 import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension/cache';
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
+import { NON_ANALYSIS_PREFIXES, NON_ANALYSIS_SETTINGS, SettingReader, analyzeOptionsFrom } from '../src/extension/settings';
 
 const cnnText = fs.readFileSync(example('mnist-cnn'), 'utf8');
 
@@ -255,4 +256,30 @@ test('binary model view: the ONNX example\'s layers, its activations with degree
   assert.doesNotMatch(html, /<script(?! nonce="n0nce")/, 'every script carries the nonce');
   const err = modelViewHtml({ fileName: 'x.onnx', summary: null, error: { message: 'x.onnx is not a readable ONNX model', fix: 'export again' }, report: null, stale: false, nonce: 'n', cspSource: 'c' });
   assert.match(err, /not a readable ONNX model\.<\/p><p><b>Fix:<\/b> export again/);
+});
+
+test('settings -> analysis options: every declared analysis setting is read, with package.json\'s default; set values reach the options', () => {
+  const declared = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).contributes.configuration.properties) as Record<string, { default: unknown }>;
+  const keys = Object.keys(declared).map((k) => k.replace(/^heApprox\./, ''));
+  const analysis = keys.filter((k) => !(NON_ANALYSIS_SETTINGS as readonly string[]).includes(k) && !NON_ANALYSIS_PREFIXES.some((p) => k.startsWith(p)));
+  const read = new Map<string, unknown>();
+  const unset: SettingReader = (k, fallback) => { read.set(k, fallback); return fallback; };
+  const defaults = analyzeOptionsFrom(unset, '/m/model.json', '/d/x.npy', null);
+  assert.deepEqual([...read.keys()].sort(), analysis.sort(), 'the options read exactly the declared analysis settings');
+  for (const k of analysis) assert.deepEqual(read.get(k), declared[`heApprox.${k}`].default, `${k}: the fallback is the declared default`);
+  assert.ok(analysis.includes('fold') && analysis.includes('spareLevels'), 'the CLI\'s --no-fold and --spare-levels have settings');
+  assert.equal(defaults.fold, true);
+  assert.equal(defaults.spareLevels, false);
+  assert.equal(defaults.calib, undefined, '0 means the core\'s default');
+  assert.equal(defaults.normalize, null);
+
+  const set = new Map<string, unknown>([['fold', false], ['spareLevels', true], ['inputScale', '255'], ['inputMean', [0.5]], ['calibrationSamples', 300], ['fitMethod', 'uniform']]);
+  const o = analyzeOptionsFrom((k, fallback) => (set.has(k) ? set.get(k) : fallback) as typeof fallback, '/m/model.json', '/d/x.npy', '/d/y.npy');
+  assert.equal(o.fold, false);
+  assert.equal(o.spareLevels, true);
+  assert.equal(o.scale, 255);
+  assert.deepEqual(o.normalize, { mean: [0.5], std: [1] });
+  assert.equal(o.calib, 300);
+  assert.equal(o.method, 'uniform');
+  assert.equal(o.labels, '/d/y.npy');
 });

@@ -2,7 +2,7 @@
  * The VS Code extension host: a thin layer that turns core reports into diagnostics, CodeLens,
  * hovers, a status bar item and side-panel messages. All compute runs in a worker thread
  * (analysisWorker.ts) with progress and cancellation; everything that can be tested without VS Code
- * lives in vscode-free modules beside this one (layerRanges, reportView, curves, cache, dataFiles).
+ * lives in vscode-free modules beside this one (layerRanges, reportView, curves, cache, dataFiles, settings).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -19,7 +19,7 @@ import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } fro
 import { PanelProvider } from './panel';
 import { ModelViewMessage, modelViewHtml } from './modelView';
 import type { ModelSummary } from '../core/model/summary';
-import type { InputScale } from '../core/data/read';
+import { analyzeOptionsFrom } from './settings';
 
 interface ModelState {
   uri: vscode.Uri;
@@ -135,25 +135,7 @@ class HeApprox implements vscode.Disposable {
 
   private analyzeOptions(model: string, data: string, labels: string | null) {
     const c = this.config();
-    const positive = (k: string) => { const v = c.get<number>(k, 0); return v && v > 0 ? v : undefined; };
-    const scale = c.get<string>('inputScale', 'auto');
-    const mean = c.get<number[]>('inputMean', []);
-    const std = c.get<number[]>('inputStd', []);
-    return {
-      model, data, labels,
-      scale: (scale === 'auto' || scale === 'none' ? scale : Number(scale)) as InputScale,
-      normalize: mean.length || std.length ? { mean: mean.length ? mean : [0], std: std.length ? std : [1] } : null,
-      budget: c.get<number>('accuracyBudget', 1.0),
-      levelBudget: positive('levelBudget'),
-      bootstrapLevels: positive('bootstrapLevels'),
-      calib: positive('calibrationSamples'),
-      heldout: positive('heldoutSamples'),
-      method: c.get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
-      perChannel: c.get<boolean>('perChannel', true),
-      tune: c.get<boolean>('tuneCoefficients', true),
-      tuneLabelWeight: c.get<number>('tuneLabelWeight', 0.5),
-      ringSize: c.get<number>('ringSize', 32768),
-    };
+    return analyzeOptionsFrom((k, fallback) => c.get(k, fallback), model, data, labels);
   }
 
   /** What the analysis of `model` on this data depends on, and the cache key over it. */
