@@ -78,7 +78,7 @@ test('a trainable convolution kernel gets the gradient of a direct sum over the 
   }
 });
 
-test('a trainable executor hands back its graph unchanged before training; grouped kernels stay fixed, with the reason', async () => {
+test('a trainable executor hands back its graph unchanged before training; depthwise kernels train, grouped ones stay fixed with the reason', async () => {
   await initBackend();
   const g = (await loadInputs({ model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, calib: 8, heldout: 8 }, resolveSettings({ model: '', data: '', calib: 8, heldout: 8 }))).model.graph;
   const ex = new Executor(g, { trainable: true });
@@ -89,10 +89,14 @@ test('a trainable executor hands back its graph unchanged before training; group
   } finally {
     ex.dispose();
   }
-  const grouped = convGraph(8, 4, 4, 3, 1, 'same', seq(3 * 3 * 1 * 4, 1));
-  const s = grouped.nodes[1].spec;
+  const depthwise = convGraph(8, 4, 4, 3, 1, 'same', seq(3 * 3 * 1 * 4, 1));
+  const s = depthwise.nodes[1].spec;
   if (s.op === 'conv2d') { s.groups = 4; s.kernelShape = [3, 3, 1, 4]; }
-  assert.match(frozenKernel(grouped.nodes[1]) ?? '', /depthwise/);
+  assert.equal(frozenKernel(depthwise.nodes[1]), null, 'the depthwise kernel has a gradient of its own (execute.ts: depthwiseFastGrad)');
+  const grouped = convGraph(8, 4, 4, 3, 1, 'same', seq(3 * 3 * 2 * 4, 1));
+  const q = grouped.nodes[1].spec;
+  if (q.op === 'conv2d') { q.groups = 2; q.kernelShape = [3, 3, 2, 4]; }
+  assert.match(frozenKernel(grouped.nodes[1]) ?? '', /grouped/);
   assert.equal(frozenKernel(convGraph(8, 4, 4, 3, 1, 'same', seq(144, 1)).nodes[1]), null);
 });
 

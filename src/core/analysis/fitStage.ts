@@ -48,7 +48,7 @@ export interface FitStage {
 
 export function fitStage(g: Graph, acts: GraphNode[], stats: Map<number, ValueStats>, s: Settings, onLayer?: (k: number) => void): FitStage {
   const margins = activationMargins(g, acts, s);
-  const intervals = acts.map((a, k) => chooseInterval(stats.get(a.id)!, margins[k]));
+  const intervals = acts.map((a, k) => chooseInterval(stats.get(a.id)!, margins[k], actSpec(a)));
   const methods: FitMethod[] = s.method === 'minimax' ? ['minimax', 'data', 'uniform'] : s.method === 'uniform' ? ['uniform', 'data'] : ['data', 'uniform'];
   const candidates: Candidates = new Map(methods.map((m) => [m, [] as Fit[][]]));
   acts.forEach((a, k) => {

@@ -58,14 +58,14 @@ function perChannelMeans(vals: Float32Array, C: number): Float64Array {
 function refit(a: GraphNode, fit: Fit, vals: Float32Array, margin: number, o: { floor: number; reservoir: number; seed: number }): Fit {
   const act = actSpec(a);
   const st = sampleStats(vals, o.reservoir, o.seed);
-  const iv = union(chooseInterval(st, margin), fit.interval);
+  const iv = union(chooseInterval(st, margin, act), fit.interval);
   const c = fitDataGuidedAll(act, st.sample, iv, fit.degree, o.floor)[fit.degree];
   let out: Fit = { ...fit, interval: iv, coeffs: Array.from(c), ...assessFit(act, c, iv, st.sample, st) };
   if (fit.channels) {
     const cs = new ChannelStats(a.shape[a.shape.length - 1], CHANNEL_RESERVOIR, o.seed);
     cs.add(vals);
     const ch = cs.result();
-    const intervals = fit.channels.intervals.map((old, k) => union(chooseInterval({ min: ch.min[k], max: ch.max[k] }, margin), old));
+    const intervals = fit.channels.intervals.map((old, k) => union(chooseInterval({ min: ch.min[k], max: ch.max[k] }, margin, act), old));
     const channels = { intervals, coeffs: ch.samples.map((smp, k) => Array.from(fitDataGuidedAll(act, smp, intervals[k], fit.degree, o.floor)[fit.degree])) };
     out = { ...out, channels, ...assessChannels(act, channels, ch) };
   }

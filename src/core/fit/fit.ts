@@ -9,7 +9,7 @@
  * - 'uniform': Chebyshev interpolation over [a, b] (Orion; OpenFHE EvalChebyshevFunction).
  * - 'minimax': best uniform approximation on [a, b] by Remez exchange.
  */
-import { ActivationSpec, activationFn, breakpoints } from '../numerics/activations';
+import { ActivationSpec, activationFn, breakpoints, isEven } from '../numerics/activations';
 import { Interval, chebInterpolate, chebpts1, chebval } from '../numerics/chebyshev';
 import { chebfitWeightedAll } from '../numerics/lstsq';
 import { remez } from '../numerics/remez';
@@ -44,11 +44,28 @@ export interface Fit extends FitQuality {
 
 /**
  * The fitting interval: the observed [min, max] widened by `margin` x (max - min) on each side,
- * so that held-out values slightly beyond the calibration range stay inside.
+ * so that held-out values slightly beyond the calibration range stay inside. For an even
+ * activation (|x|, isEven) the interval is symmetric about 0, so that its fit can be even.
  */
-export function chooseInterval(stats: Pick<ValueStats, 'min' | 'max'>, margin: number): Interval {
+export function chooseInterval(stats: Pick<ValueStats, 'min' | 'max'>, margin: number, spec?: ActivationSpec): Interval {
   const w = Math.max(stats.max - stats.min, 1e-6);
-  return { a: stats.min - margin * w, b: stats.max + margin * w };
+  const iv = { a: stats.min - margin * w, b: stats.max + margin * w };
+  return spec && isEven(spec) ? symmetric(iv) : iv;
+}
+
+/** The smallest interval symmetric about 0 that holds `iv`. */
+export function symmetric(iv: Interval): Interval {
+  const r = Math.max(Math.abs(iv.a), Math.abs(iv.b), 1e-6);
+  return { a: -r, b: r };
+}
+
+/**
+ * The even part of a Chebyshev series on a symmetric interval (T_k is odd for odd k): exact
+ * for the fits of an even function, whose odd coefficients are rounding noise.
+ */
+function evenPart<T extends Float64Array | number[]>(c: T): T {
+  for (let k = 1; k < c.length; k += 2) c[k] = 0;
+  return c;
 }
 
 export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: Interval, sample: Float32Array, observed: { min: number; max: number }): FitQuality {
@@ -69,25 +86,35 @@ export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: I
 }
 
 /** Data-guided fits of every degree up to maxDeg from one QR factorisation (see lstsq.ts). */
+/**
+ * Data-guided fits of every degree up to maxDeg from one QR factorisation (see lstsq.ts). An even
+ * activation's data is mirrored (each x also as -x, each at half the weight) on its symmetric
+ * interval: the weighted least-squares solution is then even, so |a - b| gets the same value
+ * whichever operand comes first.
+ */
 export function fitDataGuidedAll(spec: ActivationSpec, sample: Float32Array, iv: Interval, maxDeg: number, floor: number): Float64Array[] {
   const f = activationFn(spec);
+  const even = isEven(spec);
   const M = Math.max(256, 8 * (maxDeg + 1));
   const nodes = chebpts1(M, iv);
-  const n = sample.length;
+  const n = even ? 2 * sample.length : sample.length;
   const xs = new Float64Array(n + M);
   const ys = new Float64Array(n + M);
   const ws = new Float64Array(n + M);
-  for (let i = 0; i < n; i++) { xs[i] = sample[i]; ys[i] = f(sample[i]); ws[i] = (1 - floor) / n; }
+  for (let i = 0; i < n; i++) { const x = even && i % 2 ? -sample[i >> 1] : sample[even ? i >> 1 : i]; xs[i] = x; ys[i] = f(x); ws[i] = (1 - floor) / n; }
   for (let i = 0; i < M; i++) { xs[n + i] = nodes[i]; ys[n + i] = f(nodes[i]); ws[n + i] = floor / M; }
-  return chebfitWeightedAll(xs, ys, ws, maxDeg, iv).coeffs;
+  const all = chebfitWeightedAll(xs, ys, ws, maxDeg, iv).coeffs;
+  return even ? all.map(evenPart) : all;
 }
 
 export function fitUniform(spec: ActivationSpec, degree: number, iv: Interval): Float64Array {
-  return chebInterpolate(activationFn(spec), degree, iv);
+  const c = chebInterpolate(activationFn(spec), degree, iv);
+  return isEven(spec) ? evenPart(c) : c;
 }
 
 export function fitMinimax(spec: ActivationSpec, degree: number, iv: Interval): Float64Array {
-  return remez(activationFn(spec), degree, iv, { breakpoints: breakpoints(spec), tol: 1e-7 }).coeffs;
+  const c = remez(activationFn(spec), degree, iv, { breakpoints: breakpoints(spec), tol: 1e-7 }).coeffs;
+  return isEven(spec) ? evenPart(c) : c;
 }
 
 /**
@@ -133,8 +160,9 @@ export function fitDegrees(method: FitMethod, spec: ActivationSpec, stats: Value
 export function fitChannelsAll(spec: ActivationSpec, ch: ChannelSamples, layer: Interval, margin: number, maxDeg: number, floor: number): { intervals: Interval[]; coeffs: Float64Array[][] } {
   const pad = CHANNEL_PAD * (layer.b - layer.a);
   const intervals = ch.samples.map((_, c) => {
-    const own = chooseInterval({ min: ch.min[c], max: ch.max[c] }, margin);
-    return { a: Math.max(layer.a, own.a - pad), b: Math.min(layer.b, own.b + pad) };
+    const own = chooseInterval({ min: ch.min[c], max: ch.max[c] }, margin, spec);
+    const iv = { a: Math.max(layer.a, own.a - pad), b: Math.min(layer.b, own.b + pad) };
+    return isEven(spec) ? symmetric(iv) : iv;
   });
   return { intervals, coeffs: ch.samples.map((sample, c) => fitDataGuidedAll(spec, sample, intervals[c], maxDeg, floor)) };
 }

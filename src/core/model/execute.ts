@@ -5,7 +5,7 @@
  * that judging a polynomial for layer L re-runs only the network from L onward.
  */
 import { tf } from './backend';
-import { Graph, GraphNode, Padding, size } from './graph';
+import { Graph, GraphNode, Padding, explicitPads, size } from './graph';
 import { ActivationSpec } from '../numerics/activations';
 import { Interval, unitMap } from '../numerics/chebyshev';
 import { PolyActivation, polyValues } from '../numerics/polynomial';
@@ -32,7 +32,9 @@ export function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
     case 'relu': return act.maxValue === undefined ? tf.relu(x) : tf.clipByValue(x, 0, act.maxValue);
     case 'relu6': return tf.relu6(x);
     case 'leakyrelu': return tf.leakyRelu(x, act.alpha ?? 0.3);
-    case 'elu': return (act.alpha ?? 1) === 1 ? tf.elu(x) : tf.where(tf.greater(x, 0), x, tf.mul(act.alpha ?? 1, tf.sub(tf.exp(x), 1)));
+    // alpha != 1: relu(x) + alpha (exp(min(x, 0)) - 1), from operations with gradients (tf.where's
+    // condition, a comparison, has none: the sensitivity screen crashed on it).
+    case 'elu': return (act.alpha ?? 1) === 1 ? tf.elu(x) : tf.add(tf.relu(x), tf.mul(act.alpha ?? 1, tf.sub(tf.exp(tf.minimum(x, 0)), 1)));
     case 'selu': return tf.selu(x);
     case 'gelu': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
     case 'gelu_new': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))));
@@ -43,6 +45,7 @@ export function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
     case 'tanh': return tf.tanh(x);
     case 'softplus': return tf.softplus(x);
     case 'softsign': return tf.div(x, tf.add(1, tf.abs(x)));
+    case 'abs': return tf.abs(x);
   }
 }
 
@@ -140,20 +143,32 @@ function stridedSlice(x: tf.Tensor, begin: number[], end: number[], step: number
   return y;
 }
 
+/** x[q] and x[q + offset] along per-sample axis `axis`, for every q with both in range (a max tree's step; maxTree.ts). */
+function pairOperands(x: tf.Tensor, axis: number, offset: number): [tf.Tensor, tf.Tensor] {
+  const ax = axis + 1;
+  const len = x.shape[ax] - offset;
+  const size = x.shape.map((d, k) => (k === ax ? len : -1));
+  const begin = x.shape.map((_, k) => (k === ax ? offset : 0));
+  return [tf.slice(x, x.shape.map(() => 0), size), tf.slice(x, begin, size)];
+}
+
+/** Padding that repeats each border value (max pooling's padding; maxTree.ts), from slices, tiles and a concatenation: all have gradients. */
+function edgePad(x: tf.Tensor, pads: [number, number][]): tf.Tensor {
+  let y = x;
+  pads.forEach(([before, after], i) => {
+    const ax = i + 1;
+    if (!before && !after) return;
+    const n = y.shape[ax];
+    const edge = (at: number, times: number) => tf.tile(tf.slice(y, y.shape.map((_, k) => (k === ax ? at : 0)), y.shape.map((d, k) => (k === ax ? 1 : -1))),
+      y.shape.map((_, k) => (k === ax ? times : 1)));
+    y = tf.concat([...(before ? [edge(0, before)] : []), y, ...(after ? [edge(n - 1, after)] : [])], ax);
+  });
+  return y;
+}
+
 /** tfjs padding: 'valid', 'same', or explicit [[0, 0], [top, bottom], [left, right], [0, 0]]. */
 function tfPad(p: Padding): 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]] {
   return p === 'valid' || p === 'same' ? p : [[0, 0], p[0], p[1], [0, 0]];
-}
-
-/** Explicit [[top, bottom], [left, right]] pads of a convolution, 'same' computed as TensorFlow does. */
-export function explicitPads(pad: Padding, H: number, W: number, kh: number, kw: number, sh: number, sw: number): [[number, number], [number, number]] {
-  if (pad === 'valid') return [[0, 0], [0, 0]];
-  if (pad !== 'same') return pad;
-  const side = (L: number, k: number, s: number): [number, number] => {
-    const total = Math.max((Math.ceil(L / s) - 1) * s + k - L, 0);
-    return [Math.floor(total / 2), total - Math.floor(total / 2)];
-  };
-  return [side(H, kh, sh), side(W, kw, sw)];
 }
 
 /** dy with s - 1 zeros inserted between neighbours along H and W: length (L - 1) * s + 1. */
@@ -175,62 +190,125 @@ function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
 /**
  * tf.conv2d whose gradient with respect to its input is itself a tf.conv2d: the transposed
  * convolution written as a stride-1 convolution of the zero-dilated output gradient with the
- * spatially flipped kernel, its in/out channels swapped (Dumoulin & Visin, "A guide to convolution
- * arithmetic", 2016, sec. 4). The wasm backend's own Conv2DBackpropInput is a plain loop about 10x
- * slower than its Conv2D (1.7 s against 0.18 s on ResNet-20 for 64 images), and the sensitivity
- * screen and coefficient tuning differentiate through every convolution. The kernel is a
- * constant here: no gradient flows to it.
+ * spatially flipped kernel, its in/out channels swapped, at the kernel's own dilation (Dumoulin &
+ * Visin, "A guide to convolution arithmetic", 2016, sec. 4 and 5). The wasm backend's own
+ * Conv2DBackpropInput is a plain loop about 10x slower than its Conv2D (1.7 s against 0.18 s on
+ * ResNet-20 for 64 images), and tfjs has no gradient at all for dilated convolutions; the
+ * sensitivity screen and coefficient tuning differentiate through every convolution. A trainable
+ * kernel (fine-tuning) gets its gradient from a convolution too (kernelGrad).
  */
-function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding): tf.Tensor {
+function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number] = [1, 1]): tf.Tensor {
   const [kh, kw] = k.shape;
   const [sh, sw] = strides;
+  const [dh, dw] = dil;
+  const [ekh, ekw] = [(kh - 1) * dh + 1, (kw - 1) * dw + 1];
   const [, H, W] = x.shape;
-  const pads = explicitPads(pad, H, W, kh, kw, sh, sw);
+  const pads = explicitPads(pad, H, W, ekh, ekw, sh, sw);
   const [[pt], [pl]] = pads;
-  if (pt > kh - 1 || pl > kw - 1) return tf.conv2d(x, k, strides, tfPad(pad));
-  const inputGrad = (dy: tf.Tensor4D) => {
+  if (pt > ekh - 1 || pl > ekw - 1) return tf.conv2d(x, k, strides, tfPad(pad), 'NHWC', dil);
+  const inputGrad = (dy: tf.Tensor4D, kk: tf.Tensor4D) => {
     const d = dilate(dy, sh, sw);
-    const back = tf.transpose(tf.reverse(k, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
-    const top = kh - 1 - pt;
-    const left = kw - 1 - pl;
-    // Bottom/right pads make the result exactly x's size (rows a stride dropped get zero gradient).
-    const bottom = H - d.shape[1] - top + kh - 1;
-    const right = W - d.shape[2] - left + kw - 1;
-    return tf.conv2d(d, back, 1, [[0, 0], [top, bottom], [left, right], [0, 0]]);
+    const back = tf.transpose(tf.reverse(kk, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+    return tf.conv2d(d, back, 1, backPads(d, H, W, ekh, ekw, pt, pl), 'NHWC', dil);
   };
-  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.conv2d(xx as tf.Tensor4D, kk as tf.Tensor4D, strides, tfPad(pad));
-  // A trainable kernel (fine-tuning) gets its gradient from a convolution too: the wasm backend
-  // has no Conv2DBackpropFilter kernel at all.
-  if (k instanceof tf.Variable && k.trainable) {
-    // The input is saved for the backward pass (tfjs may dispose it before then otherwise).
-    const f = tf.customGrad(((xx: tf.Tensor, kk: tf.Tensor, save: (ts: tf.Tensor[]) => void) => {
-      save([xx]);
-      return {
-        value: value(xx, kk),
-        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [inputGrad(dy as tf.Tensor4D), kernelGrad(saved[0] as tf.Tensor4D, dy as tf.Tensor4D, kh, kw, strides, pads)],
-      };
-    }) as Parameters<typeof tf.customGrad>[0]);
-    return f(x, k);
-  }
-  const f = tf.customGrad(((xx: tf.Tensor) => ({ value: value(xx, k), gradFunc: (dy: tf.Tensor) => inputGrad(dy as tf.Tensor4D) })) as Parameters<typeof tf.customGrad>[0]);
-  return f(x);
+  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.conv2d(xx as tf.Tensor4D, kk as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  return withGrads(x, k, value, inputGrad, (xx, dy) => kernelGrad(xx, dy, kh, kw, strides, pads, dil));
+}
+
+/**
+ * The explicit pads of the backward (stride-1) convolution of d, the zero-dilated output gradient,
+ * that give exactly x's H x W: rows and columns a stride dropped get zero gradient.
+ */
+function backPads(d: tf.Tensor4D, H: number, W: number, ekh: number, ekw: number, pt: number, pl: number): [[number, number], [number, number], [number, number], [number, number]] {
+  const top = ekh - 1 - pt;
+  const left = ekw - 1 - pl;
+  return [[0, 0], [top, H - d.shape[1] - top + ekh - 1], [left, W - d.shape[2] - left + ekw - 1], [0, 0]];
+}
+
+/**
+ * The operation `value(x, k)` with the given gradients: for x always; for k only when it is a
+ * trainable variable (fine-tuning), since a kernel's gradient costs a convolution of its own and
+ * the sensitivity screen and coefficient tuning need only the input's. Both are saved for the
+ * backward pass (tfjs may dispose them before then otherwise).
+ */
+function withGrads(x: tf.Tensor4D, k: tf.Tensor, value: (x: tf.Tensor, k: tf.Tensor) => tf.Tensor, inputGrad: (dy: tf.Tensor4D, k: tf.Tensor4D) => tf.Tensor,
+  kGrad: (x: tf.Tensor4D, dy: tf.Tensor4D) => tf.Tensor): tf.Tensor {
+  const trainable = k instanceof tf.Variable && k.trainable;
+  // The kernel is an input too (saved): a kernel sliced for a group of channels is disposed with
+  // the forward pass otherwise. A constant's gradient is zero and never used.
+  const f = tf.customGrad(((xx: tf.Tensor, kk: tf.Tensor, save: (ts: tf.Tensor[]) => void) => {
+    save([xx, kk]);
+    return {
+      value: value(xx, kk),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [inputGrad(dy as tf.Tensor4D, saved[1] as tf.Tensor4D),
+        trainable ? kGrad(saved[0] as tf.Tensor4D, dy as tf.Tensor4D) : tf.zerosLike(saved[1])],
+    };
+  }) as Parameters<typeof tf.customGrad>[0]);
+  return f(x, k);
 }
 
 /**
  * The gradient of a convolution's loss with respect to its kernel, as a convolution:
- * dK[i, j, ci, co] = sum over n, h, w of xp[n, h*sh + i, w*sw + j, ci] * dy[n, h, w, co], with xp
- * the padded input. That is a stride-1 convolution of xp with the images as channels
- * ([ci, Hp, Wp, n]) by dy as the kernel ([Ho, Wo, n, co]) dilated by the strides; its first
- * kh x kw outputs are dK (the filter-gradient identity of Dumoulin & Visin 2016, as cuDNN's
+ * dK[i, j, ci, co] = sum over n, h, w of xp[n, h*sh + i*dh, w*sw + j*dw, ci] * dy[n, h, w, co], with
+ * xp the padded input. That is a stride-1 convolution of xp with the images as channels
+ * ([ci, Hp, Wp, n]) by dy as the kernel ([Ho, Wo, n, co]) dilated by the strides; its outputs at
+ * (i*dh, j*dw) are dK (the filter-gradient identity of Dumoulin & Visin 2016, as cuDNN's
  * backward-filter computes it).
  */
-function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, strides: [number, number], pads: [[number, number], [number, number]]): tf.Tensor4D {
+function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, strides: [number, number], pads: [[number, number], [number, number]], dil: [number, number] = [1, 1]): tf.Tensor4D {
   const [[pt, pb], [pl, pr]] = pads;
   const xp = tf.pad(x, [[0, 0], [pt, Math.max(pb, 0)], [pl, Math.max(pr, 0)], [0, 0]]);
   const xs = tf.transpose(xp, [3, 1, 2, 0]) as tf.Tensor4D;
   const ks = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D;
   const full = tf.conv2d(xs, ks, 1, 'valid', 'NHWC', strides);
-  return tf.transpose(tf.slice(full, [0, 0, 0, 0], [-1, kh, kw, -1]), [1, 2, 0, 3]) as tf.Tensor4D;
+  const [ci, , , co] = full.shape;
+  const taps = dil[0] === 1 && dil[1] === 1 ? tf.slice(full, [0, 0, 0, 0], [-1, kh, kw, -1])
+    : tf.stridedSlice(full, [0, 0, 0, 0], [ci, (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1, co], [1, dil[0], dil[1], 1]);
+  return tf.transpose(taps, [1, 2, 0, 3]) as tf.Tensor4D;
+}
+
+/**
+ * A depthwise convolution (kernel [kh, kw, 1, cin * mult], the graph's layout, which is tfjs's
+ * [kh, kw, cin, mult] with the same bytes) with gradients the wasm backend can compute: it has no
+ * DepthwiseConv2dNativeBackpropInput or ...Filter kernel (MobileNets crashed in the sensitivity
+ * screen). The input gradient is, as for conv2dFastGrad, a stride-1 depthwise convolution of the
+ * zero-dilated output gradient with the flipped kernel, each of the cin * mult output channels on
+ * its own, then summed over each input channel's mult outputs. The kernel gradient is one
+ * reduction per tap: dK[i, j, c, m] = sum over n, h, w of xp[n, h*sh + i*dh, w*sw + j*dw, c] *
+ * dy[n, h, w, c * mult + m].
+ */
+function depthwiseFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number]): tf.Tensor {
+  const [kh, kw, , cout] = k.shape;
+  const [N, H, W, cin] = x.shape;
+  const M = cout / cin;
+  const [sh, sw] = strides;
+  const [dh, dw] = dil;
+  const [ekh, ekw] = [(kh - 1) * dh + 1, (kw - 1) * dw + 1];
+  const pads = explicitPads(pad, H, W, ekh, ekw, sh, sw);
+  const [[pt, pb], [pl, pr]] = pads;
+  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.depthwiseConv2d(xx as tf.Tensor4D, tf.reshape(kk, [kh, kw, cin, M]) as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  if (pt > ekh - 1 || pl > ekw - 1) return value(x, k);
+  const inputGrad = (dy: tf.Tensor4D, kk: tf.Tensor4D) => {
+    const d = dilate(dy, sh, sw);
+    const back = tf.reshape(tf.reverse(kk, [0, 1]), [kh, kw, cout, 1]) as tf.Tensor4D;
+    const y = tf.depthwiseConv2d(d, back, 1, backPads(d, H, W, ekh, ekw, pt, pl), 'NHWC', dil);
+    return M === 1 ? y : tf.sum(tf.reshape(y, [N, H, W, cin, M]), 4);
+  };
+  const kGrad = (xx: tf.Tensor4D, dy: tf.Tensor4D) => {
+    const xp = tf.pad(xx, [[0, 0], [pt, Math.max(pb, 0)], [pl, Math.max(pr, 0)], [0, 0]]);
+    const [, Ho, Wo] = dy.shape;
+    const rows = dy.shape[0] * Ho * Wo;
+    const g = tf.reshape(dy, [rows, cin, M]);
+    const taps: tf.Tensor[] = [];
+    for (let i = 0; i < kh; i++) {
+      for (let j = 0; j < kw; j++) {
+        const xs = tf.stridedSlice(xp, [0, i * dh, j * dw, 0], [xx.shape[0], i * dh + (Ho - 1) * sh + 1, j * dw + (Wo - 1) * sw + 1, cin], [1, sh, sw, 1]);
+        taps.push(tf.sum(tf.mul(tf.reshape(xs, [rows, cin, 1]), g), 0));
+      }
+    }
+    return tf.reshape(tf.stack(taps), [kh, kw, 1, cout]);
+  };
+  return withGrads(x, k, value, inputGrad, kGrad);
 }
 
 /**
@@ -239,28 +317,29 @@ function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, str
  * anything between runs each group on its slice of channels and concatenates.
  */
 function conv2d(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number], groups: number): tf.Tensor {
-  if (groups === 1 && dil[0] === 1 && dil[1] === 1) return conv2dFastGrad(x, k, strides, pad);
-  if (groups === 1) return tf.conv2d(x, k, strides, tfPad(pad), 'NHWC', dil);
+  if (groups === 1) return conv2dFastGrad(x, k, strides, pad, dil);
   const cin = x.shape[3];
-  const [kh, kw, cg, cout] = k.shape;
-  if (groups === cin) return tf.depthwiseConv2d(x, tf.reshape(k, [kh, kw, cin, cout / cin]) as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  const [, , cg, cout] = k.shape;
+  if (groups === cin) return depthwiseFastGrad(x, k, strides, pad, dil);
   const og = cout / groups;
-  const parts = Array.from({ length: groups }, (_, g) => tf.conv2d(tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]),
-    tf.slice(k, [0, 0, 0, g * og], [-1, -1, -1, og]), strides, tfPad(pad), 'NHWC', dil));
+  const parts = Array.from({ length: groups }, (_, g) => conv2dFastGrad(tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]),
+    tf.slice(k, [0, 0, 0, g * og], [-1, -1, -1, og]) as tf.Tensor4D, strides, pad, dil));
   return tf.concat(parts, 3);
 }
 
 /**
- * Why a layer's kernel cannot be trained here, or null: the wasm backend has gradients for plain
- * convolutions (kernelGrad above) but none for depthwise, grouped or dilated ones' kernels.
+ * Why a layer's kernel cannot be trained here, or null: the wasm backend has gradients for plain,
+ * dilated and depthwise convolutions' kernels (kernelGrad, depthwiseFastGrad above), none for a
+ * grouped one's (each group's kernel is a slice of the layer's) or past a pad wider than the kernel.
  */
 export function frozenKernel(n: GraphNode): string | null {
   const s = n.spec;
   if (s.op !== 'conv2d') return null;
-  if ((s.groups ?? 1) !== 1) return 'grouped or depthwise convolution: no kernel gradient on the wasm backend';
-  if (s.dilation[0] !== 1 || s.dilation[1] !== 1) return 'dilated convolution: no kernel gradient on the wasm backend';
+  // Depthwise: groups = input channels, one input channel per group ([kh, kw, 1, cin * mult]).
+  if ((s.groups ?? 1) !== 1 && s.kernelShape[2] !== 1) return 'grouped convolution: no kernel gradient on the wasm backend';
   const [kh, kw] = s.kernelShape;
-  if (s.padding !== 'valid' && s.padding !== 'same' && (s.padding[0][0] > kh - 1 || s.padding[1][0] > kw - 1)) return 'padding wider than the kernel: no kernel gradient on the wasm backend';
+  const [ekh, ekw] = [(kh - 1) * s.dilation[0] + 1, (kw - 1) * s.dilation[1] + 1];
+  if (s.padding !== 'valid' && s.padding !== 'same' && (s.padding[0][0] > ekh - 1 || s.padding[1][0] > ekw - 1)) return 'padding wider than the kernel: no kernel gradient on the wasm backend';
   return null;
 }
 
@@ -340,10 +419,13 @@ export class Executor {
         if (p[1]) y = tf.add(y, p[1]);
         return y;
       }
-      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same');
-      case 'maxpool': return opts.poolAsAvg ? tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same') : tf.maxPool(x as tf.Tensor4D, s.pool, s.strides, s.padding as 'valid' | 'same');
+      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
+      case 'maxpool': return (opts.poolAsAvg ? tf.avgPool : tf.maxPool)(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
+      case 'globalmaxpool': return opts.poolAsAvg ? tf.mean(x, [1, 2]) : tf.max(x, [1, 2]);
+      case 'pairdiff': return tf.sub(...pairOperands(x, s.axis, s.offset));
+      case 'pairmax': return tf.mul(tf.add(tf.add(...pairOperands(x, s.axis, s.offset)), ins[1]), 0.5);
       case 'transpose': return tf.transpose(x, [0, ...s.perm.map((a) => a + 1)]);
-      case 'pad': return tf.pad(x, [[0, 0], ...s.pads], s.value);
+      case 'pad': return s.mode === 'edge' ? edgePad(x, s.pads) : tf.pad(x, [[0, 0], ...s.pads], s.value);
       case 'slice': return stridedSlice(x, s.begin, s.end, s.step);
       case 'concat': return tf.concat(ins, s.axis + 1);
       case 'globalavgpool': return tf.mean(x, [1, 2]);

@@ -34,6 +34,17 @@ export type Op =
   | { op: 'avgpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'maxpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'globalavgpool' }
+  | { op: 'globalmaxpool' }
+  /**
+   * One step of a max tree along a spatial axis (0: height, 1: width; see maxTree.ts):
+   * d[q] = x[q] - x[q + offset], the axis shortened by `offset`.
+   */
+  | { op: 'pairdiff'; axis: 0 | 1; offset: number }
+  /**
+   * max(x[q], x[q + offset]) = (x[q] + x[q + offset]) / 2 + a[q] / 2 with inputs [x, a], a = |d|
+   * (or the polynomial that stands in for it), the axis shortened by `offset`.
+   */
+  | { op: 'pairmax'; axis: 0 | 1; offset: number }
   | { op: 'flatten' }
   | { op: 'reshape'; target: number[] }
   /** BatchNormalization in inference form: y = x * scale + shift on the last axis. */
@@ -42,14 +53,29 @@ export type Op =
   | { op: 'identity' }
   /** Per-sample axes: output axis i is input axis perm[i]. */
   | { op: 'transpose'; perm: number[] }
-  /** Constant padding of each per-sample axis by [before, after]. */
-  | { op: 'pad'; pads: [number, number][]; value: number }
+  /**
+   * Padding of each per-sample axis by [before, after]: with `value`, or with `mode` 'edge' each
+   * border value repeated (a max pooling's padding: a max over a window is unchanged by copies
+   * of a value already in it).
+   */
+  | { op: 'pad'; pads: [number, number][]; value: number; mode?: 'edge' }
   /** Strided slice of each per-sample axis: begin (inclusive), end (exclusive), positive step. */
   | { op: 'slice'; begin: number[]; end: number[]; step: number[] }
   /** Concatenation along a per-sample axis. */
   | { op: 'concat'; axis: number }
-  | { op: 'activation'; act: ActivationSpec }
+  /** `maxTree`: the |x| of one step of a max pooling's tree (maxTree.ts). */
+  | { op: 'activation'; act: ActivationSpec; maxTree?: MaxTreeStep }
   | { op: 'softmax' };
+
+/** Where an |x| sits in the max tree that stands in for a max pooling layer (maxTree.ts). */
+export interface MaxTreeStep {
+  /** Name of the max pooling node the tree replaces. */
+  pool: string;
+  /** Spatial axis (0: height, 1: width), the distance between the two operands, and the step's place in the tree (from 1). */
+  axis: 0 | 1;
+  offset: number;
+  step: number;
+}
 
 export interface GraphNode {
   /** Index in `Graph.nodes` (topological order). */
@@ -87,6 +113,17 @@ export interface Graph {
 }
 
 export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/** Explicit [[top, bottom], [left, right]] pads of a window (convolution, pooling), 'same' computed as TensorFlow does. */
+export function explicitPads(pad: Padding, H: number, W: number, kh: number, kw: number, sh: number, sw: number): [[number, number], [number, number]] {
+  if (pad === 'valid') return [[0, 0], [0, 0]];
+  if (pad !== 'same') return pad;
+  const side = (L: number, k: number, s: number): [number, number] => {
+    const total = Math.max((Math.ceil(L / s) - 1) * s + k - L, 0);
+    return [Math.floor(total / 2), total - Math.floor(total / 2)];
+  };
+  return [side(H, kh, sh), side(W, kw, sw)];
+}
 
 /**
  * For an array of shape `inShape` transposed so that output axis i is input axis perm[i]: the

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
 import type { Graph } from './graph';
+import { expandMaxPooling, hasMaxPooling } from './maxTree';
 import type { LoadedModel, ModelFormat } from './loaded';
 
 export type { LoadedModel, ModelFormat };
@@ -35,6 +36,8 @@ export async function loadModel(modelPath: string): Promise<LoadedModel> {
   }
   const model = await readModel(file);
   checkFiniteWeights(model.graph, base);
+  // Max pooling becomes a tree of pairwise maxima whose |x| are approximated like activations.
+  if (hasMaxPooling(model.graph)) return { ...model, graph: expandMaxPooling(model.graph), sourceGraph: model.graph };
   return model;
 }
 

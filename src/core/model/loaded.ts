@@ -14,6 +14,11 @@ export interface LoadedModel {
   path: string;
   format: ModelFormat;
   graph: Graph;
+  /**
+   * The graph as the file describes it, where max pooling was expanded into its max tree
+   * (maxTree.ts) in `graph`: what the average-pooling comparison runs.
+   */
+  sourceGraph?: Graph;
   /** Keras topology and weights (tfjs and Keras files): what the tfjs exporter rewrites. */
   keras?: {
     topology: KerasTopology;

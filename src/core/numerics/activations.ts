@@ -7,7 +7,9 @@ import { UserError } from '../errors';
 
 export type ActivationKind =
   | 'relu' | 'relu6' | 'leakyrelu' | 'elu' | 'selu' | 'gelu' | 'gelu_new' | 'swish' | 'mish'
-  | 'sigmoid' | 'hard_sigmoid' | 'tanh' | 'softplus' | 'softsign';
+  | 'sigmoid' | 'hard_sigmoid' | 'tanh' | 'softplus' | 'softsign'
+  /** |x|: the non-polynomial part of max(a, b) = (a + b) / 2 + |a - b| / 2 (max pooling; model/maxTree.ts). */
+  | 'abs';
 
 export interface ActivationSpec {
   kind: ActivationKind;
@@ -85,7 +87,17 @@ export function activationFn(spec: ActivationSpec): (x: number) => number {
     case 'tanh': return Math.tanh;
     case 'softplus': return softplus;
     case 'softsign': return (x) => x / (1 + Math.abs(x));
+    case 'abs': return Math.abs;
   }
+}
+
+/**
+ * Even activations (|x|) are fitted by even polynomials on intervals symmetric about 0: the
+ * fit then computes max(a, b) the same whichever operand comes first, and an even series has
+ * half the terms of a general one of its degree.
+ */
+export function isEven(spec: ActivationSpec): boolean {
+  return spec.kind === 'abs';
 }
 
 /** Points where the function is not smooth; Remez puts grid points there. */
@@ -95,7 +107,7 @@ export function breakpoints(spec: ActivationSpec): number[] {
     case 'relu6': return [0, 6];
     case 'leakyrelu': case 'elu': case 'selu': return [0];
     case 'hard_sigmoid': return [-2.5, 2.5];
-    case 'softsign': return [0];
+    case 'softsign': case 'abs': return [0];
     default: return [];
   }
 }
@@ -110,6 +122,8 @@ export function describeActivation(spec: ActivationSpec): string {
 /** Inverse of describeActivation: the spec behind a report's activation string. */
 export function specFromDescription(desc: string): ActivationSpec {
   const m = /^(\w+)(?:\((alpha|max)=([-+0-9.e]+)\))?$/.exec(desc);
+  // |x| is no Keras activation: it comes from max pooling (model/maxTree.ts), never from a layer's name.
+  if (m && m[1] === 'abs' && !m[2]) return { kind: 'abs' };
   const base = m ? parseActivationName(m[1], 'report') : 'linear';
   if (!m || base === 'linear' || base === 'softmax') throw new UserError('OPTION_INVALID', `unknown activation '${desc}' in the report`, 'analyse the model again with this version of he-approx');
   if (m[2] === 'alpha') return { ...base, alpha: Number(m[3]) };

@@ -16,12 +16,12 @@ type Cfg = Record<string, any>;
 interface LayerEntry { className: string; name: string; config: Cfg; inbound: string[] }
 
 export const SUPPORTED_LAYERS = ['InputLayer', 'Dense', 'Conv2D', 'DepthwiseConv2D', 'AveragePooling2D', 'MaxPooling2D',
-  'GlobalAveragePooling2D', 'Flatten', 'Reshape', 'ZeroPadding2D', 'BatchNormalization', 'Add', 'Activation', 'ReLU',
-  'LeakyReLU', 'ELU', 'Softmax', 'Dropout'];
+  'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten', 'Reshape', 'ZeroPadding2D', 'BatchNormalization', 'Add', 'Concatenate',
+  'Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax', 'Dropout'];
 
 const ALIASES: Record<string, string> = {
   Convolution2D: 'Conv2D', AvgPool2D: 'AveragePooling2D', AveragePooling2D: 'AveragePooling2D',
-  MaxPool2D: 'MaxPooling2D', GlobalAvgPool2D: 'GlobalAveragePooling2D', SpatialDropout2D: 'Dropout',
+  MaxPool2D: 'MaxPooling2D', GlobalAvgPool2D: 'GlobalAveragePooling2D', GlobalMaxPool2D: 'GlobalMaxPooling2D', SpatialDropout2D: 'Dropout',
   GaussianNoise: 'Dropout', GaussianDropout: 'Dropout', AlphaDropout: 'Dropout',
 };
 
@@ -297,12 +297,10 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const strides = c.strides === undefined || c.strides === null ? pool : r.pair('strides', 1);
       const padding = r.oneOf('padding', ['valid', 'same'], 'valid');
       const shape = [outDim(inShape[0], pool[0], strides[0], padding), outDim(inShape[1], pool[1], strides[1], padding), inShape[2]];
-      if (cls === 'MaxPooling2D') {
-        notes.push(`Layer '${e.name}' is MaxPooling2D, which CKKS cannot evaluate (max is not a polynomial); he-approx measures the drop when it is replaced by average pooling.`);
-      }
       return node({ op: cls === 'MaxPooling2D' ? 'maxpool' : 'avgpool', pool, strides, padding }, shape);
     }
     case 'GlobalAveragePooling2D': needRank(3); return node({ op: 'globalavgpool' }, [inShape[2]]);
+    case 'GlobalMaxPooling2D': needRank(3); return node({ op: 'globalmaxpool' }, [inShape[2]]);
     case 'Flatten': return node({ op: 'flatten' }, [size(inShape)]);
     case 'Reshape': {
       const t = c.target_shape as number[];
@@ -332,6 +330,19 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       if (ins.length < 2) fail(model, `${where} has ${ins.length} input`, 'an Add layer needs at least two inputs');
       for (const i of ins) if (nodes[i].shape.join() !== inShape.join()) fail(model, `${where} adds shapes [${inShape}] and [${nodes[i].shape}]`, 'add tensors of equal shape');
       return node({ op: 'add' }, inShape);
+    }
+    case 'Concatenate': {
+      if (ins.length < 2) fail(model, `${where} has ${ins.length} input`, 'a Concatenate layer needs at least two inputs');
+      const rank = inShape.length;
+      const ax = r.int('axis', -rank - 1, -1);
+      const axis = ax < 0 ? ax + rank + 1 : ax;
+      if (axis < 1 || axis > rank) fail(model, `${where} concatenates along axis ${ax} of rank-${rank + 1} tensors`, 'concatenate along a per-sample axis');
+      const a = axis - 1;
+      for (const i of ins) {
+        const sh = nodes[i].shape;
+        if (sh.length !== rank || sh.some((d, k) => k !== a && d !== inShape[k])) fail(model, `${where} concatenates shapes [${inShape}] and [${sh}] along axis ${axis}`, 'concatenate tensors that agree on every other axis');
+      }
+      return node({ op: 'concat', axis: a }, inShape.map((d, k) => (k === a ? ins.reduce((t, i) => t + nodes[i].shape[a], 0) : d)));
     }
     case 'Dropout': return node({ op: 'identity' }, inShape);
     case 'Activation': {

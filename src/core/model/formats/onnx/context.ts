@@ -30,6 +30,17 @@ export interface OnnxActivationSite {
   rank: number;
 }
 
+/** Where a max pooling sits in the ONNX model, for the ONNX exporter (its max tree replaces it). */
+export interface OnnxPoolSite {
+  input: string;
+  output: string;
+  /** Index (in graph.node) of the MaxPool / GlobalMaxPool node. */
+  nodes: number[];
+  /** ONNX axes (with batch) of the height, the width and the channels, and the rank. */
+  axes: { h: number; w: number; c: number };
+  rank: number;
+}
+
 export const identityPerm = (k: number) => Array.from({ length: k }, (_, i) => i);
 /** Channels last for an NC... tensor's per-sample axes: [1, 2, ..., k-1, 0]. */
 export const channelsLast = (k: number) => (k <= 1 ? identityPerm(k) : [...Array.from({ length: k - 1 }, (_, i) => i + 1), 0]);
@@ -41,6 +52,7 @@ export class ImportContext {
   readonly values = new Map<string, Val>();
   readonly notes: string[] = [];
   readonly sites = new Map<string, OnnxActivationSite>();
+  readonly poolSites = new Map<string, OnnxPoolSite>();
   private readonly names = new Set<string>();
 
   constructor(readonly model: string, readonly opset: number, readonly dir: string,
@@ -121,6 +133,14 @@ export class ImportContext {
     });
     return { kind: 'act', id, perm: x.perm };
   }
+
+  /** Records max pooling node `id`, made for ONNX node n from x (channels last), for the exporter. */
+  maxPool(n: FusedNode, x: ActVal, id: number): void {
+    this.poolSites.set(this.nodes[id].name, {
+      input: n.input[0], output: n.output[0], nodes: n.fusedFrom ?? [],
+      axes: { h: x.perm[0] + 1, w: x.perm[1] + 1, c: x.perm[2] + 1 }, rank: x.perm.length + 1,
+    });
+  }
 }
 
 export const nodeName = (n: FusedNode) => n.name || n.output[0] || n.op_type;
@@ -133,4 +153,6 @@ export interface OnnxSource {
   outputName: string;
   /** Per activation node name of the graph: where it sits in the ONNX model. */
   activations: Record<string, OnnxActivationSite>;
+  /** Per max pooling node name (before its tree replaced it): where it sits in the ONNX model. */
+  pools: Record<string, OnnxPoolSite>;
 }

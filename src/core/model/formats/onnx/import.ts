@@ -12,7 +12,7 @@ import { UserError } from '../../../errors';
 import type { LoadedModel } from '../../loaded';
 import { finishGraph, simplifyLayout } from '../../passes';
 import { FOLDABLE, constantNode, foldNode } from './constants';
-import { ImportContext, OnnxActivationSite, OnnxSource, channelsLast, identityPerm, nodeName } from './context';
+import { ImportContext, OnnxActivationSite, OnnxPoolSite, OnnxSource, channelsLast, identityPerm, nodeName } from './context';
 
 export type { OnnxSource };
 import { FusedNode, fusePatterns } from './fuse';
@@ -23,7 +23,7 @@ const MIN_OPSET = 1;
 const MAX_OPSET = 22;
 /** Ops that do not change the layout question for the model input (normalisation and the like). */
 const LAYOUT_NEUTRAL = new Set(['Sub', 'Div', 'Mul', 'Add', 'Identity', 'Cast', 'Relu', 'HeActivation', 'Clip']);
-const SPATIAL = new Set(['Conv', 'AveragePool', 'MaxPool', 'GlobalAveragePool', 'BatchNormalization', 'Pad']);
+const SPATIAL = new Set(['Conv', 'AveragePool', 'MaxPool', 'GlobalAveragePool', 'GlobalMaxPool', 'BatchNormalization', 'Pad']);
 
 export function loadOnnx(file: string): LoadedModel {
   const base = path.basename(file);
@@ -94,7 +94,9 @@ export function loadOnnx(file: string): LoadedModel {
   const kept = new Set(graph.nodes.map((x) => x.name));
   const activations: Record<string, OnnxActivationSite> = {};
   for (const [name, site] of ctx.sites) if (kept.has(name)) activations[name] = site;
-  return { path: file, format: 'onnx', graph, onnx: { model, opset, inputName: inp.name, outputName: outName, activations } };
+  const pools: Record<string, OnnxPoolSite> = {};
+  for (const [name, site] of ctx.poolSites) if (kept.has(name)) pools[name] = site;
+  return { path: file, format: 'onnx', graph, onnx: { model, opset, inputName: inp.name, outputName: outName, activations, pools } };
 }
 
 function feedsSpatial(nodes: FusedNode[], input: string): boolean {

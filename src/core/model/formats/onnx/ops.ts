@@ -80,9 +80,9 @@ function pool(kind: 'avgpool' | 'maxpool'): Converter {
     if (n.output.length > 1 && n.output[1] && c.uses.get(n.output[1])) c.fail(n, 'has its Indices output used', 'use MaxPool without indices');
     let padding = windowPadding(c, n, at, [H, W], k, s, [1, 1]);
     let input = x;
-    if (Array.isArray(padding)) {
-      const includePad = kind === 'avgpool' && at.int('count_include_pad', 0) === 1;
-      if (kind === 'avgpool' && !includePad) {
+    if (Array.isArray(padding) && kind === 'avgpool') {
+      const includePad = at.int('count_include_pad', 0) === 1;
+      if (!includePad) {
         // Padding left out of the average is what TensorFlow's 'same' does, for its own pads.
         const total = [0, 1].map((i) => Math.max(0, (Math.ceil([H, W][i] / s[i]) - 1) * s[i] + k[i] - [H, W][i]));
         const p = padding;
@@ -91,24 +91,34 @@ function pool(kind: 'avgpool' | 'maxpool'): Converter {
         }
         padding = 'same';
       } else {
-        // Zero padding counted in the average (count_include_pad=1), or -inf for max pooling.
+        // Zero padding counted in the average (count_include_pad=1).
         const [[t, b], [l, r]] = padding;
-        const id = c.add(n, { op: 'pad', pads: [[t, b], [l, r], [0, 0]], value: kind === 'maxpool' ? -3.4e38 : 0 }, [H + t + b, W + l + r, C], [x.id], '/pad');
+        const id = c.add(n, { op: 'pad', pads: [[t, b], [l, r], [0, 0]], value: 0 }, [H + t + b, W + l + r, C], [x.id], '/pad');
         input = act(id, x.perm);
         padding = 'valid';
       }
     }
+    // Max pooling keeps its pads: its max tree repeats the border values (model/maxTree.ts).
     const inHW = c.shapeOf(input).slice(0, 2);
     const out = windowOut(inHW, k, s, padding);
-    if (at.int('ceil_mode', 0) === 1 && padding === 'valid') {
-      const ceil = [0, 1].map((i) => Math.ceil((inHW[i] - k[i]) / s[i]) + 1);
+    if (at.int('ceil_mode', 0) === 1 && padding !== 'same') {
+      const pads = padding === 'valid' ? [0, 0] : padding.map(([p0, p1]) => p0 + p1);
+      const ceil = [0, 1].map((i) => Math.ceil((inHW[i] + pads[i] - k[i]) / s[i]) + 1);
       if (ceil.some((v, i) => v !== out[i])) c.fail(n, 'uses ceil_mode=1, which changes its output size here', 'export with ceil_mode=False');
     }
     const id = c.add(n, { op: kind, pool: [k[0], k[1]], strides: s, padding }, [out[0], out[1], C], [input.id]);
-    if (kind === 'maxpool') c.notes.push(`Node '${c.nodes[id].name}' is MaxPool, which CKKS cannot evaluate (max is not a polynomial); he-approx measures the drop when it is replaced by average pooling.`);
+    if (kind === 'maxpool') c.maxPool(n, x, id);
     return [act(id, x.perm)];
   };
 }
+
+const globalMaxPool: Converter = (c, n) => {
+  const x = image(c, n);
+  const [H, W, C] = c.shapeOf(x);
+  const id = c.add(n, { op: 'maxpool', pool: [H, W], strides: [1, 1], padding: 'valid' }, [1, 1, C], [x.id]);
+  c.maxPool(n, x, id);
+  return [act(id, x.perm)];
+};
 
 const globalAvgPool: Converter = (c, n) => {
   const x = image(c, n);
@@ -429,6 +439,7 @@ export const CONVERTERS: Record<string, Converter> = {
   Conv: conv,
   AveragePool: pool('avgpool'),
   MaxPool: pool('maxpool'),
+  GlobalMaxPool: globalMaxPool,
   GlobalAveragePool: globalAvgPool,
   Gemm: gemm,
   MatMul: matmul,
@@ -479,7 +490,6 @@ export const UNSUPPORTED_HINTS: Record<string, string> = {
   GRU: 'recurrent layers are not supported; he-approx handles feed-forward CNNs and MLPs',
   RNN: 'recurrent layers are not supported; he-approx handles feed-forward CNNs and MLPs',
   ReduceMax: 'max is not a polynomial; CKKS cannot evaluate it',
-  GlobalMaxPool: 'replace GlobalMaxPool by GlobalAveragePool (max is not a polynomial)',
   PRelu: 'replace PReLU by LeakyReLU with a fixed slope, or by ReLU',
   ConvTranspose: 'transposed convolutions are not supported yet',
   Resize: 'resizing is not supported; remove Upsample/Resize from the model',
