@@ -112,15 +112,17 @@ test('degree chooser: a frontier ordered by depth whose cheapest choice within t
     const L = 2 + (t % 3);
     const K = 4;
     const { screen, rows, costs } = syntheticScreen(rng, L, K, 200);
-    const chooser = new DegreeChooser(screen, rows, costs);
+    // A chain: its L + 1 dense layers take a level each, and the activations' levels add.
+    const net = chain(L);
+    const chooser = new DegreeChooser(screen, rows, costs, { g: net, acts: activationNodes(net) });
     const target = 0.5 + 3 * rng.next();
-    const maxDepth = t % 4 === 0 ? 2 * L : Infinity;
+    const maxDepth = t % 4 === 0 ? 3 * L + 1 : Infinity;
     const frontier = chooser.frontier(target, maxDepth);
     assert.ok(frontier.length > 0);
     for (const [k, p] of frontier.entries()) {
       assert.ok(p.depth <= maxDepth);
       assert.equal(p.predictedDrop, predictedDrop(screen, p.picks.map((c, j) => rows[j][c])));
-      assert.equal(p.depth, p.picks.reduce((d, c, j) => d + costs[j][c].depth, 0));
+      assert.equal(p.depth, L + 1 + p.picks.reduce((d, c, j) => d + costs[j][c].depth, 0));
       if (k) assert.ok(p.depth >= frontier[k - 1].depth, `trial ${t}: not ordered by depth at ${k}`);
     }
     // Exhaustive: the least depth whose predicted drop meets the target.
@@ -132,7 +134,7 @@ test('degree chooser: a frontier ordered by depth whose cheapest choice within t
       }
       for (let k = 0; k < K; k++) rec(l + 1, [...picks, k], depth + costs[l][k].depth);
     };
-    rec(0, [], 0);
+    rec(0, [], L + 1);
     const got = frontier.find((p) => p.predictedDrop <= target + 1e-9);
     if (best === Infinity) { assert.equal(got, undefined, `trial ${t}: nothing meets the target`); optimal++; continue; }
     assert.ok(got, `trial ${t}: a choice meets the target but the frontier has none`);

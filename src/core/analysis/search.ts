@@ -155,7 +155,7 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
       pick, fits: best.fits, offsets: best.offsets, measured: best.measured, drop: best.drop,
       refinements: measured.map((v) => ({ name: v.name, description: v.description, accuracy: v.measured.accuracy, measuredDrop: v.drop, kept: v === best, safe: v.safe })),
     };
-    attempts.push({ why, degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])), activationDepth: pick.depth,
+    attempts.push({ why, degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])), depth: pick.depth,
       predictedDrop: pick.predictedDrop, checkedDrop: checked.get(i) ?? null, measuredDrop: round.drop, meetsBudget: meets(round), safe: round.measured.safe });
     return round;
   };

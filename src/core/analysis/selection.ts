@@ -2,8 +2,10 @@
  * The select stage: per-layer degrees from the sensitivity screen, under the accuracy budget and
  * the level budget.
  *
- * An exact dynamic programme over the layers (a multiple-choice knapsack, as in OLA, Lee et al.
- * arXiv 2310.10349) gives, for every total depth, the choice of least energy: the screen's mean
+ * An exact dynamic programme over the network's series-parallel structure (a multiple-choice
+ * knapsack, as in OLA, Lee et al. arXiv 2310.10349, on chains; cost/seriesParallel.ts on graphs)
+ * gives, for every network depth (the longest path's levels, linear layers included), the choice
+ * of least energy: the screen's mean
  * squared first-order margin change, which adds over layers when their errors are independent.
  * Accuracy itself does not add over layers (flips interact), so each of those choices is judged by
  * its predicted drop, computed from the per-sample margin changes of all its layers together
@@ -13,31 +15,48 @@
  * the local search layers x candidates per move: both grow about linearly with the network.
  */
 import type { ActivationCost } from '../cost/cost';
+import { DepthTables, NodeChoices, SpExpr, decompose, fixedLevels, longestPath } from '../cost/seriesParallel';
+import type { Graph, GraphNode } from '../model/graph';
 import { Screen, energy, predictedDrop } from './sensitivity';
 
 export interface DegreePick {
   /** Candidate index per activation. */
   picks: number[];
-  /** Sum of the activations' levels (the DP's objective). */
+  /** Levels of the network's longest path with these degrees, linear layers included (the DP's cost). */
   depth: number;
   mults: number;
   /** First-order predicted drop of the whole choice on the screen samples, percentage points. */
   predictedDrop: number;
 }
 
+/** The network whose depth a choice of degrees sets: its graph and its activations (in the rows' order). */
+export interface Network { g: Graph; acts: GraphNode[] }
+
 export class DegreeChooser {
   private readonly energies: number[][];
   readonly seen = new Map<string, DegreePick>();
+  private readonly expr: SpExpr;
+  private readonly fixed: number[];
 
   /**
    * @param rows per activation, per candidate: the screen's margin changes (sensitivity.ts)
    * @param costs per activation, per candidate: its levels and multiplications
+   * @param net the graph, whose longest path decides a choice's levels
    */
-  constructor(private readonly screen: Screen, private readonly rows: Float32Array[][], private readonly costs: ActivationCost[][]) {
+  constructor(private readonly screen: Screen, private readonly rows: Float32Array[][], private readonly costs: ActivationCost[][], private readonly net: Network) {
     const raw = rows.map((r) => r.map(energy));
     // Scaled to [0, 1] so that the DP's absolute tolerance means the same on every model.
     const top = Math.max(1e-300, ...raw.flat());
     this.energies = raw.map((r) => r.map((e) => e / top));
+    this.fixed = fixedLevels(net.g);
+    this.expr = decompose(net.g);
+  }
+
+  /** The network's levels with candidate picks[l] at activation l. */
+  depthOf(picks: number[]): number {
+    const lv = this.fixed.slice();
+    this.net.acts.forEach((a, l) => { lv[a.id] = this.costs[l][picks[l]].depth; });
+    return longestPath(this.net.g, lv);
   }
 
   private judge(picks: number[], depth: number, mults: number): DegreePick {
@@ -61,40 +80,23 @@ export class DegreeChooser {
 
   private sweepUntimed(maxDepth: number): DegreePick[] {
     const L = this.costs.length;
-    if (L === 0) return [this.judge([], 0, 0)];
-    const D = Math.min(maxDepth, this.costs.reduce((t, cs) => t + Math.max(...cs.map((c) => c.depth)), 0));
+    if (L === 0) return [this.judge([], this.depthOf([]), 0)];
+    const deepest = this.depthOf(this.costs.map((cs) => cs.reduce((k, c, j) => (c.depth > cs[k].depth ? j : k), 0)));
+    const D = Math.min(maxDepth, deepest);
     if (D < 0) return [];
-    // best[d]: least (energy, mults) of the layers so far at total depth exactly d; arg: backtrack.
-    let energyAt = new Float64Array(D + 1).fill(Infinity);
-    let multsAt = new Float64Array(D + 1).fill(Infinity);
-    energyAt[0] = 0;
-    multsAt[0] = 0;
-    const arg: Int32Array[] = [];
-    for (let l = 0; l < L; l++) {
-      const e2 = new Float64Array(D + 1).fill(Infinity);
-      const m2 = new Float64Array(D + 1).fill(Infinity);
-      const a = new Int32Array(D + 1).fill(-1);
-      for (let d = 0; d <= D; d++) {
-        if (energyAt[d] === Infinity) continue;
-        this.costs[l].forEach((c, k) => {
-          const nd = d + c.depth;
-          if (nd > D) return;
-          const ne = energyAt[d] + this.energies[l][k];
-          const nm = multsAt[d] + c.nonScalarMults;
-          if (ne < e2[nd] - 1e-15 || (Math.abs(ne - e2[nd]) <= 1e-15 && nm < m2[nd])) { e2[nd] = ne; m2[nd] = nm; a[nd] = d * 64 + k; }
-        });
-      }
-      arg.push(a);
-      energyAt = e2;
-      multsAt = m2;
-    }
+    const choices = new Map<number, NodeChoices>(this.net.acts.map((a, l) => [a.id, {
+      depth: this.costs[l].map((c) => c.depth), energy: this.energies[l], mults: this.costs[l].map((c) => c.nonScalarMults),
+    }]));
+    const t = new DepthTables(this.fixed, choices, D).table(this.expr);
+    const index = new Map(this.net.acts.map((a, l) => [a.id, l]));
     const out: DegreePick[] = [];
     for (let d = 0; d <= D; d++) {
-      if (energyAt[d] === Infinity) continue;
+      if (t.e[d] === Infinity || (d > 0 && t.e[d] === t.e[d - 1] && t.m[d] === t.m[d - 1])) continue;
+      const chosen = new Map<number, number>();
+      t.pick(d, chosen);
       const picks = new Array<number>(L);
-      let at = d;
-      for (let l = L - 1; l >= 0; l--) { const v = arg[l][at]; picks[l] = v % 64; at = Math.floor(v / 64); }
-      out.push(this.judge(picks, d, multsAt[d]));
+      for (const [id, k] of chosen) picks[index.get(id)!] = k;
+      out.push(this.judge(picks, this.depthOf(picks), t.m[d]));
     }
     return out;
   }
@@ -125,6 +127,12 @@ export class DegreeChooser {
     };
     let depth = start.depth;
     let mults = start.mults;
+    const depthWith = (l1: number, k1: number, l2 = -1, k2 = -1) => {
+      const p = [...picks];
+      p[l1] = k1;
+      if (l2 >= 0) p[l2] = k2;
+      return this.depthOf(p);
+    };
     let lost = Math.round(start.predictedDrop * S / 100);
     type Move = { l1: number; k1: number; l2: number; k2: number; lost: number; depth: number; mults: number };
     const isBetter = (m: Move, than: Move | null) => {
@@ -140,7 +148,7 @@ export class DegreeChooser {
         for (let k1 = 0; k1 < rows[l1].length; k1++) {
           if (k1 === picks[l1]) continue;
           const dd = cost(l1, k1).depth - cost(l1, picks[l1]).depth;
-          const move = { l1, k1, l2: -1, k2: -1, lost: lostWith(rows[l1][picks[l1]], rows[l1][k1], null, null), depth: depth + dd,
+          const move = { l1, k1, l2: -1, k2: -1, lost: lostWith(rows[l1][picks[l1]], rows[l1][k1], null, null), depth: depthWith(l1, k1),
             mults: mults - cost(l1, picks[l1]).nonScalarMults + cost(l1, k1).nonScalarMults };
           if (move.depth <= maxDepth && isBetter(move, best)) best = move;
           if (dd > 0) up.push(move); else if (dd < 0) down.push(move);
@@ -152,7 +160,7 @@ export class DegreeChooser {
       for (const u of top(up)) {
         for (const v of top(down)) {
           if (u.l1 === v.l1) continue;
-          const d2 = u.depth + v.depth - depth;
+          const d2 = depthWith(u.l1, u.k1, v.l1, v.k1);
           if (d2 > maxDepth) continue;
           const move = { l1: u.l1, k1: u.k1, l2: v.l1, k2: v.k1, lost: lostWith(rows[u.l1][picks[u.l1]], rows[u.l1][u.k1], rows[v.l1][picks[v.l1]], rows[v.l1][v.k1]),
             depth: d2, mults: u.mults + v.mults - mults };

@@ -13,8 +13,11 @@
  * levels than the block's output. A node deeper than L (a polynomial of depth > L, or an affine
  * map plus a polynomial) must be split by bootstraps inside: ceil(k / L) - 1 more.
  */
-import { Graph } from '../model/graph';
+import { Graph, GraphNode, Op } from '../model/graph';
 import { linearLevels } from './cost';
+
+/** Nodes that take no level and only move or combine their one input's slots. */
+const MOVES = new Set<Op['op']>(['pairdiff', 'slice', 'flatten', 'reshape', 'identity', 'transpose', 'pad']);
 
 export interface BootstrapPlan {
   levelsPerBootstrap: number;
@@ -27,13 +30,18 @@ export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: numbe
   const left = new Array<number>(g.nodes.length).fill(L);
   let bootstraps = 0;
   const before: string[] = [];
+  const cost = (n: GraphNode) => (n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n));
   for (const n of g.nodes) {
     if (!n.inputs.length) continue;
-    const k = n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n);
+    const k = cost(n);
     const need = Math.min(k, L);
     for (const i of new Set(n.inputs)) {
       if (left[i] < need) {
-        left[i] = L;
+        // Refresh the value where its levels ran out, above nodes that only move or subtract it
+        // (a max tree's difference, a stride, a flatten): one bootstrap then serves every reader.
+        const chain = [i];
+        while (MOVES.has(g.nodes[chain[0]].spec.op) && g.nodes[chain[0]].inputs.length === 1 && cost(g.nodes[chain[0]]) === 0) chain.unshift(g.nodes[chain[0]].inputs[0]);
+        for (const c of chain) left[c] = L;
         bootstraps++;
         before.push(n.name);
       }
