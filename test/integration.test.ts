@@ -127,7 +127,7 @@ test('cancellation stops the analysis with a CancelledError', async () => {
   await assert.rejects(p, (e: unknown) => e instanceof UserError && e.code === 'CANCELLED');
 });
 
-test('a MaxPooling model: reported, and the drop with average pooling is measured', async () => {
+test('a MaxPooling model: its max tree is approximated inside the headline, average pooling measured beside it', async () => {
   await initBackend();
   const { saveModel } = await import('./helpers');
   const model = tf.sequential({ layers: [
@@ -137,11 +137,21 @@ test('a MaxPooling model: reported, and the drop with average pooling is measure
     tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
   ] });
   const file = await saveModel(model, tmpDir());
-  const r = await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 500, heldout: 500, degrees: [3, 7, 15] });
+  const r = await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 500, heldout: 500, degrees: [1, 2, 3, 7, 15] });
   assert.ok(r.maxPooling, 'maxPooling section present');
-  assert.equal(r.maxPooling!.layers.length, 1);
-  assert.ok(Number.isFinite(r.maxPooling!.dropWithAveragePooling));
-  assert.ok(Math.abs(r.maxPooling!.dropWithAveragePooling - 100 * (1 - r.maxPooling!.accuracyWithAveragePooling)) < 1e-9, 'no labels: accuracy is agreement');
-  assert.ok(r.maxPooling!.dropWithAveragePooling > 0, 'average pooling changes some predictions of a random net');
-  assert.ok(r.warnings.some((w) => /MaxPooling.*average pooling/.test(w)));
+  assert.equal(r.maxPooling!.pools.length, 1);
+  const tree = r.layers.filter((l) => l.maxTree);
+  // A 2x2 window: one step along the width, one along the height; each an even polynomial on a symmetric interval.
+  assert.deepEqual(tree.map((l) => [l.activation, l.maxTree!.axis, l.maxTree!.offset]), [['abs', 'width', 1], ['abs', 'height', 1]]);
+  for (const l of tree) {
+    assert.equal(l.chosen.interval.a, -l.chosen.interval.b);
+    for (const c of l.chosen.channels?.coeffs ?? [l.chosen.coeffs]) for (let k = 1; k < c.length; k += 2) assert.equal(c[k], 0);
+  }
+  assert.deepEqual(r.maxPooling!.pools[0].steps, tree.map((l) => l.name));
+  // The headline includes the trees: the degrees listed are every approximated operation's.
+  assert.deepEqual(Object.keys(r.final.degrees), r.layers.map((l) => l.name));
+  const avg = r.maxPooling!.averagePooling;
+  assert.ok(Number.isFinite(avg.drop));
+  assert.ok(Math.abs(avg.drop - 100 * (1 - avg.accuracy)) < 1e-9, 'no labels: accuracy is agreement');
+  assert.ok(!r.heIncompatible.some((x) => /max/i.test(x.problem)), 'max pooling is no longer incompatible');
 });

@@ -87,9 +87,11 @@ test('every supported layer kind matches tfjs (functional model with standalone 
   const d = await compareWithTfjs(file, randomBatch([5, 12, 12, 2], 3));
   assert.ok(d < 1e-5, `max difference ${d}`);
   const m = await loadModel(file);
-  const kinds = m.graph.nodes.filter((n) => n.spec.op === 'activation').map((n) => (n.spec as { act: { kind: string } }).act.kind);
+  const acts = m.graph.nodes.filter((n) => n.spec.op === 'activation');
+  const kinds = acts.filter((n) => !(n.spec as { maxTree?: unknown }).maxTree).map((n) => (n.spec as { act: { kind: string } }).act.kind);
   assert.deepEqual(kinds, ['elu', 'leakyrelu', 'tanh', 'relu6', 'sigmoid', 'softplus', 'elu']);
-  assert.ok(m.graph.notes.some((n) => /MaxPooling2D/.test(n)));
+  // The max pooling runs as its max tree: one |x| along the width, one along the height.
+  assert.deepEqual(acts.filter((n) => (n.spec as { maxTree?: unknown }).maxTree).map((n) => [n.layer, (n.spec as { act: { kind: string } }).act.kind]), [['maxpool', 'abs'], ['maxpool', 'abs']]);
 });
 
 test('bad models give one clear error naming the problem and the fix', async () => {

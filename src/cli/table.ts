@@ -14,7 +14,9 @@ export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
   const levels = r.bootstrapping.planned ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize})` : `${r.levelBudget} levels (N=${r.options.ringSize})`;
-  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${r.layers.length} activations), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`);
+  const trees = r.layers.filter((l) => l.maxTree).length;
+  const what = trees ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|` : `${r.layers.length} activations`;
+  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`);
   out.push(`data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`);
   out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
   out.push('');
@@ -45,6 +47,8 @@ export function renderReport(r: Report): string {
     ['values within CKKS range', ...s.map((m) => (m.safe ? `yes (max ${g3(m.maxAbs)})` : 'NO'))],
     [`bootstraps (every ${r.bootstrapping.levelsPerBootstrap} levels)`, ...s.map((m) => (Number.isFinite(m.bootstraps) ? String(m.bootstraps) : '-'))],
     ['meets budget', ...s.map((m) => (m.meetsBudget ? 'yes' : 'NO'))]];
+  // Max pooling is in every figure above, as its polynomial max trees: say so where the answer is.
+  if (r.maxPooling) cmp.splice(cmp.length - 1, 0, ['max pooling', 'polynomial max', 'polynomial max']);
   out.push(pad(cmp, [false, true, true]));
   out.push('');
   out.push('refinements (measured on held-out data; * kept, ! unsafe): ' + r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '));
@@ -58,7 +62,10 @@ export function renderReport(r: Report): string {
   }
   const t = r.timings;
   out.push(`stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'finetune', 'report'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k].toFixed(1)}`).join(', ')}`);
-  if (r.maxPooling) out.push(`max pooling -> average pooling: accuracy ${p2(r.maxPooling.accuracyWithAveragePooling)} (drop ${f2(r.maxPooling.dropWithAveragePooling)} pp)`);
+  if (r.maxPooling) {
+    for (const p of r.maxPooling.pools) out.push(`max pooling ${p.layer}: ${p.steps.length} pairwise-max steps, |x| degrees ${p.degrees.join(', ')}, ${p.depth} levels${p.linear ? ' (linear pooling: every |x| a constant)' : ''}`);
+    out.push(`max pooling as average pooling instead (the usual substitute, same polynomials elsewhere): measured drop ${f2(r.maxPooling.averagePooling.drop)} pp (accuracy ${p2(r.maxPooling.averagePooling.accuracy)}), against ${f2(r.final.measuredDrop)} pp with the polynomial max`);
+  }
   out.push(`latency estimates: ${r.costs.source}`);
   for (const n of r.notes) out.push(`note: ${n}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);

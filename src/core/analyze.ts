@@ -25,7 +25,7 @@ import { searchDegrees } from './analysis/search';
 import { DegreeChooser } from './analysis/selection';
 import { screenCandidates } from './analysis/sensitivity';
 import { AnalyzeOptions, resolveSettings } from './analysis/settings';
-import { measureHeldout, measureMaxPooling, measureSubset } from './analysis/verify';
+import { measureAveragePooling, measureHeldout, measureSubset } from './analysis/verify';
 
 export { AnalyzeOptions, DEFAULT_DEGREES, SEAL_LEVELS } from './analysis/settings';
 export { toolVersion };
@@ -60,11 +60,11 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     // Per method: a degree-2 candidate's cost depends on its coefficients (fold.ts).
     const costs = new Map([...fit.candidates].map(([m, cs]) => [m, acts.map((a, l) => cs[l].map((f) => polyCost(g, a, polyOf(f), f.degree, opCosts, s.fold)))]));
     const linearDepth = networkDepth(g, new Map());
-    const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!)]));
-    const chainDepth = s.levelBudget - linearDepth;
+    // Degrees are chosen by the network's depth (its longest path), branches side by side.
+    const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!, { g, acts })]));
     const meets = (depth: number) => choosers.get(s.method)!.frontier(s.budget, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
-    const bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (chainDepth < 0 || !meets(chainDepth)) && meets(Infinity);
-    const maxDepth = bootstrapping ? Infinity : chainDepth;
+    const bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (linearDepth > s.levelBudget || !meets(s.levelBudget)) && meets(Infinity);
+    const maxDepth = bootstrapping ? Infinity : s.levelBudget;
 
     // Search: exact checks on the screen samples, then refine and verify on held-out data.
     const refineIdx = split.calib.slice(0, Math.min(s.refineSamples, split.calib.length));
@@ -90,8 +90,9 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     clock.add('select', [...choosers.values()].reduce((sum, c) => sum + c.seconds, 0));
     clock.add('search', (Date.now() - tSearch) / 1000);
     if (!final.result) {
-      const least = costs.get(s.method)!.reduce((sum, cs) => sum + Math.min(...cs.map((c) => c.depth)), 0);
-      throw new UserError('BUDGET_INFEASIBLE', `no choice of degrees in {${s.degrees.join(', ')}} fits ${s.levelBudget} levels: the linear layers need ${linearDepth} and the activations at least ${least}`,
+      const cs = costs.get(s.method)!;
+      const least = choosers.get(s.method)!.depthOf(cs.map((c) => c.reduce((k, x, j) => (x.depth < c[k].depth ? j : k), 0)));
+      throw new UserError('BUDGET_INFEASIBLE', `no choice of degrees in {${s.degrees.join(', ')}} fits ${s.levelBudget} levels: the linear layers need ${linearDepth} and the network with its least activation levels ${least}`,
         s.levelBudgetGiven ? 'raise --level-budget, or allow lower degrees with --degrees' : 'raise --level-budget (or --ring-size), or allow lower degrees with --degrees');
     }
 
@@ -103,9 +104,12 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     })) : null;
     if (finetuned?.model) o.onFinetuned?.(finetuned.model);
 
-    const maxPooling = await clock.timed('report', () => measureMaxPooling(cache, ds, split.heldout, clock.pass('report', s.batchSize, o.signal)));
+    // The max trees are in every figure; the usual substitute, average pooling, is measured beside them.
+    const source = model.sourceGraph;
+    const averagePooling = source ? await clock.timed('report', () => measureAveragePooling(cache, source, ds, split.heldout, polysOf(acts, final.result!.fits, final.result!.offsets),
+      clock.pass('report', s.batchSize, o.signal))) : null;
     const report = assembleReport({ o, s, inputs, stats, fit, screen, costs, foldable, opCosts, backend, baseAccuracy, final, uniform, bootstrapping, linearDepth,
-      maxPooling, timings: clock.finish() });
+      averagePooling, timings: clock.finish() });
     if (finetuned) report.finetune = finetuned.report;
     clock.progress('report', 1, 'done');
     return report;

@@ -12,7 +12,7 @@ import { Histogram } from './profile/stats';
 import type { CkksParams } from './he/params';
 
 export const REPORT_SCHEMA = 'he-approx/report';
-export const REPORT_VERSION = 3;
+export const REPORT_VERSION = 4;
 
 /**
  * sha256 of a JSON text's content whatever its formatting (null if it does not parse): a
@@ -63,11 +63,12 @@ export interface ChosenFit {
   affineLevel: number;
   /**
    * How the polynomial is evaluated (cost/fold.ts): 'series' (Chebyshev, BSGS plan), 'affine'
-   * (degree 1: y = mul x + add) or 'square' (degree 2: sign u^2 + offset with u = mul x + add);
+   * (degree 1: y = mul x + add), 'square' (degree 2: sign u^2 + offset with u = mul x + add) or
+   * 'constant' (a max tree's |x| of degree <= 1: the tree is then a linear pooling, 0 levels);
    * intoPrevious: the previous linear layer (`into`, by its layer name) computes the input map
    * (t, y or u); why: the reason a fold is not made, or null.
    */
-  fold: { form: 'series' | 'affine' | 'square'; intoPrevious: boolean; into: string | null; mixedSigns: boolean; why: string | null };
+  fold: { form: 'series' | 'affine' | 'square' | 'constant'; intoPrevious: boolean; into: string | null; mixedSigns: boolean; why: string | null };
   nonScalarMults: number;
   latencyMs: number;
   /** Sensitivity-predicted drop of this layer alone, percentage points. */
@@ -98,13 +99,39 @@ export interface LayerReport {
   sensitivity: Record<'data' | 'uniform', DegreeResult[]>;
   chosen: ChosenFit;
   uniformChosen: { degree: number; depth: number; predictedDrop: number } | null;
+  /**
+   * For an |x| of a max pooling's tree (model/maxTree.ts): the pooling layer's node name, the axis,
+   * the distance of the two operands and the step's place in the tree; null for an activation.
+   */
+  maxTree: { pool: string; axis: 'height' | 'width'; offset: number; step: number } | null;
   warnings: string[];
+}
+
+/**
+ * A max pooling layer as it runs under CKKS: its tree of pairwise maxima, whose |x| are layers of
+ * the report (`LayerReport.maxTree`), and the levels of its longest path.
+ */
+export interface MaxPoolingReport {
+  /** Node name of the pooling (the name its layers' maxTree.pool give), its layer and class. */
+  pool: string;
+  layer: string;
+  className: string;
+  /** Report layers (names) of its |x|, in tree order, and their chosen degrees. */
+  steps: string[];
+  degrees: number[];
+  /** Levels from the pooling's input to its output with the chosen degrees. */
+  depth: number;
+  /** Every |x| is a constant: the tree is a linear (average-like) pooling plus a constant, at no level. */
+  linear: boolean;
 }
 
 export interface MethodSummary {
   method: string;
   degrees: Record<string, number>;
-  /** Sum of activation levels (the DP's objective). */
+  /**
+   * Activation levels on the network's longest path: where branches run side by side (residual
+   * blocks, a max tree's operands), the levels the network spends on activations, not their sum.
+   */
   activationDepth: number;
   /** Longest input-to-output path in levels, linear layers included: what the HE program uses. */
   networkDepth: number;
@@ -141,7 +168,8 @@ export interface SelectionAttempt {
    */
   why: 'selected' | 'tightened' | 'relaxed';
   degrees: Record<string, number>;
-  activationDepth: number;
+  /** The network's levels with these degrees (its longest path). */
+  depth: number;
   /** First-order prediction on the screen samples. */
   predictedDrop: number;
   /** The plain fits' exact drop on the screen samples (the search's cheap check), if checked. */
@@ -179,7 +207,13 @@ export interface Report {
   final: MethodSummary;
   uniform: MethodSummary;
   refinements: Refinement[];
-  maxPooling: { layers: string[]; accuracyWithAveragePooling: number; dropWithAveragePooling: number } | null;
+  /**
+   * Max pooling layers, each evaluated as a tree of polynomial pairwise maxima (included in
+   * every figure above: `final`, `uniform`, the layers), and the usual substitute measured
+   * beside them: average pooling in their place with the chosen polynomials elsewhere. Null when
+   * the model has no max pooling.
+   */
+  maxPooling: { pools: MaxPoolingReport[]; averagePooling: { accuracy: number; drop: number } } | null;
   /** Layers CKKS cannot evaluate as they are, with the fix. */
   heIncompatible: { layer: string; className: string; problem: string; fix: string }[];
   levelBudget: number;
@@ -360,6 +394,9 @@ export interface EncryptedModelReport {
 export function describeFold(c: Pick<ChosenFit, 'fold' | 'polyDepth' | 'affineLevel'>): string {
   const f = c.fold;
   if (!f) return 'a Chebyshev series';
+  if (f.form === 'constant') {
+    return `a constant: this step of the max tree averages its two operands${f.intoPrevious ? ' (0 levels: the layers after the pooling take its factor)' : ', and its sum is scaled for what reads it (1 level)'}`;
+  }
   const lv = (n: number) => (n === 1 ? '1 level' : `${n} levels`);
   const form = f.form === 'square' ? `a signed square (${lv(c.polyDepth)})` : f.form === 'affine' ? 'an affine map' : `a Chebyshev series (${lv(c.polyDepth)})`;
   const map = f.form === 'affine' ? 'computed' : f.form === 'square' ? 'its input u computed' : 'its input t computed';

@@ -5,12 +5,13 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ActivationCost, OpCosts, networkDepth, polyCost, spendSpareLevels } from '../cost/cost';
-import type { Fold } from '../cost/fold';
+import { ActivationCost, OpCosts, linearLevels, networkDepth, polyCost, spendSpareLevels } from '../cost/cost';
+import { Fold, foldInto } from '../cost/fold';
 import { planBootstraps } from '../cost/bootstrap';
+import { criticalPath, fixedLevels } from '../cost/seriesParallel';
 import { FitMethod, assessFit, polyOf } from '../fit/fit';
 import { RING_LEVELS } from '../he/params';
-import { actSpec } from '../model/graph';
+import { GraphNode, actSpec } from '../model/graph';
 import { describeActivation } from '../numerics/activations';
 import { ValueStats } from '../profile/stats';
 import {
@@ -54,12 +55,13 @@ export interface Assembly {
   uniform: SearchResult;
   bootstrapping: boolean;
   linearDepth: number;
-  maxPooling: Report['maxPooling'];
+  /** Average pooling in place of the max poolings, measured (null without max pooling). */
+  averagePooling: { accuracy: number; drop: number } | null;
   timings: Record<string, number>;
 }
 
-/** What CKKS cannot evaluate as it is (softmax before the output, max pooling), with the fix, and the warnings that say so. */
-function incompatibilities(g: Assembly['inputs']['model']['graph'], maxPooling: Report['maxPooling']): { list: Report['heIncompatible']; warnings: string[] } {
+/** What CKKS cannot evaluate as it is (softmax before the output), with the fix, and the warnings that say so. */
+function incompatibilities(g: Assembly['inputs']['model']['graph']): { list: Report['heIncompatible']; warnings: string[] } {
   const list: Report['heIncompatible'] = [];
   const warnings: string[] = [];
   for (const n of g.nodes.filter((x) => x.spec.op === 'softmax')) {
@@ -67,14 +69,25 @@ function incompatibilities(g: Assembly['inputs']['model']['graph'], maxPooling: 
     list.push({ layer: n.layer, className: n.className, problem: 'softmax before the output cannot be evaluated under CKKS (exp and division are not polynomials)',
       fix: 'move softmax to the end of the model (the client applies it after decryption) or replace it' });
   }
-  if (maxPooling) {
-    for (const p of g.nodes.filter((n) => n.spec.op === 'maxpool')) {
-      list.push({ layer: p.layer, className: p.className, problem: `max pooling cannot be evaluated under CKKS (max is not a polynomial); with average pooling the accuracy drops by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp`,
-        fix: 'retrain with AveragePooling2D, or accept the measured drop' });
-    }
-    warnings.push(`MaxPooling layer(s) ${maxPooling.layers.join(', ')} cannot run under CKKS; replacing them by average pooling changes accuracy by ${maxPooling.dropWithAveragePooling.toFixed(2)} pp (not included above). Retrain with AveragePooling2D or accept the drop.`);
-  }
   return { list, warnings };
+}
+
+/** The max poolings as their trees run, from the final layers (null without max pooling). */
+function maxPoolingReport(g: Assembly['inputs']['model']['graph'], layers: LayerReport[], averagePooling: Assembly['averagePooling']): Report['maxPooling'] {
+  const trees = layers.filter((l) => l.maxTree);
+  if (!trees.length || !averagePooling) return null;
+  const pools = [...new Set(trees.map((l) => l.maxTree!.pool))];
+  return {
+    pools: pools.map((pool) => {
+      const steps = trees.filter((l) => l.maxTree!.pool === pool);
+      const nodes = g.nodes.filter((n) => n.name.startsWith(`${pool}/`));
+      // The pooling's levels: its tree's own longest path (the steps run one after the other).
+      const depth = steps.reduce((t, l) => t + l.chosen.depth, 0) + nodes.reduce((t, n) => t + (n.spec.op === 'pairmax' ? linearLevels(g, n) : 0), 0);
+      return { pool, layer: steps[0].layer, className: steps[0].className, steps: steps.map((l) => l.name), degrees: steps.map((l) => l.chosen.degree), depth,
+        linear: steps.every((l) => l.chosen.fold.form === 'constant') };
+    }),
+    averagePooling,
+  };
 }
 
 type Round = NonNullable<SearchResult['result']>;
@@ -124,10 +137,13 @@ function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
   }
   const cost = (l: number) => roundCost(a, r, l);
   const depths = new Map(acts.map((n, l) => [n.id, cost(l).depth]));
+  const levels = fixedLevels(g);
+  for (const [id, d] of depths) levels[id] = d;
+  const critical = criticalPath(g, levels, (n) => n.spec.op === 'activation');
   // Optimal plans: the levels the degrees need, and so the bootstraps a library with bootstrapping would spend.
   const minimal = new Map(acts.map((n, l) => [n.id, layerCost(a, r, l, 0).depth]));
   return {
-    method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: acts.reduce((s, _, l) => s + cost(l).depth, 0),
+    method: name, degrees: Object.fromEntries(acts.map((n, l) => [n.name, cost(l).degree])), activationDepth: critical.activation,
     networkDepth: networkDepth(g, depths), minimalDepth: networkDepth(g, minimal),
     nonScalarMults: acts.reduce((s, _, l) => s + cost(l).nonScalarMults, 0), latencyMs: acts.reduce((s, _, l) => s + cost(l).latencyMs, 0),
     predictedDrop: r.pick.predictedDrop, measuredDrop: r.drop, accuracy: r.measured.accuracy, meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
@@ -177,15 +193,22 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
       chosen: {
         method: fit.method, degree: fit.degree, basis: 'chebyshev', interval: fit.interval, coeffs: fit.coeffs, channelOffset: off ? Array.from(off) : null,
         channels: fit.channels ?? null,
-        depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, fold: { ...c.fold, into: c.fold.intoPrevious ? a.inputs.model.graph.nodes[n.inputs[0]].layer : null }, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
+        depth: c.depth, polyDepth: c.polyDepth, affineLevel: c.affineLevel, fold: { ...c.fold, into: c.fold.intoPrevious && c.fold.form !== 'constant' ? foldInto(a.inputs.model.graph, n) : null }, nonScalarMults: c.nonScalarMults, latencyMs: c.latencyMs,
         predictedDrop: layerDrop, rmsData: uq.rmsData, maxErrObserved: uq.maxErrObserved, maxAbsInterval: uq.maxAbsInterval,
         heldoutOutside: { fraction: range.fractionOutside, count: range.valuesOutside, samples: range.samplesOutside, min: range.min, max: range.max,
           maxAbsIn: range.maxAbsIn, maxAbsOut: range.maxAbsOut, nonFinite: range.nonFinite },
       },
       uniformChosen: uk === undefined || !ur ? null : { degree: roundCost(a, ur, l).degree, depth: roundCost(a, ur, l).depth, predictedDrop: dropAlone('uniform', l, uk) },
+      maxTree: treeOf(n),
       warnings: w,
     };
   });
+}
+
+/** Where an |x| sits in its max pooling's tree, for the report (null for an activation). */
+function treeOf(n: GraphNode): LayerReport['maxTree'] {
+  const t = n.spec.op === 'activation' ? n.spec.maxTree : undefined;
+  return t ? { pool: t.pool, axis: t.axis === 0 ? 'height' : 'width', offset: t.offset, step: t.step } : null;
 }
 
 export function screenStandardError(budgetPp: number, samples: number): number {
@@ -199,8 +222,9 @@ export function assembleReport(a: Assembly): Report {
   const g = model.graph;
   const fr = a.final.result!;
   const layers = layerReports(a, fr);
-  const incompatible = incompatibilities(g, a.maxPooling);
+  const incompatible = incompatibilities(g);
   const warnings = [...incompatible.warnings];
+  const maxPooling = maxPoolingReport(g, layers, a.averagePooling);
   for (const l of layers) warnings.push(...l.warnings);
   const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
   const uniform = summary(a, 'uniform', a.uniform);
@@ -208,6 +232,12 @@ export function assembleReport(a: Assembly): Report {
   if (!final.safe) warnings.push(`Held-out values of the approximated model leave what a CKKS ciphertext holds (|x| < ${VALUE_BOUND}): an encrypted run would be corrupted. Raise --margin or --margin-growth.`);
   if (!a.uniform.result) warnings.push(`The uniform baseline cannot meet the budget within ${a.bootstrapping ? 'the candidate degrees' : `${s.levelBudget} levels`}.`);
   const notes = [...g.notes, ...ds.notes];
+  if (maxPooling) {
+    const n = maxPooling.pools.reduce((t, p) => t + p.steps.length, 0);
+    notes.push(`Max pooling (${maxPooling.pools.map((p) => `'${p.layer}'`).join(', ')}) runs as trees of pairwise maxima, max(a, b) = (a + b)/2 + |a - b|/2, whose ${n} |x| are fitted to the differences that reach them and chosen like activations: every figure above includes them. `
+      + `Average pooling in their place (with the same polynomials elsewhere) measured ${maxPooling.averagePooling.drop.toFixed(2)} pp.`);
+    for (const p of maxPooling.pools) if (p.linear) notes.push(`Max pooling '${p.layer}': every |x| of its tree is a constant (degree 1 or less): it runs as a linear (average-like) pooling plus a constant, at no level, because that measured within the budget at less cost.`);
+  }
   if (!inputs.acts.length) notes.push('The model has no non-polynomial activation: nothing to approximate.');
   if (a.bootstrapping) {
     notes.push(`The network needs more levels than SEAL's ${s.levelBudget} at N=${s.ringSize} (linear layers alone: ${a.linearDepth}); it is planned for a CKKS library with bootstrapping `
@@ -225,7 +255,7 @@ export function assembleReport(a: Assembly): Report {
       bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, spareLevels: s.spareLevels, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
     backend: a.backend, costs: a.opCosts, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
     plaintext: { accuracy: a.baseAccuracy },
-    layers, final, uniform, refinements: fr.refinements, maxPooling: a.maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,
+    layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,
     bootstrapping: { planned: a.bootstrapping, levelsPerBootstrap: s.bootstrapLevels }, valueBound: VALUE_BOUND,
     // A predicted drop counts flips among the screen's samples: near a budget's worth of flips
     // (rate p), its binomial standard error.

@@ -64,8 +64,9 @@ export function activationCost(degree: number, fold: Fold, costs: OpCosts, extra
   const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
   // Every coefficient is one scalar multiply-add; non-scalar products dominate at low levels.
   const mults = foldMults(fold, plan.nonScalarMults);
-  const scalars = fold.form === 'series' ? degree + 1 : 1;
-  const latency = mults * costs.mulRelinRescale + scalars * (costs.mulScalar + costs.add) + (affineLevel + (fold.mixedSigns ? 1 : 0)) * costs.mulScalar;
+  const scalars = fold.form === 'series' ? degree + 1 : fold.form === 'constant' ? 0 : 1;
+  const latency = mults * costs.mulRelinRescale + scalars * (costs.mulScalar + costs.add) + (affineLevel + (fold.mixedSigns ? 1 : 0)) * costs.mulScalar
+    + (fold.form === 'constant' ? costs.add : 0);
   return { degree, polyDepth, affineLevel, depth: polyDepth + affineLevel, nonScalarMults: mults, latencyMs: latency };
 }
 

@@ -26,6 +26,7 @@
  * from planFold, so that the levels the analysis reports are the levels the program uses.
  */
 import { Graph, GraphNode, consumersOf } from '../model/graph';
+import { treeFeedsLinearOnly, treeInputObstacle, treeOutput, treeStep } from '../model/maxTree';
 import { unitMap } from '../numerics/chebyshev';
 import type { PolyActivation } from '../numerics/polynomial';
 
@@ -37,10 +38,11 @@ export interface AffineLane { mul: number; add: number }
 /** u = mul x + add; y = sign u^2 + offset. */
 export interface SquareLane { mul: number; add: number; sign: 1 | -1; offset: number }
 
-export type FoldForm = 'series' | 'affine' | 'square';
+/** 'constant': an even polynomial of degree <= 1 (a max tree's |x| as a constant: the tree is then linear pooling), which needs no level. */
+export type FoldForm = 'series' | 'affine' | 'square' | 'constant';
 
 export interface Fold {
-  /** How the polynomial is evaluated: a Chebyshev series on t, an affine map, or a signed square. */
+  /** How the polynomial is evaluated: a Chebyshev series on t, an affine map, a signed square, or a constant. */
   form: FoldForm;
   /** The previous linear layer computes the form's input (t, y or u): no level for the map. */
   intoPrevious: boolean;
@@ -93,8 +95,23 @@ export function sharedSign(qs: SquareLane[]): 1 | -1 | null {
   return signs.size > 1 ? null : signs.has(-1) ? -1 : 1;
 }
 
-/** Whether, and why not, the activation's input comes straight from a linear layer nothing else reads. */
+/**
+ * Whether, and why not, the activation's input comes straight from a layer that computes any
+ * per-channel affine map of it at no level, and nothing else reads: a linear layer, or the last
+ * step of a max tree (its pairwise maximum's sum is scaled in parallel with its |x|, whose
+ * polynomial takes the same scale into its coefficients; model/maxTree.ts).
+ */
 export function inputFold(g: Graph, act: GraphNode): { ok: boolean; why: string | null } {
+  const step = treeStep(g, act);
+  if (step) {
+    if (step.step > 1) return { ok: true, why: null };
+    const obstacle = treeInputObstacle(g, step);
+    return obstacle ? { ok: false, why: `it is |a - b| of max pooling '${act.layer}', and ${obstacle}` } : { ok: true, why: null };
+  }
+  const end = treeEndBefore(g, act);
+  if (end) {
+    return end.ok ? { ok: true, why: null } : { ok: false, why: end.why };
+  }
   const src = g.nodes[act.inputs[0]];
   if (!['dense', 'conv2d', 'batchnorm'].includes(src.spec.op)) {
     return { ok: false, why: `its input comes from ${src.className} '${src.layer}', not from a Dense, Conv2D or BatchNormalization layer that could compute the input map` };
@@ -103,12 +120,53 @@ export function inputFold(g: Graph, act: GraphNode): { ok: boolean; why: string 
   return { ok: true, why: null };
 }
 
+/** The layer that computes the activation's input map when the fold is made (the report's fold.into). */
+export function foldInto(g: Graph, act: GraphNode): string {
+  const step = treeStep(g, act);
+  if (step && step.step > 1) return `${act.layer} (step ${step.step - 1})`;
+  return g.nodes[step ? step.input : act.inputs[0]].layer;
+}
+
+/** If the activation reads a max tree's output: whether that tree's last step can compute its map (it is the only reader). */
+function treeEndBefore(g: Graph, act: GraphNode): { ok: boolean; why: string | null } | null {
+  let id = act.inputs[0];
+  while (['slice', 'flatten', 'reshape', 'identity', 'transpose'].includes(g.nodes[id].spec.op)) id = g.nodes[id].inputs[0];
+  const n = g.nodes[id];
+  if (n.spec.op !== 'pairmax') return null;
+  const last = treeStep(g, g.nodes[n.inputs[1]]);
+  if (!last || last.next !== null || treeOutput(g, id) !== act.inputs[0]) return null;
+  if (g.nodes.filter((m) => m.inputs.includes(act.inputs[0])).length !== 1) return { ok: false, why: `its input, max pooling '${n.layer}', also feeds another layer, so it cannot compute this activation's map` };
+  return { ok: true, why: null };
+}
+
+/**
+ * How a max tree's |x| is evaluated (model/maxTree.ts). Series and squares take their input map
+ * from the step before (the pairwise maximum's sum, scaled in parallel with its polynomial) or, for
+ * the first step, from the layer before the pooling when it can scale its output at no level. A
+ * constant |x| (degree <= 1 on its symmetric interval: that step is linear pooling) needs no
+ * polynomial, but its step's sum must be scaled for what reads it: 1 level, unless it is the last
+ * step and only linear layers read the tree (they take the factor into their weights). A tuned
+ * degree-1 |x| that is not constant is an affine map by a plaintext multiplication (1 level).
+ */
+function treeFold(g: Graph, act: GraphNode, p: PolyActivation, degree: number, forms: boolean): Fold {
+  const step = treeStep(g, act)!;
+  if (isConstantPoly(p)) {
+    const carry = step.next === null && treeFeedsLinearOnly(g, step.max);
+    return { form: 'constant', intoPrevious: carry, mixedSigns: false, why: carry ? null : 'the pairwise maximum\'s sum is scaled for what reads it (1 level)' };
+  }
+  const input = inputFold(g, act);
+  if (degree <= 1 && forms) return { form: 'affine', intoPrevious: false, mixedSigns: false, why: 'a degree-1 |x| that is not constant is computed by a plaintext multiplication' };
+  if (degree === 2 && forms && lanesOf(p).every((l) => squareLane(l) !== null)) return { form: 'square', intoPrevious: input.ok, mixedSigns: false, why: input.why };
+  return { form: 'series', intoPrevious: input.ok, mixedSigns: false, why: input.why };
+}
+
 /**
  * How the activation's polynomial of `degree` is evaluated and what is folded into the layer
  * before it. With `forms` false (--no-fold), every degree is a series and only the input map
  * to [-1, 1] folds: he-approx's levels before folding, for libraries that evaluate only series.
  */
 export function planFold(g: Graph, act: GraphNode, p: PolyActivation, degree: number, forms = true): Fold {
+  if (act.spec.op === 'activation' && act.spec.maxTree) return treeFold(g, act, p, degree, forms);
   const input = inputFold(g, act);
   if (!forms) return { form: 'series', intoPrevious: input.ok, mixedSigns: false, why: input.why };
   if (degree <= 1) return { form: 'affine', intoPrevious: input.ok, mixedSigns: false, why: input.why };
@@ -129,7 +187,14 @@ export function planFold(g: Graph, act: GraphNode, p: PolyActivation, degree: nu
 
 /** Levels of the form itself (polyDepth) and of its input map when not folded (affineLevel). */
 export function foldLevels(f: Fold, planDepth: number): { polyDepth: number; affineLevel: number } {
+  // A constant |x| of a max tree: its step's sum is scaled (1 level) unless the factor carries (intoPrevious).
+  if (f.form === 'constant') return { polyDepth: 0, affineLevel: f.intoPrevious ? 0 : 1 };
   return { polyDepth: f.form === 'series' ? planDepth : f.form === 'square' ? 1 : 0, affineLevel: f.intoPrevious ? 0 : 1 };
+}
+
+/** True if every lane's polynomial is a constant (its coefficients beyond c_0 all zero). */
+export function isConstantPoly(p: PolyActivation): boolean {
+  return lanesOf(p).every((l) => Array.prototype.every.call(l.coeffs, (c: number, k: number) => k === 0 || c === 0));
 }
 
 /** What the previous linear layer hands the activation for raw input x: t, y or u if the fold is made, else x. */

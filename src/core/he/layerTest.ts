@@ -17,6 +17,7 @@ import { planAtDepth } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
 import { EncryptedLayerReport, LayerEncryptedResult, Report, modelFileHashes, polysFromReport } from '../report';
+import type { PolyActivation } from '../numerics/polynomial';
 
 export type { EncryptedLayerReport, LayerEncryptedResult };
 import { CkksBackend, SimBackend, SimCt } from './backend';
@@ -71,6 +72,19 @@ export async function testSamples(o: EncryptedTestOptions, g: Graph, seedOffset:
   return { ds, n, idx, polys: polysFromReport(o.report) };
 }
 
+/** The layer result of a constant polynomial: no ciphertext, no level, the approximation error on the values. */
+function constantLayer(l: Report['layers'][number], p: PolyActivation, vals: Float32Array, f: (x: number) => number): LayerEncryptedResult {
+  const C = p.channels?.coeffs.length ?? 1;
+  let err = 0;
+  for (let i = 0; i < vals.length; i++) {
+    const c = p.channels ? p.channels.coeffs[i % C][0] : p.coeffs[0];
+    err = Math.max(err, Math.abs(c - (p.channelOffset?.[i % (p.channelOffset.length)] ?? 0) - f(vals[i])));
+  }
+  return { name: l.name, degree: l.chosen.degree, values: vals.length, ciphertexts: 0, ringSize: 0, levelsAvailable: 0, levelsUsed: 0, levelsPredicted: 0,
+    simulatorScaleMatches: true, nonScalarMults: 0, maxAbsErrVsPlainPoly: 0, precisionBits: 60, maxAbsErrVsActivation: err, secondsPerCiphertext: 0,
+    keyBytes: { publicKey: 0, relinKeys: 0 } };
+}
+
 export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
   const t0 = Date.now();
   const g = await checkedGraph(o);
@@ -85,6 +99,11 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
       const plan = planAtDepth(l.chosen.degree, l.chosen.polyDepth);
       // What the previous linear layer folds in (cost/fold.ts) it computes in plaintext here: encrypt its output.
       const fold = planFold(g, node, polys.get(l.node)!, l.chosen.degree, o.report.options.fold ?? false);
+      if (fold.form === 'constant') {
+        // A max tree's constant |x|: nothing is evaluated on ciphertexts (its step adds the constant).
+        results.push(constantLayer(l, polys.get(l.node)!, vals, activationFn(actSpec(node))));
+        continue;
+      }
       const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
       const needed = polyDepth + affineLevel;
       const params = chooseParams(needed, `layer ${l.name} (degree ${l.chosen.degree})`, [l.name], o.ringSize);

@@ -171,7 +171,7 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
  * by the previous linear layer; otherwise x is the raw input and one plaintext multiplication
  * (1 level) makes it. 'square' then costs one squaring: 1 level. Lanes as in evalPolyCkks.
  */
-export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], fold: Fold, vec?: VecOps<C>): C {
+export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], fold: Fold, vec?: VecOps<C>, post?: Float64Array): C {
   const lanes = Array.isArray(poly) ? poly : [poly];
   if (lanes.length > 1 && !vec) throw new Error('evalFoldedCkks: per-position polynomials need vector operations');
   const many = lanes.length > 1;
@@ -179,13 +179,21 @@ export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Po
   const mulK = (c: C, k: Float64Array) => (many ? vec!.mulVec(c, k, be.prime(be.level(c))) : be.mulConst(c, k[0], be.prime(be.level(c))));
   const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
   const affine = (c: C, mul: Float64Array, add: Float64Array) => { const m = mulK(c, mul); const r = addK(m, add); be.free(m); return r; };
+  // `post`: per lane, a positive factor on the output (for a max tree after it): an affine map's
+  // mul and add times it, a square's u times its square root and its offset times it.
+  const p = (i: number) => post?.[post.length === 1 ? 0 : i] ?? 1;
   if (fold.form === 'affine') {
     if (fold.intoPrevious) return x;
     const ls = lanes.map(affineLane);
-    return affine(x, Float64Array.from(ls, (q) => q.mul), Float64Array.from(ls, (q) => q.add));
+    return affine(x, Float64Array.from(ls, (q, i) => q.mul * p(i)), Float64Array.from(ls, (q, i) => q.add * p(i)));
   }
   if (fold.form !== 'square') throw new Error(`evalFoldedCkks: form ${fold.form} is a series`);
-  const qs = lanes.map((l) => { const q = squareLane(l); if (!q) throw new Error('evalFoldedCkks: a lane has no square form'); return q; });
+  const qs = lanes.map((l, i) => {
+    const q = squareLane(l);
+    if (!q) throw new Error('evalFoldedCkks: a lane has no square form');
+    const k = Math.sqrt(p(i));
+    return { ...q, mul: q.mul * k, add: q.add * k, offset: q.offset * p(i) };
+  });
   const sign = sharedSign(qs);
   if (sign === null && !fold.mixedSigns) throw new Error('evalFoldedCkks: lanes\' signs differ, and the plan did not expect it');
   const mul = Float64Array.from(qs, (q) => q.mul);

@@ -26,28 +26,53 @@
 import { UserError } from '../errors';
 import type { PolyActivation } from '../model/execute';
 import { Graph, GraphNode, consumersOf, size } from '../model/graph';
+import { treeFeedsLinearOnly, treeOutput, treeStep } from '../model/maxTree';
 import { Fold, affineLane, foldLevels, lanesOf, planFold, sharedSign, squareLane } from '../cost/fold';
 import { PolyPlan, planAtDepth } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import type { EncryptedModelReport, Report } from '../report';
 import { polysFromReport } from '../report';
-import { CkksBackend, SimBackend } from './backend';
+import { CkksBackend, SimBackend, SimCt } from './backend';
 import { CkksParams } from './params';
 import { PolyInput, VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
 import { Ct, SealBackend } from './seal';
 
 const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
 
-/** A dense map y = x W + b (folds applied); W is d_in x m, row-major, d_in in Keras flatten order. */
-interface DenseStep { kind: 'dense'; node: number; name: string; input: number; dIn: number; m: number; W: Float64Array; b: Float64Array }
+/**
+ * A dense map y = x W + b (folds applied); W is d_in x m, row-major, d_in in Keras flatten order.
+ * `outScale`: per output, the factor its weights were scaled by for the max tree that reads it (TreeStep.want).
+ */
+interface DenseStep { kind: 'dense'; node: number; name: string; input: number; dIn: number; m: number; W: Float64Array; b: Float64Array; outScale?: Float64Array }
 /** A valid-padding convolution; W is [kh, kw, cin, cout] row-major. */
 interface ConvStep { kind: 'conv'; node: number; name: string; input: number; kh: number; kw: number; cin: number; cout: number;
-  strides: [number, number]; W: Float64Array; b: Float64Array }
+  strides: [number, number]; W: Float64Array; b: Float64Array; outScale?: Float64Array }
 /** Average pooling p x p with stride p: sums here, the 1/p^2 is folded into the next linear step. */
 interface PoolStep { kind: 'pool'; node: number; name: string; input: number; p: number }
-interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan }
+/** `outScale`: per channel, the factor the step's output must carry for the max tree that reads it (TreeStep.want). */
+interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan; outScale?: Float64Array }
 interface AddStep { kind: 'add'; node: number; name: string; inputs: number[] }
-type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep;
+/**
+ * One step of a max tree (model/maxTree.ts) on a grid value x, along an axis: d = x[q] - x[q + o]
+ * (+ G, the |x|'s input map when the value before carries its factor W), |d| by the polynomial,
+ * and m = r (x[q] + x[q + o]) + (T / 2) p(d) + S, which is T max(x[q], x[q + o]) + S. T and S are
+ * what reads m wants (the next step's W, an activation's input map, or 1 and 0), or `carry`: m
+ * keeps the factor 2 F the sum has, for the linear layers after the pooling (factorOf).
+ * r = T / (2 F) is one plaintext multiplication, in parallel with the polynomial.
+ */
+interface TreeStep {
+  kind: 'tree'; node: number; name: string; input: number; axis: 0 | 1; offset: number;
+  poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan;
+  /** 'factor': the next step (or tree) reads m as T x (its W); 'value': m is what reads it wants (an activation's t, u or y, or the max itself). */
+  target: { T: Float64Array; S: Float64Array; kind: 'factor' | 'value' } | 'carry';
+  /** The factor the value before must carry and the offset the difference adds, when fold.intoPrevious. */
+  want: { W: Float64Array; G: Float64Array } | null;
+}
+/** A pooling's stride after its tree: every s-th position kept, by a change of layout (no data moves). */
+interface StrideStep { kind: 'stride'; node: number; name: string; input: number; sh: number; sw: number; H: number; W: number }
+/** Channels concatenated (one ciphertext per channel): the inputs' ciphertexts side by side. */
+interface ConcatStep { kind: 'concat'; node: number; name: string; inputs: number[] }
+type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep | TreeStep | StrideStep | ConcatStep;
 
 export interface Program {
   steps: Step[];
@@ -62,20 +87,126 @@ function unsupported(n: GraphNode, why = ''): never {
     'run he-approx encrypted-test with --layer-only to test each activation under encryption');
 }
 
-const stepInputs = (s: Step): number[] => (s.kind === 'add' ? s.inputs : [s.input]);
+const stepInputs = (s: Step): number[] => (s.kind === 'add' || s.kind === 'concat' ? s.inputs : [s.input]);
 
-/** Compiles graph + chosen polynomials into dense, conv, pool, polynomial and add steps. */
+/** An activation's polynomial from the report, and how it is evaluated (the analysis's own decision, cost/fold.ts). */
+interface Chosen { poly: PolyActivation; degree: number; fold: Fold; polyDepth: number }
+
+function chosenOf(g: Graph, report: Report, n: GraphNode): Chosen {
+  const l = report.layers.find((x) => x.node === n.id);
+  if (!l) throw new UserError('OPTION_INVALID', `the report has no polynomial for activation ${n.name}`, 'run he-approx analyze on this model again');
+  const poly = polysFromReport({ layers: [l] }).get(l.node)!;
+  return { poly, degree: l.chosen.degree, fold: planFold(g, n, poly, l.chosen.degree, report.options.fold ?? false), polyDepth: l.chosen.polyDepth };
+}
+
+/** Per channel of a C-channel value: f of the activation's lane (channel c's, or the layer's one). */
+const perLane = (p: PolyActivation, C: number, f: (l: ReturnType<typeof lanesOf>[number], c: number) => number) => {
+  const lanes = lanesOf(p);
+  return Float64Array.from({ length: C }, (_, c) => f(lanes[p.channels ? c : 0], c));
+};
+
+/** The input map (factor W, offset G) a tree step's |x| wants when its fold takes it from the value before, for target T. */
+function stepWant(c: Chosen, C: number, T: Float64Array | 'carry'): { W: Float64Array; G: Float64Array; T: Float64Array | 'carry' } | null {
+  if (!c.fold.intoPrevious || (c.fold.form !== 'series' && c.fold.form !== 'square')) return null;
+  if (c.fold.form === 'series') {
+    const W = perLane(c.poly, C, (l) => unitMap(l).scale);
+    return { W, G: perLane(c.poly, C, (l) => unitMap(l).shift), T: T === 'carry' ? W.map((w) => 2 * w) : T };
+  }
+  // u = sqrt(T / 2) (mul d + add), so that sign u^2 + (T / 2) offset = (T / 2) p(d). Carried (T = 2 W): W = mul^2.
+  const q = perLane(c.poly, C, (l) => squareLane(l)!.mul);
+  const a = perLane(c.poly, C, (l) => squareLane(l)!.add);
+  if (T === 'carry') { const W = q.map((m) => m * m); return { W, G: q.map((m, i) => m * a[i]), T: W.map((w) => 2 * w) }; }
+  const k = T.map((t) => Math.sqrt(t / 2));
+  return { W: k.map((v, i) => v * q[i]), G: k.map((v, i) => v * a[i]), T };
+}
+
+/**
+ * The max trees' targets and wanted maps (TreeStep), and the factor each tree's first step wants
+ * from the value before it, by that value's node: its producer computes it at no level (cost/fold.ts
+ * decided it could). Trees are planned from the last, since one tree's end serves the next one's start.
+ */
+function planTrees(g: Graph, report: Report): { steps: Map<number, Pick<TreeStep, 'target' | 'want'>>; wants: Map<number, Float64Array> } {
+  const steps = new Map<number, Pick<TreeStep, 'target' | 'want'>>();
+  const wants = new Map<number, Float64Array>();
+  const firstWant = new Map<number, Float64Array>(); // by the tree's first pairdiff node
+  const abs = g.nodes.filter((n) => n.spec.op === 'activation' && n.spec.maxTree);
+  const pools = [...new Set(abs.map((n) => (n.spec as { maxTree: { pool: string } }).maxTree.pool))];
+  for (const pool of pools.reverse()) {
+    const tree = abs.filter((n) => (n.spec as { maxTree: { pool: string } }).maxTree.pool === pool).map((n) => treeStep(g, n)!).sort((a, b) => a.step - b.step);
+    let next: { W: Float64Array } | null = null;
+    for (const t of [...tree].reverse()) {
+      const n = g.nodes[t.abs];
+      const C = n.shape[n.shape.length - 1];
+      const c = chosenOf(g, report, n);
+      let T: Float64Array | 'carry';
+      let S = new Float64Array(C);
+      let kind: 'factor' | 'value' = 'value';
+      if (t.next !== null) {
+        // The next step's |x| wants its factor; one that wants none (a constant, an affine) takes the sum as it is.
+        T = next ? next.W : 'carry';
+        kind = 'factor';
+      } else {
+        const out = treeOutput(g, t.max);
+        const readers = g.nodes.filter((m) => m.inputs.includes(out));
+        const act = readers.length === 1 && readers[0].spec.op === 'activation' && !readers[0].spec.maxTree ? chosenOf(g, report, readers[0]) : null;
+        const nextTree = readers.map((m) => firstWant.get(m.id)).find((w) => w);
+        if (act && act.fold.intoPrevious) {
+          // The activation after the pooling: its input map (t, u or y) from this last step.
+          const off = act.poly.channelOffset;
+          const map = (l: ReturnType<typeof lanesOf>[number]) => (act.fold.form === 'series' ? { mul: unitMap(l).scale, add: unitMap(l).shift }
+            : act.fold.form === 'square' ? squareLane(l)! : affineLane(l));
+          T = perLane(act.poly, C, (l) => map(l).mul);
+          S = perLane(act.poly, C, (l, ch) => map(l).add - (act.fold.form === 'affine' ? off?.[ch] ?? 0 : 0));
+        } else if (nextTree) { T = nextTree; kind = 'factor'; }
+        else if (treeFeedsLinearOnly(g, t.max)) T = 'carry';
+        else T = new Float64Array(C).fill(1);
+      }
+      // A constant |x| whose step does not carry scales the sum (the level cost/fold.ts counts).
+      if (c.fold.form === 'constant' && !c.fold.intoPrevious && T === 'carry') T = new Float64Array(C).fill(1);
+      const w = stepWant(c, C, T);
+      // A carried factor that the want resolved (T = 2 W) is a factor for the next reader, not the value.
+      const target = w ? { T: w.T as Float64Array, S, kind: T === 'carry' ? 'factor' as const : kind } : T === 'carry' ? 'carry' as const : { T, S, kind };
+      steps.set(t.max, { target, want: w ? { W: w.W, G: w.G } : null });
+      next = w;
+      if (t.step === 1 && w) { wants.set(t.input, w.W); firstWant.set(t.diff, w.W); firstWant.set(t.max, w.W); }
+    }
+  }
+  return { steps, wants };
+}
+
+/** Compiles graph + chosen polynomials into dense, conv, pool, polynomial, add, max tree and concat steps. */
 export function compileProgram(g: Graph, report: Report): Program {
-  const polys = new Map(report.layers.map((l) => [l.node, l]));
   const consumers = (id: number) => consumersOf(g, id);
   const alias = new Map<number, number>(); // node -> value id it equals (flatten, identity)
   const val = (id: number) => alias.get(id) ?? id;
   const steps: Step[] = [];
   const linearOf = new Map<number, DenseStep | ConvStep>();
+  const polyOf = new Map<number, PolyStep>();
+  const treeOf = new Map<number, TreeStep>();
+  const trees = planTrees(g, report);
   const scaleOutputs = (st: DenseStep | ConvStep, f: (o: number) => [number, number]) => {
     const outs = st.kind === 'dense' ? st.m : st.cout;
     for (let k = 0; k < st.W.length; k++) st.W[k] *= f(k % outs)[0];
     for (let o = 0; o < outs; o++) { const [mul, add] = f(o); st.b[o] = st.b[o] * mul + add; }
+  };
+  /**
+   * A max tree's first step wants node n's value scaled per channel (planTrees): its producer does
+   * it, a linear layer by its weights, a polynomial by its coefficients (a tree's end was planned
+   * with it).
+   */
+  const giveWanted = (n: GraphNode) => {
+    const W = trees.wants.get(n.id);
+    if (!W || !['dense', 'conv2d', 'batchnorm', 'activation'].includes(n.spec.op)) return;
+    const v = val(n.id);
+    const lin = linearOf.get(v);
+    const poly = polyOf.get(v);
+    if (poly) {
+      poly.outScale = W;
+      // A square's u comes from the layer before: sqrt(W) u squares to W u^2 (the offset is scaled at run time).
+      const src = linearOf.get(poly.input);
+      if (poly.fold.form === 'square' && poly.fold.intoPrevious && src) scaleOutputs(src, (o) => [Math.sqrt(W[o]), 0]);
+    } else if (lin) { scaleOutputs(lin, (o) => [W[o], 0]); lin.outScale = W; }
+    else throw new Error(`${n.name}: a max tree wants its value scaled, and nothing before it can`);
   };
   for (const n of g.nodes) {
     const s = n.spec;
@@ -97,6 +228,7 @@ export function compileProgram(g: Graph, report: Report): Program {
       case 'conv2d': {
         if (s.padding !== 'valid') unsupported(n, "with padding 'same'");
         if (s.dilation[0] !== 1 || s.dilation[1] !== 1) unsupported(n, 'with dilation');
+        if ((s.groups ?? 1) !== 1) unsupported(n, 'with groups (depthwise)');
         const [kh, kw, cin, cout] = s.kernelShape;
         const st: ConvStep = { kind: 'conv', node: n.id, name: n.name, input: val(n.inputs[0]), kh, kw, cin, cout, strides: s.strides,
           W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(cout) };
@@ -121,36 +253,63 @@ export function compileProgram(g: Graph, report: Report): Program {
         break;
       }
       case 'activation': {
-        const l = polys.get(n.id);
-        if (!l) throw new UserError('OPTION_INVALID', `the report has no polynomial for activation ${n.name}`, 'run he-approx analyze on this model again');
-        const poly = polysFromReport({ layers: [l] }).get(l.node)!;
-        const degree = l.chosen.degree;
-        // The same decision as the analysis's cost model (cost/fold.ts), so the levels agree.
-        const fold = planFold(g, n, poly, degree, report.options.fold ?? false);
+        if (s.maxTree) break; // compiled with its step's pairwise maximum
+        const { poly, degree, fold, polyDepth } = chosenOf(g, report, n);
+        const fromTree = treeOf.has(val(n.inputs[0]));
         const src = linearOf.get(val(n.inputs[0]));
-        if (fold.intoPrevious && (!src || consumers(val(n.inputs[0])).length !== 1)) throw new Error(`${n.name}: the fold plan expects a linear layer before it`);
+        if (fold.intoPrevious && !fromTree && (!src || consumers(val(n.inputs[0])).length !== 1)) throw new Error(`${n.name}: the fold plan expects a linear layer before it`);
         const lanes = lanesOf(poly);
         const lane = (o: number) => lanes[poly.channels ? o : 0];
         const off = (o: number) => poly.channelOffset?.[o] ?? 0;
         if (fold.intoPrevious && fold.form === 'affine') {
-          // Degree 1: the linear layer computes y = mul x + add (less the mean-shift offset); nothing is left to do.
-          scaleOutputs(src!, (o) => { const q = affineLane(lane(o)); return [q.mul, q.add - off(o)]; });
+          // Degree 1: the layer before computes y = mul x + add (less the mean-shift offset); nothing is left to do.
+          if (!fromTree) scaleOutputs(src!, (o) => { const q = affineLane(lane(o)); return [q.mul, q.add - off(o)]; });
           alias.set(n.id, val(n.inputs[0]));
           break;
         }
-        // The linear layer computes t (series) or u (square) per output channel.
-        if (fold.intoPrevious) {
+        // The layer before computes t (series) or u (square) per output channel (a max tree: its last step, planTrees).
+        if (fold.intoPrevious && !fromTree) {
           scaleOutputs(src!, (o) => {
             if (fold.form === 'square') { const q = squareLane(lane(o))!; return [q.mul, q.add]; }
             const { scale, shift } = unitMap(lane(o)); return [scale, shift];
           });
         }
-        steps.push({ kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree, fold, poly, plan: planAtDepth(degree, l.chosen.polyDepth) });
+        const st: PolyStep = { kind: 'poly', node: n.id, name: n.name, input: val(n.inputs[0]), degree, fold, poly, plan: planAtDepth(degree, polyDepth) };
+        steps.push(st);
+        polyOf.set(n.id, st);
         break;
       }
+      case 'pairdiff': break; // compiled with its step's pairwise maximum
+      case 'pairmax': {
+        const a = g.nodes[n.inputs[1]];
+        const t = treeStep(g, a)!;
+        const c = chosenOf(g, report, a);
+        if (g.nodes[t.input].shape.length !== 3) unsupported(n, 'on a value that is not an image');
+        const plan = trees.steps.get(n.id)!;
+        const st: TreeStep = { kind: 'tree', node: n.id, name: a.name, input: val(t.input), axis: s.axis, offset: s.offset,
+          poly: c.poly, degree: c.degree, fold: c.fold, plan: planAtDepth(c.degree, c.polyDepth), ...plan };
+        steps.push(st);
+        treeOf.set(n.id, st);
+        break;
+      }
+      case 'slice': {
+        // A pooling's stride: positions 0, s, 2s, ... of height and width, every channel.
+        const src = g.nodes[n.inputs[0]];
+        const ok = src.shape.length === 3 && s.begin.every((b) => b === 0) && s.step[2] === 1 && s.end[2] === src.shape[2];
+        if (!ok) unsupported(n, 'other than the stride of a pooling');
+        steps.push({ kind: 'stride', node: n.id, name: n.name, input: val(n.inputs[0]), sh: s.step[0], sw: s.step[1], H: n.shape[0], W: n.shape[1] });
+        break;
+      }
+      case 'concat': {
+        if (n.shape.length !== 3 || s.axis !== 2) unsupported(n, 'other than along the channels of images');
+        steps.push({ kind: 'concat', node: n.id, name: n.name, inputs: n.inputs.map(val) });
+        break;
+      }
+      case 'pad': unsupported(n, s.mode === 'edge' ? '(the padding of a max pooling)' : '');
       case 'add': steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val) }); break;
       default: unsupported(n);
     }
+    giveWanted(n);
   }
   if (g.nodes[g.output].shape.length !== 1) unsupported(g.nodes[g.output], 'as the output (the output must be a flat vector)');
   return { steps, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
@@ -181,10 +340,15 @@ interface Value<C> {
   factor: number;
   /** Pending per-channel signs (channel packing's signed squares) for the next linear step. */
   signs?: Float64Array;
+  /**
+   * Pending per-channel factors (a max tree's sums, TreeStep 'carry'; a value scaled for the tree
+   * that reads it): the true value is the held one times this, as for `factor`.
+   */
+  scales?: Float64Array;
 }
 
 /** A value's pending factor on grid channel c (or on input feature f of a flat value). */
-const factorOf = (x: Value<unknown>, c: number) => x.factor * (x.signs?.[c] ?? 1);
+const factorOf = (x: Value<unknown>, c: number) => x.factor * (x.signs?.[c] ?? 1) * (x.scales?.[c] ?? 1);
 
 /** The dense layer that alone reads the program's input (null: none, or not alone). */
 function inputDense(p: Program): DenseStep | null {
@@ -394,6 +558,13 @@ function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: Ckk
   return { cts, layout: L, factor: 1, signs: Float64Array.from(sq, (q) => q.sign) };
 }
 
+/** Per position of ciphertext c of a layout, the output factor of its channel (evalFoldedCkks's post). */
+function lanePost(f: Float64Array, L: Layout, c: number): Float64Array {
+  if (L.kind === 'flat') return Float64Array.from({ length: L.period }, (_, q) => f[q % f.length] ?? 1);
+  if (L.blocks > 1) return perBlock(L, c, (ch) => f[ch]);
+  return Float64Array.of(f[c]);
+}
+
 /** A polynomial step on each ciphertext of x (per-channel polynomials as lanes where channels share one), with the mean-shift correction. */
 function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
   // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
@@ -407,9 +578,13 @@ function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearO
       mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${c}:${call++}`); const r = ops.rescale(y); ops.free(y); return r; },
       addVec: (u, v) => ops.addVec(u, v),
     };
-    const lanes = !s.poly.channels ? s.poly : L.kind === 'flat' ? channelLanes(s.poly, L.period) : L.blocks > 1 ? blockLanes(s.poly, L, c) : lanePoly(s.poly, c);
-    const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec);
-    const off = s.poly.channelOffset;
+    // Output scaled for a max tree (outScale): a series' coefficients, a form's post-factor.
+    const C = L.kind === 'grid' ? L.C : s.poly.channels?.coeffs.length ?? 1;
+    const poly = s.outScale && s.fold.form === 'series' ? scaledPoly(s.poly, C, s.outScale, new Float64Array(C).fill(1)) : s.poly;
+    const lanes = !poly.channels ? poly : L.kind === 'flat' ? channelLanes(poly, L.period) : L.blocks > 1 ? blockLanes(poly, L, c) : lanePoly(poly, c);
+    const post = s.outScale && s.fold.form !== 'series' ? lanePost(s.outScale, L, c) : undefined;
+    const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec, post);
+    const off = poly.channelOffset && s.outScale && s.fold.form !== 'series' ? Float32Array.from(poly.channelOffset, (v, ch) => v * s.outScale![ch]) : poly.channelOffset;
     if (!off) return y;
     tmp(y);
     // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
@@ -436,7 +611,110 @@ function addend<C>(be: CkksBackend<C>, c: C, level: number, scale: number, tmp: 
   return be.mulConst(above, 1, (be.prime(level + 1) * scale) / be.scale(above));
 }
 
-function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1): Value<C> {
+/**
+ * The polynomial p with every channel's coefficients (and mean-shift offset) times `out[c]`, and
+ * its interval times `x[c]`: on x[c] t it computes out[c] p(t). Per channel even when p is one
+ * per layer, since the factors differ by channel.
+ */
+function scaledPoly(p: PolyActivation, C: number, out: Float64Array, x: Float64Array): PolyActivation {
+  const lanes = lanesOf(p);
+  const lane = (c: number) => lanes[p.channels ? c : 0];
+  return {
+    coeffs: [0], a: -1, b: 1,
+    channels: { intervals: Array.from({ length: C }, (_, c) => ({ a: lane(c).a * x[c], b: lane(c).b * x[c] })),
+      coeffs: Array.from({ length: C }, (_, c) => Array.from(lane(c).coeffs, (v) => v * out[c])) },
+    channelOffset: p.channelOffset ? Float32Array.from(p.channelOffset, (v, c) => v * out[c]) : undefined,
+  };
+}
+
+/**
+ * One step of a max tree (TreeStep) on every ciphertext of a grid value: the difference and the
+ * sum of each position and the one `offset` further along the axis (one rotation), |x| of the
+ * difference by its form, the sum scaled (in parallel) and both added, at the target's factor.
+ * Levels: the form's (cost/fold.ts), the sum's scaling hidden under them unless the |x| is a constant.
+ */
+function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+  const L = x.layout;
+  if (L.kind !== 'grid') throw new Error(`${s.name}: a max tree on a flat value`);
+  if (x.signs) throw new Error(`${s.name}: pending signs before a max tree`);
+  // F: what the held value is, per channel, times the true one.
+  const F = Float64Array.from({ length: L.C }, (_, c) => 1 / factorOf(x, c));
+  if (s.want && s.want.W.some((w, c) => Math.abs(w / F[c] - 1) > 1e-9)) throw new Error(`${s.name}: the value before does not carry the factor the plan gave it`);
+  const T = s.target === 'carry' ? F.map((f) => 2 * f) : s.target.T;
+  const half = T.map((t) => t / 2);
+  const r = T.map((t, c) => t / (2 * F[c]));
+  const rescale = (s.fold.form === 'constant' && !s.fold.intoPrevious) || r.some((v) => Math.abs(v - 1) > 1e-12);
+  const shift = s.offset * (s.axis === 1 ? L.sx : L.sy);
+  const outL: GridLayout = { ...L, H: s.axis === 0 ? L.H - s.offset : L.H, W: s.axis === 1 ? L.W - s.offset : L.W };
+  const lanes = lanesOf(s.poly);
+  const lane = (c: number) => lanes[s.poly.channels ? c : 0];
+  const off = (c: number) => s.poly.channelOffset?.[c] ?? 0;
+  /** A plaintext multiplication by a per-channel vector, rescaled (to `scale` when given), then a per-channel addition. */
+  const affine = (c: C, i: number, mul: (ch: number) => number, add: (ch: number) => number, key: string, scale = TARGET_SCALE): C => {
+    const enc = (scale * be.prime(be.level(c))) / be.scale(c);
+    const m = ops.mulVecNoRescale(c, perBlock(L, i, mul), enc, `${s.node}:${i}:${key}`);
+    const y = tmp(ops.rescale(m));
+    ops.free(m);
+    return tmp(ops.addVec(y, perBlock(L, i, add)));
+  };
+  const cts = x.cts.map((xi, i) => {
+    const moved = tmp(ops.rotate(xi, shift));
+    let d = tmp(be.sub(xi, moved));
+    if (s.want) { const G = s.want.G; d = tmp(ops.addVec(d, perBlock(L, i, (c) => G[c]))); }
+    // (T / 2) p(d), less (T / 2) times the mean-shift offset; null for a constant.
+    let a: C | null = null;
+    if (s.fold.form === 'series') {
+      const q = scaledPoly(s.poly, L.C, half, s.want ? new Float64Array(L.C).fill(1) : F);
+      const ls = L.blocks > 1 ? blockLanes(q, L, i) : lanePoly(q, channelAt(L, i, 0));
+      let call = 0;
+      const vec: VecOps<C> = {
+        mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${i}:p${call++}`); const res = ops.rescale(y); ops.free(y); return res; },
+        addVec: (u, v) => ops.addVec(u, v),
+      };
+      a = tmp(evalPolyCkks(be, d, ls, s.plan, !!s.want, vec));
+      if (q.channelOffset) a = tmp(ops.addVec(a, perBlock(L, i, (c) => -q.channelOffset![c])));
+    } else if (s.fold.form === 'square') {
+      const sq = (c: number) => squareLane(lane(c))!;
+      const signs = new Set(Array.from({ length: L.blocks }, (_, b) => channelAt(L, i, b)).filter((c) => c >= 0).map((c) => sq(c).sign));
+      if (signs.size > 1) throw new Error(`${s.name}: squares of both signs on one ciphertext`);
+      const u = s.want ? d : affine(d, i, (c) => (Math.sqrt(half[c]) * sq(c).mul) / F[c], (c) => Math.sqrt(half[c]) * sq(c).add, 'u');
+      let y = tmp(be.mul(u, u));
+      if (signs.has(-1)) y = tmp(be.negate(y));
+      a = tmp(ops.addVec(y, perBlock(L, i, (c) => half[c] * (sq(c).offset - off(c)))));
+    } else if (s.fold.form === 'affine') {
+      a = affine(d, i, (c) => (half[c] * affineLane(lane(c)).mul) / F[c], (c) => half[c] * (affineLane(lane(c)).add - off(c)), 'y');
+    }
+    let sum = tmp(be.add(xi, moved));
+    // The sum at the target's factor, landing on the |x|'s scale when both end one level down.
+    if (rescale) sum = affine(sum, i, (c) => r[c], () => 0, 'r', a !== null && be.level(a) === be.level(sum) - 1 ? be.scale(a) : TARGET_SCALE);
+    let m = sum;
+    if (a !== null) {
+      const lvl = Math.min(be.level(a), be.level(sum));
+      const scale = be.scale(be.level(a) === lvl ? a : sum);
+      m = tmp(be.add(tmp(addend(be, sum, lvl, scale, tmp)), tmp(addend(be, a, lvl, scale, tmp))));
+    }
+    const S = s.target === 'carry' ? null : s.target.S;
+    const k = (c: number) => (S ? S[c] : 0) + (s.fold.form === 'constant' ? half[c] * (lane(c).coeffs[0] - off(c)) : 0);
+    return ops.addVec(m, perBlock(L, i, k));
+  });
+  return { cts, layout: outL, factor: 1, scales: s.target === 'carry' || s.target.kind === 'factor' ? T.map((t) => 1 / t) : undefined };
+}
+
+/** Channel ciphertexts of several values side by side (batch packing), brought to one level and scale. */
+function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C>, tmp: (c: C) => C): Value<C> {
+  const ls = xs.map((x) => x.layout);
+  if (ls.some((l) => l.kind !== 'grid' || l.blocks !== 1)) throw new Error(`${s.name}: concatenation needs one ciphertext per channel`);
+  if (xs.some((x) => x.factor !== 1 || x.signs || x.scales)) throw new Error(`${s.name}: pending factors at a concatenation`);
+  const all = xs.flatMap((x) => x.cts);
+  const lvl = Math.min(...all.map((c) => be.level(c)));
+  const scale = be.scale(all.find((c) => be.level(c) === lvl)!);
+  const cts = all.map((c) => { const r = addend(be, c, lvl, scale, tmp); return r === c ? c : r; });
+  const L0 = ls[0] as GridLayout;
+  return { cts, factor: 1, layout: { ...L0, C: ls.reduce((t, l) => t + (l as GridLayout).C, 0) } };
+}
+
+function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1,
+  onValue?: (node: number, v: Value<C>) => void): Value<C> {
   const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p, blocks), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
   for (const [si, s] of p.steps.entries()) {
@@ -546,16 +824,26 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
         if (sum !== row && row !== ct) ops.free(row);
         return sum;
       });
-      out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
+      out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, scales: x.scales, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
     } else if (s.kind === 'poly') {
       const x = get(s.input);
-      if (x.factor !== 1 || x.signs) throw new Error('pending pool factor or signs before an activation');
+      if (x.factor !== 1 || x.signs || x.scales) throw new Error('pending pool factor or signs before an activation');
       const L = x.layout;
       out = L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)
         ? packedSignedSquares(s, x, L, be, ops) : polyValue(s, x, be, ops, tmp);
+    } else if (s.kind === 'tree') {
+      out = treeValue(s, get(s.input), be, ops, tmp);
+    } else if (s.kind === 'stride') {
+      // The same ciphertexts read on a sparser grid: positions 0, s, 2s, ... of each axis.
+      const x = get(s.input);
+      if (x.layout.kind !== 'grid') throw new Error('stride on a flat value');
+      const L = x.layout;
+      out = { ...x, layout: { ...L, H: s.H, W: s.W, sy: L.sy * s.sh, sx: L.sx * s.sw } };
+    } else if (s.kind === 'concat') {
+      out = concatValues(s, s.inputs.map(get), be, tmp);
     } else {
       const xs = s.inputs.map(get);
-      if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
+      if (xs.some((x) => x.signs || x.scales)) throw new Error(`${s.name}: pending signs or factors at an Add`);
       const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
       const scale = be.scale(xs.find((x) => be.level(x.cts[0]) === lvl)!.cts[0]);
       const cts = xs[0].cts.map((_, c) => {
@@ -568,14 +856,18 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const ls = xs.map((x) => x.layout);
       out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : ls[0] };
     }
-    const keep = new Set(out.cts);
-    for (const c of new Set(temps)) if (!keep.has(c)) ops.free(c);
+    if ((s.kind === 'dense' || s.kind === 'conv' || s.kind === 'poly') && s.outScale) out = { ...out, scales: s.outScale.map((w) => 1 / w) };
     vals.set(s.node, out);
-    // Free values whose last reader has run (never the input, which the caller owns).
-    for (const [id, v] of vals) {
+    onValue?.(s.node, out);
+    // Free values whose last reader has run (never the input, which the caller owns), and
+    // temporaries: but no ciphertext a live value still holds (a stride or a concatenation
+    // passes its input's ciphertexts on).
+    for (const [id] of vals) {
       if (id === 0 || id === p.output || id === s.node) continue;
-      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) { v.cts.forEach((c) => { if (!keep.has(c)) ops.free(c); }); vals.delete(id); }
+      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) { temps.push(...vals.get(id)!.cts); vals.delete(id); }
     }
+    const held = new Set([...vals.values()].flatMap((v) => v.cts));
+    for (const c of new Set(temps)) if (!held.has(c)) ops.free(c);
     onStep?.(s.name, (Date.now() - t0) / 1000);
   }
   return get(p.output);
@@ -592,7 +884,8 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
  * a long chain of 2^40 primes); records rotations and the largest period. A dry run skips the
  * arithmetic on values and only follows layouts, rotations, levels and scales.
  */
-export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1):
+export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1,
+  onValue?: (node: number, values: (sample: number) => Float64Array) => void):
   { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
   const L0 = inputLayout(p, blocks);
   // A dry run only needs to see layouts and rotations: tiny vectors.
@@ -619,7 +912,16 @@ export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Ar
   };
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = slotsIn ?? Array.from({ length: n }, () => new Float64Array(S));
-  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)), undefined, blocks).cts[0];
+  // A value's elements in the graph's order (channels last) for one sample, its pending factors undone.
+  const decode = (v: Value<SimCt>) => (b: number) => {
+    const L = v.layout;
+    const n = L.kind === 'flat' ? L.dim : L.H * L.W * L.C;
+    return Float64Array.from({ length: n }, (_, f) => {
+      const [i, q] = placeOf(L, f);
+      return v.cts[i].v[(q * B + b) % S] * factorOf(v, L.kind === 'grid' ? f % L.C : f);
+    });
+  };
+  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)), undefined, blocks, onValue ? (node, v) => onValue(node, decode(v)) : undefined).cts[0];
   return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
 }
 
@@ -712,12 +1014,12 @@ export function programDepth(p: Program): number {
   const depth = new Map<number, number>([[0, 0]]);
   for (const s of p.steps) {
     const d = Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
-    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' ? polyStepDepth(s) : 0));
+    depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' || s.kind === 'tree' ? polyStepDepth(s) : 0));
   }
   return depth.get(p.output) ?? 0;
 }
 
-function polyStepDepth(s: PolyStep): number {
+function polyStepDepth(s: PolyStep | TreeStep): number {
   const { polyDepth, affineLevel } = foldLevels(s.fold, s.plan.depth);
   return polyDepth + affineLevel;
 }
