@@ -27,14 +27,23 @@ export interface ModelViewInput {
 /** The rows a user sees, as plain data (what the e2e test and the unit test read). */
 export function modelViewRows(summary: ModelSummary, report: Report | null): { name: string; op: string; shape: string; activation: string; degree: string; depth: string; predicted: string; node: string | null }[] {
   const byName = new Map((report?.layers ?? []).map((l) => [l.name, l]));
-  return summary.nodes.filter((n) => n.op !== 'input').map((n) => {
+  // A max pooling's tree shows as its |x| steps; the differences and sums around them are plumbing.
+  return summary.nodes.filter((n) => !['input', 'pairdiff', 'pairmax'].includes(n.op)).map((n) => {
     const l = byName.get(n.name);
     return {
-      name: n.name, op: n.className, shape: `[${n.shape.join(', ')}]`, activation: n.activation ?? '',
+      name: n.name, op: n.className, shape: `[${n.shape.join(', ')}]`, activation: n.activation === 'abs' ? '|a - b| (max pooling)' : n.activation ?? '',
       degree: l ? String(l.chosen.degree) : '', depth: l ? String(l.chosen.depth) : '',
       predicted: l ? pp(l.chosen.predictedDrop) : '', node: l ? l.name : null,
     };
   });
+}
+
+/** "3 activations" or "2 activations and 1 max pooling (2 |x|)": what the report approximated. */
+function poolsLine(r: Report): string {
+  const trees = r.layers.filter((l) => l.maxTree).length;
+  const pools = r.maxPooling?.pools.length ?? 0;
+  const acts = `${r.layers.length - trees} activation${r.layers.length - trees === 1 ? '' : 's'}`;
+  return pools ? `${acts} and ${pools} max pooling${pools === 1 ? '' : 's'} (${trees} |x|)` : acts;
 }
 
 export function modelViewHtml(v: ModelViewInput): string {
@@ -49,7 +58,7 @@ export function modelViewHtml(v: ModelViewInput): string {
     const s = v.summary;
     const acts = s.nodes.filter((n) => n.activation).length;
     const summaryLine = r
-      ? `<p class="summary${v.stale ? ' stale' : ''}">${r.layers.length} activations approximated: total depth <b>${r.final.networkDepth}</b> levels (uniform baseline ${r.uniform.networkDepth}); measured accuracy drop <b>${pp(r.final.measuredDrop)}</b> (budget ${r.options.budget} pp)${v.stale ? ' — stale: the model, data or settings changed' : ''}.</p>`
+      ? `<p class="summary${v.stale ? ' stale' : ''}">${poolsLine(r)} approximated: total depth <b>${r.final.networkDepth}</b> levels (uniform baseline ${r.uniform.networkDepth}); measured accuracy drop <b>${pp(r.final.measuredDrop)}</b> (budget ${r.options.budget} pp)${v.stale ? ' — stale: the model, data or settings changed' : ''}.</p>`
       : `<p class="summary">${acts} activations, no results yet. <button id="analyze">Analyze Model</button></p>`;
     const rows = modelViewRows(s, r).map((row) => `<tr${row.activation ? ' class="act"' : ''}><td>${esc(row.name)}</td><td>${esc(row.op)}</td><td>${esc(row.shape)}</td><td>${esc(row.activation)}</td>`
       + `<td class="num">${row.degree}</td><td class="num">${row.depth}</td><td class="num">${row.predicted}</td>`

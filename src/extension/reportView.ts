@@ -21,6 +21,14 @@ export interface PlainCodeLens { range: TextRange; title: string; layer: string;
 
 const pp = (x: number) => `${x.toFixed(2)}%`;
 
+type Layer = Report['layers'][number];
+
+/** What a report layer approximates, in words: an activation, or one step of a max pooling's tree. */
+export function layerWhat(l: Layer): string {
+  const t = l.maxTree;
+  return t ? `max pooling, step ${t.step}: |a - b| along the ${t.axis}` : l.activation;
+}
+
 /** Anchor for a model.json layer: its "name" value, else the start of the file. */
 function anchor(ranges: LayerRanges, layer: string): { range: TextRange; found: boolean } {
   const r = ranges.layers.get(layer);
@@ -38,10 +46,10 @@ export function reportDiagnostics(report: Report | null, ranges: LayerRanges): P
     const c = l.chosen;
     const where = found ? '' : ` (layer '${l.layer}' not found in this file)`;
     out.push({ range, severity: 'information', source: 'he-approx', code: found ? 'degree' : 'not-found', layer: l.layer,
-      message: `${l.activation} → degree ${c.degree}, depth ${c.depth}, predicted accuracy drop ${pp(c.predictedDrop)}${where}` });
+      message: `${layerWhat(l)} → degree ${c.degree}, depth ${c.depth}, predicted accuracy drop ${pp(c.predictedDrop)}${where}` });
     if (c.predictedDrop > 0.5 * budget && report.layers.length > 1) {
       out.push({ range, severity: 'warning', source: 'he-approx', code: 'budget', layer: l.layer,
-        message: `${l.activation} alone uses ${Math.round((100 * c.predictedDrop) / budget)}% of the ${budget}-point accuracy budget at degree ${c.degree}` });
+        message: `${layerWhat(l)} alone uses ${Math.round((100 * c.predictedDrop) / budget)}% of the ${budget}-point accuracy budget at degree ${c.degree}` });
     }
     if (c.heldoutOutside.count > 0) {
       out.push({ range, severity: 'warning', source: 'he-approx', code: 'interval', layer: l.layer,
@@ -55,11 +63,21 @@ export function reportDiagnostics(report: Report | null, ranges: LayerRanges): P
   return out;
 }
 
+/** One lens per activation, and one per max pooling for its whole tree (its steps' degrees, their levels). */
 export function reportCodeLenses(report: Report, ranges: LayerRanges): PlainCodeLens[] {
-  return report.layers.filter((l) => ranges.layers.has(l.layer)).map((l) => ({
-    range: ranges.layers.get(l.layer)!.nameRange, layer: l.layer, node: l.name,
-    title: `degree ${l.chosen.degree} · depth ${l.chosen.depth} · Δacc ${pp(l.chosen.predictedDrop)} · Show fit`,
-  }));
+  const out: PlainCodeLens[] = [];
+  for (const l of report.layers.filter((x) => ranges.layers.has(x.layer))) {
+    const range = ranges.layers.get(l.layer)!.nameRange;
+    if (!l.maxTree) {
+      out.push({ range, layer: l.layer, node: l.name, title: `degree ${l.chosen.degree} · depth ${l.chosen.depth} · Δacc ${pp(l.chosen.predictedDrop)} · Show fit` });
+      continue;
+    }
+    const pool = report.maxPooling?.pools.find((p) => p.pool === l.maxTree!.pool);
+    if (!pool || pool.steps[0] !== l.name) continue;
+    out.push({ range, layer: l.layer, node: l.name,
+      title: `max pooling as polynomials: |x| degrees ${pool.degrees.join(', ')} · depth ${pool.depth} · Show fit` });
+  }
+  return out;
 }
 
 /** Markdown for a hover on a layer; the link opens the panel on that layer. */
@@ -70,8 +88,9 @@ export function reportHover(report: Report, layer: string): string | null {
     const c = l.chosen;
     const args = encodeURIComponent(JSON.stringify([l.name]));
     return [
-      `**${l.name}**: ${l.activation} → Chebyshev polynomial of degree ${c.degree} (${c.method === 'data' ? 'data-guided' : c.method} fit)`,
+      `**${l.name}**: ${layerWhat(l)} → Chebyshev polynomial of degree ${c.degree} (${c.method === 'data' ? 'data-guided' : c.method} fit)`,
       '',
+      ...(l.maxTree ? [`- max(a, b) = (a + b)/2 + |a - b|/2 with this polynomial for |x|, on the differences of neighbours ${l.maxTree.offset} apart that reach it (an even fit on a symmetric interval)`] : []),
       ...(c.channels ? [`- one polynomial per channel (${c.channels.coeffs.length}), each on its own range within the layer's interval`] : []),
       `- interval [${c.interval.a.toPrecision(4)}, ${c.interval.b.toPrecision(4)}]; inputs seen ${l.stats.min.toPrecision(4)}..${l.stats.max.toPrecision(4)} (mean ${l.stats.mean.toPrecision(3)}, std ${l.stats.std.toPrecision(3)})`,
       `- error: RMS on the data ${c.rmsData.toExponential(2)}, max on the observed range ${c.maxErrObserved.toExponential(2)}; max |p| on the interval ${c.maxAbsInterval.toPrecision(3)}`,

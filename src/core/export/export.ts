@@ -18,7 +18,7 @@ import type { NamedWeight } from '../model/weights';
 import { unitMap } from '../numerics/chebyshev';
 import { Report, polysFromReport } from '../report';
 import { approximatedOnnx } from './onnxExport';
-import { POLY_LAYER_CLASS, PolyLayerConfig } from './polyLayer';
+import { POLY_LAYER_CLASS, POLY_MAXPOOL_CLASS, PolyLayerConfig, PolyMaxPoolConfig } from './polyLayer';
 
 export const COEFFICIENTS_SCHEMA = 'he-approx/coefficients';
 
@@ -77,6 +77,22 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     channel_offset: l.chosen.channelOffset, replaces: l.activation, degree: l.chosen.degree,
     channels: channelsConfig(l),
   });
+  // Max poolings become HEPolyMaxPooling2D layers: their trees with each step's |x| polynomial.
+  const pools = new Map((report.maxPooling?.pools ?? []).map((p) => [p.layer, p]));
+  const poolCfg = (pool: NonNullable<Report['maxPooling']>['pools'][number], name: string): PolyMaxPoolConfig & { name: string } => {
+    const g = model.graph;
+    const pad = g.nodes.find((n) => n.name === `${pool.pool}/pad`);
+    const stride = g.nodes.find((n) => n.name === `${pool.pool}/stride`);
+    const last = g.nodes.find((n) => n.name === pool.steps[pool.steps.length - 1])!;
+    const steps = report.layers.filter((l) => l.maxTree?.pool === pool.pool);
+    return {
+      name, padding: pad && pad.spec.op === 'pad' ? [pad.spec.pads[0], pad.spec.pads[1]] : [[0, 0], [0, 0]],
+      steps: steps.map((l) => ({ axis: l.maxTree!.axis, offset: l.maxTree!.offset, poly: polyCfg(l, `${name}_${l.maxTree!.axis}${l.maxTree!.step}`) })),
+      strides: stride && stride.spec.op === 'slice' ? [stride.spec.step[0], stride.spec.step[1]] : [1, 1],
+      output: stride ? [stride.shape[0], stride.shape[1]] : [last.shape[0], last.shape[1]],
+      global: pool.className === 'GlobalMaxPooling2D', replaces: pool.className,
+    };
+  };
   const isSeq = topo.class_name === 'Sequential';
   const layers: Cfg[] = isSeq ? (Array.isArray(topo.config) ? topo.config : topo.config.layers) : topo.config.layers;
   const out: Cfg[] = [];
@@ -85,6 +101,14 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     const name = layer.config?.name ?? layer.name;
     const fused = byNode.get(`${name}/activation`);
     const standalone = byNode.get(name);
+    const pool = pools.get(name);
+    if (pool) {
+      const layerCfg = { class_name: POLY_MAXPOOL_CLASS, config: { ...poolCfg(pool, name) } } as Cfg;
+      if (layer.config?.batch_input_shape) layerCfg.config.batch_input_shape = layer.config.batch_input_shape;
+      if (!isSeq) { layerCfg.name = name; layerCfg.inbound_nodes = layer.inbound_nodes; }
+      out.push(layerCfg);
+      continue;
+    }
     if (standalone) {
       const poly = { class_name: POLY_LAYER_CLASS, config: { ...polyCfg(standalone, name) } } as Cfg;
       if (layer.config?.batch_input_shape) poly.config.batch_input_shape = layer.config.batch_input_shape;

@@ -10,7 +10,9 @@
 import { UserError } from '../errors';
 import type { LoadedModel } from '../model/load';
 import { unitMap } from '../numerics/chebyshev';
-import { OnnxNode, OnnxTensor, encodeModel, floatTensor } from '../model/formats/onnx/proto';
+import type { OnnxPoolSite } from '../model/formats/onnx/context';
+import { OnnxNode, OnnxTensor, encodeModel, floatTensor, int64Tensor } from '../model/formats/onnx/proto';
+import type { Graph } from '../model/graph';
 import { Report } from '../report';
 
 type Layer = Report['layers'][number];
@@ -65,6 +67,56 @@ function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, 
   return { nodes, inits };
 }
 
+/**
+ * Nodes and initializers computing a max pooling's output as its tree of pairwise maxima
+ * (model/maxTree.ts), each |x| its layer's polynomial: edge padding (Pad mode 'edge'), then per
+ * step two Slices of the value along the step's axis, their difference through the polynomial and
+ * m = (a + b) * 0.5 + p(a - b) * 0.5, then the stride (Slice with steps). ONNX opset 11 or later.
+ */
+function maxTreeNodes(pool: string, steps: Layer[], site: OnnxPoolSite, g: Graph, opset: number): { nodes: OnnxNode[]; inits: OnnxTensor[] } {
+  if (opset < 11) throw new UserError('MODEL_UNSUPPORTED', `exporting max pooling '${pool}' as polynomials needs ONNX opset 11 or later; the model has opset ${opset}`, 're-export the model with opset_version=13');
+  const nodes: OnnxNode[] = [];
+  const inits: OnnxTensor[] = [];
+  const prefix = `he_approx/${pool.replace(/^\//, '')}`;
+  let t = 0;
+  const name = () => `${prefix}/t${t++}`;
+  const ints = (vals: number[]) => { const n = name(); inits.push(int64Tensor(n, [vals.length], vals)); return n; };
+  const half = (() => { const n = `${prefix}/half`; inits.push(floatTensor(n, [], [0.5])); return n; })();
+  const op = (type: string, ins: string[], out = name(), attribute: OnnxNode['attribute'] = []) => { nodes.push({ name: out, op_type: type, input: ins, output: [out], attribute }); return out; };
+  const byName = new Map(g.nodes.map((n) => [n.name, n]));
+  const axisOf = (a: 'height' | 'width') => (a === 'height' ? site.axes.h : site.axes.w);
+  let x = site.input;
+  const pad = byName.get(`${pool}/pad`);
+  if (pad && pad.spec.op === 'pad') {
+    const p = pad.spec.pads;
+    const pads = new Array<number>(2 * site.rank).fill(0);
+    pads[site.axes.h] = p[0][0]; pads[site.axes.w] = p[1][0];
+    pads[site.rank + site.axes.h] = p[0][1]; pads[site.rank + site.axes.w] = p[1][1];
+    x = op('Pad', [x, ints(pads)], name(), [{ name: 'mode', type: 3, s: new TextEncoder().encode('edge') }]);
+  }
+  steps.forEach((l) => {
+    const node = byName.get(l.name)!;
+    const ax = axisOf(l.maxTree!.axis);
+    const o = l.maxTree!.offset;
+    const len = node.shape[l.maxTree!.axis === 'height' ? 0 : 1];
+    const a = op('Slice', [x, ints([0]), ints([len]), ints([ax])]);
+    const b = op('Slice', [x, ints([o]), ints([len + o]), ints([ax])]);
+    const d = op('Sub', [a, b]);
+    const pOut = name();
+    const p = polynomialNodes(l, d, pOut, site.axes.c, site.rank, `${prefix}/${l.maxTree!.axis}${l.maxTree!.step}`);
+    nodes.push(...p.nodes);
+    inits.push(...p.inits);
+    x = op('Add', [op('Mul', [op('Add', [a, b]), half]), op('Mul', [pOut, half])]);
+  });
+  const stride = byName.get(`${pool}/stride`);
+  if (stride && stride.spec.op === 'slice') {
+    const sp = stride.spec;
+    x = op('Slice', [x, ints([0, 0]), ints([sp.end[0], sp.end[1]]), ints([site.axes.h, site.axes.w]), ints([sp.step[0], sp.step[1]])]);
+  }
+  nodes.push({ name: `${prefix}/out`, op_type: 'Identity', input: [x], output: [site.output], attribute: [] });
+  return { nodes, inits };
+}
+
 /** The approximated ONNX model's bytes. */
 export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array {
   const src = model.onnx;
@@ -74,6 +126,7 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
   const replaced = new Map<number, { nodes: OnnxNode[] }>();
   const removed = new Set<number>();
   for (const l of report.layers) {
+    if (l.maxTree) continue; // a max pooling's |x|: with its tree, below
     const site = src.activations[l.name];
     if (!site) {
       throw new UserError('OPTION_INVALID', `the report's activation ${l.name} is not in ${model.path}`, 'analyse this model again, then export');
@@ -83,6 +136,14 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
     site.nodes.forEach((i) => removed.add(i));
     replaced.set(Math.min(...site.nodes), { nodes: p.nodes });
     g.initializer.push(...p.inits);
+  }
+  for (const pool of report.maxPooling?.pools ?? []) {
+    const site = src.pools[pool.pool];
+    if (!site) throw new UserError('OPTION_INVALID', `the report's max pooling ${pool.pool} is not in ${model.path}`, 'analyse this model again, then export');
+    const t = maxTreeNodes(pool.pool, report.layers.filter((l) => l.maxTree?.pool === pool.pool), site, model.graph, src.opset);
+    site.nodes.forEach((i) => removed.add(i));
+    replaced.set(Math.min(...site.nodes), { nodes: t.nodes });
+    g.initializer.push(...t.inits);
   }
   const nodes: OnnxNode[] = [];
   g.node.forEach((n, i) => {
@@ -96,6 +157,6 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
   g.initializer = g.initializer.filter((t) => read.has(t.name ?? ''));
   m.producer_name = 'he-approx';
   m.producer_version = report.tool.version;
-  m.doc_string = `Approximated by he-approx ${report.tool.version}: every activation replaced by its Chebyshev polynomial (see coefficients.json). Original producer: ${src.model.producer_name ?? '?'} ${src.model.producer_version ?? ''}`.trim();
+  m.doc_string = `Approximated by he-approx ${report.tool.version}: every activation replaced by its Chebyshev polynomial, every max pooling by its tree of polynomial pairwise maxima (see coefficients.json). Original producer: ${src.model.producer_name ?? '?'} ${src.model.producer_version ?? ''}`.trim();
   return encodeModel(m);
 }

@@ -58,9 +58,91 @@ export class HEPolyActivation extends tf.layers.Layer {
   }
 }
 
+export const POLY_MAXPOOL_CLASS = 'HEPolyMaxPooling2D';
+
+/** One step of a max tree: along the height or the width, operands `offset` apart, |x| by the polynomial. */
+export interface PolyMaxStep { axis: 'height' | 'width'; offset: number; poly: PolyLayerConfig }
+
+export interface PolyMaxPoolConfig {
+  name?: string;
+  /** Edge padding [[top, bottom], [left, right]] before the tree (max pooling's padding). */
+  padding: [[number, number], [number, number]];
+  steps: PolyMaxStep[];
+  /** Positions kept after the tree: every strides[0]-th row and strides[1]-th column, out of shape. */
+  strides: [number, number];
+  output: [number, number];
+  /** GlobalMaxPooling2D: the [1, 1, C] result flattened to [C]. */
+  global: boolean;
+  replaces: string;
+  trainable?: boolean;
+}
+
+/**
+ * `HEPolyMaxPooling2D`: a max pooling evaluated as its tree of pairwise maxima (model/maxTree.ts),
+ * max(a, b) = (a + b) / 2 + p(a - b) / 2 with p each step's polynomial for |x|: what the CKKS
+ * program computes. Exported approximated models use it in place of MaxPooling2D and
+ * GlobalMaxPooling2D layers; `registerPolyLayer()` registers it with HEPolyActivation.
+ */
+export class HEPolyMaxPooling2D extends tf.layers.Layer {
+  static readonly className = POLY_MAXPOOL_CLASS;
+  readonly cfg: PolyMaxPoolConfig;
+  private readonly polys: HEPolyActivation[];
+
+  constructor(config: PolyMaxPoolConfig) {
+    super({ name: config.name, trainable: false });
+    this.cfg = config;
+    this.polys = config.steps.map((st) => new HEPolyActivation(st.poly));
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x0 = Array.isArray(inputs) ? inputs[0] : inputs;
+    return tf.tidy(() => {
+      const [[t, b], [l, r]] = this.cfg.padding;
+      let x = x0;
+      // Edge padding: each border row and column repeated.
+      const edge = (v: tf.Tensor, ax: number, before: number, after: number) => {
+        if (!before && !after) return v;
+        const n = v.shape[ax];
+        const one = (at: number, k: number) => tf.tile(tf.slice(v, v.shape.map((_, i) => (i === ax ? at : 0)), v.shape.map((d, i) => (i === ax ? 1 : -1))), v.shape.map((_, i) => (i === ax ? k : 1)));
+        return tf.concat([...(before ? [one(0, before)] : []), v, ...(after ? [one(n - 1, after)] : [])], ax);
+      };
+      x = edge(edge(x, 1, t, b), 2, l, r);
+      this.cfg.steps.forEach((st, j) => {
+        const ax = st.axis === 'height' ? 1 : 2;
+        const len = (x.shape[ax] as number) - st.offset;
+        const size = x.shape.map((d, i) => (i === ax ? len : -1));
+        const a = tf.slice(x, x.shape.map(() => 0), size);
+        const bb = tf.slice(x, x.shape.map((_, i) => (i === ax ? st.offset : 0)), size);
+        const p = this.polys[j].call(tf.sub(a, bb)) as tf.Tensor;
+        x = tf.mul(tf.add(tf.add(a, bb), p), 0.5);
+      });
+      const [sh, sw] = this.cfg.strides;
+      const [ho, wo] = this.cfg.output;
+      const [n, , , c] = x.shape as [number, number, number, number];
+      if (sh > 1 || sw > 1 || x.shape[1] !== ho || x.shape[2] !== wo) x = tf.stridedSlice(x, [0, 0, 0, 0], [n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c], [1, sh, sw, 1]);
+      return this.cfg.global ? tf.reshape(x, [n, c]) : x;
+    });
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
+    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return this.cfg.global ? [s[0], s[3]] : [s[0], this.cfg.output[0], this.cfg.output[1], s[3]];
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    const { name: _n, trainable: _t, ...rest } = this.cfg;
+    return { ...super.getConfig(), ...rest } as unknown as tf.serialization.ConfigDict;
+  }
+
+  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+    return new cls(config) as T;
+  }
+}
+
 let registered = false;
 export function registerPolyLayer(): void {
   if (registered) return;
   tf.serialization.registerClass(HEPolyActivation);
+  tf.serialization.registerClass(HEPolyMaxPooling2D);
   registered = true;
 }
