@@ -405,6 +405,17 @@ interface LinearOps<C> {
 
 const TARGET_SCALE = 2 ** 40;
 
+/**
+ * Per ciphertext of x, the scale to encode a linear layer's weights at so that every product
+ * lands exactly on 2^40 q_l, whatever scale that ciphertext has: channels concatenated from
+ * branches whose polynomials left scales a few parts per million apart add up exactly.
+ */
+function encScales<C>(be: CkksBackend<C>, x: Value<C>): number[] {
+  const l = be.level(x.cts[0]);
+  if (x.cts.some((c) => be.level(c) !== l)) throw new Error('a linear layer\'s input ciphertexts are at different levels');
+  return x.cts.map((c) => (TARGET_SCALE * be.prime(l)) / be.scale(c));
+}
+
 /** sum + term, in place, freeing the term at once (ciphertexts are megabytes each); null: no sum yet. */
 function accumulate<C>(ops: LinearOps<C>, sum: C | null, term: C): C {
   if (sum === null) return term;
@@ -444,7 +455,7 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
   const L = x.layout as GridLayout;
   const K = L.blocks;
   const outL = convOutLayout(L, s, K);
-  const encScale = (TARGET_SCALE * be.prime(be.level(x.cts[0]))) / be.scale(x.cts[0]);
+  const encScale = encScales(be, x);
   // For each output block and input channel, the source (ciphertext i, offset k) with the smallest
   // offset; a repeated channel is read from one block only.
   const terms = new Map<number, { j: number; b: number; c: number; o: number }[]>();
@@ -487,7 +498,7 @@ function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: Linear
             const w = s.W[((dy * s.kw + dx) * s.cin + t.c) * s.cout + t.o] * factorOf(x, t.c);
             if (w !== 0) { v.fill(w, t.b * L.period, (t.b + 1) * L.period); nz = true; }
           }
-          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale, `${s.node}:${j}:${dy}:${key}:${dx}`));
+          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale[Math.floor(key / K)], `${s.node}:${j}:${dy}:${key}:${dx}`));
         }
       }
       if (inner === null) continue;
@@ -701,14 +712,14 @@ function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: LinearO
 }
 
 /** Channel ciphertexts of several values side by side (batch packing), brought to one level and scale. */
-function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C>, tmp: (c: C) => C): Value<C> {
+function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C>): Value<C> {
   const ls = xs.map((x) => x.layout);
   if (ls.some((l) => l.kind !== 'grid' || l.blocks !== 1)) throw new Error(`${s.name}: concatenation needs one ciphertext per channel`);
   if (xs.some((x) => x.factor !== 1 || x.signs || x.scales)) throw new Error(`${s.name}: pending factors at a concatenation`);
   const all = xs.flatMap((x) => x.cts);
   const lvl = Math.min(...all.map((c) => be.level(c)));
-  const scale = be.scale(all.find((c) => be.level(c) === lvl)!);
-  const cts = all.map((c) => { const r = addend(be, c, lvl, scale, tmp); return r === c ? c : r; });
+  // One level for all; the scales stay each ciphertext's own (a linear layer reads them: encScales).
+  const cts = all.map((c) => be.modSwitchTo(c, lvl));
   const L0 = ls[0] as GridLayout;
   return { cts, factor: 1, layout: { ...L0, C: ls.reduce((t, l) => t + (l as GridLayout).C, 0) } };
 }
@@ -751,8 +762,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const rotations = (gg: number) => x.cts.length * (gg - 1) + Math.ceil(D / gg) - 1;
       let g = 1;
       for (let gg = 2; gg <= D; gg *= 2) if (rotations(gg) < rotations(g)) g = gg;
-      const l = be.level(x.cts[0]);
-      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      const encScale = encScales(be, x);
       const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, D) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       // Giant steps in Horner form, z = inner_0 + rot(inner_1 + rot(inner_2 + ..., g), g): the same
@@ -773,7 +783,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
               const f = at[c][(idx + k) % n];
               if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f); if (d[q] !== 0) nz = true; }
             }
-            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale, `${s.node}:${j}:${c}:${i}`));
+            if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale[c], `${s.node}:${j}:${c}:${i}`));
           }
         }
         if (inner !== null) z = acc(z, inner);
@@ -786,8 +796,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const x = get(s.input);
       if (x.layout.kind !== 'grid') throw new Error('conv on a flat value');
       const L = x.layout;
-      const l = be.level(x.cts[0]);
-      const encScale = (TARGET_SCALE * be.prime(l)) / be.scale(x.cts[0]);
+      const encScale = encScales(be, x);
       // Baby steps over kernel columns, shared by every output channel.
       const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? ct : tmp(ops.rotate(ct, dx * L.sx)))));
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
@@ -798,7 +807,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
           let inner: C | null = null;
           for (let c = 0; c < s.cin; c++) for (let dx = 0; dx < s.kw; dx++) {
             const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * factorOf(x, c);
-            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale));
+            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale[c]));
           }
           if (inner === null) continue;
           let rotated: C = inner;
@@ -840,7 +849,7 @@ function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs
       const L = x.layout;
       out = { ...x, layout: { ...L, H: s.H, W: s.W, sy: L.sy * s.sh, sx: L.sx * s.sw } };
     } else if (s.kind === 'concat') {
-      out = concatValues(s, s.inputs.map(get), be, tmp);
+      out = concatValues(s, s.inputs.map(get), be);
     } else {
       const xs = s.inputs.map(get);
       if (xs.some((x) => x.signs || x.scales)) throw new Error(`${s.name}: pending signs or factors at an Add`);
@@ -977,6 +986,7 @@ export function packSamples(p: Program, xs: Float32Array, count: number, B: numb
 export function channelPackingObstacle(p: Program): string | null {
   if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
   if (!p.steps.some((s) => s.kind === 'conv')) return 'no convolution reads the image grid (its first layer flattens it)';
+  if (p.steps.some((s) => s.kind === 'concat')) return 'channels are concatenated (a concatenation runs with one ciphertext per channel)';
   // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
   for (const s of p.steps) {
     if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
