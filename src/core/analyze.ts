@@ -63,8 +63,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     // Degrees are chosen by the network's depth (its longest path), branches side by side.
     const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!, { g, acts })]));
     const meets = (depth: number) => choosers.get(s.method)!.frontier(s.budget, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
-    const bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (linearDepth > s.levelBudget || !meets(s.levelBudget)) && meets(Infinity);
-    const maxDepth = bootstrapping ? Infinity : s.levelBudget;
+    let bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (linearDepth > s.levelBudget || !meets(s.levelBudget)) && meets(Infinity);
 
     // Search: exact checks on the screen samples, then refine and verify on held-out data.
     const refineIdx = split.calib.slice(0, Math.min(s.refineSamples, split.calib.length));
@@ -74,7 +73,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const refined = refinementVariants({ ex, ds, idx: refineIdx, acts, stats, margins: fit.margins, origMeans, floor: s.floor, batchSize: s.batchSize, reservoir: s.reservoir,
       seed: s.seed, tune: s.tune, labelWeight: s.labelWeight, signal: o.signal, onTuneProgress: (_f, msg) => clock.progress('search', searchAt, msg),
       timed: (f) => clock.timed('refine', f) });
-    const search = (m: FitMethod) => searchDegrees({
+    const search = (m: FitMethod, maxDepth: number) => searchDegrees({
       acts, method: m, candidates: fit.candidates.get(m)!, layerDepth: (l, f, off) => polyCost(g, acts[l], polyOf(f, off), f.degree, opCosts, s.fold).depth,
       costs: costs.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
       check: (fits) => clock.timed('verify', () => clock.timed('checks', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal }))),
@@ -83,9 +82,16 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       onRound: (r, msg) => { searchAt = Math.min(0.95, (m === s.method ? 0.05 + 0.6 * r / 4 : 0.65 + 0.3 * r / 4)); clock.progress('search', searchAt, msg); },
     });
     const tSearch = Date.now();
-    const final = await search(s.method);
+    let final = await search(s.method, bootstrapping ? Infinity : s.levelBudget);
+    // First order found the chain enough and measurement did not: without a level budget of the
+    // user's, the deeper choices a library with bootstrapping runs get their search too.
+    const met = (r: typeof final) => !!r.result && r.result.drop <= s.budget + 1e-9 && r.result.measured.safe;
+    if (!bootstrapping && !s.levelBudgetGiven && acts.length > 0 && !met(final)) {
+      const deeper = await search(s.method, Infinity);
+      if (met(deeper)) { final = { ...deeper, rounds: final.rounds + deeper.rounds, checks: final.checks + deeper.checks, attempts: [...final.attempts, ...deeper.attempts] }; bootstrapping = true; }
+    }
     const tUniform = Date.now();
-    const uniform = s.method === 'uniform' ? final : await search('uniform');
+    const uniform = s.method === 'uniform' ? final : await search('uniform', bootstrapping ? Infinity : s.levelBudget);
     clock.add('uniformSearch', (Date.now() - tUniform) / 1000);
     clock.add('select', [...choosers.values()].reduce((sum, c) => sum + c.seconds, 0));
     clock.add('search', (Date.now() - tSearch) / 1000);

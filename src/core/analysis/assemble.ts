@@ -228,7 +228,10 @@ export function assembleReport(a: Assembly): Report {
   for (const l of layers) warnings.push(...l.warnings);
   const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
   const uniform = summary(a, 'uniform', a.uniform);
-  if (final.measuredDrop > s.budget + 1e-9) warnings.push(`The measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget even with the most accurate candidate degrees; allow higher degrees or a larger budget.`);
+  if (final.measuredDrop > s.budget + 1e-9) {
+    warnings.push(`The measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget: it is the best of the ${final.rounds} choices the search measured on held-out data; `
+      + `allow higher degrees (--degrees), more levels (--level-budget, --ring-size) or a larger budget.`);
+  }
   if (!final.safe) warnings.push(`Held-out values of the approximated model leave what a CKKS ciphertext holds (|x| < ${VALUE_BOUND}): an encrypted run would be corrupted. Raise --margin or --margin-growth.`);
   if (!a.uniform.result) warnings.push(`The uniform baseline cannot meet the budget within ${a.bootstrapping ? 'the candidate degrees' : `${s.levelBudget} levels`}.`);
   const notes = [...g.notes, ...ds.notes];
