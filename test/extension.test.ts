@@ -16,6 +16,15 @@ import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
 import { NON_ANALYSIS_PREFIXES, NON_ANALYSIS_SETTINGS, SettingReader, analyzeOptionsFrom } from '../src/extension/settings';
+import { initBackend, tf } from '../src/core/model/backend';
+import { loadModel } from '../src/core/model/load';
+import { summarizeModel } from '../src/core/model/summary';
+import { modelViewRows } from '../src/extension/modelView';
+import { Executor } from '../src/core/model/execute';
+import { writeOutputs } from '../src/core/export/export';
+import { registerPolyLayer } from '../src/core/export/polyLayer';
+import { polysFromReport } from '../src/core/report';
+import { saveModel, tfjsLoad } from './helpers';
 
 const cnnText = fs.readFileSync(example('mnist-cnn'), 'utf8');
 
@@ -282,4 +291,43 @@ test('settings -> analysis options: every declared analysis setting is read, wit
   assert.equal(o.calib, 300);
   assert.equal(o.method, 'uniform');
   assert.equal(o.labels, '/d/y.npy');
+});
+
+test('a max pooling layer: diagnostics, one CodeLens for its tree, hovers and model-view rows; its tfjs export computes the analysed trees', async () => {
+  await initBackend();
+  const m = tf.sequential({ layers: [
+    tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 5, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }), name: 'conv' }),
+    tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'pool' }),
+    tf.layers.flatten({ name: 'flat' }), tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }), name: 'out' })] });
+  const file = await saveModel(m, tmpDir());
+  const report = JSON.parse(JSON.stringify(await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [2, 3, 7] }))) as Report;
+  const steps = report.layers.filter((l) => l.maxTree);
+  assert.equal(steps.length, 4, 'a 3x3 window: two steps along each axis');
+  const ranges = findLayerRanges(fs.readFileSync(file, 'utf8'));
+  const diags = reportDiagnostics(report, ranges).filter((d) => d.layer === 'pool' && d.code === 'degree');
+  assert.equal(diags.length, 4);
+  assert.match(diags[0].message, /^max pooling, step 1: \|a - b\| along the width → degree \d+/);
+  const lenses = reportCodeLenses(report, ranges).filter((l) => l.layer === 'pool');
+  assert.equal(lenses.length, 1, 'one lens for the whole tree');
+  assert.match(lenses[0].title, /^max pooling as polynomials: \|x\| degrees \d+, \d+, \d+, \d+ · depth \d+ · Show fit$/);
+  const hover = reportHover(report, 'pool')!;
+  assert.equal(hover.split('---').length, 4);
+  assert.match(hover, /max\(a, b\) = \(a \+ b\)\/2 \+ \|a - b\|\/2/);
+  const loaded = await loadModel(file);
+  const rows = modelViewRows(summarizeModel(loaded), report);
+  assert.deepEqual(rows.filter((r) => r.activation === '|a - b| (max pooling)').map((r) => r.node), steps.map((l) => l.name));
+  assert.ok(!rows.some((r) => /\/(diff|max)$/.test(r.name)), 'the differences and sums around each |x| are not listed');
+  // The exported tfjs model's HEPolyMaxPooling2D computes what the analysis measured.
+  registerPolyLayer();
+  const files = writeOutputs(tmpDir(), loaded, report, false);
+  const exported = await tfjsLoad(files.model);
+  const x = tf.randomUniform([6, 28, 28, 1], 0, 1, 'float32', 5);
+  const theirs = (exported.predict(x) as tf.Tensor).dataSync();
+  const ex = new Executor(loaded.graph);
+  const ours = ex.run(new Map([[0, x]]), 0, { replace: polysFromReport(report) }).logits;
+  ex.dispose();
+  assert.equal(loaded.graph.droppedFinalSoftmax, false, 'logits out');
+  let d = 0;
+  for (let i = 0; i < theirs.length; i++) d = Math.max(d, Math.abs(theirs[i] - ours[i]));
+  assert.ok(d < 1e-5, `exported tfjs model differs from the analysis by ${d}`);
 });

@@ -77,7 +77,7 @@ function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: st
   if (!l || !cv) return;
   const c = colors();
   const ch = l.chosen;
-  $('layer-facts').textContent = `${l.activation} → degree ${ch.degree} (${ch.method === 'data' ? 'data-guided' : ch.method}), depth ${ch.depth}, ${ch.nonScalarMults} ciphertext multiplications, ` +
+  $('layer-facts').textContent = `${l.maxTree ? `max pooling ${l.layer}, step ${l.maxTree.step}: |a - b| along the ${l.maxTree.axis}` : l.activation} → degree ${ch.degree} (${ch.method === 'data' ? 'data-guided' : ch.method}), depth ${ch.depth}, ${ch.nonScalarMults} ciphertext multiplications, ` +
     `predicted drop ${fmt(ch.predictedDrop)}%; interval [${ch.interval.a.toPrecision(3)}, ${ch.interval.b.toPrecision(3)}], inputs seen ${l.stats.min.toPrecision(3)}..${l.stats.max.toPrecision(3)}`;
   const xy = (xs: number[], ys: number[]) => xs.map((x, i) => ({ x, y: ys[i] }));
   const base = axes(c, 'input to the activation', 'output');
@@ -154,6 +154,11 @@ function renderSummary(r: Report): void {
     row(['values within CKKS range', f.safe === false ? 'no' : `yes (max ${fmt(f.maxAbs ?? NaN, 1)})`, u.safe === false ? 'no' : 'yes']),
     row(['ring size N', r.bootstrapping?.planned ? `deeper than SEAL's ${r.levelBudget} levels: planned for bootstrapping` : String(enc?.params.ringSize ?? r.options.ringSize), '']),
     row(['budget', `${r.options.budget} pp, ${r.bootstrapping?.planned ? 'bootstrapping' : `${r.levelBudget} levels`}`, '']),
+    // Max pooling is in every figure above, as its polynomial max trees; average pooling is the comparison.
+    ...(r.maxPooling ? [
+      row(['max pooling', `polynomial max (${r.maxPooling.pools.map((p) => `${p.layer}: |x| degrees ${p.degrees.join(', ')}`).join('; ')})`, 'polynomial max']),
+      row(['average pooling instead (measured)', `${fmt(r.maxPooling.averagePooling.drop)} pp`, '']),
+    ] : []),
   ].join('');
 }
 
@@ -196,7 +201,7 @@ function render(): void {
   renderSummary(r);
   renderEncrypted(r);
   const select = $<HTMLElement & { value: string }>('layer');
-  select.innerHTML = r.layers.map((l) => `<vscode-option value="${esc(l.name)}">${esc(l.name)} (${esc(l.activation)}, degree ${l.chosen.degree})</vscode-option>`).join('');
+  select.innerHTML = r.layers.map((l) => `<vscode-option value="${esc(l.name)}">${esc(l.name)} (${esc(l.maxTree ? '|a - b|, max pooling' : l.activation)}, degree ${l.chosen.degree})</vscode-option>`).join('');
   const selected = r.layers.some((l) => l.name === state.selected) ? state.selected! : r.layers[0]?.name;
   if (selected) {
     select.value = selected;

@@ -310,7 +310,9 @@ class HeApprox implements vscode.Disposable {
       const s = this.states.get(uri.toString());
       if (s && this.keyFor(uri.fsPath, data, labels).key !== key) this.markStale(s, 'its files changed while it was analysed');
       const f = report.final;
-      const msg = `HE Approx: ${report.layers.length} activations approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
+      const trees = report.layers.filter((l) => l.maxTree).length;
+      const pools = report.maxPooling ? ` and ${report.maxPooling.pools.length} max pooling${report.maxPooling.pools.length === 1 ? '' : 's'} as ${trees} |x|` : '';
+      const msg = `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}${report.maxPooling ? `; average pooling instead: ${report.maxPooling.averagePooling.drop.toFixed(2)} pp` : ''}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
       if (f.meetsBudget) void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => { if (a) void this.showPanel(); });
       else void vscode.window.showWarningMessage(msg + ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.');
     } catch (e) {

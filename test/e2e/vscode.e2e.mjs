@@ -200,7 +200,7 @@ before(async () => {
   // The workspace is a copy of examples/ (models and the bundled MNIST subset): nothing in the
   // repository is touched. A corrupt model sits beside them for the bad-input step.
   fs.mkdirSync(WS, { recursive: true });
-  for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
+  for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn', 'pytorch-maxpool']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
   fs.mkdirSync(path.join(WS, '.vscode'));
   fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 16 }, null, 2));
   const started = await startCodeServer(tmp, { trust: false });
@@ -595,6 +595,28 @@ test('an ONNX model opens in the model view; Analyze from the palette annotates 
   const panel = await webviewFrame(/total depth \(levels\)/, 30000);
   assert.ok(panel, 'Show fit opens the side panel on the ONNX model');
   // A focused webview editor would take the next steps' keystrokes (F1) when the workspace reopens.
+  await palette('View: Close All Editors');
+});
+
+test('a max pooling model: its tree in the model view and the panel, inside the headline', async () => {
+  await clearToasts();
+  await openFile('pytorch-maxpool/model.onnx');
+  let view = await webviewFrame(/activations, no results yet/, 60000);
+  assert.ok(view, 'the model view lists the ONNX model before any analysis');
+  const before = await view.locator('body').innerText();
+  assert.match(before, /\|a - b\| \(max pooling\)/, 'the max pooling shows as its |x| steps');
+  assert.doesNotMatch(before, /\/w1\/diff|\/w1\/max/, 'not the plumbing around them');
+  await palette('HE Approx: Analyze Model');
+  await toast(/activations and 1 max pooling as 2 \|x\| approximated.*average pooling instead: -?\d+\.\d\d pp/).waitFor({ timeout: 300000 });
+  view = await webviewFrame(/activations and 1 max pooling \(2 \|x\|\) approximated: total depth \d+ levels/, 30000);
+  assert.ok(view, 'the model view shows the results with the max pooling in them');
+  const rows = await view.locator('tr.act').allInnerTexts();
+  assert.equal(rows.filter((r) => /\|a - b\| \(max pooling\)\s+\d+\s+\d+/.test(r)).length, 2, rows.join('\n'));
+  await shot('17-maxpool-view-results');
+  await view.locator('a[data-node]').first().click();
+  const panel = await webviewFrame(/max pooling\s+polynomial max/, 30000);
+  assert.ok(panel, 'the panel says the figures include the polynomial max');
+  assert.match(await panel.locator('body').innerText(), /average pooling instead \(measured\)\s+-?\d+\.\d\d pp/);
   await palette('View: Close All Editors');
 });
 

@@ -37,6 +37,7 @@ function foldConfig(l: Report['layers'][number]): unknown {
   if (!f) return null; // a report made before folding
   const p = polysFromReport({ layers: [l] }).get(l.node)!;
   const lanes = lanesOf(p).map((lane) => {
+    if (f.form === 'constant') return { constant: lane.coeffs[0] ?? 0 };
     if (f.form === 'affine') return affineLane(lane);
     if (f.form === 'square') return squareLane(lane);
     const { scale, shift } = unitMap(lane);
@@ -47,14 +48,16 @@ function foldConfig(l: Report['layers'][number]): unknown {
 
 export function coefficientsFile(report: Report): unknown {
   return {
-    schema: COEFFICIENTS_SCHEMA, version: 3,
+    schema: COEFFICIENTS_SCHEMA, version: 4,
     model: report.model.path, createdAt: report.createdAt,
     evaluation: 'p(x) = sum_k coefficients[k] * T_k(t), t = (2x - a - b) / (b - a), with interval [a, b] and coefficients of the layer, or of channels[c] for channel c (last axis) when channels is not null; then subtract channel_offset[c] if present',
     folding: 'the levels assume fold: with form "series", layer fold.into (if not null) outputs t = mul x + add per channel c (fold.channels[c]) and the series is evaluated on t; '
       + '"affine" (degree 1): fold.into outputs y = mul x + add - channel_offset[c] directly (0 levels; without fold.into, one plaintext multiplication); '
       + '"square" (degree 2): fold.into outputs u = mul x + add, then y = sign u^2 + offset - channel_offset[c] (1 level; with mixedSigns, u and sign u are both made by plaintext multiplications)',
+    maxPooling: report.maxPooling ? 'a layer with max_tree is the |x| of one step of a max pooling\'s tree: for every position q along max_tree.axis, m[q] = (x[q] + x[q + offset]) / 2 + p(x[q] - x[q + offset]) / 2, '
+      + 'the steps in order (width first, then height) on the pooling\'s input (its padding repeats the border values), then every stride-th position kept; p is the layer\'s polynomial' : undefined,
     layers: report.layers.map((l) => ({
-      name: l.name, layer: l.layer, activation: l.activation, basis: 'chebyshev',
+      name: l.name, layer: l.layer, activation: l.activation, basis: 'chebyshev', max_tree: l.maxTree,
       // Per-channel layers have no layer-wide polynomial here, so that no reader uses a wrong one.
       interval: l.chosen.channels ? null : [l.chosen.interval.a, l.chosen.interval.b],
       coefficients: l.chosen.channels ? null : l.chosen.coeffs,
