@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'worker_threads';
 import { UserError } from '../errors';
-import { BatchJob, runBatches } from './program';
+import { BatchJob, runBatches } from './sealRun';
 
 const port = parentPort!;
 runBatches(workerData as BatchJob, (batch) => port.postMessage({ batch })).then(

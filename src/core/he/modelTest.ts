@@ -15,10 +15,15 @@ import { gather } from '../profile/profiler';
 import { EncryptedModelReport, SampleResult } from '../report';
 import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { checkHeMemory, chooseParams, threadPlan } from './params';
-import { Batch, BatchJob, BatchResult, BatchRun, compileProgram, emulate, latencyPacking, packSamples, programDepth, runBatches, simulateProgram } from './program';
+import { compileProgram, programDepth } from './program';
+import { latencyPacking, packSamples } from './layout';
+import { emulate, simulateProgram } from './lower';
+import { Batch, BatchJob, BatchResult, BatchRun, runBatches } from './sealRun';
 
 export type { EncryptedModelReport, SampleResult };
-export { channelPackingObstacle, compileProgram, emulateProgram, latencyPacking, packSamples, programDepth, simulateProgram } from './program';
+export { channelPackingObstacle, compileProgram, programDepth } from './program';
+export { latencyPacking, packSamples } from './layout';
+export { emulateProgram, simulateProgram } from './lower';
 export type { Program } from './program';
 
 export type ModelTestOptions = EncryptedTestOptions;
