@@ -298,3 +298,29 @@ test('SEAL memory is estimated before key generation: node-seal\'s 4 GB and the 
     }
   } finally { be.dispose(); }
 });
+
+test('the trace every engine runs: recorded once on the engine\'s primes, it computes what the direct emulation computes, at the levels and scales it predicts', async () => {
+  const { recordProgram, emulate } = await import('../src/core/he/lower');
+  const { simulateTrace } = await import('../src/core/he/trace');
+  const { SealBackend: Seal } = await import('../src/core/he/seal');
+  const { paramsFor: pf } = await import('../src/core/he/params');
+  await initBackend();
+  for (const name of ['mnist-cnn', 'mnist-resnet']) {
+    const r = await reportFor(name);
+    const m = await loadModel(example(name));
+    const p = compileProgram(m.graph, r);
+    const params = pf(16384, 7);
+    const primes = await Seal.primesOf(params);
+    const B = 8;
+    const t = recordProgram(p, { primes, levels: params.levels, slots: params.slots, B });
+    assert.equal(params.levels - t.predicted.outputLevel, programDepth(p), `${name}: levels the trace predicts`);
+    assert.ok(t.predicted.rotations.length > 0 && t.predicted.steps.length === p.steps.length);
+    const ds = loadDataset(MNIST_TEST_IMAGES, null, m.graph.inputShape);
+    const packed = packSamples(p, ds.x.subarray(0, B * 784), B, B, params.slots);
+    const viaTrace = simulateTrace(t, packed);
+    const direct = emulate(p, B, false, packed, { primes, levels: params.levels });
+    assert.equal(viaTrace.level, direct.level);
+    assert.equal(viaTrace.scale, direct.scale);
+    for (let j = 0; j < 10 * B; j++) assert.ok(Math.abs(viaTrace.v[j] - direct.out[j]) <= 1e-9 * Math.max(1, Math.abs(direct.out[j])), `${name} slot ${j}`);
+  }
+});

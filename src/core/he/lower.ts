@@ -21,6 +21,7 @@ import type { PolyActivation } from '../model/execute';
 import { affineLane, lanesOf, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import { CkksBackend, SimBackend, SimCt } from './backend';
+import { Trace, TraceRecorder } from './trace';
 import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
 import { ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, mixedSquareSigns, pow2, stepInputs } from './program';
 import { GridLayout, Layout, blockLanes, channelAt, convOutLayout, gridCts, inputLayout, mixIndex, perBlock, placeOf } from './layout';
@@ -339,13 +340,27 @@ export function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C
   return { cts, factor: 1, layout: { ...L0, C: ls.reduce((t, l) => t + (l as GridLayout).C, 0) } };
 }
 
+/**
+ * Bootstraps a program makes (planned from the graph by cost/bootstrap.ts and mapped to steps by
+ * the compiler): before step i, every ciphertext of each listed value is refreshed, and the
+ * refreshed value serves every later reader.
+ */
+export interface Refresh<C> { before: Map<number, number[]>; bootstrap: (c: C) => C }
+
 export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1,
-  onValue?: (node: number, v: Value<C>) => void): Value<C> {
+  onValue?: (node: number, v: Value<C>) => void, refresh?: Refresh<C>): Value<C> {
   const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p, blocks), factor: 1 }]]);
   const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
   for (const [si, s] of p.steps.entries()) {
     const t0 = Date.now();
     const temps: C[] = [];
+    // Bootstraps planned before this step; the old ciphertexts go with the step's temporaries
+    // (unless another value holds them; the input is the caller's).
+    for (const id of refresh?.before.get(si) ?? []) {
+      const v = get(id);
+      vals.set(id, { ...v, cts: v.cts.map((c) => refresh!.bootstrap(c)) });
+      if (id !== 0) temps.push(...v.cts);
+    }
     const tmp = (c: C) => { temps.push(c); return c; };
     let out: Value<C>;
     if (s.kind === 'dense') {
@@ -498,6 +513,28 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
 }
 
 /** Levels the program consumes, by running it on the plaintext simulator (no encryption). */
+/** How a program is recorded: the engine's chain and slots, the samples per ciphertext and the packing, and its bootstraps. */
+export interface RecordOptions {
+  primes: number[];
+  levels: number;
+  slots: number;
+  B: number;
+  blocks?: number;
+  /** Bootstraps before steps (the engine has bootstrapping): value ids by step index. */
+  refresh?: Map<number, number[]>;
+}
+
+/** The program as the trace every engine runs (trace.ts), for one packing and chain. */
+export function recordProgram(p: Program, o: RecordOptions): Trace {
+  const rec = new TraceRecorder(o.primes, o.levels, TARGET_SCALE, o.B, o.slots, !!o.refresh);
+  const L0 = inputLayout(p, o.blocks ?? 1);
+  const n = L0.kind === 'grid' ? gridCts(L0) : 1;
+  const ins = Array.from({ length: n }, () => rec.input());
+  const out = runProgram(p, rec, rec, ins, (name) => rec.mark(name), o.blocks ?? 1, undefined,
+    o.refresh ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c) } : undefined);
+  return rec.finish(out.cts[0], n);
+}
+
 export function simulateProgram(p: Program, primes: number[], levels: number): { levelsUsed: number; finalScale: number } {
   const r = emulate(p, 1, true, undefined, { primes, levels });
   return { levelsUsed: levels - r.level, finalScale: r.scale };

@@ -17,7 +17,8 @@ import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
 import { checkHeMemory, chooseParams, threadPlan } from './params';
 import { compileProgram, programDepth } from './program';
 import { latencyPacking, packSamples } from './layout';
-import { emulate, simulateProgram } from './lower';
+import { emulate, recordProgram } from './lower';
+import { SealBackend } from './seal';
 import { Batch, BatchJob, BatchResult, BatchRun, runBatches } from './sealRun';
 
 export type { EncryptedModelReport, SampleResult };
@@ -44,11 +45,13 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const oneSample = o.packing === 'latency';
   const layout = oneSample ? latencyPacking(program, params.slots) : { blocks: 1, copies: false, why: null };
   const { blocks } = layout;
-  // A dry run on the emulator gives the largest period and every rotation the program makes:
-  // Galois keys are generated for exactly those steps.
+  // A dry run gives the largest period, hence the samples per ciphertext; the program is then
+  // recorded as the trace SEAL runs (trace.ts), on SEAL's own primes: Galois keys are generated
+  // for exactly the rotations it makes, and the levels it uses are predicted before any key exists.
   const dry = emulate(program, 1, true, undefined, undefined, blocks);
   const B = oneSample ? 1 : Math.max(1, Math.floor(params.slots / dry.maxPeriod));
-  const galoisSteps = [...dry.steps].map((k) => k * B).sort((a, b) => a - b);
+  const trace = recordProgram(program, { primes: await SealBackend.primesOf(params), levels: params.levels, slots: params.slots, B, blocks });
+  const galoisSteps = trace.predicted.rotations;
   // node-seal runs in 32-bit WebAssembly: keys, ciphertexts and temporaries share 4 GB, and the
   // machine may have less free. Refuse before generating keys rather than let SEAL abort half-way.
   // Live ciphertexts: a value is one ciphertext per channel; a layer holds its input, its output
@@ -79,7 +82,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   // Each thread also keeps weights' plaintexts, as many as its heap leaves room for, up to a bound;
   // threads beyond what the machine's free memory holds are not started.
   const { threads: workers, plainCacheBytes, bytesPerThread } = threadPlan(perThread, Math.max(1, Math.min(o.workers ?? defaultWorkers(), batchList.length)));
-  const job: BatchJob = { program, params, galoisSteps, B, blocks, batches: batchList, plainCacheBytes };
+  const job: BatchJob = { trace, params, batches: batchList, plainCacheBytes };
   // By sample position: threads deliver batches in any order.
   const results: SampleResult[] = new Array(n);
   // Per layer: all runs, and the runs after each thread's first (which also encodes the weights).
@@ -114,12 +117,12 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   // Wall time of the batches alone: key generation (on all threads at once) is reported apart.
   const wallSeconds = Math.max(0, (Date.now() - tw) / 1000 - run.keygenSeconds);
   const { keygenSeconds } = run;
-  const sim = simulateProgram(program, run.primes, params.levels);
+  const levelsPredicted = params.levels - trace.predicted.outputLevel;
   const batches = batchList.length;
   return {
     mode: 'model', createdAt: new Date().toISOString(), params: { ...params, samplesPerCiphertext: B },
     packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: layout.copies ? 1 : blocks, ...(layout.copies ? { inputCopies: blocks } : {}), why: layout.why },
-    levelsNeeded: needed, levelsPredicted: sim.levelsUsed, levelsUsed, galoisSteps, keyBytes: run.keyBytes,
+    levelsNeeded: needed, levelsPredicted, levelsUsed, galoisSteps, keyBytes: run.keyBytes,
     samples: results, agreement: results.filter((r) => r.encrypted === r.plainApproximated).length / Math.max(1, results.length),
     maxAbsErrLogits: Math.max(0, ...results.map((r) => r.maxAbsErrLogits)),
     layerSeconds: batches > firstRuns ? Object.fromEntries(Object.entries(steadyLayerSeconds).map(([k, v]) => [k, v / (batches - firstRuns)]))

@@ -80,6 +80,19 @@ export class SealBackend implements CkksBackend<Ct> {
     return new SealBackend(await loadSeal(), params, galoisSteps);
   }
 
+  /** The primes SEAL picks for these parameters (q_0 .. q_levels and the special prime), without making keys. */
+  static async primesOf(params: CkksParams): Promise<number[]> {
+    const seal = await loadSeal();
+    const parms = seal.EncryptionParameters(seal.SchemeType.ckks);
+    try {
+      parms.setPolyModulusDegree(params.ringSize);
+      parms.setCoeffModulus(seal.CoeffModulus.Create(params.ringSize, Int32Array.from(params.modulusBits)));
+      return Array.from(parms.coeffModulus as BigUint64Array, (q) => Number(q));
+    } finally {
+      parms.delete();
+    }
+  }
+
   /** Cyclic left rotation of the slots by `steps` (a key for the step must have been generated). */
   rotate(c: Ct, steps: number): Ct {
     if (!this.galoisKeys) throw new Error('no Galois keys');
