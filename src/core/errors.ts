@@ -20,6 +20,10 @@ export type ErrorCode =
   | 'OUTPUT_EXISTS'
   | 'BUDGET_INFEASIBLE'
   | 'MEMORY_LIMIT'
+  /** The Lattigo engine is not built here, or not of this version. */
+  | 'ENGINE_MISSING'
+  /** The Lattigo engine stopped (crashed, killed, out of memory) or refused its job. */
+  | 'ENGINE_FAILED'
   | 'CANCELLED';
 
 export class UserError extends Error {

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tuneinsight/lattigo/v6/circuits/ckks/bootstrapping"
+	"github.com/tuneinsight/lattigo/v6/core/rlwe"
+	"github.com/tuneinsight/lattigo/v6/schemes/ckks"
+)
+
+// Op is one instruction of a trace (src/core/he/trace.ts: TraceOp), on numbered ciphertexts.
+type Op struct {
+	Op      string  `json:"op"`
+	Out     int     `json:"out"`
+	A       int     `json:"a"`
+	B       int     `json:"b"`
+	K       float64 `json:"k"`
+	C       int     `json:"c"`
+	S       float64 `json:"s"`
+	Level   int     `json:"level"`
+	InPlace bool    `json:"inPlace"`
+	Name    string  `json:"name"`
+}
+
+// Job is a trace to run on some inputs (job.json, consts.bin, inputs.bin in one folder).
+type Job struct {
+	Spec      Spec    `json:"spec"`
+	Inputs    int     `json:"inputs"`
+	Output    int     `json:"output"`
+	B         int     `json:"B"`
+	Ops       []Op    `json:"ops"`
+	Consts    [][2]int `json:"consts"`    // [offset, length] in float64s into consts.bin
+	Runs      int     `json:"runs"`      // runs of Inputs ciphertexts each, in inputs.bin
+	OutLength int     `json:"outLength"` // output slots written per run
+	Rotations []int   `json:"rotations"`
+	// Precision: decrypt around every bootstrap to measure what it kept (the engine holds the secret key of its own test).
+	Precision bool `json:"precision"`
+}
+
+type event map[string]any
+
+func emit(e event) {
+	b, _ := json.Marshal(e)
+	os.Stdout.Write(append(b, '\n'))
+}
+
+func readFloats(path string) ([]float64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b)%8 != 0 {
+		return nil, fmt.Errorf("%s: %d bytes is not a whole number of float64s", filepath.Base(path), len(b))
+	}
+	out := make([]float64, len(b)/8)
+	for i := range out {
+		out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	return out, nil
+}
+
+// spread lays a per-position vector (periodic in its length) over the slots: slot q*B+b = v[q mod len].
+func spread(v []float64, B, slots int) []float64 {
+	out := make([]float64, slots)
+	for q := 0; q < slots/B; q++ {
+		x := v[q%len(v)]
+		for b := 0; b < B; b++ {
+			out[q*B+b] = x
+		}
+	}
+	return out
+}
+
+type plainKey struct {
+	c     int
+	level int
+	scale float64
+}
+
+// Run executes a job: keys, then every run's inputs through the trace, its output decrypted.
+func Run(dir string) error {
+	raw, err := os.ReadFile(filepath.Join(dir, "job.json"))
+	if err != nil {
+		return err
+	}
+	var job Job
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return fmt.Errorf("job.json: %w", err)
+	}
+	params, btpParams, security, err := Scheme(job.Spec)
+	if err != nil {
+		return err
+	}
+	constVals, err := readFloats(filepath.Join(dir, "consts.bin"))
+	if err != nil {
+		return err
+	}
+	inputVals, err := readFloats(filepath.Join(dir, "inputs.bin"))
+	if err != nil {
+		return err
+	}
+	slots := params.MaxSlots()
+	if len(inputVals) != job.Runs*job.Inputs*slots {
+		return fmt.Errorf("inputs.bin holds %d values, not %d runs x %d ciphertexts x %d slots", len(inputVals), job.Runs, job.Inputs, slots)
+	}
+	consts := make([][]float64, len(job.Consts))
+	for i, c := range job.Consts {
+		if c[0] < 0 || c[1] <= 0 || c[0]+c[1] > len(constVals) {
+			return fmt.Errorf("constant %d lies outside consts.bin", i)
+		}
+		consts[i] = constVals[c[0] : c[0]+c[1]]
+	}
+
+	t0 := time.Now()
+	kgen := rlwe.NewKeyGenerator(params)
+	sk, pk := kgen.GenKeyPairNew()
+	rlk := kgen.GenRelinearizationKeyNew(sk)
+	galEls := make([]uint64, 0, len(job.Rotations))
+	for _, k := range job.Rotations {
+		galEls = append(galEls, params.GaloisElement(k))
+	}
+	gks := kgen.GenGaloisKeysNew(galEls, sk)
+	evk := rlwe.NewMemEvaluationKeySet(rlk, gks...)
+	eval := ckks.NewEvaluator(params, evk)
+	var btp *bootstrapping.Evaluator
+	var btpBytes int
+	if btpParams != nil {
+		bk, _, err := btpParams.GenEvaluationKeys(sk)
+		if err != nil {
+			return err
+		}
+		btpBytes = bk.BinarySize()
+		if btp, err = bootstrapping.NewEvaluator(*btpParams, bk); err != nil {
+			return err
+		}
+	}
+	galBytes := 0
+	for _, g := range gks {
+		galBytes += g.BinarySize()
+	}
+	emit(event{"type": "keys", "seconds": time.Since(t0).Seconds(), "security": security,
+		"bytes": event{"publicKey": pk.BinarySize(), "relinKeys": rlk.BinarySize(), "galoisKeys": galBytes, "bootstrappingKeys": btpBytes}})
+
+	enc := ckks.NewEncoder(params)
+	encryptor := rlwe.NewEncryptor(params, pk)
+	decryptor := rlwe.NewDecryptor(params, sk)
+	plains := map[plainKey]*rlwe.Plaintext{}
+	plain := func(c int, level int, scale float64) (*rlwe.Plaintext, error) {
+		key := plainKey{c, level, scale}
+		if pt, ok := plains[key]; ok {
+			return pt, nil
+		}
+		pt := ckks.NewPlaintext(params, level)
+		pt.Scale = rlwe.NewScale(scale)
+		if err := enc.Encode(spread(consts[c], job.B, slots), pt); err != nil {
+			return nil, err
+		}
+		plains[key] = pt
+		return pt, nil
+	}
+	decode := func(ct *rlwe.Ciphertext) []float64 {
+		v := make([]float64, slots)
+		if err := enc.Decode(decryptor.DecryptNew(ct), v); err != nil {
+			panic(err)
+		}
+		return v
+	}
+
+	out, err := os.Create(filepath.Join(dir, "outputs.bin"))
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	for run := 0; run < job.Runs; run++ {
+		regs := map[int]*rlwe.Ciphertext{}
+		tr := time.Now()
+		for i := 0; i < job.Inputs; i++ {
+			pt := ckks.NewPlaintext(params, params.MaxLevel())
+			off := (run*job.Inputs + i) * slots
+			if err := enc.Encode(inputVals[off:off+slots], pt); err != nil {
+				return err
+			}
+			if regs[i], err = encryptor.EncryptNew(pt); err != nil {
+				return err
+			}
+		}
+		get := func(r int) (*rlwe.Ciphertext, error) {
+			ct, ok := regs[r]
+			if !ok {
+				return nil, fmt.Errorf("register %d is not live", r)
+			}
+			return ct, nil
+		}
+		tStep := time.Now()
+		boots := 0
+		for idx, op := range job.Ops {
+			var a, b, res *rlwe.Ciphertext
+			if op.Op != "const" && op.Op != "mark" && op.Op != "free" {
+				if a, err = get(op.A); err != nil {
+					return fmt.Errorf("op %d (%s): %w", idx, op.Op, err)
+				}
+			}
+			if op.Op == "add" || op.Op == "sub" || op.Op == "mul" {
+				if b, err = get(op.B); err != nil {
+					return fmt.Errorf("op %d (%s): %w", idx, op.Op, err)
+				}
+			}
+			switch op.Op {
+			case "rot":
+				res, err = eval.RotateNew(a, int(op.K))
+			case "mulpt":
+				var pt *rlwe.Plaintext
+				if pt, err = plain(op.C, a.Level(), op.S); err == nil {
+					res, err = eval.MulNew(a, pt)
+				}
+			case "rescale":
+				res = ckks.NewCiphertext(params, a.Degree(), a.Level())
+				err = eval.Rescale(a, res)
+			case "add":
+				res, err = eval.AddNew(a, b)
+			case "sub":
+				res, err = eval.SubNew(a, b)
+			case "addpt":
+				// At a's scale and level, as Lattigo encodes a vector operand.
+				res, err = eval.AddNew(a, spread(consts[op.C], job.B, slots))
+			case "addc":
+				res, err = eval.AddNew(a, op.K)
+			case "mul":
+				if res, err = eval.MulRelinNew(a, b); err == nil {
+					err = eval.Rescale(res, res)
+				}
+			case "mulc":
+				pt := ckks.NewPlaintext(params, a.Level())
+				pt.Scale = rlwe.NewScale(op.S)
+				vals := make([]float64, slots)
+				for i := range vals {
+					vals[i] = op.K
+				}
+				if err = enc.Encode(vals, pt); err == nil {
+					if res, err = eval.MulNew(a, pt); err == nil {
+						err = eval.Rescale(res, res)
+					}
+				}
+			case "neg":
+				res, err = eval.MulNew(a, -1)
+			case "drop":
+				res = eval.DropLevelNew(a, a.Level()-op.Level)
+			case "const":
+				res = ckks.NewCiphertext(params, 1, op.Level)
+				res.Scale = rlwe.NewScale(op.S)
+				err = eval.Add(res, op.K, res)
+			case "boot":
+				if btp == nil {
+					return fmt.Errorf("op %d: the trace bootstraps, and the job's parameters have no bootstrapping", idx)
+				}
+				tb := time.Now()
+				var before []float64
+				if job.Precision {
+					before = decode(a)
+				}
+				if res, err = btp.Bootstrap(a); err != nil {
+					break
+				}
+				boots++
+				ev := event{"type": "boot", "run": run, "index": boots, "seconds": time.Since(tb).Seconds(), "level": res.Level()}
+				if job.Precision {
+					after := decode(res)
+					e := 0.0
+					for i := range after {
+						e = math.Max(e, math.Abs(after[i]-before[i]))
+					}
+					ev["maxError"] = e
+					ev["precisionBits"] = -math.Log2(math.Max(e, 1e-18))
+				}
+				emit(ev)
+			case "free":
+				if op.A >= job.Inputs {
+					delete(regs, op.A)
+				}
+				continue
+			case "mark":
+				emit(event{"type": "mark", "run": run, "name": op.Name, "seconds": time.Since(tStep).Seconds()})
+				tStep = time.Now()
+				continue
+			default:
+				return fmt.Errorf("op %d: unknown operation %q", idx, op.Op)
+			}
+			if err != nil {
+				return fmt.Errorf("op %d (%s, level %d): %w", idx, op.Op, a.Level(), err)
+			}
+			if op.InPlace {
+				delete(regs, op.A)
+			}
+			regs[op.Out] = res
+		}
+		res, err := get(job.Output)
+		if err != nil {
+			return err
+		}
+		vals := decode(res)
+		n := job.OutLength
+		if n <= 0 || n > slots {
+			n = slots
+		}
+		buf := make([]byte, 8*n)
+		for i := 0; i < n; i++ {
+			binary.LittleEndian.PutUint64(buf[8*i:], math.Float64bits(vals[i]))
+		}
+		if _, err := out.Write(buf); err != nil {
+			return err
+		}
+		emit(event{"type": "run", "run": run, "seconds": time.Since(tr).Seconds(), "level": res.Level(), "logScale": math.Log2(res.Scale.Float64()), "bootstraps": boots})
+	}
+	emit(event{"type": "done", "peakRssMB": peakRSSMB()})
+	return nil
+}
+
+// peakRSSMB reads the process's peak resident memory (Linux; 0 where it cannot).
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	var kb float64
+	for _, line := range splitLines(string(b)) {
+		if n, _ := fmt.Sscanf(line, "VmHWM: %f kB", &kb); n == 1 {
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func splitLines(s string) []string {
+	var out []string
+	start := 0
+	for i := range s {
+		if s[i] == '\n' {
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
