@@ -201,7 +201,10 @@ test('bootstraps: lazy placement counted by hand on a chain and a residual block
   const depth3 = new Map(acts.map((a) => [a.id, 3]));
   // Walk: left 10; d1 -> 9, a0 -> 6, d2 -> 5, a1 -> 2, d3 -> 1, a2 needs 3 > 1: bootstrap (10) -> 7,
   // d4 -> 6, a3 -> 3, d5 -> 2, a4 needs 3: bootstrap -> 7, d6 -> 6. Two bootstraps.
-  assert.deepEqual(planBootstraps(g, depth3, 10), { levelsPerBootstrap: 10, bootstraps: 2, before: ['a2', 'a4'] });
+  const plan = planBootstraps(g, depth3, 10);
+  assert.deepEqual({ ...plan, refreshes: undefined }, { levelsPerBootstrap: 10, bootstraps: 2, before: ['a2', 'a4'], refreshes: undefined, tooDeep: [] });
+  // Each refresh names the node before which it happens and the value it refreshes (the dense layer feeding the activation).
+  assert.deepEqual(plan.refreshes.map((x) => [g.nodes[x.node].name, g.nodes[x.value].spec.op]), [['a2', 'dense'], ['a4', 'dense']]);
   // Everything fits one chain of 25 levels: none.
   assert.equal(planBootstraps(g, depth3, 25).bootstraps, 0);
   // A polynomial deeper than the levels between bootstraps is split: depth 7 with 5 per bootstrap
@@ -219,7 +222,8 @@ test('bootstraps: lazy placement counted by hand on a chain and a residual block
   ];
   const rg: Graph = { name: 'res', nodes: r, input: 0, output: 6, inputShape: [4], notes: [], droppedFinalSoftmax: false };
   // left: in 5; d1 4; a1 1; d2 0; add 0; a2 needs 3: bootstrap add's output -> 2; d3 1. One.
-  assert.deepEqual(planBootstraps(rg, new Map([[2, 3], [5, 3]]), 5), { levelsPerBootstrap: 5, bootstraps: 1, before: ['a2'] });
+  const rp = planBootstraps(rg, new Map([[2, 3], [5, 3]]), 5);
+  assert.deepEqual([rp.bootstraps, rp.before, rp.refreshes.map((x) => rg.nodes[x.value].spec.op)], [1, ['a2'], ['add']]);
 });
 
 test('propagation sweep: one pass gives each activation the values per-layer passes give, polynomials upstream', async () => {

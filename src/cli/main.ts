@@ -24,7 +24,8 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'heldout-labels', value: true, help: 'labels for --heldout-data' },
   { name: 'budget', value: true, help: 'accuracy budget in percentage points', default: '1.0' },
   { name: 'level-budget', value: true, help: 'total CKKS levels available, a hard limit', default: "SEAL's chain at --ring-size; a deeper network is planned for bootstrapping" },
-  { name: 'bootstrap-levels', value: true, help: 'levels usable between bootstraps, for the bootstrap count', default: '10 (OpenFHE, Lattigo at N=2^16)' },
+  { name: 'bootstrap-levels', value: true, help: 'levels usable between bootstraps, for the bootstrap count', default: "9 (Lattigo's 128-bit bootstrapping parameters at N=2^16)" },
+  { name: 'bootstrap', value: false, help: 'plan for bootstrapping even where SEAL\'s chain holds the network (encrypted-test then runs it on Lattigo)' },
   { name: 'ring-size', value: true, help: 'CKKS ring size N (8192, 16384, 32768)', default: '32768' },
   { name: 'calib', value: true, help: 'calibration samples', default: 'min(5000, half the data)' },
   { name: 'heldout', value: true, help: 'held-out samples', default: 'min(5000, the rest)' },
@@ -130,7 +131,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
       heldoutData: str(opts.get('heldout-data')), heldoutLabels: str(opts.get('heldout-labels')),
       budget: numberOpt(opts, 'budget', pos, 'a positive number of percentage points'),
       levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
-      bootstrapLevels: numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2'),
+      bootstrapLevels: numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2'), bootstrap: opts.has('bootstrap'),
       marginGrowth: numberOpt(opts, 'margin-growth', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       screenSamples: numberOpt(opts, 'screen-samples', int, 'a positive integer'),
       ringSize, calib: numberOpt(opts, 'calib', int, 'a positive integer'), heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
@@ -165,6 +166,7 @@ const ENC_FLAGS: FlagSpec[] = [
   { name: 'throughput', value: false, help: 'as many samples per ciphertext as fit, one ciphertext per channel: the least time per sample (default)' },
   { name: 'ring-size', value: true, help: 'force a CKKS ring size (default: the smallest that fits)' },
   { name: 'workers', value: true, help: 'threads for the whole-model test, each with its own keys (default: one per core, at most 2)' },
+  { name: 'engine', value: true, help: 'CKKS library for the whole-model test: seal (in process) or lattigo (with bootstrapping)', default: 'lattigo for a report planned for bootstrapping, else seal' },
   { name: 'quiet', value: false, help: 'no progress on stderr' },
 ];
 
@@ -181,10 +183,12 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
   const workers = numberOpt(opts, 'workers', (x) => Number.isInteger(x) && x >= 1 && x <= 8, 'an integer from 1 to 8');
   if (opts.has('latency') && opts.has('throughput')) throw new UserError('OPTION_INVALID', '--latency and --throughput ask for two packings at once', 'pass one of them (--throughput is the default)');
   if (opts.has('layer-only') && opts.has('latency')) throw new UserError('OPTION_INVALID', '--latency applies to the whole-model test, not to --layer-only', 'drop one of the two options');
+  const engine = str(opts.get('engine'));
+  if (engine && engine !== 'seal' && engine !== 'lattigo') throw new UserError('OPTION_INVALID', `--engine ${engine} is unknown`, 'pass --engine seal or --engine lattigo');
   if (!opts.has('layer-only')) {
     const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
     const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
-      packing: opts.has('latency') ? 'latency' : 'throughput', workers, onProgress: progressPrinter(opts.has('quiet')) });
+      packing: opts.has('latency') ? 'latency' : 'throughput', workers, engine: (engine ?? undefined) as 'seal' | 'lattigo' | undefined, onProgress: progressPrinter(opts.has('quiet')) });
     report.encrypted = { ...report.encrypted, model: res };
     fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);

@@ -13,7 +13,7 @@ const g3 = (x: number) => (!Number.isFinite(x) ? '-' : Math.abs(x) >= 1e5 ? x.to
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
-  const levels = r.bootstrapping.planned ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize})` : `${r.levelBudget} levels (N=${r.options.ringSize})`;
+  const levels = r.bootstrapping.planned ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})` : `${r.levelBudget} levels (N=${r.options.ringSize})`;
   const trees = r.layers.filter((l) => l.maxTree).length;
   const what = trees ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|` : `${r.layers.length} activations`;
   out.push(`he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`);

@@ -62,8 +62,14 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const linearDepth = networkDepth(g, new Map());
     // Degrees are chosen by the network's depth (its longest path), branches side by side.
     const choosers = new Map([...fit.candidates.keys()].map((m) => [m, new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!, { g, acts })]));
-    const meets = (depth: number) => choosers.get(s.method)!.frontier(s.budget, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
-    let bootstrapping = !s.levelBudgetGiven && acts.length > 0 && (linearDepth > s.levelBudget || !meets(s.levelBudget)) && meets(Infinity);
+    // Planned for bootstrapping, no activation may take more levels than lie between two bootstraps.
+    const frontierOf = (m: FitMethod, maxDepth: number) => {
+      const c = choosers.get(m)!;
+      c.layerCap = maxDepth === Infinity ? s.bootstrapLevels : Infinity;
+      return c.frontier(s.budget, maxDepth);
+    };
+    const meets = (depth: number) => frontierOf(s.method, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
+    let bootstrapping = s.bootstrap || (!s.levelBudgetGiven && acts.length > 0 && (linearDepth > s.levelBudget || !meets(s.levelBudget)) && meets(Infinity));
 
     // Search: exact checks on the screen samples, then refine and verify on held-out data.
     const refineIdx = split.calib.slice(0, Math.min(s.refineSamples, split.calib.length));
@@ -75,7 +81,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       timed: (f) => clock.timed('refine', f) });
     const search = (m: FitMethod, maxDepth: number) => searchDegrees({
       acts, method: m, candidates: fit.candidates.get(m)!, layerDepth: (l, f, off) => polyCost(g, acts[l], polyOf(f, off), f.degree, opCosts, s.fold).depth,
-      costs: costs.get(m)!, frontier: choosers.get(m)!.frontier(s.budget, maxDepth), budget: s.budget, baseAccuracy,
+      costs: costs.get(m)!, frontier: frontierOf(m, maxDepth), budget: s.budget, baseAccuracy,
       check: (fits) => clock.timed('verify', () => clock.timed('checks', () => measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, { batchSize: s.batchSize, signal: o.signal }))),
       variants: m === 'data' ? refined : async function* plainOnly(plain) { yield plain; },
       measure: (v) => clock.timed('verify', () => measureHeldout(cache, acts, polysOf(acts, v.fits, v.offsets), o.signal)),

@@ -290,6 +290,8 @@ export interface AnalyzeOptionsReport {
   refineSamples: number;
   screenSamples: number;
   bootstrapLevels: number;
+  /** Planned for bootstrapping even where SEAL's chain would hold the network (--bootstrap). */
+  bootstrap?: boolean;
   ringSize: number;
   method: FitMethod;
   /** Data-guided fits per channel (true) or per layer. */
@@ -352,6 +354,18 @@ export interface SampleResult {
 export interface EncryptedModelReport {
   mode: 'model';
   createdAt: string;
+  /** The CKKS library that ran it: SEAL (node-seal, in process) or Lattigo (engines/lattigo, with bootstrapping). Absent in older reports: SEAL. */
+  engine?: 'seal' | 'lattigo';
+  /** The parameters' security as the engine states it ('128-bit', or 'insecure (test parameters)'). */
+  security?: string;
+  /**
+   * Bootstrapping (Lattigo): value refreshes the analysis planned (report.final.bootstraps), the ones
+   * the program made (its trace), the ciphertext bootstraps the engine executed per run, and per
+   * refreshed value its bound and whether it was scaled into [-1, 1] first; per bootstrap executed,
+   * the precision kept (bits, the worst over runs) and seconds.
+   */
+  bootstrapping?: { planned: number; executed: number; ciphertexts: number; values: { node: string; bound: number; scaled: boolean }[];
+    precisionBits: number[]; secondsPerBootstrap: number };
   params: CkksParams & { samplesPerCiphertext: number };
   /**
    * How samples were packed: 'throughput' (many samples per ciphertext, one ciphertext per channel)
@@ -364,7 +378,7 @@ export interface EncryptedModelReport {
   levelsPredicted: number;
   levelsUsed: number;
   galoisSteps: number[];
-  keyBytes: { publicKey: number; relinKeys: number; galoisKeys: number };
+  keyBytes: { publicKey: number; relinKeys: number; galoisKeys: number; bootstrappingKeys?: number };
   samples: SampleResult[];
   /** Fraction of samples whose encrypted top-1 equals the plaintext approximated model's. */
   agreement: number;

@@ -243,9 +243,10 @@ export function assembleReport(a: Assembly): Report {
   }
   if (!inputs.acts.length) notes.push('The model has no non-polynomial activation: nothing to approximate.');
   if (a.bootstrapping) {
-    notes.push(`The network needs more levels than SEAL's ${s.levelBudget} at N=${s.ringSize} (linear layers alone: ${a.linearDepth}); it is planned for a CKKS library with bootstrapping `
-      + `(${s.bootstrapLevels} levels between bootstraps, --bootstrap-levels): ${final.bootstraps} bootstraps with the chosen degrees, ${uniform.bootstraps} with the uniform baseline's. `
-      + 'The whole-model SEAL test cannot run it; `encrypted-test --layer-only` tests each activation.');
+    const why = s.bootstrap ? 'As asked (--bootstrap), it is planned'
+      : `The network needs more levels than SEAL's ${s.levelBudget} at N=${s.ringSize} (linear layers alone: ${a.linearDepth}), or its choices within them miss the budget; it is planned`;
+    notes.push(`${why} for a CKKS library with bootstrapping (${s.bootstrapLevels} levels between bootstraps, --bootstrap-levels): ${final.bootstraps} bootstraps with the chosen degrees, ${uniform.bootstraps} with the uniform baseline's. `
+      + '`encrypted-test` runs it on Lattigo, bootstrapping where the plan says (SEAL has no bootstrapping); `--layer-only` tests each activation.');
   }
   return {
     schema: REPORT_SCHEMA, version: REPORT_VERSION,
@@ -255,7 +256,7 @@ export function assembleReport(a: Assembly): Report {
       sha256: sha256(o.data), notes: [...new Set(ds.notes)] },
     options: { inputScale: prep.scale ?? 'auto', inputNormalization: prep.normalize ?? null, budget: s.budget, levelBudget: s.levelBudget, degrees: s.degrees, margin: s.margin,
       marginGrowth: s.marginGrowth, floor: s.floor, batchSize: s.batchSize, reservoir: s.reservoir, refineSamples: s.refineSamples, screenSamples: s.screenSamples,
-      bootstrapLevels: s.bootstrapLevels, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, spareLevels: s.spareLevels, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
+      bootstrapLevels: s.bootstrapLevels, bootstrap: s.bootstrap, ringSize: s.ringSize, method: s.method, perChannel: s.perChannel, tune: s.tune, fold: s.fold, spareLevels: s.spareLevels, tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0 },
     backend: a.backend, costs: a.opCosts, metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
     plaintext: { accuracy: a.baseAccuracy },
     layers, final, uniform, refinements: fr.refinements, maxPooling, heIncompatible: incompatible.list, levelBudget: s.levelBudget, linearDepth: a.linearDepth,

@@ -37,6 +37,11 @@ export class DegreeChooser {
   readonly seen = new Map<string, DegreePick>();
   private readonly expr: SpExpr;
   private readonly fixed: number[];
+  /**
+   * The most levels one activation may take (planning for bootstrapping: the levels between two
+   * bootstraps, since no engine here bootstraps inside a polynomial); deeper candidates are not chosen.
+   */
+  layerCap = Infinity;
 
   /**
    * @param rows per activation, per candidate: the screen's margin changes (sensitivity.ts)
@@ -81,11 +86,12 @@ export class DegreeChooser {
   private sweepUntimed(maxDepth: number): DegreePick[] {
     const L = this.costs.length;
     if (L === 0) return [this.judge([], this.depthOf([]), 0)];
-    const deepest = this.depthOf(this.costs.map((cs) => cs.reduce((k, c, j) => (c.depth > cs[k].depth ? j : k), 0)));
+    const within = (c: ActivationCost) => c.depth <= this.layerCap;
+    const deepest = this.depthOf(this.costs.map((cs) => cs.reduce((k, c, j) => (within(c) && (!within(cs[k]) || c.depth > cs[k].depth) ? j : k), 0)));
     const D = Math.min(maxDepth, deepest);
     if (D < 0) return [];
     const choices = new Map<number, NodeChoices>(this.net.acts.map((a, l) => [a.id, {
-      depth: this.costs[l].map((c) => c.depth), energy: this.energies[l], mults: this.costs[l].map((c) => c.nonScalarMults),
+      depth: this.costs[l].map((c) => (c.depth > this.layerCap ? Infinity : c.depth)), energy: this.energies[l], mults: this.costs[l].map((c) => c.nonScalarMults),
     }]));
     const t = new DepthTables(this.fixed, choices, D).table(this.expr);
     const index = new Map(this.net.acts.map((a, l) => [a.id, l]));
@@ -146,7 +152,7 @@ export class DegreeChooser {
       const down: Move[] = [];
       for (let l1 = 0; l1 < rows.length; l1++) {
         for (let k1 = 0; k1 < rows[l1].length; k1++) {
-          if (k1 === picks[l1]) continue;
+          if (k1 === picks[l1] || cost(l1, k1).depth > this.layerCap) continue;
           const dd = cost(l1, k1).depth - cost(l1, picks[l1]).depth;
           const move = { l1, k1, l2: -1, k2: -1, lost: lostWith(rows[l1][picks[l1]], rows[l1][k1], null, null), depth: depthWith(l1, k1),
             mults: mults - cost(l1, picks[l1]).nonScalarMults + cost(l1, k1).nonScalarMults };

@@ -28,8 +28,13 @@ export interface AnalyzeOptions {
    * network that cannot fit it is planned for bootstrapping instead (see `bootstrapLevels`).
    */
   levelBudget?: number;
-  /** Levels usable between two bootstraps, for the bootstrap count (default 10; see cost/bootstrap.ts). */
+  /** Levels usable between two bootstraps, for the bootstrap count (default 9, Lattigo's at 128-bit security; see cost/bootstrap.ts). */
   bootstrapLevels?: number;
+  /**
+   * Plan for bootstrapping even where SEAL's chain would hold the network (the encrypted test then
+   * runs on Lattigo, bootstrapping where the plan says; default false: only networks deeper than the chain).
+   */
+  bootstrap?: boolean;
   calib?: number;
   heldout?: number;
   seed?: number;
@@ -106,9 +111,14 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   if (o.levelBudget !== undefined && !(Number.isInteger(o.levelBudget) && o.levelBudget > 0)) {
     throw new UserError('OPTION_INVALID', `level budget must be a positive integer, got ${o.levelBudget}`, 'pass --level-budget N, or leave it out for what SEAL offers at --ring-size');
   }
-  const bootstrapLevels = o.bootstrapLevels ?? 10;
+  // Lattigo's 128-bit bootstrapping parameters at N=2^16 (N16QP1546H192H32) leave 9 levels of
+  // 40 bits: a tenth takes the bootstrapping circuit's log2(QP) past 1550 (engines/lattigo/params.go).
+  const bootstrapLevels = o.bootstrapLevels ?? 9;
+  if (o.bootstrap && o.levelBudget !== undefined) {
+    throw new UserError('OPTION_INVALID', 'a level budget is a hard limit and bootstrapping has none', 'pass either --bootstrap or --level-budget, not both');
+  }
   if (!(Number.isInteger(bootstrapLevels) && bootstrapLevels >= 2)) {
-    throw new UserError('OPTION_INVALID', `levels between bootstraps must be an integer >= 2, got ${o.bootstrapLevels}`, 'pass --bootstrap-levels N (e.g. 10 for OpenFHE or Lattigo at N=2^16)');
+    throw new UserError('OPTION_INVALID', `levels between bootstraps must be an integer >= 2, got ${o.bootstrapLevels}`, 'pass --bootstrap-levels N (e.g. 9, Lattigo at N=2^16 and 128-bit security)');
   }
   const degrees = [...new Set(o.degrees ?? DEFAULT_DEGREES)].sort((a, b) => a - b);
   if (!degrees.length || degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63)) {
@@ -143,6 +153,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   if (!['data', 'uniform', 'minimax'].includes(method)) throw new UserError('OPTION_INVALID', `unknown fit method ${method}`, 'pass --method data, uniform or minimax');
   return {
     budget, ringSize, levelBudget: o.levelBudget ?? RING_LEVELS[ringSize], levelBudgetGiven: o.levelBudget !== undefined, bootstrapLevels,
+    bootstrap: o.bootstrap ?? false,
     degrees, margin, marginGrowth, floor, batchSize: o.batchSize ?? 256, reservoir: o.reservoir ?? 16384, refineSamples: o.refineSamples ?? 2048,
     // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
     // forward passes over them (sensitivity.ts).

@@ -24,12 +24,21 @@ export interface BootstrapPlan {
   bootstraps: number;
   /** Names of the nodes whose inputs are refreshed, in order (a node appears once per bootstrap). */
   before: string[];
+  /**
+   * Each refresh between nodes: before node `node` runs, the value of node `value` is bootstrapped
+   * (and serves every later reader), in order. The HE program bootstraps exactly these (he/lower.ts).
+   */
+  refreshes: { node: number; value: number }[];
+  /** Nodes deeper than L levels (each needs bootstraps inside it, which no engine here makes). */
+  tooDeep: string[];
 }
 
 export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: number): BootstrapPlan {
   const left = new Array<number>(g.nodes.length).fill(L);
   let bootstraps = 0;
   const before: string[] = [];
+  const refreshes: BootstrapPlan['refreshes'] = [];
+  const tooDeep: string[] = [];
   const cost = (n: GraphNode) => (n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n));
   for (const n of g.nodes) {
     if (!n.inputs.length) continue;
@@ -44,13 +53,15 @@ export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: numbe
         for (const c of chain) left[c] = L;
         bootstraps++;
         before.push(n.name);
+        refreshes.push({ node: n.id, value: chain[0] });
       }
     }
     const inside = k > L ? Math.ceil(k / L) - 1 : 0;
+    if (inside) tooDeep.push(n.name);
     bootstraps += inside;
     for (let b = 0; b < inside; b++) before.push(n.name);
     const avail = Math.min(...n.inputs.map((i) => left[i]));
     left[n.id] = inside ? L * (inside + 1) - k : avail - k;
   }
-  return { levelsPerBootstrap: L, bootstraps, before };
+  return { levelsPerBootstrap: L, bootstraps, before, refreshes, tooDeep };
 }

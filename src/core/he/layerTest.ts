@@ -38,6 +38,17 @@ export interface EncryptedTestOptions {
   packing?: 'throughput' | 'latency';
   /** Whole-model test: worker threads for the batches (default: one per core, at most 2; 1 runs on the calling thread). */
   workers?: number;
+  /**
+   * Whole-model test: the CKKS library. 'seal' (node-seal, in process) by default for a model within
+   * SEAL's chain; 'lattigo' (the engine with bootstrapping, engines/lattigo) for a report planned
+   * for bootstrapping, or when asked.
+   */
+  engine?: 'seal' | 'lattigo';
+  /**
+   * Lattigo at a small ring (2^12 .. 2^15) with the same chain: insecure, for tests only; refused
+   * unless HE_APPROX_INSECURE_TEST_PARAMS=1.
+   */
+  insecureLogN?: number;
   signal?: AbortSignal;
   onProgress?: Progress;
 }

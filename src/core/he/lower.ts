@@ -197,6 +197,15 @@ export function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: 
   // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
   // positions hold junk no later weight reads, and get the zero polynomial).
   const L = x.layout;
+  const C = L.kind === 'grid' ? L.C : L.dim;
+  // The output scaled for what reads it (outScale): a series' coefficients, a form's post-factor.
+  // A factor pending on the input (a value scaled into a bootstrap's range) is taken by the input
+  // map, which costs its plaintext multiplication anyway: the interval scaled by it.
+  const pending = !s.fold.intoPrevious && (x.factor !== 1 || x.scales)
+    ? Float64Array.from({ length: C }, (_, ch) => 1 / factorOf(x, ch)) : null;
+  const ones = new Float64Array(C).fill(1);
+  const poly = pending || (s.outScale && s.fold.form === 'series') ? scaledPoly(s.poly, C, s.outScale && s.fold.form === 'series' ? s.outScale : ones, pending ?? ones) : s.poly;
+  const lanesFor = (c: number) => (!poly.channels ? poly : L.kind === 'flat' ? channelLanes(poly, L.period) : L.blocks > 1 ? blockLanes(poly, L, c) : lanePoly(poly, c));
   const cts = x.cts.map((ct, c) => {
     // Coefficient vectors are the same plaintexts in every run: cached by their place in the
     // evaluation (the backend's key adds the level and scale).
@@ -205,10 +214,7 @@ export function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: 
       mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${c}:${call++}`); const r = ops.rescale(y); ops.free(y); return r; },
       addVec: (u, v) => ops.addVec(u, v),
     };
-    // Output scaled for a max tree (outScale): a series' coefficients, a form's post-factor.
-    const C = L.kind === 'grid' ? L.C : s.poly.channels?.coeffs.length ?? 1;
-    const poly = s.outScale && s.fold.form === 'series' ? scaledPoly(s.poly, C, s.outScale, new Float64Array(C).fill(1)) : s.poly;
-    const lanes = !poly.channels ? poly : L.kind === 'flat' ? channelLanes(poly, L.period) : L.blocks > 1 ? blockLanes(poly, L, c) : lanePoly(poly, c);
+    const lanes = lanesFor(c);
     const post = s.outScale && s.fold.form !== 'series' ? lanePost(s.outScale, L, c) : undefined;
     const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec, post);
     const off = poly.channelOffset && s.outScale && s.fold.form !== 'series' ? Float32Array.from(poly.channelOffset, (v, ch) => v * s.outScale![ch]) : poly.channelOffset;
@@ -345,7 +351,7 @@ export function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C
  * the compiler): before step i, every ciphertext of each listed value is refreshed, and the
  * refreshed value serves every later reader.
  */
-export interface Refresh<C> { before: Map<number, number[]>; bootstrap: (c: C) => C }
+export interface Refresh<C> { before: Map<number, number[]>; bootstrap: (c: C) => C; onValue?: (valueId: number, ciphertexts: number) => void }
 
 export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1,
   onValue?: (node: number, v: Value<C>) => void, refresh?: Refresh<C>): Value<C> {
@@ -358,6 +364,7 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
     // (unless another value holds them; the input is the caller's).
     for (const id of refresh?.before.get(si) ?? []) {
       const v = get(id);
+      refresh!.onValue?.(id, v.cts.length);
       vals.set(id, { ...v, cts: v.cts.map((c) => refresh!.bootstrap(c)) });
       if (id !== 0) temps.push(...v.cts);
     }
@@ -466,7 +473,7 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, scales: x.scales, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
     } else if (s.kind === 'poly') {
       const x = get(s.input);
-      if (x.factor !== 1 || x.signs || x.scales) throw new Error('pending pool factor or signs before an activation');
+      if (x.signs || (s.fold.intoPrevious && (x.factor !== 1 || x.scales))) throw new Error('pending pool factor or signs before an activation');
       const L = x.layout;
       out = L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)
         ? packedSignedSquares(s, x, L, be, ops) : polyValue(s, x, be, ops, tmp);
@@ -530,9 +537,12 @@ export function recordProgram(p: Program, o: RecordOptions): Trace {
   const L0 = inputLayout(p, o.blocks ?? 1);
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = Array.from({ length: n }, () => rec.input());
+  const groups: number[] = [];
   const out = runProgram(p, rec, rec, ins, (name) => rec.mark(name), o.blocks ?? 1, undefined,
-    o.refresh ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c) } : undefined);
-  return rec.finish(out.cts[0], n);
+    o.refresh ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c), onValue: (_id, cts) => groups.push(cts) } : undefined);
+  const t = rec.finish(out.cts[0], n);
+  t.predicted.bootstrapGroups = groups;
+  return t;
 }
 
 export function simulateProgram(p: Program, primes: number[], levels: number): { levelsUsed: number; finalScale: number } {

@@ -1,19 +1,16 @@
 /**
  * Whole-model encrypted test: compiles the approximated model into a CKKS program (program.ts),
- * runs held-out samples through it under SEAL on worker threads, decrypts, and compares with the
- * plaintext approximated model.
+ * runs held-out samples through it under SEAL on worker threads (or, planned for bootstrapping or
+ * when asked, on Lattigo: lattigoTest.ts), decrypts, and compares with the plaintext approximated model.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { UserError } from '../errors';
-import { tf } from '../model/backend';
-import { Executor } from '../model/execute';
-import { size } from '../model/graph';
-import { gather } from '../profile/profiler';
 import { EncryptedModelReport, SampleResult } from '../report';
-import { EncryptedTestOptions, checkedGraph, testSamples } from './layerTest';
+import { EncryptedTestOptions, checkedGraph } from './layerTest';
+import { references } from './references';
 import { checkHeMemory, chooseParams, threadPlan } from './params';
 import { compileProgram, programDepth } from './program';
 import { latencyPacking, packSamples } from './layout';
@@ -31,9 +28,11 @@ export type ModelTestOptions = EncryptedTestOptions;
 
 export async function encryptedModelTest(o: ModelTestOptions): Promise<EncryptedModelReport> {
   const g = await checkedGraph(o);
-  if (o.report.bootstrapping?.planned) {
+  const planned = !!o.report.bootstrapping?.planned;
+  if ((o.engine ?? (planned ? 'lattigo' : 'seal')) === 'lattigo') return (await import('./lattigoTest')).lattigoModelTest(o, g);
+  if (planned) {
     throw new UserError('BUDGET_INFEASIBLE', `${o.report.model.name} needs ${o.report.final.networkDepth} levels, more than SEAL's ${o.report.levelBudget} at N=${o.report.options.ringSize}, and SEAL has no bootstrapping (the analysis planned it for a library with bootstrapping: ${o.report.final.bootstraps} bootstraps every ${o.report.bootstrapping.levelsPerBootstrap} levels)`,
-      'test each activation under encryption with encrypted-test --layer-only, or run the network in a CKKS library with bootstrapping (OpenFHE, Lattigo)');
+      'run it on Lattigo, which bootstraps: encrypted-test --engine lattigo (the default for such a report), or test each activation with --layer-only');
   }
   const program = compileProgram(g, o.report);
   const needed = programDepth(program);
@@ -59,18 +58,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const channels = Math.max(1, ...g.nodes.map((nd) => (nd.shape.length === 3 ? nd.shape[2] : 1)));
   const perThread = checkHeMemory(params, galoisSteps.length, 3 * channels + 16,
     `lower the degrees of ${lower.join(', ')} so the model needs fewer levels, or test per activation with --layer-only`);
-  const { ds, n, idx, polys } = await testSamples(o, g, 29);
-  // Plaintext references: the original model and the approximated model (float32, tfjs).
-  const ex = new Executor(g);
-  const per = size(g.inputShape);
-  const xs = gather(ds, idx, 0, n);
-  const xt = tf.tensor(xs, [n, ...g.inputShape]);
-  const orig = ex.run(new Map([[g.input, xt]]), 0, {}).logits;
-  const approx = ex.run(new Map([[g.input, xt]]), 0, { replace: polys }).logits;
-  xt.dispose();
-  ex.dispose();
-  const K = program.outputDim;
-  const argmax = (a: ArrayLike<number>, off: number) => { let b = 0; for (let j = 1; j < K; j++) if (a[off + j] > a[off + b]) b = j; return b; };
+  const { n, xs, per, K, result } = await references(o, g, 29);
 
   // Batches of B samples (one sample in latency packing), run on worker threads: each thread makes
   // its own keys, so no secret ever leaves the thread that made it.
@@ -100,14 +88,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
       layerSeconds[k] = (layerSeconds[k] ?? 0) + v;
       if (!r.first) steadyLayerSeconds[k] = (steadyLayerSeconds[k] ?? 0) + v;
     }
-    for (let b = 0; b < r.cnt; b++) {
-      const i = r.start + b;
-      const logits = Array.from({ length: K }, (_, j) => r.out[j * B + b]);
-      let err = 0;
-      for (let j = 0; j < K; j++) err = Math.max(err, Math.abs(logits[j] - approx[i * K + j]));
-      results[i] = { index: idx[i], label: ds.labels ? ds.labels[idx[i]] : null, plainOriginal: argmax(orig, i * K),
-        plainApproximated: argmax(approx, i * K), encrypted: argmax(logits, 0), maxAbsErrLogits: err };
-    }
+    for (let b = 0; b < r.cnt; b++) results[r.start + b] = result(r.start + b, Array.from({ length: K }, (_, j) => r.out[j * B + b]));
     done += r.cnt;
     o.onProgress?.(Math.min(1, done / n), `encrypted ${done}/${n} samples`);
   };
@@ -120,7 +101,7 @@ export async function encryptedModelTest(o: ModelTestOptions): Promise<Encrypted
   const levelsPredicted = params.levels - trace.predicted.outputLevel;
   const batches = batchList.length;
   return {
-    mode: 'model', createdAt: new Date().toISOString(), params: { ...params, samplesPerCiphertext: B },
+    mode: 'model', createdAt: new Date().toISOString(), engine: 'seal', security: '128-bit', params: { ...params, samplesPerCiphertext: B },
     packing: { kind: oneSample ? 'latency' : 'throughput', channelsPerCiphertext: layout.copies ? 1 : blocks, ...(layout.copies ? { inputCopies: blocks } : {}), why: layout.why },
     levelsNeeded: needed, levelsPredicted, levelsUsed, galoisSteps, keyBytes: run.keyBytes,
     samples: results, agreement: results.filter((r) => r.encrypted === r.plainApproximated).length / Math.max(1, results.length),
@@ -181,19 +162,29 @@ async function runBatchesInWorkers(job: BatchJob, n: number, onBatch: (r: BatchR
 
 export function renderModelTest(r: EncryptedModelReport): string {
   const lines: string[] = [];
-  lines.push(`encrypted whole-model test (SEAL CKKS, N=${r.params.ringSize}, ${r.params.levels} levels, 40-bit scale, 128-bit security, ${describePacking(r)})`);
+  const lib = r.engine === 'lattigo' ? `Lattigo CKKS${r.bootstrapping ? ' with bootstrapping' : ''}` : 'SEAL CKKS';
+  lines.push(`encrypted whole-model test (${lib}, N=${r.params.ringSize}, ${r.params.levels} levels${r.bootstrapping ? ' between bootstraps' : ''}, 40-bit scale, ${r.security ?? '128-bit'} security, ${describePacking(r)})`);
   lines.push('sample  label  original  approximated  encrypted  max |logit err|');
   for (const s of r.samples) {
     lines.push(`${String(s.index).padStart(6)}  ${String(s.label ?? '-').padStart(5)}  ${String(s.plainOriginal).padStart(8)}  ${String(s.plainApproximated).padStart(12)}  ${String(s.encrypted).padStart(9)}  ${s.maxAbsErrLogits.toExponential(2).padStart(15)}`);
   }
   lines.push(`encrypted top-1 = plaintext approximated top-1 on ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length} samples; max logit error ${r.maxAbsErrLogits.toExponential(2)}`);
-  lines.push(`levels: needed ${r.levelsNeeded}, simulator predicted ${r.levelsPredicted}, used ${r.levelsUsed}, available ${r.params.levels}`);
+  const b = r.bootstrapping;
+  if (b) {
+    lines.push(`bootstraps: planned ${b.planned}, executed ${b.executed} (${b.ciphertexts} ciphertexts per run, ${b.secondsPerBootstrap.toFixed(1)} s each); `
+      + `precision kept by each: ${b.precisionBits.map((x) => x.toFixed(1)).join(', ')} bits`);
+    lines.push(`values refreshed: ${b.values.map((v) => `${v.node} (|x| <= ${v.bound.toPrecision(3)}${v.scaled ? ', scaled into [-1, 1]' : ''})`).join(', ')}`);
+    lines.push(`levels after the last bootstrap: predicted ${r.levelsPredicted}, used ${r.levelsUsed}, of ${r.params.levels} between bootstraps`);
+  } else {
+    lines.push(`levels: needed ${r.levelsNeeded}, simulator predicted ${r.levelsPredicted}, used ${r.levelsUsed}, available ${r.params.levels}`);
+  }
   lines.push(`time per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
   const per = (r.params.samplesPerCiphertext === 1 ? 'per sample (one sample per run)' : `per ciphertext of ${r.params.samplesPerCiphertext} samples`)
     + (r.firstRunSeconds !== undefined && Math.abs(r.firstRunSeconds - r.latencySeconds) > 0.005 ? ` (first run ${r.firstRunSeconds.toFixed(2)} s: it also encodes the weights)` : '');
   const threads = r.workers && r.workers > 1 ? ` on ${r.workers} threads` : '';
   lines.push(`latency ${r.latencySeconds.toFixed(2)} s ${per}; amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per sample${threads}; key generation ${r.keygenSeconds.toFixed(1)} s`);
-  lines.push(`keys: public ${(r.keyBytes.publicKey / 1e6).toFixed(1)} MB, relinearisation ${(r.keyBytes.relinKeys / 1e6).toFixed(1)} MB, Galois ${(r.keyBytes.galoisKeys / 1e6).toFixed(1)} MB (${r.galoisSteps.length} rotation steps); peak memory ${r.peakRssMB} MB`
+  lines.push(`keys: public ${(r.keyBytes.publicKey / 1e6).toFixed(1)} MB, relinearisation ${(r.keyBytes.relinKeys / 1e6).toFixed(1)} MB, Galois ${(r.keyBytes.galoisKeys / 1e6).toFixed(1)} MB (${r.galoisSteps.length} rotation steps)`
+    + (r.keyBytes.bootstrappingKeys ? `, bootstrapping ${(r.keyBytes.bootstrappingKeys / 1e6).toFixed(0)} MB` : '') + `; peak memory ${r.peakRssMB} MB`
     + (r.memoryPerThreadMB ? ` (estimated ${r.memoryPerThreadMB} MB per thread, weights' plaintexts included)` : ''));
   return lines.join('\n');
 }

@@ -59,6 +59,9 @@ export type Step = DenseStep | ConvStep | PoolStep | PolyStep | AddStep | TreeSt
 
 export interface Program {
   steps: Step[];
+  /** The value each graph node's output is (an alias's: the value it equals), and the step each node is part of. */
+  nodeValue: Map<number, number>;
+  nodeStep: Map<number, number>;
   /** Value id (node) holding the logits. */
   output: number;
   inputShape: number[];
@@ -295,7 +298,14 @@ export function compileProgram(g: Graph, report: Report): Program {
     giveWanted(n);
   }
   if (g.nodes[g.output].shape.length !== 1) unsupported(g.nodes[g.output], 'as the output (the output must be a flat vector)');
-  return { steps, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
+  const nodeValue = new Map(g.nodes.map((n) => [n.id, val(n.id)]));
+  const nodeStep = new Map<number, number>();
+  steps.forEach((st, i) => {
+    nodeStep.set(st.node, i);
+    // A tree step is also its difference and its |x|.
+    if (st.kind === 'tree') { const a = g.nodes[g.nodes[st.node].inputs[1]]; nodeStep.set(a.id, i); nodeStep.set(a.inputs[0], i); }
+  });
+  return { steps, nodeValue, nodeStep, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
 }
 
 /** Whether a per-channel activation's squares (cost/fold.ts) have both signs: the evaluator's test (sharedSign). */

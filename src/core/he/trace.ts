@@ -59,7 +59,9 @@ export interface Trace {
   consts: Float64Array[];
   output: Reg;
   /** What the recorder predicts: the output's level and scale, bootstraps and rotation steps. */
-  predicted: { outputLevel: number; outputScale: number; bootstraps: number; rotations: number[]; steps: string[] };
+  predicted: { outputLevel: number; outputScale: number; bootstraps: number; rotations: number[]; steps: string[];
+    /** Ciphertexts of each value refreshed, in order: the trace's bootstraps grouped by the value they refresh. */
+    bootstrapGroups?: number[] };
 }
 
 /** A trace's slot vector for plaintext vector v: slot q * B + b holds v[q mod length]. */
