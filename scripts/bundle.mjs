@@ -1,7 +1,9 @@
 // Bundles the extension host, the analysis worker, the encrypted test's batch worker and the webview with esbuild, and copies the
-// tfjs wasm binaries beside them (the VSIX ships bundle/ only; see .vscodeignore).
+// tfjs wasm binaries beside them (the VSIX ships bundle/ only; see .vscodeignore). With --engine T it also copies the
+// Lattigo engine built for VS Code target T (scripts/build-engine.mjs) into bundle/engines/T/, where
+// src/core/he/lattigo.ts finds it: a VSIX for platform T runs bootstrapped models without Go.
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
@@ -9,6 +11,7 @@ const require = createRequire(import.meta.url);
 const out = 'bundle';
 mkdirSync('out', { recursive: true }); // vsce writes the VSIX there
 const production = !process.argv.includes('--dev');
+const engineTargets = process.argv.flatMap((a, i, all) => (all[i - 1] === '--engine' ? [a] : []));
 rmSync(out, { recursive: true, force: true });
 const node = {
   bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify: production, sourcemap: !production,
@@ -37,6 +40,16 @@ const h5Dir = join('node_modules', 'h5wasm', 'dist', 'node');
 mkdirSync(join(out, 'h5wasm'), { recursive: true });
 for (const f of ['hdf5_hl.js', 'hdf5_util.js']) copyFileSync(join(h5Dir, f), join(out, 'h5wasm', f));
 writeFileSync(join(out, 'h5wasm', 'package.json'), '{ "type": "module" }\n');
+for (const t of engineTargets) {
+  const from = join('engines', 'lattigo', 'bin', t);
+  const bins = existsSync(from) ? readdirSync(from).filter((f) => f.startsWith('he-approx-lattigo')) : [];
+  if (!bins.length) {
+    console.error(`he-approx: the Lattigo engine for ${t} is not built (${from}); run node scripts/build-engine.mjs --target ${t} (needs Go)`);
+    process.exit(1);
+  }
+  mkdirSync(join(out, 'engines', t), { recursive: true });
+  for (const f of bins) copyFileSync(join(from, f), join(out, 'engines', t, f));
+}
 for (const f of readdirSync(out, { recursive: true })) {
   const p = join(out, f);
   if (statSync(p).isFile()) console.log(`${p.padEnd(48)} ${(statSync(p).size / 1024).toFixed(0).padStart(6)} KB`);

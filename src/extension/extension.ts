@@ -342,24 +342,28 @@ class HeApprox implements vscode.Disposable {
       const pick = await vscode.window.showQuickPick([
         { label: 'Whole model', description: 'encrypt inputs, run every layer under CKKS, decrypt, compare predictions', mode: 'model' },
         { label: 'Each activation alone', description: "encrypt that layer's recorded inputs, evaluate its polynomial, compare (faster)", mode: 'layer' },
-      ], { title: 'HE Approx: Run Encrypted Test (Microsoft SEAL, CKKS)' });
+      ], { title: `HE Approx: Run Encrypted Test (CKKS on ${s.report.bootstrapping?.planned ? 'Lattigo, with bootstrapping' : 'Microsoft SEAL'})` });
       if (!pick) return;
       mode = pick.mode;
     }
     const samples = this.config().get<number>('encryptedTest.samples', 8);
     const ringSize = this.config().get<number>('encryptedTest.ringSize', 0) || undefined;
     const packing = this.config().get<string>('encryptedTest.packing', 'throughput') === 'latency' ? 'latency' : 'throughput';
+    const engineSetting = this.config().get<string>('encryptedTest.engine', 'auto');
+    const engine = engineSetting === 'seal' || engineSetting === 'lattigo' ? engineSetting : undefined;
     try {
       const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
         kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
-        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize, packing },
+        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize, packing, engine },
       }, s.files);
       if (!res) return;
       s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };
       this.cache.put(s.key, s.report);
       this.refreshPanel();
       if (res.mode === 'model') {
-        void vscode.window.showInformationMessage(`HE Approx: encrypted test: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
+        const lib = res.engine === 'lattigo' ? 'Lattigo' : 'SEAL';
+        const boots = res.bootstrapping ? `; ${res.bootstrapping.executed} of ${res.bootstrapping.planned} planned bootstraps executed` : '';
+        void vscode.window.showInformationMessage(`HE Approx: encrypted test on ${lib}: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}${boots}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
       } else {
         const worst = Math.min(...res.layers.map((l) => l.precisionBits));
         void vscode.window.showInformationMessage(`HE Approx: encrypted test of ${res.layers.length} activations: at least ${worst.toFixed(1)} bits of precision against the plaintext polynomials.`);

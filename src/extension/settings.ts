@@ -14,7 +14,7 @@ export const NON_ANALYSIS_SETTINGS = ['calibrationData', 'calibrationLabels', 'a
 /** Prefixes of settings for other jobs than the analysis. */
 export const NON_ANALYSIS_PREFIXES = ['encryptedTest.'] as const;
 
-type HostOptions = Required<Pick<AnalyzeOptions, 'model' | 'data' | 'budget' | 'scale' | 'method' | 'perChannel' | 'fold' | 'spareLevels' | 'tune' | 'tuneLabelWeight' | 'ringSize'>>
+type HostOptions = Required<Pick<AnalyzeOptions, 'model' | 'data' | 'budget' | 'scale' | 'method' | 'perChannel' | 'fold' | 'spareLevels' | 'tune' | 'tuneLabelWeight' | 'ringSize' | 'bootstrap'>>
   & Pick<AnalyzeOptions, 'labels' | 'normalize' | 'levelBudget' | 'bootstrapLevels' | 'calib' | 'heldout'>;
 
 export function analyzeOptionsFrom(get: SettingReader, model: string, data: string, labels: string | null): HostOptions {
@@ -29,7 +29,8 @@ export function analyzeOptionsFrom(get: SettingReader, model: string, data: stri
     normalize: mean.length || std.length ? { mean: mean.length ? mean : [0], std: std.length ? std : [1] } : null,
     budget: get<number>('accuracyBudget', 1.0),
     levelBudget: positive('levelBudget'),
-    bootstrapLevels: positive('bootstrapLevels', 10),
+    bootstrapLevels: positive('bootstrapLevels', 9),
+    bootstrap: get<boolean>('bootstrap', false),
     calib: positive('calibrationSamples'),
     heldout: positive('heldoutSamples'),
     method: get<'data' | 'uniform' | 'minimax'>('fitMethod', 'data'),
