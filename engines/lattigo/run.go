@@ -30,15 +30,15 @@ type Op struct {
 
 // Job is a trace to run on some inputs (job.json, consts.bin, inputs.bin in one folder).
 type Job struct {
-	Spec      Spec    `json:"spec"`
-	Inputs    int     `json:"inputs"`
-	Output    int     `json:"output"`
-	B         int     `json:"B"`
-	Ops       []Op    `json:"ops"`
+	Spec      Spec     `json:"spec"`
+	Inputs    int      `json:"inputs"`
+	Output    int      `json:"output"`
+	B         int      `json:"B"`
+	Ops       []Op     `json:"ops"`
 	Consts    [][2]int `json:"consts"`    // [offset, length] in float64s into consts.bin
-	Runs      int     `json:"runs"`      // runs of Inputs ciphertexts each, in inputs.bin
-	OutLength int     `json:"outLength"` // output slots written per run
-	Rotations []int   `json:"rotations"`
+	Runs      int      `json:"runs"`      // runs of Inputs ciphertexts each, in inputs.bin
+	OutLength int      `json:"outLength"` // output slots written per run
+	Rotations []int    `json:"rotations"`
 	// Precision: decrypt around every bootstrap to measure what it kept (the engine holds the secret key of its own test).
 	Precision bool `json:"precision"`
 }
@@ -347,4 +347,3 @@ func splitLines(s string) []string {
 	}
 	return append(out, s[start:])
 }
-

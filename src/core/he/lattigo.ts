@@ -54,8 +54,9 @@ function packageRoot(): string | null {
 }
 
 /**
- * The engine binary: HE_APPROX_LATTIGO if set, else the one shipped in the extension's bundle
- * (bundle/engines/<target>/), else the one `npm run build` made (engines/lattigo/bin/<target>/).
+ * The engine binary: HE_APPROX_LATTIGO if set, else the one `npm run build` made
+ * (engines/lattigo/bin/<target>/), else the one shipped in the extension's bundle
+ * (bundle/engines/<target>/).
  * A clear error naming the fix when there is none.
  */
 export function findEngine(): string {
@@ -66,8 +67,9 @@ export function findEngine(): string {
   }
   const root = packageRoot();
   const target = platformTarget();
-  const places = root ? [path.join(root, 'bundle', 'engines', target, exe()), path.join(root, 'engines', 'lattigo', 'bin', target, exe())] : [];
-  if (__dirname.endsWith('bundle')) places.unshift(path.join(__dirname, 'engines', target, exe()));
+  // The build folder first: in a checkout it is what `npm run build` just made, and a bundle left
+  // from an earlier `npm run package` must not shadow it; an installed VSIX has only bundle/.
+  const places = root ? [path.join(root, 'engines', 'lattigo', 'bin', target, exe()), path.join(root, 'bundle', 'engines', target, exe())] : [];
   const found = places.find((p) => fs.existsSync(p));
   if (found) {
     // A VSIX unpacked by a tool that drops file modes leaves our own binary unexecutable: restore it.

@@ -10,7 +10,7 @@ import { Graph } from '../model/graph';
 import type { EncryptedModelReport, SampleResult } from '../report';
 import { planProgramBootstraps } from './bootstrapPlan';
 import { latencyPacking, packSamples } from './layout';
-import { SECURE_LOG_N, engineChain, runOnLattigo, testLogN } from './lattigo';
+import { LattigoChain, LattigoSpec, SECURE_LOG_N, engineChain, runOnLattigo, testLogN } from './lattigo';
 import type { EncryptedTestOptions } from './layerTest';
 import { emulate, recordProgram } from './lower';
 import { references } from './references';
@@ -23,10 +23,8 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
   const needed = programDepth(program);
   // Between bootstraps the chain has the analysis's levels per bootstrap; without bootstrapping, the levels the program needs.
   const L = planned ? r.bootstrapping.levelsPerBootstrap : needed;
-  const logN = o.insecureLogN ?? testLogN();
-  const insecure = logN !== undefined;
-  const spec = { logN: logN ?? SECURE_LOG_N, levels: L, bootstrap: planned, insecure };
-  const chain = engineChain(spec);
+  const testRing = o.insecureLogN ?? testLogN();
+  const { spec, chain } = testRing !== undefined ? withChain({ logN: testRing, levels: L, bootstrap: planned, insecure: true }) : secureRing(L, planned, o.ringSize);
   const boots = planned ? planProgramBootstraps(g, program, r, L) : null;
   const oneSample = o.packing === 'latency';
   const layout = oneSample ? latencyPacking(program, chain.slots) : { blocks: 1, copies: false, why: null };
@@ -72,7 +70,15 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
     for (let b = 0; b < cnt; b++) results[starts[i] + b] = result(starts[i] + b, Array.from({ length: K }, (_, j) => out[j * B + b]));
   });
   const layerSeconds: Record<string, number> = {};
-  for (const e of ev) if (e.type === 'mark') layerSeconds[e.name] = (layerSeconds[e.name] ?? 0) + e.seconds / runs.length;
+  // A step's time without the bootstraps inside it, which are listed apart as '<step> (bootstrap)'.
+  let booted = 0;
+  for (const e of ev) {
+    if (e.type === 'boot') booted += e.seconds;
+    if (e.type !== 'mark') continue;
+    layerSeconds[e.name] = (layerSeconds[e.name] ?? 0) + (e.seconds - booted) / runs.length;
+    if (booted) layerSeconds[`${e.name} (bootstrap)`] = (layerSeconds[`${e.name} (bootstrap)`] ?? 0) + booted / runs.length;
+    booted = 0;
+  }
   // Precision per refreshed value: the worst of its ciphertexts' bootstraps over all runs.
   const groups = trace.predicted.bootstrapGroups ?? [];
   const groupOf = (index: number) => { let k = index - 1; for (let g = 0; g < groups.length; g++) { if (k < groups[g]) return g; k -= groups[g]; } return groups.length - 1; };
@@ -99,3 +105,20 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
     workers: 1, wallSeconds, peakRssMB: Math.max(Math.round(process.resourceUsage().maxRSS / 1024), Math.round(done && done.type === 'done' ? done.peakRssMB : 0)),
   };
 }
+
+/**
+ * 128-bit parameters for L levels: N=2^16 with bootstrapping (Lattigo's sets); without, the
+ * smallest ring whose chain the engine accepts as 128-bit secure (or the ring asked for).
+ */
+function secureRing(L: number, bootstrap: boolean, ringSize?: number): { spec: LattigoSpec; chain: LattigoChain } {
+  const rings = bootstrap ? [SECURE_LOG_N] : ringSize ? [Math.log2(ringSize)] : [14, 15, SECURE_LOG_N];
+  for (let i = 0; ; i++) {
+    try {
+      return withChain({ logN: rings[i], levels: L, bootstrap });
+    } catch (e) {
+      if (!(e instanceof UserError && e.code === 'BUDGET_INFEASIBLE') || i === rings.length - 1) throw e;
+    }
+  }
+}
+
+const withChain = (spec: LattigoSpec) => ({ spec, chain: engineChain(spec) });
