@@ -12,7 +12,11 @@ import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import { UserError } from '../src/core/errors';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
-import { encryptedModelTest } from '../src/core/he/modelTest';
+import { compileProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
+import { planProgramBootstraps } from '../src/core/he/bootstrapPlan';
+import { recordProgram } from '../src/core/he/lower';
+import { simulateTrace } from '../src/core/he/trace';
+import { polysFromReport } from '../src/core/report';
 import { readArray } from '../src/core/data/read';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
@@ -122,9 +126,9 @@ for (const [name, file, opts] of [
       assert.equal(r.layers.length, 19);
       assert.ok(r.linearDepth > r.levelBudget && r.bootstrapping.planned, 'deeper than SEAL\'s chain: planned for bootstrapping');
       assert.ok(r.final.bootstraps < r.uniform.bootstraps);
-      // SEAL has no bootstrapping: the whole-model test refuses in one line and points to --layer-only.
-      await assert.rejects(encryptedModelTest({ model: file, report: r, data: cifarFiles.heldoutData, labels: cifarFiles.heldoutLabels, samples: 4 }),
-        (e: unknown) => e instanceof UserError && e.code === 'BUDGET_INFEASIBLE' && /bootstrapping/.test(e.message) && /--layer-only/.test(e.fix));
+      // SEAL has no bootstrapping: forced onto it, the whole-model test refuses in one line and points to Lattigo and --layer-only.
+      await assert.rejects(encryptedModelTest({ model: file, report: r, data: cifarFiles.heldoutData, labels: cifarFiles.heldoutLabels, samples: 4, engine: 'seal' }),
+        (e: unknown) => e instanceof UserError && e.code === 'BUDGET_INFEASIBLE' && /bootstrapping/.test(e.message) && /--engine lattigo/.test(e.fix) && /--layer-only/.test(e.fix));
       // What it points to: every activation's polynomial under real SEAL, one ciphertext each.
       const enc = await encryptedLayerTest({ model: file, report: r, data: cifarFiles.heldoutData, samples: 1, maxCiphertexts: 1 });
       assert.equal(enc.layers.length, 19);
@@ -135,6 +139,26 @@ for (const [name, file, opts] of [
       }
       t.diagnostic(`ResNet-20 --layer-only: ${enc.layers.length} activations, precision ${Math.min(...enc.layers.map((l) => l.precisionBits)).toFixed(1)}`
         + `-${Math.max(...enc.layers.map((l) => l.precisionBits)).toFixed(1)} bits, ${enc.seconds.toFixed(0)} s`);
+      // The whole-model program of a network trained by others (same-padded and strided
+      // convolutions, option-A shortcuts, the 8 x 8 average pooling before the classifier), with
+      // the plan's bootstraps: on plaintext slots it computes what the approximated model computes.
+      const m = await loadModel(file);
+      const p = compileProgram(m.graph, r);
+      assert.equal(programDepth(p), r.final.networkDepth);
+      const L = r.bootstrapping.levelsPerBootstrap;
+      const boots = planProgramBootstraps(m.graph, p, r, L);
+      assert.equal(boots.bootstraps, r.final.bootstraps, 'the program bootstraps where the analysis counted');
+      const B = 2;
+      const xs = readArray(cifarFiles.heldoutData).data;
+      const x = Float32Array.from({ length: B * 3072 }, (_, i) => (xs[i] / 255 - MEAN[i % 3]) / STD[i % 3]);
+      const ex = new Executor(m.graph);
+      const ref = ex.run(new Map([[0, tf.tensor(x, [B, 32, 32, 3])]]), 0, { replace: polysFromReport(r) }).logits;
+      ex.dispose();
+      const trace = recordProgram(p, { primes: [2 ** 60, ...new Array(L).fill(2 ** 40)], levels: L, slots: 2048, B, refresh: boots.refresh });
+      assert.equal(trace.predicted.bootstrapGroups!.length, r.final.bootstraps);
+      const out = simulateTrace(trace, packSamples(p, x, B, B, 2048)).v;
+      for (let b = 0; b < B; b++) for (let j = 0; j < 10; j++) assert.ok(Math.abs(out[j * B + b] - ref[b * 10 + j]) < 1e-3, `image ${b} logit ${j}: ${out[j * B + b]} vs ${ref[b * 10 + j]}`);
+      t.diagnostic(`ResNet-20 program: ${p.steps.length} steps, ${trace.ops.length} operations, ${trace.predicted.bootstrapGroups!.reduce((a, c) => a + c, 0)} ciphertext bootstraps per run`);
     }
     t.diagnostic(`${name}: plaintext ${(100 * r.plaintext.accuracy).toFixed(1)}%, measured drop ${r.final.measuredDrop.toFixed(2)} pp at ${r.final.networkDepth} levels, `
       + `${r.final.bootstraps} bootstraps (uniform: ${r.uniform.measuredDrop.toFixed(2)} pp at ${r.uniform.networkDepth}, ${r.uniform.bootstraps} bootstraps), `

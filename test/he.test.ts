@@ -254,16 +254,16 @@ test('encrypted test refuses what it cannot run, with a clear message', async ()
   const r = await reportFor('mnist-mlp');
   await assert.rejects(encryptedModelTest({ model: example('mnist-resnet'), report: r, data: MNIST_TEST_IMAGES, samples: 1 }),
     (e: unknown) => e instanceof UserError && /another version of this model/.test(e.message));
-  // A layer the whole-model program has no packing for (a depthwise convolution): refused before any key is generated.
+  // A layer the whole-model program has no packing for (a dilated convolution): refused before any key is generated.
   const { saveModel, tmpDir } = await import('./helpers');
-  const dw = tf.sequential({ layers: [
+  const dil = tf.sequential({ layers: [
     tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 2, kernelSize: 3 }),
-    tf.layers.depthwiseConv2d({ kernelSize: 3, depthMultiplier: 2, activation: 'relu' }),
+    tf.layers.conv2d({ filters: 2, kernelSize: 3, dilationRate: 2, activation: 'relu', name: 'dilated' }),
     tf.layers.flatten(), tf.layers.dense({ units: 10 })] });
-  const file = await saveModel(dw, tmpDir());
+  const file = await saveModel(dil, tmpDir());
   const rm = JSON.parse(JSON.stringify(await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [3, 7] })));
   await assert.rejects(encryptedModelTest({ model: file, report: rm, data: MNIST_TEST_IMAGES, samples: 1 }),
-    (e: unknown) => e instanceof UserError && /does not support layer 'depthwise_conv2d.*' \(DepthwiseConv2D\) with groups/.test(e.message) && /--layer-only/.test(e.fix));
+    (e: unknown) => e instanceof UserError && /does not support layer 'dilated' \(Conv2D\) with dilation/.test(e.message) && /--layer-only/.test(e.fix));
 });
 
 test('SEAL memory is estimated before key generation: node-seal\'s 4 GB and the machine\'s free memory, with the estimate in the message', async () => {

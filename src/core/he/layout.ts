@@ -67,10 +67,35 @@ export function placeOf(l: Layout, f: number): [number, number] {
   return [i, b * l.period + Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
 }
 
-/** The grid a valid convolution leaves: strides stretch the grid instead of moving data. */
+/**
+ * The grid a convolution leaves: strides stretch the grid instead of moving data; output (y, x)
+ * sits where input (s y, s x) was, whatever the padding (the taps reach back by the pads).
+ */
 export function convOutLayout(L: GridLayout, s: ConvStep, blocks: number): GridLayout {
-  return { kind: 'grid', C: s.cout, H: Math.floor((L.H - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W - s.kw) / s.strides[1]) + 1,
+  const [[pt, pb], [pl, pr]] = s.pads;
+  return { kind: 'grid', C: s.cout, H: Math.floor((L.H + pt + pb - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W + pl + pr - s.kw) / s.strides[1]) + 1,
     sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks };
+}
+
+/**
+ * Where tap (dy, dx) of a padded convolution reads zeros: for output (y, x) the input
+ * (s y + dy - top, s x + dx - left) lies outside the image. Null when every output's tap reads the
+ * image (every tap of a valid convolution): a scalar weight then does. Otherwise the positions of
+ * the outputs whose tap is real, in the input grid's positions, for a masked weight vector.
+ */
+export function tapPositions(L: GridLayout, s: ConvStep, dy: number, dx: number): number[] | null {
+  const out = convOutLayout(L, s, L.blocks);
+  const [sh, sw] = s.strides;
+  const iy = (y: number) => sh * y + dy - s.pads[0][0];
+  const ix = (x: number) => sw * x + dx - s.pads[1][0];
+  const inside = (v: number, n: number) => v >= 0 && v < n;
+  if (inside(iy(0), L.H) && inside(iy(out.H - 1), L.H) && inside(ix(0), L.W) && inside(ix(out.W - 1), L.W)) return null;
+  const q: number[] = [];
+  for (let y = 0; y < out.H; y++) {
+    if (!inside(iy(y), L.H)) continue;
+    for (let x = 0; x < out.W; x++) if (inside(ix(x), L.W)) q.push(y * out.sy + x * out.sx);
+  }
+  return q;
 }
 
 /** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */

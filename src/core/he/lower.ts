@@ -23,8 +23,8 @@ import { UserError } from '../errors';
 import { CkksBackend, SimBackend, SimCt } from './backend';
 import { Trace, TraceRecorder } from './trace';
 import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
-import { ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, mixedSquareSigns, pow2, stepInputs } from './program';
-import { GridLayout, Layout, blockLanes, channelAt, convOutLayout, gridCts, inputLayout, mixIndex, perBlock, placeOf } from './layout';
+import { ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, convWeight, mixedSquareSigns, pow2, stepInputs } from './program';
+import { GridLayout, Layout, blockLanes, channelAt, convOutLayout, gridCts, inputLayout, mixIndex, perBlock, placeOf, tapPositions } from './layout';
 
 export interface Value<C> {
   cts: C[];
@@ -77,8 +77,24 @@ export function accumulate<C>(ops: LinearOps<C>, sum: C | null, term: C): C {
   return r;
 }
 
+/** Per tap (dy, dx), the output positions whose tap reads the image (null: all do; layout.ts: tapPositions). */
+const convTaps = (L: GridLayout, s: ConvStep) => Array.from({ length: s.kh }, (_, dy) => Array.from({ length: s.kw }, (_, dx) => tapPositions(L, s, dy, dx)));
+
 /**
- * A valid convolution on channel-packed ciphertexts (blocks > 1): output channel o in block b of
+ * A tap's weight as the plaintext it multiplies by, before the rotation by `shift` that brings the
+ * product to the outputs: w at every position (a scalar, or the block [at, at + period) of `into`)
+ * when every output's tap reads the image, else w only where an output's tap does (shifted back:
+ * rot(v, shift)[q] = v[q + shift]) and 0 where it reads the padding's zeros.
+ */
+function tapWeights(real: number[] | null, w: number, shift: number, period: number, at: number, length: number, into?: Float64Array): Float64Array {
+  const v = into ?? new Float64Array(real ? length : 1);
+  if (!real) { if (into) v.fill(w, at, at + period); else v[0] = w; return v; }
+  for (const q of real) v[(((at + q + shift) % length) + length) % length] = w;
+  return v;
+}
+
+/**
+ * A convolution on channel-packed ciphertexts (blocks > 1): output channel o in block b of
  * ciphertext j gets sum_c sum_dy,dx w[dy,dx,c,o] x_c[q + dy sy + dx sx]. Input channel c reaches
  * block b by rotating its ciphertext by k blocks (k = block of c - b mod K), so
  * out_j = sum_dy rot(sum_(i,k) sum_dx W_(j,dy,i,k,dx) * rot(rot(x_i, k period), dx sx), dy sy),
@@ -97,7 +113,9 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
     for (let b = 0; b < K; b++) {
       const o = channelAt(outL, j, b);
       if (o < 0) continue;
-      for (let c = 0; c < s.cin; c++) {
+      const cinG = s.cin / s.groups;
+      const c0 = Math.floor(o / (s.cout / s.groups)) * cinG;
+      for (let c = c0; c < c0 + cinG; c++) {
         let best = -1;
         for (let i = 0; i < x.cts.length; i++) for (let beta = 0; beta < K; beta++) {
           if (channelAt(L, i, beta) !== c) continue;
@@ -110,12 +128,14 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
       }
     }
   }
+  const [pt, pl] = [s.pads[0][0], s.pads[1][0]];
+  const taps = convTaps(L, s);
   const baby = new Map<number, C[]>();
   for (const key of [...terms.keys()].sort((a, b) => a - b)) {
     const i = Math.floor(key / K);
     const k = key % K;
     const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
-    baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? base : tmp(ops.rotate(base, dx * L.sx)))));
+    baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === pl ? base : tmp(ops.rotate(base, (dx - pl) * L.sx)))));
   }
   const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
   const cts: C[] = [];
@@ -129,15 +149,15 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
           const v = new Float64Array(K * L.period);
           let nz = false;
           for (const t of mine) {
-            const w = s.W[((dy * s.kw + dx) * s.cin + t.c) * s.cout + t.o] * factorOf(x, t.c);
-            if (w !== 0) { v.fill(w, t.b * L.period, (t.b + 1) * L.period); nz = true; }
+            const w = convWeight(s, dy, dx, t.c, t.o) * factorOf(x, t.c);
+            if (w !== 0) { tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, t.b * L.period, K * L.period, v); nz = true; }
           }
           if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale[Math.floor(key / K)], `${s.node}:${j}:${dy}:${key}:${dx}`));
         }
       }
       if (inner === null) continue;
       let rotated: C = inner;
-      if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+      if (dy !== pt) { rotated = ops.rotate(inner, (dy - pt) * L.sy); ops.free(inner); }
       z = acc(z, rotated);
     }
     if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
@@ -434,21 +454,25 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       if (x.layout.kind !== 'grid') throw new Error('conv on a flat value');
       const L = x.layout;
       const encScale = encScales(be, x);
-      // Baby steps over kernel columns, shared by every output channel.
-      const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === 0 ? ct : tmp(ops.rotate(ct, dx * L.sx)))));
+      const [pt, pl] = [s.pads[0][0], s.pads[1][0]];
+      const taps = convTaps(L, s);
+      // Baby steps over kernel columns, shared by every output channel (of the input's group).
+      const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === pl ? ct : tmp(ops.rotate(ct, (dx - pl) * L.sx)))));
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       const cts: C[] = [];
+      const cinG = s.cin / s.groups;
       for (let o = 0; o < s.cout; o++) {
         let z: C | null = null;
+        const c0 = Math.floor(o / (s.cout / s.groups)) * cinG;
         for (let dy = 0; dy < s.kh; dy++) {
           let inner: C | null = null;
-          for (let c = 0; c < s.cin; c++) for (let dx = 0; dx < s.kw; dx++) {
-            const w = s.W[((dy * s.kw + dx) * s.cin + c) * s.cout + o] * factorOf(x, c);
-            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], Float64Array.of(w), encScale[c]));
+          for (let c = c0; c < c0 + cinG; c++) for (let dx = 0; dx < s.kw; dx++) {
+            const w = convWeight(s, dy, dx, c, o) * factorOf(x, c);
+            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, 0, L.period), encScale[c]));
           }
           if (inner === null) continue;
           let rotated: C = inner;
-          if (dy > 0) { rotated = ops.rotate(inner, dy * L.sy); ops.free(inner); }
+          if (dy !== pt) { rotated = ops.rotate(inner, (dy - pt) * L.sy); ops.free(inner); }
           z = acc(z, rotated);
         }
         if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
@@ -492,15 +516,19 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       if (xs.some((x) => x.signs || x.scales)) throw new Error(`${s.name}: pending signs or factors at an Add`);
       const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
       const scale = be.scale(xs.find((x) => be.level(x.cts[0]) === lvl)!.cts[0]);
-      const cts = xs[0].cts.map((_, c) => {
-        const parts = xs.map((x) => addend(be, x.cts[c], lvl, scale, tmp));
+      // Ciphertext c of the sum adds ciphertext c - offset of each input that has it (one per
+      // channel where a shortcut's channels were zero-padded: channelPackingObstacle).
+      const padded = s.channels.some((c) => c !== s.C);
+      const cts = Array.from({ length: padded ? s.C : xs[0].cts.length }, (_, c) => {
+        const own = xs.flatMap((x, i) => (c - s.offsets[i] >= 0 && c - s.offsets[i] < x.cts.length ? [x.cts[c - s.offsets[i]]] : []));
+        const parts = own.map((ct) => addend(be, ct, lvl, scale, tmp));
         let acc = parts[0];
         for (const part of parts.slice(1)) acc = tmp(be.add(acc, part));
-        parts.forEach((part, i) => { if (part !== xs[i].cts[c]) temps.push(part); });
+        parts.forEach((part, i) => { if (part !== own[i]) temps.push(part); });
         return acc;
       });
       const ls = xs.map((x) => x.layout);
-      out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : ls[0] };
+      out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : { ...ls[0], C: s.C } };
     }
     if ((s.kind === 'dense' || s.kind === 'conv' || s.kind === 'poly') && s.outScale) out = { ...out, scales: s.outScale.map((w) => 1 / w) };
     vals.set(s.node, out);
@@ -567,7 +595,7 @@ export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Ar
   let maxP = L0.period;
   const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
   const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
-    rotate: (c, k) => { steps.add(k); return dry ? c : mk(Float64Array.from({ length: S }, (_, i) => c.v[(i + k * B) % S]), c); },
+    rotate: (c, k) => { steps.add(k); return dry ? c : mk(Float64Array.from({ length: S }, (_, i) => c.v[(((i + k * B) % S) + S) % S]), c); },
     mulVecNoRescale: (c, v, s) => {
       maxP = Math.max(maxP, v.length);
       return { v: dry ? c.v : c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]), level: c.level, scale: c.scale * s };

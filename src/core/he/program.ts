@@ -5,14 +5,15 @@
  * operations for a packing (layout.ts), trace.ts records those as the engine-independent program
  * every engine runs (SEAL in process, Lattigo in its own process, the plaintext simulator).
  *
- * Scope of this version: Dense, Conv2D (valid padding), AveragePooling2D (stride = pool size,
- * followed by a linear layer), BatchNormalization after a linear layer, Add, Concatenate along
- * channels, max pooling without padding (its max tree), Flatten, Dropout and polynomial
- * activations. Anything else is refused with a clear message.
+ * Scope of this version: Dense, Conv2D (any padding and stride, grouped and depthwise; zero
+ * padding before it), AveragePooling2D (stride = pool size, followed by a linear layer), global
+ * average pooling before a Dense layer, BatchNormalization after a linear layer, Add (with ResNet's
+ * zero-channel shortcuts), Concatenate along channels, max pooling without padding (its max tree),
+ * Flatten, Dropout and polynomial activations. Anything else is refused with a clear message.
  */
 import { UserError } from '../errors';
 import type { PolyActivation } from '../model/execute';
-import { Graph, GraphNode, consumersOf, size } from '../model/graph';
+import { Graph, GraphNode, consumersOf, explicitPads, size } from '../model/graph';
 import { treeFeedsLinearOnly, treeOutput, treeStep } from '../model/maxTree';
 import { Fold, affineLane, foldLevels, lanesOf, planFold, sharedSign, squareLane } from '../cost/fold';
 import { PolyPlan, planAtDepth } from '../numerics/bsgs';
@@ -27,14 +28,29 @@ export const pow2 = (x: number) => 2 ** Math.ceil(Math.log2(Math.max(1, x)));
  * `outScale`: per output, the factor its weights were scaled by for the max tree that reads it (TreeStep.want).
  */
 export interface DenseStep { kind: 'dense'; node: number; name: string; input: number; dIn: number; m: number; W: Float64Array; b: Float64Array; outScale?: Float64Array }
-/** A valid-padding convolution; W is [kh, kw, cin, cout] row-major. */
+/**
+ * A convolution; W is [kh, kw, cin / groups, cout] row-major. `pads` [[top, bottom], [left, right]]
+ * are zeros around the input (padding 'same' or explicit, and a zero padding before it), which the
+ * lowering realises by masking the taps that read them (lower.ts: tapMask), at no level.
+ */
 export interface ConvStep { kind: 'conv'; node: number; name: string; input: number; kh: number; kw: number; cin: number; cout: number;
+  groups: number; pads: [[number, number], [number, number]];
   strides: [number, number]; W: Float64Array; b: Float64Array; outScale?: Float64Array }
+/** The weight of input channel c for output channel o at tap (dy, dx): 0 outside o's group. */
+export function convWeight(s: ConvStep, dy: number, dx: number, c: number, o: number): number {
+  const cinG = s.cin / s.groups;
+  const ci = c - Math.floor(o / (s.cout / s.groups)) * cinG;
+  return ci < 0 || ci >= cinG ? 0 : s.W[((dy * s.kw + dx) * cinG + ci) * s.cout + o];
+}
 /** Average pooling p x p with stride p: sums here, the 1/p^2 is folded into the next linear step. */
 export interface PoolStep { kind: 'pool'; node: number; name: string; input: number; p: number }
 /** `outScale`: per channel, the factor the step's output must carry for the max tree that reads it (TreeStep.want). */
 export interface PolyStep { kind: 'poly'; node: number; name: string; input: number; poly: PolyActivation; degree: number; fold: Fold; plan: PolyPlan; outScale?: Float64Array }
-export interface AddStep { kind: 'add'; node: number; name: string; inputs: number[] }
+/**
+ * Inputs added channel by channel; `offsets[i]`: input i's channel 0 is output channel offsets[i]
+ * (a shortcut whose channels were zero-padded, ResNet's option A: the channels it lacks are zeros).
+ */
+export interface AddStep { kind: 'add'; node: number; name: string; inputs: number[]; offsets: number[]; channels: number[]; C: number }
 /**
  * One step of a max tree (model/maxTree.ts) on a grid value x, along an axis: d = x[q] - x[q + o]
  * (+ G, the |x|'s input map when the value before carries its factor W), |d| by the polynomial,
@@ -170,6 +186,20 @@ export function compileProgram(g: Graph, report: Report): Program {
   const polyOf = new Map<number, PolyStep>();
   const treeOf = new Map<number, TreeStep>();
   const trees = planTrees(g, report);
+  // Zero paddings folded into the convolutions that read them, zero channels into Adds, and global
+  // average poolings into the dense layer after them (by node, through Flatten).
+  const zeroPads = new Map<number, [[number, number], [number, number]]>();
+  const channelPads = new Map<number, number>();
+  const averaged = new Map<number, { H: number; W: number }>();
+  const averagedGrid = (n: GraphNode) => {
+    const [H, W] = g.nodes[n.inputs[0]].shape;
+    let readers = consumers(n.id);
+    const chain = [n.id];
+    while (readers.length === 1 && (readers[0].spec.op === 'flatten' || readers[0].spec.op === 'identity')) { chain.push(readers[0].id); readers = consumers(readers[0].id); }
+    if (readers.length !== 1 || readers[0].spec.op !== 'dense') unsupported(n, 'not followed by a Dense layer');
+    for (const id of chain) averaged.set(id, { H, W });
+    alias.set(n.id, val(n.inputs[0]));
+  };
   const scaleOutputs = (st: DenseStep | ConvStep, f: (o: number) => [number, number]) => {
     const outs = st.kind === 'dense' ? st.m : st.cout;
     for (let k = 0; k < st.W.length; k++) st.W[k] *= f(k % outs)[0];
@@ -205,24 +235,35 @@ export function compileProgram(g: Graph, report: Report): Program {
       case 'dense': {
         if (g.nodes[n.inputs[0]].shape.length !== 1) unsupported(n, 'on a non-flat input');
         const [dIn, m] = s.kernelShape;
-        const st: DenseStep = { kind: 'dense', node: n.id, name: n.name, input: val(n.inputs[0]), dIn, m,
-          W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(m) };
+        const mean = averaged.get(n.inputs[0]);
+        // After a global average pooling: a dense layer on the whole grid, each weight repeated at
+        // every position with the mean's 1/(H W) (no level, no rotation beyond the dense layer's).
+        const W = mean ? Float64Array.from({ length: mean.H * mean.W * dIn * m }, (_, k) => s.kernel[k % (dIn * m)] / (mean.H * mean.W)) : Float64Array.from(s.kernel);
+        const st: DenseStep = { kind: 'dense', node: n.id, name: n.name, input: val(n.inputs[0]), dIn: mean ? mean.H * mean.W * dIn : dIn, m,
+          W, b: s.bias ? Float64Array.from(s.bias) : new Float64Array(m) };
         steps.push(st);
         linearOf.set(n.id, st);
         break;
       }
       case 'conv2d': {
-        if (s.padding !== 'valid') unsupported(n, "with padding 'same'");
         if (s.dilation[0] !== 1 || s.dilation[1] !== 1) unsupported(n, 'with dilation');
-        if ((s.groups ?? 1) !== 1) unsupported(n, 'with groups (depthwise)');
-        const [kh, kw, cin, cout] = s.kernelShape;
-        const st: ConvStep = { kind: 'conv', node: n.id, name: n.name, input: val(n.inputs[0]), kh, kw, cin, cout, strides: s.strides,
+        const [kh, kw, cinG, cout] = s.kernelShape;
+        const groups = s.groups ?? 1;
+        const before = zeroPads.get(n.inputs[0]);
+        const [H, W] = g.nodes[n.inputs[0]].shape;
+        const own = explicitPads(s.padding, H, W, kh, kw, s.strides[0], s.strides[1]);
+        const pads: ConvStep['pads'] = before ? [[own[0][0] + before[0][0], own[0][1] + before[0][1]], [own[1][0] + before[1][0], own[1][1] + before[1][1]]] : own;
+        const st: ConvStep = { kind: 'conv', node: n.id, name: n.name, input: val(n.inputs[0]), kh, kw, cin: cinG * groups, cout, groups, pads, strides: s.strides,
           W: Float64Array.from(s.kernel), b: s.bias ? Float64Array.from(s.bias) : new Float64Array(cout) };
         steps.push(st);
         linearOf.set(n.id, st);
         break;
       }
+      case 'globalavgpool': averagedGrid(n); break;
       case 'avgpool': {
+        // A window over the whole grid is a global average pooling.
+        const [H, W] = g.nodes[n.inputs[0]].shape;
+        if (s.padding === 'valid' && s.pool[0] === H && s.pool[1] === W) { averagedGrid(n); break; }
         if (s.padding !== 'valid' || s.pool[0] !== s.pool[1] || s.strides[0] !== s.pool[0] || s.strides[1] !== s.pool[1]) unsupported(n, 'other than square, valid, stride = pool size');
         // The 1/p^2 must fold into a following linear layer (through Flatten).
         let next = consumers(n.id);
@@ -291,8 +332,26 @@ export function compileProgram(g: Graph, report: Report): Program {
         steps.push({ kind: 'concat', node: n.id, name: n.name, inputs: n.inputs.map(val) });
         break;
       }
-      case 'pad': unsupported(n, s.mode === 'edge' ? '(the padding of a max pooling)' : '');
-      case 'add': steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val) }); break;
+      case 'pad': {
+        if (s.mode === 'edge') unsupported(n, '(the padding of a max pooling)');
+        const [ph, pw, pc] = s.pads;
+        const readers = consumers(n.id);
+        if (s.value === 0 && pc[0] === 0 && pc[1] === 0 && readers.length && readers.every((r) => r.spec.op === 'conv2d')) {
+          // Zeros around an image before convolutions (Keras's ZeroPadding2D): their padding.
+          zeroPads.set(n.id, [[ph[0], ph[1]], [pw[0], pw[1]]]);
+        } else if (s.value === 0 && ph.every((x) => x === 0) && pw.every((x) => x === 0) && readers.length && readers.every((r) => r.spec.op === 'add')) {
+          // Zero channels on a shortcut (ResNet's option A): the Add takes the channels it has.
+          channelPads.set(n.id, pc[0]);
+        } else unsupported(n, 'other than zeros read by convolutions, or zero channels read by an Add');
+        alias.set(n.id, val(n.inputs[0]));
+        break;
+      }
+      case 'add': {
+        const C = n.shape[n.shape.length - 1];
+        const channels = n.inputs.map((i) => { const m = g.nodes[channelPads.has(i) ? g.nodes[i].inputs[0] : i]; return m.shape[m.shape.length - 1]; });
+        steps.push({ kind: 'add', node: n.id, name: n.name, inputs: n.inputs.map(val), offsets: n.inputs.map((i) => channelPads.get(i) ?? 0), channels, C });
+        break;
+      }
       default: unsupported(n);
     }
     giveWanted(n);
@@ -322,6 +381,7 @@ export function channelPackingObstacle(p: Program): string | null {
   if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
   if (!p.steps.some((s) => s.kind === 'conv')) return 'no convolution reads the image grid (its first layer flattens it)';
   if (p.steps.some((s) => s.kind === 'concat')) return 'channels are concatenated (a concatenation runs with one ciphertext per channel)';
+  if (p.steps.some((s) => s.kind === 'add' && s.channels.some((c) => c !== s.C))) return 'a shortcut\'s channels are zero-padded (such an Add runs with one ciphertext per channel)';
   // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
   for (const s of p.steps) {
     if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
