@@ -169,10 +169,15 @@ function renderEncrypted(r: Report): void {
   if (e?.model) {
     const m = e.model;
     parts.push(`<table id="encrypted-model">${[
+      row(['engine', `${m.engine === 'lattigo' ? 'Lattigo' : 'Microsoft SEAL'}, ${esc(m.security ?? '128-bit')} security`]),
       row(['images', String(m.samples.length)]),
       row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
       row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
-      row(['levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
+      row([m.bootstrapping ? 'levels used after the last bootstrap / between bootstraps' : 'levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
+      ...(m.bootstrapping ? [
+        row(['bootstraps planned / executed', `${m.bootstrapping.planned} / ${m.bootstrapping.executed} (${m.bootstrapping.ciphertexts} ciphertexts per run, ${fmt(m.bootstrapping.secondsPerBootstrap, 1)} s each)`]),
+        row(['precision after each bootstrap', `${m.bootstrapping.precisionBits.map((b) => fmt(b, 1)).join(', ')} bits`]),
+      ] : []),
       row(['packing', m.packing?.kind === 'latency'
         ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
         : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`]),

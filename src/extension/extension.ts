@@ -363,7 +363,8 @@ class HeApprox implements vscode.Disposable {
       if (res.mode === 'model') {
         const lib = res.engine === 'lattigo' ? 'Lattigo' : 'SEAL';
         const boots = res.bootstrapping ? `; ${res.bootstrapping.executed} of ${res.bootstrapping.planned} planned bootstraps executed` : '';
-        void vscode.window.showInformationMessage(`HE Approx: encrypted test on ${lib}: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}${boots}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
+        const security = res.security && res.security !== '128-bit' ? ` (${res.security})` : '';
+        void vscode.window.showInformationMessage(`HE Approx: encrypted test on ${lib}${security}: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}${boots}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
       } else {
         const worst = Math.min(...res.layers.map((l) => l.precisionBits));
         void vscode.window.showInformationMessage(`HE Approx: encrypted test of ${res.layers.length} activations: at least ${worst.toFixed(1)} bits of precision against the plaintext polynomials.`);
@@ -702,8 +703,9 @@ class HeApprox implements vscode.Disposable {
     } else if ((state === 'done' || state === 'idle') && this.current()) {
       const s = this.current()!;
       const f = s.report.final;
-      st.text = `$(shield) HE ${f.networkDepth} levels · Δacc ${f.measuredDrop.toFixed(2)}%${s.stale ? ' (stale)' : ''}`;
-      st.tooltip = `he-approx: ${vscode.workspace.asRelativePath(s.uri)}: depth ${f.networkDepth} levels, measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (uniform baseline: ${s.report.uniform.networkDepth} levels). Click to show the panel.`;
+      const boots = s.report.bootstrapping?.planned ? ` · ${f.bootstraps} bootstraps` : '';
+      st.text = `$(shield) HE ${f.networkDepth} levels${boots} · Δacc ${f.measuredDrop.toFixed(2)}%${s.stale ? ' (stale)' : ''}`;
+      st.tooltip = `he-approx: ${vscode.workspace.asRelativePath(s.uri)}: depth ${f.networkDepth} levels${boots ? `, ${f.bootstraps} bootstraps every ${s.report.bootstrapping.levelsPerBootstrap} levels` : ''}, measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (uniform baseline: ${s.report.uniform.networkDepth} levels). Click to show the panel.`;
       st.command = 'heApprox.showPanel';
     } else {
       st.text = '$(shield) HE Approx';

@@ -175,7 +175,8 @@ async function startCodeServer(dir, { trust }) {
   const port = await freePort();
   const proc = spawn(NODE24, [CODE_SERVER, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
     ...(trust ? [] : ['--disable-workspace-trust']), '--user-data-dir', user, '--extensions-dir', ext],
-  { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(dir, 'cache') } });
+  // The small insecure Lattigo ring of the test suite, so bootstrapped runs take seconds (src/core/he/lattigo.ts: testLogN).
+  { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(dir, 'cache'), HE_APPROX_INSECURE_TEST_PARAMS: '1', HE_APPROX_LATTIGO_LOGN: '13' } });
   const started = { proc, origin: `http://127.0.0.1:${port}`, log: '' };
   proc.stdout.on('data', (b) => { started.log += b; });
   proc.stderr.on('data', (b) => { started.log += b; });
@@ -307,7 +308,7 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   await toast(/activations approximated/).waitFor({ timeout: 300000 });
   await palette('HE Approx: Run Encrypted Test');
   // 16 images: two ciphertexts of 8, on two threads of the analysis worker (each with its own keys).
-  await toast(/encrypted test: 16 images, \d+% agree/).waitFor({ timeout: 600000 });
+  await toast(/encrypted test on SEAL: 16 images, \d+% agree/).waitFor({ timeout: 600000 });
   await shot('07-encrypted-done');
   await palette('HE Approx: Show Approximation Panel');
   const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
@@ -322,6 +323,48 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   assert.match(text, /top-1 agrees with plaintext approximation\s+100%/);
   await enc.scrollIntoViewIfNeeded();
   await shot('08-encrypted-panel');
+});
+
+test('a CNN planned for bootstrapping runs encrypted on Lattigo from the palette: progress, cancel, then the bootstraps executed', async () => {
+  await clearToasts();
+  const settingsFile = path.join(WS, '.vscode', 'settings.json');
+  const saved = fs.readFileSync(settingsFile, 'utf8');
+  // Bootstraps every 3 levels even though SEAL's chain holds the CNN: several bootstraps in a small
+  // network. The engine runs the test suite's small ring (code-server's environment, see before()).
+  fs.writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(saved), 'heApprox.bootstrap': true, 'heApprox.bootstrapLevels': 3, 'heApprox.calibrationSamples': 600, 'heApprox.encryptedTest.samples': 8 }, null, 2));
+  try {
+    await openFile('mnist-cnn/model.json');
+    await palette('HE Approx: Analyze Model');
+    await toast(/activations approximated/).waitFor({ timeout: 300000 });
+    await clearToasts();
+    await palette('HE Approx: Run Encrypted Test');
+    // Progress from the engine's own events, then Cancel: the engine process is killed, its folder removed.
+    const progress = toast(/HE Approx: encrypted test \(whole model\).*(Lattigo keys|run \d+\/\d+)/);
+    await progress.waitFor({ timeout: 120000 });
+    await shot('08b-lattigo-progress');
+    await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
+    await toast(/encrypted test \(whole model\) cancelled\. Earlier results are unchanged/).waitFor({ timeout: 30000 });
+    const engines = await until(async () => spawnSync('pgrep', ['-f', 'he-approx-lattigo run'], { encoding: 'utf8' }).stdout.trim(), (o) => o === '', 10000);
+    assert.equal(engines, '', 'no engine process outlives a cancel');
+    assert.deepEqual(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('he-approx-lattigo-')), [], 'no engine folder outlives a cancel');
+    await clearToasts();
+    await palette('HE Approx: Run Encrypted Test');
+    const done = toast(/encrypted test on Lattigo \(insecure \(test parameters\)\): 8 images, 100% agree.*; (\d+) of \1 planned bootstraps executed/);
+    await done.waitFor({ timeout: 600000 });
+    await shot('08c-lattigo-done');
+    const [, planned] = (await done.innerText()).match(/(\d+) of \1 planned bootstraps executed/);
+    assert.ok(Number(planned) >= 2, `${planned} bootstraps`);
+    await palette('HE Approx: Show Approximation Panel');
+    const enc = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame').locator('#encrypted-model');
+    const text = await until(() => enc.innerText().catch(() => ''), (t) => /Lattigo/.test(t), 30000);
+    assert.match(text, /engine\s+Lattigo, insecure \(test parameters\) security/);
+    assert.match(text, new RegExp(`bootstraps planned / executed\\s+${planned} / ${planned} `));
+    assert.match(text, /precision after each bootstrap\s+[\d.]+(, [\d.]+)+ bits/);
+    await enc.scrollIntoViewIfNeeded();
+    await shot('08d-lattigo-panel');
+  } finally {
+    fs.writeFileSync(settingsFile, saved);
+  }
 });
 
 test('hover on a layer shows its polynomial, errors and cost; its Show fit link opens the panel', async () => {
