@@ -59,6 +59,24 @@ test('the engine is built with the repository and states its chain: 128-bit boot
   }
 });
 
+test('building the engine: without Go the install goes on and says so; a failed build names the fix, and stops only where the engine is required', () => {
+  const script = path.join(ROOT, 'scripts', 'build-engine.mjs');
+  const build = (env: NodeJS.ProcessEnv, ...args: string[]) => spawnSync(process.execPath, [script, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env } });
+  const noGo = build({ PATH: path.dirname(process.execPath) }, '--optional');
+  assert.equal(noGo.status, 0);
+  assert.match(noGo.stdout, /Go was not found, so the Lattigo engine .* is not built; everything else works\. To build it: install Go 1\.22 or later/);
+  // Go without the modules it needs (an empty module cache, no proxy): the build fails.
+  const offline = { GOMODCACHE: tmpDir('he-approx-gomod-'), GOPROXY: 'off', GOFLAGS: '-modcacherw' };
+  const required = build(offline);
+  assert.equal(required.status, 1);
+  assert.match(required.stderr, /building the Lattigo engine for \S+ failed \(see above\)\. Fix: check that Go is 1\.22 or later and that the Go module proxy is reachable, then run npm run build:engine\./);
+  const optional = build(offline, '--optional');
+  assert.equal(optional.status, 0, 'npm ci goes on');
+  assert.match(optional.stderr, /Everything but encrypted runs with bootstrapping works without it/);
+  assert.equal(build({}, '--target', 'beos-x64').status, 2);
+  engineVersion(); // the failed builds left the built engine as it was
+});
+
 test('lowering with the plan\'s bootstraps, values scaled into range: the trace on the simulator computes the approximated model', async () => {
   const r = await bootstrapped();
   await initBackend();

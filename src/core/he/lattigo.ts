@@ -79,7 +79,7 @@ export function findEngine(): string {
     return found;
   }
   throw new UserError('ENGINE_MISSING', `the Lattigo engine (bootstrapping) is not built for ${target}`,
-    'install Go 1.22 or later and run npm run build in the he-approx folder (the VS Code extension ships it for its platforms)');
+    'install Go 1.22 or later and run npm run build:engine in the he-approx folder (the VS Code extension ships it for its platforms)');
 }
 
 /** The engine's version line; a binary of another protocol is refused. */
