@@ -147,6 +147,12 @@ test('help and version', () => {
   const h = cli('help');
   assert.equal(h.code, 0);
   assert.match(h.out, /usage: he-approx analyze/);
+  // Every option of both commands, with its default where it has one.
+  assert.match(h.out, /options for analyze:[\s\S]*--bootstrap-levels <v>\s+levels usable between bootstraps[\s\S]*--bootstrap\s+plan for bootstrapping/);
+  assert.match(h.out, /options for encrypted-test:[\s\S]*--engine <v>\s+CKKS library .*\(default lattigo for a report planned for bootstrapping, else seal\)/);
+  const sub = cli('encrypted-test', '--help');
+  assert.equal(sub.code, 0);
+  assert.equal(sub.out, h.out, 'a command\'s --help prints the usage');
   assert.match(cli('version').out, /^he-approx \d+\.\d+\.\d+/);
 });
 

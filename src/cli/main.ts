@@ -52,6 +52,11 @@ const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'quiet', value: false, help: 'no progress on stderr' },
 ];
 
+const flagLine = (f: FlagSpec) => {
+  const head = `  --${f.name}${f.value ? ' <v>' : ''}`;
+  return (head.length < 23 ? head.padEnd(24) : `${head}  `) + f.help + (f.default ? ` (default ${f.default})` : '');
+};
+
 function usage(): string {
   const lines = [
     'usage: he-approx analyze <model> --data <file> [options]',
@@ -64,7 +69,10 @@ function usage(): string {
     'the accuracy and level budgets, and measures the accuracy of the approximated model.',
     '',
     'options for analyze:',
-    ...ANALYZE_FLAGS.map((f) => `  --${f.name}${f.value ? ' <v>' : ''}`.padEnd(24) + f.help + (f.default ? ` (default ${f.default})` : '')),
+    ...ANALYZE_FLAGS.map(flagLine),
+    '',
+    'options for encrypted-test:',
+    ...ENC_FLAGS.map(flagLine),
   ];
   return lines.join('\n');
 }
@@ -234,6 +242,7 @@ async function runCosts(argv: string[]): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
+    if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(usage() + '\n'); return 0; }
     switch (cmd) {
       case 'analyze': return await runAnalyze(rest);
       case 'costs': return await runCosts(rest);
