@@ -113,6 +113,9 @@ export function linearLevels(g: Graph, n: GraphNode): number {
     const linearNext = next.length === 1 && ['dense', 'conv2d', 'flatten', 'reshape'].includes(next[0].spec.op);
     return linearNext ? 0 : 1;
   }
+  // Zero channels around a shortcut (ResNet's option A): packed with other channels in one
+  // ciphertext, the shortcut is moved and masked by a plaintext product (he/lower.ts: addValues).
+  if (s.op === 'pad' && s.value === 0 && s.mode !== 'edge' && s.pads[s.pads.length - 1].some((x) => x !== 0)) return 1;
   if (s.op === 'batchnorm') {
     const prev = g.nodes[n.inputs[0]];
     return ['dense', 'conv2d'].includes(prev.spec.op) ? 0 : 1;

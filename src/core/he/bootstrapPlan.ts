@@ -45,8 +45,7 @@ export function planProgramBootstraps(g: Graph, p: Program, report: Report, L: n
       'analyse again with --bootstrap-levels at least as large as the deepest activation\'s levels, or lower its degree');
   }
   const refresh = new Map<number, number[]>();
-  const values: ProgramBootstraps['values'] = [];
-  const done = new Set<number>();
+  const bounds = new Map<number, { node: string; bound: number }>();
   for (const r of plan.refreshes) {
     const si = p.nodeStep.get(r.node);
     const vid = p.nodeValue.get(r.value);
@@ -54,11 +53,21 @@ export function planProgramBootstraps(g: Graph, p: Program, report: Report, L: n
     const list = refresh.get(si) ?? [];
     if (!list.includes(vid)) list.push(vid);
     refresh.set(si, list);
-    if (done.has(vid)) continue;
-    done.add(vid);
-    const bound = valueBound(g, report, r.value);
-    values.push({ node: g.nodes[r.value].name, bound, scaled: bound > IN_RANGE && scaleProducer(p, vid, 1 / bound) });
+    if (!bounds.has(vid)) bounds.set(vid, { node: g.nodes[r.value].name, bound: valueBound(g, p, report, r.value) });
   }
+  // Values that must carry one factor (an Add's inputs and sum) are scaled together, by the
+  // largest bound among their refreshed members.
+  const scaled = new Map<number, boolean>();
+  for (const [vid, { bound }] of bounds) {
+    if (scaled.has(vid)) continue;
+    const group = factorGroup(p, vid);
+    const members = [...group].filter((v) => bounds.has(v));
+    const B = Math.max(...members.map((v) => bounds.get(v)!.bound));
+    const ok = B > IN_RANGE && scaleGroup(p, group, 1 / B);
+    for (const v of members) scaled.set(v, ok && bounds.get(v)!.bound > IN_RANGE);
+    if (!members.includes(vid)) scaled.set(vid, ok && bound > IN_RANGE);
+  }
+  const values = [...bounds].map(([vid, { node, bound }]) => ({ node, bound, scaled: scaled.get(vid) ?? false }));
   return { refresh, bootstraps: plan.bootstraps, values };
 }
 
@@ -67,10 +76,12 @@ export function planProgramBootstraps(g: Graph, p: Program, report: Report, L: n
  * activation's output; a linear layer's output folded into the activation after it as that
  * activation's input map (t, u or y); an activation's input; else the network's largest value.
  */
-function valueBound(g: Graph, report: Report, r: number): number {
-  // An average pooling holds its window's sum (its 1/k^2 pending for the next layer).
+function valueBound(g: Graph, p: Program, report: Report, r: number): number {
+  // An average pooling holds its window's sum (its 1/k^2 pending for the next layer); one folded
+  // into the dense layer after it (program.ts: averaged) holds its input as it is.
   const n = g.nodes[r].spec;
-  if (n.op === 'avgpool') return n.pool[0] * n.pool[1] * valueBound(g, report, g.nodes[r].inputs[0]);
+  const input = g.nodes[r].inputs[0];
+  if (n.op === 'avgpool') return (p.nodeValue.get(r) === p.nodeValue.get(input) ? 1 : n.pool[0] * n.pool[1]) * valueBound(g, p, report, input);
   const byNode = new Map(report.layers.map((l) => [l.node, l]));
   const own = byNode.get(r);
   if (own && !own.maxTree) return Math.max(own.chosen.heldoutOutside.maxAbsOut, 1e-9);
@@ -94,38 +105,68 @@ function scaleLinear(st: Extract<Program['steps'][number], { kind: 'dense' | 'co
   for (let o = 0; o < st.b.length; o++) st.b[o] *= k;
 }
 
+/** Channels of value `vid` (features of a flat one): per-channel factors cover them all. */
+function channelsOf(p: Program, vid: number): number {
+  const st = p.steps.find((s) => s.node === vid);
+  if (!st) return p.inputShape[p.inputShape.length - 1];
+  if (st.kind === 'conv') return st.cout;
+  if (st.kind === 'dense') return st.m;
+  if (st.kind === 'add') return st.C;
+  if (st.kind === 'concat') return st.inputs.reduce((t, i) => t + channelsOf(p, i), 0);
+  return channelsOf(p, st.input);
+}
+
+/** Steps whose output holds their input's factor as it is: it moves with the value. */
+const passes = (s: Program['steps'][number]) => s.kind === 'add' || s.kind === 'stride' || s.kind === 'pool';
+
 /**
- * Makes the step computing value `vid` compute it times `k` at no level, when it is a linear
- * layer or a polynomial with no other factor asked of it, and every step reading it takes a
- * pending factor. Returns whether it did.
+ * The values that hold the same factor as value `vid`: through an Add (its inputs and its sum
+ * hold one factor on each channel), a stride or a pooling (which pass their input's on).
  */
-function scaleProducer(p: Program, vid: number, k: number): boolean {
-  let producer = p.steps.find((s) => s.node === vid);
-  const readers = p.steps.filter((s) => stepInputs(s).includes(vid));
-  const takes = readers.every((s) => s.kind === 'dense' || s.kind === 'conv' || s.kind === 'pool'
-    || (s.kind === 'poly' && !s.fold.intoPrevious && s.fold.form !== 'constant') || (s.kind === 'tree' && !s.want));
-  if (!takes || vid === p.output) return false;
-  // Through steps that carry a factor (an average pooling's sums, a stride), to the step that can scale.
-  while (producer && (producer.kind === 'pool' || producer.kind === 'stride')) {
-    const input = producer.input;
-    if (input === 0 || p.steps.filter((s) => stepInputs(s).includes(input)).length !== 1) return false;
-    producer = p.steps.find((s) => s.node === input);
+function factorGroup(p: Program, vid: number): Set<number> {
+  const group = new Set([vid]);
+  const todo = [vid];
+  const link = (v: number) => { if (!group.has(v)) { group.add(v); todo.push(v); } };
+  while (todo.length) {
+    const v = todo.pop()!;
+    const producer = p.steps.find((s) => s.node === v);
+    if (producer && passes(producer)) stepInputs(producer).forEach(link);
+    for (const reader of p.steps) if (passes(reader) && stepInputs(reader).includes(v)) link(reader.node);
   }
-  if (!producer || (producer.kind !== 'dense' && producer.kind !== 'conv' && producer.kind !== 'poly') || producer.outScale) return false;
-  const C = producer.kind === 'dense' ? producer.m : producer.kind === 'conv' ? producer.cout : (producer.poly.channels?.coeffs.length ?? 1);
-  const factor = new Float64Array(C).fill(k);
-  if (producer.kind === 'poly') {
+  return group;
+}
+
+/**
+ * Makes the steps computing the values of `group` compute them times `k` at no level, when each
+ * is a linear layer or a polynomial with no other factor asked of it, and every step reading them
+ * from outside the group takes a pending factor (a linear layer's weights, an activation's input
+ * map, a max tree's difference). Returns whether it did.
+ */
+function scaleGroup(p: Program, group: Set<number>, k: number): boolean {
+  if (group.has(0) || group.has(p.output)) return false;
+  const producers = p.steps.filter((s) => group.has(s.node) && !passes(s));
+  const readers = p.steps.filter((s) => !group.has(s.node) && stepInputs(s).some((i) => group.has(i)));
+  const takes = readers.every((s) => s.kind === 'dense' || s.kind === 'conv'
+    || (s.kind === 'poly' && !s.fold.intoPrevious && s.fold.form !== 'constant') || (s.kind === 'tree' && !s.want));
+  if (!takes) return false;
+  const only = (v: number) => p.steps.filter((s) => stepInputs(s).includes(v)).length === 1;
+  for (const st of producers) {
+    if ((st.kind !== 'dense' && st.kind !== 'conv' && st.kind !== 'poly') || st.outScale) return false;
     // A square whose u the layer before computes: that layer computes sqrt(k) u (evalFoldedCkks scales the offset).
-    if (producer.fold.form === 'square' && producer.fold.intoPrevious) {
-      const input = producer.input;
-      const lin = p.steps.find((s) => s.node === input);
-      if (!lin || (lin.kind !== 'dense' && lin.kind !== 'conv') || lin.outScale || p.steps.filter((s) => stepInputs(s).includes(input)).length !== 1) return false;
-      scaleLinear(lin, Math.sqrt(k));
+    if (st.kind === 'poly' && st.fold.form === 'square' && st.fold.intoPrevious) {
+      const lin = p.steps.find((s) => s.node === st.input);
+      if (!lin || (lin.kind !== 'dense' && lin.kind !== 'conv') || lin.outScale || !only(st.input)) return false;
     }
-    producer.outScale = factor;
-  } else {
-    scaleLinear(producer, k);
-    producer.outScale = factor;
+  }
+  for (const st of producers) {
+    if (st.kind === 'poly') {
+      const C = channelsOf(p, st.node);
+      if (st.fold.form === 'square' && st.fold.intoPrevious) scaleLinear(p.steps.find((s) => s.node === st.input) as Extract<Program['steps'][number], { kind: 'dense' | 'conv' }>, Math.sqrt(k));
+      st.outScale = new Float64Array(C).fill(k);
+    } else if (st.kind === 'dense' || st.kind === 'conv') {
+      scaleLinear(st, k);
+      st.outScale = new Float64Array(st.kind === 'dense' ? st.m : st.cout).fill(k);
+    }
   }
   return true;
 }

@@ -23,7 +23,7 @@ import { UserError } from '../errors';
 import { CkksBackend, SimBackend, SimCt } from './backend';
 import { Trace, TraceRecorder } from './trace';
 import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
-import { ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, convWeight, mixedSquareSigns, pow2, stepInputs } from './program';
+import { AddStep, ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, convWeight, mixedSquareSigns, pow2, stepInputs } from './program';
 import { GridLayout, Layout, blockLanes, channelAt, convOutLayout, gridCts, inputLayout, mixIndex, perBlock, placeOf, tapPositions } from './layout';
 
 export interface Value<C> {
@@ -353,6 +353,97 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
   return { cts, layout: outL, factor: 1, scales: s.target === 'carry' || s.target.kind === 'factor' ? T.map((t) => 1 / t) : undefined };
 }
 
+/**
+ * An Add. Batch packing: ciphertext c of the sum adds ciphertext c - offset of each input that has
+ * it (a shortcut's zero channels are the ciphertexts it lacks). Channel packing: an input whose
+ * channels are not the sum's (ResNet's option-A shortcut: zero channels around it) is moved block
+ * by block to its channels' places and masked (zeros elsewhere): rotations by whole blocks and one
+ * plaintext product, which is also the product that brings the shortcut down to the other branch's
+ * level and scale (addend), so it costs a level only where the shortcut arrives no higher than
+ * the other branch (cost/cost.ts: linearLevels charges a channel pad one level).
+ */
+export function addValues<C>(s: AddStep, xs: Value<C>[], be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C, temps: C[]): Value<C> {
+  if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
+  const pend = xs.map((x, i) => Float64Array.from({ length: s.channels[i] }, (_, c) => factorOf(x, c)));
+  // Every input must hold its channels at the same factor as the others hold them.
+  const F = new Float64Array(s.C).fill(NaN);
+  pend.forEach((f, i) => f.forEach((v, c) => {
+    const o = c + s.offsets[i];
+    if (Number.isNaN(F[o])) F[o] = v;
+    else if (Math.abs(v / F[o] - 1) > 1e-9) throw new Error(`${s.name}: its inputs carry different factors on channel ${o}`);
+  }));
+  F.forEach((v, o) => { if (Number.isNaN(v)) F[o] = 1; });
+  const L0 = xs[0].layout;
+  const packed = L0.kind === 'grid' && L0.blocks > 1;
+  const masked = xs.map((_, i) => packed && (s.offsets[i] !== 0 || s.channels[i] !== s.C));
+  const lvl = Math.min(...xs.map((x, i) => be.level(x.cts[0]) - (masked[i] ? 1 : 0)));
+  const at = xs.findIndex((x, i) => !masked[i] && be.level(x.cts[0]) === lvl);
+  const scale = at >= 0 ? be.scale(xs[at].cts[0]) : TARGET_SCALE;
+  const outL: Layout = L0.kind === 'flat' ? { ...L0, period: Math.max(...xs.map((x) => x.layout.period)) } : { ...L0, C: s.C };
+  const nOut = outL.kind === 'grid' && (packed || s.channels.some((c) => c !== s.C)) ? (packed ? gridCts(outL) : s.C) : xs[0].cts.length;
+  const parts: C[][] = Array.from({ length: nOut }, () => []);
+  xs.forEach((x, i) => {
+    if (masked[i]) { maskedChannels(s, i, x, outL as GridLayout, lvl, scale, be, ops, tmp).forEach((c, j) => { if (c) parts[j].push(c); }); return; }
+    for (let j = 0; j < nOut; j++) {
+      const src = packed ? j : j - s.offsets[i];
+      if (src < 0 || src >= x.cts.length) continue;
+      const part = addend(be, x.cts[src], lvl, scale, tmp);
+      if (part !== x.cts[src]) temps.push(part);
+      parts[j].push(part);
+    }
+  });
+  const cts = parts.map((list, j) => {
+    if (!list.length) throw new Error(`${s.name}: output ciphertext ${j} has no input`);
+    let acc = list[0];
+    for (const part of list.slice(1)) acc = tmp(be.add(acc, part));
+    return acc;
+  });
+  const scales = F.some((v) => v !== 1) ? F : undefined;
+  return { cts, factor: 1, scales, layout: outL };
+}
+
+/**
+ * Input i of a channel-packed Add moved to the sum's blocks (output channel o from input channel
+ * o - offset), zero in the blocks of channels it lacks, at `level` and exactly `scale`: per
+ * output ciphertext, the sum over block rotations k of mask_k * rot(x, k blocks), rescaled once.
+ */
+function maskedChannels<C>(s: AddStep, i: number, x: Value<C>, outL: GridLayout, level: number, scale: number, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): (C | null)[] {
+  const L = x.layout as GridLayout;
+  const K = L.blocks;
+  if (outL.blocks !== K || outL.period !== L.period) throw new Error(`${s.name}: its inputs are packed differently`);
+  // For each output block, the (ciphertext, rotation) pairs that bring its channel there; the
+  // pair most blocks can use is taken, so that few rotations serve all.
+  const wanted: { j: number; b: number; options: number[] }[] = [];
+  const uses = new Map<number, number>();
+  for (let j = 0; j < gridCts(outL); j++) for (let b = 0; b < K; b++) {
+    const c = channelAt(outL, j, b) - s.offsets[i];
+    if (c < 0 || c >= s.channels[i]) continue;
+    const options: number[] = [];
+    for (let src = 0; src < x.cts.length; src++) for (let beta = 0; beta < K; beta++) if (channelAt(L, src, beta) === c) options.push(src * K + ((beta - b + K) % K));
+    options.forEach((key) => uses.set(key, (uses.get(key) ?? 0) + 1));
+    wanted.push({ j, b, options });
+  }
+  const masks = new Map<number, Map<number, Float64Array>>();
+  for (const w of wanted) {
+    const key = w.options.reduce((best, k) => ((uses.get(k) ?? 0) > (uses.get(best) ?? 0) ? k : best));
+    if (!masks.has(key)) masks.set(key, new Map());
+    const byJ = masks.get(key)!;
+    if (!byJ.has(w.j)) byJ.set(w.j, new Float64Array(K * L.period));
+    byJ.get(w.j)!.fill(1, w.b * L.period, (w.b + 1) * L.period);
+  }
+  const down = x.cts.map((c) => be.modSwitchTo(c, level + 1));
+  down.forEach((c, k) => { if (c !== x.cts[k]) tmp(c); });
+  const sums: (C | null)[] = new Array(gridCts(outL)).fill(null);
+  for (const [key, byJ] of [...masks].sort((a, b) => a[0] - b[0])) {
+    const src = Math.floor(key / K);
+    const k = key % K;
+    const moved = k === 0 ? down[src] : tmp(ops.rotate(down[src], k * L.period));
+    const enc = (scale * be.prime(level + 1)) / be.scale(moved);
+    for (const [j, mask] of byJ) sums[j] = accumulate(ops, sums[j], ops.mulVecNoRescale(moved, mask, enc, `${s.node}:mask:${i}:${key}:${j}`));
+  }
+  return sums.map((z) => { if (z === null) return null; const y = tmp(ops.rescale(z)); ops.free(z); return y; });
+}
+
 /** Channel ciphertexts of several values side by side (batch packing), brought to one level and scale. */
 export function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C>): Value<C> {
   const ls = xs.map((x) => x.layout);
@@ -512,23 +603,7 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
     } else if (s.kind === 'concat') {
       out = concatValues(s, s.inputs.map(get), be);
     } else {
-      const xs = s.inputs.map(get);
-      if (xs.some((x) => x.signs || x.scales)) throw new Error(`${s.name}: pending signs or factors at an Add`);
-      const lvl = Math.min(...xs.map((x) => be.level(x.cts[0])));
-      const scale = be.scale(xs.find((x) => be.level(x.cts[0]) === lvl)!.cts[0]);
-      // Ciphertext c of the sum adds ciphertext c - offset of each input that has it (one per
-      // channel where a shortcut's channels were zero-padded: channelPackingObstacle).
-      const padded = s.channels.some((c) => c !== s.C);
-      const cts = Array.from({ length: padded ? s.C : xs[0].cts.length }, (_, c) => {
-        const own = xs.flatMap((x, i) => (c - s.offsets[i] >= 0 && c - s.offsets[i] < x.cts.length ? [x.cts[c - s.offsets[i]]] : []));
-        const parts = own.map((ct) => addend(be, ct, lvl, scale, tmp));
-        let acc = parts[0];
-        for (const part of parts.slice(1)) acc = tmp(be.add(acc, part));
-        parts.forEach((part, i) => { if (part !== own[i]) temps.push(part); });
-        return acc;
-      });
-      const ls = xs.map((x) => x.layout);
-      out = { cts, factor: xs[0].factor, layout: ls[0].kind === 'flat' ? { ...ls[0], period: Math.max(...ls.map((q) => q.period)) } : { ...ls[0], C: s.C } };
+      out = addValues(s, s.inputs.map(get), be, ops, tmp, temps);
     }
     if ((s.kind === 'dense' || s.kind === 'conv' || s.kind === 'poly') && s.outScale) out = { ...out, scales: s.outScale.map((w) => 1 / w) };
     vals.set(s.node, out);

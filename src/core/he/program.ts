@@ -364,6 +364,8 @@ export function compileProgram(g: Graph, report: Report): Program {
     // A tree step is also its difference and its |x|.
     if (st.kind === 'tree') { const a = g.nodes[g.nodes[st.node].inputs[1]]; nodeStep.set(a.id, i); nodeStep.set(a.inputs[0], i); }
   });
+  // A shortcut's zero channels are its Add's (a bootstrap planned before them runs before the Add).
+  for (const pad of channelPads.keys()) nodeStep.set(pad, nodeStep.get(consumers(pad)[0].id)!);
   return { steps, nodeValue, nodeStep, output: val(g.output), inputShape: g.inputShape, outputDim: size(g.nodes[g.output].shape) };
 }
 
@@ -381,7 +383,6 @@ export function channelPackingObstacle(p: Program): string | null {
   if (p.inputShape.length !== 3) return 'the input is a flat vector (one sample already fills the slots it needs)';
   if (!p.steps.some((s) => s.kind === 'conv')) return 'no convolution reads the image grid (its first layer flattens it)';
   if (p.steps.some((s) => s.kind === 'concat')) return 'channels are concatenated (a concatenation runs with one ciphertext per channel)';
-  if (p.steps.some((s) => s.kind === 'add' && s.channels.some((c) => c !== s.C))) return 'a shortcut\'s channels are zero-padded (such an Add runs with one ciphertext per channel)';
   // Signed squares leave their signs to the next linear step (packedSignedSquares): through pools only.
   for (const s of p.steps) {
     if (s.kind !== 'poly' || s.fold.form !== 'square' || !s.poly.channels || !mixedSquareSigns(s.poly)) continue;
@@ -399,7 +400,9 @@ export function channelPackingObstacle(p: Program): string | null {
 export function programDepth(p: Program): number {
   const depth = new Map<number, number>([[0, 0]]);
   for (const s of p.steps) {
-    const d = Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
+    // A shortcut's zero channels: a masked product on that input (lower.ts: addValues).
+    const d = s.kind === 'add' ? Math.max(...s.inputs.map((i, k) => (depth.get(i) ?? 0) + (s.offsets[k] !== 0 || s.channels[k] !== s.C ? 1 : 0)))
+      : Math.max(...stepInputs(s).map((i) => depth.get(i) ?? 0));
     depth.set(s.node, d + (s.kind === 'dense' || s.kind === 'conv' ? 1 : s.kind === 'poly' || s.kind === 'tree' ? polyStepDepth(s) : 0));
   }
   return depth.get(p.output) ?? 0;

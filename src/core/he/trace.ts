@@ -322,7 +322,7 @@ export function runTrace<C>(t: Trace, ex: TraceExecutor<C>, inputs: C[], onMark?
  * The trace on the plaintext simulator: exact values on slot vectors (when `inputs` are given)
  * and the levels and scales the engines keep, checked strictly. Returns the output ciphertext.
  */
-export function simulateTrace(t: Trace, inputs?: Float64Array[]): SimCt {
+export function simulateTrace(t: Trace, inputs?: Float64Array[], onBootstrap?: (slots: Float64Array) => void): SimCt {
   const sim = new SimBackend(t.primes);
   const S = inputs ? t.slots : 1;
   const cts = (inputs ?? Array.from({ length: t.inputs }, () => new Float64Array(1))).map((v) => sim.fresh(v, t.levels, t.scale));
@@ -343,7 +343,7 @@ export function simulateTrace(t: Trace, inputs?: Float64Array[]): SimCt {
     negate: (a) => sim.negate(a),
     drop: (a, level) => sim.modSwitchTo(a, level),
     constant: (k, level, s) => ({ v: new Float64Array(S).fill(k), level, scale: s }),
-    bootstrap: (a) => ({ v: a.v, level: t.levels, scale: t.scale }),
+    bootstrap: (a) => { onBootstrap?.(a.v); return { v: a.v, level: t.levels, scale: t.scale }; },
     free: () => undefined,
   };
   return runTrace(t, ex, cts);
