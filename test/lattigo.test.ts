@@ -12,7 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import { UserError } from '../src/core/errors';
-import { SECURE_LOG_N, engineChain, engineVersion, findEngine } from '../src/core/he/lattigo';
+import { SECURE_LOG_N, constRuns, engineChain, engineVersion, findEngine } from '../src/core/he/lattigo';
 import { encryptedModelTest } from '../src/core/he/modelTest';
 import { Report, polysFromReport } from '../src/core/report';
 import { planProgramBootstraps } from '../src/core/he/bootstrapPlan';
@@ -40,8 +40,21 @@ async function bootstrapped(): Promise<Report> {
 /** Temporary folders the engine runs leave behind (none may be). */
 const leftovers = () => fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('he-approx-lattigo-'));
 
+test('constants cross to the engine as runs of equal values, which expand to exactly the vectors', () => {
+  const block = (k: number, period: number, f: (b: number) => number) => Float64Array.from({ length: k * period }, (_, q) => f(Math.floor(q / period)));
+  const consts = [block(32, 1024, (b) => (b % 3) - 0.25), Float64Array.of(1, 1, -0, 0, NaN, NaN, 2 ** -40), new Float64Array(5)];
+  const { data, offsets } = constRuns(consts);
+  assert.deepEqual(offsets.map(([, n]) => n), [32, 5, 1], 'one run per block; -0 apart from 0; NaN runs merge');
+  consts.forEach((c, i) => {
+    const [at, n] = offsets[i];
+    const back: number[] = [];
+    for (let k = 0; k < n; k++) for (let j = 0; j < data[at + 2 * k]; j++) back.push(data[at + 2 * k + 1]);
+    assert.deepEqual(Float64Array.from(back), c);
+  });
+});
+
 test('the engine is built with the repository and states its chain: 128-bit bootstrapping at N=2^16 holds 9 levels, not 10', () => {
-  assert.match(engineVersion(), /^he-approx-lattigo 1 \(lattigo v6\.1\.1\)$/);
+  assert.match(engineVersion(), /^he-approx-lattigo 2 \(lattigo v6\.1\.1\)$/);
   const chain = engineChain({ logN: SECURE_LOG_N, levels: 9, bootstrap: true });
   assert.equal(chain.security, '128-bit');
   assert.equal(chain.levels, 9);

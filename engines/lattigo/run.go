@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tuneinsight/lattigo/v6/circuits/ckks/bootstrapping"
@@ -45,8 +47,13 @@ type Job struct {
 
 type event map[string]any
 
+var emitMu sync.Mutex
+
+// emit writes one event line; workers emit concurrently, and a line must not interleave.
 func emit(e event) {
 	b, _ := json.Marshal(e)
+	emitMu.Lock()
+	defer emitMu.Unlock()
 	os.Stdout.Write(append(b, '\n'))
 }
 
@@ -65,6 +72,21 @@ func readFloats(path string) ([]float64, error) {
 	return out, nil
 }
 
+// expand turns (count, value) runs into the vector they stand for.
+func expand(runs []float64) []float64 {
+	n := 0
+	for k := 0; k < len(runs); k += 2 {
+		n += int(runs[k])
+	}
+	out := make([]float64, 0, n)
+	for k := 0; k < len(runs); k += 2 {
+		for j := 0; j < int(runs[k]); j++ {
+			out = append(out, runs[k+1])
+		}
+	}
+	return out
+}
+
 // spread lays a per-position vector (periodic in its length) over the slots: slot q*B+b = v[q mod len].
 func spread(v []float64, B, slots int) []float64 {
 	out := make([]float64, slots)
@@ -75,12 +97,6 @@ func spread(v []float64, B, slots int) []float64 {
 		}
 	}
 	return out
-}
-
-type plainKey struct {
-	c     int
-	level int
-	scale float64
 }
 
 // Run executes a job: keys, then every run's inputs through the trace, its output decrypted.
@@ -109,12 +125,21 @@ func Run(dir string) error {
 	if len(inputVals) != job.Runs*job.Inputs*slots {
 		return fmt.Errorf("inputs.bin holds %d values, not %d runs x %d ciphertexts x %d slots", len(inputVals), job.Runs, job.Inputs, slots)
 	}
+	// Each constant is (count, value) pairs (src/core/he/lattigo.ts: constRuns), expanded when used.
 	consts := make([][]float64, len(job.Consts))
 	for i, c := range job.Consts {
-		if c[0] < 0 || c[1] <= 0 || c[0]+c[1] > len(constVals) {
+		if c[0] < 0 || c[1] <= 0 || c[0]+2*c[1] > len(constVals) {
 			return fmt.Errorf("constant %d lies outside consts.bin", i)
 		}
-		consts[i] = constVals[c[0] : c[0]+c[1]]
+		consts[i] = constVals[c[0] : c[0]+2*c[1]]
+		n := 0
+		for k := 0; k < len(consts[i]); k += 2 {
+			count := consts[i][k]
+			if count < 1 || count != math.Trunc(count) || n+int(count) > slots {
+				return fmt.Errorf("constant %d: a run of %v values does not fit %d slots", i, count, slots)
+			}
+			n += int(count)
+		}
 	}
 
 	t0 := time.Now()
@@ -150,26 +175,40 @@ func Run(dir string) error {
 	enc := ckks.NewEncoder(params)
 	encryptor := rlwe.NewEncryptor(params, pk)
 	decryptor := rlwe.NewDecryptor(params, sk)
-	plains := map[plainKey]*rlwe.Plaintext{}
-	plain := func(c int, level int, scale float64) (*rlwe.Plaintext, error) {
-		key := plainKey{c, level, scale}
-		if pt, ok := plains[key]; ok {
-			return pt, nil
-		}
-		pt := ckks.NewPlaintext(params, level)
-		pt.Scale = rlwe.NewScale(scale)
-		if err := enc.Encode(spread(consts[c], job.B, slots), pt); err != nil {
-			return nil, err
-		}
-		plains[key] = pt
-		return pt, nil
+	// Kept only for the next runs: a single run encodes each constant once anyway.
+	budget := cacheBudget()
+	if job.Runs < 2 {
+		budget = 0
 	}
-	decode := func(ct *rlwe.Ciphertext) []float64 {
+	plains := newPlainCache(budget)
+	encodeConst := func(w *worker, c int, level int, scale float64) (*rlwe.Plaintext, error) {
+		return plains.get(plainKey{c, level, scale}, func() (*rlwe.Plaintext, error) {
+			pt := ckks.NewPlaintext(params, level)
+			pt.Scale = rlwe.NewScale(scale)
+			return pt, w.enc.Encode(spread(expand(consts[c]), job.B, slots), pt)
+		})
+	}
+	nw := workers(len(job.Ops))
+	ws := make([]*worker, nw)
+	// The first worker uses the originals: each copy has buffers of its own (a bootstrapper's are
+	// hundreds of megabytes at N=2^16).
+	ws[0] = &worker{eval: eval, enc: enc, dec: decryptor, btp: btp}
+	for i := 1; i < nw; i++ {
+		ws[i] = &worker{eval: eval.ShallowCopy(), enc: enc.ShallowCopy(), dec: decryptor.ShallowCopy()}
+		if btp != nil {
+			ws[i].btp = bootstrapperCopy(btp)
+		}
+	}
+	decode := func(w *worker, ct *rlwe.Ciphertext) []float64 {
 		v := make([]float64, slots)
-		if err := enc.Decode(decryptor.DecryptNew(ct), v); err != nil {
+		if err := w.enc.Decode(w.dec.DecryptNew(ct), v); err != nil {
 			panic(err)
 		}
 		return v
+	}
+	sched, err := newSchedule(job.Ops, job.Inputs)
+	if err != nil {
+		return err
 	}
 
 	out, err := os.Create(filepath.Join(dir, "outputs.bin"))
@@ -178,7 +217,7 @@ func Run(dir string) error {
 	}
 	defer out.Close()
 	for run := 0; run < job.Runs; run++ {
-		regs := map[int]*rlwe.Ciphertext{}
+		regs := make([]*rlwe.Ciphertext, sched.registers)
 		tr := time.Now()
 		for i := 0; i < job.Inputs; i++ {
 			pt := ckks.NewPlaintext(params, params.MaxLevel())
@@ -190,50 +229,78 @@ func Run(dir string) error {
 				return err
 			}
 		}
-		get := func(r int) (*rlwe.Ciphertext, error) {
-			ct, ok := regs[r]
-			if !ok {
-				return nil, fmt.Errorf("register %d is not live", r)
-			}
-			return ct, nil
-		}
 		tStep := time.Now()
-		boots := 0
-		for idx, op := range job.Ops {
+		var boots atomic.Int64
+		// The wall time while at least one bootstrap ran in the step: bootstraps on several
+		// workers overlap, so the step's time less this is the time of its own operations.
+		var span struct {
+			sync.Mutex
+			active int
+			since  time.Time
+			total  time.Duration
+		}
+		bootBegin := func() {
+			span.Lock()
+			if span.active == 0 {
+				span.since = time.Now()
+			}
+			span.active++
+			span.Unlock()
+		}
+		bootEnd := func() {
+			span.Lock()
+			if span.active--; span.active == 0 {
+				span.total += time.Since(span.since)
+			}
+			span.Unlock()
+		}
+		// One operation on a worker's own evaluator, encoder and bootstrapper; registers are
+		// written once (the trace is in SSA form) and the schedule orders every read before the
+		// operation that frees it.
+		exec := func(w *worker, idx int) error {
+			op := job.Ops[idx]
 			var a, b, res *rlwe.Ciphertext
-			if op.Op != "const" && op.Op != "mark" && op.Op != "free" {
-				if a, err = get(op.A); err != nil {
-					return fmt.Errorf("op %d (%s): %w", idx, op.Op, err)
+			var err error
+			if op.Op == "mark" {
+				// A mark runs alone (schedule.run): no bootstrap is under way.
+				emit(event{"type": "mark", "run": run, "name": op.Name, "seconds": time.Since(tStep).Seconds(), "bootSeconds": span.total.Seconds()})
+				tStep = time.Now()
+				span.total = 0
+				return nil
+			}
+			if op.Op != "const" {
+				if a = regs[op.A]; a == nil {
+					return fmt.Errorf("op %d (%s): register %d is not live", idx, op.Op, op.A)
 				}
 			}
 			if op.Op == "add" || op.Op == "sub" || op.Op == "mul" {
-				if b, err = get(op.B); err != nil {
-					return fmt.Errorf("op %d (%s): %w", idx, op.Op, err)
+				if b = regs[op.B]; b == nil {
+					return fmt.Errorf("op %d (%s): register %d is not live", idx, op.Op, op.B)
 				}
 			}
 			switch op.Op {
 			case "rot":
-				res, err = eval.RotateNew(a, int(op.K))
+				res, err = w.eval.RotateNew(a, int(op.K))
 			case "mulpt":
 				var pt *rlwe.Plaintext
-				if pt, err = plain(op.C, a.Level(), op.S); err == nil {
-					res, err = eval.MulNew(a, pt)
+				if pt, err = encodeConst(w, op.C, a.Level(), op.S); err == nil {
+					res, err = w.eval.MulNew(a, pt)
 				}
 			case "rescale":
 				res = ckks.NewCiphertext(params, a.Degree(), a.Level())
-				err = eval.Rescale(a, res)
+				err = w.eval.Rescale(a, res)
 			case "add":
-				res, err = eval.AddNew(a, b)
+				res, err = w.eval.AddNew(a, b)
 			case "sub":
-				res, err = eval.SubNew(a, b)
+				res, err = w.eval.SubNew(a, b)
 			case "addpt":
 				// At a's scale and level, as Lattigo encodes a vector operand.
-				res, err = eval.AddNew(a, spread(consts[op.C], job.B, slots))
+				res, err = w.eval.AddNew(a, spread(expand(consts[op.C]), job.B, slots))
 			case "addc":
-				res, err = eval.AddNew(a, op.K)
+				res, err = w.eval.AddNew(a, op.K)
 			case "mul":
-				if res, err = eval.MulRelinNew(a, b); err == nil {
-					err = eval.Rescale(res, res)
+				if res, err = w.eval.MulRelinNew(a, b); err == nil {
+					err = w.eval.Rescale(res, res)
 				}
 			case "mulc":
 				pt := ckks.NewPlaintext(params, a.Level())
@@ -242,35 +309,39 @@ func Run(dir string) error {
 				for i := range vals {
 					vals[i] = op.K
 				}
-				if err = enc.Encode(vals, pt); err == nil {
-					if res, err = eval.MulNew(a, pt); err == nil {
-						err = eval.Rescale(res, res)
+				if err = w.enc.Encode(vals, pt); err == nil {
+					if res, err = w.eval.MulNew(a, pt); err == nil {
+						err = w.eval.Rescale(res, res)
 					}
 				}
 			case "neg":
-				res, err = eval.MulNew(a, -1)
+				res, err = w.eval.MulNew(a, -1)
 			case "drop":
-				res = eval.DropLevelNew(a, a.Level()-op.Level)
+				res = w.eval.DropLevelNew(a, a.Level()-op.Level)
 			case "const":
 				res = ckks.NewCiphertext(params, 1, op.Level)
 				res.Scale = rlwe.NewScale(op.S)
-				err = eval.Add(res, op.K, res)
+				err = w.eval.Add(res, op.K, res)
 			case "boot":
-				if btp == nil {
+				if w.btp == nil {
 					return fmt.Errorf("op %d: the trace bootstraps, and the job's parameters have no bootstrapping", idx)
 				}
 				tb := time.Now()
 				var before []float64
 				if job.Precision {
-					before = decode(a)
+					before = decode(w, a)
 				}
-				if res, err = btp.Bootstrap(a); err != nil {
+				bootBegin()
+				res, err = w.btp.Bootstrap(a)
+				bootEnd()
+				if err != nil {
 					break
 				}
-				boots++
-				ev := event{"type": "boot", "run": run, "index": boots, "seconds": time.Since(tb).Seconds(), "level": res.Level()}
+				boots.Add(1)
+				// Numbered in the trace's order, whichever worker ran it first.
+				ev := event{"type": "boot", "run": run, "index": sched.bootIndex[idx], "seconds": time.Since(tb).Seconds(), "level": res.Level()}
 				if job.Precision {
-					after := decode(res)
+					after := decode(w, res)
 					e := 0.0
 					for i := range after {
 						e = math.Max(e, math.Abs(after[i]-before[i]))
@@ -281,29 +352,29 @@ func Run(dir string) error {
 				emit(ev)
 			case "free":
 				if op.A >= job.Inputs {
-					delete(regs, op.A)
+					regs[op.A] = nil
 				}
-				continue
-			case "mark":
-				emit(event{"type": "mark", "run": run, "name": op.Name, "seconds": time.Since(tStep).Seconds()})
-				tStep = time.Now()
-				continue
+				return nil
 			default:
 				return fmt.Errorf("op %d: unknown operation %q", idx, op.Op)
 			}
 			if err != nil {
 				return fmt.Errorf("op %d (%s, level %d): %w", idx, op.Op, a.Level(), err)
 			}
-			if op.InPlace {
-				delete(regs, op.A)
+			if op.InPlace && op.A >= job.Inputs {
+				regs[op.A] = nil
 			}
 			regs[op.Out] = res
+			return nil
 		}
-		res, err := get(job.Output)
-		if err != nil {
+		if err := sched.run(ws, exec); err != nil {
 			return err
 		}
-		vals := decode(res)
+		res := regs[job.Output]
+		if res == nil {
+			return fmt.Errorf("the output register %d is not live", job.Output)
+		}
+		vals := decode(ws[0], res)
 		n := job.OutLength
 		if n <= 0 || n > slots {
 			n = slots
@@ -315,7 +386,7 @@ func Run(dir string) error {
 		if _, err := out.Write(buf); err != nil {
 			return err
 		}
-		emit(event{"type": "run", "run": run, "seconds": time.Since(tr).Seconds(), "level": res.Level(), "logScale": math.Log2(res.Scale.Float64()), "bootstraps": boots})
+		emit(event{"type": "run", "run": run, "seconds": time.Since(tr).Seconds(), "level": res.Level(), "logScale": math.Log2(res.Scale.Float64()), "bootstraps": boots.Load(), "workers": nw})
 	}
 	emit(event{"type": "done", "peakRssMB": peakRSSMB()})
 	return nil

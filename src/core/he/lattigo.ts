@@ -19,7 +19,7 @@ export interface LattigoSpec { logN: number; levels: number; bootstrap: boolean;
 export interface LattigoChain { primes: number[]; levels: number; slots: number; logScale: number; logQP: number; security: string }
 
 /** The protocol the TypeScript side speaks (engines/lattigo/main.go: Version). */
-export const ENGINE_VERSION = 'he-approx-lattigo 1 ';
+export const ENGINE_VERSION = 'he-approx-lattigo 2 ';
 
 /** The ring of Lattigo's 128-bit bootstrapping parameters; tests use a smaller one, named insecure. */
 export const SECURE_LOG_N = 16;
@@ -116,9 +116,9 @@ export function engineChain(spec: LattigoSpec, bin = findEngine()): LattigoChain
 /** An event the engine reports while it runs (engines/lattigo/run.go: emit). */
 export type EngineEvent =
   | { type: 'keys'; seconds: number; security: string; bytes: { publicKey: number; relinKeys: number; galoisKeys: number; bootstrappingKeys: number } }
-  | { type: 'mark'; run: number; name: string; seconds: number }
+  | { type: 'mark'; run: number; name: string; seconds: number; bootSeconds?: number }
   | { type: 'boot'; run: number; index: number; seconds: number; level: number; maxError?: number; precisionBits?: number }
-  | { type: 'run'; run: number; seconds: number; level: number; logScale: number; bootstraps: number }
+  | { type: 'run'; run: number; seconds: number; level: number; logScale: number; bootstraps: number; workers?: number }
   | { type: 'done'; peakRssMB: number }
   | { type: 'error'; message: string };
 
@@ -126,6 +126,29 @@ export interface EngineRun {
   /** Decrypted output slots of each run (the first `outLength`). */
   outputs: Float64Array[];
   events: EngineEvent[];
+}
+
+/**
+ * The trace's constants as runs: for each, (count, value) pairs of float64s, and where its pairs
+ * start and how many there are. A channel-packed layer's weight vector holds one value per block
+ * of a channel's positions (zeros where a padded tap reads nothing), so a ResNet's thousands of
+ * slot vectors at N=2^16, gigabytes as they are, shrink to a few megabytes; the engine expands
+ * each when it encodes it.
+ */
+export function constRuns(consts: Float64Array[]): { data: Float64Array; offsets: [number, number][] } {
+  const out: number[] = [];
+  const offsets: [number, number][] = [];
+  for (const c of consts) {
+    const start = out.length;
+    for (let i = 0; i < c.length;) {
+      let j = i + 1;
+      while (j < c.length && Object.is(c[j], c[i])) j++;
+      out.push(j - i, c[i]);
+      i = j;
+    }
+    offsets.push([start, (out.length - start) / 2]);
+  }
+  return { data: Float64Array.from(out), offsets };
 }
 
 /**
@@ -137,14 +160,9 @@ export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float6
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-lattigo-'));
   let child: ChildProcess | null = null;
   try {
-    // Plaintext vectors and inputs as float64 little-endian, the trace as JSON.
-    const lengths = trace.consts.map((c) => c.length);
-    const offsets: [number, number][] = [];
-    let at = 0;
-    for (const n of lengths) { offsets.push([at, n]); at += n; }
-    const consts = new Float64Array(at);
-    trace.consts.forEach((c, i) => consts.set(c, offsets[i][0]));
-    fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(consts.buffer, consts.byteOffset, consts.byteLength), { mode: 0o600 });
+    // Plaintext vectors as runs, inputs as float64 little-endian, the trace as JSON.
+    const { data, offsets } = constRuns(trace.consts);
+    fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), { mode: 0o600 });
     const inputs = new Float64Array(runs.length * trace.inputs * trace.slots);
     runs.forEach((r, i) => r.forEach((v, j) => inputs.set(v, (i * trace.inputs + j) * trace.slots)));
     fs.writeFileSync(path.join(dir, 'inputs.bin'), Buffer.from(inputs.buffer), { mode: 0o600 });
@@ -177,7 +195,9 @@ export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float6
         const err = events.find((e): e is Extract<EngineEvent, { type: 'error' }> => e.type === 'error');
         if (code === 0 && !err) { resolve(); return; }
         const oom = sig === 'SIGKILL' || /out of memory|cannot allocate/i.test(stderr.join(''));
-        reject(new UserError('ENGINE_FAILED', `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code})`}`,
+        // A Go runtime failure (a panic) says what on stderr: its first line names it.
+        const panic = stderr.join('').split('\n').find((l) => /^(panic|fatal error):/.test(l));
+        reject(new UserError('ENGINE_FAILED', `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code}${panic ? `: ${panic}` : ''})`}`,
           oom ? 'free memory (bootstrapping keys at N=2^16 take several GB) or test fewer samples' : 'run npm run build to rebuild the engine; if it persists, report the message'));
       });
     });

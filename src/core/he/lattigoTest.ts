@@ -70,11 +70,13 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
     for (let b = 0; b < cnt; b++) results[starts[i] + b] = result(starts[i] + b, Array.from({ length: K }, (_, j) => out[j * B + b]));
   });
   const layerSeconds: Record<string, number> = {};
-  // A step's time without the bootstraps inside it, which are listed apart as '<step> (bootstrap)'.
+  // A step's time without the bootstraps inside it, which are listed apart as '<step> (bootstrap)':
+  // the wall time while any ran (they overlap on several threads), as the engine measured it.
   let booted = 0;
   for (const e of ev) {
     if (e.type === 'boot') booted += e.seconds;
     if (e.type !== 'mark') continue;
+    if (e.bootSeconds !== undefined) booted = e.bootSeconds;
     layerSeconds[e.name] = (layerSeconds[e.name] ?? 0) + (e.seconds - booted) / runs.length;
     if (booted) layerSeconds[`${e.name} (bootstrap)`] = (layerSeconds[`${e.name} (bootstrap)`] ?? 0) + booted / runs.length;
     booted = 0;
@@ -102,7 +104,7 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
     samples: results, agreement: results.filter((s) => s.encrypted === s.plainApproximated).length / Math.max(1, results.length),
     maxAbsErrLogits: Math.max(0, ...results.map((s) => s.maxAbsErrLogits)),
     layerSeconds, latencySeconds: latency, amortisedSecondsPerSample: wallSeconds / Math.max(1, n), keygenSeconds: keys.seconds,
-    workers: 1, wallSeconds, peakRssMB: Math.max(Math.round(process.resourceUsage().maxRSS / 1024), Math.round(done && done.type === 'done' ? done.peakRssMB : 0)),
+    workers: runEvents[0].workers ?? 1, wallSeconds, peakRssMB: Math.max(Math.round(process.resourceUsage().maxRSS / 1024), Math.round(done && done.type === 'done' ? done.peakRssMB : 0)),
   };
 }
 
