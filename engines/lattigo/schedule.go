@@ -242,12 +242,13 @@ type plainEntry struct {
 	err  error
 }
 
-// cacheBudget: HE_APPROX_ENGINE_CACHE_MB if set, else 2 GB.
+// cacheBudget: HE_APPROX_ENGINE_CACHE_MB if set, else 512 MB (beside a ResNet's 8 GB of
+// bootstrapping keys, more would push a 24 GB machine out of memory).
 func cacheBudget() int64 {
 	if v, err := strconv.Atoi(os.Getenv("HE_APPROX_ENGINE_CACHE_MB")); err == nil && v >= 0 {
 		return int64(v) << 20
 	}
-	return 2 << 30
+	return 512 << 20
 }
 
 func newPlainCache(budget int64) *plainCache {

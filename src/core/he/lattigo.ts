@@ -155,7 +155,9 @@ export function constRuns(consts: Float64Array[]): { data: Float64Array; offsets
  * Runs `trace` on the engine for each run's packed inputs (one vector of `slots` per input
  * ciphertext). Cancelling kills the process; the private folder goes on every exit path.
  */
-export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float64Array[][], o: { outLength: number; precision?: boolean; onEvent?: (e: EngineEvent) => void; signal?: AbortSignal; bin?: string }): Promise<EngineRun> {
+export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float64Array[][], o: { outLength: number; precision?: boolean; onEvent?: (e: EngineEvent) => void; signal?: AbortSignal; bin?: string;
+  /** Empty trace.consts once they are written: a ResNet's take gigabytes that the engine, not this process, needs while it runs. */
+  releaseConsts?: boolean }): Promise<EngineRun> {
   const bin = o.bin ?? findEngine();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-lattigo-'));
   let child: ChildProcess | null = null;
@@ -163,6 +165,7 @@ export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float6
     // Plaintext vectors as runs, inputs as float64 little-endian, the trace as JSON.
     const { data, offsets } = constRuns(trace.consts);
     fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), { mode: 0o600 });
+    if (o.releaseConsts) trace.consts.length = 0;
     const inputs = new Float64Array(runs.length * trace.inputs * trace.slots);
     runs.forEach((r, i) => r.forEach((v, j) => inputs.set(v, (i * trace.inputs + j) * trace.slots)));
     fs.writeFileSync(path.join(dir, 'inputs.bin'), Buffer.from(inputs.buffer), { mode: 0o600 });

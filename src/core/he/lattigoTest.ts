@@ -45,7 +45,7 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
   let marks = 0;
   const t0 = Date.now();
   const run = await runOnLattigo(trace, spec, runs, {
-    outLength: K * B, precision: true, signal: o.signal,
+    outLength: K * B, precision: true, signal: o.signal, releaseConsts: true,
     onEvent: (e) => {
       if (e.type === 'keys') o.onProgress?.(0, `Lattigo keys made in ${e.seconds.toFixed(1)} s`);
       if (e.type === 'mark') { marks++; o.onProgress?.(Math.min(1, marks / (steps * runs.length)), `run ${e.run + 1}/${runs.length}: ${e.name}`); }
