@@ -135,6 +135,20 @@ async function until(read, done, timeout, interval = 250) {
   return value;
 }
 
+/**
+ * Runs a palette command until the extension's log shows that it started (`started`): a key
+ * press taken while the palette's list still filled can run nothing, which a wait for the
+ * command's result would only tell after its whole timeout.
+ */
+async function paletteStarts(title, started, tries = 3) {
+  for (let i = 0; i < tries; i++) {
+    const before = extensionLog().length;
+    await palette(title);
+    if (await until(async () => started.test(extensionLog().slice(before)), (ok) => ok, 20000)) return;
+  }
+  throw new Error(`${title} did not start after ${tries} tries`);
+}
+
 /** Waits until `locator` matches exactly `n` elements. */
 function waitForCount(locator, n, timeout = 30000) {
   return until(() => locator.count(), (c) => c === n, timeout);
@@ -334,7 +348,7 @@ test('a CNN planned for bootstrapping runs encrypted on Lattigo from the palette
   fs.writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(saved), 'heApprox.bootstrap': true, 'heApprox.bootstrapLevels': 3, 'heApprox.calibrationSamples': 600, 'heApprox.encryptedTest.samples': 8 }, null, 2));
   try {
     await openFile('mnist-cnn/model.json');
-    await palette('HE Approx: Analyze Model');
+    await paletteStarts('HE Approx: Analyze Model', /analysing mnist-cnn\/model\.json: started/);
     await toast(/activations approximated/).waitFor({ timeout: 300000 });
     await clearToasts();
     await palette('HE Approx: Run Encrypted Test');
@@ -342,11 +356,15 @@ test('a CNN planned for bootstrapping runs encrypted on Lattigo from the palette
     const progress = toast(/HE Approx: encrypted test \(whole model\).*(Lattigo keys|run \d+\/\d+)/);
     await progress.waitFor({ timeout: 120000 });
     await shot('08b-lattigo-progress');
+    // The engine the installed extension started (its binary inside the VSIX), and its job folder.
+    const ours = () => spawnSync('pgrep', ['-af', `${path.join(tmp, 'extensions')}.*he-approx-lattigo run`], { encoding: 'utf8' }).stdout.trim();
+    const running = ours();
+    const jobDir = running.split(/\s+/).pop();
+    assert.match(running, /bundle\/engines\/linux-x64\/he-approx-lattigo run \S+/, 'the engine shipped in the VSIX runs');
     await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
     await toast(/encrypted test \(whole model\) cancelled\. Earlier results are unchanged/).waitFor({ timeout: 30000 });
-    const engines = await until(async () => spawnSync('pgrep', ['-f', 'he-approx-lattigo run'], { encoding: 'utf8' }).stdout.trim(), (o) => o === '', 10000);
-    assert.equal(engines, '', 'no engine process outlives a cancel');
-    assert.deepEqual(fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('he-approx-lattigo-')), [], 'no engine folder outlives a cancel');
+    assert.equal(await until(async () => ours(), (o) => o === '', 10000), '', 'no engine process outlives a cancel');
+    assert.ok(!fs.existsSync(jobDir), `the engine's folder ${jobDir} is removed`);
     await clearToasts();
     await palette('HE Approx: Run Encrypted Test');
     const done = toast(/encrypted test on Lattigo \(insecure \(test parameters\)\): 8 images, 100% agree.*; (\d+) of \1 planned bootstraps executed/);
