@@ -332,7 +332,9 @@ func Run(dir string) error {
 					before = decode(w, a)
 				}
 				bootBegin()
-				res, err = w.btp.Bootstrap(a)
+				// On a copy: Lattigo's Bootstrap scales its input down in place (ScaleDown), and
+				// another value of the program may still hold that register (a stride's view).
+				res, err = w.btp.Bootstrap(a.CopyNew())
 				bootEnd()
 				if err != nil {
 					break
