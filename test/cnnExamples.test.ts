@@ -11,7 +11,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
-import { loadDataset, splitIndices } from '../src/core/data/read';
+import { loadDataset } from '../src/core/data/read';
 import { writeOutputs } from '../src/core/export/export';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
 import { compileProgram, encryptedModelTest, programDepth, simulateProgram } from '../src/core/he/modelTest';
@@ -20,7 +20,7 @@ import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
 import { Report } from '../src/core/report';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, saveModel, tmpDir } from './helpers';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, heldoutAccuracy, saveModel, tmpDir } from './helpers';
 import { runOrt } from './onnxBuild';
 
 const MAXPOOL = path.join(ROOT, 'examples', 'pytorch-maxpool', 'model.onnx');
@@ -30,24 +30,6 @@ const SIZES = { calib: 1000, heldout: 1000, seed: 5 };
 const CLI = path.join(ROOT, 'bin', 'he-approx.js');
 const json = (r: Report): Report => JSON.parse(JSON.stringify(r));
 
-/** Top-1 accuracy on the held-out split of SIZES, for a predict function over NCHW (= NHWC for one channel) batches. */
-async function heldoutAccuracy(predict: (x: Float32Array, n: number) => Promise<ArrayLike<number>>): Promise<number> {
-  const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, [28, 28, 1]);
-  const idx = splitIndices(ds.count, SIZES.calib, SIZES.heldout, SIZES.seed).heldout;
-  let right = 0;
-  for (let s = 0; s < idx.length; s += 250) {
-    const part = idx.slice(s, s + 250);
-    const x = new Float32Array(part.length * 784);
-    part.forEach((j, k) => x.set(ds.x.subarray(j * 784, (j + 1) * 784), k * 784));
-    const out = await predict(x, part.length);
-    part.forEach((j, k) => {
-      let b = 0;
-      for (let c = 1; c < 10; c++) if (out[k * 10 + c] > out[k * 10 + b]) b = c;
-      if (b === ds.labels![j]) right++;
-    });
-  }
-  return right / idx.length;
-}
 
 test('MaxPool example: polynomial max within the budget, average pooling beside it; onnxruntime scores the export; SEAL agrees on 16 images', async () => {
   const r = json(await analyze({ model: MAXPOOL, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, ...SIZES }));
@@ -59,7 +41,7 @@ test('MaxPool example: polynomial max within the budget, average pooling beside 
   assert.ok(r.final.networkDepth <= r.levelBudget && !r.bootstrapping.planned);
   // The export computes the max trees' polynomials: onnxruntime gives the reported accuracy.
   const files = writeOutputs(tmpDir(), await loadModel(MAXPOOL), r, false);
-  assert.equal(await heldoutAccuracy((x, n) => runOrt(files.model, x, [n, 1, 28, 28])), r.final.accuracy);
+  assert.equal(await heldoutAccuracy(SIZES, (x, n) => runOrt(files.model, x, [n, 1, 28, 28])), r.final.accuracy);
   // Under SEAL: the max trees as rotations, differences and their polynomials.
   const res = await encryptedModelTest({ model: MAXPOOL, report: r, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, samples: 16, workers: 1 });
   assert.equal(res.samples.length, 16);

@@ -10,12 +10,11 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
-import { loadDataset, splitIndices } from '../src/core/data/read';
 import { writeOutputs } from '../src/core/export/export';
 import { registerPolyLayer } from '../src/core/export/polyLayer';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, expectUserErrorAsync, tfjsLoad, tmpDir } from './helpers';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, expectUserErrorAsync, heldoutAccuracy, tfjsLoad, tmpDir } from './helpers';
 import { runOrt } from './onnxBuild';
 
 const ONNX_EXAMPLE = path.join(ROOT, 'examples', 'pytorch-cnn', 'model.onnx');
@@ -23,24 +22,6 @@ const H5_EXAMPLE = path.join(ROOT, 'examples', 'keras', 'mnist-resnet.h5');
 const KERAS3_EXAMPLE = path.join(ROOT, 'examples', 'keras', 'mnist-silu.keras');
 const SIZES = { calib: 1000, heldout: 1000, seed: 5 };
 
-/** Top-1 accuracy on the report's held-out split of MNIST, for a predict function over NHWC batches. */
-async function heldoutAccuracy(predict: (x: Float32Array, n: number) => Promise<ArrayLike<number>>): Promise<number> {
-  const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, [28, 28, 1]);
-  const idx = splitIndices(ds.count, SIZES.calib, SIZES.heldout, SIZES.seed).heldout;
-  let right = 0;
-  for (let s = 0; s < idx.length; s += 250) {
-    const part = idx.slice(s, s + 250);
-    const x = new Float32Array(part.length * 784);
-    part.forEach((j, k) => x.set(ds.x.subarray(j * 784, (j + 1) * 784), k * 784));
-    const out = await predict(x, part.length);
-    part.forEach((j, k) => {
-      let b = 0;
-      for (let c = 1; c < 10; c++) if (out[k * 10 + c] > out[k * 10 + b]) b = c;
-      if (b === ds.labels![j]) right++;
-    });
-  }
-  return right / idx.length;
-}
 
 test('PyTorch example (ONNX): meets the budget; the exported ONNX runs in onnxruntime with the reported accuracy', async () => {
   const r = await analyze({ model: ONNX_EXAMPLE, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, ...SIZES });
@@ -53,9 +34,9 @@ test('PyTorch example (ONNX): meets the budget; the exported ONNX runs in onnxru
   const files = writeOutputs(dir, await loadModel(ONNX_EXAMPLE), r, false);
   assert.equal(path.basename(files.model), 'model.onnx');
   // MNIST has one channel, so NHWC and NCHW batches have the same bytes.
-  const acc = await heldoutAccuracy((x, n) => runOrt(files.model, x, [n, 1, 28, 28]));
+  const acc = await heldoutAccuracy(SIZES, (x, n) => runOrt(files.model, x, [n, 1, 28, 28]));
   assert.equal(acc, r.final.accuracy, `onnxruntime on the exported model: ${acc}, report: ${r.final.accuracy}`);
-  const original = await heldoutAccuracy((x, n) => runOrt(ONNX_EXAMPLE, x, [n, 1, 28, 28]));
+  const original = await heldoutAccuracy(SIZES, (x, n) => runOrt(ONNX_EXAMPLE, x, [n, 1, 28, 28]));
   assert.equal(original, r.plaintext.accuracy, 'the original model in onnxruntime scores the reported plaintext accuracy');
 });
 
@@ -67,7 +48,7 @@ test('Keras .h5 example: meets the budget; the exported tfjs model computes the 
   assert.ok(r.final.meetsBudget, `measured drop ${r.final.measuredDrop}`);
   const files = writeOutputs(tmpDir(), await loadModel(H5_EXAMPLE), r, false);
   const exported = await tfjsLoad(files.model);
-  const acc = await heldoutAccuracy(async (x, n) => tf.tidy(() => (exported.predict(tf.tensor4d(x, [n, 28, 28, 1])) as tf.Tensor).dataSync()));
+  const acc = await heldoutAccuracy(SIZES, async (x, n) => tf.tidy(() => (exported.predict(tf.tensor4d(x, [n, 28, 28, 1])) as tf.Tensor).dataSync()));
   assert.equal(acc, r.final.accuracy);
 });
 

@@ -5,6 +5,7 @@ import * as path from 'path';
 import * as assert from 'node:assert/strict';
 import { tf } from '../src/core/model/backend';
 import { UserError } from '../src/core/errors';
+import { loadDataset, splitIndices } from '../src/core/data/read';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = path.resolve(__dirname, '..', '..');
@@ -72,4 +73,27 @@ export async function expectUserErrorAsync(fn: () => Promise<unknown>, code: str
     assert.ok(e.fix.length > 0);
     return true;
   });
+}
+
+/**
+ * Top-1 accuracy on the held-out split of MNIST's test images that an analysis with `sizes` made,
+ * for a predict function over NHWC batches (= NCHW for one channel).
+ */
+export async function heldoutAccuracy(sizes: { calib: number; heldout: number; seed: number },
+  predict: (x: Float32Array, n: number) => Promise<ArrayLike<number>>): Promise<number> {
+  const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, [28, 28, 1]);
+  const idx = splitIndices(ds.count, sizes.calib, sizes.heldout, sizes.seed).heldout;
+  let right = 0;
+  for (let s = 0; s < idx.length; s += 250) {
+    const part = idx.slice(s, s + 250);
+    const x = new Float32Array(part.length * 784);
+    part.forEach((j, k) => x.set(ds.x.subarray(j * 784, (j + 1) * 784), k * 784));
+    const out = await predict(x, part.length);
+    part.forEach((j, k) => {
+      let b = 0;
+      for (let c = 1; c < 10; c++) if (out[k * 10 + c] > out[k * 10 + b]) b = c;
+      if (b === ds.labels![j]) right++;
+    });
+  }
+  return right / idx.length;
 }
