@@ -13,6 +13,7 @@
  *
  *   node dist/bench/resnetEncrypted.js [resnet20 resnet8] [--samples 8] [--calib 2000] [--heldout 2000]
  *     [--reuse]  (reuse out/bench-resnet/<model>.json from an earlier run instead of analysing again)
+ *     [--one-thread]  (then the first image again with the engine on one thread: the worker pool's speed-up)
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -93,6 +94,13 @@ async function main(): Promise<void> {
       onProgress: (_f, msg) => { if (/keys|: bootstrap 1$|run \d+\/\d+: [^ ]+$/.test(msg) && !/\(bootstrap\)/.test(msg)) process.stderr.write(`  [${new Date().toISOString().slice(11, 19)}] ${msg}\n`); },
     });
     print(name, r, e);
+    if (process.argv.includes('--one-thread')) {
+      // The same first image on one thread: what the worker pool buys, measured in the same run.
+      process.env.HE_APPROX_ENGINE_THREADS = '1';
+      const one = await encryptedModelTest({ model: m.file, report: r, data: path.join(CIFAR, 'test-x-uint8-nhwc.npy'), labels: path.join(CIFAR, 'test-y.npy'), samples: 1, packing: 'latency', engine: 'lattigo' });
+      delete process.env.HE_APPROX_ENGINE_THREADS;
+      console.log(`  one thread, image ${one.samples[0].index}: ${one.latencySeconds.toFixed(1)} s; ${e.workers} threads: ${e.latencySeconds.toFixed(1)} s per image -> ${(one.latencySeconds / e.latencySeconds).toFixed(2)}x`);
+    }
   }
   console.log('\nThe field on ResNet-20 (their figures, not measured here):');
   for (const f of FIELD) console.log(`  ${f}`);
