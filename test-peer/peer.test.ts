@@ -3,7 +3,8 @@
  * copied into the repository). The CIFAR-10 ResNet-20/32 ONNX exports, as PyTorch writes them
  * (BatchNorm folded, and kept with shape arithmetic), against onnxruntime on real CIFAR-10
  * images; MLPerf Tiny's Keras ResNet-8 against TensorFlow.js loading the same file's topology
- * and weights; and the analysis (with the level budget lifted) end to end on both.
+ * and weights; and the analysis (with the level budget lifted) end to end on both, with one
+ * ResNet-8 image encrypted end to end on Lattigo at 128-bit.
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -159,6 +160,22 @@ for (const [name, file, opts] of [
       const out = simulateTrace(trace, packSamples(p, x, B, B, 2048)).v;
       for (let b = 0; b < B; b++) for (let j = 0; j < 10; j++) assert.ok(Math.abs(out[j * B + b] - ref[b * 10 + j]) < 1e-3, `image ${b} logit ${j}: ${out[j * B + b]} vs ${ref[b * 10 + j]}`);
       t.diagnostic(`ResNet-20 program: ${p.steps.length} steps, ${trace.ops.length} operations, ${trace.predicted.bootstrapGroups!.reduce((a, c) => a + c, 0)} ciphertext bootstraps per run`);
+    }
+    if (name.startsWith('ResNet-8')) {
+      // Issue 28: one CIFAR-10 image encrypted end to end on Lattigo with 128-bit parameters
+      // (N=2^16, its bootstrapping set), its channels side by side, the plan's bootstraps.
+      const enc = await encryptedModelTest({ model: file, report: JSON.parse(JSON.stringify(r)) as typeof r, data: cifarFiles.heldoutData, labels: cifarFiles.heldoutLabels,
+        samples: 1, packing: 'latency', engine: 'lattigo' });
+      assert.equal(enc.engine, 'lattigo');
+      assert.equal(enc.security, '128-bit');
+      assert.equal(enc.packing?.kind, 'latency');
+      assert.equal(enc.agreement, 1, `encrypted ${enc.samples[0].encrypted}, approximated ${enc.samples[0].plainApproximated}`);
+      assert.ok(enc.maxAbsErrLogits < 0.05 * Math.max(1, r.final.maxAbs), `max logit error ${enc.maxAbsErrLogits}`);
+      assert.equal(enc.bootstrapping!.executed, r.final.bootstraps, 'bootstraps executed = the report\'s count');
+      assert.equal(enc.levelsUsed, enc.levelsPredicted);
+      t.diagnostic(`ResNet-8 encrypted (Lattigo, N=${enc.params.ringSize}, ${enc.security}): max logit error ${enc.maxAbsErrLogits.toExponential(2)}, `
+        + `${enc.bootstrapping!.executed} bootstraps (${enc.bootstrapping!.ciphertexts} ciphertexts), precision ${enc.bootstrapping!.precisionBits.map((b) => b.toFixed(1)).join(', ')} bits, `
+        + `${enc.latencySeconds.toFixed(0)} s per image, keys ${enc.keygenSeconds.toFixed(0)} s, peak ${enc.peakRssMB} MB`);
     }
     t.diagnostic(`${name}: plaintext ${(100 * r.plaintext.accuracy).toFixed(1)}%, measured drop ${r.final.measuredDrop.toFixed(2)} pp at ${r.final.networkDepth} levels, `
       + `${r.final.bootstraps} bootstraps (uniform: ${r.uniform.measuredDrop.toFixed(2)} pp at ${r.uniform.networkDepth}, ${r.uniform.bootstraps} bootstraps), `
