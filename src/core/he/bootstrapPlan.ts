@@ -58,14 +58,13 @@ export function planProgramBootstraps(g: Graph, p: Program, report: Report, L: n
   // Values that must carry one factor (an Add's inputs and sum) are scaled together, by the
   // largest bound among their refreshed members.
   const scaled = new Map<number, boolean>();
-  for (const [vid, { bound }] of bounds) {
+  for (const vid of bounds.keys()) {
     if (scaled.has(vid)) continue;
     const group = factorGroup(p, vid);
     const members = [...group].filter((v) => bounds.has(v));
     const B = Math.max(...members.map((v) => bounds.get(v)!.bound));
     const ok = B > IN_RANGE && scaleGroup(p, group, 1 / B);
     for (const v of members) scaled.set(v, ok && bounds.get(v)!.bound > IN_RANGE);
-    if (!members.includes(vid)) scaled.set(vid, ok && bound > IN_RANGE);
   }
   const values = [...bounds].map(([vid, { node, bound }]) => ({ node, bound, scaled: scaled.get(vid) ?? false }));
   return { refresh, bootstraps: plan.bootstraps, values };
@@ -150,18 +149,20 @@ function scaleGroup(p: Program, group: Set<number>, k: number): boolean {
     || (s.kind === 'poly' && !s.fold.intoPrevious && s.fold.form !== 'constant') || (s.kind === 'tree' && !s.want));
   if (!takes) return false;
   const only = (v: number) => p.steps.filter((s) => stepInputs(s).includes(v)).length === 1;
+  // A square whose u the layer before computes: that layer computes sqrt(k) u (evalFoldedCkks scales the offset).
+  const roots: Extract<Program['steps'][number], { kind: 'dense' | 'conv' }>[] = [];
   for (const st of producers) {
     if ((st.kind !== 'dense' && st.kind !== 'conv' && st.kind !== 'poly') || st.outScale) return false;
-    // A square whose u the layer before computes: that layer computes sqrt(k) u (evalFoldedCkks scales the offset).
     if (st.kind === 'poly' && st.fold.form === 'square' && st.fold.intoPrevious) {
       const lin = p.steps.find((s) => s.node === st.input);
       if (!lin || (lin.kind !== 'dense' && lin.kind !== 'conv') || lin.outScale || !only(st.input)) return false;
+      roots.push(lin);
     }
   }
+  for (const lin of roots) scaleLinear(lin, Math.sqrt(k));
   for (const st of producers) {
     if (st.kind === 'poly') {
       const C = channelsOf(p, st.node);
-      if (st.fold.form === 'square' && st.fold.intoPrevious) scaleLinear(p.steps.find((s) => s.node === st.input) as Extract<Program['steps'][number], { kind: 'dense' | 'conv' }>, Math.sqrt(k));
       st.outScale = new Float64Array(C).fill(k);
     } else if (st.kind === 'dense' || st.kind === 'conv') {
       scaleLinear(st, k);

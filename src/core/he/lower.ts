@@ -380,7 +380,8 @@ export function addValues<C>(s: AddStep, xs: Value<C>[], be: CkksBackend<C>, ops
   const at = xs.findIndex((x, i) => !masked[i] && be.level(x.cts[0]) === lvl);
   const scale = at >= 0 ? be.scale(xs[at].cts[0]) : TARGET_SCALE;
   const outL: Layout = L0.kind === 'flat' ? { ...L0, period: Math.max(...xs.map((x) => x.layout.period)) } : { ...L0, C: s.C };
-  const nOut = outL.kind === 'grid' && (packed || s.channels.some((c) => c !== s.C)) ? (packed ? gridCts(outL) : s.C) : xs[0].cts.length;
+  // Channel packing: the sum's ciphertexts; batch packing: one per channel, or the inputs' own.
+  const nOut = packed ? gridCts(outL as GridLayout) : outL.kind === 'grid' && s.channels.some((c) => c !== s.C) ? s.C : xs[0].cts.length;
   const parts: C[][] = Array.from({ length: nOut }, () => []);
   xs.forEach((x, i) => {
     if (masked[i]) { maskedChannels(s, i, x, outL as GridLayout, lvl, scale, be, ops, tmp).forEach((c, j) => { if (c) parts[j].push(c); }); return; }
