@@ -51,6 +51,12 @@ function print(name: string, r: Report, e: EncryptedModelReport): void {
   console.log(`  agreement with the approximated model ${(100 * e.agreement).toFixed(1)}% (${e.samples.filter((s) => s.encrypted === s.plainApproximated).length}/${e.samples.length}), max logit error ${e.maxAbsErrLogits.toExponential(2)}`);
   console.log(`  bootstraps: planned ${b.planned}, executed ${b.executed} (${b.ciphertexts} ciphertexts per image), ${b.secondsPerBootstrap.toFixed(1)} s each; `
     + `levels predicted ${e.levelsPredicted}, used ${e.levelsUsed} after the last`);
+  // The analysis' estimate, from Lattigo's operation costs cached by `he-approx costs --engine lattigo`.
+  if (r.costs.engine === 'lattigo' && r.costs.bootstrap) {
+    console.log(`  the analysis estimated one bootstrap at ${(r.costs.bootstrap / 1000).toFixed(1)} s (one thread, ${r.final.bootstraps} per ciphertext: ${(r.final.bootstraps * r.costs.bootstrap / 1000).toFixed(0)} s); measured ${b.secondsPerBootstrap.toFixed(1)} s each`);
+  } else {
+    console.log(`  the analysis had no Lattigo costs (${r.costs.source}): run he-approx costs --engine lattigo first for its estimates`);
+  }
   console.log(`  precision kept by each bootstrap (bits): ${b.precisionBits.map((x) => x.toFixed(1)).join(', ')}`);
   console.log(`  values scaled into [-1, 1] before their bootstrap: ${b.values.filter((v) => v.scaled).length} of ${b.values.length}; `
     + `left as they are: ${b.values.filter((v) => !v.scaled).map((v) => `${v.node} (|x| <= ${v.bound.toFixed(2)})`).join(', ') || 'none'}`);

@@ -13,6 +13,7 @@ import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import { UserError } from '../src/core/errors';
 import { SECURE_LOG_N, constRuns, engineChain, engineVersion, findEngine } from '../src/core/he/lattigo';
+import { bootstrapSpec, cachedLattigoCosts, lattigoCostsFile, measureAndCacheLattigoCosts, measureLattigoCosts } from '../src/core/he/lattigoCosts';
 import { encryptedModelTest } from '../src/core/he/modelTest';
 import { Report, polysFromReport } from '../src/core/report';
 import { planProgramBootstraps } from '../src/core/he/bootstrapPlan';
@@ -131,13 +132,50 @@ test('a repository example planned with bootstraps runs encrypted on Lattigo: ev
   assert.deepEqual(leftovers(), []);
 });
 
-test('the CLI: analyze --bootstrap, then encrypted-test runs the plan on Lattigo without further options', () => {
+test('Lattigo\'s operation costs: measured by the engine itself, cached per ring and levels, a stale or damaged cache ignored', async () => {
+  process.env.HE_APPROX_INSECURE_TEST_PARAMS = '1';
+  const saved = process.env.HE_APPROX_CACHE_DIR;
+  process.env.HE_APPROX_CACHE_DIR = tmpDir();
+  try {
+    const spec = { logN: TEST_LOG_N, levels: 3, bootstrap: true, insecure: true };
+    assert.equal(cachedLattigoCosts(spec), null);
+    const c = await measureAndCacheLattigoCosts(spec, { reps: 2, bootReps: 1 });
+    for (const k of ['mulRelinRescale', 'mulScalar', 'add', 'rotate', 'bootstrap'] as const) assert.ok(Number.isFinite(c[k]) && c[k]! > 0, `${k}: ${c[k]}`);
+    // What any CKKS library shows: an addition is the cheapest, a key switch dominates a product, a bootstrap is many products.
+    assert.ok(c.add < c.mulScalar && c.add < c.rotate && c.mulScalar < c.mulRelinRescale, JSON.stringify(c));
+    assert.ok(c.bootstrap! > 10 * c.mulRelinRescale, JSON.stringify(c));
+    assert.equal(c.ringSize, 2 ** TEST_LOG_N);
+    assert.match(c.source, /Lattigo engine .*\(N=2\^13, 3 levels between bootstraps, insecure/);
+    const cached = cachedLattigoCosts(spec)!;
+    assert.equal(cached.bootstrap, c.bootstrap);
+    assert.match(cached.source, /cached in .*lattigo-costs-8192-L3-insecure\.json/);
+    assert.equal(cachedLattigoCosts({ ...spec, levels: 4 }), null, 'other levels between bootstraps: not these costs');
+    assert.equal(cachedLattigoCosts(bootstrapSpec(3)), null, 'the test ring\'s costs never stand for the 128-bit ring');
+    fs.writeFileSync(lattigoCostsFile(spec), JSON.stringify({ ...c, bootstrap: null }));
+    assert.equal(cachedLattigoCosts(spec), null, 'a cache without a bootstrap time is not used');
+  } finally {
+    if (saved === undefined) delete process.env.HE_APPROX_CACHE_DIR; else process.env.HE_APPROX_CACHE_DIR = saved;
+  }
+});
+
+test('the CLI: analyze --bootstrap, then encrypted-test runs the plan on Lattigo without further options', async () => {
   const out = path.join(tmpDir(), 'boot');
-  const env = { ...process.env, HE_APPROX_INSECURE_TEST_PARAMS: '1', HE_APPROX_LATTIGO_LOGN: String(TEST_LOG_N) };
+  // Latency estimates from Lattigo's costs: measured here on the test ring, filed as the 128-bit
+  // ring's (which takes minutes and 10 GB to measure), so the analysis below finds and uses them.
+  process.env.HE_APPROX_INSECURE_TEST_PARAMS = '1';
+  const costs = await measureLattigoCosts({ logN: TEST_LOG_N, levels: 3, bootstrap: true, insecure: true }, { reps: 1, bootReps: 1 });
+  const cacheDir = tmpDir();
+  const env = { ...process.env, HE_APPROX_INSECURE_TEST_PARAMS: '1', HE_APPROX_LATTIGO_LOGN: String(TEST_LOG_N), HE_APPROX_CACHE_DIR: cacheDir };
+  fs.writeFileSync(path.join(cacheDir, path.basename(lattigoCostsFile(bootstrapSpec(3)))), JSON.stringify({ ...costs, ringSize: 2 ** SECURE_LOG_N }));
   const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], { encoding: 'utf8', cwd: ROOT, env, timeout: 600000 });
   const a = cli('analyze', example('mnist-cnn'), '--data', DATA, '--labels', LABELS, '--calib', '600', '--heldout', '600', '--bootstrap', '--bootstrap-levels', '3', '--out', out, '--quiet');
   assert.ok(a.status === 0 || a.status === 3, a.stderr);
-  const planned = (JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as Report).final.bootstraps;
+  const analysed = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as Report;
+  const planned = analysed.final.bootstraps;
+  assert.equal(analysed.costs.engine, 'lattigo');
+  assert.equal(analysed.costs.bootstrap, costs.bootstrap);
+  assert.match(a.stdout, new RegExp(`est\\. bootstrap time per ciphertext \\(s\\) +${(planned * costs.bootstrap! / 1000).toFixed(0)} `));
+  assert.match(a.stdout, /latency estimates: measured with the Lattigo engine/);
   const e = cli('encrypted-test', example('mnist-cnn'), '--report', path.join(out, 'report.json'), '--data', DATA, '--labels', LABELS, '--samples', '4', '--quiet');
   assert.equal(e.status, 0, e.stderr);
   assert.match(e.stdout, /encrypted whole-model test \(Lattigo CKKS with bootstrapping, N=8192, 3 levels between bootstraps, .*insecure \(test parameters\) security/);

@@ -11,7 +11,10 @@ import { checkOutputs, writeOutputs } from '../core/export/export';
 import type { FinetunedModel } from '../core/finetune/finetune';
 import { FitMethod } from '../core/fit/fit';
 import { LoadedModel, loadModel } from '../core/model/load';
+import type { OpCosts } from '../core/cost/cost';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
+import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
+import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '../core/he/lattigoCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
 import { encryptedLayerTest } from '../core/he/layerTest';
@@ -63,6 +66,7 @@ function usage(): string {
     '       he-approx encrypted-test <model> --report <report.json> --data <file> [--samples N] [--latency | --throughput | --layer-only]',
     '       <model>: a TensorFlow.js model.json, an ONNX .onnx, a Keras .h5 or .keras file',
     '       he-approx costs [--ring-size N]   measure CKKS operation costs with node-seal and cache them',
+    '       he-approx costs --engine lattigo [--bootstrap-levels L]   the same on the Lattigo engine, with bootstrapping',
     '       he-approx help | version',
     '',
     'Profiles the data reaching each activation, fits per-channel polynomials, picks degrees under',
@@ -231,11 +235,25 @@ function readReport(file: string): Report {
 }
 
 async function runCosts(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, [{ name: 'ring-size', value: true, help: '' }]);
+  const { opts } = parseArgs(argv, [{ name: 'ring-size', value: true, help: '' }, { name: 'engine', value: true, help: '' }, { name: 'bootstrap-levels', value: true, help: '' }]);
+  const engine = str(opts.get('engine')) ?? 'seal';
+  if (engine !== 'seal' && engine !== 'lattigo') throw new UserError('OPTION_INVALID', `--engine ${engine} is not an engine he-approx has`, 'pass --engine seal or --engine lattigo');
+  const ms = (x: number) => x.toFixed(x < 1 ? 3 : 2);
+  const line = (c: OpCosts) => `multiply+relinearize+rescale ${ms(c.mulRelinRescale)} ms, scalar multiply+rescale ${ms(c.mulScalar)} ms, add ${ms(c.add)} ms, rotate ${ms(c.rotate)} ms`;
+  if (engine === 'lattigo') {
+    if (opts.has('ring-size')) throw new UserError('OPTION_INVALID', '--ring-size is SEAL\'s: Lattigo\'s 128-bit bootstrapping parameters are at N=65536', 'leave out --ring-size, or pass --engine seal');
+    const levels = numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2') ?? DEFAULT_BOOTSTRAP_LEVELS;
+    const spec = bootstrapSpec(levels);
+    process.stderr.write(`measuring CKKS operations and bootstrapping on the Lattigo engine at N=65536, ${levels} levels between bootstraps (about 2 minutes and 13 GB: the bootstrapping keys)...\n`);
+    const c = await measureAndCacheLattigoCosts(spec, { onProgress: (m) => process.stderr.write(`  ${m}\n`) });
+    process.stdout.write(`Lattigo, N=65536, ${levels} levels: ${line(c)}, bootstrap ${(c.bootstrap! / 1000).toFixed(2)} s\ncached in ${lattigoCostsFile(spec)}; he-approx analyze uses it for networks planned for bootstrapping every ${levels} levels\n`);
+    return 0;
+  }
+  if (opts.has('bootstrap-levels')) throw new UserError('OPTION_INVALID', '--bootstrap-levels is for --engine lattigo (SEAL has no bootstrapping)', 'pass --engine lattigo, or leave out --bootstrap-levels');
   const n = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768') ?? 32768;
   process.stderr.write(`measuring CKKS operations at N=${n} with node-seal (N=32768 takes about half a minute and 1.3 GB)...\n`);
   const c = await measureAndCacheSealCosts(n);
-  process.stdout.write(`N=${n}: multiply+relinearize+rescale ${c.mulRelinRescale.toFixed(2)} ms, scalar multiply+rescale ${c.mulScalar.toFixed(2)} ms, add ${c.add.toFixed(3)} ms, rotate ${c.rotate.toFixed(2)} ms\ncached in ${costsCacheFile(n)}; he-approx analyze uses it from now on\n`);
+  process.stdout.write(`N=${n}: ${line(c)}\ncached in ${costsCacheFile(n)}; he-approx analyze uses it from now on\n`);
   return 0;
 }
 

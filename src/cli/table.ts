@@ -1,5 +1,6 @@
 /** Renders a report as plain-text tables for the terminal. */
 import { Report, describeFold } from '../core/report';
+import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
 
 function pad(cells: string[][], right: boolean[]): string {
   const w = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
@@ -46,6 +47,8 @@ export function renderReport(r: Report): string {
     ['accuracy, all polynomials', ...s.map((m) => p2(m.accuracy))],
     ['values within CKKS range', ...s.map((m) => (m.safe ? `yes (max ${g3(m.maxAbs)})` : 'NO'))],
     [`bootstraps (every ${r.bootstrapping.levelsPerBootstrap} levels)`, ...s.map((m) => (Number.isFinite(m.bootstraps) ? String(m.bootstraps) : '-'))],
+    // Measured on the engine that bootstraps (he-approx costs --engine lattigo): what the count costs.
+    ...(r.bootstrapping.planned && r.costs.bootstrap ? [['est. bootstrap time per ciphertext (s)', ...s.map((m) => (Number.isFinite(m.bootstraps) ? (m.bootstraps * r.costs.bootstrap! / 1000).toFixed(0) : '-'))]] : []),
     ['meets budget', ...s.map((m) => (m.meetsBudget ? 'yes' : 'NO'))]];
   // Max pooling is in every figure above, as its polynomial max trees: say so where the answer is.
   if (r.maxPooling) cmp.splice(cmp.length - 1, 0, ['max pooling', 'polynomial max', 'polynomial max']);
@@ -66,7 +69,8 @@ export function renderReport(r: Report): string {
     for (const p of r.maxPooling.pools) out.push(`max pooling ${p.layer}: ${p.steps.length} pairwise-max steps, |x| degrees ${p.degrees.join(', ')}, ${p.depth} levels${p.linear ? ' (linear pooling: every |x| a constant)' : ''}`);
     out.push(`max pooling as average pooling instead (the usual substitute, same polynomials elsewhere): measured drop ${f2(r.maxPooling.averagePooling.drop)} pp (accuracy ${p2(r.maxPooling.averagePooling.accuracy)}), against ${f2(r.final.measuredDrop)} pp with the polynomial max`);
   }
-  out.push(`latency estimates: ${r.costs.source}`);
+  out.push(`latency estimates: ${r.costs.source}`
+    + (r.bootstrapping.planned && r.costs.engine !== 'lattigo' ? `; planned for bootstrapping, the network runs on Lattigo: 'he-approx costs --engine lattigo${r.bootstrapping.levelsPerBootstrap === DEFAULT_BOOTSTRAP_LEVELS ? '' : ` --bootstrap-levels ${r.bootstrapping.levelsPerBootstrap}`}' measures its costs and bootstrap time` : ''));
   for (const n of r.notes) out.push(`note: ${n}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   out.push(`time: ${r.timings.total.toFixed(1)} s`);

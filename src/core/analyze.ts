@@ -8,6 +8,7 @@
  */
 import { affineFoldable, networkDepth, polyCost, publishedCosts } from './cost/cost';
 import { cachedSealCosts } from './cost/sealCosts';
+import { bootstrapSpec, cachedLattigoCosts } from './he/lattigoCosts';
 import { UserError } from './errors';
 import { FitMethod, polyOf, polysOf } from './fit/fit';
 import { initBackend } from './model/backend';
@@ -120,7 +121,9 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const source = model.sourceGraph;
     const averagePooling = source ? await clock.timed('report', () => measureAveragePooling(cache, source, ds, split.heldout, polysOf(acts, final.result!.fits, final.result!.offsets),
       clock.pass('report', s.batchSize, o.signal))) : null;
-    const report = assembleReport({ o, s, inputs, stats, fit, screen, costs, foldable, opCosts, backend, baseAccuracy, final, uniform, bootstrapping, linearDepth,
+    // Planned for bootstrapping, the network runs on Lattigo: latency from its measured costs where cached.
+    const runCosts = bootstrapping && !o.costs ? cachedLattigoCosts(bootstrapSpec(s.bootstrapLevels)) ?? opCosts : opCosts;
+    const report = assembleReport({ o, s, inputs, stats, fit, screen, costs, foldable, opCosts: runCosts, backend, baseAccuracy, final, uniform, bootstrapping, linearDepth,
       averagePooling, timings: clock.finish() });
     if (finetuned) report.finetune = finetuned.report;
     clock.progress('report', 1, 'done');

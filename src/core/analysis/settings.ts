@@ -102,6 +102,9 @@ const positiveInt = (v: number | undefined, name: string, flag: string): void =>
   if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new UserError('OPTION_INVALID', `${name} must be a positive integer, got ${v}`, `pass ${flag} N with N >= 1`);
 };
 
+/** Levels between bootstraps with Lattigo's 128-bit bootstrapping parameters at N=2^16 (engines/lattigo/params.go). */
+export const DEFAULT_BOOTSTRAP_LEVELS = 9;
+
 /** Every option's default and range, checked before anything is loaded. */
 export function resolveSettings(o: AnalyzeOptions): Settings {
   const budget = o.budget ?? 1.0;
@@ -113,7 +116,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   }
   // Lattigo's 128-bit bootstrapping parameters at N=2^16 (N16QP1546H192H32) leave 9 levels of
   // 40 bits: a tenth takes the bootstrapping circuit's log2(QP) past 1550 (engines/lattigo/params.go).
-  const bootstrapLevels = o.bootstrapLevels ?? 9;
+  const bootstrapLevels = o.bootstrapLevels ?? DEFAULT_BOOTSTRAP_LEVELS;
   if (o.bootstrap && o.levelBudget !== undefined) {
     throw new UserError('OPTION_INVALID', 'a level budget is a hard limit and bootstrapping has none', 'pass either --bootstrap or --level-budget, not both');
   }

@@ -24,6 +24,12 @@ export interface OpCosts {
   add: number;
   /** Milliseconds: one rotation (Galois automorphism + key switch). */
   rotate: number;
+  /** Milliseconds: one bootstrap of a ciphertext (engines with bootstrapping only). */
+  bootstrap?: number;
+  /** Which library measured these: node-seal (absent: SEAL) or the Lattigo engine (he/lattigoCosts.ts). */
+  engine?: 'seal' | 'lattigo';
+  /** Levels of the chain they were measured on (Lattigo: between bootstraps). */
+  levels?: number;
   source: string;
 }
 

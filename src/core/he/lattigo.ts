@@ -157,7 +157,9 @@ export function constRuns(consts: Float64Array[]): { data: Float64Array; offsets
  */
 export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float64Array[][], o: { outLength: number; precision?: boolean; onEvent?: (e: EngineEvent) => void; signal?: AbortSignal; bin?: string;
   /** Empty trace.consts once they are written: a ResNet's take gigabytes that the engine, not this process, needs while it runs. */
-  releaseConsts?: boolean }): Promise<EngineRun> {
+  releaseConsts?: boolean;
+  /** Worker threads of the engine (default: one per core for long traces, HE_APPROX_ENGINE_THREADS). */
+  threads?: number }): Promise<EngineRun> {
   const bin = o.bin ?? findEngine();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-lattigo-'));
   let child: ChildProcess | null = null;
@@ -176,7 +178,8 @@ export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float6
     const stderr: string[] = [];
     await new Promise<void>((resolve, reject) => {
       if (o.signal?.aborted) { reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again')); return; }
-      child = spawn(bin, ['run', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const env = o.threads ? { ...process.env, HE_APPROX_ENGINE_THREADS: String(o.threads) } : process.env;
+      child = spawn(bin, ['run', dir], { stdio: ['ignore', 'pipe', 'pipe'], env });
       const abort = () => child?.kill('SIGKILL');
       o.signal?.addEventListener('abort', abort);
       let buf = '';
