@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'child_process';
 import { tf } from '../src/core/model/backend';
 import { UserError } from '../src/core/errors';
 import { loadDataset, splitIndices } from '../src/core/data/read';
@@ -96,4 +97,20 @@ export async function heldoutAccuracy(sizes: { calib: number; heldout: number; s
     });
   }
   return right / idx.length;
+}
+
+/** The CLI as a user runs it (bin/he-approx.js in a child process): exit code, stdout, stderr. */
+export function cli(...args: string[]): { code: number; out: string; err: string } {
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300000 });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+/** A refusal as users see it: exit 2, one line 'he-approx: error: <what>. Fix: <what to do>' matching `re`, no stack. */
+export function assertOneLineError(r: { code: number; err: string }, re: RegExp): void {
+  assert.equal(r.code, 2, r.err);
+  const lines = r.err.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${r.err}`);
+  assert.match(lines[0], /^he-approx: error: .+\. Fix: .+/);
+  assert.match(lines[0], re);
+  assert.doesNotMatch(r.err, /\n\s+at /, 'no stack trace');
 }

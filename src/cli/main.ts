@@ -18,7 +18,9 @@ import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '..
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
 import { encryptedLayerTest } from '../core/he/layerTest';
-import { REPORT_SCHEMA, REPORT_VERSION, Report } from '../core/report';
+import { Report } from '../core/report';
+import { checkReport, sealReport } from '../core/reportCheck';
+import { readUserFile } from '../core/files';
 
 const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
@@ -161,7 +163,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
       const rel = (f: string) => path.relative(process.cwd(), f);
       if (!opts.has('json')) process.stderr.write(`wrote ${rel(files.report)}, ${rel(files.coefficients)}, ${rel(files.model)}${report.finetune?.exported ? `, ${rel(path.join(path.dirname(files.report), report.finetune.exported))} (fine-tuned)` : ''}\n`);
     }
-    process.stdout.write(opts.has('json') ? JSON.stringify(report, null, 2) + '\n' : renderReport(report) + '\n');
+    process.stdout.write(opts.has('json') ? JSON.stringify(sealReport(report), null, 2) + '\n' : renderReport(report) + '\n');
     return report.final.meetsBudget ? 0 : 3;
   } finally {
     process.removeListener('SIGINT', onSig);
@@ -202,14 +204,14 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
     const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
       packing: opts.has('latency') ? 'latency' : 'throughput', workers, engine: (engine ?? undefined) as 'seal' | 'lattigo' | undefined, onProgress: progressPrinter(opts.has('quiet')) });
     report.encrypted = { ...report.encrypted, model: res };
-    fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
+    rewriteReport(reportPath, report);
     process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);
     return res.agreement >= 0.99 ? 0 : 3;
   }
   const res = await encryptedLayerTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
     onProgress: progressPrinter(opts.has('quiet')) });
   report.encrypted = { ...report.encrypted, layers: res };
-  fs.writeFileSync(reportPath, JSON.stringify(report, null, 2) + '\n');
+  rewriteReport(reportPath, report);
   const rows = [['layer', 'degree', 'values', 'N', 'levels used/avail', 'mults', 'max |enc - poly|', 'bits', 'max |enc - act|', 's/ciphertext']];
   for (const l of res.layers) {
     rows.push([l.name, String(l.degree), String(l.values), String(l.ringSize), `${l.levelsUsed}/${l.levelsAvailable}` + (l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches ? '' : ' (!)'),
@@ -223,15 +225,29 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
   return 0;
 }
 
+/**
+ * Adds the encrypted test's results to the report file: written beside it and renamed over it, so
+ * a crash or a kill mid-write leaves the old report whole, never half of a new one.
+ */
+function rewriteReport(file: string, report: Report): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw new UserError('OUTPUT_EXISTS', `cannot add the results to ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'make the report\'s folder writable, or copy the report somewhere you can write and pass that');
+  }
+}
+
 function readReport(file: string): Report {
-  let r: Report;
-  try { r = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) {
-    throw new UserError('OPTION_INVALID', `cannot read report ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'pass the report.json written by he-approx analyze --out DIR');
+  const fix = 'pass the report.json written by he-approx analyze --out DIR';
+  const bytes = readUserFile(file, { what: 'report', code: 'REPORT_INVALID', fix });
+  let raw: unknown;
+  try { raw = JSON.parse(bytes.toString('utf8')); } catch (e) {
+    throw new UserError('REPORT_INVALID', `report ${file} is not JSON (${(e as Error).message})`, fix);
   }
-  if (r.schema !== REPORT_SCHEMA || r.version !== REPORT_VERSION) {
-    throw new UserError('OPTION_INVALID', `${file} is not a he-approx report of version ${REPORT_VERSION}`, 'run he-approx analyze --out DIR again and pass DIR/report.json');
-  }
-  return r;
+  return checkReport(raw, file);
 }
 
 async function runCosts(argv: string[]): Promise<number> {

@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'LABELS_MISMATCH'
   | 'OPTION_INVALID'
   | 'OUTPUT_EXISTS'
+  /** A report.json that is not what he-approx wrote: edited, damaged, or not for this model. */
+  | 'REPORT_INVALID'
   | 'BUDGET_INFEASIBLE'
   | 'MEMORY_LIMIT'
   /** The Lattigo engine is not built here, or not of this version. */

@@ -4,7 +4,7 @@
  * whenever a field changes meaning or disappears.
  */
 import * as crypto from 'crypto';
-import * as fs from 'fs';
+import { MODEL_FILE, readUserFile } from './files';
 import { OpCosts } from './cost/cost';
 import type { FitMethod } from './fit/fit';
 import type { ChannelFits, PolyActivation } from './numerics/polynomial';
@@ -24,7 +24,7 @@ export function jsonContentSha256(text: string): string | null {
 
 /** The two hashes a report keeps of its model.json (bytes, and content whatever the formatting), from one read. */
 export function modelFileHashes(file: string): { sha256: string; contentSha256: string | null } {
-  const bytes = fs.readFileSync(file);
+  const bytes = readUserFile(file, MODEL_FILE);
   return { sha256: crypto.createHash('sha256').update(bytes).digest('hex'), contentSha256: jsonContentSha256(bytes.toString('utf8')) };
 }
 
@@ -195,6 +195,8 @@ export interface Report {
   version: typeof REPORT_VERSION;
   tool: { name: string; version: string };
   createdAt: string;
+  /** SHA-256 of the report's content without this field and `encrypted` (reportCheck.ts): a report edited after it was written is refused. */
+  checksum?: string;
   model: { path: string; name: string; format?: string; layout: string; inputShape: number[]; sha256: string; contentSha256?: string | null; notes: string[] };
   data: { path: string; labels: string | null; heldoutPath: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
   options: AnalyzeOptionsReport;

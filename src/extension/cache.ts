@@ -8,16 +8,20 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { isUserError } from '../core/errors';
+import { MODEL_FILE, fileProblem, readUserFile, resolveInside } from '../core/files';
 import { Report, jsonContentSha256 } from '../core/report';
+import { checkReport, sealReport } from '../core/reportCheck';
 
 /** model.json plus the weight shards its manifest names (those that exist). */
 export function modelFiles(modelPath: string): string[] {
   const out = [modelPath];
   try {
-    const json = JSON.parse(fs.readFileSync(modelPath, 'utf8')) as { weightsManifest?: { paths?: string[] }[] };
+    const json = JSON.parse(readUserFile(modelPath, MODEL_FILE).toString('utf8')) as { weightsManifest?: { paths?: string[] }[] };
     for (const g of json.weightsManifest ?? []) for (const p of g.paths ?? []) {
-      const f = path.join(path.dirname(modelPath), p);
-      if (fs.existsSync(f)) out.push(f);
+      // A shard outside the model's folder is never read (the analysis refuses it and says why).
+      const f = resolveInside(modelPath, p, 'the weight shard');
+      if (fileProblem(f) === null) out.push(f);
     }
   } catch {
     // A corrupt model.json is keyed by its bytes alone; the analysis reports the problem.
@@ -29,8 +33,10 @@ export function analysisKey(files: (string | null | undefined)[], options: unkno
   const h = crypto.createHash('sha256');
   for (const f of files) {
     h.update(f ? `file:${path.basename(f)}:` : 'none:');
-    if (f && fs.existsSync(f)) {
-      const bytes = fs.readFileSync(f);
+    // Only regular files: reading a FIFO planted in a workspace would block the extension host.
+    if (f && fileProblem(f) === null) {
+      let bytes: Buffer;
+      try { bytes = readUserFile(f, { what: 'file', code: 'DATA_UNREADABLE', fix: '' }); } catch { h.update('unreadable\0'); continue; }
       // JSON (model.json) by content, so that reformatting it keeps the cached results.
       h.update((f.endsWith('.json') && jsonContentSha256(bytes.toString('utf8'))) || bytes);
     }
@@ -58,14 +64,26 @@ export class ResultCache {
 
   private file(key: string): string { return path.join(this.dir, `${key}.json`); }
 
-  get(key: string): Report | null {
-    try { return JSON.parse(fs.readFileSync(this.file(key), 'utf8')) as Report; } catch { return null; }
+  /**
+   * The cached report, or null: missing, or failing the checks every report read back gets
+   * (core/reportCheck.ts), in which case `onRejected` hears why and the analysis runs again.
+   */
+  get(key: string, onRejected?: (why: string) => void): Report | null {
+    let raw: unknown;
+    try { raw = JSON.parse(fs.readFileSync(this.file(key), 'utf8')); } catch { return null; }
+    try {
+      return checkReport(raw, 'the cached result');
+    } catch (e) {
+      if (!isUserError(e)) throw e;
+      onRejected?.(e.message);
+      return null;
+    }
   }
 
   put(key: string, report: Report): void {
     fs.mkdirSync(this.dir, { recursive: true });
     const tmp = `${this.file(key)}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(report));
+    fs.writeFileSync(tmp, JSON.stringify(sealReport(report)));
     fs.renameSync(tmp, this.file(key));
   }
 

@@ -12,6 +12,7 @@ import { Report, jsonContentSha256 } from '../core/report';
 import type { EncryptedLayerReport } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
 import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
+import { MODEL_FILE, readUserFile } from '../core/files';
 import { ResultCache, analysisKey, engineId, modelFiles } from './cache';
 import { findDataNear } from './dataFiles';
 import { LayerRanges, TextRange, findLayerRanges, offsetToPosition } from './layerRanges';
@@ -291,7 +292,7 @@ class HeApprox implements vscode.Disposable {
     if (doc?.isDirty) await doc.save();
     const options = this.analyzeOptions(uri.fsPath, data, labels);
     const { files, key } = this.keyFor(uri.fsPath, data, labels);
-    const cached = this.cache.get(key);
+    const cached = this.cache.get(key, (why) => this.log.warn(`${why}; analysing ${vscode.workspace.asRelativePath(uri)} again`));
     if (cached) {
       this.log.info(`results for ${vscode.workspace.asRelativePath(uri)} are up to date (cached by content)`);
       this.setResult(uri, cached, key, files, data, labels);
@@ -492,7 +493,7 @@ class HeApprox implements vscode.Disposable {
       const d = this.resolvePath(data);
       const l = labels ? this.resolvePath(labels) : null;
       const { files, key } = this.keyFor(uri.fsPath, d, l);
-      const report = this.cache.get(key);
+      const report = this.cache.get(key, (why) => this.log.warn(`${why}; not restored`));
       if (report) { this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`); this.setResult(uri, report, key, files, d, l); }
     }
   }
@@ -500,7 +501,8 @@ class HeApprox implements vscode.Disposable {
   private rangesFor(uri: vscode.Uri): { doc: vscode.TextDocument | null; text: string; ranges: LayerRanges } | null {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString()) ?? null;
     let text: string;
-    try { text = doc ? doc.getText() : fs.readFileSync(uri.fsPath, 'utf8'); } catch { return null; }
+    // A model.json in the workspace may be a FIFO or a device: never read it with a blocking read.
+    try { text = doc ? doc.getText() : readUserFile(uri.fsPath, MODEL_FILE).toString('utf8'); } catch { return null; }
     return { doc, text, ranges: findLayerRanges(text) };
   }
 

@@ -22,6 +22,11 @@ export interface Case {
   files: Record<string, Buffer>;
   /** CLI arguments; `@/` at the start of an argument is the case's folder. */
   argv: string[];
+  /**
+   * What an untrusted workspace holds besides files: symbolic links (name -> target, `@/` the
+   * case's folder), named pipes, empty folders, made after the files.
+   */
+  special?: { links?: Record<string, string>; fifos?: string[]; dirs?: string[] };
 }
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -205,7 +210,8 @@ export function generateCases(seed = 20261202): Case[] {
       for (let k = 0; k < flips; k++) { const at = rng.int(rng.int(2) ? Math.min(4096, b.length) : b.length); b[at] ^= 1 << rng.int(8); }
       what = `${flips} bits flipped`;
     } else { out = Buffer.from(b.toString('latin1').replace(/relu|Relu|silu|swish|Conv|Gemm|Dense/, 'Xyzw'), 'latin1'); what = 'an operator or layer name renamed'; }
-    add(cat, `${file}: ${what}`, { [file]: out, ...data }, ['analyze', `@/${file}`, ...dataArgs, ...SMALL, '--out', '@/out']);
+    // In a folder of its own: --out may not lie inside the model's folder.
+    add(cat, `${file}: ${what}`, { [`model/${file}`]: out, ...data }, ['analyze', `@/model/${file}`, ...dataArgs, ...SMALL, '--out', '@/out']);
   }
 
   // Data files.
@@ -327,5 +333,49 @@ export function generateCases(seed = 20261202): Case[] {
     add('out', `--out ${what}`, { 'model/model.json': Buffer.from(src.tfjs.mlp.json), 'model/weights.bin': src.tfjs.mlp.bin, ...data, ...files },
       ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out]);
   }
+
+  // Paths an untrusted workspace can hold (issue 30): every entry given a folder, a FIFO, a device,
+  // a dangling link, a loop of links; shards leading out of the model's folder; --out leading into it.
+  const paths: Case[] = [];
+  const entries = ['model', 'data', 'labels', 'heldout'] as const;
+  const kinds = ['folder', 'fifo', 'device', 'dangling', 'loop', 'link-out'] as const;
+  for (let i = 0; i < 60; i++) {
+    const m = pick(models);
+    const entry = pick(entries);
+    const kind = pick(kinds);
+    const files: Record<string, Buffer> = { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, ...data, 'outside/secret.bin': Buffer.from(src.tfjs[m].bin) };
+    const special: NonNullable<Case['special']> = { links: {}, fifos: [], dirs: [] };
+    const at = entry === 'model' ? 'model/bad.json' : `bad-${entry}`;
+    if (kind === 'folder') special.dirs!.push(at);
+    else if (kind === 'fifo') special.fifos!.push(at);
+    else if (kind === 'device') special.links![at] = '/dev/zero';
+    else if (kind === 'dangling') special.links![at] = '@/nowhere';
+    else if (kind === 'loop') { special.links![at] = `@/${at}.2`; special.links![`${at}.2`] = `@/${at}`; }
+    else special.links![at] = '@/outside/secret.bin';
+    const arg = `@/${at}`;
+    const argv = entry === 'model' ? ['analyze', arg, ...dataArgs, ...SMALL, '--out', '@/out']
+      : entry === 'data' ? ['analyze', '@/model/model.json', '--data', arg, ...SMALL, '--out', '@/out']
+        : entry === 'labels' ? ['analyze', '@/model/model.json', '--data', '@/images-idx3-ubyte', '--labels', arg, ...SMALL, '--out', '@/out']
+          : ['analyze', '@/model/model.json', ...dataArgs, '--heldout-data', arg, ...SMALL, '--out', '@/out'];
+    paths.push({ category: 'paths', name: `${m}: ${entry} is a ${kind}`, files, argv, special });
+  }
+  for (let i = 0; i < 40; i++) {
+    const m = pick(models);
+    const json = JSON.parse(src.tfjs[m].json) as { weightsManifest: { paths: string[] }[] };
+    const kind = pick(['relative', 'absolute', 'link', 'deep', 'out-link', 'out-inside'] as const);
+    const files: Record<string, Buffer> = { 'outside/weights.bin': src.tfjs[m].bin, ...data };
+    const special: NonNullable<Case['special']> = { links: {} };
+    let out = '@/out';
+    if (kind === 'relative') json.weightsManifest[0].paths = ['../outside/weights.bin'];
+    else if (kind === 'absolute') json.weightsManifest[0].paths = ['@ABS@/outside/weights.bin'];
+    else if (kind === 'link') { json.weightsManifest[0].paths = ['weights.bin']; special.links!['model/weights.bin'] = '@/outside/weights.bin'; }
+    else if (kind === 'deep') json.weightsManifest[0].paths = ['sub/../../outside/weights.bin'];
+    else { files['model/weights.bin'] = src.tfjs[m].bin; json.weightsManifest[0].paths = ['weights.bin']; }
+    if (kind === 'out-link') { special.links!['out-link'] = '@/model'; out = '@/out-link'; }
+    if (kind === 'out-inside') out = '@/model/results';
+    files['model/model.json'] = Buffer.from(JSON.stringify(json));
+    paths.push({ category: 'paths', name: `${m}: ${kind}`, files, argv: ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out], special });
+  }
+  cases.push(...paths);
   return cases;
 }

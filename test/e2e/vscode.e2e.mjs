@@ -730,7 +730,7 @@ test('CNN analysis from the palette vs the CLI on the same files, measured in on
   fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
 });
 
-test('an untrusted workspace: the data settings are ignored, data picked explicitly is analysed and not written to the settings', async () => {
+test('an untrusted workspace: the data settings are ignored, data picked explicitly is analysed and not written to the settings; shards outside it are refused', async () => {
   // A second code-server with VS Code's workspace trust on; the folder is opened and not trusted.
   const dir = path.join(tmp, 'untrusted');
   const ws = path.join(dir, 'workspace');
@@ -740,6 +740,13 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
   const settingsFile = path.join(ws, '.vscode', 'settings.json');
   const settingsText = JSON.stringify({ 'heApprox.calibrationData': '/nonexistent/outside-the-workspace.npy' }, null, 2);
   fs.writeFileSync(settingsFile, settingsText);
+  // A model whose weight shards are a file outside the workspace (issue 30): refused, never read.
+  fs.mkdirSync(path.join(ws, 'evil'));
+  fs.mkdirSync(path.join(dir, 'outside'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'examples', 'mnist-mlp', 'weights.bin'), path.join(dir, 'outside', 'weights.bin'));
+  const evil = JSON.parse(fs.readFileSync(path.join(ROOT, 'examples', 'mnist-mlp', 'model.json'), 'utf8'));
+  for (const g of evil.weightsManifest) g.paths = ['../../outside/weights.bin'];
+  fs.writeFileSync(path.join(ws, 'evil', 'model.json'), JSON.stringify(evil, null, 1));
   const second = await startCodeServer(dir, { trust: true });
   const mainPage = page;
   page = await newPage();
@@ -767,6 +774,13 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
     await until(() => extensionLog(path.join(dir, 'user')), (t) => /results for mnist-mlp\/model\.json are up to date/.test(t), 30000);
     assert.match(extensionLog(path.join(dir, 'user')), /results for mnist-mlp\/model\.json are up to date/);
     assert.equal(await page.locator('.notification-toast', { hasText: /no calibration data configured/ }).count(), 0);
+    // The model pointing outside the workspace: one error naming the shard, nothing analysed.
+    await clearToasts();
+    await openFile('evil/model.json');
+    await palette('HE Approx: Analyze Model');
+    await toast(/names the weight shard '\.\.\/\.\.\/outside\/weights\.bin', which leads out of the model's folder/).waitFor({ timeout: 120000 });
+    await shot('20-untrusted-shards-refused');
+    assert.doesNotMatch(extensionLog(path.join(dir, 'user')), /results for evil\/model\.json/);
   } finally {
     await page.close().catch(() => undefined);
     page = mainPage;

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { UserError } from '../errors';
+import { checkFile, readUserFile } from '../files';
 import { Graph, transposeIndex } from '../model/graph';
 import { Rng } from '../rng';
 import { parseIdx } from './idx';
@@ -35,12 +36,11 @@ export function checkDataSize(file: string): void {
   }
 }
 
-export function readArray(file: string): RawArray {
-  if (!fs.existsSync(file)) {
-    throw new UserError('DATA_UNREADABLE', `data file ${file} does not exist`, 'pass an existing .npy, idx, .csv or .json file');
-  }
+export function readArray(file: string, what = 'data file'): RawArray {
+  const role = { what, code: 'DATA_UNREADABLE' as const, fix: 'pass an existing .npy, idx, .csv or .json file' };
+  checkFile(file, role);
   checkDataSize(file);
-  const buf = fs.readFileSync(file);
+  const buf = readUserFile(file, role);
   const base = path.basename(file);
   const ext = path.extname(file).toLowerCase();
   if (ext === '.npy') return parseNpy(buf, base);
@@ -198,7 +198,7 @@ export function loadDataset(dataFile: string, labelsFile: string | null, inputSh
   }
   let labels: Int32Array | null = null;
   if (labelsFile) {
-    const lr = readArray(labelsFile);
+    const lr = readArray(labelsFile, 'labels file');
     const lb = path.basename(labelsFile);
     if (lr.shape[0] !== n) {
       throw new UserError('LABELS_MISMATCH', `${lb} has ${lr.shape[0]} labels but ${base} has ${n} samples`, 'pass one label per sample, in the same order');

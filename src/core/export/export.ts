@@ -9,6 +9,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { affineLane, lanesOf, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
+import { isWithin, realPathOf } from '../files';
+import { sealReport } from '../reportCheck';
 import type { FinetunedModel } from '../finetune/finetune';
 import { Graph, GraphNode, ParamSource } from '../model/graph';
 import { kerasWeight } from '../model/formats/kerasTopology';
@@ -194,21 +196,35 @@ export function checkOutputs(dir: string, modelArg: string, force: boolean, fine
     finetuned: !finetune ? null : onnx ? { model: path.join(ft, 'model.onnx'), weights: null, coefficients: path.join(ft, 'coefficients.json') }
       : { model: path.join(ft, 'model.json'), weights: path.join(ft, 'weights.bin'), coefficients: path.join(ft, 'coefficients.json') },
   };
-  const inputDir = path.dirname(modelPath);
-  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
-    throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a file, not a folder`, 'choose a folder name for --out');
+  // Checked where the links lead: --out may be a link, but not to the model's folder or into it.
+  const real = realPathOf(abs);
+  const modelDir = realPathOf(path.dirname(modelPath));
+  if (isWithin(modelDir, real)) {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir} is ${real === modelDir ? 'the input model\'s folder' : 'inside the input model\'s folder'}${real !== abs ? ` (it leads to ${real})` : ''}; he-approx never writes there`, 'choose an --out folder outside the model\'s folder');
   }
-  for (const f of [files.report, files.coefficients, files.model, files.weights, ...Object.values(files.finetuned ?? {})]) {
+  let outStat: fs.Stats | null = null;
+  try { outStat = fs.lstatSync(abs); } catch { /* created below */ }
+  if (outStat?.isSymbolicLink() && !fs.existsSync(abs)) {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir} is a symbolic link to ${fs.readlinkSync(abs)}, which does not exist`, 'remove the link, or choose another --out folder');
+  }
+  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
+    throw new UserError('OUTPUT_EXISTS', `--out ${dir} is ${fs.statSync(abs).isFile() ? 'a file' : 'a special file'}, not a folder`, 'choose a folder name for --out');
+  }
+  // Inside --out nothing is written through a link (a planted report.json -> ~/.bashrc).
+  const folders = [path.dirname(files.model), ...(files.finetuned ? [path.dirname(files.finetuned.model)] : [])].filter((f) => f !== abs);
+  for (const f of [...folders, files.report, files.coefficients, files.model, files.weights, ...Object.values(files.finetuned ?? {})]) {
     if (!f) continue;
-    if (path.resolve(f) === modelPath || path.dirname(f) === inputDir) {
-      throw new UserError('OUTPUT_EXISTS', `--out ${dir} would write ${path.basename(f)} into the input model's folder`, 'choose another --out folder');
+    let st: fs.Stats | null = null;
+    try { st = fs.lstatSync(f); } catch { /* not there yet */ }
+    if (st?.isSymbolicLink()) {
+      throw new UserError('OUTPUT_EXISTS', `${f} is a symbolic link; he-approx does not write through links`, 'remove the link, or choose another --out folder');
     }
-    if (fs.existsSync(f) && !force) {
-      throw new UserError('OUTPUT_EXISTS', `${f} already exists`, 'choose another --out folder, or pass --force to overwrite he-approx outputs');
+    if (st && folders.includes(f) && !st.isDirectory()) {
+      throw new UserError('OUTPUT_EXISTS', `${f} is a file, where he-approx makes a folder`, 'choose another --out folder');
     }
-    if (fs.existsSync(f) && fs.statSync(f).isDirectory()) {
-      throw new UserError('OUTPUT_EXISTS', `${f} is a folder, where he-approx writes a file`, 'choose another --out folder');
-    }
+    if (!st || folders.includes(f)) continue;
+    if (!force) throw new UserError('OUTPUT_EXISTS', `${f} already exists`, 'choose another --out folder, or pass --force to overwrite he-approx outputs');
+    if (!st.isFile()) throw new UserError('OUTPUT_EXISTS', `${f} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}, where he-approx writes a file`, 'choose another --out folder');
   }
   let existing = abs;
   while (!fs.existsSync(existing)) existing = path.dirname(existing);
@@ -229,16 +245,22 @@ export function checkOutputs(dir: string, modelArg: string, force: boolean, fine
  * also finetuned/: the approximated model with the fine-tuned weights and polynomials, in the
  * same format, and its coefficients; the report records where (report.finetune.exported).
  */
+/** Writes a file under --out without following a link planted at its name after the checks. */
+function writeOut(file: string, data: string | Uint8Array): void {
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (fs.constants.O_NOFOLLOW ?? 0), 0o644);
+  try { fs.writeFileSync(fd, data); } finally { fs.closeSync(fd); }
+}
+
 export function writeOutputs(dir: string, model: LoadedModel, report: Report, force: boolean, finetuned: FinetunedModel | null = null): WrittenFiles {
   const onnx = !!model.onnx;
   const files = checkOutputs(dir, model.path, force, !!finetuned);
   fs.mkdirSync(path.dirname(files.model), { recursive: true });
   if (onnx) {
-    fs.writeFileSync(files.model, approximatedOnnx(model, report));
+    writeOut(files.model, approximatedOnnx(model, report));
   } else {
     const { json, weights } = tfjsModelJson(model, report);
-    fs.writeFileSync(files.weights!, weights);
-    fs.writeFileSync(files.model, JSON.stringify(json));
+    writeOut(files.weights!, weights);
+    writeOut(files.model, JSON.stringify(json));
   }
   if (report.finetune) {
     report.finetune.exported = null;
@@ -246,18 +268,18 @@ export function writeOutputs(dir: string, model: LoadedModel, report: Report, fo
       const tuned = finetunedReport(report);
       fs.mkdirSync(path.dirname(files.finetuned.model), { recursive: true });
       if (onnx) {
-        fs.writeFileSync(files.finetuned.model, approximatedOnnx(finetunedOnnxModel(model, finetuned.graph), tuned));
+        writeOut(files.finetuned.model, approximatedOnnx(finetunedOnnxModel(model, finetuned.graph), tuned));
       } else {
         const { json, weights } = tfjsModelJson({ ...model, keras: { ...model.keras!, weights: finetunedWeights(model, finetuned.graph) } }, tuned);
-        fs.writeFileSync(files.finetuned.weights!, weights);
-        fs.writeFileSync(files.finetuned.model, JSON.stringify(json));
+        writeOut(files.finetuned.weights!, weights);
+        writeOut(files.finetuned.model, JSON.stringify(json));
       }
-      fs.writeFileSync(files.finetuned.coefficients, JSON.stringify(coefficientsFile(tuned), null, 2) + '\n');
+      writeOut(files.finetuned.coefficients, JSON.stringify(coefficientsFile(tuned), null, 2) + '\n');
       report.finetune.exported = path.relative(path.dirname(files.report), files.finetuned.model);
     }
   }
-  fs.writeFileSync(files.coefficients, JSON.stringify(coefficientsFile(report), null, 2) + '\n');
-  fs.writeFileSync(files.report, JSON.stringify(report, null, 2) + '\n');
+  writeOut(files.coefficients, JSON.stringify(coefficientsFile(report), null, 2) + '\n');
+  writeOut(files.report, JSON.stringify(sealReport(report), null, 2) + '\n');
   return files;
 }
 

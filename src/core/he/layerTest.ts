@@ -5,13 +5,14 @@
  * the encrypted model uses, decrypted, and compared with the plaintext polynomial (the encryption
  * error) and with the true activation (the approximation error).
  */
+import { checkReportAgainstGraph } from '../reportCheck';
 import { foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
 import { Executor } from '../model/execute';
 import { Graph, actSpec } from '../model/graph';
-import { loadModel } from '../model/load';
+import { loadModel, modelFilePath } from '../model/load';
 import { activationFn } from '../numerics/activations';
 import { planAtDepth } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
@@ -59,7 +60,7 @@ export interface LayerTestOptions extends EncryptedTestOptions {
 }
 
 export function checkReportMatchesModel(report: Report, modelPath: string): void {
-  const now = modelFileHashes(modelPath);
+  const now = modelFileHashes(modelFilePath(modelPath));
   const sameContent = !!report.model?.contentSha256 && report.model.contentSha256 === now.contentSha256;
   if (report.model?.sha256 !== now.sha256 && !sameContent) {
     throw new UserError('OPTION_INVALID', `the report was made for another version of this model (${report.model?.path ?? 'unknown'})`,
@@ -70,7 +71,9 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
 /** The model's graph, after checking that the report was made for exactly this model file. */
 export async function checkedGraph(o: EncryptedTestOptions): Promise<Graph> {
   checkReportMatchesModel(o.report, o.model);
-  return (await loadModel(o.model)).graph;
+  const g = (await loadModel(o.model)).graph;
+  checkReportAgainstGraph(o.report, g);
+  return g;
 }
 
 /** What both encrypted tests run on: the data, a seeded choice of test samples, the report's polynomials. */

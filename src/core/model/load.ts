@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import { MODEL_FILE, checkFile } from '../files';
 import type { Graph } from './graph';
 import { expandMaxPooling, hasMaxPooling } from './maxTree';
 import type { LoadedModel, ModelFormat } from './loaded';
@@ -31,9 +32,7 @@ export function modelFilePath(modelPath: string): string {
 export async function loadModel(modelPath: string): Promise<LoadedModel> {
   const file = modelFilePath(modelPath);
   const base = path.basename(file);
-  if (!fs.existsSync(file)) {
-    throw new UserError('MODEL_UNREADABLE', `model file ${file} does not exist`, 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
-  }
+  checkFile(file, MODEL_FILE);
   const model = await readModel(file);
   checkFiniteWeights(model.graph, base);
   // Max pooling becomes a tree of pairwise maxima whose |x| are approximated like activations.

@@ -2,9 +2,9 @@
  * Reads the weight shards named by a model.json `weightsManifest` (tfjs format: groups of shard
  * files whose concatenation holds the weights in manifest order) into named float32 arrays.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../errors';
+import { fileProblem, readUserFile, resolveInside } from '../files';
 
 export interface WeightSpec {
   name: string;
@@ -59,12 +59,12 @@ export function readWeights(modelPath: string, manifest: unknown): NamedWeight[]
     const { paths, weights } = checkGroup(modelPath, group, g);
     const buffers: Buffer[] = [];
     for (const p of paths) {
-      const file = path.join(dir, p);
-      if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      const file = resolveInside(modelPath, p, 'the weight shard');
+      if (fileProblem(file) === 'does not exist') {
         throw new UserError('WEIGHTS_MISSING', `weight shard '${p}' named by ${path.basename(modelPath)} is missing (looked in ${dir})`,
           `copy '${p}' next to model.json; tfjs writes the shards beside the model file`);
       }
-      buffers.push(fs.readFileSync(file));
+      buffers.push(readUserFile(file, { what: `weight shard '${p}' of ${path.basename(modelPath)}:`, code: 'WEIGHTS_MISSING', fix: `put the shard '${p}' that tfjs wrote beside model.json` }));
     }
     const buf = Buffer.concat(buffers);
     let off = 0;

@@ -13,6 +13,7 @@ import * as path from 'path';
 import { pathToFileURL } from 'url';
 import { unzipSync } from 'fflate';
 import { UserError } from '../../errors';
+import { MODEL_FILE, readUserFile } from '../../files';
 import type { LoadedModel } from '../loaded';
 import type { NamedWeight } from '../weights';
 import { KerasTopology, kerasGraph } from './kerasTopology';
@@ -169,7 +170,7 @@ function crcMismatch(zip: Buffer, entries: Record<string, Uint8Array>): string |
 /** Keras 3 .keras: a zip with config.json and model.weights.h5. */
 async function loadKeras3(file: string, base: string): Promise<{ topology: KerasTopology; weights: NamedWeight[]; version: string }> {
   let entries: Record<string, Uint8Array>;
-  const zip = fs.readFileSync(file);
+  const zip = readUserFile(file, MODEL_FILE);
   try { entries = unzipSync(zip); } catch (e) {
     unreadable(base, `is not a readable .keras (zip) archive (${(e as Error).message})`, 'pass a model saved with model.save("model.keras"); the file may be truncated');
   }

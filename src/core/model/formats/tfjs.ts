@@ -3,9 +3,9 @@
  * `model.save()` and the `modelTopology.model_config` layout written by tensorflowjs_converter
  * from Keras) plus its weight shards.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../../errors';
+import { MODEL_FILE, readUserFile } from '../../files';
 import type { LoadedModel } from '../loaded';
 import { readWeights } from '../weights';
 import { KerasTopology, kerasGraph } from './kerasTopology';
@@ -17,14 +17,7 @@ function fail(model: string, msg: string, fix: string, code: 'MODEL_UNSUPPORTED'
 }
 
 function readJson(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError('MODEL_UNREADABLE', code === 'ENOENT' ? `model file ${file} does not exist` : `cannot read model file ${file} (${code})`,
-      'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
-  }
+  const text = readUserFile(file, MODEL_FILE).toString('utf8');
   try {
     const v = JSON.parse(text);
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');

@@ -6,10 +6,10 @@
  * the shared clean-up and layout passes. The model's single input may have a dynamic batch
  * axis; every other axis must be fixed.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { UserError } from '../../../errors';
 import type { LoadedModel } from '../../loaded';
+import { MODEL_FILE, readUserFile } from '../../../files';
 import { finishGraph, simplifyLayout } from '../../passes';
 import { FOLDABLE, constantNode, foldNode } from './constants';
 import { ImportContext, OnnxActivationSite, OnnxPoolSite, OnnxSource, channelsLast, identityPerm, nodeName } from './context';
@@ -27,7 +27,7 @@ const SPATIAL = new Set(['Conv', 'AveragePool', 'MaxPool', 'GlobalAveragePool', 
 
 export function loadOnnx(file: string): LoadedModel {
   const base = path.basename(file);
-  const model = decodeModel(fs.readFileSync(file), base);
+  const model = decodeModel(readUserFile(file, MODEL_FILE), base);
   const g = model.graph;
   const opsetEntry = model.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx');
   const opset = Number(opsetEntry?.version ?? 0);

@@ -4,9 +4,9 @@
  * protobufjs types. int64 values become JavaScript numbers (exact below 2^53; INT64_MAX, which
  * exporters use for "to the end" in Slice, stays larger than any real dimension).
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
+import { fileProblem, readUserFile, resolveInside } from '../../../files';
 import { UserError } from '../../../errors';
 import { halfToFloat } from '../../weights';
 import { ONNX_PROTO } from './onnxProto';
@@ -94,12 +94,12 @@ export function tensorValues(t: OnnxTensor, dir: string, model: string): { dims:
   if (t.data_location === 1) {
     const kv = new Map((t.external_data ?? []).map((e) => [e.key, e.value]));
     const loc = kv.get('location');
-    const file = loc ? path.resolve(dir, loc) : '';
-    if (!loc || !fs.existsSync(file)) {
+    const file = loc ? resolveInside(path.join(dir, model), loc, `the external data file of tensor '${name}'`) : '';
+    if (!loc || fileProblem(file) === 'does not exist') {
       throw new UserError('WEIGHTS_MISSING', `${model}: tensor '${name}' is stored in external file '${loc}', which is missing`,
         `copy '${loc}' next to the .onnx file, or export with all weights inside the model (onnx.save_model(..., save_as_external_data=False))`);
     }
-    const all = fs.readFileSync(file);
+    const all = readUserFile(file, { what: `external data of tensor '${name}':`, code: 'WEIGHTS_MISSING', fix: `put '${loc}' beside the .onnx file, as the exporter wrote it` });
     const off = Number(kv.get('offset') ?? 0);
     const len = kv.has('length') ? Number(kv.get('length')) : all.length - off;
     raw = all.subarray(off, off + len);
