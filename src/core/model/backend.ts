@@ -21,7 +21,7 @@ export function initBackend(choice: BackendChoice = (process.env.HE_APPROX_BACKE
   ready = (async () => {
     if (choice === 'auto' || choice === 'node') {
       try {
-        // eslint-disable-next-line @typescript-eslint/no-var-requires
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- optional: loaded only if installed
         require('@tensorflow/tfjs-node');
         if (await tf.setBackend('tensorflow')) return 'tensorflow';
       } catch {

@@ -143,7 +143,7 @@ export class StreamingStats {
     const needLo = Math.min(vmin, this.lo);
     const needHi = Math.max(vmax, this.lo + (BINS - 0.5) * this.width);
     let w = this.width;
-    let lo = this.lo;
+    let lo: number;
     do { w *= 2; lo = Math.floor(needLo / w) * w; } while (lo + BINS * w <= needHi);
     const old = Float64Array.from(this.bins);
     this.bins.fill(0);

@@ -19,7 +19,7 @@ import type { NamedWeight } from '../weights';
 import { KerasTopology, kerasGraph } from './kerasTopology';
 
 /** h5wasm's File, Group and Dataset objects (its types come with an ES-module-only package). */
-type H5 = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+type H5 = any;
 
 // h5wasm is published as ES modules only; tsc's CommonJS output would turn import() into
 // require(), which cannot load it, so the import is made at run time.

@@ -209,7 +209,7 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
     visiting.add(name);
     const ins = e.inbound.map(build);
     visiting.delete(name);
-    const id = convertLayer(model, e, ins, nodes, add, getW, notes);
+    const id = convertLayer(model, e, ins, nodes, add, getW);
     idOf.set(name, id);
     return id;
   };
@@ -223,7 +223,7 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
 
 function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphNode[],
   add: (n: Omit<GraphNode, 'id'>) => number,
-  getW: (layer: string, param: string, shape: number[]) => Float32Array, notes: string[]): number {
+  getW: (layer: string, param: string, shape: number[]) => Float32Array): number {
   const cls = ALIASES[e.className] ?? e.className;
   const c = e.config ?? {};
   const where = `layer '${e.name}' (${e.className})`;
