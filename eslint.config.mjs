@@ -4,13 +4,31 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'bundle/**', 'out/**', 'node_modules/**', 'test/e2e/node_modules/**', 'test/e2e/node24/**', 'webview/dist/**', 'media/**', 'engines/**', 'scratch/**', '**/*.js', '**/*.mjs'] },
+  {
+    ignores: [
+      'dist/**',
+      'bundle/**',
+      'out/**',
+      'node_modules/**',
+      'test/e2e/node_modules/**',
+      'test/e2e/node24/**',
+      'webview/dist/**',
+      'media/**',
+      'engines/**',
+      'scratch/**',
+      '**/*.js',
+      '**/*.mjs',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
     rules: {
       // Unused names are errors unless marked as deliberately unused with a leading underscore.
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' },
+      ],
       // const where every name of a destructuring can be; `let [H, W, C]` with two reassigned stays let.
       'prefer-const': ['error', { destructuring: 'all' }],
     },
@@ -18,7 +36,13 @@ export default tseslint.config(
   {
     // Keras configs, tfjs model.json and h5wasm objects are untyped JSON and HDF5 handles read
     // field by field with checks; typing them as any is the honest type there.
-    files: ['src/core/model/formats/keras.ts', 'src/core/model/formats/kerasTopology.ts', 'src/core/model/formats/tfjs.ts', 'src/core/export/export.ts', 'examples/train.ts'],
+    files: [
+      'src/core/model/formats/keras.ts',
+      'src/core/model/formats/kerasTopology.ts',
+      'src/core/model/formats/tfjs.ts',
+      'src/core/export/export.ts',
+      'examples/train.ts',
+    ],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
 );

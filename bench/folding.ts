@@ -26,8 +26,12 @@ const LABELS = path.join(MNIST, 't10k-labels-idx1-ubyte');
 const EXAMPLES = ['mnist-mlp', 'mnist-cnn', 'mnist-resnet', 'mnist-silu'];
 
 /** Network levels used, with the fewest needed where spare levels bought cheaper plans. */
-const levels = (m: Report['final']) => `${m.networkDepth}${m.minimalDepth !== undefined && m.minimalDepth < m.networkDepth ? ` (${m.minimalDepth} needed)` : ''}`;
-const ring = (levels: number) => Object.entries(RING_LEVELS).map(([n, l]) => [Number(n), l]).find(([, l]) => l >= levels)?.[0] ?? null;
+const levels = (m: Report['final']) =>
+  `${m.networkDepth}${m.minimalDepth !== undefined && m.minimalDepth < m.networkDepth ? ` (${m.minimalDepth} needed)` : ''}`;
+const ring = (levels: number) =>
+  Object.entries(RING_LEVELS)
+    .map(([n, l]) => [Number(n), l])
+    .find(([, l]) => l >= levels)?.[0] ?? null;
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
@@ -41,14 +45,20 @@ async function main(): Promise<void> {
   // levels spare; Lattigo's and OpenFHE's counts from their documentation (shared notes field.md).
   const lattigo: Record<number, number> = { 7: 5, 15: 8, 31: 13, 63: 18 };
   const openfhe: Record<number, number> = { 7: 5, 15: 8, 31: 11, 63: 16 };
-  console.log('series plans: degree | ours at the optimum: levels, non-scalar multiplications | +1 | +2 | Lattigo (optimum) | OpenFHE (optimum + 1)');
+  console.log(
+    'series plans: degree | ours at the optimum: levels, non-scalar multiplications | +1 | +2 | Lattigo (optimum) | OpenFHE (optimum + 1)',
+  );
   for (const d of [3, 7, 15, 31, 63]) {
     const p = [0, 1, 2].map((e) => planPolynomial(d, e));
-    console.log(`${String(d).padStart(2)} | ${p.map((q) => `${q.depth}, ${q.nonScalarMults}`).join(' | ')} | ${lattigo[d] ?? '-'} | ${openfhe[d] ?? '-'}`);
+    console.log(
+      `${String(d).padStart(2)} | ${p.map((q) => `${q.depth}, ${q.nonScalarMults}`).join(' | ')} | ${lattigo[d] ?? '-'} | ${openfhe[d] ?? '-'}`,
+    );
   }
   console.log('');
   console.log('levels before (--no-fold) and after folding, same data (5,000 + 5,000 MNIST test images), one run');
-  console.log('example       | no fold: degrees, activation / network levels, multiplications, ring, drop, time | folded: the same | needed levels saved | folded uniform baseline: degrees, levels, drop');
+  console.log(
+    'example       | no fold: degrees, activation / network levels, multiplications, ring, drop, time | folded: the same | needed levels saved | folded uniform baseline: degrees, levels, drop',
+  );
   const reports = new Map<string, Report[]>();
   for (const name of models) {
     const model = path.join(ROOT, 'examples', name, 'model.json');
@@ -59,13 +69,17 @@ async function main(): Promise<void> {
       const r = JSON.parse(JSON.stringify(await analyze({ model, data: DATA, labels: LABELS, fold }))) as Report;
       runs.push(r);
       const n = ring(r.final.minimalDepth ?? r.final.networkDepth);
-      cells.push(`(${Object.values(r.final.degrees).join(', ')}), ${r.final.activationDepth} / ${levels(r.final)}, ${r.final.nonScalarMults}, ${n ? `N=${n}` : 'beyond N=32768'}, `
-        + `${r.final.measuredDrop.toFixed(2)} pp, ${((Date.now() - t) / 1000).toFixed(0)} s`);
+      cells.push(
+        `(${Object.values(r.final.degrees).join(', ')}), ${r.final.activationDepth} / ${levels(r.final)}, ${r.final.nonScalarMults}, ${n ? `N=${n}` : 'beyond N=32768'}, ` +
+          `${r.final.measuredDrop.toFixed(2)} pp, ${((Date.now() - t) / 1000).toFixed(0)} s`,
+      );
     }
     reports.set(name, runs);
     const u = runs[1].uniform;
-    console.log(`${name.padEnd(13)} | ${cells[0]} | ${cells[1]} | ${(runs[0].final.minimalDepth ?? NaN) - (runs[1].final.minimalDepth ?? NaN)} | `
-      + `(${Object.values(u.degrees).join(', ')}), ${u.activationDepth} / ${levels(u)}, ${u.measuredDrop.toFixed(2)} pp`);
+    console.log(
+      `${name.padEnd(13)} | ${cells[0]} | ${cells[1]} | ${(runs[0].final.minimalDepth ?? NaN) - (runs[1].final.minimalDepth ?? NaN)} | ` +
+        `(${Object.values(u.degrees).join(', ')}), ${u.activationDepth} / ${levels(u)}, ${u.measuredDrop.toFixed(2)} pp`,
+    );
   }
   if (encrypted && reports.has('mnist-cnn')) {
     console.log(`\nmnist-cnn encrypted, ${samples} images, each report's own ring (smallest that holds it)`);
@@ -77,16 +91,26 @@ async function main(): Promise<void> {
         const r = await encryptedModelTest({ model, report, data: DATA, labels: LABELS, samples });
         lat.push(r.latencySeconds);
         perImage.push(r.amortisedSecondsPerSample);
-        console.log(`${i ? 'folded  ' : 'no fold '}: N=${r.params.ringSize}, ${r.levelsUsed} levels used, ${r.params.samplesPerCiphertext} images per ciphertext; latency ${r.latencySeconds.toFixed(1)} s per ciphertext, `
-          + `amortised ${r.amortisedSecondsPerSample.toFixed(2)} s per image; agreement ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length}; max logit error ${r.maxAbsErrLogits.toExponential(1)}; `
-          + `Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB; key generation ${r.keygenSeconds.toFixed(1)} s`);
+        console.log(
+          `${i ? 'folded  ' : 'no fold '}: N=${r.params.ringSize}, ${r.levelsUsed} levels used, ${r.params.samplesPerCiphertext} images per ciphertext; latency ${r.latencySeconds.toFixed(1)} s per ciphertext, ` +
+            `amortised ${r.amortisedSecondsPerSample.toFixed(2)} s per image; agreement ${(100 * r.agreement).toFixed(1)}% of ${r.samples.length}; max logit error ${r.maxAbsErrLogits.toExponential(1)}; ` +
+            `Galois keys ${(r.keyBytes.galoisKeys / 1e6).toFixed(0)} MB; key generation ${r.keygenSeconds.toFixed(1)} s`,
+        );
       } catch (e) {
         if (e instanceof UserError) console.log(`${i ? 'folded' : 'no fold'}: not measured: ${e.message}`);
         else throw e;
       }
     }
-    if (lat.length === 2) console.log(`no fold / folded: latency per ciphertext ${(lat[0] / lat[1]).toFixed(2)}x, amortised per image ${(perImage[0] / perImage[1]).toFixed(2)}x`);
+    if (lat.length === 2)
+      console.log(
+        `no fold / folded: latency per ciphertext ${(lat[0] / lat[1]).toFixed(2)}x, amortised per image ${(perImage[0] / perImage[1]).toFixed(2)}x`,
+      );
   }
-  console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s; peak memory ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`);
+  console.log(
+    `\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s; peak memory ${Math.round(process.resourceUsage().maxRSS / 1024)} MB`,
+  );
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -49,15 +49,28 @@ async function child(mode: string, example: string): Promise<void> {
     const r = await analyze({ model, data: img('t10k'), labels: lab('t10k'), calib: 5000, heldout: 5000 });
     extra = { measuredDrop: r.final.measuredDrop, depth: r.final.networkDepth };
   } else if (mode === 'analyze60k') {
-    const r = await analyze({ model, data: img('train'), labels: lab('train'), heldoutData: img('t10k'), heldoutLabels: lab('t10k'), calib: 60000, heldout: 5000 });
+    const r = await analyze({
+      model,
+      data: img('train'),
+      labels: lab('train'),
+      heldoutData: img('t10k'),
+      heldoutLabels: lab('t10k'),
+      calib: 60000,
+      heldout: 5000,
+    });
     extra = { measuredDrop: r.final.measuredDrop, calibration: r.data.calibration };
   }
   const rss = process.resourceUsage().maxRSS / 1024;
-  process.stdout.write(JSON.stringify({ mode, seconds: (Date.now() - t0) / 1000, peakRssMB: Math.round(rss), ...extra }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ mode, seconds: (Date.now() - t0) / 1000, peakRssMB: Math.round(rss), ...extra }) + '\n',
+  );
 }
 
 function run(mode: string, example: string): { seconds: number; peakRssMB: number; [k: string]: unknown } {
-  const r = spawnSync(process.execPath, [__filename, '--child', mode, example], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = spawnSync(process.execPath, [__filename, '--child', mode, example], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 20,
+  });
   if (r.status !== 0) throw new Error(`${mode} failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
@@ -71,13 +84,23 @@ async function main(): Promise<void> {
   const an = run('analyze', example);
   const load = run('load60k', example);
   const big = run('analyze60k', example);
-  const row = (name: string, r: { seconds: number; peakRssMB: number }) => console.log(`${name.padEnd(44)} ${r.seconds.toFixed(1).padStart(7)} s ${String(r.peakRssMB).padStart(7)} MB`);
+  const row = (name: string, r: { seconds: number; peakRssMB: number }) =>
+    console.log(`${name.padEnd(44)} ${r.seconds.toFixed(1).padStart(7)} s ${String(r.peakRssMB).padStart(7)} MB`);
   row('baseline: forward pass, 10,000 images', fwd);
   row('analysis, 5,000 calib + 5,000 held-out', an);
   row('baseline: load model + 60,000 images', load);
   row('analysis, 60,000 calib + 5,000 held-out', big);
-  console.log(`analysis time / forward-pass time (5k+5k): ${(an.seconds / fwd.seconds).toFixed(1)}x  (target: analysis under 60 s on 2 cores: ${an.seconds < 60 ? 'met' : 'NOT met'})`);
-  console.log(`peak memory 60k analysis / 60k load: ${(big.peakRssMB / load.peakRssMB).toFixed(2)}x  (target: under 2 GB: ${big.peakRssMB < 2048 ? 'met' : 'NOT met'})`);
-  console.log(`measured drops: 5k ${Number(an.measuredDrop).toFixed(2)} pp, 60k ${Number(big.measuredDrop).toFixed(2)} pp`);
+  console.log(
+    `analysis time / forward-pass time (5k+5k): ${(an.seconds / fwd.seconds).toFixed(1)}x  (target: analysis under 60 s on 2 cores: ${an.seconds < 60 ? 'met' : 'NOT met'})`,
+  );
+  console.log(
+    `peak memory 60k analysis / 60k load: ${(big.peakRssMB / load.peakRssMB).toFixed(2)}x  (target: under 2 GB: ${big.peakRssMB < 2048 ? 'met' : 'NOT met'})`,
+  );
+  console.log(
+    `measured drops: 5k ${Number(an.measuredDrop).toFixed(2)} pp, 60k ${Number(big.measuredDrop).toFixed(2)} pp`,
+  );
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -29,52 +29,88 @@ const init = (seed: number) => tf.initializers.glorotUniform({ seed });
 const SPECS: Record<string, Spec> = {
   'mnist-mlp': {
     description: 'MLP 784-128-64-10 with fused ReLU activations',
-    backend: 'wasm', trainSamples: 60000, epochs: 4,
-    build: (s) => tf.sequential({ layers: [
-      tf.layers.flatten({ inputShape: [28, 28, 1] }),
-      tf.layers.dense({ units: 128, activation: 'relu', kernelInitializer: init(s + 1) }),
-      tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: init(s + 2) }),
-      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 3) }),
-    ] }),
+    backend: 'wasm',
+    trainSamples: 60000,
+    epochs: 4,
+    build: (s) =>
+      tf.sequential({
+        layers: [
+          tf.layers.flatten({ inputShape: [28, 28, 1] }),
+          tf.layers.dense({ units: 128, activation: 'relu', kernelInitializer: init(s + 1) }),
+          tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: init(s + 2) }),
+          tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 3) }),
+        ],
+      }),
   },
   'mnist-cnn': {
-    description: 'LeNet-style CNN: Conv2D(6,5x5)+ReLU, AvgPool, Conv2D(16,5x5)+ReLU, AvgPool, Dense(64)+ReLU, Dense(10)',
-    backend: 'wasm-patches', trainSamples: 60000, epochs: 3,
-    build: (s) => tf.sequential({ layers: [
-      tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 6, kernelSize: 5, activation: 'relu', kernelInitializer: init(s + 1) }),
-      tf.layers.averagePooling2d({ poolSize: 2 }),
-      tf.layers.conv2d({ filters: 16, kernelSize: 5, activation: 'relu', kernelInitializer: init(s + 2) }),
-      tf.layers.averagePooling2d({ poolSize: 2 }),
-      tf.layers.flatten(),
-      tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: init(s + 3) }),
-      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 4) }),
-    ] }),
+    description:
+      'LeNet-style CNN: Conv2D(6,5x5)+ReLU, AvgPool, Conv2D(16,5x5)+ReLU, AvgPool, Dense(64)+ReLU, Dense(10)',
+    backend: 'wasm-patches',
+    trainSamples: 60000,
+    epochs: 3,
+    build: (s) =>
+      tf.sequential({
+        layers: [
+          tf.layers.conv2d({
+            inputShape: [28, 28, 1],
+            filters: 6,
+            kernelSize: 5,
+            activation: 'relu',
+            kernelInitializer: init(s + 1),
+          }),
+          tf.layers.averagePooling2d({ poolSize: 2 }),
+          tf.layers.conv2d({ filters: 16, kernelSize: 5, activation: 'relu', kernelInitializer: init(s + 2) }),
+          tf.layers.averagePooling2d({ poolSize: 2 }),
+          tf.layers.flatten(),
+          tf.layers.dense({ units: 64, activation: 'relu', kernelInitializer: init(s + 3) }),
+          tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 4) }),
+        ],
+      }),
   },
   'mnist-silu': {
     description: 'Smooth activations: Conv2D(8,3x3)+SiLU (swish), AvgPool, Dense(64)+GELU, Dense(10)',
-    backend: 'wasm-patches', trainSamples: 60000, epochs: 3,
-    build: (s) => tf.sequential({ layers: [
-      tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 8, kernelSize: 3, activation: 'swish', kernelInitializer: init(s + 1) }),
-      tf.layers.averagePooling2d({ poolSize: 2 }),
-      tf.layers.flatten(),
-      tf.layers.dense({ units: 64, activation: 'gelu', kernelInitializer: init(s + 2) }),
-      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 3) }),
-    ] }),
+    backend: 'wasm-patches',
+    trainSamples: 60000,
+    epochs: 3,
+    build: (s) =>
+      tf.sequential({
+        layers: [
+          tf.layers.conv2d({
+            inputShape: [28, 28, 1],
+            filters: 8,
+            kernelSize: 3,
+            activation: 'swish',
+            kernelInitializer: init(s + 1),
+          }),
+          tf.layers.averagePooling2d({ poolSize: 2 }),
+          tf.layers.flatten(),
+          tf.layers.dense({ units: 64, activation: 'gelu', kernelInitializer: init(s + 2) }),
+          tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(s + 3) }),
+        ],
+      }),
   },
   'mnist-resnet': {
     description: 'Functional residual MLP: Dense+BatchNorm+ReLU, Dense+BatchNorm, Add (skip), ReLU layer, Dense(10)',
-    backend: 'wasm', trainSamples: 60000, epochs: 4,
+    backend: 'wasm',
+    trainSamples: 60000,
+    epochs: 4,
     build: (s) => {
       const input = tf.input({ shape: [28, 28, 1], name: 'image' });
       const flat = tf.layers.flatten({ name: 'flatten' }).apply(input) as tf.SymbolicTensor;
-      const d1 = tf.layers.dense({ units: 64, name: 'dense_1', kernelInitializer: init(s + 1) }).apply(flat) as tf.SymbolicTensor;
+      const d1 = tf.layers
+        .dense({ units: 64, name: 'dense_1', kernelInitializer: init(s + 1) })
+        .apply(flat) as tf.SymbolicTensor;
       const b1 = tf.layers.batchNormalization({ name: 'bn_1' }).apply(d1) as tf.SymbolicTensor;
       const h = tf.layers.activation({ activation: 'relu', name: 'relu_1' }).apply(b1) as tf.SymbolicTensor;
-      const d2 = tf.layers.dense({ units: 64, name: 'dense_2', kernelInitializer: init(s + 2) }).apply(h) as tf.SymbolicTensor;
+      const d2 = tf.layers
+        .dense({ units: 64, name: 'dense_2', kernelInitializer: init(s + 2) })
+        .apply(h) as tf.SymbolicTensor;
       const b2 = tf.layers.batchNormalization({ name: 'bn_2' }).apply(d2) as tf.SymbolicTensor;
       const sum = tf.layers.add({ name: 'skip_add' }).apply([b2, h]) as tf.SymbolicTensor;
       const r = tf.layers.reLU({ name: 're_lu' }).apply(sum) as tf.SymbolicTensor;
-      const out = tf.layers.dense({ units: 10, activation: 'softmax', name: 'logits', kernelInitializer: init(s + 3) }).apply(r) as tf.SymbolicTensor;
+      const out = tf.layers
+        .dense({ units: 10, activation: 'softmax', name: 'logits', kernelInitializer: init(s + 3) })
+        .apply(r) as tf.SymbolicTensor;
       return tf.model({ inputs: input, outputs: out, name: 'mnist_resnet' });
     },
   },
@@ -99,18 +135,28 @@ function loadMnist(kind: 'train' | 't10k'): { x: Float32Array; y: Uint8Array; n:
  * and mean all have wasm gradients. The trained variables are then set on the real layers model,
  * whose predictions the caller checks on the test set.
  */
-function patchTwin(model: tf.LayersModel): { vars: tf.Variable[]; forward: (x: tf.Tensor) => tf.Tensor; commit: () => void } {
+function patchTwin(model: tf.LayersModel): {
+  vars: tf.Variable[];
+  forward: (x: tf.Tensor) => tf.Tensor;
+  commit: () => void;
+} {
   const vars: tf.Variable[] = [];
   const steps: ((x: tf.Tensor) => tf.Tensor)[] = [];
   const commits: (() => void)[] = [];
   const act = (name: string, x: tf.Tensor): tf.Tensor => {
     switch (name) {
-      case 'relu': return tf.relu(x);
-      case 'swish': return tf.mul(x, tf.sigmoid(x));
-      case 'gelu': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
-      case 'linear': return x;
-      case 'softmax': return x; // the loss applies softmax to logits
-      default: throw new Error(`patch twin: activation ${name}`);
+      case 'relu':
+        return tf.relu(x);
+      case 'swish':
+        return tf.mul(x, tf.sigmoid(x));
+      case 'gelu':
+        return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+      case 'linear':
+        return x;
+      case 'softmax':
+        return x; // the loss applies softmax to logits
+      default:
+        throw new Error(`patch twin: activation ${name}`);
     }
   };
   for (const layer of model.layers) {
@@ -122,15 +168,17 @@ function patchTwin(model: tf.LayersModel): { vars: tf.Variable[]; forward: (x: t
       const [kh, kw, cin, cout] = W.shape;
       const [sh, sw] = cfg.strides as number[];
       // tfjs-backend-wasm has no StridedSlice gradient: unit strides only.
-      if (cfg.padding !== 'valid' || sh !== 1 || sw !== 1) throw new Error('patch twin: valid padding and unit strides only');
+      if (cfg.padding !== 'valid' || sh !== 1 || sw !== 1)
+        throw new Error('patch twin: valid padding and unit strides only');
       steps.push((x) => {
         const [B, H, Wd] = x.shape;
         const oh = Math.floor((H! - kh) / sh) + 1;
         const ow = Math.floor((Wd! - kw) / sw) + 1;
         const parts: tf.Tensor[] = [];
-        for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) {
-          parts.push(tf.slice(x, [0, i, j, 0], [B!, oh, ow, cin]));
-        }
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            parts.push(tf.slice(x, [0, i, j, 0], [B!, oh, ow, cin]));
+          }
         const patches = tf.reshape(tf.concat(parts, 3), [B! * oh * ow, kh * kw * cin]);
         const y = tf.add(tf.matMul(patches, tf.reshape(W, [kh * kw * cin, cout])), b);
         return act(cfg.activation, tf.reshape(y, [B!, oh, ow, cout]));
@@ -185,37 +233,64 @@ async function train(name: string, seed: number): Promise<void> {
       const ys = tf.tensor2d(yb, [B, 10]);
       let loss: number;
       if (twin) {
-        const l = twinOpt.minimize(() => tf.losses.softmaxCrossEntropy(ys, twin.forward(xs)) as tf.Scalar, true, twin.vars);
+        const l = twinOpt.minimize(
+          () => tf.losses.softmaxCrossEntropy(ys, twin.forward(xs)) as tf.Scalar,
+          true,
+          twin.vars,
+        );
         loss = (await l!.data())[0];
         l!.dispose();
       } else loss = ((await model.trainOnBatch(xs, ys)) as number[])[0];
-      xs.dispose(); ys.dispose();
-      lossSum += loss; batches++;
-      if (batches % 100 === 0) process.stderr.write(`${name} epoch ${epoch + 1} batch ${batches} loss ${(lossSum / batches).toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+      xs.dispose();
+      ys.dispose();
+      lossSum += loss;
+      batches++;
+      if (batches % 100 === 0)
+        process.stderr.write(
+          `${name} epoch ${epoch + 1} batch ${batches} loss ${(lossSum / batches).toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`,
+        );
     }
   }
   twin?.commit();
   let correct = 0;
   for (let s = 0; s < test.n; s += 500) {
     const n = Math.min(500, test.n - s);
-    const pred = tf.tidy(() => (model.predict(tf.tensor4d(test.x.subarray(s * 784, (s + n) * 784), [n, 28, 28, 1])) as tf.Tensor).argMax(-1).dataSync());
+    const pred = tf.tidy(() =>
+      (model.predict(tf.tensor4d(test.x.subarray(s * 784, (s + n) * 784), [n, 28, 28, 1])) as tf.Tensor)
+        .argMax(-1)
+        .dataSync(),
+    );
     for (let i = 0; i < n; i++) if (pred[i] === test.y[s + i]) correct++;
   }
   const acc = correct / test.n;
   const dir = path.join(__dirname, '..', '..', 'examples', name);
   fs.mkdirSync(dir, { recursive: true });
-  await model.save(tf.io.withSaveHandler(async (a) => {
-    fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(a.weightData as ArrayBuffer));
-    const json = {
-      format: 'layers-model', generatedBy: `TensorFlow.js tfjs-layers v${tf.version.tfjs}`, convertedBy: null,
-      modelTopology: a.modelTopology,
-      weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs }],
-    };
-    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(json));
-    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-  }));
-  const info = { name, description: spec.description, seed, backend: spec.backend, trainSamples: spec.trainSamples,
-    epochs: spec.epochs, batchSize: B, optimizer: 'adam(1e-3)', testAccuracy: acc, trainSeconds: (Date.now() - t0) / 1000 };
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(a.weightData as ArrayBuffer));
+      const json = {
+        format: 'layers-model',
+        generatedBy: `TensorFlow.js tfjs-layers v${tf.version.tfjs}`,
+        convertedBy: null,
+        modelTopology: a.modelTopology,
+        weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs }],
+      };
+      fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify(json));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  const info = {
+    name,
+    description: spec.description,
+    seed,
+    backend: spec.backend,
+    trainSamples: spec.trainSamples,
+    epochs: spec.epochs,
+    batchSize: B,
+    optimizer: 'adam(1e-3)',
+    testAccuracy: acc,
+    trainSeconds: (Date.now() - t0) / 1000,
+  };
   fs.writeFileSync(path.join(dir, 'training.json'), JSON.stringify(info, null, 2) + '\n');
   console.log(`${name}: test accuracy ${(acc * 100).toFixed(2)}% (${info.trainSeconds.toFixed(0)} s)`);
 }
@@ -227,4 +302,7 @@ async function main(): Promise<void> {
     await train(n, 20261124);
   }
 }
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

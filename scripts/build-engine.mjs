@@ -10,18 +10,32 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const TARGETS = { 'linux-x64': ['linux', 'amd64'], 'linux-arm64': ['linux', 'arm64'], 'darwin-x64': ['darwin', 'amd64'], 'darwin-arm64': ['darwin', 'arm64'], 'win32-x64': ['windows', 'amd64'] };
+const TARGETS = {
+  'linux-x64': ['linux', 'amd64'],
+  'linux-arm64': ['linux', 'arm64'],
+  'darwin-x64': ['darwin', 'amd64'],
+  'darwin-arm64': ['darwin', 'arm64'],
+  'win32-x64': ['windows', 'amd64'],
+};
 const args = process.argv.slice(2);
 const optional = args.includes('--optional');
 const here = `${process.platform}-${process.arch}`;
-let targets = args.includes('--all') ? Object.keys(TARGETS) : args.flatMap((a, i) => (args[i - 1] === '--target' ? [a] : []));
+let targets = args.includes('--all')
+  ? Object.keys(TARGETS)
+  : args.flatMap((a, i) => (args[i - 1] === '--target' ? [a] : []));
 if (!targets.length) targets = [here];
-for (const t of targets) if (!TARGETS[t]) { console.error(`he-approx: unknown engine target ${t} (known: ${Object.keys(TARGETS).join(', ')})`); process.exit(2); }
+for (const t of targets)
+  if (!TARGETS[t]) {
+    console.error(`he-approx: unknown engine target ${t} (known: ${Object.keys(TARGETS).join(', ')})`);
+    process.exit(2);
+  }
 
 const go = spawnSync('go', ['version'], { encoding: 'utf8' });
 if (go.error || go.status !== 0) {
-  console.log('he-approx: Go was not found, so the Lattigo engine (encrypted runs with bootstrapping) is not built; '
-    + 'everything else works. To build it: install Go 1.22 or later and run npm run build.');
+  console.log(
+    'he-approx: Go was not found, so the Lattigo engine (encrypted runs with bootstrapping) is not built; ' +
+      'everything else works. To build it: install Go 1.22 or later and run npm run build.',
+  );
   process.exit(0);
 }
 const dir = join('engines', 'lattigo');
@@ -31,12 +45,27 @@ for (const t of targets) {
   mkdirSync(join(dir, 'bin', t), { recursive: true });
   const t0 = Date.now();
   // -mod=readonly: the module versions of go.mod and the checksums of go.sum, nothing else.
-  const r = spawnSync('go', ['build', '-mod=readonly', '-trimpath', '-ldflags=-s -w', '-o', join('bin', t, goos === 'windows' ? 'he-approx-lattigo.exe' : 'he-approx-lattigo'), '.'],
-    { cwd: dir, stdio: 'inherit', env: { ...process.env, GOOS: goos, GOARCH: goarch, CGO_ENABLED: '0' } });
+  const r = spawnSync(
+    'go',
+    [
+      'build',
+      '-mod=readonly',
+      '-trimpath',
+      '-ldflags=-s -w',
+      '-o',
+      join('bin', t, goos === 'windows' ? 'he-approx-lattigo.exe' : 'he-approx-lattigo'),
+      '.',
+    ],
+    { cwd: dir, stdio: 'inherit', env: { ...process.env, GOOS: goos, GOARCH: goarch, CGO_ENABLED: '0' } },
+  );
   if (r.status !== 0) {
-    console.error(`he-approx: building the Lattigo engine for ${t} failed (see above). Fix: check that Go is 1.22 or later and that the Go module proxy is reachable, then run npm run build:engine.`
-      + (optional ? ' Everything but encrypted runs with bootstrapping works without it.' : ''));
+    console.error(
+      `he-approx: building the Lattigo engine for ${t} failed (see above). Fix: check that Go is 1.22 or later and that the Go module proxy is reachable, then run npm run build:engine.` +
+        (optional ? ' Everything but encrypted runs with bootstrapping works without it.' : ''),
+    );
     process.exit(optional ? 0 : 1);
   }
-  console.log(`he-approx: built ${out} (${go.stdout.trim().replace(/^go version /, '')}, ${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  console.log(
+    `he-approx: built ${out} (${go.stdout.trim().replace(/^go version /, '')}, ${((Date.now() - t0) / 1000).toFixed(1)} s)`,
+  );
 }

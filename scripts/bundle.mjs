@@ -14,11 +14,18 @@ const production = !process.argv.includes('--dev');
 const engineTargets = process.argv.flatMap((a, i, all) => (all[i - 1] === '--engine' ? [a] : []));
 rmSync(out, { recursive: true, force: true });
 const node = {
-  bundle: true, platform: 'node', format: 'cjs', target: 'node20', minify: production, sourcemap: !production,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  minify: production,
+  sourcemap: !production,
   // jsonc-parser's 'main' is a UMD build whose inner requires esbuild cannot follow; its ESM build bundles cleanly.
   mainFields: ['module', 'main'],
   // vscode is provided by the host; tfjs-node is an optional native accelerator loaded only if present.
-  external: ['vscode', '@tensorflow/tfjs-node'], logLevel: 'warning', legalComments: 'none',
+  external: ['vscode', '@tensorflow/tfjs-node'],
+  logLevel: 'warning',
+  legalComments: 'none',
   // The core finds the wasm binaries with require.resolve only when no directory was set; bundled
   // hosts always set bundle/wasm (setWasmDirectory), so that branch never runs in the bundle.
   logOverride: { 'require-resolve-not-external': 'silent' },
@@ -29,12 +36,23 @@ await Promise.all([
   // The whole-model encrypted test runs its batches on threads of their own (src/core/he/modelTest.ts
   // looks for batchWorker.js beside itself, here beside worker.js).
   build({ ...node, entryPoints: ['src/core/he/batchWorker.ts'], outfile: join(out, 'batchWorker.js') }),
-  build({ bundle: true, platform: 'browser', format: 'iife', target: 'es2022', minify: production, sourcemap: !production,
-    entryPoints: ['webview/main.ts'], outfile: join(out, 'webview.js'), logLevel: 'warning', legalComments: 'none' }),
+  build({
+    bundle: true,
+    platform: 'browser',
+    format: 'iife',
+    target: 'es2022',
+    minify: production,
+    sourcemap: !production,
+    entryPoints: ['webview/main.ts'],
+    outfile: join(out, 'webview.js'),
+    logLevel: 'warning',
+    legalComments: 'none',
+  }),
 ]);
 const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
 mkdirSync(join(out, 'wasm'), { recursive: true });
-for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join(out, 'wasm', f));
+for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm')))
+  copyFileSync(join(wasmDir, f), join(out, 'wasm', f));
 // h5wasm (Keras .h5/.keras) ships as ES modules with its wasm inlined; the worker imports them from here.
 const h5Dir = join('node_modules', 'h5wasm', 'dist', 'node');
 mkdirSync(join(out, 'h5wasm'), { recursive: true });
@@ -44,7 +62,9 @@ for (const t of engineTargets) {
   const from = join('engines', 'lattigo', 'bin', t);
   const bins = existsSync(from) ? readdirSync(from).filter((f) => f.startsWith('he-approx-lattigo')) : [];
   if (!bins.length) {
-    console.error(`he-approx: the Lattigo engine for ${t} is not built (${from}); run node scripts/build-engine.mjs --target ${t} (needs Go)`);
+    console.error(
+      `he-approx: the Lattigo engine for ${t} is not built (${from}); run node scripts/build-engine.mjs --target ${t} (needs Go)`,
+    );
     process.exit(1);
   }
   mkdirSync(join(out, 'engines', t), { recursive: true });

@@ -11,11 +11,14 @@ const ALL = ['linux-x64', 'linux-arm64', 'darwin-x64', 'darwin-arm64', 'win32-x6
 const here = `${process.platform}-${process.arch}`;
 const all = process.argv.includes('--all');
 const targets = all ? ALL : [here];
-if (!ALL.includes(here) && !all) console.warn(`he-approx: ${here} is not among the engine targets (${ALL.join(', ')}); packaging anyway`);
+if (!ALL.includes(here) && !all)
+  console.warn(`he-approx: ${here} is not among the engine targets (${ALL.join(', ')}); packaging anyway`);
 
 const go = spawnSync('go', ['version'], { encoding: 'utf8' });
 if (go.error || go.status !== 0) {
-  console.error('he-approx: packaging ships the Lattigo engine and so needs Go 1.22 or later (go was not found). Install Go, then run this again.');
+  console.error(
+    'he-approx: packaging ships the Lattigo engine and so needs Go 1.22 or later (go was not found). Install Go, then run this again.',
+  );
   process.exit(1);
 }
 const run = (cmd, args) => {
@@ -26,6 +29,14 @@ run(process.execPath, ['scripts/build-engine.mjs', ...targets.flatMap((t) => ['-
 for (const t of targets) {
   const file = join('out', all ? `he-approx-${t}.vsix` : 'he-approx.vsix');
   run(process.execPath, ['scripts/bundle.mjs', '--engine', t]);
-  run(process.execPath, [join('node_modules', '@vscode', 'vsce', 'vsce'), 'package', '--no-dependencies', '--target', t, '--out', file]);
+  run(process.execPath, [
+    join('node_modules', '@vscode', 'vsce', 'vsce'),
+    'package',
+    '--no-dependencies',
+    '--target',
+    t,
+    '--out',
+    file,
+  ]);
   console.log(`he-approx: ${file} (${t}, ${(statSync(file).size / 1e6).toFixed(1)} MB)`);
 }

@@ -8,7 +8,11 @@ import * as path from 'path';
 import { ROOT } from './helpers';
 
 function files(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) =>
+      e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : [],
+    );
 }
 
 test('src/core imports neither vscode nor the hosts', () => {
@@ -21,7 +25,11 @@ test('src/core imports neither vscode nor the hosts', () => {
 
 test('the core never prints: progress and warnings go through callbacks and the report', () => {
   for (const f of files(path.join(ROOT, 'src', 'core'))) {
-    assert.doesNotMatch(fs.readFileSync(f, 'utf8'), /console\.(log|warn|error)|process\.(stdout|stderr)\.write/, `${f} prints`);
+    assert.doesNotMatch(
+      fs.readFileSync(f, 'utf8'),
+      /console\.(log|warn|error)|process\.(stdout|stderr)\.write/,
+      `${f} prints`,
+    );
   }
 });
 
@@ -30,7 +38,9 @@ test('only the extension host and the panel import vscode; the rest of src/exten
   const all = fs.readdirSync(path.join(ROOT, 'src', 'extension')).filter((f) => f.endsWith('.ts'));
   assert.ok(all.length >= 9);
   for (const f of all) {
-    const imports = /from ['"]vscode['"]|require\(['"]vscode['"]\)/.test(fs.readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8'));
+    const imports = /from ['"]vscode['"]|require\(['"]vscode['"]\)/.test(
+      fs.readFileSync(path.join(ROOT, 'src', 'extension', f), 'utf8'),
+    );
     assert.equal(imports, hosts.has(f), `${f} ${imports ? 'imports' : 'does not import'} vscode`);
   }
 });
@@ -39,7 +49,10 @@ test('the host bundle does not carry the core: compute lives in the worker bundl
   // The extension host must stay light and never load tfjs or SEAL; only the worker does.
   const host = fs.readFileSync(path.join(ROOT, 'src', 'extension', 'extension.ts'), 'utf8');
   assert.doesNotMatch(host, /^import (?!type)[^;]*from ['"]\.\.\/core\/(analyze|model|he|profile|fit)/m);
-  assert.doesNotMatch(fs.readFileSync(path.join(ROOT, 'src', 'extension', 'analysisWorker.ts'), 'utf8'), /^import (?!type)[^;]*\.\.\/core\//m);
+  assert.doesNotMatch(
+    fs.readFileSync(path.join(ROOT, 'src', 'extension', 'analysisWorker.ts'), 'utf8'),
+    /^import (?!type)[^;]*\.\.\/core\//m,
+  );
 });
 
 test('require("he-approx") is the core library; VS Code loads the bundled extension from "main"', () => {
@@ -75,7 +88,8 @@ test('src/core has no import cycles (type-only and dynamic imports included)', (
     state.set(u, 'open');
     stack.push(u);
     for (const v of deps.get(u) ?? []) {
-      if (state.get(v) === 'open') cycles.push([...stack.slice(stack.indexOf(v)), v].map((x) => path.relative(core, x)).join(' -> '));
+      if (state.get(v) === 'open')
+        cycles.push([...stack.slice(stack.indexOf(v)), v].map((x) => path.relative(core, x)).join(' -> '));
       else if (!state.has(v)) visit(v);
     }
     stack.pop();
@@ -106,9 +120,13 @@ test('every user error comes from the one error type, with a code in use, a mess
           assert.ok(declared.has(args[0].text), `${where}: code ${args[0].text} is not declared in errors.ts`);
           used.add(args[0].text);
         }
-        for (const [k, what] of [[1, 'message'], [2, 'fix']] as const) {
+        for (const [k, what] of [
+          [1, 'message'],
+          [2, 'fix'],
+        ] as const) {
           const a = args[k];
-          if (ts.isStringLiteral(a) || ts.isNoSubstitutionTemplateLiteral(a)) assert.ok(a.text.trim().length >= 8, `${where}: empty ${what}`);
+          if (ts.isStringLiteral(a) || ts.isNoSubstitutionTemplateLiteral(a))
+            assert.ok(a.text.trim().length >= 8, `${where}: empty ${what}`);
         }
       }
       ts.forEachChild(node, visit);

@@ -4,14 +4,20 @@ import * as assert from 'node:assert/strict';
 import { PlanArith, chebDivide, evaluatePlan, optimalDepth, planPolynomial } from '../src/core/numerics/bsgs';
 import { chebvalUnit } from '../src/core/numerics/chebyshev';
 
-interface Tracked { v: number; d: number }
+interface Tracked {
+  v: number;
+  d: number;
+}
 
 function tracker(): { ar: PlanArith<Tracked>; mults: () => number } {
   let m = 0;
   return {
     mults: () => m,
     ar: {
-      mul: (a, b) => { m++; return { v: a.v * b.v, d: Math.max(a.d, b.d) + 1 }; },
+      mul: (a, b) => {
+        m++;
+        return { v: a.v * b.v, d: Math.max(a.d, b.d) + 1 };
+      },
       mulConst: (a, c) => ({ v: a.v * c, d: a.d + 1 }),
       mulInt: (a, k) => ({ v: a.v * k, d: a.d }),
       add: (a, b) => ({ v: a.v + b.v, d: Math.max(a.d, b.d) }),
@@ -53,12 +59,23 @@ test('plans one and two levels above the optimum: fewer multiplications, never m
     const p1 = planPolynomial(d, 1);
     const p2 = planPolynomial(d, 2);
     if (lattigo[d]) assert.equal(p0.nonScalarMults, lattigo[d], `degree ${d} at the optimum`);
-    if (openfhe[d]) assert.ok(p1.nonScalarMults <= openfhe[d], `degree ${d} at OpenFHE's depth: ${p1.nonScalarMults} > ${openfhe[d]}`);
+    if (openfhe[d])
+      assert.ok(
+        p1.nonScalarMults <= openfhe[d],
+        `degree ${d} at OpenFHE's depth: ${p1.nonScalarMults} > ${openfhe[d]}`,
+      );
     assert.ok(p1.nonScalarMults <= p0.nonScalarMults && p2.nonScalarMults <= p1.nonScalarMults);
     // A level is spent only where it buys a multiplication.
-    for (const [a, b] of [[p0, p1], [p1, p2]]) if (b.nonScalarMults === a.nonScalarMults) assert.equal(b.depth, a.depth);
+    for (const [a, b] of [
+      [p0, p1],
+      [p1, p2],
+    ])
+      if (b.nonScalarMults === a.nonScalarMults) assert.equal(b.depth, a.depth);
   }
-  assert.deepEqual([31, 63].map((d) => planPolynomial(d, 1).nonScalarMults), [11, 16]);
+  assert.deepEqual(
+    [31, 63].map((d) => planPolynomial(d, 1).nonScalarMults),
+    [11, 16],
+  );
   for (let d = 1; d <= 63; d++) {
     for (const extra of [1, 2]) {
       const plan = planPolynomial(d, extra);

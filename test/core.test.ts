@@ -32,7 +32,10 @@ test('streaming stats: exact moments and extremes, histogram conserves counts, r
   assert.equal(r.max, Math.max(...all));
   assert.ok(Math.abs(r.mean - mean) < 1e-9 * Math.abs(sd));
   assert.ok(Math.abs(r.std - sd) / sd < 1e-9);
-  assert.equal(r.histogram.counts.reduce((a, b) => a + b, 0), all.length);
+  assert.equal(
+    r.histogram.counts.reduce((a, b) => a + b, 0),
+    all.length,
+  );
   // Every value lies in its bin: recount directly with the final bin edges.
   const direct = new Array(r.histogram.counts.length).fill(0);
   for (const v of all) direct[Math.min(direct.length - 1, Math.floor((v - r.histogram.lo) / r.histogram.width))]++;
@@ -48,7 +51,8 @@ function brute(layers: Choice[][], budget: number, maxDepth: number): { depth: n
   let best: { depth: number; mults: number } | null = null;
   const rec = (l: number, d: number, m: number, drop: number) => {
     if (l === layers.length) {
-      if (drop <= budget + 1e-12 && d <= maxDepth && (!best || d < best.depth || (d === best.depth && m < best.mults))) best = { depth: d, mults: m };
+      if (drop <= budget + 1e-12 && d <= maxDepth && (!best || d < best.depth || (d === best.depth && m < best.mults)))
+        best = { depth: d, mults: m };
       return;
     }
     for (const c of layers[l]) rec(l + 1, d + c.depth, m + c.mults, drop + Math.max(0, c.drop));
@@ -61,40 +65,87 @@ test('degree selection is exact: matches exhaustive search on random instances',
   const rng = new Rng(42);
   for (let trial = 0; trial < 200; trial++) {
     const L = 1 + rng.int(4);
-    const layers: Choice[][] = Array.from({ length: L }, () => [1, 3, 7, 15].map((degree, k) => ({
-      degree, depth: k + 1 + rng.int(2), mults: [0, 2, 5, 8][k], drop: Math.max(-0.1, (4 - k) * rng.next() * 0.8 - 0.1),
-    })));
+    const layers: Choice[][] = Array.from({ length: L }, () =>
+      [1, 3, 7, 15].map((degree, k) => ({
+        degree,
+        depth: k + 1 + rng.int(2),
+        mults: [0, 2, 5, 8][k],
+        drop: Math.max(-0.1, (4 - k) * rng.next() * 0.8 - 0.1),
+      })),
+    );
     const budget = rng.next() * 2;
     const maxDepth = 3 + rng.int(12);
     const got = selectDegrees(layers, budget, maxDepth);
     const want = brute(layers, budget, maxDepth);
-    if (!want) { assert.equal(got, null, `trial ${trial}`); continue; }
+    if (!want) {
+      assert.equal(got, null, `trial ${trial}`);
+      continue;
+    }
     assert.ok(got, `trial ${trial}: DP found nothing`);
     assert.equal(got.depth, want.depth, `trial ${trial} depth`);
     assert.equal(got.mults, want.mults, `trial ${trial} mults`);
     const picked = got.picks.map((p, l) => layers[l][p]);
-    assert.equal(picked.reduce((s, c) => s + c.depth, 0), got.depth);
+    assert.equal(
+      picked.reduce((s, c) => s + c.depth, 0),
+      got.depth,
+    );
     assert.ok(picked.reduce((s, c) => s + Math.max(0, c.drop), 0) <= budget + 1e-9);
   }
 });
 
 test('scalar activation definitions match the tfjs ops the executor runs', async () => {
   await initBackend();
-  const kinds: ActivationKind[] = ['relu', 'relu6', 'leakyrelu', 'elu', 'selu', 'gelu', 'gelu_new', 'swish', 'mish', 'sigmoid', 'hard_sigmoid', 'tanh', 'softplus', 'softsign'];
+  const kinds: ActivationKind[] = [
+    'relu',
+    'relu6',
+    'leakyrelu',
+    'elu',
+    'selu',
+    'gelu',
+    'gelu_new',
+    'swish',
+    'mish',
+    'sigmoid',
+    'hard_sigmoid',
+    'tanh',
+    'softplus',
+    'softsign',
+  ];
   const xs = Float32Array.from({ length: 121 }, (_, i) => -8 + i * (16 / 120));
   for (const kind of kinds) {
     const spec = kind === 'leakyrelu' ? { kind, alpha: 0.2 } : kind === 'elu' ? { kind, alpha: 0.7 } : { kind };
-    const g: Graph = { name: 't', input: 0, output: 1, inputShape: [121], notes: [], droppedFinalSoftmax: false, nodes: [
-      { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [121], spec: { op: 'input' } },
-      { id: 1, name: 'act', layer: 'act', className: 'Activation', inputs: [0], shape: [121], spec: { op: 'activation', act: spec } },
-    ] };
+    const g: Graph = {
+      name: 't',
+      input: 0,
+      output: 1,
+      inputShape: [121],
+      notes: [],
+      droppedFinalSoftmax: false,
+      nodes: [
+        { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [121], spec: { op: 'input' } },
+        {
+          id: 1,
+          name: 'act',
+          layer: 'act',
+          className: 'Activation',
+          inputs: [0],
+          shape: [121],
+          spec: { op: 'activation', act: spec },
+        },
+      ],
+    };
     const ex = new Executor(g);
     const x = tf.tensor2d(xs, [1, 121]);
     const { logits } = ex.run(new Map([[0, x]]), 0, {});
     x.dispose();
     ex.dispose();
     const f = activationFn(spec);
-    xs.forEach((v, i) => assert.ok(Math.abs(logits[i] - f(v)) < 2e-5 * (1 + Math.abs(f(v))), `${kind}(${v}): tfjs ${logits[i]} vs ${f(v)}`));
+    xs.forEach((v, i) =>
+      assert.ok(
+        Math.abs(logits[i] - f(v)) < 2e-5 * (1 + Math.abs(f(v))),
+        `${kind}(${v}): tfjs ${logits[i]} vs ${f(v)}`,
+      ),
+    );
   }
 });
 
@@ -108,11 +159,24 @@ test('polynomial layer on tensors equals Clenshaw in double precision', async ()
   // each step's temporaries (they were most of the analysis's peak memory), per layer and per
   // channel alike.
   const c63 = Array.from({ length: 64 }, (_, k) => 1 / (k + 1));
-  const channels = { intervals: [{ a: -1, b: 1 }, { a: -2, b: 2 }, { a: -1, b: 3 }], coeffs: [c63, c63, c63] };
+  const channels = {
+    intervals: [
+      { a: -1, b: 1 },
+      { a: -2, b: 2 },
+      { a: -1, b: 3 },
+    ],
+    coeffs: [c63, c63, c63],
+  };
   // 64 rows take the broadcast path, 65,536 the channel-major one (see applyPoly).
   for (const rows of [64, 65536]) {
-    const x = tf.tensor2d(Float32Array.from({ length: rows * 3 }, (_, i) => Math.sin(i)), [rows, 3]);
-    for (const p of [{ coeffs: c63, a: -1, b: 1 }, { coeffs: [0], a: -1, b: 1, channels, channelOffset: Float32Array.of(0.1, 0.2, 0.3) }]) {
+    const x = tf.tensor2d(
+      Float32Array.from({ length: rows * 3 }, (_, i) => Math.sin(i)),
+      [rows, 3],
+    );
+    for (const p of [
+      { coeffs: c63, a: -1, b: 1 },
+      { coeffs: [0], a: -1, b: 1, channels, channelOffset: Float32Array.of(0.1, 0.2, 0.3) },
+    ]) {
       const before = tf.memory().numTensors;
       const out = applyPoly(x, p);
       assert.equal(tf.memory().numTensors, before + 1, `only the result is left (${rows} rows)`);
@@ -131,18 +195,28 @@ test('per-channel statistics and fits: exact channel ranges, samples from their 
   const C = 3;
   const rng = new Rng(4);
   // Channel c (last axis) holds values in [-1 - 3c, 1 + c]: interleaved in one buffer.
-  const vals = Float32Array.from({ length: 3000 * C }, (_, i) => { const c = i % C; return -1 - 3 * c + (2 + 4 * c) * rng.next(); });
+  const vals = Float32Array.from({ length: 3000 * C }, (_, i) => {
+    const c = i % C;
+    return -1 - 3 * c + (2 + 4 * c) * rng.next();
+  });
   const cs = new ChannelStats(C, 256, 9);
   cs.add(vals.subarray(0, 1500 * C));
   cs.add(vals.subarray(1500 * C));
   const r = cs.result();
   for (let c = 0; c < C; c++) {
-    let mn = Infinity; let mx = -Infinity;
-    for (let i = c; i < vals.length; i += C) { mn = Math.min(mn, vals[i]); mx = Math.max(mx, vals[i]); }
+    let mn = Infinity;
+    let mx = -Infinity;
+    for (let i = c; i < vals.length; i += C) {
+      mn = Math.min(mn, vals[i]);
+      mx = Math.max(mx, vals[i]);
+    }
     assert.equal(r.min[c], mn);
     assert.equal(r.max[c], mx);
     assert.equal(r.samples[c].length, 256);
-    assert.ok(r.samples[c].every((v) => v >= mn && v <= mx), `channel ${c} sample holds its own values`);
+    assert.ok(
+      r.samples[c].every((v) => v >= mn && v <= mx),
+      `channel ${c} sample holds its own values`,
+    );
   }
   const spec = { kind: 'gelu' as const };
   const layer = chooseInterval({ min: Math.min(...r.min), max: Math.max(...r.max) }, 0.02);
@@ -158,24 +232,38 @@ test('per-channel statistics and fits: exact channel ranges, samples from their 
   const channels = { intervals: fits.intervals, coeffs: fits.coeffs.map((cc) => Array.from(cc[5])) };
   const x = Float32Array.from({ length: 4 * C }, (_, i) => -2 + 0.37 * i);
   const y = tf.tidy(() => applyPoly(tf.tensor2d(x, [4, C]), { coeffs: [0], a: -1, b: 1, channels }).dataSync());
-  x.forEach((v, i) => assert.ok(Math.abs(y[i] - chebval(v, channels.coeffs[i % C], channels.intervals[i % C])) < 1e-4, `value ${i}`));
+  x.forEach((v, i) =>
+    assert.ok(Math.abs(y[i] - chebval(v, channels.coeffs[i % C], channels.intervals[i % C])) < 1e-4, `value ${i}`),
+  );
 });
 
 test('cost model: series depth ceil(log2(d+1)), degree 2 one level and degree 1 none when folded, plus one unfoldable input level', () => {
   const costs = publishedCosts(32768);
-  const fold = (form: 'series' | 'affine' | 'square', intoPrevious: boolean) => ({ form, intoPrevious, mixedSigns: false, why: null });
+  const fold = (form: 'series' | 'affine' | 'square', intoPrevious: boolean) => ({
+    form,
+    intoPrevious,
+    mixedSigns: false,
+    why: null,
+  });
   assert.equal(activationCost(7, fold('series', true), costs).depth, 3);
   assert.equal(activationCost(7, fold('series', false), costs).depth, 4);
   assert.equal(activationCost(8, fold('series', true), costs).depth, 4);
   assert.equal(activationCost(63, fold('series', true), costs).depth, 6);
-  assert.equal(activationCost(2, fold('series', true), costs).depth, 2, 'a degree-2 series (no square form) keeps its 2 levels');
+  assert.equal(
+    activationCost(2, fold('series', true), costs).depth,
+    2,
+    'a degree-2 series (no square form) keeps its 2 levels',
+  );
   assert.equal(activationCost(2, fold('square', true), costs).depth, 1);
   assert.equal(activationCost(2, fold('square', false), costs).depth, 2);
   assert.equal(activationCost(2, fold('square', true), costs).nonScalarMults, 1);
   assert.equal(activationCost(1, fold('affine', true), costs).depth, 0);
   assert.equal(activationCost(1, fold('affine', false), costs).depth, 1);
   assert.equal(activationCost(1, fold('affine', true), costs).nonScalarMults, 0);
-  assert.ok(activationCost(15, fold('series', true), costs).latencyMs > activationCost(7, fold('series', true), costs).latencyMs);
+  assert.ok(
+    activationCost(15, fold('series', true), costs).latencyMs >
+      activationCost(7, fold('series', true), costs).latencyMs,
+  );
 });
 
 test('spare levels: series take deeper plans with fewer multiplications while the network fits, the largest saving first', async () => {
@@ -197,7 +285,10 @@ test('spare levels: series take deeper plans with fewer multiplications while th
   assert.deepEqual(one.slice(0, 2), [1, 0]);
   assert.equal(depth(one), base + 1);
   // No room: nothing changes.
-  assert.deepEqual(spendSpareLevels(g, acts, costAt, base), acts.map(() => 0));
+  assert.deepEqual(
+    spendSpareLevels(g, acts, costAt, base),
+    acts.map(() => 0),
+  );
 });
 
 test('node-seal cost measurement (N=8192) is cached and then used by the analysis', async () => {
@@ -214,19 +305,29 @@ test('node-seal cost measurement (N=8192) is cached and then used by the analysi
     assert.equal(cached.mulRelinRescale, c.mulRelinRescale);
     assert.match(cached.source, /measured with node-seal/);
   } finally {
-    if (before === undefined) delete process.env.HE_APPROX_CACHE_DIR; else process.env.HE_APPROX_CACHE_DIR = before;
+    if (before === undefined) delete process.env.HE_APPROX_CACHE_DIR;
+    else process.env.HE_APPROX_CACHE_DIR = before;
   }
 });
 
 test("degree selection 'accurate' mode: least predicted drop within the level budget", () => {
   const rng = new Rng(7);
   for (let trial = 0; trial < 100; trial++) {
-    const layers: Choice[][] = Array.from({ length: 1 + rng.int(3) }, () => [2, 5, 9].map((degree, k) => ({
-      degree, depth: k + 1, mults: k * 2, drop: rng.next() * (3 - k) })));
+    const layers: Choice[][] = Array.from({ length: 1 + rng.int(3) }, () =>
+      [2, 5, 9].map((degree, k) => ({
+        degree,
+        depth: k + 1,
+        mults: k * 2,
+        drop: rng.next() * (3 - k),
+      })),
+    );
     const maxDepth = 2 + rng.int(7);
     let bestDrop = Infinity;
     const rec = (l: number, d: number, drop: number) => {
-      if (l === layers.length) { if (d <= maxDepth) bestDrop = Math.min(bestDrop, drop); return; }
+      if (l === layers.length) {
+        if (d <= maxDepth) bestDrop = Math.min(bestDrop, drop);
+        return;
+      }
       for (const c of layers[l]) rec(l + 1, d + c.depth, drop + c.drop);
     };
     rec(0, 0, 0);

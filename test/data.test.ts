@@ -28,8 +28,16 @@ test('uint8 data is scaled to [0, 1] by default and checked against the model in
   assert.ok(ds.notes.some((n) => /divided by 255/.test(n)));
   const raw = loadDataset(fx('u8_3x2x2.npy'), null, [4], 'none');
   assert.equal(raw.x[11], 220);
-  expectUserError(() => loadDataset(fx('u8_3x2x2.npy'), null, [28, 28, 1]), 'DATA_SHAPE', /\[3, 2, 2\].*\[N, 28, 28, 1\]/);
-  expectUserError(() => loadDataset(fx('u8_3x2x2.npy'), fx('f64_2x3x4.npy'), [2, 2]), 'LABELS_MISMATCH', /2 labels but .* 3 samples/);
+  expectUserError(
+    () => loadDataset(fx('u8_3x2x2.npy'), null, [28, 28, 1]),
+    'DATA_SHAPE',
+    /\[3, 2, 2\].*\[N, 28, 28, 1\]/,
+  );
+  expectUserError(
+    () => loadDataset(fx('u8_3x2x2.npy'), fx('f64_2x3x4.npy'), [2, 2]),
+    'LABELS_MISMATCH',
+    /2 labels but .* 3 samples/,
+  );
 });
 
 test('MNIST idx, CSV (with header) and JSON readers', () => {
@@ -58,7 +66,11 @@ test('NaN or Inf in data is refused with the sample index', () => {
   const x = new Float32Array(12).fill(0.5);
   x[7] = NaN;
   fs.writeFileSync(path.join(dir, 'nan.npy'), writeNpy([3, 4], x));
-  expectUserError(() => loadDataset(path.join(dir, 'nan.npy'), null, [4]), 'DATA_NONFINITE', /sample 1 holds NaN at position 3/);
+  expectUserError(
+    () => loadDataset(path.join(dir, 'nan.npy'), null, [4]),
+    'DATA_NONFINITE',
+    /sample 1 holds NaN at position 3/,
+  );
   x[7] = Infinity;
   fs.writeFileSync(path.join(dir, 'inf.npy'), writeNpy([3, 4], x));
   expectUserError(() => loadDataset(path.join(dir, 'inf.npy'), null, [4]), 'DATA_NONFINITE', /Infinity/);
@@ -77,28 +89,54 @@ test('split: disjoint, sized, reproducible by seed', () => {
   expectUserError(() => splitIndices(10, 8, 5, 1), 'OPTION_INVALID', /exceeds the 10 samples/);
 });
 
-test('NCHW models: NCHW and NHWC arrays both land channels last; flat rows in the model\'s order; other shapes are refused; per-channel normalisation', () => {
+test("NCHW models: NCHW and NHWC arrays both land channels last; flat rows in the model's order; other shapes are refused; per-channel normalisation", () => {
   const dir = tmpDir();
   // Two samples of a [C=2, H=2, W=3] (NCHW) model; value = 100 c + 10 h + w (+ 1000 per sample).
   const nchw = new Float32Array(2 * 12);
-  for (let s = 0; s < 2; s++) for (let c = 0; c < 2; c++) for (let h = 0; h < 2; h++) for (let w = 0; w < 3; w++) nchw[s * 12 + c * 6 + h * 3 + w] = 1000 * s + 100 * c + 10 * h + w;
+  for (let s = 0; s < 2; s++)
+    for (let c = 0; c < 2; c++)
+      for (let h = 0; h < 2; h++)
+        for (let w = 0; w < 3; w++) nchw[s * 12 + c * 6 + h * 3 + w] = 1000 * s + 100 * c + 10 * h + w;
   const nhwc = new Float32Array(24);
-  for (let s = 0; s < 2; s++) for (let c = 0; c < 2; c++) for (let h = 0; h < 2; h++) for (let w = 0; w < 3; w++) nhwc[s * 12 + (h * 3 + w) * 2 + c] = nchw[s * 12 + c * 6 + h * 3 + w];
+  for (let s = 0; s < 2; s++)
+    for (let c = 0; c < 2; c++)
+      for (let h = 0; h < 2; h++)
+        for (let w = 0; w < 3; w++) nhwc[s * 12 + (h * 3 + w) * 2 + c] = nchw[s * 12 + c * 6 + h * 3 + w];
   const layout = { name: 'NCHW', modelShape: [2, 2, 3], perm: [1, 2, 0] };
-  const file = (name: string, shape: number[], data: Float32Array) => { const f = path.join(dir, name); fs.writeFileSync(f, writeNpy(shape, data)); return f; };
+  const file = (name: string, shape: number[], data: Float32Array) => {
+    const f = path.join(dir, name);
+    fs.writeFileSync(f, writeNpy(shape, data));
+    return f;
+  };
   const a = loadDataset(file('nchw.npy', [2, 2, 2, 3], nchw), null, [2, 3, 2], { layout });
   const b = loadDataset(file('nhwc.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { layout });
   const flat = loadDataset(file('flat.npy', [2, 12], nchw), null, [2, 3, 2], { layout });
   assert.deepEqual(Array.from(a.x), Array.from(nhwc));
   assert.deepEqual(Array.from(b.x), Array.from(nhwc));
-  assert.deepEqual(Array.from(flat.x), Array.from(nhwc), 'flat rows are the model\'s (NCHW) order');
+  assert.deepEqual(Array.from(flat.x), Array.from(nhwc), "flat rows are the model's (NCHW) order");
   assert.ok(a.notes.some((n) => /NCHW samples converted to channels last/.test(n)));
-  expectUserError(() => loadDataset(file('odd.npy', [2, 3, 2, 2], nchw), null, [2, 3, 2], { layout }), 'DATA_SHAPE', /neither layout.*\[N, 2, 2, 3\] \(NCHW\) or \[N, 2, 3, 2\] \(channels last\)/);
+  expectUserError(
+    () => loadDataset(file('odd.npy', [2, 3, 2, 2], nchw), null, [2, 3, 2], { layout }),
+    'DATA_SHAPE',
+    /neither layout.*\[N, 2, 2, 3\] \(NCHW\) or \[N, 2, 3, 2\] \(channels last\)/,
+  );
   // (x / 10 - mean[c]) / std[c], c the last (channel) axis.
-  const n = loadDataset(file('n.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { layout, scale: 10, normalize: { mean: [1, 2], std: [2, 4] } });
+  const n = loadDataset(file('n.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], {
+    layout,
+    scale: 10,
+    normalize: { mean: [1, 2], std: [2, 4] },
+  });
   for (let i = 0; i < 24; i++) assert.ok(Math.abs(n.x[i] - (nhwc[i] / 10 - [1, 2][i % 2]) / [2, 4][i % 2]) < 1e-5);
-  expectUserError(() => loadDataset(file('m.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [1, 2, 3], std: [1] } }), 'OPTION_INVALID', /3 values but the model's input has 2 channels/);
-  expectUserError(() => loadDataset(file('z.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [0], std: [0] } }), 'OPTION_INVALID', /must be positive/);
+  expectUserError(
+    () => loadDataset(file('m.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [1, 2, 3], std: [1] } }),
+    'OPTION_INVALID',
+    /3 values but the model's input has 2 channels/,
+  );
+  expectUserError(
+    () => loadDataset(file('z.npy', [2, 2, 3, 2], nhwc), null, [2, 3, 2], { normalize: { mean: [0], std: [0] } }),
+    'OPTION_INVALID',
+    /must be positive/,
+  );
 });
 
 test('a data file too large to read is refused before reading, with its size and the limit', () => {
@@ -106,6 +144,10 @@ test('a data file too large to read is refused before reading, with its size and
   const f = path.join(tmpDir(), 'huge.npy');
   fs.writeFileSync(f, writeNpy([2, 2], new Float32Array(4)));
   fs.truncateSync(f, 3 * 2 ** 30);
-  expectUserError(() => readArray(f), 'DATA_UNREADABLE', /huge\.npy is 3\.0 GB; he-approx reads data files of up to 2\.0 GB/);
+  expectUserError(
+    () => readArray(f),
+    'DATA_UNREADABLE',
+    /huge\.npy is 3\.0 GB; he-approx reads data files of up to 2\.0 GB/,
+  );
   expectUserError(() => loadDataset(f, null, [2]), 'DATA_UNREADABLE', /3\.0 GB/);
 });

@@ -9,13 +9,23 @@ import { isFromWebview } from '../src/extension/messages';
 import { analyze } from '../src/core/analyze';
 import { Report } from '../src/core/report';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tmpDir } from './helpers';
-import { ActivationSpec, activationFn, describeActivation, specFromDescription } from '../src/core/numerics/activations';
+import {
+  ActivationSpec,
+  activationFn,
+  describeActivation,
+  specFromDescription,
+} from '../src/core/numerics/activations';
 import { chebval } from '../src/core/numerics/chebyshev';
 import { reportCurves } from '../src/extension/curves';
 import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension/cache';
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
-import { NON_ANALYSIS_PREFIXES, NON_ANALYSIS_SETTINGS, SettingReader, analyzeOptionsFrom } from '../src/extension/settings';
+import {
+  NON_ANALYSIS_PREFIXES,
+  NON_ANALYSIS_SETTINGS,
+  SettingReader,
+  analyzeOptionsFrom,
+} from '../src/extension/settings';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
 import { summarizeModel } from '../src/core/model/summary';
@@ -43,7 +53,11 @@ test('layer ranges: minified tfjs layout, pretty-printed, and the converter layo
   const p = pr.layers.get('dense_Dense1')!;
   assert.ok(offsetToPosition(pretty, p.nameRange.start).line > 10, 'pretty-printed ranges land on their own lines');
   const { class_name, config } = json.modelTopology;
-  const conv = JSON.stringify({ ...json, modelTopology: { keras_version: '2.15', model_config: { class_name, config } } }, null, 1);
+  const conv = JSON.stringify(
+    { ...json, modelTopology: { keras_version: '2.15', model_config: { class_name, config } } },
+    null,
+    1,
+  );
   const cr = findLayerRanges(conv);
   assert.equal(cr.layout, 'converter');
   assert.equal(cr.layers.size, min.layers.size);
@@ -58,13 +72,27 @@ test('a corrupt model.json gives syntax errors with offsets, and only those diag
   assert.ok(d.length > 0 && d.every((x) => x.code === 'syntax' && x.severity === 'error' && x.source === 'he-approx'));
   assert.match(d[0].message, /^model\.json: \w+: the model file is not valid JSON/);
   assert.deepEqual(reportDiagnostics(null, r), d, 'a corrupt file gets the same diagnostics before any analysis');
-  assert.deepEqual(reportDiagnostics(null, findLayerRanges(cnnText)), [], 'nothing to say about a valid file without a report');
+  assert.deepEqual(
+    reportDiagnostics(null, findLayerRanges(cnnText)),
+    [],
+    'nothing to say about a valid file without a report',
+  );
   assert.equal(offsetToPosition('ab\ncd', 4).line, 1);
   assert.equal(offsetToPosition('ab\ncd', 4).character, 1);
 });
 
 test('report -> diagnostics, CodeLens and hovers on the CNN example', async () => {
-  const report = JSON.parse(JSON.stringify(await analyze({ model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000 }))) as Report;
+  const report = JSON.parse(
+    JSON.stringify(
+      await analyze({
+        model: example('mnist-cnn'),
+        data: MNIST_TEST_IMAGES,
+        labels: MNIST_TEST_LABELS,
+        calib: 1000,
+        heldout: 1000,
+      }),
+    ),
+  ) as Report;
   const ranges = findLayerRanges(cnnText);
   const diags = reportDiagnostics(report, ranges);
   const info = diags.filter((d) => d.code === 'degree');
@@ -84,7 +112,18 @@ test('report -> diagnostics, CodeLens and hovers on the CNN example', async () =
 
 test('HE-incompatible layers become errors with the fix', () => {
   const text = '{"modelTopology":{"config":{"layers":[{"class_name":"MaxPooling2D","config":{"name":"pool"}}]}}}';
-  const fake = { layers: [], options: { budget: 1 }, heIncompatible: [{ layer: 'pool', className: 'MaxPooling2D', problem: 'max pooling cannot be evaluated under CKKS', fix: 'retrain with AveragePooling2D' }] } as unknown as Report;
+  const fake = {
+    layers: [],
+    options: { budget: 1 },
+    heIncompatible: [
+      {
+        layer: 'pool',
+        className: 'MaxPooling2D',
+        problem: 'max pooling cannot be evaluated under CKKS',
+        fix: 'retrain with AveragePooling2D',
+      },
+    ],
+  } as unknown as Report;
   const d = reportDiagnostics(fake, findLayerRanges(text));
   assert.equal(d.length, 1);
   assert.equal(d[0].severity, 'error');
@@ -105,33 +144,73 @@ test('analysis runs in a worker thread: progress arrives, the main thread stays 
   const progress: number[] = [];
   let ticks = 0;
   const timer = setInterval(() => ticks++, 20);
-  const run = runInWorker({ kind: 'analyze', options: { model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000 } },
-    (f) => progress.push(f));
+  const run = runInWorker(
+    {
+      kind: 'analyze',
+      options: {
+        model: example('mnist-mlp'),
+        data: MNIST_TEST_IMAGES,
+        labels: MNIST_TEST_LABELS,
+        calib: 1000,
+        heldout: 1000,
+      },
+    },
+    (f) => progress.push(f),
+  );
   const report = await run.result;
   clearInterval(timer);
   assert.equal(report.layers.length, 2);
   assert.ok(progress.length > 3 && progress[progress.length - 1] === 1, 'progress reported up to 1');
   assert.ok(ticks > 5, `the main event loop kept running during the analysis (${ticks} timer ticks)`);
-  const second = runInWorker({ kind: 'analyze', options: { model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS } },
-    (f) => { if (f > 0.05) second.cancel(); });
+  const second = runInWorker(
+    { kind: 'analyze', options: { model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS } },
+    (f) => {
+      if (f > 0.05) second.cancel();
+    },
+  );
   await assert.rejects(second.result, (e: unknown) => e instanceof JobFailed && e.code === 'CANCELLED');
-  const bad = runInWorker({ kind: 'analyze', options: { model: example('mnist-mlp'), data: '/nonexistent.npy' } }, () => undefined);
-  await assert.rejects(bad.result, (e: unknown) => e instanceof JobFailed && e.userError && /does not exist/.test(e.message));
+  const bad = runInWorker(
+    { kind: 'analyze', options: { model: example('mnist-mlp'), data: '/nonexistent.npy' } },
+    () => undefined,
+  );
+  await assert.rejects(
+    bad.result,
+    (e: unknown) => e instanceof JobFailed && e.userError && /does not exist/.test(e.message),
+  );
 });
 
 let mlpReport: Promise<Report> | null = null;
-const mlp = () => (mlpReport ??= analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 500, heldout: 500 })
-  .then((r) => JSON.parse(JSON.stringify(r)) as Report));
+const mlp = () =>
+  (mlpReport ??= analyze({
+    model: example('mnist-mlp'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 500,
+    heldout: 500,
+  }).then((r) => JSON.parse(JSON.stringify(r)) as Report));
 
 test('report activation strings map back to the exact activation specs', () => {
   const specs: ActivationSpec[] = [
-    { kind: 'relu' }, { kind: 'relu6' }, { kind: 'leakyrelu', alpha: 0.2 }, { kind: 'elu', alpha: 0.5 }, { kind: 'selu' }, { kind: 'gelu' },
-    { kind: 'gelu_new' }, { kind: 'swish' }, { kind: 'mish' }, { kind: 'sigmoid' }, { kind: 'hard_sigmoid' }, { kind: 'tanh' },
-    { kind: 'softplus' }, { kind: 'softsign' }, { kind: 'relu', maxValue: 6.5 },
+    { kind: 'relu' },
+    { kind: 'relu6' },
+    { kind: 'leakyrelu', alpha: 0.2 },
+    { kind: 'elu', alpha: 0.5 },
+    { kind: 'selu' },
+    { kind: 'gelu' },
+    { kind: 'gelu_new' },
+    { kind: 'swish' },
+    { kind: 'mish' },
+    { kind: 'sigmoid' },
+    { kind: 'hard_sigmoid' },
+    { kind: 'tanh' },
+    { kind: 'softplus' },
+    { kind: 'softsign' },
+    { kind: 'relu', maxValue: 6.5 },
   ];
   for (const s of specs) {
     const back = specFromDescription(describeActivation(s));
-    for (const x of [-3.7, -0.4, 0, 0.9, 5.2, 7]) assert.equal(activationFn(back)(x), activationFn(s)(x), `${describeActivation(s)} at ${x}`);
+    for (const x of [-3.7, -0.4, 0, 0.9, 5.2, 7])
+      assert.equal(activationFn(back)(x), activationFn(s)(x), `${describeActivation(s)} at ${x}`);
   }
   assert.throws(() => specFromDescription('softmax'), /unknown activation/);
 });
@@ -139,7 +218,10 @@ test('report activation strings map back to the exact activation specs', () => {
 test('panel curves: activation, polynomial and error on a grid over the interval; histogram as fractions', async () => {
   const report = await mlp();
   const curves = reportCurves(report);
-  assert.deepEqual(Object.keys(curves), report.layers.map((l) => l.name));
+  assert.deepEqual(
+    Object.keys(curves),
+    report.layers.map((l) => l.name),
+  );
   for (const l of report.layers) {
     const c = curves[l.name];
     assert.equal(c.x.length, 161);
@@ -184,7 +266,10 @@ test('result cache: keyed by content (reformatting model.json keeps it), atomic 
   fs.writeFileSync(script, 'build 2');
   assert.notEqual(engineId(script), e1);
   assert.equal(engineId(path.join(dir, 'missing.js')), 'unknown');
-  assert.notEqual(analysisKey([...modelFiles(model), data, null], { budget: 1, engine: e1 }), analysisKey([...modelFiles(model), data, null], { budget: 1, engine: engineId(script) }));
+  assert.notEqual(
+    analysisKey([...modelFiles(model), data, null], { budget: 1, engine: e1 }),
+    analysisKey([...modelFiles(model), data, null], { budget: 1, engine: engineId(script) }),
+  );
   fs.appendFileSync(data, '3,4\n');
   assert.notEqual(key(), k0, 'changed data makes results stale');
   const w = fs.readFileSync(path.join(dir, 'weights.bin'));
@@ -204,16 +289,20 @@ test('result cache: keyed by content (reformatting model.json keeps it), atomic 
 
 test('calibration data beside a model is found and paired with its labels', () => {
   const found = findDataNear(example('mnist-cnn'), null);
-  assert.deepEqual(found, [{
-    data: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-images-idx3-ubyte'),
-    labels: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-labels-idx1-ubyte'),
-  }]);
+  assert.deepEqual(found, [
+    {
+      data: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-images-idx3-ubyte'),
+      labels: path.join(ROOT, 'examples', 'data', 'mnist-test-2000-labels-idx1-ubyte'),
+    },
+  ]);
   const dir = tmpDir();
   fs.writeFileSync(path.join(dir, 'model.json'), '{}');
   fs.writeFileSync(path.join(dir, 'calib.npy'), '');
   fs.writeFileSync(path.join(dir, 'calib-labels.npy'), '');
   fs.writeFileSync(path.join(dir, 'weights.bin'), '');
-  assert.deepEqual(findDataNear(path.join(dir, 'model.json'), dir), [{ data: path.join(dir, 'calib.npy'), labels: path.join(dir, 'calib-labels.npy') }]);
+  assert.deepEqual(findDataNear(path.join(dir, 'model.json'), dir), [
+    { data: path.join(dir, 'calib.npy'), labels: path.join(dir, 'calib-labels.npy') },
+  ]);
 });
 
 test('a report still applies to a reformatted model.json, not to a changed one', async () => {
@@ -232,14 +321,19 @@ test('export runs in the worker and never overwrites without force', async () =>
   const { runInWorker, JobFailed } = await import('../src/extension/analysisWorker');
   const report = await mlp();
   const dir = path.join(tmpDir(), 'export');
-  const first = await runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: false }, () => undefined).result;
+  const first = await runInWorker(
+    { kind: 'export', dir, model: example('mnist-mlp'), report, force: false },
+    () => undefined,
+  ).result;
   assert.ok(fs.existsSync(first.model) && fs.existsSync(first.coefficients));
-  await assert.rejects(runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: false }, () => undefined).result,
-    (e: unknown) => e instanceof JobFailed && e.code === 'OUTPUT_EXISTS');
+  await assert.rejects(
+    runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: false }, () => undefined).result,
+    (e: unknown) => e instanceof JobFailed && e.code === 'OUTPUT_EXISTS',
+  );
   await runInWorker({ kind: 'export', dir, model: example('mnist-mlp'), report, force: true }, () => undefined).result;
 });
 
-test('binary model view: the ONNX example\'s layers, its activations with degree, depth and drop, escaped, under a strict CSP', async () => {
+test("binary model view: the ONNX example's layers, its activations with degree, depth and drop, escaped, under a strict CSP", async () => {
   const { loadModel } = await import('../src/core/model/load');
   const { summarizeModel } = await import('../src/core/model/summary');
   const { modelViewHtml, modelViewRows } = await import('../src/extension/modelView');
@@ -248,42 +342,92 @@ test('binary model view: the ONNX example\'s layers, its activations with degree
   assert.equal(summary.format, 'onnx');
   assert.deepEqual(summary.input, { shape: [1, 28, 28], layout: 'NCHW' });
   const before = modelViewRows(summary, null);
-  assert.deepEqual(before.filter((r) => r.activation).map((r) => r.activation), ['relu', 'swish', 'gelu']);
+  assert.deepEqual(
+    before.filter((r) => r.activation).map((r) => r.activation),
+    ['relu', 'swish', 'gelu'],
+  );
   assert.ok(before.every((r) => r.degree === ''));
-  const report = await analyze({ model: file, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 300, heldout: 300, degrees: [3, 7], tune: false });
+  const report = await analyze({
+    model: file,
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 300,
+    heldout: 300,
+    degrees: [3, 7],
+    tune: false,
+  });
   const rows = modelViewRows(summary, report);
   for (const l of report.layers) {
     const row = rows.find((r) => r.node === l.name)!;
     assert.equal(row.degree, String(l.chosen.degree));
     assert.equal(row.depth, String(l.chosen.depth));
   }
-  const html = modelViewHtml({ fileName: 'a<b>.onnx', summary, error: null, report, stale: true, nonce: 'n0nce', cspSource: 'vscode-resource:' });
+  const html = modelViewHtml({
+    fileName: 'a<b>.onnx',
+    summary,
+    error: null,
+    report,
+    stale: true,
+    nonce: 'n0nce',
+    cspSource: 'vscode-resource:',
+  });
   assert.match(html, /default-src 'none'; style-src vscode-resource: 'nonce-n0nce'; script-src 'nonce-n0nce';/);
   assert.match(html, /a&lt;b&gt;\.onnx/);
   assert.match(html, /stale/);
   assert.match(html, new RegExp(`data-node="${report.layers[0].name.replace(/[/.]/g, (c) => '\\' + c)}"`));
   assert.doesNotMatch(html, /<script(?! nonce="n0nce")/, 'every script carries the nonce');
-  const err = modelViewHtml({ fileName: 'x.onnx', summary: null, error: { message: 'x.onnx is not a readable ONNX model', fix: 'export again' }, report: null, stale: false, nonce: 'n', cspSource: 'c' });
+  const err = modelViewHtml({
+    fileName: 'x.onnx',
+    summary: null,
+    error: { message: 'x.onnx is not a readable ONNX model', fix: 'export again' },
+    report: null,
+    stale: false,
+    nonce: 'n',
+    cspSource: 'c',
+  });
   assert.match(err, /not a readable ONNX model\.<\/p><p><b>Fix:<\/b> export again/);
 });
 
-test('settings -> analysis options: every declared analysis setting is read, with package.json\'s default; set values reach the options', () => {
-  const declared = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).contributes.configuration.properties) as Record<string, { default: unknown }>;
+test("settings -> analysis options: every declared analysis setting is read, with package.json's default; set values reach the options", () => {
+  const declared = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).contributes.configuration
+    .properties as Record<string, { default: unknown }>;
   const keys = Object.keys(declared).map((k) => k.replace(/^heApprox\./, ''));
-  const analysis = keys.filter((k) => !(NON_ANALYSIS_SETTINGS as readonly string[]).includes(k) && !NON_ANALYSIS_PREFIXES.some((p) => k.startsWith(p)));
+  const analysis = keys.filter(
+    (k) =>
+      !(NON_ANALYSIS_SETTINGS as readonly string[]).includes(k) && !NON_ANALYSIS_PREFIXES.some((p) => k.startsWith(p)),
+  );
   const read = new Map<string, unknown>();
-  const unset: SettingReader = (k, fallback) => { read.set(k, fallback); return fallback; };
+  const unset: SettingReader = (k, fallback) => {
+    read.set(k, fallback);
+    return fallback;
+  };
   const defaults = analyzeOptionsFrom(unset, '/m/model.json', '/d/x.npy', null);
   assert.deepEqual([...read.keys()].sort(), analysis.sort(), 'the options read exactly the declared analysis settings');
-  for (const k of analysis) assert.deepEqual(read.get(k), declared[`heApprox.${k}`].default, `${k}: the fallback is the declared default`);
-  assert.ok(analysis.includes('fold') && analysis.includes('spareLevels'), 'the CLI\'s --no-fold and --spare-levels have settings');
+  for (const k of analysis)
+    assert.deepEqual(read.get(k), declared[`heApprox.${k}`].default, `${k}: the fallback is the declared default`);
+  assert.ok(
+    analysis.includes('fold') && analysis.includes('spareLevels'),
+    "the CLI's --no-fold and --spare-levels have settings",
+  );
   assert.equal(defaults.fold, true);
   assert.equal(defaults.spareLevels, false);
-  assert.equal(defaults.calib, undefined, '0 means the core\'s default');
+  assert.equal(defaults.calib, undefined, "0 means the core's default");
   assert.equal(defaults.normalize, null);
 
-  const set = new Map<string, unknown>([['fold', false], ['spareLevels', true], ['inputScale', '255'], ['inputMean', [0.5]], ['calibrationSamples', 300], ['fitMethod', 'uniform']]);
-  const o = analyzeOptionsFrom((k, fallback) => (set.has(k) ? set.get(k) : fallback) as typeof fallback, '/m/model.json', '/d/x.npy', '/d/y.npy');
+  const set = new Map<string, unknown>([
+    ['fold', false],
+    ['spareLevels', true],
+    ['inputScale', '255'],
+    ['inputMean', [0.5]],
+    ['calibrationSamples', 300],
+    ['fitMethod', 'uniform'],
+  ]);
+  const o = analyzeOptionsFrom(
+    (k, fallback) => (set.has(k) ? set.get(k) : fallback) as typeof fallback,
+    '/m/model.json',
+    '/d/x.npy',
+    '/d/y.npy',
+  );
   assert.equal(o.fold, false);
   assert.equal(o.spareLevels, true);
   assert.equal(o.scale, 255);
@@ -295,12 +439,27 @@ test('settings -> analysis options: every declared analysis setting is read, wit
 
 test('a max pooling layer: diagnostics, one CodeLens for its tree, hovers and model-view rows; its tfjs export computes the analysed trees', async () => {
   await initBackend();
-  const m = tf.sequential({ layers: [
-    tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 5, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }), name: 'conv' }),
-    tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'pool' }),
-    tf.layers.flatten({ name: 'flat' }), tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }), name: 'out' })] });
+  const m = tf.sequential({
+    layers: [
+      tf.layers.conv2d({
+        inputShape: [28, 28, 1],
+        filters: 4,
+        kernelSize: 5,
+        activation: 'relu',
+        kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }),
+        name: 'conv',
+      }),
+      tf.layers.maxPooling2d({ poolSize: 3, strides: 2, padding: 'same', name: 'pool' }),
+      tf.layers.flatten({ name: 'flat' }),
+      tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }), name: 'out' }),
+    ],
+  });
   const file = await saveModel(m, tmpDir());
-  const report = JSON.parse(JSON.stringify(await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [2, 3, 7] }))) as Report;
+  const report = JSON.parse(
+    JSON.stringify(
+      await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 300, heldout: 300, degrees: [2, 3, 7] }),
+    ),
+  ) as Report;
   const steps = report.layers.filter((l) => l.maxTree);
   assert.equal(steps.length, 4, 'a 3x3 window: two steps along each axis');
   const ranges = findLayerRanges(fs.readFileSync(file, 'utf8'));
@@ -309,13 +468,19 @@ test('a max pooling layer: diagnostics, one CodeLens for its tree, hovers and mo
   assert.match(diags[0].message, /^max pooling, step 1: \|a - b\| along the width → degree \d+/);
   const lenses = reportCodeLenses(report, ranges).filter((l) => l.layer === 'pool');
   assert.equal(lenses.length, 1, 'one lens for the whole tree');
-  assert.match(lenses[0].title, /^max pooling as polynomials: \|x\| degrees \d+, \d+, \d+, \d+ · depth \d+ · Show fit$/);
+  assert.match(
+    lenses[0].title,
+    /^max pooling as polynomials: \|x\| degrees \d+, \d+, \d+, \d+ · depth \d+ · Show fit$/,
+  );
   const hover = reportHover(report, 'pool')!;
   assert.equal(hover.split('---').length, 4);
   assert.match(hover, /max\(a, b\) = \(a \+ b\)\/2 \+ \|a - b\|\/2/);
   const loaded = await loadModel(file);
   const rows = modelViewRows(summarizeModel(loaded), report);
-  assert.deepEqual(rows.filter((r) => r.activation === '|a - b| (max pooling)').map((r) => r.node), steps.map((l) => l.name));
+  assert.deepEqual(
+    rows.filter((r) => r.activation === '|a - b| (max pooling)').map((r) => r.node),
+    steps.map((l) => l.name),
+  );
   assert.ok(!rows.some((r) => /\/(diff|max)$/.test(r.name)), 'the differences and sums around each |x| are not listed');
   // The exported tfjs model's HEPolyMaxPooling2D computes what the analysis measured.
   registerPolyLayer();

@@ -13,7 +13,13 @@ import { resolveSettings } from '../src/core/analysis/settings';
 import { finetuneLayers } from '../src/core/analysis/finetuneStage';
 import { measureModel } from '../src/core/analysis/verify';
 import { CancelledError, UserError } from '../src/core/errors';
-import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneResult, finetune, schedule } from '../src/core/finetune/finetune';
+import {
+  BASELINE_FINETUNE,
+  FINETUNE_DEFAULTS,
+  FinetuneResult,
+  finetune,
+  schedule,
+} from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
 import { TrainablePoly } from '../src/core/fit/trainablePoly';
 import { chebInterpolate } from '../src/core/numerics/chebyshev';
@@ -30,21 +36,53 @@ import { loadModel } from '../src/core/model/load';
 import { PolyActivation } from '../src/core/numerics/polynomial';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tfjsLoad, tmpDir } from './helpers';
 
-function convGraph(H: number, C: number, F: number, kh: number, stride: number, padding: 'same' | 'valid', kernel: Float32Array): Graph {
+function convGraph(
+  H: number,
+  C: number,
+  F: number,
+  kh: number,
+  stride: number,
+  padding: 'same' | 'valid',
+  kernel: Float32Array,
+): Graph {
   const nodes: GraphNode[] = [
     { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [H, H, C], spec: { op: 'input' } },
-    { id: 1, name: 'conv', layer: 'conv', className: 'Conv2D', inputs: [0], shape: [0, 0, F],
-      spec: { op: 'conv2d', filters: F, kernel, kernelShape: [kh, kh, C, F], bias: null, strides: [stride, stride], padding, dilation: [1, 1] } },
+    {
+      id: 1,
+      name: 'conv',
+      layer: 'conv',
+      className: 'Conv2D',
+      inputs: [0],
+      shape: [0, 0, F],
+      spec: {
+        op: 'conv2d',
+        filters: F,
+        kernel,
+        kernelShape: [kh, kh, C, F],
+        bias: null,
+        strides: [stride, stride],
+        padding,
+        dilation: [1, 1],
+      },
+    },
   ];
   return { name: 'conv', nodes, input: 0, output: 1, inputShape: [H, H, C], notes: [], droppedFinalSoftmax: false };
 }
 
-const seq = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);
+const seq = (n: number, seed: number) =>
+  Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 12.9898 + i * 78.233) * 0.5);
 
 test('a trainable convolution kernel gets the gradient of a direct sum over the padded input', async () => {
   await initBackend();
-  for (const [H, kh, st, pad] of [[8, 3, 1, 'same'], [9, 3, 2, 'same'], [8, 3, 2, 'valid'], [7, 1, 2, 'valid']] as const) {
-    const C = 3; const F = 4; const N = 2;
+  for (const [H, kh, st, pad] of [
+    [8, 3, 1, 'same'],
+    [9, 3, 2, 'same'],
+    [8, 3, 2, 'valid'],
+    [7, 1, 2, 'valid'],
+  ] as const) {
+    const C = 3;
+    const F = 4;
+    const N = 2;
     const kernel = seq(kh * kh * C * F, 1);
     const ex = new Executor(convGraph(H, C, F, kh, st, pad, kernel), { trainable: true });
     try {
@@ -55,21 +93,30 @@ test('a trainable convolution kernel gets the gradient of a direct sum over the 
       const wv = seq(y.size, 3);
       const w = tf.tensor(wv, y.shape);
       const [kv] = ex.variables();
-      const { grads } = tf.variableGrads(() => tf.sum(tf.mul(ex.forward(new Map([[0, x]]), 0, {}), w)) as tf.Scalar, [kv]);
+      const { grads } = tf.variableGrads(
+        () => tf.sum(tf.mul(ex.forward(new Map([[0, x]]), 0, {}), w)) as tf.Scalar,
+        [kv],
+      );
       const got = grads[kv.name].dataSync();
       // dL/dK[i, j, c, f] = sum over n, h, w of x_padded[n, h*st + i, w*st + j, c] * w[n, h, w, f].
       const total = pad === 'same' ? Math.max((Math.ceil(H / st) - 1) * st + kh - H, 0) : 0;
       const top = Math.floor(total / 2);
       let worst = 0;
-      for (let i = 0; i < kh; i++) for (let j = 0; j < kh; j++) for (let c = 0; c < C; c++) for (let f = 0; f < F; f++) {
-        let sum = 0;
-        for (let n = 0; n < N; n++) for (let h = 0; h < Ho!; h++) for (let q = 0; q < Wo!; q++) {
-          const r = h * st + i - top; const s = q * st + j - top;
-          if (r < 0 || s < 0 || r >= H || s >= H) continue;
-          sum += xv[((n * H + r) * H + s) * C + c] * wv[((n * Ho! + h) * Wo! + q) * F + f];
-        }
-        worst = Math.max(worst, Math.abs(sum - got[((i * kh + j) * C + c) * F + f]));
-      }
+      for (let i = 0; i < kh; i++)
+        for (let j = 0; j < kh; j++)
+          for (let c = 0; c < C; c++)
+            for (let f = 0; f < F; f++) {
+              let sum = 0;
+              for (let n = 0; n < N; n++)
+                for (let h = 0; h < Ho!; h++)
+                  for (let q = 0; q < Wo!; q++) {
+                    const r = h * st + i - top;
+                    const s = q * st + j - top;
+                    if (r < 0 || s < 0 || r >= H || s >= H) continue;
+                    sum += xv[((n * H + r) * H + s) * C + c] * wv[((n * Ho! + h) * Wo! + q) * F + f];
+                  }
+              worst = Math.max(worst, Math.abs(sum - got[((i * kh + j) * C + c) * F + f]));
+            }
       assert.ok(worst < 1e-4, `H ${H} k ${kh} stride ${st} ${pad}: kernel gradient off by ${worst}`);
       tf.dispose([x, y, w, grads[kv.name]]);
     } finally {
@@ -80,7 +127,12 @@ test('a trainable convolution kernel gets the gradient of a direct sum over the 
 
 test('a trainable executor hands back its graph unchanged before training; depthwise kernels train, grouped ones stay fixed with the reason', async () => {
   await initBackend();
-  const g = (await loadInputs({ model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, calib: 8, heldout: 8 }, resolveSettings({ model: '', data: '', calib: 8, heldout: 8 }))).model.graph;
+  const g = (
+    await loadInputs(
+      { model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, calib: 8, heldout: 8 },
+      resolveSettings({ model: '', data: '', calib: 8, heldout: 8 }),
+    )
+  ).model.graph;
   const ex = new Executor(g, { trainable: true });
   try {
     assert.ok(ex.variables().length >= 4);
@@ -91,32 +143,56 @@ test('a trainable executor hands back its graph unchanged before training; depth
   }
   const depthwise = convGraph(8, 4, 4, 3, 1, 'same', seq(3 * 3 * 1 * 4, 1));
   const s = depthwise.nodes[1].spec;
-  if (s.op === 'conv2d') { s.groups = 4; s.kernelShape = [3, 3, 1, 4]; }
-  assert.equal(frozenKernel(depthwise.nodes[1]), null, 'the depthwise kernel has a gradient of its own (execute.ts: depthwiseFastGrad)');
+  if (s.op === 'conv2d') {
+    s.groups = 4;
+    s.kernelShape = [3, 3, 1, 4];
+  }
+  assert.equal(
+    frozenKernel(depthwise.nodes[1]),
+    null,
+    'the depthwise kernel has a gradient of its own (execute.ts: depthwiseFastGrad)',
+  );
   const grouped = convGraph(8, 4, 4, 3, 1, 'same', seq(3 * 3 * 2 * 4, 1));
   const q = grouped.nodes[1].spec;
-  if (q.op === 'conv2d') { q.groups = 2; q.kernelShape = [3, 3, 2, 4]; }
+  if (q.op === 'conv2d') {
+    q.groups = 2;
+    q.kernelShape = [3, 3, 2, 4];
+  }
   assert.match(frozenKernel(grouped.nodes[1]) ?? '', /grouped/);
   assert.equal(frozenKernel(convGraph(8, 4, 4, 3, 1, 'same', seq(144, 1)).nodes[1]), null);
 });
 
 test('fine-tuning lowers the training loss and the held-out drop of a uniform start; refuses unlabelled data; stops on cancellation', async () => {
   await initBackend();
-  const o = { model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1024, heldout: 1000 };
+  const o = {
+    model: example('mnist-mlp'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 1024,
+    heldout: 1000,
+  };
   const s = resolveSettings(o);
   const { model, acts, ds, split } = await loadInputs(o, s);
   const intervals = acts.map(() => ({ a: -8, b: 8 }));
-  const start = uniformStart(acts, acts.map(actSpec), intervals, acts.map(() => 3));
+  const start = uniformStart(
+    acts,
+    acts.map(actSpec),
+    intervals,
+    acts.map(() => 3),
+  );
   const base = 100 * (await measureModel(model.graph, ds, split.heldout, [], new Map(), { batchSize: 256 })).accuracy;
-  const before = base - 100 * (await measureModel(model.graph, ds, split.heldout, acts, start, { batchSize: 256 })).accuracy;
+  const before =
+    base - 100 * (await measureModel(model.graph, ds, split.heldout, acts, start, { batchSize: 256 })).accuracy;
   const r = await finetune(model.graph, ds, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 3, seed: 7 });
   assert.equal(r.epochs.length, 3);
   assert.ok(r.epochs[2].loss < r.epochs[0].loss, `loss ${r.epochs.map((e) => e.loss.toFixed(4)).join(' -> ')}`);
-  const after = base - 100 * (await measureModel(r.graph, ds, split.heldout, acts, r.polys, { batchSize: 256 })).accuracy;
+  const after =
+    base - 100 * (await measureModel(r.graph, ds, split.heldout, acts, r.polys, { batchSize: 256 })).accuracy;
   assert.ok(after < before, `held-out drop ${before.toFixed(2)} -> ${after.toFixed(2)} pp`);
   // Same degrees and intervals: the levels the analysis priced do not move.
   for (const a of acts) {
-    const p = r.polys.get(a.id)!; const q = start.get(a.id)!;
+    const p = r.polys.get(a.id)!;
+    const q = start.get(a.id)!;
     assert.equal(p.coeffs.length, q.coeffs.length);
     assert.deepEqual([p.a, p.b], [q.a, q.b]);
   }
@@ -124,38 +200,75 @@ test('fine-tuning lowers the training loss and the held-out drop of a uniform st
   const again = await finetune(model.graph, ds, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7 });
   const once = await finetune(model.graph, ds, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7 });
   assert.deepEqual(again.epochs[0].loss, once.epochs[0].loss);
-  await assert.rejects(finetune(model.graph, { ...ds, labels: null }, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7 }),
-    (e: unknown) => e instanceof UserError && /labels/.test(e.message) && /--labels/.test(e.fix));
+  await assert.rejects(
+    finetune(model.graph, { ...ds, labels: null }, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7 }),
+    (e: unknown) => e instanceof UserError && /labels/.test(e.message) && /--labels/.test(e.fix),
+  );
   const ac = new AbortController();
   ac.abort();
-  await assert.rejects(finetune(model.graph, ds, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7, signal: ac.signal }), CancelledError);
+  await assert.rejects(
+    finetune(model.graph, ds, split.calib, start, { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7, signal: ac.signal }),
+    CancelledError,
+  );
 });
 
-test('one epoch from he-approx\'s polynomials is at least as good on held-out images as one from the uniform fit of the same degrees, at either setting', async (t) => {
+test("one epoch from he-approx's polynomials is at least as good on held-out images as one from the uniform fit of the same degrees, at either setting", async (t) => {
   await initBackend();
-  const o = { model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 2000, heldout: 2000, tune: false };
+  const o = {
+    model: example('mnist-cnn'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 2000,
+    heldout: 2000,
+    tune: false,
+  };
   const report = await analyze(o);
   const s = resolveSettings(o);
   const { model, acts, ds, split } = await loadInputs(o, s);
   const degrees = Object.values(report.final.degrees);
-  const uniform = uniformStart(acts, acts.map(actSpec), report.layers.map((l) => l.interval), degrees);
+  const uniform = uniformStart(
+    acts,
+    acts.map(actSpec),
+    report.layers.map((l) => l.interval),
+    degrees,
+  );
   const oneEpoch = async (start: Map<number, PolyActivation>, settings: typeof FINETUNE_DEFAULTS) => {
     const r = await finetune(model.graph, ds, split.calib, start, { ...settings, epochs: 1, seed: s.seed });
-    return 100 * (report.plaintext.accuracy - (await measureModel(r.graph, ds, split.heldout, acts, r.polys, { batchSize: 256 })).accuracy);
+    return (
+      100 *
+      (report.plaintext.accuracy -
+        (await measureModel(r.graph, ds, split.heldout, acts, r.polys, { batchSize: 256 })).accuracy)
+    );
   };
   const ours = await oneEpoch(polysFromReport(report), FINETUNE_DEFAULTS);
   const same = await oneEpoch(uniform, FINETUNE_DEFAULTS);
   const baseline = await oneEpoch(uniform, BASELINE_FINETUNE);
-  t.diagnostic(`after one epoch: from he-approx ${ours.toFixed(2)} pp, from the uniform fit ${same.toFixed(2)} / ${baseline.toFixed(2)} pp`);
-  assert.ok(ours <= Math.min(same, baseline), `after one epoch: from he-approx ${ours.toFixed(2)} pp; from the uniform fit ${same.toFixed(2)} pp at the same settings, `
-    + `${baseline.toFixed(2)} pp at the baseline's (degrees ${degrees.join(', ')})`);
+  t.diagnostic(
+    `after one epoch: from he-approx ${ours.toFixed(2)} pp, from the uniform fit ${same.toFixed(2)} / ${baseline.toFixed(2)} pp`,
+  );
+  assert.ok(
+    ours <= Math.min(same, baseline),
+    `after one epoch: from he-approx ${ours.toFixed(2)} pp; from the uniform fit ${same.toFixed(2)} pp at the same settings, ` +
+      `${baseline.toFixed(2)} pp at the baseline's (degrees ${degrees.join(', ')})`,
+  );
 });
 
 /** report.finetune as the stage writes it for a kept result `r` (the measured figures do not matter to the exporter). */
 function keptFinetune(report: Report, acts: GraphNode[], r: FinetuneResult): void {
   report.finetune = {
-    epochs: 1, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize, seconds: r.epochs[0].seconds, analysisDrop: report.final.measuredDrop,
-    measuredDrop: 0, accuracy: 0, safe: true, maxAbs: 0, kept: true, perEpoch: [], frozen: r.frozen,
+    epochs: 1,
+    ...FINETUNE_DEFAULTS,
+    batchSize: r.batchSize,
+    batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
+    seconds: r.epochs[0].seconds,
+    analysisDrop: report.final.measuredDrop,
+    measuredDrop: 0,
+    accuracy: 0,
+    safe: true,
+    maxAbs: 0,
+    kept: true,
+    perEpoch: [],
+    frozen: r.frozen,
     layers: finetuneLayers(acts, r.polys),
   };
 }
@@ -163,26 +276,47 @@ function keptFinetune(report: Report, acts: GraphNode[], r: FinetuneResult): voi
 /** Logits of `g` with `polys` on x (NHWC), on he-approx's executor. */
 function logitsOf(g: Graph, polys: Map<number, PolyActivation>, x: tf.Tensor): Float32Array {
   const ex = new Executor(g);
-  try { return ex.run(new Map([[g.input, x]]), 0, { replace: polys }).logits; } finally { ex.dispose(); }
+  try {
+    return ex.run(new Map([[g.input, x]]), 0, { replace: polys }).logits;
+  } finally {
+    ex.dispose();
+  }
 }
 
 test('--out with a kept fine-tuning writes finetuned/: tfjs loads it and computes what the fine-tuned weights and polynomials compute (BatchNorm included)', async () => {
   await initBackend();
   registerPolyLayer();
-  const o = { model: example('mnist-resnet'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 512, heldout: 512, tune: false };
+  const o = {
+    model: example('mnist-resnet'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 512,
+    heldout: 512,
+    tune: false,
+  };
   const report = await analyze(o);
   const { model, acts, ds, split } = await loadInputs(o, resolveSettings(o));
   assert.ok(model.graph.nodes.some((n) => n.spec.op === 'batchnorm'));
   // One real epoch with a large step, so that every weight moves visibly.
-  const r = await finetune(model.graph, ds, split.calib, polysFromReport(report), { ...FINETUNE_DEFAULTS, lr: 1e-2, coeffLr: 1e-2, epochs: 1, seed: 3 });
+  const r = await finetune(model.graph, ds, split.calib, polysFromReport(report), {
+    ...FINETUNE_DEFAULTS,
+    lr: 1e-2,
+    coeffLr: 1e-2,
+    epochs: 1,
+    seed: 3,
+  });
   keptFinetune(report, acts, r);
   const dir = tmpDir();
   const files = writeOutputs(dir, await loadModel(example('mnist-resnet')), report, false, r);
   assert.ok(files.finetuned && fs.existsSync(files.finetuned.model) && fs.existsSync(files.finetuned.coefficients));
-  assert.equal(JSON.parse(fs.readFileSync(files.report, 'utf8')).finetune.exported, path.join('finetuned', 'model.json'));
+  assert.equal(
+    JSON.parse(fs.readFileSync(files.report, 'utf8')).finetune.exported,
+    path.join('finetuned', 'model.json'),
+  );
   const x = tf.tensor4d(ds.x.subarray(0, 16 * 784), [16, 28, 28, 1]);
   const probsOf = async (file: string) => ((await tfjsLoad(file)).predict(x) as tf.Tensor).dataSync();
-  const ours = (g: Graph, polys: Map<number, PolyActivation>) => tf.softmax(tf.tensor2d(logitsOf(g, polys, x), [16, 10])).dataSync();
+  const ours = (g: Graph, polys: Map<number, PolyActivation>) =>
+    tf.softmax(tf.tensor2d(logitsOf(g, polys, x), [16, 10])).dataSync();
   const tuned = await probsOf(files.finetuned.model);
   const want = ours(r.graph, r.polys);
   const before = ours(model.graph, polysFromReport(report));
@@ -191,12 +325,18 @@ test('--out with a kept fine-tuning writes finetuned/: tfjs loads it and compute
     assert.ok(Math.abs(tuned[i] - want[i]) < 1e-4, `prob ${i}: exported ${tuned[i]}, fine-tuned model ${want[i]}`);
     moved = Math.max(moved, Math.abs(want[i] - before[i]));
   }
-  assert.ok(moved > 1e-3, 'the fine-tuned model differs from the analysed one (the test would not see a wrong export otherwise)');
+  assert.ok(
+    moved > 1e-3,
+    'the fine-tuned model differs from the analysed one (the test would not see a wrong export otherwise)',
+  );
   // The analysis's own export is unchanged beside it.
   const plain = await probsOf(files.model);
   for (let i = 0; i < before.length; i++) assert.ok(Math.abs(plain[i] - before[i]) < 1e-4);
   // An existing finetuned/ is not overwritten without --force.
-  assert.throws(() => checkOutputs(dir, example('mnist-resnet'), false, true), (e: unknown) => e instanceof UserError && e.code === 'OUTPUT_EXISTS');
+  assert.throws(
+    () => checkOutputs(dir, example('mnist-resnet'), false, true),
+    (e: unknown) => e instanceof UserError && e.code === 'OUTPUT_EXISTS',
+  );
 });
 
 test('the same for an ONNX model: finetuned/model.onnx computes in onnxruntime what the fine-tuned weights and polynomials compute', async () => {
@@ -205,10 +345,20 @@ test('the same for an ONNX model: finetuned/model.onnx computes in onnxruntime w
   const o = { model: file, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 512, heldout: 512, tune: false };
   const report = await analyze(o);
   const { model, acts, ds, split } = await loadInputs(o, resolveSettings(o));
-  const r = await finetune(model.graph, ds, split.calib, polysFromReport(report), { ...FINETUNE_DEFAULTS, lr: 1e-2, coeffLr: 1e-2, epochs: 1, seed: 3 });
+  const r = await finetune(model.graph, ds, split.calib, polysFromReport(report), {
+    ...FINETUNE_DEFAULTS,
+    lr: 1e-2,
+    coeffLr: 1e-2,
+    epochs: 1,
+    seed: 3,
+  });
   keptFinetune(report, acts, r);
   const files = writeOutputs(tmpDir(), await loadModel(file), report, false, r);
-  assert.ok(files.finetuned && files.finetuned.model.endsWith(path.join('finetuned', 'model.onnx')) && files.finetuned.weights === null);
+  assert.ok(
+    files.finetuned &&
+      files.finetuned.model.endsWith(path.join('finetuned', 'model.onnx')) &&
+      files.finetuned.weights === null,
+  );
   const n = 16;
   // MNIST has one channel: NCHW and NHWC batches have the same bytes.
   const xv = ds.x.slice(0, n * 784);
@@ -218,12 +368,16 @@ test('the same for an ONNX model: finetuned/model.onnx computes in onnxruntime w
   const got = await runOrt(files.finetuned.model, xv, [n, 1, 28, 28]);
   let moved = 0;
   for (let i = 0; i < want.length; i++) {
-    assert.ok(Math.abs(got[i] - want[i]) < 1e-3 * Math.max(1, Math.abs(want[i])), `logit ${i}: onnxruntime ${got[i]}, fine-tuned model ${want[i]}`);
+    assert.ok(
+      Math.abs(got[i] - want[i]) < 1e-3 * Math.max(1, Math.abs(want[i])),
+      `logit ${i}: onnxruntime ${got[i]}, fine-tuned model ${want[i]}`,
+    );
     moved = Math.max(moved, Math.abs(want[i] - before[i]));
   }
   assert.ok(moved > 1e-2, 'the fine-tuned model differs from the analysed one');
   const plain = await runOrt(files.model, xv, [n, 1, 28, 28]);
-  for (let i = 0; i < before.length; i++) assert.ok(Math.abs(plain[i] - before[i]) < 1e-3 * Math.max(1, Math.abs(before[i])));
+  for (let i = 0; i < before.length; i++)
+    assert.ok(Math.abs(plain[i] - before[i]) < 1e-3 * Math.max(1, Math.abs(before[i])));
 });
 
 test('the step-size schedule: linear warm-up over the first epoch (at most a fifth of the run), then cosine decay to zero', () => {
@@ -235,7 +389,8 @@ test('the step-size schedule: linear warm-up over the first epoch (at most a fif
   assert.ok(schedule(79, 80, 8) < 0.01);
   // One epoch of 32 steps: the warm-up is a fifth of it (7 steps), so most steps still train.
   assert.equal(schedule(6, 32, 32), 1);
-  for (let s = 1; s < 80; s++) assert.ok(s < 8 ? schedule(s, 80, 8) > schedule(s - 1, 80, 8) : schedule(s, 80, 8) <= schedule(s - 1, 80, 8));
+  for (let s = 1; s < 80; s++)
+    assert.ok(s < 8 ? schedule(s, 80, 8) > schedule(s - 1, 80, 8) : schedule(s, 80, 8) <= schedule(s - 1, 80, 8));
 });
 
 test('per term, one coefficient step of size s moves a polynomial by at most s (relative) whatever its degree; without it, a degree-31 one moves up to 32x as far', async () => {
@@ -256,12 +411,17 @@ test('per term, one coefficient step of size s moves a polynomial by at most s (
       let m = 0;
       for (let i = 0; i < before.length; i++) m = Math.max(m, Math.abs(after[i] - before[i]));
       return m / largest;
-    } finally { p.dispose(); }
+    } finally {
+      p.dispose();
+    }
   };
   for (const d of [3, 7, 31]) {
     const rel = moved(d, true);
     // float32 Clenshaw sums: a few parts in a thousand of a difference of ~1e-2.
-    assert.ok(rel <= s * 1.02 && rel >= s * 0.98, `degree ${d} per term: moved ${rel} of its largest coefficient, step ${s}`);
+    assert.ok(
+      rel <= s * 1.02 && rel >= s * 0.98,
+      `degree ${d} per term: moved ${rel} of its largest coefficient, step ${s}`,
+    );
   }
   assert.ok(moved(31, false) > 31 * s, 'without perTerm, a degree-31 polynomial moves about 32 steps');
   x.dispose();

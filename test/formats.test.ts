@@ -14,7 +14,15 @@ import { writeOutputs } from '../src/core/export/export';
 import { registerPolyLayer } from '../src/core/export/polyLayer';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, expectUserErrorAsync, heldoutAccuracy, tfjsLoad, tmpDir } from './helpers';
+import {
+  MNIST_TEST_IMAGES,
+  MNIST_TEST_LABELS,
+  ROOT,
+  expectUserErrorAsync,
+  heldoutAccuracy,
+  tfjsLoad,
+  tmpDir,
+} from './helpers';
 import { runOrt } from './onnxBuild';
 
 const ONNX_EXAMPLE = path.join(ROOT, 'examples', 'pytorch-cnn', 'model.onnx');
@@ -22,14 +30,20 @@ const H5_EXAMPLE = path.join(ROOT, 'examples', 'keras', 'mnist-resnet.h5');
 const KERAS3_EXAMPLE = path.join(ROOT, 'examples', 'keras', 'mnist-silu.keras');
 const SIZES = { calib: 1000, heldout: 1000, seed: 5 };
 
-
 test('PyTorch example (ONNX): meets the budget; the exported ONNX runs in onnxruntime with the reported accuracy', async () => {
   const r = await analyze({ model: ONNX_EXAMPLE, data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, ...SIZES });
   assert.equal(r.model.format, 'onnx');
-  assert.deepEqual(r.layers.map((l) => l.activation), ['relu', 'swish', 'gelu'], 'torch\'s SiLU and GELU patterns are single activations');
+  assert.deepEqual(
+    r.layers.map((l) => l.activation),
+    ['relu', 'swish', 'gelu'],
+    "torch's SiLU and GELU patterns are single activations",
+  );
   assert.ok(r.final.meetsBudget, `measured drop ${r.final.measuredDrop}`);
   assert.ok(r.final.activationDepth < r.uniform.activationDepth);
-  assert.ok(r.data.notes.some((n) => /NCHW order/.test(n)), r.data.notes.join('; '));
+  assert.ok(
+    r.data.notes.some((n) => /NCHW order/.test(n)),
+    r.data.notes.join('; '),
+  );
   const dir = tmpDir();
   const files = writeOutputs(dir, await loadModel(ONNX_EXAMPLE), r, false);
   assert.equal(path.basename(files.model), 'model.onnx');
@@ -37,7 +51,11 @@ test('PyTorch example (ONNX): meets the budget; the exported ONNX runs in onnxru
   const acc = await heldoutAccuracy(SIZES, (x, n) => runOrt(files.model, x, [n, 1, 28, 28]));
   assert.equal(acc, r.final.accuracy, `onnxruntime on the exported model: ${acc}, report: ${r.final.accuracy}`);
   const original = await heldoutAccuracy(SIZES, (x, n) => runOrt(ONNX_EXAMPLE, x, [n, 1, 28, 28]));
-  assert.equal(original, r.plaintext.accuracy, 'the original model in onnxruntime scores the reported plaintext accuracy');
+  assert.equal(
+    original,
+    r.plaintext.accuracy,
+    'the original model in onnxruntime scores the reported plaintext accuracy',
+  );
 });
 
 test('Keras .h5 example: meets the budget; the exported tfjs model computes the reported accuracy', async () => {
@@ -48,7 +66,9 @@ test('Keras .h5 example: meets the budget; the exported tfjs model computes the 
   assert.ok(r.final.meetsBudget, `measured drop ${r.final.measuredDrop}`);
   const files = writeOutputs(tmpDir(), await loadModel(H5_EXAMPLE), r, false);
   const exported = await tfjsLoad(files.model);
-  const acc = await heldoutAccuracy(SIZES, async (x, n) => tf.tidy(() => (exported.predict(tf.tensor4d(x, [n, 28, 28, 1])) as tf.Tensor).dataSync()));
+  const acc = await heldoutAccuracy(SIZES, async (x, n) =>
+    tf.tidy(() => (exported.predict(tf.tensor4d(x, [n, 28, 28, 1])) as tf.Tensor).dataSync()),
+  );
   assert.equal(acc, r.final.accuracy);
 });
 
@@ -83,9 +103,29 @@ test('bad Keras files: truncated, not HDF5, weights only, an archive without wei
 });
 
 test('CLI: an ONNX model end to end (exit 0, model.onnx written) and a corrupt one (one line, exit 2)', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300000 });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], {
+      encoding: 'utf8',
+      cwd: ROOT,
+      timeout: 300000,
+    });
   const out = tmpDir();
-  const ok = cli('analyze', ONNX_EXAMPLE, '--data', MNIST_TEST_IMAGES, '--calib', '300', '--heldout', '300', '--degrees', '3,7', '--no-tune', '--out', out, '--quiet');
+  const ok = cli(
+    'analyze',
+    ONNX_EXAMPLE,
+    '--data',
+    MNIST_TEST_IMAGES,
+    '--calib',
+    '300',
+    '--heldout',
+    '300',
+    '--degrees',
+    '3,7',
+    '--no-tune',
+    '--out',
+    out,
+    '--quiet',
+  );
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /\/act3\/Mul_1\s+gelu/);
   assert.ok(fs.existsSync(path.join(out, 'model.onnx')) && fs.existsSync(path.join(out, 'coefficients.json')));

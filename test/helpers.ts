@@ -28,14 +28,22 @@ export function tmpDir(prefix = 'he-approx-test-'): string {
 /** Saves a tfjs model as model.json + weights.bin in `dir`, as tfjs model.save() does. */
 export async function saveModel(model: tf.LayersModel, dir: string): Promise<string> {
   fs.mkdirSync(dir, { recursive: true });
-  await model.save(tf.io.withSaveHandler(async (a) => {
-    fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(a.weightData as ArrayBuffer));
-    fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
-      format: 'layers-model', generatedBy: 'test', convertedBy: null, modelTopology: a.modelTopology,
-      weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs }],
-    }));
-    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-  }));
+  await model.save(
+    tf.io.withSaveHandler(async (a) => {
+      fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(a.weightData as ArrayBuffer));
+      fs.writeFileSync(
+        path.join(dir, 'model.json'),
+        JSON.stringify({
+          format: 'layers-model',
+          generatedBy: 'test',
+          convertedBy: null,
+          modelTopology: a.modelTopology,
+          weightsManifest: [{ paths: ['weights.bin'], weights: a.weightSpecs }],
+        }),
+      );
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
   return path.join(dir, 'model.json');
 }
 
@@ -45,10 +53,13 @@ export async function tfjsLoad(modelJson: string): Promise<tf.LayersModel> {
   const dir = path.dirname(modelJson);
   const group = json.weightsManifest[0];
   const data = Buffer.concat(group.paths.map((p: string) => fs.readFileSync(path.join(dir, p))));
-  return tf.loadLayersModel(tf.io.fromMemory({
-    modelTopology: json.modelTopology, weightSpecs: group.weights,
-    weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength),
-  }));
+  return tf.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology: json.modelTopology,
+      weightSpecs: group.weights,
+      weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength),
+    }),
+  );
 }
 
 /** Deterministic pseudo-random input batch. */
@@ -56,13 +67,19 @@ export function randomBatch(shape: number[], seed: number): tf.Tensor {
   let s = seed >>> 0;
   const n = shape.reduce((a, b) => a * b, 1);
   const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; v[i] = s / 2 ** 32; }
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    v[i] = s / 2 ** 32;
+  }
   return tf.tensor(v, shape);
 }
 
 /** Asserts that fn throws a UserError with this code, a message matching re, and a fix. */
 export function expectUserError(fn: () => unknown, code: string, re: RegExp): void {
-  assert.throws(fn, (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message) && e.fix.length > 0);
+  assert.throws(
+    fn,
+    (e: unknown) => e instanceof UserError && e.code === code && re.test(e.message) && e.fix.length > 0,
+  );
 }
 
 /** The same for an async function: it must reject with such a UserError. */
@@ -80,8 +97,10 @@ export async function expectUserErrorAsync(fn: () => Promise<unknown>, code: str
  * Top-1 accuracy on the held-out split of MNIST's test images that an analysis with `sizes` made,
  * for a predict function over NHWC batches (= NCHW for one channel).
  */
-export async function heldoutAccuracy(sizes: { calib: number; heldout: number; seed: number },
-  predict: (x: Float32Array, n: number) => Promise<ArrayLike<number>>): Promise<number> {
+export async function heldoutAccuracy(
+  sizes: { calib: number; heldout: number; seed: number },
+  predict: (x: Float32Array, n: number) => Promise<ArrayLike<number>>,
+): Promise<number> {
   const ds = loadDataset(MNIST_TEST_IMAGES, MNIST_TEST_LABELS, [28, 28, 1]);
   const idx = splitIndices(ds.count, sizes.calib, sizes.heldout, sizes.seed).heldout;
   let right = 0;
@@ -101,7 +120,11 @@ export async function heldoutAccuracy(sizes: { calib: number; heldout: number; s
 
 /** The CLI as a user runs it (bin/he-approx.js in a child process): exit code, stdout, stderr. */
 export function cli(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], { encoding: 'utf8', cwd: ROOT, timeout: 300000 });
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), ...args], {
+    encoding: 'utf8',
+    cwd: ROOT,
+    timeout: 300000,
+  });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 

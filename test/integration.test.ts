@@ -21,7 +21,10 @@ const reports = new Map<string, Report>();
 
 async function run(name: string): Promise<Report> {
   if (!reports.has(name)) {
-    reports.set(name, await analyze({ model: example(name), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, budget: 1.0 }));
+    reports.set(
+      name,
+      await analyze({ model: example(name), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, budget: 1.0 }),
+    );
   }
   return reports.get(name)!;
 }
@@ -34,7 +37,10 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     assert.ok(r.final.meetsBudget && r.final.measuredDrop <= 1.0, `measured drop ${r.final.measuredDrop}`);
     assert.ok(Math.abs(r.final.accuracy - (r.plaintext.accuracy - r.final.measuredDrop / 100)) < 1e-9);
     assert.ok(r.uniform.meetsBudget, 'the uniform baseline also meets the budget (with more levels)');
-    assert.ok(r.final.activationDepth < r.uniform.activationDepth, `depth ${r.final.activationDepth} vs uniform ${r.uniform.activationDepth}`);
+    assert.ok(
+      r.final.activationDepth < r.uniform.activationDepth,
+      `depth ${r.final.activationDepth} vs uniform ${r.uniform.activationDepth}`,
+    );
     assert.ok(r.final.networkDepth <= r.levelBudget);
     for (const l of r.layers) {
       assert.equal(l.chosen.coeffs.length, l.chosen.degree + 1);
@@ -47,10 +53,24 @@ for (const name of ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet']) {
     const kept = r.refinements.find((x) => x.kept)!;
     assert.ok(Math.abs(kept.measuredDrop - r.final.measuredDrop) < 1e-9);
     assert.ok(kept.safe && r.final.safe, 'every held-out value of the kept variant stays within what CKKS holds');
-    assert.ok(r.refinements.every((x) => !x.safe || x.measuredDrop >= kept.measuredDrop - 1e-9), 'the kept refinement has the lowest measured drop of the safe ones');
-    assert.ok(r.final.maxAbs < r.valueBound && r.layers.every((l) => Math.max(l.chosen.heldoutOutside.maxAbsIn, l.chosen.heldoutOutside.maxAbsOut) <= r.final.maxAbs));
-    assert.ok(r.layers.every((l) => l.chosen.heldoutOutside.samples <= r.data.heldout && l.chosen.heldoutOutside.samples <= l.chosen.heldoutOutside.count));
-    assert.equal(r.bootstrapping.planned, false, 'an MNIST model fits SEAL\'s chain');
+    assert.ok(
+      r.refinements.every((x) => !x.safe || x.measuredDrop >= kept.measuredDrop - 1e-9),
+      'the kept refinement has the lowest measured drop of the safe ones',
+    );
+    assert.ok(
+      r.final.maxAbs < r.valueBound &&
+        r.layers.every(
+          (l) => Math.max(l.chosen.heldoutOutside.maxAbsIn, l.chosen.heldoutOutside.maxAbsOut) <= r.final.maxAbs,
+        ),
+    );
+    assert.ok(
+      r.layers.every(
+        (l) =>
+          l.chosen.heldoutOutside.samples <= r.data.heldout &&
+          l.chosen.heldoutOutside.samples <= l.chosen.heldoutOutside.count,
+      ),
+    );
+    assert.equal(r.bootstrapping.planned, false, "an MNIST model fits SEAL's chain");
     assert.ok(r.final.bootstraps <= r.uniform.bootstraps);
     assert.ok(r.final.attempts.length === r.final.rounds && r.final.checks >= 1);
     assert.equal(r.options.tune, true);
@@ -71,12 +91,19 @@ for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
     assert.equal(coeffs.layers.length, r.layers.length);
     for (const [k, l] of r.layers.entries()) {
       const cl = coeffs.layers[k];
-      if (!l.chosen.channels) { assert.deepEqual(cl.coefficients, l.chosen.coeffs); assert.equal(cl.channels, null); continue; }
+      if (!l.chosen.channels) {
+        assert.deepEqual(cl.coefficients, l.chosen.coeffs);
+        assert.equal(cl.channels, null);
+        continue;
+      }
       // Per-channel layers carry no layer-wide polynomial that a reader could use by mistake.
       assert.equal(cl.coefficients, null);
       assert.equal(cl.interval, null);
       assert.equal(cl.channels.length, l.chosen.channels.coeffs.length);
-      assert.deepEqual(cl.channels[0], { interval: [l.chosen.channels.intervals[0].a, l.chosen.channels.intervals[0].b], coefficients: l.chosen.channels.coeffs[0] });
+      assert.deepEqual(cl.channels[0], {
+        interval: [l.chosen.channels.intervals[0].a, l.chosen.channels.intervals[0].b],
+        coefficients: l.chosen.channels.coeffs[0],
+      });
     }
     assert.deepEqual(JSON.parse(fs.readFileSync(files.report, 'utf8')).final, JSON.parse(JSON.stringify(r.final)));
     const exported = await tfjsLoad(files.model);
@@ -88,10 +115,17 @@ for (const name of ['mnist-mlp', 'mnist-resnet', 'mnist-cnn']) {
     const logits = ex.run(new Map([[m.graph.input, x]]), 0, { replace: polysFromReport(r) }).logits;
     ex.dispose();
     const ours = tf.softmax(tf.tensor2d(logits, [16, 10])).dataSync();
-    for (let i = 0; i < ours.length; i++) assert.ok(Math.abs(ours[i] - probs[i]) < 1e-4, `prob ${i}: ${ours[i]} vs ${probs[i]}`);
+    for (let i = 0; i < ours.length; i++)
+      assert.ok(Math.abs(ours[i] - probs[i]) < 1e-4, `prob ${i}: ${ours[i]} vs ${probs[i]}`);
     // Outputs are never overwritten without --force.
-    assert.throws(() => writeOutputs(dir, m, r, false), (e: unknown) => e instanceof UserError && e.code === 'OUTPUT_EXISTS');
-    assert.throws(() => writeOutputs(path.dirname(example(name)), m, r, true), (e: unknown) => e instanceof UserError && /input model's folder/.test(e.message));
+    assert.throws(
+      () => writeOutputs(dir, m, r, false),
+      (e: unknown) => e instanceof UserError && e.code === 'OUTPUT_EXISTS',
+    );
+    assert.throws(
+      () => writeOutputs(path.dirname(example(name)), m, r, true),
+      (e: unknown) => e instanceof UserError && /input model's folder/.test(e.message),
+    );
   });
 }
 
@@ -105,7 +139,15 @@ test('without labels, accuracy is agreement with the original model', async () =
 });
 
 test('perChannel: false fits one polynomial per layer (and measures no per-layer variant); tune: false measures no tuned variant', async () => {
-  const r = await analyze({ model: example('mnist-mlp'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1000, heldout: 1000, perChannel: false, tune: false });
+  const r = await analyze({
+    model: example('mnist-mlp'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 1000,
+    heldout: 1000,
+    perChannel: false,
+    tune: false,
+  });
   assert.equal(r.options.perChannel, false);
   assert.equal(r.options.tune, false);
   assert.ok(r.layers.every((l) => l.chosen.channels === null));
@@ -117,39 +159,76 @@ test('perChannel: false fits one polynomial per layer (and measures no per-layer
     assert.equal(l.chosen.channels?.coeffs.length, shape[shape.length - 1], `${l.name}: one polynomial per unit`);
     l.chosen.channels!.coeffs.forEach((c) => assert.equal(c.length, l.chosen.degree + 1));
   }
-  assert.ok(pc.refinements.some((x) => x.name === 'per-layer'), 'the per-channel analysis also measures one polynomial per layer');
+  assert.ok(
+    pc.refinements.some((x) => x.name === 'per-layer'),
+    'the per-channel analysis also measures one polynomial per layer',
+  );
 });
 
 test('cancellation stops the analysis with a CancelledError', async () => {
   const ac = new AbortController();
-  const p = analyze({ model: example('mnist-cnn'), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, signal: ac.signal,
-    onProgress: (f) => { if (f > 0.05) ac.abort(); } });
+  const p = analyze({
+    model: example('mnist-cnn'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    signal: ac.signal,
+    onProgress: (f) => {
+      if (f > 0.05) ac.abort();
+    },
+  });
   await assert.rejects(p, (e: unknown) => e instanceof UserError && e.code === 'CANCELLED');
 });
 
 test('a MaxPooling model: its max tree is approximated inside the headline, average pooling measured beside it', async () => {
   await initBackend();
   const { saveModel } = await import('./helpers');
-  const model = tf.sequential({ layers: [
-    tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 4, kernelSize: 5, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }),
-    tf.layers.maxPooling2d({ poolSize: 2 }),
-    tf.layers.flatten(),
-    tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
-  ] });
+  const model = tf.sequential({
+    layers: [
+      tf.layers.conv2d({
+        inputShape: [28, 28, 1],
+        filters: 4,
+        kernelSize: 5,
+        activation: 'relu',
+        kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }),
+      }),
+      tf.layers.maxPooling2d({ poolSize: 2 }),
+      tf.layers.flatten(),
+      tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 4 }) }),
+    ],
+  });
   const file = await saveModel(model, tmpDir());
-  const r = await analyze({ model: file, data: MNIST_TEST_IMAGES, calib: 500, heldout: 500, degrees: [1, 2, 3, 7, 15] });
+  const r = await analyze({
+    model: file,
+    data: MNIST_TEST_IMAGES,
+    calib: 500,
+    heldout: 500,
+    degrees: [1, 2, 3, 7, 15],
+  });
   assert.ok(r.maxPooling, 'maxPooling section present');
   assert.equal(r.maxPooling!.pools.length, 1);
   const tree = r.layers.filter((l) => l.maxTree);
   // A 2x2 window: one step along the width, one along the height; each an even polynomial on a symmetric interval.
-  assert.deepEqual(tree.map((l) => [l.activation, l.maxTree!.axis, l.maxTree!.offset]), [['abs', 'width', 1], ['abs', 'height', 1]]);
+  assert.deepEqual(
+    tree.map((l) => [l.activation, l.maxTree!.axis, l.maxTree!.offset]),
+    [
+      ['abs', 'width', 1],
+      ['abs', 'height', 1],
+    ],
+  );
   for (const l of tree) {
     assert.equal(l.chosen.interval.a, -l.chosen.interval.b);
-    for (const c of l.chosen.channels?.coeffs ?? [l.chosen.coeffs]) for (let k = 1; k < c.length; k += 2) assert.equal(c[k], 0);
+    for (const c of l.chosen.channels?.coeffs ?? [l.chosen.coeffs])
+      for (let k = 1; k < c.length; k += 2) assert.equal(c[k], 0);
   }
-  assert.deepEqual(r.maxPooling!.pools[0].steps, tree.map((l) => l.name));
+  assert.deepEqual(
+    r.maxPooling!.pools[0].steps,
+    tree.map((l) => l.name),
+  );
   // The headline includes the trees: the degrees listed are every approximated operation's.
-  assert.deepEqual(Object.keys(r.final.degrees), r.layers.map((l) => l.name));
+  assert.deepEqual(
+    Object.keys(r.final.degrees),
+    r.layers.map((l) => l.name),
+  );
   const avg = r.maxPooling!.averagePooling;
   assert.ok(Number.isFinite(avg.drop));
   assert.ok(Math.abs(avg.drop - 100 * (1 - avg.accuracy)) < 1e-9, 'no labels: accuracy is agreement');

@@ -10,7 +10,13 @@ import { Executor, PolyActivation } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
 
 export type Attr = number | number[] | string | { floats: number[] };
-export interface NodeSpec { op: string; in: string[]; out: string[]; attrs?: Record<string, Attr>; name?: string }
+export interface NodeSpec {
+  op: string;
+  in: string[];
+  out: string[];
+  attrs?: Record<string, Attr>;
+  name?: string;
+}
 
 function attribute(name: string, v: Attr): OnnxAttribute {
   if (typeof v === 'string') return { name, type: 3, s: Buffer.from(v) };
@@ -20,14 +26,30 @@ function attribute(name: string, v: Attr): OnnxAttribute {
 }
 
 /** A model with one float input of shape ['N', ...dims] and one output. */
-export function buildOnnx(o: { opset?: number; input: number[]; nodes: NodeSpec[]; output: string;
-  floats?: Record<string, { dims: number[]; data: ArrayLike<number> }>; int64s?: Record<string, number[]> }): Uint8Array {
-  const dims = (d: (number | string)[]) => ({ dim: d.map((x) => (typeof x === 'string' ? { dim_param: x } : { dim_value: x })) });
+export function buildOnnx(o: {
+  opset?: number;
+  input: number[];
+  nodes: NodeSpec[];
+  output: string;
+  floats?: Record<string, { dims: number[]; data: ArrayLike<number> }>;
+  int64s?: Record<string, number[]>;
+}): Uint8Array {
+  const dims = (d: (number | string)[]) => ({
+    dim: d.map((x) => (typeof x === 'string' ? { dim_param: x } : { dim_value: x })),
+  });
   const m: OnnxModel = {
-    ir_version: 8, producer_name: 'he-approx-test', opset_import: [{ domain: '', version: o.opset ?? 13 }],
+    ir_version: 8,
+    producer_name: 'he-approx-test',
+    opset_import: [{ domain: '', version: o.opset ?? 13 }],
     graph: {
       name: 'test',
-      node: o.nodes.map((n, i) => ({ name: n.name ?? `${n.op}_${i}`, op_type: n.op, input: n.in, output: n.out, attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attribute(k, v)) })),
+      node: o.nodes.map((n, i) => ({
+        name: n.name ?? `${n.op}_${i}`,
+        op_type: n.op,
+        input: n.in,
+        output: n.out,
+        attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attribute(k, v)),
+      })),
       initializer: [
         ...Object.entries(o.floats ?? {}).map(([k, v]) => floatTensor(k, v.dims, v.data)),
         ...Object.entries(o.int64s ?? {}).map(([k, v]) => int64Tensor(k, [v.length], v)),
@@ -43,7 +65,10 @@ export function buildOnnx(o: { opset?: number; input: number[]; nodes: NodeSpec[
 export function seeded(n: number, seed: number, scale = 4): Float32Array {
   let s = seed >>> 0;
   const v = new Float32Array(n);
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; v[i] = (s / 2 ** 32 - 0.5) * scale; }
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    v[i] = (s / 2 ** 32 - 0.5) * scale;
+  }
   return v;
 }
 
@@ -59,11 +84,20 @@ export async function runOrt(file: string, x: Float32Array, dims: number[]): Pro
 }
 
 /** he-approx's output (logits) for the same input, given in the model's own layout. */
-export async function runOurs(file: string, x: Float32Array, dims: number[], replace?: Map<number, PolyActivation>): Promise<{ logits: Float32Array; softmaxDropped: boolean }> {
+export async function runOurs(
+  file: string,
+  x: Float32Array,
+  dims: number[],
+  replace?: Map<number, PolyActivation>,
+): Promise<{ logits: Float32Array; softmaxDropped: boolean }> {
   await initBackend();
   const g = (await loadModel(file)).graph;
   let xt = tf.tensor(x, dims);
-  if (g.inputLayout) { const t = tf.transpose(xt, [0, ...g.inputLayout.perm.map((p) => p + 1)]); xt.dispose(); xt = t; }
+  if (g.inputLayout) {
+    const t = tf.transpose(xt, [0, ...g.inputLayout.perm.map((p) => p + 1)]);
+    xt.dispose();
+    xt = t;
+  }
   const ex = new Executor(g);
   const logits = ex.run(new Map([[g.input, xt]]), 0, { replace }).logits;
   ex.dispose();

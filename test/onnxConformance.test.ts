@@ -23,13 +23,43 @@ import { tmpDir } from './helpers';
 export const CONFORMANCE_DIR = '/usr/share/libonnx-testdata/data/node';
 
 /** Case-name prefixes of the operators the importer claims (issue 11's list, as the suite names them). */
-const OPERATORS = ['conv', 'averagepool', 'maxpool', 'globalaveragepool', 'batchnorm', 'relu', 'leakyrelu', 'elu', 'selu', 'sigmoid',
-  'tanh', 'softplus', 'softsign', 'hardsigmoid', 'clip', 'gemm', 'matmul', 'flatten', 'reshape', 'transpose', 'add', 'mul', 'sub',
-  'div', 'constant_pad', 'slice', 'concat', 'identity', 'dropout', 'softmax'];
+const OPERATORS = [
+  'conv',
+  'averagepool',
+  'maxpool',
+  'globalaveragepool',
+  'batchnorm',
+  'relu',
+  'leakyrelu',
+  'elu',
+  'selu',
+  'sigmoid',
+  'tanh',
+  'softplus',
+  'softsign',
+  'hardsigmoid',
+  'clip',
+  'gemm',
+  'matmul',
+  'flatten',
+  'reshape',
+  'transpose',
+  'add',
+  'mul',
+  'sub',
+  'div',
+  'constant_pad',
+  'slice',
+  'concat',
+  'identity',
+  'dropout',
+  'softmax',
+];
 /** Concat's cases all join two data inputs, which a one-input graph cannot take; test/onnx.test.ts checks Concat against onnxruntime. */
 const NO_SINGLE_INPUT_CASE = ['concat'];
 /** Cases of other operators that share a prefix (convtranspose, convinteger, ...), or need types he-approx does not run (uint8, int8). */
-const NOT_THESE = /^test_(convtranspose|convinteger|matmulinteger|reluX|identity_(opt|sequence)|.*_(uint8|int8)(_|$)|softmax_.*_expanded|clip_default_int8)/;
+const NOT_THESE =
+  /^test_(convtranspose|convinteger|matmulinteger|reluX|identity_(opt|sequence)|.*_(uint8|int8)(_|$)|softmax_.*_expanded|clip_default_int8)/;
 
 const tensorType = () => protobuf.parse(ONNX_PROTO, { keepCase: true }).root.lookupType('onnx.TensorProto');
 
@@ -74,13 +104,16 @@ async function runCase(dir: string, work: string): Promise<{ outcome: Outcome; d
       const last = want.dims[want.dims.length - 1];
       out = tf.tidy(() => tf.softmax(tf.tensor2d(Float32Array.from(got), [got.length / last, last])).dataSync());
     }
-    if (out.length !== want.data.length) return { outcome: 'mismatch', detail: `${out.length} values, expected ${want.data.length}` };
+    if (out.length !== want.data.length)
+      return { outcome: 'mismatch', detail: `${out.length} values, expected ${want.data.length}` };
     let err = 0;
     for (let i = 0; i < out.length; i++) {
       const e = Math.abs(out[i] - want.data[i]) / Math.max(1, Math.abs(want.data[i]));
       if (!(e <= err)) err = Number.isNaN(e) ? Infinity : Math.max(err, e);
     }
-    return err <= 1e-4 ? { outcome: 'pass', detail: `error ${err.toExponential(1)}` } : { outcome: 'mismatch', detail: `error ${err}` };
+    return err <= 1e-4
+      ? { outcome: 'pass', detail: `error ${err.toExponential(1)}` }
+      : { outcome: 'mismatch', detail: `error ${err}` };
   } catch (e) {
     if (isUserError(e)) return { outcome: 'refused', detail: e.message };
     return { outcome: 'crash', detail: (e as Error).stack ?? String(e) };
@@ -88,10 +121,16 @@ async function runCase(dir: string, work: string): Promise<{ outcome: Outcome; d
 }
 
 test('ONNX conformance cases of the supported operators: matched within 1e-4, or refused with a clear error', async (t) => {
-  assert.ok(fs.existsSync(CONFORMANCE_DIR), `${CONFORMANCE_DIR} is missing: install Debian's libonnx-testdata (test/setup.sh does)`);
+  assert.ok(
+    fs.existsSync(CONFORMANCE_DIR),
+    `${CONFORMANCE_DIR} is missing: install Debian's libonnx-testdata (test/setup.sh does)`,
+  );
   await initBackend();
   const work = tmpDir('he-approx-onnx-');
-  const cases = fs.readdirSync(CONFORMANCE_DIR).filter((d) => OPERATORS.some((op) => new RegExp(`^test_${op}(_|$)`).test(d)) && !NOT_THESE.test(d)).sort();
+  const cases = fs
+    .readdirSync(CONFORMANCE_DIR)
+    .filter((d) => OPERATORS.some((op) => new RegExp(`^test_${op}(_|$)`).test(d)) && !NOT_THESE.test(d))
+    .sort();
   const byOp = new Map<string, Record<Outcome, string[]>>();
   const bad: string[] = [];
   for (const c of cases) {
@@ -105,7 +144,8 @@ test('ONNX conformance cases of the supported operators: matched within 1e-4, or
   }
   const total = { pass: 0, refused: 0 };
   for (const [op, r] of [...byOp].sort()) {
-    total.pass += r.pass.length; total.refused += r.refused.length;
+    total.pass += r.pass.length;
+    total.refused += r.refused.length;
     t.diagnostic(`${op}: ${r.pass.length} passed, ${r.refused.length} refused`);
   }
   t.diagnostic(`${cases.length} conformance cases: ${total.pass} matched, ${total.refused} refused with a user error`);

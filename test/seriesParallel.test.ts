@@ -1,21 +1,45 @@
 /** Depth on graphs (src/core/cost/seriesParallel.ts): the DP is exact on series-parallel networks, and a bound elsewhere. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { DepthTables, NodeChoices, SpExpr, criticalPath, decompose, fixedLevels, longestPath } from '../src/core/cost/seriesParallel';
+import {
+  DepthTables,
+  NodeChoices,
+  SpExpr,
+  criticalPath,
+  decompose,
+  fixedLevels,
+  longestPath,
+} from '../src/core/cost/seriesParallel';
 import { Graph, GraphNode, Op } from '../src/core/model/graph';
 import { Rng } from '../src/core/rng';
 
 /** A graph builder: nodes in topological order, every shape [4]. */
 class Builder {
-  readonly nodes: GraphNode[] = [{ id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [4], spec: { op: 'input' } }];
+  readonly nodes: GraphNode[] = [
+    { id: 0, name: 'in', layer: 'in', className: 'InputLayer', inputs: [], shape: [4], spec: { op: 'input' } },
+  ];
   add(spec: Op, inputs: number[]): number {
     const id = this.nodes.length;
     this.nodes.push({ id, name: `n${id}`, layer: `n${id}`, className: spec.op, inputs, shape: [4], spec });
     return id;
   }
-  dense(from: number): number { return this.add({ op: 'dense', units: 4, kernel: new Float32Array(16), kernelShape: [4, 4], bias: null }, [from]); }
-  act(from: number): number { return this.add({ op: 'activation', act: { kind: 'relu' } }, [from]); }
-  graph(out: number): Graph { return { name: 'g', nodes: this.nodes, input: 0, output: out, inputShape: [4], notes: [], droppedFinalSoftmax: false }; }
+  dense(from: number): number {
+    return this.add({ op: 'dense', units: 4, kernel: new Float32Array(16), kernelShape: [4, 4], bias: null }, [from]);
+  }
+  act(from: number): number {
+    return this.add({ op: 'activation', act: { kind: 'relu' } }, [from]);
+  }
+  graph(out: number): Graph {
+    return {
+      name: 'g',
+      nodes: this.nodes,
+      input: 0,
+      output: out,
+      inputShape: [4],
+      notes: [],
+      droppedFinalSoftmax: false,
+    };
+  }
 }
 
 /** A random series-parallel block from `from`: a chain, or branches joined by an Add, nested up to `depth`. */
@@ -42,26 +66,33 @@ function exhaustive(g: Graph, acts: number[], ch: Map<number, NodeChoices>, D: n
   const rec = (i: number, energy: number) => {
     if (i === acts.length) {
       const lv = fixed.slice();
-      acts.forEach((id, j) => { lv[id] = ch.get(id)!.depth[picks[j]]; });
+      acts.forEach((id, j) => {
+        lv[id] = ch.get(id)!.depth[picks[j]];
+      });
       const d = longestPath(g, lv);
       for (let k = d; k <= D; k++) if (energy < best[k]) best[k] = energy;
       return;
     }
     const c = ch.get(acts[i])!;
-    for (let k = 0; k < c.depth.length; k++) { picks[i] = k; rec(i + 1, energy + c.energy[k]); }
+    for (let k = 0; k < c.depth.length; k++) {
+      picks[i] = k;
+      rec(i + 1, energy + c.energy[k]);
+    }
   };
   rec(0, 0);
   return best;
 }
 
 function randomChoices(rng: Rng, acts: number[]): Map<number, NodeChoices> {
-  return new Map(acts.map((id) => {
-    const K = 2 + rng.int(3);
-    // Deeper candidates are more accurate (less energy), as polynomials of higher degree are.
-    const depth = Array.from({ length: K }, (_, k) => k + rng.int(2));
-    const energy = Array.from({ length: K }, (_, k) => (K - k) * (0.5 + rng.next()));
-    return [id, { depth, energy, mults: depth.map((d) => 2 * d) }];
-  }));
+  return new Map(
+    acts.map((id) => {
+      const K = 2 + rng.int(3);
+      // Deeper candidates are more accurate (less energy), as polynomials of higher degree are.
+      const depth = Array.from({ length: K }, (_, k) => k + rng.int(2));
+      const energy = Array.from({ length: K }, (_, k) => (K - k) * (0.5 + rng.next()));
+      return [id, { depth, energy, mults: depth.map((d) => 2 * d) }];
+    }),
+  );
 }
 
 test('decompose + DepthTables: exact least energy for every depth on random residual-style graphs', () => {
@@ -74,21 +105,29 @@ test('decompose + DepthTables: exact least energy for every depth on random resi
     const acts = g.nodes.filter((n) => n.spec.op === 'activation').map((n) => n.id);
     if (acts.length > 7 || acts.length < 2) continue;
     const expr = decompose(g);
-    const hasParallel = (x: SpExpr): boolean => x.kind === 'parallel' || (x.kind === 'series' && x.parts.some(hasParallel));
+    const hasParallel = (x: SpExpr): boolean =>
+      x.kind === 'parallel' || (x.kind === 'series' && x.parts.some(hasParallel));
     if (hasParallel(expr)) branched++;
     const ch = randomChoices(rng, acts);
     const D = 40;
     const tab = new DepthTables(fixedLevels(g), ch, D).table(expr);
     const ref = exhaustive(g, acts, ch, D);
     for (let d = 0; d <= D; d++) {
-      if (ref[d] === Infinity) { assert.equal(tab.e[d], Infinity, `trial ${t}, d=${d}`); continue; }
+      if (ref[d] === Infinity) {
+        assert.equal(tab.e[d], Infinity, `trial ${t}, d=${d}`);
+        continue;
+      }
       assert.ok(Math.abs(tab.e[d] - ref[d]) < 1e-9, `trial ${t}, d=${d}: DP ${tab.e[d]} vs exhaustive ${ref[d]}`);
       // The picks behind the entry have that energy and fit in d levels.
       const picks = new Map<number, number>();
       tab.pick(d, picks);
       const lv = fixedLevels(g);
       let e = 0;
-      for (const id of acts) { const k = picks.get(id)!; lv[id] = ch.get(id)!.depth[k]; e += ch.get(id)!.energy[k]; }
+      for (const id of acts) {
+        const k = picks.get(id)!;
+        lv[id] = ch.get(id)!.depth[k];
+        e += ch.get(id)!.energy[k];
+      }
       assert.ok(longestPath(g, lv) <= d);
       assert.ok(Math.abs(e - tab.e[d]) < 1e-9);
     }
@@ -111,8 +150,12 @@ test('two branches side by side cost the deeper one, where a chain would add the
   const first = tab.e.findIndex((e) => e < Infinity);
   assert.equal(first, 6);
   const lv = fixedLevels(g);
-  lv[l] = 3; lv[r] = 3;
-  assert.deepEqual(criticalPath(g, lv, (n) => n.spec.op === 'activation'), { total: 6, activation: 3 });
+  lv[l] = 3;
+  lv[r] = 3;
+  assert.deepEqual(
+    criticalPath(g, lv, (n) => n.spec.op === 'activation'),
+    { total: 6, activation: 3 },
+  );
 });
 
 test('a graph that is not series-parallel is bounded: never fewer levels than its longest path', () => {

@@ -17,7 +17,14 @@ import { gather, profileActivations } from '../src/core/profile/profiler';
 import { ValueStats } from '../src/core/profile/stats';
 import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, example } from './helpers';
 
-interface Setup { ex: Executor; ds: ReturnType<typeof loadDataset>; idx: Int32Array; acts: GraphNode[]; stats: Map<number, ValueStats>; fits: Map<number, Fit> }
+interface Setup {
+  ex: Executor;
+  ds: ReturnType<typeof loadDataset>;
+  idx: Int32Array;
+  acts: GraphNode[];
+  stats: Map<number, ValueStats>;
+  fits: Map<number, Fit>;
+}
 
 async function setup(name: string, degree: number, perChannel: boolean): Promise<Setup> {
   await initBackend();
@@ -27,10 +34,15 @@ async function setup(name: string, degree: number, perChannel: boolean): Promise
   const ex = new Executor(g);
   const acts = activationNodes(g);
   const stats = await profileActivations(ex, ds, idx, { batchSize: 256, reservoir: 4096, seed: 3 });
-  const fits = new Map(acts.map((a) => {
-    const st = stats.get(a.id)!;
-    return [a.id, fitDegrees('data', actSpec(a), st, chooseInterval(st, 0.02), [degree], 0.001, perChannel ? 0.02 : undefined)[0]];
-  }));
+  const fits = new Map(
+    acts.map((a) => {
+      const st = stats.get(a.id)!;
+      return [
+        a.id,
+        fitDegrees('data', actSpec(a), st, chooseInterval(st, 0.02), [degree], 0.001, perChannel ? 0.02 : undefined)[0],
+      ];
+    }),
+  );
   return { ex, ds, idx, acts, stats, fits };
 }
 
@@ -69,7 +81,9 @@ function labelCrossEntropy(s: Setup, fits: Map<number, Fit>): number {
 function klDivergence(s: Setup, fits: Map<number, Fit>): number {
   const lt = logSoftmaxRows(logits(s, null), s.idx.length);
   const lp = logSoftmaxRows(logits(s, fits), s.idx.length);
-  return lt.reduce((acc, row, i) => acc + row.reduce((r, l, k) => r + Math.exp(l) * (l - lp[i][k]), 0), 0) / s.idx.length;
+  return (
+    lt.reduce((acc, row, i) => acc + row.reduce((r, l, k) => r + Math.exp(l) * (l - lp[i][k]), 0), 0) / s.idx.length
+  );
 }
 
 test('coefficient tuning lowers the distillation loss on calibration data, same degrees and intervals (per channel and per layer)', async () => {
@@ -91,10 +105,16 @@ test('coefficient tuning lowers the distillation loss on calibration data, same 
           assert.deepEqual(f1.channels!.intervals, f0.channels!.intervals);
           assert.equal(f1.channels!.coeffs.length, f0.channels!.coeffs.length);
           f1.channels!.coeffs.forEach((c) => assert.equal(c.length, f0.degree + 1));
-          assert.ok(f1.channels!.coeffs.some((c, j) => c.some((v, k) => v !== f0.channels!.coeffs[j][k])), 'coefficients changed');
+          assert.ok(
+            f1.channels!.coeffs.some((c, j) => c.some((v, k) => v !== f0.channels!.coeffs[j][k])),
+            'coefficients changed',
+          );
         } else {
           assert.equal(f1.channels, undefined);
-          assert.ok(f1.coeffs.some((v, k) => v !== f0.coeffs[k]), 'coefficients changed');
+          assert.ok(
+            f1.coeffs.some((v, k) => v !== f0.coeffs[k]),
+            'coefficients changed',
+          );
         }
         // The quality figures describe the tuned polynomials, not the fitted ones.
         assert.ok(Number.isFinite(f1.rmsData) && f1.rmsData !== f0.rmsData);
@@ -115,7 +135,8 @@ test('with labels, the label term lowers the cross-entropy against them; without
     // The same data without labels: the label weight has nothing to act on, so the run is the
     // distillation-only one, coefficient for coefficient.
     const unlabelled = await tune(s, { labelWeight: 0.5 }, { ...s.ds, labels: null });
-    for (const a of s.acts) assert.deepEqual(unlabelled.get(a.id)!.channels!.coeffs, distilled.get(a.id)!.channels!.coeffs);
+    for (const a of s.acts)
+      assert.deepEqual(unlabelled.get(a.id)!.channels!.coeffs, distilled.get(a.id)!.channels!.coeffs);
   } finally {
     s.ex.dispose();
   }
@@ -126,17 +147,19 @@ test('a strong anchor keeps tuned polynomials at the fitted ones; an aborted sig
   try {
     const held = await tune(s, { anchor: 1e6 });
     const free = await tune(s, { anchor: 0 });
-    const maxChange = (m: Map<number, Fit>) => Math.max(...s.acts.map((a) => {
-      const f0 = s.fits.get(a.id)!.channels!.coeffs;
-      return Math.max(...m.get(a.id)!.channels!.coeffs.flatMap((c, j) => c.map((v, k) => Math.abs(v - f0[j][k]))));
-    }));
+    const maxChange = (m: Map<number, Fit>) =>
+      Math.max(
+        ...s.acts.map((a) => {
+          const f0 = s.fits.get(a.id)!.channels!.coeffs;
+          return Math.max(...m.get(a.id)!.channels!.coeffs.flatMap((c, j) => c.map((v, k) => Math.abs(v - f0[j][k]))));
+        }),
+      );
     // Adam moves each coefficient by about lr x scale per step at first whatever the loss, so a
     // strong anchor shows as changes far below the free run's, not as zero.
     assert.ok(maxChange(held) < 0.2 * maxChange(free), `anchored ${maxChange(held)} vs free ${maxChange(free)}`);
     const ac = new AbortController();
     ac.abort();
-    await assert.rejects(tune(s, { signal: ac.signal }),
-      (e: unknown) => e instanceof CancelledError);
+    await assert.rejects(tune(s, { signal: ac.signal }), (e: unknown) => e instanceof CancelledError);
   } finally {
     s.ex.dispose();
   }

@@ -5,7 +5,17 @@
  * getState/setState.
  */
 import {
-  BarController, BarElement, CategoryScale, Chart, Legend, LineController, LineElement, LinearScale, LogarithmicScale, PointElement, Tooltip,
+  BarController,
+  BarElement,
+  CategoryScale,
+  Chart,
+  Legend,
+  LineController,
+  LineElement,
+  LinearScale,
+  LogarithmicScale,
+  PointElement,
+  Tooltip,
 } from 'chart.js';
 import '@vscode-elements/elements/dist/vscode-badge/index.js';
 import '@vscode-elements/elements/dist/vscode-button/index.js';
@@ -16,13 +26,31 @@ import type { FromWebview, ToWebview } from '../src/extension/messages';
 import type { LayerCurves } from '../src/extension/curves';
 import type { LayerReport, Report } from '../src/core/report';
 
-Chart.register(BarController, BarElement, CategoryScale, LineController, LineElement, LinearScale, LogarithmicScale, PointElement, Legend, Tooltip);
+Chart.register(
+  BarController,
+  BarElement,
+  CategoryScale,
+  LineController,
+  LineElement,
+  LinearScale,
+  LogarithmicScale,
+  PointElement,
+  Legend,
+  Tooltip,
+);
 
-interface VsCodeApi { postMessage(m: FromWebview): void; getState(): unknown; setState(s: unknown): void }
+interface VsCodeApi {
+  postMessage(m: FromWebview): void;
+  getState(): unknown;
+  setState(s: unknown): void;
+}
 declare function acquireVsCodeApi(): VsCodeApi;
 const vscode = acquireVsCodeApi();
 
-interface State { last: Extract<ToWebview, { type: 'report' }> | null; selected: string | null }
+interface State {
+  last: Extract<ToWebview, { type: 'report' }> | null;
+  selected: string | null;
+}
 let state: State = (vscode.getState() as State | undefined) ?? { last: null, selected: null };
 const save = () => vscode.setState(state);
 
@@ -66,7 +94,12 @@ const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 
 function axes(c: ReturnType<typeof colors>, xTitle: string, yTitle: string) {
   return {
-    x: { type: 'linear' as const, title: { display: true, text: xTitle, color: c.fg }, ticks: { color: c.fg }, grid: { color: c.grid } },
+    x: {
+      type: 'linear' as const,
+      title: { display: true, text: xTitle, color: c.fg },
+      ticks: { color: c.fg },
+      grid: { color: c.grid },
+    },
     y: { title: { display: true, text: yTitle, color: c.fg }, ticks: { color: c.fg }, grid: { color: c.grid } },
   };
 }
@@ -77,30 +110,90 @@ function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: st
   if (!l || !cv) return;
   const c = colors();
   const ch = l.chosen;
-  $('layer-facts').textContent = `${l.maxTree ? `max pooling ${l.layer}, step ${l.maxTree.step}: |a - b| along the ${l.maxTree.axis}` : l.activation} → degree ${ch.degree} (${ch.method === 'data' ? 'data-guided' : ch.method}), depth ${ch.depth}, ${ch.nonScalarMults} ciphertext multiplications, ` +
+  $('layer-facts').textContent =
+    `${l.maxTree ? `max pooling ${l.layer}, step ${l.maxTree.step}: |a - b| along the ${l.maxTree.axis}` : l.activation} → degree ${ch.degree} (${ch.method === 'data' ? 'data-guided' : ch.method}), depth ${ch.depth}, ${ch.nonScalarMults} ciphertext multiplications, ` +
     `predicted drop ${fmt(ch.predictedDrop)}%; interval [${ch.interval.a.toPrecision(3)}, ${ch.interval.b.toPrecision(3)}], inputs seen ${l.stats.min.toPrecision(3)}..${l.stats.max.toPrecision(3)}`;
   const xy = (xs: number[], ys: number[]) => xs.map((x, i) => ({ x, y: ys[i] }));
   const base = axes(c, 'input to the activation', 'output');
-  draw('fit-chart', {
-    type: 'line',
-    data: {
-      datasets: [
-        { type: 'bar', label: 'recorded inputs (fraction)', data: xy(cv.histogram.x, cv.histogram.density), backgroundColor: c.hist, yAxisID: 'density', barPercentage: 1, categoryPercentage: 1, order: 3 },
-        { label: l.activation, data: xy(cv.x, cv.activation), borderColor: c.blue, borderWidth: 2, pointRadius: 0, order: 2 },
-        { label: `polynomial, degree ${ch.degree}${cv.channel ? ` (channel ${cv.channel.index} of ${cv.channel.of}, widest interval)` : ''}`, data: xy(cv.x, cv.polynomial), borderColor: c.orange, borderWidth: 2, borderDash: [5, 3], pointRadius: 0, order: 1 },
-      ],
+  draw(
+    'fit-chart',
+    {
+      type: 'line',
+      data: {
+        datasets: [
+          {
+            type: 'bar',
+            label: 'recorded inputs (fraction)',
+            data: xy(cv.histogram.x, cv.histogram.density),
+            backgroundColor: c.hist,
+            yAxisID: 'density',
+            barPercentage: 1,
+            categoryPercentage: 1,
+            order: 3,
+          },
+          {
+            label: l.activation,
+            data: xy(cv.x, cv.activation),
+            borderColor: c.blue,
+            borderWidth: 2,
+            pointRadius: 0,
+            order: 2,
+          },
+          {
+            label: `polynomial, degree ${ch.degree}${cv.channel ? ` (channel ${cv.channel.index} of ${cv.channel.of}, widest interval)` : ''}`,
+            data: xy(cv.x, cv.polynomial),
+            borderColor: c.orange,
+            borderWidth: 2,
+            borderDash: [5, 3],
+            pointRadius: 0,
+            order: 1,
+          },
+        ],
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        parsing: false as const,
+        plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
+        scales: {
+          ...base,
+          density: {
+            position: 'right',
+            beginAtZero: true,
+            ticks: { color: c.fg },
+            grid: { display: false },
+            title: { display: true, text: 'fraction', color: c.fg },
+          },
+        },
+      },
     },
-    options: {
-      animation: false, maintainAspectRatio: false, parsing: false as const,
-      plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
-      scales: { ...base, density: { position: 'right', beginAtZero: true, ticks: { color: c.fg }, grid: { display: false }, title: { display: true, text: 'fraction', color: c.fg } } },
+    cv.x.length + cv.histogram.x.length,
+  );
+  draw(
+    'error-chart',
+    {
+      type: 'line',
+      data: {
+        datasets: [
+          {
+            label: 'polynomial − activation',
+            data: xy(cv.x, cv.error),
+            borderColor: c.red,
+            borderWidth: 2,
+            pointRadius: 0,
+          },
+        ],
+      },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        parsing: false as const,
+        plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
+        scales: axes(c, 'input', 'error'),
+      },
     },
-  }, cv.x.length + cv.histogram.x.length);
-  draw('error-chart', {
-    type: 'line',
-    data: { datasets: [{ label: 'polynomial − activation', data: xy(cv.x, cv.error), borderColor: c.red, borderWidth: 2, pointRadius: 0 }] },
-    options: { animation: false, maintainAspectRatio: false, parsing: false as const, plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } }, scales: axes(c, 'input', 'error') },
-  }, cv.x.length);
+    cv.x.length,
+  );
 }
 
 /** Drops at or below this show at this value: the log axis cannot show zero or negative drops. */
@@ -113,19 +206,44 @@ function drawDegrees(report: Report, selected: string): void {
   const datasets = report.layers.map((l: LayerReport, i) => ({
     label: `${l.name}${l.name === selected ? ' (selected)' : ''}`,
     data: l.sensitivity.data.map((d) => ({ x: d.degree, y: clamp(d.drop) })),
-    borderColor: palette[i % palette.length], borderWidth: l.name === selected ? 3 : 1.5, pointRadius: 2,
+    borderColor: palette[i % palette.length],
+    borderWidth: l.name === selected ? 3 : 1.5,
+    pointRadius: 2,
   }));
   const sel = report.layers.find((l) => l.name === selected);
-  if (sel) datasets.push({ label: `${sel.name}: uniform baseline`, data: sel.sensitivity.uniform.map((d) => ({ x: d.degree, y: clamp(d.drop) })), borderColor: c.fg, borderWidth: 1, pointRadius: 1, borderDash: [4, 4] } as typeof datasets[number]);
+  if (sel)
+    datasets.push({
+      label: `${sel.name}: uniform baseline`,
+      data: sel.sensitivity.uniform.map((d) => ({ x: d.degree, y: clamp(d.drop) })),
+      borderColor: c.fg,
+      borderWidth: 1,
+      pointRadius: 1,
+      borderDash: [4, 4],
+    } as (typeof datasets)[number]);
   const points = datasets.reduce((s, d) => s + d.data.length, 0);
-  draw('degree-chart', {
-    type: 'line', data: { datasets },
-    options: {
-      animation: false, maintainAspectRatio: false, parsing: false as const,
-      plugins: { legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } } },
-      scales: { x: { ...axes(c, 'degree', '').x, max: Math.max(...report.options.degrees) }, y: { type: 'logarithmic' as const, ticks: { color: c.fg }, grid: { color: c.grid }, title: { display: true, text: 'drop alone, pp (log)', color: c.fg } } },
+  draw(
+    'degree-chart',
+    {
+      type: 'line',
+      data: { datasets },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        parsing: false as const,
+        plugins: { legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } } },
+        scales: {
+          x: { ...axes(c, 'degree', '').x, max: Math.max(...report.options.degrees) },
+          y: {
+            type: 'logarithmic' as const,
+            ticks: { color: c.fg },
+            grid: { color: c.grid },
+            title: { display: true, text: 'drop alone, pp (log)', color: c.fg },
+          },
+        },
+      },
     },
-  }, points);
+    points,
+  );
 }
 
 function row(cells: string[], head = false): string {
@@ -150,15 +268,39 @@ function renderSummary(r: Report): void {
     row(['measured drop', `${fmt(f.measuredDrop)} pp`, `${fmt(u.measuredDrop)} pp`]),
     row(['total depth (levels)', String(f.networkDepth), String(u.networkDepth)]),
     row(['ciphertext multiplications', String(f.nonScalarMults), String(u.nonScalarMults)]),
-    row([`bootstraps (every ${r.bootstrapping?.levelsPerBootstrap ?? 10} levels)`, String(f.bootstraps ?? '-'), String(u.bootstraps ?? '-')]),
-    row(['values within CKKS range', f.safe === false ? 'no' : `yes (max ${fmt(f.maxAbs ?? NaN, 1)})`, u.safe === false ? 'no' : 'yes']),
-    row(['ring size N', r.bootstrapping?.planned ? `deeper than SEAL's ${r.levelBudget} levels: planned for bootstrapping` : String(enc?.params.ringSize ?? r.options.ringSize), '']),
-    row(['budget', `${r.options.budget} pp, ${r.bootstrapping?.planned ? 'bootstrapping' : `${r.levelBudget} levels`}`, '']),
+    row([
+      `bootstraps (every ${r.bootstrapping?.levelsPerBootstrap ?? 10} levels)`,
+      String(f.bootstraps ?? '-'),
+      String(u.bootstraps ?? '-'),
+    ]),
+    row([
+      'values within CKKS range',
+      f.safe === false ? 'no' : `yes (max ${fmt(f.maxAbs ?? NaN, 1)})`,
+      u.safe === false ? 'no' : 'yes',
+    ]),
+    row([
+      'ring size N',
+      r.bootstrapping?.planned
+        ? `deeper than SEAL's ${r.levelBudget} levels: planned for bootstrapping`
+        : String(enc?.params.ringSize ?? r.options.ringSize),
+      '',
+    ]),
+    row([
+      'budget',
+      `${r.options.budget} pp, ${r.bootstrapping?.planned ? 'bootstrapping' : `${r.levelBudget} levels`}`,
+      '',
+    ]),
     // Max pooling is in every figure above, as its polynomial max trees; average pooling is the comparison.
-    ...(r.maxPooling ? [
-      row(['max pooling', `polynomial max (${r.maxPooling.pools.map((p) => `${p.layer}: |x| degrees ${p.degrees.join(', ')}`).join('; ')})`, 'polynomial max']),
-      row(['average pooling instead (measured)', `${fmt(r.maxPooling.averagePooling.drop)} pp`, '']),
-    ] : []),
+    ...(r.maxPooling
+      ? [
+          row([
+            'max pooling',
+            `polynomial max (${r.maxPooling.pools.map((p) => `${p.layer}: |x| degrees ${p.degrees.join(', ')}`).join('; ')})`,
+            'polynomial max',
+          ]),
+          row(['average pooling instead (measured)', `${fmt(r.maxPooling.averagePooling.drop)} pp`, '']),
+        ]
+      : []),
   ].join('');
 }
 
@@ -168,28 +310,61 @@ function renderEncrypted(r: Report): void {
   const parts: string[] = [];
   if (e?.model) {
     const m = e.model;
-    parts.push(`<table id="encrypted-model">${[
-      row(['engine', `${m.engine === 'lattigo' ? 'Lattigo' : 'Microsoft SEAL'}, ${esc(m.security ?? '128-bit')} security`]),
-      row(['images', String(m.samples.length)]),
-      row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
-      row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
-      row([m.bootstrapping ? 'levels used after the last bootstrap / between bootstraps' : 'levels used / available', `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`]),
-      ...(m.bootstrapping ? [
-        row(['bootstraps planned / executed', `${m.bootstrapping.planned} / ${m.bootstrapping.executed} (${m.bootstrapping.ciphertexts} ciphertexts per run, ${fmt(m.bootstrapping.secondsPerBootstrap, 1)} s each)`]),
-        row(['precision after each bootstrap', `${m.bootstrapping.precisionBits.map((b) => fmt(b, 1)).join(', ')} bits`]),
-      ] : []),
-      row(['packing', m.packing?.kind === 'latency'
-        ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
-        : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`]),
-      row(['latency per run', `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`]),
-      row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
-      row(['threads', String(m.workers ?? 1)]),
-      row(['peak memory', `${m.peakRssMB} MB`]),
-    ].join('')}</table>`);
+    parts.push(
+      `<table id="encrypted-model">${[
+        row([
+          'engine',
+          `${m.engine === 'lattigo' ? 'Lattigo' : 'Microsoft SEAL'}, ${esc(m.security ?? '128-bit')} security`,
+        ]),
+        row(['images', String(m.samples.length)]),
+        row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
+        row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
+        row([
+          m.bootstrapping ? 'levels used after the last bootstrap / between bootstraps' : 'levels used / available',
+          `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`,
+        ]),
+        ...(m.bootstrapping
+          ? [
+              row([
+                'bootstraps planned / executed',
+                `${m.bootstrapping.planned} / ${m.bootstrapping.executed} (${m.bootstrapping.ciphertexts} ciphertexts per run, ${fmt(m.bootstrapping.secondsPerBootstrap, 1)} s each)`,
+              ]),
+              row([
+                'precision after each bootstrap',
+                `${m.bootstrapping.precisionBits.map((b) => fmt(b, 1)).join(', ')} bits`,
+              ]),
+            ]
+          : []),
+        row([
+          'packing',
+          m.packing?.kind === 'latency'
+            ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
+            : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`,
+        ]),
+        row([
+          'latency per run',
+          `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`,
+        ]),
+        row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
+        row(['threads', String(m.workers ?? 1)]),
+        row(['peak memory', `${m.peakRssMB} MB`]),
+      ].join('')}</table>`,
+    );
   }
   if (e?.layers) {
-    parts.push(`<table id="encrypted-layers">${row(['layer', 'degree', 'bits', 'max err', 'levels'], true)}${e.layers.layers.map((l) =>
-      row([esc(l.name), String(l.degree), fmt(l.precisionBits, 1), l.maxAbsErrVsPlainPoly.toExponential(1), `${l.levelsUsed}/${l.levelsAvailable}`])).join('')}</table>`);
+    parts.push(
+      `<table id="encrypted-layers">${row(['layer', 'degree', 'bits', 'max err', 'levels'], true)}${e.layers.layers
+        .map((l) =>
+          row([
+            esc(l.name),
+            String(l.degree),
+            fmt(l.precisionBits, 1),
+            l.maxAbsErrVsPlainPoly.toExponential(1),
+            `${l.levelsUsed}/${l.levelsAvailable}`,
+          ]),
+        )
+        .join('')}</table>`,
+    );
   }
   $('encrypted').innerHTML = parts.join('');
 }
@@ -206,7 +381,12 @@ function render(): void {
   renderSummary(r);
   renderEncrypted(r);
   const select = $<HTMLElement & { value: string }>('layer');
-  select.innerHTML = r.layers.map((l) => `<vscode-option value="${esc(l.name)}">${esc(l.name)} (${esc(l.maxTree ? '|a - b|, max pooling' : l.activation)}, degree ${l.chosen.degree})</vscode-option>`).join('');
+  select.innerHTML = r.layers
+    .map(
+      (l) =>
+        `<vscode-option value="${esc(l.name)}">${esc(l.name)} (${esc(l.maxTree ? '|a - b|, max pooling' : l.activation)}, degree ${l.chosen.degree})</vscode-option>`,
+    )
+    .join('');
   const selected = r.layers.some((l) => l.name === state.selected) ? state.selected! : r.layers[0]?.name;
   if (selected) {
     select.value = selected;
@@ -230,8 +410,15 @@ function selectLayer(node: string, notifyHost: boolean): void {
 window.addEventListener('message', (ev: MessageEvent<ToWebview>) => {
   const m = ev.data;
   switch (m.type) {
-    case 'report': state.last = m; save(); $('progress').hidden = true; render(); break;
-    case 'selectLayer': selectLayer(m.node, false); break;
+    case 'report':
+      state.last = m;
+      save();
+      $('progress').hidden = true;
+      render();
+      break;
+    case 'selectLayer':
+      selectLayer(m.node, false);
+      break;
     case 'progress':
       $('progress').hidden = m.fraction >= 1;
       $('progress-text').textContent = `${Math.round(100 * m.fraction)}% ${m.message}`;
@@ -241,12 +428,19 @@ window.addEventListener('message', (ev: MessageEvent<ToWebview>) => {
       $('error').hidden = false;
       $('error').textContent = `${m.message}. Fix: ${m.fix}`;
       break;
-    case 'clear': state = { last: null, selected: null }; save(); for (const c of charts.values()) c.destroy(); charts.clear(); render(); break;
+    case 'clear':
+      state = { last: null, selected: null };
+      save();
+      for (const c of charts.values()) c.destroy();
+      charts.clear();
+      render();
+      break;
   }
 });
 
 $('layer').addEventListener('change', (e) => selectLayer((e.target as HTMLElement & { value: string }).value, true));
-for (const id of ['analyze', 'analyze-empty']) $(id).addEventListener('click', () => vscode.postMessage({ type: 'analyze' }));
+for (const id of ['analyze', 'analyze-empty'])
+  $(id).addEventListener('click', () => vscode.postMessage({ type: 'analyze' }));
 $('encrypt').addEventListener('click', () => vscode.postMessage({ type: 'runEncryptedTest' }));
 // VS Code marks the theme on <body> (vscode-light, vscode-dark, vscode-high-contrast): redraw in its colours.
 new MutationObserver(() => render()).observe(document.body, { attributes: true, attributeFilter: ['class'] });

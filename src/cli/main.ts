@@ -24,33 +24,92 @@ import { readUserFile } from '../core/files';
 
 const ANALYZE_FLAGS: FlagSpec[] = [
   { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
-  { name: 'labels', value: true, help: 'labels for the data (optional; without them accuracy = agreement with the original model)' },
+  {
+    name: 'labels',
+    value: true,
+    help: 'labels for the data (optional; without them accuracy = agreement with the original model)',
+  },
   { name: 'heldout-data', value: true, help: 'held-out data from a separate file (default: split off --data)' },
   { name: 'heldout-labels', value: true, help: 'labels for --heldout-data' },
   { name: 'budget', value: true, help: 'accuracy budget in percentage points', default: '1.0' },
-  { name: 'level-budget', value: true, help: 'total CKKS levels available, a hard limit', default: "SEAL's chain at --ring-size; a deeper network is planned for bootstrapping" },
-  { name: 'bootstrap-levels', value: true, help: 'levels usable between bootstraps, for the bootstrap count', default: "9 (Lattigo's 128-bit bootstrapping parameters at N=2^16)" },
-  { name: 'bootstrap', value: false, help: 'plan for bootstrapping even where SEAL\'s chain holds the network (encrypted-test then runs it on Lattigo)' },
+  {
+    name: 'level-budget',
+    value: true,
+    help: 'total CKKS levels available, a hard limit',
+    default: "SEAL's chain at --ring-size; a deeper network is planned for bootstrapping",
+  },
+  {
+    name: 'bootstrap-levels',
+    value: true,
+    help: 'levels usable between bootstraps, for the bootstrap count',
+    default: "9 (Lattigo's 128-bit bootstrapping parameters at N=2^16)",
+  },
+  {
+    name: 'bootstrap',
+    value: false,
+    help: "plan for bootstrapping even where SEAL's chain holds the network (encrypted-test then runs it on Lattigo)",
+  },
   { name: 'ring-size', value: true, help: 'CKKS ring size N (8192, 16384, 32768)', default: '32768' },
   { name: 'calib', value: true, help: 'calibration samples', default: 'min(5000, half the data)' },
   { name: 'heldout', value: true, help: 'held-out samples', default: 'min(5000, the rest)' },
   { name: 'seed', value: true, help: 'seed for the split and the samples', default: '1' },
   { name: 'input-scale', value: true, help: "'auto' (uint8 / 255), 'none', or a divisor", default: 'auto' },
-  { name: 'input-mean', value: true, help: 'per-channel mean subtracted after scaling, comma-separated (e.g. 0.485,0.456,0.406)' },
+  {
+    name: 'input-mean',
+    value: true,
+    help: 'per-channel mean subtracted after scaling, comma-separated (e.g. 0.485,0.456,0.406)',
+  },
   { name: 'input-std', value: true, help: 'per-channel std divided by after the mean (e.g. 0.229,0.224,0.225)' },
-  { name: 'degrees', value: true, help: 'candidate degrees, comma-separated, 1..63', default: '1,2,3,5,7,11,15,23,31,47,63' },
+  {
+    name: 'degrees',
+    value: true,
+    help: 'candidate degrees, comma-separated, 1..63',
+    default: '1,2,3,5,7,11,15,23,31,47,63',
+  },
   { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
   { name: 'per-layer', value: false, help: 'one data-guided polynomial per layer instead of one per channel' },
-  { name: 'no-fold', value: false, help: 'do not fold degree-1 and degree-2 polynomials into the linear layers (every degree a Chebyshev series, as libraries without those forms evaluate it; more levels)' },
-  { name: 'spare-levels', value: false, help: 'spend levels the smallest ring leaves unused on deeper polynomial plans with fewer multiplications (a longer modulus chain makes every operation slower: off by default)' },
-  { name: 'no-tune', value: false, help: 'skip coefficient tuning (distillation from the original model, plus the labels when given) among the refinements' },
-  { name: 'tune-labels', value: true, help: "weight of the labels in tuning's loss, 0..1 (0: match the original model only)", default: '0.5' },
+  {
+    name: 'no-fold',
+    value: false,
+    help: 'do not fold degree-1 and degree-2 polynomials into the linear layers (every degree a Chebyshev series, as libraries without those forms evaluate it; more levels)',
+  },
+  {
+    name: 'spare-levels',
+    value: false,
+    help: 'spend levels the smallest ring leaves unused on deeper polynomial plans with fewer multiplications (a longer modulus chain makes every operation slower: off by default)',
+  },
+  {
+    name: 'no-tune',
+    value: false,
+    help: 'skip coefficient tuning (distillation from the original model, plus the labels when given) among the refinements',
+  },
+  {
+    name: 'tune-labels',
+    value: true,
+    help: "weight of the labels in tuning's loss, 0..1 (0: match the original model only)",
+    default: '0.5',
+  },
   { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.15' },
-  { name: 'margin-growth', value: true, help: 'added to the margin per activation upstream (deep networks drift further)', default: '0.02' },
-  { name: 'screen-samples', value: true, help: 'calibration samples of the first-order sensitivity screen', default: '1024' },
+  {
+    name: 'margin-growth',
+    value: true,
+    help: 'added to the margin per activation upstream (deep networks drift further)',
+    default: '0.02',
+  },
+  {
+    name: 'screen-samples',
+    value: true,
+    help: 'calibration samples of the first-order sensitivity screen',
+    default: '1024',
+  },
   { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.001' },
   { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },
-  { name: 'finetune-epochs', value: true, help: 'after the analysis, fine-tune weights and coefficients on the labelled calibration data for N epochs (same degrees and levels; needs --labels); --out then also writes finetuned/', default: '0 (off)' },
+  {
+    name: 'finetune-epochs',
+    value: true,
+    help: 'after the analysis, fine-tune weights and coefficients on the labelled calibration data for N epochs (same degrees and levels; needs --labels); --out then also writes finetuned/',
+    default: '0 (off)',
+  },
   { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
   { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
   { name: 'json', value: false, help: 'print the JSON report on stdout instead of tables' },
@@ -90,7 +149,10 @@ function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
   return (f, msg) => {
     const pctv = Math.floor(100 * f);
     if (tty) process.stderr.write(`\r\x1b[K[${String(pctv).padStart(3)}%] ${msg}`);
-    else if (pctv >= last + 10 || f >= 1) { process.stderr.write(`[${String(pctv).padStart(3)}%] ${msg}\n`); last = pctv; }
+    else if (pctv >= last + 10 || f >= 1) {
+      process.stderr.write(`[${String(pctv).padStart(3)}%] ${msg}\n`);
+      last = pctv;
+    }
     if (tty && f >= 1) process.stderr.write('\n');
   };
 }
@@ -105,7 +167,12 @@ function normalizationOpt(opts: Map<string, string | true>): { mean: number[]; s
   const list = (v: string | null, key: string, dflt: number) => {
     if (!v) return [dflt];
     const xs = v.split(',').map((t) => Number(t.trim()));
-    if (xs.some((x) => !Number.isFinite(x))) throw new UserError('OPTION_INVALID', `--${key} ${v} is not a comma-separated list of numbers`, `pass e.g. --${key} 0.485,0.456,0.406`);
+    if (xs.some((x) => !Number.isFinite(x)))
+      throw new UserError(
+        'OPTION_INVALID',
+        `--${key} ${v} is not a comma-separated list of numbers`,
+        `pass e.g. --${key} 0.485,0.456,0.406`,
+      );
     return xs;
   };
   return { mean: list(m, 'input-mean', 0), std: list(s, 'input-std', 1) };
@@ -113,26 +180,50 @@ function normalizationOpt(opts: Map<string, string | true>): { mean: number[]; s
 
 async function runAnalyze(argv: string[]): Promise<number> {
   const { positional, opts } = parseArgs(argv, ANALYZE_FLAGS);
-  if (positional.length !== 1) throw new UserError('OPTION_INVALID', `analyze takes one model path, got ${positional.length}`, 'run he-approx analyze <model.json> --data <file>');
+  if (positional.length !== 1)
+    throw new UserError(
+      'OPTION_INVALID',
+      `analyze takes one model path, got ${positional.length}`,
+      'run he-approx analyze <model.json> --data <file>',
+    );
   const data = opts.get('data');
-  if (typeof data !== 'string') throw new UserError('OPTION_INVALID', 'no calibration data given', 'pass --data <file> (.npy, MNIST idx, .csv or .json)');
+  if (typeof data !== 'string')
+    throw new UserError(
+      'OPTION_INVALID',
+      'no calibration data given',
+      'pass --data <file> (.npy, MNIST idx, .csv or .json)',
+    );
   const labels = opts.get('labels');
   const method = (opts.get('method') ?? 'data') as string;
-  if (!['data', 'uniform', 'minimax'].includes(method)) throw new UserError('OPTION_INVALID', `--method ${method} is unknown`, 'pass --method data, uniform or minimax');
+  if (!['data', 'uniform', 'minimax'].includes(method))
+    throw new UserError('OPTION_INVALID', `--method ${method} is unknown`, 'pass --method data, uniform or minimax');
   const scaleRaw = opts.get('input-scale') ?? 'auto';
-  const scale = scaleRaw === 'auto' || scaleRaw === 'none' ? scaleRaw : numberOpt(opts, 'input-scale', (x) => x > 0, 'a positive divisor, auto or none')!;
+  const scale =
+    scaleRaw === 'auto' || scaleRaw === 'none'
+      ? scaleRaw
+      : numberOpt(opts, 'input-scale', (x) => x > 0, 'a positive divisor, auto or none')!;
   const degreesRaw = opts.get('degrees');
   let degrees: number[] | undefined;
   if (typeof degreesRaw === 'string') {
     degrees = degreesRaw.split(',').map((s) => Number(s.trim()));
-    if (degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63)) throw new UserError('OPTION_INVALID', `--degrees ${degreesRaw} must list integers in 1..63`, 'pass e.g. --degrees 3,5,7,15');
+    if (degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63))
+      throw new UserError(
+        'OPTION_INVALID',
+        `--degrees ${degreesRaw} must list integers in 1..63`,
+        'pass e.g. --degrees 3,5,7,15',
+      );
   }
   const pos = (x: number) => x > 0;
   const int = (x: number) => Number.isInteger(x) && x > 0;
   const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
   const out = opts.get('out');
   // Before the analysis: a bad --out must not cost the user the whole run.
-  const finetuneEpochs = numberOpt(opts, 'finetune-epochs', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer');
+  const finetuneEpochs = numberOpt(
+    opts,
+    'finetune-epochs',
+    (x) => Number.isInteger(x) && x >= 0,
+    'a non-negative integer',
+  );
   if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'), (finetuneEpochs ?? 0) > 0);
   const controller = new AbortController();
   const onSig = () => controller.abort();
@@ -141,29 +232,54 @@ async function runAnalyze(argv: string[]): Promise<number> {
   let loaded: LoadedModel | null = null;
   try {
     const report = await analyze({
-      model: positional[0], data, labels: typeof labels === 'string' ? labels : null,
-      heldoutData: str(opts.get('heldout-data')), heldoutLabels: str(opts.get('heldout-labels')),
+      model: positional[0],
+      data,
+      labels: typeof labels === 'string' ? labels : null,
+      heldoutData: str(opts.get('heldout-data')),
+      heldoutLabels: str(opts.get('heldout-labels')),
       budget: numberOpt(opts, 'budget', pos, 'a positive number of percentage points'),
       levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
-      bootstrapLevels: numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2'), bootstrap: opts.has('bootstrap'),
+      bootstrapLevels: numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2'),
+      bootstrap: opts.has('bootstrap'),
       marginGrowth: numberOpt(opts, 'margin-growth', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       screenSamples: numberOpt(opts, 'screen-samples', int, 'a positive integer'),
-      ringSize, calib: numberOpt(opts, 'calib', int, 'a positive integer'), heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
+      ringSize,
+      calib: numberOpt(opts, 'calib', int, 'a positive integer'),
+      heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
       seed: numberOpt(opts, 'seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer'),
-      scale, normalize: normalizationOpt(opts), degrees, method: method as FitMethod, perChannel: !opts.has('per-layer'), tune: !opts.has('no-tune'), fold: !opts.has('no-fold'), spareLevels: opts.has('spare-levels'),
+      scale,
+      normalize: normalizationOpt(opts),
+      degrees,
+      method: method as FitMethod,
+      perChannel: !opts.has('per-layer'),
+      tune: !opts.has('no-tune'),
+      fold: !opts.has('no-fold'),
+      spareLevels: opts.has('spare-levels'),
       tuneLabelWeight: numberOpt(opts, 'tune-labels', (x) => x >= 0 && x <= 1, 'a weight in [0, 1]'),
       margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
       floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
       batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
-      finetuneEpochs, onFinetuned: (m) => { finetuned = m; }, onModel: (m) => { loaded = m; },
-      signal: controller.signal, onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
+      finetuneEpochs,
+      onFinetuned: (m) => {
+        finetuned = m;
+      },
+      onModel: (m) => {
+        loaded = m;
+      },
+      signal: controller.signal,
+      onProgress: progressPrinter(opts.has('quiet') || opts.has('json')),
     });
     if (typeof out === 'string') {
-      const files = writeOutputs(out, loaded ?? await loadModel(positional[0]), report, opts.has('force'), finetuned);
+      const files = writeOutputs(out, loaded ?? (await loadModel(positional[0])), report, opts.has('force'), finetuned);
       const rel = (f: string) => path.relative(process.cwd(), f);
-      if (!opts.has('json')) process.stderr.write(`wrote ${rel(files.report)}, ${rel(files.coefficients)}, ${rel(files.model)}${report.finetune?.exported ? `, ${rel(path.join(path.dirname(files.report), report.finetune.exported))} (fine-tuned)` : ''}\n`);
+      if (!opts.has('json'))
+        process.stderr.write(
+          `wrote ${rel(files.report)}, ${rel(files.coefficients)}, ${rel(files.model)}${report.finetune?.exported ? `, ${rel(path.join(path.dirname(files.report), report.finetune.exported))} (fine-tuned)` : ''}\n`,
+        );
     }
-    process.stdout.write(opts.has('json') ? JSON.stringify(sealReport(report), null, 2) + '\n' : renderReport(report) + '\n');
+    process.stdout.write(
+      opts.has('json') ? JSON.stringify(sealReport(report), null, 2) + '\n' : renderReport(report) + '\n',
+    );
     return report.final.meetsBudget ? 0 : 3;
   } finally {
     process.removeListener('SIGINT', onSig);
@@ -175,53 +291,144 @@ const ENC_FLAGS: FlagSpec[] = [
   { name: 'data', value: true, help: 'data to draw test samples from (required)' },
   { name: 'labels', value: true, help: 'labels for the data (optional)' },
   { name: 'samples', value: true, help: 'samples to test', default: '20' },
-  { name: 'layer-only', value: false, help: 'test each activation on its own (packs that layer\'s inputs into ciphertexts)' },
-  { name: 'latency', value: false, help: 'one sample per run, its channels side by side in as few ciphertexts as fit: the time one prediction takes' },
-  { name: 'throughput', value: false, help: 'as many samples per ciphertext as fit, one ciphertext per channel: the least time per sample (default)' },
+  {
+    name: 'layer-only',
+    value: false,
+    help: "test each activation on its own (packs that layer's inputs into ciphertexts)",
+  },
+  {
+    name: 'latency',
+    value: false,
+    help: 'one sample per run, its channels side by side in as few ciphertexts as fit: the time one prediction takes',
+  },
+  {
+    name: 'throughput',
+    value: false,
+    help: 'as many samples per ciphertext as fit, one ciphertext per channel: the least time per sample (default)',
+  },
   { name: 'ring-size', value: true, help: 'force a CKKS ring size (default: the smallest that fits)' },
-  { name: 'workers', value: true, help: 'threads for the whole-model test, each with its own keys (default: one per core, at most 2)' },
-  { name: 'engine', value: true, help: 'CKKS library for the whole-model test: seal (in process) or lattigo (with bootstrapping)', default: 'lattigo for a report planned for bootstrapping, else seal' },
+  {
+    name: 'workers',
+    value: true,
+    help: 'threads for the whole-model test, each with its own keys (default: one per core, at most 2)',
+  },
+  {
+    name: 'engine',
+    value: true,
+    help: 'CKKS library for the whole-model test: seal (in process) or lattigo (with bootstrapping)',
+    default: 'lattigo for a report planned for bootstrapping, else seal',
+  },
   { name: 'quiet', value: false, help: 'no progress on stderr' },
 ];
 
 async function runEncryptedTest(argv: string[]): Promise<number> {
   const { positional, opts } = parseArgs(argv, ENC_FLAGS);
-  if (positional.length !== 1) throw new UserError('OPTION_INVALID', `encrypted-test takes one model path, got ${positional.length}`, 'run he-approx encrypted-test <model.json> --report <report.json> --data <file>');
+  if (positional.length !== 1)
+    throw new UserError(
+      'OPTION_INVALID',
+      `encrypted-test takes one model path, got ${positional.length}`,
+      'run he-approx encrypted-test <model.json> --report <report.json> --data <file>',
+    );
   const reportPath = str(opts.get('report'));
   const data = str(opts.get('data'));
-  if (!reportPath) throw new UserError('OPTION_INVALID', 'no analysis report given', 'run he-approx analyze <model.json> --data <file> --out DIR, then pass --report DIR/report.json');
+  if (!reportPath)
+    throw new UserError(
+      'OPTION_INVALID',
+      'no analysis report given',
+      'run he-approx analyze <model.json> --data <file> --out DIR, then pass --report DIR/report.json',
+    );
   if (!data) throw new UserError('OPTION_INVALID', 'no data given', 'pass --data <file> to draw test samples from');
   const report = readReport(reportPath);
   const samples = numberOpt(opts, 'samples', (x) => Number.isInteger(x) && x > 0, 'a positive integer') ?? 20;
   const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
   const workers = numberOpt(opts, 'workers', (x) => Number.isInteger(x) && x >= 1 && x <= 8, 'an integer from 1 to 8');
-  if (opts.has('latency') && opts.has('throughput')) throw new UserError('OPTION_INVALID', '--latency and --throughput ask for two packings at once', 'pass one of them (--throughput is the default)');
-  if (opts.has('layer-only') && opts.has('latency')) throw new UserError('OPTION_INVALID', '--latency applies to the whole-model test, not to --layer-only', 'drop one of the two options');
+  if (opts.has('latency') && opts.has('throughput'))
+    throw new UserError(
+      'OPTION_INVALID',
+      '--latency and --throughput ask for two packings at once',
+      'pass one of them (--throughput is the default)',
+    );
+  if (opts.has('layer-only') && opts.has('latency'))
+    throw new UserError(
+      'OPTION_INVALID',
+      '--latency applies to the whole-model test, not to --layer-only',
+      'drop one of the two options',
+    );
   const engine = str(opts.get('engine'));
-  if (engine && engine !== 'seal' && engine !== 'lattigo') throw new UserError('OPTION_INVALID', `--engine ${engine} is unknown`, 'pass --engine seal or --engine lattigo');
+  if (engine && engine !== 'seal' && engine !== 'lattigo')
+    throw new UserError('OPTION_INVALID', `--engine ${engine} is unknown`, 'pass --engine seal or --engine lattigo');
   if (!opts.has('layer-only')) {
     const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
-    const res = await encryptedModelTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
-      packing: opts.has('latency') ? 'latency' : 'throughput', workers, engine: (engine ?? undefined) as 'seal' | 'lattigo' | undefined, onProgress: progressPrinter(opts.has('quiet')) });
+    const res = await encryptedModelTest({
+      model: positional[0],
+      report,
+      data,
+      labels: str(opts.get('labels')),
+      samples,
+      ringSize,
+      packing: opts.has('latency') ? 'latency' : 'throughput',
+      workers,
+      engine: (engine ?? undefined) as 'seal' | 'lattigo' | undefined,
+      onProgress: progressPrinter(opts.has('quiet')),
+    });
     report.encrypted = { ...report.encrypted, model: res };
     rewriteReport(reportPath, report);
     process.stdout.write(renderModelTest(res) + `\nresults added to ${reportPath} (field "encrypted.model")\n`);
     return res.agreement >= 0.99 ? 0 : 3;
   }
-  const res = await encryptedLayerTest({ model: positional[0], report, data, labels: str(opts.get('labels')), samples, ringSize,
-    onProgress: progressPrinter(opts.has('quiet')) });
+  const res = await encryptedLayerTest({
+    model: positional[0],
+    report,
+    data,
+    labels: str(opts.get('labels')),
+    samples,
+    ringSize,
+    onProgress: progressPrinter(opts.has('quiet')),
+  });
   report.encrypted = { ...report.encrypted, layers: res };
   rewriteReport(reportPath, report);
-  const rows = [['layer', 'degree', 'values', 'N', 'levels used/avail', 'mults', 'max |enc - poly|', 'bits', 'max |enc - act|', 's/ciphertext']];
+  const rows = [
+    [
+      'layer',
+      'degree',
+      'values',
+      'N',
+      'levels used/avail',
+      'mults',
+      'max |enc - poly|',
+      'bits',
+      'max |enc - act|',
+      's/ciphertext',
+    ],
+  ];
   for (const l of res.layers) {
-    rows.push([l.name, String(l.degree), String(l.values), String(l.ringSize), `${l.levelsUsed}/${l.levelsAvailable}` + (l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches ? '' : ' (!)'),
-      String(l.nonScalarMults), l.maxAbsErrVsPlainPoly.toExponential(2), l.precisionBits.toFixed(1), l.maxAbsErrVsActivation.toExponential(2), l.secondsPerCiphertext.toFixed(2)]);
+    rows.push([
+      l.name,
+      String(l.degree),
+      String(l.values),
+      String(l.ringSize),
+      `${l.levelsUsed}/${l.levelsAvailable}` +
+        (l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches ? '' : ' (!)'),
+      String(l.nonScalarMults),
+      l.maxAbsErrVsPlainPoly.toExponential(2),
+      l.precisionBits.toFixed(1),
+      l.maxAbsErrVsActivation.toExponential(2),
+      l.secondsPerCiphertext.toFixed(2),
+    ]);
   }
   const w = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
-  process.stdout.write(`encrypted test per activation (SEAL CKKS, 128-bit security, 40-bit scale), ${res.samples} samples\n`);
-  process.stdout.write(rows.map((r) => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ')).join('\n') + '\n');
-  process.stdout.write(`simulator prediction of levels and scales: ${res.layers.every((l) => l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches) ? 'matches the encrypted run' : 'DIFFERS (!)'}\n`);
-  process.stdout.write(`peak memory ${res.peakRssMB} MB, ${res.seconds.toFixed(1)} s; results added to ${reportPath} (field "encrypted.layers")\n`);
+  process.stdout.write(
+    `encrypted test per activation (SEAL CKKS, 128-bit security, 40-bit scale), ${res.samples} samples\n`,
+  );
+  process.stdout.write(
+    rows.map((r) => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ')).join('\n') + '\n',
+  );
+  process.stdout.write(
+    `simulator prediction of levels and scales: ${res.layers.every((l) => l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches) ? 'matches the encrypted run' : 'DIFFERS (!)'}\n`,
+  );
+  process.stdout.write(
+    `peak memory ${res.peakRssMB} MB, ${res.seconds.toFixed(1)} s; results added to ${reportPath} (field "encrypted.layers")\n`,
+  );
   return 0;
 }
 
@@ -236,7 +443,11 @@ function rewriteReport(file: string, report: Report): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw new UserError('OUTPUT_EXISTS', `cannot add the results to ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'make the report\'s folder writable, or copy the report somewhere you can write and pass that');
+    throw new UserError(
+      'OUTPUT_EXISTS',
+      `cannot add the results to ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      "make the report's folder writable, or copy the report somewhere you can write and pass that",
+    );
   }
 }
 
@@ -244,30 +455,60 @@ function readReport(file: string): Report {
   const fix = 'pass the report.json written by he-approx analyze --out DIR';
   const bytes = readUserFile(file, { what: 'report', code: 'REPORT_INVALID', fix });
   let raw: unknown;
-  try { raw = JSON.parse(bytes.toString('utf8')); } catch (e) {
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
     throw new UserError('REPORT_INVALID', `report ${file} is not JSON (${(e as Error).message})`, fix);
   }
   return checkReport(raw, file);
 }
 
 async function runCosts(argv: string[]): Promise<number> {
-  const { opts } = parseArgs(argv, [{ name: 'ring-size', value: true, help: '' }, { name: 'engine', value: true, help: '' }, { name: 'bootstrap-levels', value: true, help: '' }]);
+  const { opts } = parseArgs(argv, [
+    { name: 'ring-size', value: true, help: '' },
+    { name: 'engine', value: true, help: '' },
+    { name: 'bootstrap-levels', value: true, help: '' },
+  ]);
   const engine = str(opts.get('engine')) ?? 'seal';
-  if (engine !== 'seal' && engine !== 'lattigo') throw new UserError('OPTION_INVALID', `--engine ${engine} is not an engine he-approx has`, 'pass --engine seal or --engine lattigo');
+  if (engine !== 'seal' && engine !== 'lattigo')
+    throw new UserError(
+      'OPTION_INVALID',
+      `--engine ${engine} is not an engine he-approx has`,
+      'pass --engine seal or --engine lattigo',
+    );
   const ms = (x: number) => x.toFixed(x < 1 ? 3 : 2);
-  const line = (c: OpCosts) => `multiply+relinearize+rescale ${ms(c.mulRelinRescale)} ms, scalar multiply+rescale ${ms(c.mulScalar)} ms, add ${ms(c.add)} ms, rotate ${ms(c.rotate)} ms`;
+  const line = (c: OpCosts) =>
+    `multiply+relinearize+rescale ${ms(c.mulRelinRescale)} ms, scalar multiply+rescale ${ms(c.mulScalar)} ms, add ${ms(c.add)} ms, rotate ${ms(c.rotate)} ms`;
   if (engine === 'lattigo') {
-    if (opts.has('ring-size')) throw new UserError('OPTION_INVALID', '--ring-size is SEAL\'s: Lattigo\'s 128-bit bootstrapping parameters are at N=65536', 'leave out --ring-size, or pass --engine seal');
-    const levels = numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2') ?? DEFAULT_BOOTSTRAP_LEVELS;
+    if (opts.has('ring-size'))
+      throw new UserError(
+        'OPTION_INVALID',
+        "--ring-size is SEAL's: Lattigo's 128-bit bootstrapping parameters are at N=65536",
+        'leave out --ring-size, or pass --engine seal',
+      );
+    const levels =
+      numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2') ??
+      DEFAULT_BOOTSTRAP_LEVELS;
     const spec = bootstrapSpec(levels);
-    process.stderr.write(`measuring CKKS operations and bootstrapping on the Lattigo engine at N=65536, ${levels} levels between bootstraps (about 2 minutes and 13 GB: the bootstrapping keys)...\n`);
+    process.stderr.write(
+      `measuring CKKS operations and bootstrapping on the Lattigo engine at N=65536, ${levels} levels between bootstraps (about 2 minutes and 13 GB: the bootstrapping keys)...\n`,
+    );
     const c = await measureAndCacheLattigoCosts(spec, { onProgress: (m) => process.stderr.write(`  ${m}\n`) });
-    process.stdout.write(`Lattigo, N=65536, ${levels} levels: ${line(c)}, bootstrap ${(c.bootstrap! / 1000).toFixed(2)} s\ncached in ${lattigoCostsFile(spec)}; he-approx analyze uses it for networks planned for bootstrapping every ${levels} levels\n`);
+    process.stdout.write(
+      `Lattigo, N=65536, ${levels} levels: ${line(c)}, bootstrap ${(c.bootstrap! / 1000).toFixed(2)} s\ncached in ${lattigoCostsFile(spec)}; he-approx analyze uses it for networks planned for bootstrapping every ${levels} levels\n`,
+    );
     return 0;
   }
-  if (opts.has('bootstrap-levels')) throw new UserError('OPTION_INVALID', '--bootstrap-levels is for --engine lattigo (SEAL has no bootstrapping)', 'pass --engine lattigo, or leave out --bootstrap-levels');
+  if (opts.has('bootstrap-levels'))
+    throw new UserError(
+      'OPTION_INVALID',
+      '--bootstrap-levels is for --engine lattigo (SEAL has no bootstrapping)',
+      'pass --engine lattigo, or leave out --bootstrap-levels',
+    );
   const n = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768') ?? 32768;
-  process.stderr.write(`measuring CKKS operations at N=${n} with node-seal (N=32768 takes about half a minute and 1.3 GB)...\n`);
+  process.stderr.write(
+    `measuring CKKS operations at N=${n} with node-seal (N=32768 takes about half a minute and 1.3 GB)...\n`,
+  );
   const c = await measureAndCacheSealCosts(n);
   process.stdout.write(`N=${n}: ${line(c)}\ncached in ${costsCacheFile(n)}; he-approx analyze uses it from now on\n`);
   return 0;
@@ -276,22 +517,42 @@ async function runCosts(argv: string[]): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
-    if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(usage() + '\n'); return 0; }
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(usage() + '\n');
+      return 0;
+    }
     switch (cmd) {
-      case 'analyze': return await runAnalyze(rest);
-      case 'costs': return await runCosts(rest);
-      case 'encrypted-test': return await runEncryptedTest(rest);
-      case 'version': case '--version': process.stdout.write(`he-approx ${toolVersion()}\n`); return 0;
-      case undefined: case 'help': case '--help': case '-h': process.stdout.write(usage() + '\n'); return 0;
-      default: throw new UserError('OPTION_INVALID', `unknown command '${cmd}'`, "run 'he-approx help'");
+      case 'analyze':
+        return await runAnalyze(rest);
+      case 'costs':
+        return await runCosts(rest);
+      case 'encrypted-test':
+        return await runEncryptedTest(rest);
+      case 'version':
+      case '--version':
+        process.stdout.write(`he-approx ${toolVersion()}\n`);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(usage() + '\n');
+        return 0;
+      default:
+        throw new UserError('OPTION_INVALID', `unknown command '${cmd}'`, "run 'he-approx help'");
     }
   } catch (e) {
     if (isUserError(e)) {
-      if (e.code === 'CANCELLED') { process.stderr.write('\nhe-approx: cancelled\n'); return 130; }
+      if (e.code === 'CANCELLED') {
+        process.stderr.write('\nhe-approx: cancelled\n');
+        return 130;
+      }
       process.stderr.write(`he-approx: error: ${e.message}. Fix: ${e.fix}\n`);
       return 2;
     }
-    process.stderr.write(`he-approx: internal error: ${(e as Error).message ?? e}. This is a bug; please report it with HE_APPROX_DEBUG=1 output.\n`);
+    process.stderr.write(
+      `he-approx: internal error: ${(e as Error).message ?? e}. This is a bug; please report it with HE_APPROX_DEBUG=1 output.\n`,
+    );
     if (process.env.HE_APPROX_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     return 70;
   }

@@ -4,73 +4,177 @@ import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
 
 function pad(cells: string[][], right: boolean[]): string {
   const w = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
-  return cells.map((r) => r.map((c, j) => (right[j] ? c.padStart(w[j]) : c.padEnd(w[j]))).join('  ').trimEnd()).join('\n');
+  return cells
+    .map((r) =>
+      r
+        .map((c, j) => (right[j] ? c.padStart(w[j]) : c.padEnd(w[j])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 const p2 = (x: number) => (Number.isFinite(x) ? (100 * x).toFixed(2) + '%' : '-');
-const g3 = (x: number) => (!Number.isFinite(x) ? '-' : Math.abs(x) >= 1e5 ? x.toExponential(1) : Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
+const g3 = (x: number) =>
+  !Number.isFinite(x)
+    ? '-'
+    : Math.abs(x) >= 1e5
+      ? x.toExponential(1)
+      : Math.abs(x) >= 100
+        ? x.toFixed(0)
+        : x.toPrecision(3);
 
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
-  const levels = r.bootstrapping.planned ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})` : `${r.levelBudget} levels (N=${r.options.ringSize})`;
+  const levels = r.bootstrapping.planned
+    ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})`
+    : `${r.levelBudget} levels (N=${r.options.ringSize})`;
   const trees = r.layers.filter((l) => l.maxTree).length;
-  const what = trees ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|` : `${r.layers.length} activations`;
-  out.push(`he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`);
-  out.push(`data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`);
+  const what = trees
+    ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|`
+    : `${r.layers.length} activations`;
+  out.push(
+    `he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`,
+  );
+  out.push(
+    `data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`,
+  );
   out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
   out.push('');
-  const rows = [['layer', 'activation', 'interval', 'degree', 'depth', 'mults', 'est. ms', 'drop alone', 'rms err', 'out (samples)', 'max |x|', 'uniform deg/depth']];
+  const rows = [
+    [
+      'layer',
+      'activation',
+      'interval',
+      'degree',
+      'depth',
+      'mults',
+      'est. ms',
+      'drop alone',
+      'rms err',
+      'out (samples)',
+      'max |x|',
+      'uniform deg/depth',
+    ],
+  ];
   for (const l of r.layers) {
     const c = l.chosen;
-    rows.push([l.name, l.activation, `[${g3(c.interval.a)}, ${g3(c.interval.b)}]`, String(c.degree), String(c.depth) + (c.affineLevel ? '*' : ''),
-      String(c.nonScalarMults), c.latencyMs.toFixed(0), f2(c.predictedDrop), c.rmsData.toExponential(1),
-      String(c.heldoutOutside.samples) + (c.heldoutOutside.nonFinite ? ' !' : ''), g3(Math.max(c.heldoutOutside.maxAbsIn, c.heldoutOutside.maxAbsOut)),
-      l.uniformChosen ? `${l.uniformChosen.degree}/${l.uniformChosen.depth}` : 'n/a']);
+    rows.push([
+      l.name,
+      l.activation,
+      `[${g3(c.interval.a)}, ${g3(c.interval.b)}]`,
+      String(c.degree),
+      String(c.depth) + (c.affineLevel ? '*' : ''),
+      String(c.nonScalarMults),
+      c.latencyMs.toFixed(0),
+      f2(c.predictedDrop),
+      c.rmsData.toExponential(1),
+      String(c.heldoutOutside.samples) + (c.heldoutOutside.nonFinite ? ' !' : ''),
+      g3(Math.max(c.heldoutOutside.maxAbsIn, c.heldoutOutside.maxAbsOut)),
+      l.uniformChosen ? `${l.uniformChosen.degree}/${l.uniformChosen.depth}` : 'n/a',
+    ]);
   }
   out.push(pad(rows, [false, false, false, true, true, true, true, true, true, true, true, true]));
-  out.push(`drop alone: predicted by the first-order screen on ${r.screen.samples} calibration samples (standard error about ${f2(r.screen.standardErrorPp)} pp); `
-    + 'out (samples): held-out samples with a value outside the interval; max |x|: largest magnitude in or out of the activation on held-out data');
-  if (r.layers.some((l) => l.chosen.affineLevel)) out.push('* includes one level for an input scaling that cannot be folded into the previous layer');
+  out.push(
+    `drop alone: predicted by the first-order screen on ${r.screen.samples} calibration samples (standard error about ${f2(r.screen.standardErrorPp)} pp); ` +
+      'out (samples): held-out samples with a value outside the interval; max |x|: largest magnitude in or out of the activation on held-out data',
+  );
+  if (r.layers.some((l) => l.chosen.affineLevel))
+    out.push('* includes one level for an input scaling that cannot be folded into the previous layer');
   // Where the levels come from: the forms and folds (cost/fold.ts), one line per layer.
   for (const l of r.layers) out.push(`  ${l.name}: ${describeFold(l.chosen)}`);
   out.push('');
   const s = [r.final, r.uniform];
-  const cmp = [['', r.final.method, 'uniform baseline'],
+  const cmp = [
+    ['', r.final.method, 'uniform baseline'],
     ['activation depth (levels)', ...s.map((m) => String(m.activationDepth))],
-    ['network depth (levels)', ...s.map((m) => String(m.networkDepth) + (m.minimalDepth !== undefined && m.minimalDepth < m.networkDepth ? ` (${m.minimalDepth} needed)` : ''))],
+    [
+      'network depth (levels)',
+      ...s.map(
+        (m) =>
+          String(m.networkDepth) +
+          (m.minimalDepth !== undefined && m.minimalDepth < m.networkDepth ? ` (${m.minimalDepth} needed)` : ''),
+      ),
+    ],
     ['non-scalar multiplications', ...s.map((m) => String(m.nonScalarMults))],
-    ['est. latency per ciphertext (ms)', ...s.map((m) => (Number.isFinite(m.latencyMs) ? m.latencyMs.toFixed(0) : '-'))],
+    [
+      'est. latency per ciphertext (ms)',
+      ...s.map((m) => (Number.isFinite(m.latencyMs) ? m.latencyMs.toFixed(0) : '-')),
+    ],
     ['predicted drop (pp)', ...s.map((m) => f2(m.predictedDrop))],
     ['measured drop (pp)', ...s.map((m) => f2(m.measuredDrop))],
     ['accuracy, all polynomials', ...s.map((m) => p2(m.accuracy))],
     ['values within CKKS range', ...s.map((m) => (m.safe ? `yes (max ${g3(m.maxAbs)})` : 'NO'))],
-    [`bootstraps (every ${r.bootstrapping.levelsPerBootstrap} levels)`, ...s.map((m) => (Number.isFinite(m.bootstraps) ? String(m.bootstraps) : '-'))],
+    [
+      `bootstraps (every ${r.bootstrapping.levelsPerBootstrap} levels)`,
+      ...s.map((m) => (Number.isFinite(m.bootstraps) ? String(m.bootstraps) : '-')),
+    ],
     // Measured on the engine that bootstraps (he-approx costs --engine lattigo): what the count costs.
-    ...(r.bootstrapping.planned && r.costs.bootstrap ? [['est. bootstrap time per ciphertext (s)', ...s.map((m) => (Number.isFinite(m.bootstraps) ? (m.bootstraps * r.costs.bootstrap! / 1000).toFixed(0) : '-'))]] : []),
-    ['meets budget', ...s.map((m) => (m.meetsBudget ? 'yes' : 'NO'))]];
+    ...(r.bootstrapping.planned && r.costs.bootstrap
+      ? [
+          [
+            'est. bootstrap time per ciphertext (s)',
+            ...s.map((m) =>
+              Number.isFinite(m.bootstraps) ? ((m.bootstraps * r.costs.bootstrap!) / 1000).toFixed(0) : '-',
+            ),
+          ],
+        ]
+      : []),
+    ['meets budget', ...s.map((m) => (m.meetsBudget ? 'yes' : 'NO'))],
+  ];
   // Max pooling is in every figure above, as its polynomial max trees: say so where the answer is.
   if (r.maxPooling) cmp.splice(cmp.length - 1, 0, ['max pooling', 'polynomial max', 'polynomial max']);
   out.push(pad(cmp, [false, true, true]));
   out.push('');
-  out.push('refinements (measured on held-out data; * kept, ! unsafe): ' + r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '));
+  out.push(
+    'refinements (measured on held-out data; * kept, ! unsafe): ' +
+      r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '),
+  );
   const ft = r.finetune;
   if (ft) {
-    out.push(`fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp`
-      + ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : 'not kept: the analysis\'s result is better or safer'}`
-      + `${ft.exported ? `, written to ${ft.exported}` : ''}`);
+    out.push(
+      `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
+        ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
+        `${ft.exported ? `, written to ${ft.exported}` : ''}`,
+    );
     if (ft.notExported) out.push(`note: ${ft.notExported}`);
     for (const f of ft.frozen) out.push(`note: fine-tuning kept ${f.layer}'s kernel fixed (${f.reason})`);
   }
   const t = r.timings;
-  out.push(`stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'finetune', 'report'].filter((k) => t[k] !== undefined).map((k) => `${k} ${t[k].toFixed(1)}`).join(', ')}`);
+  out.push(
+    `stages (s): ${[
+      'load',
+      'profile',
+      'cache',
+      'fit',
+      'sensitivity',
+      'select',
+      'refine',
+      'verify',
+      'finetune',
+      'report',
+    ]
+      .filter((k) => t[k] !== undefined)
+      .map((k) => `${k} ${t[k].toFixed(1)}`)
+      .join(', ')}`,
+  );
   if (r.maxPooling) {
-    for (const p of r.maxPooling.pools) out.push(`max pooling ${p.layer}: ${p.steps.length} pairwise-max steps, |x| degrees ${p.degrees.join(', ')}, ${p.depth} levels${p.linear ? ' (linear pooling: every |x| a constant)' : ''}`);
-    out.push(`max pooling as average pooling instead (the usual substitute, same polynomials elsewhere): measured drop ${f2(r.maxPooling.averagePooling.drop)} pp (accuracy ${p2(r.maxPooling.averagePooling.accuracy)}), against ${f2(r.final.measuredDrop)} pp with the polynomial max`);
+    for (const p of r.maxPooling.pools)
+      out.push(
+        `max pooling ${p.layer}: ${p.steps.length} pairwise-max steps, |x| degrees ${p.degrees.join(', ')}, ${p.depth} levels${p.linear ? ' (linear pooling: every |x| a constant)' : ''}`,
+      );
+    out.push(
+      `max pooling as average pooling instead (the usual substitute, same polynomials elsewhere): measured drop ${f2(r.maxPooling.averagePooling.drop)} pp (accuracy ${p2(r.maxPooling.averagePooling.accuracy)}), against ${f2(r.final.measuredDrop)} pp with the polynomial max`,
+    );
   }
-  out.push(`latency estimates: ${r.costs.source}`
-    + (r.bootstrapping.planned && r.costs.engine !== 'lattigo' ? `; planned for bootstrapping, the network runs on Lattigo: 'he-approx costs --engine lattigo${r.bootstrapping.levelsPerBootstrap === DEFAULT_BOOTSTRAP_LEVELS ? '' : ` --bootstrap-levels ${r.bootstrapping.levelsPerBootstrap}`}' measures its costs and bootstrap time` : ''));
+  out.push(
+    `latency estimates: ${r.costs.source}` +
+      (r.bootstrapping.planned && r.costs.engine !== 'lattigo'
+        ? `; planned for bootstrapping, the network runs on Lattigo: 'he-approx costs --engine lattigo${r.bootstrapping.levelsPerBootstrap === DEFAULT_BOOTSTRAP_LEVELS ? '' : ` --bootstrap-levels ${r.bootstrapping.levelsPerBootstrap}`}' measures its costs and bootstrap time`
+        : ''),
+  );
   for (const n of r.notes) out.push(`note: ${n}`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   out.push(`time: ${r.timings.total.toFixed(1)} s`);

@@ -41,7 +41,11 @@ export function fileProblem(file: string): string | null {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
       let link = false;
-      try { link = fs.lstatSync(file).isSymbolicLink(); } catch { /* missing */ }
+      try {
+        link = fs.lstatSync(file).isSymbolicLink();
+      } catch {
+        /* missing */
+      }
       return link ? `is a symbolic link to ${fs.readlinkSync(file)}, which does not exist` : 'does not exist';
     }
     if (code === 'ELOOP') return 'is a loop of symbolic links';
@@ -72,8 +76,11 @@ export function readUserFile(file: string, role: FileRole): Buffer {
     fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(role.code, `${role.what} ${file} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code ?? (e as Error).message})`,
-      code === 'EACCES' || code === 'EPERM' ? 'make it readable (chmod u+r), or pass a copy you can read' : role.fix);
+    throw new UserError(
+      role.code,
+      `${role.what} ${file} cannot be read (${code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (code ?? (e as Error).message)})`,
+      code === 'EACCES' || code === 'EPERM' ? 'make it readable (chmod u+r), or pass a copy you can read' : role.fix,
+    );
   }
   try {
     const before = fs.fstatSync(fd);
@@ -86,7 +93,11 @@ export function readUserFile(file: string, role: FileRole): Buffer {
       try {
         n = fs.readSync(fd, buf, off, buf.length - off, off);
       } catch (e) {
-        throw new UserError(role.code, `${role.what} ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, role.fix);
+        throw new UserError(
+          role.code,
+          `${role.what} ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+          role.fix,
+        );
       }
       if (n === 0) break;
       off += n;
@@ -95,8 +106,11 @@ export function readUserFile(file: string, role: FileRole): Buffer {
     // One more byte past the size seen: a file still being written grew meanwhile.
     const grew = fs.readSync(fd, Buffer.alloc(1), 0, 1, off) > 0;
     if (off !== before.size || after.size !== before.size || after.mtimeMs !== before.mtimeMs || grew) {
-      throw new UserError(role.code, `${role.what} ${file} changed while he-approx read it (${before.size} bytes, then ${after.size})`,
-        'wait until whatever writes it has finished, or pass a copy that nothing writes to');
+      throw new UserError(
+        role.code,
+        `${role.what} ${file} changed while he-approx read it (${before.size} bytes, then ${after.size})`,
+        'wait until whatever writes it has finished, or pass a copy that nothing writes to',
+      );
     }
     return buf;
   } finally {
@@ -105,7 +119,11 @@ export function readUserFile(file: string, role: FileRole): Buffer {
 }
 
 /** The model file a user names. */
-export const MODEL_FILE: FileRole = { what: 'model file', code: 'MODEL_UNREADABLE', fix: 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file' };
+export const MODEL_FILE: FileRole = {
+  what: 'model file',
+  code: 'MODEL_UNREADABLE',
+  fix: 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file',
+};
 
 /** True if `p` is `folder` or lies inside it (both absolute and normalised). */
 export function isWithin(folder: string, p: string): boolean {
@@ -118,14 +136,21 @@ export function realPathOf(p: string): string {
   const abs = path.resolve(p);
   let head = abs;
   const rest: string[] = [];
-  for (let hops = 0; ; ) {
+  for (let hops = 0; ;) {
     try {
       return path.join(fs.realpathSync(head), ...[...rest].reverse());
     } catch {
       // A dangling link still says where it leads: follow it (a bounded number of times: loops).
       let target: string | null = null;
-      try { if (fs.lstatSync(head).isSymbolicLink() && hops++ < 40) target = fs.readlinkSync(head); } catch { /* missing */ }
-      if (target !== null) { head = path.resolve(path.dirname(head), target); continue; }
+      try {
+        if (fs.lstatSync(head).isSymbolicLink() && hops++ < 40) target = fs.readlinkSync(head);
+      } catch {
+        /* missing */
+      }
+      if (target !== null) {
+        head = path.resolve(path.dirname(head), target);
+        continue;
+      }
       const up = path.dirname(head);
       if (up === head) return abs;
       rest.push(path.basename(head));
@@ -144,11 +169,15 @@ export function resolveInside(modelFile: string, named: string, what: string): s
   const folder = path.dirname(path.resolve(modelFile));
   const fix = `keep the model's files inside its folder (${folder}), or re-export the model there`;
   const refuse = (how: string): never => {
-    throw new UserError('MODEL_UNREADABLE', `${path.basename(modelFile)} names ${what} '${named}', which ${how}; he-approx reads a model's files only from its own folder`, fix);
+    throw new UserError(
+      'MODEL_UNREADABLE',
+      `${path.basename(modelFile)} names ${what} '${named}', which ${how}; he-approx reads a model's files only from its own folder`,
+      fix,
+    );
   };
   if (path.isAbsolute(named) || /^[a-zA-Z]:[\\/]/.test(named)) refuse('is an absolute path');
   const file = path.resolve(folder, named);
-  if (!isWithin(folder, file)) refuse('leads out of the model\'s folder');
+  if (!isWithin(folder, file)) refuse("leads out of the model's folder");
   const real = realPathOf(file);
   if (!isWithin(realPathOf(folder), real)) refuse(`is a symbolic link leading out of the model's folder (to ${real})`);
   return file;

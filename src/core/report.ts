@@ -19,13 +19,23 @@ export const REPORT_VERSION = 4;
  * reformatted model.json is the same model, so results made for it still apply.
  */
 export function jsonContentSha256(text: string): string | null {
-  try { return crypto.createHash('sha256').update(JSON.stringify(JSON.parse(text))).digest('hex'); } catch { return null; }
+  try {
+    return crypto
+      .createHash('sha256')
+      .update(JSON.stringify(JSON.parse(text)))
+      .digest('hex');
+  } catch {
+    return null;
+  }
 }
 
 /** The two hashes a report keeps of its model.json (bytes, and content whatever the formatting), from one read. */
 export function modelFileHashes(file: string): { sha256: string; contentSha256: string | null } {
   const bytes = readUserFile(file, MODEL_FILE);
-  return { sha256: crypto.createHash('sha256').update(bytes).digest('hex'), contentSha256: jsonContentSha256(bytes.toString('utf8')) };
+  return {
+    sha256: crypto.createHash('sha256').update(bytes).digest('hex'),
+    contentSha256: jsonContentSha256(bytes.toString('utf8')),
+  };
 }
 
 export interface DegreeResult {
@@ -68,7 +78,13 @@ export interface ChosenFit {
    * intoPrevious: the previous linear layer (`into`, by its layer name) computes the input map
    * (t, y or u); why: the reason a fold is not made, or null.
    */
-  fold: { form: 'series' | 'affine' | 'square' | 'constant'; intoPrevious: boolean; into: string | null; mixedSigns: boolean; why: string | null };
+  fold: {
+    form: 'series' | 'affine' | 'square' | 'constant';
+    intoPrevious: boolean;
+    into: string | null;
+    mixedSigns: boolean;
+    why: string | null;
+  };
   nonScalarMults: number;
   latencyMs: number;
   /** Sensitivity-predicted drop of this layer alone, percentage points. */
@@ -81,7 +97,16 @@ export interface ChosenFit {
    * interval (or their channel's), in how many samples, their range, and the largest magnitude
    * reaching the activation and leaving it (analysis/verify.ts).
    */
-  heldoutOutside: { fraction: number; count: number; samples: number; min: number; max: number; maxAbsIn: number; maxAbsOut: number; nonFinite: number };
+  heldoutOutside: {
+    fraction: number;
+    count: number;
+    samples: number;
+    min: number;
+    max: number;
+    maxAbsIn: number;
+    maxAbsOut: number;
+    nonFinite: number;
+  };
 }
 
 export interface LayerReport {
@@ -93,7 +118,15 @@ export interface LayerReport {
   activation: string;
   /** True when the activation was fused into a Dense/Conv2D layer's `activation`. */
   fused: boolean;
-  stats: { count: number; min: number; max: number; mean: number; std: number; percentiles: Record<string, number>; histogram: Histogram };
+  stats: {
+    count: number;
+    min: number;
+    max: number;
+    mean: number;
+    std: number;
+    percentiles: Record<string, number>;
+    histogram: Histogram;
+  };
   interval: { a: number; b: number };
   affineFoldable: boolean;
   sensitivity: Record<'data' | 'uniform', DegreeResult[]>;
@@ -197,8 +230,27 @@ export interface Report {
   createdAt: string;
   /** SHA-256 of the report's content without this field and `encrypted` (reportCheck.ts): a report edited after it was written is refused. */
   checksum?: string;
-  model: { path: string; name: string; format?: string; layout: string; inputShape: number[]; sha256: string; contentSha256?: string | null; notes: string[] };
-  data: { path: string; labels: string | null; heldoutPath: string | null; samples: number; calibration: number; heldout: number; seed: number; sha256: string; notes: string[] };
+  model: {
+    path: string;
+    name: string;
+    format?: string;
+    layout: string;
+    inputShape: number[];
+    sha256: string;
+    contentSha256?: string | null;
+    notes: string[];
+  };
+  data: {
+    path: string;
+    labels: string | null;
+    heldoutPath: string | null;
+    samples: number;
+    calibration: number;
+    heldout: number;
+    seed: number;
+    sha256: string;
+    notes: string[];
+  };
   options: AnalyzeOptionsReport;
   backend: string;
   costs: OpCosts;
@@ -263,7 +315,15 @@ export interface FinetuneReport {
   maxAbs: number;
   /** Safe and no worse than the analysis: the fine-tuned model is the one exported. */
   kept: boolean;
-  perEpoch: { epoch: number; seconds: number; loss: number; rangeLoss: number; skipped: number; measuredDrop: number; safe: boolean }[];
+  perEpoch: {
+    epoch: number;
+    seconds: number;
+    loss: number;
+    rangeLoss: number;
+    skipped: number;
+    measuredDrop: number;
+    safe: boolean;
+  }[];
   /** Layers whose kernels could not be trained, and why. */
   frozen: { layer: string; reason: string }[];
   /** Layers whose fine-tuned coefficients would cost more levels (a lost fold); then not kept. */
@@ -366,8 +426,14 @@ export interface EncryptedModelReport {
    * refreshed value its bound and whether it was scaled into [-1, 1] first; per bootstrap executed,
    * the precision kept (bits, the worst over runs) and seconds.
    */
-  bootstrapping?: { planned: number; executed: number; ciphertexts: number; values: { node: string; bound: number; scaled: boolean }[];
-    precisionBits: number[]; secondsPerBootstrap: number };
+  bootstrapping?: {
+    planned: number;
+    executed: number;
+    ciphertexts: number;
+    values: { node: string; bound: number; scaled: boolean }[];
+    precisionBits: number[];
+    secondsPerBootstrap: number;
+  };
   params: CkksParams & { samplesPerCiphertext: number };
   /**
    * How samples were packed: 'throughput' (many samples per ciphertext, one ciphertext per channel)
@@ -414,13 +480,28 @@ export function describeFold(c: Pick<ChosenFit, 'fold' | 'polyDepth' | 'affineLe
     return `a constant: this step of the max tree averages its two operands${f.intoPrevious ? ' (0 levels: the layers after the pooling take its factor)' : ', and its sum is scaled for what reads it (1 level)'}`;
   }
   const lv = (n: number) => (n === 1 ? '1 level' : `${n} levels`);
-  const form = f.form === 'square' ? `a signed square (${lv(c.polyDepth)})` : f.form === 'affine' ? 'an affine map' : `a Chebyshev series (${lv(c.polyDepth)})`;
+  const form =
+    f.form === 'square'
+      ? `a signed square (${lv(c.polyDepth)})`
+      : f.form === 'affine'
+        ? 'an affine map'
+        : `a Chebyshev series (${lv(c.polyDepth)})`;
   const map = f.form === 'affine' ? 'computed' : f.form === 'square' ? 'its input u computed' : 'its input t computed';
   if (f.intoPrevious) return `${form}, ${map} by ${f.into ?? 'the previous layer'} at no level`;
   return `${form}, ${f.form === 'affine' ? '' : 'its input '}by a plaintext multiplication (1 level)${f.why ? `: ${f.why}` : ''}`;
 }
 
 export function polysFromReport(r: Pick<Report, 'layers'>): Map<number, PolyActivation> {
-  return new Map(r.layers.map((l) => [l.node, { coeffs: l.chosen.coeffs, a: l.chosen.interval.a, b: l.chosen.interval.b,
-    channels: l.chosen.channels ?? undefined, channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined }]));
+  return new Map(
+    r.layers.map((l) => [
+      l.node,
+      {
+        coeffs: l.chosen.coeffs,
+        a: l.chosen.interval.a,
+        b: l.chosen.interval.b,
+        channels: l.chosen.channels ?? undefined,
+        channelOffset: l.chosen.channelOffset ? Float32Array.from(l.chosen.channelOffset) : undefined,
+      },
+    ]),
+  );
 }

@@ -9,7 +9,12 @@
  * over exact integer states (levels, multiplications) keeping the least total drop in each, so the
  * optimum is exact, not greedy. Negative measured drops (noise) count as zero.
  */
-export interface Choice { degree: number; depth: number; mults: number; drop: number }
+export interface Choice {
+  degree: number;
+  depth: number;
+  mults: number;
+  drop: number;
+}
 
 export interface Selection {
   /** Index into each layer's choice list. */
@@ -24,12 +29,17 @@ export interface Selection {
  * 'accurate': least predicted drop within maxDepth (then least depth, multiplications), for when
  * no choice meets the budget and the user should see the best the candidates allow.
  */
-export function selectDegrees(layers: Choice[][], budget: number, maxDepth: number, mode: 'cheapest' | 'accurate' = 'cheapest'): Selection | null {
+export function selectDegrees(
+  layers: Choice[][],
+  budget: number,
+  maxDepth: number,
+  mode: 'cheapest' | 'accurate' = 'cheapest',
+): Selection | null {
   const L = layers.length;
   if (L === 0) return { picks: [], depth: 0, mults: 0, predictedDrop: 0 };
   const D = layers.reduce((s, c) => s + Math.max(...c.map((x) => x.depth)), 0);
   const M = layers.reduce((s, c) => s + Math.max(...c.map((x) => x.mults)), 0);
-  const W = (M + 1);
+  const W = M + 1;
   // best[l][d*W+m] = least total drop of layers < l with depth d and mults m; from[] backtracks.
   let best = new Float64Array((D + 1) * W).fill(Infinity);
   best[0] = 0;
@@ -47,7 +57,10 @@ export function selectDegrees(layers: Choice[][], budget: number, maxDepth: numb
         if (nd > D || nm > M) return;
         const v = best[s] + Math.max(0, c.drop);
         const t = nd * W + nm;
-        if (v < next[t]) { next[t] = v; arg[t] = s * 64 + k; }
+        if (v < next[t]) {
+          next[t] = v;
+          arg[t] = s * 64 + k;
+        }
       });
     }
     from.push(arg);
@@ -56,7 +69,11 @@ export function selectDegrees(layers: Choice[][], budget: number, maxDepth: numb
   const pick = (t: number): Selection => {
     const picks = new Array<number>(L);
     let s = t;
-    for (let l = L - 1; l >= 0; l--) { const a = from[l][s]; picks[l] = a % 64; s = Math.floor(a / 64); }
+    for (let l = L - 1; l >= 0; l--) {
+      const a = from[l][s];
+      picks[l] = a % 64;
+      s = Math.floor(a / 64);
+    }
     return { picks, depth: Math.floor(t / W), mults: t % W, predictedDrop: best[t] };
   };
   let found = -1;

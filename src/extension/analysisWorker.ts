@@ -24,13 +24,18 @@ export type Job =
   /** Reads a model file into a summary of its graph (the binary-model view lists it). */
   | { kind: 'summary'; model: string };
 
-export type JobResult<J extends Job> =
-  J extends { kind: 'analyze' } ? Report
-    : J extends { kind: 'encrypted' } ? EncryptedModelReport | EncryptedLayerReport
-      : J extends { kind: 'summary' } ? ModelSummary
-        : WrittenFiles;
+export type JobResult<J extends Job> = J extends { kind: 'analyze' }
+  ? Report
+  : J extends { kind: 'encrypted' }
+    ? EncryptedModelReport | EncryptedLayerReport
+    : J extends { kind: 'summary' }
+      ? ModelSummary
+      : WrittenFiles;
 
-export interface WorkerInit { job: Job; wasmDir: string | null }
+export interface WorkerInit {
+  job: Job;
+  wasmDir: string | null;
+}
 
 export type FromWorker =
   | { type: 'progress'; fraction: number; message: string }
@@ -43,7 +48,14 @@ export interface WorkerRun<T> {
 }
 
 export class JobFailed extends Error {
-  constructor(readonly code: string, message: string, readonly fix: string, readonly userError: boolean) { super(message); }
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly fix: string,
+    readonly userError: boolean,
+  ) {
+    super(message);
+  }
 }
 
 export interface WorkerHost {
@@ -54,18 +66,39 @@ export interface WorkerHost {
 }
 
 /** Starts `job` in a new worker thread. The promise rejects with JobFailed (code CANCELLED on cancel). */
-export function runInWorker<J extends Job>(job: J, onProgress: (fraction: number, message: string) => void, host: WorkerHost = {}): WorkerRun<JobResult<J>> {
+export function runInWorker<J extends Job>(
+  job: J,
+  onProgress: (fraction: number, message: string) => void,
+  host: WorkerHost = {},
+): WorkerRun<JobResult<J>> {
   const init: WorkerInit = { job, wasmDir: host.wasmDir ?? null };
   const worker = new Worker(host.script ?? path.join(__dirname, 'workerMain.js'), { workerData: init });
   let settled = false;
   const result = new Promise<JobResult<J>>((resolve, reject) => {
     worker.on('message', (m: FromWorker) => {
       if (m.type === 'progress') onProgress(m.fraction, m.message);
-      else if (m.type === 'done') { settled = true; resolve(m.result as JobResult<J>); void worker.terminate(); }
-      else { settled = true; reject(new JobFailed(m.code, m.message, m.fix, m.userError)); void worker.terminate(); }
+      else if (m.type === 'done') {
+        settled = true;
+        resolve(m.result as JobResult<J>);
+        void worker.terminate();
+      } else {
+        settled = true;
+        reject(new JobFailed(m.code, m.message, m.fix, m.userError));
+        void worker.terminate();
+      }
     });
-    worker.on('error', (e) => { if (!settled) { settled = true; reject(new JobFailed('INTERNAL', e.message, 'this is a bug; see the log', false)); } });
-    worker.on('exit', (code) => { if (!settled) { settled = true; reject(new JobFailed('INTERNAL', `he-approx worker exited with code ${code}`, 'see the log', false)); } });
+    worker.on('error', (e) => {
+      if (!settled) {
+        settled = true;
+        reject(new JobFailed('INTERNAL', e.message, 'this is a bug; see the log', false));
+      }
+    });
+    worker.on('exit', (code) => {
+      if (!settled) {
+        settled = true;
+        reject(new JobFailed('INTERNAL', `he-approx worker exited with code ${code}`, 'see the log', false));
+      }
+    });
   });
   return { result, cancel: () => worker.postMessage({ type: 'cancel' }) };
 }

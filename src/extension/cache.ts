@@ -17,12 +17,15 @@ import { checkReport, sealReport } from '../core/reportCheck';
 export function modelFiles(modelPath: string): string[] {
   const out = [modelPath];
   try {
-    const json = JSON.parse(readUserFile(modelPath, MODEL_FILE).toString('utf8')) as { weightsManifest?: { paths?: string[] }[] };
-    for (const g of json.weightsManifest ?? []) for (const p of g.paths ?? []) {
-      // A shard outside the model's folder is never read (the analysis refuses it and says why).
-      const f = resolveInside(modelPath, p, 'the weight shard');
-      if (fileProblem(f) === null) out.push(f);
-    }
+    const json = JSON.parse(readUserFile(modelPath, MODEL_FILE).toString('utf8')) as {
+      weightsManifest?: { paths?: string[] }[];
+    };
+    for (const g of json.weightsManifest ?? [])
+      for (const p of g.paths ?? []) {
+        // A shard outside the model's folder is never read (the analysis refuses it and says why).
+        const f = resolveInside(modelPath, p, 'the weight shard');
+        if (fileProblem(f) === null) out.push(f);
+      }
   } catch {
     // A corrupt model.json is keyed by its bytes alone; the analysis reports the problem.
   }
@@ -36,7 +39,12 @@ export function analysisKey(files: (string | null | undefined)[], options: unkno
     // Only regular files: reading a FIFO planted in a workspace would block the extension host.
     if (f && fileProblem(f) === null) {
       let bytes: Buffer;
-      try { bytes = readUserFile(f, { what: 'file', code: 'DATA_UNREADABLE', fix: '' }); } catch { h.update('unreadable\0'); continue; }
+      try {
+        bytes = readUserFile(f, { what: 'file', code: 'DATA_UNREADABLE', fix: '' });
+      } catch {
+        h.update('unreadable\0');
+        continue;
+      }
       // JSON (model.json) by content, so that reformatting it keeps the cached results.
       h.update((f.endsWith('.json') && jsonContentSha256(bytes.toString('utf8'))) || bytes);
     }
@@ -62,7 +70,9 @@ export function engineId(workerScript: string): string {
 export class ResultCache {
   constructor(private readonly dir: string) {}
 
-  private file(key: string): string { return path.join(this.dir, `${key}.json`); }
+  private file(key: string): string {
+    return path.join(this.dir, `${key}.json`);
+  }
 
   /**
    * The cached report, or null: missing, or failing the checks every report read back gets
@@ -70,7 +80,11 @@ export class ResultCache {
    */
   get(key: string, onRejected?: (why: string) => void): Report | null {
     let raw: unknown;
-    try { raw = JSON.parse(fs.readFileSync(this.file(key), 'utf8')); } catch { return null; }
+    try {
+      raw = JSON.parse(fs.readFileSync(this.file(key), 'utf8'));
+    } catch {
+      return null;
+    }
     try {
       return checkReport(raw, 'the cached result');
     } catch (e) {
@@ -89,6 +103,7 @@ export class ResultCache {
 
   clear(): void {
     if (!fs.existsSync(this.dir)) return;
-    for (const f of fs.readdirSync(this.dir)) if (f.endsWith('.json') || f.endsWith('.tmp')) fs.rmSync(path.join(this.dir, f), { force: true });
+    for (const f of fs.readdirSync(this.dir))
+      if (f.endsWith('.json') || f.endsWith('.tmp')) fs.rmSync(path.join(this.dir, f), { force: true });
   }
 }

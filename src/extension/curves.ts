@@ -42,7 +42,10 @@ export function layerCurves(l: LayerReport, points = 161, maxBins = 64): LayerCu
   // Per-channel fits: plot the channel whose interval is widest, the hardest one to approximate.
   const chs = l.chosen.channels;
   let k = 0;
-  if (chs) chs.intervals.forEach((iv, j) => { if (iv.b - iv.a > chs.intervals[k].b - chs.intervals[k].a) k = j; });
+  if (chs)
+    chs.intervals.forEach((iv, j) => {
+      if (iv.b - iv.a > chs.intervals[k].b - chs.intervals[k].a) k = j;
+    });
   const c = chs ? { interval: chs.intervals[k], coeffs: chs.coeffs[k] } : l.chosen;
   const lo = Math.min(c.interval.a, l.stats.min);
   const hi = Math.max(c.interval.b, l.stats.max);
@@ -61,8 +64,16 @@ export function layerCurves(l: LayerReport, points = 161, maxBins = 64): LayerCu
     polynomial.push(p);
     error.push(p - f(xi));
   }
-  return { node: l.name, histogram: coarseHistogram(l, maxBins), x, activation, polynomial, error, interval: c.interval,
-    channel: chs ? { index: k, of: chs.coeffs.length } : null };
+  return {
+    node: l.name,
+    histogram: coarseHistogram(l, maxBins),
+    x,
+    activation,
+    polynomial,
+    error,
+    interval: c.interval,
+    channel: chs ? { index: k, of: chs.coeffs.length } : null,
+  };
 }
 
 export function reportCurves(report: Report): Record<string, LayerCurves> {

@@ -6,7 +6,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-export interface DataCandidate { data: string; labels: string | null }
+export interface DataCandidate {
+  data: string;
+  labels: string | null;
+}
 
 const DATA = /(idx3-ubyte|\.npy|\.csv)$/i;
 const LABELS = /(idx1-ubyte|\.npy|\.csv)$/i;
@@ -31,7 +34,11 @@ export function findDataNear(modelPath: string, workspaceRoot: string | null): D
   const seen = new Set<string>();
   for (const d of dirs) {
     let names: string[];
-    try { names = fs.readdirSync(d).sort(); } catch { continue; }
+    try {
+      names = fs.readdirSync(d).sort();
+    } catch {
+      continue;
+    }
     const set = new Set(names);
     for (const n of names) {
       const f = path.join(d, n);

@@ -34,7 +34,14 @@ interface ModelState {
 }
 
 /** The job in flight; `files` are the inputs whose deletion stops it, `stopped` says why it was stopped, if not by the user. */
-type Running = { label: string; fraction: number; message: string; run: WorkerRun<unknown>; files: string[]; stopped?: string };
+type Running = {
+  label: string;
+  fraction: number;
+  message: string;
+  run: WorkerRun<unknown>;
+  files: string[];
+  stopped?: string;
+};
 
 /** Every model file he-approx opens (core/model/load.ts modelFormatOf). */
 const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
@@ -47,7 +54,9 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(new HeApprox(context));
 }
 
-export function deactivate(): void { /* disposables do the work */ }
+export function deactivate(): void {
+  /* disposables do the work */
+}
 
 class HeApprox implements vscode.Disposable {
   private readonly log = vscode.window.createOutputChannel('HE Approx', { log: true });
@@ -70,7 +79,10 @@ class HeApprox implements vscode.Disposable {
    */
   private sessionData: { data: string; labels: string | null } | null = null;
   /** Open views of binary model files, by model URI. */
-  private readonly modelViews = new Map<string, { panel: vscode.WebviewPanel; summary: ModelSummary | null; error: { message: string; fix: string } | null }>();
+  private readonly modelViews = new Map<
+    string,
+    { panel: vscode.WebviewPanel; summary: ModelSummary | null; error: { message: string; fix: string } | null }
+  >();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     const storage = context.storageUri ?? context.globalStorageUri;
@@ -84,15 +96,23 @@ class HeApprox implements vscode.Disposable {
     this.status.name = 'HE Approx';
     this.setStatus('idle');
     this.status.show();
-    const cmd = (id: string, f: (...a: never[]) => unknown) => vscode.commands.registerCommand(id, f as (...a: unknown[]) => unknown);
+    const cmd = (id: string, f: (...a: never[]) => unknown) =>
+      vscode.commands.registerCommand(id, f as (...a: unknown[]) => unknown);
     const selector: vscode.DocumentSelector = { language: 'json', pattern: '**/*.json' };
     this.disposables.push(
-      this.log, this.diagnostics, this.status, this.lensChanged,
+      this.log,
+      this.diagnostics,
+      this.status,
+      this.lensChanged,
       vscode.window.registerWebviewViewProvider(PanelProvider.viewId, this.panel),
-      vscode.window.registerCustomEditorProvider('heApprox.modelView', {
-        openCustomDocument: (uri) => ({ uri, dispose: () => undefined }),
-        resolveCustomEditor: (doc, panel) => this.openModelView(doc.uri, panel),
-      }, { supportsMultipleEditorsPerDocument: false }),
+      vscode.window.registerCustomEditorProvider(
+        'heApprox.modelView',
+        {
+          openCustomDocument: (uri) => ({ uri, dispose: () => undefined }),
+          resolveCustomEditor: (doc, panel) => this.openModelView(doc.uri, panel),
+        },
+        { supportsMultipleEditorsPerDocument: false },
+      ),
       cmd('heApprox.analyzeModel', (uri?: vscode.Uri) => this.analyzeCommand(uri)),
       cmd('heApprox.showPanel', (node?: string) => this.showPanel(node)),
       cmd('heApprox.runEncryptedTest', (uri?: vscode.Uri) => this.encryptedCommand(uri)),
@@ -103,17 +123,26 @@ class HeApprox implements vscode.Disposable {
       cmd('heApprox.showLog', () => this.log.show()),
       cmd('heApprox.showStatus', () => this.showStatusMessage()),
       cmd('heApprox.cancel', () => this.running?.run.cancel()),
-      vscode.languages.registerCodeLensProvider(selector, { provideCodeLenses: (d) => this.codeLenses(d), onDidChangeCodeLenses: this.lensChanged.event }),
+      vscode.languages.registerCodeLensProvider(selector, {
+        provideCodeLenses: (d) => this.codeLenses(d),
+        onDidChangeCodeLenses: this.lensChanged.event,
+      }),
       vscode.languages.registerHoverProvider(selector, { provideHover: (d, p) => this.hover(d, p) }),
       vscode.window.onDidChangeActiveTextEditor((e) => this.followEditor(e)),
       vscode.workspace.onDidOpenTextDocument((d) => this.refreshDocument(d)),
       vscode.workspace.onDidChangeTextDocument((e) => this.refreshDocument(e.document)),
       vscode.workspace.onDidSaveTextDocument((d) => this.onFileChanged(d.uri)),
-      vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('heApprox')) this.onSettingsChanged(); }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration('heApprox')) this.onSettingsChanged();
+      }),
     );
     const watcher = vscode.workspace.createFileSystemWatcher('**/*');
-    this.disposables.push(watcher, watcher.onDidChange((u) => this.onFileChanged(u)), watcher.onDidCreate((u) => this.onFileChanged(u)),
-      watcher.onDidDelete((u) => this.onFileDeleted(u)));
+    this.disposables.push(
+      watcher,
+      watcher.onDidChange((u) => this.onFileChanged(u)),
+      watcher.onDidCreate((u) => this.onFileChanged(u)),
+      watcher.onDidDelete((u) => this.onFileDeleted(u)),
+    );
     for (const d of vscode.workspace.textDocuments) this.refreshDocument(d);
     void this.restoreCached();
   }
@@ -125,7 +154,9 @@ class HeApprox implements vscode.Disposable {
 
   // ---- settings and inputs -------------------------------------------------------------
 
-  private config() { return vscode.workspace.getConfiguration('heApprox'); }
+  private config() {
+    return vscode.workspace.getConfiguration('heApprox');
+  }
 
   private resolvePath(p: string): string {
     if (!p) return p;
@@ -155,14 +186,24 @@ class HeApprox implements vscode.Disposable {
     // it is the only way to see a binary model's view.
     const tab = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
     if (tab instanceof vscode.TabInputCustom && tab.viewType === 'heApprox.modelView') return tab.uri;
-    if (tab instanceof vscode.TabInputText && tab.uri.scheme === 'file' && (path.basename(tab.uri.fsPath) === 'model.json' || this.states.has(tab.uri.toString()))) return tab.uri;
+    if (
+      tab instanceof vscode.TabInputText &&
+      tab.uri.scheme === 'file' &&
+      (path.basename(tab.uri.fsPath) === 'model.json' || this.states.has(tab.uri.toString()))
+    )
+      return tab.uri;
     const found = await vscode.workspace.findFiles(MODEL_GLOB, EXCLUDE, 200);
     if (found.length === 0) {
-      void vscode.window.showErrorMessage('HE Approx: no model in this workspace. Open a folder that contains a TensorFlow.js model.json (with its weight files), an .onnx, .h5 or .keras file, then run Analyze Model again.');
+      void vscode.window.showErrorMessage(
+        'HE Approx: no model in this workspace. Open a folder that contains a TensorFlow.js model.json (with its weight files), an .onnx, .h5 or .keras file, then run Analyze Model again.',
+      );
       return null;
     }
     if (found.length === 1) return found[0];
-    const pick = await vscode.window.showQuickPick(found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })), { title: 'HE Approx: which model?' });
+    const pick = await vscode.window.showQuickPick(
+      found.map((u) => ({ label: vscode.workspace.asRelativePath(u), uri: u })),
+      { title: 'HE Approx: which model?' },
+    );
     return pick?.uri ?? null;
   }
 
@@ -173,10 +214,15 @@ class HeApprox implements vscode.Disposable {
     const root = vscode.workspace.getWorkspaceFolder(model)?.uri.fsPath ?? null;
     const near = findDataNear(model.fsPath, root);
     const items: (vscode.MessageItem & { data?: string; labels?: string | null })[] = near.slice(0, 2).map((d) => ({
-      title: `Use ${vscode.workspace.asRelativePath(d.data)}`, data: d.data, labels: d.labels,
+      title: `Use ${vscode.workspace.asRelativePath(d.data)}`,
+      data: d.data,
+      labels: d.labels,
     }));
     items.push({ title: 'Pick a File…' });
-    const choice = await vscode.window.showWarningMessage('HE Approx: no calibration data configured (setting heApprox.calibrationData). Analysis needs inputs that reach the model: .npy, MNIST idx, .csv or .json.', ...items);
+    const choice = await vscode.window.showWarningMessage(
+      'HE Approx: no calibration data configured (setting heApprox.calibrationData). Analysis needs inputs that reach the model: .npy, MNIST idx, .csv or .json.',
+      ...items,
+    );
     if (!choice) return null;
     if (choice.data) {
       await this.saveDataSetting(choice.data, choice.labels ?? null);
@@ -188,21 +234,27 @@ class HeApprox implements vscode.Disposable {
   private async saveDataSetting(data: string, labels: string | null): Promise<void> {
     if (!vscode.workspace.isTrusted) {
       this.sessionData = { data, labels };
-      this.log.info('untrusted workspace: the calibration data chosen is kept for this session, not written to the workspace settings (which VS Code ignores here)');
+      this.log.info(
+        'untrusted workspace: the calibration data chosen is kept for this session, not written to the workspace settings (which VS Code ignores here)',
+      );
       return;
     }
     const rel = (p: string) => {
       const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
       return root && p.startsWith(root + path.sep) ? path.relative(root, p) : p;
     };
-    const target = vscode.workspace.workspaceFolders ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global;
+    const target = vscode.workspace.workspaceFolders
+      ? vscode.ConfigurationTarget.Workspace
+      : vscode.ConfigurationTarget.Global;
     try {
       await this.config().update('calibrationData', rel(data), target);
       await this.config().update('calibrationLabels', labels ? rel(labels) : '', target);
     } catch (e) {
       // The analysis can still run with the chosen files; only remembering them failed.
       this.log.error(`could not save the calibration data setting: ${(e as Error).message}`);
-      void vscode.window.showWarningMessage(`HE Approx: could not save heApprox.calibrationData (${(e as Error).message}). Set it in the workspace settings by hand to keep the choice.`);
+      void vscode.window.showWarningMessage(
+        `HE Approx: could not save heApprox.calibrationData (${(e as Error).message}). Set it in the workspace settings by hand to keep the choice.`,
+      );
     }
   }
 
@@ -217,10 +269,21 @@ class HeApprox implements vscode.Disposable {
     const active = vscode.window.activeTextEditor?.document.uri;
     const near = model ?? (active?.scheme === 'file' ? active : undefined);
     const start = near ? vscode.Uri.joinPath(near, '..') : vscode.workspace.workspaceFolders?.[0]?.uri;
-    const picked = await vscode.window.showOpenDialog({ title: 'HE Approx: calibration data', canSelectMany: false, filters, openLabel: 'Use as calibration data', defaultUri: start });
+    const picked = await vscode.window.showOpenDialog({
+      title: 'HE Approx: calibration data',
+      canSelectMany: false,
+      filters,
+      openLabel: 'Use as calibration data',
+      defaultUri: start,
+    });
     if (!picked?.length) return null;
-    const labels = await vscode.window.showOpenDialog({ title: 'HE Approx: labels for this data (Cancel for none: accuracy then means agreement with the original model)', canSelectMany: false, filters,
-      openLabel: 'Use as labels', defaultUri: start });
+    const labels = await vscode.window.showOpenDialog({
+      title: 'HE Approx: labels for this data (Cancel for none: accuracy then means agreement with the original model)',
+      canSelectMany: false,
+      filters,
+      openLabel: 'Use as labels',
+      defaultUri: start,
+    });
     const l = labels?.[0]?.fsPath ?? null;
     await this.saveDataSetting(picked[0].fsPath, l);
     return { data: picked[0].fsPath, labels: l };
@@ -230,53 +293,71 @@ class HeApprox implements vscode.Disposable {
 
   private async runJob<T>(label: string, job: Job, inputs: (string | null)[] = []): Promise<T | null> {
     if (this.running) {
-      void vscode.window.showWarningMessage(`HE Approx: ${this.running.label} is still running; cancel it first (or wait).`);
+      void vscode.window.showWarningMessage(
+        `HE Approx: ${this.running.label} is still running; cancel it first (or wait).`,
+      );
       return null;
     }
     const bundle = path.join(this.context.extensionPath, 'bundle');
-    return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `HE Approx: ${label}`, cancellable: true }, async (progress, token) => {
-      let last = 0;
-      const run = runInWorker(job, (fraction, message) => {
-        if (this.running) { this.running.fraction = fraction; this.running.message = message; }
-        progress.report({ increment: Math.max(0, 100 * (fraction - last)), message });
-        last = Math.max(last, fraction);
+    return vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `HE Approx: ${label}`, cancellable: true },
+      async (progress, token) => {
+        let last = 0;
+        const run = runInWorker(
+          job,
+          (fraction, message) => {
+            if (this.running) {
+              this.running.fraction = fraction;
+              this.running.message = message;
+            }
+            progress.report({ increment: Math.max(0, 100 * (fraction - last)), message });
+            last = Math.max(last, fraction);
+            this.setStatus('busy');
+            this.panel.post({ type: 'progress', fraction, message });
+          },
+          { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') },
+        );
+        const running: Running = {
+          label,
+          fraction: 0,
+          message: 'starting',
+          run,
+          files: inputs.filter((f): f is string => !!f),
+        };
+        this.running = running;
         this.setStatus('busy');
-        this.panel.post({ type: 'progress', fraction, message });
-      }, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
-      const running: Running = { label, fraction: 0, message: 'starting', run, files: inputs.filter((f): f is string => !!f) };
-      this.running = running;
-      this.setStatus('busy');
-      token.onCancellationRequested(() => run.cancel());
-      const t0 = Date.now();
-      let failed = false;
-      this.log.info(`${label}: started`);
-      try {
-        const result = (await run.result) as T;
-        this.log.info(`${label}: finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-        return result;
-      } catch (e) {
-        const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
-        if (f.code === 'CANCELLED' && running.stopped) {
-          this.log.info(`${label}: stopped: ${running.stopped}`);
-          void vscode.window.showWarningMessage(`HE Approx: ${label} stopped: ${running.stopped}.`);
-        } else if (f.code === 'CANCELLED') {
-          this.log.info(`${label}: cancelled; earlier results are kept`);
-          void vscode.window.showInformationMessage(`HE Approx: ${label} cancelled. Earlier results are unchanged.`);
-        } else {
-          this.log.error(`${label}: ${f.message}. Fix: ${f.fix}`);
-          const action = await vscode.window.showErrorMessage(`HE Approx: ${f.message}. Fix: ${f.fix}`, 'Show Log');
-          if (action === 'Show Log') this.log.show();
-          this.panel.post({ type: 'error', message: f.message, fix: f.fix });
-          failed = true;
-          this.setStatus('error');
-          throw f;
+        token.onCancellationRequested(() => run.cancel());
+        const t0 = Date.now();
+        let failed = false;
+        this.log.info(`${label}: started`);
+        try {
+          const result = (await run.result) as T;
+          this.log.info(`${label}: finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+          return result;
+        } catch (e) {
+          const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
+          if (f.code === 'CANCELLED' && running.stopped) {
+            this.log.info(`${label}: stopped: ${running.stopped}`);
+            void vscode.window.showWarningMessage(`HE Approx: ${label} stopped: ${running.stopped}.`);
+          } else if (f.code === 'CANCELLED') {
+            this.log.info(`${label}: cancelled; earlier results are kept`);
+            void vscode.window.showInformationMessage(`HE Approx: ${label} cancelled. Earlier results are unchanged.`);
+          } else {
+            this.log.error(`${label}: ${f.message}. Fix: ${f.fix}`);
+            const action = await vscode.window.showErrorMessage(`HE Approx: ${f.message}. Fix: ${f.fix}`, 'Show Log');
+            if (action === 'Show Log') this.log.show();
+            this.panel.post({ type: 'error', message: f.message, fix: f.fix });
+            failed = true;
+            this.setStatus('error');
+            throw f;
+          }
+          return null;
+        } finally {
+          this.running = null;
+          if (!failed) this.setStatus('done');
         }
-        return null;
-      } finally {
-        this.running = null;
-        if (!failed) this.setStatus('done');
-      }
-    });
+      },
+    );
   }
 
   private async analyzeCommand(arg?: vscode.Uri): Promise<void> {
@@ -292,32 +373,53 @@ class HeApprox implements vscode.Disposable {
     if (doc?.isDirty) await doc.save();
     const options = this.analyzeOptions(uri.fsPath, data, labels);
     const { files, key } = this.keyFor(uri.fsPath, data, labels);
-    const cached = this.cache.get(key, (why) => this.log.warn(`${why}; analysing ${vscode.workspace.asRelativePath(uri)} again`));
+    const cached = this.cache.get(key, (why) =>
+      this.log.warn(`${why}; analysing ${vscode.workspace.asRelativePath(uri)} again`),
+    );
     if (cached) {
       this.log.info(`results for ${vscode.workspace.asRelativePath(uri)} are up to date (cached by content)`);
       this.setResult(uri, cached, key, files, data, labels);
       return;
     }
     try {
-      const report = await this.runJob<Report>(`analysing ${vscode.workspace.asRelativePath(uri)}`, { kind: 'analyze', options }, files);
+      const report = await this.runJob<Report>(
+        `analysing ${vscode.workspace.asRelativePath(uri)}`,
+        { kind: 'analyze', options },
+        files,
+      );
       if (!report) return;
       // Deleted just as the worker finished (the watcher's event may come after the result).
-      if (!fs.existsSync(uri.fsPath)) { this.log.info(`${vscode.workspace.asRelativePath(uri)} no longer exists: its results are discarded`); return; }
+      if (!fs.existsSync(uri.fsPath)) {
+        this.log.info(`${vscode.workspace.asRelativePath(uri)} no longer exists: its results are discarded`);
+        return;
+      }
       this.failures.delete(uri.toString());
       this.cache.put(key, report);
       this.setResult(uri, report, key, files, data, labels);
       // The results describe the files as they were when the run started: a change made while it
       // ran (the watcher saw it, but the state was not fresh yet) makes them stale at once.
       const s = this.states.get(uri.toString());
-      if (s && this.keyFor(uri.fsPath, data, labels).key !== key) this.markStale(s, 'its files changed while it was analysed');
+      if (s && this.keyFor(uri.fsPath, data, labels).key !== key)
+        this.markStale(s, 'its files changed while it was analysed');
       const f = report.final;
       const trees = report.layers.filter((l) => l.maxTree).length;
-      const pools = report.maxPooling ? ` and ${report.maxPooling.pools.length} max pooling${report.maxPooling.pools.length === 1 ? '' : 's'} as ${trees} |x|` : '';
+      const pools = report.maxPooling
+        ? ` and ${report.maxPooling.pools.length} max pooling${report.maxPooling.pools.length === 1 ? '' : 's'} as ${trees} |x|`
+        : '';
       const msg = `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}${report.maxPooling ? `; average pooling instead: ${report.maxPooling.averagePooling.drop.toFixed(2)} pp` : ''}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
-      if (f.meetsBudget) void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => { if (a) void this.showPanel(); });
-      else void vscode.window.showWarningMessage(msg + ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.');
+      if (f.meetsBudget)
+        void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => {
+          if (a) void this.showPanel();
+        });
+      else
+        void vscode.window.showWarningMessage(
+          msg + ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.',
+        );
     } catch (e) {
-      if (e instanceof JobFailed && e.userError) { this.failures.set(uri.toString(), { message: e.message, fix: e.fix }); this.renderDiagnostics(uri); }
+      if (e instanceof JobFailed && e.userError) {
+        this.failures.set(uri.toString(), { message: e.message, fix: e.fix });
+        this.renderDiagnostics(uri);
+      }
     }
   }
 
@@ -332,50 +434,106 @@ class HeApprox implements vscode.Disposable {
 
   private async encryptedCommand(arg?: vscode.Uri): Promise<void> {
     const s = this.stateFor(arg);
-    if (!s) { void vscode.window.showWarningMessage('HE Approx: analyse a model first (HE Approx: Analyze Model); the encrypted test runs the polynomials the analysis chose.'); return; }
+    if (!s) {
+      void vscode.window.showWarningMessage(
+        'HE Approx: analyse a model first (HE Approx: Analyze Model); the encrypted test runs the polynomials the analysis chose.',
+      );
+      return;
+    }
     if (s.stale) {
-      const a = await vscode.window.showWarningMessage('HE Approx: the results are stale (the model, data or settings changed). Analyse again first?', 'Analyze', 'Test Anyway');
-      if (a === 'Analyze') { await this.analyze(s.uri, s.data, s.labels); return this.encryptedCommand(s.uri); }
+      const a = await vscode.window.showWarningMessage(
+        'HE Approx: the results are stale (the model, data or settings changed). Analyse again first?',
+        'Analyze',
+        'Test Anyway',
+      );
+      if (a === 'Analyze') {
+        await this.analyze(s.uri, s.data, s.labels);
+        return this.encryptedCommand(s.uri);
+      }
       if (!a) return;
     }
     let mode = this.config().get<string>('encryptedTest.mode', 'ask');
     if (mode === 'ask') {
-      const pick = await vscode.window.showQuickPick([
-        { label: 'Whole model', description: 'encrypt inputs, run every layer under CKKS, decrypt, compare predictions', mode: 'model' },
-        { label: 'Each activation alone', description: "encrypt that layer's recorded inputs, evaluate its polynomial, compare (faster)", mode: 'layer' },
-      ], { title: `HE Approx: Run Encrypted Test (CKKS on ${s.report.bootstrapping?.planned ? 'Lattigo, with bootstrapping' : 'Microsoft SEAL'})` });
+      const pick = await vscode.window.showQuickPick(
+        [
+          {
+            label: 'Whole model',
+            description: 'encrypt inputs, run every layer under CKKS, decrypt, compare predictions',
+            mode: 'model',
+          },
+          {
+            label: 'Each activation alone',
+            description: "encrypt that layer's recorded inputs, evaluate its polynomial, compare (faster)",
+            mode: 'layer',
+          },
+        ],
+        {
+          title: `HE Approx: Run Encrypted Test (CKKS on ${s.report.bootstrapping?.planned ? 'Lattigo, with bootstrapping' : 'Microsoft SEAL'})`,
+        },
+      );
       if (!pick) return;
       mode = pick.mode;
     }
     const samples = this.config().get<number>('encryptedTest.samples', 8);
     const ringSize = this.config().get<number>('encryptedTest.ringSize', 0) || undefined;
-    const packing = this.config().get<string>('encryptedTest.packing', 'throughput') === 'latency' ? 'latency' : 'throughput';
+    const packing =
+      this.config().get<string>('encryptedTest.packing', 'throughput') === 'latency' ? 'latency' : 'throughput';
     const engineSetting = this.config().get<string>('encryptedTest.engine', 'auto');
     const engine = engineSetting === 'seal' || engineSetting === 'lattigo' ? engineSetting : undefined;
     try {
-      const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(`encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`, {
-        kind: 'encrypted', mode: mode === 'model' ? 'model' : 'layer',
-        options: { model: s.uri.fsPath, report: s.report, data: s.data, labels: s.labels, samples, ringSize, packing, engine },
-      }, s.files);
+      const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(
+        `encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`,
+        {
+          kind: 'encrypted',
+          mode: mode === 'model' ? 'model' : 'layer',
+          options: {
+            model: s.uri.fsPath,
+            report: s.report,
+            data: s.data,
+            labels: s.labels,
+            samples,
+            ringSize,
+            packing,
+            engine,
+          },
+        },
+        s.files,
+      );
       if (!res) return;
-      s.report = { ...s.report, encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) } };
+      s.report = {
+        ...s.report,
+        encrypted: { ...s.report.encrypted, ...(res.mode === 'model' ? { model: res } : { layers: res }) },
+      };
       this.cache.put(s.key, s.report);
       this.refreshPanel();
       if (res.mode === 'model') {
         const lib = res.engine === 'lattigo' ? 'Lattigo' : 'SEAL';
-        const boots = res.bootstrapping ? `; ${res.bootstrapping.executed} of ${res.bootstrapping.planned} planned bootstraps executed` : '';
+        const boots = res.bootstrapping
+          ? `; ${res.bootstrapping.executed} of ${res.bootstrapping.planned} planned bootstraps executed`
+          : '';
         const security = res.security && res.security !== '128-bit' ? ` (${res.security})` : '';
-        void vscode.window.showInformationMessage(`HE Approx: encrypted test on ${lib}${security}: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}${boots}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`);
+        void vscode.window.showInformationMessage(
+          `HE Approx: encrypted test on ${lib}${security}: ${res.samples.length} images, ${(100 * res.agreement).toFixed(0)}% agree with the plaintext approximated model; max logit error ${res.maxAbsErrLogits.toExponential(1)}; ${res.levelsUsed} of ${res.params.levels} levels at N=${res.params.ringSize}${boots}; ${res.amortisedSecondsPerSample.toFixed(2)} s per image.`,
+        );
       } else {
         const worst = Math.min(...res.layers.map((l) => l.precisionBits));
-        void vscode.window.showInformationMessage(`HE Approx: encrypted test of ${res.layers.length} activations: at least ${worst.toFixed(1)} bits of precision against the plaintext polynomials.`);
+        void vscode.window.showInformationMessage(
+          `HE Approx: encrypted test of ${res.layers.length} activations: at least ${worst.toFixed(1)} bits of precision against the plaintext polynomials.`,
+        );
       }
-    } catch { /* reported by runJob */ }
+    } catch {
+      /* reported by runJob */
+    }
   }
 
   private async exportCommand(arg?: vscode.Uri): Promise<void> {
     const s = this.stateFor(arg);
-    if (!s) { void vscode.window.showWarningMessage('HE Approx: analyse a model first; the export writes the approximated model the analysis chose.'); return; }
+    if (!s) {
+      void vscode.window.showWarningMessage(
+        'HE Approx: analyse a model first; the export writes the approximated model the analysis chose.',
+      );
+      return;
+    }
     const modelDir = path.dirname(s.uri.fsPath);
     const root = vscode.workspace.getWorkspaceFolder(s.uri)?.uri.fsPath ?? path.dirname(modelDir);
     const suggested = path.join(path.dirname(modelDir), `${path.basename(modelDir)}-he-approx`);
@@ -383,25 +541,46 @@ class HeApprox implements vscode.Disposable {
     // dialogs only accept existing folders.
     const input = await vscode.window.showInputBox({
       title: 'HE Approx: Export Approximated Model',
-      prompt: 'Folder for model/ (the approximated model), coefficients.json and report.json; relative to the workspace folder, or absolute',
+      prompt:
+        'Folder for model/ (the approximated model), coefficients.json and report.json; relative to the workspace folder, or absolute',
       value: path.relative(root, suggested) || suggested,
-      validateInput: (v) => (!v.trim() ? 'name a folder' : path.resolve(root, v.trim()) === modelDir ? 'not the input model\'s own folder: choose another' : null),
+      validateInput: (v) =>
+        !v.trim()
+          ? 'name a folder'
+          : path.resolve(root, v.trim()) === modelDir
+            ? "not the input model's own folder: choose another"
+            : null,
     });
     if (!input) return;
     const dir = path.resolve(root, input.trim());
     let force = false;
     if (fs.existsSync(path.join(dir, 'report.json')) || fs.existsSync(path.join(dir, 'model', 'model.json'))) {
-      const a = await vscode.window.showWarningMessage(`HE Approx: ${vscode.workspace.asRelativePath(dir)} already holds he-approx outputs. Overwrite report.json, coefficients.json and model/?`, { modal: true }, 'Overwrite');
+      const a = await vscode.window.showWarningMessage(
+        `HE Approx: ${vscode.workspace.asRelativePath(dir)} already holds he-approx outputs. Overwrite report.json, coefficients.json and model/?`,
+        { modal: true },
+        'Overwrite',
+      );
       if (a !== 'Overwrite') return;
       force = true;
     }
     try {
-      const files = await this.runJob<{ model: string }>('exporting the approximated model', { kind: 'export', dir, model: s.uri.fsPath, report: s.report, force });
+      const files = await this.runJob<{ model: string }>('exporting the approximated model', {
+        kind: 'export',
+        dir,
+        model: s.uri.fsPath,
+        report: s.report,
+        force,
+      });
       if (files) {
-        const a = await vscode.window.showInformationMessage(`HE Approx: wrote ${vscode.workspace.asRelativePath(files.model)}, coefficients.json and report.json.`, 'Open Coefficients');
+        const a = await vscode.window.showInformationMessage(
+          `HE Approx: wrote ${vscode.workspace.asRelativePath(files.model)}, coefficients.json and report.json.`,
+          'Open Coefficients',
+        );
         if (a) await vscode.window.showTextDocument(vscode.Uri.file(path.join(dir, 'coefficients.json')));
       }
-    } catch { /* reported by runJob */ }
+    } catch {
+      /* reported by runJob */
+    }
   }
 
   private clearResults(): void {
@@ -432,15 +611,24 @@ class HeApprox implements vscode.Disposable {
 
   private showStatusMessage(): void {
     const r = this.running;
-    const msg = r ? `HE Approx: ${r.label}: ${Math.round(100 * r.fraction)}% (${r.message})`
-      : this.states.size ? `HE Approx: results for ${[...this.states.values()].map((s) => vscode.workspace.asRelativePath(s.uri) + (s.stale ? ' (stale)' : '')).join(', ')}`
+    const msg = r
+      ? `HE Approx: ${r.label}: ${Math.round(100 * r.fraction)}% (${r.message})`
+      : this.states.size
+        ? `HE Approx: results for ${[...this.states.values()].map((s) => vscode.workspace.asRelativePath(s.uri) + (s.stale ? ' (stale)' : '')).join(', ')}`
         : 'HE Approx: idle; no results yet';
     void vscode.window.showInformationMessage(msg);
   }
 
   // ---- results -> editor ------------------------------------------------------------------
 
-  private setResult(uri: vscode.Uri, report: Report, key: string, files: (string | null)[], data: string, labels: string | null): void {
+  private setResult(
+    uri: vscode.Uri,
+    report: Report,
+    key: string,
+    files: (string | null)[],
+    data: string,
+    labels: string | null,
+  ): void {
     this.states.set(uri.toString(), { uri, report, key, files, stale: false, data, labels });
     this.panel.modelUri = uri.toString();
     this.renderDiagnostics(uri);
@@ -460,20 +648,43 @@ class HeApprox implements vscode.Disposable {
     panel.webview.onDidReceiveMessage((m: ModelViewMessage) => {
       if (m.type === 'analyze') void vscode.commands.executeCommand('heApprox.analyzeModel', uri);
       else if (m.type === 'encrypt') void vscode.commands.executeCommand('heApprox.runEncryptedTest', uri);
-      else if (m.type === 'showFit') { this.panel.modelUri = key; this.refreshPanel(); void this.showPanel(m.node); }
+      else if (m.type === 'showFit') {
+        this.panel.modelUri = key;
+        this.refreshPanel();
+        void this.showPanel(m.node);
+      }
     });
-    panel.onDidChangeViewState((e) => { if (e.webviewPanel.active && this.states.has(key)) { this.panel.modelUri = key; this.refreshPanel(); } });
+    panel.onDidChangeViewState((e) => {
+      if (e.webviewPanel.active && this.states.has(key)) {
+        this.panel.modelUri = key;
+        this.refreshPanel();
+      }
+    });
     this.renderModelView(uri);
     // Reading the graph loads the model's formats (protobuf, HDF5): in the worker, like all compute.
     const bundle = path.join(this.context.extensionPath, 'bundle');
-    const run = runInWorker({ kind: 'summary', model: uri.fsPath }, () => undefined, { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') });
-    run.result.then((s) => { const v = this.modelViews.get(key); if (v) { v.summary = s; this.renderModelView(uri); } },
+    const run = runInWorker({ kind: 'summary', model: uri.fsPath }, () => undefined, {
+      script: path.join(bundle, 'worker.js'),
+      wasmDir: path.join(bundle, 'wasm'),
+    });
+    run.result.then(
+      (s) => {
+        const v = this.modelViews.get(key);
+        if (v) {
+          v.summary = s;
+          this.renderModelView(uri);
+        }
+      },
       (e: unknown) => {
         const v = this.modelViews.get(key);
         const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
         this.log.error(`${vscode.workspace.asRelativePath(uri)}: ${f.message}. Fix: ${f.fix}`);
-        if (v) { v.error = { message: f.message, fix: f.fix }; this.renderModelView(uri); }
-      });
+        if (v) {
+          v.error = { message: f.message, fix: f.fix };
+          this.renderModelView(uri);
+        }
+      },
+    );
   }
 
   private renderModelView(uri: vscode.Uri): void {
@@ -481,8 +692,15 @@ class HeApprox implements vscode.Disposable {
     if (!v) return;
     const s = this.states.get(uri.toString());
     const nonce = [...Array(24)].map(() => Math.floor(Math.random() * 36).toString(36)).join('');
-    v.panel.webview.html = modelViewHtml({ fileName: vscode.workspace.asRelativePath(uri), summary: v.summary, error: v.error ?? this.failures.get(uri.toString()) ?? null,
-      report: s?.report ?? null, stale: s?.stale ?? false, nonce, cspSource: v.panel.webview.cspSource });
+    v.panel.webview.html = modelViewHtml({
+      fileName: vscode.workspace.asRelativePath(uri),
+      summary: v.summary,
+      error: v.error ?? this.failures.get(uri.toString()) ?? null,
+      report: s?.report ?? null,
+      stale: s?.stale ?? false,
+      nonce,
+      cspSource: v.panel.webview.cspSource,
+    });
   }
 
   private async restoreCached(): Promise<void> {
@@ -494,7 +712,10 @@ class HeApprox implements vscode.Disposable {
       const l = labels ? this.resolvePath(labels) : null;
       const { files, key } = this.keyFor(uri.fsPath, d, l);
       const report = this.cache.get(key, (why) => this.log.warn(`${why}; not restored`));
-      if (report) { this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`); this.setResult(uri, report, key, files, d, l); }
+      if (report) {
+        this.log.info(`restored cached results for ${vscode.workspace.asRelativePath(uri)}`);
+        this.setResult(uri, report, key, files, d, l);
+      }
     }
   }
 
@@ -502,29 +723,61 @@ class HeApprox implements vscode.Disposable {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString()) ?? null;
     let text: string;
     // A model.json in the workspace may be a FIFO or a device: never read it with a blocking read.
-    try { text = doc ? doc.getText() : readUserFile(uri.fsPath, MODEL_FILE).toString('utf8'); } catch { return null; }
+    try {
+      text = doc ? doc.getText() : readUserFile(uri.fsPath, MODEL_FILE).toString('utf8');
+    } catch {
+      return null;
+    }
     return { doc, text, ranges: findLayerRanges(text) };
   }
 
   private renderDiagnostics(uri: vscode.Uri): void {
-    if (BINARY_MODEL.test(uri.fsPath)) { this.renderModelView(uri); return; }
+    if (BINARY_MODEL.test(uri.fsPath)) {
+      this.renderModelView(uri);
+      return;
+    }
     const r = this.rangesFor(uri);
     if (!r) return;
     const s = this.states.get(uri.toString());
     const toRange = (t: TextRange) => rangeOf(r.doc, r.text, t);
     const plain: PlainDiagnostic[] = reportDiagnostics(s?.report ?? null, r.ranges);
     const failure = this.failures.get(uri.toString());
-    if (failure && !r.ranges.errors.length) plain.push({ range: { start: 0, end: 1 }, severity: 'error', message: `${failure.message}. Fix: ${failure.fix}`, source: 'he-approx', code: 'syntax' });
+    if (failure && !r.ranges.errors.length)
+      plain.push({
+        range: { start: 0, end: 1 },
+        severity: 'error',
+        message: `${failure.message}. Fix: ${failure.fix}`,
+        source: 'he-approx',
+        code: 'syntax',
+      });
     if (r.ranges.minified && r.ranges.layers.size) {
-      plain.push({ range: { start: 0, end: 1 }, severity: 'information', source: 'he-approx', code: 'degree', message: 'model.json is a single line; run "HE Approx: Format model.json" to see one layer per line (ranges are precise either way)' });
+      plain.push({
+        range: { start: 0, end: 1 },
+        severity: 'information',
+        source: 'he-approx',
+        code: 'degree',
+        message:
+          'model.json is a single line; run "HE Approx: Format model.json" to see one layer per line (ranges are precise either way)',
+      });
     }
-    const sev = { error: vscode.DiagnosticSeverity.Error, warning: vscode.DiagnosticSeverity.Warning, information: vscode.DiagnosticSeverity.Information };
-    this.diagnostics.set(uri, plain.map((p) => {
-      const d = new vscode.Diagnostic(toRange(p.range), s?.stale && p.code !== 'syntax' ? `${p.message} (stale: analyse again)` : p.message, sev[p.severity]);
-      d.source = p.source;
-      d.code = p.code;
-      return d;
-    }));
+    const sev = {
+      error: vscode.DiagnosticSeverity.Error,
+      warning: vscode.DiagnosticSeverity.Warning,
+      information: vscode.DiagnosticSeverity.Information,
+    };
+    this.diagnostics.set(
+      uri,
+      plain.map((p) => {
+        const d = new vscode.Diagnostic(
+          toRange(p.range),
+          s?.stale && p.code !== 'syntax' ? `${p.message} (stale: analyse again)` : p.message,
+          sev[p.severity],
+        );
+        d.source = p.source;
+        d.code = p.code;
+        return d;
+      }),
+    );
   }
 
   private codeLenses(doc: vscode.TextDocument): vscode.CodeLens[] {
@@ -532,14 +785,34 @@ class HeApprox implements vscode.Disposable {
     const text = doc.getText();
     const ranges = findLayerRanges(text);
     const lenses: vscode.CodeLens[] = [];
-    if (ranges.minified && ranges.layers.size) lenses.push(new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), { title: 'HE Approx: Format model.json', command: 'heApprox.formatModel', arguments: [doc.uri] }));
+    if (ranges.minified && ranges.layers.size)
+      lenses.push(
+        new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), {
+          title: 'HE Approx: Format model.json',
+          command: 'heApprox.formatModel',
+          arguments: [doc.uri],
+        }),
+      );
     const s = this.states.get(doc.uri.toString());
     if (!s) {
-      if (!ranges.errors.length) lenses.push(new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), { title: 'HE Approx: Analyze Model', command: 'heApprox.analyzeModel', arguments: [doc.uri] }));
+      if (!ranges.errors.length)
+        lenses.push(
+          new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), {
+            title: 'HE Approx: Analyze Model',
+            command: 'heApprox.analyzeModel',
+            arguments: [doc.uri],
+          }),
+        );
       return lenses;
     }
     for (const l of reportCodeLenses(s.report, ranges)) {
-      lenses.push(new vscode.CodeLens(rangeOf(doc, text, l.range), { title: (s.stale ? '(stale) ' : '') + l.title, command: 'heApprox.showPanel', arguments: [l.node] }));
+      lenses.push(
+        new vscode.CodeLens(rangeOf(doc, text, l.range), {
+          title: (s.stale ? '(stale) ' : '') + l.title,
+          command: 'heApprox.showPanel',
+          arguments: [l.node],
+        }),
+      );
     }
     return lenses;
   }
@@ -552,7 +825,9 @@ class HeApprox implements vscode.Disposable {
       if (offset < l.range.start || offset > l.range.end) continue;
       const md = reportHover(s.report, l.name);
       if (!md) return null;
-      const m = new vscode.MarkdownString(md + (s.stale ? '\n\n*Stale: the model, data or settings changed since this analysis.*' : ''));
+      const m = new vscode.MarkdownString(
+        md + (s.stale ? '\n\n*Stale: the model, data or settings changed since this analysis.*' : ''),
+      );
       m.isTrusted = { enabledCommands: ['heApprox.showPanel'] };
       return new vscode.Hover(m, rangeOf(doc, doc.getText(), l.nameRange));
     }
@@ -562,7 +837,8 @@ class HeApprox implements vscode.Disposable {
   private refreshDocument(doc: vscode.TextDocument): void {
     if (!isModelDocument(doc) && !this.states.has(doc.uri.toString())) return;
     const s = this.states.get(doc.uri.toString());
-    if (s && !s.stale && jsonContentSha256(doc.getText()) !== s.report.model.contentSha256) this.markStale(s, 'the model file changed');
+    if (s && !s.stale && jsonContentSha256(doc.getText()) !== s.report.model.contentSha256)
+      this.markStale(s, 'the model file changed');
     this.renderDiagnostics(doc.uri);
     this.lensChanged.fire();
   }
@@ -582,13 +858,18 @@ class HeApprox implements vscode.Disposable {
     }
     let changed = false;
     for (const [key, s] of [...this.states]) {
-      if (gone(s.uri.fsPath)) { this.states.delete(key); this.diagnostics.delete(s.uri); changed = true; }
-      else if (s.files.some(gone)) this.markStale(s, `${vscode.workspace.asRelativePath(uri)} was deleted`);
+      if (gone(s.uri.fsPath)) {
+        this.states.delete(key);
+        this.diagnostics.delete(s.uri);
+        changed = true;
+      } else if (s.files.some(gone)) this.markStale(s, `${vscode.workspace.asRelativePath(uri)} was deleted`);
     }
     for (const key of [...this.failures.keys()]) if (gone(vscode.Uri.parse(key).fsPath)) this.failures.delete(key);
     // Every diagnostic of a deleted file goes, the hints of a still-open editor included.
     const stale: vscode.Uri[] = [];
-    this.diagnostics.forEach((u) => { if (gone(u.fsPath)) stale.push(u); });
+    this.diagnostics.forEach((u) => {
+      if (gone(u.fsPath)) stale.push(u);
+    });
     for (const u of stale) this.diagnostics.delete(u);
     if (!changed) return;
     if (this.panel.modelUri && !this.states.has(this.panel.modelUri)) this.panel.modelUri = null;
@@ -642,7 +923,10 @@ class HeApprox implements vscode.Disposable {
       if (this.debounce) clearTimeout(this.debounce);
       // An analysis still running (of this model or another) delays the next one by as much again.
       const fire = () => {
-        if (this.running) { this.debounce = setTimeout(fire, AUTO_ANALYZE_DELAY_MS); return; }
+        if (this.running) {
+          this.debounce = setTimeout(fire, AUTO_ANALYZE_DELAY_MS);
+          return;
+        }
         this.debounce = null;
         if (!this.states.get(s.uri.toString())?.stale) return;
         const { data, labels } = this.dataFor(s);
@@ -668,7 +952,10 @@ class HeApprox implements vscode.Disposable {
 
   private refreshPanel(): void {
     const s = this.current();
-    if (!s) { this.panel.post({ type: 'clear' }); return; }
+    if (!s) {
+      this.panel.post({ type: 'clear' });
+      return;
+    }
     this.panel.showReport(s.report, s.stale, vscode.workspace.asRelativePath(s.uri));
   }
 
@@ -682,12 +969,20 @@ class HeApprox implements vscode.Disposable {
     const s = this.panel.modelUri ? this.states.get(this.panel.modelUri) : undefined;
     const layer = s?.report.layers.find((l) => l.name === node)?.layer;
     if (!s || !layer) return;
-    if (BINARY_MODEL.test(s.uri.fsPath)) { await vscode.commands.executeCommand('vscode.openWith', s.uri, 'heApprox.modelView'); return; }
+    if (BINARY_MODEL.test(s.uri.fsPath)) {
+      await vscode.commands.executeCommand('vscode.openWith', s.uri, 'heApprox.modelView');
+      return;
+    }
     const doc = await vscode.workspace.openTextDocument(s.uri);
     const r = findLayerRanges(doc.getText()).layers.get(layer);
     if (!r) return;
     const range = rangeOf(doc, doc.getText(), r.nameRange);
-    await vscode.window.showTextDocument(doc, { selection: range, preserveFocus: true, preview: true, viewColumn: vscode.ViewColumn.One });
+    await vscode.window.showTextDocument(doc, {
+      selection: range,
+      preserveFocus: true,
+      preview: true,
+      viewColumn: vscode.ViewColumn.One,
+    });
   }
 
   private setStatus(state: 'idle' | 'busy' | 'done' | 'error'): void {
@@ -720,12 +1015,17 @@ class HeApprox implements vscode.Disposable {
 function isModelDocument(doc: vscode.TextDocument): boolean {
   if (doc.uri.scheme !== 'file' && doc.uri.scheme !== 'vscode-remote') return false;
   if (!doc.fileName.endsWith('.json')) return false;
-  return path.basename(doc.fileName) === 'model.json' || doc.getText(new vscode.Range(0, 0, 40, 0)).includes('"modelTopology"');
+  return (
+    path.basename(doc.fileName) === 'model.json' ||
+    doc.getText(new vscode.Range(0, 0, 40, 0)).includes('"modelTopology"')
+  );
 }
 
 function rangeOf(doc: vscode.TextDocument | null, text: string, r: TextRange): vscode.Range {
   if (doc) return new vscode.Range(doc.positionAt(r.start), doc.positionAt(r.end));
-  const pos = (o: number) => { const p = offsetToPosition(text, o); return new vscode.Position(p.line, p.character); };
+  const pos = (o: number) => {
+    const p = offsetToPosition(text, o);
+    return new vscode.Position(p.line, p.character);
+  };
   return new vscode.Range(pos(r.start), pos(r.end));
 }
-

@@ -5,7 +5,10 @@
  */
 import { Node, ParseError, findNodeAtLocation, parseTree, printParseErrorCode } from 'jsonc-parser';
 
-export interface TextRange { start: number; end: number }
+export interface TextRange {
+  start: number;
+  end: number;
+}
 
 export interface LayerRange {
   name: string;
@@ -33,8 +36,13 @@ export function findLayerRanges(text: string): LayerRanges {
   const lines = text.split('\n');
   const minified = lines.length <= 2 && text.length > 400;
   const out: LayerRanges = {
-    layers: new Map(), layout: 'unknown', minified,
-    errors: errors.map((e) => ({ message: `model.json: ${printParseErrorCode(e.error)}`, range: { start: e.offset, end: e.offset + Math.max(1, e.length) } })),
+    layers: new Map(),
+    layout: 'unknown',
+    minified,
+    errors: errors.map((e) => ({
+      message: `model.json: ${printParseErrorCode(e.error)}`,
+      range: { start: e.offset, end: e.offset + Math.max(1, e.length) },
+    })),
   };
   if (!root) return out;
   let layersNode: Node | undefined;
@@ -42,14 +50,20 @@ export function findLayerRanges(text: string): LayerRanges {
   const tfjs = findNodeAtLocation(root, ['modelTopology', 'config']);
   const config = converter ?? tfjs;
   out.layout = converter ? 'converter' : tfjs ? 'tfjs' : 'unknown';
-  if (config?.type === 'array') layersNode = config; // old Keras Sequential: config is the layer list
+  if (config?.type === 'array')
+    layersNode = config; // old Keras Sequential: config is the layer list
   else if (config) layersNode = findNodeAtLocation(config, ['layers']);
   for (const layer of layersNode?.children ?? []) {
     if (layer.type !== 'object') continue;
     const nameNode = findNodeAtLocation(layer, ['config', 'name']) ?? findNodeAtLocation(layer, ['name']);
     const clsNode = findNodeAtLocation(layer, ['class_name']);
     if (!nameNode || typeof nameNode.value !== 'string') continue;
-    out.layers.set(nameNode.value, { name: nameNode.value, className: String(clsNode?.value ?? ''), range: span(layer), nameRange: span(nameNode) });
+    out.layers.set(nameNode.value, {
+      name: nameNode.value,
+      className: String(clsNode?.value ?? ''),
+      range: span(layer),
+      nameRange: span(nameNode),
+    });
   }
   return out;
 }
@@ -58,6 +72,10 @@ export function findLayerRanges(text: string): LayerRanges {
 export function offsetToPosition(text: string, offset: number): { line: number; character: number } {
   let line = 0;
   let lineStart = 0;
-  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) { line++; lineStart = i + 1; }
+  for (let i = 0; i < offset && i < text.length; i++)
+    if (text.charCodeAt(i) === 10) {
+      line++;
+      lineStart = i + 1;
+    }
   return { line, character: offset - lineStart };
 }

@@ -15,10 +15,7 @@ export type ToWebview =
 
 /** Webview -> host. */
 export type FromWebview =
-  | { type: 'ready' }
-  | { type: 'selectLayer'; node: string }
-  | { type: 'runEncryptedTest' }
-  | { type: 'analyze' };
+  { type: 'ready' } | { type: 'selectLayer'; node: string } | { type: 'runEncryptedTest' } | { type: 'analyze' };
 
 export function isFromWebview(m: unknown): m is FromWebview {
   if (!m || typeof m !== 'object') return false;

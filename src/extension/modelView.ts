@@ -10,7 +10,8 @@ import type { Report } from '../core/report';
 /** Messages from the model view to the host. */
 export type ModelViewMessage = { type: 'analyze' } | { type: 'showFit'; node: string } | { type: 'encrypt' };
 
-const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+const esc = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const pp = (x: number) => (Number.isFinite(x) ? `${x.toFixed(2)} pp` : 'n/a');
 
 export interface ModelViewInput {
@@ -25,17 +26,36 @@ export interface ModelViewInput {
 }
 
 /** The rows a user sees, as plain data (what the e2e test and the unit test read). */
-export function modelViewRows(summary: ModelSummary, report: Report | null): { name: string; op: string; shape: string; activation: string; degree: string; depth: string; predicted: string; node: string | null }[] {
+export function modelViewRows(
+  summary: ModelSummary,
+  report: Report | null,
+): {
+  name: string;
+  op: string;
+  shape: string;
+  activation: string;
+  degree: string;
+  depth: string;
+  predicted: string;
+  node: string | null;
+}[] {
   const byName = new Map((report?.layers ?? []).map((l) => [l.name, l]));
   // A max pooling's tree shows as its |x| steps; the differences and sums around them are plumbing.
-  return summary.nodes.filter((n) => !['input', 'pairdiff', 'pairmax'].includes(n.op)).map((n) => {
-    const l = byName.get(n.name);
-    return {
-      name: n.name, op: n.className, shape: `[${n.shape.join(', ')}]`, activation: n.activation === 'abs' ? '|a - b| (max pooling)' : n.activation ?? '',
-      degree: l ? String(l.chosen.degree) : '', depth: l ? String(l.chosen.depth) : '',
-      predicted: l ? pp(l.chosen.predictedDrop) : '', node: l ? l.name : null,
-    };
-  });
+  return summary.nodes
+    .filter((n) => !['input', 'pairdiff', 'pairmax'].includes(n.op))
+    .map((n) => {
+      const l = byName.get(n.name);
+      return {
+        name: n.name,
+        op: n.className,
+        shape: `[${n.shape.join(', ')}]`,
+        activation: n.activation === 'abs' ? '|a - b| (max pooling)' : (n.activation ?? ''),
+        degree: l ? String(l.chosen.degree) : '',
+        depth: l ? String(l.chosen.depth) : '',
+        predicted: l ? pp(l.chosen.predictedDrop) : '',
+        node: l ? l.name : null,
+      };
+    });
 }
 
 /** "3 activations" or "2 activations and 1 max pooling (2 |x|)": what the report approximated. */
@@ -60,9 +80,14 @@ export function modelViewHtml(v: ModelViewInput): string {
     const summaryLine = r
       ? `<p class="summary${v.stale ? ' stale' : ''}">${poolsLine(r)} approximated: total depth <b>${r.final.networkDepth}</b> levels (uniform baseline ${r.uniform.networkDepth}); measured accuracy drop <b>${pp(r.final.measuredDrop)}</b> (budget ${r.options.budget} pp)${v.stale ? ' — stale: the model, data or settings changed' : ''}.</p>`
       : `<p class="summary">${acts} activations, no results yet. <button id="analyze">Analyze Model</button></p>`;
-    const rows = modelViewRows(s, r).map((row) => `<tr${row.activation ? ' class="act"' : ''}><td>${esc(row.name)}</td><td>${esc(row.op)}</td><td>${esc(row.shape)}</td><td>${esc(row.activation)}</td>`
-      + `<td class="num">${row.degree}</td><td class="num">${row.depth}</td><td class="num">${row.predicted}</td>`
-      + `<td>${row.node ? `<a href="#" data-node="${esc(row.node)}">Show fit</a>` : ''}</td></tr>`).join('\n');
+    const rows = modelViewRows(s, r)
+      .map(
+        (row) =>
+          `<tr${row.activation ? ' class="act"' : ''}><td>${esc(row.name)}</td><td>${esc(row.op)}</td><td>${esc(row.shape)}</td><td>${esc(row.activation)}</td>` +
+          `<td class="num">${row.degree}</td><td class="num">${row.depth}</td><td class="num">${row.predicted}</td>` +
+          `<td>${row.node ? `<a href="#" data-node="${esc(row.node)}">Show fit</a>` : ''}</td></tr>`,
+      )
+      .join('\n');
     body = `<p>${esc(s.format)} model <code>${esc(s.name)}</code>, input [N, ${s.input.shape.join(', ')}] (${esc(s.input.layout)}).</p>${summaryLine}
 ${r ? '<p><button id="encrypt">Run Encrypted Test</button></p>' : ''}
 <table><thead><tr><th>layer</th><th>operation</th><th>output</th><th>activation</th><th>degree</th><th>depth</th><th>Δacc alone</th><th></th></tr></thead>

@@ -24,7 +24,10 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   /** Replayed when the view (re)opens (the host re-sends the report on 'ready'). */
   private selected: string | null = null;
 
-  constructor(private readonly extensionUri: vscode.Uri, private readonly on: PanelHandlers) {}
+  constructor(
+    private readonly extensionUri: vscode.Uri,
+    private readonly on: PanelHandlers,
+  ) {}
 
   resolveWebviewView(view: vscode.WebviewView): void {
     this.view = view;
@@ -39,12 +42,21 @@ export class PanelProvider implements vscode.WebviewViewProvider {
           this.on.ready();
           if (this.selected) this.post({ type: 'selectLayer', node: this.selected });
           break;
-        case 'analyze': this.on.analyze(); break;
-        case 'runEncryptedTest': this.on.runEncryptedTest(); break;
-        case 'selectLayer': this.selected = msg.node; this.on.selectLayer(msg.node); break;
+        case 'analyze':
+          this.on.analyze();
+          break;
+        case 'runEncryptedTest':
+          this.on.runEncryptedTest();
+          break;
+        case 'selectLayer':
+          this.selected = msg.node;
+          this.on.selectLayer(msg.node);
+          break;
       }
     });
-    view.onDidDispose(() => { this.view = null; });
+    view.onDidDispose(() => {
+      this.view = null;
+    });
   }
 
   post(m: ToWebview): void {

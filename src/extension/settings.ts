@@ -14,17 +14,43 @@ export const NON_ANALYSIS_SETTINGS = ['calibrationData', 'calibrationLabels', 'a
 /** Prefixes of settings for other jobs than the analysis. */
 export const NON_ANALYSIS_PREFIXES = ['encryptedTest.'] as const;
 
-type HostOptions = Required<Pick<AnalyzeOptions, 'model' | 'data' | 'budget' | 'scale' | 'method' | 'perChannel' | 'fold' | 'spareLevels' | 'tune' | 'tuneLabelWeight' | 'ringSize' | 'bootstrap'>>
-  & Pick<AnalyzeOptions, 'labels' | 'normalize' | 'levelBudget' | 'bootstrapLevels' | 'calib' | 'heldout'>;
+type HostOptions = Required<
+  Pick<
+    AnalyzeOptions,
+    | 'model'
+    | 'data'
+    | 'budget'
+    | 'scale'
+    | 'method'
+    | 'perChannel'
+    | 'fold'
+    | 'spareLevels'
+    | 'tune'
+    | 'tuneLabelWeight'
+    | 'ringSize'
+    | 'bootstrap'
+  >
+> &
+  Pick<AnalyzeOptions, 'labels' | 'normalize' | 'levelBudget' | 'bootstrapLevels' | 'calib' | 'heldout'>;
 
-export function analyzeOptionsFrom(get: SettingReader, model: string, data: string, labels: string | null): HostOptions {
+export function analyzeOptionsFrom(
+  get: SettingReader,
+  model: string,
+  data: string,
+  labels: string | null,
+): HostOptions {
   // 0 (the declared default of counts and the level budget) means "the core's default".
-  const positive = (k: string, fallback = 0) => { const v = get<number>(k, fallback); return v && v > 0 ? v : undefined; };
+  const positive = (k: string, fallback = 0) => {
+    const v = get<number>(k, fallback);
+    return v && v > 0 ? v : undefined;
+  };
   const scale = get<string>('inputScale', 'auto');
   const mean = get<number[]>('inputMean', []);
   const std = get<number[]>('inputStd', []);
   return {
-    model, data, labels,
+    model,
+    data,
+    labels,
     scale: (scale === 'auto' || scale === 'none' ? scale : Number(scale)) as InputScale,
     normalize: mean.length || std.length ? { mean: mean.length ? mean : [0], std: std.length ? std : [1] } : null,
     budget: get<number>('accuracyBudget', 1.0),

@@ -6,7 +6,11 @@ import * as path from 'path';
 import { isMainThread, parentPort, workerData } from 'worker_threads';
 import type { FromWorker, Job, WorkerInit } from './analysisWorker';
 
-async function execute(job: Job, signal: AbortSignal, onProgress: (fraction: number, message: string) => void): Promise<unknown> {
+async function execute(
+  job: Job,
+  signal: AbortSignal,
+  onProgress: (fraction: number, message: string) => void,
+): Promise<unknown> {
   switch (job.kind) {
     case 'analyze': {
       const { analyze } = await import('../core/analyze');
@@ -45,7 +49,9 @@ async function workerMain(): Promise<void> {
     setH5wasmModule(path.join(wasmDir, '..', 'h5wasm', 'hdf5_hl.js'));
   }
   const ac = new AbortController();
-  parentPort!.on('message', (m: { type: string }) => { if (m.type === 'cancel') ac.abort(); });
+  parentPort!.on('message', (m: { type: string }) => {
+    if (m.type === 'cancel') ac.abort();
+  });
   const post = (m: FromWorker) => parentPort!.postMessage(m);
   try {
     const result = await execute(job, ac.signal, (fraction, message) => post({ type: 'progress', fraction, message }));
@@ -53,7 +59,14 @@ async function workerMain(): Promise<void> {
     post({ type: 'done', result: JSON.parse(JSON.stringify(result)) });
   } catch (e) {
     if (isUserError(e)) post({ type: 'failed', userError: true, code: e.code, message: e.message, fix: e.fix });
-    else post({ type: 'failed', userError: false, code: 'INTERNAL', message: (e as Error).message ?? String(e), fix: 'this is a bug; see the log' });
+    else
+      post({
+        type: 'failed',
+        userError: false,
+        code: 'INTERNAL',
+        message: (e as Error).message ?? String(e),
+        fix: 'this is a bug; see the log',
+      });
   }
 }
 

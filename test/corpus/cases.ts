@@ -34,7 +34,20 @@ const EX = path.join(ROOT, 'examples');
 const read = (...p: string[]) => fs.readFileSync(path.join(EX, ...p));
 
 /** Calibration and held-out sizes small enough that an analysis takes about a second. */
-const SMALL = ['--calib', '24', '--heldout', '24', '--screen-samples', '24', '--degrees', '1,3,7', '--no-tune', '--quiet', '--batch-size', '24'];
+const SMALL = [
+  '--calib',
+  '24',
+  '--heldout',
+  '24',
+  '--screen-samples',
+  '24',
+  '--degrees',
+  '1,3,7',
+  '--no-tune',
+  '--quiet',
+  '--batch-size',
+  '24',
+];
 
 interface Sources {
   tfjs: Record<'mlp' | 'cnn' | 'resnet', { json: string; bin: Buffer }>;
@@ -47,7 +60,8 @@ interface Sources {
 
 function idx(type: number, dims: number[], body: Buffer): Buffer {
   const head = Buffer.alloc(4 + 4 * dims.length);
-  head[2] = type; head[3] = dims.length;
+  head[2] = type;
+  head[3] = dims.length;
   dims.forEach((d, i) => head.writeUInt32BE(d >>> 0, 4 + 4 * i));
   return Buffer.concat([head, body]);
 }
@@ -59,8 +73,11 @@ function sources(): Sources {
   const tf = (name: string) => ({ json: read(name, 'model.json').toString('utf8'), bin: read(name, 'weights.bin') });
   return {
     tfjs: { mlp: tf('mnist-mlp'), cnn: tf('mnist-cnn'), resnet: tf('mnist-resnet') },
-    onnx: read('pytorch-cnn', 'model.onnx'), h5: read('keras', 'mnist-resnet.h5'), keras: read('keras', 'mnist-silu.keras'),
-    images: idx(0x08, [n, 28, 28], Buffer.from(imgs)), labels: idx(0x08, [n], Buffer.from(labs)),
+    onnx: read('pytorch-cnn', 'model.onnx'),
+    h5: read('keras', 'mnist-resnet.h5'),
+    keras: read('keras', 'mnist-silu.keras'),
+    images: idx(0x08, [n, 28, 28], Buffer.from(imgs)),
+    labels: idx(0x08, [n], Buffer.from(labs)),
   };
 }
 
@@ -91,11 +108,16 @@ export function generateCases(seed = 20261202): Case[] {
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
   const data = { 'images-idx3-ubyte': src.images, 'labels-idx1-ubyte': src.labels };
   const dataArgs = ['--data', '@/images-idx3-ubyte', '--labels', '@/labels-idx1-ubyte'];
-  const add = (category: string, name: string, files: Record<string, Buffer>, argv: string[]) => cases.push({ category, name, files, argv });
+  const add = (category: string, name: string, files: Record<string, Buffer>, argv: string[]) =>
+    cases.push({ category, name, files, argv });
   /** A tfjs model (model.json + weights.bin) with the bundled data, analysed with small settings. */
   const tfjsCase = (category: string, name: string, json: string, bin: Buffer | null, extra: string[] = []) =>
-    add(category, name, { 'model/model.json': Buffer.from(json), ...(bin ? { 'model/weights.bin': bin } : {}), ...data },
-      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', '@/out', ...extra]);
+    add(
+      category,
+      name,
+      { 'model/model.json': Buffer.from(json), ...(bin ? { 'model/weights.bin': bin } : {}), ...data },
+      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', '@/out', ...extra],
+    );
   const models = ['mlp', 'cnn', 'resnet'] as const;
 
   // Weight shards.
@@ -103,18 +125,37 @@ export function generateCases(seed = 20261202): Case[] {
     const m = pick(models);
     const { json, bin } = src.tfjs[m];
     const b = Buffer.from(bin);
-    const kind = pick(['truncated', 'bit-flipped', 'shuffled', 'appended', 'NaN', 'Inf', 'huge', 'empty', 'missing'] as const);
+    const kind = pick([
+      'truncated',
+      'bit-flipped',
+      'shuffled',
+      'appended',
+      'NaN',
+      'Inf',
+      'huge',
+      'empty',
+      'missing',
+    ] as const);
     let out: Buffer | null = b;
     let what: string = kind;
-    if (kind === 'truncated') { const n = rng.int(b.length); out = b.subarray(0, n); what += ` to ${n} bytes`; }
-    else if (kind === 'bit-flipped') {
+    if (kind === 'truncated') {
+      const n = rng.int(b.length);
+      out = b.subarray(0, n);
+      what += ` to ${n} bytes`;
+    } else if (kind === 'bit-flipped') {
       const flips = 1 + rng.int(16);
-      for (let k = 0; k < flips; k++) { const at = rng.int(b.length); b[at] ^= 1 << rng.int(8); }
+      for (let k = 0; k < flips; k++) {
+        const at = rng.int(b.length);
+        b[at] ^= 1 << rng.int(8);
+      }
       what += ` (${flips} bits)`;
     } else if (kind === 'shuffled') {
       const len = 1 + rng.int(4096);
-      const p = rng.int(b.length - len); const q = rng.int(b.length - len);
-      const t = Buffer.from(b.subarray(p, p + len)); b.copy(b, p, q, q + len); t.copy(b, q);
+      const p = rng.int(b.length - len);
+      const q = rng.int(b.length - len);
+      const t = Buffer.from(b.subarray(p, p + len));
+      b.copy(b, p, q, q + len);
+      t.copy(b, q);
       what += ` (${len} bytes at ${p} and ${q} swapped)`;
     } else if (kind === 'appended') out = Buffer.concat([b, Buffer.alloc(1 + rng.int(64), 7)]);
     else if (kind === 'NaN' || kind === 'Inf' || kind === 'huge') {
@@ -131,8 +172,24 @@ export function generateCases(seed = 20261202): Case[] {
     const m = pick(models);
     const { json, bin } = src.tfjs[m];
     const j = JSON.parse(json);
-    const layers = (j.modelTopology.config.layers ?? j.modelTopology.model_config?.config.layers) as { class_name: string; config: Record<string, unknown>; inbound_nodes?: unknown }[];
-    const kind = pick(['missing key', 'wrong type', 'wrong type', 'unknown layer', 'unknown activation', 'shape', 'huge', 'manifest', 'truncated text', 'garbage', 'cycle'] as const);
+    const layers = (j.modelTopology.config.layers ?? j.modelTopology.model_config?.config.layers) as {
+      class_name: string;
+      config: Record<string, unknown>;
+      inbound_nodes?: unknown;
+    }[];
+    const kind = pick([
+      'missing key',
+      'wrong type',
+      'wrong type',
+      'unknown layer',
+      'unknown activation',
+      'shape',
+      'huge',
+      'manifest',
+      'truncated text',
+      'garbage',
+      'cycle',
+    ] as const);
     let text: string | null = null;
     let what: string = kind;
     if (kind === 'missing key' || kind === 'wrong type') {
@@ -140,38 +197,80 @@ export function generateCases(seed = 20261202): Case[] {
       const p = pick(paths);
       const parent = parentOf(j, p);
       const key = p[p.length - 1];
-      if (kind === 'missing key') { if (Array.isArray(parent)) parent.splice(key as number, 1); else delete parent[key]; }
-      else parent[key] = pick(WRONG_VALUES);
+      if (kind === 'missing key') {
+        if (Array.isArray(parent)) parent.splice(key as number, 1);
+        else delete parent[key];
+      } else parent[key] = pick(WRONG_VALUES);
       what += ` at ${p.join('.')}`;
     } else if (kind === 'unknown layer') {
-      const l = pick(layers); l.class_name = pick(['Frobnicate', 'GRU', 'Attention', 'Lambda', '', 'dense']); what += ` (${l.config.name} as ${l.class_name})`;
+      const l = pick(layers);
+      l.class_name = pick(['Frobnicate', 'GRU', 'Attention', 'Lambda', '', 'dense']);
+      what += ` (${l.config.name} as ${l.class_name})`;
     } else if (kind === 'unknown activation') {
-      const l = pick(layers); l.config.activation = pick(['swishy', 'gelu_new', 'RELU', '', 'hard_sigmoid', 'linear ', 7]); what += ` (${l.config.name}: ${l.config.activation})`;
+      const l = pick(layers);
+      l.config.activation = pick(['swishy', 'gelu_new', 'RELU', '', 'hard_sigmoid', 'linear ', 7]);
+      what += ` (${l.config.name}: ${l.config.activation})`;
     } else if (kind === 'shape' || kind === 'huge') {
       const l = pick(layers);
-      const keys = ['units', 'filters', 'kernel_size', 'strides', 'pool_size', 'batch_input_shape', 'axis', 'target_shape', 'padding', 'data_format'];
+      const keys = [
+        'units',
+        'filters',
+        'kernel_size',
+        'strides',
+        'pool_size',
+        'batch_input_shape',
+        'axis',
+        'target_shape',
+        'padding',
+        'data_format',
+      ];
       const key = pick(keys);
       const big = kind === 'huge';
-      const v = key === 'padding' ? pick(['full', 'causal', 'valid ']) : key === 'data_format' ? pick(['channels_first', 'nchw'])
-        : key === 'batch_input_shape' ? (big ? [null, 100000, 100000, 1] : pick([[null, 27, 28, 1], [null, 28, 28], [null, 784], [null, 28, 28, 3], [28, 28, 1]]))
-          : big ? pick([1e9, 2 ** 31, [1e5, 1e5], 1e15]) : pick([0, -1, 3, 13, [2, 2, 2], [0, 0], 1.5]);
+      const v =
+        key === 'padding'
+          ? pick(['full', 'causal', 'valid '])
+          : key === 'data_format'
+            ? pick(['channels_first', 'nchw'])
+            : key === 'batch_input_shape'
+              ? big
+                ? [null, 100000, 100000, 1]
+                : pick([
+                    [null, 27, 28, 1],
+                    [null, 28, 28],
+                    [null, 784],
+                    [null, 28, 28, 3],
+                    [28, 28, 1],
+                  ])
+              : big
+                ? pick([1e9, 2 ** 31, [1e5, 1e5], 1e15])
+                : pick([0, -1, 3, 13, [2, 2, 2], [0, 0], 1.5]);
       l.config[key] = v;
       what += ` (${l.config.name}.${key} = ${JSON.stringify(v)})`;
     } else if (kind === 'manifest') {
       const group = j.weightsManifest[0];
       const w = pick(group.weights as { name: string; shape: number[]; dtype: string }[]);
       const op = pick(['shape', 'dtype', 'name', 'drop', 'duplicate', 'path', 'paths', 'quantization'] as const);
-      if (op === 'shape') w.shape = pick([[], [1], [...w.shape, 1], w.shape.map((d) => d + 1), w.shape.slice().reverse(), [1e9, 1e9]]);
+      if (op === 'shape')
+        w.shape = pick([[], [1], [...w.shape, 1], w.shape.map((d) => d + 1), w.shape.slice().reverse(), [1e9, 1e9]]);
       else if (op === 'dtype') w.dtype = pick(['int32', 'float16', 'uint8', 'complex64', 'string', 'bool', 'float64']);
       else if (op === 'name') w.name = pick(['', 'nope/kernel', (group.weights[0] as { name: string }).name]);
       else if (op === 'drop') group.weights.splice(group.weights.indexOf(w), 1);
       else if (op === 'duplicate') group.weights.push({ ...w });
       else if (op === 'path') group.paths = [pick(['missing.bin', '../../weights.bin', '', 'model.json', '/dev/null'])];
       else if (op === 'paths') group.paths = ['weights.bin', 'weights.bin'];
-      else (w as Record<string, unknown>).quantization = pick([{ dtype: 'uint8', scale: 0.1, min: 0 }, { dtype: 'float16' }, { dtype: 'int4' }, 'yes']);
+      else
+        (w as Record<string, unknown>).quantization = pick([
+          { dtype: 'uint8', scale: 0.1, min: 0 },
+          { dtype: 'float16' },
+          { dtype: 'int4' },
+          'yes',
+        ]);
       what += ` (${op} of ${w.name})`;
-    } else if (kind === 'truncated text') { const n = rng.int(json.length); text = json.slice(0, n); what += ` at ${n}`; }
-    else if (kind === 'garbage') {
+    } else if (kind === 'truncated text') {
+      const n = rng.int(json.length);
+      text = json.slice(0, n);
+      what += ` at ${n}`;
+    } else if (kind === 'garbage') {
       const at = rng.int(json.length);
       const junk = pick(['\u0000', '}', ']', '"', '\ufffd', ',,', 'NaN', '\n{']);
       text = json.slice(0, at) + junk + json.slice(at);
@@ -203,15 +302,31 @@ export function generateCases(seed = 20261202): Case[] {
     let out = b;
     let what: string;
     const r = rng.next();
-    if (r < 0.35) { const n = rng.int(b.length); out = b.subarray(0, n); what = `truncated to ${n} bytes`; }
-    else if (r < 0.85) {
+    if (r < 0.35) {
+      const n = rng.int(b.length);
+      out = b.subarray(0, n);
+      what = `truncated to ${n} bytes`;
+    } else if (r < 0.85) {
       const flips = 1 + rng.int(8);
       // Half the flips in the first 4 KiB, where headers, the graph and the HDF5 superblock are.
-      for (let k = 0; k < flips; k++) { const at = rng.int(rng.int(2) ? Math.min(4096, b.length) : b.length); b[at] ^= 1 << rng.int(8); }
+      for (let k = 0; k < flips; k++) {
+        const at = rng.int(rng.int(2) ? Math.min(4096, b.length) : b.length);
+        b[at] ^= 1 << rng.int(8);
+      }
       what = `${flips} bits flipped`;
-    } else { out = Buffer.from(b.toString('latin1').replace(/relu|Relu|silu|swish|Conv|Gemm|Dense/, 'Xyzw'), 'latin1'); what = 'an operator or layer name renamed'; }
+    } else {
+      out = Buffer.from(b.toString('latin1').replace(/relu|Relu|silu|swish|Conv|Gemm|Dense/, 'Xyzw'), 'latin1');
+      what = 'an operator or layer name renamed';
+    }
     // In a folder of its own: --out may not lie inside the model's folder.
-    add(cat, `${file}: ${what}`, { [`model/${file}`]: out, ...data }, ['analyze', `@/model/${file}`, ...dataArgs, ...SMALL, '--out', '@/out']);
+    add(cat, `${file}: ${what}`, { [`model/${file}`]: out, ...data }, [
+      'analyze',
+      `@/model/${file}`,
+      ...dataArgs,
+      ...SMALL,
+      '--out',
+      '@/out',
+    ]);
   }
 
   // Data files.
@@ -226,11 +341,28 @@ export function generateCases(seed = 20261202): Case[] {
       file = 'x-idx3-ubyte';
       const op = pick(['magic', 'type', 'ndim', 'dims', 'truncated', 'empty', 'float NaN', 'image size'] as const);
       what = op;
-      if (op === 'magic') { body = Buffer.from(src.images); body[rng.int(4)] = 1 + rng.int(255); }
-      else if (op === 'type') { body = Buffer.from(src.images); body[2] = pick([0x00, 0x07, 0x0a, 0x0f, 0xff]); }
-      else if (op === 'ndim') { body = Buffer.from(src.images); body[3] = pick([0, 1, 2, 5, 200]); }
-      else if (op === 'dims') { body = idx(0x08, pick([[n, 28, 29], [n + 10, 28, 28], [0, 28, 28], [4294967295, 28, 28], [n, 784, 1]]), Buffer.from(pixels)); }
-      else if (op === 'truncated') body = src.images.subarray(0, rng.int(src.images.length));
+      if (op === 'magic') {
+        body = Buffer.from(src.images);
+        body[rng.int(4)] = 1 + rng.int(255);
+      } else if (op === 'type') {
+        body = Buffer.from(src.images);
+        body[2] = pick([0x00, 0x07, 0x0a, 0x0f, 0xff]);
+      } else if (op === 'ndim') {
+        body = Buffer.from(src.images);
+        body[3] = pick([0, 1, 2, 5, 200]);
+      } else if (op === 'dims') {
+        body = idx(
+          0x08,
+          pick([
+            [n, 28, 29],
+            [n + 10, 28, 28],
+            [0, 28, 28],
+            [4294967295, 28, 28],
+            [n, 784, 1],
+          ]),
+          Buffer.from(pixels),
+        );
+      } else if (op === 'truncated') body = src.images.subarray(0, rng.int(src.images.length));
       else if (op === 'empty') body = Buffer.alloc(0);
       else if (op === 'float NaN') {
         const f = Buffer.alloc(4 * n * 784);
@@ -244,13 +376,40 @@ export function generateCases(seed = 20261202): Case[] {
       const op = pick(['magic', 'header', 'dtype', 'shape', 'fortran', 'NaN', 'Inf', 'truncated', 'channels'] as const);
       what = op;
       const good = writeNpy([n, 28, 28, 1], f);
-      if (op === 'magic') { body = Buffer.from(good); body[rng.int(6)] ^= 0x20; }
-      else if (op === 'header') { body = Buffer.from(good); const at = 10 + rng.int(60); body[at] = pick([0x28, 0x27, 0x7b, 0x00, 0x3a]); }
-      else if (op === 'dtype') body = Buffer.from(good.toString('latin1').replace("'<f4'", pick(["'<c8'", "'|O'", "'<U1'", "'<f2'", "'|b1'", "'<u8'"])), 'latin1');
-      else if (op === 'shape') body = Buffer.from(good.toString('latin1').replace('(64, 28, 28, 1)', pick(['(64, 27, 28, 1)', '(65, 28, 28, 1)', '()', '(64, 28, 28, 3)', '(99999999999, 28)', '(-64, 28, 28, 1)'])), 'latin1');
+      if (op === 'magic') {
+        body = Buffer.from(good);
+        body[rng.int(6)] ^= 0x20;
+      } else if (op === 'header') {
+        body = Buffer.from(good);
+        const at = 10 + rng.int(60);
+        body[at] = pick([0x28, 0x27, 0x7b, 0x00, 0x3a]);
+      } else if (op === 'dtype')
+        body = Buffer.from(
+          good.toString('latin1').replace("'<f4'", pick(["'<c8'", "'|O'", "'<U1'", "'<f2'", "'|b1'", "'<u8'"])),
+          'latin1',
+        );
+      else if (op === 'shape')
+        body = Buffer.from(
+          good
+            .toString('latin1')
+            .replace(
+              '(64, 28, 28, 1)',
+              pick([
+                '(64, 27, 28, 1)',
+                '(65, 28, 28, 1)',
+                '()',
+                '(64, 28, 28, 3)',
+                '(99999999999, 28)',
+                '(-64, 28, 28, 1)',
+              ]),
+            ),
+          'latin1',
+        );
       else if (op === 'fortran') body = Buffer.from(good.toString('latin1').replace('False', 'True'), 'latin1');
-      else if (op === 'NaN' || op === 'Inf') { f[rng.int(f.length)] = op === 'NaN' ? NaN : -Infinity; body = writeNpy([n, 28, 28, 1], f); }
-      else if (op === 'truncated') body = good.subarray(0, rng.int(good.length));
+      else if (op === 'NaN' || op === 'Inf') {
+        f[rng.int(f.length)] = op === 'NaN' ? NaN : -Infinity;
+        body = writeNpy([n, 28, 28, 1], f);
+      } else if (op === 'truncated') body = good.subarray(0, rng.int(good.length));
       else body = writeNpy([n, 28, 28, 3], new Float32Array(n * 784 * 3));
     } else if (fmt === 'csv') {
       file = 'x.csv';
@@ -262,7 +421,8 @@ export function generateCases(seed = 20261202): Case[] {
       else if (op === 'text cell') rows[r] = rows[r].replace(/^\d+/, pick(['abc', '1e', '0x', '--1']));
       else if (op === 'nan') rows[r] = rows[r].replace(/^\d+/, pick(['nan', 'NaN', 'Infinity', '-inf']));
       else if (op === 'empty') rows.length = 0;
-      else if (op === 'columns') for (let k = 0; k < rows.length; k++) rows[k] = rows[k].split(',').slice(0, 100).join(',');
+      else if (op === 'columns')
+        for (let k = 0; k < rows.length; k++) rows[k] = rows[k].split(',').slice(0, 100).join(',');
       else for (let k = 0; k < rows.length; k++) rows[k] = rows[k].replace(/,/g, ';');
       body = Buffer.from(rows.join('\n'));
     } else {
@@ -272,40 +432,125 @@ export function generateCases(seed = 20261202): Case[] {
       what = op;
       let v: unknown = arr;
       if (op === 'object') v = { samples: arr };
-      else if (op === 'strings') { (arr[rng.int(n)] as unknown[])[rng.int(784)] = '12'; }
-      else if (op === 'nulls') { (arr[rng.int(n)] as unknown[])[rng.int(784)] = null; }
-      else if (op === 'ragged') arr[rng.int(n)].pop();
+      else if (op === 'strings') {
+        (arr[rng.int(n)] as unknown[])[rng.int(784)] = '12';
+      } else if (op === 'nulls') {
+        (arr[rng.int(n)] as unknown[])[rng.int(784)] = null;
+      } else if (op === 'ragged') arr[rng.int(n)].pop();
       else if (op === 'scalar') v = 42;
       else if (op === 'deep') v = arr.map((r) => r.map((x) => [[x]]));
       body = Buffer.from(op === 'invalid' ? JSON.stringify(arr).slice(0, 5000) : JSON.stringify(v));
     }
     const m = pick(models);
-    add('data', `${fmt} ${what} (${m})`, { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, [file]: body, 'labels-idx1-ubyte': src.labels },
-      ['analyze', '@/model/model.json', '--data', `@/${file}`, ...(fmt === 'idx' || fmt === 'npy' ? ['--labels', '@/labels-idx1-ubyte'] : []), ...SMALL, '--out', '@/out']);
+    add(
+      'data',
+      `${fmt} ${what} (${m})`,
+      {
+        'model/model.json': Buffer.from(src.tfjs[m].json),
+        'model/weights.bin': src.tfjs[m].bin,
+        [file]: body,
+        'labels-idx1-ubyte': src.labels,
+      },
+      [
+        'analyze',
+        '@/model/model.json',
+        '--data',
+        `@/${file}`,
+        ...(fmt === 'idx' || fmt === 'npy' ? ['--labels', '@/labels-idx1-ubyte'] : []),
+        ...SMALL,
+        '--out',
+        '@/out',
+      ],
+    );
   }
 
   // Labels.
   const labs = src.labels.subarray(8);
   for (let i = 0; i < 60; i++) {
-    const op = pick(['out of range', 'negative', 'float', 'too few', 'too many', 'images as labels', 'one-hot', 'empty'] as const);
+    const op = pick([
+      'out of range',
+      'negative',
+      'float',
+      'too few',
+      'too many',
+      'images as labels',
+      'one-hot',
+      'empty',
+    ] as const);
     let file = 'y.npy';
     let body: Buffer;
-    if (op === 'out of range') { const l = Buffer.from(labs); l[rng.int(n)] = pick([10, 11, 255]); body = idx(0x08, [n], l); file = 'y-idx1-ubyte'; }
-    else if (op === 'negative') { const l = Float32Array.from(labs); l[rng.int(n)] = -1; body = writeNpy([n], l); }
-    else if (op === 'float') { const l = Float32Array.from(labs); l[rng.int(n)] = 2.5; body = writeNpy([n], l); }
-    else if (op === 'too few') { body = idx(0x08, [n - 1 - rng.int(20)], Buffer.from(labs.subarray(0, n - 21))); file = 'y-idx1-ubyte'; }
-    else if (op === 'too many') body = writeNpy([n + 5], Float32Array.from({ length: n + 5 }, (_, k) => labs[k % n]));
-    else if (op === 'images as labels') { body = src.images; file = 'y-idx3-ubyte'; }
-    else if (op === 'one-hot') body = writeNpy([n, 10], Float32Array.from({ length: n * 10 }, (_, k) => Number(labs[Math.floor(k / 10)] === k % 10)));
+    if (op === 'out of range') {
+      const l = Buffer.from(labs);
+      l[rng.int(n)] = pick([10, 11, 255]);
+      body = idx(0x08, [n], l);
+      file = 'y-idx1-ubyte';
+    } else if (op === 'negative') {
+      const l = Float32Array.from(labs);
+      l[rng.int(n)] = -1;
+      body = writeNpy([n], l);
+    } else if (op === 'float') {
+      const l = Float32Array.from(labs);
+      l[rng.int(n)] = 2.5;
+      body = writeNpy([n], l);
+    } else if (op === 'too few') {
+      body = idx(0x08, [n - 1 - rng.int(20)], Buffer.from(labs.subarray(0, n - 21)));
+      file = 'y-idx1-ubyte';
+    } else if (op === 'too many')
+      body = writeNpy(
+        [n + 5],
+        Float32Array.from({ length: n + 5 }, (_, k) => labs[k % n]),
+      );
+    else if (op === 'images as labels') {
+      body = src.images;
+      file = 'y-idx3-ubyte';
+    } else if (op === 'one-hot')
+      body = writeNpy(
+        [n, 10],
+        Float32Array.from({ length: n * 10 }, (_, k) => Number(labs[Math.floor(k / 10)] === k % 10)),
+      );
     else body = writeNpy([0], new Float32Array(0));
     const m = pick(models);
-    add('labels', `${op} (${m})`, { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, 'images-idx3-ubyte': src.images, [file]: body },
-      ['analyze', '@/model/model.json', '--data', '@/images-idx3-ubyte', '--labels', `@/${file}`, ...SMALL, '--out', '@/out']);
+    add(
+      'labels',
+      `${op} (${m})`,
+      {
+        'model/model.json': Buffer.from(src.tfjs[m].json),
+        'model/weights.bin': src.tfjs[m].bin,
+        'images-idx3-ubyte': src.images,
+        [file]: body,
+      },
+      [
+        'analyze',
+        '@/model/model.json',
+        '--data',
+        '@/images-idx3-ubyte',
+        '--labels',
+        `@/${file}`,
+        ...SMALL,
+        '--out',
+        '@/out',
+      ],
+    );
   }
 
   // Options: one bad value, or a combination that cannot hold.
-  const numeric = ['budget', 'level-budget', 'bootstrap-levels', 'ring-size', 'calib', 'heldout', 'seed', 'input-scale', 'tune-labels', 'margin', 'margin-growth',
-    'screen-samples', 'floor', 'batch-size', 'finetune-epochs'];
+  const numeric = [
+    'budget',
+    'level-budget',
+    'bootstrap-levels',
+    'ring-size',
+    'calib',
+    'heldout',
+    'seed',
+    'input-scale',
+    'tune-labels',
+    'margin',
+    'margin-growth',
+    'screen-samples',
+    'floor',
+    'batch-size',
+    'finetune-epochs',
+  ];
   const badNumbers = ['-1', '0', 'abc', 'NaN', 'Infinity', '1e309', '1.5', '', '2', '99999999999', '3'];
   for (let i = 0; i < 110; i++) {
     const r = rng.next();
@@ -318,20 +563,28 @@ export function generateCases(seed = 20261202): Case[] {
     else if (r < 0.94) extra = ['--heldout-data', '@/images-idx3-ubyte'];
     else extra = ['--level-budget', pick(['1', '2', '3', '4'])];
     const m = pick(models);
-    add('options', `${m}: ${extra.join(' ')}`, { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, ...data },
-      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', '@/out', ...extra]);
+    add(
+      'options',
+      `${m}: ${extra.join(' ')}`,
+      { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, ...data },
+      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', '@/out', ...extra],
+    );
   }
 
   // --out: what the user owns is never overwritten.
   for (const [what, files, out] of [
-    ['a file', { 'notes.txt': Buffer.from('the user\'s notes') }, '@/notes.txt'],
-    ['under a file', { 'notes.txt': Buffer.from('the user\'s notes') }, '@/notes.txt/sub'],
-    ['the model\'s folder', {}, '@/model'],
+    ['a file', { 'notes.txt': Buffer.from("the user's notes") }, '@/notes.txt'],
+    ['under a file', { 'notes.txt': Buffer.from("the user's notes") }, '@/notes.txt/sub'],
+    ["the model's folder", {}, '@/model'],
     ['earlier results', { 'out/report.json': Buffer.from('{}') }, '@/out'],
-    ['a folder holding the user\'s model.json', { 'out/model/model.json': Buffer.from('{"mine": true}') }, '@/out'],
+    ["a folder holding the user's model.json", { 'out/model/model.json': Buffer.from('{"mine": true}') }, '@/out'],
   ] as const) {
-    add('out', `--out ${what}`, { 'model/model.json': Buffer.from(src.tfjs.mlp.json), 'model/weights.bin': src.tfjs.mlp.bin, ...data, ...files },
-      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out]);
+    add(
+      'out',
+      `--out ${what}`,
+      { 'model/model.json': Buffer.from(src.tfjs.mlp.json), 'model/weights.bin': src.tfjs.mlp.bin, ...data, ...files },
+      ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out],
+    );
   }
 
   // Paths an untrusted workspace can hold (issue 30): every entry given a folder, a FIFO, a device,
@@ -343,20 +596,41 @@ export function generateCases(seed = 20261202): Case[] {
     const m = pick(models);
     const entry = pick(entries);
     const kind = pick(kinds);
-    const files: Record<string, Buffer> = { 'model/model.json': Buffer.from(src.tfjs[m].json), 'model/weights.bin': src.tfjs[m].bin, ...data, 'outside/secret.bin': Buffer.from(src.tfjs[m].bin) };
+    const files: Record<string, Buffer> = {
+      'model/model.json': Buffer.from(src.tfjs[m].json),
+      'model/weights.bin': src.tfjs[m].bin,
+      ...data,
+      'outside/secret.bin': Buffer.from(src.tfjs[m].bin),
+    };
     const special: NonNullable<Case['special']> = { links: {}, fifos: [], dirs: [] };
     const at = entry === 'model' ? 'model/bad.json' : `bad-${entry}`;
     if (kind === 'folder') special.dirs!.push(at);
     else if (kind === 'fifo') special.fifos!.push(at);
     else if (kind === 'device') special.links![at] = '/dev/zero';
     else if (kind === 'dangling') special.links![at] = '@/nowhere';
-    else if (kind === 'loop') { special.links![at] = `@/${at}.2`; special.links![`${at}.2`] = `@/${at}`; }
-    else special.links![at] = '@/outside/secret.bin';
+    else if (kind === 'loop') {
+      special.links![at] = `@/${at}.2`;
+      special.links![`${at}.2`] = `@/${at}`;
+    } else special.links![at] = '@/outside/secret.bin';
     const arg = `@/${at}`;
-    const argv = entry === 'model' ? ['analyze', arg, ...dataArgs, ...SMALL, '--out', '@/out']
-      : entry === 'data' ? ['analyze', '@/model/model.json', '--data', arg, ...SMALL, '--out', '@/out']
-        : entry === 'labels' ? ['analyze', '@/model/model.json', '--data', '@/images-idx3-ubyte', '--labels', arg, ...SMALL, '--out', '@/out']
-          : ['analyze', '@/model/model.json', ...dataArgs, '--heldout-data', arg, ...SMALL, '--out', '@/out'];
+    const argv =
+      entry === 'model'
+        ? ['analyze', arg, ...dataArgs, ...SMALL, '--out', '@/out']
+        : entry === 'data'
+          ? ['analyze', '@/model/model.json', '--data', arg, ...SMALL, '--out', '@/out']
+          : entry === 'labels'
+            ? [
+                'analyze',
+                '@/model/model.json',
+                '--data',
+                '@/images-idx3-ubyte',
+                '--labels',
+                arg,
+                ...SMALL,
+                '--out',
+                '@/out',
+              ]
+            : ['analyze', '@/model/model.json', ...dataArgs, '--heldout-data', arg, ...SMALL, '--out', '@/out'];
     paths.push({ category: 'paths', name: `${m}: ${entry} is a ${kind}`, files, argv, special });
   }
   for (let i = 0; i < 40; i++) {
@@ -368,13 +642,27 @@ export function generateCases(seed = 20261202): Case[] {
     let out = '@/out';
     if (kind === 'relative') json.weightsManifest[0].paths = ['../outside/weights.bin'];
     else if (kind === 'absolute') json.weightsManifest[0].paths = ['@ABS@/outside/weights.bin'];
-    else if (kind === 'link') { json.weightsManifest[0].paths = ['weights.bin']; special.links!['model/weights.bin'] = '@/outside/weights.bin'; }
-    else if (kind === 'deep') json.weightsManifest[0].paths = ['sub/../../outside/weights.bin'];
-    else { files['model/weights.bin'] = src.tfjs[m].bin; json.weightsManifest[0].paths = ['weights.bin']; }
-    if (kind === 'out-link') { special.links!['out-link'] = '@/model'; out = '@/out-link'; }
+    else if (kind === 'link') {
+      json.weightsManifest[0].paths = ['weights.bin'];
+      special.links!['model/weights.bin'] = '@/outside/weights.bin';
+    } else if (kind === 'deep') json.weightsManifest[0].paths = ['sub/../../outside/weights.bin'];
+    else {
+      files['model/weights.bin'] = src.tfjs[m].bin;
+      json.weightsManifest[0].paths = ['weights.bin'];
+    }
+    if (kind === 'out-link') {
+      special.links!['out-link'] = '@/model';
+      out = '@/out-link';
+    }
     if (kind === 'out-inside') out = '@/model/results';
     files['model/model.json'] = Buffer.from(JSON.stringify(json));
-    paths.push({ category: 'paths', name: `${m}: ${kind}`, files, argv: ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out], special });
+    paths.push({
+      category: 'paths',
+      name: `${m}: ${kind}`,
+      files,
+      argv: ['analyze', '@/model/model.json', ...dataArgs, ...SMALL, '--out', out],
+      special,
+    });
   }
   cases.push(...paths);
   return cases;

@@ -52,7 +52,10 @@ function test(name, fn) {
 function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
     s.on('error', reject);
   });
 }
@@ -77,12 +80,27 @@ async function quickInput(text, row, timeout = 15000) {
     await page.keyboard.press('F1');
     const input = page.locator('.quick-input-widget input.input');
     // A dialog left open (inert input) is dismissed by the Escapes of the next attempt.
-    const typed = await input.fill(text, { timeout: 10000 }).then(() => true, (e) => e);
+    const typed = await input.fill(text, { timeout: 10000 }).then(
+      () => true,
+      (e) => e,
+    );
     const left = timeout - (Date.now() - t0);
-    if (typed !== true) { if (left <= 0) throw typed; continue; }
+    if (typed !== true) {
+      if (left <= 0) throw typed;
+      continue;
+    }
     const found = page.locator('.quick-input-list .monaco-list-row', { hasText: row }).first();
-    if (left <= 5000) { await found.waitFor({ timeout: Math.max(1000, left) }); break; }
-    if (await found.waitFor({ timeout: 5000 }).then(() => true, () => false)) break;
+    if (left <= 5000) {
+      await found.waitFor({ timeout: Math.max(1000, left) });
+      break;
+    }
+    if (
+      await found.waitFor({ timeout: 5000 }).then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
   }
   await page.keyboard.press('Enter');
 }
@@ -103,7 +121,10 @@ async function openFile(rel, timeout = 30000) {
   const t0 = Date.now();
   for (;;) {
     await quickInput(rel, path.dirname(rel));
-    const opened = await tab.waitFor({ timeout: 5000 }).then(() => true, (e) => e);
+    const opened = await tab.waitFor({ timeout: 5000 }).then(
+      () => true,
+      (e) => e,
+    );
     if (opened === true) return;
     if (Date.now() - t0 > timeout) throw new Error(`Quick Open did not open ${rel}: ${opened.message}`);
   }
@@ -116,12 +137,19 @@ async function openExamplesWorkspace() {
   // The extension activates on workspaceContains:**/model.json; its status bar item says so. Once
   // cached results are restored the item shows them ("HE 10 levels · ...") instead of its name, and
   // which of the two a reopened workspace shows first is a race: accept either.
-  await page.locator('.statusbar-item', { hasText: /HE (Approx|\d+ levels)/ }).first().waitFor({ timeout: 60000 });
+  await page
+    .locator('.statusbar-item', { hasText: /HE (Approx|\d+ levels)/ })
+    .first()
+    .waitFor({ timeout: 60000 });
 }
 
 async function clearToasts() {
   await palette('Notifications: Clear All Notifications');
-  await page.locator('.notification-toast').first().waitFor({ state: 'detached', timeout: 5000 }).catch(() => undefined);
+  await page
+    .locator('.notification-toast')
+    .first()
+    .waitFor({ state: 'detached', timeout: 5000 })
+    .catch(() => undefined);
 }
 
 /** Reads `read()` until `done(value)` holds or `timeout` ms pass; returns the last value (callers assert on it). */
@@ -144,14 +172,25 @@ async function paletteStarts(title, started, tries = 3) {
   for (let i = 0; i < tries; i++) {
     const before = extensionLog().length;
     await palette(title);
-    if (await until(async () => started.test(extensionLog().slice(before)), (ok) => ok, 20000)) return;
+    if (
+      await until(
+        async () => started.test(extensionLog().slice(before)),
+        (ok) => ok,
+        20000,
+      )
+    )
+      return;
   }
   throw new Error(`${title} did not start after ${tries} tries`);
 }
 
 /** Waits until `locator` matches exactly `n` elements. */
 function waitForCount(locator, n, timeout = 30000) {
-  return until(() => locator.count(), (c) => c === n, timeout);
+  return until(
+    () => locator.count(),
+    (c) => c === n,
+    timeout,
+  );
 }
 
 function toast(re) {
@@ -168,7 +207,12 @@ async function problemsText() {
 /** The Problems panel's text once it matches `re` (diagnostics arrive asynchronously). */
 async function waitForProblems(re, timeout = 30000) {
   await problemsText();
-  return until(() => page.locator('.markers-panel').innerText(), (text) => re.test(text), timeout, 500);
+  return until(
+    () => page.locator('.markers-panel').innerText(),
+    (text) => re.test(text),
+    timeout,
+    500,
+  );
 }
 
 /**
@@ -179,24 +223,64 @@ async function waitForProblems(re, timeout = 30000) {
 async function startCodeServer(dir, { trust }) {
   const user = path.join(dir, 'user');
   fs.mkdirSync(path.join(user, 'User'), { recursive: true });
-  fs.writeFileSync(path.join(user, 'User', 'settings.json'), JSON.stringify({
-    'workbench.startupEditor': 'none', 'telemetry.telemetryLevel': 'off', 'workbench.tips.enabled': false,
-    'extensions.ignoreRecommendations': true, 'update.mode': 'none', 'workbench.enableExperiments': false, 'chat.disableAIFeatures': true,
-  }));
+  fs.writeFileSync(
+    path.join(user, 'User', 'settings.json'),
+    JSON.stringify({
+      'workbench.startupEditor': 'none',
+      'telemetry.telemetryLevel': 'off',
+      'workbench.tips.enabled': false,
+      'extensions.ignoreRecommendations': true,
+      'update.mode': 'none',
+      'workbench.enableExperiments': false,
+      'chat.disableAIFeatures': true,
+    }),
+  );
   const ext = path.join(dir, 'extensions');
-  const inst = spawnSync(NODE24, [CODE_SERVER, '--extensions-dir', ext, '--user-data-dir', user, '--install-extension', VSIX], { encoding: 'utf8' });
+  const inst = spawnSync(
+    NODE24,
+    [CODE_SERVER, '--extensions-dir', ext, '--user-data-dir', user, '--install-extension', VSIX],
+    { encoding: 'utf8' },
+  );
   assert.equal(inst.status, 0, inst.stderr + inst.stdout);
   const port = await freePort();
-  const proc = spawn(NODE24, [CODE_SERVER, '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`, '--disable-telemetry', '--disable-update-check',
-    ...(trust ? [] : ['--disable-workspace-trust']), '--user-data-dir', user, '--extensions-dir', ext],
-  // The small insecure Lattigo ring of the test suite, so bootstrapped runs take seconds (src/core/he/lattigo.ts: testLogN).
-  { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(dir, 'cache'), HE_APPROX_INSECURE_TEST_PARAMS: '1', HE_APPROX_LATTIGO_LOGN: '13' } });
+  const proc = spawn(
+    NODE24,
+    [
+      CODE_SERVER,
+      '--auth',
+      'none',
+      '--bind-addr',
+      `127.0.0.1:${port}`,
+      '--disable-telemetry',
+      '--disable-update-check',
+      ...(trust ? [] : ['--disable-workspace-trust']),
+      '--user-data-dir',
+      user,
+      '--extensions-dir',
+      ext,
+    ],
+    // The small insecure Lattigo ring of the test suite, so bootstrapped runs take seconds (src/core/he/lattigo.ts: testLogN).
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        HE_APPROX_CACHE_DIR: path.join(dir, 'cache'),
+        HE_APPROX_INSECURE_TEST_PARAMS: '1',
+        HE_APPROX_LATTIGO_LOGN: '13',
+      },
+    },
+  );
   const started = { proc, origin: `http://127.0.0.1:${port}`, log: '' };
-  proc.stdout.on('data', (b) => { started.log += b; });
-  proc.stderr.on('data', (b) => { started.log += b; });
+  proc.stdout.on('data', (b) => {
+    started.log += b;
+  });
+  proc.stderr.on('data', (b) => {
+    started.log += b;
+  });
   const t0 = Date.now();
   while (!started.log.includes('HTTP server listening')) {
-    if (proc.exitCode !== null || Date.now() - t0 > 60000) throw new Error(`code-server did not start:\n${started.log}`);
+    if (proc.exitCode !== null || Date.now() - t0 > 60000)
+      throw new Error(`code-server did not start:\n${started.log}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return started;
@@ -211,19 +295,35 @@ async function newPage() {
 
 before(async () => {
   assert.ok(fs.existsSync(VSIX), `no VSIX at ${VSIX}: run npm run package first`);
-  assert.ok(fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER), 'code-server is not set up: run bash test/e2e/setup.sh');
+  assert.ok(
+    fs.existsSync(NODE24) && fs.existsSync(CODE_SERVER),
+    'code-server is not set up: run bash test/e2e/setup.sh',
+  );
   // The workspace is a copy of examples/ (models and the bundled MNIST subset): nothing in the
   // repository is touched. A corrupt model sits beside them for the bad-input step.
   fs.mkdirSync(WS, { recursive: true });
-  for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn', 'pytorch-maxpool']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
+  for (const d of ['mnist-cnn', 'mnist-mlp', 'data', 'pytorch-cnn', 'pytorch-maxpool'])
+    fs.cpSync(path.join(ROOT, 'examples', d), path.join(WS, d), { recursive: true });
   fs.mkdirSync(path.join(WS, '.vscode'));
-  fs.writeFileSync(path.join(WS, '.vscode', 'settings.json'), JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 16 }, null, 2));
+  fs.writeFileSync(
+    path.join(WS, '.vscode', 'settings.json'),
+    JSON.stringify({ 'heApprox.encryptedTest.mode': 'model', 'heApprox.encryptedTest.samples': 16 }, null, 2),
+  );
   const started = await startCodeServer(tmp, { trust: false });
   server = started.proc;
   serverLog = () => started.log;
   browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium', headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   page = await newPage();
   origin = started.origin;
@@ -235,7 +335,8 @@ after(async () => {
   await browser?.close().catch(() => undefined);
   if (server && server.exitCode === null) server.kill('SIGTERM');
   fs.writeFileSync(path.join(SHOTS, 'code-server.log'), serverLog());
-  if (process.env.E2E_KEEP) console.log(`# kept ${tmp}`); else fs.rmSync(tmp, { recursive: true, force: true });
+  if (process.env.E2E_KEEP) console.log(`# kept ${tmp}`);
+  else fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test('Analyze Model on the CNN: no data configured -> offered the bundled data; the host answers during analysis', async () => {
@@ -263,7 +364,9 @@ test('Problems panel lists one diagnostic per activation with degree and drop', 
   await clearToasts();
   const text = await waitForProblems(/relu → degree/);
   await shot('04-problems');
-  const lines = text.split('\n').filter((l) => /relu → degree \d+, depth \d+, predicted accuracy drop -?\d+\.\d\d%/.test(l));
+  const lines = text
+    .split('\n')
+    .filter((l) => /relu → degree \d+, depth \d+, predicted accuracy drop -?\d+\.\d\d%/.test(l));
   assert.equal(lines.length, 3, `expected 3 layer diagnostics, got:\n${text}`);
   assert.match(text, /he-approx/);
 });
@@ -272,8 +375,14 @@ test('CodeLens above each activation layer', async () => {
   await clearToasts();
   await openFile('mnist-cnn/model.json');
   await palette('HE Approx: Format model.json');
-  const lens = page.locator('.codelens-decoration', { hasText: /degree \d+ · depth \d+ · Δacc -?\d+\.\d\d% · Show fit/ });
-  assert.equal(await waitForCount(lens, 3), 3, 'one CodeLens per activation layer, each on its own line after formatting');
+  const lens = page.locator('.codelens-decoration', {
+    hasText: /degree \d+ · depth \d+ · Δacc -?\d+\.\d\d% · Show fit/,
+  });
+  assert.equal(
+    await waitForCount(lens, 3),
+    3,
+    'one CodeLens per activation layer, each on its own line after formatting',
+  );
   await shot('05-codelens');
 });
 
@@ -281,7 +390,10 @@ test('the side panel shows non-empty charts for a layer and the model summary', 
   await clearToasts();
   // Reveal the first activation layer the way a user would: click its entry in the Problems panel.
   await problemsText();
-  await page.locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ }).first().click();
+  await page
+    .locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ })
+    .first()
+    .click();
   const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
   const fit = frame.locator('canvas#fit-chart');
   // Revealing the line makes VS Code ask for the CodeLenses again; a click that lands on the old
@@ -289,8 +401,14 @@ test('the side panel shows non-empty charts for a layer and the model summary', 
   // clicks again; so does the test, at most three times.
   for (let attempt = 1; ; attempt++) {
     if (attempt > 1) await clearToasts();
-    await page.locator('.codelens-decoration a', { hasText: /Show fit/ }).first().click();
-    const shown = await fit.waitFor({ state: 'visible', timeout: 10000 }).then(() => true, () => false);
+    await page
+      .locator('.codelens-decoration a', { hasText: /Show fit/ })
+      .first()
+      .click();
+    const shown = await fit.waitFor({ state: 'visible', timeout: 10000 }).then(
+      () => true,
+      () => false,
+    );
     if (shown) break;
     if (attempt === 3) throw new Error('the Show fit CodeLens did not open the panel in three clicks');
   }
@@ -329,7 +447,12 @@ test('Run Encrypted Test on the MLP: completes and its result appears', async ()
   const enc = frame.locator('#encrypted-model');
   await enc.waitFor({ state: 'attached' }).catch(async (e) => {
     await shot('08-encrypted-panel-missing');
-    throw new Error(`${e.message}\npanel:\n${await frame.locator('body').innerText().catch(() => '?')}`);
+    throw new Error(
+      `${e.message}\npanel:\n${await frame
+        .locator('body')
+        .innerText()
+        .catch(() => '?')}`,
+    );
   });
   const text = await enc.innerText();
   assert.match(text, /images\s+16/);
@@ -345,7 +468,20 @@ test('a CNN planned for bootstrapping runs encrypted on Lattigo from the palette
   const saved = fs.readFileSync(settingsFile, 'utf8');
   // Bootstraps every 3 levels even though SEAL's chain holds the CNN: several bootstraps in a small
   // network. The engine runs the test suite's small ring (code-server's environment, see before()).
-  fs.writeFileSync(settingsFile, JSON.stringify({ ...JSON.parse(saved), 'heApprox.bootstrap': true, 'heApprox.bootstrapLevels': 3, 'heApprox.calibrationSamples': 600, 'heApprox.encryptedTest.samples': 8 }, null, 2));
+  fs.writeFileSync(
+    settingsFile,
+    JSON.stringify(
+      {
+        ...JSON.parse(saved),
+        'heApprox.bootstrap': true,
+        'heApprox.bootstrapLevels': 3,
+        'heApprox.calibrationSamples': 600,
+        'heApprox.encryptedTest.samples': 8,
+      },
+      null,
+      2,
+    ),
+  );
   try {
     await openFile('mnist-cnn/model.json');
     await paletteStarts('HE Approx: Analyze Model', /analysing mnist-cnn\/model\.json: started/);
@@ -357,24 +493,45 @@ test('a CNN planned for bootstrapping runs encrypted on Lattigo from the palette
     await progress.waitFor({ timeout: 120000 });
     await shot('08b-lattigo-progress');
     // The engine the installed extension started (its binary inside the VSIX), and its job folder.
-    const ours = () => spawnSync('pgrep', ['-af', `${path.join(tmp, 'extensions')}.*he-approx-lattigo run`], { encoding: 'utf8' }).stdout.trim();
+    const ours = () =>
+      spawnSync('pgrep', ['-af', `${path.join(tmp, 'extensions')}.*he-approx-lattigo run`], {
+        encoding: 'utf8',
+      }).stdout.trim();
     const running = ours();
     const jobDir = running.split(/\s+/).pop();
-    assert.match(running, /bundle\/engines\/linux-x64\/he-approx-lattigo run \S+/, 'the engine shipped in the VSIX runs');
+    assert.match(
+      running,
+      /bundle\/engines\/linux-x64\/he-approx-lattigo run \S+/,
+      'the engine shipped in the VSIX runs',
+    );
     await progress.locator('a.monaco-button', { hasText: 'Cancel' }).click();
     await toast(/encrypted test \(whole model\) cancelled\. Earlier results are unchanged/).waitFor({ timeout: 30000 });
-    assert.equal(await until(async () => ours(), (o) => o === '', 10000), '', 'no engine process outlives a cancel');
+    assert.equal(
+      await until(
+        async () => ours(),
+        (o) => o === '',
+        10000,
+      ),
+      '',
+      'no engine process outlives a cancel',
+    );
     assert.ok(!fs.existsSync(jobDir), `the engine's folder ${jobDir} is removed`);
     await clearToasts();
     await palette('HE Approx: Run Encrypted Test');
-    const done = toast(/encrypted test on Lattigo \(insecure \(test parameters\)\): 8 images, 100% agree.*; (\d+) of \1 planned bootstraps executed/);
+    const done = toast(
+      /encrypted test on Lattigo \(insecure \(test parameters\)\): 8 images, 100% agree.*; (\d+) of \1 planned bootstraps executed/,
+    );
     await done.waitFor({ timeout: 600000 });
     await shot('08c-lattigo-done');
     const [, planned] = (await done.innerText()).match(/(\d+) of \1 planned bootstraps executed/);
     assert.ok(Number(planned) >= 2, `${planned} bootstraps`);
     await palette('HE Approx: Show Approximation Panel');
     const enc = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame').locator('#encrypted-model');
-    const text = await until(() => enc.innerText().catch(() => ''), (t) => /Lattigo/.test(t), 30000);
+    const text = await until(
+      () => enc.innerText().catch(() => ''),
+      (t) => /Lattigo/.test(t),
+      30000,
+    );
     assert.match(text, /engine\s+Lattigo, insecure \(test parameters\) security/);
     assert.match(text, new RegExp(`bootstraps planned / executed\\s+${planned} / ${planned} `));
     assert.match(text, /precision after each bootstrap\s+[\d.]+(, [\d.]+)+ bits/);
@@ -400,8 +557,14 @@ test('hover on a layer shows its polynomial, errors and cost; its Show fit link 
   assert.doesNotMatch(last, /conv2d_Conv2D1/);
   await openFile('mnist-cnn/model.json');
   await waitForProblems(/relu → degree/);
-  await page.locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ }).first().click();
-  await page.locator('.view-lines span', { hasText: /^"conv2d_Conv2D1"$/ }).first().hover();
+  await page
+    .locator('.markers-panel .monaco-list-row', { hasText: /relu → degree/ })
+    .first()
+    .click();
+  await page
+    .locator('.view-lines span', { hasText: /^"conv2d_Conv2D1"$/ })
+    .first()
+    .hover();
   const hover = page.locator('.monaco-hover', { hasText: 'Chebyshev polynomial of degree' });
   await hover.first().waitFor();
   const text = await hover.first().innerText();
@@ -410,8 +573,12 @@ test('hover on a layer shows its polynomial, errors and cost; its Show fit link 
   assert.match(text, /Show fit/);
   await shot('09-hover');
   await hover.first().locator('a', { hasText: 'Show fit' }).click();
-  const shown = await until(() => select.evaluate((el) => el.value), (v) => /conv2d_Conv2D1/.test(v), 15000);
-  assert.match(shown, /conv2d_Conv2D1/, 'the hover\'s Show fit link selects its layer in the panel');
+  const shown = await until(
+    () => select.evaluate((el) => el.value),
+    (v) => /conv2d_Conv2D1/.test(v),
+    15000,
+  );
+  assert.match(shown, /conv2d_Conv2D1/, "the hover's Show fit link selects its layer in the panel");
   assert.match(await frame.locator('#layer-facts').innerText(), /relu → degree \d+/);
 });
 
@@ -449,7 +616,10 @@ test('changing the weights marks the results stale', async () => {
   const w = fs.readFileSync(weights);
   w[64] ^= 1;
   fs.writeFileSync(weights, w);
-  await page.locator('.codelens-decoration', { hasText: /^\(stale\) degree/ }).first().waitFor();
+  await page
+    .locator('.codelens-decoration', { hasText: /^\(stale\) degree/ })
+    .first()
+    .waitFor();
   await page.locator('.statusbar-item', { hasText: '(stale)' }).first().waitFor();
   await shot('11-stale');
 });
@@ -476,11 +646,25 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
     let seen = '';
     for (let attempt = 0; attempt < 4; attempt++) {
       await input.fill(path.dirname(file) + path.sep);
-      if (await row.waitFor({ timeout: 15000 }).then(() => true, () => false)) {
+      if (
+        await row.waitFor({ timeout: 15000 }).then(
+          () => true,
+          () => false,
+        )
+      ) {
         await row.click();
-        if (await movedOn().then(() => true, () => false)) return;
+        if (
+          await movedOn().then(
+            () => true,
+            () => false,
+          )
+        )
+          return;
       }
-      const message = await page.locator('.quick-input-widget .quick-input-message').innerText().catch(() => '');
+      const message = await page
+        .locator('.quick-input-widget .quick-input-message')
+        .innerText()
+        .catch(() => '');
       seen = `box "${await input.inputValue().catch(() => '?')}", message "${message}"`;
     }
     await shot('12-dialog-stuck');
@@ -488,14 +672,22 @@ test('Select Calibration Data picks data and labels with the file dialog and sav
   };
   try {
     await palette('HE Approx: Select Calibration Data');
-    await pick('HE Approx: calibration data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'),
-      () => titled('HE Approx: labels for this data').waitFor({ timeout: 10000 }));
+    await pick('HE Approx: calibration data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'), () =>
+      titled('HE Approx: labels for this data').waitFor({ timeout: 10000 }),
+    );
     await shot('12-select-labels');
-    await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'),
-      () => titled('HE Approx: labels for this data').waitFor({ state: 'hidden', timeout: 10000 }));
+    await pick('HE Approx: labels for this data', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'), () =>
+      titled('HE Approx: labels for this data').waitFor({ state: 'hidden', timeout: 10000 }),
+    );
     // VS Code truncates settings.json before writing it: a read in between sees a partial file, which
     // counts as "not written yet" (the next poll reads it whole); the assertions below stay exact.
-    const readSettings = () => { try { return JSON.parse(fs.readFileSync(settingsFile, 'utf8')); } catch { return {}; } };
+    const readSettings = () => {
+      try {
+        return JSON.parse(fs.readFileSync(settingsFile, 'utf8'));
+      } catch {
+        return {};
+      }
+    };
     const settings = await until(readSettings, (v) => !!v['heApprox.calibrationLabels'], 15000);
     assert.equal(settings['heApprox.calibrationData'], path.join('data', 'mnist-test-2000-images-idx3-ubyte'));
     assert.equal(settings['heApprox.calibrationLabels'], path.join('data', 'mnist-test-2000-labels-idx1-ubyte'));
@@ -519,17 +711,26 @@ test('a second analysis while one runs is refused, not started beside it; the st
   await palette('HE Approx: Analyze Model');
   await toast(/is still running; cancel it first/).waitFor({ timeout: 15000 });
   // The status bar item shows the progress; clicking it cancels (the command is not in the palette).
-  await page.locator('.statusbar-item', { hasText: /HE Approx \d+%/ }).first().click();
+  await page
+    .locator('.statusbar-item', { hasText: /HE Approx \d+%/ })
+    .first()
+    .click();
   await toast(/cancelled\. Earlier results are unchanged/).waitFor({ timeout: 30000 });
-  await page.locator('.notification-toast', { hasText: /HE Approx: analysing/ }).first().waitFor({ state: 'detached', timeout: 15000 });
+  await page
+    .locator('.notification-toast', { hasText: /HE Approx: analysing/ })
+    .first()
+    .waitFor({ state: 'detached', timeout: 15000 });
 });
 
 /** The extension's log (the HE Approx output channel) as written so far. */
 function extensionLog(userDir = path.join(tmp, 'user')) {
   const dir = path.join(userDir, 'logs');
   if (!fs.existsSync(dir)) return '';
-  return fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'))
-    .map((f) => fs.readFileSync(path.join(dir, String(f)), 'utf8')).join('\n');
+  return fs
+    .readdirSync(dir, { recursive: true })
+    .filter((f) => String(f).endsWith('HE Approx.log'))
+    .map((f) => fs.readFileSync(path.join(dir, String(f)), 'utf8'))
+    .join('\n');
 }
 
 const count = (text, re) => [...text.matchAll(re)].length;
@@ -545,7 +746,12 @@ test('heApprox.autoAnalyze: a burst of weight changes starts one analysis, after
     // Turning it on re-analyses results already stale (the weights changed in an earlier step):
     // let that finish, so that what follows counts only the burst.
     await page.waitForTimeout(3000);
-    await until(extensionLog, (t) => count(t, /: started/g) === count(t, /: (finished in|cancelled|stopped)|\. Fix: /g), 300000, 1000);
+    await until(
+      extensionLog,
+      (t) => count(t, /: started/g) === count(t, /: (finished in|cancelled|stopped)|\. Fix: /g),
+      300000,
+      1000,
+    );
     await clearToasts();
     const before = count(extensionLog(), started);
     // Five writes 300 ms apart, as a save of model.json and its shards or a training script's
@@ -563,7 +769,11 @@ test('heApprox.autoAnalyze: a burst of weight changes starts one analysis, after
     // No second analysis follows the first.
     await page.waitForTimeout(5000);
     const log = extensionLog();
-    assert.equal(count(log, started), before + 1, `one analysis for the burst; log:\n${log.split('\n').slice(-15).join('\n')}`);
+    assert.equal(
+      count(log, started),
+      before + 1,
+      `one analysis for the burst; log:\n${log.split('\n').slice(-15).join('\n')}`,
+    );
     assert.doesNotMatch(await page.locator('.statusbar-item', { hasText: /HE / }).first().innerText(), /stale/);
   } finally {
     fs.writeFileSync(settingsFile, saved);
@@ -580,12 +790,19 @@ test('a model deleted while it is analysed: the analysis stops, says why, and le
   // Past loading: the worker is profiling (its progress counts samples).
   await toast(/HE Approx: analysing doomed\/model\.json.*samples/).waitFor({ timeout: 60000 });
   fs.rmSync(doomed, { recursive: true });
-  await toast(/analysing doomed\/model\.json stopped: doomed\/model\.json was deleted; nothing was written/).waitFor({ timeout: 30000 });
+  await toast(/analysing doomed\/model\.json stopped: doomed\/model\.json was deleted; nothing was written/).waitFor({
+    timeout: 30000,
+  });
   await shot('13b-model-deleted');
   const busy = page.locator('.statusbar-item', { hasText: /HE Approx \d+%/ });
   assert.equal(await waitForCount(busy, 0, 15000), 0, 'the status bar no longer shows a running analysis');
   await problemsText();
-  const problems = await until(() => page.locator('.markers-panel').innerText(), (t) => !/doomed/.test(t), 15000, 500);
+  const problems = await until(
+    () => page.locator('.markers-panel').innerText(),
+    (t) => !/doomed/.test(t),
+    15000,
+    500,
+  );
   assert.doesNotMatch(problems, /doomed/, 'no diagnostic for the deleted model');
   assert.ok(!fs.existsSync(doomed), 'nothing recreated the deleted folder');
   await palette('HE Approx: Show Status');
@@ -604,7 +821,9 @@ test('cancellation mid-run keeps earlier results and writes nothing half-done', 
   await shot('13-cancelled');
   const text = await problemsText();
   assert.doesNotMatch(text, /relu → degree/, 'a cancelled run must not leave results');
-  const leftovers = fs.readdirSync(path.join(tmp, 'user'), { recursive: true }).filter((f) => String(f).includes(`${path.sep}reports${path.sep}`));
+  const leftovers = fs
+    .readdirSync(path.join(tmp, 'user'), { recursive: true })
+    .filter((f) => String(f).includes(`${path.sep}reports${path.sep}`));
   assert.deepEqual(leftovers, [], 'no cached or half-written report after Clear Results and a cancelled run');
 });
 
@@ -626,7 +845,10 @@ async function webviewFrame(re, timeout = 30000) {
   const find = async () => {
     for (const f of page.frames()) {
       if (f === page.mainFrame()) continue;
-      const text = await f.locator('body').innerText({ timeout: 1000 }).catch(() => '');
+      const text = await f
+        .locator('body')
+        .innerText({ timeout: 1000 })
+        .catch(() => '');
       if (re.test(text)) return f;
     }
     return null;
@@ -668,7 +890,9 @@ test('a max pooling model: its tree in the model view and the panel, inside the 
   assert.match(before, /\|a - b\| \(max pooling\)/, 'the max pooling shows as its |x| steps');
   assert.doesNotMatch(before, /\/w1\/diff|\/w1\/max/, 'not the plumbing around them');
   await palette('HE Approx: Analyze Model');
-  await toast(/activations and 1 max pooling as 2 \|x\| approximated.*average pooling instead: -?\d+\.\d\d pp/).waitFor({ timeout: 300000 });
+  await toast(/activations and 1 max pooling as 2 \|x\| approximated.*average pooling instead: -?\d+\.\d\d pp/).waitFor(
+    { timeout: 300000 },
+  );
   view = await webviewFrame(/activations and 1 max pooling \(2 \|x\|\) approximated: total depth \d+ levels/, 30000);
   assert.ok(view, 'the model view shows the results with the max pooling in them');
   const rows = await view.locator('tr.act').allInnerTexts();
@@ -712,21 +936,41 @@ test('CNN analysis from the palette vs the CLI on the same files, measured in on
     await palette('HE Approx: Analyze Model');
     await toast(/activations approximated/).waitFor({ timeout: 300000 });
     ext.push((Date.now() - t0) / 1000);
-    const logs = fs.readdirSync(path.join(tmp, 'user', 'logs'), { recursive: true }).filter((f) => String(f).endsWith('HE Approx.log'));
+    const logs = fs
+      .readdirSync(path.join(tmp, 'user', 'logs'), { recursive: true })
+      .filter((f) => String(f).endsWith('HE Approx.log'));
     const log = logs.map((f) => fs.readFileSync(path.join(tmp, 'user', 'logs', String(f)), 'utf8')).join('\n');
     const host = [...log.matchAll(/analysing mnist-cnn\/model\.json: finished in ([\d.]+) s/g)].pop();
     hostLogged.push(host ? Number(host[1]) : NaN);
     const t1 = Date.now();
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'he-approx.js'), 'analyze', path.join(WS, 'mnist-cnn', 'model.json'),
-      '--data', path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'), '--labels', path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'), '--quiet'],
-    { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } });
+    const r = spawnSync(
+      process.execPath,
+      [
+        path.join(ROOT, 'bin', 'he-approx.js'),
+        'analyze',
+        path.join(WS, 'mnist-cnn', 'model.json'),
+        '--data',
+        path.join(WS, 'data', 'mnist-test-2000-images-idx3-ubyte'),
+        '--labels',
+        path.join(WS, 'data', 'mnist-test-2000-labels-idx1-ubyte'),
+        '--quiet',
+      ],
+      { encoding: 'utf8', env: { ...process.env, HE_APPROX_CACHE_DIR: path.join(tmp, 'cache') } },
+    );
     assert.equal(r.status, 0, r.stderr);
     cli.push((Date.now() - t1) / 1000);
   }
-  Object.assign(timings, { extensionCnnSeconds: ext, extensionWorkerJobSeconds: hostLogged, cliCnnSeconds: cli, ratioBestExtensionToBestCli: Math.min(...ext) / Math.min(...cli) });
+  Object.assign(timings, {
+    extensionCnnSeconds: ext,
+    extensionWorkerJobSeconds: hostLogged,
+    cliCnnSeconds: cli,
+    ratioBestExtensionToBestCli: Math.min(...ext) / Math.min(...cli),
+  });
   const f = (xs) => xs.map((x) => x.toFixed(1)).join(', ');
-  console.log(`# CNN analysis, 2,000 MNIST images: extension ${f(ext)} s from the palette to the result (${f(hostLogged)} s in the worker job), `
-    + `CLI ${f(cli)} s; best-to-best ratio ${timings.ratioBestExtensionToBestCli.toFixed(2)}`);
+  console.log(
+    `# CNN analysis, 2,000 MNIST images: extension ${f(ext)} s from the palette to the result (${f(hostLogged)} s in the worker job), ` +
+      `CLI ${f(cli)} s; best-to-best ratio ${timings.ratioBestExtensionToBestCli.toFixed(2)}`,
+  );
   fs.writeFileSync(path.join(SHOTS, 'timings.json'), JSON.stringify(timings, null, 2));
 });
 
@@ -734,11 +978,16 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
   // A second code-server with VS Code's workspace trust on; the folder is opened and not trusted.
   const dir = path.join(tmp, 'untrusted');
   const ws = path.join(dir, 'workspace');
-  for (const d of ['mnist-mlp', 'data']) fs.cpSync(path.join(ROOT, 'examples', d), path.join(ws, d), { recursive: true });
+  for (const d of ['mnist-mlp', 'data'])
+    fs.cpSync(path.join(ROOT, 'examples', d), path.join(ws, d), { recursive: true });
   fs.mkdirSync(path.join(ws, '.vscode'));
   // If the extension read this, the analysis would fail on a file outside the workspace.
   const settingsFile = path.join(ws, '.vscode', 'settings.json');
-  const settingsText = JSON.stringify({ 'heApprox.calibrationData': '/nonexistent/outside-the-workspace.npy' }, null, 2);
+  const settingsText = JSON.stringify(
+    { 'heApprox.calibrationData': '/nonexistent/outside-the-workspace.npy' },
+    null,
+    2,
+  );
   fs.writeFileSync(settingsFile, settingsText);
   // A model whose weight shards are a file outside the workspace (issue 30): refused, never read.
   fs.mkdirSync(path.join(ws, 'evil'));
@@ -755,9 +1004,15 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
     await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
     // code-server opens a folder it was never told to trust in Restricted Mode, without asking
     // (desktop VS Code asks first; a user who answers No gets the same mode).
-    await page.locator('.statusbar-item', { hasText: /Restricted Mode/ }).first().waitFor({ timeout: 60000 });
+    await page
+      .locator('.statusbar-item', { hasText: /Restricted Mode/ })
+      .first()
+      .waitFor({ timeout: 60000 });
     await shot('17-restricted-mode');
-    await page.locator('.statusbar-item', { hasText: /HE Approx/ }).first().waitFor({ timeout: 60000 });
+    await page
+      .locator('.statusbar-item', { hasText: /HE Approx/ })
+      .first()
+      .waitFor({ timeout: 60000 });
     await openFile('mnist-mlp/model.json');
     await palette('HE Approx: Analyze Model');
     const offer = toast(/no calibration data configured/);
@@ -766,19 +1021,32 @@ test('an untrusted workspace: the data settings are ignored, data picked explici
     await offer.locator('a.monaco-button', { hasText: 'Use data/mnist-test-2000-images-idx3-ubyte' }).click();
     await toast(/activations approximated/).waitFor({ timeout: 300000 });
     await shot('19-untrusted-analyzed');
-    assert.equal(fs.readFileSync(settingsFile, 'utf8'), settingsText, 'the workspace settings are not written in an untrusted workspace');
-    assert.match(extensionLog(path.join(dir, 'user')), /untrusted workspace: the calibration data chosen is kept for this session/);
+    assert.equal(
+      fs.readFileSync(settingsFile, 'utf8'),
+      settingsText,
+      'the workspace settings are not written in an untrusted workspace',
+    );
+    assert.match(
+      extensionLog(path.join(dir, 'user')),
+      /untrusted workspace: the calibration data chosen is kept for this session/,
+    );
     // The choice holds for the session: a second Analyze does not ask again (the result is cached).
     await clearToasts();
     await palette('HE Approx: Analyze Model');
-    await until(() => extensionLog(path.join(dir, 'user')), (t) => /results for mnist-mlp\/model\.json are up to date/.test(t), 30000);
+    await until(
+      () => extensionLog(path.join(dir, 'user')),
+      (t) => /results for mnist-mlp\/model\.json are up to date/.test(t),
+      30000,
+    );
     assert.match(extensionLog(path.join(dir, 'user')), /results for mnist-mlp\/model\.json are up to date/);
     assert.equal(await page.locator('.notification-toast', { hasText: /no calibration data configured/ }).count(), 0);
     // The model pointing outside the workspace: one error naming the shard, nothing analysed.
     await clearToasts();
     await openFile('evil/model.json');
     await palette('HE Approx: Analyze Model');
-    await toast(/names the weight shard '\.\.\/\.\.\/outside\/weights\.bin', which leads out of the model's folder/).waitFor({ timeout: 120000 });
+    await toast(
+      /names the weight shard '\.\.\/\.\.\/outside\/weights\.bin', which leads out of the model's folder/,
+    ).waitFor({ timeout: 120000 });
     await shot('20-untrusted-shards-refused');
     assert.doesNotMatch(extensionLog(path.join(dir, 'user')), /results for evil\/model\.json/);
   } finally {

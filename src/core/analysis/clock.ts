@@ -18,14 +18,20 @@ export class StageClock {
 
   private readonly phases: Record<Phase, number>;
 
-  constructor(private readonly onProgress?: Progress, shares: Partial<Record<Phase, number>> = {}) {
+  constructor(
+    private readonly onProgress?: Progress,
+    shares: Partial<Record<Phase, number>> = {},
+  ) {
     this.phases = { ...PHASES, ...shares };
   }
 
   /** Reports fraction `f` of phase `phase` done. */
   progress(phase: Phase, f: number, msg: string): void {
     let before = 0;
-    for (const [name, w] of Object.entries(this.phases)) { if (name === phase) break; before += w; }
+    for (const [name, w] of Object.entries(this.phases)) {
+      if (name === phase) break;
+      before += w;
+    }
     const total = Object.values(this.phases).reduce((x, y) => x + y, 0);
     this.onProgress?.((before + this.phases[phase] * Math.min(1, Math.max(0, f))) / total, msg);
   }
@@ -35,7 +41,11 @@ export class StageClock {
     const t = Date.now();
     this.current = stage;
     if (stage in PHASES) this.progress(stage as Phase, 0, stage);
-    try { return await f(); } finally { this.add(stage, (Date.now() - t) / 1000); }
+    try {
+      return await f();
+    } finally {
+      this.add(stage, (Date.now() - t) / 1000);
+    }
   }
 
   add(stage: string, seconds: number): void {

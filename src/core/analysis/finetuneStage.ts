@@ -33,28 +33,54 @@ export interface FinetuneStageInput {
   layerDepth: (l: number, p: PolyActivation) => number;
 }
 
-export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: FinetuneReport; model: FinetunedModel | null }> {
+export async function finetuneStage(
+  i: FinetuneStageInput,
+): Promise<{ report: FinetuneReport; model: FinetunedModel | null }> {
   const pass = { batchSize: i.batchSize, signal: i.signal };
   const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
   const perEpoch: FinetuneReport['perEpoch'] = [];
   const r = await finetune(i.g, i.ds, i.split.calib, polysOf(i.acts, i.round.fits, i.round.offsets), {
-    ...FINETUNE_DEFAULTS, epochs: i.epochs, seed: i.seed, signal: i.signal, onProgress: i.onProgress,
+    ...FINETUNE_DEFAULTS,
+    epochs: i.epochs,
+    seed: i.seed,
+    signal: i.signal,
+    onProgress: i.onProgress,
     // Each epoch measured on the held-out samples: where more epochs stop helping shows here.
     onEpoch: async (e, now) => {
       const m = await measureModel(now.graph, i.ds, i.split.heldout, i.acts, now.polys, pass);
-      perEpoch.push({ epoch: e.epoch, seconds: e.seconds, loss: e.loss, rangeLoss: e.rangeLoss, skipped: e.skipped, measuredDrop: dropOf(m.accuracy), safe: m.safe });
+      perEpoch.push({
+        epoch: e.epoch,
+        seconds: e.seconds,
+        loss: e.loss,
+        rangeLoss: e.rangeLoss,
+        skipped: e.skipped,
+        measuredDrop: dropOf(m.accuracy),
+        safe: m.safe,
+      });
     },
   });
   const m = await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass);
   const drop = dropOf(m.accuracy);
   const before = polysOf(i.acts, i.round.fits, i.round.offsets);
-  const levelsUp = i.acts.filter((a, l) => i.layerDepth(l, r.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!)).map((a) => a.name);
+  const levelsUp = i.acts
+    .filter((a, l) => i.layerDepth(l, r.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!))
+    .map((a) => a.name);
   const kept = m.safe && drop <= i.round.drop + 1e-9 && !levelsUp.length;
   const report: FinetuneReport = {
-    epochs: i.epochs, ...FINETUNE_DEFAULTS, batchSize: r.batchSize, batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
+    epochs: i.epochs,
+    ...FINETUNE_DEFAULTS,
+    batchSize: r.batchSize,
+    batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
     seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
-    analysisDrop: i.round.drop, measuredDrop: drop, accuracy: m.accuracy, safe: m.safe, maxAbs: m.maxAbs, kept,
-    perEpoch, frozen: r.frozen, levelsUp,
+    analysisDrop: i.round.drop,
+    measuredDrop: drop,
+    accuracy: m.accuracy,
+    safe: m.safe,
+    maxAbs: m.maxAbs,
+    kept,
+    perEpoch,
+    frozen: r.frozen,
+    levelsUp,
     layers: finetuneLayers(i.acts, r.polys),
   };
   return { report, model: kept ? { graph: r.graph, polys: r.polys } : null };
@@ -64,6 +90,11 @@ export async function finetuneStage(i: FinetuneStageInput): Promise<{ report: Fi
 export function finetuneLayers(acts: GraphNode[], polys: Map<number, PolyActivation>): FinetuneReport['layers'] {
   return acts.map((a) => {
     const p = polys.get(a.id)!;
-    return { node: a.id, coeffs: Array.from(p.coeffs), channels: p.channels ?? null, channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null };
+    return {
+      node: a.id,
+      coeffs: Array.from(p.coeffs),
+      channels: p.channels ?? null,
+      channelOffset: p.channelOffset ? Array.from(p.channelOffset) : null,
+    };
   });
 }

@@ -30,7 +30,8 @@ export type Candidates = Map<FitMethod, Fit[][]>;
 export function activationsUpstream(g: Graph, acts: GraphNode[]): number[] {
   const before = new Array<number>(g.nodes.length).fill(0);
   for (const n of g.nodes) {
-    for (const i of n.inputs) before[n.id] = Math.max(before[n.id], before[i] + (g.nodes[i].spec.op === 'activation' ? 1 : 0));
+    for (const i of n.inputs)
+      before[n.id] = Math.max(before[n.id], before[i] + (g.nodes[i].spec.op === 'activation' ? 1 : 0));
   }
   return acts.map((a) => before[a.id]);
 }
@@ -46,15 +47,38 @@ export interface FitStage {
   candidates: Candidates;
 }
 
-export function fitStage(g: Graph, acts: GraphNode[], stats: Map<number, ValueStats>, s: Settings, onLayer?: (k: number) => void): FitStage {
+export function fitStage(
+  g: Graph,
+  acts: GraphNode[],
+  stats: Map<number, ValueStats>,
+  s: Settings,
+  onLayer?: (k: number) => void,
+): FitStage {
   const margins = activationMargins(g, acts, s);
   const intervals = acts.map((a, k) => chooseInterval(stats.get(a.id)!, margins[k], actSpec(a)));
-  const methods: FitMethod[] = s.method === 'minimax' ? ['minimax', 'data', 'uniform'] : s.method === 'uniform' ? ['uniform', 'data'] : ['data', 'uniform'];
+  const methods: FitMethod[] =
+    s.method === 'minimax'
+      ? ['minimax', 'data', 'uniform']
+      : s.method === 'uniform'
+        ? ['uniform', 'data']
+        : ['data', 'uniform'];
   const candidates: Candidates = new Map(methods.map((m) => [m, [] as Fit[][]]));
   acts.forEach((a, k) => {
     const st = stats.get(a.id)!;
     for (const m of methods) {
-      candidates.get(m)!.push(fitDegrees(m, actSpec(a), st, intervals[k], s.degrees, s.floor, m === 'data' && s.perChannel ? margins[k] : undefined));
+      candidates
+        .get(m)!
+        .push(
+          fitDegrees(
+            m,
+            actSpec(a),
+            st,
+            intervals[k],
+            s.degrees,
+            s.floor,
+            m === 'data' && s.perChannel ? margins[k] : undefined,
+          ),
+        );
     }
     onLayer?.(k);
   });

@@ -26,7 +26,11 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
   const calibDs = loadDataset(o.data, o.labels ?? null, g.inputShape, prep);
   const heldDs = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, prep) : null;
   if (heldDs && !!heldDs.labels !== !!calibDs.labels) {
-    throw new UserError('LABELS_MISMATCH', 'labels were given for only one of --data and --heldout-data', 'pass --labels and --heldout-labels together, or neither');
+    throw new UserError(
+      'LABELS_MISMATCH',
+      'labels were given for only one of --data and --heldout-data',
+      'pass --labels and --heldout-labels together, or neither',
+    );
   }
   let ds: Dataset;
   let split: Split;
@@ -37,9 +41,16 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
     const a = splitIndices(calibDs.count, nCalib, 0, s.seed).calib;
     const b = splitIndices(heldDs.count, nHeld, 0, s.seed + 1).calib.map((i) => i + calibDs.count);
     const x = new Float32Array(calibDs.x.length + heldDs.x.length);
-    x.set(calibDs.x); x.set(heldDs.x, calibDs.x.length);
+    x.set(calibDs.x);
+    x.set(heldDs.x, calibDs.x.length);
     const labels = calibDs.labels && heldDs.labels ? Int32Array.from([...calibDs.labels, ...heldDs.labels]) : null;
-    ds = { sampleShape: g.inputShape, count: calibDs.count + heldDs.count, x, labels, notes: [...calibDs.notes, ...heldDs.notes] };
+    ds = {
+      sampleShape: g.inputShape,
+      count: calibDs.count + heldDs.count,
+      x,
+      labels,
+      notes: [...calibDs.notes, ...heldDs.notes],
+    };
     split = { calib: a, heldout: b };
   } else {
     ds = calibDs;
@@ -49,8 +60,13 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
   }
   // Labels are the calibration file's, then (two files) the held-out file's.
   const n = calibDs.count;
-  checkLabelRange(ds.labels, g.nodes[g.output].shape, (i) => (i < n ? `${path.basename(o.labels ?? '')}: sample ${i}` : `${path.basename(o.heldoutLabels ?? '')}: sample ${i - n}`));
-  if (split.heldout.length < 1) throw new UserError('OPTION_INVALID', 'no held-out samples', 'pass --heldout N with N >= 1, or --heldout-data');
+  checkLabelRange(ds.labels, g.nodes[g.output].shape, (i) =>
+    i < n
+      ? `${path.basename(o.labels ?? '')}: sample ${i}`
+      : `${path.basename(o.heldoutLabels ?? '')}: sample ${i - n}`,
+  );
+  if (split.heldout.length < 1)
+    throw new UserError('OPTION_INVALID', 'no held-out samples', 'pass --heldout N with N >= 1, or --heldout-data');
   return { model, acts: activationNodes(g), prep, ds, split };
 }
 
@@ -64,6 +80,9 @@ function checkLabelRange(labels: Int32Array | null, outputShape: number[], where
   const classes = outputShape[0];
   const i = labels.findIndex((v) => v >= classes);
   if (i < 0) return;
-  throw new UserError('LABELS_MISMATCH', `${where(i)} is labelled ${labels[i]}, but the model has ${classes} classes (0..${classes - 1})`,
-    'pass class indices counted from 0 (subtract 1 from a file counted from 1), for the model these labels belong to');
+  throw new UserError(
+    'LABELS_MISMATCH',
+    `${where(i)} is labelled ${labels[i]}, but the model has ${classes} classes (0..${classes - 1})`,
+    'pass class indices counted from 0 (subtract 1 from a file counted from 1), for the model these labels belong to',
+  );
 }

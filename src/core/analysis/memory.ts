@@ -40,7 +40,12 @@ export interface MemoryEstimate {
   largest: { name: string; floats: number };
 }
 
-export interface MemoryOptions { heldout: number; batchSize: number; tune: boolean; minDegree: number }
+export interface MemoryOptions {
+  heldout: number;
+  batchSize: number;
+  tune: boolean;
+  minDegree: number;
+}
 
 export function estimateAnalysisMemory(g: Graph, o: MemoryOptions): MemoryEstimate {
   let weights = 0;
@@ -54,11 +59,17 @@ export function estimateAnalysisMemory(g: Graph, o: MemoryOptions): MemoryEstima
   }
   const acts = activationNodes(g);
   let perSampleCache = 0;
-  if (acts.length) for (const id of liveAt(g, acts[0].id)) if (id !== g.output) perSampleCache += 4 * size(g.nodes[id].shape);
+  if (acts.length)
+    for (const id of liveAt(g, acts[0].id)) if (id !== g.output) perSampleCache += 4 * size(g.nodes[id].shape);
   const tapeOne = o.tune && acts.length ? tapeBytesPerSample(acts, () => o.minDegree, g) : 0;
   return {
-    weights, perSampleBatch, batch: o.batchSize * perSampleBatch, tape: tapeOne > TAPE_BYTES ? tapeOne : 0,
-    perSampleCache, cache: o.heldout * perSampleCache, largest,
+    weights,
+    perSampleBatch,
+    batch: o.batchSize * perSampleBatch,
+    tape: tapeOne > TAPE_BYTES ? tapeOne : 0,
+    perSampleCache,
+    cache: o.heldout * perSampleCache,
+    largest,
   };
 }
 
@@ -76,31 +87,51 @@ function heapOf(backend: string, total: number): { bytes: number; name: string }
  * that brings it within the limit. Suggested sizes leave half the heap to what the estimate
  * does not count (kernels copy their operands: a transpose, a convolution's patches).
  */
-export function checkAnalysisMemory(g: Graph, o: MemoryOptions, backend: string, total = os.totalmem()): MemoryEstimate {
+export function checkAnalysisMemory(
+  g: Graph,
+  o: MemoryOptions,
+  backend: string,
+  total = os.totalmem(),
+): MemoryEstimate {
   const e = estimateAnalysisMemory(g, o);
   const big = `the largest value, ${e.largest.name}, holds ${e.largest.floats.toLocaleString('en-US')} numbers per sample`;
   const smallerModel = 'use a smaller model or input resolution (fewer filters or units, smaller feature maps)';
   const smaller = `he-approx analyses in memory: ${smallerModel}`;
   const heap = heapOf(backend, total);
   if (e.weights + e.perSampleBatch > heap.bytes) {
-    throw new UserError('MEMORY_LIMIT', `the model needs at least ${gb(e.weights + e.perSampleBatch)} for its weights (${gb(e.weights)}) and one sample's values (${big}), more than ${heap.name}`, smaller);
+    throw new UserError(
+      'MEMORY_LIMIT',
+      `the model needs at least ${gb(e.weights + e.perSampleBatch)} for its weights (${gb(e.weights)}) and one sample's values (${big}), more than ${heap.name}`,
+      smaller,
+    );
   }
   if (e.weights + e.tape > heap.bytes) {
-    throw new UserError('MEMORY_LIMIT', `coefficient tuning needs at least ${gb(e.weights + e.tape)} for the weights and one sample's gradient tape at degree ${o.minDegree} (${big}), more than ${heap.name}`,
-      `pass --no-tune (the other refinements need no tape), or ${smallerModel}`);
+    throw new UserError(
+      'MEMORY_LIMIT',
+      `coefficient tuning needs at least ${gb(e.weights + e.tape)} for the weights and one sample's gradient tape at degree ${o.minDegree} (${big}), more than ${heap.name}`,
+      `pass --no-tune (the other refinements need no tape), or ${smallerModel}`,
+    );
   }
   if (e.weights + e.batch > heap.bytes) {
     const fits = Math.max(1, Math.floor((heap.bytes / 2 - e.weights) / e.perSampleBatch));
-    throw new UserError('MEMORY_LIMIT', `one batch of ${o.batchSize} samples needs at least ${gb(e.weights + e.batch)} (weights ${gb(e.weights)}, values ${gb(e.batch)}; ${big}), more than ${heap.name}`,
-      `pass --batch-size ${fits} or less`);
+    throw new UserError(
+      'MEMORY_LIMIT',
+      `one batch of ${o.batchSize} samples needs at least ${gb(e.weights + e.batch)} (weights ${gb(e.weights)}, values ${gb(e.batch)}; ${big}), more than ${heap.name}`,
+      `pass --batch-size ${fits} or less`,
+    );
   }
   const limit = 0.75 * total;
   const all = 2 * e.weights + e.batch + e.tape + e.cache;
   if (all > limit) {
     const fits = Math.floor((limit / 2 - 2 * e.weights - e.batch - e.tape) / Math.max(1, e.perSampleCache));
-    const what = `the analysis needs at least ${gb(all)}: weights ${gb(2 * e.weights)} (JS and backend copies), one batch ${gb(e.batch + e.tape)}, `
-      + `the held-out values of ${o.heldout.toLocaleString('en-US')} samples ${gb(e.cache)}; more than ${gb(limit)} (3/4 of this machine's memory)`;
-    throw new UserError('MEMORY_LIMIT', what, fits >= 1 ? `pass --heldout ${fits} or fewer, or a smaller --batch-size` : smaller);
+    const what =
+      `the analysis needs at least ${gb(all)}: weights ${gb(2 * e.weights)} (JS and backend copies), one batch ${gb(e.batch + e.tape)}, ` +
+      `the held-out values of ${o.heldout.toLocaleString('en-US')} samples ${gb(e.cache)}; more than ${gb(limit)} (3/4 of this machine's memory)`;
+    throw new UserError(
+      'MEMORY_LIMIT',
+      what,
+      fits >= 1 ? `pass --heldout ${fits} or fewer, or a smaller --batch-size` : smaller,
+    );
   }
   return e;
 }
@@ -120,7 +151,11 @@ export function outOfMemory(e: unknown, stage: string, batchSize: number): UserE
   if (wasm && e instanceof wasm.RuntimeError && tf.getBackend() === 'wasm') {
     const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.byteLength ?? 0;
     if (heap >= 0.5 * WASM_HEAP_BYTES) {
-      return new UserError('MEMORY_LIMIT', `the analysis ran out of the wasm backend's memory in its ${stage} stage (heap at ${gb(heap)} of ${gb(WASM_HEAP_BYTES)})`, fix);
+      return new UserError(
+        'MEMORY_LIMIT',
+        `the analysis ran out of the wasm backend's memory in its ${stage} stage (heap at ${gb(heap)} of ${gb(WASM_HEAP_BYTES)})`,
+        fix,
+      );
     }
   }
   return null;

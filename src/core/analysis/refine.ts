@@ -34,15 +34,28 @@ const union = (p: Interval, q: Interval): Interval => ({ a: Math.min(p.a, q.a), 
 
 /** Min/max and a seeded uniform random sample (with replacement) of captured values, enough to refit. */
 function sampleStats(vals: Float32Array, k: number, seed: number): ValueStats {
-  let min = Infinity; let max = -Infinity;
-  for (let i = 0; i < vals.length; i++) { if (vals[i] < min) min = vals[i]; if (vals[i] > max) max = vals[i]; }
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < vals.length; i++) {
+    if (vals[i] < min) min = vals[i];
+    if (vals[i] > max) max = vals[i];
+  }
   const n = Math.min(k, vals.length);
   const sample = new Float32Array(n);
   // Random positions, not a stride: a stride that divides the per-sample size would pick the
   // same pixel and channel of every sample.
   const rng = new Rng(seed);
   for (let i = 0; i < n; i++) sample[i] = vals[rng.int(vals.length)];
-  return { count: vals.length, min, max, mean: 0, std: 0, percentiles: {}, histogram: { lo: min, width: 0, counts: [] }, sample };
+  return {
+    count: vals.length,
+    min,
+    max,
+    mean: 0,
+    std: 0,
+    percentiles: {},
+    histogram: { lo: min, width: 0, counts: [] },
+    sample,
+  };
 }
 
 /** Per-channel (last axis) means of values laid out channels last. */
@@ -55,7 +68,13 @@ function perChannelMeans(vals: Float32Array, C: number): Float64Array {
 }
 
 /** A layer refitted, at its degree, to the values that reach it; intervals only ever widen. */
-function refit(a: GraphNode, fit: Fit, vals: Float32Array, margin: number, o: { floor: number; reservoir: number; seed: number }): Fit {
+function refit(
+  a: GraphNode,
+  fit: Fit,
+  vals: Float32Array,
+  margin: number,
+  o: { floor: number; reservoir: number; seed: number },
+): Fit {
   const act = actSpec(a);
   const st = sampleStats(vals, o.reservoir, o.seed);
   const iv = union(chooseInterval(st, margin, act), fit.interval);
@@ -65,8 +84,15 @@ function refit(a: GraphNode, fit: Fit, vals: Float32Array, margin: number, o: { 
     const cs = new ChannelStats(a.shape[a.shape.length - 1], CHANNEL_RESERVOIR, o.seed);
     cs.add(vals);
     const ch = cs.result();
-    const intervals = fit.channels.intervals.map((old, k) => union(chooseInterval({ min: ch.min[k], max: ch.max[k] }, margin, act), old));
-    const channels = { intervals, coeffs: ch.samples.map((smp, k) => Array.from(fitDataGuidedAll(act, smp, intervals[k], fit.degree, o.floor)[fit.degree])) };
+    const intervals = fit.channels.intervals.map((old, k) =>
+      union(chooseInterval({ min: ch.min[k], max: ch.max[k] }, margin, act), old),
+    );
+    const channels = {
+      intervals,
+      coeffs: ch.samples.map((smp, k) =>
+        Array.from(fitDataGuidedAll(act, smp, intervals[k], fit.degree, o.floor)[fit.degree]),
+      ),
+    };
     out = { ...out, channels, ...assessChannels(act, channels, ch) };
   }
   return out;
@@ -87,8 +113,15 @@ export interface PropagateOptions {
  * Walks the activations in order with the earlier ones already approximated (and corrected), so
  * each layer sees the data that really reaches it in the approximated network, in one pass.
  */
-export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], chosen: Map<number, Fit>,
-  origMeans: Map<number, Float64Array>, o: PropagateOptions): Promise<{ fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> }> {
+export async function propagate(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  acts: GraphNode[],
+  chosen: Map<number, Fit>,
+  origMeans: Map<number, Float64Array>,
+  o: PropagateOptions,
+): Promise<{ fits: Map<number, Fit>; offsets: Map<number, Float32Array | null> }> {
   const fits = new Map<number, Fit>();
   const offsets = new Map<number, Float32Array | null>();
   const replace = new Map<number, PolyActivation>();
@@ -113,12 +146,19 @@ export async function propagate(ex: Executor, ds: Dataset, idx: Int32Array, acts
 
 /** The same degrees with one polynomial per layer: kept only if it measures better. */
 export function perLayerVariant(acts: GraphNode[], chosen: Map<number, Fit>, stats: Map<number, ValueStats>): Variant {
-  const fits = new Map(acts.map((a) => {
-    const f = chosen.get(a.id)!;
-    const st = stats.get(a.id)!;
-    return [a.id, { ...f, channels: undefined, ...assessFit(actSpec(a), f.coeffs, f.interval, st.sample, st) }];
-  }));
-  return { name: 'per-layer', description: 'one polynomial per layer instead of one per channel', fits, offsets: new Map() };
+  const fits = new Map(
+    acts.map((a) => {
+      const f = chosen.get(a.id)!;
+      const st = stats.get(a.id)!;
+      return [a.id, { ...f, channels: undefined, ...assessFit(actSpec(a), f.coeffs, f.interval, st.sample, st) }];
+    }),
+  );
+  return {
+    name: 'per-layer',
+    description: 'one polynomial per layer instead of one per channel',
+    fits,
+    offsets: new Map(),
+  };
 }
 
 /** Multiply-accumulates of the linear layers for one sample: what a training step costs, roughly. */
@@ -126,8 +166,13 @@ export function graphMacs(g: Graph): number {
   let macs = 0;
   for (const n of g.nodes) {
     const s = n.spec;
-    if (s.op === 'dense') macs += s.kernelShape[0] * s.kernelShape[1] * (n.shape.length > 1 ? n.shape.slice(0, -1).reduce((p, q) => p * q, 1) : 1);
-    else if (s.op === 'conv2d') macs += n.shape[0] * n.shape[1] * s.kernelShape[0] * s.kernelShape[1] * s.kernelShape[2] * s.kernelShape[3];
+    if (s.op === 'dense')
+      macs +=
+        s.kernelShape[0] *
+        s.kernelShape[1] *
+        (n.shape.length > 1 ? n.shape.slice(0, -1).reduce((p, q) => p * q, 1) : 1);
+    else if (s.op === 'conv2d')
+      macs += n.shape[0] * n.shape[1] * s.kernelShape[0] * s.kernelShape[1] * s.kernelShape[2] * s.kernelShape[3];
   }
   return macs;
 }
@@ -155,13 +200,34 @@ export interface TuneVariantOptions {
 }
 
 /** The `from` variant's coefficients tuned together (same degrees, intervals and offsets). */
-export async function tunedVariant(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], from: Variant, stats: Map<number, ValueStats>,
-  o: TuneVariantOptions): Promise<Variant> {
+export async function tunedVariant(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  acts: GraphNode[],
+  from: Variant,
+  stats: Map<number, ValueStats>,
+  o: TuneVariantOptions,
+): Promise<Variant> {
   const { epochs, samples } = tuneBudget(ex.graph, idx.length);
-  const fits = await tuneCoefficients(ex, ds, idx.subarray(0, samples), acts, from.fits, from.offsets, stats, { ...TUNE_DEFAULTS, epochs, labelWeight: o.labelWeight, seed: o.seed, signal: o.signal, onProgress: o.onProgress });
-  const labels = ds.labels && o.labelWeight > 0 ? `, mixed with the cross-entropy against the labels at weight ${o.labelWeight}` : '';
-  return { name: 'tuned', description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on ${samples} calibration samples (distillation${labels}; ${epochs} epoch${epochs === 1 ? '' : 's'}; same degrees and intervals)`,
-    fits, offsets: from.offsets };
+  const fits = await tuneCoefficients(ex, ds, idx.subarray(0, samples), acts, from.fits, from.offsets, stats, {
+    ...TUNE_DEFAULTS,
+    epochs,
+    labelWeight: o.labelWeight,
+    seed: o.seed,
+    signal: o.signal,
+    onProgress: o.onProgress,
+  });
+  const labels =
+    ds.labels && o.labelWeight > 0
+      ? `, mixed with the cross-entropy against the labels at weight ${o.labelWeight}`
+      : '';
+  return {
+    name: 'tuned',
+    description: `the ${from.name} fits' coefficients tuned together so that the approximated model's outputs match the original's on ${samples} calibration samples (distillation${labels}; ${epochs} epoch${epochs === 1 ? '' : 's'}; same degrees and intervals)`,
+    fits,
+    offsets: from.offsets,
+  };
 }
 
 export interface RefineContext {
@@ -191,21 +257,43 @@ export interface RefineContext {
  * measured (`measured` holds what was, so tuning starts from the best safe one).
  */
 export function refinementVariants(c: RefineContext) {
-  return async function* variants(plain: Variant, measured: (Variant & { drop: number; safe: boolean })[]): AsyncGenerator<Variant> {
+  return async function* variants(
+    plain: Variant,
+    measured: (Variant & { drop: number; safe: boolean })[],
+  ): AsyncGenerator<Variant> {
     yield plain;
     if (!c.acts.length) return;
     if ([...plain.fits.values()].some((f) => f.channels)) yield perLayerVariant(c.acts, plain.fits, c.stats);
-    const po = { margins: c.margins, floor: c.floor, batchSize: c.batchSize, reservoir: c.reservoir, seed: c.seed, signal: c.signal };
-    yield await c.timed(async () => ({ name: 'propagation' as const,
-      description: 'each layer refitted, in order, to the data reaching it when the earlier layers are already approximated (intervals widened to cover it)',
-      ...await propagate(c.ex, c.ds, c.idx, c.acts, plain.fits, c.origMeans, { ...po, shift: false }) }));
-    yield await c.timed(async () => ({ name: 'propagation+mean-shift' as const,
-      description: 'the same, and each channel\'s mean error subtracted (folds into the next layer\'s bias)',
-      ...await propagate(c.ex, c.ds, c.idx, c.acts, plain.fits, c.origMeans, { ...po, shift: true }) }));
+    const po = {
+      margins: c.margins,
+      floor: c.floor,
+      batchSize: c.batchSize,
+      reservoir: c.reservoir,
+      seed: c.seed,
+      signal: c.signal,
+    };
+    yield await c.timed(async () => ({
+      name: 'propagation' as const,
+      description:
+        'each layer refitted, in order, to the data reaching it when the earlier layers are already approximated (intervals widened to cover it)',
+      ...(await propagate(c.ex, c.ds, c.idx, c.acts, plain.fits, c.origMeans, { ...po, shift: false })),
+    }));
+    yield await c.timed(async () => ({
+      name: 'propagation+mean-shift' as const,
+      description: "the same, and each channel's mean error subtracted (folds into the next layer's bias)",
+      ...(await propagate(c.ex, c.ds, c.idx, c.acts, plain.fits, c.origMeans, { ...po, shift: true })),
+    }));
     if (c.tune) {
       const safe = measured.filter((v) => v.safe);
       const from = (safe.length ? safe : measured).reduce((b, v) => (v.drop < b.drop - 1e-9 ? v : b));
-      yield await c.timed(() => tunedVariant(c.ex, c.ds, c.idx, c.acts, from, c.stats, { labelWeight: c.labelWeight, seed: c.seed, signal: c.signal, onProgress: c.onTuneProgress }));
+      yield await c.timed(() =>
+        tunedVariant(c.ex, c.ds, c.idx, c.acts, from, c.stats, {
+          labelWeight: c.labelWeight,
+          seed: c.seed,
+          signal: c.signal,
+          onProgress: c.onTuneProgress,
+        }),
+      );
     }
   };
 }

@@ -110,24 +110,33 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
     const g = Math.min(hi, Math.max(lo, guess));
     let a: number;
     let b: number;
-    const passes = await check(g) <= t;
-    if (passes && !near) { a = lo; b = g; } else if (passes) {
+    const passes = (await check(g)) <= t;
+    if (passes && !near) {
+      a = lo;
+      b = g;
+    } else if (passes) {
       // Exponential search down: b passes; stop at the first failure below it.
       b = g;
       for (let step = 1; ; step *= 2) {
         if (b === lo) return lo;
         const m = Math.max(lo, b - step);
-        if (await check(m) <= t) b = m; else { a = m + 1; break; }
+        if ((await check(m)) <= t) b = m;
+        else {
+          a = m + 1;
+          break;
+        }
       }
     } else {
       if (g === hi) return null;
-      a = g + 1; b = hi;
+      a = g + 1;
+      b = hi;
     }
     while (a < b) {
       const m = Math.floor((a + b) / 2);
-      if (await check(m) <= t) b = m; else a = m + 1;
+      if ((await check(m)) <= t) b = m;
+      else a = m + 1;
     }
-    return await check(b) <= t ? b : null;
+    return (await check(b)) <= t ? b : null;
   };
 
   let rounds = 0;
@@ -135,28 +144,60 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
     rounds++;
     const pick = F[i];
     const plain: Variant = {
-      name: 'plain', description: `each ${c.candidates[0]?.[0]?.channels ? 'channel' : 'layer'} fitted to the data recorded in the original model`,
-      fits: plainFits(pick), offsets: new Map(),
+      name: 'plain',
+      description: `each ${c.candidates[0]?.[0]?.channels ? 'channel' : 'layer'} fitted to the data recorded in the original model`,
+      fits: plainFits(pick),
+      offsets: new Map(),
     };
     const measured: Measured[] = [];
     let best: Measured | null = null;
     for await (const v of c.variants(plain, measured)) {
       // Refined coefficients can break a degree-2 fold the choice's levels count on.
-      const over = c.acts.findIndex((a, l) => c.layerDepth(l, v.fits.get(a.id)!, v.offsets.get(a.id)) > c.costs[l][pick.picks[l]].depth);
-      if (over >= 0) { c.onRound?.(rounds, `${c.method}: round ${rounds}, ${v.name} skipped: it would cost ${c.acts[over].name} more levels`); continue; }
+      const over = c.acts.findIndex(
+        (a, l) => c.layerDepth(l, v.fits.get(a.id)!, v.offsets.get(a.id)) > c.costs[l][pick.picks[l]].depth,
+      );
+      if (over >= 0) {
+        c.onRound?.(
+          rounds,
+          `${c.method}: round ${rounds}, ${v.name} skipped: it would cost ${c.acts[over].name} more levels`,
+        );
+        continue;
+      }
       const m = await c.measure(v);
       const entry = { ...v, measured: m, drop: pct(m.accuracy), safe: m.safe };
       measured.push(entry);
       best = better(best, entry);
-      c.onRound?.(rounds, `${c.method}: round ${rounds}, ${v.name} measured ${entry.drop.toFixed(2)} pp${m.safe ? '' : ' (values beyond what CKKS holds)'}`);
+      c.onRound?.(
+        rounds,
+        `${c.method}: round ${rounds}, ${v.name} measured ${entry.drop.toFixed(2)} pp${m.safe ? '' : ' (values beyond what CKKS holds)'}`,
+      );
     }
     if (!best) return null;
     const round: Round = {
-      pick, fits: best.fits, offsets: best.offsets, measured: best.measured, drop: best.drop,
-      refinements: measured.map((v) => ({ name: v.name, description: v.description, accuracy: v.measured.accuracy, measuredDrop: v.drop, kept: v === best, safe: v.safe })),
+      pick,
+      fits: best.fits,
+      offsets: best.offsets,
+      measured: best.measured,
+      drop: best.drop,
+      refinements: measured.map((v) => ({
+        name: v.name,
+        description: v.description,
+        accuracy: v.measured.accuracy,
+        measuredDrop: v.drop,
+        kept: v === best,
+        safe: v.safe,
+      })),
     };
-    attempts.push({ why, degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])), depth: pick.depth,
-      predictedDrop: pick.predictedDrop, checkedDrop: checked.get(i) ?? null, measuredDrop: round.drop, meetsBudget: meets(round), safe: round.measured.safe });
+    attempts.push({
+      why,
+      degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])),
+      depth: pick.depth,
+      predictedDrop: pick.predictedDrop,
+      checkedDrop: checked.get(i) ?? null,
+      measuredDrop: round.drop,
+      meetsBudget: meets(round),
+      safe: round.measured.safe,
+    });
     return round;
   };
   const meets = (r: Round) => r.drop <= c.budget + 1e-9 && r.measured.safe;
@@ -164,19 +205,26 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
   // The first-order guess, then the cheapest choice whose exact check meets the budget.
   const last = F.length - 1;
   const guess = F.findIndex((p) => p.predictedDrop <= c.budget + 1e-9);
-  let i = await cheapest(c.budget, 0, last, guess < 0 ? last : guess, guess >= 0) ?? last;
+  let i = (await cheapest(c.budget, 0, last, guess < 0 ? last : guess, guess >= 0)) ?? last;
   let threshold = c.budget;
   let kept: Round | null = null;
   let keptAt = -1;
   while (rounds < MAX_ROUNDS) {
     const round = await full(i, rounds === 0 ? 'selected' : 'tightened');
     if (!round) break;
-    if (meets(round)) { kept = round; keptAt = i; break; }
-    if (!kept || better(kept, round) === round) { kept = round; keptAt = i; }
+    if (meets(round)) {
+      kept = round;
+      keptAt = i;
+      break;
+    }
+    if (!kept || better(kept, round) === round) {
+      kept = round;
+      keptAt = i;
+    }
     // Held-out data found the check optimistic by the miss: ask the check for that much less.
     const miss = round.measured.safe ? round.drop - c.budget : Math.max(c.budget, round.drop);
     threshold = Math.min(threshold, (await check(i)) - Math.max(miss, 0.1));
-    const next = i < last ? await cheapest(threshold, i + 1, last, i + 1, false) ?? last : null;
+    const next = i < last ? ((await cheapest(threshold, i + 1, last, i + 1, false)) ?? last) : null;
     if (next === null || next === i) break;
     i = next;
   }

@@ -30,7 +30,10 @@ export interface DegreePick {
 }
 
 /** The network whose depth a choice of degrees sets: its graph and its activations (in the rows' order). */
-export interface Network { g: Graph; acts: GraphNode[] }
+export interface Network {
+  g: Graph;
+  acts: GraphNode[];
+}
 
 export class DegreeChooser {
   private readonly energies: number[][];
@@ -48,7 +51,12 @@ export class DegreeChooser {
    * @param costs per activation, per candidate: its levels and multiplications
    * @param net the graph, whose longest path decides a choice's levels
    */
-  constructor(private readonly screen: Screen, private readonly rows: Float32Array[][], private readonly costs: ActivationCost[][], private readonly net: Network) {
+  constructor(
+    private readonly screen: Screen,
+    private readonly rows: Float32Array[][],
+    private readonly costs: ActivationCost[][],
+    private readonly net: Network,
+  ) {
     const raw = rows.map((r) => r.map(energy));
     // Scaled to [0, 1] so that the DP's absolute tolerance means the same on every model.
     const top = Math.max(1e-300, ...raw.flat());
@@ -60,7 +68,9 @@ export class DegreeChooser {
   /** The network's levels with candidate picks[l] at activation l. */
   depthOf(picks: number[]): number {
     const lv = this.fixed.slice();
-    this.net.acts.forEach((a, l) => { lv[a.id] = this.costs[l][picks[l]].depth; });
+    this.net.acts.forEach((a, l) => {
+      lv[a.id] = this.costs[l][picks[l]].depth;
+    });
     return longestPath(this.net.g, lv);
   }
 
@@ -68,7 +78,15 @@ export class DegreeChooser {
     const key = picks.join(',');
     let p = this.seen.get(key);
     if (!p) {
-      p = { picks, depth, mults, predictedDrop: predictedDrop(this.screen, picks.map((k, l) => this.rows[l][k])) };
+      p = {
+        picks,
+        depth,
+        mults,
+        predictedDrop: predictedDrop(
+          this.screen,
+          picks.map((k, l) => this.rows[l][k]),
+        ),
+      };
       this.seen.set(key, p);
     }
     return p;
@@ -80,19 +98,34 @@ export class DegreeChooser {
   /** For every total depth up to `maxDepth`, the DP's choice of least energy (then fewest multiplications). */
   private sweep(maxDepth: number): DegreePick[] {
     const t0 = Date.now();
-    try { return this.sweepUntimed(maxDepth); } finally { this.seconds += (Date.now() - t0) / 1000; }
+    try {
+      return this.sweepUntimed(maxDepth);
+    } finally {
+      this.seconds += (Date.now() - t0) / 1000;
+    }
   }
 
   private sweepUntimed(maxDepth: number): DegreePick[] {
     const L = this.costs.length;
     if (L === 0) return [this.judge([], this.depthOf([]), 0)];
     const within = (c: ActivationCost) => c.depth <= this.layerCap;
-    const deepest = this.depthOf(this.costs.map((cs) => cs.reduce((k, c, j) => (within(c) && (!within(cs[k]) || c.depth > cs[k].depth) ? j : k), 0)));
+    const deepest = this.depthOf(
+      this.costs.map((cs) =>
+        cs.reduce((k, c, j) => (within(c) && (!within(cs[k]) || c.depth > cs[k].depth) ? j : k), 0),
+      ),
+    );
     const D = Math.min(maxDepth, deepest);
     if (D < 0) return [];
-    const choices = new Map<number, NodeChoices>(this.net.acts.map((a, l) => [a.id, {
-      depth: this.costs[l].map((c) => (c.depth > this.layerCap ? Infinity : c.depth)), energy: this.energies[l], mults: this.costs[l].map((c) => c.nonScalarMults),
-    }]));
+    const choices = new Map<number, NodeChoices>(
+      this.net.acts.map((a, l) => [
+        a.id,
+        {
+          depth: this.costs[l].map((c) => (c.depth > this.layerCap ? Infinity : c.depth)),
+          energy: this.energies[l],
+          mults: this.costs[l].map((c) => c.nonScalarMults),
+        },
+      ]),
+    );
     const t = new DepthTables(this.fixed, choices, D).table(this.expr);
     const index = new Map(this.net.acts.map((a, l) => [a.id, l]));
     const out: DegreePick[] = [];
@@ -121,7 +154,10 @@ export class DegreeChooser {
     const cost = (l: number, k: number) => this.costs[l][k];
     const picks = [...start.picks];
     const D = new Float64Array(S);
-    rows.forEach((r, l) => { const row = r[picks[l]]; for (let i = 0; i < S; i++) D[i] += row[i]; });
+    rows.forEach((r, l) => {
+      const row = r[picks[l]];
+      for (let i = 0; i < S; i++) D[i] += row[i];
+    });
     const lostWith = (sub1: Float32Array, add1: Float32Array, sub2: Float32Array | null, add2: Float32Array | null) => {
       let lost = 0;
       for (let i = 0; i < S; i++) {
@@ -139,11 +175,14 @@ export class DegreeChooser {
       if (l2 >= 0) p[l2] = k2;
       return this.depthOf(p);
     };
-    let lost = Math.round(start.predictedDrop * S / 100);
+    let lost = Math.round((start.predictedDrop * S) / 100);
     type Move = { l1: number; k1: number; l2: number; k2: number; lost: number; depth: number; mults: number };
     const isBetter = (m: Move, than: Move | null) => {
       const ref = than ?? { lost, depth, mults };
-      return m.lost < ref.lost || (m.lost === ref.lost && (m.depth < ref.depth || (m.depth === ref.depth && m.mults < ref.mults)));
+      return (
+        m.lost < ref.lost ||
+        (m.lost === ref.lost && (m.depth < ref.depth || (m.depth === ref.depth && m.mults < ref.mults)))
+      );
     };
     for (let sweep = 0; sweep < 50; sweep++) {
       let best: Move | null = null;
@@ -154,10 +193,18 @@ export class DegreeChooser {
         for (let k1 = 0; k1 < rows[l1].length; k1++) {
           if (k1 === picks[l1] || cost(l1, k1).depth > this.layerCap) continue;
           const dd = cost(l1, k1).depth - cost(l1, picks[l1]).depth;
-          const move = { l1, k1, l2: -1, k2: -1, lost: lostWith(rows[l1][picks[l1]], rows[l1][k1], null, null), depth: depthWith(l1, k1),
-            mults: mults - cost(l1, picks[l1]).nonScalarMults + cost(l1, k1).nonScalarMults };
+          const move = {
+            l1,
+            k1,
+            l2: -1,
+            k2: -1,
+            lost: lostWith(rows[l1][picks[l1]], rows[l1][k1], null, null),
+            depth: depthWith(l1, k1),
+            mults: mults - cost(l1, picks[l1]).nonScalarMults + cost(l1, k1).nonScalarMults,
+          };
           if (move.depth <= maxDepth && isBetter(move, best)) best = move;
-          if (dd > 0) up.push(move); else if (dd < 0) down.push(move);
+          if (dd > 0) up.push(move);
+          else if (dd < 0) down.push(move);
         }
       }
       // Pairs: a layer that gains levels paired with one that gives them up, the moves that
@@ -168,13 +215,23 @@ export class DegreeChooser {
           if (u.l1 === v.l1) continue;
           const d2 = depthWith(u.l1, u.k1, v.l1, v.k1);
           if (d2 > maxDepth) continue;
-          const move = { l1: u.l1, k1: u.k1, l2: v.l1, k2: v.k1, lost: lostWith(rows[u.l1][picks[u.l1]], rows[u.l1][u.k1], rows[v.l1][picks[v.l1]], rows[v.l1][v.k1]),
-            depth: d2, mults: u.mults + v.mults - mults };
+          const move = {
+            l1: u.l1,
+            k1: u.k1,
+            l2: v.l1,
+            k2: v.k1,
+            lost: lostWith(rows[u.l1][picks[u.l1]], rows[u.l1][u.k1], rows[v.l1][picks[v.l1]], rows[v.l1][v.k1]),
+            depth: d2,
+            mults: u.mults + v.mults - mults,
+          };
           if (isBetter(move, best)) best = move;
         }
       }
       if (!best) break;
-      for (const [l, k] of [[best.l1, best.k1], [best.l2, best.k2]]) {
+      for (const [l, k] of [
+        [best.l1, best.k1],
+        [best.l2, best.k2],
+      ]) {
         if (l < 0) continue;
         const from = rows[l][picks[l]];
         const to = rows[l][k];
@@ -204,7 +261,10 @@ export class DegreeChooser {
     let least = Infinity;
     for (const p of all) {
       const e = energyOf(p);
-      if (e < least - 1e-15) { dp.push(p); least = e; }
+      if (e < least - 1e-15) {
+        dp.push(p);
+        least = e;
+      }
     }
     const ok = dp.filter((p) => p.predictedDrop <= target + 1e-9);
     const top = ok.length ? ok[0].depth : dp.length ? dp[dp.length - 1].depth : -1;
@@ -220,8 +280,16 @@ export class DegreeChooser {
       out.push(p);
     }
     const seen = new Set<string>();
-    return out.filter((p) => { const k = p.picks.join(','); if (seen.has(k)) return false; seen.add(k); return true; })
-      // Within a depth the more accurate last, so that the checks fall along the list and bisection holds.
-      .sort((p, q) => p.depth - q.depth || q.predictedDrop - p.predictedDrop);
+    return (
+      out
+        .filter((p) => {
+          const k = p.picks.join(',');
+          if (seen.has(k)) return false;
+          seen.add(k);
+          return true;
+        })
+        // Within a depth the more accurate last, so that the checks fall along the list and bisection holds.
+        .sort((p, q) => p.depth - q.depth || q.predictedDrop - p.predictedDrop)
+    );
   }
 }

@@ -53,7 +53,11 @@ export interface Screen {
   dm: Map<FitMethod, Float32Array[][]>;
 }
 
-interface Cand { method: FitMethod; index: number; fit: Fit }
+interface Cand {
+  method: FitMethod;
+  index: number;
+  fit: Fit;
+}
 
 /** How one layer's candidates are contracted with the gradient (see the module comment). */
 interface LayerPlan {
@@ -91,7 +95,9 @@ function planLayer(a: GraphNode, st: ValueStats, cands: Cand[], mode: ScreenOpti
     }
     let h = Math.max(b0 - a0, 1e-12) / B;
     const inside = kinks.filter((x) => x > a0 && x < b0);
-    if (inside.length >= 2) h = (inside[inside.length - 1] - inside[0]) / Math.max(1, Math.round((inside[inside.length - 1] - inside[0]) / h));
+    if (inside.length >= 2)
+      h =
+        (inside[inside.length - 1] - inside[0]) / Math.max(1, Math.round((inside[inside.length - 1] - inside[0]) / h));
     if (inside.length) a0 = inside[0] - Math.ceil((inside[0] - a0) / h) * h;
     lo[c] = a0;
     inv[c] = 1 / h;
@@ -114,7 +120,14 @@ function planLayer(a: GraphNode, st: ValueStats, cands: Cand[], mode: ScreenOpti
 }
 
 /** Adds each candidate's dm for samples [offset, offset + n) of one batch. */
-function contract(p: LayerPlan, X: Float32Array, G: Float32Array, n: number, out: Float32Array[], offset: number): void {
+function contract(
+  p: LayerPlan,
+  X: Float32Array,
+  G: Float32Array,
+  n: number,
+  out: Float32Array[],
+  offset: number,
+): void {
   const { C, per } = p;
   if (!p.grid) {
     const fx = new Float32Array(X.length);
@@ -161,15 +174,24 @@ export interface ScreenOptions {
   onProgress?: Progress;
 }
 
-export async function screenCandidates(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], stats: Map<number, ValueStats>,
-  candidates: Candidates, o: ScreenOptions): Promise<Screen> {
+export async function screenCandidates(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  acts: GraphNode[],
+  stats: Map<number, ValueStats>,
+  candidates: Candidates,
+  o: ScreenOptions,
+): Promise<Screen> {
   const S = idx.length;
   const g = ex.graph;
   const K = size(g.nodes[g.output].shape);
   const margins = new Float32Array(S);
   const right = new Uint8Array(S);
   const targets = new Int32Array(S);
-  const dm = new Map<FitMethod, Float32Array[][]>([...candidates].map(([m, fits]) => [m, fits.map((row) => row.map(() => new Float32Array(S)))]));
+  const dm = new Map<FitMethod, Float32Array[][]>(
+    [...candidates].map(([m, fits]) => [m, fits.map((row) => row.map(() => new Float32Array(S)))]),
+  );
   const plans = acts.map((a, k) => {
     const cands: Cand[] = [];
     for (const [method, fits] of candidates) fits[k].forEach((fit, index) => cands.push({ method, index, fit }));
@@ -187,10 +209,15 @@ export async function screenCandidates(ex: Executor, ds: Dataset, idx: Int32Arra
       const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
       const deltas = acts.map((a) => tf.zeros([n, ...a.shape]));
       const objective = (...d: tf.Tensor[]) => {
-        const apply = new Map(acts.map((a, k) => [a.id, (v: tf.Tensor) => {
-          inputs[k] = v.dataSync() as Float32Array;
-          return tf.add(applyActivation(v, actSpec(a)), d[k]);
-        }]));
+        const apply = new Map(
+          acts.map((a, k) => [
+            a.id,
+            (v: tf.Tensor) => {
+              inputs[k] = v.dataSync() as Float32Array;
+              return tf.add(applyActivation(v, actSpec(a)), d[k]);
+            },
+          ]),
+        );
         const z = ex.forward(new Map([[g.input, x]]), 0, { apply });
         const zv = z.dataSync();
         const mask = new Float32Array(n * K);
@@ -210,7 +237,9 @@ export async function screenCandidates(ex: Executor, ds: Dataset, idx: Int32Arra
         }
         return tf.sum(tf.mul(z, tf.tensor2d(mask, [n, K]))) as tf.Scalar;
       };
-      grads = tf.grads(objective)(deltas).map((t) => t.dataSync() as Float32Array);
+      grads = tf
+        .grads(objective)(deltas)
+        .map((t) => t.dataSync() as Float32Array);
     });
     acts.forEach((_, k) => {
       const out = plans[k].cands.map((c) => dm.get(c.method)![k][c.index]);
@@ -233,7 +262,7 @@ export function predictedDrop(screen: Screen, rows: Float32Array[]): number {
     for (const r of rows) d += r[i];
     lost += screen.right[i] - Number(screen.margins[i] + d > 0);
   }
-  return 100 * lost / screen.samples;
+  return (100 * lost) / screen.samples;
 }
 
 /** Mean squared first-order margin change: the additive cost the degree selection trades. */

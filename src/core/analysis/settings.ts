@@ -99,7 +99,8 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
 }
 
 const positiveInt = (v: number | undefined, name: string, flag: string): void => {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new UserError('OPTION_INVALID', `${name} must be a positive integer, got ${v}`, `pass ${flag} N with N >= 1`);
+  if (v !== undefined && !(Number.isInteger(v) && v > 0))
+    throw new UserError('OPTION_INVALID', `${name} must be a positive integer, got ${v}`, `pass ${flag} N with N >= 1`);
 };
 
 /** Levels between bootstraps with Lattigo's 128-bit bootstrapping parameters at N=2^16 (engines/lattigo/params.go). */
@@ -108,24 +109,50 @@ export const DEFAULT_BOOTSTRAP_LEVELS = 9;
 /** Every option's default and range, checked before anything is loaded. */
 export function resolveSettings(o: AnalyzeOptions): Settings {
   const budget = o.budget ?? 1.0;
-  if (!(budget > 0 && Number.isFinite(budget))) throw new UserError('OPTION_INVALID', `accuracy budget must be positive, got ${o.budget}`, 'pass --budget in percentage points, e.g. 1.0');
+  if (!(budget > 0 && Number.isFinite(budget)))
+    throw new UserError(
+      'OPTION_INVALID',
+      `accuracy budget must be positive, got ${o.budget}`,
+      'pass --budget in percentage points, e.g. 1.0',
+    );
   const ringSize = o.ringSize ?? 32768;
-  if (RING_LEVELS[ringSize] === undefined) throw new UserError('OPTION_INVALID', `ring size ${ringSize} is not supported`, 'pass --ring-size 8192, 16384 or 32768');
+  if (RING_LEVELS[ringSize] === undefined)
+    throw new UserError(
+      'OPTION_INVALID',
+      `ring size ${ringSize} is not supported`,
+      'pass --ring-size 8192, 16384 or 32768',
+    );
   if (o.levelBudget !== undefined && !(Number.isInteger(o.levelBudget) && o.levelBudget > 0)) {
-    throw new UserError('OPTION_INVALID', `level budget must be a positive integer, got ${o.levelBudget}`, 'pass --level-budget N, or leave it out for what SEAL offers at --ring-size');
+    throw new UserError(
+      'OPTION_INVALID',
+      `level budget must be a positive integer, got ${o.levelBudget}`,
+      'pass --level-budget N, or leave it out for what SEAL offers at --ring-size',
+    );
   }
   // Lattigo's 128-bit bootstrapping parameters at N=2^16 (N16QP1546H192H32) leave 9 levels of
   // 40 bits: a tenth takes the bootstrapping circuit's log2(QP) past 1550 (engines/lattigo/params.go).
   const bootstrapLevels = o.bootstrapLevels ?? DEFAULT_BOOTSTRAP_LEVELS;
   if (o.bootstrap && o.levelBudget !== undefined) {
-    throw new UserError('OPTION_INVALID', 'a level budget is a hard limit and bootstrapping has none', 'pass either --bootstrap or --level-budget, not both');
+    throw new UserError(
+      'OPTION_INVALID',
+      'a level budget is a hard limit and bootstrapping has none',
+      'pass either --bootstrap or --level-budget, not both',
+    );
   }
   if (!(Number.isInteger(bootstrapLevels) && bootstrapLevels >= 2)) {
-    throw new UserError('OPTION_INVALID', `levels between bootstraps must be an integer >= 2, got ${o.bootstrapLevels}`, 'pass --bootstrap-levels N (e.g. 9, Lattigo at N=2^16 and 128-bit security)');
+    throw new UserError(
+      'OPTION_INVALID',
+      `levels between bootstraps must be an integer >= 2, got ${o.bootstrapLevels}`,
+      'pass --bootstrap-levels N (e.g. 9, Lattigo at N=2^16 and 128-bit security)',
+    );
   }
   const degrees = [...new Set(o.degrees ?? DEFAULT_DEGREES)].sort((a, b) => a - b);
   if (!degrees.length || degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63)) {
-    throw new UserError('OPTION_INVALID', `degrees must be integers in 1..63, got ${degrees.join(',')}`, 'pass --degrees like 3,5,7,15');
+    throw new UserError(
+      'OPTION_INVALID',
+      `degrees must be integers in 1..63, got ${degrees.join(',')}`,
+      'pass --degrees like 3,5,7,15',
+    );
   }
   // A floor of 0.001 gave lower drops than 0.005-0.05 on the bundled examples (bench/fitQuality).
   // The margins come from the CIFAR-10 ResNets, where narrower ones let held-out values escape an
@@ -134,10 +161,25 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   // held-out value inside, where 2% let 36 images out.
   const margin = o.margin ?? 0.15;
   const marginGrowth = o.marginGrowth ?? 0.02;
-  if (!(margin >= 0 && margin <= 1)) throw new UserError('OPTION_INVALID', `margin must be in [0, 1], got ${o.margin}`, 'pass --margin as a fraction of the observed range, e.g. 0.02');
-  if (!(marginGrowth >= 0 && marginGrowth <= 1)) throw new UserError('OPTION_INVALID', `margin growth must be in [0, 1], got ${o.marginGrowth}`, 'pass --margin-growth as a fraction of the observed range per activation, e.g. 0.01');
+  if (!(margin >= 0 && margin <= 1))
+    throw new UserError(
+      'OPTION_INVALID',
+      `margin must be in [0, 1], got ${o.margin}`,
+      'pass --margin as a fraction of the observed range, e.g. 0.02',
+    );
+  if (!(marginGrowth >= 0 && marginGrowth <= 1))
+    throw new UserError(
+      'OPTION_INVALID',
+      `margin growth must be in [0, 1], got ${o.marginGrowth}`,
+      'pass --margin-growth as a fraction of the observed range per activation, e.g. 0.01',
+    );
   const floor = o.floor ?? 0.001;
-  if (!(floor >= 0 && floor < 1)) throw new UserError('OPTION_INVALID', `floor must be in [0, 1), got ${o.floor}`, 'pass --floor as a small weight, e.g. 0.001');
+  if (!(floor >= 0 && floor < 1))
+    throw new UserError(
+      'OPTION_INVALID',
+      `floor must be in [0, 1), got ${o.floor}`,
+      'pass --floor as a small weight, e.g. 0.001',
+    );
   positiveInt(o.batchSize, 'batch size', '--batch-size');
   positiveInt(o.calib, 'calibration samples', '--calib');
   positiveInt(o.heldout, 'held-out samples', '--heldout');
@@ -145,22 +187,53 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   const finetuneEpochs = o.finetuneEpochs ?? 0;
   // A bound, so that a typo cannot start a run of days.
   if (!(Number.isInteger(finetuneEpochs) && finetuneEpochs >= 0 && finetuneEpochs <= 1000)) {
-    throw new UserError('OPTION_INVALID', `fine-tuning epochs must be an integer in 0..1000, got ${o.finetuneEpochs}`, 'pass --finetune-epochs N with N between 1 and 1000, or leave it out');
+    throw new UserError(
+      'OPTION_INVALID',
+      `fine-tuning epochs must be an integer in 0..1000, got ${o.finetuneEpochs}`,
+      'pass --finetune-epochs N with N between 1 and 1000, or leave it out',
+    );
   }
   const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight;
-  if (!(labelWeight >= 0 && labelWeight <= 1)) throw new UserError('OPTION_INVALID', `tuning label weight must be in [0, 1], got ${labelWeight}`, 'pass --tune-labels between 0 (match the original model only) and 1 (labels only)');
+  if (!(labelWeight >= 0 && labelWeight <= 1))
+    throw new UserError(
+      'OPTION_INVALID',
+      `tuning label weight must be in [0, 1], got ${labelWeight}`,
+      'pass --tune-labels between 0 (match the original model only) and 1 (labels only)',
+    );
   if (typeof o.scale === 'number' && !(o.scale > 0 && Number.isFinite(o.scale))) {
-    throw new UserError('OPTION_INVALID', `input scale must be 'auto', 'none' or a positive number, got ${o.scale}`, 'pass --input-scale auto, none or a positive divisor (setting heApprox.inputScale)');
+    throw new UserError(
+      'OPTION_INVALID',
+      `input scale must be 'auto', 'none' or a positive number, got ${o.scale}`,
+      'pass --input-scale auto, none or a positive divisor (setting heApprox.inputScale)',
+    );
   }
   const method = o.method ?? 'data';
-  if (!['data', 'uniform', 'minimax'].includes(method)) throw new UserError('OPTION_INVALID', `unknown fit method ${method}`, 'pass --method data, uniform or minimax');
+  if (!['data', 'uniform', 'minimax'].includes(method))
+    throw new UserError('OPTION_INVALID', `unknown fit method ${method}`, 'pass --method data, uniform or minimax');
   return {
-    budget, ringSize, levelBudget: o.levelBudget ?? RING_LEVELS[ringSize], levelBudgetGiven: o.levelBudget !== undefined, bootstrapLevels,
+    budget,
+    ringSize,
+    levelBudget: o.levelBudget ?? RING_LEVELS[ringSize],
+    levelBudgetGiven: o.levelBudget !== undefined,
+    bootstrapLevels,
     bootstrap: o.bootstrap ?? false,
-    degrees, margin, marginGrowth, floor, batchSize: o.batchSize ?? 256, reservoir: o.reservoir ?? 16384, refineSamples: o.refineSamples ?? 2048,
+    degrees,
+    margin,
+    marginGrowth,
+    floor,
+    batchSize: o.batchSize ?? 256,
+    reservoir: o.reservoir ?? 16384,
+    refineSamples: o.refineSamples ?? 2048,
     // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
     // forward passes over them (sensitivity.ts).
-    screenSamples: o.screenSamples ?? 1024, seed: o.seed ?? 1, method, perChannel: o.perChannel ?? true, tune: o.tune ?? true, fold: o.fold ?? true, spareLevels: o.spareLevels ?? false, labelWeight,
+    screenSamples: o.screenSamples ?? 1024,
+    seed: o.seed ?? 1,
+    method,
+    perChannel: o.perChannel ?? true,
+    tune: o.tune ?? true,
+    fold: o.fold ?? true,
+    spareLevels: o.spareLevels ?? false,
+    labelWeight,
     finetuneEpochs,
   };
 }

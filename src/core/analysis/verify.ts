@@ -43,9 +43,23 @@ export interface Measurement {
   safe: boolean;
 }
 
-export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], polys: Map<number, PolyActivation>, signal?: AbortSignal): Promise<Measurement> {
+export async function measureHeldout(
+  cache: HeldoutCache,
+  acts: GraphNode[],
+  polys: Map<number, PolyActivation>,
+  signal?: AbortSignal,
+): Promise<Measurement> {
   if (!acts.length) return { accuracy: cache.baseline().accuracy, layers: [], maxAbsLogit: 0, maxAbs: 0, safe: true };
-  const layers: LayerRange[] = acts.map(() => ({ samplesOutside: 0, valuesOutside: 0, fractionOutside: 0, min: Infinity, max: -Infinity, maxAbsIn: 0, maxAbsOut: 0, nonFinite: 0 }));
+  const layers: LayerRange[] = acts.map(() => ({
+    samplesOutside: 0,
+    valuesOutside: 0,
+    fractionOutside: 0,
+    min: Infinity,
+    max: -Infinity,
+    maxAbsIn: 0,
+    maxAbsOut: 0,
+    nonFinite: 0,
+  }));
   let maxAbsLogit = 0;
   let finite = true;
   // The statistics ride on the polynomial evaluation's own values (RunOptions.inspect): copying
@@ -62,7 +76,10 @@ export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], pol
     const r = layers[k];
     const { lo, hi } = bounds[k];
     const per = size(acts[k].shape);
-    let mn = r.min; let mx = r.max; let out = r.maxAbsOut; let bad = 0;
+    let mn = r.min;
+    let mx = r.max;
+    let out = r.maxAbsOut;
+    let bad = 0;
     for (let i = 0; i < x.length; i += per) {
       let o = 0;
       for (let j = i, end = i + per; j < end; j += C) {
@@ -71,7 +88,10 @@ export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], pol
           const w = y[j + c];
           if (!(v >= lo[c] && v <= hi[c])) o++;
           // v - v is NaN exactly when v is NaN or infinite: counted, kept out of the extremes.
-          if (v - v !== 0 || w - w !== 0) { bad++; continue; }
+          if (v - v !== 0 || w - w !== 0) {
+            bad++;
+            continue;
+          }
           if (v < mn) mn = v;
           if (v > mx) mx = v;
           if (w > out) out = w;
@@ -81,14 +101,26 @@ export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], pol
       r.valuesOutside += o;
       if (o) r.samplesOutside++;
     }
-    r.min = mn; r.max = mx; r.maxAbsOut = out;
+    r.min = mn;
+    r.max = mx;
+    r.maxAbsOut = out;
     r.maxAbsIn = Math.max(Math.abs(mn), Math.abs(mx));
-    if (bad) { r.nonFinite += bad; finite = false; }
+    if (bad) {
+      r.nonFinite += bad;
+      finite = false;
+    }
   };
   const pred = await cache.predictFrom(acts[0].id, { replace: polys, inspect }, signal, [], (_s, _n, _c, logits) => {
-    for (const v of logits) { const m = Math.abs(v); if (!(m <= maxAbsLogit)) { if (!Number.isFinite(m)) finite = false; else maxAbsLogit = m; } }
+    for (const v of logits) {
+      const m = Math.abs(v);
+      if (!(m <= maxAbsLogit)) {
+        if (!Number.isFinite(m)) finite = false;
+        else maxAbsLogit = m;
+      }
+    }
   });
-  for (const [k, a] of acts.entries()) layers[k].fractionOutside = layers[k].valuesOutside / (cache.count * size(a.shape));
+  for (const [k, a] of acts.entries())
+    layers[k].fractionOutside = layers[k].valuesOutside / (cache.count * size(a.shape));
   const maxAbs = Math.max(maxAbsLogit, ...layers.map((l) => Math.max(l.maxAbsIn, l.maxAbsOut)));
   return { accuracy: cache.score(pred).accuracy, layers, maxAbsLogit, maxAbs, safe: finite && maxAbs < VALUE_BOUND };
 }
@@ -99,14 +131,21 @@ export async function measureHeldout(cache: HeldoutCache, acts: GraphNode[], pol
  * pass over those samples, not the held-out set: the search uses it to test choices cheaply
  * before measuring the promising ones on held-out data.
  */
-export async function measureSubset(ex: Executor, ds: Dataset, idx: Int32Array, right: Uint8Array, target: Int32Array, fits: Map<number, Fit>,
-  opts: PassOptions): Promise<number> {
+export async function measureSubset(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  right: Uint8Array,
+  target: Int32Array,
+  fits: Map<number, Fit>,
+  opts: PassOptions,
+): Promise<number> {
   const replace = new Map([...fits].map(([id, f]) => [id, polyOf(f)]));
   const pred = new Int32Array(idx.length);
   await forEachBatch(ex, ds, idx, { replace }, [], opts, (s, n, _c, logits) => argmaxInto(logits, n, pred, s));
   let lost = 0;
   for (let i = 0; i < idx.length; i++) lost += right[i] - Number(pred[i] === target[i]);
-  return 100 * lost / idx.length;
+  return (100 * lost) / idx.length;
 }
 
 /**
@@ -116,7 +155,14 @@ export async function measureSubset(ex: Executor, ds: Dataset, idx: Int32Array, 
  * The analysis's own figures include the max trees' polynomials; this is what they are
  * compared with.
  */
-export async function measureAveragePooling(cache: HeldoutCache, source: Graph, ds: Dataset, idx: Int32Array, polys: Map<number, PolyActivation>, opts: PassOptions): Promise<{ accuracy: number; drop: number }> {
+export async function measureAveragePooling(
+  cache: HeldoutCache,
+  source: Graph,
+  ds: Dataset,
+  idx: Int32Array,
+  polys: Map<number, PolyActivation>,
+  opts: PassOptions,
+): Promise<{ accuracy: number; drop: number }> {
   const g = cache.ex.graph;
   const byName = new Map(source.nodes.map((n) => [n.name, n.id]));
   const replace = new Map<number, PolyActivation>();
@@ -141,7 +187,14 @@ export async function measureAveragePooling(cache: HeldoutCache, source: Graph, 
  * own pass over the held-out samples up to the first activation, then the same measurement.
  * Accuracy is against the labels, which the caller needs (the cache's reference is this model's).
  */
-export async function measureModel(g: Graph, ds: Dataset, idx: Int32Array, acts: GraphNode[], polys: Map<number, PolyActivation>, opts: PassOptions): Promise<Measurement> {
+export async function measureModel(
+  g: Graph,
+  ds: Dataset,
+  idx: Int32Array,
+  acts: GraphNode[],
+  polys: Map<number, PolyActivation>,
+  opts: PassOptions,
+): Promise<Measurement> {
   const ex = new Executor(g);
   try {
     const cache = await HeldoutCache.build(ex, ds, idx, { ...opts, cuts: acts.length ? [acts[0].id] : [] });

@@ -39,7 +39,7 @@ export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: numbe
   const before: string[] = [];
   const refreshes: BootstrapPlan['refreshes'] = [];
   const tooDeep: string[] = [];
-  const cost = (n: GraphNode) => (n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n));
+  const cost = (n: GraphNode) => (n.spec.op === 'activation' ? (actDepth.get(n.id) ?? 0) : linearLevels(g, n));
   for (const n of g.nodes) {
     if (!n.inputs.length) continue;
     const k = cost(n);
@@ -49,7 +49,12 @@ export function planBootstraps(g: Graph, actDepth: Map<number, number>, L: numbe
         // Refresh the value where its levels ran out, above nodes that only move or subtract it
         // (a max tree's difference, a stride, a flatten): one bootstrap then serves every reader.
         const chain = [i];
-        while (MOVES.has(g.nodes[chain[0]].spec.op) && g.nodes[chain[0]].inputs.length === 1 && cost(g.nodes[chain[0]]) === 0) chain.unshift(g.nodes[chain[0]].inputs[0]);
+        while (
+          MOVES.has(g.nodes[chain[0]].spec.op) &&
+          g.nodes[chain[0]].inputs.length === 1 &&
+          cost(g.nodes[chain[0]]) === 0
+        )
+          chain.unshift(g.nodes[chain[0]].inputs[0]);
         for (const c of chain) left[c] = L;
         bootstraps++;
         before.push(n.name);

@@ -40,8 +40,14 @@ export interface OpCosts {
 export function publishedCosts(ringSize: number): OpCosts {
   const mul: Record<number, number> = { 8192: 6.2, 16384: 34.2, 32768: 193.9 };
   const f = (mul[ringSize] ?? 34.2 * (ringSize / 16384) ** 2) / 34.2;
-  return { ringSize, mulRelinRescale: mul[ringSize] ?? 34.2 * f, mulScalar: 4 * f, add: 0.4 * f, rotate: 26.5 * f,
-    source: "published node-seal benchmark figures, not measured here (run 'he-approx costs' to measure)" };
+  return {
+    ringSize,
+    mulRelinRescale: mul[ringSize] ?? 34.2 * f,
+    mulScalar: 4 * f,
+    add: 0.4 * f,
+    rotate: 26.5 * f,
+    source: "published node-seal benchmark figures, not measured here (run 'he-approx costs' to measure)",
+  };
 }
 
 export interface ActivationCost {
@@ -71,13 +77,24 @@ export function activationCost(degree: number, fold: Fold, costs: OpCosts, extra
   // Every coefficient is one scalar multiply-add; non-scalar products dominate at low levels.
   const mults = foldMults(fold, plan.nonScalarMults);
   const scalars = fold.form === 'series' ? degree + 1 : fold.form === 'constant' ? 0 : 1;
-  const latency = mults * costs.mulRelinRescale + scalars * (costs.mulScalar + costs.add) + (affineLevel + (fold.mixedSigns ? 1 : 0)) * costs.mulScalar
-    + (fold.form === 'constant' ? costs.add : 0);
+  const latency =
+    mults * costs.mulRelinRescale +
+    scalars * (costs.mulScalar + costs.add) +
+    (affineLevel + (fold.mixedSigns ? 1 : 0)) * costs.mulScalar +
+    (fold.form === 'constant' ? costs.add : 0);
   return { degree, polyDepth, affineLevel, depth: polyDepth + affineLevel, nonScalarMults: mults, latencyMs: latency };
 }
 
 /** The cost of activation `act` evaluated as the polynomial `p` of `degree`, folded where it can be. */
-export function polyCost(g: Graph, act: GraphNode, p: PolyActivation, degree: number, costs: OpCosts, forms = true, extra = 0): ActivationCost & { fold: Fold } {
+export function polyCost(
+  g: Graph,
+  act: GraphNode,
+  p: PolyActivation,
+  degree: number,
+  costs: OpCosts,
+  forms = true,
+  extra = 0,
+): ActivationCost & { fold: Fold } {
   const fold = planFold(g, act, p, degree, forms);
   return { ...activationCost(degree, fold, costs, extra), fold };
 }
@@ -89,9 +106,15 @@ export function polyCost(g: Graph, act: GraphNode, p: PolyActivation, degree: nu
  * per level first, as long as the network still fits. The polynomials do not change, so neither
  * does the accuracy. Returns each activation's extra levels over its optimal plan.
  */
-export function spendSpareLevels(g: Graph, acts: GraphNode[], costAt: (l: number, extra: number) => ActivationCost, capacity: number): number[] {
+export function spendSpareLevels(
+  g: Graph,
+  acts: GraphNode[],
+  costAt: (l: number, extra: number) => ActivationCost,
+  capacity: number,
+): number[] {
   const extra = acts.map(() => 0);
-  const depthWith = (l: number, e: number) => networkDepth(g, new Map(acts.map((a, k) => [a.id, costAt(k, k === l ? e : extra[k]).depth])));
+  const depthWith = (l: number, e: number) =>
+    networkDepth(g, new Map(acts.map((a, k) => [a.id, costAt(k, k === l ? e : extra[k]).depth])));
   for (;;) {
     let best: { l: number; e: number; gain: number } | null = null;
     for (let l = 0; l < acts.length; l++) {
@@ -134,7 +157,7 @@ export function networkDepth(g: Graph, actDepth: Map<number, number>): number {
   const lv = new Array<number>(g.nodes.length).fill(0);
   for (const n of g.nodes) {
     const before = n.inputs.length ? Math.max(...n.inputs.map((i) => lv[i])) : 0;
-    lv[n.id] = before + (n.spec.op === 'activation' ? actDepth.get(n.id) ?? 0 : linearLevels(g, n));
+    lv[n.id] = before + (n.spec.op === 'activation' ? (actDepth.get(n.id) ?? 0) : linearLevels(g, n));
   }
   return lv[g.output];
 }

@@ -31,12 +31,24 @@ import { unitMap } from '../numerics/chebyshev';
 import type { PolyActivation } from '../numerics/polynomial';
 
 /** One polynomial: Chebyshev coefficients in t on [a, b]. */
-export interface Lane { coeffs: ArrayLike<number>; a: number; b: number }
+export interface Lane {
+  coeffs: ArrayLike<number>;
+  a: number;
+  b: number;
+}
 
 /** y = mul x + add. */
-export interface AffineLane { mul: number; add: number }
+export interface AffineLane {
+  mul: number;
+  add: number;
+}
 /** u = mul x + add; y = sign u^2 + offset. */
-export interface SquareLane { mul: number; add: number; sign: 1 | -1; offset: number }
+export interface SquareLane {
+  mul: number;
+  add: number;
+  sign: 1 | -1;
+  offset: number;
+}
 
 /** 'constant': an even polynomial of degree <= 1 (a max tree's |x| as a constant: the tree is then linear pooling), which needs no level. */
 export type FoldForm = 'series' | 'affine' | 'square' | 'constant';
@@ -106,7 +118,9 @@ export function inputFold(g: Graph, act: GraphNode): { ok: boolean; why: string 
   if (step) {
     if (step.step > 1) return { ok: true, why: null };
     const obstacle = treeInputObstacle(g, step);
-    return obstacle ? { ok: false, why: `it is |a - b| of max pooling '${act.layer}', and ${obstacle}` } : { ok: true, why: null };
+    return obstacle
+      ? { ok: false, why: `it is |a - b| of max pooling '${act.layer}', and ${obstacle}` }
+      : { ok: true, why: null };
   }
   const end = treeEndBefore(g, act);
   if (end) {
@@ -114,9 +128,16 @@ export function inputFold(g: Graph, act: GraphNode): { ok: boolean; why: string 
   }
   const src = g.nodes[act.inputs[0]];
   if (!['dense', 'conv2d', 'batchnorm'].includes(src.spec.op)) {
-    return { ok: false, why: `its input comes from ${src.className} '${src.layer}', not from a Dense, Conv2D or BatchNormalization layer that could compute the input map` };
+    return {
+      ok: false,
+      why: `its input comes from ${src.className} '${src.layer}', not from a Dense, Conv2D or BatchNormalization layer that could compute the input map`,
+    };
   }
-  if (consumersOf(g, src.id).length !== 1) return { ok: false, why: `its input layer '${src.layer}' also feeds another layer, so it cannot compute this activation's map` };
+  if (consumersOf(g, src.id).length !== 1)
+    return {
+      ok: false,
+      why: `its input layer '${src.layer}' also feeds another layer, so it cannot compute this activation's map`,
+    };
   return { ok: true, why: null };
 }
 
@@ -130,12 +151,17 @@ export function foldInto(g: Graph, act: GraphNode): string {
 /** If the activation reads a max tree's output: whether that tree's last step can compute its map (it is the only reader). */
 function treeEndBefore(g: Graph, act: GraphNode): { ok: boolean; why: string | null } | null {
   let id = act.inputs[0];
-  while (['slice', 'flatten', 'reshape', 'identity', 'transpose'].includes(g.nodes[id].spec.op)) id = g.nodes[id].inputs[0];
+  while (['slice', 'flatten', 'reshape', 'identity', 'transpose'].includes(g.nodes[id].spec.op))
+    id = g.nodes[id].inputs[0];
   const n = g.nodes[id];
   if (n.spec.op !== 'pairmax') return null;
   const last = treeStep(g, g.nodes[n.inputs[1]]);
   if (!last || last.next !== null || treeOutput(g, id) !== act.inputs[0]) return null;
-  if (g.nodes.filter((m) => m.inputs.includes(act.inputs[0])).length !== 1) return { ok: false, why: `its input, max pooling '${n.layer}', also feeds another layer, so it cannot compute this activation's map` };
+  if (g.nodes.filter((m) => m.inputs.includes(act.inputs[0])).length !== 1)
+    return {
+      ok: false,
+      why: `its input, max pooling '${n.layer}', also feeds another layer, so it cannot compute this activation's map`,
+    };
   return { ok: true, why: null };
 }
 
@@ -152,11 +178,23 @@ function treeFold(g: Graph, act: GraphNode, p: PolyActivation, degree: number, f
   const step = treeStep(g, act)!;
   if (isConstantPoly(p)) {
     const carry = step.next === null && treeFeedsLinearOnly(g, step.max);
-    return { form: 'constant', intoPrevious: carry, mixedSigns: false, why: carry ? null : 'the pairwise maximum\'s sum is scaled for what reads it (1 level)' };
+    return {
+      form: 'constant',
+      intoPrevious: carry,
+      mixedSigns: false,
+      why: carry ? null : "the pairwise maximum's sum is scaled for what reads it (1 level)",
+    };
   }
   const input = inputFold(g, act);
-  if (degree <= 1 && forms) return { form: 'affine', intoPrevious: false, mixedSigns: false, why: 'a degree-1 |x| that is not constant is computed by a plaintext multiplication' };
-  if (degree === 2 && forms && lanesOf(p).every((l) => squareLane(l) !== null)) return { form: 'square', intoPrevious: input.ok, mixedSigns: false, why: input.why };
+  if (degree <= 1 && forms)
+    return {
+      form: 'affine',
+      intoPrevious: false,
+      mixedSigns: false,
+      why: 'a degree-1 |x| that is not constant is computed by a plaintext multiplication',
+    };
+  if (degree === 2 && forms && lanesOf(p).every((l) => squareLane(l) !== null))
+    return { form: 'square', intoPrevious: input.ok, mixedSigns: false, why: input.why };
   return { form: 'series', intoPrevious: input.ok, mixedSigns: false, why: input.why };
 }
 
@@ -173,14 +211,24 @@ export function planFold(g: Graph, act: GraphNode, p: PolyActivation, degree: nu
   if (degree >= 3) return { form: 'series', intoPrevious: input.ok, mixedSigns: false, why: input.why };
   const qs = lanesOf(p).map(squareLane);
   if (qs.some((q) => q === null)) {
-    return { form: 'series', intoPrevious: input.ok, mixedSigns: false,
-      why: `its degree-2 term is too small against the linear one for a square (it would lose over ${SQUARE_MAX_LOSS_BITS} bits): evaluated as a series${input.why ? `; ${input.why}` : ''}` };
+    return {
+      form: 'series',
+      intoPrevious: input.ok,
+      mixedSigns: false,
+      why: `its degree-2 term is too small against the linear one for a square (it would lose over ${SQUARE_MAX_LOSS_BITS} bits): evaluated as a series${input.why ? `; ${input.why}` : ''}`,
+    };
   }
   // Rank-3 values hold one channel per ciphertext: each negates on its own.
   const separate = act.shape.length === 3 || !p.channels;
   if (!separate && sharedSign(qs as SquareLane[]) === null) {
-    return { form: 'square', intoPrevious: false, mixedSigns: true,
-      why: input.ok ? 'its channels\' squares take different signs on one ciphertext, so u and -u are both made by a plaintext multiplication (1 level)' : input.why };
+    return {
+      form: 'square',
+      intoPrevious: false,
+      mixedSigns: true,
+      why: input.ok
+        ? "its channels' squares take different signs on one ciphertext, so u and -u are both made by a plaintext multiplication (1 level)"
+        : input.why,
+    };
   }
   return { form: 'square', intoPrevious: input.ok, mixedSigns: false, why: input.why };
 }
@@ -189,7 +237,10 @@ export function planFold(g: Graph, act: GraphNode, p: PolyActivation, degree: nu
 export function foldLevels(f: Fold, planDepth: number): { polyDepth: number; affineLevel: number } {
   // A constant |x| of a max tree: its step's sum is scaled (1 level) unless the factor carries (intoPrevious).
   if (f.form === 'constant') return { polyDepth: 0, affineLevel: f.intoPrevious ? 0 : 1 };
-  return { polyDepth: f.form === 'series' ? planDepth : f.form === 'square' ? 1 : 0, affineLevel: f.intoPrevious ? 0 : 1 };
+  return {
+    polyDepth: f.form === 'series' ? planDepth : f.form === 'square' ? 1 : 0,
+    affineLevel: f.intoPrevious ? 0 : 1,
+  };
 }
 
 /** True if every lane's polynomial is a constant (its coefficients beyond c_0 all zero). */
@@ -200,8 +251,14 @@ export function isConstantPoly(p: PolyActivation): boolean {
 /** What the previous linear layer hands the activation for raw input x: t, y or u if the fold is made, else x. */
 export function foldedInput(l: Lane, f: Fold, x: number): number {
   if (!f.intoPrevious) return x;
-  if (f.form === 'affine') { const q = affineLane(l); return q.mul * x + q.add; }
-  if (f.form === 'square') { const q = squareLane(l)!; return q.mul * x + q.add; }
+  if (f.form === 'affine') {
+    const q = affineLane(l);
+    return q.mul * x + q.add;
+  }
+  if (f.form === 'square') {
+    const q = squareLane(l)!;
+    return q.mul * x + q.add;
+  }
   const { scale, shift } = unitMap(l);
   return scale * x + shift;
 }

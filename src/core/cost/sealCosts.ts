@@ -59,7 +59,10 @@ export async function measureSealCosts(ringSize: number, reps = 3): Promise<OpCo
     const values = Float64Array.from({ length: slots }, (_, i) => Math.sin(i));
     const pt = encoder.encode(values, scale);
     const ct = encryptor.encrypt(pt);
-    const c = encoder.encode(Float64Array.from({ length: slots }, () => 0.37), scale);
+    const c = encoder.encode(
+      Float64Array.from({ length: slots }, () => 0.37),
+      scale,
+    );
     made.push(pt, ct, c);
     const time = (op: () => { delete: () => void } | void): number => {
       let best = Infinity;
@@ -77,12 +80,32 @@ export async function measureSealCosts(ringSize: number, reps = 3): Promise<OpCo
       evaluator.rescaleToNext(x, x);
       return x;
     });
-    const mulScalar = time(() => { const x = evaluator.multiplyPlain(ct, c); evaluator.rescaleToNext(x, x); return x; });
+    const mulScalar = time(() => {
+      const x = evaluator.multiplyPlain(ct, c);
+      evaluator.rescaleToNext(x, x);
+      return x;
+    });
     const add = time(() => evaluator.add(ct, ct));
     const rotate = time(() => evaluator.rotateVector(ct, 1, galois));
-    return { ringSize, mulRelinRescale, mulScalar, add, rotate, source: `measured with node-seal ${seal.Version ?? ''} on this machine (best of ${reps}, top level)`.replace('  ', ' ') };
+    return {
+      ringSize,
+      mulRelinRescale,
+      mulScalar,
+      add,
+      rotate,
+      source: `measured with node-seal ${seal.Version ?? ''} on this machine (best of ${reps}, top level)`.replace(
+        '  ',
+        ' ',
+      ),
+    };
   } finally {
-    for (const m of made.reverse()) { try { m.delete(); } catch { /* already freed */ } }
+    for (const m of made.reverse()) {
+      try {
+        m.delete();
+      } catch {
+        /* already freed */
+      }
+    }
   }
 }
 
@@ -96,7 +119,9 @@ export function cachedSealCosts(ringSize: number): OpCosts | null {
   try {
     const c = JSON.parse(fs.readFileSync(file, 'utf8')) as OpCosts;
     if (c.ringSize === ringSize && c.mulRelinRescale > 0) return { ...c, source: `${c.source}; cached in ${file}` };
-  } catch { /* not cached yet */ }
+  } catch {
+    /* not cached yet */
+  }
   return null;
 }
 
@@ -110,6 +135,8 @@ export async function measureAndCacheSealCosts(ringSize: number): Promise<OpCost
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
-  } catch { /* an unwritable cache only costs a re-measurement next time */ }
+  } catch {
+    /* an unwritable cache only costs a re-measurement next time */
+  }
   return c;
 }

@@ -50,7 +50,11 @@ export function longestPath(g: Graph, levels: ArrayLike<number>): number {
  * (`isAct` marks activations): the activation levels a network really spends, which is less
  * than the sum of all its activations' levels where branches run side by side.
  */
-export function criticalPath(g: Graph, levels: ArrayLike<number>, isAct: (n: GraphNode) => boolean): { total: number; activation: number } {
+export function criticalPath(
+  g: Graph,
+  levels: ArrayLike<number>,
+  isAct: (n: GraphNode) => boolean,
+): { total: number; activation: number } {
   const lv = new Float64Array(g.nodes.length);
   const act = new Float64Array(g.nodes.length);
   for (const n of g.nodes) {
@@ -72,7 +76,11 @@ export function decompose(g: Graph): SpExpr {
     const stack = [from];
     while (stack.length) {
       const v = stack.pop()!;
-      for (const w of dir === 'down' ? outs[v] : g.nodes[v].inputs) if (!seen.has(w) && within(w)) { seen.add(w); stack.push(w); }
+      for (const w of dir === 'down' ? outs[v] : g.nodes[v].inputs)
+        if (!seen.has(w) && within(w)) {
+          seen.add(w);
+          stack.push(w);
+        }
     }
     return seen;
   };
@@ -108,17 +116,28 @@ export function decompose(g: Graph): SpExpr {
         if (u !== src && !inR.has(u)) continue;
         const a = u === src ? -1 : pos.get(u)!;
         const b = pos.get(w)!;
-        if (b - a > 1) { diff[a + 1]++; diff[b]--; }
+        if (b - a > 1) {
+          diff[a + 1]++;
+          diff[b]--;
+        }
       }
     }
     const cuts: number[] = [];
     let run = 0;
-    R.forEach((v, k) => { run += diff[k]; cover.set(v, run); if (run === 0 && v !== sink) cuts.push(v); });
+    R.forEach((v, k) => {
+      run += diff[k];
+      cover.set(v, run);
+      if (run === 0 && v !== sink) cuts.push(v);
+    });
     const parts: SpExpr[] = [];
     let from = src;
     for (const b of [...cuts, sink]) {
       const ins = [...new Set(g.nodes[b].inputs)];
-      if (ins.length === 1 && ins[0] === from) { parts.push(node(b)); from = b; continue; }
+      if (ins.length === 1 && ins[0] === from) {
+        parts.push(node(b));
+        from = b;
+        continue;
+      }
       const regions = ins.map((i) => (i === from ? [] : region(from, i).filter((v) => v !== b)));
       const all = regions.flat();
       if (new Set(all).size === all.length) {
@@ -135,7 +154,11 @@ export function decompose(g: Graph): SpExpr {
 }
 
 /** One choice per activation node: its levels, energy and multiplications. */
-export interface NodeChoices { depth: number[]; energy: number[]; mults: number[] }
+export interface NodeChoices {
+  depth: number[];
+  energy: number[];
+  mults: number[];
+}
 
 interface Table {
   /** Least energy, then multiplications, with at most d levels. */
@@ -150,7 +173,11 @@ const better = (e: number, m: number, e0: number, m0: number) => e < e0 - TOL ||
 
 /** The DP over a series-parallel expression (see the file comment). */
 export class DepthTables {
-  constructor(private readonly fixed: number[], private readonly choices: Map<number, NodeChoices>, private readonly D: number) {}
+  constructor(
+    private readonly fixed: number[],
+    private readonly choices: Map<number, NodeChoices>,
+    private readonly D: number,
+  ) {}
 
   table(x: SpExpr): Table {
     const D = this.D;
@@ -161,16 +188,29 @@ export class DepthTables {
         const m = new Float64Array(D + 1).fill(Infinity);
         if (!c) {
           const f = this.fixed[x.id];
-          for (let d = f; d <= D; d++) { e[d] = 0; m[d] = 0; }
+          for (let d = f; d <= D; d++) {
+            e[d] = 0;
+            m[d] = 0;
+          }
           return { e, m, pick: () => undefined };
         }
         const arg = new Int32Array(D + 1).fill(-1);
         for (let d = 0; d <= D; d++) {
           c.depth.forEach((dk, k) => {
-            if (dk <= d && better(c.energy[k], c.mults[k], e[d], m[d])) { e[d] = c.energy[k]; m[d] = c.mults[k]; arg[d] = k; }
+            if (dk <= d && better(c.energy[k], c.mults[k], e[d], m[d])) {
+              e[d] = c.energy[k];
+              m[d] = c.mults[k];
+              arg[d] = k;
+            }
           });
         }
-        return { e, m, pick: (d, picks) => { picks.set(x.id, arg[d]); } };
+        return {
+          e,
+          m,
+          pick: (d, picks) => {
+            picks.set(x.id, arg[d]);
+          },
+        };
       }
       case 'series': {
         let acc: Table = { e: new Float64Array(D + 1), m: new Float64Array(D + 1), pick: () => undefined };
@@ -181,7 +221,11 @@ export class DepthTables {
         const ts = x.branches.map((b) => this.table(b));
         const e = new Float64Array(D + 1);
         const m = new Float64Array(D + 1);
-        for (const t of ts) for (let d = 0; d <= D; d++) { e[d] += t.e[d]; m[d] += t.m[d]; }
+        for (const t of ts)
+          for (let d = 0; d <= D; d++) {
+            e[d] += t.e[d];
+            m[d] += t.m[d];
+          }
         return { e, m, pick: (d, picks) => ts.forEach((t) => t.pick(d, picks)) };
       }
       case 'bound': {
@@ -190,7 +234,10 @@ export class DepthTables {
         for (const id of x.acts) acc = this.series(acc, this.table({ kind: 'node', id }));
         const e = new Float64Array(D + 1).fill(Infinity);
         const m = new Float64Array(D + 1).fill(Infinity);
-        for (let d = x.fixed; d <= D; d++) { e[d] = acc.e[d - x.fixed]; m[d] = acc.m[d - x.fixed]; }
+        for (let d = x.fixed; d <= D; d++) {
+          e[d] = acc.e[d - x.fixed];
+          m[d] = acc.m[d - x.fixed];
+        }
         const inner = acc;
         return { e, m, pick: (d, picks) => inner.pick(d - x.fixed, picks) };
       }
@@ -208,14 +255,25 @@ export class DepthTables {
         if (b.e[j] === Infinity) continue;
         const ne = a.e[i] + b.e[j];
         const nm = a.m[i] + b.m[j];
-        if (better(ne, nm, e[i + j], m[i + j])) { e[i + j] = ne; m[i + j] = nm; split[i + j] = i; }
+        if (better(ne, nm, e[i + j], m[i + j])) {
+          e[i + j] = ne;
+          m[i + j] = nm;
+          split[i + j] = i;
+        }
       }
     }
     // At most d levels: carry the best of fewer levels up.
-    for (let d = 1; d <= D; d++) if (better(e[d - 1], m[d - 1], e[d], m[d])) { e[d] = e[d - 1]; m[d] = m[d - 1]; split[d] = -2 - (d - 1); }
+    for (let d = 1; d <= D; d++)
+      if (better(e[d - 1], m[d - 1], e[d], m[d])) {
+        e[d] = e[d - 1];
+        m[d] = m[d - 1];
+        split[d] = -2 - (d - 1);
+      }
     const at = (d: number): number => (split[d] <= -2 ? at(-2 - split[d]) : d);
     return {
-      e, m, pick: (d, picks) => {
+      e,
+      m,
+      pick: (d, picks) => {
         const dd = at(d);
         const i = split[dd];
         if (i < 0) return;

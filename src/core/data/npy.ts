@@ -5,7 +5,11 @@
  */
 import { UserError } from '../errors';
 
-export interface NpyArray { shape: number[]; data: Float32Array | Float64Array | Uint8Array | Int32Array; dtype: string }
+export interface NpyArray {
+  shape: number[];
+  data: Float32Array | Float64Array | Uint8Array | Int32Array;
+  dtype: string;
+}
 
 export function parseNpy(buf: Uint8Array, name = '.npy file'): NpyArray {
   const magic = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];
@@ -24,9 +28,17 @@ export function parseNpy(buf: Uint8Array, name = '.npy file'): NpyArray {
     throw new UserError('DATA_UNREADABLE', `${name} has an unreadable .npy header`, 'save the array with numpy.save');
   }
   if (fortran === 'True') {
-    throw new UserError('DATA_UNREADABLE', `${name} is stored in Fortran order`, 'save numpy.ascontiguousarray(x) instead');
+    throw new UserError(
+      'DATA_UNREADABLE',
+      `${name} is stored in Fortran order`,
+      'save numpy.ascontiguousarray(x) instead',
+    );
   }
-  const shape = shapeStr.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  const shape = shapeStr
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   const off = hstart + hlen;
   const kinds: Record<string, { bytes: number; get: (o: number) => number; out: 'f32' | 'f64' | 'u8' | 'i32' }> = {
@@ -44,15 +56,33 @@ export function parseNpy(buf: Uint8Array, name = '.npy file'): NpyArray {
   };
   const k = kinds[descr];
   if (!k) {
-    throw new UserError('DATA_UNREADABLE', `${name} has dtype '${descr}'`, 'save float32, float64, uint8 or integer arrays');
+    throw new UserError(
+      'DATA_UNREADABLE',
+      `${name} has dtype '${descr}'`,
+      'save float32, float64, uint8 or integer arrays',
+    );
   }
   if (buf.length - off < count * k.bytes) {
-    throw new UserError('DATA_UNREADABLE', `${name} is truncated: shape (${shape.join(', ')}) needs ${count * k.bytes} bytes, ${buf.length - off} present`,
-      'check that the file was written completely');
+    throw new UserError(
+      'DATA_UNREADABLE',
+      `${name} is truncated: shape (${shape.join(', ')}) needs ${count * k.bytes} bytes, ${buf.length - off} present`,
+      'check that the file was written completely',
+    );
   }
-  const data = k.out === 'f32' ? new Float32Array(count) : k.out === 'f64' ? new Float64Array(count) : k.out === 'u8' ? new Uint8Array(count) : new Int32Array(count);
+  const data =
+    k.out === 'f32'
+      ? new Float32Array(count)
+      : k.out === 'f64'
+        ? new Float64Array(count)
+        : k.out === 'u8'
+          ? new Uint8Array(count)
+          : new Int32Array(count);
   for (let i = 0; i < count; i++) data[i] = k.get(off + i * k.bytes);
-  return { shape, data, dtype: k.out === 'f32' ? 'float32' : k.out === 'f64' ? 'float64' : k.out === 'u8' ? 'uint8' : 'int32' };
+  return {
+    shape,
+    data,
+    dtype: k.out === 'f32' ? 'float32' : k.out === 'f64' ? 'float64' : k.out === 'u8' ? 'uint8' : 'int32',
+  };
 }
 
 /** Writes a float32 or uint8 array as .npy version 1.0 (used by tests and the exporter). */

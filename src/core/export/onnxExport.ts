@@ -18,7 +18,14 @@ import { Report } from '../report';
 type Layer = Report['layers'][number];
 
 /** Nodes and initializers computing `out` = the layer's polynomial of `x`. */
-function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, rank: number, prefix: string): { nodes: OnnxNode[]; inits: OnnxTensor[] } {
+function polynomialNodes(
+  l: Layer,
+  x: string,
+  out: string,
+  channelAxis: number,
+  rank: number,
+  prefix: string,
+): { nodes: OnnxNode[]; inits: OnnxTensor[] } {
   const nodes: OnnxNode[] = [];
   const inits: OnnxTensor[] = [];
   const ch = l.chosen.channels;
@@ -45,10 +52,22 @@ function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, 
   const finish = (y: string): void => {
     // The last node writes the activation's own output name, so that its consumers are unchanged.
     // The mean-shift offset is per channel even when the polynomial is one per layer.
-    if (off) { nodes.push({ name: `${prefix}/offset`, op_type: 'Sub', input: [y, tensor(alongChannels(off.length), off)], output: [out], attribute: [] }); return; }
+    if (off) {
+      nodes.push({
+        name: `${prefix}/offset`,
+        op_type: 'Sub',
+        input: [y, tensor(alongChannels(off.length), off)],
+        output: [out],
+        attribute: [],
+      });
+      return;
+    }
     nodes.push({ name: `${prefix}/out`, op_type: 'Identity', input: [y], output: [out], attribute: [] });
   };
-  if (K === 1) { finish(op('Add', op('Mul', x, scalar(0)), constant(coef(0)))); return { nodes, inits }; }
+  if (K === 1) {
+    finish(op('Add', op('Mul', x, scalar(0)), constant(coef(0))));
+    return { nodes, inits };
+  }
   const tt = op('Add', op('Mul', x, constant(maps.map((m) => m.scale))), constant(maps.map((m) => m.shift)));
   const t2 = op('Mul', tt, scalar(2));
   // Clenshaw from the top: b_{K-1} = c_{K-1}, b_K = 0.
@@ -73,16 +92,38 @@ function polynomialNodes(l: Layer, x: string, out: string, channelAxis: number, 
  * step two Slices of the value along the step's axis, their difference through the polynomial and
  * m = (a + b) * 0.5 + p(a - b) * 0.5, then the stride (Slice with steps). ONNX opset 11 or later.
  */
-function maxTreeNodes(pool: string, steps: Layer[], site: OnnxPoolSite, g: Graph, opset: number): { nodes: OnnxNode[]; inits: OnnxTensor[] } {
-  if (opset < 11) throw new UserError('MODEL_UNSUPPORTED', `exporting max pooling '${pool}' as polynomials needs ONNX opset 11 or later; the model has opset ${opset}`, 're-export the model with opset_version=13');
+function maxTreeNodes(
+  pool: string,
+  steps: Layer[],
+  site: OnnxPoolSite,
+  g: Graph,
+  opset: number,
+): { nodes: OnnxNode[]; inits: OnnxTensor[] } {
+  if (opset < 11)
+    throw new UserError(
+      'MODEL_UNSUPPORTED',
+      `exporting max pooling '${pool}' as polynomials needs ONNX opset 11 or later; the model has opset ${opset}`,
+      're-export the model with opset_version=13',
+    );
   const nodes: OnnxNode[] = [];
   const inits: OnnxTensor[] = [];
   const prefix = `he_approx/${pool.replace(/^\//, '')}`;
   let t = 0;
   const name = () => `${prefix}/t${t++}`;
-  const ints = (vals: number[]) => { const n = name(); inits.push(int64Tensor(n, [vals.length], vals)); return n; };
-  const half = (() => { const n = `${prefix}/half`; inits.push(floatTensor(n, [], [0.5])); return n; })();
-  const op = (type: string, ins: string[], out = name(), attribute: OnnxNode['attribute'] = []) => { nodes.push({ name: out, op_type: type, input: ins, output: [out], attribute }); return out; };
+  const ints = (vals: number[]) => {
+    const n = name();
+    inits.push(int64Tensor(n, [vals.length], vals));
+    return n;
+  };
+  const half = (() => {
+    const n = `${prefix}/half`;
+    inits.push(floatTensor(n, [], [0.5]));
+    return n;
+  })();
+  const op = (type: string, ins: string[], out = name(), attribute: OnnxNode['attribute'] = []) => {
+    nodes.push({ name: out, op_type: type, input: ins, output: [out], attribute });
+    return out;
+  };
   const byName = new Map(g.nodes.map((n) => [n.name, n]));
   const axisOf = (a: 'height' | 'width') => (a === 'height' ? site.axes.h : site.axes.w);
   let x = site.input;
@@ -90,8 +131,10 @@ function maxTreeNodes(pool: string, steps: Layer[], site: OnnxPoolSite, g: Graph
   if (pad && pad.spec.op === 'pad') {
     const p = pad.spec.pads;
     const pads = new Array<number>(2 * site.rank).fill(0);
-    pads[site.axes.h] = p[0][0]; pads[site.axes.w] = p[1][0];
-    pads[site.rank + site.axes.h] = p[0][1]; pads[site.rank + site.axes.w] = p[1][1];
+    pads[site.axes.h] = p[0][0];
+    pads[site.axes.w] = p[1][0];
+    pads[site.rank + site.axes.h] = p[0][1];
+    pads[site.rank + site.axes.w] = p[1][1];
     x = op('Pad', [x, ints(pads)], name(), [{ name: 'mode', type: 3, s: new TextEncoder().encode('edge') }]);
   }
   steps.forEach((l) => {
@@ -111,7 +154,13 @@ function maxTreeNodes(pool: string, steps: Layer[], site: OnnxPoolSite, g: Graph
   const stride = byName.get(`${pool}/stride`);
   if (stride && stride.spec.op === 'slice') {
     const sp = stride.spec;
-    x = op('Slice', [x, ints([0, 0]), ints([sp.end[0], sp.end[1]]), ints([site.axes.h, site.axes.w]), ints([sp.step[0], sp.step[1]])]);
+    x = op('Slice', [
+      x,
+      ints([0, 0]),
+      ints([sp.end[0], sp.end[1]]),
+      ints([site.axes.h, site.axes.w]),
+      ints([sp.step[0], sp.step[1]]),
+    ]);
   }
   nodes.push({ name: `${prefix}/out`, op_type: 'Identity', input: [x], output: [site.output], attribute: [] });
   return { nodes, inits };
@@ -129,7 +178,11 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
     if (l.maxTree) continue; // a max pooling's |x|: with its tree, below
     const site = src.activations[l.name];
     if (!site) {
-      throw new UserError('OPTION_INVALID', `the report's activation ${l.name} is not in ${model.path}`, 'analyse this model again, then export');
+      throw new UserError(
+        'OPTION_INVALID',
+        `the report's activation ${l.name} is not in ${model.path}`,
+        'analyse this model again, then export',
+      );
     }
     const prefix = `he_approx/${l.name.replace(/^\//, '')}`;
     const p = polynomialNodes(l, site.input, site.output, site.channelAxis, site.rank, prefix);
@@ -139,8 +192,19 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
   }
   for (const pool of report.maxPooling?.pools ?? []) {
     const site = src.pools[pool.pool];
-    if (!site) throw new UserError('OPTION_INVALID', `the report's max pooling ${pool.pool} is not in ${model.path}`, 'analyse this model again, then export');
-    const t = maxTreeNodes(pool.pool, report.layers.filter((l) => l.maxTree?.pool === pool.pool), site, model.graph, src.opset);
+    if (!site)
+      throw new UserError(
+        'OPTION_INVALID',
+        `the report's max pooling ${pool.pool} is not in ${model.path}`,
+        'analyse this model again, then export',
+      );
+    const t = maxTreeNodes(
+      pool.pool,
+      report.layers.filter((l) => l.maxTree?.pool === pool.pool),
+      site,
+      model.graph,
+      src.opset,
+    );
     site.nodes.forEach((i) => removed.add(i));
     replaced.set(Math.min(...site.nodes), { nodes: t.nodes });
     g.initializer.push(...t.inits);
@@ -157,6 +221,7 @@ export function approximatedOnnx(model: LoadedModel, report: Report): Uint8Array
   g.initializer = g.initializer.filter((t) => read.has(t.name ?? ''));
   m.producer_name = 'he-approx';
   m.producer_version = report.tool.version;
-  m.doc_string = `Approximated by he-approx ${report.tool.version}: every activation replaced by its Chebyshev polynomial, every max pooling by its tree of polynomial pairwise maxima (see coefficients.json). Original producer: ${src.model.producer_name ?? '?'} ${src.model.producer_version ?? ''}`.trim();
+  m.doc_string =
+    `Approximated by he-approx ${report.tool.version}: every activation replaced by its Chebyshev polynomial, every max pooling by its tree of polynomial pairwise maxima (see coefficients.json). Original producer: ${src.model.producer_name ?? '?'} ${src.model.producer_version ?? ''}`.trim();
   return encodeModel(m);
 }

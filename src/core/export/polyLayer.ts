@@ -31,7 +31,8 @@ export class HEPolyActivation extends tf.layers.Layer {
     super({ name: config.name, trainable: false });
     if (config.basis !== 'chebyshev') throw new Error(`HEPolyActivation: unknown basis ${config.basis}`);
     // tfjs turns snake_case config keys into camelCase when it deserialises a model.json.
-    const offset = config.channel_offset ?? (config as unknown as { channelOffset?: number[] | null }).channelOffset ?? null;
+    const offset =
+      config.channel_offset ?? (config as unknown as { channelOffset?: number[] | null }).channelOffset ?? null;
     this.cfg = { ...config, channel_offset: offset };
     delete (this.cfg as unknown as { channelOffset?: unknown }).channelOffset;
     this.offset = offset ? Float32Array.from(offset) : undefined;
@@ -40,8 +41,18 @@ export class HEPolyActivation extends tf.layers.Layer {
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     const ch = this.cfg.channels;
-    const channels = ch ? { intervals: ch.map((c) => ({ a: c.interval[0], b: c.interval[1] })), coeffs: ch.map((c) => c.coefficients) } : undefined;
-    return tf.tidy(() => applyPoly(x, { coeffs: this.cfg.coefficients, a: this.cfg.interval[0], b: this.cfg.interval[1], channels, channelOffset: this.offset }));
+    const channels = ch
+      ? { intervals: ch.map((c) => ({ a: c.interval[0], b: c.interval[1] })), coeffs: ch.map((c) => c.coefficients) }
+      : undefined;
+    return tf.tidy(() =>
+      applyPoly(x, {
+        coeffs: this.cfg.coefficients,
+        a: this.cfg.interval[0],
+        b: this.cfg.interval[1],
+        channels,
+        channelOffset: this.offset,
+      }),
+    );
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
@@ -53,7 +64,10 @@ export class HEPolyActivation extends tf.layers.Layer {
     return { ...super.getConfig(), ...rest } as unknown as tf.serialization.ConfigDict;
   }
 
-  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+  static override fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
     return new cls(config) as T;
   }
 }
@@ -61,7 +75,11 @@ export class HEPolyActivation extends tf.layers.Layer {
 export const POLY_MAXPOOL_CLASS = 'HEPolyMaxPooling2D';
 
 /** One step of a max tree: along the height or the width, operands `offset` apart, |x| by the polynomial. */
-export interface PolyMaxStep { axis: 'height' | 'width'; offset: number; poly: PolyLayerConfig }
+export interface PolyMaxStep {
+  axis: 'height' | 'width';
+  offset: number;
+  poly: PolyLayerConfig;
+}
 
 export interface PolyMaxPoolConfig {
   name?: string;
@@ -103,7 +121,15 @@ export class HEPolyMaxPooling2D extends tf.layers.Layer {
       const edge = (v: tf.Tensor, ax: number, before: number, after: number) => {
         if (!before && !after) return v;
         const n = v.shape[ax];
-        const one = (at: number, k: number) => tf.tile(tf.slice(v, v.shape.map((_, i) => (i === ax ? at : 0)), v.shape.map((d, i) => (i === ax ? 1 : -1))), v.shape.map((_, i) => (i === ax ? k : 1)));
+        const one = (at: number, k: number) =>
+          tf.tile(
+            tf.slice(
+              v,
+              v.shape.map((_, i) => (i === ax ? at : 0)),
+              v.shape.map((d, i) => (i === ax ? 1 : -1)),
+            ),
+            v.shape.map((_, i) => (i === ax ? k : 1)),
+          );
         return tf.concat([...(before ? [one(0, before)] : []), v, ...(after ? [one(n - 1, after)] : [])], ax);
       };
       x = edge(edge(x, 1, t, b), 2, l, r);
@@ -111,15 +137,24 @@ export class HEPolyMaxPooling2D extends tf.layers.Layer {
         const ax = st.axis === 'height' ? 1 : 2;
         const len = (x.shape[ax] as number) - st.offset;
         const size = x.shape.map((d, i) => (i === ax ? len : -1));
-        const a = tf.slice(x, x.shape.map(() => 0), size);
-        const bb = tf.slice(x, x.shape.map((_, i) => (i === ax ? st.offset : 0)), size);
+        const a = tf.slice(
+          x,
+          x.shape.map(() => 0),
+          size,
+        );
+        const bb = tf.slice(
+          x,
+          x.shape.map((_, i) => (i === ax ? st.offset : 0)),
+          size,
+        );
         const p = this.polys[j].call(tf.sub(a, bb)) as tf.Tensor;
         x = tf.mul(tf.add(tf.add(a, bb), p), 0.5);
       });
       const [sh, sw] = this.cfg.strides;
       const [ho, wo] = this.cfg.output;
       const [n, , , c] = x.shape as [number, number, number, number];
-      if (sh > 1 || sw > 1 || x.shape[1] !== ho || x.shape[2] !== wo) x = tf.stridedSlice(x, [0, 0, 0, 0], [n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c], [1, sh, sw, 1]);
+      if (sh > 1 || sw > 1 || x.shape[1] !== ho || x.shape[2] !== wo)
+        x = tf.stridedSlice(x, [0, 0, 0, 0], [n, (ho - 1) * sh + 1, (wo - 1) * sw + 1, c], [1, sh, sw, 1]);
       return this.cfg.global ? tf.reshape(x, [n, c]) : x;
     });
   }
@@ -134,7 +169,10 @@ export class HEPolyMaxPooling2D extends tf.layers.Layer {
     return { ...super.getConfig(), ...rest } as unknown as tf.serialization.ConfigDict;
   }
 
-  static override fromConfig<T extends tf.serialization.Serializable>(cls: tf.serialization.SerializableConstructor<T>, config: tf.serialization.ConfigDict): T {
+  static override fromConfig<T extends tf.serialization.Serializable>(
+    cls: tf.serialization.SerializableConstructor<T>,
+    config: tf.serialization.ConfigDict,
+  ): T {
     return new cls(config) as T;
   }
 }

@@ -71,7 +71,13 @@ export interface FinetuneOptions {
  * -0.14 pp. The largest steps won: the coefficients start 69 pp off and must move far. With the
  * warm-up: -0.06 pp. A deep network wants smaller steps: bench/finetune.ts gives ResNet-20 its own.
  */
-export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 1e-2, coeffLr: 0.12, clipNorm: 5, rangeWeight: 0.1 };
+export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
+  batchSize: 64,
+  lr: 1e-2,
+  coeffLr: 0.12,
+  clipNorm: 5,
+  rangeWeight: 0.1,
+};
 
 /**
  * Settings of `--finetune-epochs`, which starts from he-approx's result: a start that is already
@@ -82,7 +88,13 @@ export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = { bat
  * some of the start: Adam moves every weight by about lr per step). The middle one;
  * BASELINE_FINETUNE's steps from here lost 3.35 pp in the first epoch.
  */
-export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = { batchSize: 64, lr: 3e-4, coeffLr: 1.2e-2, clipNorm: 5, rangeWeight: 0.1 };
+export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
+  batchSize: 64,
+  lr: 3e-4,
+  coeffLr: 1.2e-2,
+  clipNorm: 5,
+  rangeWeight: 0.1,
+};
 
 export interface EpochResult {
   epoch: number;
@@ -116,7 +128,7 @@ export interface FinetuneResult extends FinetunedModel {
 export function schedule(step: number, total: number, stepsPerEpoch: number): number {
   const warm = Math.max(1, Math.min(stepsPerEpoch, Math.ceil(total / 5)));
   if (step < warm) return (step + 1) / warm;
-  return 0.5 * (1 + Math.cos(Math.PI * (step - warm) / Math.max(1, total - warm)));
+  return 0.5 * (1 + Math.cos((Math.PI * (step - warm)) / Math.max(1, total - warm)));
 }
 
 /** The range loss of one activation's input: mean(max(|t| - 1, 0)^2), t the input mapped to [-1, 1]. */
@@ -155,9 +167,20 @@ function snapshot(ex: Executor, polys: TrainablePoly[], acts: GraphNode[]): Fine
   return { graph: ex.currentGraph(), polys: new Map(acts.map((a, k) => [a.id, polys[k].current()])) };
 }
 
-export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Map<number, PolyActivation>, o: FinetuneOptions): Promise<FinetuneResult> {
+export async function finetune(
+  g: Graph,
+  ds: Dataset,
+  idx: Int32Array,
+  start: Map<number, PolyActivation>,
+  o: FinetuneOptions,
+): Promise<FinetuneResult> {
   const labels = ds.labels;
-  if (!labels) throw new UserError('OPTION_INVALID', 'fine-tuning trains on labels, and the data has none', 'pass --labels with the calibration data, or leave out --finetune-epochs');
+  if (!labels)
+    throw new UserError(
+      'OPTION_INVALID',
+      'fine-tuning trains on labels, and the data has none',
+      'pass --labels with the calibration data, or leave out --finetune-epochs',
+    );
   const acts = activationNodes(g);
   const missing = acts.find((a) => !start.has(a.id));
   if (missing) throw new Error(`no starting polynomial for ${missing.name}`);
@@ -175,8 +198,8 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
   // proportion (the linear scaling rule, Goyal et al. 2017; coefficient tuning does the same).
   // ResNet-20 (batch 25 of 64), he-approx's start, one epoch on 500 images: the weights alone at
   // lr 3e-4 took the cross-entropy from 0.48 to 1.05 in ten steps, at 1e-4 to 0.73 and then down.
-  const lr = o.lr * batchSize / o.batchSize;
-  const coeffLr = o.coeffLr * batchSize / o.batchSize;
+  const lr = (o.lr * batchSize) / o.batchSize;
+  const coeffLr = (o.coeffLr * batchSize) / o.batchSize;
   const weightOpt = tf.train.adam(lr);
   const coeffOpt = tf.train.adam(coeffLr);
   const weights = ex.variables();
@@ -192,12 +215,17 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
   let seconds = 0;
   let step = 0;
   // Adam's step size is a field tfjs reads at every update; the schedule sets it there.
-  const setLr = (opt: tf.AdamOptimizer, lr: number) => { (opt as unknown as { learningRate: number }).learningRate = lr; };
+  const setLr = (opt: tf.AdamOptimizer, lr: number) => {
+    (opt as unknown as { learningRate: number }).learningRate = lr;
+  };
   try {
     for (let e = 0; e < o.epochs; e++) {
       const t0 = Date.now();
       rng.shuffle(order);
-      let lossSum = 0; let rangeSum = 0; let counted = 0; let skipped = 0;
+      let lossSum = 0;
+      let rangeSum = 0;
+      let counted = 0;
+      let skipped = 0;
       for (let s = 0; s < n; s += batchSize) {
         if (o.signal?.aborted) throw new CancelledError();
         const m = Math.min(batchSize, n - s);
@@ -207,25 +235,46 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
         setLr(coeffOpt, coeffLr * f);
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
-          const hard = tf.oneHot(tf.tensor1d(Array.from(bIdx, (i) => labels[i]), 'int32'), per);
-          let ce = 0; let rl = 0;
+          const hard = tf.oneHot(
+            tf.tensor1d(
+              Array.from(bIdx, (i) => labels[i]),
+              'int32',
+            ),
+            per,
+          );
+          let ce = 0;
+          let rl = 0;
           const { value, grads } = tf.variableGrads(() => {
             const ranges: tf.Scalar[] = [];
-            const apply = new Map(acts.map((a, k) => [a.id, (v: tf.Tensor) => { ranges.push(rangeLoss(v, polys[k])); return polys[k].apply(clamps[k](v)); }]));
+            const apply = new Map(
+              acts.map((a, k) => [
+                a.id,
+                (v: tf.Tensor) => {
+                  ranges.push(rangeLoss(v, polys[k]));
+                  return polys[k].apply(clamps[k](v));
+                },
+              ]),
+            );
             const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
             const xent = tf.losses.softmaxCrossEntropy(hard, logits);
             const range = ranges.length ? tf.div(tf.addN(ranges), ranges.length) : tf.scalar(0);
-            ce = xent.dataSync()[0]; rl = range.dataSync()[0];
+            ce = xent.dataSync()[0];
+            rl = range.dataSync()[0];
             return tf.add(xent, tf.mul(range, o.rangeWeight)) as tf.Scalar;
           }, [...weights, ...deltas]);
-          if (!Number.isFinite(value.dataSync()[0])) { skipped++; return; }
+          if (!Number.isFinite(value.dataSync()[0])) {
+            skipped++;
+            return;
+          }
           const clipped = clipByGlobalNorm(grads, o.clipNorm);
           const w: { name: string; tensor: tf.Tensor }[] = [];
           const c: { name: string; tensor: tf.Tensor }[] = [];
           for (const [name, tensor] of Object.entries(clipped)) (isWeight.has(name) ? w : c).push({ name, tensor });
           if (w.length) weightOpt.applyGradients(w);
           coeffOpt.applyGradients(c);
-          lossSum += ce; rangeSum += rl; counted++;
+          lossSum += ce;
+          rangeSum += rl;
+          counted++;
           o.onStep?.(step, ce, rl);
         });
         step++;
@@ -233,15 +282,25 @@ export async function finetune(g: Graph, ds: Dataset, idx: Int32Array, start: Ma
         if (step % 4 === 0) await new Promise<void>((r) => setImmediate(r));
       }
       seconds += (Date.now() - t0) / 1000;
-      const r: EpochResult = { epoch: e + 1, seconds, loss: counted ? lossSum / counted : NaN, rangeLoss: counted ? rangeSum / counted : NaN, skipped };
+      const r: EpochResult = {
+        epoch: e + 1,
+        seconds,
+        loss: counted ? lossSum / counted : NaN,
+        rangeLoss: counted ? rangeSum / counted : NaN,
+        skipped,
+      };
       epochs.push(r);
       if (o.onEpoch) await o.onEpoch(r, snapshot(ex, polys, acts));
       if (o.maxSeconds !== undefined && seconds >= o.maxSeconds) break;
     }
-    const frozen = g.nodes.flatMap((nd) => { const why = frozenParams(nd); return why ? [{ layer: nd.layer, reason: why }] : []; });
+    const frozen = g.nodes.flatMap((nd) => {
+      const why = frozenParams(nd);
+      return why ? [{ layer: nd.layer, reason: why }] : [];
+    });
     return { ...snapshot(ex, polys, acts), epochs, frozen, batchSize };
   } finally {
-    weightOpt.dispose(); coeffOpt.dispose();
+    weightOpt.dispose();
+    coeffOpt.dispose();
     polys.forEach((p) => p.dispose());
     ex.dispose();
   }

@@ -47,7 +47,11 @@ export interface Fit extends FitQuality {
  * so that held-out values slightly beyond the calibration range stay inside. For an even
  * activation (|x|, isEven) the interval is symmetric about 0, so that its fit can be even.
  */
-export function chooseInterval(stats: Pick<ValueStats, 'min' | 'max'>, margin: number, spec?: ActivationSpec): Interval {
+export function chooseInterval(
+  stats: Pick<ValueStats, 'min' | 'max'>,
+  margin: number,
+  spec?: ActivationSpec,
+): Interval {
   const w = Math.max(stats.max - stats.min, 1e-6);
   const iv = { a: stats.min - margin * w, b: stats.max + margin * w };
   return spec && isEven(spec) ? symmetric(iv) : iv;
@@ -68,10 +72,19 @@ function evenPart<T extends Float64Array | number[]>(c: T): T {
   return c;
 }
 
-export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: Interval, sample: Float32Array, observed: { min: number; max: number }): FitQuality {
+export function assessFit(
+  spec: ActivationSpec,
+  coeffs: ArrayLike<number>,
+  iv: Interval,
+  sample: Float32Array,
+  observed: { min: number; max: number },
+): FitQuality {
   const f = activationFn(spec);
   let se = 0;
-  for (let i = 0; i < sample.length; i++) { const e = chebval(sample[i], coeffs, iv) - f(sample[i]); se += e * e; }
+  for (let i = 0; i < sample.length; i++) {
+    const e = chebval(sample[i], coeffs, iv) - f(sample[i]);
+    se += e * e;
+  }
   let maxErr = 0;
   let maxAbs = 0;
   const G = 2000;
@@ -81,7 +94,8 @@ export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: I
     const xi = iv.a + ((iv.b - iv.a) * i) / G;
     maxAbs = Math.max(maxAbs, Math.abs(chebval(xi, coeffs, iv)));
   }
-  for (const bp of breakpoints(spec)) if (bp >= observed.min && bp <= observed.max) maxErr = Math.max(maxErr, Math.abs(chebval(bp, coeffs, iv) - f(bp)));
+  for (const bp of breakpoints(spec))
+    if (bp >= observed.min && bp <= observed.max) maxErr = Math.max(maxErr, Math.abs(chebval(bp, coeffs, iv) - f(bp)));
   return { rmsData: sample.length ? Math.sqrt(se / sample.length) : 0, maxErrObserved: maxErr, maxAbsInterval: maxAbs };
 }
 
@@ -92,7 +106,13 @@ export function assessFit(spec: ActivationSpec, coeffs: ArrayLike<number>, iv: I
  * interval: the weighted least-squares solution is then even, so |a - b| gets the same value
  * whichever operand comes first.
  */
-export function fitDataGuidedAll(spec: ActivationSpec, sample: Float32Array, iv: Interval, maxDeg: number, floor: number): Float64Array[] {
+export function fitDataGuidedAll(
+  spec: ActivationSpec,
+  sample: Float32Array,
+  iv: Interval,
+  maxDeg: number,
+  floor: number,
+): Float64Array[] {
   const f = activationFn(spec);
   const even = isEven(spec);
   const M = Math.max(256, 8 * (maxDeg + 1));
@@ -101,8 +121,17 @@ export function fitDataGuidedAll(spec: ActivationSpec, sample: Float32Array, iv:
   const xs = new Float64Array(n + M);
   const ys = new Float64Array(n + M);
   const ws = new Float64Array(n + M);
-  for (let i = 0; i < n; i++) { const x = even && i % 2 ? -sample[i >> 1] : sample[even ? i >> 1 : i]; xs[i] = x; ys[i] = f(x); ws[i] = (1 - floor) / n; }
-  for (let i = 0; i < M; i++) { xs[n + i] = nodes[i]; ys[n + i] = f(nodes[i]); ws[n + i] = floor / M; }
+  for (let i = 0; i < n; i++) {
+    const x = even && i % 2 ? -sample[i >> 1] : sample[even ? i >> 1 : i];
+    xs[i] = x;
+    ys[i] = f(x);
+    ws[i] = (1 - floor) / n;
+  }
+  for (let i = 0; i < M; i++) {
+    xs[n + i] = nodes[i];
+    ys[n + i] = f(nodes[i]);
+    ws[n + i] = floor / M;
+  }
   const all = chebfitWeightedAll(xs, ys, ws, maxDeg, iv).coeffs;
   return even ? all.map(evenPart) : all;
 }
@@ -123,16 +152,33 @@ export function fitMinimax(spec: ActivationSpec, degree: number, iv: Interval): 
  * channel also gets its own interval and fit (see fitChannelsAll) and the quality figures are
  * those of the per-channel fits.
  */
-export function fitDegrees(method: FitMethod, spec: ActivationSpec, stats: ValueStats, iv: Interval, degrees: number[], floor: number,
-  channelMargin?: number): Fit[] {
+export function fitDegrees(
+  method: FitMethod,
+  spec: ActivationSpec,
+  stats: ValueStats,
+  iv: Interval,
+  degrees: number[],
+  floor: number,
+  channelMargin?: number,
+): Fit[] {
   const maxDeg = Math.max(...degrees);
   const all = method === 'data' ? fitDataGuidedAll(spec, stats.sample, iv, maxDeg, floor) : null;
-  const ch = method === 'data' && channelMargin !== undefined && stats.channels ? fitChannelsAll(spec, stats.channels, iv, channelMargin, maxDeg, floor) : null;
+  const ch =
+    method === 'data' && channelMargin !== undefined && stats.channels
+      ? fitChannelsAll(spec, stats.channels, iv, channelMargin, maxDeg, floor)
+      : null;
   return degrees.map((d) => {
     const c = all ? all[d] : method === 'uniform' ? fitUniform(spec, d, iv) : fitMinimax(spec, d, iv);
     if (ch && stats.channels) {
       const channels = { intervals: ch.intervals, coeffs: ch.coeffs.map((cc) => Array.from(cc[d])) };
-      return { method, degree: d, interval: iv, coeffs: Array.from(c), channels, ...assessChannels(spec, channels, stats.channels) };
+      return {
+        method,
+        degree: d,
+        interval: iv,
+        coeffs: Array.from(c),
+        channels,
+        ...assessChannels(spec, channels, stats.channels),
+      };
     }
     const q = assessFit(spec, c, iv, stats.sample, stats);
     return { method, degree: d, interval: iv, coeffs: Array.from(c), ...q };
@@ -157,21 +203,34 @@ export function fitDegrees(method: FitMethod, spec: ActivationSpec, stats: Value
  * by 10-30% of the channel's width in every layer, unapproximated; 15% keeps every held-out value
  * bounded there (see analysis/fitStage.ts).
  */
-export function fitChannelsAll(spec: ActivationSpec, ch: ChannelSamples, layer: Interval, margin: number, maxDeg: number, floor: number): { intervals: Interval[]; coeffs: Float64Array[][] } {
+export function fitChannelsAll(
+  spec: ActivationSpec,
+  ch: ChannelSamples,
+  layer: Interval,
+  margin: number,
+  maxDeg: number,
+  floor: number,
+): { intervals: Interval[]; coeffs: Float64Array[][] } {
   const pad = CHANNEL_PAD * (layer.b - layer.a);
   const intervals = ch.samples.map((_, c) => {
     const own = chooseInterval({ min: ch.min[c], max: ch.max[c] }, margin, spec);
     const iv = { a: Math.max(layer.a, own.a - pad), b: Math.min(layer.b, own.b + pad) };
     return isEven(spec) ? symmetric(iv) : iv;
   });
-  return { intervals, coeffs: ch.samples.map((sample, c) => fitDataGuidedAll(spec, sample, intervals[c], maxDeg, floor)) };
+  return {
+    intervals,
+    coeffs: ch.samples.map((sample, c) => fitDataGuidedAll(spec, sample, intervals[c], maxDeg, floor)),
+  };
 }
 
 export const CHANNEL_PAD = 0.15;
 
 /** Quality of per-channel fits: RMS over all channels' samples, worst channel for the maxima. */
 export function assessChannels(spec: ActivationSpec, fits: ChannelFits, ch: ChannelSamples): FitQuality {
-  let se = 0; let n = 0; let maxErr = 0; let maxAbs = 0;
+  let se = 0;
+  let n = 0;
+  let maxErr = 0;
+  let maxAbs = 0;
   fits.coeffs.forEach((coeffs, c) => {
     const q = assessFit(spec, coeffs, fits.intervals[c], ch.samples[c], { min: ch.min[c], max: ch.max[c] });
     se += q.rmsData * q.rmsData * ch.samples[c].length;
@@ -184,10 +243,20 @@ export function assessChannels(spec: ActivationSpec, fits: ChannelFits, ch: Chan
 
 /** A fit as the executor's polynomial activation, with an optional per-channel offset. */
 export function polyOf(fit: Fit, offset?: Float32Array | null): PolyActivation {
-  return { coeffs: fit.coeffs, a: fit.interval.a, b: fit.interval.b, channels: fit.channels, channelOffset: offset ?? undefined };
+  return {
+    coeffs: fit.coeffs,
+    a: fit.interval.a,
+    b: fit.interval.b,
+    channels: fit.channels,
+    channelOffset: offset ?? undefined,
+  };
 }
 
 /** Every activation's polynomial, with its offset if it has one: what the executor replaces. */
-export function polysOf(acts: { id: number }[], fits: Map<number, Fit>, offsets: Map<number, Float32Array | null>): Map<number, PolyActivation> {
+export function polysOf(
+  acts: { id: number }[],
+  fits: Map<number, Fit>,
+  offsets: Map<number, Float32Array | null>,
+): Map<number, PolyActivation> {
   return new Map(acts.map((a) => [a.id, polyOf(fits.get(a.id)!, offsets.get(a.id))]));
 }

@@ -38,7 +38,12 @@ export class TrainablePoly {
     if (ch) {
       const C = ch.coeffs.length;
       const m = new Float32Array(K * C);
-      ch.coeffs.forEach((cc, c) => cc.forEach((v, k) => { m[k * C + c] = v; scale = Math.max(scale, Math.abs(v)); }));
+      ch.coeffs.forEach((cc, c) =>
+        cc.forEach((v, k) => {
+          m[k * C + c] = v;
+          scale = Math.max(scale, Math.abs(v));
+        }),
+      );
       this.start = tf.tensor2d(m, [K, C]);
     } else {
       this.start = tf.tensor1d(Array.from(p.coeffs));
@@ -64,10 +69,18 @@ export class TrainablePoly {
     if (!ch) return { ...this.from, coeffs: Array.from(c) };
     const C = ch.coeffs.length;
     const K = ch.coeffs[0].length;
-    return { ...this.from, channels: { intervals: ch.intervals, coeffs: ch.coeffs.map((_, j) => Array.from({ length: K }, (__, k) => c[k * C + j])) } };
+    return {
+      ...this.from,
+      channels: {
+        intervals: ch.intervals,
+        coeffs: ch.coeffs.map((_, j) => Array.from({ length: K }, (__, k) => c[k * C + j])),
+      },
+    };
   }
 
   dispose(): void {
-    this.start.dispose(); this.delta.dispose(); this.offset?.dispose();
+    this.start.dispose();
+    this.delta.dispose();
+    this.offset?.dispose();
   }
 }

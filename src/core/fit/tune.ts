@@ -56,7 +56,14 @@ export interface TuneOptions {
   onProgress?: Progress;
 }
 
-export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = { epochs: 8, batchSize: 128, lr: 1e-3, anchor: 1e-3, temperature: 1, labelWeight: 0.5 };
+export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = {
+  epochs: 8,
+  batchSize: 128,
+  lr: 1e-3,
+  anchor: 1e-3,
+  temperature: 1,
+  labelWeight: 0.5,
+};
 
 /**
  * Tunes the coefficients of `fits` (one per activation in `acts`, with optional per-channel
@@ -69,7 +76,13 @@ export const TUNE_DEFAULTS: Omit<TuneOptions, 'seed'> = { epochs: 8, batchSize: 
  * activations), and the wasm backend's heap is capped at a few GB; ResNet-20 at degree 15 with
  * batches of 128 aborted it.
  */
-export function tapeBatch(acts: GraphNode[], degree: (a: GraphNode) => number, g: Executor['graph'], maxBytes: number, cap: number): number {
+export function tapeBatch(
+  acts: GraphNode[],
+  degree: (a: GraphNode) => number,
+  g: Executor['graph'],
+  maxBytes: number,
+  cap: number,
+): number {
   const perSample = tapeBytesPerSample(acts, degree, g);
   return Math.max(1, Math.min(cap, Math.floor(maxBytes / perSample)));
 }
@@ -85,8 +98,16 @@ export function tapeBytesPerSample(acts: GraphNode[], degree: (a: GraphNode) => 
 /** What a tuning tape may hold: well inside the wasm heap, beside the data and the model. */
 export const TAPE_BYTES = 768 * 2 ** 20;
 
-export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Array, acts: GraphNode[], fits: Map<number, Fit>,
-  offsets: Map<number, Float32Array | null>, stats: Map<number, ValueStats>, opts: TuneOptions): Promise<Map<number, Fit>> {
+export async function tuneCoefficients(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  acts: GraphNode[],
+  fits: Map<number, Fit>,
+  offsets: Map<number, Float32Array | null>,
+  stats: Map<number, ValueStats>,
+  opts: TuneOptions,
+): Promise<Map<number, Fit>> {
   const g = ex.graph;
   const n = idx.length;
   // A smaller batch takes more steps per epoch; the step size shrinks in proportion (the linear
@@ -94,11 +115,17 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
   // ResNet-20 (batch 18 from tapeBatch, one epoch): lr 1e-3 unscaled took the drop from 0.40 to
   // 47.7 pp; 1e-4 and 2e-5 to -1.15 and -1.20.
   const batchSize = tapeBatch(acts, (a) => fits.get(a.id)!.degree, g, TAPE_BYTES, opts.batchSize);
-  const o = { ...opts, batchSize, lr: opts.lr * batchSize / opts.batchSize };
+  const o = { ...opts, batchSize, lr: (opts.lr * batchSize) / opts.batchSize };
   // The original model's logits on the tuning samples: the distillation targets.
-  const teacher = (await captureValues(ex, ds, idx, [g.output], {}, { batchSize: o.batchSize, signal: o.signal })).get(g.output)!;
+  const teacher = (await captureValues(ex, ds, idx, [g.output], {}, { batchSize: o.batchSize, signal: o.signal })).get(
+    g.output,
+  )!;
   const per = size(g.nodes[g.output].shape);
-  const layers = acts.map((a) => ({ node: a, fit: fits.get(a.id)!, poly: new TrainablePoly(polyOf(fits.get(a.id)!, offsets.get(a.id))) }));
+  const layers = acts.map((a) => ({
+    node: a,
+    fit: fits.get(a.id)!,
+    poly: new TrainablePoly(polyOf(fits.get(a.id)!, offsets.get(a.id))),
+  }));
   const apply = new Map(layers.map((l) => [l.node.id, (x: tf.Tensor) => l.poly.apply(x)]));
   const optimizer = tf.train.adam(o.lr);
   const vars = layers.map((l) => l.poly.delta);
@@ -122,7 +149,15 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
           const soft = tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
-          const hard = labels ? tf.oneHot(tf.tensor1d(Array.from(bIdx, (i) => labels[i]), 'int32'), per) : null;
+          const hard = labels
+            ? tf.oneHot(
+                tf.tensor1d(
+                  Array.from(bIdx, (i) => labels[i]),
+                  'int32',
+                ),
+                per,
+              )
+            : null;
           const { value, grads } = tf.variableGrads(() => {
             const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
             const kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
@@ -131,7 +166,8 @@ export async function tuneCoefficients(ex: Executor, ds: Dataset, idx: Int32Arra
             return tf.add(fit, tf.mul(pen, o.anchor)) as tf.Scalar;
           }, vars);
           // A batch whose values leave an interval far enough to overflow gives no usable step.
-          if (Number.isFinite(value.dataSync()[0])) optimizer.applyGradients(grads as Parameters<typeof optimizer.applyGradients>[0]);
+          if (Number.isFinite(value.dataSync()[0]))
+            optimizer.applyGradients(grads as Parameters<typeof optimizer.applyGradients>[0]);
         });
         o.onProgress?.(++step / steps, `tuning coefficients: step ${step}/${steps}`);
         if (step % 4 === 0) await new Promise<void>((r) => setImmediate(r));

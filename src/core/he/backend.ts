@@ -31,7 +31,13 @@ export interface CkksBackend<C> {
 }
 
 /** Counts of the operations an evaluation performed (the instrumented evaluator). */
-export interface OpCounts { mul: number; mulConst: number; add: number; addConst: number; modSwitch: number }
+export interface OpCounts {
+  mul: number;
+  mulConst: number;
+  add: number;
+  addConst: number;
+  modSwitch: number;
+}
 
 export function newCounts(): OpCounts {
   return { mul: 0, mulConst: 0, add: 0, addConst: 0, modSwitch: 0 };
@@ -40,7 +46,11 @@ export function newCounts(): OpCounts {
 export class ScaleMismatchError extends Error {}
 
 /** A simulated ciphertext: exact values, a level and a scale. */
-export interface SimCt { v: Float64Array; level: number; scale: number }
+export interface SimCt {
+  v: Float64Array;
+  level: number;
+  scale: number;
+}
 
 /**
  * Plaintext simulator: the same level and scale bookkeeping as SEAL, with exact arithmetic and
@@ -50,15 +60,27 @@ export interface SimCt { v: Float64Array; level: number; scale: number }
 export class SimBackend implements CkksBackend<SimCt> {
   readonly counts = newCounts();
   constructor(private readonly primes: number[]) {}
-  level(c: SimCt): number { return c.level; }
-  scale(c: SimCt): number { return c.scale; }
-  prime(level: number): number { return this.primes[level]; }
-  fresh(values: ArrayLike<number>, level: number, scale: number): SimCt { this.width = values.length; return { v: Float64Array.from(values), level, scale }; }
+  level(c: SimCt): number {
+    return c.level;
+  }
+  scale(c: SimCt): number {
+    return c.scale;
+  }
+  prime(level: number): number {
+    return this.primes[level];
+  }
+  fresh(values: ArrayLike<number>, level: number, scale: number): SimCt {
+    this.width = values.length;
+    return { v: Float64Array.from(values), level, scale };
+  }
   private needLevels(a: SimCt, b: SimCt): void {
     if (a.level !== b.level) throw new ScaleMismatchError(`level mismatch ${a.level} vs ${b.level}`);
   }
   private needScales(a: SimCt, b: SimCt): void {
-    if (Math.abs(a.scale / b.scale - 1) > 1e-12) throw new ScaleMismatchError(`scale mismatch 2^${Math.log2(a.scale).toFixed(6)} vs 2^${Math.log2(b.scale).toFixed(6)}`);
+    if (Math.abs(a.scale / b.scale - 1) > 1e-12)
+      throw new ScaleMismatchError(
+        `scale mismatch 2^${Math.log2(a.scale).toFixed(6)} vs 2^${Math.log2(b.scale).toFixed(6)}`,
+      );
   }
   mul(a: SimCt, b: SimCt): SimCt {
     this.needLevels(a, b);
@@ -71,17 +93,36 @@ export class SimBackend implements CkksBackend<SimCt> {
     this.counts.mulConst++;
     return { v: a.v.map((x) => x * k), level: a.level - 1, scale: (a.scale * encScale) / this.primes[a.level] };
   }
-  add(a: SimCt, b: SimCt): SimCt { this.needLevels(a, b); this.needScales(a, b); this.counts.add++; return { v: a.v.map((x, i) => x + b.v[i]), level: a.level, scale: a.scale }; }
-  sub(a: SimCt, b: SimCt): SimCt { this.needLevels(a, b); this.needScales(a, b); this.counts.add++; return { v: a.v.map((x, i) => x - b.v[i]), level: a.level, scale: a.scale }; }
-  negate(a: SimCt): SimCt { return { v: a.v.map((x) => -x), level: a.level, scale: a.scale }; }
-  addConst(a: SimCt, k: number): SimCt { this.counts.addConst++; return { v: a.v.map((x) => x + k), level: a.level, scale: a.scale }; }
+  add(a: SimCt, b: SimCt): SimCt {
+    this.needLevels(a, b);
+    this.needScales(a, b);
+    this.counts.add++;
+    return { v: a.v.map((x, i) => x + b.v[i]), level: a.level, scale: a.scale };
+  }
+  sub(a: SimCt, b: SimCt): SimCt {
+    this.needLevels(a, b);
+    this.needScales(a, b);
+    this.counts.add++;
+    return { v: a.v.map((x, i) => x - b.v[i]), level: a.level, scale: a.scale };
+  }
+  negate(a: SimCt): SimCt {
+    return { v: a.v.map((x) => -x), level: a.level, scale: a.scale };
+  }
+  addConst(a: SimCt, k: number): SimCt {
+    this.counts.addConst++;
+    return { v: a.v.map((x) => x + k), level: a.level, scale: a.scale };
+  }
   modSwitchTo(a: SimCt, level: number): SimCt {
     if (level > a.level) throw new ScaleMismatchError(`cannot raise level ${a.level} to ${level}`);
     if (level === a.level) return a;
     this.counts.modSwitch++;
     return { v: a.v, level, scale: a.scale };
   }
-  constant(k: number, level: number, scale: number): SimCt { return { v: new Float64Array(this.width).fill(k), level, scale }; }
+  constant(k: number, level: number, scale: number): SimCt {
+    return { v: new Float64Array(this.width).fill(k), level, scale };
+  }
   width = 1;
-  free(): void { /* nothing to free */ }
+  free(): void {
+    /* nothing to free */
+  }
 }

@@ -9,5 +9,11 @@ import { BatchJob, runBatches } from './sealRun';
 const port = parentPort!;
 runBatches(workerData as BatchJob, (batch) => port.postMessage({ batch })).then(
   (done) => port.postMessage({ done }),
-  (e: unknown) => port.postMessage({ error: e instanceof UserError ? { code: e.code, message: e.message, fix: e.fix } : { code: '', message: String((e as Error)?.stack ?? e), fix: '' } }),
+  (e: unknown) =>
+    port.postMessage({
+      error:
+        e instanceof UserError
+          ? { code: e.code, message: e.message, fix: e.fix }
+          : { code: '', message: String((e as Error)?.stack ?? e), fix: '' },
+    }),
 );

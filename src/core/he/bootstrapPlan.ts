@@ -41,15 +41,19 @@ export function planProgramBootstraps(g: Graph, p: Program, report: Report, L: n
   const depth = new Map(report.layers.map((l) => [l.node, l.chosen.depth]));
   const plan = planBootstraps(g, depth, L);
   if (plan.tooDeep.length) {
-    throw new UserError('BUDGET_INFEASIBLE', `${plan.tooDeep.join(', ')} need${plan.tooDeep.length === 1 ? 's' : ''} more levels than the ${L} between two bootstraps`,
-      'analyse again with --bootstrap-levels at least as large as the deepest activation\'s levels, or lower its degree');
+    throw new UserError(
+      'BUDGET_INFEASIBLE',
+      `${plan.tooDeep.join(', ')} need${plan.tooDeep.length === 1 ? 's' : ''} more levels than the ${L} between two bootstraps`,
+      "analyse again with --bootstrap-levels at least as large as the deepest activation's levels, or lower its degree",
+    );
   }
   const refresh = new Map<number, number[]>();
   const bounds = new Map<number, { node: string; bound: number }>();
   for (const r of plan.refreshes) {
     const si = p.nodeStep.get(r.node);
     const vid = p.nodeValue.get(r.value);
-    if (si === undefined || vid === undefined) throw new Error(`bootstrap before ${g.nodes[r.node].name}: no step runs it`);
+    if (si === undefined || vid === undefined)
+      throw new Error(`bootstrap before ${g.nodes[r.node].name}: no step runs it`);
     const list = refresh.get(si) ?? [];
     if (!list.includes(vid)) list.push(vid);
     refresh.set(si, list);
@@ -80,7 +84,10 @@ function valueBound(g: Graph, p: Program, report: Report, r: number): number {
   // into the dense layer after it (program.ts: averaged) holds its input as it is.
   const n = g.nodes[r].spec;
   const input = g.nodes[r].inputs[0];
-  if (n.op === 'avgpool') return (p.nodeValue.get(r) === p.nodeValue.get(input) ? 1 : n.pool[0] * n.pool[1]) * valueBound(g, p, report, input);
+  if (n.op === 'avgpool')
+    return (
+      (p.nodeValue.get(r) === p.nodeValue.get(input) ? 1 : n.pool[0] * n.pool[1]) * valueBound(g, p, report, input)
+    );
   const byNode = new Map(report.layers.map((l) => [l.node, l]));
   const own = byNode.get(r);
   if (own && !own.maxTree) return Math.max(own.chosen.heldoutOutside.maxAbsOut, 1e-9);
@@ -90,10 +97,20 @@ function valueBound(g: Graph, p: Program, report: Report, r: number): number {
     const h = l.chosen.heldoutOutside;
     if (!l.chosen.fold.intoPrevious) return Math.max(h.maxAbsIn, 1e-9);
     const poly = polysFromReport({ layers: [l] }).get(l.node)!;
-    const map = (lane: ReturnType<typeof lanesOf>[number]) => (l.chosen.fold.form === 'series' ? { mul: unitMap(lane).scale, add: unitMap(lane).shift }
-      : l.chosen.fold.form === 'square' ? squareLane(lane)! : affineLane(lane));
+    const map = (lane: ReturnType<typeof lanesOf>[number]) =>
+      l.chosen.fold.form === 'series'
+        ? { mul: unitMap(lane).scale, add: unitMap(lane).shift }
+        : l.chosen.fold.form === 'square'
+          ? squareLane(lane)!
+          : affineLane(lane);
     // The map on the extremes the layer's inputs reached, lane by lane.
-    return Math.max(1e-9, ...lanesOf(poly).flatMap((lane) => { const q = map(lane); return [h.min, h.max].map((x) => Math.abs(q.mul * x + q.add)); }));
+    return Math.max(
+      1e-9,
+      ...lanesOf(poly).flatMap((lane) => {
+        const q = map(lane);
+        return [h.min, h.max].map((x) => Math.abs(q.mul * x + q.add));
+      }),
+    );
   }
   return Math.max(report.final.maxAbs, 1e-9);
 }
@@ -125,7 +142,12 @@ const passes = (s: Program['steps'][number]) => s.kind === 'add' || s.kind === '
 function factorGroup(p: Program, vid: number): Set<number> {
   const group = new Set([vid]);
   const todo = [vid];
-  const link = (v: number) => { if (!group.has(v)) { group.add(v); todo.push(v); } };
+  const link = (v: number) => {
+    if (!group.has(v)) {
+      group.add(v);
+      todo.push(v);
+    }
+  };
   while (todo.length) {
     const v = todo.pop()!;
     const producer = p.steps.find((s) => s.node === v);
@@ -145,8 +167,13 @@ function scaleGroup(p: Program, group: Set<number>, k: number): boolean {
   if (group.has(0) || group.has(p.output)) return false;
   const producers = p.steps.filter((s) => group.has(s.node) && !passes(s));
   const readers = p.steps.filter((s) => !group.has(s.node) && stepInputs(s).some((i) => group.has(i)));
-  const takes = readers.every((s) => s.kind === 'dense' || s.kind === 'conv'
-    || (s.kind === 'poly' && !s.fold.intoPrevious && s.fold.form !== 'constant') || (s.kind === 'tree' && !s.want));
+  const takes = readers.every(
+    (s) =>
+      s.kind === 'dense' ||
+      s.kind === 'conv' ||
+      (s.kind === 'poly' && !s.fold.intoPrevious && s.fold.form !== 'constant') ||
+      (s.kind === 'tree' && !s.want),
+  );
   if (!takes) return false;
   const only = (v: number) => p.steps.filter((s) => stepInputs(s).includes(v)).length === 1;
   // A square whose u the layer before computes: that layer computes sqrt(k) u (evalFoldedCkks scales the offset).

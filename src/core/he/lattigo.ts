@@ -14,9 +14,21 @@ import { UserError } from '../errors';
 import { Trace } from './trace';
 
 /** What the engine is asked for (engines/lattigo/params.go: Spec). */
-export interface LattigoSpec { logN: number; levels: number; bootstrap: boolean; insecure?: boolean }
+export interface LattigoSpec {
+  logN: number;
+  levels: number;
+  bootstrap: boolean;
+  insecure?: boolean;
+}
 /** What it answers: its primes, slots and scale, and the security of those parameters. */
-export interface LattigoChain { primes: number[]; levels: number; slots: number; logScale: number; logQP: number; security: string }
+export interface LattigoChain {
+  primes: number[];
+  levels: number;
+  slots: number;
+  logScale: number;
+  logQP: number;
+  security: string;
+}
 
 /** The protocol the TypeScript side speaks (engines/lattigo/main.go: Version). */
 export const ENGINE_VERSION = 'he-approx-lattigo 2 ';
@@ -32,7 +44,12 @@ export const SECURE_LOG_N = 16;
 export function testLogN(env = process.env): number | undefined {
   if (env.HE_APPROX_INSECURE_TEST_PARAMS !== '1' || !env.HE_APPROX_LATTIGO_LOGN) return undefined;
   const n = Number(env.HE_APPROX_LATTIGO_LOGN);
-  if (!Number.isInteger(n) || n < 12 || n > 16) throw new UserError('OPTION_INVALID', `HE_APPROX_LATTIGO_LOGN=${env.HE_APPROX_LATTIGO_LOGN} is not a ring size (log2) from 12 to 16`, 'unset it, or set it to e.g. 13');
+  if (!Number.isInteger(n) || n < 12 || n > 16)
+    throw new UserError(
+      'OPTION_INVALID',
+      `HE_APPROX_LATTIGO_LOGN=${env.HE_APPROX_LATTIGO_LOGN} is not a ring size (log2) from 12 to 16`,
+      'unset it, or set it to e.g. 13',
+    );
   return n;
 }
 
@@ -48,7 +65,9 @@ function packageRoot(): string | null {
   for (let dir = __dirname, up = 0; up < 6; up++, dir = path.dirname(dir)) {
     try {
       if (JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')).name === 'he-approx') return dir;
-    } catch { /* not here */ }
+    } catch {
+      /* not here */
+    }
   }
   return null;
 }
@@ -62,24 +81,42 @@ function packageRoot(): string | null {
 export function findEngine(): string {
   const env = process.env.HE_APPROX_LATTIGO;
   if (env) {
-    if (!fs.existsSync(env)) throw new UserError('ENGINE_MISSING', `HE_APPROX_LATTIGO names ${env}, which does not exist`, 'point HE_APPROX_LATTIGO at the he-approx-lattigo binary, or unset it');
+    if (!fs.existsSync(env))
+      throw new UserError(
+        'ENGINE_MISSING',
+        `HE_APPROX_LATTIGO names ${env}, which does not exist`,
+        'point HE_APPROX_LATTIGO at the he-approx-lattigo binary, or unset it',
+      );
     return env;
   }
   const root = packageRoot();
   const target = platformTarget();
   // The build folder first: in a checkout it is what `npm run build` just made, and a bundle left
   // from an earlier `npm run package` must not shadow it; an installed VSIX has only bundle/.
-  const places = root ? [path.join(root, 'engines', 'lattigo', 'bin', target, exe()), path.join(root, 'bundle', 'engines', target, exe())] : [];
+  const places = root
+    ? [path.join(root, 'engines', 'lattigo', 'bin', target, exe()), path.join(root, 'bundle', 'engines', target, exe())]
+    : [];
   const found = places.find((p) => fs.existsSync(p));
   if (found) {
     // A VSIX unpacked by a tool that drops file modes leaves our own binary unexecutable: restore it.
     if (process.platform !== 'win32') {
-      try { fs.accessSync(found, fs.constants.X_OK); } catch { try { fs.chmodSync(found, 0o755); } catch { /* the spawn error names it */ } }
+      try {
+        fs.accessSync(found, fs.constants.X_OK);
+      } catch {
+        try {
+          fs.chmodSync(found, 0o755);
+        } catch {
+          /* the spawn error names it */
+        }
+      }
     }
     return found;
   }
-  throw new UserError('ENGINE_MISSING', `the Lattigo engine (bootstrapping) is not built for ${target}`,
-    'install Go 1.22 or later and run npm run build:engine in the he-approx folder (the VS Code extension ships it for its platforms)');
+  throw new UserError(
+    'ENGINE_MISSING',
+    `the Lattigo engine (bootstrapping) is not built for ${target}`,
+    'install Go 1.22 or later and run npm run build:engine in the he-approx folder (the VS Code extension ships it for its platforms)',
+  );
 }
 
 /** The engine's version line; a binary of another protocol is refused. */
@@ -87,8 +124,11 @@ export function engineVersion(bin = findEngine()): string {
   const r = spawnSync(bin, ['version'], { encoding: 'utf8' });
   const out = (r.stdout ?? '').trim();
   if (r.error || r.status !== 0 || !out.startsWith(ENGINE_VERSION)) {
-    throw new UserError('ENGINE_MISSING', `${bin} is not a he-approx Lattigo engine of this version (${r.error?.message ?? (out || `exit ${r.status}`)})`,
-      'run npm run build in the he-approx folder to rebuild it');
+    throw new UserError(
+      'ENGINE_MISSING',
+      `${bin} is not a he-approx Lattigo engine of this version (${r.error?.message ?? (out || `exit ${r.status}`)})`,
+      'run npm run build in the he-approx folder to rebuild it',
+    );
   }
   return out;
 }
@@ -99,25 +139,51 @@ export function engineVersion(bin = findEngine()): string {
  */
 export function engineChain(spec: LattigoSpec, bin = findEngine()): LattigoChain {
   if (spec.insecure && process.env.HE_APPROX_INSECURE_TEST_PARAMS !== '1') {
-    throw new UserError('OPTION_INVALID', 'insecure test parameters were asked for outside the test suite', 'leave them out: reported runs use 128-bit parameters');
+    throw new UserError(
+      'OPTION_INVALID',
+      'insecure test parameters were asked for outside the test suite',
+      'leave them out: reported runs use 128-bit parameters',
+    );
   }
   engineVersion(bin);
   const r = spawnSync(bin, ['chain', JSON.stringify(spec)], { encoding: 'utf8' });
   const out = (r.stdout ?? '').trim();
   let msg: { type?: string; message?: string } & Partial<LattigoChain> = {};
-  try { msg = JSON.parse(out.split('\n').pop() ?? '{}'); } catch { /* below */ }
+  try {
+    msg = JSON.parse(out.split('\n').pop() ?? '{}');
+  } catch {
+    /* below */
+  }
   if (r.status !== 0 || msg.type === 'error' || !msg.primes) {
-    throw new UserError('BUDGET_INFEASIBLE', `the Lattigo engine cannot run ${spec.levels} levels at N=2^${spec.logN}${spec.bootstrap ? ' with bootstrapping' : ''}: ${msg.message ?? (r.stderr || out || `exit ${r.status}`).trim()}`,
-      spec.bootstrap ? 'analyse again with --bootstrap-levels 9 or fewer (Lattigo\'s 128-bit bootstrapping parameters at N=2^16)' : 'lower the degrees so the model needs fewer levels');
+    throw new UserError(
+      'BUDGET_INFEASIBLE',
+      `the Lattigo engine cannot run ${spec.levels} levels at N=2^${spec.logN}${spec.bootstrap ? ' with bootstrapping' : ''}: ${msg.message ?? (r.stderr || out || `exit ${r.status}`).trim()}`,
+      spec.bootstrap
+        ? "analyse again with --bootstrap-levels 9 or fewer (Lattigo's 128-bit bootstrapping parameters at N=2^16)"
+        : 'lower the degrees so the model needs fewer levels',
+    );
   }
   return msg as LattigoChain;
 }
 
 /** An event the engine reports while it runs (engines/lattigo/run.go: emit). */
 export type EngineEvent =
-  | { type: 'keys'; seconds: number; security: string; bytes: { publicKey: number; relinKeys: number; galoisKeys: number; bootstrappingKeys: number } }
+  | {
+      type: 'keys';
+      seconds: number;
+      security: string;
+      bytes: { publicKey: number; relinKeys: number; galoisKeys: number; bootstrappingKeys: number };
+    }
   | { type: 'mark'; run: number; name: string; seconds: number; bootSeconds?: number }
-  | { type: 'boot'; run: number; index: number; seconds: number; level: number; maxError?: number; precisionBits?: number }
+  | {
+      type: 'boot';
+      run: number;
+      index: number;
+      seconds: number;
+      level: number;
+      maxError?: number;
+      precisionBits?: number;
+    }
   | { type: 'run'; run: number; seconds: number; level: number; logScale: number; bootstraps: number; workers?: number }
   | { type: 'done'; peakRssMB: number }
   | { type: 'error'; message: string };
@@ -155,29 +221,55 @@ export function constRuns(consts: Float64Array[]): { data: Float64Array; offsets
  * Runs `trace` on the engine for each run's packed inputs (one vector of `slots` per input
  * ciphertext). Cancelling kills the process; the private folder goes on every exit path.
  */
-export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float64Array[][], o: { outLength: number; precision?: boolean; onEvent?: (e: EngineEvent) => void; signal?: AbortSignal; bin?: string;
-  /** Empty trace.consts once they are written: a ResNet's take gigabytes that the engine, not this process, needs while it runs. */
-  releaseConsts?: boolean;
-  /** Worker threads of the engine (default: one per core for long traces, HE_APPROX_ENGINE_THREADS). */
-  threads?: number }): Promise<EngineRun> {
+export async function runOnLattigo(
+  trace: Trace,
+  spec: LattigoSpec,
+  runs: Float64Array[][],
+  o: {
+    outLength: number;
+    precision?: boolean;
+    onEvent?: (e: EngineEvent) => void;
+    signal?: AbortSignal;
+    bin?: string;
+    /** Empty trace.consts once they are written: a ResNet's take gigabytes that the engine, not this process, needs while it runs. */
+    releaseConsts?: boolean;
+    /** Worker threads of the engine (default: one per core for long traces, HE_APPROX_ENGINE_THREADS). */
+    threads?: number;
+  },
+): Promise<EngineRun> {
   const bin = o.bin ?? findEngine();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-lattigo-'));
   let child: ChildProcess | null = null;
   try {
     // Plaintext vectors as runs, inputs as float64 little-endian, the trace as JSON.
     const { data, offsets } = constRuns(trace.consts);
-    fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
+      mode: 0o600,
+    });
     if (o.releaseConsts) trace.consts.length = 0;
     const inputs = new Float64Array(runs.length * trace.inputs * trace.slots);
     runs.forEach((r, i) => r.forEach((v, j) => inputs.set(v, (i * trace.inputs + j) * trace.slots)));
     fs.writeFileSync(path.join(dir, 'inputs.bin'), Buffer.from(inputs.buffer), { mode: 0o600 });
-    const job = { spec, inputs: trace.inputs, output: trace.output, B: trace.B, ops: trace.ops, consts: offsets, runs: runs.length,
-      outLength: o.outLength, rotations: trace.predicted.rotations, precision: !!o.precision };
+    const job = {
+      spec,
+      inputs: trace.inputs,
+      output: trace.output,
+      B: trace.B,
+      ops: trace.ops,
+      consts: offsets,
+      runs: runs.length,
+      outLength: o.outLength,
+      rotations: trace.predicted.rotations,
+      precision: !!o.precision,
+    };
     fs.writeFileSync(path.join(dir, 'job.json'), JSON.stringify(job), { mode: 0o600 });
     const events: EngineEvent[] = [];
     const stderr: string[] = [];
     await new Promise<void>((resolve, reject) => {
-      if (o.signal?.aborted) { reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again')); return; }
+      if (o.signal?.aborted) {
+        reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again'));
+        return;
+      }
       const env = o.threads ? { ...process.env, HE_APPROX_ENGINE_THREADS: String(o.threads) } : process.env;
       child = spawn(bin, ['run', dir], { stdio: ['ignore', 'pipe', 'pipe'], env });
       const abort = () => child?.kill('SIGKILL');
@@ -190,21 +282,51 @@ export async function runOnLattigo(trace: Trace, spec: LattigoSpec, runs: Float6
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           if (!line.trim()) continue;
-          try { const e = JSON.parse(line) as EngineEvent; events.push(e); o.onEvent?.(e); } catch { stderr.push(line); }
+          try {
+            const e = JSON.parse(line) as EngineEvent;
+            events.push(e);
+            o.onEvent?.(e);
+          } catch {
+            stderr.push(line);
+          }
         }
       });
       child.stderr!.on('data', (b: Buffer) => stderr.push(b.toString('utf8')));
-      child.on('error', (e) => reject(new UserError('ENGINE_FAILED', `the Lattigo engine could not start: ${e.message}`, 'run npm run build in the he-approx folder to rebuild it')));
+      child.on('error', (e) =>
+        reject(
+          new UserError(
+            'ENGINE_FAILED',
+            `the Lattigo engine could not start: ${e.message}`,
+            'run npm run build in the he-approx folder to rebuild it',
+          ),
+        ),
+      );
       child.on('close', (code, sig) => {
         o.signal?.removeEventListener('abort', abort);
-        if (o.signal?.aborted) { reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again')); return; }
+        if (o.signal?.aborted) {
+          reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again'));
+          return;
+        }
         const err = events.find((e): e is Extract<EngineEvent, { type: 'error' }> => e.type === 'error');
-        if (code === 0 && !err) { resolve(); return; }
+        if (code === 0 && !err) {
+          resolve();
+          return;
+        }
         const oom = sig === 'SIGKILL' || /out of memory|cannot allocate/i.test(stderr.join(''));
         // A Go runtime failure (a panic) says what on stderr: its first line names it.
-        const panic = stderr.join('').split('\n').find((l) => /^(panic|fatal error):/.test(l));
-        reject(new UserError('ENGINE_FAILED', `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code}${panic ? `: ${panic}` : ''})`}`,
-          oom ? 'free memory (bootstrapping keys at N=2^16 take several GB) or test fewer samples' : 'run npm run build to rebuild the engine; if it persists, report the message'));
+        const panic = stderr
+          .join('')
+          .split('\n')
+          .find((l) => /^(panic|fatal error):/.test(l));
+        reject(
+          new UserError(
+            'ENGINE_FAILED',
+            `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code}${panic ? `: ${panic}` : ''})`}`,
+            oom
+              ? 'free memory (bootstrapping keys at N=2^16 take several GB) or test fewer samples'
+              : 'run npm run build to rebuild the engine; if it persists, report the message',
+          ),
+        );
       });
     });
     const raw = fs.readFileSync(path.join(dir, 'outputs.bin'));

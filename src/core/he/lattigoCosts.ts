@@ -18,7 +18,10 @@ import { Trace, TraceOp } from './trace';
 
 /** The cache file of one parameter set (ring and levels between bootstraps). */
 export function lattigoCostsFile(spec: LattigoSpec): string {
-  return path.join(cacheDir(), `lattigo-costs-${2 ** spec.logN}-L${spec.levels}${spec.insecure ? '-insecure' : ''}.json`);
+  return path.join(
+    cacheDir(),
+    `lattigo-costs-${2 ** spec.logN}-L${spec.levels}${spec.insecure ? '-insecure' : ''}.json`,
+  );
 }
 
 /** The 128-bit parameters a network planned for bootstrapping every `levels` levels runs on. */
@@ -34,7 +37,13 @@ export function costTrace(levels: number, primes: number[], slots: number, reps:
     ops.push({ op: 'mul', out: m, a: 0, b: 0 }, { op: 'mark', name: 'mulRelinRescale' }, { op: 'free', a: m });
     const p = reg();
     const q = reg();
-    ops.push({ op: 'mulpt', out: p, a: 0, c: 0, s: primes[levels] }, { op: 'rescale', out: q, a: p }, { op: 'mark', name: 'mulScalar' }, { op: 'free', a: p }, { op: 'free', a: q });
+    ops.push(
+      { op: 'mulpt', out: p, a: 0, c: 0, s: primes[levels] },
+      { op: 'rescale', out: q, a: p },
+      { op: 'mark', name: 'mulScalar' },
+      { op: 'free', a: p },
+      { op: 'free', a: q },
+    );
     const s = reg();
     ops.push({ op: 'add', out: s, a: 0, b: 0 }, { op: 'mark', name: 'add' }, { op: 'free', a: s });
     const t = reg();
@@ -43,24 +52,44 @@ export function costTrace(levels: number, primes: number[], slots: number, reps:
   for (let r = 0; r < bootReps; r++) {
     const d = reg();
     const b = reg();
-    ops.push({ op: 'drop', out: d, a: 0, level: 0 }, { op: 'mark', name: 'drop' }, { op: 'boot', out: b, a: d }, { op: 'mark', name: 'bootstrap' }, { op: 'free', a: d }, { op: 'free', a: b });
+    ops.push(
+      { op: 'drop', out: d, a: 0, level: 0 },
+      { op: 'mark', name: 'drop' },
+      { op: 'boot', out: b, a: d },
+      { op: 'mark', name: 'bootstrap' },
+      { op: 'free', a: d },
+      { op: 'free', a: b },
+    );
   }
   return {
-    inputs: 1, levels, primes, scale: 2 ** 40, B: 1, slots, ops, consts: [Float64Array.of(0.37)], output: 0,
+    inputs: 1,
+    levels,
+    primes,
+    scale: 2 ** 40,
+    B: 1,
+    slots,
+    ops,
+    consts: [Float64Array.of(0.37)],
+    output: 0,
     predicted: { outputLevel: levels, outputScale: 2 ** 40, bootstraps: bootReps, rotations: [1], steps: [] },
   };
 }
 
 /** Measures the engine's operation costs for `spec` (milliseconds, the best of the repetitions). */
-export async function measureLattigoCosts(spec: LattigoSpec, o: { reps?: number; bootReps?: number; signal?: AbortSignal; onProgress?: (msg: string) => void } = {}): Promise<OpCosts> {
+export async function measureLattigoCosts(
+  spec: LattigoSpec,
+  o: { reps?: number; bootReps?: number; signal?: AbortSignal; onProgress?: (msg: string) => void } = {},
+): Promise<OpCosts> {
   const chain = engineChain(spec);
   const reps = o.reps ?? 3;
-  const bootReps = spec.bootstrap ? o.bootReps ?? 2 : 0;
+  const bootReps = spec.bootstrap ? (o.bootReps ?? 2) : 0;
   const trace = costTrace(chain.levels, chain.primes, chain.slots, reps, bootReps);
   const input = Float64Array.from({ length: chain.slots }, (_, i) => 0.5 * Math.sin(i));
   const best = new Map<string, number>();
   const run = await runOnLattigo(trace, spec, [[input]], {
-    outLength: 1, signal: o.signal, threads: 1,
+    outLength: 1,
+    signal: o.signal,
+    threads: 1,
     onEvent: (e) => {
       if (e.type === 'keys') o.onProgress?.(`keys made in ${e.seconds.toFixed(1)} s`);
       if (e.type === 'mark') best.set(e.name, Math.min(best.get(e.name) ?? Infinity, 1000 * e.seconds));
@@ -68,12 +97,19 @@ export async function measureLattigoCosts(spec: LattigoSpec, o: { reps?: number;
     },
   });
   // The engine's own bootstrap times exclude the step's bookkeeping; take them where present.
-  const boots = run.events.filter((e): e is Extract<typeof e, { type: 'boot' }> => e.type === 'boot').map((e) => 1000 * e.seconds);
+  const boots = run.events
+    .filter((e): e is Extract<typeof e, { type: 'boot' }> => e.type === 'boot')
+    .map((e) => 1000 * e.seconds);
   const ms = (name: string) => best.get(name) ?? NaN;
   return {
-    ringSize: 2 ** spec.logN, mulRelinRescale: ms('mulRelinRescale'), mulScalar: ms('mulScalar'), add: ms('add'), rotate: ms('rotate'),
+    ringSize: 2 ** spec.logN,
+    mulRelinRescale: ms('mulRelinRescale'),
+    mulScalar: ms('mulScalar'),
+    add: ms('add'),
+    rotate: ms('rotate'),
     ...(bootReps ? { bootstrap: boots.length ? Math.min(...boots) : ms('bootstrap') } : {}),
-    engine: 'lattigo', levels: chain.levels,
+    engine: 'lattigo',
+    levels: chain.levels,
     source: `measured with the Lattigo engine on this machine (N=2^${spec.logN}, ${chain.levels} levels${spec.bootstrap ? ' between bootstraps' : ''}, ${chain.security}, one thread, best of ${reps}${bootReps ? `, bootstrap best of ${bootReps}` : ''})`,
   };
 }
@@ -83,19 +119,29 @@ export function cachedLattigoCosts(spec: LattigoSpec): OpCosts | null {
   const file = lattigoCostsFile(spec);
   try {
     const c = JSON.parse(fs.readFileSync(file, 'utf8')) as OpCosts;
-    const ok = [c.mulRelinRescale, c.mulScalar, c.add, c.rotate].every((x) => Number.isFinite(x) && x > 0) && (!spec.bootstrap || (Number.isFinite(c.bootstrap) && c.bootstrap! > 0));
-    if (c.ringSize === 2 ** spec.logN && c.engine === 'lattigo' && c.levels === spec.levels && ok) return { ...c, source: `${c.source}; cached in ${file}` };
-  } catch { /* not measured yet */ }
+    const ok =
+      [c.mulRelinRescale, c.mulScalar, c.add, c.rotate].every((x) => Number.isFinite(x) && x > 0) &&
+      (!spec.bootstrap || (Number.isFinite(c.bootstrap) && c.bootstrap! > 0));
+    if (c.ringSize === 2 ** spec.logN && c.engine === 'lattigo' && c.levels === spec.levels && ok)
+      return { ...c, source: `${c.source}; cached in ${file}` };
+  } catch {
+    /* not measured yet */
+  }
   return null;
 }
 
 /** Measures and caches; an unwritable cache only costs a measurement next time. */
-export async function measureAndCacheLattigoCosts(spec: LattigoSpec, o: Parameters<typeof measureLattigoCosts>[1] = {}): Promise<OpCosts> {
+export async function measureAndCacheLattigoCosts(
+  spec: LattigoSpec,
+  o: Parameters<typeof measureLattigoCosts>[1] = {},
+): Promise<OpCosts> {
   const c = await measureLattigoCosts(spec, o);
   const file = lattigoCostsFile(spec);
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
-  } catch { /* see above */ }
+  } catch {
+    /* see above */
+  }
   return c;
 }

@@ -63,8 +63,11 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
   const now = modelFileHashes(modelFilePath(modelPath));
   const sameContent = !!report.model?.contentSha256 && report.model.contentSha256 === now.contentSha256;
   if (report.model?.sha256 !== now.sha256 && !sameContent) {
-    throw new UserError('OPTION_INVALID', `the report was made for another version of this model (${report.model?.path ?? 'unknown'})`,
-      'run he-approx analyze on this model again and pass its report.json');
+    throw new UserError(
+      'OPTION_INVALID',
+      `the report was made for another version of this model (${report.model?.path ?? 'unknown'})`,
+      'run he-approx analyze on this model again and pass its report.json',
+    );
   }
 }
 
@@ -80,23 +83,46 @@ export async function checkedGraph(o: EncryptedTestOptions): Promise<Graph> {
 export async function testSamples(o: EncryptedTestOptions, g: Graph, seedOffset: number) {
   await initBackend();
   const opt = o.report.options;
-  const ds = loadDataset(o.data, o.labels ?? null, g.inputShape, { scale: opt.inputScale ?? 'auto', normalize: opt.inputNormalization ?? null, layout: g.inputLayout });
+  const ds = loadDataset(o.data, o.labels ?? null, g.inputShape, {
+    scale: opt.inputScale ?? 'auto',
+    normalize: opt.inputNormalization ?? null,
+    layout: g.inputLayout,
+  });
   const n = Math.min(o.samples, ds.count);
   const idx = splitIndices(ds.count, n, 0, o.report.data.seed + seedOffset).calib;
   return { ds, n, idx, polys: polysFromReport(o.report) };
 }
 
 /** The layer result of a constant polynomial: no ciphertext, no level, the approximation error on the values. */
-function constantLayer(l: Report['layers'][number], p: PolyActivation, vals: Float32Array, f: (x: number) => number): LayerEncryptedResult {
+function constantLayer(
+  l: Report['layers'][number],
+  p: PolyActivation,
+  vals: Float32Array,
+  f: (x: number) => number,
+): LayerEncryptedResult {
   const C = p.channels?.coeffs.length ?? 1;
   let err = 0;
   for (let i = 0; i < vals.length; i++) {
     const c = p.channels ? p.channels.coeffs[i % C][0] : p.coeffs[0];
-    err = Math.max(err, Math.abs(c - (p.channelOffset?.[i % (p.channelOffset.length)] ?? 0) - f(vals[i])));
+    err = Math.max(err, Math.abs(c - (p.channelOffset?.[i % p.channelOffset.length] ?? 0) - f(vals[i])));
   }
-  return { name: l.name, degree: l.chosen.degree, values: vals.length, ciphertexts: 0, ringSize: 0, levelsAvailable: 0, levelsUsed: 0, levelsPredicted: 0,
-    simulatorScaleMatches: true, nonScalarMults: 0, maxAbsErrVsPlainPoly: 0, precisionBits: 60, maxAbsErrVsActivation: err, secondsPerCiphertext: 0,
-    keyBytes: { publicKey: 0, relinKeys: 0 } };
+  return {
+    name: l.name,
+    degree: l.chosen.degree,
+    values: vals.length,
+    ciphertexts: 0,
+    ringSize: 0,
+    levelsAvailable: 0,
+    levelsUsed: 0,
+    levelsPredicted: 0,
+    simulatorScaleMatches: true,
+    nonScalarMults: 0,
+    maxAbsErrVsPlainPoly: 0,
+    precisionBits: 60,
+    maxAbsErrVsActivation: err,
+    secondsPerCiphertext: 0,
+    keyBytes: { publicKey: 0, relinKeys: 0 },
+  };
 }
 
 export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
@@ -108,8 +134,15 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
   try {
     for (const [k, l] of o.report.layers.entries()) {
       const node = g.nodes[l.node];
-      if (!node || node.name !== l.name) throw new UserError('OPTION_INVALID', `layer ${l.name} of the report is not in the model`, 'run he-approx analyze on this model again');
-      const vals = (await captureValues(ex, ds, idx, [node.inputs[0]], { replace: polys }, { batchSize: 256, signal: o.signal })).get(node.inputs[0])!;
+      if (!node || node.name !== l.name)
+        throw new UserError(
+          'OPTION_INVALID',
+          `layer ${l.name} of the report is not in the model`,
+          'run he-approx analyze on this model again',
+        );
+      const vals = (
+        await captureValues(ex, ds, idx, [node.inputs[0]], { replace: polys }, { batchSize: 256, signal: o.signal })
+      ).get(node.inputs[0])!;
       const plan = planAtDepth(l.chosen.degree, l.chosen.polyDepth);
       // What the previous linear layer folds in (cost/fold.ts) it computes in plaintext here: encrypt its output.
       const fold = planFold(g, node, polys.get(l.node)!, l.chosen.degree, o.report.options.fold ?? false);
@@ -144,52 +177,81 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
         const f = activationFn(actSpec(node));
         const sim = new SimBackend(Array.from({ length: params.levels + 1 }, (_, i) => be.prime(i)));
         // A one-slot simulation predicts levels and scales; its vector constants are lane 0's.
-        const simVec: VecOps<SimCt> = { mulVec: (c, v, e) => sim.mulConst(c, v[0], e), addVec: (c, v) => sim.addConst(c, v[0]) };
-        const evaluate = <C>(b: CkksBackend<C>, x: C, ls: PolyInput[], v: VecOps<C>) => (fold.form === 'series' ? evalPolyCkks(b, x, ls, plan, fold.intoPrevious, v) : evalFoldedCkks(b, x, ls, fold, v));
+        const simVec: VecOps<SimCt> = {
+          mulVec: (c, v, e) => sim.mulConst(c, v[0], e),
+          addVec: (c, v) => sim.addConst(c, v[0]),
+        };
+        const evaluate = <C>(b: CkksBackend<C>, x: C, ls: PolyInput[], v: VecOps<C>) =>
+          fold.form === 'series'
+            ? evalPolyCkks(b, x, ls, plan, fold.intoPrevious, v)
+            : evalFoldedCkks(b, x, ls, fold, v);
         // A square whose channels' signs differ is negated per channel ciphertext in the model
         // (rank-3 values); channels share a ciphertext here, so each sign's channels get their own.
         const signOf = (lp: PolyInput) => squareLane(lp)?.sign ?? 1;
-        const groups = fold.form === 'square' && !fold.mixedSigns && !sharedSign(lanes.map((lp) => squareLane(lp)!)) ? [1, -1] : [0];
+        const groups =
+          fold.form === 'square' && !fold.mixedSigns && !sharedSign(lanes.map((lp) => squareLane(lp)!)) ? [1, -1] : [0];
         const zero: PolyInput = { coeffs: [0], a: -1, b: 1 };
         const groupLanes = (sign: number) => lanes.map((lp) => (sign === 0 || signOf(lp) === sign ? lp : zero));
-        const simOut = evaluate(sim, sim.fresh([0.25], params.levels, 2 ** params.scaleBits), groupLanes(groups[0]), simVec);
+        const simOut = evaluate(
+          sim,
+          sim.fresh([0.25], params.levels, 2 ** params.scaleBits),
+          groupLanes(groups[0]),
+          simVec,
+        );
         let scaleMatches = true;
-        for (const [gi, sign] of groups.entries()) for (let c = 0; c < chunks; c++) {
-          if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
-          const mine = (q: number) => sign === 0 || signOf(lanes[q]) === sign;
-          const ls = groupLanes(sign);
-          const r0 = c * rowsPerCt;
-          const r1 = Math.min(rows, r0 + rowsPerCt);
-          const input = new Float64Array(slots);
-          for (let r = r0; r < r1; r++) {
-            for (let q = 0; q < C; q++) if (mine(q)) input[(r - r0) * P + q] = foldedInput(lanes[q], fold, vals[r * C + q]);
-          }
-          const ts = Date.now();
-          const ct = be.encrypt(input);
-          const out = evaluate(be, ct, ls, vec);
-          secs += (Date.now() - ts) / 1000;
-          levelsUsed = params.levels - be.level(out);
-          scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
-          const dec = be.decrypt(out);
-          be.free(ct);
-          if (out !== ct) be.free(out);
-          for (let r = r0; r < r1; r++) {
-            for (let q = 0; q < C; q++) {
-              if (!mine(q)) continue;
-              const x = vals[r * C + q];
-              const y = dec[(r - r0) * P + q];
-              errPoly = Math.max(errPoly, Math.abs(y - chebval(x, lanes[q].coeffs, lanes[q])));
-              errAct = Math.max(errAct, Math.abs(y - f(x)));
-              tested++;
+        for (const [gi, sign] of groups.entries())
+          for (let c = 0; c < chunks; c++) {
+            if (o.signal?.aborted)
+              throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
+            const mine = (q: number) => sign === 0 || signOf(lanes[q]) === sign;
+            const ls = groupLanes(sign);
+            const r0 = c * rowsPerCt;
+            const r1 = Math.min(rows, r0 + rowsPerCt);
+            const input = new Float64Array(slots);
+            for (let r = r0; r < r1; r++) {
+              for (let q = 0; q < C; q++)
+                if (mine(q)) input[(r - r0) * P + q] = foldedInput(lanes[q], fold, vals[r * C + q]);
             }
+            const ts = Date.now();
+            const ct = be.encrypt(input);
+            const out = evaluate(be, ct, ls, vec);
+            secs += (Date.now() - ts) / 1000;
+            levelsUsed = params.levels - be.level(out);
+            scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
+            const dec = be.decrypt(out);
+            be.free(ct);
+            if (out !== ct) be.free(out);
+            for (let r = r0; r < r1; r++) {
+              for (let q = 0; q < C; q++) {
+                if (!mine(q)) continue;
+                const x = vals[r * C + q];
+                const y = dec[(r - r0) * P + q];
+                errPoly = Math.max(errPoly, Math.abs(y - chebval(x, lanes[q].coeffs, lanes[q])));
+                errAct = Math.max(errAct, Math.abs(y - f(x)));
+                tested++;
+              }
+            }
+            o.onProgress?.(
+              (k + (gi * chunks + c + 1) / (chunks * groups.length)) / o.report.layers.length,
+              `${l.name}: ciphertext ${gi * chunks + c + 1}/${chunks * groups.length}`,
+            );
           }
-          o.onProgress?.((k + (gi * chunks + c + 1) / (chunks * groups.length)) / o.report.layers.length, `${l.name}: ciphertext ${gi * chunks + c + 1}/${chunks * groups.length}`);
-        }
         results.push({
-          name: l.name, degree: l.chosen.degree, values: tested, ciphertexts: chunks * groups.length, ringSize: params.ringSize, levelsAvailable: params.levels,
-          levelsUsed, levelsPredicted: params.levels - simOut.level, simulatorScaleMatches: scaleMatches, nonScalarMults: foldMults(fold, plan.nonScalarMults),
-          maxAbsErrVsPlainPoly: errPoly, precisionBits: -Math.log2(Math.max(errPoly, 2 ** -60)), maxAbsErrVsActivation: errAct,
-          secondsPerCiphertext: secs / Math.max(1, chunks * groups.length), keyBytes: be.keySizes,
+          name: l.name,
+          degree: l.chosen.degree,
+          values: tested,
+          ciphertexts: chunks * groups.length,
+          ringSize: params.ringSize,
+          levelsAvailable: params.levels,
+          levelsUsed,
+          levelsPredicted: params.levels - simOut.level,
+          simulatorScaleMatches: scaleMatches,
+          nonScalarMults: foldMults(fold, plan.nonScalarMults),
+          maxAbsErrVsPlainPoly: errPoly,
+          precisionBits: -Math.log2(Math.max(errPoly, 2 ** -60)),
+          maxAbsErrVsActivation: errAct,
+          secondsPerCiphertext: secs / Math.max(1, chunks * groups.length),
+          keyBytes: be.keySizes,
         });
       } finally {
         be.dispose();
@@ -198,7 +260,14 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
   } finally {
     ex.dispose();
   }
-  return { mode: 'layer', createdAt: new Date().toISOString(), samples: n, scaleBits: 40,
-    security: '128-bit (HomomorphicEncryption.org standard via SEAL CoeffModulus bounds)', layers: results,
-    peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024), seconds: (Date.now() - t0) / 1000 };
+  return {
+    mode: 'layer',
+    createdAt: new Date().toISOString(),
+    samples: n,
+    scaleBits: 40,
+    security: '128-bit (HomomorphicEncryption.org standard via SEAL CoeffModulus bounds)',
+    layers: results,
+    peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+    seconds: (Date.now() - t0) / 1000,
+  };
 }

@@ -19,7 +19,16 @@ import { ConvStep, DenseStep, Program, channelPackingObstacle, pow2, stepInputs 
  * channels sit side by side in one ciphertext of K * period slots, channel c in block c mod K of
  * ciphertext floor(c / K); fewer channels than blocks repeat (block b holds channel b mod C).
  */
-export type GridLayout = { kind: 'grid'; C: number; H: number; W: number; sy: number; sx: number; period: number; blocks: number };
+export type GridLayout = {
+  kind: 'grid';
+  C: number;
+  H: number;
+  W: number;
+  sy: number;
+  sx: number;
+  period: number;
+  blocks: number;
+};
 /**
  * A flat value: element f at position f, periodic with `period`. With `mix` (the program's input,
  * one sample, read by a dense layer alone) R permuted copies fill R * period positions instead:
@@ -44,7 +53,17 @@ export function inputLayout(p: Program, blocks = 1): Layout {
     if (pow2(dense.m) % blocks) throw new Error(`${blocks} input copies for ${dense.name}'s ${pow2(dense.m)} outputs`);
     return { kind: 'flat', period: pow2(size(shape)), dim: size(shape), mix: { R: blocks, K: pow2(dense.m) / blocks } };
   }
-  if (shape.length === 3) return { kind: 'grid', C: shape[2], H: shape[0], W: shape[1], sy: shape[1], sx: 1, period: pow2(shape[0] * shape[1]), blocks };
+  if (shape.length === 3)
+    return {
+      kind: 'grid',
+      C: shape[2],
+      H: shape[0],
+      W: shape[1],
+      sy: shape[1],
+      sx: 1,
+      period: pow2(shape[0] * shape[1]),
+      blocks,
+    };
   return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
 }
 
@@ -73,8 +92,16 @@ export function placeOf(l: Layout, f: number): [number, number] {
  */
 export function convOutLayout(L: GridLayout, s: ConvStep, blocks: number): GridLayout {
   const [[pt, pb], [pl, pr]] = s.pads;
-  return { kind: 'grid', C: s.cout, H: Math.floor((L.H + pt + pb - s.kh) / s.strides[0]) + 1, W: Math.floor((L.W + pl + pr - s.kw) / s.strides[1]) + 1,
-    sy: L.sy * s.strides[0], sx: L.sx * s.strides[1], period: L.period, blocks };
+  return {
+    kind: 'grid',
+    C: s.cout,
+    H: Math.floor((L.H + pt + pb - s.kh) / s.strides[0]) + 1,
+    W: Math.floor((L.W + pl + pr - s.kw) / s.strides[1]) + 1,
+    sy: L.sy * s.strides[0],
+    sx: L.sx * s.strides[1],
+    period: L.period,
+    blocks,
+  };
 }
 
 /**
@@ -101,7 +128,10 @@ export function tapPositions(L: GridLayout, s: ConvStep, dy: number, dx: number)
 /** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
 export function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
   const v = new Float64Array(L.blocks * L.period);
-  for (let b = 0; b < L.blocks; b++) { const ch = channelAt(L, i, b); if (ch >= 0) v.fill(f(ch), b * L.period, (b + 1) * L.period); }
+  for (let b = 0; b < L.blocks; b++) {
+    const ch = channelAt(L, i, b);
+    if (ch >= 0) v.fill(f(ch), b * L.period, (b + 1) * L.period);
+  }
   return v;
 }
 
@@ -122,7 +152,8 @@ export function blockLanes(p: PolyActivation, L: GridLayout, i: number): PolyInp
  * the copies out when it encrypts (packSamples). The MLP's 784 -> 128 at N=16384 (R = 8): 16
  * products and 12 rotations instead of 128 and 25.
  */
-export const mixIndex = (p: number, K: number, mPad: number, n: number) => K * (Math.floor(p / mPad) % (n / K)) + (p % K);
+export const mixIndex = (p: number, K: number, mPad: number, n: number) =>
+  K * (Math.floor(p / mPad) % (n / K)) + (p % K);
 
 /**
  * Packs samples, one slot vector per input ciphertext. Batch packing (blocks = 1): position-major,
@@ -131,22 +162,35 @@ export const mixIndex = (p: number, K: number, mPad: number, n: number) => K * (
  * (mixIndex), or else channel blocks: block b of ciphertext i holds its channel's grid
  * (`channelAt`), a channel repeated in every block that holds it.
  */
-export function packSamples(p: Program, xs: Float32Array, count: number, B: number, slots: number, blocks = 1): Float64Array[] {
+export function packSamples(
+  p: Program,
+  xs: Float32Array,
+  count: number,
+  B: number,
+  slots: number,
+  blocks = 1,
+): Float64Array[] {
   const L = inputLayout(p, blocks);
   const per = size(p.inputShape);
   if (L.kind === 'flat' && L.mix) {
     const { R, K } = L.mix;
-    if (count !== 1 || B !== 1 || slots % (R * L.period)) throw new Error('input copies hold one sample in copies that fill the slots');
+    if (count !== 1 || B !== 1 || slots % (R * L.period))
+      throw new Error('input copies hold one sample in copies that fill the slots');
     const v = new Float64Array(slots);
-    for (let q = 0; q < slots; q++) { const f = mixIndex(q % (R * L.period), K, K * R, L.period); if (f < per) v[q] = xs[f]; }
+    for (let q = 0; q < slots; q++) {
+      const f = mixIndex(q % (R * L.period), K, K * R, L.period);
+      if (f < per) v[q] = xs[f];
+    }
     return [v];
   }
   if (L.kind === 'grid' && blocks > 1) {
-    if (count !== 1 || B !== 1 || blocks * L.period !== slots) throw new Error('channel packing holds one sample in blocks that fill the slots');
+    if (count !== 1 || B !== 1 || blocks * L.period !== slots)
+      throw new Error('channel packing holds one sample in blocks that fill the slots');
     const outs = Array.from({ length: gridCts(L) }, () => new Float64Array(slots));
     for (let f = 0; f < per; f++) {
       const pos = placeOf(L, f)[1] % L.period;
-      for (let i = 0; i < outs.length; i++) for (let b = 0; b < blocks; b++) if (channelAt(L, i, b) === f % L.C) outs[i][b * L.period + pos] = xs[f];
+      for (let i = 0; i < outs.length; i++)
+        for (let b = 0; b < blocks; b++) if (channelAt(L, i, b) === f % L.C) outs[i][b * L.period + pos] = xs[f];
     }
     return outs;
   }
@@ -154,7 +198,8 @@ export function packSamples(p: Program, xs: Float32Array, count: number, B: numb
   const outs = Array.from({ length: C }, () => new Float64Array(slots));
   for (let f = 0; f < per; f++) {
     const [c, pos] = placeOf(L, f);
-    for (let q = pos; q < slots / B; q += L.period) for (let b = 0; b < count; b++) outs[c][q * B + b] = xs[b * per + f];
+    for (let q = pos; q < slots / B; q += L.period)
+      for (let b = 0; b < count; b++) outs[c][q * B + b] = xs[b * per + f];
   }
   return outs;
 }
@@ -169,11 +214,14 @@ export function latencyPacking(p: Program, slots: number): { blocks: number; cop
   const n = pow2(size(p.inputShape));
   if (dense) {
     const R = slots % n === 0 ? Math.min(slots / n, pow2(dense.m)) : 1;
-    return R > 1 ? { blocks: R, copies: true, why: null } : { blocks: 1, copies: false, why: `one copy of the input fills the ${slots} slots` };
+    return R > 1
+      ? { blocks: R, copies: true, why: null }
+      : { blocks: 1, copies: false, why: `one copy of the input fills the ${slots} slots` };
   }
   const obstacle = channelPackingObstacle(p);
   if (obstacle) return { blocks: 1, copies: false, why: obstacle };
   const L = inputLayout(p);
-  if (slots % L.period) return { blocks: 1, copies: false, why: `${slots} slots do not hold whole channels of ${L.period} positions` };
+  if (slots % L.period)
+    return { blocks: 1, copies: false, why: `${slots} slots do not hold whole channels of ${L.period} positions` };
   return { blocks: slots / L.period, copies: false, why: null };
 }

@@ -23,8 +23,32 @@ import { UserError } from '../errors';
 import { CkksBackend, SimBackend, SimCt } from './backend';
 import { Trace, TraceRecorder } from './trace';
 import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly } from './polyEval';
-import { AddStep, ConcatStep, ConvStep, DenseStep, PolyStep, Program, TreeStep, convWeight, mixedSquareSigns, pow2, stepInputs } from './program';
-import { GridLayout, Layout, blockLanes, channelAt, convOutLayout, gridCts, inputLayout, mixIndex, perBlock, placeOf, tapPositions } from './layout';
+import {
+  AddStep,
+  ConcatStep,
+  ConvStep,
+  DenseStep,
+  PolyStep,
+  Program,
+  TreeStep,
+  convWeight,
+  mixedSquareSigns,
+  pow2,
+  stepInputs,
+} from './program';
+import {
+  GridLayout,
+  Layout,
+  blockLanes,
+  channelAt,
+  convOutLayout,
+  gridCts,
+  inputLayout,
+  mixIndex,
+  perBlock,
+  placeOf,
+  tapPositions,
+} from './layout';
 
 export interface Value<C> {
   cts: C[];
@@ -65,7 +89,8 @@ export const TARGET_SCALE = 2 ** 40;
  */
 export function encScales<C>(be: CkksBackend<C>, x: Value<C>): number[] {
   const l = be.level(x.cts[0]);
-  if (x.cts.some((c) => be.level(c) !== l)) throw new Error('a linear layer\'s input ciphertexts are at different levels');
+  if (x.cts.some((c) => be.level(c) !== l))
+    throw new Error("a linear layer's input ciphertexts are at different levels");
   return x.cts.map((c) => (TARGET_SCALE * be.prime(l)) / be.scale(c));
 }
 
@@ -78,7 +103,8 @@ export function accumulate<C>(ops: LinearOps<C>, sum: C | null, term: C): C {
 }
 
 /** Per tap (dy, dx), the output positions whose tap reads the image (null: all do; layout.ts: tapPositions). */
-const convTaps = (L: GridLayout, s: ConvStep) => Array.from({ length: s.kh }, (_, dy) => Array.from({ length: s.kw }, (_, dx) => tapPositions(L, s, dy, dx)));
+const convTaps = (L: GridLayout, s: ConvStep) =>
+  Array.from({ length: s.kh }, (_, dy) => Array.from({ length: s.kw }, (_, dx) => tapPositions(L, s, dy, dx)));
 
 /**
  * A tap's weight as the plaintext it multiplies by, before the rotation by `shift` that brings the
@@ -86,9 +112,21 @@ const convTaps = (L: GridLayout, s: ConvStep) => Array.from({ length: s.kh }, (_
  * when every output's tap reads the image, else w only where an output's tap does (shifted back:
  * rot(v, shift)[q] = v[q + shift]) and 0 where it reads the padding's zeros.
  */
-function tapWeights(real: number[] | null, w: number, shift: number, period: number, at: number, length: number, into?: Float64Array): Float64Array {
+function tapWeights(
+  real: number[] | null,
+  w: number,
+  shift: number,
+  period: number,
+  at: number,
+  length: number,
+  into?: Float64Array,
+): Float64Array {
   const v = into ?? new Float64Array(real ? length : 1);
-  if (!real) { if (into) v.fill(w, at, at + period); else v[0] = w; return v; }
+  if (!real) {
+    if (into) v.fill(w, at, at + period);
+    else v[0] = w;
+    return v;
+  }
   for (const q of real) v[(((at + q + shift) % length) + length) % length] = w;
   return v;
 }
@@ -101,7 +139,13 @@ function tapWeights(real: number[] | null, w: number, shift: number, period: num
  * each W a slot vector holding, per block, the weight of the channel that rotation brings there.
  * The baby steps (i, k, dx) are shared by all outputs; a convolution costs one level, as in batch packing.
  */
-export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+export function packedConv<C>(
+  s: ConvStep,
+  x: Value<C>,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  tmp: (c: C) => C,
+): Value<C> {
   const L = x.layout as GridLayout;
   const K = L.blocks;
   const outL = convOutLayout(L, s, K);
@@ -117,11 +161,12 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
       const c0 = Math.floor(o / (s.cout / s.groups)) * cinG;
       for (let c = c0; c < c0 + cinG; c++) {
         let best = -1;
-        for (let i = 0; i < x.cts.length; i++) for (let beta = 0; beta < K; beta++) {
-          if (channelAt(L, i, beta) !== c) continue;
-          const key = i * K + ((beta - b + K) % K);
-          if (best < 0 || key % K < best % K) best = key;
-        }
+        for (let i = 0; i < x.cts.length; i++)
+          for (let beta = 0; beta < K; beta++) {
+            if (channelAt(L, i, beta) !== c) continue;
+            const key = i * K + ((beta - b + K) % K);
+            if (best < 0 || key % K < best % K) best = key;
+          }
         if (best < 0) throw new Error(`${s.name}: input channel ${c} is in no block`);
         if (!terms.has(best)) terms.set(best, []);
         terms.get(best)!.push({ j, b, c, o });
@@ -135,7 +180,10 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
     const i = Math.floor(key / K);
     const k = key % K;
     const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
-    baby.set(key, Array.from({ length: s.kw }, (_, dx) => (dx === pl ? base : tmp(ops.rotate(base, (dx - pl) * L.sx)))));
+    baby.set(
+      key,
+      Array.from({ length: s.kw }, (_, dx) => (dx === pl ? base : tmp(ops.rotate(base, (dx - pl) * L.sx)))),
+    );
   }
   const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
   const cts: C[] = [];
@@ -150,20 +198,40 @@ export function packedConv<C>(s: ConvStep, x: Value<C>, be: CkksBackend<C>, ops:
           let nz = false;
           for (const t of mine) {
             const w = convWeight(s, dy, dx, t.c, t.o) * factorOf(x, t.c);
-            if (w !== 0) { tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, t.b * L.period, K * L.period, v); nz = true; }
+            if (w !== 0) {
+              tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, t.b * L.period, K * L.period, v);
+              nz = true;
+            }
           }
-          if (nz) inner = acc(inner, ops.mulVecNoRescale(baby.get(key)![dx], v, encScale[Math.floor(key / K)], `${s.node}:${j}:${dy}:${key}:${dx}`));
+          if (nz)
+            inner = acc(
+              inner,
+              ops.mulVecNoRescale(
+                baby.get(key)![dx],
+                v,
+                encScale[Math.floor(key / K)],
+                `${s.node}:${j}:${dy}:${key}:${dx}`,
+              ),
+            );
         }
       }
       if (inner === null) continue;
       let rotated: C = inner;
-      if (dy !== pt) { rotated = ops.rotate(inner, (dy - pt) * L.sy); ops.free(inner); }
+      if (dy !== pt) {
+        rotated = ops.rotate(inner, (dy - pt) * L.sy);
+        ops.free(inner);
+      }
       z = acc(z, rotated);
     }
     if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
     const y = tmp(ops.rescale(z));
     ops.free(z);
-    cts.push(ops.addVec(y, perBlock(outL, j, (o) => s.b[o])));
+    cts.push(
+      ops.addVec(
+        y,
+        perBlock(outL, j, (o) => s.b[o]),
+      ),
+    );
   }
   return { cts, layout: outL, factor: 1 };
 }
@@ -191,14 +259,23 @@ export function finishDense<C>(s: DenseStep, z: C, n: number, ops: LinearOps<C>,
  * issue's "the sign folds into the next linear layer"). Exact: sign_c^2 = 1. `shift_c` is the
  * mean-shift correction the batch path subtracts after the polynomial.
  */
-export function packedSignedSquares<C>(s: PolyStep, x: Value<C>, L: GridLayout, be: CkksBackend<C>, ops: LinearOps<C>): Value<C> {
+export function packedSignedSquares<C>(
+  s: PolyStep,
+  x: Value<C>,
+  L: GridLayout,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+): Value<C> {
   if (!s.fold.intoPrevious) throw new Error(`${s.name}: a signed square on packed channels needs its input map folded`);
   const lanes = lanesOf(s.poly);
   const sq = lanes.map((l) => squareLane(l)!);
   const off = s.poly.channelOffset;
   const cts = x.cts.map((u, i) => {
     const u2 = be.mul(u, u);
-    const r = ops.addVec(u2, perBlock(L, i, (ch) => sq[ch].sign * (sq[ch].offset - (off?.[ch] ?? 0))));
+    const r = ops.addVec(
+      u2,
+      perBlock(L, i, (ch) => sq[ch].sign * (sq[ch].offset - (off?.[ch] ?? 0))),
+    );
     ops.free(u2);
     return r;
   });
@@ -213,7 +290,13 @@ export function lanePost(f: Float64Array, L: Layout, c: number): Float64Array {
 }
 
 /** A polynomial step on each ciphertext of x (per-channel polynomials as lanes where channels share one), with the mean-shift correction. */
-export function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+export function polyValue<C>(
+  s: PolyStep,
+  x: Value<C>,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  tmp: (c: C) => C,
+): Value<C> {
   // Per-channel polynomials: one per ciphertext (grid), or one per position (flat; padding
   // positions hold junk no later weight reads, and get the zero polynomial).
   const L = x.layout;
@@ -221,28 +304,55 @@ export function polyValue<C>(s: PolyStep, x: Value<C>, be: CkksBackend<C>, ops: 
   // The output scaled for what reads it (outScale): a series' coefficients, a form's post-factor.
   // A factor pending on the input (a value scaled into a bootstrap's range) is taken by the input
   // map, which costs its plaintext multiplication anyway: the interval scaled by it.
-  const pending = !s.fold.intoPrevious && (x.factor !== 1 || x.scales)
-    ? Float64Array.from({ length: C }, (_, ch) => 1 / factorOf(x, ch)) : null;
+  const pending =
+    !s.fold.intoPrevious && (x.factor !== 1 || x.scales)
+      ? Float64Array.from({ length: C }, (_, ch) => 1 / factorOf(x, ch))
+      : null;
   const ones = new Float64Array(C).fill(1);
-  const poly = pending || (s.outScale && s.fold.form === 'series') ? scaledPoly(s.poly, C, s.outScale && s.fold.form === 'series' ? s.outScale : ones, pending ?? ones) : s.poly;
-  const lanesFor = (c: number) => (!poly.channels ? poly : L.kind === 'flat' ? channelLanes(poly, L.period) : L.blocks > 1 ? blockLanes(poly, L, c) : lanePoly(poly, c));
+  const poly =
+    pending || (s.outScale && s.fold.form === 'series')
+      ? scaledPoly(s.poly, C, s.outScale && s.fold.form === 'series' ? s.outScale : ones, pending ?? ones)
+      : s.poly;
+  const lanesFor = (c: number) =>
+    !poly.channels
+      ? poly
+      : L.kind === 'flat'
+        ? channelLanes(poly, L.period)
+        : L.blocks > 1
+          ? blockLanes(poly, L, c)
+          : lanePoly(poly, c);
   const cts = x.cts.map((ct, c) => {
     // Coefficient vectors are the same plaintexts in every run: cached by their place in the
     // evaluation (the backend's key adds the level and scale).
     let call = 0;
     const vec: VecOps<C> = {
-      mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${c}:${call++}`); const r = ops.rescale(y); ops.free(y); return r; },
+      mulVec: (u, v, encScale) => {
+        const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${c}:${call++}`);
+        const r = ops.rescale(y);
+        ops.free(y);
+        return r;
+      },
       addVec: (u, v) => ops.addVec(u, v),
     };
     const lanes = lanesFor(c);
     const post = s.outScale && s.fold.form !== 'series' ? lanePost(s.outScale, L, c) : undefined;
-    const y = s.fold.form === 'series' ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec) : evalFoldedCkks(be, ct, lanes, s.fold, vec, post);
-    const off = poly.channelOffset && s.outScale && s.fold.form !== 'series' ? Float32Array.from(poly.channelOffset, (v, ch) => v * s.outScale![ch]) : poly.channelOffset;
+    const y =
+      s.fold.form === 'series'
+        ? evalPolyCkks(be, ct, lanes, s.plan, s.fold.intoPrevious, vec)
+        : evalFoldedCkks(be, ct, lanes, s.fold, vec, post);
+    const off =
+      poly.channelOffset && s.outScale && s.fold.form !== 'series'
+        ? Float32Array.from(poly.channelOffset, (v, ch) => v * s.outScale![ch])
+        : poly.channelOffset;
     if (!off) return y;
     tmp(y);
     // Mean-shift correction: a per-channel constant (grid), a per-block vector (channel packing) or a per-position vector (flat).
     if (L.kind === 'grid' && L.blocks === 1) return be.addConst(y, -off[c]);
-    if (L.kind === 'grid') return ops.addVec(y, perBlock(L, c, (ch) => -off[ch]));
+    if (L.kind === 'grid')
+      return ops.addVec(
+        y,
+        perBlock(L, c, (ch) => -off[ch]),
+      );
     const v = new Float64Array(L.period);
     for (let q = 0; q < v.length; q++) v[q] = -(off[q % off.length] ?? 0);
     return ops.addVec(y, v);
@@ -273,9 +383,13 @@ export function scaledPoly(p: PolyActivation, C: number, out: Float64Array, x: F
   const lanes = lanesOf(p);
   const lane = (c: number) => lanes[p.channels ? c : 0];
   return {
-    coeffs: [0], a: -1, b: 1,
-    channels: { intervals: Array.from({ length: C }, (_, c) => ({ a: lane(c).a * x[c], b: lane(c).b * x[c] })),
-      coeffs: Array.from({ length: C }, (_, c) => Array.from(lane(c).coeffs, (v) => v * out[c])) },
+    coeffs: [0],
+    a: -1,
+    b: 1,
+    channels: {
+      intervals: Array.from({ length: C }, (_, c) => ({ a: lane(c).a * x[c], b: lane(c).b * x[c] })),
+      coeffs: Array.from({ length: C }, (_, c) => Array.from(lane(c).coeffs, (v) => v * out[c])),
+    },
     channelOffset: p.channelOffset ? Float32Array.from(p.channelOffset, (v, c) => v * out[c]) : undefined,
   };
 }
@@ -286,13 +400,20 @@ export function scaledPoly(p: PolyActivation, C: number, out: Float64Array, x: F
  * difference by its form, the sum scaled (in parallel) and both added, at the target's factor.
  * Levels: the form's (cost/fold.ts), the sum's scaling hidden under them unless the |x| is a constant.
  */
-export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): Value<C> {
+export function treeValue<C>(
+  s: TreeStep,
+  x: Value<C>,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  tmp: (c: C) => C,
+): Value<C> {
   const L = x.layout;
   if (L.kind !== 'grid') throw new Error(`${s.name}: a max tree on a flat value`);
   if (x.signs) throw new Error(`${s.name}: pending signs before a max tree`);
   // F: what the held value is, per channel, times the true one.
   const F = Float64Array.from({ length: L.C }, (_, c) => 1 / factorOf(x, c));
-  if (s.want && s.want.W.some((w, c) => Math.abs(w / F[c] - 1) > 1e-9)) throw new Error(`${s.name}: the value before does not carry the factor the plan gave it`);
+  if (s.want && s.want.W.some((w, c) => Math.abs(w / F[c] - 1) > 1e-9))
+    throw new Error(`${s.name}: the value before does not carry the factor the plan gave it`);
   const T = s.target === 'carry' ? F.map((f) => 2 * f) : s.target.T;
   const half = T.map((t) => t / 2);
   const r = T.map((t, c) => t / (2 * F[c]));
@@ -303,7 +424,14 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
   const lane = (c: number) => lanes[s.poly.channels ? c : 0];
   const off = (c: number) => s.poly.channelOffset?.[c] ?? 0;
   /** A plaintext multiplication by a per-channel vector, rescaled (to `scale` when given), then a per-channel addition. */
-  const affine = (c: C, i: number, mul: (ch: number) => number, add: (ch: number) => number, key: string, scale = TARGET_SCALE): C => {
+  const affine = (
+    c: C,
+    i: number,
+    mul: (ch: number) => number,
+    add: (ch: number) => number,
+    key: string,
+    scale = TARGET_SCALE,
+  ): C => {
     const enc = (scale * be.prime(be.level(c))) / be.scale(c);
     const m = ops.mulVecNoRescale(c, perBlock(L, i, mul), enc, `${s.node}:${i}:${key}`);
     const y = tmp(ops.rescale(m));
@@ -313,7 +441,15 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
   const cts = x.cts.map((xi, i) => {
     const moved = tmp(ops.rotate(xi, shift));
     let d = tmp(be.sub(xi, moved));
-    if (s.want) { const G = s.want.G; d = tmp(ops.addVec(d, perBlock(L, i, (c) => G[c]))); }
+    if (s.want) {
+      const G = s.want.G;
+      d = tmp(
+        ops.addVec(
+          d,
+          perBlock(L, i, (c) => G[c]),
+        ),
+      );
+    }
     // (T / 2) p(d), less (T / 2) times the mean-shift offset; null for a constant.
     let a: C | null = null;
     if (s.fold.form === 'series') {
@@ -321,25 +457,67 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
       const ls = L.blocks > 1 ? blockLanes(q, L, i) : lanePoly(q, channelAt(L, i, 0));
       let call = 0;
       const vec: VecOps<C> = {
-        mulVec: (u, v, encScale) => { const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${i}:p${call++}`); const res = ops.rescale(y); ops.free(y); return res; },
+        mulVec: (u, v, encScale) => {
+          const y = ops.mulVecNoRescale(u, v, encScale, `${s.node}:${i}:p${call++}`);
+          const res = ops.rescale(y);
+          ops.free(y);
+          return res;
+        },
         addVec: (u, v) => ops.addVec(u, v),
       };
       a = tmp(evalPolyCkks(be, d, ls, s.plan, !!s.want, vec));
-      if (q.channelOffset) a = tmp(ops.addVec(a, perBlock(L, i, (c) => -q.channelOffset![c])));
+      if (q.channelOffset)
+        a = tmp(
+          ops.addVec(
+            a,
+            perBlock(L, i, (c) => -q.channelOffset![c]),
+          ),
+        );
     } else if (s.fold.form === 'square') {
       const sq = (c: number) => squareLane(lane(c))!;
-      const signs = new Set(Array.from({ length: L.blocks }, (_, b) => channelAt(L, i, b)).filter((c) => c >= 0).map((c) => sq(c).sign));
+      const signs = new Set(
+        Array.from({ length: L.blocks }, (_, b) => channelAt(L, i, b))
+          .filter((c) => c >= 0)
+          .map((c) => sq(c).sign),
+      );
       if (signs.size > 1) throw new Error(`${s.name}: squares of both signs on one ciphertext`);
-      const u = s.want ? d : affine(d, i, (c) => (Math.sqrt(half[c]) * sq(c).mul) / F[c], (c) => Math.sqrt(half[c]) * sq(c).add, 'u');
+      const u = s.want
+        ? d
+        : affine(
+            d,
+            i,
+            (c) => (Math.sqrt(half[c]) * sq(c).mul) / F[c],
+            (c) => Math.sqrt(half[c]) * sq(c).add,
+            'u',
+          );
       let y = tmp(be.mul(u, u));
       if (signs.has(-1)) y = tmp(be.negate(y));
-      a = tmp(ops.addVec(y, perBlock(L, i, (c) => half[c] * (sq(c).offset - off(c)))));
+      a = tmp(
+        ops.addVec(
+          y,
+          perBlock(L, i, (c) => half[c] * (sq(c).offset - off(c))),
+        ),
+      );
     } else if (s.fold.form === 'affine') {
-      a = affine(d, i, (c) => (half[c] * affineLane(lane(c)).mul) / F[c], (c) => half[c] * (affineLane(lane(c)).add - off(c)), 'y');
+      a = affine(
+        d,
+        i,
+        (c) => (half[c] * affineLane(lane(c)).mul) / F[c],
+        (c) => half[c] * (affineLane(lane(c)).add - off(c)),
+        'y',
+      );
     }
     let sum = tmp(be.add(xi, moved));
     // The sum at the target's factor, landing on the |x|'s scale when both end one level down.
-    if (rescale) sum = affine(sum, i, (c) => r[c], () => 0, 'r', a !== null && be.level(a) === be.level(sum) - 1 ? be.scale(a) : TARGET_SCALE);
+    if (rescale)
+      sum = affine(
+        sum,
+        i,
+        (c) => r[c],
+        () => 0,
+        'r',
+        a !== null && be.level(a) === be.level(sum) - 1 ? be.scale(a) : TARGET_SCALE,
+      );
     let m = sum;
     if (a !== null) {
       const lvl = Math.min(be.level(a), be.level(sum));
@@ -350,7 +528,12 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
     const k = (c: number) => (S ? S[c] : 0) + (s.fold.form === 'constant' ? half[c] * (lane(c).coeffs[0] - off(c)) : 0);
     return ops.addVec(m, perBlock(L, i, k));
   });
-  return { cts, layout: outL, factor: 1, scales: s.target === 'carry' || s.target.kind === 'factor' ? T.map((t) => 1 / t) : undefined };
+  return {
+    cts,
+    layout: outL,
+    factor: 1,
+    scales: s.target === 'carry' || s.target.kind === 'factor' ? T.map((t) => 1 / t) : undefined,
+  };
 }
 
 /**
@@ -362,29 +545,51 @@ export function treeValue<C>(s: TreeStep, x: Value<C>, be: CkksBackend<C>, ops: 
  * level and scale (addend), so it costs a level only where the shortcut arrives no higher than
  * the other branch (cost/cost.ts: linearLevels charges a channel pad one level).
  */
-export function addValues<C>(s: AddStep, xs: Value<C>[], be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C, temps: C[]): Value<C> {
+export function addValues<C>(
+  s: AddStep,
+  xs: Value<C>[],
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  tmp: (c: C) => C,
+  temps: C[],
+): Value<C> {
   if (xs.some((x) => x.signs)) throw new Error(`${s.name}: pending signs at an Add`);
   const pend = xs.map((x, i) => Float64Array.from({ length: s.channels[i] }, (_, c) => factorOf(x, c)));
   // Every input must hold its channels at the same factor as the others hold them.
   const F = new Float64Array(s.C).fill(NaN);
-  pend.forEach((f, i) => f.forEach((v, c) => {
-    const o = c + s.offsets[i];
-    if (Number.isNaN(F[o])) F[o] = v;
-    else if (Math.abs(v / F[o] - 1) > 1e-9) throw new Error(`${s.name}: its inputs carry different factors on channel ${o}`);
-  }));
-  F.forEach((v, o) => { if (Number.isNaN(v)) F[o] = 1; });
+  pend.forEach((f, i) =>
+    f.forEach((v, c) => {
+      const o = c + s.offsets[i];
+      if (Number.isNaN(F[o])) F[o] = v;
+      else if (Math.abs(v / F[o] - 1) > 1e-9)
+        throw new Error(`${s.name}: its inputs carry different factors on channel ${o}`);
+    }),
+  );
+  F.forEach((v, o) => {
+    if (Number.isNaN(v)) F[o] = 1;
+  });
   const L0 = xs[0].layout;
   const packed = L0.kind === 'grid' && L0.blocks > 1;
   const masked = xs.map((_, i) => packed && (s.offsets[i] !== 0 || s.channels[i] !== s.C));
   const lvl = Math.min(...xs.map((x, i) => be.level(x.cts[0]) - (masked[i] ? 1 : 0)));
   const at = xs.findIndex((x, i) => !masked[i] && be.level(x.cts[0]) === lvl);
   const scale = at >= 0 ? be.scale(xs[at].cts[0]) : TARGET_SCALE;
-  const outL: Layout = L0.kind === 'flat' ? { ...L0, period: Math.max(...xs.map((x) => x.layout.period)) } : { ...L0, C: s.C };
+  const outL: Layout =
+    L0.kind === 'flat' ? { ...L0, period: Math.max(...xs.map((x) => x.layout.period)) } : { ...L0, C: s.C };
   // Channel packing: the sum's ciphertexts; batch packing: one per channel, or the inputs' own.
-  const nOut = packed ? gridCts(outL as GridLayout) : outL.kind === 'grid' && s.channels.some((c) => c !== s.C) ? s.C : xs[0].cts.length;
+  const nOut = packed
+    ? gridCts(outL as GridLayout)
+    : outL.kind === 'grid' && s.channels.some((c) => c !== s.C)
+      ? s.C
+      : xs[0].cts.length;
   const parts: C[][] = Array.from({ length: nOut }, () => []);
   xs.forEach((x, i) => {
-    if (masked[i]) { maskedChannels(s, i, x, outL as GridLayout, lvl, scale, be, ops, tmp).forEach((c, j) => { if (c) parts[j].push(c); }); return; }
+    if (masked[i]) {
+      maskedChannels(s, i, x, outL as GridLayout, lvl, scale, be, ops, tmp).forEach((c, j) => {
+        if (c) parts[j].push(c);
+      });
+      return;
+    }
     for (let j = 0; j < nOut; j++) {
       const src = packed ? j : j - s.offsets[i];
       if (src < 0 || src >= x.cts.length) continue;
@@ -408,7 +613,17 @@ export function addValues<C>(s: AddStep, xs: Value<C>[], be: CkksBackend<C>, ops
  * o - offset), zero in the blocks of channels it lacks, at `level` and exactly `scale`: per
  * output ciphertext, the sum over block rotations k of mask_k * rot(x, k blocks), rescaled once.
  */
-function maskedChannels<C>(s: AddStep, i: number, x: Value<C>, outL: GridLayout, level: number, scale: number, be: CkksBackend<C>, ops: LinearOps<C>, tmp: (c: C) => C): (C | null)[] {
+function maskedChannels<C>(
+  s: AddStep,
+  i: number,
+  x: Value<C>,
+  outL: GridLayout,
+  level: number,
+  scale: number,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  tmp: (c: C) => C,
+): (C | null)[] {
   const L = x.layout as GridLayout;
   const K = L.blocks;
   if (outL.blocks !== K || outL.period !== L.period) throw new Error(`${s.name}: its inputs are packed differently`);
@@ -416,14 +631,17 @@ function maskedChannels<C>(s: AddStep, i: number, x: Value<C>, outL: GridLayout,
   // pair most blocks can use is taken, so that few rotations serve all.
   const wanted: { j: number; b: number; options: number[] }[] = [];
   const uses = new Map<number, number>();
-  for (let j = 0; j < gridCts(outL); j++) for (let b = 0; b < K; b++) {
-    const c = channelAt(outL, j, b) - s.offsets[i];
-    if (c < 0 || c >= s.channels[i]) continue;
-    const options: number[] = [];
-    for (let src = 0; src < x.cts.length; src++) for (let beta = 0; beta < K; beta++) if (channelAt(L, src, beta) === c) options.push(src * K + ((beta - b + K) % K));
-    options.forEach((key) => uses.set(key, (uses.get(key) ?? 0) + 1));
-    wanted.push({ j, b, options });
-  }
+  for (let j = 0; j < gridCts(outL); j++)
+    for (let b = 0; b < K; b++) {
+      const c = channelAt(outL, j, b) - s.offsets[i];
+      if (c < 0 || c >= s.channels[i]) continue;
+      const options: number[] = [];
+      for (let src = 0; src < x.cts.length; src++)
+        for (let beta = 0; beta < K; beta++)
+          if (channelAt(L, src, beta) === c) options.push(src * K + ((beta - b + K) % K));
+      options.forEach((key) => uses.set(key, (uses.get(key) ?? 0) + 1));
+      wanted.push({ j, b, options });
+    }
   const masks = new Map<number, Map<number, Float64Array>>();
   for (const w of wanted) {
     const key = w.options.reduce((best, k) => ((uses.get(k) ?? 0) > (uses.get(best) ?? 0) ? k : best));
@@ -433,23 +651,33 @@ function maskedChannels<C>(s: AddStep, i: number, x: Value<C>, outL: GridLayout,
     byJ.get(w.j)!.fill(1, w.b * L.period, (w.b + 1) * L.period);
   }
   const down = x.cts.map((c) => be.modSwitchTo(c, level + 1));
-  down.forEach((c, k) => { if (c !== x.cts[k]) tmp(c); });
+  down.forEach((c, k) => {
+    if (c !== x.cts[k]) tmp(c);
+  });
   const sums: (C | null)[] = new Array(gridCts(outL)).fill(null);
   for (const [key, byJ] of [...masks].sort((a, b) => a[0] - b[0])) {
     const src = Math.floor(key / K);
     const k = key % K;
     const moved = k === 0 ? down[src] : tmp(ops.rotate(down[src], k * L.period));
     const enc = (scale * be.prime(level + 1)) / be.scale(moved);
-    for (const [j, mask] of byJ) sums[j] = accumulate(ops, sums[j], ops.mulVecNoRescale(moved, mask, enc, `${s.node}:mask:${i}:${key}:${j}`));
+    for (const [j, mask] of byJ)
+      sums[j] = accumulate(ops, sums[j], ops.mulVecNoRescale(moved, mask, enc, `${s.node}:mask:${i}:${key}:${j}`));
   }
-  return sums.map((z) => { if (z === null) return null; const y = tmp(ops.rescale(z)); ops.free(z); return y; });
+  return sums.map((z) => {
+    if (z === null) return null;
+    const y = tmp(ops.rescale(z));
+    ops.free(z);
+    return y;
+  });
 }
 
 /** Channel ciphertexts of several values side by side (batch packing), brought to one level and scale. */
 export function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C>): Value<C> {
   const ls = xs.map((x) => x.layout);
-  if (ls.some((l) => l.kind !== 'grid' || l.blocks !== 1)) throw new Error(`${s.name}: concatenation needs one ciphertext per channel`);
-  if (xs.some((x) => x.factor !== 1 || x.signs || x.scales)) throw new Error(`${s.name}: pending factors at a concatenation`);
+  if (ls.some((l) => l.kind !== 'grid' || l.blocks !== 1))
+    throw new Error(`${s.name}: concatenation needs one ciphertext per channel`);
+  if (xs.some((x) => x.factor !== 1 || x.signs || x.scales))
+    throw new Error(`${s.name}: pending factors at a concatenation`);
   const all = xs.flatMap((x) => x.cts);
   const lvl = Math.min(...all.map((c) => be.level(c)));
   // One level for all; the scales stay each ciphertext's own (a linear layer reads them: encScales).
@@ -463,12 +691,28 @@ export function concatValues<C>(s: ConcatStep, xs: Value<C>[], be: CkksBackend<C
  * the compiler): before step i, every ciphertext of each listed value is refreshed, and the
  * refreshed value serves every later reader.
  */
-export interface Refresh<C> { before: Map<number, number[]>; bootstrap: (c: C) => C; onValue?: (valueId: number, ciphertexts: number) => void }
+export interface Refresh<C> {
+  before: Map<number, number[]>;
+  bootstrap: (c: C) => C;
+  onValue?: (valueId: number, ciphertexts: number) => void;
+}
 
-export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>, inputs: C[], onStep?: (name: string, seconds: number) => void, blocks = 1,
-  onValue?: (node: number, v: Value<C>) => void, refresh?: Refresh<C>): Value<C> {
+export function runProgram<C>(
+  p: Program,
+  be: CkksBackend<C>,
+  ops: LinearOps<C>,
+  inputs: C[],
+  onStep?: (name: string, seconds: number) => void,
+  blocks = 1,
+  onValue?: (node: number, v: Value<C>) => void,
+  refresh?: Refresh<C>,
+): Value<C> {
   const vals = new Map<number, Value<C>>([[0, { cts: inputs, layout: inputLayout(p, blocks), factor: 1 }]]);
-  const get = (id: number) => { const v = vals.get(id); if (!v) throw new Error(`value ${id} missing`); return v; };
+  const get = (id: number) => {
+    const v = vals.get(id);
+    if (!v) throw new Error(`value ${id} missing`);
+    return v;
+  };
   for (const [si, s] of p.steps.entries()) {
     const t0 = Date.now();
     const temps: C[] = [];
@@ -480,7 +724,10 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       vals.set(id, { ...v, cts: v.cts.map((c) => refresh!.bootstrap(c)) });
       if (id !== 0) temps.push(...v.cts);
     }
-    const tmp = (c: C) => { temps.push(c); return c; };
+    const tmp = (c: C) => {
+      temps.push(c);
+      return c;
+    };
     let out: Value<C>;
     if (s.kind === 'dense') {
       // The hybrid diagonal method (Halevi-Shoup; m < n): z = sum_k P_k * rot(x, k) over D
@@ -498,12 +745,19 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
         const { R, K } = L.mix;
         n = R * L.period;
         D = K;
-        at = [Int32Array.from({ length: n }, (_, q) => { const f = mixIndex(q, K, mPad, L.period); return f < s.dIn ? f : -1; })];
+        at = [
+          Int32Array.from({ length: n }, (_, q) => {
+            const f = mixIndex(q, K, mPad, L.period);
+            return f < s.dIn ? f : -1;
+          }),
+        ];
       } else {
         const pos = Array.from({ length: s.dIn }, (_, f) => placeOf(L, f));
         n = Math.max(L.period, mPad, pow2(Math.max(...pos.map(([, q]) => q)) + 1));
         at = x.cts.map(() => new Int32Array(n).fill(-1));
-        pos.forEach(([c, q], f) => { at[c][q] = f; });
+        pos.forEach(([c, q], f) => {
+          at[c][q] = f;
+        });
       }
       // Baby steps are per input ciphertext, giant steps shared: with C ciphertexts the rotations
       // are C (g - 1) + D / g - 1, least near g = sqrt(D / C) (16 channels into 64 outputs:
@@ -512,13 +766,20 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       let g = 1;
       for (let gg = 2; gg <= D; gg *= 2) if (rotations(gg) < rotations(g)) g = gg;
       const encScale = encScales(be, x);
-      const baby = x.cts.map((ct) => [ct, ...Array.from({ length: Math.min(g, D) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1)))]);
+      const baby = x.cts.map((ct) => [
+        ct,
+        ...Array.from({ length: Math.min(g, D) - 1 }, (_, i) => tmp(ops.rotate(ct, i + 1))),
+      ]);
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       // Giant steps in Horner form, z = inner_0 + rot(inner_1 + rot(inner_2 + ..., g), g): the same
       // rotations as rot(inner_j, j g) each, all by g, so one Galois key serves them all.
       let z: C | null = null;
       for (let j = Math.ceil(D / g) - 1; j >= 0; j--) {
-        if (z !== null) { const r = ops.rotate(z, g); ops.free(z); z = r; }
+        if (z !== null) {
+          const r = ops.rotate(z, g);
+          ops.free(z);
+          z = r;
+        }
         let inner: C | null = null;
         for (let c = 0; c < x.cts.length; c++) {
           for (let i = 0; i < g && j * g + i < D; i++) {
@@ -530,7 +791,10 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
               const idx = (q - j * g + n) % n;
               const row = idx % mPad;
               const f = at[c][(idx + k) % n];
-              if (row < s.m && f >= 0) { d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f); if (d[q] !== 0) nz = true; }
+              if (row < s.m && f >= 0) {
+                d[q] = s.W[f * s.m + row] * factorOf(x, x.layout.kind === 'grid' ? f % x.layout.C : f);
+                if (d[q] !== 0) nz = true;
+              }
             }
             if (nz) inner = acc(inner, ops.mulVecNoRescale(baby[c][i], d, encScale[c], `${s.node}:${j}:${c}:${i}`));
           }
@@ -549,7 +813,9 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       const [pt, pl] = [s.pads[0][0], s.pads[1][0]];
       const taps = convTaps(L, s);
       // Baby steps over kernel columns, shared by every output channel (of the input's group).
-      const baby = x.cts.map((ct) => Array.from({ length: s.kw }, (_, dx) => (dx === pl ? ct : tmp(ops.rotate(ct, (dx - pl) * L.sx)))));
+      const baby = x.cts.map((ct) =>
+        Array.from({ length: s.kw }, (_, dx) => (dx === pl ? ct : tmp(ops.rotate(ct, (dx - pl) * L.sx)))),
+      );
       const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
       const cts: C[] = [];
       const cinG = s.cin / s.groups;
@@ -558,13 +824,25 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
         const c0 = Math.floor(o / (s.cout / s.groups)) * cinG;
         for (let dy = 0; dy < s.kh; dy++) {
           let inner: C | null = null;
-          for (let c = c0; c < c0 + cinG; c++) for (let dx = 0; dx < s.kw; dx++) {
-            const w = convWeight(s, dy, dx, c, o) * factorOf(x, c);
-            if (w !== 0) inner = acc(inner, ops.mulVecNoRescale(baby[c][dx], tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, 0, L.period), encScale[c]));
-          }
+          for (let c = c0; c < c0 + cinG; c++)
+            for (let dx = 0; dx < s.kw; dx++) {
+              const w = convWeight(s, dy, dx, c, o) * factorOf(x, c);
+              if (w !== 0)
+                inner = acc(
+                  inner,
+                  ops.mulVecNoRescale(
+                    baby[c][dx],
+                    tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, 0, L.period),
+                    encScale[c],
+                  ),
+                );
+            }
           if (inner === null) continue;
           let rotated: C = inner;
-          if (dy !== pt) { rotated = ops.rotate(inner, (dy - pt) * L.sy); ops.free(inner); }
+          if (dy !== pt) {
+            rotated = ops.rotate(inner, (dy - pt) * L.sy);
+            ops.free(inner);
+          }
           z = acc(z, rotated);
         }
         if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
@@ -580,19 +858,36 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
       const L = x.layout;
       const cts = x.cts.map((ct) => {
         let row = ct;
-        for (let b = 1; b < s.p; b++) { const r = ops.rotate(ct, b * L.sx); row = row === ct ? ops.addRaw(ct, r) : ops.addInto(row, r); ops.free(r); }
+        for (let b = 1; b < s.p; b++) {
+          const r = ops.rotate(ct, b * L.sx);
+          row = row === ct ? ops.addRaw(ct, r) : ops.addInto(row, r);
+          ops.free(r);
+        }
         let sum = row;
-        for (let a = 1; a < s.p; a++) { const r = ops.rotate(row, a * L.sy); sum = sum === row ? ops.addRaw(row, r) : ops.addInto(sum, r); ops.free(r); }
+        for (let a = 1; a < s.p; a++) {
+          const r = ops.rotate(row, a * L.sy);
+          sum = sum === row ? ops.addRaw(row, r) : ops.addInto(sum, r);
+          ops.free(r);
+        }
         if (sum !== row && row !== ct) ops.free(row);
         return sum;
       });
-      out = { cts, factor: x.factor / (s.p * s.p), signs: x.signs, scales: x.scales, layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p } };
+      out = {
+        cts,
+        factor: x.factor / (s.p * s.p),
+        signs: x.signs,
+        scales: x.scales,
+        layout: { ...L, H: Math.floor(L.H / s.p), W: Math.floor(L.W / s.p), sy: L.sy * s.p, sx: L.sx * s.p },
+      };
     } else if (s.kind === 'poly') {
       const x = get(s.input);
-      if (x.signs || (s.fold.intoPrevious && (x.factor !== 1 || x.scales))) throw new Error('pending pool factor or signs before an activation');
+      if (x.signs || (s.fold.intoPrevious && (x.factor !== 1 || x.scales)))
+        throw new Error('pending pool factor or signs before an activation');
       const L = x.layout;
-      out = L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)
-        ? packedSignedSquares(s, x, L, be, ops) : polyValue(s, x, be, ops, tmp);
+      out =
+        L.kind === 'grid' && L.blocks > 1 && s.fold.form === 'square' && s.poly.channels && mixedSquareSigns(s.poly)
+          ? packedSignedSquares(s, x, L, be, ops)
+          : polyValue(s, x, be, ops, tmp);
     } else if (s.kind === 'tree') {
       out = treeValue(s, get(s.input), be, ops, tmp);
     } else if (s.kind === 'stride') {
@@ -606,7 +901,8 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
     } else {
       out = addValues(s, s.inputs.map(get), be, ops, tmp, temps);
     }
-    if ((s.kind === 'dense' || s.kind === 'conv' || s.kind === 'poly') && s.outScale) out = { ...out, scales: s.outScale.map((w) => 1 / w) };
+    if ((s.kind === 'dense' || s.kind === 'conv' || s.kind === 'poly') && s.outScale)
+      out = { ...out, scales: s.outScale.map((w) => 1 / w) };
     vals.set(s.node, out);
     onValue?.(s.node, out);
     // Free values whose last reader has run (never the input, which the caller owns), and
@@ -614,7 +910,10 @@ export function runProgram<C>(p: Program, be: CkksBackend<C>, ops: LinearOps<C>,
     // passes its input's ciphertexts on).
     for (const [id] of vals) {
       if (id === 0 || id === p.output || id === s.node) continue;
-      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) { temps.push(...vals.get(id)!.cts); vals.delete(id); }
+      if (!p.steps.slice(si + 1).some((t) => stepInputs(t).includes(id))) {
+        temps.push(...vals.get(id)!.cts);
+        vals.delete(id);
+      }
     }
     const held = new Set([...vals.values()].flatMap((v) => v.cts));
     for (const c of new Set(temps)) if (!held.has(c)) ops.free(c);
@@ -642,14 +941,28 @@ export function recordProgram(p: Program, o: RecordOptions): Trace {
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = Array.from({ length: n }, () => rec.input());
   const groups: number[] = [];
-  const out = runProgram(p, rec, rec, ins, (name) => rec.mark(name), o.blocks ?? 1, undefined,
-    o.refresh ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c), onValue: (_id, cts) => groups.push(cts) } : undefined);
+  const out = runProgram(
+    p,
+    rec,
+    rec,
+    ins,
+    (name) => rec.mark(name),
+    o.blocks ?? 1,
+    undefined,
+    o.refresh
+      ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c), onValue: (_id, cts) => groups.push(cts) }
+      : undefined,
+  );
   const t = rec.finish(out.cts[0], n);
   t.predicted.bootstrapGroups = groups;
   return t;
 }
 
-export function simulateProgram(p: Program, primes: number[], levels: number): { levelsUsed: number; finalScale: number } {
+export function simulateProgram(
+  p: Program,
+  primes: number[],
+  levels: number,
+): { levelsUsed: number; finalScale: number } {
   const r = emulate(p, 1, true, undefined, { primes, levels });
   return { levelsUsed: levels - r.level, finalScale: r.scale };
 }
@@ -659,9 +972,15 @@ export function simulateProgram(p: Program, primes: number[], levels: number): {
  * a long chain of 2^40 primes); records rotations and the largest period. A dry run skips the
  * arithmetic on values and only follows layouts, rotations, levels and scales.
  */
-export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Array[], chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 }, blocks = 1,
-  onValue?: (node: number, values: (sample: number) => Float64Array) => void):
-  { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
+export function emulate(
+  p: Program,
+  B: number,
+  dry: boolean,
+  slotsIn?: Float64Array[],
+  chain = { primes: new Array<number>(128).fill(2 ** 40), levels: 100 },
+  blocks = 1,
+  onValue?: (node: number, values: (sample: number) => Float64Array) => void,
+): { out: Float64Array; steps: Set<number>; maxPeriod: number; level: number; scale: number } {
   const L0 = inputLayout(p, blocks);
   // A dry run only needs to see layouts and rotations: tiny vectors.
   const S = slotsIn ? slotsIn[0].length : 1;
@@ -671,18 +990,50 @@ export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Ar
   let maxP = L0.period;
   const mk = (v: Float64Array, like: { level: number; scale: number }) => ({ v, level: like.level, scale: like.scale });
   const ops: LinearOps<ReturnType<SimBackend['fresh']>> = {
-    rotate: (c, k) => { steps.add(k); return dry ? c : mk(Float64Array.from({ length: S }, (_, i) => c.v[(((i + k * B) % S) + S) % S]), c); },
+    rotate: (c, k) => {
+      steps.add(k);
+      return dry
+        ? c
+        : mk(
+            Float64Array.from({ length: S }, (_, i) => c.v[(((i + k * B) % S) + S) % S]),
+            c,
+          );
+    },
     mulVecNoRescale: (c, v, s) => {
       maxP = Math.max(maxP, v.length);
-      return { v: dry ? c.v : c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]), level: c.level, scale: c.scale * s };
+      return {
+        v: dry ? c.v : c.v.map((x, i) => x * v[Math.floor(i / B) % v.length]),
+        level: c.level,
+        scale: c.scale * s,
+      };
     },
-    addRaw: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
-    addInto: (a, b) => (dry ? a : mk(a.v.map((x, i) => x + b.v[i]), a)),
+    addRaw: (a, b) =>
+      dry
+        ? a
+        : mk(
+            a.v.map((x, i) => x + b.v[i]),
+            a,
+          ),
+    addInto: (a, b) =>
+      dry
+        ? a
+        : mk(
+            a.v.map((x, i) => x + b.v[i]),
+            a,
+          ),
     rescale: (c) => {
       if (c.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees');
       return { v: c.v, level: c.level - 1, scale: c.scale / primes[c.level] };
     },
-    addVec: (c, v) => { maxP = Math.max(maxP, v.length); return dry ? c : mk(c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]), c); },
+    addVec: (c, v) => {
+      maxP = Math.max(maxP, v.length);
+      return dry
+        ? c
+        : mk(
+            c.v.map((x, i) => x + v[Math.floor(i / B) % v.length]),
+            c,
+          );
+    },
     free: () => undefined,
   };
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
@@ -696,7 +1047,15 @@ export function emulate(p: Program, B: number, dry: boolean, slotsIn?: Float64Ar
       return v.cts[i].v[(q * B + b) % S] * factorOf(v, L.kind === 'grid' ? f % L.C : f);
     });
   };
-  const out = runProgram(p, sim, ops, ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)), undefined, blocks, onValue ? (node, v) => onValue(node, decode(v)) : undefined).cts[0];
+  const out = runProgram(
+    p,
+    sim,
+    ops,
+    ins.map((v) => sim.fresh(v, chain.levels, 2 ** 40)),
+    undefined,
+    blocks,
+    onValue ? (node, v) => onValue(node, decode(v)) : undefined,
+  ).cts[0];
   return { out: out.v, steps, maxPeriod: maxP, level: out.level, scale: out.scale };
 }
 

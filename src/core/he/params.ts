@@ -20,7 +20,13 @@ export interface CkksParams {
 }
 
 export function paramsFor(ringSize: number, levels: number): CkksParams {
-  return { ringSize, levels, modulusBits: [60, ...new Array<number>(levels).fill(SCALE_BITS), 60], scaleBits: SCALE_BITS, slots: ringSize / 2 };
+  return {
+    ringSize,
+    levels,
+    modulusBits: [60, ...new Array<number>(levels).fill(SCALE_BITS), 60],
+    scaleBits: SCALE_BITS,
+    slots: ringSize / 2,
+  };
 }
 
 /**
@@ -31,12 +37,18 @@ export function chooseParams(needed: number, what: string, lower: string[], ring
   const rings = ringSize ? [ringSize] : [8192, 16384, 32768];
   for (const n of rings) {
     const avail = RING_LEVELS[n];
-    if (avail === undefined) throw new UserError('OPTION_INVALID', `ring size ${n} is not supported`, 'pass --ring-size 8192, 16384 or 32768');
+    if (avail === undefined)
+      throw new UserError('OPTION_INVALID', `ring size ${n} is not supported`, 'pass --ring-size 8192, 16384 or 32768');
     if (needed <= avail) return paramsFor(n, needed);
   }
   const n = rings[rings.length - 1];
-  throw new UserError('BUDGET_INFEASIBLE', `${what} needs ${needed} levels but CKKS at N=${n} with 128-bit security offers ${RING_LEVELS[n]}`,
-    lower.length ? `lower the degree of ${lower.join(', ')} (he-approx analyze --level-budget ${RING_LEVELS[n]})` : 'use a larger ring size');
+  throw new UserError(
+    'BUDGET_INFEASIBLE',
+    `${what} needs ${needed} levels but CKKS at N=${n} with 128-bit security offers ${RING_LEVELS[n]}`,
+    lower.length
+      ? `lower the degree of ${lower.join(', ')} (he-approx analyze --level-budget ${RING_LEVELS[n]})`
+      : 'use a larger ring size',
+  );
 }
 
 /** Bytes of a fresh ciphertext: two polynomials of N 64-bit coefficients per prime of the data chain. */
@@ -49,7 +61,10 @@ export function ciphertextBytes(p: CkksParams): number {
  * copy them inside the 4 GB wasm heap): a key-switching key holds, per data prime, a
  * 2-polynomial ciphertext over all primes; the public key is one such ciphertext.
  */
-export function sealKeySizes(p: CkksParams, rotations: number): { publicKey: number; relinKeys: number; galoisKeys: number } {
+export function sealKeySizes(
+  p: CkksParams,
+  rotations: number,
+): { publicKey: number; relinKeys: number; galoisKeys: number } {
   const allPrimes = p.modulusBits.length;
   const ct = 2 * allPrimes * p.ringSize * 8;
   const ksk = (allPrimes - 1) * ct;
@@ -68,15 +83,27 @@ export const SEAL_HEAP_BYTES = 3.2e9;
  * node-seal's 4 GB WebAssembly memory or the memory the machine has free (`free`: os.freemem()
  * unless a test passes another): SEAL would abort half-way, or the system start killing processes.
  */
-export function checkHeMemory(p: CkksParams, rotations: number, ciphertexts: number, fix: string, free = os.freemem()): number {
+export function checkHeMemory(
+  p: CkksParams,
+  rotations: number,
+  ciphertexts: number,
+  fix: string,
+  free = os.freemem(),
+): number {
   const ct = ciphertextBytes(p);
   const k = sealKeySizes(p, rotations);
   const keys = k.publicKey + k.relinKeys + k.galoisKeys;
   const bytes = keys + ciphertexts * ct;
   const gb = (x: number) => `${(x / 1e9).toFixed(1)} GB`;
   const what = `the encrypted test at N=${p.ringSize} with ${p.levels} levels needs about ${gb(bytes)} (keys ${gb(keys)}${rotations ? ` with ${rotations} rotation steps` : ''}, ${ciphertexts} ciphertexts of ${(ct / 1e6).toFixed(0)} MB)`;
-  if (bytes > SEAL_HEAP_BYTES) throw new UserError('MEMORY_LIMIT', `${what}, more than node-seal's 4 GB WebAssembly memory allows`, fix);
-  if (bytes > 0.9 * free) throw new UserError('MEMORY_LIMIT', `${what}, but this machine has ${gb(free)} free`, `free memory (close other programs), or ${fix}`);
+  if (bytes > SEAL_HEAP_BYTES)
+    throw new UserError('MEMORY_LIMIT', `${what}, more than node-seal's 4 GB WebAssembly memory allows`, fix);
+  if (bytes > 0.9 * free)
+    throw new UserError(
+      'MEMORY_LIMIT',
+      `${what}, but this machine has ${gb(free)} free`,
+      `free memory (close other programs), or ${fix}`,
+    );
   return bytes;
 }
 
@@ -86,8 +113,16 @@ export function checkHeMemory(p: CkksParams, rotations: number, ciphertexts: num
  * more threads start than `free` bytes of the machine's memory hold (at least one: checkHeMemory
  * has refused a run that one thread cannot hold).
  */
-export function threadPlan(perThread: number, wanted: number, free = os.freemem()): { threads: number; plainCacheBytes: number; bytesPerThread: number } {
+export function threadPlan(
+  perThread: number,
+  wanted: number,
+  free = os.freemem(),
+): { threads: number; plainCacheBytes: number; bytesPerThread: number } {
   const plainCacheBytes = Math.max(0, Math.min(PLAIN_CACHE_BYTES, SEAL_HEAP_BYTES - perThread));
   const bytesPerThread = perThread + plainCacheBytes;
-  return { threads: Math.max(1, Math.min(wanted, Math.floor((0.9 * free) / bytesPerThread))), plainCacheBytes, bytesPerThread };
+  return {
+    threads: Math.max(1, Math.min(wanted, Math.floor((0.9 * free) / bytesPerThread))),
+    plainCacheBytes,
+    bytesPerThread,
+  };
 }

@@ -56,17 +56,28 @@ export interface VecOps<C> {
  * lanes[q]. All lanes share the plan and the T_i, and each constant becomes a plaintext vector in
  * the same multiplication, so levels and non-scalar multiplications are those of one polynomial.
  */
-export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], plan: PolyPlan, inputIsUnit: boolean, vec?: VecOps<C>): C {
+export function evalPolyCkks<C>(
+  be: CkksBackend<C>,
+  x: C,
+  poly: PolyInput | PolyInput[],
+  plan: PolyPlan,
+  inputIsUnit: boolean,
+  vec?: VecOps<C>,
+): C {
   const lanes = Array.isArray(poly) ? poly : [poly];
   if (lanes.length > 1 && !vec) throw new Error('evalPolyCkks: per-position polynomials need vector operations');
   const many = lanes.length > 1;
   /** One constant per lane: a scalar when there is one lane, a plaintext vector otherwise. */
-  const mulK = (c: C, k: Float64Array, encScale: number) => (many ? vec!.mulVec(c, k, encScale) : be.mulConst(c, k[0], encScale));
+  const mulK = (c: C, k: Float64Array, encScale: number) =>
+    many ? vec!.mulVec(c, k, encScale) : be.mulConst(c, k[0], encScale);
   const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
   const isZero = (k: Float64Array) => k.every((v) => v === 0);
   const temps = new Set<C>();
   const keep = new Set<C>([x]);
-  const track = (c: C): C => { if (!keep.has(c)) temps.add(c); return c; };
+  const track = (c: C): C => {
+    if (!keep.has(c)) temps.add(c);
+    return c;
+  };
   let t = x;
   if (!inputIsUnit) {
     const maps = lanes.map(unitMap);
@@ -103,7 +114,10 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
   // Compute every step the plan uses up front, so that levels are known before evaluation.
   const need = new Set<number>();
   const walk = (n: PlanNode, deg: number) => {
-    if (n.kind === 'leaf') { for (let i = 2; i <= deg; i++) need.add(i); return; }
+    if (n.kind === 'leaf') {
+      for (let i = 2; i <= deg; i++) need.add(i);
+      return;
+    }
     need.add(n.g);
     walk(n.q, deg - n.g);
     walk(n.r, n.g - 1);
@@ -114,8 +128,14 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
   // Coefficients as a (degree + 1) x lanes table: cs[i][q] is lane q's coefficient of T_i.
   type Table = Float64Array[];
   const divide = (cs: Table, g: number): { q: Table; r: Table } => {
-    const parts = lanes.map((_, q) => chebDivide(cs.map((k) => k[q]), g));
-    const col = (pick: 'q' | 'r') => Array.from({ length: parts[0][pick].length }, (_, i) => Float64Array.from(parts, (p) => p[pick][i]));
+    const parts = lanes.map((_, q) =>
+      chebDivide(
+        cs.map((k) => k[q]),
+        g,
+      ),
+    );
+    const col = (pick: 'q' | 'r') =>
+      Array.from({ length: parts[0][pick].length }, (_, i) => Float64Array.from(parts, (p) => p[pick][i]));
     return { q: col('q'), r: col('r') };
   };
   const predict = (n: PlanNode, c: Table): number => {
@@ -171,21 +191,38 @@ export function evalPolyCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Poly
  * by the previous linear layer; otherwise x is the raw input and one plaintext multiplication
  * (1 level) makes it. 'square' then costs one squaring: 1 level. Lanes as in evalPolyCkks.
  */
-export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | PolyInput[], fold: Fold, vec?: VecOps<C>, post?: Float64Array): C {
+export function evalFoldedCkks<C>(
+  be: CkksBackend<C>,
+  x: C,
+  poly: PolyInput | PolyInput[],
+  fold: Fold,
+  vec?: VecOps<C>,
+  post?: Float64Array,
+): C {
   const lanes = Array.isArray(poly) ? poly : [poly];
   if (lanes.length > 1 && !vec) throw new Error('evalFoldedCkks: per-position polynomials need vector operations');
   const many = lanes.length > 1;
   // Encoding the multiplier at q_l keeps the scale exactly: scale * q_l / q_l.
-  const mulK = (c: C, k: Float64Array) => (many ? vec!.mulVec(c, k, be.prime(be.level(c))) : be.mulConst(c, k[0], be.prime(be.level(c))));
+  const mulK = (c: C, k: Float64Array) =>
+    many ? vec!.mulVec(c, k, be.prime(be.level(c))) : be.mulConst(c, k[0], be.prime(be.level(c)));
   const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
-  const affine = (c: C, mul: Float64Array, add: Float64Array) => { const m = mulK(c, mul); const r = addK(m, add); be.free(m); return r; };
+  const affine = (c: C, mul: Float64Array, add: Float64Array) => {
+    const m = mulK(c, mul);
+    const r = addK(m, add);
+    be.free(m);
+    return r;
+  };
   // `post`: per lane, a positive factor on the output (for a max tree after it): an affine map's
   // mul and add times it, a square's u times its square root and its offset times it.
   const p = (i: number) => post?.[post.length === 1 ? 0 : i] ?? 1;
   if (fold.form === 'affine') {
     if (fold.intoPrevious) return x;
     const ls = lanes.map(affineLane);
-    return affine(x, Float64Array.from(ls, (q, i) => q.mul * p(i)), Float64Array.from(ls, (q, i) => q.add * p(i)));
+    return affine(
+      x,
+      Float64Array.from(ls, (q, i) => q.mul * p(i)),
+      Float64Array.from(ls, (q, i) => q.add * p(i)),
+    );
   }
   if (fold.form !== 'square') throw new Error(`evalFoldedCkks: form ${fold.form} is a series`);
   const qs = lanes.map((l, i) => {
@@ -195,15 +232,29 @@ export function evalFoldedCkks<C>(be: CkksBackend<C>, x: C, poly: PolyInput | Po
     return { ...q, mul: q.mul * k, add: q.add * k, offset: q.offset * p(i) };
   });
   const sign = sharedSign(qs);
-  if (sign === null && !fold.mixedSigns) throw new Error('evalFoldedCkks: lanes\' signs differ, and the plan did not expect it');
+  if (sign === null && !fold.mixedSigns)
+    throw new Error("evalFoldedCkks: lanes' signs differ, and the plan did not expect it");
   const mul = Float64Array.from(qs, (q) => q.mul);
   const add = Float64Array.from(qs, (q) => q.add);
   const u = fold.intoPrevious ? x : affine(x, mul, add);
   // Mixed signs: u times (sign u), both from x by plaintext multiplications at the same level.
-  const v = fold.mixedSigns ? affine(x, mul.map((m, i) => m * qs[i].sign), add.map((a, i) => a * qs[i].sign)) : u;
+  const v = fold.mixedSigns
+    ? affine(
+        x,
+        mul.map((m, i) => m * qs[i].sign),
+        add.map((a, i) => a * qs[i].sign),
+      )
+    : u;
   let sq = be.mul(u, v);
-  if (!fold.mixedSigns && sign === -1) { const n = be.negate(sq); be.free(sq); sq = n; }
-  const out = addK(sq, Float64Array.from(qs, (q) => q.offset));
+  if (!fold.mixedSigns && sign === -1) {
+    const n = be.negate(sq);
+    be.free(sq);
+    sq = n;
+  }
+  const out = addK(
+    sq,
+    Float64Array.from(qs, (q) => q.offset),
+  );
   be.free(sq);
   if (u !== x) be.free(u);
   if (v !== u) be.free(v);

@@ -20,12 +20,23 @@ export async function references(o: EncryptedTestOptions, g: Graph, seedOffset: 
   xt.dispose();
   ex.dispose();
   const K = size(g.nodes[g.output].shape);
-  const argmax = (a: ArrayLike<number>, off: number) => { let b = 0; for (let j = 1; j < K; j++) if (a[off + j] > a[off + b]) b = j; return b; };
+  const argmax = (a: ArrayLike<number>, off: number) => {
+    let b = 0;
+    for (let j = 1; j < K; j++) if (a[off + j] > a[off + b]) b = j;
+    return b;
+  };
   /** Sample i's result from its decrypted logits. */
   const result = (i: number, logits: number[]): SampleResult => {
     let err = 0;
     for (let j = 0; j < K; j++) err = Math.max(err, Math.abs(logits[j] - approx[i * K + j]));
-    return { index: idx[i], label: ds.labels ? ds.labels[idx[i]] : null, plainOriginal: argmax(orig, i * K), plainApproximated: argmax(approx, i * K), encrypted: argmax(logits, 0), maxAbsErrLogits: err };
+    return {
+      index: idx[i],
+      label: ds.labels ? ds.labels[idx[i]] : null,
+      plainOriginal: argmax(orig, i * K),
+      plainApproximated: argmax(approx, i * K),
+      encrypted: argmax(logits, 0),
+      maxAbsErrLogits: err,
+    };
   };
   return { ds, n, idx, xs, per: size(g.inputShape), K, result };
 }

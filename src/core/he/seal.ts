@@ -51,7 +51,8 @@ export class SealBackend implements CkksBackend<Ct> {
     parms.setPolyModulusDegree(params.ringSize);
     parms.setCoeffModulus(seal.CoeffModulus.Create(params.ringSize, Int32Array.from(params.modulusBits)));
     this.context = seal.Context(parms, true, seal.SecurityLevel.tc128);
-    if (!this.context.parametersSet()) throw new Error(`SEAL rejected N=${params.ringSize} with ${params.modulusBits.join('+')} bits`);
+    if (!this.context.parametersSet())
+      throw new Error(`SEAL rejected N=${params.ringSize} with ${params.modulusBits.join('+')} bits`);
     this.primes = Array.from(parms.coeffModulus as BigUint64Array, (q) => Number(q));
     this.primesBig = Array.from(parms.coeffModulus as BigUint64Array);
     this.seal = seal;
@@ -66,7 +67,18 @@ export class SealBackend implements CkksBackend<Ct> {
     // Galois keys only for the rotation steps the program uses: each one is large.
     this.galoisKeys = galoisSteps.length ? keygen.createGaloisKeys(Int32Array.from(galoisSteps)) : null;
     this.keySizes = sealKeySizes(params, galoisSteps.length);
-    this.owned.push(parms, keygen, secretKey, this.publicKey, this.relinKeys, this.encoder, this.encryptor, this.decryptor, this.evaluator, this.context);
+    this.owned.push(
+      parms,
+      keygen,
+      secretKey,
+      this.publicKey,
+      this.relinKeys,
+      this.encoder,
+      this.encryptor,
+      this.decryptor,
+      this.evaluator,
+      this.context,
+    );
     if (this.galoisKeys) this.owned.push(this.galoisKeys);
     for (let cd = this.context.firstContextData; cd; cd = cd.nextContextData) {
       const pid = cd.parmsId;
@@ -121,28 +133,47 @@ export class SealBackend implements CkksBackend<Ct> {
     const pt = this.plainAt(v(), encScale, level);
     const out = this.evaluator.multiplyPlain(c, pt);
     const bytes = this.params.ringSize * (level + 1) * 8;
-    if (this.plainCacheBytes + bytes <= this.plainCacheLimit) { this.plainCache.set(k, pt); this.plainCacheBytes += bytes; } else pt.delete();
+    if (this.plainCacheBytes + bytes <= this.plainCacheLimit) {
+      this.plainCache.set(k, pt);
+      this.plainCacheBytes += bytes;
+    } else pt.delete();
     return out;
   }
 
-  addRaw(a: Ct, b: Ct): Ct { return this.add(a, b); }
+  addRaw(a: Ct, b: Ct): Ct {
+    return this.add(a, b);
+  }
 
   /** a += b in place (same level and scale); returns a. */
-  addInto(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; this.evaluator.add(a, b, a); return a; }
+  addInto(a: Ct, b: Ct): Ct {
+    this.align(a, b);
+    this.counts.add++;
+    this.evaluator.add(a, b, a);
+    return a;
+  }
 
   rescale(c: Ct): Ct {
     if (this.level(c) < 1) throw new ScaleMismatchError('out of levels');
     return this.evaluator.rescaleToNext(c);
   }
 
-  get topLevel(): number { return this.params.levels; }
-  get slots(): number { return this.encoder.slotCount as number; }
+  get topLevel(): number {
+    return this.params.levels;
+  }
+  get slots(): number {
+    return this.encoder.slotCount as number;
+  }
 
   /** Per-position vector operations for the polynomial evaluator, each vector tiled over the slots (periodic in its length). */
   tiledVecOps(): VecOps<Ct> {
     const tile = (v: Float64Array) => Float64Array.from({ length: this.slots }, (_, i) => v[i % v.length]);
     return {
-      mulVec: (c, v, encScale) => { const y = this.mulVector(c, tile(v), encScale); const r = this.rescale(y); this.free(y); return r; },
+      mulVec: (c, v, encScale) => {
+        const y = this.mulVector(c, tile(v), encScale);
+        const r = this.rescale(y);
+        this.free(y);
+        return r;
+      },
       addVec: (c, v) => this.addVector(c, tile(v)),
     };
   }
@@ -151,11 +182,19 @@ export class SealBackend implements CkksBackend<Ct> {
     for (const pt of this.plainCache.values()) pt.delete();
     this.plainCache.clear();
     this.plainCacheBytes = 0;
-    for (const o of this.owned.reverse()) { try { o.delete(); } catch { /* freed */ } }
+    for (const o of this.owned.reverse()) {
+      try {
+        o.delete();
+      } catch {
+        /* freed */
+      }
+    }
     this.owned.length = 0;
   }
 
-  private fill(k: number): Float64Array { return new Float64Array(this.slots).fill(k); }
+  private fill(k: number): Float64Array {
+    return new Float64Array(this.slots).fill(k);
+  }
 
   encrypt(values: ArrayLike<number>, scale = 2 ** this.params.scaleBits): Ct {
     const v = new Float64Array(this.slots);
@@ -187,8 +226,12 @@ export class SealBackend implements CkksBackend<Ct> {
       pid.delete();
     }
   }
-  scale(c: Ct): number { return c.scale; }
-  prime(level: number): number { return this.primes[level]; }
+  scale(c: Ct): number {
+    return c.scale;
+  }
+  prime(level: number): number {
+    return this.primes[level];
+  }
 
   private plainAt(k: number | Float64Array, scale: number, level: number): Any {
     const c = typeof k === 'number' ? k : constantOf(k);
@@ -247,14 +290,18 @@ export class SealBackend implements CkksBackend<Ct> {
     const a = this.constPlain(k, scale, level);
     const b = this.encodeAt(this.fill(k), scale, level);
     const none = this.seal.ComprModeType.none;
-    const out = { fast: a ? (a.saveArray(none) as Uint8Array) : new Uint8Array(0), encoder: b.saveArray(none) as Uint8Array };
+    const out = {
+      fast: a ? (a.saveArray(none) as Uint8Array) : new Uint8Array(0),
+      encoder: b.saveArray(none) as Uint8Array,
+    };
     a?.delete();
     b.delete();
     return out;
   }
 
   mul(a: Ct, b: Ct): Ct {
-    if (this.level(a) !== this.level(b)) throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
+    if (this.level(a) !== this.level(b))
+      throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
     if (this.level(a) < 1) throw new ScaleMismatchError('out of levels');
     this.counts.mul++;
     const out = this.evaluator.multiply(a, b);
@@ -275,15 +322,27 @@ export class SealBackend implements CkksBackend<Ct> {
 
   /** Removes floating-point rounding between scales that are equal by construction (relative 1e-12). */
   private align(a: Ct, b: Ct): void {
-    if (this.level(a) !== this.level(b)) throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
-    if (Math.abs(a.scale / b.scale - 1) > 1e-12) throw new ScaleMismatchError(`scale mismatch 2^${Math.log2(a.scale)} vs 2^${Math.log2(b.scale)}`);
+    if (this.level(a) !== this.level(b))
+      throw new ScaleMismatchError(`level mismatch ${this.level(a)} vs ${this.level(b)}`);
+    if (Math.abs(a.scale / b.scale - 1) > 1e-12)
+      throw new ScaleMismatchError(`scale mismatch 2^${Math.log2(a.scale)} vs 2^${Math.log2(b.scale)}`);
     if (a.scale !== b.scale) b.setScale(a.scale);
   }
 
-  add(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.add(a, b); }
-  sub(a: Ct, b: Ct): Ct { this.align(a, b); this.counts.add++; return this.evaluator.sub(a, b); }
+  add(a: Ct, b: Ct): Ct {
+    this.align(a, b);
+    this.counts.add++;
+    return this.evaluator.add(a, b);
+  }
+  sub(a: Ct, b: Ct): Ct {
+    this.align(a, b);
+    this.counts.add++;
+    return this.evaluator.sub(a, b);
+  }
 
-  negate(a: Ct): Ct { return this.evaluator.negate(a) as Ct; }
+  negate(a: Ct): Ct {
+    return this.evaluator.negate(a) as Ct;
+  }
 
   addConst(a: Ct, k: number): Ct {
     this.counts.addConst++;
@@ -318,5 +377,7 @@ export class SealBackend implements CkksBackend<Ct> {
     return out;
   }
 
-  free(c: Ct): void { c.delete(); }
+  free(c: Ct): void {
+    c.delete();
+  }
 }

@@ -10,16 +10,34 @@ import { Ct, SealBackend } from './seal';
 import { Trace, TraceExecutor, runTrace, spread } from './trace';
 
 /** Samples packed for one run of the program. */
-export interface Batch { start: number; cnt: number; packed: Float64Array[] }
+export interface Batch {
+  start: number;
+  cnt: number;
+  packed: Float64Array[];
+}
 /** Everything a thread needs to run batches: plain data, so that it crosses to a worker as it is. */
-export interface BatchJob { trace: Trace; params: CkksParams; batches: Batch[]; plainCacheBytes?: number }
+export interface BatchJob {
+  trace: Trace;
+  params: CkksParams;
+  batches: Batch[];
+  plainCacheBytes?: number;
+}
 /** One batch's decrypted output slots and timings. */
 export interface BatchResult {
-  start: number; cnt: number; out: Float64Array; seconds: number; levelsUsed: number; layerSeconds: Record<string, number>;
+  start: number;
+  cnt: number;
+  out: Float64Array;
+  seconds: number;
+  levelsUsed: number;
+  layerSeconds: Record<string, number>;
   /** The thread's first batch, which also encodes the weights' plaintexts the later ones reuse. */
   first: boolean;
 }
-export interface BatchRun { keygenSeconds: number; keyBytes: EncryptedModelReport['keyBytes']; primes: number[] }
+export interface BatchRun {
+  keygenSeconds: number;
+  keyBytes: EncryptedModelReport['keyBytes'];
+  primes: number[];
+}
 
 /** The trace's operations on SEAL (no bootstrapping: SEAL has none). */
 export function sealExecutor(be: SealBackend, t: Trace): TraceExecutor<Ct> {
@@ -43,7 +61,11 @@ export function sealExecutor(be: SealBackend, t: Trace): TraceExecutor<Ct> {
 }
 
 /** Runs batches on this thread with keys of its own; `onBatch` sees each batch as it finishes. */
-export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => void, signal?: AbortSignal): Promise<BatchRun> {
+export async function runBatches(
+  job: BatchJob,
+  onBatch: (r: BatchResult) => void,
+  signal?: AbortSignal,
+): Promise<BatchRun> {
   const { trace, params } = job;
   const tk = Date.now();
   const be = await SealBackend.create(params, trace.predicted.rotations);
@@ -51,7 +73,8 @@ export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => voi
   const keygenSeconds = (Date.now() - tk) / 1000;
   try {
     const primes = Array.from({ length: params.levels + 1 }, (_, l) => be.prime(l));
-    if (primes.some((q, l) => q !== trace.primes[l])) throw new Error('the trace was recorded for other primes than SEAL\'s');
+    if (primes.some((q, l) => q !== trace.primes[l]))
+      throw new Error("the trace was recorded for other primes than SEAL's");
     const ex = sealExecutor(be, trace);
     for (const [bi, batch] of job.batches.entries()) {
       if (signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
@@ -59,11 +82,17 @@ export async function runBatches(job: BatchJob, onBatch: (r: BatchResult) => voi
       const t0 = Date.now();
       let tStep = t0;
       const cts = batch.packed.map((v) => be.encrypt(v));
-      const out = runTrace(trace, ex, cts, (name) => {
-        const now = Date.now();
-        layerSeconds[name] = (layerSeconds[name] ?? 0) + (now - tStep) / 1000;
-        tStep = now;
-      }, signal);
+      const out = runTrace(
+        trace,
+        ex,
+        cts,
+        (name) => {
+          const now = Date.now();
+          layerSeconds[name] = (layerSeconds[name] ?? 0) + (now - tStep) / 1000;
+          tStep = now;
+        },
+        signal,
+      );
       const seconds = (Date.now() - t0) / 1000;
       const levelsUsed = params.levels - be.level(out);
       const dec = be.decrypt(out);

@@ -59,15 +59,24 @@ export interface Trace {
   consts: Float64Array[];
   output: Reg;
   /** What the recorder predicts: the output's level and scale, bootstraps and rotation steps. */
-  predicted: { outputLevel: number; outputScale: number; bootstraps: number; rotations: number[]; steps: string[];
+  predicted: {
+    outputLevel: number;
+    outputScale: number;
+    bootstraps: number;
+    rotations: number[];
+    steps: string[];
     /** Ciphertexts of each value refreshed, in order: the trace's bootstraps grouped by the value they refresh. */
-    bootstrapGroups?: number[] };
+    bootstrapGroups?: number[];
+  };
 }
 
 /** A trace's slot vector for plaintext vector v: slot q * B + b holds v[q mod length]. */
 export function spread(v: Float64Array, B: number, slots: number): Float64Array {
   const out = new Float64Array(slots);
-  for (let q = 0; q < slots / B; q++) { const x = v[q % v.length]; for (let b = 0; b < B; b++) out[q * B + b] = x; }
+  for (let q = 0; q < slots / B; q++) {
+    const x = v[q % v.length];
+    for (let b = 0; b < B; b++) out[q * B + b] = x;
+  }
   return out;
 }
 
@@ -75,7 +84,10 @@ export function spread(v: Float64Array, B: number, slots: number): Float64Array 
 function hashVector(v: Float64Array): string {
   const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   let h = 0x811c9dc5;
-  for (let i = 0; i < bytes.length; i++) { h ^= bytes[i]; h = Math.imul(h, 0x01000193); }
+  for (let i = 0; i < bytes.length; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193);
+  }
   return `${v.length}:${(h >>> 0).toString(16)}`;
 }
 
@@ -93,12 +105,20 @@ export class TraceRecorder implements CkksBackend<Reg> {
   bootstraps = 0;
   readonly rotations = new Set<number>();
 
-  constructor(readonly primes: number[], readonly levels: number, readonly scaleDefault: number, readonly B: number, readonly slots: number,
+  constructor(
+    readonly primes: number[],
+    readonly levels: number,
+    readonly scaleDefault: number,
+    readonly B: number,
+    readonly slots: number,
     /** Bootstrapping available (Lattigo): `boot` takes a ciphertext back to `levels`. */
-    readonly canBootstrap: boolean) {}
+    readonly canBootstrap: boolean,
+  ) {}
 
   /** A fresh input ciphertext. */
-  input(): Reg { return this.fresh(this.levels, this.scaleDefault); }
+  input(): Reg {
+    return this.fresh(this.levels, this.scaleDefault);
+  }
 
   private fresh(level: number, scale: number): Reg {
     const r = this.next++;
@@ -123,9 +143,15 @@ export class TraceRecorder implements CkksBackend<Reg> {
     return id;
   }
 
-  level(c: Reg): number { return this.s(c).level; }
-  scale(c: Reg): number { return this.s(c).scale; }
-  prime(level: number): number { return this.primes[level]; }
+  level(c: Reg): number {
+    return this.s(c).level;
+  }
+  scale(c: Reg): number {
+    return this.s(c).scale;
+  }
+  prime(level: number): number {
+    return this.primes[level];
+  }
 
   mul(a: Reg, b: Reg): Reg {
     const x = this.s(a);
@@ -145,14 +171,19 @@ export class TraceRecorder implements CkksBackend<Reg> {
     return out;
   }
 
-  add(a: Reg, b: Reg): Reg { return this.binary('add', a, b); }
-  sub(a: Reg, b: Reg): Reg { return this.binary('sub', a, b); }
+  add(a: Reg, b: Reg): Reg {
+    return this.binary('add', a, b);
+  }
+  sub(a: Reg, b: Reg): Reg {
+    return this.binary('sub', a, b);
+  }
 
   private binary(op: 'add' | 'sub', a: Reg, b: Reg, inPlace = false): Reg {
     const x = this.s(a);
     const y = this.s(b);
     if (x.level !== y.level) throw new Error(`trace: ${op} at levels ${x.level} and ${y.level}`);
-    if (Math.abs(x.scale / y.scale - 1) > 1e-12) throw new Error(`trace: ${op} at scales 2^${Math.log2(x.scale)} and 2^${Math.log2(y.scale)}`);
+    if (Math.abs(x.scale / y.scale - 1) > 1e-12)
+      throw new Error(`trace: ${op} at scales 2^${Math.log2(x.scale)} and 2^${Math.log2(y.scale)}`);
     const out = this.fresh(x.level, x.scale);
     this.ops.push(op === 'add' && inPlace ? { op, out, a, b, inPlace } : { op, out, a, b });
     return out;
@@ -197,7 +228,7 @@ export class TraceRecorder implements CkksBackend<Reg> {
 
   rotate(a: Reg, positions: number): Reg {
     const x = this.s(a);
-    const k = ((positions * this.B) % this.slots + this.slots) % this.slots;
+    const k = (((positions * this.B) % this.slots) + this.slots) % this.slots;
     if (k === 0) throw new Error(`trace: a rotation by ${positions} positions is no rotation at ${this.slots} slots`);
     this.rotations.add(k);
     const out = this.fresh(x.level, x.scale);
@@ -212,8 +243,12 @@ export class TraceRecorder implements CkksBackend<Reg> {
     return out;
   }
 
-  addRaw(a: Reg, b: Reg): Reg { return this.binary('add', a, b); }
-  addInto(a: Reg, b: Reg): Reg { return this.binary('add', a, b, true); }
+  addRaw(a: Reg, b: Reg): Reg {
+    return this.binary('add', a, b);
+  }
+  addInto(a: Reg, b: Reg): Reg {
+    return this.binary('add', a, b, true);
+  }
 
   rescale(a: Reg): Reg {
     const x = this.s(a);
@@ -239,20 +274,39 @@ export class TraceRecorder implements CkksBackend<Reg> {
     return out;
   }
 
-  mark(name: string): void { this.ops.push({ op: 'mark', name }); }
+  mark(name: string): void {
+    this.ops.push({ op: 'mark', name });
+  }
 
   private needLevel(level: number): void {
     if (level < 1) {
-      throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees, or plan for bootstrapping (analyze --bootstrap)');
+      throw new UserError(
+        'BUDGET_INFEASIBLE',
+        'the program runs out of levels',
+        'lower some degrees, or plan for bootstrapping (analyze --bootstrap)',
+      );
     }
   }
 
   finish(output: Reg, inputs: number): Trace {
     const o = this.s(output);
     return {
-      inputs, levels: this.levels, primes: this.primes, scale: this.scaleDefault, B: this.B, slots: this.slots, ops: this.ops, consts: this.consts, output,
-      predicted: { outputLevel: o.level, outputScale: o.scale, bootstraps: this.bootstraps, rotations: [...this.rotations].sort((x, y) => x - y),
-        steps: this.ops.filter((op): op is Extract<TraceOp, { op: 'mark' }> => op.op === 'mark').map((op) => op.name) },
+      inputs,
+      levels: this.levels,
+      primes: this.primes,
+      scale: this.scaleDefault,
+      B: this.B,
+      slots: this.slots,
+      ops: this.ops,
+      consts: this.consts,
+      output,
+      predicted: {
+        outputLevel: o.level,
+        outputScale: o.scale,
+        bootstraps: this.bootstraps,
+        rotations: [...this.rotations].sort((x, y) => x - y),
+        steps: this.ops.filter((op): op is Extract<TraceOp, { op: 'mark' }> => op.op === 'mark').map((op) => op.name),
+      },
     };
   }
 }
@@ -280,26 +334,66 @@ export interface TraceExecutor<C> {
  * step (with its name), `signal` checked there. Returns the output ciphertext; the inputs stay
  * the caller's.
  */
-export function runTrace<C>(t: Trace, ex: TraceExecutor<C>, inputs: C[], onMark?: (name: string) => void, signal?: AbortSignal): C {
+export function runTrace<C>(
+  t: Trace,
+  ex: TraceExecutor<C>,
+  inputs: C[],
+  onMark?: (name: string) => void,
+  signal?: AbortSignal,
+): C {
   if (inputs.length !== t.inputs) throw new Error(`trace wants ${t.inputs} input ciphertexts, got ${inputs.length}`);
   const regs = new Map<Reg, C>(inputs.map((c, i) => [i, c]));
-  const get = (r: Reg) => { const c = regs.get(r); if (c === undefined) throw new Error(`trace: register ${r} is not live`); return c; };
+  const get = (r: Reg) => {
+    const c = regs.get(r);
+    if (c === undefined) throw new Error(`trace: register ${r} is not live`);
+    return c;
+  };
   for (const op of t.ops) {
     switch (op.op) {
-      case 'rot': regs.set(op.out, ex.rotate(get(op.a), op.k)); break;
-      case 'mulpt': regs.set(op.out, ex.mulPlain(get(op.a), t.consts[op.c], op.s, op.c)); break;
-      case 'rescale': regs.set(op.out, ex.rescale(get(op.a))); break;
-      case 'add': regs.set(op.out, ex.add(get(op.a), get(op.b), !!op.inPlace)); if (op.inPlace) regs.delete(op.a); break;
-      case 'sub': regs.set(op.out, ex.sub(get(op.a), get(op.b))); break;
-      case 'addpt': regs.set(op.out, ex.addPlain(get(op.a), t.consts[op.c], op.c)); break;
-      case 'addc': regs.set(op.out, ex.addConst(get(op.a), op.k)); break;
-      case 'mul': regs.set(op.out, ex.mul(get(op.a), get(op.b))); break;
-      case 'mulc': regs.set(op.out, ex.mulConst(get(op.a), op.k, op.s)); break;
-      case 'neg': regs.set(op.out, ex.negate(get(op.a))); break;
-      case 'drop': regs.set(op.out, ex.drop(get(op.a), op.level)); break;
-      case 'const': regs.set(op.out, ex.constant(op.k, op.level, op.s)); break;
+      case 'rot':
+        regs.set(op.out, ex.rotate(get(op.a), op.k));
+        break;
+      case 'mulpt':
+        regs.set(op.out, ex.mulPlain(get(op.a), t.consts[op.c], op.s, op.c));
+        break;
+      case 'rescale':
+        regs.set(op.out, ex.rescale(get(op.a)));
+        break;
+      case 'add':
+        regs.set(op.out, ex.add(get(op.a), get(op.b), !!op.inPlace));
+        if (op.inPlace) regs.delete(op.a);
+        break;
+      case 'sub':
+        regs.set(op.out, ex.sub(get(op.a), get(op.b)));
+        break;
+      case 'addpt':
+        regs.set(op.out, ex.addPlain(get(op.a), t.consts[op.c], op.c));
+        break;
+      case 'addc':
+        regs.set(op.out, ex.addConst(get(op.a), op.k));
+        break;
+      case 'mul':
+        regs.set(op.out, ex.mul(get(op.a), get(op.b)));
+        break;
+      case 'mulc':
+        regs.set(op.out, ex.mulConst(get(op.a), op.k, op.s));
+        break;
+      case 'neg':
+        regs.set(op.out, ex.negate(get(op.a)));
+        break;
+      case 'drop':
+        regs.set(op.out, ex.drop(get(op.a), op.level));
+        break;
+      case 'const':
+        regs.set(op.out, ex.constant(op.k, op.level, op.s));
+        break;
       case 'boot':
-        if (!ex.bootstrap) throw new UserError('MODEL_UNSUPPORTED', 'this program needs bootstrapping, which the engine does not have', 'run it with --engine lattigo');
+        if (!ex.bootstrap)
+          throw new UserError(
+            'MODEL_UNSUPPORTED',
+            'this program needs bootstrapping, which the engine does not have',
+            'run it with --engine lattigo',
+          );
         regs.set(op.out, ex.bootstrap(get(op.a)));
         break;
       case 'free': {
@@ -325,25 +419,36 @@ export function runTrace<C>(t: Trace, ex: TraceExecutor<C>, inputs: C[], onMark?
 export function simulateTrace(t: Trace, inputs?: Float64Array[], onBootstrap?: (slots: Float64Array) => void): SimCt {
   const sim = new SimBackend(t.primes);
   const S = inputs ? t.slots : 1;
-  const cts = (inputs ?? Array.from({ length: t.inputs }, () => new Float64Array(1))).map((v) => sim.fresh(v, t.levels, t.scale));
+  const cts = (inputs ?? Array.from({ length: t.inputs }, () => new Float64Array(1))).map((v) =>
+    sim.fresh(v, t.levels, t.scale),
+  );
   const vec = (v: Float64Array) => (inputs ? spread(v, t.B, t.slots) : new Float64Array(1));
   const ex: TraceExecutor<SimCt> = {
     rotate: (a, k) => (inputs ? { ...a, v: Float64Array.from({ length: S }, (_, i) => a.v[(i + k) % S]) } : a),
-    mulPlain: (a, v, s) => { const w = vec(v); return { v: a.v.map((x, i) => x * w[i]), level: a.level, scale: a.scale * s }; },
+    mulPlain: (a, v, s) => {
+      const w = vec(v);
+      return { v: a.v.map((x, i) => x * w[i]), level: a.level, scale: a.scale * s };
+    },
     rescale: (a) => {
       if (a.level < 1) throw new UserError('BUDGET_INFEASIBLE', 'the program runs out of levels', 'lower some degrees');
       return { v: a.v, level: a.level - 1, scale: a.scale / t.primes[a.level] };
     },
     add: (a, b) => sim.add(a, b),
     sub: (a, b) => sim.sub(a, b),
-    addPlain: (a, v) => { const w = vec(v); return { v: a.v.map((x, i) => x + w[i]), level: a.level, scale: a.scale }; },
+    addPlain: (a, v) => {
+      const w = vec(v);
+      return { v: a.v.map((x, i) => x + w[i]), level: a.level, scale: a.scale };
+    },
     addConst: (a, k) => sim.addConst(a, k),
     mul: (a, b) => sim.mul(a, b),
     mulConst: (a, k, s) => sim.mulConst(a, k, s),
     negate: (a) => sim.negate(a),
     drop: (a, level) => sim.modSwitchTo(a, level),
     constant: (k, level, s) => ({ v: new Float64Array(S).fill(k), level, scale: s }),
-    bootstrap: (a) => { onBootstrap?.(a.v); return { v: a.v, level: t.levels, scale: t.scale }; },
+    bootstrap: (a) => {
+      onBootstrap?.(a.v);
+      return { v: a.v, level: t.levels, scale: t.scale };
+    },
     free: () => undefined,
   };
   return runTrace(t, ex, cts);

@@ -14,9 +14,13 @@ export type BackendChoice = 'auto' | 'wasm' | 'node' | 'cpu';
 
 /** Directory holding the tfjs wasm binaries; overridable for bundled hosts (the VS Code extension). */
 let wasmDir: string | null = null;
-export function setWasmDirectory(dir: string): void { wasmDir = dir; }
+export function setWasmDirectory(dir: string): void {
+  wasmDir = dir;
+}
 
-export function initBackend(choice: BackendChoice = (process.env.HE_APPROX_BACKEND as BackendChoice) || 'auto'): Promise<string> {
+export function initBackend(
+  choice: BackendChoice = (process.env.HE_APPROX_BACKEND as BackendChoice) || 'auto',
+): Promise<string> {
   if (ready) return ready;
   ready = (async () => {
     if (choice === 'auto' || choice === 'node') {
@@ -29,9 +33,13 @@ export function initBackend(choice: BackendChoice = (process.env.HE_APPROX_BACKE
       }
     }
     if (choice !== 'cpu') {
-      const dir = wasmDir ?? path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+      const dir =
+        wasmDir ?? path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
       setWasmPaths(dir + path.sep);
-      if (await tf.setBackend('wasm')) { await tf.ready(); return 'wasm'; }
+      if (await tf.setBackend('wasm')) {
+        await tf.ready();
+        return 'wasm';
+      }
     }
     await tf.setBackend('cpu');
     await tf.ready();

@@ -29,23 +29,43 @@ export interface RunOptions {
 /** The exact activation on a tensor (differentiable): what a polynomial replaces. */
 export function applyActivation(x: tf.Tensor, act: ActivationSpec): tf.Tensor {
   switch (act.kind) {
-    case 'relu': return act.maxValue === undefined ? tf.relu(x) : tf.clipByValue(x, 0, act.maxValue);
-    case 'relu6': return tf.relu6(x);
-    case 'leakyrelu': return tf.leakyRelu(x, act.alpha ?? 0.3);
+    case 'relu':
+      return act.maxValue === undefined ? tf.relu(x) : tf.clipByValue(x, 0, act.maxValue);
+    case 'relu6':
+      return tf.relu6(x);
+    case 'leakyrelu':
+      return tf.leakyRelu(x, act.alpha ?? 0.3);
     // alpha != 1: relu(x) + alpha (exp(min(x, 0)) - 1), from operations with gradients (tf.where's
     // condition, a comparison, has none: the sensitivity screen crashed on it).
-    case 'elu': return (act.alpha ?? 1) === 1 ? tf.elu(x) : tf.add(tf.relu(x), tf.mul(act.alpha ?? 1, tf.sub(tf.exp(tf.minimum(x, 0)), 1)));
-    case 'selu': return tf.selu(x);
-    case 'gelu': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
-    case 'gelu_new': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))));
-    case 'swish': return tf.mul(x, tf.sigmoid(x));
-    case 'mish': return tf.mul(x, tf.tanh(tf.softplus(x)));
-    case 'sigmoid': return tf.sigmoid(x);
-    case 'hard_sigmoid': return tf.clipByValue(tf.add(tf.mul(x, 0.2), 0.5), 0, 1);
-    case 'tanh': return tf.tanh(x);
-    case 'softplus': return tf.softplus(x);
-    case 'softsign': return tf.div(x, tf.add(1, tf.abs(x)));
-    case 'abs': return tf.abs(x);
+    case 'elu':
+      return (act.alpha ?? 1) === 1
+        ? tf.elu(x)
+        : tf.add(tf.relu(x), tf.mul(act.alpha ?? 1, tf.sub(tf.exp(tf.minimum(x, 0)), 1)));
+    case 'selu':
+      return tf.selu(x);
+    case 'gelu':
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+    case 'gelu_new':
+      return tf.mul(
+        tf.mul(x, 0.5),
+        tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3)))))),
+      );
+    case 'swish':
+      return tf.mul(x, tf.sigmoid(x));
+    case 'mish':
+      return tf.mul(x, tf.tanh(tf.softplus(x)));
+    case 'sigmoid':
+      return tf.sigmoid(x);
+    case 'hard_sigmoid':
+      return tf.clipByValue(tf.add(tf.mul(x, 0.2), 0.5), 0, 1);
+    case 'tanh':
+      return tf.tanh(x);
+    case 'softplus':
+      return tf.softplus(x);
+    case 'softsign':
+      return tf.div(x, tf.add(1, tf.abs(x)));
+    case 'abs':
+      return tf.abs(x);
   }
 }
 
@@ -111,7 +131,9 @@ function applyPolyUntidied(x: tf.Tensor, p: PolyActivation): tf.Tensor {
       const ys = parts.map((xc, c) => clenshawOn(xc, ch.coeffs[c], ch.intervals[c]));
       y = tf.reshape(tf.transpose(tf.stack(ys)), x.shape);
     } else {
-      y = clenshaw(x, ch.intervals, ch.coeffs[0].length, (k) => tf.tensor1d(Array.from({ length: C }, (_, c) => ch.coeffs[c][k])));
+      y = clenshaw(x, ch.intervals, ch.coeffs[0].length, (k) =>
+        tf.tensor1d(Array.from({ length: C }, (_, c) => ch.coeffs[c][k])),
+      );
     }
   }
   if (p.channelOffset) y = tf.sub(y, tf.tensor1d(p.channelOffset));
@@ -136,9 +158,17 @@ function stridedSlice(x: tf.Tensor, begin: number[], end: number[], step: number
     const ax = i + 1;
     const len = y.shape[ax];
     const out = Math.ceil(len / st);
-    if (out * st > len) y = tf.pad(y, y.shape.map((_, k) => (k === ax ? [0, out * st - len] : [0, 0])) as [number, number][]);
+    if (out * st > len)
+      y = tf.pad(y, y.shape.map((_, k) => (k === ax ? [0, out * st - len] : [0, 0])) as [number, number][]);
     const split = [...y.shape.slice(0, ax), out, st, ...y.shape.slice(ax + 1)];
-    y = tf.reshape(tf.slice(tf.reshape(y, split), split.map(() => 0), split.map((d, k) => (k === ax + 1 ? 1 : d))), [...y.shape.slice(0, ax), out, ...y.shape.slice(ax + 1)]);
+    y = tf.reshape(
+      tf.slice(
+        tf.reshape(y, split),
+        split.map(() => 0),
+        split.map((d, k) => (k === ax + 1 ? 1 : d)),
+      ),
+      [...y.shape.slice(0, ax), out, ...y.shape.slice(ax + 1)],
+    );
   });
   return y;
 }
@@ -149,7 +179,14 @@ function pairOperands(x: tf.Tensor, axis: number, offset: number): [tf.Tensor, t
   const len = x.shape[ax] - offset;
   const size = x.shape.map((d, k) => (k === ax ? len : -1));
   const begin = x.shape.map((_, k) => (k === ax ? offset : 0));
-  return [tf.slice(x, x.shape.map(() => 0), size), tf.slice(x, begin, size)];
+  return [
+    tf.slice(
+      x,
+      x.shape.map(() => 0),
+      size,
+    ),
+    tf.slice(x, begin, size),
+  ];
 }
 
 /** Padding that repeats each border value (max pooling's padding; maxTree.ts), from slices, tiles and a concatenation: all have gradients. */
@@ -159,15 +196,24 @@ function edgePad(x: tf.Tensor, pads: [number, number][]): tf.Tensor {
     const ax = i + 1;
     if (!before && !after) return;
     const n = y.shape[ax];
-    const edge = (at: number, times: number) => tf.tile(tf.slice(y, y.shape.map((_, k) => (k === ax ? at : 0)), y.shape.map((d, k) => (k === ax ? 1 : -1))),
-      y.shape.map((_, k) => (k === ax ? times : 1)));
+    const edge = (at: number, times: number) =>
+      tf.tile(
+        tf.slice(
+          y,
+          y.shape.map((_, k) => (k === ax ? at : 0)),
+          y.shape.map((d, k) => (k === ax ? 1 : -1)),
+        ),
+        y.shape.map((_, k) => (k === ax ? times : 1)),
+      );
     y = tf.concat([...(before ? [edge(0, before)] : []), y, ...(after ? [edge(n - 1, after)] : [])], ax);
   });
   return y;
 }
 
 /** tfjs padding: 'valid', 'same', or explicit [[0, 0], [top, bottom], [left, right], [0, 0]]. */
-function tfPad(p: Padding): 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]] {
+function tfPad(
+  p: Padding,
+): 'valid' | 'same' | [[number, number], [number, number], [number, number], [number, number]] {
   return p === 'valid' || p === 'same' ? p : [[0, 0], p[0], p[1], [0, 0]];
 }
 
@@ -177,12 +223,20 @@ function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   const [n, Ho, Wo, C] = dy.shape;
   if (sw > 1) {
     const z = tf.zerosLike(y);
-    y = tf.slice(tf.reshape(tf.stack([y, ...Array<tf.Tensor>(sw - 1).fill(z)], 3), [n, Ho, Wo * sw, C]), [0, 0, 0, 0], [-1, -1, (Wo - 1) * sw + 1, -1]) as tf.Tensor4D;
+    y = tf.slice(
+      tf.reshape(tf.stack([y, ...Array<tf.Tensor>(sw - 1).fill(z)], 3), [n, Ho, Wo * sw, C]),
+      [0, 0, 0, 0],
+      [-1, -1, (Wo - 1) * sw + 1, -1],
+    ) as tf.Tensor4D;
   }
   if (sh > 1) {
     const W2 = y.shape[2];
     const z = tf.zerosLike(y);
-    y = tf.slice(tf.reshape(tf.stack([y, ...Array<tf.Tensor>(sh - 1).fill(z)], 2), [n, Ho * sh, W2, C]), [0, 0, 0, 0], [-1, (Ho - 1) * sh + 1, -1, -1]) as tf.Tensor4D;
+    y = tf.slice(
+      tf.reshape(tf.stack([y, ...Array<tf.Tensor>(sh - 1).fill(z)], 2), [n, Ho * sh, W2, C]),
+      [0, 0, 0, 0],
+      [-1, (Ho - 1) * sh + 1, -1, -1],
+    ) as tf.Tensor4D;
   }
   return y;
 }
@@ -197,7 +251,13 @@ function dilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
  * sensitivity screen and coefficient tuning differentiate through every convolution. A trainable
  * kernel (fine-tuning) gets its gradient from a convolution too (kernelGrad).
  */
-function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number] = [1, 1]): tf.Tensor {
+function conv2dFastGrad(
+  x: tf.Tensor4D,
+  k: tf.Tensor4D,
+  strides: [number, number],
+  pad: Padding,
+  dil: [number, number] = [1, 1],
+): tf.Tensor {
   const [kh, kw] = k.shape;
   const [sh, sw] = strides;
   const [dh, dw] = dil;
@@ -211,7 +271,8 @@ function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number
     const back = tf.transpose(tf.reverse(kk, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
     return tf.conv2d(d, back, 1, backPads(d, H, W, ekh, ekw, pt, pl), 'NHWC', dil);
   };
-  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.conv2d(xx as tf.Tensor4D, kk as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  const value = (xx: tf.Tensor, kk: tf.Tensor) =>
+    tf.conv2d(xx as tf.Tensor4D, kk as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
   return withGrads(x, k, value, inputGrad, (xx, dy) => kernelGrad(xx, dy, kh, kw, strides, pads, dil));
 }
 
@@ -219,10 +280,23 @@ function conv2dFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number
  * The explicit pads of the backward (stride-1) convolution of d, the zero-dilated output gradient,
  * that give exactly x's H x W: rows and columns a stride dropped get zero gradient.
  */
-function backPads(d: tf.Tensor4D, H: number, W: number, ekh: number, ekw: number, pt: number, pl: number): [[number, number], [number, number], [number, number], [number, number]] {
+function backPads(
+  d: tf.Tensor4D,
+  H: number,
+  W: number,
+  ekh: number,
+  ekw: number,
+  pt: number,
+  pl: number,
+): [[number, number], [number, number], [number, number], [number, number]] {
   const top = ekh - 1 - pt;
   const left = ekw - 1 - pl;
-  return [[0, 0], [top, H - d.shape[1] - top + ekh - 1], [left, W - d.shape[2] - left + ekw - 1], [0, 0]];
+  return [
+    [0, 0],
+    [top, H - d.shape[1] - top + ekh - 1],
+    [left, W - d.shape[2] - left + ekw - 1],
+    [0, 0],
+  ];
 }
 
 /**
@@ -231,8 +305,13 @@ function backPads(d: tf.Tensor4D, H: number, W: number, ekh: number, ekw: number
  * the sensitivity screen and coefficient tuning need only the input's. Both are saved for the
  * backward pass (tfjs may dispose them before then otherwise).
  */
-function withGrads(x: tf.Tensor4D, k: tf.Tensor, value: (x: tf.Tensor, k: tf.Tensor) => tf.Tensor, inputGrad: (dy: tf.Tensor4D, k: tf.Tensor4D) => tf.Tensor,
-  kGrad: (x: tf.Tensor4D, dy: tf.Tensor4D) => tf.Tensor): tf.Tensor {
+function withGrads(
+  x: tf.Tensor4D,
+  k: tf.Tensor,
+  value: (x: tf.Tensor, k: tf.Tensor) => tf.Tensor,
+  inputGrad: (dy: tf.Tensor4D, k: tf.Tensor4D) => tf.Tensor,
+  kGrad: (x: tf.Tensor4D, dy: tf.Tensor4D) => tf.Tensor,
+): tf.Tensor {
   const trainable = k instanceof tf.Variable && k.trainable;
   // The kernel is an input too (saved): a kernel sliced for a group of channels is disposed with
   // the forward pass otherwise. A constant's gradient is zero and never used.
@@ -240,8 +319,10 @@ function withGrads(x: tf.Tensor4D, k: tf.Tensor, value: (x: tf.Tensor, k: tf.Ten
     save([xx, kk]);
     return {
       value: value(xx, kk),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [inputGrad(dy as tf.Tensor4D, saved[1] as tf.Tensor4D),
-        trainable ? kGrad(saved[0] as tf.Tensor4D, dy as tf.Tensor4D) : tf.zerosLike(saved[1])],
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
+        inputGrad(dy as tf.Tensor4D, saved[1] as tf.Tensor4D),
+        trainable ? kGrad(saved[0] as tf.Tensor4D, dy as tf.Tensor4D) : tf.zerosLike(saved[1]),
+      ],
     };
   }) as Parameters<typeof tf.customGrad>[0]);
   return f(x, k);
@@ -255,15 +336,35 @@ function withGrads(x: tf.Tensor4D, k: tf.Tensor, value: (x: tf.Tensor, k: tf.Ten
  * (i*dh, j*dw) are dK (the filter-gradient identity of Dumoulin & Visin 2016, as cuDNN's
  * backward-filter computes it).
  */
-function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, strides: [number, number], pads: [[number, number], [number, number]], dil: [number, number] = [1, 1]): tf.Tensor4D {
+function kernelGrad(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  kh: number,
+  kw: number,
+  strides: [number, number],
+  pads: [[number, number], [number, number]],
+  dil: [number, number] = [1, 1],
+): tf.Tensor4D {
   const [[pt, pb], [pl, pr]] = pads;
-  const xp = tf.pad(x, [[0, 0], [pt, Math.max(pb, 0)], [pl, Math.max(pr, 0)], [0, 0]]);
+  const xp = tf.pad(x, [
+    [0, 0],
+    [pt, Math.max(pb, 0)],
+    [pl, Math.max(pr, 0)],
+    [0, 0],
+  ]);
   const xs = tf.transpose(xp, [3, 1, 2, 0]) as tf.Tensor4D;
   const ks = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D;
   const full = tf.conv2d(xs, ks, 1, 'valid', 'NHWC', strides);
   const [ci, , , co] = full.shape;
-  const taps = dil[0] === 1 && dil[1] === 1 ? tf.slice(full, [0, 0, 0, 0], [-1, kh, kw, -1])
-    : tf.stridedSlice(full, [0, 0, 0, 0], [ci, (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1, co], [1, dil[0], dil[1], 1]);
+  const taps =
+    dil[0] === 1 && dil[1] === 1
+      ? tf.slice(full, [0, 0, 0, 0], [-1, kh, kw, -1])
+      : tf.stridedSlice(
+          full,
+          [0, 0, 0, 0],
+          [ci, (kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1, co],
+          [1, dil[0], dil[1], 1],
+        );
   return tf.transpose(taps, [1, 2, 0, 3]) as tf.Tensor4D;
 }
 
@@ -277,7 +378,13 @@ function kernelGrad(x: tf.Tensor4D, dy: tf.Tensor4D, kh: number, kw: number, str
  * reduction per tap: dK[i, j, c, m] = sum over n, h, w of xp[n, h*sh + i*dh, w*sw + j*dw, c] *
  * dy[n, h, w, c * mult + m].
  */
-function depthwiseFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number]): tf.Tensor {
+function depthwiseFastGrad(
+  x: tf.Tensor4D,
+  k: tf.Tensor4D,
+  strides: [number, number],
+  pad: Padding,
+  dil: [number, number],
+): tf.Tensor {
   const [kh, kw, , cout] = k.shape;
   const [N, H, W, cin] = x.shape;
   const M = cout / cin;
@@ -286,7 +393,15 @@ function depthwiseFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, num
   const [ekh, ekw] = [(kh - 1) * dh + 1, (kw - 1) * dw + 1];
   const pads = explicitPads(pad, H, W, ekh, ekw, sh, sw);
   const [[pt, pb], [pl, pr]] = pads;
-  const value = (xx: tf.Tensor, kk: tf.Tensor) => tf.depthwiseConv2d(xx as tf.Tensor4D, tf.reshape(kk, [kh, kw, cin, M]) as tf.Tensor4D, strides, tfPad(pad), 'NHWC', dil);
+  const value = (xx: tf.Tensor, kk: tf.Tensor) =>
+    tf.depthwiseConv2d(
+      xx as tf.Tensor4D,
+      tf.reshape(kk, [kh, kw, cin, M]) as tf.Tensor4D,
+      strides,
+      tfPad(pad),
+      'NHWC',
+      dil,
+    );
   if (pt > ekh - 1 || pl > ekw - 1) return value(x, k);
   const inputGrad = (dy: tf.Tensor4D, kk: tf.Tensor4D) => {
     const d = dilate(dy, sh, sw);
@@ -295,14 +410,24 @@ function depthwiseFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, num
     return M === 1 ? y : tf.sum(tf.reshape(y, [N, H, W, cin, M]), 4);
   };
   const kGrad = (xx: tf.Tensor4D, dy: tf.Tensor4D) => {
-    const xp = tf.pad(xx, [[0, 0], [pt, Math.max(pb, 0)], [pl, Math.max(pr, 0)], [0, 0]]);
+    const xp = tf.pad(xx, [
+      [0, 0],
+      [pt, Math.max(pb, 0)],
+      [pl, Math.max(pr, 0)],
+      [0, 0],
+    ]);
     const [, Ho, Wo] = dy.shape;
     const rows = dy.shape[0] * Ho * Wo;
     const g = tf.reshape(dy, [rows, cin, M]);
     const taps: tf.Tensor[] = [];
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
-        const xs = tf.stridedSlice(xp, [0, i * dh, j * dw, 0], [xx.shape[0], i * dh + (Ho - 1) * sh + 1, j * dw + (Wo - 1) * sw + 1, cin], [1, sh, sw, 1]);
+        const xs = tf.stridedSlice(
+          xp,
+          [0, i * dh, j * dw, 0],
+          [xx.shape[0], i * dh + (Ho - 1) * sh + 1, j * dw + (Wo - 1) * sw + 1, cin],
+          [1, sh, sw, 1],
+        );
         taps.push(tf.sum(tf.mul(tf.reshape(xs, [rows, cin, 1]), g), 0));
       }
     }
@@ -316,14 +441,28 @@ function depthwiseFastGrad(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, num
  * kernel [kh, kw, 1, cin * mult] is tfjs's depthwise [kh, kw, cin, mult] with the same bytes);
  * anything between runs each group on its slice of channels and concatenates.
  */
-function conv2d(x: tf.Tensor4D, k: tf.Tensor4D, strides: [number, number], pad: Padding, dil: [number, number], groups: number): tf.Tensor {
+function conv2d(
+  x: tf.Tensor4D,
+  k: tf.Tensor4D,
+  strides: [number, number],
+  pad: Padding,
+  dil: [number, number],
+  groups: number,
+): tf.Tensor {
   if (groups === 1) return conv2dFastGrad(x, k, strides, pad, dil);
   const cin = x.shape[3];
   const [, , cg, cout] = k.shape;
   if (groups === cin) return depthwiseFastGrad(x, k, strides, pad, dil);
   const og = cout / groups;
-  const parts = Array.from({ length: groups }, (_, g) => conv2dFastGrad(tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]),
-    tf.slice(k, [0, 0, 0, g * og], [-1, -1, -1, og]) as tf.Tensor4D, strides, pad, dil));
+  const parts = Array.from({ length: groups }, (_, g) =>
+    conv2dFastGrad(
+      tf.slice(x, [0, 0, 0, g * cg], [-1, -1, -1, cg]),
+      tf.slice(k, [0, 0, 0, g * og], [-1, -1, -1, og]) as tf.Tensor4D,
+      strides,
+      pad,
+      dil,
+    ),
+  );
   return tf.concat(parts, 3);
 }
 
@@ -336,10 +475,12 @@ export function frozenKernel(n: GraphNode): string | null {
   const s = n.spec;
   if (s.op !== 'conv2d') return null;
   // Depthwise: groups = input channels, one input channel per group ([kh, kw, 1, cin * mult]).
-  if ((s.groups ?? 1) !== 1 && s.kernelShape[2] !== 1) return 'grouped convolution: no kernel gradient on the wasm backend';
+  if ((s.groups ?? 1) !== 1 && s.kernelShape[2] !== 1)
+    return 'grouped convolution: no kernel gradient on the wasm backend';
   const [kh, kw] = s.kernelShape;
   const [ekh, ekw] = [(kh - 1) * s.dilation[0] + 1, (kw - 1) * s.dilation[1] + 1];
-  if (s.padding !== 'valid' && s.padding !== 'same' && (s.padding[0][0] > ekh - 1 || s.padding[1][0] > ekw - 1)) return 'padding wider than the kernel: no kernel gradient on the wasm backend';
+  if (s.padding !== 'valid' && s.padding !== 'same' && (s.padding[0][0] > ekh - 1 || s.padding[1][0] > ekw - 1))
+    return 'padding wider than the kernel: no kernel gradient on the wasm backend';
   return null;
 }
 
@@ -349,7 +490,8 @@ export function frozenKernel(n: GraphNode): string | null {
  * constants, input normalisation): arithmetic the user wrote, not weights.
  */
 export function frozenParams(n: GraphNode): string | null {
-  if (n.spec.op === 'batchnorm' && n.className !== 'BatchNormalization') return `a constant ${n.className} in the model's arithmetic, not a trained weight`;
+  if (n.spec.op === 'batchnorm' && n.className !== 'BatchNormalization')
+    return `a constant ${n.className} in the model's arithmetic, not a trained weight`;
   return frozenKernel(n);
 }
 
@@ -371,9 +513,18 @@ export class Executor {
     const v = (x: tf.Tensor, train = t): tf.Tensor => (train ? tf.variable(x) : x);
     for (const n of graph.nodes) {
       const s = n.spec;
-      if (s.op === 'dense') this.params.set(n.id, [v(tf.tensor2d(s.kernel, s.kernelShape)), ...(s.bias ? [v(tf.tensor1d(s.bias))] : [])]);
-      else if (s.op === 'conv2d') this.params.set(n.id, [v(tf.tensor4d(s.kernel, s.kernelShape), t && !frozenKernel(n)), ...(s.bias ? [v(tf.tensor1d(s.bias))] : [])]);
-      else if (s.op === 'batchnorm') this.params.set(n.id, [v(tf.tensor1d(s.scale), t && !frozenParams(n)), v(tf.tensor1d(s.shift), t && !frozenParams(n))]);
+      if (s.op === 'dense')
+        this.params.set(n.id, [v(tf.tensor2d(s.kernel, s.kernelShape)), ...(s.bias ? [v(tf.tensor1d(s.bias))] : [])]);
+      else if (s.op === 'conv2d')
+        this.params.set(n.id, [
+          v(tf.tensor4d(s.kernel, s.kernelShape), t && !frozenKernel(n)),
+          ...(s.bias ? [v(tf.tensor1d(s.bias))] : []),
+        ]);
+      else if (s.op === 'batchnorm')
+        this.params.set(n.id, [
+          v(tf.tensor1d(s.scale), t && !frozenParams(n)),
+          v(tf.tensor1d(s.shift), t && !frozenParams(n)),
+        ]);
     }
   }
 
@@ -407,7 +558,8 @@ export class Executor {
     const x = ins[0];
     const p = this.params.get(n.id) ?? [];
     switch (s.op) {
-      case 'input': return x;
+      case 'input':
+        return x;
       case 'dense': {
         const flat = x.rank === 2 ? x : tf.reshape(x, [-1, x.shape[x.rank - 1]]);
         let y = tf.matMul(flat as tf.Tensor2D, p[0] as tf.Tensor2D);
@@ -419,22 +571,38 @@ export class Executor {
         if (p[1]) y = tf.add(y, p[1]);
         return y;
       }
-      case 'avgpool': return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
-      case 'maxpool': return (opts.poolAsAvg ? tf.avgPool : tf.maxPool)(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
-      case 'globalmaxpool': return opts.poolAsAvg ? tf.mean(x, [1, 2]) : tf.max(x, [1, 2]);
-      case 'pairdiff': return tf.sub(...pairOperands(x, s.axis, s.offset));
-      case 'pairmax': return tf.mul(tf.add(tf.add(...pairOperands(x, s.axis, s.offset)), ins[1]), 0.5);
-      case 'transpose': return tf.transpose(x, [0, ...s.perm.map((a) => a + 1)]);
-      case 'pad': return s.mode === 'edge' ? edgePad(x, s.pads) : tf.pad(x, [[0, 0], ...s.pads], s.value);
-      case 'slice': return stridedSlice(x, s.begin, s.end, s.step);
-      case 'concat': return tf.concat(ins, s.axis + 1);
-      case 'globalavgpool': return tf.mean(x, [1, 2]);
-      case 'flatten': return tf.reshape(x, [x.shape[0], -1]);
-      case 'reshape': return tf.reshape(x, [x.shape[0], ...s.target]);
-      case 'batchnorm': return tf.add(tf.mul(x, p[0]), p[1]);
-      case 'add': return ins.slice(1).reduce((a, b) => tf.add(a, b), x);
-      case 'identity': return x;
-      case 'softmax': return tf.softmax(x);
+      case 'avgpool':
+        return tf.avgPool(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
+      case 'maxpool':
+        return (opts.poolAsAvg ? tf.avgPool : tf.maxPool)(x as tf.Tensor4D, s.pool, s.strides, tfPad(s.padding));
+      case 'globalmaxpool':
+        return opts.poolAsAvg ? tf.mean(x, [1, 2]) : tf.max(x, [1, 2]);
+      case 'pairdiff':
+        return tf.sub(...pairOperands(x, s.axis, s.offset));
+      case 'pairmax':
+        return tf.mul(tf.add(tf.add(...pairOperands(x, s.axis, s.offset)), ins[1]), 0.5);
+      case 'transpose':
+        return tf.transpose(x, [0, ...s.perm.map((a) => a + 1)]);
+      case 'pad':
+        return s.mode === 'edge' ? edgePad(x, s.pads) : tf.pad(x, [[0, 0], ...s.pads], s.value);
+      case 'slice':
+        return stridedSlice(x, s.begin, s.end, s.step);
+      case 'concat':
+        return tf.concat(ins, s.axis + 1);
+      case 'globalavgpool':
+        return tf.mean(x, [1, 2]);
+      case 'flatten':
+        return tf.reshape(x, [x.shape[0], -1]);
+      case 'reshape':
+        return tf.reshape(x, [x.shape[0], ...s.target]);
+      case 'batchnorm':
+        return tf.add(tf.mul(x, p[0]), p[1]);
+      case 'add':
+        return ins.slice(1).reduce((a, b) => tf.add(a, b), x);
+      case 'identity':
+        return x;
+      case 'softmax':
+        return tf.softmax(x);
       case 'activation': {
         const fn = opts.apply?.get(n.id);
         if (fn) return fn(x);
@@ -454,13 +622,21 @@ export class Executor {
    * node live at `from` (for from = 0: the input). Returns the output (logits) and copies of the
    * `capture`d nodes' values, as Float32Arrays of batch x per-sample size.
    */
-  run(given: Map<number, tf.Tensor>, from: number, opts: RunOptions, capture: Iterable<number> = []): { logits: Float32Array; captured: Map<number, Float32Array> } {
+  run(
+    given: Map<number, tf.Tensor>,
+    from: number,
+    opts: RunOptions,
+    capture: Iterable<number> = [],
+  ): { logits: Float32Array; captured: Map<number, Float32Array> } {
     const want = new Set(capture);
     const captured = new Map<number, Float32Array>();
     let logits: Float32Array | null = null;
     tf.tidy(() => {
-      const vals = this.values(given, from, opts, (i, v) => { if (want.has(i)) captured.set(i, v.dataSync() as Float32Array); });
-      for (const i of want) if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
+      const vals = this.values(given, from, opts, (i, v) => {
+        if (want.has(i)) captured.set(i, v.dataSync() as Float32Array);
+      });
+      for (const i of want)
+        if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
       logits = vals.get(this.graph.output)!.dataSync() as Float32Array;
     });
     return { logits: logits!, captured };
@@ -471,12 +647,27 @@ export class Executor {
    * nodes' values: one segment of the network, for passes that walk it cut by cut (the
    * propagation refit) instead of running to the output for every activation.
    */
-  runSegment(given: Map<number, tf.Tensor>, from: number, until: number, opts: RunOptions, capture: Iterable<number>): Map<number, Float32Array> {
+  runSegment(
+    given: Map<number, tf.Tensor>,
+    from: number,
+    until: number,
+    opts: RunOptions,
+    capture: Iterable<number>,
+  ): Map<number, Float32Array> {
     const want = new Set(capture);
     const captured = new Map<number, Float32Array>();
     tf.tidy(() => {
-      const vals = this.values(given, from, opts, (i, v) => { if (want.has(i)) captured.set(i, v.dataSync() as Float32Array); }, until);
-      for (const i of want) if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
+      const vals = this.values(
+        given,
+        from,
+        opts,
+        (i, v) => {
+          if (want.has(i)) captured.set(i, v.dataSync() as Float32Array);
+        },
+        until,
+      );
+      for (const i of want)
+        if (!captured.has(i) && vals.has(i)) captured.set(i, vals.get(i)!.dataSync() as Float32Array);
     });
     return captured;
   }
@@ -489,17 +680,35 @@ export class Executor {
     return this.values(given, from, opts).get(this.graph.output)!;
   }
 
-  private values(given: Map<number, tf.Tensor>, from: number, opts: RunOptions, each?: (i: number, v: tf.Tensor) => void, until = this.graph.nodes.length - 1): Map<number, tf.Tensor> {
+  private values(
+    given: Map<number, tf.Tensor>,
+    from: number,
+    opts: RunOptions,
+    each?: (i: number, v: tf.Tensor) => void,
+    until = this.graph.nodes.length - 1,
+  ): Map<number, tf.Tensor> {
     const vals = new Map(given);
     for (let i = from; i <= until; i++) {
       const n = this.graph.nodes[i];
       if (vals.has(i) && i !== from) continue;
-      if (n.spec.op === 'input') { if (!vals.has(i)) throw new Error('input value missing'); }
-      else vals.set(i, this.node(n, n.inputs.map((j) => {
-        const v = vals.get(j);
-        if (!v) throw new Error(`value of node ${this.graph.nodes[j].name} missing when running from ${this.graph.nodes[from].name}`);
-        return v;
-      }), opts));
+      if (n.spec.op === 'input') {
+        if (!vals.has(i)) throw new Error('input value missing');
+      } else
+        vals.set(
+          i,
+          this.node(
+            n,
+            n.inputs.map((j) => {
+              const v = vals.get(j);
+              if (!v)
+                throw new Error(
+                  `value of node ${this.graph.nodes[j].name} missing when running from ${this.graph.nodes[from].name}`,
+                );
+              return v;
+            }),
+            opts,
+          ),
+        );
       each?.(i, vals.get(i)!);
     }
     return vals;

@@ -18,19 +18,46 @@ export type Padding = 'valid' | 'same' | [[number, number], [number, number]];
  * initializers): value[i] = scale * constant[index[i]]. The exporter writes fine-tuned values back
  * through it; formats whose weights the graph shares by reference (tfjs, Keras) need none.
  */
-export interface ParamSource { name: string; index: Int32Array; scale: number }
+export interface ParamSource {
+  name: string;
+  index: Int32Array;
+  scale: number;
+}
 
 /** A batch normalisation's four constants in the model file, and its epsilon. */
-export interface BatchNormSource { gamma: string; beta: string; mean: string; variance: string; eps: number }
+export interface BatchNormSource {
+  gamma: string;
+  beta: string;
+  mean: string;
+  variance: string;
+  eps: number;
+}
 
 export type Op =
   | { op: 'input' }
-  | { op: 'dense'; units: number; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array | null;
-      kernelSource?: ParamSource; biasSource?: ParamSource }
+  | {
+      op: 'dense';
+      units: number;
+      kernel: Float32Array;
+      kernelShape: [number, number];
+      bias: Float32Array | null;
+      kernelSource?: ParamSource;
+      biasSource?: ParamSource;
+    }
   /** Kernel [kh, kw, cin / groups, filters]; groups > 1 is a grouped (groups = cin: depthwise) convolution. */
-  | { op: 'conv2d'; filters: number; kernel: Float32Array; kernelShape: [number, number, number, number];
-      bias: Float32Array | null; strides: [number, number]; padding: Padding; dilation: [number, number]; groups?: number;
-      kernelSource?: ParamSource; biasSource?: ParamSource }
+  | {
+      op: 'conv2d';
+      filters: number;
+      kernel: Float32Array;
+      kernelShape: [number, number, number, number];
+      bias: Float32Array | null;
+      strides: [number, number];
+      padding: Padding;
+      dilation: [number, number];
+      groups?: number;
+      kernelSource?: ParamSource;
+      biasSource?: ParamSource;
+    }
   | { op: 'avgpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'maxpool'; pool: [number, number]; strides: [number, number]; padding: Padding }
   | { op: 'globalavgpool' }
@@ -115,8 +142,20 @@ export interface Graph {
 export const size = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /** Explicit [[top, bottom], [left, right]] pads of a window (convolution, pooling), 'same' computed as TensorFlow does. */
-export function explicitPads(pad: Padding, H: number, W: number, kh: number, kw: number, sh: number, sw: number): [[number, number], [number, number]] {
-  if (pad === 'valid') return [[0, 0], [0, 0]];
+export function explicitPads(
+  pad: Padding,
+  H: number,
+  W: number,
+  kh: number,
+  kw: number,
+  sh: number,
+  sw: number,
+): [[number, number], [number, number]] {
+  if (pad === 'valid')
+    return [
+      [0, 0],
+      [0, 0],
+    ];
   if (pad !== 'same') return pad;
   const side = (L: number, k: number, s: number): [number, number] => {
     const total = Math.max((Math.ceil(L / s) - 1) * s + k - L, 0);
@@ -138,7 +177,10 @@ export function transposeIndex(inShape: number[], perm: number[]): Int32Array {
     let src = 0;
     for (let a = 0; a < outShape.length; a++) src += coord[a] * inStrides[perm[a]];
     idx[o] = src;
-    for (let a = outShape.length - 1; a >= 0; a--) { if (++coord[a] < outShape[a]) break; coord[a] = 0; }
+    for (let a = outShape.length - 1; a >= 0; a--) {
+      if (++coord[a] < outShape[a]) break;
+      coord[a] = 0;
+    }
   }
   return idx;
 }

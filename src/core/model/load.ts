@@ -44,15 +44,26 @@ async function readModel(file: string): Promise<LoadedModel> {
   const base = path.basename(file);
   const format = modelFormatOf(file);
   switch (format) {
-    case 'onnx': return (await import('./formats/onnx/import')).loadOnnx(file);
-    case 'keras-h5': case 'keras': return (await import('./formats/keras')).loadKeras(file, format);
-    case 'tfjs': return (await import('./formats/tfjs')).loadTfjs(file);
+    case 'onnx':
+      return (await import('./formats/onnx/import')).loadOnnx(file);
+    case 'keras-h5':
+    case 'keras':
+      return (await import('./formats/keras')).loadKeras(file, format);
+    case 'tfjs':
+      return (await import('./formats/tfjs')).loadTfjs(file);
     default:
       if (/\.(pb|pt|pth|tflite|safetensors)$/i.test(file)) {
-        throw new UserError('MODEL_UNREADABLE', `${base}: ${path.extname(file)} files cannot be read by he-approx`,
-          'export the model to ONNX (torch.onnx.export, tf2onnx) or save it as Keras .h5/.keras, and pass that file');
+        throw new UserError(
+          'MODEL_UNREADABLE',
+          `${base}: ${path.extname(file)} files cannot be read by he-approx`,
+          'export the model to ONNX (torch.onnx.export, tf2onnx) or save it as Keras .h5/.keras, and pass that file',
+        );
       }
-      throw new UserError('MODEL_UNREADABLE', `${base}: unknown model format`, 'pass a TensorFlow.js model.json, an .onnx, .h5 or .keras file');
+      throw new UserError(
+        'MODEL_UNREADABLE',
+        `${base}: unknown model format`,
+        'pass a TensorFlow.js model.json, an .onnx, .h5 or .keras file',
+      );
   }
 }
 
@@ -68,8 +79,11 @@ export function checkFiniteWeights(g: Graph, base: string): void {
       let bad = 0;
       for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) bad++;
       if (bad) {
-        throw new UserError('WEIGHTS_NONFINITE', `${base}: layer '${n.layer}' has ${bad} NaN or infinite value${bad === 1 ? '' : 's'} in its ${key} (of ${v.length})`,
-          'the weights file is damaged or the training diverged: export the model again from a checkpoint with finite weights');
+        throw new UserError(
+          'WEIGHTS_NONFINITE',
+          `${base}: layer '${n.layer}' has ${bad} NaN or infinite value${bad === 1 ? '' : 's'} in its ${key} (of ${v.length})`,
+          'the weights file is damaged or the training diverged: export the model again from a checkpoint with finite weights',
+        );
       }
     }
   }

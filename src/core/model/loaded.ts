@@ -30,4 +30,3 @@ export interface LoadedModel {
   /** The decoded ONNX model and where each activation sits in it: what the ONNX exporter rewrites. */
   onnx?: OnnxSource;
 }
-

@@ -24,13 +24,20 @@ import { Graph, GraphNode, Op, explicitPads } from './graph';
 /** The operands' distances of a sliding max over k values: o_j = min(w_j, k - w_j), w_1 = 1, w_{j+1} = w_j + o_j. */
 export function treeOffsets(k: number): number[] {
   const out: number[] = [];
-  for (let w = 1; w < k;) { const o = Math.min(w, k - w); out.push(o); w += o; }
+  for (let w = 1; w < k;) {
+    const o = Math.min(w, k - w);
+    out.push(o);
+    w += o;
+  }
   return out;
 }
 
 /** The steps of a max tree over a window [kh, kw]: along the width first, then the height. */
 export function treeSteps(kh: number, kw: number): { axis: 0 | 1; offset: number }[] {
-  return [...treeOffsets(kw).map((offset) => ({ axis: 1 as const, offset })), ...treeOffsets(kh).map((offset) => ({ axis: 0 as const, offset }))];
+  return [
+    ...treeOffsets(kw).map((offset) => ({ axis: 1 as const, offset })),
+    ...treeOffsets(kh).map((offset) => ({ axis: 0 as const, offset })),
+  ];
 }
 
 /** True if the graph has max pooling to expand. */
@@ -48,7 +55,15 @@ export function expandMaxPooling(g: Graph): Graph {
   const nodes: GraphNode[] = [];
   const newId = new Map<number, number>();
   const add = (from: GraphNode, suffix: string, spec: Op, shape: number[], inputs: number[]): number => {
-    nodes.push({ id: nodes.length, name: `${from.name}/${suffix}`, layer: from.layer, className: from.className, inputs, shape, spec });
+    nodes.push({
+      id: nodes.length,
+      name: `${from.name}/${suffix}`,
+      layer: from.layer,
+      className: from.className,
+      inputs,
+      shape,
+      spec,
+    });
     return nodes.length - 1;
   };
   for (const n of g.nodes) {
@@ -60,7 +75,11 @@ export function expandMaxPooling(g: Graph): Graph {
     }
     const src = g.nodes[n.inputs[0]];
     if (src.shape.length !== 3) {
-      throw new UserError('MODEL_UNSUPPORTED', `max pooling '${n.layer}' reads a rank-${src.shape.length + 1} tensor`, 'he-approx evaluates 2-D max pooling on [H, W, C] feature maps; use MaxPooling2D on images');
+      throw new UserError(
+        'MODEL_UNSUPPORTED',
+        `max pooling '${n.layer}' reads a rank-${src.shape.length + 1} tensor`,
+        'he-approx evaluates 2-D max pooling on [H, W, C] feature maps; use MaxPooling2D on images',
+      );
     }
     let [H, W, C] = src.shape;
     const [kh, kw] = s.op === 'maxpool' ? s.pool : [H, W];
@@ -69,28 +88,64 @@ export function expandMaxPooling(g: Graph): Graph {
     if (s.op === 'maxpool') {
       const [[t, b], [l, r]] = explicitPads(s.padding, H, W, kh, kw, sh, sw);
       if (t >= kh || b >= kh || l >= kw || r >= kw) {
-        throw new UserError('MODEL_UNSUPPORTED', `max pooling '${n.layer}' pads a ${kh}x${kw} window by ${JSON.stringify([[t, b], [l, r]])}: a window could hold padding only`, 'use pads smaller than the window (as ONNX requires)');
+        throw new UserError(
+          'MODEL_UNSUPPORTED',
+          `max pooling '${n.layer}' pads a ${kh}x${kw} window by ${JSON.stringify([
+            [t, b],
+            [l, r],
+          ])}: a window could hold padding only`,
+          'use pads smaller than the window (as ONNX requires)',
+        );
       }
       if (t + b + l + r > 0) {
         H += t + b;
         W += l + r;
-        x = add(n, 'pad', { op: 'pad', pads: [[t, b], [l, r], [0, 0]], value: 0, mode: 'edge' }, [H, W, C], [x]);
+        x = add(
+          n,
+          'pad',
+          {
+            op: 'pad',
+            pads: [
+              [t, b],
+              [l, r],
+              [0, 0],
+            ],
+            value: 0,
+            mode: 'edge',
+          },
+          [H, W, C],
+          [x],
+        );
       }
     }
     const steps = treeSteps(kh, kw);
     steps.forEach(({ axis, offset }, j) => {
       const name = `${axis === 1 ? 'w' : 'h'}${j + 1}`;
-      if (axis === 1) W -= offset; else H -= offset;
+      if (axis === 1) W -= offset;
+      else H -= offset;
       const shape = [H, W, C];
       const d = add(n, `${name}/diff`, { op: 'pairdiff', axis, offset }, shape, [x]);
-      const a = add(n, name, { op: 'activation', act: { kind: 'abs' }, maxTree: { pool: n.name, axis, offset, step: j + 1 } }, shape, [d]);
+      const a = add(
+        n,
+        name,
+        { op: 'activation', act: { kind: 'abs' }, maxTree: { pool: n.name, axis, offset, step: j + 1 } },
+        shape,
+        [d],
+      );
       x = add(n, `${name}/max`, { op: 'pairmax', axis, offset }, shape, [x, a]);
     });
     // Every position holds its window's max; the stride keeps the windows the pooling takes.
     const [Ho, Wo] = s.op === 'maxpool' ? [n.shape[0], n.shape[1]] : [1, 1];
     if (Ho !== H || Wo !== W) {
-      if ((Ho - 1) * sh >= H || (Wo - 1) * sw >= W) throw new Error(`${n.name}: the max tree's ${H}x${W} maxima cannot give ${Ho}x${Wo} outputs`);
-      x = add(n, 'stride', { op: 'slice', begin: [0, 0, 0], end: [(Ho - 1) * sh + 1, (Wo - 1) * sw + 1, C], step: [sh, sw, 1] }, [Ho, Wo, C], [x]);
+      if ((Ho - 1) * sh >= H || (Wo - 1) * sw >= W)
+        throw new Error(`${n.name}: the max tree's ${H}x${W} maxima cannot give ${Ho}x${Wo} outputs`);
+      x = add(
+        n,
+        'stride',
+        { op: 'slice', begin: [0, 0, 0], end: [(Ho - 1) * sh + 1, (Wo - 1) * sw + 1, C], step: [sh, sw, 1] },
+        [Ho, Wo, C],
+        [x],
+      );
     }
     if (s.op === 'globalmaxpool') x = add(n, 'flatten', { op: 'flatten' }, [C], [x]);
     newId.set(n.id, x);
@@ -123,7 +178,16 @@ export function treeStep(g: Graph, n: GraphNode): TreeStepNodes | null {
   if (!max) throw new Error(`${n.name}: no pairwise maximum reads it`);
   const same = g.nodes.filter((m) => m.spec.op === 'activation' && m.spec.maxTree?.pool === t.pool);
   const next = same.find((m) => m.spec.op === 'activation' && m.spec.maxTree!.step === t.step + 1);
-  return { pool: t.pool, step: t.step, steps: same.length, diff, abs: n.id, max: max.id, input, next: next?.id ?? null };
+  return {
+    pool: t.pool,
+    step: t.step,
+    steps: same.length,
+    diff,
+    abs: n.id,
+    max: max.id,
+    input,
+    next: next?.id ?? null,
+  };
 }
 
 /** Nodes a pending factor passes through unchanged in meaning (it scales their output as it scaled their input). */
@@ -160,8 +224,12 @@ export function treeFeedsLinearOnly(g: Graph, lastMax: number): boolean {
  */
 export function treeInputObstacle(g: Graph, t: TreeStepNodes): string | null {
   const x = g.nodes[t.input];
-  const readers = g.nodes.filter((m) => m.inputs.includes(x.id)).map((m) => m.id).sort((a, b) => a - b);
-  if (readers.length !== 2 || readers[0] !== t.diff || readers[1] !== t.max) return `its input '${x.layer}' also feeds other layers`;
+  const readers = g.nodes
+    .filter((m) => m.inputs.includes(x.id))
+    .map((m) => m.id)
+    .sort((a, b) => a - b);
+  if (readers.length !== 2 || readers[0] !== t.diff || readers[1] !== t.max)
+    return `its input '${x.layer}' also feeds other layers`;
   const s = x.spec;
   if (s.op === 'dense' || s.op === 'conv2d' || s.op === 'activation' || s.op === 'pairmax') return null;
   if (s.op === 'batchnorm' && ['dense', 'conv2d'].includes(g.nodes[x.inputs[0]].spec.op)) return null;

@@ -8,7 +8,8 @@
  */
 import { Graph, GraphNode, Op, consumers, transposeIndex } from './graph';
 
-const FINAL_SOFTMAX_NOTE = 'The final softmax is not approximated: it does not change the argmax of the logits, so he-approx compares logits and leaves softmax to the client after decryption.';
+const FINAL_SOFTMAX_NOTE =
+  'The final softmax is not approximated: it does not change the argmax of the logits, so he-approx compares logits and leaves softmax to the client after decryption.';
 
 /** Output size of a convolution or pooling window along one axis. */
 export function outDim(n: number, k: number, s: number, pad: 'valid' | 'same' | [number, number], dil = 1): number {
@@ -21,7 +22,13 @@ export function outDim(n: number, k: number, s: number, pad: 'valid' | 'same' | 
  * Keeps the nodes the output depends on (and the input), renumbered in topological order; a
  * final softmax is dropped so that the graph's outputs are logits.
  */
-export function finishGraph(name: string, nodes: GraphNode[], inputId: number, outputId: number, notes: string[]): Graph {
+export function finishGraph(
+  name: string,
+  nodes: GraphNode[],
+  inputId: number,
+  outputId: number,
+  notes: string[],
+): Graph {
   let output = outputId;
   let dropped = false;
   if (nodes[output].spec.op === 'softmax') {
@@ -30,17 +37,39 @@ export function finishGraph(name: string, nodes: GraphNode[], inputId: number, o
     notes.push(FINAL_SOFTMAX_NOTE);
   }
   const g = renumber(nodes, inputId, output, new Map());
-  return { name, nodes: g.nodes, input: g.input, output: g.output, inputShape: g.nodes[g.input].shape, notes, droppedFinalSoftmax: dropped };
+  return {
+    name,
+    nodes: g.nodes,
+    input: g.input,
+    output: g.output,
+    inputShape: g.nodes[g.input].shape,
+    notes,
+    droppedFinalSoftmax: dropped,
+  };
 }
 
 /**
  * The nodes `output` depends on plus `input`, in their order, renumbered; `alias` maps a removed
  * node to the node whose value it equals (its consumers read that one instead).
  */
-function renumber(nodes: GraphNode[], input: number, output: number, alias: Map<number, number>): { nodes: GraphNode[]; input: number; output: number } {
-  const resolve = (i: number): number => { let j = i; while (alias.has(j)) j = alias.get(j)!; return j; };
+function renumber(
+  nodes: GraphNode[],
+  input: number,
+  output: number,
+  alias: Map<number, number>,
+): { nodes: GraphNode[]; input: number; output: number } {
+  const resolve = (i: number): number => {
+    let j = i;
+    while (alias.has(j)) j = alias.get(j)!;
+    return j;
+  };
   const keep = new Set<number>();
-  const mark = (i: number) => { const j = resolve(i); if (keep.has(j)) return; keep.add(j); nodes[j].inputs.forEach(mark); };
+  const mark = (i: number) => {
+    const j = resolve(i);
+    if (keep.has(j)) return;
+    keep.add(j);
+    nodes[j].inputs.forEach(mark);
+  };
   mark(output);
   keep.add(resolve(input));
   const remap = new Map<number, number>();
@@ -69,7 +98,8 @@ export function simplifyLayout(g: Graph): Graph {
   let nodes = g.nodes.map((n) => ({ ...n }));
   // 1. A transpose that moves no data is a reshape.
   for (const n of nodes) {
-    if (n.spec.op === 'transpose' && movesNoData(nodes[n.inputs[0]].shape, n.spec.perm)) n.spec = { op: 'reshape', target: n.shape.slice() };
+    if (n.spec.op === 'transpose' && movesNoData(nodes[n.inputs[0]].shape, n.spec.perm))
+      n.spec = { op: 'reshape', target: n.shape.slice() };
   }
   // 2. transpose -> flatten -> dense: permute the dense kernel's rows instead of the data.
   const cons = consumers({ ...g, nodes });
@@ -105,7 +135,10 @@ export function simplifyLayout(g: Graph): Graph {
     if (!isReshape(n.spec)) continue;
     let src = nodes[n.inputs[0]];
     while (isReshape(src.spec) && cons2[src.id].length === 1 && !alias.has(src.id)) src = nodes[src.inputs[0]];
-    if (src.shape.join() === n.shape.join()) { alias.set(n.id, src.id); continue; }
+    if (src.shape.join() === n.shape.join()) {
+      alias.set(n.id, src.id);
+      continue;
+    }
     n.inputs = [src.id];
     n.spec = n.shape.length === 1 ? { op: 'flatten' } : { op: 'reshape', target: n.shape.slice() };
   }

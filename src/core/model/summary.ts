@@ -18,10 +18,18 @@ export interface ModelSummary {
 export function summarizeModel(m: LoadedModel): ModelSummary {
   const g = m.graph;
   return {
-    path: m.path, format: m.format, name: g.name,
+    path: m.path,
+    format: m.format,
+    name: g.name,
     input: { shape: g.inputLayout?.modelShape ?? g.inputShape, layout: g.inputLayout?.name ?? 'channels last' },
-    nodes: g.nodes.map((n) => ({ name: n.name, layer: n.layer, op: n.spec.op, className: n.className, shape: n.shape,
-      activation: n.spec.op === 'activation' ? describeActivation(n.spec.act) : null })),
+    nodes: g.nodes.map((n) => ({
+      name: n.name,
+      layer: n.layer,
+      op: n.spec.op,
+      className: n.className,
+      shape: n.shape,
+      activation: n.spec.op === 'activation' ? describeActivation(n.spec.act) : null,
+    })),
     notes: g.notes,
   };
 }

@@ -6,8 +6,20 @@
 import { UserError } from '../errors';
 
 export type ActivationKind =
-  | 'relu' | 'relu6' | 'leakyrelu' | 'elu' | 'selu' | 'gelu' | 'gelu_new' | 'swish' | 'mish'
-  | 'sigmoid' | 'hard_sigmoid' | 'tanh' | 'softplus' | 'softsign'
+  | 'relu'
+  | 'relu6'
+  | 'leakyrelu'
+  | 'elu'
+  | 'selu'
+  | 'gelu'
+  | 'gelu_new'
+  | 'swish'
+  | 'mish'
+  | 'sigmoid'
+  | 'hard_sigmoid'
+  | 'tanh'
+  | 'softplus'
+  | 'softsign'
   /** |x|: the non-polynomial part of max(a, b) = (a + b) / 2 + |a - b| / 2 (max pooling; model/maxTree.ts). */
   | 'abs';
 
@@ -74,20 +86,38 @@ export function activationFn(spec: ActivationSpec): (x: number) => number {
       const mv = spec.maxValue;
       return mv === undefined ? (x) => (x > 0 ? x : 0) : (x) => (x > 0 ? Math.min(x, mv) : 0);
     }
-    case 'relu6': return (x) => Math.min(Math.max(x, 0), 6);
-    case 'leakyrelu': { const a = spec.alpha ?? 0.3; return (x) => (x > 0 ? x : a * x); }
-    case 'elu': { const a = spec.alpha ?? 1; return (x) => (x > 0 ? x : a * Math.expm1(x)); }
-    case 'selu': return (x) => SELU_SCALE * (x > 0 ? x : SELU_ALPHA * Math.expm1(x));
-    case 'gelu': return (x) => 0.5 * x * (1 + erf(x / Math.SQRT2));
-    case 'gelu_new': return (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
-    case 'swish': return (x) => x * sigmoid(x);
-    case 'mish': return (x) => x * Math.tanh(softplus(x));
-    case 'sigmoid': return sigmoid;
-    case 'hard_sigmoid': return (x) => Math.min(1, Math.max(0, 0.2 * x + 0.5));
-    case 'tanh': return Math.tanh;
-    case 'softplus': return softplus;
-    case 'softsign': return (x) => x / (1 + Math.abs(x));
-    case 'abs': return Math.abs;
+    case 'relu6':
+      return (x) => Math.min(Math.max(x, 0), 6);
+    case 'leakyrelu': {
+      const a = spec.alpha ?? 0.3;
+      return (x) => (x > 0 ? x : a * x);
+    }
+    case 'elu': {
+      const a = spec.alpha ?? 1;
+      return (x) => (x > 0 ? x : a * Math.expm1(x));
+    }
+    case 'selu':
+      return (x) => SELU_SCALE * (x > 0 ? x : SELU_ALPHA * Math.expm1(x));
+    case 'gelu':
+      return (x) => 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_new':
+      return (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+    case 'swish':
+      return (x) => x * sigmoid(x);
+    case 'mish':
+      return (x) => x * Math.tanh(softplus(x));
+    case 'sigmoid':
+      return sigmoid;
+    case 'hard_sigmoid':
+      return (x) => Math.min(1, Math.max(0, 0.2 * x + 0.5));
+    case 'tanh':
+      return Math.tanh;
+    case 'softplus':
+      return softplus;
+    case 'softsign':
+      return (x) => x / (1 + Math.abs(x));
+    case 'abs':
+      return Math.abs;
   }
 }
 
@@ -103,12 +133,21 @@ export function isEven(spec: ActivationSpec): boolean {
 /** Points where the function is not smooth; Remez puts grid points there. */
 export function breakpoints(spec: ActivationSpec): number[] {
   switch (spec.kind) {
-    case 'relu': return spec.maxValue === undefined ? [0] : [0, spec.maxValue];
-    case 'relu6': return [0, 6];
-    case 'leakyrelu': case 'elu': case 'selu': return [0];
-    case 'hard_sigmoid': return [-2.5, 2.5];
-    case 'softsign': case 'abs': return [0];
-    default: return [];
+    case 'relu':
+      return spec.maxValue === undefined ? [0] : [0, spec.maxValue];
+    case 'relu6':
+      return [0, 6];
+    case 'leakyrelu':
+    case 'elu':
+    case 'selu':
+      return [0];
+    case 'hard_sigmoid':
+      return [-2.5, 2.5];
+    case 'softsign':
+    case 'abs':
+      return [0];
+    default:
+      return [];
   }
 }
 
@@ -125,7 +164,12 @@ export function specFromDescription(desc: string): ActivationSpec {
   // |x| is no Keras activation: it comes from max pooling (model/maxTree.ts), never from a layer's name.
   if (m && m[1] === 'abs' && !m[2]) return { kind: 'abs' };
   const base = m ? parseActivationName(m[1], 'report') : 'linear';
-  if (!m || base === 'linear' || base === 'softmax') throw new UserError('OPTION_INVALID', `unknown activation '${desc}' in the report`, 'analyse the model again with this version of he-approx');
+  if (!m || base === 'linear' || base === 'softmax')
+    throw new UserError(
+      'OPTION_INVALID',
+      `unknown activation '${desc}' in the report`,
+      'analyse the model again with this version of he-approx',
+    );
   if (m[2] === 'alpha') return { ...base, alpha: Number(m[3]) };
   if (m[2] === 'max') return { ...base, maxValue: Number(m[3]) };
   return base;
@@ -138,24 +182,49 @@ export function specFromDescription(desc: string): ActivationSpec {
 export function parseActivationName(name: string, where: string): ActivationSpec | 'linear' | 'softmax' {
   const n = name.toLowerCase().replace(/[-\s]/g, '_');
   switch (n) {
-    case 'linear': case 'none': case '': return 'linear';
-    case 'softmax': return 'softmax';
-    case 'relu': return { kind: 'relu' };
-    case 'relu6': return { kind: 'relu6' };
-    case 'elu': return { kind: 'elu' };
-    case 'selu': return { kind: 'selu' };
-    case 'gelu': return { kind: 'gelu' };
-    case 'gelu_new': case 'gelu_tanh': return { kind: 'gelu_new' };
-    case 'swish': case 'silu': return { kind: 'swish' };
-    case 'mish': return { kind: 'mish' };
-    case 'sigmoid': return { kind: 'sigmoid' };
-    case 'hardsigmoid': case 'hard_sigmoid': return { kind: 'hard_sigmoid' };
-    case 'tanh': return { kind: 'tanh' };
-    case 'softplus': return { kind: 'softplus' };
-    case 'softsign': return { kind: 'softsign' };
-    case 'leakyrelu': case 'leaky_relu': return { kind: 'leakyrelu' };
+    case 'linear':
+    case 'none':
+    case '':
+      return 'linear';
+    case 'softmax':
+      return 'softmax';
+    case 'relu':
+      return { kind: 'relu' };
+    case 'relu6':
+      return { kind: 'relu6' };
+    case 'elu':
+      return { kind: 'elu' };
+    case 'selu':
+      return { kind: 'selu' };
+    case 'gelu':
+      return { kind: 'gelu' };
+    case 'gelu_new':
+    case 'gelu_tanh':
+      return { kind: 'gelu_new' };
+    case 'swish':
+    case 'silu':
+      return { kind: 'swish' };
+    case 'mish':
+      return { kind: 'mish' };
+    case 'sigmoid':
+      return { kind: 'sigmoid' };
+    case 'hardsigmoid':
+    case 'hard_sigmoid':
+      return { kind: 'hard_sigmoid' };
+    case 'tanh':
+      return { kind: 'tanh' };
+    case 'softplus':
+      return { kind: 'softplus' };
+    case 'softsign':
+      return { kind: 'softsign' };
+    case 'leakyrelu':
+    case 'leaky_relu':
+      return { kind: 'leakyrelu' };
     default:
-      throw new UserError('MODEL_UNSUPPORTED', `${where}: unknown activation '${name}'`,
-        'use one of relu, relu6, leakyrelu, elu, selu, gelu, gelu_new, swish/silu, mish, sigmoid, hard_sigmoid, tanh, softplus, softsign, linear, softmax');
+      throw new UserError(
+        'MODEL_UNSUPPORTED',
+        `${where}: unknown activation '${name}'`,
+        'use one of relu, relu6, leakyrelu, elu, selu, gelu, gelu_new, swish/silu, mish, sigmoid, hard_sigmoid, tanh, softplus, softsign, linear, softmax',
+      );
   }
 }

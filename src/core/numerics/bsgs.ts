@@ -52,9 +52,16 @@ export function optimalDepth(d: number): number {
   return d <= 0 ? 0 : Math.ceil(Math.log2(d + 1));
 }
 
-interface Best { cost: number; node: PlanNode }
+interface Best {
+  cost: number;
+  node: PlanNode;
+}
 
-function planWith(degree: number, depth: number, k: number): { cost: number; root: PlanNode; giants: Set<number> } | null {
+function planWith(
+  degree: number,
+  depth: number,
+  k: number,
+): { cost: number; root: PlanNode; giants: Set<number> } | null {
   const memo = new Map<string, Best | null>();
   // A piece is the span of coefficients [lo, hi] re-based to degree hi - lo; only its degree
   // and depth budget matter for the cost, so memoise on (deg, budget).
@@ -78,7 +85,13 @@ function planWith(degree: number, depth: number, k: number): { cost: number; roo
   const b = solve(degree, depth);
   if (!b) return null;
   const giants = new Set<number>();
-  const walk = (n: PlanNode) => { if (n.kind === 'split') { if (n.g > k) giants.add(n.g); walk(n.q); walk(n.r); } };
+  const walk = (n: PlanNode) => {
+    if (n.kind === 'split') {
+      if (n.g > k) giants.add(n.g);
+      walk(n.q);
+      walk(n.r);
+    }
+  };
   walk(b.node);
   return { cost: b.cost, root: b.node, giants };
 }
@@ -109,7 +122,14 @@ export function planPolynomial(degree: number, extra = 0): PolyPlan {
     for (const g of p.giants) for (let h = g; h > k; h /= 2) giants.add(h);
     const total = stepCost(k, giants) + p.cost;
     if (!best || total < best.nonScalarMults) {
-      best = { degree, depth, babySteps: k, giantSteps: [...giants].sort((a, b) => a - b), nonScalarMults: total, root: p.root };
+      best = {
+        degree,
+        depth,
+        babySteps: k,
+        giantSteps: [...giants].sort((a, b) => a - b),
+        nonScalarMults: total,
+        root: p.root,
+      };
     }
   }
   if (!best) throw new Error(`no plan for degree ${degree}`);
@@ -148,7 +168,10 @@ export function chebDivide(c: ArrayLike<number>, g: number): { q: Float64Array; 
     const ck = p[k];
     if (ck === 0) continue;
     p[k] = 0;
-    if (k === g) { q[0] += ck; continue; }
+    if (k === g) {
+      q[0] += ck;
+      continue;
+    }
     q[k - g] += 2 * ck;
     p[Math.abs(k - 2 * g)] -= ck;
   }

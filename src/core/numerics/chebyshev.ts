@@ -7,7 +7,10 @@
  * ch. 3-4 (Chebyshev interpolation), and Clenshaw (1955) for stable evaluation.
  */
 
-export interface Interval { a: number; b: number }
+export interface Interval {
+  a: number;
+  b: number;
+}
 
 /** Affine map from [a, b] to [-1, 1]. */
 export function toUnit(x: number, iv: Interval): number {
@@ -68,7 +71,7 @@ export function chebInterpolate(f: (x: number) => number, deg: number, iv: Inter
   for (let j = 0; j < n; j++) {
     let s = 0;
     for (let k = 0; k < n; k++) s += fx[k] * Math.cos(j * theta[k]);
-    c[j] = (j === 0 ? 1 : 2) * s / n;
+    c[j] = ((j === 0 ? 1 : 2) * s) / n;
   }
   return c;
 }
@@ -95,7 +98,10 @@ export function cheb2poly(c: ArrayLike<number>): Float64Array {
   let tCur = new Float64Array(n); // T_k
   tPrev[0] = 1;
   if (n > 0) out[0] += c[0];
-  if (n > 1) { tCur[1] = 1; out[1] += c[1]; }
+  if (n > 1) {
+    tCur[1] = 1;
+    out[1] += c[1];
+  }
   for (let k = 2; k < n; k++) {
     const tNext = new Float64Array(n);
     for (let i = 0; i < n - 1; i++) tNext[i + 1] += 2 * tCur[i];
@@ -119,39 +125,93 @@ export function cheb2poly(c: ArrayLike<number>): Float64Array {
  * Every point follows chebvalUnit's recurrence; the additions are grouped differently, so results
  * may differ from it in the last bit.
  */
-export function chebvalStrided(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, start = 0, stride = 1): void {
+export function chebvalStrided(
+  xs: ArrayLike<number>,
+  out: Float32Array | Float64Array,
+  c: ArrayLike<number>,
+  iv: Interval,
+  start = 0,
+  stride = 1,
+): void {
   const { scale, shift } = unitMap(iv);
   const K = c.length - 1;
   const c0 = c[0];
   const n = xs.length;
   let i = start;
-  if (K < 1) { for (; i < n; i += stride) out[i] = K < 0 ? 0 : c0; return; }
+  if (K < 1) {
+    for (; i < n; i += stride) out[i] = K < 0 ? 0 : c0;
+    return;
+  }
   const s = stride;
   for (; i + 7 * s < n; i += 8 * s) {
     // Written out in locals: V8 keeps them in registers (through arrays it ran slower than 4 points).
-    const t0 = xs[i] * scale + shift; const t1 = xs[i + s] * scale + shift;
-    const t2 = xs[i + 2 * s] * scale + shift; const t3 = xs[i + 3 * s] * scale + shift;
-    const t4 = xs[i + 4 * s] * scale + shift; const t5 = xs[i + 5 * s] * scale + shift;
-    const t6 = xs[i + 6 * s] * scale + shift; const t7 = xs[i + 7 * s] * scale + shift;
-    const x0 = 2 * t0; const x1 = 2 * t1; const x2 = 2 * t2; const x3 = 2 * t3;
-    const x4 = 2 * t4; const x5 = 2 * t5; const x6 = 2 * t6; const x7 = 2 * t7;
-    let a0 = 0; let b0 = 0; let a1 = 0; let b1 = 0; let a2 = 0; let b2 = 0; let a3 = 0; let b3 = 0;
-    let a4 = 0; let b4 = 0; let a5 = 0; let b5 = 0; let a6 = 0; let b6 = 0; let a7 = 0; let b7 = 0;
+    const t0 = xs[i] * scale + shift;
+    const t1 = xs[i + s] * scale + shift;
+    const t2 = xs[i + 2 * s] * scale + shift;
+    const t3 = xs[i + 3 * s] * scale + shift;
+    const t4 = xs[i + 4 * s] * scale + shift;
+    const t5 = xs[i + 5 * s] * scale + shift;
+    const t6 = xs[i + 6 * s] * scale + shift;
+    const t7 = xs[i + 7 * s] * scale + shift;
+    const x0 = 2 * t0;
+    const x1 = 2 * t1;
+    const x2 = 2 * t2;
+    const x3 = 2 * t3;
+    const x4 = 2 * t4;
+    const x5 = 2 * t5;
+    const x6 = 2 * t6;
+    const x7 = 2 * t7;
+    let a0 = 0;
+    let b0 = 0;
+    let a1 = 0;
+    let b1 = 0;
+    let a2 = 0;
+    let b2 = 0;
+    let a3 = 0;
+    let b3 = 0;
+    let a4 = 0;
+    let b4 = 0;
+    let a5 = 0;
+    let b5 = 0;
+    let a6 = 0;
+    let b6 = 0;
+    let a7 = 0;
+    let b7 = 0;
     for (let k = K; k >= 1; k--) {
       const ck = c[k];
-      let u = x0 * a0 - b0 + ck; b0 = a0; a0 = u;
-      u = x1 * a1 - b1 + ck; b1 = a1; a1 = u;
-      u = x2 * a2 - b2 + ck; b2 = a2; a2 = u;
-      u = x3 * a3 - b3 + ck; b3 = a3; a3 = u;
-      u = x4 * a4 - b4 + ck; b4 = a4; a4 = u;
-      u = x5 * a5 - b5 + ck; b5 = a5; a5 = u;
-      u = x6 * a6 - b6 + ck; b6 = a6; a6 = u;
-      u = x7 * a7 - b7 + ck; b7 = a7; a7 = u;
+      let u = x0 * a0 - b0 + ck;
+      b0 = a0;
+      a0 = u;
+      u = x1 * a1 - b1 + ck;
+      b1 = a1;
+      a1 = u;
+      u = x2 * a2 - b2 + ck;
+      b2 = a2;
+      a2 = u;
+      u = x3 * a3 - b3 + ck;
+      b3 = a3;
+      a3 = u;
+      u = x4 * a4 - b4 + ck;
+      b4 = a4;
+      a4 = u;
+      u = x5 * a5 - b5 + ck;
+      b5 = a5;
+      a5 = u;
+      u = x6 * a6 - b6 + ck;
+      b6 = a6;
+      a6 = u;
+      u = x7 * a7 - b7 + ck;
+      b7 = a7;
+      a7 = u;
     }
-    out[i] = t0 * a0 - b0 + c0; out[i + s] = t1 * a1 - b1 + c0;
-    out[i + 2 * s] = t2 * a2 - b2 + c0; out[i + 3 * s] = t3 * a3 - b3 + c0;
-    out[i + 4 * s] = t4 * a4 - b4 + c0; out[i + 5 * s] = t5 * a5 - b5 + c0;
-    out[i + 6 * s] = t6 * a6 - b6 + c0; out[i + 7 * s] = t7 * a7 - b7 + c0;
+    out[i] = t0 * a0 - b0 + c0;
+    out[i + s] = t1 * a1 - b1 + c0;
+    out[i + 2 * s] = t2 * a2 - b2 + c0;
+    out[i + 3 * s] = t3 * a3 - b3 + c0;
+    out[i + 4 * s] = t4 * a4 - b4 + c0;
+    out[i + 5 * s] = t5 * a5 - b5 + c0;
+    out[i + 6 * s] = t6 * a6 - b6 + c0;
+    out[i + 7 * s] = t7 * a7 - b7 + c0;
   }
   for (; i < n; i += stride) out[i] = chebvalUnit(xs[i] * scale + shift, c);
 }
@@ -223,8 +283,16 @@ export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLeng
  * [a, b] (and NaN) take the whole series, as chebvalUnit evaluates it: the pieces cover only the
  * interval, and a polynomial's values outside it must stay exact.
  */
-export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64Array, c: ArrayLike<number>, iv: Interval, table: Float64Array, R: number,
-  start = 0, stride = 1): void {
+export function chebvalPieces(
+  xs: ArrayLike<number>,
+  out: Float32Array | Float64Array,
+  c: ArrayLike<number>,
+  iv: Interval,
+  table: Float64Array,
+  R: number,
+  start = 0,
+  stride = 1,
+): void {
   const { scale, shift } = unitMap(iv);
   const M = table.length / R;
   const h = M / 2;
@@ -234,26 +302,64 @@ export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64
   const piece = (u: number) => (u >= 0 ? (u < M ? u | 0 : M - 1) : 0);
   let i = start;
   for (; i + 7 * s < n; i += 8 * s) {
-    const t0 = xs[i] * scale + shift; const t1 = xs[i + s] * scale + shift;
-    const t2 = xs[i + 2 * s] * scale + shift; const t3 = xs[i + 3 * s] * scale + shift;
-    const t4 = xs[i + 4 * s] * scale + shift; const t5 = xs[i + 5 * s] * scale + shift;
-    const t6 = xs[i + 6 * s] * scale + shift; const t7 = xs[i + 7 * s] * scale + shift;
-    const u0 = (t0 + 1) * h; const u1 = (t1 + 1) * h; const u2 = (t2 + 1) * h; const u3 = (t3 + 1) * h;
-    const u4 = (t4 + 1) * h; const u5 = (t5 + 1) * h; const u6 = (t6 + 1) * h; const u7 = (t7 + 1) * h;
-    const j0 = piece(u0); const j1 = piece(u1); const j2 = piece(u2); const j3 = piece(u3);
-    const j4 = piece(u4); const j5 = piece(u5); const j6 = piece(u6); const j7 = piece(u7);
+    const t0 = xs[i] * scale + shift;
+    const t1 = xs[i + s] * scale + shift;
+    const t2 = xs[i + 2 * s] * scale + shift;
+    const t3 = xs[i + 3 * s] * scale + shift;
+    const t4 = xs[i + 4 * s] * scale + shift;
+    const t5 = xs[i + 5 * s] * scale + shift;
+    const t6 = xs[i + 6 * s] * scale + shift;
+    const t7 = xs[i + 7 * s] * scale + shift;
+    const u0 = (t0 + 1) * h;
+    const u1 = (t1 + 1) * h;
+    const u2 = (t2 + 1) * h;
+    const u3 = (t3 + 1) * h;
+    const u4 = (t4 + 1) * h;
+    const u5 = (t5 + 1) * h;
+    const u6 = (t6 + 1) * h;
+    const u7 = (t7 + 1) * h;
+    const j0 = piece(u0);
+    const j1 = piece(u1);
+    const j2 = piece(u2);
+    const j3 = piece(u3);
+    const j4 = piece(u4);
+    const j5 = piece(u5);
+    const j6 = piece(u6);
+    const j7 = piece(u7);
     // Row starts, and each point in its piece's coordinate on [-1, 1].
-    const o0 = j0 * R; const o1 = j1 * R; const o2 = j2 * R; const o3 = j3 * R;
-    const o4 = j4 * R; const o5 = j5 * R; const o6 = j6 * R; const o7 = j7 * R;
-    const y0 = 2 * (u0 - j0) - 1; const y1 = 2 * (u1 - j1) - 1; const y2 = 2 * (u2 - j2) - 1; const y3 = 2 * (u3 - j3) - 1;
-    const y4 = 2 * (u4 - j4) - 1; const y5 = 2 * (u5 - j5) - 1; const y6 = 2 * (u6 - j6) - 1; const y7 = 2 * (u7 - j7) - 1;
-    let a0 = table[o0]; let a1 = table[o1]; let a2 = table[o2]; let a3 = table[o3];
-    let a4 = table[o4]; let a5 = table[o5]; let a6 = table[o6]; let a7 = table[o7];
+    const o0 = j0 * R;
+    const o1 = j1 * R;
+    const o2 = j2 * R;
+    const o3 = j3 * R;
+    const o4 = j4 * R;
+    const o5 = j5 * R;
+    const o6 = j6 * R;
+    const o7 = j7 * R;
+    const y0 = 2 * (u0 - j0) - 1;
+    const y1 = 2 * (u1 - j1) - 1;
+    const y2 = 2 * (u2 - j2) - 1;
+    const y3 = 2 * (u3 - j3) - 1;
+    const y4 = 2 * (u4 - j4) - 1;
+    const y5 = 2 * (u5 - j5) - 1;
+    const y6 = 2 * (u6 - j6) - 1;
+    const y7 = 2 * (u7 - j7) - 1;
+    let a0 = table[o0];
+    let a1 = table[o1];
+    let a2 = table[o2];
+    let a3 = table[o3];
+    let a4 = table[o4];
+    let a5 = table[o5];
+    let a6 = table[o6];
+    let a7 = table[o7];
     for (let k = 1; k < R; k++) {
-      a0 = a0 * y0 + table[o0 + k]; a1 = a1 * y1 + table[o1 + k];
-      a2 = a2 * y2 + table[o2 + k]; a3 = a3 * y3 + table[o3 + k];
-      a4 = a4 * y4 + table[o4 + k]; a5 = a5 * y5 + table[o5 + k];
-      a6 = a6 * y6 + table[o6 + k]; a7 = a7 * y7 + table[o7 + k];
+      a0 = a0 * y0 + table[o0 + k];
+      a1 = a1 * y1 + table[o1 + k];
+      a2 = a2 * y2 + table[o2 + k];
+      a3 = a3 * y3 + table[o3 + k];
+      a4 = a4 * y4 + table[o4 + k];
+      a5 = a5 * y5 + table[o5 + k];
+      a6 = a6 * y6 + table[o6 + k];
+      a7 = a7 * y7 + table[o7 + k];
     }
     out[i] = t0 >= -1 && t0 <= 1 ? a0 : chebvalUnit(t0, c);
     out[i + s] = t1 >= -1 && t1 <= 1 ? a1 : chebvalUnit(t1, c);
@@ -266,7 +372,10 @@ export function chebvalPieces(xs: ArrayLike<number>, out: Float32Array | Float64
   }
   for (; i < n; i += stride) {
     const t = xs[i] * scale + shift;
-    if (!(t >= -1 && t <= 1)) { out[i] = chebvalUnit(t, c); continue; }
+    if (!(t >= -1 && t <= 1)) {
+      out[i] = chebvalUnit(t, c);
+      continue;
+    }
     const u = (t + 1) * h;
     const j = piece(u);
     const y = 2 * (u - j) - 1;

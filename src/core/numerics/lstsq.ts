@@ -22,8 +22,13 @@ export interface WeightedFits {
  * Fits y ~ sum c_k T_k(t(x)) minimising sum w_i (y_i - p(x_i))^2, for all degrees up to maxDeg.
  * Points with zero weight do not influence the fit (numpy's weighted-fit invariant).
  */
-export function chebfitWeightedAll(xs: ArrayLike<number>, ys: ArrayLike<number>, ws: ArrayLike<number>,
-  maxDeg: number, iv: Interval): WeightedFits {
+export function chebfitWeightedAll(
+  xs: ArrayLike<number>,
+  ys: ArrayLike<number>,
+  ws: ArrayLike<number>,
+  maxDeg: number,
+  iv: Interval,
+): WeightedFits {
   const m0 = xs.length;
   let wsum = 0;
   for (let i = 0; i < m0; i++) {
@@ -61,7 +66,10 @@ export function chebfitWeightedAll(xs: ArrayLike<number>, ys: ArrayLike<number>,
     let norm = 0;
     for (let r = k; r < m; r++) norm += A[col + r] * A[col + r];
     norm = Math.sqrt(norm);
-    if (norm === 0) { rdiag[k] = 0; continue; }
+    if (norm === 0) {
+      rdiag[k] = 0;
+      continue;
+    }
     const alpha = A[col + k] > 0 ? -norm : norm;
     // v = x - alpha e1, stored in place of column k below the diagonal.
     A[col + k] -= alpha;
@@ -98,6 +106,9 @@ export function chebfitWeightedAll(xs: ArrayLike<number>, ys: ArrayLike<number>,
   }
   let dmax = 0;
   let dmin = Infinity;
-  for (let k = 0; k < n; k++) { dmax = Math.max(dmax, Math.abs(rdiag[k])); dmin = Math.min(dmin, Math.abs(rdiag[k])); }
+  for (let k = 0; k < n; k++) {
+    dmax = Math.max(dmax, Math.abs(rdiag[k]));
+    dmin = Math.min(dmin, Math.abs(rdiag[k]));
+  }
   return { coeffs, rms, condition: dmin === 0 ? Infinity : dmax / dmin };
 }

@@ -24,7 +24,13 @@ const MIN_WORK = 1 << 18;
 /** How long the caller waits for a chunk the helper took before doing it itself (a helper that died). */
 const WAIT_MS = 60_000;
 
-interface Buffers { xs: SharedArrayBuffer; out: SharedArrayBuffer; coeffs: SharedArrayBuffer; ivs: SharedArrayBuffer; tables: SharedArrayBuffer }
+interface Buffers {
+  xs: SharedArrayBuffer;
+  out: SharedArrayBuffer;
+  coeffs: SharedArrayBuffer;
+  ivs: SharedArrayBuffer;
+  tables: SharedArrayBuffer;
+}
 
 /** A series' piecewise re-expansion, or none. */
 type Pieces = ReturnType<typeof chebPieces> | null;
@@ -34,7 +40,14 @@ type Pieces = ReturnType<typeof chebPieces> | null;
  * series), and the claim word (see claim), taken by
  * compare-and-swap, so that a thread still on an earlier job can never claim a chunk of the next.
  */
-const SEQ = 0; const ROW = 1; const N = 2; const CH = 3; const K1 = 4; const PER = 5; const NEXT = 6; const ROWS = 7;
+const SEQ = 0;
+const ROW = 1;
+const N = 2;
+const CH = 3;
+const K1 = 4;
+const PER = 5;
+const NEXT = 6;
+const ROWS = 7;
 /** Chunks per evaluation: both threads take the next free one, so a busy second core costs nothing. */
 const MAX_CHUNKS = 32;
 
@@ -104,31 +117,60 @@ class Helper {
   private readonly worker: Worker;
   private seq = 0;
   private bufs: Buffers | null = null;
-  private view: { xs: Float32Array; out: Float32Array; coeffs: Float64Array; ivs: Float64Array; tables: Float64Array } | null = null;
+  private view: {
+    xs: Float32Array;
+    out: Float32Array;
+    coeffs: Float64Array;
+    ivs: Float64Array;
+    tables: Float64Array;
+  } | null = null;
   dead = false;
 
   constructor() {
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    this.worker = new Worker(helperSource(), { eval: true, workerData: { ctrl: this.ctrl.buffer, flags: this.flags.buffer, port: port2 }, transferList: [port2] });
+    this.worker = new Worker(helperSource(), {
+      eval: true,
+      workerData: { ctrl: this.ctrl.buffer, flags: this.flags.buffer, port: port2 },
+      transferList: [port2],
+    });
     this.worker.unref();
     this.port.unref();
-    this.worker.on('error', () => { this.dead = true; });
-    this.worker.on('exit', () => { this.dead = true; });
+    this.worker.on('error', () => {
+      this.dead = true;
+    });
+    this.worker.on('exit', () => {
+      this.dead = true;
+    });
   }
 
   /** Room for n values and the coefficients; new buffers go to the helper with the next job. */
   private ensure(n: number, nc: number, ni: number, nt: number): void {
     const b = this.bufs;
-    if (b && b.xs.byteLength >= 4 * n && b.coeffs.byteLength >= 8 * nc && b.ivs.byteLength >= 8 * ni && b.tables.byteLength >= 8 * nt) return;
+    if (
+      b &&
+      b.xs.byteLength >= 4 * n &&
+      b.coeffs.byteLength >= 8 * nc &&
+      b.ivs.byteLength >= 8 * ni &&
+      b.tables.byteLength >= 8 * nt
+    )
+      return;
     const grow = (old: number, need: number) => Math.max(need, 2 * old);
     const nb: Buffers = {
-      xs: new SharedArrayBuffer(grow(b?.xs.byteLength ?? 0, 4 * n)), out: new SharedArrayBuffer(grow(b?.out.byteLength ?? 0, 4 * n)),
-      coeffs: new SharedArrayBuffer(grow(b?.coeffs.byteLength ?? 0, 8 * nc)), ivs: new SharedArrayBuffer(grow(b?.ivs.byteLength ?? 0, 8 * ni)),
+      xs: new SharedArrayBuffer(grow(b?.xs.byteLength ?? 0, 4 * n)),
+      out: new SharedArrayBuffer(grow(b?.out.byteLength ?? 0, 4 * n)),
+      coeffs: new SharedArrayBuffer(grow(b?.coeffs.byteLength ?? 0, 8 * nc)),
+      ivs: new SharedArrayBuffer(grow(b?.ivs.byteLength ?? 0, 8 * ni)),
       tables: new SharedArrayBuffer(grow(b?.tables.byteLength ?? 0, 8 * Math.max(1, nt))),
     };
     this.bufs = nb;
-    this.view = { xs: new Float32Array(nb.xs), out: new Float32Array(nb.out), coeffs: new Float64Array(nb.coeffs), ivs: new Float64Array(nb.ivs), tables: new Float64Array(nb.tables) };
+    this.view = {
+      xs: new Float32Array(nb.xs),
+      out: new Float32Array(nb.out),
+      coeffs: new Float64Array(nb.coeffs),
+      ivs: new Float64Array(nb.ivs),
+      tables: new Float64Array(nb.tables),
+    };
     this.port.postMessage(nb);
   }
 
@@ -136,8 +178,17 @@ class Helper {
    * Evaluates x (rows of C channels) in chunks of `rows` rows: this thread and the helper each take
    * the next free chunk until none is left; then this thread collects the helper's chunks.
    */
-  run(x: Float32Array, out: Float32Array, C: number, coeffs: ArrayLike<number>[], ivs: { a: number; b: number }[], perChannel: boolean, rows: number,
-    local: (x: Float32Array, out: Float32Array) => void, pieces: Pieces[] | null): number {
+  run(
+    x: Float32Array,
+    out: Float32Array,
+    C: number,
+    coeffs: ArrayLike<number>[],
+    ivs: { a: number; b: number }[],
+    perChannel: boolean,
+    rows: number,
+    local: (x: Float32Array, out: Float32Array) => void,
+    pieces: Pieces[] | null,
+  ): number {
     const K = coeffs[0].length;
     const chunks = Math.ceil(x.length / C / rows);
     // Every series' rows padded to the longest with leading zeros, which leave Horner's rule's values as they are (chebPieces).
@@ -150,19 +201,32 @@ class Helper {
       v.tables.fill(0, 0, coeffs.length * PIECES * R);
       pieces.forEach((p, k) => {
         if (p!.rowLength === R) v.tables.set(p!.table, k * PIECES * R);
-        else for (let j = 0; j < PIECES; j++) v.tables.set(p!.table.subarray(j * p!.rowLength, (j + 1) * p!.rowLength), (k * PIECES + j + 1) * R - p!.rowLength);
+        else
+          for (let j = 0; j < PIECES; j++)
+            v.tables.set(
+              p!.table.subarray(j * p!.rowLength, (j + 1) * p!.rowLength),
+              (k * PIECES + j + 1) * R - p!.rowLength,
+            );
       });
     }
-    ivs.forEach((iv, k) => { v.ivs[2 * k] = iv.a; v.ivs[2 * k + 1] = iv.b; });
+    ivs.forEach((iv, k) => {
+      v.ivs[2 * k] = iv.a;
+      v.ivs[2 * k + 1] = iv.b;
+    });
     const ctrl = this.ctrl;
-    ctrl[ROW] = R; ctrl[N] = x.length; ctrl[CH] = C; ctrl[K1] = K; ctrl[PER] = perChannel ? 1 : 0; ctrl[ROWS] = rows;
+    ctrl[ROW] = R;
+    ctrl[N] = x.length;
+    ctrl[CH] = C;
+    ctrl[K1] = K;
+    ctrl[PER] = perChannel ? 1 : 0;
+    ctrl[ROWS] = rows;
     this.seq = this.seq === 0x7ffff ? 1 : this.seq + 1;
-    Atomics.store(ctrl, NEXT, this.seq << 12 | chunks << 6);
+    Atomics.store(ctrl, NEXT, (this.seq << 12) | (chunks << 6));
     Atomics.store(ctrl, SEQ, this.seq);
     Atomics.notify(ctrl, SEQ);
     const mine = new Uint8Array(chunks);
     const part = (k: number) => [k * rows * C, Math.min(x.length, (k + 1) * rows * C)] as const;
-    for (let k; (k = claim(ctrl, this.seq)) >= 0; ) {
+    for (let k; (k = claim(ctrl, this.seq)) >= 0;) {
       const [lo, hi] = part(k);
       local(x.subarray(lo, hi), out.subarray(lo, hi));
       mine[k] = 1;
@@ -172,8 +236,13 @@ class Helper {
       if (mine[k]) continue;
       const [lo, hi] = part(k);
       const deadline = Date.now() + WAIT_MS;
-      while (Atomics.load(this.flags, k) !== this.seq && !this.dead && Date.now() < deadline) Atomics.wait(this.flags, k, Atomics.load(this.flags, k), 1000);
-      if (Atomics.load(this.flags, k) === this.seq) { out.set(v.out.subarray(lo, hi), lo); theirs++; continue; }
+      while (Atomics.load(this.flags, k) !== this.seq && !this.dead && Date.now() < deadline)
+        Atomics.wait(this.flags, k, Atomics.load(this.flags, k), 1000);
+      if (Atomics.load(this.flags, k) === this.seq) {
+        out.set(v.out.subarray(lo, hi), lo);
+        theirs++;
+        continue;
+      }
       // The helper died or stalls: never trust it again; this chunk is done here.
       this.dead = true;
       local(x.subarray(lo, hi), out.subarray(lo, hi));
@@ -205,8 +274,16 @@ function getHelper(): Helper | null {
  * part on this thread. Returns false when it did nothing (small work, or no helper) so that the
  * caller evaluates everything itself.
  */
-export function evaluateOnTwoCores(x: Float32Array, out: Float32Array, C: number, coeffs: ArrayLike<number>[], ivs: { a: number; b: number }[], perChannel: boolean,
-  local: (x: Float32Array, out: Float32Array) => void, pieces: Pieces[] | null = null): boolean {
+export function evaluateOnTwoCores(
+  x: Float32Array,
+  out: Float32Array,
+  C: number,
+  coeffs: ArrayLike<number>[],
+  ivs: { a: number; b: number }[],
+  perChannel: boolean,
+  local: (x: Float32Array, out: Float32Array) => void,
+  pieces: Pieces[] | null = null,
+): boolean {
   const rows = x.length / C;
   if (x.length * coeffs[0].length < MIN_WORK || rows < 16) return false;
   const h = getHelper();

@@ -7,7 +7,10 @@ import { Interval, PIECES, chebPieces, chebvalPieces, chebvalStrided } from './c
 import { evaluateOnTwoCores } from './polyPool';
 
 /** One polynomial per channel (last axis): channel c uses coeffs[c] on intervals[c]. */
-export interface ChannelFits { intervals: Interval[]; coeffs: number[][] }
+export interface ChannelFits {
+  intervals: Interval[];
+  coeffs: number[][];
+}
 
 /** A polynomial activation: Chebyshev coefficients on [a, b] plus an optional per-channel shift. */
 export interface PolyActivation {
@@ -32,7 +35,12 @@ export function polyTerms(p: PolyActivation): number {
  * the same recurrence as tensor operations (see chebvalStrided), which matters when a deep
  * network's every activation runs at degree 31 on thousands of images.
  */
-export function polyValues(x: Float32Array, C: number, p: PolyActivation, out = new Float32Array(x.length)): Float32Array {
+export function polyValues(
+  x: Float32Array,
+  C: number,
+  p: PolyActivation,
+  out = new Float32Array(x.length),
+): Float32Array {
   const ch = p.channels;
   const series = ch ? ch.coeffs : [p.coeffs];
   const ivs: Interval[] = ch ? ch.intervals : [p];

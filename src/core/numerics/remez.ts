@@ -25,8 +25,14 @@ function solve(M: Float64Array, rhs: Float64Array, n: number): Float64Array {
     let p = k;
     for (let i = k + 1; i < n; i++) if (Math.abs(A[i * n + k]) > Math.abs(A[p * n + k])) p = i;
     if (p !== k) {
-      for (let j = 0; j < n; j++) { const t = A[k * n + j]; A[k * n + j] = A[p * n + j]; A[p * n + j] = t; }
-      const t = b[k]; b[k] = b[p]; b[p] = t;
+      for (let j = 0; j < n; j++) {
+        const t = A[k * n + j];
+        A[k * n + j] = A[p * n + j];
+        A[p * n + j] = t;
+      }
+      const t = b[k];
+      b[k] = b[p];
+      b[p] = t;
     }
     const piv = A[k * n + k];
     if (piv === 0) continue;
@@ -46,8 +52,12 @@ function solve(M: Float64Array, rhs: Float64Array, n: number): Float64Array {
   return x;
 }
 
-export function remez(f: (x: number) => number, deg: number, iv: Interval,
-  opts: { breakpoints?: number[]; maxIter?: number; tol?: number } = {}): MinimaxResult {
+export function remez(
+  f: (x: number) => number,
+  deg: number,
+  iv: Interval,
+  opts: { breakpoints?: number[]; maxIter?: number; tol?: number } = {},
+): MinimaxResult {
   const n = deg;
   const g = (t: number) => f(((iv.b - iv.a) * t + iv.a + iv.b) / 2);
   const maxIter = opts.maxIter ?? 60;
@@ -55,7 +65,10 @@ export function remez(f: (x: number) => number, deg: number, iv: Interval,
   // Dense grid on [-1, 1]: Chebyshev-clustered and uniform points plus breakpoints.
   const G = Math.max(4000, 200 * (n + 2));
   const pts: number[] = [];
-  for (let i = 0; i <= G; i++) { pts.push(-Math.cos((Math.PI * i) / G)); pts.push(-1 + (2 * i) / G); }
+  for (let i = 0; i <= G; i++) {
+    pts.push(-Math.cos((Math.PI * i) / G));
+    pts.push(-1 + (2 * i) / G);
+  }
   for (const bp of opts.breakpoints ?? []) {
     const t = (2 * bp - iv.a - iv.b) / (iv.b - iv.a);
     if (t > -1 && t < 1) pts.push(t);
@@ -66,7 +79,10 @@ export function remez(f: (x: number) => number, deg: number, iv: Interval,
   // Initial reference: Chebyshev extrema of T_{n+1}, bent slightly off-centre. A symmetric
   // reference gives a zero levelled error for even functions (|x|, GELU - x/2) and stalls.
   let ref = new Float64Array(n + 2);
-  for (let i = 0; i < n + 2; i++) { const t = -Math.cos((Math.PI * i) / (n + 1)); ref[i] = t + 0.01 * (1 - t * t); }
+  for (let i = 0; i < n + 2; i++) {
+    const t = -Math.cos((Math.PI * i) / (n + 1));
+    ref[i] = t + 0.01 * (1 - t * t);
+  }
   let coeffs = new Float64Array(n + 1);
   let E = 0;
   let maxErr = Infinity;
@@ -78,10 +94,16 @@ export function remez(f: (x: number) => number, deg: number, iv: Interval,
     const rhs = new Float64Array(N);
     for (let i = 0; i < N; i++) {
       const t = ref[i];
-      let tp = 1; let tc = t;
+      let tp = 1;
+      let tc = t;
       M[i * N] = 1;
       if (n >= 1) M[i * N + 1] = t;
-      for (let k = 2; k <= n; k++) { const tn = 2 * t * tc - tp; M[i * N + k] = tn; tp = tc; tc = tn; }
+      for (let k = 2; k <= n; k++) {
+        const tn = 2 * t * tc - tp;
+        M[i * N + k] = tn;
+        tp = tc;
+        tc = tn;
+      }
       M[i * N + n + 1] = i % 2 === 0 ? 1 : -1;
       rhs[i] = g(t);
     }
@@ -94,26 +116,51 @@ export function remez(f: (x: number) => number, deg: number, iv: Interval,
     let runStart = 0;
     const flush = (lo: number, hi: number) => {
       let best = lo;
-      for (let i = lo; i <= hi; i++) if (Math.abs(fg[i] - chebvalUnit(grid[i], coeffs)) > Math.abs(fg[best] - chebvalUnit(grid[best], coeffs))) best = i;
+      for (let i = lo; i <= hi; i++)
+        if (Math.abs(fg[i] - chebvalUnit(grid[i], coeffs)) > Math.abs(fg[best] - chebvalUnit(grid[best], coeffs)))
+          best = i;
       const s = Math.sign(fg[best] - chebvalUnit(grid[best], coeffs)) || 1;
       let l = grid[Math.max(best - 1, 0)];
       let r = grid[Math.min(best + 1, grid.length - 1)];
       const phi = (Math.sqrt(5) - 1) / 2;
-      let x1 = r - phi * (r - l); let x2 = l + phi * (r - l);
-      let f1 = s * err(x1); let f2 = s * err(x2);
+      let x1 = r - phi * (r - l);
+      let x2 = l + phi * (r - l);
+      let f1 = s * err(x1);
+      let f2 = s * err(x2);
       for (let k = 0; k < 40 && r - l > 1e-15; k++) {
-        if (f1 < f2) { l = x1; x1 = x2; f1 = f2; x2 = l + phi * (r - l); f2 = s * err(x2); }
-        else { r = x2; x2 = x1; f2 = f1; x1 = r - phi * (r - l); f1 = s * err(x1); }
+        if (f1 < f2) {
+          l = x1;
+          x1 = x2;
+          f1 = f2;
+          x2 = l + phi * (r - l);
+          f2 = s * err(x2);
+        } else {
+          r = x2;
+          x2 = x1;
+          f2 = f1;
+          x1 = r - phi * (r - l);
+          f1 = s * err(x1);
+        }
       }
       const cand = [grid[best], x1, x2];
-      let bt = cand[0]; let be = s * err(bt);
-      for (const c of cand) { const v = s * err(c); if (v > be) { be = v; bt = c; } }
+      let bt = cand[0];
+      let be = s * err(bt);
+      for (const c of cand) {
+        const v = s * err(c);
+        if (v > be) {
+          be = v;
+          bt = c;
+        }
+      }
       ext.push({ t: bt, e: s * be });
     };
     let prevSign = Math.sign(fg[0] - chebvalUnit(grid[0], coeffs));
     for (let i = 1; i < grid.length; i++) {
       const sgn = Math.sign(fg[i] - chebvalUnit(grid[i], coeffs));
-      if (sgn !== 0 && prevSign !== 0 && sgn !== prevSign) { flush(runStart, i - 1); runStart = i; }
+      if (sgn !== 0 && prevSign !== 0 && sgn !== prevSign) {
+        flush(runStart, i - 1);
+        runStart = i;
+      }
       if (sgn !== 0) prevSign = sgn;
     }
     flush(runStart, grid.length - 1);
@@ -129,7 +176,11 @@ export function remez(f: (x: number) => number, deg: number, iv: Interval,
     if (ext.length < N) break; // Degenerate: the error already equioscillates on fewer points.
     const minErr = Math.min(...ext.map((x) => Math.abs(x.e)));
     ref = Float64Array.from(ext.map((x) => x.t));
-    if ((maxErr - minErr) / maxErr < tol) { converged = true; it++; break; }
+    if ((maxErr - minErr) / maxErr < tol) {
+      converged = true;
+      it++;
+      break;
+    }
   }
   return { coeffs, maxError: maxErr, levelledError: Math.abs(E), iterations: it, converged };
 }

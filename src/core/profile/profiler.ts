@@ -15,7 +15,9 @@ import { tf } from '../model/backend';
 import { activationNodes, liveAt, size } from '../model/graph';
 import { CHANNEL_RESERVOIR, ChannelStats, StreamingStats, ValueStats } from './stats';
 
-export interface Progress { (fraction: number, message: string): void }
+export interface Progress {
+  (fraction: number, message: string): void;
+}
 
 export interface PassOptions {
   batchSize: number;
@@ -44,49 +46,89 @@ export function gather(ds: Dataset, idx: Int32Array, from: number, n: number): F
  * loop every pass from the input shares (profiling, captures, predictions, streaming means), with
  * cancellation and event-loop yields between batches.
  */
-export async function forEachBatch(ex: Executor, ds: Dataset, idx: Int32Array, run: RunOptions, capture: number[], opts: PassOptions,
-  visit: (from: number, n: number, captured: Map<number, Float32Array>, logits: Float32Array) => void): Promise<void> {
+export async function forEachBatch(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  run: RunOptions,
+  capture: number[],
+  opts: PassOptions,
+  visit: (from: number, n: number, captured: Map<number, Float32Array>, logits: Float32Array) => void,
+): Promise<void> {
   for (let s = 0; s < idx.length; s += opts.batchSize) {
     checkCancel(opts.signal);
     const n = Math.min(opts.batchSize, idx.length - s);
     const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
     let out: ReturnType<Executor['run']>;
-    try { out = ex.run(new Map([[ex.graph.input, x]]), 0, run, capture); } finally { x.dispose(); }
+    try {
+      out = ex.run(new Map([[ex.graph.input, x]]), 0, run, capture);
+    } finally {
+      x.dispose();
+    }
     visit(s, n, out.captured, out.logits);
     opts.onProgress?.((s + n) / idx.length, `${s + n}/${idx.length} samples`);
     await tick();
   }
 }
 
-export async function profileActivations(ex: Executor, ds: Dataset, idx: Int32Array, opts: PassOptions & {
-  reservoir: number; seed: number; run?: RunOptions; only?: number[];
-  /** Also keep per-channel ranges and samples (for per-channel fits; default true). */
-  channels?: boolean;
-}): Promise<Map<number, ValueStats>> {
+export async function profileActivations(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  opts: PassOptions & {
+    reservoir: number;
+    seed: number;
+    run?: RunOptions;
+    only?: number[];
+    /** Also keep per-channel ranges and samples (for per-channel fits; default true). */
+    channels?: boolean;
+  },
+): Promise<Map<number, ValueStats>> {
   const g = ex.graph;
-  const acts = (opts.only ?? activationNodes(g).map((n) => n.id));
+  const acts = opts.only ?? activationNodes(g).map((n) => n.id);
   const inputs = acts.map((a) => g.nodes[a].inputs[0]);
   const stats = new Map(acts.map((a, k) => [a, new StreamingStats(opts.reservoir, opts.seed + 7919 * (k + 1))]));
-  const chans = new Map(opts.channels === false ? [] : acts.map((a, k) => {
-    const shape = g.nodes[a].shape;
-    return [a, new ChannelStats(shape[shape.length - 1], CHANNEL_RESERVOIR, opts.seed + 104729 * (k + 1))];
-  }));
-  await forEachBatch(ex, ds, idx, opts.run ?? {}, inputs, { ...opts, onProgress: (f, m) => opts.onProgress?.(f, `profiled ${m}`) }, (_s, _n, captured) => {
-    acts.forEach((a, k) => { stats.get(a)!.add(captured.get(inputs[k])!); chans.get(a)?.add(captured.get(inputs[k])!); });
-  });
+  const chans = new Map(
+    opts.channels === false
+      ? []
+      : acts.map((a, k) => {
+          const shape = g.nodes[a].shape;
+          return [a, new ChannelStats(shape[shape.length - 1], CHANNEL_RESERVOIR, opts.seed + 104729 * (k + 1))];
+        }),
+  );
+  await forEachBatch(
+    ex,
+    ds,
+    idx,
+    opts.run ?? {},
+    inputs,
+    { ...opts, onProgress: (f, m) => opts.onProgress?.(f, `profiled ${m}`) },
+    (_s, _n, captured) => {
+      acts.forEach((a, k) => {
+        stats.get(a)!.add(captured.get(inputs[k])!);
+        chans.get(a)?.add(captured.get(inputs[k])!);
+      });
+    },
+  );
   // The original model with finite weights and data (both checked at loading) can still overflow
   // float32; every statistic after that would be nonsense, so stop at the first layer it reaches.
   for (const a of acts) {
     const bad = stats.get(a)!.nonFiniteCount;
     if (bad) {
-      throw new UserError('MODEL_NONFINITE', `the original model's values reaching ${g.nodes[a].name} are not finite (${bad} NaN or infinite values on the calibration data)`,
-        'check the input preprocessing (--input-scale, --input-mean/--input-std) the model was trained with, and that its weights are the trained ones');
+      throw new UserError(
+        'MODEL_NONFINITE',
+        `the original model's values reaching ${g.nodes[a].name} are not finite (${bad} NaN or infinite values on the calibration data)`,
+        'check the input preprocessing (--input-scale, --input-mean/--input-std) the model was trained with, and that its weights are the trained ones',
+      );
     }
   }
   return new Map([...stats].map(([a, st]) => [a, { ...st.result(), channels: chans.get(a)?.result() }]));
 }
 
-export interface Scores { accuracy: number; agreement: number }
+export interface Scores {
+  accuracy: number;
+  agreement: number;
+}
 
 /**
  * The held-out samples' values at chosen cuts (activations), their labels and the original
@@ -113,7 +155,12 @@ export class HeldoutCache {
   }
 
   /** Runs the original model over the held-out samples once, keeping every value the `cuts` need. */
-  static async build(ex: Executor, ds: Dataset, idx: Int32Array, opts: PassOptions & { cuts: number[] }): Promise<HeldoutCache> {
+  static async build(
+    ex: Executor,
+    ds: Dataset,
+    idx: Int32Array,
+    opts: PassOptions & { cuts: number[] },
+  ): Promise<HeldoutCache> {
     const g = ex.graph;
     const live = new Set<number>();
     for (const c of opts.cuts) for (const id of liveAt(g, c)) live.add(id);
@@ -121,10 +168,18 @@ export class HeldoutCache {
     const labels = ds.labels ? Int32Array.from(idx, (i) => ds.labels![i]) : null;
     const cache = new HeldoutCache(ex, idx.length, labels, opts.batchSize);
     for (const id of live) cache.values.set(id, new Float32Array(idx.length * size(g.nodes[id].shape)));
-    await forEachBatch(ex, ds, idx, {}, [...live], { ...opts, onProgress: (f, m) => opts.onProgress?.(f, `cached held-out ${m}`) }, (s, n, captured, logits) => {
-      for (const id of live) cache.values.get(id)!.set(captured.get(id)!, s * size(g.nodes[id].shape));
-      argmaxInto(logits, n, cache.reference, s);
-    });
+    await forEachBatch(
+      ex,
+      ds,
+      idx,
+      {},
+      [...live],
+      { ...opts, onProgress: (f, m) => opts.onProgress?.(f, `cached held-out ${m}`) },
+      (s, n, captured, logits) => {
+        for (const id of live) cache.values.get(id)!.set(captured.get(id)!, s * size(g.nodes[id].shape));
+        argmaxInto(logits, n, cache.reference, s);
+      },
+    );
     return cache;
   }
 
@@ -149,8 +204,13 @@ export class HeldoutCache {
    * onward with `run`'s replacements, every earlier value taken from the cache. Each batch's
    * `capture`d values and logits go to `visit` (nothing of the size of the data is kept).
    */
-  async predictFrom(cut: number, run: RunOptions, signal?: AbortSignal, capture: number[] = [],
-    visit?: (from: number, n: number, captured: Map<number, Float32Array>, logits: Float32Array) => void): Promise<Int32Array> {
+  async predictFrom(
+    cut: number,
+    run: RunOptions,
+    signal?: AbortSignal,
+    capture: number[] = [],
+    visit?: (from: number, n: number, captured: Map<number, Float32Array>, logits: Float32Array) => void,
+  ): Promise<Int32Array> {
     const g = this.ex.graph;
     const live = liveAt(g, cut);
     const pred = new Int32Array(this.count);
@@ -165,7 +225,11 @@ export class HeldoutCache {
         given.set(id, tf.tensor(vals.subarray(s * per, (s + n) * per), [n, ...g.nodes[id].shape]));
       }
       let out: ReturnType<Executor['run']>;
-      try { out = this.ex.run(given, cut, run, capture); } finally { given.forEach((t) => t.dispose()); }
+      try {
+        out = this.ex.run(given, cut, run, capture);
+      } finally {
+        given.forEach((t) => t.dispose());
+      }
       argmaxInto(out.logits, n, pred, s);
       visit?.(s, n, out.captured, out.logits);
       if ((s / this.batchSize) % 4 === 3) await tick();
@@ -185,17 +249,32 @@ export function argmaxInto(logits: Float32Array, n: number, out: Int32Array, off
 }
 
 /** Top-1 predictions of a full run (from the input) over samples `idx`, e.g. with max pooling swapped. */
-export async function predictFull(ex: Executor, ds: Dataset, idx: Int32Array, run: RunOptions, opts: PassOptions): Promise<Int32Array> {
+export async function predictFull(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  run: RunOptions,
+  opts: PassOptions,
+): Promise<Int32Array> {
   const pred = new Int32Array(idx.length);
   await forEachBatch(ex, ds, idx, run, [], opts, (s, n, _c, logits) => argmaxInto(logits, n, pred, s));
   return pred;
 }
 
 /** Values of nodes `ids` for samples `idx` (batch-major), with `run`'s replacements upstream, in one pass. */
-export async function captureValues(ex: Executor, ds: Dataset, idx: Int32Array, ids: number[], run: RunOptions, opts: PassOptions): Promise<Map<number, Float32Array>> {
+export async function captureValues(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  ids: number[],
+  run: RunOptions,
+  opts: PassOptions,
+): Promise<Map<number, Float32Array>> {
   const per = ids.map((id) => size(ex.graph.nodes[id].shape));
   const out = new Map(ids.map((id, k) => [id, new Float32Array(idx.length * per[k])]));
-  await forEachBatch(ex, ds, idx, run, ids, opts, (s, _n, captured) => ids.forEach((id, k) => out.get(id)!.set(captured.get(id)!, s * per[k])));
+  await forEachBatch(ex, ds, idx, run, ids, opts, (s, _n, captured) =>
+    ids.forEach((id, k) => out.get(id)!.set(captured.get(id)!, s * per[k])),
+  );
   return out;
 }
 
@@ -203,7 +282,14 @@ export async function captureValues(ex: Executor, ds: Dataset, idx: Int32Array, 
  * Per-channel (last axis) means of nodes `ids` over samples `idx`, streamed batch by batch (the
  * values themselves are never held: at ResNet sizes they would not fit).
  */
-export async function channelMeans(ex: Executor, ds: Dataset, idx: Int32Array, ids: number[], run: RunOptions, opts: PassOptions): Promise<Map<number, Float64Array>> {
+export async function channelMeans(
+  ex: Executor,
+  ds: Dataset,
+  idx: Int32Array,
+  ids: number[],
+  run: RunOptions,
+  opts: PassOptions,
+): Promise<Map<number, Float64Array>> {
   const g = ex.graph;
   const sums = new Map(ids.map((id) => [id, new Float64Array(g.nodes[id].shape[g.nodes[id].shape.length - 1])]));
   await forEachBatch(ex, ds, idx, run, ids, opts, (_s, _n, captured) => {
@@ -216,7 +302,7 @@ export async function channelMeans(ex: Executor, ds: Dataset, idx: Int32Array, i
   });
   for (const id of ids) {
     const sum = sums.get(id)!;
-    const n = idx.length * size(g.nodes[id].shape) / sum.length;
+    const n = (idx.length * size(g.nodes[id].shape)) / sum.length;
     for (let c = 0; c < sum.length; c++) sum[c] /= n;
   }
   return sums;
@@ -233,7 +319,13 @@ export class Sweep {
   private cut = 0;
   private live = new Map<number, Float32Array>();
 
-  constructor(private readonly ex: Executor, ds: Dataset, private readonly idx: Int32Array, private readonly batchSize: number, private readonly signal?: AbortSignal) {
+  constructor(
+    private readonly ex: Executor,
+    ds: Dataset,
+    private readonly idx: Int32Array,
+    private readonly batchSize: number,
+    private readonly signal?: AbortSignal,
+  ) {
     this.live.set(ex.graph.input, gather(ds, idx, 0, idx.length));
   }
 
@@ -253,9 +345,18 @@ export class Sweep {
       for (let s = 0; s < this.idx.length; s += this.batchSize) {
         checkCancel(this.signal);
         const n = Math.min(this.batchSize, this.idx.length - s);
-        const given = new Map(have.map((id) => [id, tf.tensor(this.live.get(id)!.subarray(s * per(id), (s + n) * per(id)), [n, ...g.nodes[id].shape])]));
+        const given = new Map(
+          have.map((id) => [
+            id,
+            tf.tensor(this.live.get(id)!.subarray(s * per(id), (s + n) * per(id)), [n, ...g.nodes[id].shape]),
+          ]),
+        );
         let captured: Map<number, Float32Array>;
-        try { captured = this.ex.runSegment(given, from, to - 1, run, compute); } finally { given.forEach((t) => t.dispose()); }
+        try {
+          captured = this.ex.runSegment(given, from, to - 1, run, compute);
+        } finally {
+          given.forEach((t) => t.dispose());
+        }
         for (const id of compute) next.get(id)!.set(captured.get(id)!, s * per(id));
         if ((s / this.batchSize) % 4 === 3) await tick();
       }

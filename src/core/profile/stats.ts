@@ -6,7 +6,11 @@
  */
 import { Rng } from '../rng';
 
-export interface Histogram { lo: number; width: number; counts: number[] }
+export interface Histogram {
+  lo: number;
+  width: number;
+  counts: number[];
+}
 
 export interface ValueStats {
   count: number;
@@ -26,7 +30,11 @@ export interface ValueStats {
 /** Values kept per channel: 16x oversampling at degree 63; 2048 fitted no better on the examples (bench/fitQuality) and took twice as long. */
 export const CHANNEL_RESERVOIR = 1024;
 
-export interface ChannelSamples { min: Float32Array; max: Float32Array; samples: Float32Array[] }
+export interface ChannelSamples {
+  min: Float32Array;
+  max: Float32Array;
+  samples: Float32Array[];
+}
 
 /**
  * Exact min/max and a uniform reservoir sample (Algorithm R) per channel, the channel being the
@@ -40,7 +48,11 @@ export class ChannelStats {
   private readonly seen: Float64Array;
   private readonly rng: Rng;
 
-  constructor(readonly C: number, readonly perChannel: number, seed: number) {
+  constructor(
+    readonly C: number,
+    readonly perChannel: number,
+    seed: number,
+  ) {
     this.min = new Float32Array(C).fill(Infinity);
     this.max = new Float32Array(C).fill(-Infinity);
     this.res = Array.from({ length: C }, () => new Float32Array(perChannel));
@@ -99,14 +111,19 @@ export class StreamingStats {
   }
 
   /** Number of NaN/Inf values seen (they are not counted in the statistics). */
-  get nonFiniteCount(): number { return this.nonFinite; }
+  get nonFiniteCount(): number {
+    return this.nonFinite;
+  }
 
   add(values: Float32Array): void {
     let bmin = Infinity;
     let bmax = -Infinity;
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
-      if (!Number.isFinite(v)) { this.nonFinite++; continue; }
+      if (!Number.isFinite(v)) {
+        this.nonFinite++;
+        continue;
+      }
       if (v < bmin) bmin = v;
       if (v > bmax) bmax = v;
     }
@@ -144,7 +161,10 @@ export class StreamingStats {
     const needHi = Math.max(vmax, this.lo + (BINS - 0.5) * this.width);
     let w = this.width;
     let lo: number;
-    do { w *= 2; lo = Math.floor(needLo / w) * w; } while (lo + BINS * w <= needHi);
+    do {
+      w *= 2;
+      lo = Math.floor(needLo / w) * w;
+    } while (lo + BINS * w <= needHi);
     const old = Float64Array.from(this.bins);
     this.bins.fill(0);
     for (let i = 0; i < BINS; i++) {
@@ -163,7 +183,8 @@ export class StreamingStats {
     const variance = n ? Math.max(0, this.sumSq / n - mean * mean) : 0;
     const sample = this.reservoir.slice(0, this.filled);
     const sorted = Float32Array.from(sample).sort();
-    const pct = (p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : 0);
+    const pct = (p: number) =>
+      sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : 0;
     const percentiles: Record<string, number> = {};
     for (const p of [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9]) percentiles[`p${p}`] = pct(p);
     let first = 0;
@@ -171,8 +192,17 @@ export class StreamingStats {
     while (first < last && this.bins[first] === 0) first++;
     while (last > first && this.bins[last] === 0) last--;
     return {
-      count: n, min: n ? this.min : 0, max: n ? this.max : 0, mean, std: Math.sqrt(variance), percentiles,
-      histogram: { lo: this.lo + first * this.width, width: this.width, counts: Array.from(this.bins.subarray(first, last + 1)) },
+      count: n,
+      min: n ? this.min : 0,
+      max: n ? this.max : 0,
+      mean,
+      std: Math.sqrt(variance),
+      percentiles,
+      histogram: {
+        lo: this.lo + first * this.width,
+        width: this.width,
+        counts: Array.from(this.bins.subarray(first, last + 1)),
+      },
       sample,
     };
   }

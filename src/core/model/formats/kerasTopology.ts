@@ -10,19 +10,53 @@ import { Graph, GraphNode, Op, size } from '../graph';
 import { finishGraph, outDim } from '../passes';
 import { NamedWeight } from '../weights';
 
-export interface KerasTopology { class_name: string; config: any }
+export interface KerasTopology {
+  class_name: string;
+  config: any;
+}
 
 type Cfg = Record<string, any>;
-interface LayerEntry { className: string; name: string; config: Cfg; inbound: string[] }
+interface LayerEntry {
+  className: string;
+  name: string;
+  config: Cfg;
+  inbound: string[];
+}
 
-export const SUPPORTED_LAYERS = ['InputLayer', 'Dense', 'Conv2D', 'DepthwiseConv2D', 'AveragePooling2D', 'MaxPooling2D',
-  'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten', 'Reshape', 'ZeroPadding2D', 'BatchNormalization', 'Add', 'Concatenate',
-  'Activation', 'ReLU', 'LeakyReLU', 'ELU', 'Softmax', 'Dropout'];
+export const SUPPORTED_LAYERS = [
+  'InputLayer',
+  'Dense',
+  'Conv2D',
+  'DepthwiseConv2D',
+  'AveragePooling2D',
+  'MaxPooling2D',
+  'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D',
+  'Flatten',
+  'Reshape',
+  'ZeroPadding2D',
+  'BatchNormalization',
+  'Add',
+  'Concatenate',
+  'Activation',
+  'ReLU',
+  'LeakyReLU',
+  'ELU',
+  'Softmax',
+  'Dropout',
+];
 
 const ALIASES: Record<string, string> = {
-  Convolution2D: 'Conv2D', AvgPool2D: 'AveragePooling2D', AveragePooling2D: 'AveragePooling2D',
-  MaxPool2D: 'MaxPooling2D', GlobalAvgPool2D: 'GlobalAveragePooling2D', GlobalMaxPool2D: 'GlobalMaxPooling2D', SpatialDropout2D: 'Dropout',
-  GaussianNoise: 'Dropout', GaussianDropout: 'Dropout', AlphaDropout: 'Dropout',
+  Convolution2D: 'Conv2D',
+  AvgPool2D: 'AveragePooling2D',
+  AveragePooling2D: 'AveragePooling2D',
+  MaxPool2D: 'MaxPooling2D',
+  GlobalAvgPool2D: 'GlobalAveragePooling2D',
+  GlobalMaxPool2D: 'GlobalMaxPooling2D',
+  SpatialDropout2D: 'Dropout',
+  GaussianNoise: 'Dropout',
+  GaussianDropout: 'Dropout',
+  AlphaDropout: 'Dropout',
 };
 
 /** The largest dimension a layer may declare: beyond it the file is damaged, not a model. */
@@ -34,11 +68,22 @@ const MAX_DIM = 1 << 24;
  * crash the backend or, worse, run with a default in their place.
  */
 class ConfigReader {
-  constructor(private readonly model: string, private readonly where: string, readonly c: Cfg) {}
+  constructor(
+    private readonly model: string,
+    private readonly where: string,
+    readonly c: Cfg,
+  ) {}
   private bad(key: string, want: string): never {
-    fail(this.model, `${this.where}: ${key} is ${JSON.stringify(this.c[key]) ?? 'missing'}, not ${want}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+    fail(
+      this.model,
+      `${this.where}: ${key} is ${JSON.stringify(this.c[key]) ?? 'missing'}, not ${want}`,
+      're-export the model; its model.json is damaged or hand-edited',
+      'MODEL_UNREADABLE',
+    );
   }
-  private isInt(v: unknown, min: number): v is number { return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= MAX_DIM; }
+  private isInt(v: unknown, min: number): v is number {
+    return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= MAX_DIM;
+  }
   /** An integer in min..MAX_DIM (`dflt` when absent). */
   int(key: string, min = 1, dflt?: number): number {
     const v = this.c[key];
@@ -51,13 +96,15 @@ class ConfigReader {
     const v = this.c[key];
     if ((v === undefined || v === null) && dflt !== undefined) return [dflt, dflt];
     if (this.isInt(v, min)) return [v, v];
-    if (Array.isArray(v) && (v.length === 1 || v.length === 2) && v.every((x) => this.isInt(x, min))) return [v[0], v[1] ?? v[0]];
+    if (Array.isArray(v) && (v.length === 1 || v.length === 2) && v.every((x) => this.isInt(x, min)))
+      return [v[0], v[1] ?? v[0]];
     this.bad(key, `an integer >= ${min} or a pair of them`);
   }
   num(key: string, dflt: number, min = -Infinity): number {
     const v = this.c[key];
     if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min) this.bad(key, `a finite number${min > -Infinity ? ` >= ${min}` : ''}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min)
+      this.bad(key, `a finite number${min > -Infinity ? ` >= ${min}` : ''}`);
     return v;
   }
   bool(key: string, dflt: boolean): boolean {
@@ -87,19 +134,34 @@ class ConfigReader {
   }
 }
 
-function fail(model: string, msg: string, fix: string, code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED'): never {
+function fail(
+  model: string,
+  msg: string,
+  fix: string,
+  code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED',
+): never {
   throw new UserError(code, `${model}: ${msg}`, fix);
 }
 
 /** Parses Keras 2 (`[[name, node, tensor, kwargs], ...]`) and Keras 3 (`{args: [...]}`) inbound nodes. */
 function parseInbound(raw: unknown, model: string, layer: string): string[] {
   if (!Array.isArray(raw) || raw.length === 0) return [];
-  if (raw.length > 1) fail(model, `layer '${layer}' is called more than once (shared layer)`, 'give each call its own layer; shared layers are not supported');
+  if (raw.length > 1)
+    fail(
+      model,
+      `layer '${layer}' is called more than once (shared layer)`,
+      'give each call its own layer; shared layers are not supported',
+    );
   const node = raw[0];
   const refs: string[] = [];
   const visit = (x: any) => {
     if (Array.isArray(x) && typeof x[0] === 'string') {
-      if ((x[1] ?? 0) !== 0 || (x[2] ?? 0) !== 0) fail(model, `layer '${layer}' reads output ${x[1]}/${x[2]} of '${x[0]}'`, 'use single-output layers without sharing');
+      if ((x[1] ?? 0) !== 0 || (x[2] ?? 0) !== 0)
+        fail(
+          model,
+          `layer '${layer}' reads output ${x[1]}/${x[2]} of '${x[0]}'`,
+          'use single-output layers without sharing',
+        );
       refs.push(x[0]);
     } else if (x && typeof x === 'object' && x.class_name === '__keras_tensor__') {
       refs.push(x.config.keras_history[0]);
@@ -112,20 +174,30 @@ function parseInbound(raw: unknown, model: string, layer: string): string[] {
 
 /** Layer k of the topology is an object with a class name, a config object and a name. */
 function checkEntry(model: string, l: unknown, k: number, functional: boolean): asserts l is Cfg {
-  const bad = (what: string) => fail(model, `layer ${k} of the topology ${what}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+  const bad = (what: string) =>
+    fail(
+      model,
+      `layer ${k} of the topology ${what}`,
+      're-export the model; its model.json is damaged or hand-edited',
+      'MODEL_UNREADABLE',
+    );
   if (!l || typeof l !== 'object' || Array.isArray(l)) bad('is not an object');
   const e = l as Cfg;
   if (typeof e.class_name !== 'string' || !e.class_name) bad('has no class_name');
   if (!e.config || typeof e.config !== 'object' || Array.isArray(e.config)) bad(`('${e.class_name}') has no config`);
-  const name = functional ? e.name ?? e.config.name : e.config.name ?? e.name;
+  const name = functional ? (e.name ?? e.config.name) : (e.config.name ?? e.name);
   if (typeof name !== 'string' || !name) bad(`('${e.class_name}') has no name`);
 }
 
-function layerEntries(model: string, topology: KerasTopology): { entries: LayerEntry[]; inputName: string; outputName: string } {
+function layerEntries(
+  model: string,
+  topology: KerasTopology,
+): { entries: LayerEntry[]; inputName: string; outputName: string } {
   const cls = topology.class_name;
   if (cls === 'Sequential') {
     const raw: Cfg[] = Array.isArray(topology.config) ? topology.config : topology.config.layers;
-    if (!Array.isArray(raw) || raw.length === 0) fail(model, 'Sequential model has no layers', 'save a model with at least one layer', 'MODEL_UNREADABLE');
+    if (!Array.isArray(raw) || raw.length === 0)
+      fail(model, 'Sequential model has no layers', 'save a model with at least one layer', 'MODEL_UNREADABLE');
     const entries: LayerEntry[] = [];
     let prev: string | null = null;
     for (const [k, l] of raw.entries()) {
@@ -133,7 +205,12 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
       const name = l.config.name ?? l.name;
       if (prev === null && l.class_name !== 'InputLayer') {
         const shape = l.config.batch_input_shape ?? l.config.batch_shape;
-        if (!Array.isArray(shape)) fail(model, `first layer '${name}' has no batch_input_shape`, 'build the model with an inputShape on its first layer');
+        if (!Array.isArray(shape))
+          fail(
+            model,
+            `first layer '${name}' has no batch_input_shape`,
+            'build the model with an inputShape on its first layer',
+          );
         entries.push({ className: 'InputLayer', name: '__input__', config: { batch_input_shape: shape }, inbound: [] });
         prev = '__input__';
       }
@@ -146,16 +223,31 @@ function layerEntries(model: string, topology: KerasTopology): { entries: LayerE
     const c = topology.config;
     const ins = c.input_layers as unknown[];
     const outs = c.output_layers as unknown[];
-    const flat = (x: unknown): string[] => (Array.isArray(x) && typeof x[0] === 'string' ? [x[0]] : Array.isArray(x) ? x.flatMap(flat) : []);
+    const flat = (x: unknown): string[] =>
+      Array.isArray(x) && typeof x[0] === 'string' ? [x[0]] : Array.isArray(x) ? x.flatMap(flat) : [];
     const inNames = flat(ins);
     const outNames = flat(outs);
     if (inNames.length !== 1 || outNames.length !== 1) {
-      fail(model, `functional model has ${inNames.length} inputs and ${outNames.length} outputs`, 'he-approx supports models with one input and one output');
+      fail(
+        model,
+        `functional model has ${inNames.length} inputs and ${outNames.length} outputs`,
+        'he-approx supports models with one input and one output',
+      );
     }
-    if (!Array.isArray(c.layers)) fail(model, 'functional model has no layers list', 're-export the model; its model.json is damaged', 'MODEL_UNREADABLE');
+    if (!Array.isArray(c.layers))
+      fail(
+        model,
+        'functional model has no layers list',
+        're-export the model; its model.json is damaged',
+        'MODEL_UNREADABLE',
+      );
     (c.layers as unknown[]).forEach((l, k) => checkEntry(model, l, k, true));
-    const entries = (c.layers as Cfg[]).map((l) => ({ className: l.class_name, name: l.name ?? l.config.name, config: l.config,
-      inbound: parseInbound(l.inbound_nodes, model, l.name ?? l.config.name) }));
+    const entries = (c.layers as Cfg[]).map((l) => ({
+      className: l.class_name,
+      name: l.name ?? l.config.name,
+      config: l.config,
+      inbound: parseInbound(l.inbound_nodes, model, l.name ?? l.config.name),
+    }));
     return { entries, inputName: inNames[0], outputName: outNames[0] };
   }
   fail(model, `model class '${cls}' is not supported`, 'save a Sequential or functional (tf.model) layers model');
@@ -178,18 +270,29 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
   const byName = new Map(entries.map((e) => [e.name, e]));
   if (byName.size !== entries.length) {
     const dup = entries.find((e, k) => entries.findIndex((f) => f.name === e.name) !== k)!;
-    fail(model, `two layers are named '${dup.name}'`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+    fail(
+      model,
+      `two layers are named '${dup.name}'`,
+      're-export the model; its model.json is damaged or hand-edited',
+      'MODEL_UNREADABLE',
+    );
   }
   const used = new Set<string>();
   const getW = (layer: string, param: string, shape: number[]): Float32Array => {
     const w = kerasWeight(weights, layer, param);
     if (!w) {
-      throw new UserError('WEIGHTS_MISSING', `${model}: layer '${layer}' needs weight '${layer}/${param}' but the weights manifest has none`,
-        're-export the model so that model.json and its weight shards match');
+      throw new UserError(
+        'WEIGHTS_MISSING',
+        `${model}: layer '${layer}' needs weight '${layer}/${param}' but the weights manifest has none`,
+        're-export the model so that model.json and its weight shards match',
+      );
     }
     if (w.shape.length !== shape.length || w.shape.some((v, i) => shape[i] !== -1 && v !== shape[i])) {
-      throw new UserError('WEIGHTS_MISMATCH', `${model}: weight '${w.name}' has shape [${w.shape}] but layer '${layer}' needs [${shape.map((v) => (v < 0 ? '?' : v))}]`,
-        're-export the model so that model.json and its weight shards match');
+      throw new UserError(
+        'WEIGHTS_MISMATCH',
+        `${model}: weight '${w.name}' has shape [${w.shape}] but layer '${layer}' needs [${shape.map((v) => (v < 0 ? '?' : v))}]`,
+        're-export the model so that model.json and its weight shards match',
+      );
     }
     used.add(w.name);
     return w.data;
@@ -198,14 +301,29 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
   const idOf = new Map<string, number>();
   const notes: string[] = [];
   const visiting = new Set<string>();
-  const add = (n: Omit<GraphNode, 'id'>): number => { nodes.push({ ...n, id: nodes.length }); return nodes.length - 1; };
+  const add = (n: Omit<GraphNode, 'id'>): number => {
+    nodes.push({ ...n, id: nodes.length });
+    return nodes.length - 1;
+  };
 
   const build = (name: string): number => {
     const done = idOf.get(name);
     if (done !== undefined) return done;
     const e = byName.get(name);
-    if (!e) fail(model, `a layer reads from '${name}', which does not exist`, 're-export the model; its topology is inconsistent', 'MODEL_UNREADABLE');
-    if (visiting.has(name)) fail(model, `cycle through layer '${name}'`, 're-export the model; its topology is inconsistent', 'MODEL_UNREADABLE');
+    if (!e)
+      fail(
+        model,
+        `a layer reads from '${name}', which does not exist`,
+        're-export the model; its topology is inconsistent',
+        'MODEL_UNREADABLE',
+      );
+    if (visiting.has(name))
+      fail(
+        model,
+        `cycle through layer '${name}'`,
+        're-export the model; its topology is inconsistent',
+        'MODEL_UNREADABLE',
+      );
     visiting.add(name);
     const ins = e.inbound.map(build);
     visiting.delete(name);
@@ -213,7 +331,8 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
     idOf.set(name, id);
     return id;
   };
-  if (byName.get(inputName)?.className !== 'InputLayer') fail(model, `input '${inputName}' is not an InputLayer`, 're-export the model', 'MODEL_UNREADABLE');
+  if (byName.get(inputName)?.className !== 'InputLayer')
+    fail(model, `input '${inputName}' is not an InputLayer`, 're-export the model', 'MODEL_UNREADABLE');
   const inputId = build(inputName);
   const output = build(outputName);
   const unusedWeights = weights.filter((w) => !used.has(w.name)).map((w) => w.name);
@@ -221,9 +340,14 @@ export function kerasGraph(model: string, topology: KerasTopology, weights: Name
   return finishGraph(topology.config?.name ?? model, nodes, inputId, output, notes);
 }
 
-function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphNode[],
+function convertLayer(
+  model: string,
+  e: LayerEntry,
+  ins: number[],
+  nodes: GraphNode[],
   add: (n: Omit<GraphNode, 'id'>) => number,
-  getW: (layer: string, param: string, shape: number[]) => Float32Array): number {
+  getW: (layer: string, param: string, shape: number[]) => Float32Array,
+): number {
   const cls = ALIASES[e.className] ?? e.className;
   const c = e.config ?? {};
   const where = `layer '${e.name}' (${e.className})`;
@@ -231,10 +355,16 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
   const inShape = ins.length ? nodes[ins[0]].shape : [];
   const node = (spec: Op, shape: number[], name = e.name, inputs = ins) => {
     // Kernels larger than their input, strides beyond it: an empty or fractional output.
-    if (shape.some((d) => !Number.isInteger(d) || d < 1)) fail(model, `${where} outputs shape [${shape}] from input [${inShape}]`, 'check the layer\'s kernel, stride and padding against its input');
+    if (shape.some((d) => !Number.isInteger(d) || d < 1))
+      fail(
+        model,
+        `${where} outputs shape [${shape}] from input [${inShape}]`,
+        "check the layer's kernel, stride and padding against its input",
+      );
     return add({ name, layer: e.name, className: e.className, inputs, shape, spec });
   };
-  if (r.oneOf('data_format', ['channels_last', 'channels_first'], 'channels_last') === 'channels_first') fail(model, `${where} uses channels_first`, 'save the model with data_format channels_last (the tfjs default)');
+  if (r.oneOf('data_format', ['channels_last', 'channels_first'], 'channels_last') === 'channels_first')
+    fail(model, `${where} uses channels_first`, 'save the model with data_format channels_last (the tfjs default)');
   const withActivation = (id: number): number => {
     const a = parseActivationName(r.activation(), `${model}: ${where}`);
     if (a === 'linear') return id;
@@ -243,16 +373,30 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
     return node({ op: 'activation', act: a }, shape, `${e.name}/activation`, [id]);
   };
   const needRank = (r: number) => {
-    if (inShape.length !== r) fail(model, `${where} expects rank-${r + 1} input (with batch) but gets shape [${inShape}]`, 'check the layer order of the model');
+    if (inShape.length !== r)
+      fail(
+        model,
+        `${where} expects rank-${r + 1} input (with batch) but gets shape [${inShape}]`,
+        'check the layer order of the model',
+      );
   };
   switch (cls) {
     case 'InputLayer': {
       const shape = (c.batch_input_shape ?? c.batch_shape ?? c.batchInputShape) as (number | null)[] | undefined;
       if (!Array.isArray(shape) || shape.length < 2 || shape.slice(1).some((v) => v === null || v === undefined)) {
-        fail(model, `input '${e.name}' has no fixed per-sample shape (${JSON.stringify(shape)})`, 'build the model with a fully specified inputShape');
+        fail(
+          model,
+          `input '${e.name}' has no fixed per-sample shape (${JSON.stringify(shape)})`,
+          'build the model with a fully specified inputShape',
+        );
       }
       if (shape.slice(1).some((v) => typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_DIM)) {
-        fail(model, `input '${e.name}' has shape ${JSON.stringify(shape)}, not positive integers`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+        fail(
+          model,
+          `input '${e.name}' has shape ${JSON.stringify(shape)}, not positive integers`,
+          're-export the model; its model.json is damaged or hand-edited',
+          'MODEL_UNREADABLE',
+        );
       }
       return node({ op: 'input' }, (shape as number[]).slice(1));
     }
@@ -261,7 +405,9 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const units = r.int('units');
       const kernel = getW(e.name, 'kernel', [inDim, units]);
       const bias = r.bool('use_bias', true) ? getW(e.name, 'bias', [units]) : null;
-      return withActivation(node({ op: 'dense', units, kernel, kernelShape: [inDim, units], bias }, [...inShape.slice(0, -1), units]));
+      return withActivation(
+        node({ op: 'dense', units, kernel, kernelShape: [inDim, units], bias }, [...inShape.slice(0, -1), units]),
+      );
     }
     case 'Conv2D':
     case 'DepthwiseConv2D': {
@@ -276,19 +422,56 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       // Depthwise [kh, kw, cin, mult] row-major is [kh, kw, 1, cin * mult] with output channel
       // c * mult + m: the grouped-convolution kernel with groups = cin, same bytes.
       const filters = depthwise ? cin * r.int('depth_multiplier', 1, 1) : r.int('filters');
-      const kernel = depthwise ? getW(e.name, 'depthwise_kernel', [kh, kw, cin, filters / cin]) : getW(e.name, 'kernel', [kh, kw, cin, filters]);
+      const kernel = depthwise
+        ? getW(e.name, 'depthwise_kernel', [kh, kw, cin, filters / cin])
+        : getW(e.name, 'kernel', [kh, kw, cin, filters]);
       const bias = r.bool('use_bias', true) ? getW(e.name, 'bias', [filters]) : null;
-      const shape = [outDim(inShape[0], kh, strides[0], padding, dilation[0]), outDim(inShape[1], kw, strides[1], padding, dilation[1]), filters];
-      return withActivation(node({ op: 'conv2d', filters, kernel, kernelShape: [kh, kw, depthwise ? 1 : cin, filters], bias, strides, padding, dilation,
-        ...(depthwise ? { groups: cin } : {}) }, shape));
+      const shape = [
+        outDim(inShape[0], kh, strides[0], padding, dilation[0]),
+        outDim(inShape[1], kw, strides[1], padding, dilation[1]),
+        filters,
+      ];
+      return withActivation(
+        node(
+          {
+            op: 'conv2d',
+            filters,
+            kernel,
+            kernelShape: [kh, kw, depthwise ? 1 : cin, filters],
+            bias,
+            strides,
+            padding,
+            dilation,
+            ...(depthwise ? { groups: cin } : {}),
+          },
+          shape,
+        ),
+      );
     }
     case 'ZeroPadding2D': {
       needRank(3);
       const p = c.padding ?? 1;
       const sub = (v: unknown) => new ConfigReader(model, where, { padding: v }).pair('padding', 0, 0);
-      const [[t, b], [left, right]]: [number, number][] = Array.isArray(p) && p.length === 2 && Array.isArray(p[0]) ? [sub(p[0]), sub(p[1])]
-        : ((q) => [[q[0], q[0]], [q[1], q[1]]] as [number, number][])(r.pair('padding', 1, 0));
-      return node({ op: 'pad', pads: [[t, b], [left, right], [0, 0]], value: 0 }, [inShape[0] + t + b, inShape[1] + left + right, inShape[2]]);
+      const [[t, b], [left, right]]: [number, number][] =
+        Array.isArray(p) && p.length === 2 && Array.isArray(p[0])
+          ? [sub(p[0]), sub(p[1])]
+          : ((q) =>
+              [
+                [q[0], q[0]],
+                [q[1], q[1]],
+              ] as [number, number][])(r.pair('padding', 1, 0));
+      return node(
+        {
+          op: 'pad',
+          pads: [
+            [t, b],
+            [left, right],
+            [0, 0],
+          ],
+          value: 0,
+        },
+        [inShape[0] + t + b, inShape[1] + left + right, inShape[2]],
+      );
     }
     case 'AveragePooling2D':
     case 'MaxPooling2D': {
@@ -296,25 +479,46 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const pool = r.pair('pool_size', 2);
       const strides = c.strides === undefined || c.strides === null ? pool : r.pair('strides', 1);
       const padding = r.oneOf('padding', ['valid', 'same'], 'valid');
-      const shape = [outDim(inShape[0], pool[0], strides[0], padding), outDim(inShape[1], pool[1], strides[1], padding), inShape[2]];
+      const shape = [
+        outDim(inShape[0], pool[0], strides[0], padding),
+        outDim(inShape[1], pool[1], strides[1], padding),
+        inShape[2],
+      ];
       return node({ op: cls === 'MaxPooling2D' ? 'maxpool' : 'avgpool', pool, strides, padding }, shape);
     }
-    case 'GlobalAveragePooling2D': needRank(3); return node({ op: 'globalavgpool' }, [inShape[2]]);
-    case 'GlobalMaxPooling2D': needRank(3); return node({ op: 'globalmaxpool' }, [inShape[2]]);
-    case 'Flatten': return node({ op: 'flatten' }, [size(inShape)]);
+    case 'GlobalAveragePooling2D':
+      needRank(3);
+      return node({ op: 'globalavgpool' }, [inShape[2]]);
+    case 'GlobalMaxPooling2D':
+      needRank(3);
+      return node({ op: 'globalmaxpool' }, [inShape[2]]);
+    case 'Flatten':
+      return node({ op: 'flatten' }, [size(inShape)]);
     case 'Reshape': {
       const t = c.target_shape as number[];
-      if (!Array.isArray(t) || !t.length || t.some((v) => !Number.isInteger(v) || (v < 1 && v !== -1) || v > MAX_DIM) || t.filter((v) => v === -1).length > 1) {
-        fail(model, `${where}: target_shape is ${JSON.stringify(t)}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
+      if (
+        !Array.isArray(t) ||
+        !t.length ||
+        t.some((v) => !Number.isInteger(v) || (v < 1 && v !== -1) || v > MAX_DIM) ||
+        t.filter((v) => v === -1).length > 1
+      ) {
+        fail(
+          model,
+          `${where}: target_shape is ${JSON.stringify(t)}`,
+          're-export the model; its model.json is damaged or hand-edited',
+          'MODEL_UNREADABLE',
+        );
       }
       const known = t.filter((v) => v > 0).reduce((a, b) => a * b, 1);
       const target = t.map((v) => (v > 0 ? v : size(inShape) / known));
-      if (size(target) !== size(inShape)) fail(model, `${where} reshapes [${inShape}] to [${t}]`, 'fix the target shape');
+      if (size(target) !== size(inShape))
+        fail(model, `${where} reshapes [${inShape}] to [${t}]`, 'fix the target shape');
       return node({ op: 'reshape', target }, target);
     }
     case 'BatchNormalization': {
-      const axis = Array.isArray(c.axis) && c.axis.length === 1 ? c.axis[0] : c.axis ?? -1;
-      if (axis !== -1 && axis !== inShape.length) fail(model, `${where} normalises axis ${JSON.stringify(c.axis)}`, 'normalise the last (channels) axis');
+      const axis = Array.isArray(c.axis) && c.axis.length === 1 ? c.axis[0] : (c.axis ?? -1);
+      if (axis !== -1 && axis !== inShape.length)
+        fail(model, `${where} normalises axis ${JSON.stringify(c.axis)}`, 'normalise the last (channels) axis');
       const ch = inShape[inShape.length - 1];
       const eps = r.num('epsilon', 1e-3, 0);
       const gamma = r.bool('scale', true) ? getW(e.name, 'gamma', [ch]) : new Float32Array(ch).fill(1);
@@ -323,28 +527,48 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const variance = getW(e.name, 'moving_variance', [ch]);
       const scale = new Float32Array(ch);
       const shift = new Float32Array(ch);
-      for (let i = 0; i < ch; i++) { scale[i] = gamma[i] / Math.sqrt(variance[i] + eps); shift[i] = beta[i] - mean[i] * scale[i]; }
+      for (let i = 0; i < ch; i++) {
+        scale[i] = gamma[i] / Math.sqrt(variance[i] + eps);
+        shift[i] = beta[i] - mean[i] * scale[i];
+      }
       return node({ op: 'batchnorm', scale, shift }, inShape);
     }
     case 'Add': {
       if (ins.length < 2) fail(model, `${where} has ${ins.length} input`, 'an Add layer needs at least two inputs');
-      for (const i of ins) if (nodes[i].shape.join() !== inShape.join()) fail(model, `${where} adds shapes [${inShape}] and [${nodes[i].shape}]`, 'add tensors of equal shape');
+      for (const i of ins)
+        if (nodes[i].shape.join() !== inShape.join())
+          fail(model, `${where} adds shapes [${inShape}] and [${nodes[i].shape}]`, 'add tensors of equal shape');
       return node({ op: 'add' }, inShape);
     }
     case 'Concatenate': {
-      if (ins.length < 2) fail(model, `${where} has ${ins.length} input`, 'a Concatenate layer needs at least two inputs');
+      if (ins.length < 2)
+        fail(model, `${where} has ${ins.length} input`, 'a Concatenate layer needs at least two inputs');
       const rank = inShape.length;
       const ax = r.int('axis', -rank - 1, -1);
       const axis = ax < 0 ? ax + rank + 1 : ax;
-      if (axis < 1 || axis > rank) fail(model, `${where} concatenates along axis ${ax} of rank-${rank + 1} tensors`, 'concatenate along a per-sample axis');
+      if (axis < 1 || axis > rank)
+        fail(
+          model,
+          `${where} concatenates along axis ${ax} of rank-${rank + 1} tensors`,
+          'concatenate along a per-sample axis',
+        );
       const a = axis - 1;
       for (const i of ins) {
         const sh = nodes[i].shape;
-        if (sh.length !== rank || sh.some((d, k) => k !== a && d !== inShape[k])) fail(model, `${where} concatenates shapes [${inShape}] and [${sh}] along axis ${axis}`, 'concatenate tensors that agree on every other axis');
+        if (sh.length !== rank || sh.some((d, k) => k !== a && d !== inShape[k]))
+          fail(
+            model,
+            `${where} concatenates shapes [${inShape}] and [${sh}] along axis ${axis}`,
+            'concatenate tensors that agree on every other axis',
+          );
       }
-      return node({ op: 'concat', axis: a }, inShape.map((d, k) => (k === a ? ins.reduce((t, i) => t + nodes[i].shape[a], 0) : d)));
+      return node(
+        { op: 'concat', axis: a },
+        inShape.map((d, k) => (k === a ? ins.reduce((t, i) => t + nodes[i].shape[a], 0) : d)),
+      );
     }
-    case 'Dropout': return node({ op: 'identity' }, inShape);
+    case 'Dropout':
+      return node({ op: 'identity' }, inShape);
     case 'Activation': {
       const a = parseActivationName(r.str('activation'), `${model}: ${where}`);
       if (a === 'linear') return node({ op: 'identity' }, inShape);
@@ -356,14 +580,38 @@ function convertLayer(model: string, e: LayerEntry, ins: number[], nodes: GraphN
       const slope = r.num('negative_slope', 0);
       if (slope) return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: slope } }, inShape);
       const mv = c.max_value === undefined ? r.num('maxValue', NaN) : r.num('max_value', NaN);
-      if (!Number.isNaN(mv) && mv <= 0) fail(model, `${where} has max_value ${mv}`, 're-export the model; its model.json is damaged or hand-edited', 'MODEL_UNREADABLE');
-      return node({ op: 'activation', act: Number.isNaN(mv) ? { kind: 'relu' } : mv === 6 ? { kind: 'relu6' } : { kind: 'relu', maxValue: mv } }, inShape);
+      if (!Number.isNaN(mv) && mv <= 0)
+        fail(
+          model,
+          `${where} has max_value ${mv}`,
+          're-export the model; its model.json is damaged or hand-edited',
+          'MODEL_UNREADABLE',
+        );
+      return node(
+        {
+          op: 'activation',
+          act: Number.isNaN(mv) ? { kind: 'relu' } : mv === 6 ? { kind: 'relu6' } : { kind: 'relu', maxValue: mv },
+        },
+        inShape,
+      );
     }
-    case 'LeakyReLU': return node({ op: 'activation', act: { kind: 'leakyrelu', alpha: c.alpha === undefined ? r.num('negative_slope', 0.3) : r.num('alpha', 0.3) } }, inShape);
-    case 'ELU': return node({ op: 'activation', act: { kind: 'elu', alpha: r.num('alpha', 1) } }, inShape);
-    case 'Softmax': return node({ op: 'softmax' }, inShape);
+    case 'LeakyReLU':
+      return node(
+        {
+          op: 'activation',
+          act: { kind: 'leakyrelu', alpha: c.alpha === undefined ? r.num('negative_slope', 0.3) : r.num('alpha', 0.3) },
+        },
+        inShape,
+      );
+    case 'ELU':
+      return node({ op: 'activation', act: { kind: 'elu', alpha: r.num('alpha', 1) } }, inShape);
+    case 'Softmax':
+      return node({ op: 'softmax' }, inShape);
     default:
-      throw new UserError('LAYER_UNKNOWN', `${model}: ${where} is not supported`,
-        `he-approx supports ${SUPPORTED_LAYERS.join(', ')}; replace or remove '${e.name}'`);
+      throw new UserError(
+        'LAYER_UNKNOWN',
+        `${model}: ${where} is not supported`,
+        `he-approx supports ${SUPPORTED_LAYERS.join(', ')}; replace or remove '${e.name}'`,
+      );
   }
 }

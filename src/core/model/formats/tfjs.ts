@@ -12,7 +12,12 @@ import { KerasTopology, kerasGraph } from './kerasTopology';
 
 type Cfg = Record<string, any>;
 
-function fail(model: string, msg: string, fix: string, code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' = 'MODEL_UNSUPPORTED'): never {
+function fail(
+  model: string,
+  msg: string,
+  fix: string,
+  code: 'MODEL_UNSUPPORTED' | 'MODEL_UNREADABLE' = 'MODEL_UNSUPPORTED',
+): never {
   throw new UserError(code, `${model}: ${msg}`, fix);
 }
 
@@ -23,8 +28,11 @@ function readJson(file: string): Record<string, unknown> {
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
     return v;
   } catch (e) {
-    throw new UserError('MODEL_UNREADABLE', `${file} is not valid JSON (${(e as Error).message})`,
-      'pass a TensorFlow.js layers model.json as written by model.save() or tensorflowjs_converter');
+    throw new UserError(
+      'MODEL_UNREADABLE',
+      `${file} is not valid JSON (${(e as Error).message})`,
+      'pass a TensorFlow.js layers model.json as written by model.save() or tensorflowjs_converter',
+    );
   }
 }
 
@@ -32,12 +40,20 @@ export function loadTfjs(file: string): LoadedModel {
   const base = path.basename(file);
   const json = readJson(file);
   if (json.format === 'graph-model' || (json.modelTopology && (json.modelTopology as Cfg).node)) {
-    fail(base, 'is a TensorFlow.js graph model (converted from a SavedModel); he-approx needs a layers model',
-      'convert the Keras model with `tensorflowjs_converter --input_format keras` (layers format), or pass the Keras .h5/.keras file itself');
+    fail(
+      base,
+      'is a TensorFlow.js graph model (converted from a SavedModel); he-approx needs a layers model',
+      'convert the Keras model with `tensorflowjs_converter --input_format keras` (layers format), or pass the Keras .h5/.keras file itself',
+    );
   }
   const mt = json.modelTopology as Cfg | undefined;
   if (!mt || typeof mt !== 'object') {
-    fail(base, 'has no modelTopology', 'pass a TensorFlow.js layers model.json as written by model.save() or tensorflowjs_converter', 'MODEL_UNREADABLE');
+    fail(
+      base,
+      'has no modelTopology',
+      'pass a TensorFlow.js layers model.json as written by model.save() or tensorflowjs_converter',
+      'MODEL_UNREADABLE',
+    );
   }
   const layout = mt.model_config ? 'converter' : 'tfjs';
   const topology = (mt.model_config ?? mt) as KerasTopology;

@@ -10,7 +10,11 @@ import { UserError } from '../../../errors';
 import { transposeIndex } from '../../graph';
 import { Attrs, OnnxNode, tensorValues } from './proto';
 
-export interface Const { dims: number[]; data: Float64Array; dynamic?: Uint8Array }
+export interface Const {
+  dims: number[];
+  data: Float64Array;
+  dynamic?: Uint8Array;
+}
 
 export const scalarConst = (v: number): Const => ({ dims: [], data: Float64Array.of(v) });
 const prod = (d: number[]) => d.reduce((a, b) => a * b, 1);
@@ -18,8 +22,11 @@ const strides = (d: number[]) => d.map((_, i) => prod(d.slice(i + 1)));
 const normAxis = (a: number, r: number) => (a < 0 ? a + r : a);
 
 function fail(model: string, n: OnnxNode, why: string): never {
-  throw new UserError('MODEL_UNSUPPORTED', `${model}: ${n.op_type} node '${n.name || n.output[0]}' ${why}`,
-    'simplify the exported graph (torch.onnx.export with do_constant_folding=True, or onnx-simplifier) so that shape arithmetic becomes constants');
+  throw new UserError(
+    'MODEL_UNSUPPORTED',
+    `${model}: ${n.op_type} node '${n.name || n.output[0]}' ${why}`,
+    'simplify the exported graph (torch.onnx.export with do_constant_folding=True, or onnx-simplifier) so that shape arithmetic becomes constants',
+  );
 }
 
 /** numpy-style broadcast of two shapes, or null. */
@@ -47,7 +54,10 @@ export function broadcastIndex(cDims: number[], shape: number[]): Int32Array {
     let k = 0;
     for (let a = 0; a < r; a++) if (cd[a] !== 1) k += coord[a] * cs[a];
     idx[o] = k;
-    for (let a = r - 1; a >= 0; a--) { if (++coord[a] < shape[a]) break; coord[a] = 0; }
+    for (let a = r - 1; a >= 0; a--) {
+      if (++coord[a] < shape[a]) break;
+      coord[a] = 0;
+    }
   }
   return idx;
 }
@@ -79,14 +89,24 @@ function take(c: Const, dims: number[], idx: ArrayLike<number>): Const {
 }
 
 function transpose(c: Const, perm: number[]): Const {
-  return take(c, perm.map((p) => c.dims[p]), transposeIndex(c.dims, perm));
+  return take(
+    c,
+    perm.map((p) => c.dims[p]),
+    transposeIndex(c.dims, perm),
+  );
 }
 
 /** ONNX Slice bounds for one axis (clamped as the operator defines them), as [start, end, step]. */
 export function sliceBounds(dim: number, start: number, end: number, step: number): [number, number, number] {
   let s = start < 0 ? start + dim : start;
   let e = end < 0 ? end + dim : end;
-  if (step > 0) { s = Math.min(Math.max(s, 0), dim); e = Math.min(Math.max(e, 0), dim); } else { s = Math.min(Math.max(s, 0), dim - 1); e = Math.min(Math.max(e, -1), dim - 1); }
+  if (step > 0) {
+    s = Math.min(Math.max(s, 0), dim);
+    e = Math.min(Math.max(e, 0), dim);
+  } else {
+    s = Math.min(Math.max(s, 0), dim - 1);
+    e = Math.min(Math.max(e, -1), dim - 1);
+  }
   return [s, e, step];
 }
 
@@ -98,7 +118,8 @@ function slice(c: Const, starts: number[], ends: number[], axes: number[], steps
   axes.forEach((ax, k) => {
     const a = normAxis(ax, r);
     const [s, e, step] = sliceBounds(c.dims[a], starts[k], ends[k], steps[k] ?? 1);
-    lo[a] = s; st[a] = step;
+    lo[a] = s;
+    st[a] = step;
     cnt[a] = Math.max(0, Math.ceil((e - s) / step));
   });
   const s = strides(c.dims);
@@ -109,7 +130,10 @@ function slice(c: Const, starts: number[], ends: number[], axes: number[], steps
     let k = 0;
     for (let a = 0; a < r; a++) k += (lo[a] + coord[a] * st[a]) * s[a];
     idx[o] = k;
-    for (let a = r - 1; a >= 0; a--) { if (++coord[a] < cnt[a]) break; coord[a] = 0; }
+    for (let a = r - 1; a >= 0; a--) {
+      if (++coord[a] < cnt[a]) break;
+      coord[a] = 0;
+    }
   }
   return take(c, cnt, idx);
 }
@@ -118,7 +142,10 @@ function slice(c: Const, starts: number[], ends: number[], axes: number[], steps
 export function constantNode(n: OnnxNode, dir: string, model: string): Const {
   const at = new Attrs(n);
   const t = at.tensor('value');
-  if (t) { const v = tensorValues(t, dir, model); return { dims: v.dims, data: v.data }; }
+  if (t) {
+    const v = tensorValues(t, dir, model);
+    return { dims: v.dims, data: v.data };
+  }
   if (at.has('value_float')) return scalarConst(at.float('value_float', 0));
   if (at.has('value_int')) return scalarConst(at.int('value_int', 0));
   const fs = at.floats('value_floats');
@@ -129,29 +156,69 @@ export function constantNode(n: OnnxNode, dir: string, model: string): Const {
 }
 
 const ELEMENTWISE: Record<string, (x: number, y: number) => number> = {
-  Add: (x, y) => x + y, Sub: (x, y) => x - y, Mul: (x, y) => x * y,
+  Add: (x, y) => x + y,
+  Sub: (x, y) => x - y,
+  Mul: (x, y) => x * y,
   // Integer division truncates in ONNX for integer types; shape arithmetic is integer.
   Div: (x, y) => (Number.isInteger(x) && Number.isInteger(y) ? Math.trunc(x / y) : x / y),
-  Equal: (x, y) => (x === y ? 1 : 0), Less: (x, y) => (x < y ? 1 : 0), Greater: (x, y) => (x > y ? 1 : 0),
-  Max: Math.max, Min: Math.min, Pow: Math.pow,
+  Equal: (x, y) => (x === y ? 1 : 0),
+  Less: (x, y) => (x < y ? 1 : 0),
+  Greater: (x, y) => (x > y ? 1 : 0),
+  Max: Math.max,
+  Min: Math.min,
+  Pow: Math.pow,
 };
 const UNARY: Record<string, (x: number) => number> = {
-  Neg: (x) => -x, Sqrt: Math.sqrt, Floor: Math.floor, Ceil: Math.ceil, Abs: Math.abs, Reciprocal: (x) => 1 / x, Exp: Math.exp,
+  Neg: (x) => -x,
+  Sqrt: Math.sqrt,
+  Floor: Math.floor,
+  Ceil: Math.ceil,
+  Abs: Math.abs,
+  Reciprocal: (x) => 1 / x,
+  Exp: Math.exp,
 };
 
 /** Ops folded when every input is constant (the importer asks before converting a node). */
-export const FOLDABLE = new Set(['Constant', 'ConstantOfShape', 'Shape', 'Size', 'Identity', 'Cast', 'Reshape', 'Transpose', 'Slice', 'Concat',
-  'Gather', 'Unsqueeze', 'Squeeze', 'Flatten', 'Range', 'Where', ...Object.keys(ELEMENTWISE), ...Object.keys(UNARY)]);
+export const FOLDABLE = new Set([
+  'Constant',
+  'ConstantOfShape',
+  'Shape',
+  'Size',
+  'Identity',
+  'Cast',
+  'Reshape',
+  'Transpose',
+  'Slice',
+  'Concat',
+  'Gather',
+  'Unsqueeze',
+  'Squeeze',
+  'Flatten',
+  'Range',
+  'Where',
+  ...Object.keys(ELEMENTWISE),
+  ...Object.keys(UNARY),
+]);
 
 /** Evaluates a node whose inputs are all constant (missing optional inputs are undefined). */
 export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number, model: string): Const {
   const at = new Attrs(n);
   const ints = (c: Const | undefined) => (c ? Array.from(c.data) : []);
   const need = (i: number): Const => ins[i] ?? fail(model, n, `is missing input ${i}`);
-  if (ELEMENTWISE[n.op_type]) return ins.slice(1).reduce<Const>((acc, b) => binary(model, n, acc, b ?? fail(model, n, 'has a missing input'), ELEMENTWISE[n.op_type]), need(0));
-  if (UNARY[n.op_type]) { const x = need(0); return { dims: x.dims, data: x.data.map(UNARY[n.op_type]) }; }
+  if (ELEMENTWISE[n.op_type])
+    return ins
+      .slice(1)
+      .reduce<Const>(
+        (acc, b) => binary(model, n, acc, b ?? fail(model, n, 'has a missing input'), ELEMENTWISE[n.op_type]),
+        need(0),
+      );
+  if (UNARY[n.op_type]) {
+    const x = need(0);
+    return { dims: x.dims, data: x.data.map(UNARY[n.op_type]) };
+  }
   switch (n.op_type) {
-    case 'Identity': return need(0);
+    case 'Identity':
+      return need(0);
     case 'Shape': {
       const d = need(0).dims;
       const r = d.length;
@@ -159,12 +226,17 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       const dims = d.slice(clamp(at.int('start', 0)), clamp(at.int('end', r)));
       return { dims: [dims.length], data: Float64Array.from(dims) };
     }
-    case 'Size': return scalarConst(prod(need(0).dims));
+    case 'Size':
+      return scalarConst(prod(need(0).dims));
     case 'Cast': {
       const x = need(0);
       const to = at.int('to', 1);
       const integer = [2, 3, 4, 5, 6, 7, 12, 13].includes(to);
-      return { dims: x.dims, data: integer ? x.data.map(Math.trunc) : to === 9 ? x.data.map((v) => (v ? 1 : 0)) : x.data, dynamic: x.dynamic };
+      return {
+        dims: x.dims,
+        data: integer ? x.data.map(Math.trunc) : to === 9 ? x.data.map((v) => (v ? 1 : 0)) : x.data,
+        dynamic: x.dynamic,
+      };
     }
     case 'ConstantOfShape': {
       const dims = ints(need(0));
@@ -190,9 +262,22 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
     }
     case 'Slice': {
       const x = need(0);
-      if (opset < 10) return slice(x, at.ints('starts', [])!, at.ints('ends', [])!, at.ints('axes', null) ?? x.dims.map((_, i) => i), []);
+      if (opset < 10)
+        return slice(
+          x,
+          at.ints('starts', [])!,
+          at.ints('ends', [])!,
+          at.ints('axes', null) ?? x.dims.map((_, i) => i),
+          [],
+        );
       const starts = ints(need(1));
-      return slice(x, starts, ints(need(2)), ins[3] ? ints(ins[3]) : starts.map((_, i) => i), ins[4] ? ints(ins[4]) : []);
+      return slice(
+        x,
+        starts,
+        ints(need(2)),
+        ins[3] ? ints(ins[3]) : starts.map((_, i) => i),
+        ins[4] ? ints(ins[4]) : [],
+      );
     }
     case 'Concat': {
       const parts = ins.filter((c): c is Const => !!c);
@@ -206,7 +291,10 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       for (let o = 0; o < outer; o++) {
         for (const c of parts) {
           const inner = prod(c.dims.slice(a));
-          for (let k = 0; k < inner; k++) { out.push(c.data[o * inner + k]); dyn.push(c.dynamic?.[o * inner + k] ?? 0); }
+          for (let k = 0; k < inner; k++) {
+            out.push(c.data[o * inner + k]);
+            dyn.push(c.dynamic?.[o * inner + k] ?? 0);
+          }
         }
       }
       return { dims, data: Float64Array.from(out), dynamic: dyn.some((d) => d) ? Uint8Array.from(dyn) : undefined };
@@ -219,7 +307,11 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       const inner = prod(x.dims.slice(a + 1));
       const dims = [...x.dims.slice(0, a), ...ix.dims, ...x.dims.slice(a + 1)];
       const idx: number[] = [];
-      for (let o = 0; o < outer; o++) for (const j of ix.data) { const jj = j < 0 ? j + x.dims[a] : j; for (let k = 0; k < inner; k++) idx.push((o * x.dims[a] + jj) * inner + k); }
+      for (let o = 0; o < outer; o++)
+        for (const j of ix.data) {
+          const jj = j < 0 ? j + x.dims[a] : j;
+          for (let k = 0; k < inner; k++) idx.push((o * x.dims[a] + jj) * inner + k);
+        }
       return take(x, dims, idx);
     }
     case 'Unsqueeze': {
@@ -234,7 +326,9 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
     }
     case 'Squeeze': {
       const x = need(0);
-      const axes = (opset >= 13 ? (ins[1] ? ints(ins[1]) : null) : at.ints('axes', null))?.map((v) => normAxis(v, x.dims.length));
+      const axes = (opset >= 13 ? (ins[1] ? ints(ins[1]) : null) : at.ints('axes', null))?.map((v) =>
+        normAxis(v, x.dims.length),
+      );
       return { ...x, dims: x.dims.filter((d, i) => (axes ? !axes.includes(i) : d !== 1)) };
     }
     case 'Range': {
@@ -243,12 +337,20 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       return { dims: [cnt], data: Float64Array.from({ length: cnt }, (_, i) => s + i * d) };
     }
     case 'Where': {
-      const c = need(0); const x = need(1); const y = need(2);
+      const c = need(0);
+      const x = need(1);
+      const y = need(2);
       const xy = binary(model, n, x, y, (p) => p);
       const shape = broadcastShape(c.dims, xy.dims) ?? fail(model, n, 'cannot broadcast its inputs');
-      const ic = broadcastIndex(c.dims, shape); const ixx = broadcastIndex(x.dims, shape); const iy = broadcastIndex(y.dims, shape);
-      return { dims: shape, data: Float64Array.from({ length: ic.length }, (_, i) => (c.data[ic[i]] ? x.data[ixx[i]] : y.data[iy[i]])) };
+      const ic = broadcastIndex(c.dims, shape);
+      const ixx = broadcastIndex(x.dims, shape);
+      const iy = broadcastIndex(y.dims, shape);
+      return {
+        dims: shape,
+        data: Float64Array.from({ length: ic.length }, (_, i) => (c.data[ic[i]] ? x.data[ixx[i]] : y.data[iy[i]])),
+      };
     }
-    default: fail(model, n, 'cannot be evaluated at import time');
+    default:
+      fail(model, n, 'cannot be evaluated at import time');
   }
 }

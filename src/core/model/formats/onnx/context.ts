@@ -43,9 +43,16 @@ export interface OnnxPoolSite {
 
 export const identityPerm = (k: number) => Array.from({ length: k }, (_, i) => i);
 /** Channels last for an NC... tensor's per-sample axes: [1, 2, ..., k-1, 0]. */
-export const channelsLast = (k: number) => (k <= 1 ? identityPerm(k) : [...Array.from({ length: k - 1 }, (_, i) => i + 1), 0]);
+export const channelsLast = (k: number) =>
+  k <= 1 ? identityPerm(k) : [...Array.from({ length: k - 1 }, (_, i) => i + 1), 0];
 export const samePerm = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
-export const invertPerm = (p: number[]) => { const q = new Array(p.length); p.forEach((v, i) => { q[v] = i; }); return q as number[]; };
+export const invertPerm = (p: number[]) => {
+  const q = new Array(p.length);
+  p.forEach((v, i) => {
+    q[v] = i;
+  });
+  return q as number[];
+};
 
 export class ImportContext {
   readonly nodes: GraphNode[] = [];
@@ -55,13 +62,22 @@ export class ImportContext {
   readonly poolSites = new Map<string, OnnxPoolSite>();
   private readonly names = new Set<string>();
 
-  constructor(readonly model: string, readonly opset: number, readonly dir: string,
+  constructor(
+    readonly model: string,
+    readonly opset: number,
+    readonly dir: string,
     /** How many ONNX nodes read each tensor name. */
     readonly uses: Map<string, number>,
     /** Batch size when the model's input has a fixed one (exports without dynamic axes), else null. */
-    readonly fixedBatch: number | null) {}
+    readonly fixedBatch: number | null,
+  ) {}
 
-  fail(n: FusedNode, why: string, fix: string, code: 'MODEL_UNSUPPORTED' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED'): never {
+  fail(
+    n: FusedNode,
+    why: string,
+    fix: string,
+    code: 'MODEL_UNSUPPORTED' | 'LAYER_UNKNOWN' = 'MODEL_UNSUPPORTED',
+  ): never {
     throw new UserError(code, `${this.model}: ${n.op_type} node '${nodeName(n)}' ${why}`, fix);
   }
 
@@ -69,7 +85,13 @@ export class ImportContext {
   input(n: FusedNode, i: number): Val {
     const name = n.input[i];
     const v = name ? this.values.get(name) : undefined;
-    if (!v) this.fail(n, `reads '${name ?? ''}' (input ${i}), which no node or initializer produces`, 're-export the model; its graph is inconsistent', 'MODEL_UNSUPPORTED');
+    if (!v)
+      this.fail(
+        n,
+        `reads '${name ?? ''}' (input ${i}), which no node or initializer produces`,
+        're-export the model; its graph is inconsistent',
+        'MODEL_UNSUPPORTED',
+      );
     return v;
   }
 
@@ -79,13 +101,23 @@ export class ImportContext {
 
   act(n: FusedNode, i: number): ActVal {
     const v = this.input(n, i);
-    if (v.kind !== 'act') this.fail(n, `has a constant as input ${i}, where he-approx expects the data flowing through the network`, 'give the node its data input first (e.g. MatMul(x, W), not MatMul(W, x))');
+    if (v.kind !== 'act')
+      this.fail(
+        n,
+        `has a constant as input ${i}, where he-approx expects the data flowing through the network`,
+        'give the node its data input first (e.g. MatMul(x, W), not MatMul(W, x))',
+      );
     return v;
   }
 
   constant(n: FusedNode, i: number, what: string): Const {
     const v = this.input(n, i);
-    if (v.kind !== 'const') this.fail(n, `has a ${what} (input ${i}) computed from the data, not a constant`, 'export with constant weights (initializers), e.g. torch.onnx.export(..., do_constant_folding=True)');
+    if (v.kind !== 'const')
+      this.fail(
+        n,
+        `has a ${what} (input ${i}) computed from the data, not a constant`,
+        'export with constant weights (initializers), e.g. torch.onnx.export(..., do_constant_folding=True)',
+      );
     return v.c;
   }
 
@@ -95,13 +127,17 @@ export class ImportContext {
   }
 
   /** Per-sample graph shape of an activation value. */
-  shapeOf(v: ActVal): number[] { return this.nodes[v.id].shape; }
+  shapeOf(v: ActVal): number[] {
+    return this.nodes[v.id].shape;
+  }
 
   /** Per-sample ONNX-order shape of an activation value. */
   logical(v: ActVal): number[] {
     const phys = this.shapeOf(v);
     const l = new Array<number>(phys.length);
-    v.perm.forEach((p, i) => { l[p] = phys[i]; });
+    v.perm.forEach((p, i) => {
+      l[p] = phys[i];
+    });
     return l;
   }
 
@@ -117,19 +153,37 @@ export class ImportContext {
   /** v in the axis order `want`, inserting a graph transpose if it is not already so. */
   toPerm(n: FusedNode, v: ActVal, want: number[]): ActVal {
     if (samePerm(v.perm, want)) return v;
-    if (v.perm.length !== want.length) this.fail(n, `expects a rank-${want.length + 1} input but gets rank ${v.perm.length + 1}`, 'check the model; the tensor ranks do not match the operator');
+    if (v.perm.length !== want.length)
+      this.fail(
+        n,
+        `expects a rank-${want.length + 1} input but gets rank ${v.perm.length + 1}`,
+        'check the model; the tensor ranks do not match the operator',
+      );
     const inv = invertPerm(v.perm);
     const q = want.map((a) => inv[a]);
     const phys = this.shapeOf(v);
-    return { kind: 'act', id: this.add(n, { op: 'transpose', perm: q }, q.map((a) => phys[a]), [v.id], '/layout'), perm: want };
+    return {
+      kind: 'act',
+      id: this.add(
+        n,
+        { op: 'transpose', perm: q },
+        q.map((a) => phys[a]),
+        [v.id],
+        '/layout',
+      ),
+      perm: want,
+    };
   }
 
   /** An activation node for ONNX node n applied to x (same layout), recorded for the exporter. */
   activation(n: FusedNode, x: ActVal, act: ActivationSpec): ActVal {
     const id = this.add(n, { op: 'activation', act }, this.shapeOf(x), [x.id]);
     this.sites.set(this.nodes[id].name, {
-      input: n.input[0], output: n.output[0], nodes: n.fusedFrom ?? [],
-      channelAxis: x.perm[x.perm.length - 1] + 1, rank: x.perm.length + 1,
+      input: n.input[0],
+      output: n.output[0],
+      nodes: n.fusedFrom ?? [],
+      channelAxis: x.perm[x.perm.length - 1] + 1,
+      rank: x.perm.length + 1,
     });
     return { kind: 'act', id, perm: x.perm };
   }
@@ -137,8 +191,11 @@ export class ImportContext {
   /** Records max pooling node `id`, made for ONNX node n from x (channels last), for the exporter. */
   maxPool(n: FusedNode, x: ActVal, id: number): void {
     this.poolSites.set(this.nodes[id].name, {
-      input: n.input[0], output: n.output[0], nodes: n.fusedFrom ?? [],
-      axes: { h: x.perm[0] + 1, w: x.perm[1] + 1, c: x.perm[2] + 1 }, rank: x.perm.length + 1,
+      input: n.input[0],
+      output: n.output[0],
+      nodes: n.fusedFrom ?? [],
+      axes: { h: x.perm[0] + 1, w: x.perm[1] + 1, c: x.perm[2] + 1 },
+      rank: x.perm.length + 1,
     });
   }
 }

@@ -11,18 +11,27 @@
  */
 import { OnnxNode } from './proto';
 
-export interface FusedNode extends OnnxNode { fusedFrom?: number[]; kind?: string }
+export interface FusedNode extends OnnxNode {
+  fusedFrom?: number[];
+  kind?: string;
+}
 
-const close = (x: number | undefined, y: number, tol = 1e-4) => x !== undefined && Math.abs(x - y) <= tol * Math.max(1, Math.abs(y));
+const close = (x: number | undefined, y: number, tol = 1e-4) =>
+  x !== undefined && Math.abs(x - y) <= tol * Math.max(1, Math.abs(y));
 
 export function fusePatterns(nodes: OnnxNode[], scalarOf: (name: string) => number | undefined): FusedNode[] {
   const producer = new Map<string, number>();
   const uses = new Map<string, number[]>();
   nodes.forEach((n, i) => {
     n.output.forEach((o) => producer.set(o, i));
-    n.input.forEach((x) => { if (x) uses.set(x, [...(uses.get(x) ?? []), i]); });
+    n.input.forEach((x) => {
+      if (x) uses.set(x, [...(uses.get(x) ?? []), i]);
+    });
   });
-  const only = (name: string): number | null => { const u = uses.get(name) ?? []; return u.length === 1 ? u[0] : null; };
+  const only = (name: string): number | null => {
+    const u = uses.get(name) ?? [];
+    return u.length === 1 ? u[0] : null;
+  };
   const op = (i: number | null | undefined) => (i === null || i === undefined ? '' : nodes[i].op_type);
   const other = (n: OnnxNode, x: string) => (n.input[0] === x ? n.input[1] : n.input[1] === x ? n.input[0] : undefined);
   const removed = new Set<number>();
@@ -31,7 +40,15 @@ export function fusePatterns(nodes: OnnxNode[], scalarOf: (name: string) => numb
     if (members.some((m) => removed.has(m))) return;
     members.forEach((m) => removed.add(m));
     const last = Math.max(...members);
-    replacement.set(last, { name: nodes[last].name || y, op_type: 'HeActivation', input: [x], output: [y], attribute: [], kind, fusedFrom: members.sort((a, b) => a - b) });
+    replacement.set(last, {
+      name: nodes[last].name || y,
+      op_type: 'HeActivation',
+      input: [x],
+      output: [y],
+      attribute: [],
+      kind,
+      fusedFrom: members.sort((a, b) => a - b),
+    });
   };
   nodes.forEach((n, i) => {
     if (removed.has(i)) return;
@@ -72,7 +89,14 @@ export function fusePatterns(nodes: OnnxNode[], scalarOf: (name: string) => numb
       }
       // (x * 0.5) * (1 + erf)
       const h = producer.get(partner);
-      if (h === undefined || op(h) !== 'Mul' || only(partner) !== m1 || other(nodes[h], x) === undefined || !close(scalarOf(other(nodes[h], x)!), 0.5)) return;
+      if (
+        h === undefined ||
+        op(h) !== 'Mul' ||
+        only(partner) !== m1 ||
+        other(nodes[h], x) === undefined ||
+        !close(scalarOf(other(nodes[h], x)!), 0.5)
+      )
+        return;
       fuse([d, i, a!, h, m1!], x, nodes[m1!].output[0], 'gelu');
     }
   });
