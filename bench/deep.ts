@@ -19,6 +19,7 @@ import * as os from 'os';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { STAGE_ORDER } from '../src/core/analysis/clock';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
@@ -133,7 +134,11 @@ async function main(): Promise<void> {
       `\n${name}${again} (${r.activations} activations, plaintext ${(100 * r.plaintext).toFixed(2)}% on the JPEG test images${r.bootstrapping.planned ? `, planned for bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels` : ''})`,
     );
     console.log(
-      `  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${['load', 'profile', 'cache', 'fit', 'sensitivity', 'select', 'refine', 'verify', 'checks', 'uniformSearch', 'report'].map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`).join(', ')}`,
+      `  time ${t.total.toFixed(0)} s, peak RSS ${(r.peakRssMB / 1024).toFixed(2)} GB; stages (s): ${STAGE_ORDER.filter(
+        (k) => k !== 'finetune',
+      )
+        .map((k) => `${k} ${(t[k] ?? 0).toFixed(1)}`)
+        .join(', ')}`,
     );
     console.log(
       `  data-guided: ${f.activationDepth} activation / ${f.networkDepth} network levels, ${f.bootstraps} bootstraps, measured drop ${Number(f.measuredDrop).toFixed(2)} pp, ` +

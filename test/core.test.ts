@@ -1,9 +1,8 @@
-/** Statistics, degree selection, activation definitions and the cost model. */
+/** Statistics, activation definitions and the cost model (degree selection: analysis.test.ts). */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChannelStats, StreamingStats } from '../src/core/profile/stats';
 import { chooseInterval, fitChannelsAll, fitDataGuidedAll } from '../src/core/fit/fit';
-import { Choice, selectDegrees } from '../src/core/select';
 import { Rng } from '../src/core/rng';
 import { ActivationKind, activationFn } from '../src/core/numerics/activations';
 import { initBackend, tf } from '../src/core/model/backend';
@@ -45,52 +44,6 @@ test('streaming stats: exact moments and extremes, histogram conserves counts, r
   const sorted = [...all].sort((a, b) => a - b);
   const trueMedian = sorted[Math.floor(sorted.length / 2)];
   assert.ok(Math.abs(r.percentiles.p50 - trueMedian) < 0.1 * sd, 'median estimate from the reservoir');
-});
-
-function brute(layers: Choice[][], budget: number, maxDepth: number): { depth: number; mults: number } | null {
-  let best: { depth: number; mults: number } | null = null;
-  const rec = (l: number, d: number, m: number, drop: number) => {
-    if (l === layers.length) {
-      if (drop <= budget + 1e-12 && d <= maxDepth && (!best || d < best.depth || (d === best.depth && m < best.mults)))
-        best = { depth: d, mults: m };
-      return;
-    }
-    for (const c of layers[l]) rec(l + 1, d + c.depth, m + c.mults, drop + Math.max(0, c.drop));
-  };
-  rec(0, 0, 0, 0);
-  return best;
-}
-
-test('degree selection is exact: matches exhaustive search on random instances', () => {
-  const rng = new Rng(42);
-  for (let trial = 0; trial < 200; trial++) {
-    const L = 1 + rng.int(4);
-    const layers: Choice[][] = Array.from({ length: L }, () =>
-      [1, 3, 7, 15].map((degree, k) => ({
-        degree,
-        depth: k + 1 + rng.int(2),
-        mults: [0, 2, 5, 8][k],
-        drop: Math.max(-0.1, (4 - k) * rng.next() * 0.8 - 0.1),
-      })),
-    );
-    const budget = rng.next() * 2;
-    const maxDepth = 3 + rng.int(12);
-    const got = selectDegrees(layers, budget, maxDepth);
-    const want = brute(layers, budget, maxDepth);
-    if (!want) {
-      assert.equal(got, null, `trial ${trial}`);
-      continue;
-    }
-    assert.ok(got, `trial ${trial}: DP found nothing`);
-    assert.equal(got.depth, want.depth, `trial ${trial} depth`);
-    assert.equal(got.mults, want.mults, `trial ${trial} mults`);
-    const picked = got.picks.map((p, l) => layers[l][p]);
-    assert.equal(
-      picked.reduce((s, c) => s + c.depth, 0),
-      got.depth,
-    );
-    assert.ok(picked.reduce((s, c) => s + Math.max(0, c.drop), 0) <= budget + 1e-9);
-  }
 });
 
 test('scalar activation definitions match the tfjs ops the executor runs', async () => {
@@ -307,32 +260,5 @@ test('node-seal cost measurement (N=8192) is cached and then used by the analysi
   } finally {
     if (before === undefined) delete process.env.HE_APPROX_CACHE_DIR;
     else process.env.HE_APPROX_CACHE_DIR = before;
-  }
-});
-
-test("degree selection 'accurate' mode: least predicted drop within the level budget", () => {
-  const rng = new Rng(7);
-  for (let trial = 0; trial < 100; trial++) {
-    const layers: Choice[][] = Array.from({ length: 1 + rng.int(3) }, () =>
-      [2, 5, 9].map((degree, k) => ({
-        degree,
-        depth: k + 1,
-        mults: k * 2,
-        drop: rng.next() * (3 - k),
-      })),
-    );
-    const maxDepth = 2 + rng.int(7);
-    let bestDrop = Infinity;
-    const rec = (l: number, d: number, drop: number) => {
-      if (l === layers.length) {
-        if (d <= maxDepth) bestDrop = Math.min(bestDrop, drop);
-        return;
-      }
-      for (const c of layers[l]) rec(l + 1, d + c.depth, drop + c.drop);
-    };
-    rec(0, 0, 0);
-    const got = selectDegrees(layers, 0, maxDepth, 'accurate');
-    if (bestDrop === Infinity) assert.equal(got, null);
-    else assert.ok(got && Math.abs(got.predictedDrop - bestDrop) < 1e-9 && got.depth <= maxDepth, `trial ${trial}`);
   }
 });

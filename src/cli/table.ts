@@ -1,6 +1,7 @@
 /** Renders a report as plain-text tables for the terminal. */
 import { Report, describeFold } from '../core/report';
 import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
+import { NESTED_STAGES, STAGE_ORDER } from '../core/analysis/clock';
 
 function pad(cells: string[][], right: boolean[]): string {
   const w = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
@@ -144,19 +145,7 @@ export function renderReport(r: Report): string {
   }
   const t = r.timings;
   out.push(
-    `stages (s): ${[
-      'load',
-      'profile',
-      'cache',
-      'fit',
-      'sensitivity',
-      'select',
-      'refine',
-      'verify',
-      'finetune',
-      'report',
-    ]
-      .filter((k) => t[k] !== undefined)
+    `stages (s): ${STAGE_ORDER.filter((k) => !NESTED_STAGES.has(k) && t[k] !== undefined)
       .map((k) => `${k} ${t[k].toFixed(1)}`)
       .join(', ')}`,
   );

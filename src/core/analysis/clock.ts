@@ -10,6 +10,27 @@ const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search
 export type Phase = keyof typeof PHASES;
 export type Stage = Phase | 'select' | 'refine' | 'verify' | 'checks';
 
+/**
+ * The report's timings in the order the stages run (the one list hosts and benchmarks print
+ * from). `checks` is part of `verify` and `uniformSearch` of the search's time: NESTED_STAGES,
+ * left out where the stages are meant to add up.
+ */
+export const STAGE_ORDER = [
+  'load',
+  'profile',
+  'cache',
+  'fit',
+  'sensitivity',
+  'select',
+  'refine',
+  'verify',
+  'checks',
+  'uniformSearch',
+  'finetune',
+  'report',
+] as const;
+export const NESTED_STAGES: ReadonlySet<string> = new Set(['checks', 'uniformSearch']);
+
 export class StageClock {
   readonly timings: Record<string, number> = {};
   /** The stage that started last (for messages about where a run stopped). */
