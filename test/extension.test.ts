@@ -8,7 +8,7 @@ import { reportCodeLenses, reportDiagnostics, reportHover } from '../src/extensi
 import { isFromWebview } from '../src/extension/messages';
 import { analyze } from '../src/core/analyze';
 import { Report } from '../src/core/report';
-import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, example, tmpDir } from './helpers';
+import { MNIST_TEST_IMAGES, MNIST_TEST_LABELS, ROOT, cli, example, tmpDir } from './helpers';
 import {
   ActivationSpec,
   activationFn,
@@ -25,7 +25,9 @@ import {
   NON_ANALYSIS_SETTINGS,
   SettingReader,
   analyzeOptionsFrom,
+  renderForEditor,
 } from '../src/extension/settings';
+import { ANALYZE_OPTIONS } from '../src/core/options';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
 import { summarizeModel } from '../src/core/model/summary';
@@ -435,6 +437,54 @@ test("settings -> analysis options: every declared analysis setting is read, wit
   assert.equal(o.calib, 300);
   assert.equal(o.method, 'uniform');
   assert.equal(o.labels, '/d/y.npy');
+});
+
+test('one option table: package.json declares exactly its settings with the same defaults; the CLI lists its flags', () => {
+  const declared = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).contributes.configuration
+    .properties as Record<string, { default: unknown; type: string }>;
+  const inTable = ANALYZE_OPTIONS.filter((o) => o.setting);
+  const names = new Set(inTable.map((o) => `heApprox.${o.setting!.name}`));
+  const others = Object.keys(declared).filter(
+    (k) => !names.has(k) && !NON_ANALYSIS_PREFIXES.some((p) => k.startsWith(`heApprox.${p}`)),
+  );
+  assert.deepEqual(others, ['heApprox.autoAnalyze'], 'every other heApprox.* setting is an option of the table');
+  for (const o of inTable) {
+    const d = declared[`heApprox.${o.setting!.name}`];
+    assert.ok(d, `heApprox.${o.setting!.name} is declared`);
+    assert.deepEqual(d.default, o.setting!.default, `${o.setting!.name}: package.json's default is the table's`);
+    // The setting's default means the option's: the same value, or "the analysis's own" where it computes one.
+    if (!o.path) {
+      const v = o.setting!.toOption ? o.setting!.toOption(o.setting!.default) : o.setting!.default;
+      if (o.key === 'inputMean' || o.key === 'inputStd') assert.deepEqual(v, []);
+      else assert.deepEqual(v, o.default, `${o.setting!.name}: the default means the option's default`);
+    }
+  }
+  const help = cli('help').out;
+  for (const o of ANALYZE_OPTIONS) {
+    assert.match(help, new RegExp(`--${o.flag}${o.cli === 'value' ? ' <v>' : ''} +\\S`), `help lists --${o.flag}`);
+    if (o.defaultText) assert.ok(help.includes(`(default ${o.defaultText})`), `help states --${o.flag}'s default`);
+  }
+});
+
+test('messages name options by flag in the terminal and by setting in the editor', () => {
+  assert.equal(
+    renderForEditor('pass --budget in percentage points, e.g. 1.0'),
+    'set heApprox.accuracyBudget in percentage points, e.g. 1.0',
+  );
+  assert.equal(
+    renderForEditor('pass --no-tune, or use --per-layer'),
+    'set heApprox.tuneCoefficients to false, or use heApprox.perChannel = false',
+  );
+  assert.equal(
+    renderForEditor('raise --level-budget (or --ring-size)'),
+    'raise heApprox.levelBudget (or heApprox.ringSize)',
+  );
+  assert.equal(
+    renderForEditor('pass --margin as a fraction'),
+    'pass --margin as a fraction',
+    'no setting: the flag stays',
+  );
+  assert.equal(renderForEditor('--budget-x and --ring-sizes'), '--budget-x and --ring-sizes', 'whole flags only');
 });
 
 test('a max pooling layer: diagnostics, one CodeLens for its tree, hovers and model-view rows; its tfjs export computes the analysed trees', async () => {

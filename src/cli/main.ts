@@ -9,11 +9,11 @@ import { analyze, toolVersion } from '../core/analyze';
 import { UserError, isUserError } from '../core/errors';
 import { checkOutputs, writeOutputs } from '../core/export/export';
 import type { FinetunedModel } from '../core/finetune/finetune';
-import { FitMethod } from '../core/fit/fit';
 import { LoadedModel, loadModel } from '../core/model/load';
 import type { OpCosts } from '../core/cost/cost';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
-import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
+import type { AnalyzeOptions } from '../core/analysis/settings';
+import { ANALYZE_OPTIONS, DEFAULT_BOOTSTRAP_LEVELS, normalization } from '../core/options';
 import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '../core/he/lattigoCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
@@ -22,94 +22,9 @@ import { Report } from '../core/report';
 import { checkReport, sealReport } from '../core/reportCheck';
 import { readUserFile } from '../core/files';
 
+/** The analysis options' flags (one table in the core), then what only the terminal has. */
 const ANALYZE_FLAGS: FlagSpec[] = [
-  { name: 'data', value: true, help: 'calibration data: .npy, MNIST idx, .csv or .json (required)' },
-  {
-    name: 'labels',
-    value: true,
-    help: 'labels for the data (optional; without them accuracy = agreement with the original model)',
-  },
-  { name: 'heldout-data', value: true, help: 'held-out data from a separate file (default: split off --data)' },
-  { name: 'heldout-labels', value: true, help: 'labels for --heldout-data' },
-  { name: 'budget', value: true, help: 'accuracy budget in percentage points', default: '1.0' },
-  {
-    name: 'level-budget',
-    value: true,
-    help: 'total CKKS levels available, a hard limit',
-    default: "SEAL's chain at --ring-size; a deeper network is planned for bootstrapping",
-  },
-  {
-    name: 'bootstrap-levels',
-    value: true,
-    help: 'levels usable between bootstraps, for the bootstrap count',
-    default: "9 (Lattigo's 128-bit bootstrapping parameters at N=2^16)",
-  },
-  {
-    name: 'bootstrap',
-    value: false,
-    help: "plan for bootstrapping even where SEAL's chain holds the network (encrypted-test then runs it on Lattigo)",
-  },
-  { name: 'ring-size', value: true, help: 'CKKS ring size N (8192, 16384, 32768)', default: '32768' },
-  { name: 'calib', value: true, help: 'calibration samples', default: 'min(5000, half the data)' },
-  { name: 'heldout', value: true, help: 'held-out samples', default: 'min(5000, the rest)' },
-  { name: 'seed', value: true, help: 'seed for the split and the samples', default: '1' },
-  { name: 'input-scale', value: true, help: "'auto' (uint8 / 255), 'none', or a divisor", default: 'auto' },
-  {
-    name: 'input-mean',
-    value: true,
-    help: 'per-channel mean subtracted after scaling, comma-separated (e.g. 0.485,0.456,0.406)',
-  },
-  { name: 'input-std', value: true, help: 'per-channel std divided by after the mean (e.g. 0.229,0.224,0.225)' },
-  {
-    name: 'degrees',
-    value: true,
-    help: 'candidate degrees, comma-separated, 1..63',
-    default: '1,2,3,5,7,11,15,23,31,47,63',
-  },
-  { name: 'method', value: true, help: 'fit for the final model: data, uniform or minimax', default: 'data' },
-  { name: 'per-layer', value: false, help: 'one data-guided polynomial per layer instead of one per channel' },
-  {
-    name: 'no-fold',
-    value: false,
-    help: 'do not fold degree-1 and degree-2 polynomials into the linear layers (every degree a Chebyshev series, as libraries without those forms evaluate it; more levels)',
-  },
-  {
-    name: 'spare-levels',
-    value: false,
-    help: 'spend levels the smallest ring leaves unused on deeper polynomial plans with fewer multiplications (a longer modulus chain makes every operation slower: off by default)',
-  },
-  {
-    name: 'no-tune',
-    value: false,
-    help: 'skip coefficient tuning (distillation from the original model, plus the labels when given) among the refinements',
-  },
-  {
-    name: 'tune-labels',
-    value: true,
-    help: "weight of the labels in tuning's loss, 0..1 (0: match the original model only)",
-    default: '0.5',
-  },
-  { name: 'margin', value: true, help: 'interval margin, fraction of the observed range per side', default: '0.15' },
-  {
-    name: 'margin-growth',
-    value: true,
-    help: 'added to the margin per activation upstream (deep networks drift further)',
-    default: '0.02',
-  },
-  {
-    name: 'screen-samples',
-    value: true,
-    help: 'calibration samples of the first-order sensitivity screen',
-    default: '1024',
-  },
-  { name: 'floor', value: true, help: 'weight of the uniform floor in the data-guided fit', default: '0.001' },
-  { name: 'batch-size', value: true, help: 'samples per batch', default: '256' },
-  {
-    name: 'finetune-epochs',
-    value: true,
-    help: 'after the analysis, fine-tune weights and coefficients on the labelled calibration data for N epochs (same degrees and levels; needs --labels); --out then also writes finetuned/',
-    default: '0 (off)',
-  },
+  ...ANALYZE_OPTIONS.map((o) => ({ name: o.flag, value: o.cli === 'value', help: o.help, default: o.defaultText })),
   { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
   { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
   { name: 'json', value: false, help: 'print the JSON report on stdout instead of tables' },
@@ -159,23 +74,20 @@ function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
 
 const str = (v: string | true | undefined): string | null => (typeof v === 'string' ? v : null);
 
-/** --input-mean / --input-std: both or neither, comma-separated numbers. */
-function normalizationOpt(opts: Map<string, string | true>): { mean: number[]; std: number[] } | null {
-  const m = str(opts.get('input-mean'));
-  const s = str(opts.get('input-std'));
-  if (!m && !s) return null;
-  const list = (v: string | null, key: string, dflt: number) => {
-    if (!v) return [dflt];
-    const xs = v.split(',').map((t) => Number(t.trim()));
-    if (xs.some((x) => !Number.isFinite(x)))
-      throw new UserError(
-        'OPTION_INVALID',
-        `--${key} ${v} is not a comma-separated list of numbers`,
-        `pass e.g. --${key} 0.485,0.456,0.406`,
-      );
-    return xs;
-  };
-  return { mean: list(m, 'input-mean', 0), std: list(s, 'input-std', 1) };
+/** The analysis options the flags set, parsed and range-checked by the option table. */
+function analyzeOptionsOf(
+  opts: Map<string, string | true>,
+): Partial<AnalyzeOptions> & { inputMean?: number[]; inputStd?: number[] } {
+  const out: Record<string, unknown> = {};
+  for (const o of ANALYZE_OPTIONS) {
+    const v = opts.get(o.flag);
+    if (v === undefined) continue;
+    if (o.cli === 'flag') out[o.key] = o.flagValue ?? true;
+    else if (o.parse) out[o.key] = o.parse(v as string, o.flag);
+    else if (o.check) out[o.key] = numberOpt(opts, o.flag, o.check, o.what ?? 'a valid value');
+    else out[o.key] = v;
+  }
+  return out;
 }
 
 async function runAnalyze(argv: string[]): Promise<number> {
@@ -193,38 +105,10 @@ async function runAnalyze(argv: string[]): Promise<number> {
       'no calibration data given',
       'pass --data <file> (.npy, MNIST idx, .csv or .json)',
     );
-  const labels = opts.get('labels');
-  const method = (opts.get('method') ?? 'data') as string;
-  if (!['data', 'uniform', 'minimax'].includes(method))
-    throw new UserError('OPTION_INVALID', `--method ${method} is unknown`, 'pass --method data, uniform or minimax');
-  const scaleRaw = opts.get('input-scale') ?? 'auto';
-  const scale =
-    scaleRaw === 'auto' || scaleRaw === 'none'
-      ? scaleRaw
-      : numberOpt(opts, 'input-scale', (x) => x > 0, 'a positive divisor, auto or none')!;
-  const degreesRaw = opts.get('degrees');
-  let degrees: number[] | undefined;
-  if (typeof degreesRaw === 'string') {
-    degrees = degreesRaw.split(',').map((s) => Number(s.trim()));
-    if (degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63))
-      throw new UserError(
-        'OPTION_INVALID',
-        `--degrees ${degreesRaw} must list integers in 1..63`,
-        'pass e.g. --degrees 3,5,7,15',
-      );
-  }
-  const pos = (x: number) => x > 0;
-  const int = (x: number) => Number.isInteger(x) && x > 0;
-  const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
+  const { inputMean, inputStd, ...flags } = analyzeOptionsOf(opts);
   const out = opts.get('out');
   // Before the analysis: a bad --out must not cost the user the whole run.
-  const finetuneEpochs = numberOpt(
-    opts,
-    'finetune-epochs',
-    (x) => Number.isInteger(x) && x >= 0,
-    'a non-negative integer',
-  );
-  if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'), (finetuneEpochs ?? 0) > 0);
+  if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'), (flags.finetuneEpochs ?? 0) > 0);
   const controller = new AbortController();
   const onSig = () => controller.abort();
   process.once('SIGINT', onSig);
@@ -232,34 +116,10 @@ async function runAnalyze(argv: string[]): Promise<number> {
   let loaded: LoadedModel | null = null;
   try {
     const report = await analyze({
+      ...flags,
       model: positional[0],
       data,
-      labels: typeof labels === 'string' ? labels : null,
-      heldoutData: str(opts.get('heldout-data')),
-      heldoutLabels: str(opts.get('heldout-labels')),
-      budget: numberOpt(opts, 'budget', pos, 'a positive number of percentage points'),
-      levelBudget: numberOpt(opts, 'level-budget', int, 'a positive integer'),
-      bootstrapLevels: numberOpt(opts, 'bootstrap-levels', (x) => Number.isInteger(x) && x >= 2, 'an integer >= 2'),
-      bootstrap: opts.has('bootstrap'),
-      marginGrowth: numberOpt(opts, 'margin-growth', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
-      screenSamples: numberOpt(opts, 'screen-samples', int, 'a positive integer'),
-      ringSize,
-      calib: numberOpt(opts, 'calib', int, 'a positive integer'),
-      heldout: numberOpt(opts, 'heldout', int, 'a positive integer'),
-      seed: numberOpt(opts, 'seed', (x) => Number.isInteger(x) && x >= 0, 'a non-negative integer'),
-      scale,
-      normalize: normalizationOpt(opts),
-      degrees,
-      method: method as FitMethod,
-      perChannel: !opts.has('per-layer'),
-      tune: !opts.has('no-tune'),
-      fold: !opts.has('no-fold'),
-      spareLevels: opts.has('spare-levels'),
-      tuneLabelWeight: numberOpt(opts, 'tune-labels', (x) => x >= 0 && x <= 1, 'a weight in [0, 1]'),
-      margin: numberOpt(opts, 'margin', (x) => x >= 0 && x <= 1, 'a fraction in [0, 1]'),
-      floor: numberOpt(opts, 'floor', (x) => x >= 0 && x < 1, 'a weight in [0, 1)'),
-      batchSize: numberOpt(opts, 'batch-size', int, 'a positive integer'),
-      finetuneEpochs,
+      normalize: normalization(inputMean, inputStd),
       onFinetuned: (m) => {
         finetuned = m;
       },

@@ -6,6 +6,7 @@
  * Progress arrives as messages; cancellation posts 'cancel', which aborts the core's AbortSignal
  * between batches.
  */
+import { renderForEditor } from './settings';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import type { AnalyzeOptions } from '../core/analyze';
@@ -83,7 +84,8 @@ export function runInWorker<J extends Job>(
         void worker.terminate();
       } else {
         settled = true;
-        reject(new JobFailed(m.code, m.message, m.fix, m.userError));
+        // The core names options by their flags; the editor by its settings.
+        reject(new JobFailed(m.code, renderForEditor(m.message), renderForEditor(m.fix), m.userError));
         void worker.terminate();
       }
     });

@@ -6,7 +6,7 @@
 import { UserError } from '../errors';
 import type { InputNormalization, InputScale } from '../data/read';
 import type { FitMethod } from '../fit/fit';
-import { TUNE_DEFAULTS } from '../fit/tune';
+import { DEFAULT_BOOTSTRAP_LEVELS, FIT_METHODS, MAX_DEGREE, MIN_DEGREE, option, optionDefault } from '../options';
 import type { OpCosts } from '../cost/cost';
 import { RING_LEVELS } from '../he/params';
 import type { Progress } from '../profile/profiler';
@@ -86,7 +86,7 @@ export interface AnalyzeOptions {
 /** Levels SEAL offers at 128-bit security with 60-bit end primes and a 40-bit scale. */
 export const SEAL_LEVELS: Record<number, number> = RING_LEVELS;
 
-export const DEFAULT_DEGREES = [1, 2, 3, 5, 7, 11, 15, 23, 31, 47, 63];
+export const DEFAULT_DEGREES = optionDefault<number[]>('degrees');
 
 /** The options as the report records them, plus what the analysis needs besides. */
 export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inputNormalization' | 'tuneLabelWeight'> {
@@ -103,26 +103,25 @@ const positiveInt = (v: number | undefined, name: string, flag: string): void =>
     throw new UserError('OPTION_INVALID', `${name} must be a positive integer, got ${v}`, `pass ${flag} N with N >= 1`);
 };
 
-/** Levels between bootstraps with Lattigo's 128-bit bootstrapping parameters at N=2^16 (engines/lattigo/params.go). */
-export const DEFAULT_BOOTSTRAP_LEVELS = 9;
+export { DEFAULT_BOOTSTRAP_LEVELS };
 
 /** Every option's default and range, checked before anything is loaded. */
 export function resolveSettings(o: AnalyzeOptions): Settings {
-  const budget = o.budget ?? 1.0;
-  if (!(budget > 0 && Number.isFinite(budget)))
+  const budget = o.budget ?? optionDefault<number>('budget');
+  if (!option('budget').check!(budget))
     throw new UserError(
       'OPTION_INVALID',
       `accuracy budget must be positive, got ${o.budget}`,
       'pass --budget in percentage points, e.g. 1.0',
     );
-  const ringSize = o.ringSize ?? 32768;
+  const ringSize = o.ringSize ?? optionDefault<number>('ringSize');
   if (RING_LEVELS[ringSize] === undefined)
     throw new UserError(
       'OPTION_INVALID',
       `ring size ${ringSize} is not supported`,
       'pass --ring-size 8192, 16384 or 32768',
     );
-  if (o.levelBudget !== undefined && !(Number.isInteger(o.levelBudget) && o.levelBudget > 0)) {
+  if (o.levelBudget !== undefined && !option('levelBudget').check!(o.levelBudget)) {
     throw new UserError(
       'OPTION_INVALID',
       `level budget must be a positive integer, got ${o.levelBudget}`,
@@ -139,7 +138,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass either --bootstrap or --level-budget, not both',
     );
   }
-  if (!(Number.isInteger(bootstrapLevels) && bootstrapLevels >= 2)) {
+  if (!option('bootstrapLevels').check!(bootstrapLevels)) {
     throw new UserError(
       'OPTION_INVALID',
       `levels between bootstraps must be an integer >= 2, got ${o.bootstrapLevels}`,
@@ -147,7 +146,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     );
   }
   const degrees = [...new Set(o.degrees ?? DEFAULT_DEGREES)].sort((a, b) => a - b);
-  if (!degrees.length || degrees.some((d) => !Number.isInteger(d) || d < 1 || d > 63)) {
+  if (!degrees.length || degrees.some((d) => !Number.isInteger(d) || d < MIN_DEGREE || d > MAX_DEGREE)) {
     throw new UserError(
       'OPTION_INVALID',
       `degrees must be integers in 1..63, got ${degrees.join(',')}`,
@@ -159,22 +158,22 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   // interval and blow up (fitStage.ts); on the MNIST CNN 15% + 2% per activation chose the same
   // degrees as 2% + 1% (2, 2, 2 at 10 levels; 0.66 against 0.42 pp measured) and kept every
   // held-out value inside, where 2% let 36 images out.
-  const margin = o.margin ?? 0.15;
-  const marginGrowth = o.marginGrowth ?? 0.02;
-  if (!(margin >= 0 && margin <= 1))
+  const margin = o.margin ?? optionDefault<number>('margin');
+  const marginGrowth = o.marginGrowth ?? optionDefault<number>('marginGrowth');
+  if (!option('margin').check!(margin))
     throw new UserError(
       'OPTION_INVALID',
       `margin must be in [0, 1], got ${o.margin}`,
       'pass --margin as a fraction of the observed range, e.g. 0.02',
     );
-  if (!(marginGrowth >= 0 && marginGrowth <= 1))
+  if (!option('marginGrowth').check!(marginGrowth))
     throw new UserError(
       'OPTION_INVALID',
       `margin growth must be in [0, 1], got ${o.marginGrowth}`,
       'pass --margin-growth as a fraction of the observed range per activation, e.g. 0.01',
     );
-  const floor = o.floor ?? 0.001;
-  if (!(floor >= 0 && floor < 1))
+  const floor = o.floor ?? optionDefault<number>('floor');
+  if (!option('floor').check!(floor))
     throw new UserError(
       'OPTION_INVALID',
       `floor must be in [0, 1), got ${o.floor}`,
@@ -184,17 +183,16 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
   positiveInt(o.calib, 'calibration samples', '--calib');
   positiveInt(o.heldout, 'held-out samples', '--heldout');
   positiveInt(o.screenSamples, 'screen samples', '--screen-samples');
-  const finetuneEpochs = o.finetuneEpochs ?? 0;
-  // A bound, so that a typo cannot start a run of days.
-  if (!(Number.isInteger(finetuneEpochs) && finetuneEpochs >= 0 && finetuneEpochs <= 1000)) {
+  const finetuneEpochs = o.finetuneEpochs ?? optionDefault<number>('finetuneEpochs');
+  if (!option('finetuneEpochs').check!(finetuneEpochs)) {
     throw new UserError(
       'OPTION_INVALID',
       `fine-tuning epochs must be an integer in 0..1000, got ${o.finetuneEpochs}`,
       'pass --finetune-epochs N with N between 1 and 1000, or leave it out',
     );
   }
-  const labelWeight = o.tuneLabelWeight ?? TUNE_DEFAULTS.labelWeight;
-  if (!(labelWeight >= 0 && labelWeight <= 1))
+  const labelWeight = o.tuneLabelWeight ?? optionDefault<number>('tuneLabelWeight');
+  if (!option('tuneLabelWeight').check!(labelWeight))
     throw new UserError(
       'OPTION_INVALID',
       `tuning label weight must be in [0, 1], got ${labelWeight}`,
@@ -207,8 +205,8 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass --input-scale auto, none or a positive divisor (setting heApprox.inputScale)',
     );
   }
-  const method = o.method ?? 'data';
-  if (!['data', 'uniform', 'minimax'].includes(method))
+  const method = o.method ?? optionDefault<FitMethod>('method');
+  if (!(FIT_METHODS as readonly string[]).includes(method))
     throw new UserError('OPTION_INVALID', `unknown fit method ${method}`, 'pass --method data, uniform or minimax');
   return {
     budget,
@@ -216,23 +214,23 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     levelBudget: o.levelBudget ?? RING_LEVELS[ringSize],
     levelBudgetGiven: o.levelBudget !== undefined,
     bootstrapLevels,
-    bootstrap: o.bootstrap ?? false,
+    bootstrap: o.bootstrap ?? optionDefault<boolean>('bootstrap'),
     degrees,
     margin,
     marginGrowth,
     floor,
-    batchSize: o.batchSize ?? 256,
+    batchSize: o.batchSize ?? optionDefault<number>('batchSize'),
     reservoir: o.reservoir ?? 16384,
     refineSamples: o.refineSamples ?? 2048,
     // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
     // forward passes over them (sensitivity.ts).
-    screenSamples: o.screenSamples ?? 1024,
-    seed: o.seed ?? 1,
+    screenSamples: o.screenSamples ?? optionDefault<number>('screenSamples'),
+    seed: o.seed ?? optionDefault<number>('seed'),
     method,
-    perChannel: o.perChannel ?? true,
-    tune: o.tune ?? true,
-    fold: o.fold ?? true,
-    spareLevels: o.spareLevels ?? false,
+    perChannel: o.perChannel ?? optionDefault<boolean>('perChannel'),
+    tune: o.tune ?? optionDefault<boolean>('tune'),
+    fold: o.fold ?? optionDefault<boolean>('fold'),
+    spareLevels: o.spareLevels ?? optionDefault<boolean>('spareLevels'),
     labelWeight,
     finetuneEpochs,
   };
