@@ -14,24 +14,22 @@ import type { EncryptedModelReport } from '../core/he/modelTest';
 import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
 import { MODEL_FILE, readUserFile } from '../core/files';
 import { ResultCache, analysisKey, engineId, modelFiles } from './cache';
+import {
+  LayerCodeLensProvider,
+  LayerHoverProvider,
+  ModelDiagnostics,
+  ModelResults,
+  ModelState,
+  StatusBar,
+  isModelDocument,
+  rangeOf,
+} from './editorViews';
 import { findDataNear } from './dataFiles';
-import { LayerRanges, TextRange, findLayerRanges, offsetToPosition } from './layerRanges';
-import { PlainDiagnostic, reportCodeLenses, reportDiagnostics, reportHover } from './reportView';
+import { LayerRanges, findLayerRanges } from './layerRanges';
 import { PanelProvider } from './panel';
 import { ModelViewMessage, modelViewHtml } from './modelView';
 import type { ModelSummary } from '../core/model/summary';
 import { analyzeOptionsFrom } from './settings';
-
-interface ModelState {
-  uri: vscode.Uri;
-  report: Report;
-  key: string;
-  stale: boolean;
-  data: string;
-  labels: string | null;
-  /** model.json, its weight shards, the data and labels: what the cache key hashes and the watcher checks. */
-  files: (string | null)[];
-}
 
 /** The job in flight; `files` are the inputs whose deletion stops it, `stopped` says why it was stopped, if not by the user. */
 type Running = {
@@ -58,11 +56,11 @@ export function deactivate(): void {
   /* disposables do the work */
 }
 
-class HeApprox implements vscode.Disposable {
+class HeApprox implements vscode.Disposable, ModelResults {
   private readonly log = vscode.window.createOutputChannel('HE Approx', { log: true });
-  private readonly diagnostics = vscode.languages.createDiagnosticCollection('he-approx');
-  private readonly status = vscode.window.createStatusBarItem('heApprox.status', vscode.StatusBarAlignment.Left, 10);
-  private readonly lensChanged = new vscode.EventEmitter<void>();
+  private readonly diagnostics = new ModelDiagnostics(this);
+  private readonly statusBar = new StatusBar();
+  private readonly lenses = new LayerCodeLensProvider(this);
   private readonly states = new Map<string, ModelState>();
   /** Problems found before any analysis (syntax errors) or by a failed one, per model file. */
   private readonly failures = new Map<string, { message: string; fix: string }>();
@@ -93,17 +91,14 @@ class HeApprox implements vscode.Disposable {
       runEncryptedTest: () => void vscode.commands.executeCommand('heApprox.runEncryptedTest'),
       selectLayer: (node) => this.revealLayer(node),
     });
-    this.status.name = 'HE Approx';
-    this.setStatus('idle');
-    this.status.show();
     const cmd = (id: string, f: (...a: never[]) => unknown) =>
       vscode.commands.registerCommand(id, f as (...a: unknown[]) => unknown);
     const selector: vscode.DocumentSelector = { language: 'json', pattern: '**/*.json' };
     this.disposables.push(
       this.log,
       this.diagnostics,
-      this.status,
-      this.lensChanged,
+      this.statusBar,
+      this.lenses,
       vscode.window.registerWebviewViewProvider(PanelProvider.viewId, this.panel),
       vscode.window.registerCustomEditorProvider(
         'heApprox.modelView',
@@ -123,11 +118,8 @@ class HeApprox implements vscode.Disposable {
       cmd('heApprox.showLog', () => this.log.show()),
       cmd('heApprox.showStatus', () => this.showStatusMessage()),
       cmd('heApprox.cancel', () => this.running?.run.cancel()),
-      vscode.languages.registerCodeLensProvider(selector, {
-        provideCodeLenses: (d) => this.codeLenses(d),
-        onDidChangeCodeLenses: this.lensChanged.event,
-      }),
-      vscode.languages.registerHoverProvider(selector, { provideHover: (d, p) => this.hover(d, p) }),
+      vscode.languages.registerCodeLensProvider(selector, this.lenses),
+      vscode.languages.registerHoverProvider(selector, new LayerHoverProvider(this)),
       vscode.window.onDidChangeActiveTextEditor((e) => this.followEditor(e)),
       vscode.workspace.onDidOpenTextDocument((d) => this.refreshDocument(d)),
       vscode.workspace.onDidChangeTextDocument((e) => this.refreshDocument(e.document)),
@@ -312,7 +304,7 @@ class HeApprox implements vscode.Disposable {
             }
             progress.report({ increment: Math.max(0, 100 * (fraction - last)), message });
             last = Math.max(last, fraction);
-            this.setStatus('busy');
+            this.showStatus('busy');
             this.panel.post({ type: 'progress', fraction, message });
           },
           { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') },
@@ -325,7 +317,7 @@ class HeApprox implements vscode.Disposable {
           files: inputs.filter((f): f is string => !!f),
         };
         this.running = running;
-        this.setStatus('busy');
+        this.showStatus('busy');
         token.onCancellationRequested(() => run.cancel());
         const t0 = Date.now();
         let failed = false;
@@ -348,13 +340,13 @@ class HeApprox implements vscode.Disposable {
             if (action === 'Show Log') this.log.show();
             this.panel.post({ type: 'error', message: f.message, fix: f.fix });
             failed = true;
-            this.setStatus('error');
+            this.showStatus('error');
             throw f;
           }
           return null;
         } finally {
           this.running = null;
-          if (!failed) this.setStatus('done');
+          if (!failed) this.showStatus('done');
         }
       },
     );
@@ -590,9 +582,9 @@ class HeApprox implements vscode.Disposable {
     this.cache.clear();
     this.diagnostics.clear();
     for (const d of vscode.workspace.textDocuments) this.refreshDocument(d);
-    this.lensChanged.fire();
+    this.lenses.refresh();
     this.panel.post({ type: 'clear' });
-    this.setStatus('idle');
+    this.showStatus('idle');
     this.log.info('results cleared');
   }
 
@@ -632,8 +624,8 @@ class HeApprox implements vscode.Disposable {
     this.states.set(uri.toString(), { uri, report, key, files, stale: false, data, labels });
     this.panel.modelUri = uri.toString();
     this.renderDiagnostics(uri);
-    this.lensChanged.fire();
-    this.setStatus('done');
+    this.lenses.refresh();
+    this.showStatus('done');
     this.refreshPanel();
     this.renderModelView(uri);
   }
@@ -719,7 +711,7 @@ class HeApprox implements vscode.Disposable {
     }
   }
 
-  private rangesFor(uri: vscode.Uri): { doc: vscode.TextDocument | null; text: string; ranges: LayerRanges } | null {
+  rangesFor(uri: vscode.Uri): { doc: vscode.TextDocument | null; text: string; ranges: LayerRanges } | null {
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString()) ?? null;
     let text: string;
     // A model.json in the workspace may be a FIFO or a device: never read it with a blocking read.
@@ -731,116 +723,13 @@ class HeApprox implements vscode.Disposable {
     return { doc, text, ranges: findLayerRanges(text) };
   }
 
-  private renderDiagnostics(uri: vscode.Uri): void {
-    if (BINARY_MODEL.test(uri.fsPath)) {
-      this.renderModelView(uri);
-      return;
-    }
-    const r = this.rangesFor(uri);
-    if (!r) return;
-    const s = this.states.get(uri.toString());
-    const toRange = (t: TextRange) => rangeOf(r.doc, r.text, t);
-    const plain: PlainDiagnostic[] = reportDiagnostics(s?.report ?? null, r.ranges);
-    const failure = this.failures.get(uri.toString());
-    if (failure && !r.ranges.errors.length)
-      plain.push({
-        range: { start: 0, end: 1 },
-        severity: 'error',
-        message: `${failure.message}. Fix: ${failure.fix}`,
-        source: 'he-approx',
-        code: 'syntax',
-      });
-    if (r.ranges.minified && r.ranges.layers.size) {
-      plain.push({
-        range: { start: 0, end: 1 },
-        severity: 'information',
-        source: 'he-approx',
-        code: 'degree',
-        message:
-          'model.json is a single line; run "HE Approx: Format model.json" to see one layer per line (ranges are precise either way)',
-      });
-    }
-    const sev = {
-      error: vscode.DiagnosticSeverity.Error,
-      warning: vscode.DiagnosticSeverity.Warning,
-      information: vscode.DiagnosticSeverity.Information,
-    };
-    this.diagnostics.set(
-      uri,
-      plain.map((p) => {
-        const d = new vscode.Diagnostic(
-          toRange(p.range),
-          s?.stale && p.code !== 'syntax' ? `${p.message} (stale: analyse again)` : p.message,
-          sev[p.severity],
-        );
-        d.source = p.source;
-        d.code = p.code;
-        return d;
-      }),
-    );
-  }
-
-  private codeLenses(doc: vscode.TextDocument): vscode.CodeLens[] {
-    if (!isModelDocument(doc)) return [];
-    const text = doc.getText();
-    const ranges = findLayerRanges(text);
-    const lenses: vscode.CodeLens[] = [];
-    if (ranges.minified && ranges.layers.size)
-      lenses.push(
-        new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), {
-          title: 'HE Approx: Format model.json',
-          command: 'heApprox.formatModel',
-          arguments: [doc.uri],
-        }),
-      );
-    const s = this.states.get(doc.uri.toString());
-    if (!s) {
-      if (!ranges.errors.length)
-        lenses.push(
-          new vscode.CodeLens(new vscode.Range(0, 0, 0, 0), {
-            title: 'HE Approx: Analyze Model',
-            command: 'heApprox.analyzeModel',
-            arguments: [doc.uri],
-          }),
-        );
-      return lenses;
-    }
-    for (const l of reportCodeLenses(s.report, ranges)) {
-      lenses.push(
-        new vscode.CodeLens(rangeOf(doc, text, l.range), {
-          title: (s.stale ? '(stale) ' : '') + l.title,
-          command: 'heApprox.showPanel',
-          arguments: [l.node],
-        }),
-      );
-    }
-    return lenses;
-  }
-
-  private hover(doc: vscode.TextDocument, pos: vscode.Position): vscode.Hover | null {
-    const s = this.states.get(doc.uri.toString());
-    if (!s) return null;
-    const offset = doc.offsetAt(pos);
-    for (const l of findLayerRanges(doc.getText()).layers.values()) {
-      if (offset < l.range.start || offset > l.range.end) continue;
-      const md = reportHover(s.report, l.name);
-      if (!md) return null;
-      const m = new vscode.MarkdownString(
-        md + (s.stale ? '\n\n*Stale: the model, data or settings changed since this analysis.*' : ''),
-      );
-      m.isTrusted = { enabledCommands: ['heApprox.showPanel'] };
-      return new vscode.Hover(m, rangeOf(doc, doc.getText(), l.nameRange));
-    }
-    return null;
-  }
-
   private refreshDocument(doc: vscode.TextDocument): void {
     if (!isModelDocument(doc) && !this.states.has(doc.uri.toString())) return;
     const s = this.states.get(doc.uri.toString());
     if (s && !s.stale && jsonContentSha256(doc.getText()) !== s.report.model.contentSha256)
       this.markStale(s, 'the model file changed');
     this.renderDiagnostics(doc.uri);
-    this.lensChanged.fire();
+    this.lenses.refresh();
   }
 
   /**
@@ -866,16 +755,12 @@ class HeApprox implements vscode.Disposable {
     }
     for (const key of [...this.failures.keys()]) if (gone(vscode.Uri.parse(key).fsPath)) this.failures.delete(key);
     // Every diagnostic of a deleted file goes, the hints of a still-open editor included.
-    const stale: vscode.Uri[] = [];
-    this.diagnostics.forEach((u) => {
-      if (gone(u.fsPath)) stale.push(u);
-    });
-    for (const u of stale) this.diagnostics.delete(u);
+    for (const u of this.diagnostics.uris().filter((x) => gone(x.fsPath))) this.diagnostics.delete(u);
     if (!changed) return;
     if (this.panel.modelUri && !this.states.has(this.panel.modelUri)) this.panel.modelUri = null;
-    this.lensChanged.fire();
+    this.lenses.refresh();
     this.refreshPanel();
-    if (!this.running) this.setStatus(this.states.size ? 'done' : 'idle');
+    if (!this.running) this.showStatus(this.states.size ? 'done' : 'idle');
   }
 
   private onFileChanged(uri: vscode.Uri): void {
@@ -913,10 +798,10 @@ class HeApprox implements vscode.Disposable {
       s.stale = true;
       this.log.info(`results for ${vscode.workspace.asRelativePath(s.uri)} are stale: ${why}`);
       this.renderDiagnostics(s.uri);
-      this.lensChanged.fire();
+      this.lenses.refresh();
       this.refreshPanel();
       this.renderModelView(s.uri);
-      if (!this.running) this.setStatus('done');
+      if (!this.running) this.showStatus('done');
     }
     if (this.config().get<boolean>('autoAnalyze', false)) {
       // Debounced: a burst of saves (model.json and its shards) starts one analysis.
@@ -942,7 +827,7 @@ class HeApprox implements vscode.Disposable {
     if (!key || key === this.panel.modelUri || !this.states.has(key)) return;
     this.panel.modelUri = key;
     this.refreshPanel();
-    if (!this.running) this.setStatus('done');
+    if (!this.running) this.showStatus('done');
   }
 
   /** The results the panel and the status bar show: the panel's model, else the first with results. */
@@ -985,47 +870,21 @@ class HeApprox implements vscode.Disposable {
     });
   }
 
-  private setStatus(state: 'idle' | 'busy' | 'done' | 'error'): void {
-    const st = this.status;
-    st.backgroundColor = undefined;
-    if (state === 'busy' && this.running) {
-      st.text = `$(sync~spin) HE Approx ${Math.round(100 * this.running.fraction)}%`;
-      st.tooltip = `${this.running.label}: ${this.running.message} (click to cancel)`;
-      st.command = 'heApprox.cancel';
-    } else if (state === 'error') {
-      st.text = '$(error) HE Approx';
-      st.tooltip = 'The last run failed: click to open the log';
-      st.command = 'heApprox.showLog';
-      st.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
-    } else if ((state === 'done' || state === 'idle') && this.current()) {
-      const s = this.current()!;
-      const f = s.report.final;
-      const boots = s.report.bootstrapping?.planned ? ` · ${f.bootstraps} bootstraps` : '';
-      st.text = `$(shield) HE ${f.networkDepth} levels${boots} · Δacc ${f.measuredDrop.toFixed(2)}%${s.stale ? ' (stale)' : ''}`;
-      st.tooltip = `he-approx: ${vscode.workspace.asRelativePath(s.uri)}: depth ${f.networkDepth} levels${boots ? `, ${f.bootstraps} bootstraps every ${s.report.bootstrapping.levelsPerBootstrap} levels` : ''}, measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (uniform baseline: ${s.report.uniform.networkDepth} levels). Click to show the panel.`;
-      st.command = 'heApprox.showPanel';
-    } else {
-      st.text = '$(shield) HE Approx';
-      st.tooltip = 'he-approx: run "HE Approx: Analyze Model"';
-      st.command = 'heApprox.analyzeModel';
-    }
+  stateOf(uri: vscode.Uri): ModelState | undefined {
+    return this.states.get(uri.toString());
   }
-}
 
-function isModelDocument(doc: vscode.TextDocument): boolean {
-  if (doc.uri.scheme !== 'file' && doc.uri.scheme !== 'vscode-remote') return false;
-  if (!doc.fileName.endsWith('.json')) return false;
-  return (
-    path.basename(doc.fileName) === 'model.json' ||
-    doc.getText(new vscode.Range(0, 0, 40, 0)).includes('"modelTopology"')
-  );
-}
+  failureOf(uri: vscode.Uri): { message: string; fix: string } | undefined {
+    return this.failures.get(uri.toString());
+  }
 
-function rangeOf(doc: vscode.TextDocument | null, text: string, r: TextRange): vscode.Range {
-  if (doc) return new vscode.Range(doc.positionAt(r.start), doc.positionAt(r.end));
-  const pos = (o: number) => {
-    const p = offsetToPosition(text, o);
-    return new vscode.Position(p.line, p.character);
-  };
-  return new vscode.Range(pos(r.start), pos(r.end));
+  private renderDiagnostics(uri: vscode.Uri): void {
+    // ONNX and Keras files open in the model view, which shows the result and the failure instead.
+    if (BINARY_MODEL.test(uri.fsPath)) this.renderModelView(uri);
+    else this.diagnostics.render(uri);
+  }
+
+  private showStatus(state: 'idle' | 'busy' | 'done' | 'error'): void {
+    this.statusBar.show(state, this.running, this.current());
+  }
 }
