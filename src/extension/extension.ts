@@ -11,9 +11,10 @@ import { format as formatJson, applyEdits } from 'jsonc-parser';
 import { Report, jsonContentSha256 } from '../core/report';
 import type { EncryptedLayerReport } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
-import { Job, JobFailed, runInWorker, WorkerRun } from './analysisWorker';
+import { JobFailed, runInWorker } from './analysisWorker';
 import { MODEL_FILE, readUserFile } from '../core/files';
 import { ResultCache, analysisKey, engineId, modelFiles } from './cache';
+import { JobRunner } from './jobs';
 import {
   LayerCodeLensProvider,
   LayerHoverProvider,
@@ -30,16 +31,6 @@ import { PanelProvider } from './panel';
 import { ModelViewMessage, modelViewHtml } from './modelView';
 import type { ModelSummary } from '../core/model/summary';
 import { analyzeOptionsFrom } from './settings';
-
-/** The job in flight; `files` are the inputs whose deletion stops it, `stopped` says why it was stopped, if not by the user. */
-type Running = {
-  label: string;
-  fraction: number;
-  message: string;
-  run: WorkerRun<unknown>;
-  files: string[];
-  stopped?: string;
-};
 
 /** Every model file he-approx opens (core/model/load.ts modelFormatOf). */
 const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
@@ -67,7 +58,9 @@ class HeApprox implements vscode.Disposable, ModelResults {
   private readonly cache: ResultCache;
   private readonly panel: PanelProvider;
   private readonly disposables: vscode.Disposable[] = [];
-  private running: Running | null = null;
+  private readonly jobs: JobRunner;
+  /** The worker script and the tfjs wasm binaries (the extension's bundle/). */
+  private readonly worker: { script: string; wasmDir: string };
   /** engineId of the bundled worker, read once (cache keys; see cache.ts). */
   private engine: string | undefined;
   private debounce: NodeJS.Timeout | null = null;
@@ -90,6 +83,14 @@ class HeApprox implements vscode.Disposable, ModelResults {
       analyze: () => void vscode.commands.executeCommand('heApprox.analyzeModel'),
       runEncryptedTest: () => void vscode.commands.executeCommand('heApprox.runEncryptedTest'),
       selectLayer: (node) => this.revealLayer(node),
+    });
+    const bundle = path.join(context.extensionPath, 'bundle');
+    this.worker = { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') };
+    this.jobs = new JobRunner({
+      log: this.log,
+      worker: this.worker,
+      status: (state) => this.showStatus(state),
+      post: (m) => this.panel.post(m),
     });
     const cmd = (id: string, f: (...a: never[]) => unknown) =>
       vscode.commands.registerCommand(id, f as (...a: unknown[]) => unknown);
@@ -117,7 +118,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       cmd('heApprox.formatModel', (uri?: vscode.Uri) => this.formatModel(uri)),
       cmd('heApprox.showLog', () => this.log.show()),
       cmd('heApprox.showStatus', () => this.showStatusMessage()),
-      cmd('heApprox.cancel', () => this.running?.run.cancel()),
+      cmd('heApprox.cancel', () => this.jobs.cancel()),
       vscode.languages.registerCodeLensProvider(selector, this.lenses),
       vscode.languages.registerHoverProvider(selector, new LayerHoverProvider(this)),
       vscode.window.onDidChangeActiveTextEditor((e) => this.followEditor(e)),
@@ -140,7 +141,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
   }
 
   dispose(): void {
-    this.running?.run.cancel();
+    this.jobs.cancel();
     for (const d of this.disposables) d.dispose();
   }
 
@@ -283,75 +284,6 @@ class HeApprox implements vscode.Disposable, ModelResults {
 
   // ---- running jobs ---------------------------------------------------------------------
 
-  private async runJob<T>(label: string, job: Job, inputs: (string | null)[] = []): Promise<T | null> {
-    if (this.running) {
-      void vscode.window.showWarningMessage(
-        `HE Approx: ${this.running.label} is still running; cancel it first (or wait).`,
-      );
-      return null;
-    }
-    const bundle = path.join(this.context.extensionPath, 'bundle');
-    return vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Notification, title: `HE Approx: ${label}`, cancellable: true },
-      async (progress, token) => {
-        let last = 0;
-        const run = runInWorker(
-          job,
-          (fraction, message) => {
-            if (this.running) {
-              this.running.fraction = fraction;
-              this.running.message = message;
-            }
-            progress.report({ increment: Math.max(0, 100 * (fraction - last)), message });
-            last = Math.max(last, fraction);
-            this.showStatus('busy');
-            this.panel.post({ type: 'progress', fraction, message });
-          },
-          { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') },
-        );
-        const running: Running = {
-          label,
-          fraction: 0,
-          message: 'starting',
-          run,
-          files: inputs.filter((f): f is string => !!f),
-        };
-        this.running = running;
-        this.showStatus('busy');
-        token.onCancellationRequested(() => run.cancel());
-        const t0 = Date.now();
-        let failed = false;
-        this.log.info(`${label}: started`);
-        try {
-          const result = (await run.result) as T;
-          this.log.info(`${label}: finished in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-          return result;
-        } catch (e) {
-          const f = e instanceof JobFailed ? e : new JobFailed('INTERNAL', String(e), 'see the log', false);
-          if (f.code === 'CANCELLED' && running.stopped) {
-            this.log.info(`${label}: stopped: ${running.stopped}`);
-            void vscode.window.showWarningMessage(`HE Approx: ${label} stopped: ${running.stopped}.`);
-          } else if (f.code === 'CANCELLED') {
-            this.log.info(`${label}: cancelled; earlier results are kept`);
-            void vscode.window.showInformationMessage(`HE Approx: ${label} cancelled. Earlier results are unchanged.`);
-          } else {
-            this.log.error(`${label}: ${f.message}. Fix: ${f.fix}`);
-            const action = await vscode.window.showErrorMessage(`HE Approx: ${f.message}. Fix: ${f.fix}`, 'Show Log');
-            if (action === 'Show Log') this.log.show();
-            this.panel.post({ type: 'error', message: f.message, fix: f.fix });
-            failed = true;
-            this.showStatus('error');
-            throw f;
-          }
-          return null;
-        } finally {
-          this.running = null;
-          if (!failed) this.showStatus('done');
-        }
-      },
-    );
-  }
-
   private async analyzeCommand(arg?: vscode.Uri): Promise<void> {
     const uri = await this.pickModel(arg);
     if (!uri) return;
@@ -374,7 +306,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       return;
     }
     try {
-      const report = await this.runJob<Report>(
+      const report = await this.jobs.run<Report>(
         `analysing ${vscode.workspace.asRelativePath(uri)}`,
         { kind: 'analyze', options },
         files,
@@ -473,7 +405,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
     const engineSetting = this.config().get<string>('encryptedTest.engine', 'auto');
     const engine = engineSetting === 'seal' || engineSetting === 'lattigo' ? engineSetting : undefined;
     try {
-      const res = await this.runJob<EncryptedModelReport | EncryptedLayerReport>(
+      const res = await this.jobs.run<EncryptedModelReport | EncryptedLayerReport>(
         `encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`,
         {
           kind: 'encrypted',
@@ -556,7 +488,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       force = true;
     }
     try {
-      const files = await this.runJob<{ model: string }>('exporting the approximated model', {
+      const files = await this.jobs.run<{ model: string }>('exporting the approximated model', {
         kind: 'export',
         dir,
         model: s.uri.fsPath,
@@ -576,7 +508,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
   }
 
   private clearResults(): void {
-    this.running?.run.cancel();
+    this.jobs.cancel();
     this.states.clear();
     this.failures.clear();
     this.cache.clear();
@@ -602,7 +534,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
   }
 
   private showStatusMessage(): void {
-    const r = this.running;
+    const r = this.jobs.running;
     const msg = r
       ? `HE Approx: ${r.label}: ${Math.round(100 * r.fraction)}% (${r.message})`
       : this.states.size
@@ -654,11 +586,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
     });
     this.renderModelView(uri);
     // Reading the graph loads the model's formats (protobuf, HDF5): in the worker, like all compute.
-    const bundle = path.join(this.context.extensionPath, 'bundle');
-    const run = runInWorker({ kind: 'summary', model: uri.fsPath }, () => undefined, {
-      script: path.join(bundle, 'worker.js'),
-      wasmDir: path.join(bundle, 'wasm'),
-    });
+    const run = runInWorker({ kind: 'summary', model: uri.fsPath }, () => undefined, this.worker);
     run.result.then(
       (s) => {
         const v = this.modelViews.get(key);
@@ -739,7 +667,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
    */
   private onFileDeleted(uri: vscode.Uri): void {
     const gone = (f: string | null) => !!f && (f === uri.fsPath || f.startsWith(uri.fsPath + path.sep));
-    const r = this.running;
+    const r = this.jobs.running;
     const hit = r?.files.find(gone);
     if (r && hit && !r.stopped) {
       r.stopped = `${vscode.workspace.asRelativePath(hit)} was deleted; nothing was written`;
@@ -760,7 +688,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
     if (this.panel.modelUri && !this.states.has(this.panel.modelUri)) this.panel.modelUri = null;
     this.lenses.refresh();
     this.refreshPanel();
-    if (!this.running) this.showStatus(this.states.size ? 'done' : 'idle');
+    if (!this.jobs.running) this.showStatus(this.states.size ? 'done' : 'idle');
   }
 
   private onFileChanged(uri: vscode.Uri): void {
@@ -801,14 +729,14 @@ class HeApprox implements vscode.Disposable, ModelResults {
       this.lenses.refresh();
       this.refreshPanel();
       this.renderModelView(s.uri);
-      if (!this.running) this.showStatus('done');
+      if (!this.jobs.running) this.showStatus('done');
     }
     if (this.config().get<boolean>('autoAnalyze', false)) {
       // Debounced: a burst of saves (model.json and its shards) starts one analysis.
       if (this.debounce) clearTimeout(this.debounce);
       // An analysis still running (of this model or another) delays the next one by as much again.
       const fire = () => {
-        if (this.running) {
+        if (this.jobs.running) {
           this.debounce = setTimeout(fire, AUTO_ANALYZE_DELAY_MS);
           return;
         }
@@ -827,7 +755,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
     if (!key || key === this.panel.modelUri || !this.states.has(key)) return;
     this.panel.modelUri = key;
     this.refreshPanel();
-    if (!this.running) this.showStatus('done');
+    if (!this.jobs.running) this.showStatus('done');
   }
 
   /** The results the panel and the status bar show: the panel's model, else the first with results. */
@@ -885,6 +813,6 @@ class HeApprox implements vscode.Disposable, ModelResults {
   }
 
   private showStatus(state: 'idle' | 'busy' | 'done' | 'error'): void {
-    this.statusBar.show(state, this.running, this.current());
+    this.statusBar.show(state, this.jobs.running, this.current());
   }
 }
