@@ -188,7 +188,7 @@ test('every path kind at every entry is one clear error: a folder, a FIFO, a dev
       [
         'held-out data',
         ['analyze', example('mnist-mlp'), '--data', MNIST_TEST_IMAGES, '--heldout-data', p, '--out', out],
-        /data file/,
+        /held-out data file/,
       ],
       ['report', ['encrypted-test', example('mnist-mlp'), '--report', p, '--data', MNIST_TEST_IMAGES], /report/],
     ];
@@ -361,6 +361,19 @@ test("a report read back is checked: edited coefficients, nulls, a removed check
       encryptedModelTest({ model: example('mnist-cnn'), report: sealReport(r), data: MNIST_TEST_IMAGES, samples: 1 }),
     'REPORT_INVALID',
     /per-channel values for \d+ channels, and the model's activation has \d+/,
+  );
+  const folded = JSON.parse(JSON.stringify(good)) as Report;
+  folded.layers[0].chosen.fold.into = 'no_such_layer';
+  await expectUserErrorAsync(
+    () =>
+      encryptedModelTest({
+        model: example('mnist-cnn'),
+        report: sealReport(folded),
+        data: MNIST_TEST_IMAGES,
+        samples: 1,
+      }),
+    'REPORT_INVALID',
+    /is folded into 'no_such_layer', which is not a layer of this model/,
   );
   // The encrypted test adds its results under "encrypted", outside the checksum: the report stays usable.
   const e1 = cli(

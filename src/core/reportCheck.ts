@@ -161,10 +161,20 @@ function checkStructure(r: Report, bad: (what: string) => never): void {
 
 /**
  * Once the model is loaded: the report's layers are this model's activations (or max trees' |x|),
- * and per-channel polynomials have the channels the activation's output has.
+ * folded into layers the model has, and per-channel polynomials have the channels the
+ * activation's output has.
  */
 export function checkReportAgainstGraph(r: Report, g: Graph, source = 'the report'): void {
+  const layers = new Set(g.nodes.map((n) => n.layer));
   for (const l of r.layers) {
+    const into = l.chosen.fold.into;
+    if (into !== null && into !== undefined && !layers.has(into)) {
+      throw new UserError(
+        'REPORT_INVALID',
+        `${source}: layer ${l.name} is folded into '${into}', which is not a layer of this model`,
+        FIX,
+      );
+    }
     const n = g.nodes[l.node];
     if (!n || n.spec.op !== 'activation' || n.name !== l.name) {
       throw new UserError(

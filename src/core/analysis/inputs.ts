@@ -24,7 +24,9 @@ export async function loadInputs(o: AnalyzeOptions, s: Settings): Promise<Inputs
   const g = model.graph;
   const prep: InputPrep = { scale: o.scale ?? 'auto', normalize: o.normalize ?? null, layout: g.inputLayout };
   const calibDs = loadDataset(o.data, o.labels ?? null, g.inputShape, prep);
-  const heldDs = o.heldoutData ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, prep) : null;
+  const heldDs = o.heldoutData
+    ? loadDataset(o.heldoutData, o.heldoutLabels ?? null, g.inputShape, { ...prep, role: 'held-out' })
+    : null;
   if (heldDs && !!heldDs.labels !== !!calibDs.labels) {
     throw new UserError(
       'LABELS_MISMATCH',

@@ -175,6 +175,8 @@ export interface InputPrep {
   normalize?: InputNormalization | null;
   /** How the model lays its input out, when that differs from the graph's channels-last input. */
   layout?: Graph['inputLayout'];
+  /** How messages name the files: 'held-out' for --heldout-data and --heldout-labels (default: none). */
+  role?: string;
 }
 
 /** Reorders per-sample values from the model's layout to the graph's: graph axis i = model axis perm[i]. */
@@ -204,7 +206,7 @@ export function loadDataset(
   const prep: InputPrep = typeof scaleOrPrep === 'object' ? scaleOrPrep : { scale: scaleOrPrep };
   const scale = prep.scale ?? 'auto';
   const layout = prep.layout;
-  const raw = readArray(dataFile);
+  const raw = readArray(dataFile, prep.role ? `${prep.role} data file` : 'data file');
   const notes: string[] = [];
   const per = inputShape.reduce((a, b) => a * b, 1);
   const base = path.basename(dataFile);
@@ -288,7 +290,7 @@ export function loadDataset(
   }
   let labels: Int32Array | null = null;
   if (labelsFile) {
-    const lr = readArray(labelsFile, 'labels file');
+    const lr = readArray(labelsFile, prep.role ? `${prep.role} labels file` : 'labels file');
     const lb = path.basename(labelsFile);
     if (lr.shape[0] !== n) {
       throw new UserError(
