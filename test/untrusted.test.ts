@@ -373,7 +373,7 @@ test("a report read back is checked: edited coefficients, nulls, a removed check
         samples: 1,
       }),
     'REPORT_INVALID',
-    /is folded into 'no_such_layer', which is not a layer of this model/,
+    /is folded into 'no_such_layer', which is not where this model's graph folds it/,
   );
   // The encrypted test adds its results under "encrypted", outside the checksum: the report stays usable.
   const e1 = cli(

@@ -7,12 +7,11 @@
  *   after he-approx wrote it is refused rather than run as if it had been measured;
  * - structure: every field the encrypted tests and the editor use is of its type, finite and in
  *   range (coefficient counts match degrees, intervals ordered, per-channel arrays consistent,
- *   fold forms consistent with degrees), and, once the model is loaded, its layers are the model's
- *   activations with the model's channel counts.
+ *   fold forms consistent with degrees); once the model is loaded, he/layerTest.ts:
+ *   checkReportAgainstGraph holds its layers to the model's.
  */
 import * as crypto from 'crypto';
 import { UserError } from './errors';
-import type { Graph } from './model/graph';
 import { REPORT_SCHEMA, REPORT_VERSION, Report } from './report';
 
 /** The SHA-256 of a report's content, its own checksum and the encrypted-test results left out. */
@@ -27,7 +26,8 @@ export function sealReport(r: Report): Report {
   return r;
 }
 
-const FIX =
+/** What to do about a report that fails a check. */
+export const REPORT_FIX =
   'run he-approx analyze on the model again and use the report.json it writes (a report records what the analysis measured; edit the options, not the report)';
 
 /**
@@ -36,7 +36,7 @@ const FIX =
  */
 export function checkReport(raw: unknown, source: string): Report {
   const bad = (what: string): never => {
-    throw new UserError('REPORT_INVALID', `${source}: ${what}`, FIX);
+    throw new UserError('REPORT_INVALID', `${source}: ${what}`, REPORT_FIX);
   };
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) bad('is not a he-approx report (not a JSON object)');
   const r = raw as Report;
@@ -157,40 +157,4 @@ function checkStructure(r: Report, bad: (what: string) => never): void {
     )
       bad(`${at}: depth ${c.depth} is not polyDepth ${c.polyDepth} + affineLevel ${c.affineLevel}`);
   });
-}
-
-/**
- * Once the model is loaded: the report's layers are this model's activations (or max trees' |x|),
- * folded into layers the model has, and per-channel polynomials have the channels the
- * activation's output has.
- */
-export function checkReportAgainstGraph(r: Report, g: Graph, source = 'the report'): void {
-  const layers = new Set(g.nodes.map((n) => n.layer));
-  for (const l of r.layers) {
-    const into = l.chosen.fold.into;
-    if (into !== null && into !== undefined && !layers.has(into)) {
-      throw new UserError(
-        'REPORT_INVALID',
-        `${source}: layer ${l.name} is folded into '${into}', which is not a layer of this model`,
-        FIX,
-      );
-    }
-    const n = g.nodes[l.node];
-    if (!n || n.spec.op !== 'activation' || n.name !== l.name) {
-      throw new UserError(
-        'REPORT_INVALID',
-        `${source}: layer ${l.name} is not activation node ${l.node} of this model`,
-        FIX,
-      );
-    }
-    const want = n.shape[n.shape.length - 1];
-    const have = l.chosen.channels?.coeffs.length ?? l.chosen.channelOffset?.length;
-    if (have !== undefined && have !== want) {
-      throw new UserError(
-        'REPORT_INVALID',
-        `${source}: layer ${l.name} has per-channel values for ${have} channels, and the model's activation has ${want}`,
-        FIX,
-      );
-    }
-  }
 }

@@ -5,8 +5,8 @@
  * the encrypted model uses, decrypted, and compared with the plaintext polynomial (the encryption
  * error) and with the true activation (the approximation error).
  */
-import { checkReportAgainstGraph } from '../reportCheck';
-import { foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
+import { REPORT_FIX } from '../reportCheck';
+import { foldInto, foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
@@ -68,6 +68,33 @@ export function checkReportMatchesModel(report: Report, modelPath: string): void
       `the report was made for another version of this model (${report.model?.path ?? 'unknown'})`,
       'run he-approx analyze on this model again and pass its report.json',
     );
+  }
+}
+
+/**
+ * Once the model is loaded: the report's layers are this model's activations (or max trees' |x|),
+ * folded where this model's graph folds them, and per-channel polynomials have the channels the
+ * activation's output has (a report read back: core/reportCheck.ts checked the rest).
+ */
+export function checkReportAgainstGraph(r: Report, g: Graph, source = 'the report'): void {
+  const bad = (what: string): never => {
+    throw new UserError('REPORT_INVALID', `${source}: ${what}`, REPORT_FIX);
+  };
+  for (const l of r.layers) {
+    const n = g.nodes[l.node];
+    if (!n || n.spec.op !== 'activation' || n.name !== l.name)
+      bad(`layer ${l.name} is not activation node ${l.node} of this model`);
+    const into = l.chosen.fold.into;
+    if (into !== null && into !== undefined && into !== foldInto(g, n)) {
+      bad(
+        `layer ${l.name} is folded into '${into}', which is not where this model's graph folds it ('${foldInto(g, n)}')`,
+      );
+    }
+    const want = n.shape[n.shape.length - 1];
+    const have = l.chosen.channels?.coeffs.length ?? l.chosen.channelOffset?.length;
+    if (have !== undefined && have !== want) {
+      bad(`layer ${l.name} has per-channel values for ${have} channels, and the model's activation has ${want}`);
+    }
   }
 }
 
