@@ -28,6 +28,7 @@ import {
   renderForEditor,
 } from '../src/extension/settings';
 import { ANALYZE_OPTIONS } from '../src/core/options';
+import { resolveSettings } from '../src/core/analysis/settings';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
 import { summarizeModel } from '../src/core/model/summary';
@@ -437,6 +438,15 @@ test("settings -> analysis options: every declared analysis setting is read, wit
   assert.equal(o.calib, 300);
   assert.equal(o.method, 'uniform');
   assert.equal(o.labels, '/d/y.npy');
+  // A bad setting is not refused while settings are read (at activation, for the cache key): the analysis refuses it.
+  const bad = analyzeOptionsFrom(
+    (k, fallback) => (k === 'inputScale' ? 'abc' : fallback) as typeof fallback,
+    '/m',
+    '/d',
+    null,
+  );
+  assert.ok(Number.isNaN(bad.scale));
+  assert.throws(() => resolveSettings(bad), /input scale must be 'auto', 'none' or a positive number/);
 });
 
 test('one option table: package.json declares exactly its settings with the same defaults; the CLI lists its flags', () => {

@@ -198,7 +198,13 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     default: 'auto',
     defaultText: 'auto',
     help: "'auto' (uint8 / 255), 'none', or a divisor",
-    setting: { name: 'inputScale', default: 'auto', toOption: (v) => parseInputScale(String(v)) },
+    setting: {
+      name: 'inputScale',
+      default: 'auto',
+      // Never throws: settings are read at activation (the cache key); a bad value reaches
+      // resolveSettings as NaN and is refused there, in the analysis, as one message.
+      toOption: (v) => (v === 'auto' || v === 'none' ? v : Number(v)),
+    },
   },
   {
     key: 'inputMean',
