@@ -3,7 +3,6 @@
  * stderr, user errors become one line with the fix and exit code 2; nothing else is printed
  * from the core.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import { analyze, toolVersion } from '../core/analyze';
 import { UserError, isUserError } from '../core/errors';
@@ -20,7 +19,7 @@ import { renderReport } from './table';
 import { encryptedLayerTest } from '../core/he/layerTest';
 import { Report } from '../core/report';
 import { checkReport, sealReport } from '../core/reportCheck';
-import { readUserFile } from '../core/files';
+import { readUserFile, replaceFile } from '../core/files';
 
 /** The analysis options' flags (one table in the core), then what only the terminal has. */
 const ANALYZE_FLAGS: FlagSpec[] = [
@@ -297,12 +296,9 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
  * a crash or a kill mid-write leaves the old report whole, never half of a new one.
  */
 function rewriteReport(file: string, report: Report): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   try {
-    fs.writeFileSync(tmp, JSON.stringify(report, null, 2) + '\n', { flag: 'wx' });
-    fs.renameSync(tmp, file);
+    replaceFile(file, JSON.stringify(report, null, 2) + '\n');
   } catch (e) {
-    fs.rmSync(tmp, { force: true });
     throw new UserError(
       'OUTPUT_EXISTS',
       `cannot add the results to ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,

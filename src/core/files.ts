@@ -29,6 +29,9 @@ export interface FileRole {
   fix: string;
 }
 
+/** fileProblem's answer for a path where nothing is (a caller may have its own message for that). */
+export const MISSING = 'does not exist';
+
 /**
  * Why `file` cannot be read as a regular file, or null: missing, a dangling link, a folder, a
  * FIFO, a device, a socket. Stat only (no open, so a FIFO is never opened).
@@ -46,7 +49,7 @@ export function fileProblem(file: string): string | null {
       } catch {
         /* missing */
       }
-      return link ? `is a symbolic link to ${fs.readlinkSync(file)}, which does not exist` : 'does not exist';
+      return link ? `is a symbolic link to ${fs.readlinkSync(file)}, which does not exist` : MISSING;
     }
     if (code === 'ELOOP') return 'is a loop of symbolic links';
     if (code === 'EACCES') return 'cannot be reached (permission denied)';
@@ -124,6 +127,24 @@ export const MODEL_FILE: FileRole = {
   code: 'MODEL_UNREADABLE',
   fix: 'pass the path of a TensorFlow.js model.json, an .onnx, .h5 or .keras file',
 };
+
+/**
+ * Replaces `file` by `data` all at once: written to a new file beside it (never through a link
+ * planted there) and renamed over it, so a crash or a kill mid-write leaves the old file whole.
+ * The temporary file is removed if anything fails; the error is rethrown.
+ */
+export function replaceFile(file: string, data: string): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  try {
+    // A leftover of a killed run with this pid, or a link planted at the name, goes first (rm removes a link, not its target).
+    fs.rmSync(tmp, { force: true });
+    fs.writeFileSync(tmp, data, { flag: 'wx' });
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
 
 /** True if `p` is `folder` or lies inside it (both absolute and normalised). */
 export function isWithin(folder: string, p: string): boolean {

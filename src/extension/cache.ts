@@ -9,7 +9,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { isUserError } from '../core/errors';
-import { MODEL_FILE, fileProblem, readUserFile, resolveInside } from '../core/files';
+import { MODEL_FILE, fileProblem, readUserFile, replaceFile, resolveInside } from '../core/files';
 import { Report, jsonContentSha256 } from '../core/report';
 import { checkReport, sealReport } from '../core/reportCheck';
 
@@ -96,9 +96,7 @@ export class ResultCache {
 
   put(key: string, report: Report): void {
     fs.mkdirSync(this.dir, { recursive: true });
-    const tmp = `${this.file(key)}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(sealReport(report)));
-    fs.renameSync(tmp, this.file(key));
+    replaceFile(this.file(key), JSON.stringify(sealReport(report)));
   }
 
   clear(): void {

@@ -98,11 +98,20 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   finetuneEpochs: number;
 }
 
-const positiveInt = (v: number | undefined, name: string, flag: string): void => {
-  if (v !== undefined && !(Number.isInteger(v) && v > 0))
-    throw new UserError('OPTION_INVALID', `${name} must be a positive integer, got ${v}`, `pass ${flag} N with N >= 1`);
+/** A count given as a positive integer (the option table's range for `key`). */
+const positiveInt = (
+  o: AnalyzeOptions,
+  key: 'batchSize' | 'calib' | 'heldout' | 'screenSamples',
+  name: string,
+): void => {
+  const v = o[key];
+  if (v !== undefined && !option(key).check!(v))
+    throw new UserError(
+      'OPTION_INVALID',
+      `${name} must be a positive integer, got ${v}`,
+      `pass --${option(key).flag} N with N >= 1`,
+    );
 };
-
 export { DEFAULT_BOOTSTRAP_LEVELS };
 
 /** Every option's default and range, checked before anything is loaded. */
@@ -179,10 +188,10 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       `floor must be in [0, 1), got ${o.floor}`,
       'pass --floor as a small weight, e.g. 0.001',
     );
-  positiveInt(o.batchSize, 'batch size', '--batch-size');
-  positiveInt(o.calib, 'calibration samples', '--calib');
-  positiveInt(o.heldout, 'held-out samples', '--heldout');
-  positiveInt(o.screenSamples, 'screen samples', '--screen-samples');
+  positiveInt(o, 'batchSize', 'batch size');
+  positiveInt(o, 'calib', 'calibration samples');
+  positiveInt(o, 'heldout', 'held-out samples');
+  positiveInt(o, 'screenSamples', 'screen samples');
   const finetuneEpochs = o.finetuneEpochs ?? optionDefault<number>('finetuneEpochs');
   if (!option('finetuneEpochs').check!(finetuneEpochs)) {
     throw new UserError(

@@ -113,16 +113,30 @@ export function costsCacheFile(ringSize: number): string {
   return path.join(cacheDir(), `seal-costs-${ringSize}.json`);
 }
 
-/** Costs measured earlier on this machine, or null. */
-export function cachedSealCosts(ringSize: number): OpCosts | null {
-  const file = costsCacheFile(ringSize);
+/** Costs cached in `file` that pass `ok`, saying where they were cached; null if none (not measured yet, or damaged). */
+export function readCachedCosts(file: string, ok: (c: OpCosts) => boolean): OpCosts | null {
   try {
     const c = JSON.parse(fs.readFileSync(file, 'utf8')) as OpCosts;
-    if (c.ringSize === ringSize && c.mulRelinRescale > 0) return { ...c, source: `${c.source}; cached in ${file}` };
+    if (ok(c)) return { ...c, source: `${c.source}; cached in ${file}` };
   } catch {
     /* not cached yet */
   }
   return null;
+}
+
+/** Caches measured costs in `file`; an unwritable cache only costs a re-measurement next time. */
+export function writeCachedCosts(file: string, c: OpCosts): void {
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
+  } catch {
+    /* measured again next time */
+  }
+}
+
+/** Costs measured earlier on this machine, or null. */
+export function cachedSealCosts(ringSize: number): OpCosts | null {
+  return readCachedCosts(costsCacheFile(ringSize), (c) => c.ringSize === ringSize && c.mulRelinRescale > 0);
 }
 
 /**
@@ -130,13 +144,7 @@ export function cachedSealCosts(ringSize: number): OpCosts | null {
  * (relinearisation and Galois keys), so the analysis never does it implicitly: `he-approx costs`.
  */
 export async function measureAndCacheSealCosts(ringSize: number): Promise<OpCosts> {
-  const file = costsCacheFile(ringSize);
   const c = await measureSealCosts(ringSize);
-  try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
-  } catch {
-    /* an unwritable cache only costs a re-measurement next time */
-  }
+  writeCachedCosts(costsCacheFile(ringSize), c);
   return c;
 }

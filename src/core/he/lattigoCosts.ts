@@ -9,10 +9,9 @@
  * (as SEAL's figures are), at the top level of the chain between bootstraps; a bootstrap from
  * level 0, where programs bootstrap.
  */
-import * as fs from 'fs';
 import * as path from 'path';
 import type { OpCosts } from '../cost/cost';
-import { cacheDir } from '../cost/sealCosts';
+import { cacheDir, readCachedCosts, writeCachedCosts } from '../cost/sealCosts';
 import { LattigoSpec, SECURE_LOG_N, engineChain, runOnLattigo } from './lattigo';
 import { Trace, TraceOp } from './trace';
 
@@ -116,32 +115,24 @@ export async function measureLattigoCosts(
 
 /** Costs measured earlier for `spec`, or null. */
 export function cachedLattigoCosts(spec: LattigoSpec): OpCosts | null {
-  const file = lattigoCostsFile(spec);
-  try {
-    const c = JSON.parse(fs.readFileSync(file, 'utf8')) as OpCosts;
-    const ok =
-      [c.mulRelinRescale, c.mulScalar, c.add, c.rotate].every((x) => Number.isFinite(x) && x > 0) &&
-      (!spec.bootstrap || (Number.isFinite(c.bootstrap) && c.bootstrap! > 0));
-    if (c.ringSize === 2 ** spec.logN && c.engine === 'lattigo' && c.levels === spec.levels && ok)
-      return { ...c, source: `${c.source}; cached in ${file}` };
-  } catch {
-    /* not measured yet */
-  }
-  return null;
+  const positive = (x: number | undefined) => Number.isFinite(x) && x! > 0;
+  return readCachedCosts(
+    lattigoCostsFile(spec),
+    (c) =>
+      c.ringSize === 2 ** spec.logN &&
+      c.engine === 'lattigo' &&
+      c.levels === spec.levels &&
+      [c.mulRelinRescale, c.mulScalar, c.add, c.rotate].every(positive) &&
+      (!spec.bootstrap || positive(c.bootstrap)),
+  );
 }
 
-/** Measures and caches; an unwritable cache only costs a measurement next time. */
+/** Measures and caches (sealCosts.ts: writeCachedCosts). */
 export async function measureAndCacheLattigoCosts(
   spec: LattigoSpec,
   o: Parameters<typeof measureLattigoCosts>[1] = {},
 ): Promise<OpCosts> {
   const c = await measureLattigoCosts(spec, o);
-  const file = lattigoCostsFile(spec);
-  try {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
-  } catch {
-    /* see above */
-  }
+  writeCachedCosts(lattigoCostsFile(spec), c);
   return c;
 }

@@ -4,7 +4,7 @@
  */
 import * as path from 'path';
 import { UserError } from '../errors';
-import { fileProblem, readUserFile, resolveInside } from '../files';
+import { MISSING, fileProblem, readUserFile, resolveInside } from '../files';
 
 export interface WeightSpec {
   name: string;
@@ -81,7 +81,7 @@ export function readWeights(modelPath: string, manifest: unknown): NamedWeight[]
     const buffers: Buffer[] = [];
     for (const p of paths) {
       const file = resolveInside(modelPath, p, 'the weight shard');
-      if (fileProblem(file) === 'does not exist') {
+      if (fileProblem(file) === MISSING) {
         throw new UserError(
           'WEIGHTS_MISSING',
           `weight shard '${p}' named by ${path.basename(modelPath)} is missing (looked in ${dir})`,

@@ -6,7 +6,7 @@
  */
 import * as path from 'path';
 import * as protobuf from 'protobufjs';
-import { fileProblem, readUserFile, resolveInside } from '../../../files';
+import { MISSING, fileProblem, readUserFile, resolveInside } from '../../../files';
 import { UserError } from '../../../errors';
 import { halfToFloat } from '../../weights';
 import { ONNX_PROTO } from './onnxProto';
@@ -139,7 +139,7 @@ export function tensorValues(t: OnnxTensor, dir: string, model: string): { dims:
     const kv = new Map((t.external_data ?? []).map((e) => [e.key, e.value]));
     const loc = kv.get('location');
     const file = loc ? resolveInside(path.join(dir, model), loc, `the external data file of tensor '${name}'`) : '';
-    if (!loc || fileProblem(file) === 'does not exist') {
+    if (!loc || fileProblem(file) === MISSING) {
       throw new UserError(
         'WEIGHTS_MISSING',
         `${model}: tensor '${name}' is stored in external file '${loc}', which is missing`,
