@@ -16,7 +16,8 @@
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import { chooseParams } from '../src/core/he/params';
-import { describePacking, encryptedModelTest } from '../src/core/he/modelTest';
+import { encryptedModelTest } from '../src/core/he/modelTest';
+import { describePacking } from '../src/cli/encryptedTable';
 import type { EncryptedModelReport } from '../src/core/report';
 import { evalPolyCkks } from '../src/core/he/polyEval';
 import { SealBackend } from '../src/core/he/seal';

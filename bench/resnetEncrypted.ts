@@ -19,7 +19,8 @@ import * as os from 'os';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
-import { describePacking, encryptedModelTest } from '../src/core/he/modelTest';
+import { encryptedModelTest } from '../src/core/he/modelTest';
+import { describePacking } from '../src/cli/encryptedTable';
 import type { EncryptedModelReport, Report } from '../src/core/report';
 
 const ROOT = path.resolve(__dirname, '..', '..');

@@ -15,7 +15,7 @@ import { UserError } from '../src/core/errors';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
 import { compileProgram, encryptedModelTest, packSamples, programDepth } from '../src/core/he/modelTest';
 import { planProgramBootstraps } from '../src/core/he/bootstrapPlan';
-import { recordProgram } from '../src/core/he/lower';
+import { recordProgram } from '../src/core/he/emulate';
 import { simulateTrace } from '../src/core/he/trace';
 import { polysFromReport } from '../src/core/report';
 import { readArray } from '../src/core/data/read';

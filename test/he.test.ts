@@ -9,7 +9,6 @@ import { loadSeal } from '../src/core/cost/sealCosts';
 import {
   channelPackingObstacle,
   compileProgram,
-  describePacking,
   emulateProgram,
   encryptedModelTest,
   latencyPacking,
@@ -17,6 +16,7 @@ import {
   programDepth,
 } from '../src/core/he/modelTest';
 import { encryptedLayerTest } from '../src/core/he/layerTest';
+import { describePacking } from '../src/cli/encryptedTable';
 import { analyze } from '../src/core/analyze';
 import { planPolynomial } from '../src/core/numerics/bsgs';
 import { chebval } from '../src/core/numerics/chebyshev';
@@ -466,7 +466,7 @@ test("SEAL memory is estimated before key generation: node-seal's 4 GB and the m
 });
 
 test("the trace every engine runs: recorded once on the engine's primes, it computes what the direct emulation computes, at the levels and scales it predicts", async () => {
-  const { recordProgram, emulate } = await import('../src/core/he/lower');
+  const { recordProgram, emulate } = await import('../src/core/he/emulate');
   const { simulateTrace } = await import('../src/core/he/trace');
   const { SealBackend: Seal } = await import('../src/core/he/seal');
   const { paramsFor: pf } = await import('../src/core/he/params');

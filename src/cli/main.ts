@@ -16,6 +16,7 @@ import { ANALYZE_OPTIONS, DEFAULT_BOOTSTRAP_LEVELS, normalization } from '../cor
 import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '../core/he/lattigoCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
+import { renderLayerTest, renderModelTest } from './encryptedTable';
 import { encryptedLayerTest } from '../core/he/layerTest';
 import { Report } from '../core/report';
 import { checkReport, sealReport } from '../core/reportCheck';
@@ -217,7 +218,7 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
   if (engine && engine !== 'seal' && engine !== 'lattigo')
     throw new UserError('OPTION_INVALID', `--engine ${engine} is unknown`, 'pass --engine seal or --engine lattigo');
   if (!opts.has('layer-only')) {
-    const { encryptedModelTest, renderModelTest } = await import('../core/he/modelTest');
+    const { encryptedModelTest } = await import('../core/he/modelTest');
     const res = await encryptedModelTest({
       model: positional[0],
       report,
@@ -246,48 +247,7 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
   });
   report.encrypted = { ...report.encrypted, layers: res };
   rewriteReport(reportPath, report);
-  const rows = [
-    [
-      'layer',
-      'degree',
-      'values',
-      'N',
-      'levels used/avail',
-      'mults',
-      'max |enc - poly|',
-      'bits',
-      'max |enc - act|',
-      's/ciphertext',
-    ],
-  ];
-  for (const l of res.layers) {
-    rows.push([
-      l.name,
-      String(l.degree),
-      String(l.values),
-      String(l.ringSize),
-      `${l.levelsUsed}/${l.levelsAvailable}` +
-        (l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches ? '' : ' (!)'),
-      String(l.nonScalarMults),
-      l.maxAbsErrVsPlainPoly.toExponential(2),
-      l.precisionBits.toFixed(1),
-      l.maxAbsErrVsActivation.toExponential(2),
-      l.secondsPerCiphertext.toFixed(2),
-    ]);
-  }
-  const w = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
-  process.stdout.write(
-    `encrypted test per activation (SEAL CKKS, 128-bit security, 40-bit scale), ${res.samples} samples\n`,
-  );
-  process.stdout.write(
-    rows.map((r) => r.map((c, j) => (j === 0 ? c.padEnd(w[j]) : c.padStart(w[j]))).join('  ')).join('\n') + '\n',
-  );
-  process.stdout.write(
-    `simulator prediction of levels and scales: ${res.layers.every((l) => l.levelsPredicted === l.levelsUsed && l.simulatorScaleMatches) ? 'matches the encrypted run' : 'DIFFERS (!)'}\n`,
-  );
-  process.stdout.write(
-    `peak memory ${res.peakRssMB} MB, ${res.seconds.toFixed(1)} s; results added to ${reportPath} (field "encrypted.layers")\n`,
-  );
+  process.stdout.write(renderLayerTest(res, reportPath));
   return 0;
 }
 

@@ -217,6 +217,112 @@ export function constRuns(consts: Float64Array[]): { data: Float64Array; offsets
   return { data: Float64Array.from(out), offsets };
 }
 
+/** The job folder the engine reads: plaintext vectors as runs, inputs as float64 little-endian, the trace as JSON. */
+function writeJob(
+  dir: string,
+  trace: Trace,
+  spec: LattigoSpec,
+  runs: Float64Array[][],
+  o: { outLength: number; precision?: boolean; releaseConsts?: boolean },
+): void {
+  const { data, offsets } = constRuns(trace.consts);
+  fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
+    mode: 0o600,
+  });
+  if (o.releaseConsts) trace.consts.length = 0;
+  const inputs = new Float64Array(runs.length * trace.inputs * trace.slots);
+  runs.forEach((r, i) => r.forEach((v, j) => inputs.set(v, (i * trace.inputs + j) * trace.slots)));
+  fs.writeFileSync(path.join(dir, 'inputs.bin'), Buffer.from(inputs.buffer), { mode: 0o600 });
+  const job = {
+    spec,
+    inputs: trace.inputs,
+    output: trace.output,
+    B: trace.B,
+    ops: trace.ops,
+    consts: offsets,
+    runs: runs.length,
+    outLength: o.outLength,
+    rotations: trace.predicted.rotations,
+    precision: !!o.precision,
+  };
+  fs.writeFileSync(path.join(dir, 'job.json'), JSON.stringify(job), { mode: 0o600 });
+}
+
+/**
+ * Starts the engine on a job folder: its JSON events (one per stdout line) are collected and
+ * passed on; it resolves on a clean exit and rejects with one line naming why it stopped
+ * (cancelled, out of memory, a Go panic, or the engine's own error event).
+ */
+function startEngine(
+  bin: string,
+  dir: string,
+  o: { onEvent?: (e: EngineEvent) => void; signal?: AbortSignal; threads?: number },
+  events: EngineEvent[],
+  resolve: () => void,
+  reject: (e: Error) => void,
+): ChildProcess {
+  const stderr: string[] = [];
+  const env = o.threads ? { ...process.env, HE_APPROX_ENGINE_THREADS: String(o.threads) } : process.env;
+  const child = spawn(bin, ['run', dir], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const abort = () => child.kill('SIGKILL');
+  o.signal?.addEventListener('abort', abort);
+  let buf = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    buf += b.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (!line.trim()) continue;
+      try {
+        const e = JSON.parse(line) as EngineEvent;
+        events.push(e);
+        o.onEvent?.(e);
+      } catch {
+        stderr.push(line);
+      }
+    }
+  });
+  child.stderr!.on('data', (b: Buffer) => stderr.push(b.toString('utf8')));
+  child.on('error', (e) =>
+    reject(
+      new UserError(
+        'ENGINE_FAILED',
+        `the Lattigo engine could not start: ${e.message}`,
+        'run npm run build in the he-approx folder to rebuild it',
+      ),
+    ),
+  );
+  child.on('close', (code, sig) => {
+    o.signal?.removeEventListener('abort', abort);
+    if (o.signal?.aborted) {
+      reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again'));
+      return;
+    }
+    const err = events.find((e): e is Extract<EngineEvent, { type: 'error' }> => e.type === 'error');
+    if (code === 0 && !err) {
+      resolve();
+      return;
+    }
+    const oom = sig === 'SIGKILL' || /out of memory|cannot allocate/i.test(stderr.join(''));
+    // A Go runtime failure (a panic) says what on stderr: its first line names it.
+    const panic = stderr
+      .join('')
+      .split('\n')
+      .find((l) => /^(panic|fatal error):/.test(l));
+    reject(
+      new UserError(
+        'ENGINE_FAILED',
+        `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code}${panic ? `: ${panic}` : ''})`}`,
+        oom
+          ? 'free memory (bootstrapping keys at N=2^16 take several GB) or test fewer samples'
+          : 'run npm run build to rebuild the engine; if it persists, report the message',
+      ),
+    );
+  });
+  return child;
+}
+
 /**
  * Runs `trace` on the engine for each run's packed inputs (one vector of `slots` per input
  * ciphertext). Cancelling kills the process; the private folder goes on every exit path.
@@ -241,93 +347,14 @@ export async function runOnLattigo(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'he-approx-lattigo-'));
   let child: ChildProcess | null = null;
   try {
-    // Plaintext vectors as runs, inputs as float64 little-endian, the trace as JSON.
-    const { data, offsets } = constRuns(trace.consts);
-    fs.writeFileSync(path.join(dir, 'consts.bin'), Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
-      mode: 0o600,
-    });
-    if (o.releaseConsts) trace.consts.length = 0;
-    const inputs = new Float64Array(runs.length * trace.inputs * trace.slots);
-    runs.forEach((r, i) => r.forEach((v, j) => inputs.set(v, (i * trace.inputs + j) * trace.slots)));
-    fs.writeFileSync(path.join(dir, 'inputs.bin'), Buffer.from(inputs.buffer), { mode: 0o600 });
-    const job = {
-      spec,
-      inputs: trace.inputs,
-      output: trace.output,
-      B: trace.B,
-      ops: trace.ops,
-      consts: offsets,
-      runs: runs.length,
-      outLength: o.outLength,
-      rotations: trace.predicted.rotations,
-      precision: !!o.precision,
-    };
-    fs.writeFileSync(path.join(dir, 'job.json'), JSON.stringify(job), { mode: 0o600 });
+    writeJob(dir, trace, spec, runs, o);
     const events: EngineEvent[] = [];
-    const stderr: string[] = [];
     await new Promise<void>((resolve, reject) => {
       if (o.signal?.aborted) {
         reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again'));
         return;
       }
-      const env = o.threads ? { ...process.env, HE_APPROX_ENGINE_THREADS: String(o.threads) } : process.env;
-      child = spawn(bin, ['run', dir], { stdio: ['ignore', 'pipe', 'pipe'], env });
-      const abort = () => child?.kill('SIGKILL');
-      o.signal?.addEventListener('abort', abort);
-      let buf = '';
-      child.stdout!.on('data', (b: Buffer) => {
-        buf += b.toString('utf8');
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (!line.trim()) continue;
-          try {
-            const e = JSON.parse(line) as EngineEvent;
-            events.push(e);
-            o.onEvent?.(e);
-          } catch {
-            stderr.push(line);
-          }
-        }
-      });
-      child.stderr!.on('data', (b: Buffer) => stderr.push(b.toString('utf8')));
-      child.on('error', (e) =>
-        reject(
-          new UserError(
-            'ENGINE_FAILED',
-            `the Lattigo engine could not start: ${e.message}`,
-            'run npm run build in the he-approx folder to rebuild it',
-          ),
-        ),
-      );
-      child.on('close', (code, sig) => {
-        o.signal?.removeEventListener('abort', abort);
-        if (o.signal?.aborted) {
-          reject(new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again'));
-          return;
-        }
-        const err = events.find((e): e is Extract<EngineEvent, { type: 'error' }> => e.type === 'error');
-        if (code === 0 && !err) {
-          resolve();
-          return;
-        }
-        const oom = sig === 'SIGKILL' || /out of memory|cannot allocate/i.test(stderr.join(''));
-        // A Go runtime failure (a panic) says what on stderr: its first line names it.
-        const panic = stderr
-          .join('')
-          .split('\n')
-          .find((l) => /^(panic|fatal error):/.test(l));
-        reject(
-          new UserError(
-            'ENGINE_FAILED',
-            `the Lattigo engine stopped${err ? `: ${err.message}` : sig ? ` (signal ${sig}${oom ? ', most likely out of memory' : ''})` : ` (exit code ${code}${panic ? `: ${panic}` : ''})`}`,
-            oom
-              ? 'free memory (bootstrapping keys at N=2^16 take several GB) or test fewer samples'
-              : 'run npm run build to rebuild the engine; if it persists, report the message',
-          ),
-        );
-      });
+      child = startEngine(bin, dir, o, events, resolve, reject);
     });
     const raw = fs.readFileSync(path.join(dir, 'outputs.bin'));
     const all = new Float64Array(raw.buffer, raw.byteOffset, raw.byteLength / 8);

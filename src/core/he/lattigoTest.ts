@@ -9,12 +9,12 @@ import { UserError } from '../errors';
 import { Graph } from '../model/graph';
 import type { EncryptedModelReport, SampleResult } from '../report';
 import { planProgramBootstraps } from './bootstrapPlan';
-import { latencyPacking, packSamples } from './layout';
 import { LattigoChain, LattigoSpec, SECURE_LOG_N, engineChain, runOnLattigo, testLogN } from './lattigo';
 import type { EncryptedTestOptions } from './layerTest';
-import { emulate, recordProgram } from './lower';
-import { references } from './references';
-import { compileProgram, programDepth } from './program';
+import { packRuns, recordRuns, references, resultSummary } from './references';
+import { programDepth } from './program';
+import { compileProgram } from './compile';
+import type { Trace } from './trace';
 
 export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promise<EncryptedModelReport> {
   const r = o.report;
@@ -29,105 +29,34 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
       ? withChain({ logN: testRing, levels: L, bootstrap: planned, insecure: true })
       : secureRing(L, planned, o.ringSize);
   const boots = planned ? planProgramBootstraps(g, program, r, L) : null;
-  const oneSample = o.packing === 'latency';
-  const layout = oneSample ? latencyPacking(program, chain.slots) : { blocks: 1, copies: false, why: null };
-  const { blocks } = layout;
-  const dry = emulate(program, 1, true, undefined, undefined, blocks);
-  const B = oneSample ? 1 : Math.max(1, Math.floor(chain.slots / dry.maxPeriod));
-  const trace = recordProgram(program, {
-    primes: chain.primes,
-    levels: chain.levels,
-    slots: chain.slots,
-    B,
-    blocks,
-    refresh: boots?.refresh,
-  });
-  const { n, xs, per, K, result } = await references(o, g, 29);
-  const runs: Float64Array[][] = [];
-  const starts: number[] = [];
-  for (let start = 0; start < n; start += B) {
-    const cnt = Math.min(B, n - start);
-    starts.push(start);
-    runs.push(packSamples(program, xs.subarray(start * per, (start + cnt) * per), cnt, B, chain.slots, blocks));
-  }
-  // Progress per step of every run, from the engine's events.
-  const steps = trace.predicted.steps.length;
-  let marks = 0;
+  const { blocks, B, trace, packing } = recordRuns(program, o.packing === 'latency', chain, boots?.refresh);
+  const refs = await references(o, g, 29);
+  const { n, K } = refs;
+  const runs = packRuns(program, refs, B, chain.slots, blocks);
   const t0 = Date.now();
-  const run = await runOnLattigo(trace, spec, runs, {
-    outLength: K * B,
-    precision: true,
-    signal: o.signal,
-    releaseConsts: true,
-    onEvent: (e) => {
-      if (e.type === 'keys') o.onProgress?.(0, `Lattigo keys made in ${e.seconds.toFixed(1)} s`);
-      if (e.type === 'mark') {
-        marks++;
-        o.onProgress?.(Math.min(1, marks / (steps * runs.length)), `run ${e.run + 1}/${runs.length}: ${e.name}`);
-      }
-      if (e.type === 'boot')
-        o.onProgress?.(
-          Math.min(1, marks / (steps * runs.length)),
-          `run ${e.run + 1}/${runs.length}: bootstrap ${e.index}`,
-        );
+  const run = await runOnLattigo(
+    trace,
+    spec,
+    runs.map((x) => x.packed),
+    {
+      outLength: K * B,
+      precision: true,
+      signal: o.signal,
+      releaseConsts: true,
+      onEvent: progressOf(o, trace.predicted.steps.length, runs.length),
     },
-  });
+  );
   const wallSeconds = (Date.now() - t0) / 1000;
-  const ev = run.events;
-  const keys = ev.find((e) => e.type === 'keys');
-  const runEvents = ev.filter((e): e is Extract<typeof e, { type: 'run' }> => e.type === 'run');
-  const bootEvents = ev.filter((e): e is Extract<typeof e, { type: 'boot' }> => e.type === 'boot');
-  const done = ev.find((e) => e.type === 'done');
-  if (!keys || keys.type !== 'keys' || runEvents.length !== runs.length)
-    throw new UserError(
-      'ENGINE_FAILED',
-      'the Lattigo engine ended without reporting every run',
-      'run npm run build to rebuild the engine',
-    );
-  // Every run executed the trace's bootstraps and levels, or the plan and the engine disagree: a bug, said as such.
-  const ctBoots = trace.ops.filter((op) => op.op === 'boot').length;
-  for (const e of runEvents) {
-    if (e.bootstraps !== ctBoots)
-      throw new Error(`Lattigo executed ${e.bootstraps} bootstraps in run ${e.run}, the trace has ${ctBoots}`);
-  }
+  const { keys, runEvents, bootEvents, done, ctBoots } = checkedEvents(run.events, runs.length, trace);
   const results: SampleResult[] = new Array(n);
   run.outputs.forEach((out, i) => {
-    const cnt = Math.min(B, n - starts[i]);
+    const { start, cnt } = runs[i];
     for (let b = 0; b < cnt; b++)
-      results[starts[i] + b] = result(
-        starts[i] + b,
+      results[start + b] = refs.result(
+        start + b,
         Array.from({ length: K }, (_, j) => out[j * B + b]),
       );
   });
-  const layerSeconds: Record<string, number> = {};
-  // A step's time without the bootstraps inside it, which are listed apart as '<step> (bootstrap)':
-  // the wall time while any ran (they overlap on several threads), as the engine measured it.
-  let booted = 0;
-  for (const e of ev) {
-    if (e.type === 'boot') booted += e.seconds;
-    if (e.type !== 'mark') continue;
-    if (e.bootSeconds !== undefined) booted = e.bootSeconds;
-    layerSeconds[e.name] = (layerSeconds[e.name] ?? 0) + (e.seconds - booted) / runs.length;
-    if (booted)
-      layerSeconds[`${e.name} (bootstrap)`] = (layerSeconds[`${e.name} (bootstrap)`] ?? 0) + booted / runs.length;
-    booted = 0;
-  }
-  // Precision per refreshed value: the worst of its ciphertexts' bootstraps over all runs.
-  const groups = trace.predicted.bootstrapGroups ?? [];
-  const groupOf = (index: number) => {
-    let k = index - 1;
-    for (let g = 0; g < groups.length; g++) {
-      if (k < groups[g]) return g;
-      k -= groups[g];
-    }
-    return groups.length - 1;
-  };
-  const perBoot = new Map<number, number>();
-  for (const e of bootEvents)
-    if (e.precisionBits !== undefined)
-      perBoot.set(groupOf(e.index), Math.min(perBoot.get(groupOf(e.index)) ?? Infinity, e.precisionBits));
-  // Bootstraps executed: the refreshed values the engine bootstrapped in the first run (every run executed the same, checked above).
-  const executed = new Set(bootEvents.filter((e) => e.run === 0).map((e) => groupOf(e.index))).size;
   const latency = runEvents.reduce((t, e) => t + e.seconds, 0) / runEvents.length;
   const levelsUsed = chain.levels - runEvents[runEvents.length - 1].level;
   return {
@@ -143,12 +72,7 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
       slots: chain.slots,
       samplesPerCiphertext: B,
     },
-    packing: {
-      kind: oneSample ? 'latency' : 'throughput',
-      channelsPerCiphertext: layout.copies ? 1 : blocks,
-      ...(layout.copies ? { inputCopies: blocks } : {}),
-      why: layout.why,
-    },
+    packing,
     levelsNeeded: needed,
     levelsPredicted: chain.levels - trace.predicted.outputLevel,
     levelsUsed,
@@ -158,29 +82,110 @@ export async function lattigoModelTest(o: EncryptedTestOptions, g: Graph): Promi
       ? {
           bootstrapping: {
             planned: r.final.bootstraps,
-            executed,
+            ...bootstrapsExecuted(bootEvents, trace.predicted.bootstrapGroups ?? []),
             ciphertexts: ctBoots,
             values: boots.values,
-            precisionBits: [...perBoot.entries()].sort((x, y) => x[0] - y[0]).map(([, v]) => v),
-            secondsPerBootstrap: bootEvents.length
-              ? bootEvents.reduce((t, e) => t + e.seconds, 0) / bootEvents.length
-              : 0,
+            ...bootstrapPrecision(bootEvents, trace.predicted.bootstrapGroups ?? []),
           },
         }
       : {}),
     samples: results,
-    agreement: results.filter((s) => s.encrypted === s.plainApproximated).length / Math.max(1, results.length),
-    maxAbsErrLogits: Math.max(0, ...results.map((s) => s.maxAbsErrLogits)),
-    layerSeconds,
+    ...resultSummary(results),
+    layerSeconds: layerSecondsOf(run.events, runs.length),
     latencySeconds: latency,
     amortisedSecondsPerSample: wallSeconds / Math.max(1, n),
     keygenSeconds: keys.seconds,
     workers: runEvents[0].workers ?? 1,
     wallSeconds,
-    peakRssMB: Math.max(
-      Math.round(process.resourceUsage().maxRSS / 1024),
-      Math.round(done && done.type === 'done' ? done.peakRssMB : 0),
-    ),
+    peakRssMB: Math.max(Math.round(process.resourceUsage().maxRSS / 1024), Math.round(done ? done.peakRssMB : 0)),
+  };
+}
+
+/**
+ * The engine's events of a finished job, checked: keys made, every run reported, and every run
+ * executed the trace's bootstraps (else the plan and the engine disagree: a bug, said as such).
+ */
+function checkedEvents(ev: EngineEvent[], runs: number, trace: Trace) {
+  const keys = ev.find((e): e is Extract<EngineEvent, { type: 'keys' }> => e.type === 'keys');
+  const runEvents = ev.filter((e): e is Extract<EngineEvent, { type: 'run' }> => e.type === 'run');
+  const bootEvents = ev.filter((e): e is BootEvent => e.type === 'boot');
+  const done = ev.find((e): e is Extract<EngineEvent, { type: 'done' }> => e.type === 'done');
+  if (!keys || runEvents.length !== runs)
+    throw new UserError(
+      'ENGINE_FAILED',
+      'the Lattigo engine ended without reporting every run',
+      'run npm run build to rebuild the engine',
+    );
+  const ctBoots = trace.ops.filter((op) => op.op === 'boot').length;
+  for (const e of runEvents) {
+    if (e.bootstraps !== ctBoots)
+      throw new Error(`Lattigo executed ${e.bootstraps} bootstraps in run ${e.run}, the trace has ${ctBoots}`);
+  }
+  return { keys, runEvents, bootEvents, done, ctBoots };
+}
+
+/** Progress per step of every run, from the engine's events. */
+function progressOf(o: EncryptedTestOptions, steps: number, runs: number) {
+  let marks = 0;
+  return (e: EngineEvent) => {
+    if (e.type === 'keys') o.onProgress?.(0, `Lattigo keys made in ${e.seconds.toFixed(1)} s`);
+    if (e.type === 'mark') {
+      marks++;
+      o.onProgress?.(Math.min(1, marks / (steps * runs)), `run ${e.run + 1}/${runs}: ${e.name}`);
+    }
+    if (e.type === 'boot')
+      o.onProgress?.(Math.min(1, marks / (steps * runs)), `run ${e.run + 1}/${runs}: bootstrap ${e.index}`);
+  };
+}
+
+type EngineEvent = Awaited<ReturnType<typeof runOnLattigo>>['events'][number];
+type BootEvent = Extract<EngineEvent, { type: 'boot' }>;
+
+/**
+ * Per step, its time without the bootstraps inside it, which are listed apart as '<step>
+ * (bootstrap)': the wall time while any ran (they overlap on several threads), as the engine
+ * measured it. Means over the runs.
+ */
+function layerSecondsOf(ev: EngineEvent[], runs: number): Record<string, number> {
+  const layerSeconds: Record<string, number> = {};
+  let booted = 0;
+  for (const e of ev) {
+    if (e.type === 'boot') booted += e.seconds;
+    if (e.type !== 'mark') continue;
+    if (e.bootSeconds !== undefined) booted = e.bootSeconds;
+    layerSeconds[e.name] = (layerSeconds[e.name] ?? 0) + (e.seconds - booted) / runs;
+    if (booted) layerSeconds[`${e.name} (bootstrap)`] = (layerSeconds[`${e.name} (bootstrap)`] ?? 0) + booted / runs;
+    booted = 0;
+  }
+  return layerSeconds;
+}
+
+/** The refreshed value (by the trace's groups of ciphertexts per bootstrapped value) bootstrap `index` (from 1) belongs to. */
+function groupOf(groups: number[], index: number): number {
+  let k = index - 1;
+  for (let g = 0; g < groups.length; g++) {
+    if (k < groups[g]) return g;
+    k -= groups[g];
+  }
+  return groups.length - 1;
+}
+
+/** Bootstraps executed: the refreshed values the engine bootstrapped in the first run (every run executed the same, checked above). */
+const bootstrapsExecuted = (boots: BootEvent[], groups: number[]) => ({
+  executed: new Set(boots.filter((e) => e.run === 0).map((e) => groupOf(groups, e.index))).size,
+});
+
+/** Precision per refreshed value (the worst of its ciphertexts' bootstraps over all runs), and the mean bootstrap time. */
+function bootstrapPrecision(boots: BootEvent[], groups: number[]) {
+  const perBoot = new Map<number, number>();
+  for (const e of boots)
+    if (e.precisionBits !== undefined) {
+      const g = groupOf(groups, e.index);
+      perBoot.set(g, Math.min(perBoot.get(g) ?? Infinity, e.precisionBits));
+    }
+  return {
+    precisionBits: [...perBoot.entries()].sort((x, y) => x[0] - y[0]).map(([, v]) => v),
+    secondsPerBootstrap: boots.length ? boots.reduce((t, e) => t + e.seconds, 0) / boots.length : 0,
   };
 }
 

@@ -6,7 +6,7 @@
  * error) and with the true activation (the approximation error).
  */
 import { REPORT_FIX } from '../reportCheck';
-import { foldInto, foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
+import { Fold, foldInto, foldLevels, foldMults, foldedInput, planFold, sharedSign, squareLane } from '../cost/fold';
 import { UserError } from '../errors';
 import { loadDataset, splitIndices } from '../data/read';
 import { initBackend } from '../model/backend';
@@ -17,7 +17,14 @@ import { activationFn } from '../numerics/activations';
 import { planAtDepth } from '../numerics/bsgs';
 import { chebval } from '../numerics/chebyshev';
 import { Progress, captureValues } from '../profile/profiler';
-import { EncryptedLayerReport, LayerEncryptedResult, Report, modelFileHashes, polysFromReport } from '../report';
+import {
+  EncryptedLayerReport,
+  LayerEncryptedResult,
+  LayerReport,
+  Report,
+  modelFileHashes,
+  polysFromReport,
+} from '../report';
 import type { PolyActivation } from '../numerics/polynomial';
 
 export type { EncryptedLayerReport, LayerEncryptedResult };
@@ -152,6 +159,130 @@ function constantLayer(
   };
 }
 
+/** One activation to test: its report entry (index k of the report's layers), polynomial, fold, input values and the activation itself. */
+interface LayerCase {
+  layer: LayerReport;
+  index: number;
+  poly: PolyActivation;
+  fold: Fold;
+  vals: Float32Array;
+  f: (x: number) => number;
+}
+
+/** Errors of one decrypted value y of input x against the plaintext polynomial and the activation. */
+function compare(
+  err: { poly: number; act: number; tested: number },
+  x: number,
+  y: number,
+  lane: PolyInput,
+  f: (x: number) => number,
+): void {
+  err.poly = Math.max(err.poly, Math.abs(y - chebval(x, lane.coeffs, lane)));
+  err.act = Math.max(err.act, Math.abs(y - f(x)));
+  err.tested++;
+}
+
+/**
+ * One activation under SEAL: its input values packed into ciphertexts, channel q of each value
+ * row in slot r * P + q (P: the channel count rounded up to a power of two, so that P divides the
+ * slot count), the polynomial evaluated as the whole-model program would, decrypted and compared
+ * with the plaintext polynomial and the activation; levels and scales checked against a one-slot
+ * simulation.
+ */
+async function sealLayer(o: LayerTestOptions, t: LayerCase): Promise<LayerEncryptedResult> {
+  const { layer: l, poly, fold, vals, f } = t;
+  const plan = planAtDepth(l.chosen.degree, l.chosen.polyDepth);
+  const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
+  const params = chooseParams(
+    polyDepth + affineLevel,
+    `layer ${l.name} (degree ${l.chosen.degree})`,
+    [l.name],
+    o.ringSize,
+  );
+  // Keys (no rotations) and the evaluator's ciphertexts: the input, its powers and the output.
+  checkHeMemory(params, 0, 16, `lower the degree of ${l.name} (fewer levels, smaller keys)`);
+  const be = await SealBackend.create(params);
+  try {
+    const slots = be.slots;
+    const C = poly.channels?.coeffs.length ?? 1;
+    const P = poly.channels ? 2 ** Math.ceil(Math.log2(C)) : 1;
+    const lanes = poly.channels ? channelLanes(poly, P) : [poly];
+    const vec = be.tiledVecOps();
+    const rows = Math.floor(vals.length / C);
+    const rowsPerCt = slots / P;
+    const chunks = Math.min(Math.ceil(rows / rowsPerCt), o.maxCiphertexts ?? 8);
+    const err = { poly: 0, act: 0, tested: 0, secs: 0, levelsUsed: 0 };
+    const sim = new SimBackend(Array.from({ length: params.levels + 1 }, (_, i) => be.prime(i)));
+    // A one-slot simulation predicts levels and scales; its vector constants are lane 0's.
+    const simVec: VecOps<SimCt> = {
+      mulVec: (c, v, e) => sim.mulConst(c, v[0], e),
+      addVec: (c, v) => sim.addConst(c, v[0]),
+    };
+    const evaluate = <C>(b: CkksBackend<C>, x: C, ls: PolyInput[], v: VecOps<C>) =>
+      fold.form === 'series' ? evalPolyCkks(b, x, ls, plan, fold.intoPrevious, v) : evalFoldedCkks(b, x, ls, fold, v);
+    // A square whose channels' signs differ is negated per channel ciphertext in the model
+    // (rank-3 values); channels share a ciphertext here, so each sign's channels get their own.
+    const signOf = (lp: PolyInput) => squareLane(lp)?.sign ?? 1;
+    const groups =
+      fold.form === 'square' && !fold.mixedSigns && !sharedSign(lanes.map((lp) => squareLane(lp)!)) ? [1, -1] : [0];
+    const zero: PolyInput = { coeffs: [0], a: -1, b: 1 };
+    const groupLanes = (sign: number) => lanes.map((lp) => (sign === 0 || signOf(lp) === sign ? lp : zero));
+    const simOut = evaluate(
+      sim,
+      sim.fresh([0.25], params.levels, 2 ** params.scaleBits),
+      groupLanes(groups[0]),
+      simVec,
+    );
+    let scaleMatches = true;
+    for (const [gi, sign] of groups.entries())
+      for (let c = 0; c < chunks; c++) {
+        if (o.signal?.aborted) throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
+        const mine = (q: number) => sign === 0 || signOf(lanes[q]) === sign;
+        const r0 = c * rowsPerCt;
+        const r1 = Math.min(rows, r0 + rowsPerCt);
+        const input = new Float64Array(slots);
+        for (let r = r0; r < r1; r++) {
+          for (let q = 0; q < C; q++)
+            if (mine(q)) input[(r - r0) * P + q] = foldedInput(lanes[q], fold, vals[r * C + q]);
+        }
+        const ts = Date.now();
+        const ct = be.encrypt(input);
+        const out = evaluate(be, ct, groupLanes(sign), vec);
+        err.secs += (Date.now() - ts) / 1000;
+        err.levelsUsed = params.levels - be.level(out);
+        scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
+        const dec = be.decrypt(out);
+        be.free(ct);
+        if (out !== ct) be.free(out);
+        for (let r = r0; r < r1; r++)
+          for (let q = 0; q < C; q++) if (mine(q)) compare(err, vals[r * C + q], dec[(r - r0) * P + q], lanes[q], f);
+        o.onProgress?.(
+          (t.index + (gi * chunks + c + 1) / (chunks * groups.length)) / o.report.layers.length,
+          `${l.name}: ciphertext ${gi * chunks + c + 1}/${chunks * groups.length}`,
+        );
+      }
+    return {
+      name: l.name,
+      degree: l.chosen.degree,
+      values: err.tested,
+      ciphertexts: chunks * groups.length,
+      ringSize: params.ringSize,
+      levelsAvailable: params.levels,
+      levelsUsed: err.levelsUsed,
+      levelsPredicted: params.levels - simOut.level,
+      simulatorScaleMatches: scaleMatches,
+      nonScalarMults: foldMults(fold, plan.nonScalarMults),
+      maxAbsErrVsPlainPoly: err.poly,
+      precisionBits: -Math.log2(Math.max(err.poly, 2 ** -60)),
+      maxAbsErrVsActivation: err.act,
+      secondsPerCiphertext: err.secs / Math.max(1, chunks * groups.length),
+      keyBytes: be.keySizes,
+    };
+  } finally {
+    be.dispose();
+  }
+}
+
 export async function encryptedLayerTest(o: LayerTestOptions): Promise<EncryptedLayerReport> {
   const t0 = Date.now();
   const g = await checkedGraph(o);
@@ -170,119 +301,15 @@ export async function encryptedLayerTest(o: LayerTestOptions): Promise<Encrypted
       const vals = (
         await captureValues(ex, ds, idx, [node.inputs[0]], { replace: polys }, { batchSize: 256, signal: o.signal })
       ).get(node.inputs[0])!;
-      const plan = planAtDepth(l.chosen.degree, l.chosen.polyDepth);
+      const poly = polys.get(l.node)!;
       // What the previous linear layer folds in (cost/fold.ts) it computes in plaintext here: encrypt its output.
-      const fold = planFold(g, node, polys.get(l.node)!, l.chosen.degree, o.report.options.fold ?? false);
-      if (fold.form === 'constant') {
-        // A max tree's constant |x|: nothing is evaluated on ciphertexts (its step adds the constant).
-        results.push(constantLayer(l, polys.get(l.node)!, vals, activationFn(actSpec(node))));
-        continue;
-      }
-      const { polyDepth, affineLevel } = foldLevels(fold, plan.depth);
-      const needed = polyDepth + affineLevel;
-      const params = chooseParams(needed, `layer ${l.name} (degree ${l.chosen.degree})`, [l.name], o.ringSize);
-      // Keys (no rotations) and the evaluator's ciphertexts: the input, its powers and the output.
-      checkHeMemory(params, 0, 16, `lower the degree of ${l.name} (fewer levels, smaller keys)`);
-      const be = await SealBackend.create(params);
-      try {
-        const slots = be.slots;
-        // Per-channel polynomials: channel q of each value row goes to slot r * P + q (P: the
-        // channel count rounded up to a power of two, so that P divides the slot count).
-        const poly = polys.get(l.node)!;
-        const C = poly.channels?.coeffs.length ?? 1;
-        const P = poly.channels ? 2 ** Math.ceil(Math.log2(C)) : 1;
-        const lanes = poly.channels ? channelLanes(poly, P) : [poly];
-        const vec = be.tiledVecOps();
-        const rows = Math.floor(vals.length / C);
-        const rowsPerCt = slots / P;
-        const chunks = Math.min(Math.ceil(rows / rowsPerCt), o.maxCiphertexts ?? 8);
-        let errPoly = 0;
-        let errAct = 0;
-        let tested = 0;
-        let secs = 0;
-        let levelsUsed = 0;
-        const f = activationFn(actSpec(node));
-        const sim = new SimBackend(Array.from({ length: params.levels + 1 }, (_, i) => be.prime(i)));
-        // A one-slot simulation predicts levels and scales; its vector constants are lane 0's.
-        const simVec: VecOps<SimCt> = {
-          mulVec: (c, v, e) => sim.mulConst(c, v[0], e),
-          addVec: (c, v) => sim.addConst(c, v[0]),
-        };
-        const evaluate = <C>(b: CkksBackend<C>, x: C, ls: PolyInput[], v: VecOps<C>) =>
-          fold.form === 'series'
-            ? evalPolyCkks(b, x, ls, plan, fold.intoPrevious, v)
-            : evalFoldedCkks(b, x, ls, fold, v);
-        // A square whose channels' signs differ is negated per channel ciphertext in the model
-        // (rank-3 values); channels share a ciphertext here, so each sign's channels get their own.
-        const signOf = (lp: PolyInput) => squareLane(lp)?.sign ?? 1;
-        const groups =
-          fold.form === 'square' && !fold.mixedSigns && !sharedSign(lanes.map((lp) => squareLane(lp)!)) ? [1, -1] : [0];
-        const zero: PolyInput = { coeffs: [0], a: -1, b: 1 };
-        const groupLanes = (sign: number) => lanes.map((lp) => (sign === 0 || signOf(lp) === sign ? lp : zero));
-        const simOut = evaluate(
-          sim,
-          sim.fresh([0.25], params.levels, 2 ** params.scaleBits),
-          groupLanes(groups[0]),
-          simVec,
-        );
-        let scaleMatches = true;
-        for (const [gi, sign] of groups.entries())
-          for (let c = 0; c < chunks; c++) {
-            if (o.signal?.aborted)
-              throw new UserError('CANCELLED', 'encrypted test cancelled', 'run the command again');
-            const mine = (q: number) => sign === 0 || signOf(lanes[q]) === sign;
-            const ls = groupLanes(sign);
-            const r0 = c * rowsPerCt;
-            const r1 = Math.min(rows, r0 + rowsPerCt);
-            const input = new Float64Array(slots);
-            for (let r = r0; r < r1; r++) {
-              for (let q = 0; q < C; q++)
-                if (mine(q)) input[(r - r0) * P + q] = foldedInput(lanes[q], fold, vals[r * C + q]);
-            }
-            const ts = Date.now();
-            const ct = be.encrypt(input);
-            const out = evaluate(be, ct, ls, vec);
-            secs += (Date.now() - ts) / 1000;
-            levelsUsed = params.levels - be.level(out);
-            scaleMatches &&= out.scale === simOut.scale && be.level(out) === simOut.level;
-            const dec = be.decrypt(out);
-            be.free(ct);
-            if (out !== ct) be.free(out);
-            for (let r = r0; r < r1; r++) {
-              for (let q = 0; q < C; q++) {
-                if (!mine(q)) continue;
-                const x = vals[r * C + q];
-                const y = dec[(r - r0) * P + q];
-                errPoly = Math.max(errPoly, Math.abs(y - chebval(x, lanes[q].coeffs, lanes[q])));
-                errAct = Math.max(errAct, Math.abs(y - f(x)));
-                tested++;
-              }
-            }
-            o.onProgress?.(
-              (k + (gi * chunks + c + 1) / (chunks * groups.length)) / o.report.layers.length,
-              `${l.name}: ciphertext ${gi * chunks + c + 1}/${chunks * groups.length}`,
-            );
-          }
-        results.push({
-          name: l.name,
-          degree: l.chosen.degree,
-          values: tested,
-          ciphertexts: chunks * groups.length,
-          ringSize: params.ringSize,
-          levelsAvailable: params.levels,
-          levelsUsed,
-          levelsPredicted: params.levels - simOut.level,
-          simulatorScaleMatches: scaleMatches,
-          nonScalarMults: foldMults(fold, plan.nonScalarMults),
-          maxAbsErrVsPlainPoly: errPoly,
-          precisionBits: -Math.log2(Math.max(errPoly, 2 ** -60)),
-          maxAbsErrVsActivation: errAct,
-          secondsPerCiphertext: secs / Math.max(1, chunks * groups.length),
-          keyBytes: be.keySizes,
-        });
-      } finally {
-        be.dispose();
-      }
+      const fold = planFold(g, node, poly, l.chosen.degree, o.report.options.fold ?? false);
+      // A max tree's constant |x|: nothing is evaluated on ciphertexts (its step adds the constant).
+      results.push(
+        fold.form === 'constant'
+          ? constantLayer(l, poly, vals, activationFn(actSpec(node)))
+          : await sealLayer(o, { layer: l, index: k, poly, fold, vals, f: activationFn(actSpec(node)) }),
+      );
     }
   } finally {
     ex.dispose();

@@ -12,7 +12,7 @@
  * So no addition ever meets mismatched scales, and no scale is ever overwritten. Levels consumed
  * equal the plan's depth: ceil(log2(d+1)), plus one if the input's affine map is done here.
  */
-import { Fold, affineLane, sharedSign, squareLane } from '../cost/fold';
+import { Fold, affineLane, lanesOf, sharedSign, squareLane } from '../cost/fold';
 import { PlanNode, PolyPlan, chebDivide, chebRecipe } from '../numerics/bsgs';
 import { unitMap } from '../numerics/chebyshev';
 import { CkksBackend } from './backend';
@@ -66,51 +66,8 @@ export function evalPolyCkks<C>(
 ): C {
   const lanes = Array.isArray(poly) ? poly : [poly];
   if (lanes.length > 1 && !vec) throw new Error('evalPolyCkks: per-position polynomials need vector operations');
-  const many = lanes.length > 1;
-  /** One constant per lane: a scalar when there is one lane, a plaintext vector otherwise. */
-  const mulK = (c: C, k: Float64Array, encScale: number) =>
-    many ? vec!.mulVec(c, k, encScale) : be.mulConst(c, k[0], encScale);
-  const addK = (c: C, k: Float64Array) => (many ? vec!.addVec(c, k) : be.addConst(c, k[0]));
-  const isZero = (k: Float64Array) => k.every((v) => v === 0);
-  const temps = new Set<C>();
-  const keep = new Set<C>([x]);
-  const track = (c: C): C => {
-    if (!keep.has(c)) temps.add(c);
-    return c;
-  };
-  let t = x;
-  if (!inputIsUnit) {
-    const maps = lanes.map(unitMap);
-    const alpha = Float64Array.from(maps, (u) => u.scale);
-    const beta = Float64Array.from(maps, (u) => u.shift);
-    // Encoding alpha at q_l keeps the scale exactly: scale * q_l / q_l.
-    const scaled = track(mulK(x, alpha, be.prime(be.level(x))));
-    t = track(addK(scaled, beta));
-  }
-  const T = new Map<number, C>([[1, t]]);
-  const cheb = (i: number): C => {
-    const have = T.get(i);
-    if (have !== undefined) return have;
-    const r = chebRecipe(i);
-    let v: C;
-    if (r.kind === 'square') {
-      const h = cheb(r.h);
-      const sq = track(be.mul(h, h));
-      v = track(be.addConst(track(be.add(sq, sq)), -1));
-    } else {
-      const A = cheb(r.a);
-      const B = cheb(r.b);
-      const lvl = Math.min(be.level(A), be.level(B));
-      const prod = track(be.mul(track(be.modSwitchTo(A, lvl)), track(be.modSwitchTo(B, lvl))));
-      const twice = track(be.add(prod, prod));
-      const R = cheb(r.diff);
-      const target = be.scale(twice);
-      const Rs = track(be.mulConst(R, 1, (target * be.prime(be.level(R))) / be.scale(R)));
-      v = track(be.sub(twice, track(be.modSwitchTo(Rs, be.level(twice)))));
-    }
-    T.set(i, v);
-    return v;
-  };
+  const e = new ChebEvaluation(be, x, lanes, vec);
+  if (!inputIsUnit) e.toUnit();
   // Compute every step the plan uses up front, so that levels are known before evaluation.
   const need = new Set<number>();
   const walk = (n: PlanNode, deg: number) => {
@@ -123,12 +80,97 @@ export function evalPolyCkks<C>(
     walk(n.r, n.g - 1);
   };
   walk(plan.root, plan.degree);
-  [...need].sort((p, q) => p - q).forEach(cheb);
+  [...need].sort((p, q) => p - q).forEach((i) => e.cheb(i));
+  const c: Table = Array.from({ length: plan.degree + 1 }, (_, i) => Float64Array.from(lanes, (p) => p.coeffs[i] ?? 0));
+  const out = e.evaluate(plan.root, c, be.scale(e.t), Infinity);
+  e.temps.delete(out);
+  for (const tmp of e.temps) be.free(tmp);
+  return out;
+}
 
-  // Coefficients as a (degree + 1) x lanes table: cs[i][q] is lane q's coefficient of T_i.
-  type Table = Float64Array[];
-  const divide = (cs: Table, g: number): { q: Table; r: Table } => {
-    const parts = lanes.map((_, q) =>
+/** Coefficients as a (degree + 1) x lanes table: cs[i][q] is lane q's coefficient of T_i. */
+type Table = Float64Array[];
+const isZero = (k: Float64Array) => k.every((v) => v === 0);
+
+/**
+ * One evaluation of evalPolyCkks: the Chebyshev basis T_i(t) on ciphertexts, made on demand by
+ * chebRecipe's products, and the plan's tree evaluated on them, every intermediate tracked so
+ * that the caller frees all but the result.
+ */
+class ChebEvaluation<C> {
+  readonly temps = new Set<C>();
+  private readonly keep: Set<C>;
+  private readonly many: boolean;
+  /** The input on [-1, 1]. */
+  t: C;
+  private readonly T: Map<number, C>;
+
+  constructor(
+    private readonly be: CkksBackend<C>,
+    private readonly x: C,
+    private readonly lanes: PolyInput[],
+    private readonly vec?: VecOps<C>,
+  ) {
+    this.keep = new Set<C>([x]);
+    this.many = lanes.length > 1;
+    this.t = x;
+    this.T = new Map<number, C>([[1, x]]);
+  }
+
+  private track(c: C): C {
+    if (!this.keep.has(c)) this.temps.add(c);
+    return c;
+  }
+
+  /** One constant per lane: a scalar when there is one lane, a plaintext vector otherwise. */
+  private mulK(c: C, k: Float64Array, encScale: number): C {
+    return this.many ? this.vec!.mulVec(c, k, encScale) : this.be.mulConst(c, k[0], encScale);
+  }
+
+  private addK(c: C, k: Float64Array): C {
+    return this.many ? this.vec!.addVec(c, k) : this.be.addConst(c, k[0]);
+  }
+
+  /** t = alpha x + beta per lane (unitMap), one level. */
+  toUnit(): void {
+    const { be, x } = this;
+    const maps = this.lanes.map(unitMap);
+    const alpha = Float64Array.from(maps, (u) => u.scale);
+    const beta = Float64Array.from(maps, (u) => u.shift);
+    // Encoding alpha at q_l keeps the scale exactly: scale * q_l / q_l.
+    const scaled = this.track(this.mulK(x, alpha, be.prime(be.level(x))));
+    this.t = this.track(this.addK(scaled, beta));
+    this.T.set(1, this.t);
+  }
+
+  cheb(i: number): C {
+    const have = this.T.get(i);
+    if (have !== undefined) return have;
+    const { be } = this;
+    const track = (c: C) => this.track(c);
+    const r = chebRecipe(i);
+    let v: C;
+    if (r.kind === 'square') {
+      const h = this.cheb(r.h);
+      const sq = track(be.mul(h, h));
+      v = track(be.addConst(track(be.add(sq, sq)), -1));
+    } else {
+      const A = this.cheb(r.a);
+      const B = this.cheb(r.b);
+      const lvl = Math.min(be.level(A), be.level(B));
+      const prod = track(be.mul(track(be.modSwitchTo(A, lvl)), track(be.modSwitchTo(B, lvl))));
+      const twice = track(be.add(prod, prod));
+      const R = this.cheb(r.diff);
+      const target = be.scale(twice);
+      const Rs = track(be.mulConst(R, 1, (target * be.prime(be.level(R))) / be.scale(R)));
+      v = track(be.sub(twice, track(be.modSwitchTo(Rs, be.level(twice)))));
+    }
+    this.T.set(i, v);
+    return v;
+  }
+
+  private divide(cs: Table, g: number): { q: Table; r: Table } {
+    const parts = this.lanes.map((_, q) =>
       chebDivide(
         cs.map((k) => k[q]),
         g,
@@ -137,52 +179,56 @@ export function evalPolyCkks<C>(
     const col = (pick: 'q' | 'r') =>
       Array.from({ length: parts[0][pick].length }, (_, i) => Float64Array.from(parts, (p) => p[pick][i]));
     return { q: col('q'), r: col('r') };
-  };
-  const predict = (n: PlanNode, c: Table): number => {
+  }
+
+  private predict(n: PlanNode, c: Table): number {
+    const { be } = this;
     if (n.kind === 'leaf') {
       let l = Infinity;
-      for (let i = 1; i < c.length; i++) if (!isZero(c[i])) l = Math.min(l, be.level(cheb(i)) - 1);
+      for (let i = 1; i < c.length; i++) if (!isZero(c[i])) l = Math.min(l, be.level(this.cheb(i)) - 1);
       return l;
     }
-    const { q, r } = divide(c, n.g);
-    return Math.min(Math.min(predict(n.q, q), be.level(cheb(n.g))) - 1, predict(n.r, r));
-  };
+    const { q, r } = this.divide(c, n.g);
+    return Math.min(Math.min(this.predict(n.q, q), be.level(this.cheb(n.g))) - 1, this.predict(n.r, r));
+  }
+
   /** Result at level min(predict, hint) and exactly at `target` scale. */
-  const evaluate = (n: PlanNode, c: Table, target: number, hint: number): C => {
-    if (n.kind === 'leaf') {
-      let acc: C | null = null;
-      for (let i = 1; i < c.length; i++) {
-        if (isZero(c[i])) continue;
-        const Ti = cheb(i);
-        const term = track(mulK(Ti, c[i], (target * be.prime(be.level(Ti))) / be.scale(Ti)));
-        if (acc === null) acc = term;
-        else {
-          const l = Math.min(be.level(acc), be.level(term));
-          acc = track(be.add(track(be.modSwitchTo(acc, l)), track(be.modSwitchTo(term, l))));
-        }
-      }
-      // A constant piece: a fresh encryption of c_0 (a product with 0 would be transparent in SEAL).
-      if (acc === null) {
-        const k = track(be.constant(many ? 0 : c[0][0], Math.min(hint, be.level(t)), target));
-        return many && !isZero(c[0]) ? track(addK(k, c[0])) : k;
-      }
-      acc = track(be.modSwitchTo(acc, Math.min(be.level(acc), hint)));
-      return !isZero(c[0]) ? track(addK(acc, c[0])) : acc;
-    }
-    const { q, r } = divide(c, n.g);
-    const Tg = cheb(n.g);
-    const lm = Math.min(predict(n.q, q), be.level(Tg), hint + 1);
-    const qv = evaluate(n.q, q, (target * be.prime(lm)) / be.scale(Tg), lm);
+  evaluate(n: PlanNode, c: Table, target: number, hint: number): C {
+    const { be } = this;
+    const track = (x: C) => this.track(x);
+    if (n.kind === 'leaf') return this.leaf(c, target, hint);
+    const { q, r } = this.divide(c, n.g);
+    const Tg = this.cheb(n.g);
+    const lm = Math.min(this.predict(n.q, q), be.level(Tg), hint + 1);
+    const qv = this.evaluate(n.q, q, (target * be.prime(lm)) / be.scale(Tg), lm);
     const prod = track(be.mul(track(be.modSwitchTo(qv, lm)), track(be.modSwitchTo(Tg, lm))));
-    const rv = evaluate(n.r, r, target, be.level(prod));
+    const rv = this.evaluate(n.r, r, target, be.level(prod));
     const l = Math.min(be.level(prod), be.level(rv));
     return track(be.add(track(be.modSwitchTo(prod, l)), track(be.modSwitchTo(rv, l))));
-  };
-  const c: Table = Array.from({ length: plan.degree + 1 }, (_, i) => Float64Array.from(lanes, (p) => p.coeffs[i] ?? 0));
-  const out = evaluate(plan.root, c, be.scale(t), Infinity);
-  temps.delete(out);
-  for (const tmp of temps) be.free(tmp);
-  return out;
+  }
+
+  private leaf(c: Table, target: number, hint: number): C {
+    const { be, many } = this;
+    const track = (x: C) => this.track(x);
+    let acc: C | null = null;
+    for (let i = 1; i < c.length; i++) {
+      if (isZero(c[i])) continue;
+      const Ti = this.cheb(i);
+      const term = track(this.mulK(Ti, c[i], (target * be.prime(be.level(Ti))) / be.scale(Ti)));
+      if (acc === null) acc = term;
+      else {
+        const l = Math.min(be.level(acc), be.level(term));
+        acc = track(be.add(track(be.modSwitchTo(acc, l)), track(be.modSwitchTo(term, l))));
+      }
+    }
+    // A constant piece: a fresh encryption of c_0 (a product with 0 would be transparent in SEAL).
+    if (acc === null) {
+      const k = track(be.constant(many ? 0 : c[0][0], Math.min(hint, be.level(this.t)), target));
+      return many && !isZero(c[0]) ? track(this.addK(k, c[0])) : k;
+    }
+    acc = track(be.modSwitchTo(acc, Math.min(be.level(acc), hint)));
+    return !isZero(c[0]) ? track(this.addK(acc, c[0])) : acc;
+  }
 }
 
 /**
@@ -259,4 +305,24 @@ export function evalFoldedCkks<C>(
   if (u !== x) be.free(u);
   if (v !== u) be.free(v);
   return out;
+}
+
+/**
+ * The polynomial p with every channel's coefficients (and mean-shift offset) times `out[c]`, and
+ * its interval times `x[c]`: on x[c] t it computes out[c] p(t). Per channel even when p is one
+ * per layer, since the factors differ by channel.
+ */
+export function scaledPoly(p: PolyActivation, C: number, out: Float64Array, x: Float64Array): PolyActivation {
+  const lanes = lanesOf(p);
+  const lane = (c: number) => lanes[p.channels ? c : 0];
+  return {
+    coeffs: [0],
+    a: -1,
+    b: 1,
+    channels: {
+      intervals: Array.from({ length: C }, (_, c) => ({ a: lane(c).a * x[c], b: lane(c).b * x[c] })),
+      coeffs: Array.from({ length: C }, (_, c) => Array.from(lane(c).coeffs, (v) => v * out[c])),
+    },
+    channelOffset: p.channelOffset ? Float32Array.from(p.channelOffset, (v, c) => v * out[c]) : undefined,
+  };
 }
