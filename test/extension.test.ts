@@ -25,9 +25,10 @@ import {
   NON_ANALYSIS_SETTINGS,
   SettingReader,
   analyzeOptionsFrom,
+  encryptedTestChoicesFrom,
   renderForEditor,
 } from '../src/extension/settings';
-import { ANALYZE_OPTIONS } from '../src/core/options';
+import { ANALYZE_OPTIONS, ENCRYPTED_TEST_OPTIONS } from '../src/core/options';
 import { resolveSettings } from '../src/core/analysis/settings';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';
@@ -470,10 +471,58 @@ test('one option table: package.json declares exactly its settings with the same
     }
   }
   const help = cli('help').out;
-  for (const o of ANALYZE_OPTIONS) {
+  for (const o of [...ANALYZE_OPTIONS, ...ENCRYPTED_TEST_OPTIONS]) {
     assert.match(help, new RegExp(`--${o.flag}${o.cli === 'value' ? ' <v>' : ''} +\\S`), `help lists --${o.flag}`);
     if (o.defaultText) assert.ok(help.includes(`(default ${o.defaultText})`), `help states --${o.flag}'s default`);
   }
+});
+
+test("the encrypted test's options: package.json's heApprox.encryptedTest.* settings are the table's, read with their defaults", () => {
+  const declared = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).contributes.configuration
+    .properties as Record<string, { default: unknown }>;
+  const settings = Object.keys(declared).filter((k) => k.startsWith('heApprox.encryptedTest.'));
+  const inTable = ENCRYPTED_TEST_OPTIONS.filter((o) => o.setting);
+  assert.deepEqual(settings.sort(), inTable.map((o) => `heApprox.${o.setting!.name}`).sort());
+  for (const o of inTable)
+    assert.deepEqual(declared[`heApprox.${o.setting!.name}`].default, o.setting!.default, o.setting!.name);
+  const read = new Map<string, unknown>();
+  const defaults = encryptedTestChoicesFrom((k, fallback) => {
+    read.set(k, fallback);
+    return fallback;
+  });
+  assert.deepEqual([...read.keys()].sort(), inTable.map((o) => o.setting!.name).sort());
+  // 'ask' leaves the mode open; the editor tests fewer samples than the terminal by default.
+  assert.deepEqual(defaults, {
+    samples: 8,
+    layerOnly: undefined,
+    latency: false,
+    ringSize: undefined,
+    engine: undefined,
+  });
+  const set = new Map<string, unknown>([
+    ['encryptedTest.mode', 'layer'],
+    ['encryptedTest.packing', 'latency'],
+    ['encryptedTest.ringSize', 16384],
+    ['encryptedTest.engine', 'lattigo'],
+    ['encryptedTest.samples', 3],
+  ]);
+  assert.deepEqual(
+    encryptedTestChoicesFrom((k, fallback) => (set.has(k) ? set.get(k) : fallback) as typeof fallback),
+    { samples: 3, layerOnly: true, latency: true, ringSize: 16384, engine: 'lattigo' },
+  );
+  assert.equal(
+    renderForEditor('pass --engine seal or --engine lattigo'),
+    'set heApprox.encryptedTest.engine seal or heApprox.encryptedTest.engine lattigo',
+  );
+  // The CLI parses with the same table: its range and its parser.
+  assert.match(
+    cli('encrypted-test', 'm.json', '--report', 'r.json', '--data', 'd', '--engine', 'x').err,
+    /--engine x is unknown/,
+  );
+  assert.match(
+    cli('encrypted-test', 'm.json', '--report', 'r.json', '--data', 'd', '--samples', '0').err,
+    /--samples 0 is not a positive integer/,
+  );
 });
 
 test('messages name options by flag in the terminal and by setting in the editor', () => {

@@ -12,7 +12,15 @@ import { LoadedModel, loadModel } from '../core/model/load';
 import type { OpCosts } from '../core/cost/cost';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
 import type { AnalyzeOptions } from '../core/analysis/settings';
-import { ANALYZE_OPTIONS, DEFAULT_BOOTSTRAP_LEVELS, normalization } from '../core/options';
+import {
+  ANALYZE_OPTIONS,
+  DEFAULT_BOOTSTRAP_LEVELS,
+  ENCRYPTED_TEST_OPTIONS,
+  EncryptedTestChoices,
+  OptionSpec,
+  normalization,
+  optionDefault,
+} from '../core/options';
 import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '../core/he/lattigoCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';
@@ -23,8 +31,14 @@ import { checkReport, sealReport } from '../core/reportCheck';
 import { readUserFile, replaceFile } from '../core/files';
 
 /** The analysis options' flags (one table in the core), then what only the terminal has. */
+const flagOf = (o: OptionSpec): FlagSpec => ({
+  name: o.flag,
+  value: o.cli === 'value',
+  help: o.help,
+  default: o.defaultText,
+});
 const ANALYZE_FLAGS: FlagSpec[] = [
-  ...ANALYZE_OPTIONS.map((o) => ({ name: o.flag, value: o.cli === 'value', help: o.help, default: o.defaultText })),
+  ...ANALYZE_OPTIONS.map(flagOf),
   { name: 'out', value: true, help: 'folder for report.json, coefficients.json and model/ (the approximated model)' },
   { name: 'force', value: false, help: 'overwrite earlier he-approx outputs in --out' },
   { name: 'json', value: false, help: 'print the JSON report on stdout instead of tables' },
@@ -74,12 +88,10 @@ function progressPrinter(quiet: boolean): (f: number, msg: string) => void {
 
 const str = (v: string | true | undefined): string | null => (typeof v === 'string' ? v : null);
 
-/** The analysis options the flags set, parsed and range-checked by the option table. */
-function analyzeOptionsOf(
-  opts: Map<string, string | true>,
-): Partial<AnalyzeOptions> & { inputMean?: number[]; inputStd?: number[] } {
+/** The options the flags set, parsed and range-checked by an option table. */
+function optionsOf(table: readonly OptionSpec[], opts: Map<string, string | true>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const o of ANALYZE_OPTIONS) {
+  for (const o of table) {
     const v = opts.get(o.flag);
     if (v === undefined) continue;
     if (o.cli === 'flag') out[o.key] = o.flagValue ?? true;
@@ -105,7 +117,10 @@ async function runAnalyze(argv: string[]): Promise<number> {
       'no calibration data given',
       'pass --data <file> (.npy, MNIST idx, .csv or .json)',
     );
-  const { inputMean, inputStd, ...flags } = analyzeOptionsOf(opts);
+  const { inputMean, inputStd, ...flags } = optionsOf(ANALYZE_OPTIONS, opts) as Partial<AnalyzeOptions> & {
+    inputMean?: number[];
+    inputStd?: number[];
+  };
   const out = opts.get('out');
   // Before the analysis: a bad --out must not cost the user the whole run.
   if (typeof out === 'string') checkOutputs(out, positional[0], opts.has('force'), (flags.finetuneEpochs ?? 0) > 0);
@@ -146,38 +161,9 @@ async function runAnalyze(argv: string[]): Promise<number> {
   }
 }
 
+/** The encrypted test's flags (the core's table), then what only the terminal has. */
 const ENC_FLAGS: FlagSpec[] = [
-  { name: 'report', value: true, help: 'report.json written by he-approx analyze --out for this model (required)' },
-  { name: 'data', value: true, help: 'data to draw test samples from (required)' },
-  { name: 'labels', value: true, help: 'labels for the data (optional)' },
-  { name: 'samples', value: true, help: 'samples to test', default: '20' },
-  {
-    name: 'layer-only',
-    value: false,
-    help: "test each activation on its own (packs that layer's inputs into ciphertexts)",
-  },
-  {
-    name: 'latency',
-    value: false,
-    help: 'one sample per run, its channels side by side in as few ciphertexts as fit: the time one prediction takes',
-  },
-  {
-    name: 'throughput',
-    value: false,
-    help: 'as many samples per ciphertext as fit, one ciphertext per channel: the least time per sample (default)',
-  },
-  { name: 'ring-size', value: true, help: 'force a CKKS ring size (default: the smallest that fits)' },
-  {
-    name: 'workers',
-    value: true,
-    help: 'threads for the whole-model test, each with its own keys (default: one per core, at most 2)',
-  },
-  {
-    name: 'engine',
-    value: true,
-    help: 'CKKS library for the whole-model test: seal (in process) or lattigo (with bootstrapping)',
-    default: 'lattigo for a report planned for bootstrapping, else seal',
-  },
+  ...ENCRYPTED_TEST_OPTIONS.map(flagOf),
   { name: 'quiet', value: false, help: 'no progress on stderr' },
 ];
 
@@ -189,8 +175,13 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
       `encrypted-test takes one model path, got ${positional.length}`,
       'run he-approx encrypted-test <model.json> --report <report.json> --data <file>',
     );
-  const reportPath = str(opts.get('report'));
-  const data = str(opts.get('data'));
+  const o = optionsOf(ENCRYPTED_TEST_OPTIONS, opts) as EncryptedTestChoices & {
+    report?: string;
+    data?: string;
+    labels?: string;
+  };
+  const reportPath = o.report;
+  const data = o.data;
   if (!reportPath)
     throw new UserError(
       'OPTION_INVALID',
@@ -199,36 +190,32 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
     );
   if (!data) throw new UserError('OPTION_INVALID', 'no data given', 'pass --data <file> to draw test samples from');
   const report = readReport(reportPath);
-  const samples = numberOpt(opts, 'samples', (x) => Number.isInteger(x) && x > 0, 'a positive integer') ?? 20;
-  const ringSize = numberOpt(opts, 'ring-size', (x) => [8192, 16384, 32768].includes(x), '8192, 16384 or 32768');
-  const workers = numberOpt(opts, 'workers', (x) => Number.isInteger(x) && x >= 1 && x <= 8, 'an integer from 1 to 8');
-  if (opts.has('latency') && opts.has('throughput'))
+  const samples = o.samples ?? optionDefault<number>('samples', ENCRYPTED_TEST_OPTIONS);
+  const { ringSize, workers, engine } = o;
+  if (o.latency && o.throughput)
     throw new UserError(
       'OPTION_INVALID',
       '--latency and --throughput ask for two packings at once',
       'pass one of them (--throughput is the default)',
     );
-  if (opts.has('layer-only') && opts.has('latency'))
+  if (o.layerOnly && o.latency)
     throw new UserError(
       'OPTION_INVALID',
       '--latency applies to the whole-model test, not to --layer-only',
       'drop one of the two options',
     );
-  const engine = str(opts.get('engine'));
-  if (engine && engine !== 'seal' && engine !== 'lattigo')
-    throw new UserError('OPTION_INVALID', `--engine ${engine} is unknown`, 'pass --engine seal or --engine lattigo');
-  if (!opts.has('layer-only')) {
+  if (!o.layerOnly) {
     const { encryptedModelTest } = await import('../core/he/modelTest');
     const res = await encryptedModelTest({
       model: positional[0],
       report,
       data,
-      labels: str(opts.get('labels')),
+      labels: o.labels ?? null,
       samples,
       ringSize,
-      packing: opts.has('latency') ? 'latency' : 'throughput',
+      packing: o.latency ? 'latency' : 'throughput',
       workers,
-      engine: (engine ?? undefined) as 'seal' | 'lattigo' | undefined,
+      engine,
       onProgress: progressPrinter(opts.has('quiet')),
     });
     report.encrypted = { ...report.encrypted, model: res };
@@ -240,7 +227,7 @@ async function runEncryptedTest(argv: string[]): Promise<number> {
     model: positional[0],
     report,
     data,
-    labels: str(opts.get('labels')),
+    labels: o.labels ?? null,
     samples,
     ringSize,
     onProgress: progressPrinter(opts.has('quiet')),

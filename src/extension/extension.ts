@@ -30,7 +30,8 @@ import { LayerRanges, findLayerRanges } from './layerRanges';
 import { PanelProvider } from './panel';
 import { ModelViewMessage, modelViewHtml } from './modelView';
 import type { ModelSummary } from '../core/model/summary';
-import { analyzeOptionsFrom } from './settings';
+import { analyzeOptionsFrom, encryptedTestChoicesFrom } from './settings';
+import { ENCRYPTED_TEST_OPTIONS, optionDefault } from '../core/options';
 
 /** Every model file he-approx opens (core/model/load.ts modelFormatOf). */
 const MODEL_GLOB = '**/{model.json,*.onnx,*.h5,*.hdf5,*.keras}';
@@ -376,7 +377,8 @@ class HeApprox implements vscode.Disposable, ModelResults {
       }
       if (!a) return;
     }
-    let mode = this.config().get<string>('encryptedTest.mode', 'ask');
+    const choices = encryptedTestChoicesFrom((k, fallback) => this.config().get(k, fallback));
+    let mode = choices.layerOnly === undefined ? 'ask' : choices.layerOnly ? 'layer' : 'model';
     if (mode === 'ask') {
       const pick = await vscode.window.showQuickPick(
         [
@@ -398,12 +400,9 @@ class HeApprox implements vscode.Disposable, ModelResults {
       if (!pick) return;
       mode = pick.mode;
     }
-    const samples = this.config().get<number>('encryptedTest.samples', 8);
-    const ringSize = this.config().get<number>('encryptedTest.ringSize', 0) || undefined;
-    const packing =
-      this.config().get<string>('encryptedTest.packing', 'throughput') === 'latency' ? 'latency' : 'throughput';
-    const engineSetting = this.config().get<string>('encryptedTest.engine', 'auto');
-    const engine = engineSetting === 'seal' || engineSetting === 'lattigo' ? engineSetting : undefined;
+    const { ringSize, engine } = choices;
+    const samples = choices.samples ?? optionDefault<number>('samples', ENCRYPTED_TEST_OPTIONS);
+    const packing = choices.latency ? 'latency' : 'throughput';
     try {
       const res = await this.jobs.run<EncryptedModelReport | EncryptedLayerReport>(
         `encrypted test (${mode === 'model' ? 'whole model' : 'each activation'})`,
