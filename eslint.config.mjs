@@ -39,6 +39,7 @@ export default tseslint.config(
     files: [
       'src/core/model/formats/keras.ts',
       'src/core/model/formats/kerasTopology.ts',
+      'src/core/model/formats/kerasLayers.ts',
       'src/core/model/formats/tfjs.ts',
       'src/core/export/export.ts',
       'examples/train.ts',

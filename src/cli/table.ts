@@ -26,24 +26,9 @@ const g3 = (x: number) =>
         ? x.toFixed(0)
         : x.toPrecision(3);
 
-export function renderReport(r: Report): string {
+/** The per-activation table, its legend and each layer's form and fold. */
+function layerTable(r: Report): string[] {
   const out: string[] = [];
-  const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
-  const levels = r.bootstrapping.planned
-    ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})`
-    : `${r.levelBudget} levels (N=${r.options.ringSize})`;
-  const trees = r.layers.filter((l) => l.maxTree).length;
-  const what = trees
-    ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|`
-    : `${r.layers.length} activations`;
-  out.push(
-    `he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`,
-  );
-  out.push(
-    `data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`,
-  );
-  out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
-  out.push('');
   const rows = [
     [
       'layer',
@@ -87,8 +72,13 @@ export function renderReport(r: Report): string {
   // Where the levels come from: the forms and folds (cost/fold.ts), one line per layer.
   for (const l of r.layers) out.push(`  ${l.name}: ${describeFold(l.chosen)}`);
   out.push('');
+  return out;
+}
+
+/** The chosen result beside the uniform baseline, row by row. */
+function comparison(r: Report): string[][] {
   const s = [r.final, r.uniform];
-  const cmp = [
+  const cmp: string[][] = [
     ['', r.final.method, 'uniform baseline'],
     ['activation depth (levels)', ...s.map((m) => String(m.activationDepth))],
     [
@@ -127,7 +117,29 @@ export function renderReport(r: Report): string {
   ];
   // Max pooling is in every figure above, as its polynomial max trees: say so where the answer is.
   if (r.maxPooling) cmp.splice(cmp.length - 1, 0, ['max pooling', 'polynomial max', 'polynomial max']);
-  out.push(pad(cmp, [false, true, true]));
+  return cmp;
+}
+
+export function renderReport(r: Report): string {
+  const out: string[] = [];
+  const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
+  const levels = r.bootstrapping.planned
+    ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})`
+    : `${r.levelBudget} levels (N=${r.options.ringSize})`;
+  const trees = r.layers.filter((l) => l.maxTree).length;
+  const what = trees
+    ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|`
+    : `${r.layers.length} activations`;
+  out.push(
+    `he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`,
+  );
+  out.push(
+    `data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`,
+  );
+  out.push(`plaintext accuracy: ${p2(r.plaintext.accuracy)}`);
+  out.push('');
+  out.push(...layerTable(r));
+  out.push(pad(comparison(r), [false, true, true]));
   out.push('');
   out.push(
     'refinements (measured on held-out data; * kept, ! unsafe): ' +

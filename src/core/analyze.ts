@@ -12,24 +12,33 @@ import { bootstrapSpec, cachedLattigoCosts } from './he/lattigoCosts';
 import { UserError } from './errors';
 import { FitMethod, polyOf, polysOf } from './fit/fit';
 import { initBackend } from './model/backend';
-import { Executor } from './model/execute';
+import { Executor, PolyActivation } from './model/execute';
 import { HeldoutCache, channelMeans, profileActivations } from './profile/profiler';
 import { Report } from './report';
 import { assembleReport, toolVersion } from './analysis/assemble';
 import { finetuneStage } from './analysis/finetuneStage';
 import { fitStage } from './analysis/fitStage';
-import { loadInputs } from './analysis/inputs';
+import { Inputs, loadInputs } from './analysis/inputs';
 import { checkAnalysisMemory, outOfMemory } from './analysis/memory';
 import { StageClock } from './analysis/clock';
 import { refinementVariants } from './analysis/refine';
-import { searchDegrees } from './analysis/search';
+import { Round, SearchResult, searchDegrees } from './analysis/search';
 import { DegreeChooser } from './analysis/selection';
 import { screenCandidates } from './analysis/sensitivity';
-import { AnalyzeOptions, resolveSettings } from './analysis/settings';
+import { AnalyzeOptions, Settings, resolveSettings } from './analysis/settings';
 import { measureAveragePooling, measureHeldout, measureSubset } from './analysis/verify';
 
 export { AnalyzeOptions, DEFAULT_DEGREES, SEAL_LEVELS } from './analysis/settings';
 export { toolVersion };
+
+/** What every stage of one analysis shares. */
+interface Run {
+  o: AnalyzeOptions;
+  s: Settings;
+  clock: StageClock;
+  inputs: Inputs;
+  ex: Executor;
+}
 
 export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const s = resolveSettings(o);
@@ -38,9 +47,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     finetune: s.finetuneEpochs > 0 ? 10 * Math.min(s.finetuneEpochs, 10) : 0,
   });
   const inputs = await clock.timed('load', () => loadInputs(o, s));
-  const { model, acts, ds, split } = inputs;
-  const g = model.graph;
-  if (s.finetuneEpochs > 0 && !ds.labels) {
+  if (s.finetuneEpochs > 0 && !inputs.ds.labels) {
     throw new UserError(
       'OPTION_INVALID',
       'fine-tuning trains on labels, and the data has none',
@@ -50,247 +57,61 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const backend = await initBackend();
   // Before any tensor exists: a model or setting too large for this machine is refused with the estimate.
   checkAnalysisMemory(
-    g,
+    inputs.model.graph,
     {
-      heldout: split.heldout.length,
+      heldout: inputs.split.heldout.length,
       batchSize: s.batchSize,
       tune: (s.tune && s.method === 'data') || s.finetuneEpochs > 0,
       minDegree: Math.min(...s.degrees),
     },
     backend,
   );
-  const ex = new Executor(g);
+  const ex = new Executor(inputs.model.graph);
+  const run: Run = { o, s, clock, inputs, ex };
   try {
-    // Profile the calibration samples; cache the held-out ones where the first activation starts.
-    const stats = await clock.timed('profile', () =>
-      profileActivations(ex, ds, split.calib, {
-        ...clock.pass('profile', s.batchSize, o.signal),
-        reservoir: s.reservoir,
-        seed: s.seed,
-        channels: s.perChannel,
-      }),
-    );
-    const cache = await clock.timed('cache', () =>
-      HeldoutCache.build(ex, ds, split.heldout, {
-        ...clock.pass('cache', s.batchSize, o.signal),
-        cuts: acts.length ? [acts[0].id] : [],
-      }),
-    );
-    const baseAccuracy = cache.baseline().accuracy;
-    // Fit every candidate degree; screen every candidate's sensitivity to first order.
-    const fit = await clock.timed('fit', () =>
-      fitStage(g, acts, stats, s, (k) => clock.progress('fit', (k + 1) / acts.length, `fitted ${acts[k].name}`)),
-    );
-    const screenIdx = split.calib.slice(0, Math.min(s.screenSamples, split.calib.length));
-    const screen = await clock.timed('sensitivity', () =>
-      screenCandidates(
-        ex,
-        ds,
-        screenIdx,
-        acts,
-        stats,
-        fit.candidates,
-        clock.pass('sensitivity', s.batchSize, o.signal),
-      ),
-    );
-
-    // Select: the frontier of choices, within SEAL's chain or, deeper, planned for bootstrapping.
-    const opCosts = o.costs ?? cachedSealCosts(s.ringSize) ?? publishedCosts(s.ringSize);
-    const foldable = acts.map((a) => affineFoldable(g, a));
-    // Per method: a degree-2 candidate's cost depends on its coefficients (fold.ts).
-    const costs = new Map(
-      [...fit.candidates].map(([m, cs]) => [
-        m,
-        acts.map((a, l) => cs[l].map((f) => polyCost(g, a, polyOf(f), f.degree, opCosts, s.fold))),
-      ]),
-    );
-    const linearDepth = networkDepth(g, new Map());
-    // Degrees are chosen by the network's depth (its longest path), branches side by side.
-    const choosers = new Map(
-      [...fit.candidates.keys()].map((m) => [
-        m,
-        new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!, { g, acts }),
-      ]),
-    );
-    // Planned for bootstrapping, no activation may take more levels than lie between two bootstraps.
-    const frontierOf = (m: FitMethod, maxDepth: number) => {
-      const c = choosers.get(m)!;
-      c.layerCap = maxDepth === Infinity ? s.bootstrapLevels : Infinity;
-      return c.frontier(s.budget, maxDepth);
-    };
-    const meets = (depth: number) => frontierOf(s.method, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
-    let bootstrapping =
-      s.bootstrap ||
-      (!s.levelBudgetGiven &&
-        acts.length > 0 &&
-        (linearDepth > s.levelBudget || !meets(s.levelBudget)) &&
-        meets(Infinity));
-
-    // Search: exact checks on the screen samples, then refine and verify on held-out data.
-    const refineIdx = split.calib.slice(0, Math.min(s.refineSamples, split.calib.length));
-    const origMeans =
-      s.method === 'data' && acts.length
-        ? await clock.timed('refine', () =>
-            channelMeans(
-              ex,
-              ds,
-              refineIdx,
-              acts.map((a) => a.id),
-              {},
-              {
-                batchSize: s.batchSize,
-                signal: o.signal,
-                onProgress: (f) => clock.progress('search', 0.05 * f, "original activations' means"),
-              },
-            ),
-          )
-        : new Map();
-    let searchAt = 0.05;
-    const refined = refinementVariants({
-      ex,
-      ds,
-      idx: refineIdx,
-      acts,
-      stats,
-      margins: fit.margins,
-      origMeans,
-      floor: s.floor,
-      batchSize: s.batchSize,
-      reservoir: s.reservoir,
-      seed: s.seed,
-      tune: s.tune,
-      labelWeight: s.labelWeight,
-      signal: o.signal,
-      onTuneProgress: (_f, msg) => clock.progress('search', searchAt, msg),
-      timed: (f) => clock.timed('refine', f),
-    });
-    const search = (m: FitMethod, maxDepth: number) =>
-      searchDegrees({
-        acts,
-        method: m,
-        candidates: fit.candidates.get(m)!,
-        layerDepth: (l, f, off) => polyCost(g, acts[l], polyOf(f, off), f.degree, opCosts, s.fold).depth,
-        costs: costs.get(m)!,
-        frontier: frontierOf(m, maxDepth),
-        budget: s.budget,
-        baseAccuracy,
-        check: (fits) =>
-          clock.timed('verify', () =>
-            clock.timed('checks', () =>
-              measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, {
-                batchSize: s.batchSize,
-                signal: o.signal,
-              }),
-            ),
-          ),
-        variants:
-          m === 'data'
-            ? refined
-            : async function* plainOnly(plain) {
-                yield plain;
-              },
-        measure: (v) =>
-          clock.timed('verify', () => measureHeldout(cache, acts, polysOf(acts, v.fits, v.offsets), o.signal)),
-        onRound: (r, msg) => {
-          searchAt = Math.min(0.95, m === s.method ? 0.05 + (0.6 * r) / 4 : 0.65 + (0.3 * r) / 4);
-          clock.progress('search', searchAt, msg);
-        },
-      });
-    const tSearch = Date.now();
-    let final = await search(s.method, bootstrapping ? Infinity : s.levelBudget);
-    // First order found the chain enough and measurement did not: without a level budget of the
-    // user's, the deeper choices a library with bootstrapping runs get their search too.
-    const met = (r: typeof final) => !!r.result && r.result.drop <= s.budget + 1e-9 && r.result.measured.safe;
-    if (!bootstrapping && !s.levelBudgetGiven && acts.length > 0 && !met(final)) {
-      const deeper = await search(s.method, Infinity);
-      if (met(deeper)) {
-        final = {
-          ...deeper,
-          rounds: final.rounds + deeper.rounds,
-          checks: final.checks + deeper.checks,
-          attempts: [...final.attempts, ...deeper.attempts],
-        };
-        bootstrapping = true;
-      }
-    }
-    const tUniform = Date.now();
-    const uniform = s.method === 'uniform' ? final : await search('uniform', bootstrapping ? Infinity : s.levelBudget);
-    clock.add('uniformSearch', (Date.now() - tUniform) / 1000);
-    clock.add(
-      'select',
-      [...choosers.values()].reduce((sum, c) => sum + c.seconds, 0),
-    );
-    clock.add('search', (Date.now() - tSearch) / 1000);
-    if (!final.result) {
-      const cs = costs.get(s.method)!;
-      const least = choosers
-        .get(s.method)!
-        .depthOf(cs.map((c) => c.reduce((k, x, j) => (x.depth < c[k].depth ? j : k), 0)));
-      throw new UserError(
-        'BUDGET_INFEASIBLE',
-        `no choice of degrees in {${s.degrees.join(', ')}} fits ${s.levelBudget} levels: the linear layers need ${linearDepth} and the network with its least activation levels ${least}`,
-        s.levelBudgetGiven
-          ? 'raise --level-budget, or allow lower degrees with --degrees'
-          : 'raise --level-budget (or --ring-size), or allow lower degrees with --degrees',
-      );
-    }
-
-    // Optional: fine-tune weights and coefficients from the chosen result (same degrees and levels).
-    const finetuned =
-      s.finetuneEpochs > 0
-        ? await clock.timed('finetune', () =>
-            finetuneStage({
-              g,
-              acts,
-              ds,
-              split,
-              round: final.result!,
-              baseAccuracy,
-              epochs: s.finetuneEpochs,
-              seed: s.seed,
-              batchSize: s.batchSize,
-              signal: o.signal,
-              layerDepth: (l, p) =>
-                polyCost(g, acts[l], p, final.result!.fits.get(acts[l].id)!.degree, opCosts, s.fold).depth,
-              onProgress: (f, msg) => clock.progress('finetune', f, msg),
-            }),
-          )
-        : null;
+    const measured = await measureCandidates(run);
+    const selection = selectionOf(run, measured);
+    const searched = await searchStage(run, measured, selection);
+    const { final, bootstrapping } = searched;
+    if (!final.result) throw infeasible(s, selection);
+    const finetuned = await finetuneResult(run, measured, selection, final.result);
     if (finetuned?.model) o.onFinetuned?.(finetuned.model);
 
     // The max trees are in every figure; the usual substitute, average pooling, is measured beside them.
-    const source = model.sourceGraph;
+    const source = inputs.model.sourceGraph;
     const averagePooling = source
       ? await clock.timed('report', () =>
           measureAveragePooling(
-            cache,
+            measured.cache,
             source,
-            ds,
-            split.heldout,
-            polysOf(acts, final.result!.fits, final.result!.offsets),
+            inputs.ds,
+            inputs.split.heldout,
+            polysOf(inputs.acts, final.result!.fits, final.result!.offsets),
             clock.pass('report', s.batchSize, o.signal),
           ),
         )
       : null;
     // Planned for bootstrapping, the network runs on Lattigo: latency from its measured costs where cached.
     const runCosts =
-      bootstrapping && !o.costs ? (cachedLattigoCosts(bootstrapSpec(s.bootstrapLevels)) ?? opCosts) : opCosts;
+      bootstrapping && !o.costs
+        ? (cachedLattigoCosts(bootstrapSpec(s.bootstrapLevels)) ?? selection.opCosts)
+        : selection.opCosts;
     const report = assembleReport({
       o,
       s,
       inputs,
-      stats,
-      fit,
-      screen,
-      costs,
-      foldable,
+      stats: measured.stats,
+      fit: measured.fit,
+      screen: measured.screen,
+      costs: selection.costs,
+      foldable: selection.foldable,
       opCosts: runCosts,
       backend,
-      baseAccuracy,
+      baseAccuracy: measured.baseAccuracy,
       final,
-      uniform,
+      uniform: searched.uniform,
       bootstrapping,
-      linearDepth,
+      linearDepth: selection.linearDepth,
       averagePooling,
       timings: clock.finish(),
     });
@@ -302,4 +123,228 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
   } finally {
     ex.dispose();
   }
+}
+
+/** Profile, held-out cache, fits of every candidate degree, and their first-order sensitivity. */
+async function measureCandidates({ o, s, clock, inputs, ex }: Run) {
+  const { acts, ds, split } = inputs;
+  // Profile the calibration samples; cache the held-out ones where the first activation starts.
+  const stats = await clock.timed('profile', () =>
+    profileActivations(ex, ds, split.calib, {
+      ...clock.pass('profile', s.batchSize, o.signal),
+      reservoir: s.reservoir,
+      seed: s.seed,
+      channels: s.perChannel,
+    }),
+  );
+  const cache = await clock.timed('cache', () =>
+    HeldoutCache.build(ex, ds, split.heldout, {
+      ...clock.pass('cache', s.batchSize, o.signal),
+      cuts: acts.length ? [acts[0].id] : [],
+    }),
+  );
+  const baseAccuracy = cache.baseline().accuracy;
+  // Fit every candidate degree; screen every candidate's sensitivity to first order.
+  const fit = await clock.timed('fit', () =>
+    fitStage(inputs.model.graph, acts, stats, s, (k) =>
+      clock.progress('fit', (k + 1) / acts.length, `fitted ${acts[k].name}`),
+    ),
+  );
+  const screenIdx = split.calib.slice(0, Math.min(s.screenSamples, split.calib.length));
+  const screen = await clock.timed('sensitivity', () =>
+    screenCandidates(ex, ds, screenIdx, acts, stats, fit.candidates, clock.pass('sensitivity', s.batchSize, o.signal)),
+  );
+  return { stats, cache, baseAccuracy, fit, screenIdx, screen };
+}
+type Measured = Awaited<ReturnType<typeof measureCandidates>>;
+
+/** Select: the frontier of choices, within SEAL's chain or, deeper, planned for bootstrapping. */
+function selectionOf({ o, s, inputs }: Run, { fit, screen }: Measured) {
+  const { acts } = inputs;
+  const g = inputs.model.graph;
+  const opCosts = o.costs ?? cachedSealCosts(s.ringSize) ?? publishedCosts(s.ringSize);
+  const foldable = acts.map((a) => affineFoldable(g, a));
+  // Per method: a degree-2 candidate's cost depends on its coefficients (fold.ts).
+  const costs = new Map(
+    [...fit.candidates].map(([m, cs]) => [
+      m,
+      acts.map((a, l) => cs[l].map((f) => polyCost(g, a, polyOf(f), f.degree, opCosts, s.fold))),
+    ]),
+  );
+  const linearDepth = networkDepth(g, new Map());
+  // Degrees are chosen by the network's depth (its longest path), branches side by side.
+  const choosers = new Map(
+    [...fit.candidates.keys()].map((m) => [
+      m,
+      new DegreeChooser(screen, screen.dm.get(m)!, costs.get(m)!, { g, acts }),
+    ]),
+  );
+  // Planned for bootstrapping, no activation may take more levels than lie between two bootstraps.
+  const frontierOf = (m: FitMethod, maxDepth: number) => {
+    const c = choosers.get(m)!;
+    c.layerCap = maxDepth === Infinity ? s.bootstrapLevels : Infinity;
+    return c.frontier(s.budget, maxDepth);
+  };
+  const layerDepth = (l: number, p: PolyActivation, degree: number) =>
+    polyCost(g, acts[l], p, degree, opCosts, s.fold).depth;
+  return { opCosts, foldable, costs, linearDepth, choosers, frontierOf, layerDepth };
+}
+type Selection = ReturnType<typeof selectionOf>;
+
+/**
+ * Search: exact checks on the screen samples, then refine and verify on held-out data; deeper
+ * (planned for bootstrapping) when SEAL's chain does not hold a choice that meets the budget;
+ * then the uniform baseline's search at the same depth.
+ */
+async function searchStage(run: Run, measured: Measured, sel: Selection) {
+  const { o, s, clock, inputs, ex } = run;
+  const { acts, ds } = inputs;
+  const { fit, cache, screen, screenIdx, baseAccuracy } = measured;
+  const meets = (depth: number) => sel.frontierOf(s.method, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
+  let bootstrapping =
+    s.bootstrap ||
+    (!s.levelBudgetGiven &&
+      acts.length > 0 &&
+      (sel.linearDepth > s.levelBudget || !meets(s.levelBudget)) &&
+      meets(Infinity));
+
+  // Where the search's progress stands: the tuning refinement reports at the current round's.
+  const at = { search: 0.05 };
+  const refined = await refinements(run, measured, at);
+  const search = (m: FitMethod, maxDepth: number) =>
+    searchDegrees({
+      acts,
+      method: m,
+      candidates: fit.candidates.get(m)!,
+      layerDepth: (l, f, off) => sel.layerDepth(l, polyOf(f, off), f.degree),
+      costs: sel.costs.get(m)!,
+      frontier: sel.frontierOf(m, maxDepth),
+      budget: s.budget,
+      baseAccuracy,
+      check: (fits) =>
+        clock.timed('verify', () =>
+          clock.timed('checks', () =>
+            measureSubset(ex, ds, screenIdx, screen.right, screen.target, fits, {
+              batchSize: s.batchSize,
+              signal: o.signal,
+            }),
+          ),
+        ),
+      variants:
+        m === 'data'
+          ? refined
+          : async function* plainOnly(plain) {
+              yield plain;
+            },
+      measure: (v) =>
+        clock.timed('verify', () => measureHeldout(cache, acts, polysOf(acts, v.fits, v.offsets), o.signal)),
+      onRound: (r, msg) => {
+        at.search = Math.min(0.95, m === s.method ? 0.05 + (0.6 * r) / 4 : 0.65 + (0.3 * r) / 4);
+        clock.progress('search', at.search, msg);
+      },
+    });
+  const tSearch = Date.now();
+  let final = await search(s.method, bootstrapping ? Infinity : s.levelBudget);
+  // First order found the chain enough and measurement did not: without a level budget of the
+  // user's, the deeper choices a library with bootstrapping runs get their search too.
+  const met = (r: SearchResult) => !!r.result && r.result.drop <= s.budget + 1e-9 && r.result.measured.safe;
+  if (!bootstrapping && !s.levelBudgetGiven && acts.length > 0 && !met(final)) {
+    const deeper = await search(s.method, Infinity);
+    if (met(deeper)) {
+      final = {
+        ...deeper,
+        rounds: final.rounds + deeper.rounds,
+        checks: final.checks + deeper.checks,
+        attempts: [...final.attempts, ...deeper.attempts],
+      };
+      bootstrapping = true;
+    }
+  }
+  const tUniform = Date.now();
+  const uniform = s.method === 'uniform' ? final : await search('uniform', bootstrapping ? Infinity : s.levelBudget);
+  clock.add('uniformSearch', (Date.now() - tUniform) / 1000);
+  clock.add(
+    'select',
+    [...sel.choosers.values()].reduce((sum, c) => sum + c.seconds, 0),
+  );
+  clock.add('search', (Date.now() - tSearch) / 1000);
+  return { final, uniform, bootstrapping };
+}
+
+/** The refinements of the data-guided fits (refine.ts), from the original activations' means on the refinement samples. */
+async function refinements({ o, s, clock, inputs, ex }: Run, { fit, stats }: Measured, at: { search: number }) {
+  const { acts, ds, split } = inputs;
+  const refineIdx = split.calib.slice(0, Math.min(s.refineSamples, split.calib.length));
+  const origMeans =
+    s.method === 'data' && acts.length
+      ? await clock.timed('refine', () =>
+          channelMeans(
+            ex,
+            ds,
+            refineIdx,
+            acts.map((a) => a.id),
+            {},
+            {
+              batchSize: s.batchSize,
+              signal: o.signal,
+              onProgress: (f) => clock.progress('search', 0.05 * f, "original activations' means"),
+            },
+          ),
+        )
+      : new Map();
+  return refinementVariants({
+    ex,
+    ds,
+    idx: refineIdx,
+    acts,
+    stats,
+    margins: fit.margins,
+    origMeans,
+    floor: s.floor,
+    batchSize: s.batchSize,
+    reservoir: s.reservoir,
+    seed: s.seed,
+    tune: s.tune,
+    labelWeight: s.labelWeight,
+    signal: o.signal,
+    onTuneProgress: (_f, msg) => clock.progress('search', at.search, msg),
+    timed: (f) => clock.timed('refine', f),
+  });
+}
+
+/** No choice fits the level budget: the refusal names the least levels any choice needs. */
+function infeasible(s: Settings, sel: Selection): UserError {
+  const cs = sel.costs.get(s.method)!;
+  const least = sel.choosers
+    .get(s.method)!
+    .depthOf(cs.map((c) => c.reduce((k, x, j) => (x.depth < c[k].depth ? j : k), 0)));
+  return new UserError(
+    'BUDGET_INFEASIBLE',
+    `no choice of degrees in {${s.degrees.join(', ')}} fits ${s.levelBudget} levels: the linear layers need ${sel.linearDepth} and the network with its least activation levels ${least}`,
+    s.levelBudgetGiven
+      ? 'raise --level-budget, or allow lower degrees with --degrees'
+      : 'raise --level-budget (or --ring-size), or allow lower degrees with --degrees',
+  );
+}
+
+/** Optional: fine-tune weights and coefficients from the chosen result (same degrees and levels). */
+function finetuneResult({ o, s, clock, inputs }: Run, measured: Measured, sel: Selection, round: Round) {
+  if (s.finetuneEpochs <= 0) return null;
+  const { acts } = inputs;
+  return clock.timed('finetune', () =>
+    finetuneStage({
+      g: inputs.model.graph,
+      acts,
+      ds: inputs.ds,
+      split: inputs.split,
+      round,
+      baseAccuracy: measured.baseAccuracy,
+      epochs: s.finetuneEpochs,
+      seed: s.seed,
+      batchSize: s.batchSize,
+      signal: o.signal,
+      layerDepth: (l, p) => sel.layerDepth(l, p, round.fits.get(acts[l].id)!.degree),
+      onProgress: (f, msg) => clock.progress('finetune', f, msg),
+    }),
+  );
 }

@@ -9,7 +9,7 @@ import { ActivationCost, OpCosts, linearLevels, networkDepth, polyCost, spendSpa
 import { Fold, foldInto } from '../cost/fold';
 import { planBootstraps } from '../cost/bootstrap';
 import { criticalPath, fixedLevels } from '../cost/seriesParallel';
-import { FitMethod, assessFit, polyOf } from '../fit/fit';
+import { Fit, FitMethod, assessFit, polyOf } from '../fit/fit';
 import { RING_LEVELS } from '../he/params';
 import { GraphNode, actSpec } from '../model/graph';
 import { describeActivation } from '../numerics/activations';
@@ -29,7 +29,7 @@ import type { SearchResult } from './search';
 import type { Screen } from './sensitivity';
 import { predictedDrop } from './sensitivity';
 import type { AnalyzeOptions, Settings } from './settings';
-import { VALUE_BOUND } from './verify';
+import { Measurement, VALUE_BOUND } from './verify';
 
 /** he-approx's version: from the nearest package.json named he-approx above this module (dist/ or bundle/). */
 export function toolVersion(): string {
@@ -134,8 +134,8 @@ const spareCache = new WeakMap<Round, number[]>();
  * Each layer's extra plan levels (cost.ts: spendSpareLevels) within the chain of the smallest SEAL
  * ring that holds the round's network, capped by the level budget; none when bootstrapping or
  * unless asked (--spare-levels): the encrypted test sizes its chain to the levels used, so a spent
- * level lengthens every operation's modulus (on mnist-mlp one spent level saved a multiplication
- * and grew the Galois keys from 411 to 528 MB: every ciphertext and key carries one more prime).
+ * level lengthens every operation's modulus: every ciphertext and key carries one more prime
+ * (README, "Measurements behind the defaults").
  */
 function roundExtras(a: Assembly, r: Round): number[] {
   const have = spareCache.get(r);
@@ -223,30 +223,8 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
     const k = fr.pick.picks[l];
     const c = roundCost(a, fr, l);
     const range = fr.measured.layers[l];
-    const w: string[] = [];
-    if (range.samplesOutside > 0) {
-      const where = fit.channels
-        ? "outside their channels' intervals"
-        : `outside its interval [${fit.interval.a.toPrecision(4)}, ${fit.interval.b.toPrecision(4)}]`;
-      w.push(
-        `${range.valuesOutside} held-out values in ${range.samplesOutside} samples (${(100 * range.fractionOutside).toPrecision(2)}% of values) reach ${n.name} ${where} (seen ${range.min.toPrecision(4)}..${range.max.toPrecision(4)}, largest magnitude out ${range.maxAbsOut.toPrecision(3)}); widen it with --margin or calibrate on more data`,
-      );
-    }
-    if (range.nonFinite > 0 || Math.max(range.maxAbsIn, range.maxAbsOut) >= VALUE_BOUND) {
-      w.push(
-        `held-out values at ${n.name} ${range.nonFinite ? 'are not finite' : `reach ${Math.max(range.maxAbsIn, range.maxAbsOut).toPrecision(3)}`}, beyond the ${VALUE_BOUND} a CKKS ciphertext holds with a 40-bit scale: the polynomials upstream extrapolate; raise --margin or --margin-growth`,
-      );
-    }
-    if (st.max - st.min <= 1e-6 * Math.max(1, Math.abs(st.max))) {
-      w.push(
-        `${n.name} receives the constant ${st.min.toPrecision(4)} on every calibration sample (a dead layer?): its polynomial is fitted on a degenerate interval; check the layer before and the calibration data`,
-      );
-    }
     const layerDrop = dropAlone(s.method, l, k);
-    if (layerDrop > 0.5 * s.budget && acts.length > 1)
-      w.push(
-        `${n.name} alone uses ${((100 * layerDrop) / s.budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree} (predicted)`,
-      );
+    const w = layerWarnings(a, n, fit, range, st, layerDrop);
     const uq = assessFit(act, fit.coeffs, fit.interval, st.sample, st);
     const rows = (m: 'data' | 'uniform'): DegreeResult[] =>
       a.fit.candidates.get(m)![l].map((f, j) => ({
@@ -326,6 +304,42 @@ function layerReports(a: Assembly, fr: NonNullable<SearchResult['result']>): Lay
   });
 }
 
+/** Warnings about one activation: held-out values outside its interval or beyond CKKS, a constant input, a large share of the budget. */
+function layerWarnings(
+  a: Assembly,
+  n: GraphNode,
+  fit: Fit,
+  range: Measurement['layers'][number],
+  st: ValueStats,
+  layerDrop: number,
+): string[] {
+  const { s } = a;
+  const w: string[] = [];
+  if (range.samplesOutside > 0) {
+    const where = fit.channels
+      ? "outside their channels' intervals"
+      : `outside its interval [${fit.interval.a.toPrecision(4)}, ${fit.interval.b.toPrecision(4)}]`;
+    w.push(
+      `${range.valuesOutside} held-out values in ${range.samplesOutside} samples (${(100 * range.fractionOutside).toPrecision(2)}% of values) reach ${n.name} ${where} (seen ${range.min.toPrecision(4)}..${range.max.toPrecision(4)}, largest magnitude out ${range.maxAbsOut.toPrecision(3)}); widen it with --margin or calibrate on more data`,
+    );
+  }
+  if (range.nonFinite > 0 || Math.max(range.maxAbsIn, range.maxAbsOut) >= VALUE_BOUND) {
+    w.push(
+      `held-out values at ${n.name} ${range.nonFinite ? 'are not finite' : `reach ${Math.max(range.maxAbsIn, range.maxAbsOut).toPrecision(3)}`}, beyond the ${VALUE_BOUND} a CKKS ciphertext holds with a 40-bit scale: the polynomials upstream extrapolate; raise --margin or --margin-growth`,
+    );
+  }
+  if (st.max - st.min <= 1e-6 * Math.max(1, Math.abs(st.max))) {
+    w.push(
+      `${n.name} receives the constant ${st.min.toPrecision(4)} on every calibration sample (a dead layer?): its polynomial is fitted on a degenerate interval; check the layer before and the calibration data`,
+    );
+  }
+  if (layerDrop > 0.5 * s.budget && a.inputs.acts.length > 1)
+    w.push(
+      `${n.name} alone uses ${((100 * layerDrop) / s.budget).toFixed(0)}% of the accuracy budget at degree ${fit.degree} (predicted)`,
+    );
+  return w;
+}
+
 /** Where an |x| sits in its max pooling's tree, for the report (null for an activation). */
 function treeOf(n: GraphNode): LayerReport['maxTree'] {
   const t = n.spec.op === 'activation' ? n.spec.maxTree : undefined;
@@ -337,18 +351,10 @@ export function screenStandardError(budgetPp: number, samples: number): number {
   return 100 * Math.sqrt((p * (1 - p)) / samples);
 }
 
-export function assembleReport(a: Assembly): Report {
-  const { o, s, inputs } = a;
-  const { model, ds, split, prep } = inputs;
-  const g = model.graph;
-  const fr = a.final.result!;
-  const layers = layerReports(a, fr);
-  const incompatible = incompatibilities(g);
-  const warnings = [...incompatible.warnings];
-  const maxPooling = maxPoolingReport(g, layers, a.averagePooling);
-  for (const l of layers) warnings.push(...l.warnings);
-  const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
-  const uniform = summary(a, 'uniform', a.uniform);
+/** Warnings about the whole result: a missed budget, unsafe values, a uniform baseline that cannot meet the budget. */
+function reportWarnings(a: Assembly, final: MethodSummary): string[] {
+  const { s } = a;
+  const warnings: string[] = [];
   if (final.measuredDrop > s.budget + 1e-9) {
     warnings.push(
       `The measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget: it is the best of the ${final.rounds} choices the search measured on held-out data; ` +
@@ -363,7 +369,18 @@ export function assembleReport(a: Assembly): Report {
     warnings.push(
       `The uniform baseline cannot meet the budget within ${a.bootstrapping ? 'the candidate degrees' : `${s.levelBudget} levels`}.`,
     );
-  const notes = [...g.notes, ...ds.notes];
+  return warnings;
+}
+
+/** Notes: the model's and the data's, how max pooling runs, and why (and how) the network is planned for bootstrapping. */
+function reportNotes(
+  a: Assembly,
+  final: MethodSummary,
+  uniform: MethodSummary,
+  maxPooling: Report['maxPooling'],
+): string[] {
+  const { s, inputs } = a;
+  const notes = [...inputs.model.graph.notes, ...inputs.ds.notes];
   if (maxPooling) {
     const n = maxPooling.pools.reduce((t, p) => t + p.steps.length, 0);
     notes.push(
@@ -386,6 +403,49 @@ export function assembleReport(a: Assembly): Report {
         '`encrypted-test` runs it on Lattigo, bootstrapping where the plan says (SEAL has no bootstrapping); `--layer-only` tests each activation.',
     );
   }
+  return notes;
+}
+
+/** The settings as the report records them. */
+function reportOptions(a: Assembly): Report['options'] {
+  const { s, inputs } = a;
+  return {
+    inputScale: inputs.prep.scale ?? 'auto',
+    inputNormalization: inputs.prep.normalize ?? null,
+    budget: s.budget,
+    levelBudget: s.levelBudget,
+    degrees: s.degrees,
+    margin: s.margin,
+    marginGrowth: s.marginGrowth,
+    floor: s.floor,
+    batchSize: s.batchSize,
+    reservoir: s.reservoir,
+    refineSamples: s.refineSamples,
+    screenSamples: s.screenSamples,
+    bootstrapLevels: s.bootstrapLevels,
+    bootstrap: s.bootstrap,
+    ringSize: s.ringSize,
+    method: s.method,
+    perChannel: s.perChannel,
+    tune: s.tune,
+    fold: s.fold,
+    spareLevels: s.spareLevels,
+    tuneLabelWeight: s.tune && inputs.ds.labels ? s.labelWeight : 0,
+  };
+}
+
+export function assembleReport(a: Assembly): Report {
+  const { o, s, inputs } = a;
+  const { model, ds, split } = inputs;
+  const g = model.graph;
+  const fr = a.final.result!;
+  const layers = layerReports(a, fr);
+  const incompatible = incompatibilities(g);
+  const maxPooling = maxPoolingReport(g, layers, a.averagePooling);
+  const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
+  const uniform = summary(a, 'uniform', a.uniform);
+  const warnings = [...incompatible.warnings, ...layers.flatMap((l) => l.warnings), ...reportWarnings(a, final)];
+  const notes = reportNotes(a, final, uniform, maxPooling);
   return {
     schema: REPORT_SCHEMA,
     version: REPORT_VERSION,
@@ -411,29 +471,7 @@ export function assembleReport(a: Assembly): Report {
       sha256: sha256(o.data),
       notes: [...new Set(ds.notes)],
     },
-    options: {
-      inputScale: prep.scale ?? 'auto',
-      inputNormalization: prep.normalize ?? null,
-      budget: s.budget,
-      levelBudget: s.levelBudget,
-      degrees: s.degrees,
-      margin: s.margin,
-      marginGrowth: s.marginGrowth,
-      floor: s.floor,
-      batchSize: s.batchSize,
-      reservoir: s.reservoir,
-      refineSamples: s.refineSamples,
-      screenSamples: s.screenSamples,
-      bootstrapLevels: s.bootstrapLevels,
-      bootstrap: s.bootstrap,
-      ringSize: s.ringSize,
-      method: s.method,
-      perChannel: s.perChannel,
-      tune: s.tune,
-      fold: s.fold,
-      spareLevels: s.spareLevels,
-      tuneLabelWeight: s.tune && ds.labels ? s.labelWeight : 0,
-    },
+    options: reportOptions(a),
     backend: a.backend,
     costs: a.opCosts,
     metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',

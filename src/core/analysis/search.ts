@@ -5,8 +5,8 @@
  * 1. The frontier (selection.ts): choices from the fewest levels to the most, each predicted
  *    (first order) more accurate than every cheaper one. Free once the screen has run.
  * 2. An exact check of a choice's plain fits on the screen's calibration samples: one forward
- *    pass over them. First order is optimistic where errors compound (on ResNet-20 a 56-level
- *    choice predicted 0.9 pp and lost 10), so the search looks with this check for the cheapest
+ *    pass over them. First order is optimistic where errors compound (README, "Measurements
+ *    behind the defaults"), so the search looks with this check for the cheapest
  *    choice that passes, from the first-order guess: down from it by galloping when it passes,
  *    up from it by bisection when it fails.
  * 3. A full round: that choice's refinements (refine.ts), each measured on held-out data
@@ -75,42 +75,102 @@ function better<T extends { drop: number; measured: Measurement }>(a: T | null, 
   return b.drop < a.drop - 1e-9 ? b : a;
 }
 
-export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
-  const F = c.frontier;
-  const attempts: SelectionAttempt[] = [];
-  const pct = (acc: number) => 100 * (c.baseAccuracy - acc);
-  const plainFits = (p: DegreePick) => new Map(c.acts.map((a, l) => [a.id, c.candidates[l][p.picks[l]]]));
-  if (!F.length) return { result: null, rounds: 0, checks: 0, attempts };
+export function searchDegrees(c: SearchContext): Promise<SearchResult> {
+  return new DegreeSearch(c).run();
+}
 
-  const checked = new Map<number, number>();
-  const check = async (i: number) => {
-    if (!checked.has(i)) checked.set(i, await c.check(plainFits(F[i])));
-    return checked.get(i)!;
-  };
+/** One search along a frontier: its exact checks (cached by frontier index), its full rounds and their attempts. */
+class DegreeSearch {
+  private readonly F: DegreePick[];
+  private readonly attempts: SelectionAttempt[] = [];
+  private readonly checked = new Map<number, number>();
+  private rounds = 0;
+
+  constructor(private readonly c: SearchContext) {
+    this.F = c.frontier;
+  }
+
+  async run(): Promise<SearchResult> {
+    const { c, F } = this;
+    if (!F.length) return { result: null, rounds: 0, checks: 0, attempts: this.attempts };
+    // The first-order guess, then the cheapest choice whose exact check meets the budget.
+    const last = F.length - 1;
+    const guess = F.findIndex((p) => p.predictedDrop <= c.budget + 1e-9);
+    let i = (await this.cheapest(c.budget, 0, last, guess < 0 ? last : guess, guess >= 0)) ?? last;
+    let threshold = c.budget;
+    let kept: Round | null = null;
+    let keptAt = -1;
+    while (this.rounds < MAX_ROUNDS) {
+      const round = await this.full(i, this.rounds === 0 ? 'selected' : 'tightened');
+      if (!round) break;
+      if (this.meets(round)) {
+        kept = round;
+        keptAt = i;
+        break;
+      }
+      if (!kept || better(kept, round) === round) {
+        kept = round;
+        keptAt = i;
+      }
+      // Held-out data found the check optimistic by the miss: ask the check for that much less.
+      const miss = round.measured.safe ? round.drop - c.budget : Math.max(c.budget, round.drop);
+      threshold = Math.min(threshold, (await this.check(i)) - Math.max(miss, 0.1));
+      const next = i < last ? ((await this.cheapest(threshold, i + 1, last, i + 1, false)) ?? last) : null;
+      if (next === null || next === i) break;
+      i = next;
+    }
+    if (kept && this.meets(kept) && keptAt > 0 && this.rounds < MAX_ROUNDS) kept = await this.relaxed(kept, keptAt);
+    return { result: kept, rounds: this.rounds, checks: this.checked.size, attempts: this.attempts };
+  }
+
+  /**
+   * The refinements may have won back part of the plain fits' drop; a cheaper choice whose check
+   * passes within that gain gets one round, kept if it meets the budget.
+   */
+  private async relaxed(kept: Round, keptAt: number): Promise<Round> {
+    const plainDrop = kept.refinements.find((r) => r.name === 'plain')?.measuredDrop ?? kept.drop;
+    const gain = plainDrop - kept.drop;
+    if (gain <= 0) return kept;
+    const j = await this.cheapest(this.c.budget + gain, 0, keptAt - 1, keptAt - 1, false);
+    if (j === null) return kept;
+    const round = await this.full(j, 'relaxed');
+    return round && this.meets(round) ? round : kept;
+  }
+
+  private meets(r: Round): boolean {
+    return r.drop <= this.c.budget + 1e-9 && r.measured.safe;
+  }
+
+  private plainFits(p: DegreePick): Map<number, Fit> {
+    return new Map(this.c.acts.map((a, l) => [a.id, this.c.candidates[l][p.picks[l]]]));
+  }
+
+  private async check(i: number): Promise<number> {
+    if (!this.checked.has(i)) this.checked.set(i, await this.c.check(this.plainFits(this.F[i])));
+    return this.checked.get(i)!;
+  }
+
   /**
    * The cheapest index in [lo, hi] whose check is at most t, from `guess` (the check falls along
    * the frontier, nearly monotonically).
    * - The guess passes and is first order's (`near`): the answer is at or below it, and usually
    *   at it: the choices below are predicted over the budget, and where first order errs it is
-   *   mostly optimistic (of 76 checks logged on the four MNIST examples and ResNet-8/20/32, 53
-   *   exceeded its prediction, 14 fell below). So the search gallops down (guess - 1, - 3, - 7, ...)
-   *   and bisects the last step: 2 checks when the guess is the answer, where bisecting all of
-   *   [lo, guess] took about log2(guess) (ResNet-32's uniform search: 8 checks, 7 of them below
-   *   its passing guess; ResNet-8's data-guided one: 6, 5 below). Of the seven searches there
-   *   whose guess passed, six ended at it, one (the CNN's) 3 below, which galloping takes one
-   *   check more to find.
+   *   mostly optimistic (checks logged on the MNIST examples and the peer ResNets mostly exceeded
+   *   their prediction). So the search gallops down (guess - 1, - 3, - 7, ...) and bisects the
+   *   last step: 2 checks when the guess is the answer, where bisecting all of [lo, guess] takes
+   *   about log2(guess).
    *   Any other passing guess (the relaxed search's, at its top) is bisected below.
    * - The guess fails: the answer lies above at a distance first order does not tell, so the
    *   search bisects (guess, hi], assuming `hi` passes and checking it only if it ends there: the
    *   most expensive choice usually passes and is usually not the answer, so checking it first
-   *   cost a pass over the screen samples for nothing (on ResNet-20, one of 8 checks).
+   *   would cost a pass over the screen samples for nothing.
    */
-  const cheapest = async (t: number, lo: number, hi: number, guess: number, near: boolean): Promise<number | null> => {
+  private async cheapest(t: number, lo: number, hi: number, guess: number, near: boolean): Promise<number | null> {
     if (lo > hi) return null;
     const g = Math.min(hi, Math.max(lo, guess));
     let a: number;
     let b: number;
-    const passes = (await check(g)) <= t;
+    const passes = (await this.check(g)) <= t;
     if (passes && !near) {
       a = lo;
       b = g;
@@ -120,7 +180,7 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
       for (let step = 1; ; step *= 2) {
         if (b === lo) return lo;
         const m = Math.max(lo, b - step);
-        if ((await check(m)) <= t) b = m;
+        if ((await this.check(m)) <= t) b = m;
         else {
           a = m + 1;
           break;
@@ -133,20 +193,21 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
     }
     while (a < b) {
       const m = Math.floor((a + b) / 2);
-      if ((await check(m)) <= t) b = m;
+      if ((await this.check(m)) <= t) b = m;
       else a = m + 1;
     }
-    return (await check(b)) <= t ? b : null;
-  };
+    return (await this.check(b)) <= t ? b : null;
+  }
 
-  let rounds = 0;
-  const full = async (i: number, why: SelectionAttempt['why']): Promise<Round | null> => {
-    rounds++;
-    const pick = F[i];
+  /** A full round on frontier choice i: its refinements measured on held-out data, the best safe one kept. */
+  private async full(i: number, why: SelectionAttempt['why']): Promise<Round | null> {
+    const { c } = this;
+    const rounds = ++this.rounds;
+    const pick = this.F[i];
     const plain: Variant = {
       name: 'plain',
       description: `each ${c.candidates[0]?.[0]?.channels ? 'channel' : 'layer'} fitted to the data recorded in the original model`,
-      fits: plainFits(pick),
+      fits: this.plainFits(pick),
       offsets: new Map(),
     };
     const measured: Measured[] = [];
@@ -164,7 +225,7 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
         continue;
       }
       const m = await c.measure(v);
-      const entry = { ...v, measured: m, drop: pct(m.accuracy), safe: m.safe };
+      const entry = { ...v, measured: m, drop: 100 * (c.baseAccuracy - m.accuracy), safe: m.safe };
       measured.push(entry);
       best = better(best, entry);
       c.onRound?.(
@@ -188,58 +249,16 @@ export async function searchDegrees(c: SearchContext): Promise<SearchResult> {
         safe: v.safe,
       })),
     };
-    attempts.push({
+    this.attempts.push({
       why,
       degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])),
       depth: pick.depth,
       predictedDrop: pick.predictedDrop,
-      checkedDrop: checked.get(i) ?? null,
+      checkedDrop: this.checked.get(i) ?? null,
       measuredDrop: round.drop,
-      meetsBudget: meets(round),
+      meetsBudget: this.meets(round),
       safe: round.measured.safe,
     });
     return round;
-  };
-  const meets = (r: Round) => r.drop <= c.budget + 1e-9 && r.measured.safe;
-
-  // The first-order guess, then the cheapest choice whose exact check meets the budget.
-  const last = F.length - 1;
-  const guess = F.findIndex((p) => p.predictedDrop <= c.budget + 1e-9);
-  let i = (await cheapest(c.budget, 0, last, guess < 0 ? last : guess, guess >= 0)) ?? last;
-  let threshold = c.budget;
-  let kept: Round | null = null;
-  let keptAt = -1;
-  while (rounds < MAX_ROUNDS) {
-    const round = await full(i, rounds === 0 ? 'selected' : 'tightened');
-    if (!round) break;
-    if (meets(round)) {
-      kept = round;
-      keptAt = i;
-      break;
-    }
-    if (!kept || better(kept, round) === round) {
-      kept = round;
-      keptAt = i;
-    }
-    // Held-out data found the check optimistic by the miss: ask the check for that much less.
-    const miss = round.measured.safe ? round.drop - c.budget : Math.max(c.budget, round.drop);
-    threshold = Math.min(threshold, (await check(i)) - Math.max(miss, 0.1));
-    const next = i < last ? ((await cheapest(threshold, i + 1, last, i + 1, false)) ?? last) : null;
-    if (next === null || next === i) break;
-    i = next;
   }
-  // The refinements may have won back part of the plain fits' drop; a cheaper choice whose check
-  // passes within that gain gets one round.
-  if (kept && meets(kept) && keptAt > 0 && rounds < MAX_ROUNDS) {
-    const plainDrop = kept.refinements.find((r) => r.name === 'plain')?.measuredDrop ?? kept.drop;
-    const gain = plainDrop - kept.drop;
-    if (gain > 0) {
-      const j = await cheapest(c.budget + gain, 0, keptAt - 1, keptAt - 1, false);
-      if (j !== null) {
-        const round = await full(j, 'relaxed');
-        if (round && meets(round)) kept = round;
-      }
-    }
-  }
-  return { result: kept, rounds, checks: checked.size, attempts };
 }

@@ -114,8 +114,8 @@ const positiveInt = (
 };
 export { DEFAULT_BOOTSTRAP_LEVELS };
 
-/** Every option's default and range, checked before anything is loaded. */
-export function resolveSettings(o: AnalyzeOptions): Settings {
+/** The accuracy budget, the ring and the levels: SEAL's chain, a hard level budget, or bootstrapping. */
+function chainSettings(o: AnalyzeOptions): { budget: number; ringSize: number; bootstrapLevels: number } {
   const budget = o.budget ?? optionDefault<number>('budget');
   if (!option('budget').check!(budget))
     throw new UserError(
@@ -154,6 +154,11 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass --bootstrap-levels N (e.g. 9, Lattigo at N=2^16 and 128-bit security)',
     );
   }
+  return { budget, ringSize, bootstrapLevels };
+}
+
+/** The candidate degrees and the fits' intervals (margins) and floor. */
+function fitSettings(o: AnalyzeOptions): { degrees: number[]; margin: number; marginGrowth: number; floor: number } {
   const degrees = [...new Set(o.degrees ?? DEFAULT_DEGREES)].sort((a, b) => a - b);
   if (!degrees.length || degrees.some((d) => !Number.isInteger(d) || d < MIN_DEGREE || d > MAX_DEGREE)) {
     throw new UserError(
@@ -162,11 +167,9 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass --degrees like 3,5,7,15',
     );
   }
-  // A floor of 0.001 gave lower drops than 0.005-0.05 on the bundled examples (bench/fitQuality).
-  // The margins come from the CIFAR-10 ResNets, where narrower ones let held-out values escape an
-  // interval and blow up (fitStage.ts); on the MNIST CNN 15% + 2% per activation chose the same
-  // degrees as 2% + 1% (2, 2, 2 at 10 levels; 0.66 against 0.42 pp measured) and kept every
-  // held-out value inside, where 2% let 36 images out.
+  // The floor's default is bench/fitQuality's best on the bundled examples. The margins come from
+  // the CIFAR-10 ResNets, where narrower ones let held-out values escape an interval and blow up
+  // (fitStage.ts); on the MNIST CNN they cost no degree (README, "Values that stay bounded").
   const margin = o.margin ?? optionDefault<number>('margin');
   const marginGrowth = o.marginGrowth ?? optionDefault<number>('marginGrowth');
   if (!option('margin').check!(margin))
@@ -188,6 +191,13 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       `floor must be in [0, 1), got ${o.floor}`,
       'pass --floor as a small weight, e.g. 0.001',
     );
+  return { degrees, margin, marginGrowth, floor };
+}
+
+/** Every option's default and range, checked before anything is loaded. */
+export function resolveSettings(o: AnalyzeOptions): Settings {
+  const { budget, ringSize, bootstrapLevels } = chainSettings(o);
+  const { degrees, margin, marginGrowth, floor } = fitSettings(o);
   positiveInt(o, 'batchSize', 'batch size');
   positiveInt(o, 'calib', 'calibration samples');
   positiveInt(o, 'heldout', 'held-out samples');
@@ -231,8 +241,8 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     batchSize: o.batchSize ?? optionDefault<number>('batchSize'),
     reservoir: o.reservoir ?? 16384,
     refineSamples: o.refineSamples ?? 2048,
-    // 1,024 screen samples resolve a predicted drop to 0.1 pp; the screen's cost is about three
-    // forward passes over them (sensitivity.ts).
+    // The screen's default resolves a predicted drop to about 0.1 pp; its cost is about three
+    // forward passes over its samples (sensitivity.ts).
     screenSamples: o.screenSamples ?? optionDefault<number>('screenSamples'),
     seed: o.seed ?? optionDefault<number>('seed'),
     method,

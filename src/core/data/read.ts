@@ -188,6 +188,59 @@ function permuteSamples(src: ArrayLike<number>, n: number, modelShape: number[],
   return out;
 }
 
+/** Class indices, one per sample: integers, or the argmax of one-hot (or score) rows. */
+function readLabels(labelsFile: string, n: number, base: string, role: string | undefined): Int32Array {
+  const lr = readArray(labelsFile, role ? `${role} labels file` : 'labels file');
+  const lb = path.basename(labelsFile);
+  if (lr.shape[0] !== n) {
+    throw new UserError(
+      'LABELS_MISMATCH',
+      `${lb} has ${lr.shape[0]} labels but ${base} has ${n} samples`,
+      'pass one label per sample, in the same order',
+    );
+  }
+  const labels = new Int32Array(n);
+  const w = lr.shape.slice(1).reduce((a, b) => a * b, 1);
+  for (let i = 0; i < n; i++) {
+    if (w === 1) {
+      const v = lr.data[i];
+      if (!Number.isInteger(v) || v < 0)
+        throw new UserError(
+          'LABELS_MISMATCH',
+          `${lb}: label ${i} is ${v}, not a class index`,
+          'pass integer class indices (or one-hot rows)',
+        );
+      labels[i] = v;
+    } else {
+      let best = 0;
+      for (let j = 1; j < w; j++) if (lr.data[i * w + j] > lr.data[i * w + best]) best = j;
+      labels[i] = best;
+    }
+  }
+  return labels;
+}
+
+/** A per-channel normalisation that fits the model's C input channels, and its note. */
+function checkedNormalization(norm: InputNormalization, C: number, base: string): string {
+  for (const [k, v] of Object.entries({ mean: norm.mean, std: norm.std })) {
+    if (v.length !== 1 && v.length !== C) {
+      throw new UserError(
+        'OPTION_INVALID',
+        `--input-${k} has ${v.length} values but the model's input has ${C} channels`,
+        `pass one value, or ${C} comma-separated values (one per channel)`,
+      );
+    }
+  }
+  if (norm.std.some((v) => !(v > 0)) || norm.mean.some((v) => !Number.isFinite(v))) {
+    throw new UserError(
+      'OPTION_INVALID',
+      `--input-std must be positive and --input-mean finite (got mean ${norm.mean}, std ${norm.std})`,
+      'pass e.g. --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225',
+    );
+  }
+  return `${base}: normalised per channel: (x - [${norm.mean.join(', ')}]) / [${norm.std.join(', ')}]`;
+}
+
 const fmt = (shape: number[]) => `[N, ${shape.join(', ')}]`;
 
 /**
@@ -254,25 +307,7 @@ export function loadDataset(
   } else if (typeof scale === 'number') div = scale;
   const C = inputShape[inputShape.length - 1] ?? 1;
   const norm = prep.normalize;
-  if (norm) {
-    for (const [k, v] of Object.entries({ mean: norm.mean, std: norm.std })) {
-      if (v.length !== 1 && v.length !== C) {
-        throw new UserError(
-          'OPTION_INVALID',
-          `--input-${k} has ${v.length} values but the model's input has ${C} channels`,
-          `pass one value, or ${C} comma-separated values (one per channel)`,
-        );
-      }
-    }
-    if (norm.std.some((v) => !(v > 0)) || norm.mean.some((v) => !Number.isFinite(v))) {
-      throw new UserError(
-        'OPTION_INVALID',
-        `--input-std must be positive and --input-mean finite (got mean ${norm.mean}, std ${norm.std})`,
-        'pass e.g. --input-mean 0.485,0.456,0.406 --input-std 0.229,0.224,0.225',
-      );
-    }
-    notes.push(`${base}: normalised per channel: (x - [${norm.mean.join(', ')}]) / [${norm.std.join(', ')}]`);
-  }
+  if (norm) notes.push(checkedNormalization(norm, C, base));
   const mean = (c: number) => (norm ? norm.mean[norm.mean.length === 1 ? 0 : c] : 0);
   const std = (c: number) => (norm ? norm.std[norm.std.length === 1 ? 0 : c] : 1);
   const x = new Float32Array(n * per);
@@ -288,36 +323,7 @@ export function loadDataset(
     }
     x[i] = v;
   }
-  let labels: Int32Array | null = null;
-  if (labelsFile) {
-    const lr = readArray(labelsFile, prep.role ? `${prep.role} labels file` : 'labels file');
-    const lb = path.basename(labelsFile);
-    if (lr.shape[0] !== n) {
-      throw new UserError(
-        'LABELS_MISMATCH',
-        `${lb} has ${lr.shape[0]} labels but ${base} has ${n} samples`,
-        'pass one label per sample, in the same order',
-      );
-    }
-    labels = new Int32Array(n);
-    const w = lr.shape.slice(1).reduce((a, b) => a * b, 1);
-    for (let i = 0; i < n; i++) {
-      if (w === 1) {
-        const v = lr.data[i];
-        if (!Number.isInteger(v) || v < 0)
-          throw new UserError(
-            'LABELS_MISMATCH',
-            `${lb}: label ${i} is ${v}, not a class index`,
-            'pass integer class indices (or one-hot rows)',
-          );
-        labels[i] = v;
-      } else {
-        let best = 0;
-        for (let j = 1; j < w; j++) if (lr.data[i * w + j] > lr.data[i * w + best]) best = j;
-        labels[i] = best;
-      }
-    }
-  }
+  const labels = labelsFile ? readLabels(labelsFile, n, base, prep.role) : null;
   return { sampleShape: inputShape, count: n, x, labels, notes };
 }
 

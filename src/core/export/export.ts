@@ -8,19 +8,18 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { affineLane, lanesOf, squareLane } from '../cost/fold';
-import { UserError } from '../errors';
-import { isWithin, realPathOf } from '../files';
 import { sealReport } from '../reportCheck';
 import type { FinetunedModel } from '../finetune/finetune';
-import { Graph, GraphNode, ParamSource } from '../model/graph';
-import { kerasWeight } from '../model/formats/kerasTopology';
-import { DT, OnnxTensor, tensorValues } from '../model/formats/onnx/proto';
-import { LoadedModel, modelFilePath, modelFormatOf } from '../model/load';
-import type { NamedWeight } from '../model/weights';
+import type { LoadedModel } from '../model/load';
 import { unitMap } from '../numerics/chebyshev';
 import { Report, polysFromReport } from '../report';
 import { approximatedOnnx } from './onnxExport';
+import { finetunedOnnxModel, finetunedReport, finetunedWeights } from './finetuned';
+import { WrittenFiles, checkOutputs, writeOut } from './outputs';
 import { POLY_LAYER_CLASS, POLY_MAXPOOL_CLASS, PolyLayerConfig, PolyMaxPoolConfig } from './polyLayer';
+
+export { checkOutputs };
+export type { WrittenFiles };
 
 export const COEFFICIENTS_SCHEMA = 'he-approx/coefficients';
 
@@ -88,12 +87,9 @@ export function coefficientsFile(report: Report): unknown {
 
 type Cfg = Record<string, any>;
 
-/** Rewrites the Keras topology: each approximated activation becomes an HEPolyActivation layer. */
-export function approximatedTopology(model: LoadedModel, report: Report): { class_name: string; config: Cfg } {
-  if (!model.keras) throw new Error('approximatedTopology needs a Keras topology');
-  const topo = JSON.parse(JSON.stringify(model.keras.topology)) as { class_name: string; config: Cfg };
-  const byNode = new Map(report.layers.map((l) => [l.name, l]));
-  const polyCfg = (l: Report['layers'][number], name: string): PolyLayerConfig & { name: string } => ({
+/** An HEPolyActivation layer's config for a report layer's chosen polynomial. */
+function polyConfig(l: Report['layers'][number], name: string): PolyLayerConfig & { name: string } {
+  return {
     name,
     basis: 'chebyshev',
     interval: [l.chosen.interval.a, l.chosen.interval.b],
@@ -102,38 +98,48 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     replaces: l.activation,
     degree: l.chosen.degree,
     channels: channelsConfig(l),
-  });
-  // Max poolings become HEPolyMaxPooling2D layers: their trees with each step's |x| polynomial.
-  const pools = new Map((report.maxPooling?.pools ?? []).map((p) => [p.layer, p]));
-  const poolCfg = (
-    pool: NonNullable<Report['maxPooling']>['pools'][number],
-    name: string,
-  ): PolyMaxPoolConfig & { name: string } => {
-    const g = model.graph;
-    const pad = g.nodes.find((n) => n.name === `${pool.pool}/pad`);
-    const stride = g.nodes.find((n) => n.name === `${pool.pool}/stride`);
-    const last = g.nodes.find((n) => n.name === pool.steps[pool.steps.length - 1])!;
-    const steps = report.layers.filter((l) => l.maxTree?.pool === pool.pool);
-    return {
-      name,
-      padding:
-        pad && pad.spec.op === 'pad'
-          ? [pad.spec.pads[0], pad.spec.pads[1]]
-          : [
-              [0, 0],
-              [0, 0],
-            ],
-      steps: steps.map((l) => ({
-        axis: l.maxTree!.axis,
-        offset: l.maxTree!.offset,
-        poly: polyCfg(l, `${name}_${l.maxTree!.axis}${l.maxTree!.step}`),
-      })),
-      strides: stride && stride.spec.op === 'slice' ? [stride.spec.step[0], stride.spec.step[1]] : [1, 1],
-      output: stride ? [stride.shape[0], stride.shape[1]] : [last.shape[0], last.shape[1]],
-      global: pool.className === 'GlobalMaxPooling2D',
-      replaces: pool.className,
-    };
   };
+}
+
+/** Max poolings become HEPolyMaxPooling2D layers: their trees with each step's |x| polynomial. */
+function poolConfig(
+  model: LoadedModel,
+  report: Report,
+  pool: NonNullable<Report['maxPooling']>['pools'][number],
+  name: string,
+): PolyMaxPoolConfig & { name: string } {
+  const g = model.graph;
+  const pad = g.nodes.find((n) => n.name === `${pool.pool}/pad`);
+  const stride = g.nodes.find((n) => n.name === `${pool.pool}/stride`);
+  const last = g.nodes.find((n) => n.name === pool.steps[pool.steps.length - 1])!;
+  const steps = report.layers.filter((l) => l.maxTree?.pool === pool.pool);
+  return {
+    name,
+    padding:
+      pad && pad.spec.op === 'pad'
+        ? [pad.spec.pads[0], pad.spec.pads[1]]
+        : [
+            [0, 0],
+            [0, 0],
+          ],
+    steps: steps.map((l) => ({
+      axis: l.maxTree!.axis,
+      offset: l.maxTree!.offset,
+      poly: polyConfig(l, `${name}_${l.maxTree!.axis}${l.maxTree!.step}`),
+    })),
+    strides: stride && stride.spec.op === 'slice' ? [stride.spec.step[0], stride.spec.step[1]] : [1, 1],
+    output: stride ? [stride.shape[0], stride.shape[1]] : [last.shape[0], last.shape[1]],
+    global: pool.className === 'GlobalMaxPooling2D',
+    replaces: pool.className,
+  };
+}
+
+/** Rewrites the Keras topology: each approximated activation becomes an HEPolyActivation layer. */
+export function approximatedTopology(model: LoadedModel, report: Report): { class_name: string; config: Cfg } {
+  if (!model.keras) throw new Error('approximatedTopology needs a Keras topology');
+  const topo = JSON.parse(JSON.stringify(model.keras.topology)) as { class_name: string; config: Cfg };
+  const byNode = new Map(report.layers.map((l) => [l.name, l]));
+  const pools = new Map((report.maxPooling?.pools ?? []).map((p) => [p.layer, p]));
   const isSeq = topo.class_name === 'Sequential';
   const layers: Cfg[] = isSeq ? (Array.isArray(topo.config) ? topo.config : topo.config.layers) : topo.config.layers;
   const out: Cfg[] = [];
@@ -144,7 +150,7 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     const standalone = byNode.get(name);
     const pool = pools.get(name);
     if (pool) {
-      const layerCfg = { class_name: POLY_MAXPOOL_CLASS, config: { ...poolCfg(pool, name) } } as Cfg;
+      const layerCfg = { class_name: POLY_MAXPOOL_CLASS, config: { ...poolConfig(model, report, pool, name) } } as Cfg;
       if (layer.config?.batch_input_shape) layerCfg.config.batch_input_shape = layer.config.batch_input_shape;
       if (!isSeq) {
         layerCfg.name = name;
@@ -154,7 +160,7 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
       continue;
     }
     if (standalone) {
-      const poly = { class_name: POLY_LAYER_CLASS, config: { ...polyCfg(standalone, name) } } as Cfg;
+      const poly = { class_name: POLY_LAYER_CLASS, config: { ...polyConfig(standalone, name) } } as Cfg;
       if (layer.config?.batch_input_shape) poly.config.batch_input_shape = layer.config.batch_input_shape;
       if (!isSeq) {
         poly.name = name;
@@ -167,7 +173,7 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     if (fused) {
       layer.config.activation = 'linear';
       const pname = `${name}_hepoly`;
-      const poly = { class_name: POLY_LAYER_CLASS, config: { ...polyCfg(fused, pname) } } as Cfg;
+      const poly = { class_name: POLY_LAYER_CLASS, config: { ...polyConfig(fused, pname) } } as Cfg;
       if (!isSeq) {
         poly.name = pname;
         poly.inbound_nodes = [[[name, 0, 0, {}]]];
@@ -190,17 +196,6 @@ export function approximatedTopology(model: LoadedModel, report: Report): { clas
     else topo.config.layers = out;
   } else topo.config.layers = out;
   return topo;
-}
-
-export interface WrittenFiles {
-  report: string;
-  coefficients: string;
-  /** The approximated model: model/model.json (tfjs, from tfjs and Keras models) or model.onnx (from ONNX models). */
-  model: string;
-  /** Its weight file (tfjs only). */
-  weights: string | null;
-  /** With --finetune-epochs: the fine-tuned approximated model (same format as `model`) and its coefficients. */
-  finetuned: { model: string; weights: string | null; coefficients: string } | null;
 }
 
 /** Keras regularizers and constraints that TensorFlow.js cannot deserialise from Keras 2 files; inference does not use them. */
@@ -250,149 +245,11 @@ function tfjsModelJson(model: LoadedModel, report: Report): { json: unknown; wei
 }
 
 /**
- * The files `writeOutputs` would write under `dir` for this model, after checking that it may:
- * `dir` is not a file, none of them lands in the input model's folder, none exists unless
- * `force`, and the nearest existing folder on the way is writable. Hosts call it before the
- * analysis starts, so that a bad --out fails in a second, not after minutes of work.
- */
-export function checkOutputs(dir: string, modelArg: string, force: boolean, finetune = false): WrittenFiles {
-  const abs = path.resolve(dir);
-  const modelPath = modelFilePath(modelArg);
-  const onnx = modelFormatOf(modelPath) === 'onnx';
-  const ft = path.join(abs, 'finetuned');
-  const files: WrittenFiles = {
-    report: path.join(abs, 'report.json'),
-    coefficients: path.join(abs, 'coefficients.json'),
-    model: onnx ? path.join(abs, 'model.onnx') : path.join(abs, 'model', 'model.json'),
-    weights: onnx ? null : path.join(abs, 'model', 'weights.bin'),
-    finetuned: !finetune
-      ? null
-      : onnx
-        ? { model: path.join(ft, 'model.onnx'), weights: null, coefficients: path.join(ft, 'coefficients.json') }
-        : {
-            model: path.join(ft, 'model.json'),
-            weights: path.join(ft, 'weights.bin'),
-            coefficients: path.join(ft, 'coefficients.json'),
-          },
-  };
-  // Checked where the links lead: --out may be a link, but not to the model's folder or into it.
-  const real = realPathOf(abs);
-  const modelDir = realPathOf(path.dirname(modelPath));
-  if (isWithin(modelDir, real)) {
-    throw new UserError(
-      'OUTPUT_EXISTS',
-      `--out ${dir} is ${real === modelDir ? "the input model's folder" : "inside the input model's folder"}${real !== abs ? ` (it leads to ${real})` : ''}; he-approx never writes there`,
-      "choose an --out folder outside the model's folder",
-    );
-  }
-  let outStat: fs.Stats | null = null;
-  try {
-    outStat = fs.lstatSync(abs);
-  } catch {
-    /* created below */
-  }
-  if (outStat?.isSymbolicLink() && !fs.existsSync(abs)) {
-    throw new UserError(
-      'OUTPUT_EXISTS',
-      `--out ${dir} is a symbolic link to ${fs.readlinkSync(abs)}, which does not exist`,
-      'remove the link, or choose another --out folder',
-    );
-  }
-  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) {
-    throw new UserError(
-      'OUTPUT_EXISTS',
-      `--out ${dir} is ${fs.statSync(abs).isFile() ? 'a file' : 'a special file'}, not a folder`,
-      'choose a folder name for --out',
-    );
-  }
-  // Inside --out nothing is written through a link (a planted report.json -> ~/.bashrc).
-  const folders = [path.dirname(files.model), ...(files.finetuned ? [path.dirname(files.finetuned.model)] : [])].filter(
-    (f) => f !== abs,
-  );
-  for (const f of [
-    ...folders,
-    files.report,
-    files.coefficients,
-    files.model,
-    files.weights,
-    ...Object.values(files.finetuned ?? {}),
-  ]) {
-    if (!f) continue;
-    let st: fs.Stats | null = null;
-    try {
-      st = fs.lstatSync(f);
-    } catch {
-      /* not there yet */
-    }
-    if (st?.isSymbolicLink()) {
-      throw new UserError(
-        'OUTPUT_EXISTS',
-        `${f} is a symbolic link; he-approx does not write through links`,
-        'remove the link, or choose another --out folder',
-      );
-    }
-    if (st && folders.includes(f) && !st.isDirectory()) {
-      throw new UserError(
-        'OUTPUT_EXISTS',
-        `${f} is a file, where he-approx makes a folder`,
-        'choose another --out folder',
-      );
-    }
-    if (!st || folders.includes(f)) continue;
-    if (!force)
-      throw new UserError(
-        'OUTPUT_EXISTS',
-        `${f} already exists`,
-        'choose another --out folder, or pass --force to overwrite he-approx outputs',
-      );
-    if (!st.isFile())
-      throw new UserError(
-        'OUTPUT_EXISTS',
-        `${f} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}, where he-approx writes a file`,
-        'choose another --out folder',
-      );
-  }
-  let existing = abs;
-  while (!fs.existsSync(existing)) existing = path.dirname(existing);
-  if (!fs.statSync(existing).isDirectory()) {
-    throw new UserError(
-      'OUTPUT_EXISTS',
-      `--out ${dir}: ${existing} is a file, not a folder`,
-      'choose a --out path whose parent folders are folders',
-    );
-  }
-  try {
-    fs.accessSync(existing, fs.constants.W_OK);
-  } catch {
-    throw new UserError(
-      'OUTPUT_EXISTS',
-      `--out ${dir}: ${existing} is not writable`,
-      'choose a --out folder you can write to',
-    );
-  }
-  return files;
-}
-
-/**
  * Writes everything under `dir` (checked again by checkOutputs); refuses to overwrite existing
  * files unless `force`. With a kept fine-tuning (`finetuned`, from AnalyzeOptions.onFinetuned),
  * also finetuned/: the approximated model with the fine-tuned weights and polynomials, in the
  * same format, and its coefficients; the report records where (report.finetune.exported).
  */
-/** Writes a file under --out without following a link planted at its name after the checks. */
-function writeOut(file: string, data: string | Uint8Array): void {
-  const fd = fs.openSync(
-    file,
-    fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | (fs.constants.O_NOFOLLOW ?? 0),
-    0o644,
-  );
-  try {
-    fs.writeFileSync(fd, data);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 export function writeOutputs(
   dir: string,
   model: LoadedModel,
@@ -432,166 +289,4 @@ export function writeOutputs(
   writeOut(files.coefficients, JSON.stringify(coefficientsFile(report), null, 2) + '\n');
   writeOut(files.report, JSON.stringify(sealReport(report), null, 2) + '\n');
   return files;
-}
-
-/** The report with every layer's polynomial replaced by its fine-tuned one (same degree and intervals). */
-function finetunedReport(report: Report): Report {
-  const by = new Map(report.finetune!.layers.map((l) => [l.node, l]));
-  return {
-    ...report,
-    layers: report.layers.map((l) => {
-      const t = by.get(l.node)!;
-      return {
-        ...l,
-        chosen: {
-          ...l.chosen,
-          coeffs: t.channels ? l.chosen.coeffs : t.coeffs,
-          channels: t.channels,
-          channelOffset: t.channelOffset,
-        },
-      };
-    }),
-  };
-}
-
-/**
- * The Keras weights with the fine-tuned graph's values. Dense and convolution kernels and biases
- * are the very arrays the loader took from the weights (kerasTopology.ts's getW), so each is found
- * by identity; a batch normalisation's folded scale and shift go back into gamma and beta with its
- * moving statistics unchanged: gamma' = scale' * gamma / scale (= scale' * sqrt(var + eps)), beta' =
- * shift' + mean * scale'. A parameter found nowhere is an error, never silently the old value.
- */
-function finetunedWeights(model: LoadedModel, tuned: Graph): NamedWeight[] {
-  const k = model.keras!;
-  const out = new Map(k.weights.map((w) => [w.data, w.data]));
-  const named = (layer: string, param: string) => kerasWeight(k.weights, layer, param);
-  const cannot = (n: GraphNode, what: string): never => {
-    throw new UserError(
-      'MODEL_UNSUPPORTED',
-      `the fine-tuned ${what} of layer '${n.layer}' has no weight of its own in ${path.basename(model.path)}`,
-      'export without --finetune-epochs, or use the fine-tuned polynomials in report.json (finetune.layers) with your own training code',
-    );
-  };
-  model.graph.nodes.forEach((n, i) => {
-    const s = n.spec;
-    const t = tuned.nodes[i].spec;
-    if ((s.op === 'dense' || s.op === 'conv2d') && (t.op === 'dense' || t.op === 'conv2d')) {
-      if (!out.has(s.kernel)) cannot(n, 'kernel');
-      out.set(s.kernel, t.kernel);
-      if (s.bias && t.bias) {
-        if (!out.has(s.bias)) cannot(n, 'bias');
-        out.set(s.bias, t.bias);
-      }
-    } else if (s.op === 'batchnorm' && t.op === 'batchnorm') {
-      const mean = named(n.layer, 'moving_mean');
-      const variance = named(n.layer, 'moving_variance');
-      const gamma = named(n.layer, 'gamma');
-      const beta = named(n.layer, 'beta');
-      if (!mean || !variance || !gamma || !beta)
-        cannot(n, 'scale and shift (a BatchNormalization without gamma or beta)');
-      out.set(
-        gamma!.data,
-        Float32Array.from(t.scale, (v, c) =>
-          s.scale[c] !== 0 ? (v * gamma!.data[c]) / s.scale[c] : v * Math.sqrt(variance!.data[c] + 1e-3),
-        ),
-      );
-      out.set(
-        beta!.data,
-        Float32Array.from(t.shift, (v, c) => v + mean!.data[c] * t.scale[c]),
-      );
-    }
-  });
-  return k.weights.map((w) => ({ ...w, data: out.get(w.data)! }));
-}
-
-/**
- * The ONNX model with the fine-tuned graph's values written into the constants they were read
- * from (ParamSource: value[i] = scale * constant[index[i]], so constant[index[i]] = value[i] /
- * scale), batch normalisations through their moving statistics as in finetunedWeights. Before
- * writing, each source must reproduce the values the graph was loaded with: a weight the importer
- * computed (a folded constant) or a constant two layers share has no single place to go, and is
- * an error rather than a silent half-export.
- */
-function finetunedOnnxModel(model: LoadedModel, tuned: Graph): LoadedModel {
-  const src = model.onnx!;
-  const m = structuredClone(src.model);
-  const dir = path.dirname(model.path);
-  const entries = new Map<
-    string,
-    { t: OnnxTensor; original: Float64Array; values: Float64Array; written: Uint8Array }
-  >();
-  const constants = new Map<string, OnnxTensor>(m.graph.initializer.map((t) => [t.name ?? '', t]));
-  for (const n of m.graph.node)
-    if (n.op_type === 'Constant' && n.output[0]) {
-      const v = (n.attribute ?? []).find((a) => a.name === 'value')?.t;
-      if (v) constants.set(n.output[0], v);
-    }
-  const cannot = (n: GraphNode, why: string): never => {
-    throw new UserError(
-      'MODEL_UNSUPPORTED',
-      `the fine-tuned weights of '${n.layer}' cannot be written into ${path.basename(model.path)}: ${why}`,
-      'export without --finetune-epochs, or use the fine-tuned polynomials in report.json (finetune.layers) with your own training code',
-    );
-  };
-  const entry = (n: GraphNode, name: string) => {
-    let e = entries.get(name);
-    if (!e) {
-      const t = constants.get(name);
-      if (!t) return cannot(n, `its constant '${name}' is not an initializer or a Constant node`);
-      if ((t.data_type ?? DT.FLOAT) !== DT.FLOAT || t.data_location === 1)
-        cannot(n, `its constant '${name}' is not float32 stored in the model`);
-      const original = tensorValues(t, dir, model.path).data;
-      e = { t, original, values: Float64Array.from(original), written: new Uint8Array(original.length) };
-      entries.set(name, e);
-    }
-    return e;
-  };
-  const put = (
-    n: GraphNode,
-    what: string,
-    source: ParamSource | undefined,
-    loaded: Float32Array,
-    value: ArrayLike<number>,
-  ) => {
-    if (!source) return cannot(n, `its ${what} was not read from one constant`);
-    const e = entry(n, source.name);
-    for (let i = 0; i < loaded.length; i++) {
-      const j = source.index[i];
-      if (Math.fround(source.scale * e.original[j]) !== loaded[i])
-        cannot(n, `its ${what} was computed from '${source.name}', not read from it`);
-      const v = value[i] / source.scale;
-      if (e.written[j] && e.values[j] !== v)
-        cannot(n, `'${source.name}' holds one value for several of its ${what}'s (shared or broadcast)`);
-      e.values[j] = v;
-      e.written[j] = 1;
-    }
-  };
-  model.graph.nodes.forEach((n, i) => {
-    const s = n.spec;
-    const t = tuned.nodes[i].spec;
-    if ((s.op === 'dense' || s.op === 'conv2d') && (t.op === 'dense' || t.op === 'conv2d')) {
-      if (s.kernel.some((v, k) => v !== t.kernel[k])) put(n, 'kernel', s.kernelSource, s.kernel, t.kernel);
-      if (s.bias && t.bias && s.bias.some((v, k) => v !== t.bias![k])) put(n, 'bias', s.biasSource, s.bias, t.bias);
-    } else if (
-      s.op === 'batchnorm' &&
-      t.op === 'batchnorm' &&
-      (s.scale.some((v, k) => v !== t.scale[k]) || s.shift.some((v, k) => v !== t.shift[k]))
-    ) {
-      const b = s.source ?? cannot(n, 'it is not a BatchNormalization node');
-      const mean = entry(n, b.mean).original;
-      const variance = entry(n, b.variance).original;
-      const gamma = entry(n, b.gamma);
-      const beta = entry(n, b.beta);
-      t.scale.forEach((v, c) => {
-        gamma.values[c] = v * Math.sqrt(variance[c] + b.eps);
-        beta.values[c] = t.shift[c] + mean[c] * v;
-      });
-    }
-  });
-  for (const e of entries.values()) {
-    const f = Float32Array.from(e.values);
-    e.t.raw_data = new Uint8Array(f.buffer);
-    delete e.t.float_data;
-  }
-  return { ...model, onnx: { ...src, model: m } };
 }

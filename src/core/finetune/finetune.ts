@@ -62,14 +62,10 @@ export interface FinetuneOptions {
 
 /**
  * Settings of the baseline, fine-tuning from the uniform fit, chosen so that it is not a straw
- * man: on mnist-cnn at he-approx's degrees (3, 3, 3), 5,000 calibration images, held-out drop
- * after 5 epochs (bench/finetune.ts --lr X --coeff-lr Y --starts uniform; one run each, 2 cores,
- * before the warm-up was added; coefficient steps here in the units of that sweep, before they
- * were divided by the number of terms, i.e. 4x smaller than this preset's): weights' lr 1e-4 /
- * 3e-4 / 1e-3 / 3e-3 with the coefficients' 1e-3: 2.88 / 1.88 / 1.26 / 0.80 pp; with 1e-2 (and lr
- * 1e-2): 0.46 / 0.30 / 0.32 / 0.16 / 0.08 pp; with 3e-2 (lr 1e-3 / 3e-3 / 1e-2): 0.40 / 0.10 /
- * -0.14 pp. The largest steps won: the coefficients start 69 pp off and must move far. With the
- * warm-up: -0.06 pp. A deep network wants smaller steps: bench/finetune.ts gives ResNet-20 its own.
+ * man: the best of a sweep of step sizes on mnist-cnn at he-approx's degrees (bench/finetune.ts
+ * --lr X --coeff-lr Y --starts uniform; figures in the README, "Measurements behind the
+ * defaults"). The largest steps won: the coefficients start far off and must move far. A deep
+ * network wants smaller steps: bench/finetune.ts gives ResNet-20 its own.
  */
 export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
   batchSize: 64,
@@ -81,12 +77,9 @@ export const BASELINE_FINETUNE: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
 
 /**
  * Settings of `--finetune-epochs`, which starts from he-approx's result: a start that is already
- * good wants small steps. From it on mnist-cnn (0.26 pp), 5 epochs, same measurement and the
- * same units as above (coefficients 4x smaller than here): lr 1e-4 / 3e-4 / 1e-3 / 1e-3 with the
- * coefficients' 1e-3 / 3e-3 / 3e-3 / 1e-2 ended at 0.06 / 0.08 / -0.08 / -0.10 pp, best epochs
- * 0.02 / 0.04 / -0.08 / -0.10, first epochs 0.66 / 0.60 / 1.16 / 1.34 (every setting first loses
- * some of the start: Adam moves every weight by about lr per step). The middle one;
- * BASELINE_FINETUNE's steps from here lost 3.35 pp in the first epoch.
+ * good wants small steps. The middle of a sweep from it on mnist-cnn (README, "Measurements
+ * behind the defaults"): every setting first loses some of the start (Adam moves every weight by
+ * about lr per step), and BASELINE_FINETUNE's steps from here lose most of it in the first epoch.
  */
 export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
   batchSize: 64,
@@ -123,7 +116,7 @@ export interface FinetuneResult extends FinetunedModel {
  * The step size's factor at `step` of `total`: a linear warm-up over the first epoch (at most a
  * fifth of the run; Goyal et al. 2017), then cosine decay to zero (Loshchilov & Hutter 2017).
  * Without the warm-up, the first steps at full size threw the weights far from where they were
- * trained (on mnist-cnn at lr 1e-2, one epoch from he-approx's result went from 0.26 to 3.35 pp).
+ * trained (README, "Measurements behind the defaults").
  */
 export function schedule(step: number, total: number, stepsPerEpoch: number): number {
   const warm = Math.max(1, Math.min(stepsPerEpoch, Math.ceil(total / 5)));
@@ -167,6 +160,92 @@ function snapshot(ex: Executor, polys: TrainablePoly[], acts: GraphNode[]): Fine
   return { graph: ex.currentGraph(), polys: new Map(acts.map((a, k) => [a.id, polys[k].current()])) };
 }
 
+/**
+ * The step sizes for the batch the tape allows. A batch the tape made smaller takes more steps per
+ * epoch: both step sizes shrink in proportion (the linear scaling rule, Goyal et al. 2017;
+ * coefficient tuning does the same): on ResNet-20, whose tape allows fewer samples than a batch,
+ * the configured step size raised the cross-entropy within ten steps.
+ */
+function scaledRates(o: FinetuneOptions, batchSize: number): { lr: number; coeffLr: number } {
+  return { lr: (o.lr * batchSize) / o.batchSize, coeffLr: (o.coeffLr * batchSize) / o.batchSize };
+}
+
+/** Layers whose parameters fine-tuning keeps fixed, and why (frozenParams). */
+function frozenLayers(g: Graph): { layer: string; reason: string }[] {
+  return g.nodes.flatMap((nd) => {
+    const why = frozenParams(nd);
+    return why ? [{ layer: nd.layer, reason: why }] : [];
+  });
+}
+
+/** Adam's step size is a field tfjs reads at every update; the schedule sets it there. */
+function setLr(opt: tf.AdamOptimizer, lr: number): void {
+  (opt as unknown as { learningRate: number }).learningRate = lr;
+}
+
+/** What every training step shares. */
+interface StepContext {
+  g: Graph;
+  ex: Executor;
+  acts: GraphNode[];
+  polys: TrainablePoly[];
+  clamps: ((x: tf.Tensor) => tf.Tensor)[];
+  /** Classes (the output's size). */
+  per: number;
+  /** A sample's shape. */
+  shape: number[];
+  weights: tf.Variable[];
+  deltas: tf.Variable[];
+  isWeight: Set<string>;
+  weightOpt: tf.AdamOptimizer;
+  coeffOpt: tf.AdamOptimizer;
+  o: FinetuneOptions;
+}
+
+/**
+ * One step on a batch (samples `xs`, class `labels`): cross-entropy plus the weighted range loss,
+ * gradients clipped by their global norm, the weights and the coefficients each stepped by their
+ * own Adam. Null when the loss is not finite (the step is skipped).
+ */
+function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: number; rl: number } | null {
+  const { g, ex, acts, polys, clamps, o } = c;
+  const m = labels.length;
+  let result: { ce: number; rl: number } | null = null;
+  tf.tidy(() => {
+    const x = tf.tensor(xs, [m, ...c.shape]);
+    const hard = tf.oneHot(tf.tensor1d(labels, 'int32'), c.per);
+    let ce = 0;
+    let rl = 0;
+    const { value, grads } = tf.variableGrads(() => {
+      const ranges: tf.Scalar[] = [];
+      const apply = new Map(
+        acts.map((a, k) => [
+          a.id,
+          (v: tf.Tensor) => {
+            ranges.push(rangeLoss(v, polys[k]));
+            return polys[k].apply(clamps[k](v));
+          },
+        ]),
+      );
+      const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
+      const xent = tf.losses.softmaxCrossEntropy(hard, logits);
+      const range = ranges.length ? tf.div(tf.addN(ranges), ranges.length) : tf.scalar(0);
+      ce = xent.dataSync()[0];
+      rl = range.dataSync()[0];
+      return tf.add(xent, tf.mul(range, o.rangeWeight)) as tf.Scalar;
+    }, [...c.weights, ...c.deltas]);
+    if (!Number.isFinite(value.dataSync()[0])) return;
+    const clipped = clipByGlobalNorm(grads, o.clipNorm);
+    const w: { name: string; tensor: tf.Tensor }[] = [];
+    const cs: { name: string; tensor: tf.Tensor }[] = [];
+    for (const [name, tensor] of Object.entries(clipped)) (c.isWeight.has(name) ? w : cs).push({ name, tensor });
+    if (w.length) c.weightOpt.applyGradients(w);
+    c.coeffOpt.applyGradients(cs);
+    result = { ce, rl };
+  });
+  return result;
+}
+
 export async function finetune(
   g: Graph,
   ds: Dataset,
@@ -182,42 +261,43 @@ export async function finetune(
       'pass --labels with the calibration data, or leave out --finetune-epochs',
     );
   const acts = activationNodes(g);
-  const missing = acts.find((a) => !start.has(a.id));
-  if (missing) throw new Error(`no starting polynomial for ${missing.name}`);
+  for (const a of acts) if (!start.has(a.id)) throw new Error(`no starting polynomial for ${a.name}`);
   const ex = new Executor(g, { trainable: true });
   const polys = acts.map((a) => new TrainablePoly(start.get(a.id)!, true));
   // The tape holds every layer's Clenshaw recurrence, as in coefficient tuning (tune.ts).
   const batchSize = tapeBatch(acts, (a) => polyTerms(start.get(a.id)!) - 1, g, TAPE_BYTES, o.batchSize);
   // While training, each polynomial sees its input clamped to its interval: outside it a
   // polynomial grows like T_d, and in a deep network one such value overflows every layer after
-  // it (ResNet-20 from the uniform fit: 7 of 8 batches had a non-finite loss, nothing trained).
+  // it (ResNet-20 from the uniform fit: most batches had a non-finite loss, and nothing trained).
   // The range loss, on the unclamped input, pulls the values inside, where the clamp does
   // nothing; every measurement runs without it, as the encrypted model will.
   const clamps = polys.map((p) => clampTo(p.intervals));
-  // A batch the tape made smaller takes more steps per epoch: both step sizes shrink in
-  // proportion (the linear scaling rule, Goyal et al. 2017; coefficient tuning does the same).
-  // ResNet-20 (batch 25 of 64), he-approx's start, one epoch on 500 images: the weights alone at
-  // lr 3e-4 took the cross-entropy from 0.48 to 1.05 in ten steps, at 1e-4 to 0.73 and then down.
-  const lr = (o.lr * batchSize) / o.batchSize;
-  const coeffLr = (o.coeffLr * batchSize) / o.batchSize;
-  const weightOpt = tf.train.adam(lr);
-  const coeffOpt = tf.train.adam(coeffLr);
+  const { lr, coeffLr } = scaledRates(o, batchSize);
   const weights = ex.variables();
-  const deltas = polys.map((p) => p.delta);
-  const isWeight = new Set(weights.map((v) => v.name));
+  const ctx: StepContext = {
+    g,
+    ex,
+    acts,
+    polys,
+    clamps,
+    per: g.nodes[g.output].shape.reduce((a, b) => a * b, 1),
+    shape: ds.sampleShape,
+    weights,
+    deltas: polys.map((p) => p.delta),
+    isWeight: new Set(weights.map((v) => v.name)),
+    weightOpt: tf.train.adam(lr),
+    coeffOpt: tf.train.adam(coeffLr),
+    o,
+  };
+  const { weightOpt, coeffOpt } = ctx;
   const rng = new Rng(o.seed);
   const n = idx.length;
   const order = Int32Array.from({ length: n }, (_, i) => i);
-  const per = g.nodes[g.output].shape.reduce((a, b) => a * b, 1);
   const stepsPerEpoch = Math.ceil(n / batchSize);
   const total = o.epochs * stepsPerEpoch;
   const epochs: EpochResult[] = [];
   let seconds = 0;
   let step = 0;
-  // Adam's step size is a field tfjs reads at every update; the schedule sets it there.
-  const setLr = (opt: tf.AdamOptimizer, lr: number) => {
-    (opt as unknown as { learningRate: number }).learningRate = lr;
-  };
   try {
     for (let e = 0; e < o.epochs; e++) {
       const t0 = Date.now();
@@ -233,71 +313,29 @@ export async function finetune(
         const f = schedule(step, total, stepsPerEpoch);
         setLr(weightOpt, lr * f);
         setLr(coeffOpt, coeffLr * f);
-        tf.tidy(() => {
-          const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
-          const hard = tf.oneHot(
-            tf.tensor1d(
-              Array.from(bIdx, (i) => labels[i]),
-              'int32',
-            ),
-            per,
-          );
-          let ce = 0;
-          let rl = 0;
-          const { value, grads } = tf.variableGrads(() => {
-            const ranges: tf.Scalar[] = [];
-            const apply = new Map(
-              acts.map((a, k) => [
-                a.id,
-                (v: tf.Tensor) => {
-                  ranges.push(rangeLoss(v, polys[k]));
-                  return polys[k].apply(clamps[k](v));
-                },
-              ]),
-            );
-            const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-            const xent = tf.losses.softmaxCrossEntropy(hard, logits);
-            const range = ranges.length ? tf.div(tf.addN(ranges), ranges.length) : tf.scalar(0);
-            ce = xent.dataSync()[0];
-            rl = range.dataSync()[0];
-            return tf.add(xent, tf.mul(range, o.rangeWeight)) as tf.Scalar;
-          }, [...weights, ...deltas]);
-          if (!Number.isFinite(value.dataSync()[0])) {
-            skipped++;
-            return;
-          }
-          const clipped = clipByGlobalNorm(grads, o.clipNorm);
-          const w: { name: string; tensor: tf.Tensor }[] = [];
-          const c: { name: string; tensor: tf.Tensor }[] = [];
-          for (const [name, tensor] of Object.entries(clipped)) (isWeight.has(name) ? w : c).push({ name, tensor });
-          if (w.length) weightOpt.applyGradients(w);
-          coeffOpt.applyGradients(c);
-          lossSum += ce;
-          rangeSum += rl;
+        const r = trainStep(
+          ctx,
+          gather(ds, bIdx, 0, m),
+          Array.from(bIdx, (i) => labels[i]),
+        );
+        if (r) {
+          lossSum += r.ce;
+          rangeSum += r.rl;
           counted++;
-          o.onStep?.(step, ce, rl);
-        });
+          o.onStep?.(step, r.ce, r.rl);
+        } else skipped++;
         step++;
         o.onProgress?.(step / total, `fine-tuning: epoch ${e + 1}/${o.epochs}, step ${step}/${total}`);
         if (step % 4 === 0) await new Promise<void>((r) => setImmediate(r));
       }
       seconds += (Date.now() - t0) / 1000;
-      const r: EpochResult = {
-        epoch: e + 1,
-        seconds,
-        loss: counted ? lossSum / counted : NaN,
-        rangeLoss: counted ? rangeSum / counted : NaN,
-        skipped,
-      };
+      const mean = (sum: number) => (counted ? sum / counted : NaN);
+      const r: EpochResult = { epoch: e + 1, seconds, loss: mean(lossSum), rangeLoss: mean(rangeSum), skipped };
       epochs.push(r);
       if (o.onEpoch) await o.onEpoch(r, snapshot(ex, polys, acts));
       if (o.maxSeconds !== undefined && seconds >= o.maxSeconds) break;
     }
-    const frozen = g.nodes.flatMap((nd) => {
-      const why = frozenParams(nd);
-      return why ? [{ layer: nd.layer, reason: why }] : [];
-    });
-    return { ...snapshot(ex, polys, acts), epochs, frozen, batchSize };
+    return { ...snapshot(ex, polys, acts), epochs, frozen: frozenLayers(g), batchSize };
   } finally {
     weightOpt.dispose();
     coeffOpt.dispose();

@@ -19,7 +19,7 @@
  * polynomial can take.
  */
 import { UserError } from '../errors';
-import { Graph, GraphNode, Op, explicitPads } from './graph';
+import { Graph, GraphNode, Op, Padding, explicitPads } from './graph';
 
 /** The operands' distances of a sliding max over k values: o_j = min(w_j, k - w_j), w_1 = 1, w_{j+1} = w_j + o_j. */
 export function treeOffsets(k: number): number[] {
@@ -43,6 +43,44 @@ export function treeSteps(kh: number, kw: number): { axis: 0 | 1; offset: number
 /** True if the graph has max pooling to expand. */
 export function hasMaxPooling(g: Graph): boolean {
   return g.nodes.some((n) => n.spec.op === 'maxpool' || n.spec.op === 'globalmaxpool');
+}
+
+/**
+ * A max pooling's input with its padding, by edge values (a max over a window is unchanged by
+ * copies of its values): the pad node's id (x when there is none) and the padded height and width.
+ */
+function edgePadded(
+  n: GraphNode,
+  padding: Padding,
+  x: number,
+  [H, W, C]: number[],
+  [kh, kw]: number[],
+  [sh, sw]: number[],
+  add: (from: GraphNode, suffix: string, spec: Op, shape: number[], inputs: number[]) => number,
+): [number, number, number] {
+  const [[t, b], [l, r]] = explicitPads(padding, H, W, kh, kw, sh, sw);
+  if (t >= kh || b >= kh || l >= kw || r >= kw) {
+    throw new UserError(
+      'MODEL_UNSUPPORTED',
+      `max pooling '${n.layer}' pads a ${kh}x${kw} window by ${JSON.stringify([
+        [t, b],
+        [l, r],
+      ])}: a window could hold padding only`,
+      'use pads smaller than the window (as ONNX requires)',
+    );
+  }
+  if (t + b + l + r === 0) return [x, H, W];
+  const pad: Op = {
+    op: 'pad',
+    pads: [
+      [t, b],
+      [l, r],
+      [0, 0],
+    ],
+    value: 0,
+    mode: 'edge',
+  };
+  return [add(n, 'pad', pad, [H + t + b, W + l + r, C], [x]), H + t + b, W + l + r];
 }
 
 /**
@@ -85,39 +123,7 @@ export function expandMaxPooling(g: Graph): Graph {
     const [kh, kw] = s.op === 'maxpool' ? s.pool : [H, W];
     const [sh, sw] = s.op === 'maxpool' ? s.strides : [1, 1];
     let x = newId.get(src.id)!;
-    if (s.op === 'maxpool') {
-      const [[t, b], [l, r]] = explicitPads(s.padding, H, W, kh, kw, sh, sw);
-      if (t >= kh || b >= kh || l >= kw || r >= kw) {
-        throw new UserError(
-          'MODEL_UNSUPPORTED',
-          `max pooling '${n.layer}' pads a ${kh}x${kw} window by ${JSON.stringify([
-            [t, b],
-            [l, r],
-          ])}: a window could hold padding only`,
-          'use pads smaller than the window (as ONNX requires)',
-        );
-      }
-      if (t + b + l + r > 0) {
-        H += t + b;
-        W += l + r;
-        x = add(
-          n,
-          'pad',
-          {
-            op: 'pad',
-            pads: [
-              [t, b],
-              [l, r],
-              [0, 0],
-            ],
-            value: 0,
-            mode: 'edge',
-          },
-          [H, W, C],
-          [x],
-        );
-      }
-    }
+    if (s.op === 'maxpool') [x, H, W] = edgePadded(n, s.padding, x, [H, W, C], [kh, kw], [sh, sw], add);
     const steps = treeSteps(kh, kw);
     steps.forEach(({ axis, offset }, j) => {
       const name = `${axis === 1 ? 'w' : 'h'}${j + 1}`;

@@ -62,19 +62,7 @@ export function remez(
   const g = (t: number) => f(((iv.b - iv.a) * t + iv.a + iv.b) / 2);
   const maxIter = opts.maxIter ?? 60;
   const tol = opts.tol ?? 1e-9;
-  // Dense grid on [-1, 1]: Chebyshev-clustered and uniform points plus breakpoints.
-  const G = Math.max(4000, 200 * (n + 2));
-  const pts: number[] = [];
-  for (let i = 0; i <= G; i++) {
-    pts.push(-Math.cos((Math.PI * i) / G));
-    pts.push(-1 + (2 * i) / G);
-  }
-  for (const bp of opts.breakpoints ?? []) {
-    const t = (2 * bp - iv.a - iv.b) / (iv.b - iv.a);
-    if (t > -1 && t < 1) pts.push(t);
-  }
-  pts.sort((x, y) => x - y);
-  const grid = Float64Array.from(pts.filter((v, i) => i === 0 || v !== pts[i - 1]));
+  const grid = remezGrid(n, iv, opts.breakpoints ?? []);
   const fg = grid.map(g);
   // Initial reference: Chebyshev extrema of T_{n+1}, bent slightly off-centre. A symmetric
   // reference gives a zero levelled error for even functions (|x|, GELU - x/2) and stalls.
@@ -90,80 +78,10 @@ export function remez(
   let converged = false;
   for (; it < maxIter; it++) {
     const N = n + 2;
-    const M = new Float64Array(N * N);
-    const rhs = new Float64Array(N);
-    for (let i = 0; i < N; i++) {
-      const t = ref[i];
-      let tp = 1;
-      let tc = t;
-      M[i * N] = 1;
-      if (n >= 1) M[i * N + 1] = t;
-      for (let k = 2; k <= n; k++) {
-        const tn = 2 * t * tc - tp;
-        M[i * N + k] = tn;
-        tp = tc;
-        tc = tn;
-      }
-      M[i * N + n + 1] = i % 2 === 0 ? 1 : -1;
-      rhs[i] = g(t);
-    }
-    const sol = solve(M, rhs, N);
+    const sol = levelledSolve(ref, n, g);
     coeffs = sol.slice(0, n + 1);
     E = sol[n + 1];
-    const err = (t: number) => g(t) - chebvalUnit(t, coeffs);
-    // Local extrema: one per run of equal error sign, refined by golden-section search.
-    const ext: { t: number; e: number }[] = [];
-    let runStart = 0;
-    const flush = (lo: number, hi: number) => {
-      let best = lo;
-      for (let i = lo; i <= hi; i++)
-        if (Math.abs(fg[i] - chebvalUnit(grid[i], coeffs)) > Math.abs(fg[best] - chebvalUnit(grid[best], coeffs)))
-          best = i;
-      const s = Math.sign(fg[best] - chebvalUnit(grid[best], coeffs)) || 1;
-      let l = grid[Math.max(best - 1, 0)];
-      let r = grid[Math.min(best + 1, grid.length - 1)];
-      const phi = (Math.sqrt(5) - 1) / 2;
-      let x1 = r - phi * (r - l);
-      let x2 = l + phi * (r - l);
-      let f1 = s * err(x1);
-      let f2 = s * err(x2);
-      for (let k = 0; k < 40 && r - l > 1e-15; k++) {
-        if (f1 < f2) {
-          l = x1;
-          x1 = x2;
-          f1 = f2;
-          x2 = l + phi * (r - l);
-          f2 = s * err(x2);
-        } else {
-          r = x2;
-          x2 = x1;
-          f2 = f1;
-          x1 = r - phi * (r - l);
-          f1 = s * err(x1);
-        }
-      }
-      const cand = [grid[best], x1, x2];
-      let bt = cand[0];
-      let be = s * err(bt);
-      for (const c of cand) {
-        const v = s * err(c);
-        if (v > be) {
-          be = v;
-          bt = c;
-        }
-      }
-      ext.push({ t: bt, e: s * be });
-    };
-    let prevSign = Math.sign(fg[0] - chebvalUnit(grid[0], coeffs));
-    for (let i = 1; i < grid.length; i++) {
-      const sgn = Math.sign(fg[i] - chebvalUnit(grid[i], coeffs));
-      if (sgn !== 0 && prevSign !== 0 && sgn !== prevSign) {
-        flush(runStart, i - 1);
-        runStart = i;
-      }
-      if (sgn !== 0) prevSign = sgn;
-    }
-    flush(runStart, grid.length - 1);
+    const ext = localExtrema(grid, fg, coeffs, g);
     maxErr = Math.max(...ext.map((x) => Math.abs(x.e)));
     // Reduce to n+2 alternating points (chebfun's rule: drop the smallest, with a neighbour if interior).
     while (ext.length > N) {
@@ -183,4 +101,109 @@ export function remez(
     }
   }
   return { coeffs, maxError: maxErr, levelledError: Math.abs(E), iterations: it, converged };
+}
+
+/** Dense grid on [-1, 1]: Chebyshev-clustered and uniform points plus the breakpoints, sorted, without repeats. */
+function remezGrid(n: number, iv: Interval, breakpoints: number[]): Float64Array {
+  const G = Math.max(4000, 200 * (n + 2));
+  const pts: number[] = [];
+  for (let i = 0; i <= G; i++) {
+    pts.push(-Math.cos((Math.PI * i) / G));
+    pts.push(-1 + (2 * i) / G);
+  }
+  for (const bp of breakpoints) {
+    const t = (2 * bp - iv.a - iv.b) / (iv.b - iv.a);
+    if (t > -1 && t < 1) pts.push(t);
+  }
+  pts.sort((x, y) => x - y);
+  return Float64Array.from(pts.filter((v, i) => i === 0 || v !== pts[i - 1]));
+}
+
+/**
+ * The Remez step's linear system on the reference points: sum_k c_k T_k(t_i) + (-1)^i E = g(t_i),
+ * solved for the n + 1 Chebyshev coefficients and the levelled error E (the last entry).
+ */
+function levelledSolve(ref: Float64Array, n: number, g: (t: number) => number): Float64Array {
+  const N = n + 2;
+  const M = new Float64Array(N * N);
+  const rhs = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const t = ref[i];
+    let tp = 1;
+    let tc = t;
+    M[i * N] = 1;
+    if (n >= 1) M[i * N + 1] = t;
+    for (let k = 2; k <= n; k++) {
+      const tn = 2 * t * tc - tp;
+      M[i * N + k] = tn;
+      tp = tc;
+      tc = tn;
+    }
+    M[i * N + n + 1] = i % 2 === 0 ? 1 : -1;
+    rhs[i] = g(t);
+  }
+  return solve(M, rhs, N);
+}
+
+/** The error's local extrema on the grid: one per run of equal error sign, refined by golden-section search. */
+function localExtrema(
+  grid: Float64Array,
+  fg: Float64Array,
+  coeffs: Float64Array,
+  g: (t: number) => number,
+): { t: number; e: number }[] {
+  const err = (t: number) => g(t) - chebvalUnit(t, coeffs);
+  const ext: { t: number; e: number }[] = [];
+  let runStart = 0;
+  const flush = (lo: number, hi: number) => {
+    let best = lo;
+    for (let i = lo; i <= hi; i++)
+      if (Math.abs(fg[i] - chebvalUnit(grid[i], coeffs)) > Math.abs(fg[best] - chebvalUnit(grid[best], coeffs)))
+        best = i;
+    const s = Math.sign(fg[best] - chebvalUnit(grid[best], coeffs)) || 1;
+    let l = grid[Math.max(best - 1, 0)];
+    let r = grid[Math.min(best + 1, grid.length - 1)];
+    const phi = (Math.sqrt(5) - 1) / 2;
+    let x1 = r - phi * (r - l);
+    let x2 = l + phi * (r - l);
+    let f1 = s * err(x1);
+    let f2 = s * err(x2);
+    for (let k = 0; k < 40 && r - l > 1e-15; k++) {
+      if (f1 < f2) {
+        l = x1;
+        x1 = x2;
+        f1 = f2;
+        x2 = l + phi * (r - l);
+        f2 = s * err(x2);
+      } else {
+        r = x2;
+        x2 = x1;
+        f2 = f1;
+        x1 = r - phi * (r - l);
+        f1 = s * err(x1);
+      }
+    }
+    const cand = [grid[best], x1, x2];
+    let bt = cand[0];
+    let be = s * err(bt);
+    for (const c of cand) {
+      const v = s * err(c);
+      if (v > be) {
+        be = v;
+        bt = c;
+      }
+    }
+    ext.push({ t: bt, e: s * be });
+  };
+  let prevSign = Math.sign(fg[0] - chebvalUnit(grid[0], coeffs));
+  for (let i = 1; i < grid.length; i++) {
+    const sgn = Math.sign(fg[i] - chebvalUnit(grid[i], coeffs));
+    if (sgn !== 0 && prevSign !== 0 && sgn !== prevSign) {
+      flush(runStart, i - 1);
+      runStart = i;
+    }
+    if (sgn !== 0) prevSign = sgn;
+  }
+  flush(runStart, grid.length - 1);
+  return ext;
 }

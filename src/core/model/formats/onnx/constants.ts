@@ -200,6 +200,74 @@ export const FOLDABLE = new Set([
   ...Object.keys(UNARY),
 ]);
 
+/** Constants concatenated along `axis` (which entries are dynamic goes along). */
+function concatConsts(parts: Const[], axis: number): Const {
+  const r = parts[0].dims.length;
+  const a = normAxis(axis, r);
+  const dims = parts[0].dims.slice();
+  dims[a] = parts.reduce((s, c) => s + c.dims[a], 0);
+  const outer = prod(dims.slice(0, a));
+  const out: number[] = [];
+  const dyn: number[] = [];
+  for (let o = 0; o < outer; o++) {
+    for (const c of parts) {
+      const inner = prod(c.dims.slice(a));
+      for (let k = 0; k < inner; k++) {
+        out.push(c.data[o * inner + k]);
+        dyn.push(c.dynamic?.[o * inner + k] ?? 0);
+      }
+    }
+  }
+  return { dims, data: Float64Array.from(out), dynamic: dyn.some((d) => d) ? Uint8Array.from(dyn) : undefined };
+}
+
+/** ONNX Gather on constants: the entries of x at indices ix along `axis` (negative indices from the end). */
+function gatherConst(x: Const, ix: Const, axis: number): Const {
+  const a = normAxis(axis, x.dims.length);
+  const outer = prod(x.dims.slice(0, a));
+  const inner = prod(x.dims.slice(a + 1));
+  const dims = [...x.dims.slice(0, a), ...ix.dims, ...x.dims.slice(a + 1)];
+  const idx: number[] = [];
+  for (let o = 0; o < outer; o++)
+    for (const j of ix.data) {
+      const jj = j < 0 ? j + x.dims[a] : j;
+      for (let k = 0; k < inner; k++) idx.push((o * x.dims[a] + jj) * inner + k);
+    }
+  return take(x, dims, idx);
+}
+
+/** ONNX Where on constants: x where c, else y, broadcast. */
+function whereConst(model: string, n: OnnxNode, c: Const, x: Const, y: Const): Const {
+  const xy = binary(model, n, x, y, (p) => p);
+  const shape = broadcastShape(c.dims, xy.dims) ?? fail(model, n, 'cannot broadcast its inputs');
+  const ic = broadcastIndex(c.dims, shape);
+  const ixx = broadcastIndex(x.dims, shape);
+  const iy = broadcastIndex(y.dims, shape);
+  return {
+    dims: shape,
+    data: Float64Array.from({ length: ic.length }, (_, i) => (c.data[ic[i]] ? x.data[ixx[i]] : y.data[iy[i]])),
+  };
+}
+
+/** ONNX Unsqueeze on a constant: size-1 axes inserted at `axes` of the result. */
+function unsqueezeConst(x: Const, axes: number[]): Const {
+  const r = x.dims.length + axes.length;
+  const norm = axes.map((v) => normAxis(v, r));
+  const dims: number[] = [];
+  let k = 0;
+  for (let i = 0; i < r; i++) dims.push(norm.includes(i) ? 1 : x.dims[k++]);
+  return { ...x, dims };
+}
+
+/** ONNX Slice on a constant: starts, ends, axes and steps as attributes before opset 10, as inputs from it. */
+function sliceNode(x: Const, ins: (Const | undefined)[], at: Attrs, opset: number): Const {
+  const ints = (c: Const | undefined) => (c ? Array.from(c.data) : []);
+  if (opset < 10)
+    return slice(x, at.ints('starts', [])!, at.ints('ends', [])!, at.ints('axes', null) ?? x.dims.map((_, i) => i), []);
+  const starts = ints(ins[1]);
+  return slice(x, starts, ints(ins[2]), ins[3] ? ints(ins[3]) : starts.map((_, i) => i), ins[4] ? ints(ins[4]) : []);
+}
+
 /** Evaluates a node whose inputs are all constant (missing optional inputs are undefined). */
 export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number, model: string): Const {
   const at = new Attrs(n);
@@ -260,70 +328,17 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       const x = need(0);
       return transpose(x, at.ints('perm', null) ?? x.dims.map((_, i) => x.dims.length - 1 - i));
     }
-    case 'Slice': {
-      const x = need(0);
-      if (opset < 10)
-        return slice(
-          x,
-          at.ints('starts', [])!,
-          at.ints('ends', [])!,
-          at.ints('axes', null) ?? x.dims.map((_, i) => i),
-          [],
-        );
-      const starts = ints(need(1));
-      return slice(
-        x,
-        starts,
-        ints(need(2)),
-        ins[3] ? ints(ins[3]) : starts.map((_, i) => i),
-        ins[4] ? ints(ins[4]) : [],
+    case 'Slice':
+      return sliceNode(need(0), opset < 10 ? ins : [ins[0], need(1), need(2), ins[3], ins[4]], at, opset);
+    case 'Concat':
+      return concatConsts(
+        ins.filter((c): c is Const => !!c),
+        at.int('axis', 0),
       );
-    }
-    case 'Concat': {
-      const parts = ins.filter((c): c is Const => !!c);
-      const r = parts[0].dims.length;
-      const a = normAxis(at.int('axis', 0), r);
-      const dims = parts[0].dims.slice();
-      dims[a] = parts.reduce((s, c) => s + c.dims[a], 0);
-      const outer = prod(dims.slice(0, a));
-      const out: number[] = [];
-      const dyn: number[] = [];
-      for (let o = 0; o < outer; o++) {
-        for (const c of parts) {
-          const inner = prod(c.dims.slice(a));
-          for (let k = 0; k < inner; k++) {
-            out.push(c.data[o * inner + k]);
-            dyn.push(c.dynamic?.[o * inner + k] ?? 0);
-          }
-        }
-      }
-      return { dims, data: Float64Array.from(out), dynamic: dyn.some((d) => d) ? Uint8Array.from(dyn) : undefined };
-    }
-    case 'Gather': {
-      const x = need(0);
-      const ix = need(1);
-      const a = normAxis(at.int('axis', 0), x.dims.length);
-      const outer = prod(x.dims.slice(0, a));
-      const inner = prod(x.dims.slice(a + 1));
-      const dims = [...x.dims.slice(0, a), ...ix.dims, ...x.dims.slice(a + 1)];
-      const idx: number[] = [];
-      for (let o = 0; o < outer; o++)
-        for (const j of ix.data) {
-          const jj = j < 0 ? j + x.dims[a] : j;
-          for (let k = 0; k < inner; k++) idx.push((o * x.dims[a] + jj) * inner + k);
-        }
-      return take(x, dims, idx);
-    }
-    case 'Unsqueeze': {
-      const x = need(0);
-      const axes = opset >= 13 ? ints(need(1)) : at.ints('axes', [])!;
-      const r = x.dims.length + axes.length;
-      const norm = axes.map((v) => normAxis(v, r));
-      const dims: number[] = [];
-      let k = 0;
-      for (let i = 0; i < r; i++) dims.push(norm.includes(i) ? 1 : x.dims[k++]);
-      return { ...x, dims };
-    }
+    case 'Gather':
+      return gatherConst(need(0), need(1), at.int('axis', 0));
+    case 'Unsqueeze':
+      return unsqueezeConst(need(0), opset >= 13 ? ints(need(1)) : at.ints('axes', [])!);
     case 'Squeeze': {
       const x = need(0);
       const axes = (opset >= 13 ? (ins[1] ? ints(ins[1]) : null) : at.ints('axes', null))?.map((v) =>
@@ -336,20 +351,8 @@ export function foldNode(n: OnnxNode, ins: (Const | undefined)[], opset: number,
       const cnt = Math.max(0, Math.ceil((l - s) / d));
       return { dims: [cnt], data: Float64Array.from({ length: cnt }, (_, i) => s + i * d) };
     }
-    case 'Where': {
-      const c = need(0);
-      const x = need(1);
-      const y = need(2);
-      const xy = binary(model, n, x, y, (p) => p);
-      const shape = broadcastShape(c.dims, xy.dims) ?? fail(model, n, 'cannot broadcast its inputs');
-      const ic = broadcastIndex(c.dims, shape);
-      const ixx = broadcastIndex(x.dims, shape);
-      const iy = broadcastIndex(y.dims, shape);
-      return {
-        dims: shape,
-        data: Float64Array.from({ length: ic.length }, (_, i) => (c.data[ic[i]] ? x.data[ixx[i]] : y.data[iy[i]])),
-      };
-    }
+    case 'Where':
+      return whereConst(model, n, need(0), need(1), need(2));
     default:
       fail(model, n, 'cannot be evaluated at import time');
   }

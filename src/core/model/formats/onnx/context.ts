@@ -13,10 +13,15 @@ import { ActivationSpec } from '../../../numerics/activations';
 import { GraphNode, Op } from '../../graph';
 import { Const } from './constants';
 import { FusedNode } from './fuse';
-import type { OnnxModel } from './proto';
+import type { Attrs, OnnxModel } from './proto';
 
 export type Val = { kind: 'act'; id: number; perm: number[] } | { kind: 'const'; c: Const };
 export type ActVal = Extract<Val, { kind: 'act' }>;
+
+/** An operator's converter: reads its node's inputs from the context, returns its outputs' values. */
+export type Converter = (c: ImportContext, n: FusedNode, at: Attrs) => Val[];
+export const act = (id: number, perm: number[]): ActVal => ({ kind: 'act', id, perm });
+export const ints = (k: Const) => Array.from(k.data);
 
 /** Where an activation sits in the ONNX model, for the ONNX exporter. */
 export interface OnnxActivationSite {

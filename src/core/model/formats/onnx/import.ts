@@ -41,33 +41,8 @@ const SPATIAL = new Set([
   'Pad',
 ]);
 
-export function loadOnnx(file: string): LoadedModel {
-  const base = path.basename(file);
-  const model = decodeModel(readUserFile(file, MODEL_FILE), base);
-  const g = model.graph;
-  const opsetEntry = model.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx');
-  const opset = Number(opsetEntry?.version ?? 0);
-  if (opset < MIN_OPSET || opset > MAX_OPSET) {
-    throw new UserError(
-      'MODEL_UNSUPPORTED',
-      `${base} uses ONNX opset ${opset || 'none'}; he-approx reads opsets ${MIN_OPSET}-${MAX_OPSET}`,
-      'export with opset 13 (torch.onnx.export(..., opset_version=13)) or convert it with onnx.version_converter',
-    );
-  }
-  const foreign = g.node.find((n) => n.domain && n.domain !== 'ai.onnx');
-  if (foreign) {
-    throw new UserError(
-      'LAYER_UNKNOWN',
-      `${base}: node '${nodeName(foreign)}' is ${foreign.op_type} from the custom domain '${foreign.domain}'`,
-      'export the plain model (no onnxruntime or vendor fusions), e.g. straight from torch.onnx.export',
-    );
-  }
-  const dir = path.dirname(file);
-  const uses = new Map<string, number>();
-  for (const n of g.node) for (const i of n.input) if (i) uses.set(i, (uses.get(i) ?? 0) + 1);
-  for (const o of g.output) uses.set(o.name, (uses.get(o.name) ?? 0) + 1);
-
-  // The data input: the one graph input that is not an initializer.
+/** The data input (the one graph input that is not an initializer): floating point, every axis but the batch fixed. */
+function dataInput(g: ReturnType<typeof decodeModel>['graph'], base: string) {
   const inits = new Set(g.initializer.map((t) => t.name ?? ''));
   const dataInputs = g.input.filter((i) => !inits.has(i.name));
   if (dataInputs.length !== 1 || g.output.length !== 1) {
@@ -94,6 +69,54 @@ export function loadOnnx(file: string): LoadedModel {
       'export with a fixed input size (dynamic_axes only on the batch axis)',
     );
   }
+  return { inp, dims };
+}
+
+/** The graph output's value: produced by a node, and depending on the input. */
+function outputValue(ctx: ImportContext, outName: string, base: string) {
+  const out = ctx.values.get(outName);
+  if (!out)
+    throw new UserError(
+      'MODEL_UNSUPPORTED',
+      `${base}: no node produces the output '${outName}'`,
+      're-export the model; its graph is inconsistent',
+    );
+  if (out.kind !== 'act')
+    throw new UserError(
+      'MODEL_UNSUPPORTED',
+      `${base}: the output '${outName}' does not depend on the input`,
+      'export the trained model, not a constant graph',
+    );
+  return out;
+}
+
+export function loadOnnx(file: string): LoadedModel {
+  const base = path.basename(file);
+  const model = decodeModel(readUserFile(file, MODEL_FILE), base);
+  const g = model.graph;
+  const opsetEntry = model.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx');
+  const opset = Number(opsetEntry?.version ?? 0);
+  if (opset < MIN_OPSET || opset > MAX_OPSET) {
+    throw new UserError(
+      'MODEL_UNSUPPORTED',
+      `${base} uses ONNX opset ${opset || 'none'}; he-approx reads opsets ${MIN_OPSET}-${MAX_OPSET}`,
+      'export with opset 13 (torch.onnx.export(..., opset_version=13)) or convert it with onnx.version_converter',
+    );
+  }
+  const foreign = g.node.find((n) => n.domain && n.domain !== 'ai.onnx');
+  if (foreign) {
+    throw new UserError(
+      'LAYER_UNKNOWN',
+      `${base}: node '${nodeName(foreign)}' is ${foreign.op_type} from the custom domain '${foreign.domain}'`,
+      'export the plain model (no onnxruntime or vendor fusions), e.g. straight from torch.onnx.export',
+    );
+  }
+  const dir = path.dirname(file);
+  const uses = new Map<string, number>();
+  for (const n of g.node) for (const i of n.input) if (i) uses.set(i, (uses.get(i) ?? 0) + 1);
+  for (const o of g.output) uses.set(o.name, (uses.get(o.name) ?? 0) + 1);
+
+  const { inp, dims } = dataInput(g, base);
   const modelShape = dims.slice(1) as number[];
   const fixedBatch = dims[0];
 
@@ -127,19 +150,7 @@ export function loadOnnx(file: string): LoadedModel {
   for (const n of nodes) convertNode(ctx, n);
 
   const outName = g.output[0].name;
-  const out = ctx.values.get(outName);
-  if (!out)
-    throw new UserError(
-      'MODEL_UNSUPPORTED',
-      `${base}: no node produces the output '${outName}'`,
-      're-export the model; its graph is inconsistent',
-    );
-  if (out.kind !== 'act')
-    throw new UserError(
-      'MODEL_UNSUPPORTED',
-      `${base}: the output '${outName}' does not depend on the input`,
-      'export the trained model, not a constant graph',
-    );
+  const out = outputValue(ctx, outName, base);
   const outFused: FusedNode = { name: 'output', op_type: 'Output', input: [outName], output: [outName], attribute: [] };
   const outVal = ctx.toPerm(outFused, out, identityPerm(out.perm.length));
   const graph = simplifyLayout(
