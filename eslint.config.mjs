@@ -34,6 +34,14 @@ export default tseslint.config(
     },
   },
   {
+    // Sizes a reader can hold in mind (ARCHITECTURE.md, "Rules"); blank lines and comments count.
+    files: ['src/**/*.ts', 'webview/**/*.ts'],
+    rules: {
+      'max-lines-per-function': ['error', { max: 100 }],
+      'max-lines': ['error', { max: 500 }],
+    },
+  },
+  {
     // Keras configs, tfjs model.json and h5wasm objects are untyped JSON and HDF5 handles read
     // field by field with checks; typing them as any is the honest type there.
     files: [

@@ -5,17 +5,10 @@
  * Intervals widen with depth. A polynomial grows fast outside its interval (|T_d(t)| ~
  * (|t| + sqrt(t^2 - 1))^d), and under CKKS one value beyond the modulus wraps and takes every
  * image packed in its ciphertext with it. Held-out values overshoot the calibration range more
- * the deeper the layer, because every approximated layer upstream perturbs them. Measured on
- * ResNet-20 (2,000 calibration + 2,000 held-out CIFAR-10 images): with every activation at degree
- * 7, 15 or 31, a flat 2% margin and a per-channel pad of 5% of the layer's range, one held-out
- * image left the first activation's interval and drove every later layer to Infinity; with the
- * margin growing by 1% per activation upstream and the pad at 15%, no value exceeded 29 at any
- * layer. With the mixed degrees (5 to 47) the analysis then chose, 2% + 1% per activation still
- * let one image escape at the sixth activation and cascade; 5% + 2% kept all 2,000 inside every
- * interval (largest value 26) at the same accuracy (-0.80 against -1.05 pp). On ResNet-32 one
- * held-out image reached 15% of the first activation's range beyond the calibration minimum, in
- * the original network: 10% + 2% let it out and it cascaded to 1e38; 15% + 1% let another out at
- * the 21st activation; 15% + 2% (the defaults) kept every value inside, the largest 26.
+ * the deeper the layer, because every approximated layer upstream perturbs them. Hence a margin
+ * that grows per activation upstream, and a per-channel pad; their defaults are the narrowest that
+ * kept every held-out value of the CIFAR-10 ResNets inside every interval (README, "Measurements
+ * behind the defaults"), where narrower ones let one image out and it cascaded to Infinity.
  */
 import { Fit, FitMethod, chooseInterval, fitDegrees } from '../fit/fit';
 import { Graph, GraphNode, actSpec } from '../model/graph';

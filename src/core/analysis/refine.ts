@@ -182,8 +182,8 @@ export function graphMacs(g: Graph): number {
  * the MNIST examples, less where that costs more. The work (samples x epochs x multiply-accumulates
  * per sample) is capped at four times what 8 epochs of 2,048 samples cost on a 0.5 M-MAC network
  * (the MNIST CNN's order): first fewer epochs, down to one, then fewer samples, down to 256. On
- * ResNet-20 one epoch over 2,000 samples took 90 s of a 9-minute analysis and was never the
- * variant kept; the cap gives it about 800 samples.
+ * ResNet-20 a full epoch took a large share of the analysis and was never the variant kept
+ * (README, "Measurements behind the defaults").
  */
 export function tuneBudget(g: Graph, samples: number): { epochs: number; samples: number } {
   const cap = 4 * TUNE_DEFAULTS.epochs * 2048 * 5e5;

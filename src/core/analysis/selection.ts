@@ -144,8 +144,8 @@ export class DegreeChooser {
    * Lowers a choice's predicted drop without exceeding `maxDepth`, by moving one layer to another
    * candidate or two layers at once (one up, one down, so the depth can stay), best move first,
    * until no move lowers it. The energy the DP trades is only a proxy: at a given depth the DP's
-   * choice is not always the one with the least predicted drop (on the MNIST CNN the DP's 6-level
-   * choices predicted 1.56 and 1.66 pp, degrees 3, 3, 3 at the same 6 levels 0.88).
+   * choice is not always the one with the least predicted drop (README, "Measurements behind the
+   * defaults").
    */
   private improve(start: DegreePick, maxDepth: number): DegreePick {
     const t0 = Date.now();
@@ -251,7 +251,7 @@ export class DegreeChooser {
    * `target`, before it, the one `improve` finds if that predicts a lower drop.
    * Energy, not the predicted drop, orders the list: near the accurate end the predicted drops of
    * different choices differ by less than their noise, and a list cut at the least predicted drop
-   * stopped at 69 levels on ResNet-20 while the choice measured 1.1 pp. The search (search.ts)
+   * stopped short of the budget on ResNet-20. The search (search.ts)
    * walks this list with exact measurements.
    */
   frontier(target: number, maxDepth: number): DegreePick[] {

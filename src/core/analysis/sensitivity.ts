@@ -204,7 +204,7 @@ export async function screenCandidates(
     const inputs: Float32Array[] = new Array(acts.length);
     let grads: Float32Array[] = [];
     // Results leave the tidy through `grads`, not its return value: tf.tidy walks what it returns
-    // looking for tensors, element by element through typed arrays (40 s per 128 ResNet samples).
+    // looking for tensors, element by element through typed arrays (seconds per batch on a ResNet).
     tf.tidy(() => {
       const x = tf.tensor(gather(ds, idx, s, n), [n, ...ds.sampleShape]);
       const deltas = acts.map((a) => tf.zeros([n, ...a.shape]));

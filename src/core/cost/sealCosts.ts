@@ -140,8 +140,9 @@ export function cachedSealCosts(ringSize: number): OpCosts | null {
 }
 
 /**
- * Measures the costs for `ringSize` and caches them. At N=32768 this takes ~25 s and ~1.3 GB
- * (relinearisation and Galois keys), so the analysis never does it implicitly: `he-approx costs`.
+ * Measures the costs for `ringSize` and caches them. At the larger rings this takes tens of
+ * seconds and over a gigabyte (relinearisation and Galois keys), so the analysis never does it
+ * implicitly: `he-approx costs`.
  */
 export async function measureAndCacheSealCosts(ringSize: number): Promise<OpCosts> {
   const c = await measureSealCosts(ringSize);

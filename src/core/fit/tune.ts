@@ -18,14 +18,9 @@
  * L2 penalty on the deviations, which in the Chebyshev basis is (up to the weight of c0) the
  * Chebyshev-weighted L2 distance between the two polynomials over the whole interval.
  *
- * Defaults from comparisons on the MNIST examples, tuning each per-channel fit and measuring the
- * held-out drop on 5,000 images, mean of three seeded splits. Distillation alone (labelWeight 0;
- * lr 1e-4..2e-3, 4-20 epochs, 2,048 or 5,000 images, temperature 1 or 4, against logit MSE or a
- * margin hinge): lr 1e-3 for 4 epochs was best or tied (mnist-silu degree 5/7: 0.20/0.12 pp fitted,
- * 0.17/0.10 tuned; 8 epochs 0.18/0.10; lr 2e-3 for 8 epochs made it worse). With labels (weight
- * 0 / 0.3 / 0.5 / 1 at 4 epochs, 0.5 at 8 epochs; mnist-silu degree 5/7): 0.17/0.10, 0.15/0.03,
- * 0.13/0.01, 0.10/0.05, 0.01/-0.12 pp; on the ReLU examples at degree 3/5 weight 0.5 at 8 epochs
- * was the best or within an image of it (mnist-cnn 0.29/0.00 distilled, 0.19/-0.11 with labels).
+ * Defaults (step size, epochs, the labels' weight) from comparisons on the MNIST examples, tuning
+ * each per-channel fit and measuring the held-out drop, mean of three seeded splits; the figures
+ * are in the README ("Measurements behind the defaults").
  */
 import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
@@ -111,9 +106,8 @@ export async function tuneCoefficients(
   const g = ex.graph;
   const n = idx.length;
   // A smaller batch takes more steps per epoch; the step size shrinks in proportion (the linear
-  // scaling rule, Goyal et al. 2017), so that the coefficients move as far per epoch. Measured on
-  // ResNet-20 (batch 18 from tapeBatch, one epoch): lr 1e-3 unscaled took the drop from 0.40 to
-  // 47.7 pp; 1e-4 and 2e-5 to -1.15 and -1.20.
+  // scaling rule, Goyal et al. 2017), so that the coefficients move as far per epoch: unscaled,
+  // ResNet-20's small tape batch made tuning ruin the fit (README, "Measurements behind the defaults").
   const batchSize = tapeBatch(acts, (a) => fits.get(a.id)!.degree, g, TAPE_BYTES, opts.batchSize);
   const o = { ...opts, batchSize, lr: (opts.lr * batchSize) / opts.batchSize };
   // The original model's logits on the tuning samples: the distillation targets.

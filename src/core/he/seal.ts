@@ -252,7 +252,7 @@ export class SealBackend implements CkksBackend<Ct> {
    * round(k scale) mod q_i, which is what SEAL's CKKSEncoder::encode(double) writes. node-seal
    * exposes only the vector encoder, so the plaintext is loaded from SEAL's own serialisation of a
    * plaintext on that level with its coefficients replaced (a test checks the bytes equal the
-   * encoder's). About 6x faster than encoding (convolutions multiply by thousands of scalars).
+   * encoder's). Several times faster than encoding (convolutions multiply by thousands of scalars).
    * null: not representable this way (|k scale| >= 2^63), the caller encodes.
    */
   private constPlain(k: number, scale: number, level: number): Any | null {

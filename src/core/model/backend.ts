@@ -1,6 +1,6 @@
 /**
- * TensorFlow.js backend selection. The wasm backend is the default (10-30x the pure-JS cpu
- * backend); `@tensorflow/tfjs-node` is an optional dependency, used only when it loads (it is a
+ * TensorFlow.js backend selection. The wasm backend is the default (an order of magnitude faster
+ * than the pure-JS cpu backend); `@tensorflow/tfjs-node` is an optional dependency, used only when it loads (it is a
  * native addon whose install downloads libtensorflow, which fails on offline machines, and which
  * does not load inside VS Code's Electron extension host).
  */

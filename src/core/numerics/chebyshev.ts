@@ -118,10 +118,9 @@ export function cheb2poly(c: ArrayLike<number>): Float64Array {
  * (may alias `xs`): one channel of a channels-last array. Eight points run through Clenshaw's
  * recurrence together: each step of one point's recurrence waits for its previous step (a
  * multiply, a subtract and an add in a chain), so one chain leaves the CPU's floating-point units
- * mostly idle; eight independent chains keep them busy. `npm run bench:poly` (2 cores): 1.3x
- * faster than one point at a time at degree 7, 2.7-3.2x at degrees 15-63, and 2.2-5x faster than
- * the same recurrence as TensorFlow.js operations on the wasm backend, which pass over memory once
- * per operation. (Four points interleaved were 1.7-2x slower than eight in a scratch comparison.)
+ * mostly idle; eight independent chains keep them busy (`npm run bench:poly` measures it against
+ * one point at a time and against the same recurrence as TensorFlow.js operations, which pass
+ * over memory once per operation; four chains were slower than eight).
  * Every point follows chebvalUnit's recurrence; the additions are grouped differently, so results
  * may differ from it in the last bit.
  */
@@ -283,6 +282,7 @@ export function chebPieces(c: ArrayLike<number>): { table: Float64Array; rowLeng
  * [a, b] (and NaN) take the whole series, as chebvalUnit evaluates it: the pieces cover only the
  * interval, and a polynomial's values outside it must stay exact.
  */
+// eslint-disable-next-line max-lines-per-function -- eight Horner chains written out (ARCHITECTURE.md, "Rules")
 export function chebvalPieces(
   xs: ArrayLike<number>,
   out: Float32Array | Float64Array,

@@ -133,8 +133,8 @@ export interface Scores {
 /**
  * The held-out samples' values at chosen cuts (activations), their labels and the original
  * model's predictions: a measurement of an approximated model re-runs only the network from the
- * first approximated activation on. Only the cuts asked for are kept: on ResNet-20 the values live
- * at every activation would take 1.2 MB per image.
+ * first approximated activation on. Only the cuts asked for are kept: a deep network's values at
+ * every activation would take megabytes per image.
  */
 export class HeldoutCache {
   readonly ex: Executor;
