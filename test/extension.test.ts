@@ -28,7 +28,8 @@ import {
   encryptedTestChoicesFrom,
   renderForEditor,
 } from '../src/extension/settings';
-import { ANALYZE_OPTIONS, ENCRYPTED_TEST_OPTIONS } from '../src/core/options';
+import { ANALYZE_OPTIONS } from '../src/core/options';
+import { ENCRYPTED_TEST_OPTIONS } from '../src/core/testOptions';
 import { resolveSettings } from '../src/core/analysis/settings';
 import { initBackend, tf } from '../src/core/model/backend';
 import { loadModel } from '../src/core/model/load';

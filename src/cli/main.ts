@@ -12,15 +12,8 @@ import { LoadedModel, loadModel } from '../core/model/load';
 import type { OpCosts } from '../core/cost/cost';
 import { costsCacheFile, measureAndCacheSealCosts } from '../core/cost/sealCosts';
 import type { AnalyzeOptions } from '../core/analysis/settings';
-import {
-  ANALYZE_OPTIONS,
-  DEFAULT_BOOTSTRAP_LEVELS,
-  ENCRYPTED_TEST_OPTIONS,
-  EncryptedTestChoices,
-  OptionSpec,
-  normalization,
-  optionDefault,
-} from '../core/options';
+import { ANALYZE_OPTIONS, DEFAULT_BOOTSTRAP_LEVELS, OptionSpec, normalization, optionDefault } from '../core/options';
+import { ENCRYPTED_TEST_OPTIONS, EncryptedTestChoices } from '../core/testOptions';
 import { bootstrapSpec, lattigoCostsFile, measureAndCacheLattigoCosts } from '../core/he/lattigoCosts';
 import { FlagSpec, numberOpt, parseArgs } from './args';
 import { renderReport } from './table';

@@ -120,6 +120,27 @@ function comparison(r: Report): string[][] {
   return cmp;
 }
 
+/** The accuracy-cost frontier: per method, the best measured choice at each cost. */
+function frontierTable(r: Report): string[] {
+  const rows = [['method', 'levels', 'N', 'bootstraps', 'est. ms', 'measured drop', 'meets budget']];
+  for (const p of r.frontier!.points)
+    rows.push([
+      p.method + (p.chosen ? ' *' : '') + (p.source === 'frontier' ? ' +' : ''),
+      String(p.levels),
+      String(p.ringSize),
+      String(p.bootstraps),
+      Number.isFinite(p.estLatencyMs) ? p.estLatencyMs.toFixed(0) : '-',
+      f2(p.measuredDrop),
+      p.meetsBudget ? 'yes' : 'no',
+    ]);
+  const n = r.frontier!.measured;
+  const how = n ? `+ one of the ${n} choices --frontier measured` : '--frontier N measures N more choices';
+  return [
+    `accuracy-cost frontier (the best measured on held-out data at each cost; * the result; ${how}):`,
+    pad(rows, [false, true, true, true, true, true, false]),
+  ];
+}
+
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
@@ -145,6 +166,7 @@ export function renderReport(r: Report): string {
     'refinements (measured on held-out data; * kept, ! unsafe): ' +
       r.refinements.map((x) => `${x.name} ${f2(x.measuredDrop)}${x.kept ? '*' : ''}${x.safe ? '' : '!'}`).join(' | '),
   );
+  if (r.frontier?.points.length) out.push(...frontierTable(r));
   const ft = r.finetune;
   if (ft) {
     out.push(

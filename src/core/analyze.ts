@@ -10,7 +10,9 @@ import { affineFoldable, networkDepth, polyCost, publishedCosts } from './cost/c
 import { cachedSealCosts } from './cost/sealCosts';
 import { bootstrapSpec, cachedLattigoCosts } from './he/lattigoCosts';
 import { UserError } from './errors';
-import { FitMethod, polyOf, polysOf } from './fit/fit';
+import { Fit, FitMethod, polyOf, polysOf } from './fit/fit';
+import { costContext, measureFrontier, methodName, spreadPicks } from './analysis/frontier';
+import type { FrontierPoint } from './report';
 import { initBackend } from './model/backend';
 import { Executor, PolyActivation } from './model/execute';
 import { HeldoutCache, channelMeans, profileActivations } from './profile/profiler';
@@ -43,8 +45,10 @@ interface Run {
 export async function analyze(o: AnalyzeOptions): Promise<Report> {
   const s = resolveSettings(o);
   // Fine-tuning's share of the progress bar: about as long as the search, per few epochs (bench/finetune.ts).
+  // --frontier N: each point a pass over the held-out samples, about a verify's share each.
   const clock = new StageClock(o.onProgress, {
     finetune: s.finetuneEpochs > 0 ? 10 * Math.min(s.finetuneEpochs, 10) : 0,
+    frontier: 3 * s.frontier,
   });
   const inputs = await clock.timed('load', () => loadInputs(o, s));
   if (s.finetuneEpochs > 0 && !inputs.ds.labels) {
@@ -74,6 +78,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const searched = await searchStage(run, measured, selection);
     const { final, bootstrapping } = searched;
     if (!final.result) throw infeasible(s, selection);
+    const frontier = await frontierStage(run, measured, selection, searched);
     const finetuned = await finetuneResult(run, measured, selection, final.result);
     if (finetuned?.model) o.onFinetuned?.(finetuned.model);
 
@@ -113,6 +118,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       bootstrapping,
       linearDepth: selection.linearDepth,
       averagePooling,
+      frontier,
       timings: clock.finish(),
     });
     if (finetuned) report.finetune = finetuned.report;
@@ -310,6 +316,33 @@ async function refinements({ o, s, clock, inputs, ex }: Run, { fit, stats }: Mea
     onTuneProgress: (_f, msg) => clock.progress('search', at.search, msg),
     timed: (f) => clock.timed('refine', f),
   });
+}
+
+/** --frontier N: more choices of the method's frontier measured on held-out data (frontier.ts). */
+async function frontierStage(
+  { o, s, clock, inputs }: Run,
+  { fit, cache, baseAccuracy }: Measured,
+  sel: Selection,
+  { final, uniform, bootstrapping }: Awaited<ReturnType<typeof searchStage>>,
+): Promise<FrontierPoint[]> {
+  if (s.frontier <= 0) return [];
+  const { acts } = inputs;
+  const c = costContext(inputs.model.graph, acts, fit.candidates.get(s.method)!, s);
+  const picks = spreadPicks(
+    sel.frontierOf(s.method, bootstrapping ? Infinity : s.levelBudget),
+    s.frontier,
+    uniform.result?.pick.depth ?? Infinity,
+  );
+  const measure = async (fits: Fit[]) => {
+    const polys = polysOf(acts, new Map(acts.map((a, l) => [a.id, fits[l]])), new Map());
+    const m = await measureHeldout(cache, acts, polys, o.signal);
+    return { drop: 100 * (baseAccuracy - m.accuracy), safe: m.safe };
+  };
+  return clock.timed('frontier', () =>
+    measureFrontier(c, methodName(s.method), picks, final.attempts, s.budget, measure, (k, n) =>
+      clock.progress('frontier', k / n, `frontier: ${k} of ${n} choices measured`),
+    ),
+  );
 }
 
 /** No choice fits the level budget: the refusal names the least levels any choice needs. */

@@ -196,6 +196,35 @@ export interface MethodSummary {
   bootstraps: number;
 }
 
+/** One point of the accuracy-cost frontier: a choice of degrees measured on held-out data, and its cost. */
+export interface FrontierPoint {
+  /** 'data-guided' (or the analysis's method) or 'uniform'. */
+  method: string;
+  degrees: Record<string, number>;
+  /** The network's levels (its longest path) with these degrees. */
+  levels: number;
+  /** The ring those levels need: the smallest SEAL ring whose chain holds them, else the bootstrapping ring (2^16). */
+  ringSize: number;
+  /** Bootstraps beyond SEAL's chains (0 within one). */
+  bootstraps: number;
+  /** Estimated latency per ciphertext on that ring: the activations, plus the bootstraps where costs measured them (ms). */
+  estLatencyMs: number;
+  measuredDrop: number;
+  safe: boolean;
+  meetsBudget: boolean;
+  /** 'search': a round the search ran anyway; 'frontier': measured for --frontier N (plain fits). */
+  source: 'search' | 'frontier';
+  /** The analysis's result. */
+  chosen: boolean;
+}
+
+export interface FrontierReport {
+  /** Per method by increasing levels, each point better than every cheaper one. */
+  points: FrontierPoint[];
+  /** Choices measured for --frontier N beyond the search's rounds. */
+  measured: number;
+}
+
 export interface SelectionAttempt {
   /**
    * 'selected': the first choice; 'tightened': chosen for a lower predicted drop after a round
@@ -288,6 +317,8 @@ export interface Report {
   timings: Record<string, number>;
   /** `--finetune-epochs N`: the fine-tuning of weights and coefficients after the analysis (analysis/finetuneStage.ts). */
   finetune?: FinetuneReport;
+  /** The accuracy-cost frontier (analysis/frontier.ts): the best measured choice at each cost, per method. */
+  frontier?: FrontierReport;
   /** Filled by `he-approx encrypted-test` and the extension's Run Encrypted Test. */
   encrypted?: { model?: EncryptedModelReport; layers?: EncryptedLayerReport };
 }

@@ -6,13 +6,8 @@
  * CLI flags; renderForEditor names the settings instead.
  */
 import type { AnalyzeOptions } from '../core/analysis/settings';
-import {
-  ANALYZE_OPTIONS,
-  ENCRYPTED_TEST_OPTIONS,
-  EncryptedTestChoices,
-  OptionSpec,
-  normalization,
-} from '../core/options';
+import { ANALYZE_OPTIONS, OptionSpec, normalization } from '../core/options';
+import { ENCRYPTED_TEST_OPTIONS, EncryptedTestChoices } from '../core/testOptions';
 
 /** A setting's value, or `fallback` when unset (vscode.WorkspaceConfiguration.get's contract). */
 export type SettingReader = <T>(key: string, fallback: T) => T;

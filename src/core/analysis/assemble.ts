@@ -4,7 +4,6 @@
  */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
-import * as path from 'path';
 import { ActivationCost, OpCosts, linearLevels, networkDepth, polyCost, spendSpareLevels } from '../cost/cost';
 import { Fold, foldInto } from '../cost/fold';
 import { planBootstraps } from '../cost/bootstrap';
@@ -16,6 +15,7 @@ import { describeActivation } from '../numerics/activations';
 import { ValueStats } from '../profile/stats';
 import {
   DegreeResult,
+  FrontierPoint,
   LayerReport,
   MethodSummary,
   REPORT_SCHEMA,
@@ -24,6 +24,8 @@ import {
   modelFileHashes,
 } from '../report';
 import type { FitStage } from './fitStage';
+import { toolVersion } from '../version';
+import { frontierReport, methodName } from './frontier';
 import type { Inputs } from './inputs';
 import type { SearchResult } from './search';
 import type { Screen } from './sensitivity';
@@ -31,20 +33,9 @@ import { predictedDrop } from './sensitivity';
 import type { AnalyzeOptions, Settings } from './settings';
 import { Measurement, VALUE_BOUND } from './verify';
 
-/** he-approx's version: from the nearest package.json named he-approx above this module (dist/ or bundle/). */
-export function toolVersion(): string {
-  for (let dir = __dirname, up = 0; up < 6; up++, dir = path.dirname(dir)) {
-    try {
-      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
-      if (pkg.name === 'he-approx') return pkg.version;
-    } catch {
-      /* not here */
-    }
-  }
-  return '0.0.0';
-}
-
 const sha256 = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+export { toolVersion };
 
 export interface Assembly {
   o: AnalyzeOptions;
@@ -65,6 +56,8 @@ export interface Assembly {
   linearDepth: number;
   /** Average pooling in place of the max poolings, measured (null without max pooling). */
   averagePooling: { accuracy: number; drop: number } | null;
+  /** Frontier points measured for --frontier N (none by default). */
+  frontier: FrontierPoint[];
   timings: Record<string, number>;
 }
 
@@ -434,6 +427,13 @@ function reportOptions(a: Assembly): Report['options'] {
   };
 }
 
+/** The searches whose rounds are frontier points: the method's and the uniform baseline's. */
+function frontierSearches(a: Assembly) {
+  const runs: [FitMethod, SearchResult][] = [[a.s.method, a.final]];
+  if (a.s.method !== 'uniform') runs.push(['uniform', a.uniform]);
+  return runs.map(([method, run]) => ({ method, candidates: a.fit.candidates.get(method)!, attempts: run.attempts }));
+}
+
 export function assembleReport(a: Assembly): Report {
   const { o, s, inputs } = a;
   const { model, ds, split } = inputs;
@@ -442,7 +442,7 @@ export function assembleReport(a: Assembly): Report {
   const layers = layerReports(a, fr);
   const incompatible = incompatibilities(g);
   const maxPooling = maxPoolingReport(g, layers, a.averagePooling);
-  const final = summary(a, s.method === 'data' ? 'data-guided' : s.method, a.final);
+  const final = summary(a, methodName(s.method), a.final);
   const uniform = summary(a, 'uniform', a.uniform);
   const warnings = [...incompatible.warnings, ...layers.flatMap((l) => l.warnings), ...reportWarnings(a, final)];
   const notes = reportNotes(a, final, uniform, maxPooling);
@@ -480,6 +480,7 @@ export function assembleReport(a: Assembly): Report {
     final,
     uniform,
     refinements: fr.refinements,
+    frontier: frontierReport(inputs.model.graph, inputs.acts, s, frontierSearches(a), a.frontier, final),
     maxPooling,
     heIncompatible: incompatible.list,
     levelBudget: s.levelBudget,

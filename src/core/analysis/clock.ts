@@ -5,8 +5,18 @@
  */
 import type { Progress } from '../profile/profiler';
 
-// finetune: none unless asked for (the analysis then sets its share).
-const PHASES = { load: 2, profile: 10, cache: 5, fit: 8, sensitivity: 15, search: 55, finetune: 0, report: 5 } as const;
+// finetune and frontier: none unless asked for (the analysis then sets their shares).
+const PHASES = {
+  load: 2,
+  profile: 10,
+  cache: 5,
+  fit: 8,
+  sensitivity: 15,
+  search: 55,
+  frontier: 0,
+  finetune: 0,
+  report: 5,
+} as const;
 export type Phase = keyof typeof PHASES;
 export type Stage = Phase | 'select' | 'refine' | 'verify' | 'checks';
 
@@ -26,6 +36,7 @@ export const STAGE_ORDER = [
   'verify',
   'checks',
   'uniformSearch',
+  'frontier',
   'finetune',
   'report',
 ] as const;

@@ -74,6 +74,8 @@ export interface AnalyzeOptions {
   tuneLabelWeight?: number;
   /** Fine-tune weights and coefficients for this many epochs after the analysis (default 0: off; needs labels). */
   finetuneEpochs?: number;
+  /** Extra frontier points to measure (--frontier N). */
+  frontier?: number;
   /** Called with the fine-tuned model when fine-tuning ran and was kept (for the exporter). */
   onFinetuned?: (m: FinetunedModel) => void;
   /** Called with the model as loaded (never changed by the analysis), so that an exporter need not read it again. */
@@ -96,6 +98,7 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   /** The labels' weight in tuning's loss (the report's `tuneLabelWeight` is 0 when there are no labels). */
   labelWeight: number;
   finetuneEpochs: number;
+  frontier: number;
 }
 
 /** A count given as a positive integer (the option table's range for `key`). */
@@ -210,6 +213,13 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass --finetune-epochs N with N between 1 and 1000, or leave it out',
     );
   }
+  const frontier = o.frontier ?? optionDefault<number>('frontier');
+  if (!option('frontier').check!(frontier))
+    throw new UserError(
+      'OPTION_INVALID',
+      `frontier points must be an integer in 0..32, got ${o.frontier}`,
+      'pass --frontier N with N between 1 and 32, or leave it out',
+    );
   const labelWeight = o.tuneLabelWeight ?? optionDefault<number>('tuneLabelWeight');
   if (!option('tuneLabelWeight').check!(labelWeight))
     throw new UserError(
@@ -252,5 +262,6 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     spareLevels: o.spareLevels ?? optionDefault<boolean>('spareLevels'),
     labelWeight,
     finetuneEpochs,
+    frontier,
   };
 }
