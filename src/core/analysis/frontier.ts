@@ -80,6 +80,29 @@ export function fitsOf(c: CostContext, degrees: Record<string, number>): Fit[] |
   return fits.every((f) => f) ? (fits as Fit[]) : null;
 }
 
+/** A measured choice as a frontier point, at its cost. */
+function point(
+  c: CostContext,
+  method: string,
+  degrees: Record<string, number>,
+  fits: Fit[],
+  levels: number,
+  m: { drop: number; safe: boolean },
+  budget: number,
+  source: FrontierPoint['source'],
+): FrontierPoint {
+  return {
+    method,
+    degrees,
+    ...pointCost(c, fits, levels),
+    measuredDrop: m.drop,
+    safe: m.safe,
+    meetsBudget: m.drop <= budget + 1e-9 && m.safe,
+    source,
+    chosen: false,
+  };
+}
+
 /** A frontier point from one of the search's measured rounds. */
 export function attemptPoint(
   c: CostContext,
@@ -89,16 +112,7 @@ export function attemptPoint(
 ): FrontierPoint | null {
   const fits = fitsOf(c, a.degrees);
   if (!fits) return null;
-  return {
-    method,
-    degrees: a.degrees,
-    ...pointCost(c, fits, a.depth),
-    measuredDrop: a.measuredDrop,
-    safe: a.safe,
-    meetsBudget: a.measuredDrop <= budget + 1e-9 && a.safe,
-    source: 'search',
-    chosen: false,
-  };
+  return point(c, method, a.degrees, fits, a.depth, { drop: a.measuredDrop, safe: a.safe }, budget, 'search');
 }
 
 /**
@@ -172,17 +186,7 @@ export async function measureFrontier(
     const fits = c.acts.map((_, l) => c.candidates[l][p.picks[l]]);
     const degrees = Object.fromEntries(c.acts.map((a, l) => [a.name, fits[l].degree]));
     if (done.has(JSON.stringify(degrees))) continue;
-    const m = await measure(fits);
-    out.push({
-      method,
-      degrees,
-      ...pointCost(c, fits, p.depth),
-      measuredDrop: m.drop,
-      safe: m.safe,
-      meetsBudget: m.drop <= budget + 1e-9 && m.safe,
-      source: 'frontier',
-      chosen: false,
-    });
+    out.push(point(c, method, degrees, fits, p.depth, await measure(fits), budget, 'frontier'));
     onPoint?.(k + 1, picks.length);
   }
   return out;

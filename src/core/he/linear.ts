@@ -87,6 +87,14 @@ export function addend<C>(be: CkksBackend<C>, c: C, level: number, scale: number
   return be.mulConst(above, 1, (be.prime(level + 1) * scale) / be.scale(above));
 }
 
+/** A kernel row's partial sum moved onto the outputs' positions (a rotation unless `by` is 0; the sum is freed). */
+function rowShifted<C>(ops: LinearOps<C>, inner: C, by: number): C {
+  if (by === 0) return inner;
+  const r = ops.rotate(inner, by);
+  ops.free(inner);
+  return r;
+}
+
 /** sum + term, in place, freeing the term at once (ciphertexts are megabytes each); null: no sum yet. */
 export function accumulate<C>(ops: LinearOps<C>, sum: C | null, term: C): C {
   if (sum === null) return term;
@@ -208,13 +216,7 @@ export function packedConv<C>(
             );
         }
       }
-      if (inner === null) continue;
-      let rotated: C = inner;
-      if (dy !== pt) {
-        rotated = ops.rotate(inner, (dy - pt) * L.sy);
-        ops.free(inner);
-      }
-      z = acc(z, rotated);
+      if (inner !== null) z = acc(z, rowShifted(ops, inner, (dy - pt) * L.sy));
     }
     if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
     const y = tmp(ops.rescale(z));
@@ -368,13 +370,7 @@ export function convValue<C>(
               ),
             );
         }
-      if (inner === null) continue;
-      let rotated: C = inner;
-      if (dy !== pt) {
-        rotated = ops.rotate(inner, (dy - pt) * L.sy);
-        ops.free(inner);
-      }
-      z = acc(z, rotated);
+      if (inner !== null) z = acc(z, rowShifted(ops, inner, (dy - pt) * L.sy));
     }
     if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
     const y = ops.rescale(z);
