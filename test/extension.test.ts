@@ -16,7 +16,7 @@ import {
   specFromDescription,
 } from '../src/core/numerics/activations';
 import { chebval } from '../src/core/numerics/chebyshev';
-import { reportCurves } from '../src/extension/curves';
+import { frontierSeries, reportCurves } from '../src/extension/curves';
 import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension/cache';
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
@@ -605,4 +605,45 @@ test('a max pooling layer: diagnostics, one CodeLens for its tree, hovers and mo
   let d = 0;
   for (let i = 0; i < theirs.length; i++) d = Math.max(d, Math.abs(theirs[i] - ours[i]));
   assert.ok(d < 1e-5, `exported tfjs model differs from the analysis by ${d}`);
+});
+
+test("the panel's frontier: per method by increasing levels, the result and --frontier's points marked", () => {
+  const p = (method: string, levels: number, drop: number, more: object = {}) => ({
+    method,
+    degrees: {},
+    levels,
+    ringSize: 16384,
+    bootstraps: 0,
+    estLatencyMs: 1,
+    measuredDrop: drop,
+    safe: true,
+    meetsBudget: drop <= 1,
+    source: 'search' as const,
+    chosen: false,
+    ...more,
+  });
+  const series = frontierSeries({
+    frontier: {
+      measured: 1,
+      points: [
+        p('data-guided', 8, 0.4, { chosen: true }),
+        p('uniform', 12, 0.9),
+        p('data-guided', 6, 1.3, { source: 'frontier' }),
+      ],
+    },
+  });
+  assert.deepEqual(
+    series.map((s) => [s.method, s.points.map((q) => [q.levels, q.drop, q.chosen, q.extra])]),
+    [
+      [
+        'data-guided',
+        [
+          [6, 1.3, false, true],
+          [8, 0.4, true, false],
+        ],
+      ],
+      ['uniform', [[12, 0.9, false, false]]],
+    ],
+  );
+  assert.deepEqual(frontierSeries({}), [], 'a report from before the frontier draws nothing');
 });

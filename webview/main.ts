@@ -23,7 +23,7 @@ import '@vscode-elements/elements/dist/vscode-option/index.js';
 import '@vscode-elements/elements/dist/vscode-progress-bar/index.js';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import type { FromWebview, ToWebview } from '../src/extension/messages';
-import type { LayerCurves } from '../src/extension/curves';
+import type { FrontierSeries, LayerCurves } from '../src/extension/curves';
 import type { LayerReport, Report } from '../src/core/report';
 
 Chart.register(
@@ -246,6 +246,46 @@ function drawDegrees(report: Report, selected: string): void {
   );
 }
 
+/** Measured drop against levels per method (the uniform baseline dashed); the result drawn larger. */
+function drawFrontier(series: FrontierSeries[]): void {
+  const c = colors();
+  const datasets = series.map((m, i) => ({
+    label: m.method,
+    data: m.points.map((p) => ({ x: p.levels, y: p.drop })),
+    borderColor: m.method === 'uniform' ? c.fg : [c.blue, c.orange][i % 2],
+    borderWidth: 1.5,
+    borderDash: m.method === 'uniform' ? [4, 4] : [],
+    pointRadius: m.points.map((p) => (p.chosen ? 6 : 3)),
+  }));
+  const at = (d: number, k: number) => series[d].points[k];
+  draw(
+    'frontier-chart',
+    {
+      type: 'line',
+      data: { datasets },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        parsing: false as const,
+        plugins: {
+          legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } },
+          tooltip: {
+            callbacks: {
+              label: (t) => {
+                const p = at(t.datasetIndex, t.dataIndex);
+                const ring = p.bootstraps ? `${p.bootstraps} bootstraps` : `N=${p.ringSize}`;
+                return `${series[t.datasetIndex].method}: ${fmt(p.drop)} pp at ${p.levels} levels (${ring})${p.chosen ? ', the result' : ''}`;
+              },
+            },
+          },
+        },
+        scales: axes(c, 'levels', 'measured drop, pp'),
+      },
+    },
+    datasets.reduce((t, d) => t + d.data.length, 0),
+  );
+}
+
 function row(cells: string[], head = false): string {
   const tag = head ? 'th' : 'td';
   return `<tr>${cells.map((x, i) => `<${tag}${i ? ' class="num"' : ''}>${x}</${tag}>`).join('')}</tr>`;
@@ -380,6 +420,7 @@ function render(): void {
   $('stale').hidden = !m.stale;
   renderSummary(r);
   renderEncrypted(r);
+  drawFrontier(m.frontier ?? []);
   const select = $<HTMLElement & { value: string }>('layer');
   select.innerHTML = r.layers
     .map(

@@ -81,3 +81,28 @@ export function reportCurves(report: Report): Record<string, LayerCurves> {
   for (const l of report.layers) out[l.name] = layerCurves(l);
   return out;
 }
+
+/** One method's accuracy-cost frontier as the panel draws it: measured drop against levels. */
+export interface FrontierSeries {
+  method: string;
+  points: { levels: number; drop: number; ringSize: number; bootstraps: number; chosen: boolean; extra: boolean }[];
+}
+
+/** The report's frontier (report.frontier) per method, by increasing levels; none for older reports. */
+export function frontierSeries(report: Pick<Report, 'frontier'>): FrontierSeries[] {
+  const points = report.frontier?.points ?? [];
+  return [...new Set(points.map((p) => p.method))].map((method) => ({
+    method,
+    points: points
+      .filter((p) => p.method === method)
+      .sort((a, b) => a.levels - b.levels)
+      .map((p) => ({
+        levels: p.levels,
+        drop: p.measuredDrop,
+        ringSize: p.ringSize,
+        bootstraps: p.bootstraps,
+        chosen: p.chosen,
+        extra: p.source === 'frontier',
+      })),
+  }));
+}

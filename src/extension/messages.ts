@@ -3,11 +3,18 @@
  * vscode-eslint's customMessages.ts): both sides import this file, nothing else defines messages.
  */
 import type { Report } from '../core/report';
-import type { LayerCurves } from './curves';
+import type { FrontierSeries, LayerCurves } from './curves';
 
 /** Host -> webview. */
 export type ToWebview =
-  | { type: 'report'; report: Report; curves: Record<string, LayerCurves>; stale: boolean; model: string }
+  | {
+      type: 'report';
+      report: Report;
+      curves: Record<string, LayerCurves>;
+      frontier: FrontierSeries[];
+      stale: boolean;
+      model: string;
+    }
   | { type: 'selectLayer'; node: string }
   | { type: 'progress'; fraction: number; message: string }
   | { type: 'error'; message: string; fix: string }

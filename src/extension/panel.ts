@@ -6,7 +6,7 @@
 import * as crypto from 'crypto';
 import * as vscode from 'vscode';
 import type { Report } from '../core/report';
-import { reportCurves } from './curves';
+import { frontierSeries, reportCurves } from './curves';
 import { FromWebview, ToWebview, isFromWebview } from './messages';
 
 export interface PanelHandlers {
@@ -64,7 +64,7 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   }
 
   showReport(report: Report, stale: boolean, model: string): void {
-    this.post({ type: 'report', report, curves: reportCurves(report), stale, model });
+    this.post({ type: 'report', report, curves: reportCurves(report), frontier: frontierSeries(report), stale, model });
   }
 
   select(node: string): void {
@@ -119,6 +119,9 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   </div>
   <h2>Model summary</h2>
   <table id="summary"></table>
+  <h2>Accuracy vs cost</h2>
+  <div class="chart"><canvas id="frontier-chart" aria-label="measured accuracy drop versus levels, per method"></canvas></div>
+  <div class="muted">The best choice measured on held-out data at each level count (the ring each needs in the tooltip); the larger point is the result. <code>heApprox.frontierPoints</code> measures more.</div>
   <h2>Layer</h2>
   <vscode-single-select id="layer"></vscode-single-select>
   <div id="layer-facts" class="muted"></div>

@@ -427,6 +427,11 @@ test('the side panel shows non-empty charts for a layer and the model summary', 
     });
     assert.ok(inked > 1000, `${id} has ${inked} drawn pixels`);
   }
+  // The accuracy-cost frontier: at least the rounds the two searches measured, one point each.
+  const frontier = frame.locator('canvas#frontier-chart');
+  await frontier.waitFor({ state: 'visible' });
+  const plotted = Number(await frontier.getAttribute('data-points'));
+  assert.ok(plotted >= 2, `the frontier chart plots ${plotted} points`);
   const summary = await frame.locator('#summary').innerText();
   assert.match(summary, /total depth \(levels\)\s+\d+\s+\d+/);
   assert.match(summary, /ring size N\s+32768/);
