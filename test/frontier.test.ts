@@ -1,7 +1,8 @@
 /** src/core/analysis/frontier.ts: the accuracy-cost frontier, its costs, and --frontier N end to end. */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { BOOTSTRAP_RING, paretoFront, ringFor, spreadPicks } from '../src/core/analysis/frontier';
+import { BOOTSTRAP_RING, paretoFront, spreadPicks } from '../src/core/analysis/frontier';
+import { ringFor } from '../src/core/he/params';
 import type { DegreePick } from '../src/core/analysis/selection';
 import { analyze } from '../src/core/analyze';
 import type { FrontierPoint } from '../src/core/report';

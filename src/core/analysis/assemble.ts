@@ -9,7 +9,7 @@ import { Fold, foldInto } from '../cost/fold';
 import { planBootstraps } from '../cost/bootstrap';
 import { criticalPath, fixedLevels } from '../cost/seriesParallel';
 import { Fit, FitMethod, assessFit, polyOf } from '../fit/fit';
-import { RING_LEVELS } from '../he/params';
+import { RING_LEVELS, ringFor } from '../he/params';
 import { GraphNode, actSpec } from '../model/graph';
 import { describeActivation } from '../numerics/activations';
 import { ValueStats } from '../profile/stats';
@@ -138,11 +138,9 @@ function roundExtras(a: Assembly, r: Round): number[] {
   let extras = acts.map(() => 0);
   if (a.s.spareLevels && !a.bootstrapping) {
     const depth = networkDepth(g, new Map(acts.map((n, l) => [n.id, layerCost(a, r, l, 0).depth])));
-    const chain = Object.values(RING_LEVELS)
-      .sort((x, y) => x - y)
-      .find((lv) => lv >= depth);
-    if (chain !== undefined)
-      extras = spendSpareLevels(g, acts, (l, e) => layerCost(a, r, l, e), Math.min(chain, a.s.levelBudget));
+    const ring = ringFor(depth);
+    if (ring !== null)
+      extras = spendSpareLevels(g, acts, (l, e) => layerCost(a, r, l, e), Math.min(RING_LEVELS[ring], a.s.levelBudget));
   }
   spareCache.set(r, extras);
   return extras;

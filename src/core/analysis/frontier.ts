@@ -12,7 +12,7 @@ import { OpCosts, polyCost, publishedCosts } from '../cost/cost';
 import { planBootstraps } from '../cost/bootstrap';
 import { cachedSealCosts } from '../cost/sealCosts';
 import { Fit, FitMethod, polyOf } from '../fit/fit';
-import { RING_LEVELS } from '../he/params';
+import { ringFor } from '../he/params';
 import { bootstrapSpec, cachedLattigoCosts } from '../he/lattigoCosts';
 import type { Graph, GraphNode } from '../model/graph';
 import type { FrontierPoint, FrontierReport, SelectionAttempt } from '../report';
@@ -20,14 +20,6 @@ import type { DegreePick } from './selection';
 
 /** The ring bootstrapping runs at (Lattigo's 128-bit parameters, engines/lattigo/params.go). */
 export const BOOTSTRAP_RING = 65536;
-
-/** The smallest SEAL ring whose 128-bit chain holds `levels`; null: none does (the network needs bootstrapping). */
-export function ringFor(levels: number): number | null {
-  const rings = Object.keys(RING_LEVELS)
-    .map(Number)
-    .sort((a, b) => a - b);
-  return rings.find((n) => RING_LEVELS[n] >= levels) ?? null;
-}
 
 /** What a choice's cost is computed from. */
 export interface CostContext {
@@ -39,15 +31,8 @@ export interface CostContext {
   bootstrapLevels: number;
   /** Costs on the bootstrapping ring (Lattigo's, measured, where cached; `bootstrap` in ms). */
   bootstrapped: OpCosts;
-}
-
-/** Bootstraps a choice needs at `bootstrapLevels` levels between them (cost/bootstrap.ts). */
-function bootstrapsOf(c: CostContext, fits: Fit[]): number {
-  const costs = publishedCosts(BOOTSTRAP_RING); // levels do not depend on the costs
-  const depths = new Map(
-    c.acts.map((a, l) => [a.id, polyCost(c.g, a, polyOf(fits[l]), fits[l].degree, costs, c.fold).depth]),
-  );
-  return planBootstraps(c.g, depths, c.bootstrapLevels).bootstraps;
+  /** Costs on a SEAL ring: measured where cached (read once per ring), else published. */
+  sealCosts: (ring: number) => OpCosts;
 }
 
 /**
@@ -60,12 +45,13 @@ export function pointCost(
   levels: number,
 ): Pick<FrontierPoint, 'levels' | 'ringSize' | 'bootstraps' | 'estLatencyMs'> {
   const ring = ringFor(levels);
-  const costs = ring ? (cachedSealCosts(ring) ?? publishedCosts(ring)) : c.bootstrapped;
-  const activations = c.acts.reduce(
-    (t, a, l) => t + polyCost(c.g, a, polyOf(fits[l]), fits[l].degree, costs, c.fold).latencyMs,
-    0,
-  );
-  const bootstraps = ring ? 0 : bootstrapsOf(c, fits);
+  const costs = ring ? c.sealCosts(ring) : c.bootstrapped;
+  const layers = c.acts.map((a, l) => polyCost(c.g, a, polyOf(fits[l]), fits[l].degree, costs, c.fold));
+  const activations = layers.reduce((t, x) => t + x.latencyMs, 0);
+  // Bootstraps at `bootstrapLevels` levels between them (cost/bootstrap.ts), from the same layers' levels.
+  const bootstraps = ring
+    ? 0
+    : planBootstraps(c.g, new Map(c.acts.map((a, l) => [a.id, layers[l].depth])), c.bootstrapLevels).bootstraps;
   return {
     levels,
     ringSize: ring ?? BOOTSTRAP_RING,
@@ -164,7 +150,12 @@ export function costContext(
   s: { fold?: boolean; bootstrapLevels: number },
 ): CostContext {
   const bootstrapped = cachedLattigoCosts(bootstrapSpec(s.bootstrapLevels)) ?? publishedCosts(BOOTSTRAP_RING);
-  return { g, acts, candidates, fold: s.fold, bootstrapLevels: s.bootstrapLevels, bootstrapped };
+  const seal = new Map<number, OpCosts>();
+  const sealCosts = (ring: number) => {
+    if (!seal.has(ring)) seal.set(ring, cachedSealCosts(ring) ?? publishedCosts(ring));
+    return seal.get(ring)!;
+  };
+  return { g, acts, candidates, fold: s.fold, bootstrapLevels: s.bootstrapLevels, bootstrapped, sealCosts };
 }
 
 /**

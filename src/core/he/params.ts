@@ -8,6 +8,14 @@ import * as os from 'os';
 import { UserError } from '../errors';
 
 export const RING_LEVELS: Record<number, number> = { 8192: 2, 16384: 7, 32768: 19 };
+
+/** The smallest ring whose 128-bit chain holds `levels`; null: none does (the network needs bootstrapping). */
+export function ringFor(levels: number): number | null {
+  const rings = Object.keys(RING_LEVELS)
+    .map(Number)
+    .sort((a, b) => a - b);
+  return rings.find((n) => RING_LEVELS[n] >= levels) ?? null;
+}
 export const SCALE_BITS = 40;
 
 export interface CkksParams {
