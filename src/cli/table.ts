@@ -141,18 +141,40 @@ function frontierTable(r: Report): string[] {
   ];
 }
 
+/** Fine-tuning inside the choice: every choice fine-tuned, and the cheaper result it bought. */
+function finetuneTries(r: Report): string[] {
+  const ft = r.finetune!;
+  const out: string[] = [];
+  const where = (x: { levels: number; ringSize: number; bootstraps: number }) =>
+    `${x.levels} levels, N=${x.ringSize}${x.bootstraps ? `, ${x.bootstraps} bootstraps` : ''}`;
+  const kept = ft.tries?.find((t) => t.kept);
+  if (ft.from && kept)
+    out.push(
+      `fine-tuning bought a cheaper result: ${where(kept)} at ${f2(kept.measuredDrop)} pp after fine-tuning, where the analysis alone chose ${where(ft.from)} (${f2(ft.from.measuredDrop)} pp)`,
+    );
+  if ((ft.tries?.length ?? 0) > 1 || ft.from)
+    for (const t of ft.tries ?? [])
+      out.push(
+        `  tried ${where(t)}: ${f2(t.startDrop)} -> ${f2(t.measuredDrop)} pp (${t.seconds.toFixed(0)} s), ${t.kept ? 'kept' : `not kept: ${t.why}`}`,
+      );
+  return out;
+}
+
 export function renderReport(r: Report): string {
   const out: string[] = [];
   const metric = r.metric === 'top1-vs-labels' ? 'top-1 vs labels' : 'agreement with the original model (no labels)';
   const levels = r.bootstrapping.planned
     ? `bootstrapping every ${r.bootstrapping.levelsPerBootstrap} levels (${r.options.bootstrap ? 'as asked' : `deeper than SEAL's ${r.levelBudget} at N=${r.options.ringSize}`})`
     : `${r.levelBudget} levels (N=${r.options.ringSize})`;
+  const target = r.options.target
+    ? `, target: at most ${r.options.target.levels !== undefined ? `${r.options.target.levels} levels` : `${r.options.target.bootstraps} bootstraps`}`
+    : '';
   const trees = r.layers.filter((l) => l.maxTree).length;
   const what = trees
     ? `${r.layers.length - trees} activations, ${r.maxPooling?.pools.length ?? 0} max pooling as ${trees} |x|`
     : `${r.layers.length} activations`;
   out.push(
-    `he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}, backend ${r.backend}`,
+    `he-approx ${r.tool.version}: ${r.model.name} (${what}), ${r.options.method === 'data' ? `data-guided${r.options.perChannel ? ' per-channel' : ''}` : r.options.method} fit, budget ${r.options.budget} pp, ${levels}${target}, backend ${r.backend}`,
   );
   out.push(
     `data: ${r.data.calibration} calibration + ${r.data.heldout} held-out samples (seed ${r.data.seed}); accuracy = ${metric}`,
@@ -174,6 +196,7 @@ export function renderReport(r: Report): string {
         ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
         `${ft.exported ? `, written to ${ft.exported}` : ''}`,
     );
+    out.push(...finetuneTries(r));
     if (ft.notExported) out.push(`note: ${ft.notExported}`);
     for (const f of ft.frozen) out.push(`note: fine-tuning kept ${f.layer}'s kernel fixed (${f.reason})`);
   }

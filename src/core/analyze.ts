@@ -11,21 +11,22 @@ import { cachedSealCosts } from './cost/sealCosts';
 import { bootstrapSpec, cachedLattigoCosts } from './he/lattigoCosts';
 import { UserError } from './errors';
 import { Fit, FitMethod, polyOf, polysOf } from './fit/fit';
-import { costContext, measureFrontier, methodName, spreadPicks } from './analysis/frontier';
+import { CostContext, costContext, measureFrontier, methodName, spreadPicks } from './analysis/frontier';
+import { cheapestMeeting, withinTarget } from './analysis/choice';
+import { finetuneChoice } from './analysis/finetuneChoice';
 import type { FrontierPoint } from './report';
 import { initBackend } from './model/backend';
 import { Executor, PolyActivation } from './model/execute';
 import { HeldoutCache, channelMeans, profileActivations } from './profile/profiler';
 import { Report } from './report';
 import { assembleReport, toolVersion } from './analysis/assemble';
-import { finetuneStage } from './analysis/finetuneStage';
 import { fitStage } from './analysis/fitStage';
 import { Inputs, loadInputs } from './analysis/inputs';
 import { checkAnalysisMemory, outOfMemory } from './analysis/memory';
 import { StageClock } from './analysis/clock';
 import { refinementVariants } from './analysis/refine';
-import { Round, SearchResult, searchDegrees } from './analysis/search';
-import { DegreeChooser } from './analysis/selection';
+import { Round, SearchResult, plainRound, roundAttempt, searchDegrees } from './analysis/search';
+import { DegreeChooser, DegreePick } from './analysis/selection';
 import { screenCandidates } from './analysis/sensitivity';
 import { AnalyzeOptions, Settings, resolveSettings } from './analysis/settings';
 import { measureAveragePooling, measureHeldout, measureSubset } from './analysis/verify';
@@ -76,10 +77,19 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     const measured = await measureCandidates(run);
     const selection = selectionOf(run, measured);
     const searched = await searchStage(run, measured, selection);
-    const { final, bootstrapping } = searched;
-    if (!final.result) throw infeasible(s, selection);
-    const frontier = await frontierStage(run, measured, selection, searched);
-    const finetuned = await finetuneResult(run, measured, selection, final.result);
+    const { bootstrapping } = searched;
+    if (!searched.final.result) throw infeasible(s, selection);
+    const c = costContext(inputs.model.graph, inputs.acts, measured.fit.candidates.get(s.method)!, s);
+    const frontier = await frontierStage(run, measured, selection, searched, c);
+    let final = byLatency(run, c, searched.final, frontier.rounds);
+    const finetuned = await finetuneResult(run, measured, selection, { ...searched, final }, c, frontier.rounds);
+    if (finetuned) {
+      final = {
+        ...final,
+        result: finetuned.result,
+        attempts: finetuned.attempt ? [...final.attempts, finetuned.attempt] : final.attempts,
+      };
+    }
     if (finetuned?.model) o.onFinetuned?.(finetuned.model);
 
     // The max trees are in every figure; the usual substitute, average pooling, is measured beside them.
@@ -118,7 +128,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       bootstrapping,
       linearDepth: selection.linearDepth,
       averagePooling,
-      frontier,
+      frontier: [...frontier.points, ...(finetuned?.points ?? [])],
+      finetunedKept: !!finetuned?.model,
       timings: clock.finish(),
     });
     if (finetuned) report.finetune = finetuned.report;
@@ -207,12 +218,18 @@ async function searchStage(run: Run, measured: Measured, sel: Selection) {
   const { acts, ds } = inputs;
   const { fit, cache, screen, screenIdx, baseAccuracy } = measured;
   const meets = (depth: number) => sel.frontierOf(s.method, depth).some((p) => p.predictedDrop <= s.budget + 1e-9);
-  let bootstrapping =
-    s.bootstrap ||
-    (!s.levelBudgetGiven &&
-      acts.length > 0 &&
-      (sel.linearDepth > s.levelBudget || !meets(s.levelBudget)) &&
-      meets(Infinity));
+  // A target decides the chain itself: a bootstrap count, or more levels than SEAL's chain holds.
+  let bootstrapping = s.target
+    ? s.bootstrap || s.target.bootstraps !== undefined || (s.target.levels ?? 0) > s.levelBudget
+    : s.bootstrap ||
+      (!s.levelBudgetGiven &&
+        acts.length > 0 &&
+        (sel.linearDepth > s.levelBudget || !meets(s.levelBudget)) &&
+        meets(Infinity));
+  const frontierFor = (m: FitMethod, maxDepth: number) =>
+    targetFrontier(run, sel, fit.candidates.get(m)!, m, sel.frontierOf(m, maxDepth));
+  if (s.target && acts.length && !frontierFor(s.method, bootstrapping ? Infinity : s.levelBudget).length)
+    throw offTarget(s, sel, bootstrapping);
 
   // Where the search's progress stands: the tuning refinement reports at the current round's.
   const at = { search: 0.05 };
@@ -224,7 +241,7 @@ async function searchStage(run: Run, measured: Measured, sel: Selection) {
       candidates: fit.candidates.get(m)!,
       layerDepth: (l, f, off) => sel.layerDepth(l, polyOf(f, off), f.degree),
       costs: sel.costs.get(m)!,
-      frontier: sel.frontierOf(m, maxDepth),
+      frontier: frontierFor(m, maxDepth),
       budget: s.budget,
       baseAccuracy,
       check: (fits) =>
@@ -254,7 +271,7 @@ async function searchStage(run: Run, measured: Measured, sel: Selection) {
   // First order found the chain enough and measurement did not: without a level budget of the
   // user's, the deeper choices a library with bootstrapping runs get their search too.
   const met = (r: SearchResult) => !!r.result && r.result.drop <= s.budget + 1e-9 && r.result.measured.safe;
-  if (!bootstrapping && !s.levelBudgetGiven && acts.length > 0 && !met(final)) {
+  if (!bootstrapping && !s.levelBudgetGiven && !s.target && acts.length > 0 && !met(final)) {
     const deeper = await search(s.method, Infinity);
     if (met(deeper)) {
       final = {
@@ -262,6 +279,7 @@ async function searchStage(run: Run, measured: Measured, sel: Selection) {
         rounds: final.rounds + deeper.rounds,
         checks: final.checks + deeper.checks,
         attempts: [...final.attempts, ...deeper.attempts],
+        all: [...final.all, ...deeper.all],
       };
       bootstrapping = true;
     }
@@ -323,25 +341,76 @@ async function frontierStage(
   { o, s, clock, inputs }: Run,
   { fit, cache, baseAccuracy }: Measured,
   sel: Selection,
-  { final, uniform, bootstrapping }: Awaited<ReturnType<typeof searchStage>>,
-): Promise<FrontierPoint[]> {
-  if (s.frontier <= 0) return [];
+  { final, uniform, bootstrapping }: Searched,
+  c: CostContext,
+): Promise<{ points: FrontierPoint[]; rounds: Round[] }> {
+  if (s.frontier <= 0) return { points: [], rounds: [] };
   const { acts } = inputs;
-  const c = costContext(inputs.model.graph, acts, fit.candidates.get(s.method)!, s);
   const picks = spreadPicks(
     sel.frontierOf(s.method, bootstrapping ? Infinity : s.levelBudget),
     s.frontier,
     uniform.result?.pick.depth ?? Infinity,
   );
-  const measure = async (fits: Fit[]) => {
-    const polys = polysOf(acts, new Map(acts.map((a, l) => [a.id, fits[l]])), new Map());
-    const m = await measureHeldout(cache, acts, polys, o.signal);
-    return { drop: 100 * (baseAccuracy - m.accuracy), safe: m.safe };
-  };
+  const measure = (p: DegreePick) =>
+    plainRound(acts, fit.candidates.get(s.method)!, p, baseAccuracy, (fits) =>
+      measureHeldout(cache, acts, polysOf(acts, fits, new Map()), o.signal),
+    );
   return clock.timed('frontier', () =>
     measureFrontier(c, methodName(s.method), picks, final.attempts, s.budget, measure, (k, n) =>
       clock.progress('frontier', k / n, `frontier: ${k} of ${n} choices measured`),
     ),
+  );
+}
+type Searched = Awaited<ReturnType<typeof searchStage>>;
+
+/**
+ * Cost by latency (choice.ts): of the rounds measured that meet the budget, the search's and
+ * --frontier's, the cheapest to run is the result. A target's result stays the target's.
+ */
+function byLatency({ s, inputs }: Run, c: CostContext, final: SearchResult, extra: Round[]): SearchResult {
+  if (s.target || !final.result) return final;
+  const best = cheapestMeeting(c, [final.result, ...final.all, ...extra], s.budget);
+  if (!best || best === final.result) return final;
+  const attempts = extra.includes(best)
+    ? [...final.attempts, roundAttempt(inputs.acts, best, 'frontier', s.budget)]
+    : final.attempts;
+  return { ...final, result: best, attempts };
+}
+
+/** With a target, the frontier's most accurate choice within it (the search then measures that one); else F. */
+function targetFrontier(
+  { s, inputs }: Run,
+  sel: Selection,
+  candidates: Fit[][],
+  m: FitMethod,
+  F: DegreePick[],
+): DegreePick[] {
+  if (!s.target) return F;
+  // A picked point names the method's degrees; the baseline is held to its cost only.
+  const t = m === s.method ? s.target : { ...s.target, degrees: undefined };
+  const within = withinTarget(F, t, {
+    g: inputs.model.graph,
+    acts: inputs.acts,
+    depth: (l, k) => sel.costs.get(m)![l][k].depth,
+    degree: (l, k) => candidates[l][k].degree,
+    bootstrapLevels: s.bootstrapLevels,
+  });
+  return within.slice(-1);
+}
+
+/** No choice within the target: the refusal names the least any choice needs. */
+function offTarget(s: Settings, sel: Selection, bootstrapping: boolean): UserError {
+  const F = sel.frontierOf(s.method, bootstrapping ? Infinity : s.levelBudget);
+  const what =
+    s.target!.levels !== undefined
+      ? `--target-levels ${s.target!.levels}`
+      : `--target-bootstraps ${s.target!.bootstraps}`;
+  return new UserError(
+    'BUDGET_INFEASIBLE',
+    `no choice of degrees in {${s.degrees.join(', ')}} is within ${what}: the cheapest needs ${F[0]?.depth ?? '?'} levels (the linear layers alone ${sel.linearDepth})`,
+    s.target!.levels !== undefined
+      ? 'raise --target-levels, or allow lower degrees with --degrees'
+      : 'raise --target-bootstraps, lower --degrees, or pass --bootstrap-levels for a library with more levels between bootstraps',
   );
 }
 
@@ -360,23 +429,37 @@ function infeasible(s: Settings, sel: Selection): UserError {
   );
 }
 
-/** Optional: fine-tune weights and coefficients from the chosen result (same degrees and levels). */
-function finetuneResult({ o, s, clock, inputs }: Run, measured: Measured, sel: Selection, round: Round) {
+/**
+ * Optional: fine-tuning inside the choice (finetuneChoice.ts): from cheaper choices than the
+ * result first, kept where they then meet the budget, else from the result.
+ */
+function finetuneResult(
+  { o, s, clock, inputs }: Run,
+  measured: Measured,
+  sel: Selection,
+  { final, bootstrapping }: Searched,
+  c: CostContext,
+  extra: Round[],
+) {
   if (s.finetuneEpochs <= 0) return null;
   const { acts } = inputs;
   return clock.timed('finetune', () =>
-    finetuneStage({
+    finetuneChoice({
       g: inputs.model.graph,
       acts,
       ds: inputs.ds,
       split: inputs.split,
-      round,
+      cache: measured.cache,
       baseAccuracy: measured.baseAccuracy,
-      epochs: s.finetuneEpochs,
-      seed: s.seed,
-      batchSize: s.batchSize,
+      method: methodName(s.method),
+      c,
+      F: sel.frontierOf(s.method, bootstrapping ? Infinity : s.levelBudget),
+      rounds: [...final.all, ...extra],
+      result: final.result!,
+      target: s.target,
+      s,
       signal: o.signal,
-      layerDepth: (l, p) => sel.layerDepth(l, p, round.fits.get(acts[l].id)!.degree),
+      layerDepth: sel.layerDepth,
       onProgress: (f, msg) => clock.progress('finetune', f, msg),
     }),
   );

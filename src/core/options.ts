@@ -150,6 +150,26 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     setting: { name: 'bootstrap', default: false },
   },
   {
+    key: 'targetLevels',
+    flag: 'target-levels',
+    cli: 'value',
+    check: isPosInt,
+    what: 'a positive integer',
+    defaultText: 'none (the cheapest choice that meets the budget)',
+    help: 'answer with the most accurate choice of at most N levels, whatever its drop (a parameter set you must hit)',
+    setting: { name: 'targetLevels', default: 0, toOption: zeroIsDefault },
+  },
+  {
+    key: 'targetBootstraps',
+    flag: 'target-bootstraps',
+    cli: 'value',
+    check: isPosInt,
+    what: 'a positive integer',
+    defaultText: 'none (the cheapest choice that meets the budget)',
+    help: 'plan for bootstrapping and answer with the most accurate choice of at most N bootstraps, whatever its drop',
+    setting: { name: 'targetBootstraps', default: 0, toOption: zeroIsDefault },
+  },
+  {
     key: 'ringSize',
     flag: 'ring-size',
     cli: 'value',
@@ -372,7 +392,7 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     what: 'an integer in 0..1000',
     default: 0,
     defaultText: '0 (off)',
-    help: 'after the analysis, fine-tune weights and coefficients on the labelled calibration data for N epochs (same degrees and levels; needs --labels); --out then also writes finetuned/',
+    help: "fine-tune weights and coefficients on the labelled calibration data for N epochs, first from the best choices of up to two cheaper rings or bootstrap counts than the analysis's (kept if one meets the budget), else from its result (needs --labels); --out then also writes finetuned/",
   },
 ];
 

@@ -212,8 +212,11 @@ export interface FrontierPoint {
   measuredDrop: number;
   safe: boolean;
   meetsBudget: boolean;
-  /** 'search': a round the search ran anyway; 'frontier': measured for --frontier N (plain fits). */
-  source: 'search' | 'frontier';
+  /**
+   * 'search': a round the search ran anyway; 'frontier': measured for --frontier N (plain fits);
+   * 'finetuned': a choice after fine-tuning inside the choice (method '<method> + fine-tuning').
+   */
+  source: 'search' | 'frontier' | 'finetuned';
   /** The analysis's result. */
   chosen: boolean;
 }
@@ -228,9 +231,12 @@ export interface FrontierReport {
 export interface SelectionAttempt {
   /**
    * 'selected': the first choice; 'tightened': chosen for a lower predicted drop after a round
-   * over budget; 'relaxed': a cheaper choice tried after a round met the budget with room to spare.
+   * over budget; 'relaxed': a cheaper choice tried after a round met the budget with room to spare;
+   * 'frontier': a --frontier N choice that met the budget at a lower estimated latency than the
+   * search's, and so became the result; 'finetuned': a cheaper choice that met the budget after
+   * fine-tuning (its measuredDrop is before fine-tuning; FinetuneReport.tries).
    */
-  why: 'selected' | 'tightened' | 'relaxed';
+  why: 'selected' | 'tightened' | 'relaxed' | 'frontier' | 'finetuned';
   degrees: Record<string, number>;
   /** The network's levels with these degrees (its longest path). */
   depth: number;
@@ -365,8 +371,43 @@ export interface FinetuneReport {
   exported?: string | null;
   /** Why a kept fine-tuning was not exported, if it was not. */
   notExported?: string;
+  /**
+   * Fine-tuning inside the choice: every choice fine-tuned, in order: the best of each tier (ring,
+   * then bootstraps) cheaper than the analysis's result, nearest first, while they meet the budget
+   * after fine-tuning; then the result itself if none did (analysis/finetuneChoice.ts).
+   */
+  tries?: FinetuneTry[];
+  /**
+   * Fine-tuning bought a cheaper choice than the analysis's: the analysis's own result, which the
+   * report's result (`final`, `layers`) replaced; null when the result is the analysis's.
+   */
+  from?: {
+    degrees: Record<string, number>;
+    levels: number;
+    ringSize: number;
+    bootstraps: number;
+    measuredDrop: number;
+  } | null;
   /** The fine-tuned polynomials, by activation node (intervals as in `layers[].chosen`). */
   layers: { node: number; coeffs: number[]; channels: ChannelFits | null; channelOffset: number[] | null }[];
+}
+
+/** One choice fine-tuned (FinetuneReport.tries). */
+export interface FinetuneTry {
+  degrees: Record<string, number>;
+  levels: number;
+  ringSize: number;
+  bootstraps: number;
+  estLatencyMs: number;
+  /** Measured drop on held-out data before and after fine-tuning. */
+  startDrop: number;
+  measuredDrop: number;
+  safe: boolean;
+  kept: boolean;
+  /** Training seconds. */
+  seconds: number;
+  /** Why it was not kept, if it was not. */
+  why: string | null;
 }
 
 export interface AnalyzeOptionsReport {
@@ -387,6 +428,11 @@ export interface AnalyzeOptionsReport {
   bootstrapLevels: number;
   /** Planned for bootstrapping even where SEAL's chain would hold the network (--bootstrap). */
   bootstrap?: boolean;
+  /**
+   * --target-levels / --target-bootstraps: the result is the most accurate choice within this cost
+   * (absent: none); `degrees`: a frontier point picked in the editor's panel, exactly.
+   */
+  target?: { levels?: number; bootstraps?: number; degrees?: Record<string, number> } | null;
   ringSize: number;
   method: FitMethod;
   /** Data-guided fits per channel (true) or per layer. */

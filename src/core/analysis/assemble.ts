@@ -26,6 +26,7 @@ import {
 import type { FitStage } from './fitStage';
 import { toolVersion } from '../version';
 import { frontierReport, methodName } from './frontier';
+import { reportOptions } from './settings';
 import type { Inputs } from './inputs';
 import type { SearchResult } from './search';
 import type { Screen } from './sensitivity';
@@ -56,8 +57,10 @@ export interface Assembly {
   linearDepth: number;
   /** Average pooling in place of the max poolings, measured (null without max pooling). */
   averagePooling: { accuracy: number; drop: number } | null;
-  /** Frontier points measured for --frontier N (none by default). */
+  /** Frontier points measured for --frontier N and by fine-tuning inside the choice (none by default). */
   frontier: FrontierPoint[];
+  /** Fine-tuning was kept: the result the user deploys is the fine-tuned one (its frontier point is marked). */
+  finetunedKept?: boolean;
   timings: Record<string, number>;
 }
 
@@ -397,39 +400,20 @@ function reportNotes(
   return notes;
 }
 
-/** The settings as the report records them. */
-function reportOptions(a: Assembly): Report['options'] {
-  const { s, inputs } = a;
-  return {
-    inputScale: inputs.prep.scale ?? 'auto',
-    inputNormalization: inputs.prep.normalize ?? null,
-    budget: s.budget,
-    levelBudget: s.levelBudget,
-    degrees: s.degrees,
-    margin: s.margin,
-    marginGrowth: s.marginGrowth,
-    floor: s.floor,
-    batchSize: s.batchSize,
-    reservoir: s.reservoir,
-    refineSamples: s.refineSamples,
-    screenSamples: s.screenSamples,
-    bootstrapLevels: s.bootstrapLevels,
-    bootstrap: s.bootstrap,
-    ringSize: s.ringSize,
-    method: s.method,
-    perChannel: s.perChannel,
-    tune: s.tune,
-    fold: s.fold,
-    spareLevels: s.spareLevels,
-    tuneLabelWeight: s.tune && inputs.ds.labels ? s.labelWeight : 0,
-  };
-}
-
-/** The searches whose rounds are frontier points: the method's and the uniform baseline's. */
-function frontierSearches(a: Assembly) {
+/** The report's frontier: both searches' rounds (the method's and the uniform baseline's) and the points measured besides. */
+function reportFrontier(a: Assembly, final: MethodSummary) {
   const runs: [FitMethod, SearchResult][] = [[a.s.method, a.final]];
   if (a.s.method !== 'uniform') runs.push(['uniform', a.uniform]);
-  return runs.map(([method, run]) => ({ method, candidates: a.fit.candidates.get(method)!, attempts: run.attempts }));
+  const searches = runs.map(([method, run]) => ({
+    method,
+    candidates: a.fit.candidates.get(method)!,
+    attempts: run.attempts,
+  }));
+  const method = a.finetunedKept ? `${final.method} + fine-tuning` : final.method;
+  return frontierReport(a.inputs.model.graph, a.inputs.acts, a.s, searches, a.frontier, {
+    method,
+    degrees: final.degrees,
+  });
 }
 
 export function assembleReport(a: Assembly): Report {
@@ -469,7 +453,7 @@ export function assembleReport(a: Assembly): Report {
       sha256: sha256(o.data),
       notes: [...new Set(ds.notes)],
     },
-    options: reportOptions(a),
+    options: reportOptions(a.s, a.inputs.prep, !!a.inputs.ds.labels),
     backend: a.backend,
     costs: a.opCosts,
     metric: ds.labels ? 'top1-vs-labels' : 'agreement-with-original',
@@ -478,7 +462,7 @@ export function assembleReport(a: Assembly): Report {
     final,
     uniform,
     refinements: fr.refinements,
-    frontier: frontierReport(inputs.model.graph, inputs.acts, s, frontierSearches(a), a.frontier, final),
+    frontier: reportFrontier(a, final),
     maxPooling,
     heIncompatible: incompatible.list,
     levelBudget: s.levelBudget,

@@ -29,6 +29,12 @@ export interface FinetuneStageInput {
   batchSize: number;
   signal?: AbortSignal;
   onProgress?: Progress;
+  /**
+   * Keep the fine-tuned model only at this measured drop or below (default: the round's own, so
+   * that fine-tuning never makes the analysis's result worse; a cheaper choice than the result
+   * must meet the budget instead).
+   */
+  keepAtMost?: number;
   /** Levels of activation l evaluated as polynomial p (the cost model's, folds included). */
   layerDepth: (l: number, p: PolyActivation) => number;
 }
@@ -65,7 +71,7 @@ export async function finetuneStage(
   const levelsUp = i.acts
     .filter((a, l) => i.layerDepth(l, r.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!))
     .map((a) => a.name);
-  const kept = m.safe && drop <= i.round.drop + 1e-9 && !levelsUp.length;
+  const kept = m.safe && drop <= (i.keepAtMost ?? i.round.drop) + 1e-9 && !levelsUp.length;
   const report: FinetuneReport = {
     epochs: i.epochs,
     ...FINETUNE_DEFAULTS,

@@ -17,6 +17,7 @@ import { bootstrapSpec, cachedLattigoCosts } from '../he/lattigoCosts';
 import type { Graph, GraphNode } from '../model/graph';
 import type { FrontierPoint, FrontierReport, SelectionAttempt } from '../report';
 import type { DegreePick } from './selection';
+import type { Round } from './search';
 
 /** The ring bootstrapping runs at (Lattigo's 128-bit parameters, engines/lattigo/params.go). */
 export const BOOTSTRAP_RING = 65536;
@@ -67,7 +68,7 @@ export function fitsOf(c: CostContext, degrees: Record<string, number>): Fit[] |
 }
 
 /** A measured choice as a frontier point, at its cost. */
-function point(
+export function point(
   c: CostContext,
   method: string,
   degrees: Record<string, number>,
@@ -160,7 +161,8 @@ export function costContext(
 
 /**
  * --frontier N: N choices of the method's first-order frontier (spreadPicks) that the search did
- * not measure, each measured with its plain fits on the held-out samples.
+ * not measure, each measured with its plain fits on the held-out samples (search.ts: plainRound);
+ * their rounds too, since one may become the result (choice.ts: cheapestMeeting).
  */
 export async function measureFrontier(
   c: CostContext,
@@ -168,27 +170,31 @@ export async function measureFrontier(
   picks: DegreePick[],
   measured: SelectionAttempt[],
   budget: number,
-  measure: (fits: Fit[]) => Promise<{ drop: number; safe: boolean }>,
+  measure: (p: DegreePick) => Promise<Round>,
   onPoint?: (k: number, n: number) => void,
-): Promise<FrontierPoint[]> {
+): Promise<{ points: FrontierPoint[]; rounds: Round[] }> {
   const done = new Set(measured.map((a) => JSON.stringify(a.degrees)));
-  const out: FrontierPoint[] = [];
+  const points: FrontierPoint[] = [];
+  const rounds: Round[] = [];
   for (const [k, p] of picks.entries()) {
     const fits = c.acts.map((_, l) => c.candidates[l][p.picks[l]]);
     const degrees = Object.fromEntries(c.acts.map((a, l) => [a.name, fits[l].degree]));
     if (done.has(JSON.stringify(degrees))) continue;
-    out.push(point(c, method, degrees, fits, p.depth, await measure(fits), budget, 'frontier'));
+    const r = await measure(p);
+    rounds.push(r);
+    points.push(point(c, method, degrees, fits, p.depth, { drop: r.drop, safe: r.measured.safe }, budget, 'frontier'));
     onPoint?.(k + 1, picks.length);
   }
-  return out;
+  return { points, rounds };
 }
 
 /** A method as reports name it. */
 export const methodName = (m: FitMethod) => (m === 'data' ? 'data-guided' : m);
 
 /**
- * The report's frontier: the rounds both searches measured anyway and the points --frontier N
- * measured (`extra`), each at its cost; per method the best at each cost, the result marked.
+ * The report's frontier: the rounds both searches measured anyway and the points --frontier N and
+ * fine-tuning inside the choice measured (`extra`), each at its cost; per method the best at each
+ * cost, the result marked.
  */
 export function frontierReport(
   g: Graph,
@@ -201,11 +207,22 @@ export function frontierReport(
   const points = [
     ...searches.flatMap(({ method, candidates, attempts }) => {
       const c = costContext(g, acts, candidates, s);
-      return attempts.flatMap((t) => attemptPoint(c, methodName(method), t, s.budget) ?? []);
+      // A --frontier point that became the result is an attempt too: its point is the extra one.
+      return attempts.flatMap((t) =>
+        t.why === 'frontier' ? [] : (attemptPoint(c, methodName(method), t, s.budget) ?? []),
+      );
     }),
     ...extra,
   ];
   const key = JSON.stringify(final.degrees);
   for (const p of points) p.chosen = p.method === final.method && JSON.stringify(p.degrees) === key;
-  return { points: paretoFront(points), measured: extra.length };
+  // A choice recorded twice (a search round that fine-tuning started from is a 'finetuned' attempt too) counts once.
+  const seen = new Set<string>();
+  const once = points.filter((p) => {
+    const k = `${p.method}|${JSON.stringify(p.degrees)}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+  return { points: paretoFront(once), measured: extra.filter((p) => p.source === 'frontier').length };
 }

@@ -41,6 +41,8 @@ export interface SearchResult {
   /** Exact checks on the screen samples (tier 2). */
   checks: number;
   attempts: SelectionAttempt[];
+  /** Every full round, in order (its best refinement): where fine-tuning inside the choice starts (analysis/choice.ts). */
+  all: Round[];
 }
 
 type Measured = Variant & { measured: Measurement; drop: number; safe: boolean };
@@ -75,6 +77,54 @@ function better<T extends { drop: number; measured: Measurement }>(a: T | null, 
   return b.drop < a.drop - 1e-9 ? b : a;
 }
 
+const plainDescription = (candidates: Fit[][]) =>
+  `each ${candidates[0]?.[0]?.channels ? 'channel' : 'layer'} fitted to the data recorded in the original model`;
+
+/**
+ * A round of a choice's plain fits alone, measured on held-out data (no refinements): a --frontier
+ * point, or where fine-tuning inside the choice starts when the search never measured the choice.
+ */
+export async function plainRound(
+  acts: GraphNode[],
+  candidates: Fit[][],
+  pick: DegreePick,
+  baseAccuracy: number,
+  measure: (fits: Map<number, Fit>) => Promise<Measurement>,
+): Promise<Round> {
+  const fits = new Map(acts.map((a, l) => [a.id, candidates[l][pick.picks[l]]]));
+  const m = await measure(fits);
+  const drop = 100 * (baseAccuracy - m.accuracy);
+  const refinement: Refinement = {
+    name: 'plain',
+    description: plainDescription(candidates),
+    accuracy: m.accuracy,
+    measuredDrop: drop,
+    kept: true,
+    safe: m.safe,
+  };
+  return { pick, fits, offsets: new Map(), measured: m, drop, refinements: [refinement] };
+}
+
+/** A round as the report's attempts record it. */
+export function roundAttempt(
+  acts: GraphNode[],
+  r: Round,
+  why: SelectionAttempt['why'],
+  budget: number,
+  checkedDrop: number | null = null,
+): SelectionAttempt {
+  return {
+    why,
+    degrees: Object.fromEntries(acts.map((a) => [a.name, r.fits.get(a.id)!.degree])),
+    depth: r.pick.depth,
+    predictedDrop: r.pick.predictedDrop,
+    checkedDrop,
+    measuredDrop: r.drop,
+    meetsBudget: r.drop <= budget + 1e-9 && r.measured.safe,
+    safe: r.measured.safe,
+  };
+}
+
 export function searchDegrees(c: SearchContext): Promise<SearchResult> {
   return new DegreeSearch(c).run();
 }
@@ -83,6 +133,7 @@ export function searchDegrees(c: SearchContext): Promise<SearchResult> {
 class DegreeSearch {
   private readonly F: DegreePick[];
   private readonly attempts: SelectionAttempt[] = [];
+  private readonly all: Round[] = [];
   private readonly checked = new Map<number, number>();
   private rounds = 0;
 
@@ -92,7 +143,7 @@ class DegreeSearch {
 
   async run(): Promise<SearchResult> {
     const { c, F } = this;
-    if (!F.length) return { result: null, rounds: 0, checks: 0, attempts: this.attempts };
+    if (!F.length) return { result: null, rounds: 0, checks: 0, attempts: this.attempts, all: this.all };
     // The first-order guess, then the cheapest choice whose exact check meets the budget.
     const last = F.length - 1;
     const guess = F.findIndex((p) => p.predictedDrop <= c.budget + 1e-9);
@@ -120,7 +171,7 @@ class DegreeSearch {
       i = next;
     }
     if (kept && this.meets(kept) && keptAt > 0 && this.rounds < MAX_ROUNDS) kept = await this.relaxed(kept, keptAt);
-    return { result: kept, rounds: this.rounds, checks: this.checked.size, attempts: this.attempts };
+    return { result: kept, rounds: this.rounds, checks: this.checked.size, attempts: this.attempts, all: this.all };
   }
 
   /**
@@ -206,7 +257,7 @@ class DegreeSearch {
     const pick = this.F[i];
     const plain: Variant = {
       name: 'plain',
-      description: `each ${c.candidates[0]?.[0]?.channels ? 'channel' : 'layer'} fitted to the data recorded in the original model`,
+      description: plainDescription(c.candidates),
       fits: this.plainFits(pick),
       offsets: new Map(),
     };
@@ -249,16 +300,8 @@ class DegreeSearch {
         safe: v.safe,
       })),
     };
-    this.attempts.push({
-      why,
-      degrees: Object.fromEntries(c.acts.map((a, l) => [a.name, c.candidates[l][pick.picks[l]].degree])),
-      depth: pick.depth,
-      predictedDrop: pick.predictedDrop,
-      checkedDrop: this.checked.get(i) ?? null,
-      measuredDrop: round.drop,
-      meetsBudget: this.meets(round),
-      safe: round.measured.safe,
-    });
+    this.attempts.push(roundAttempt(c.acts, round, why, c.budget, this.checked.get(i) ?? null));
+    this.all.push(round);
     return round;
   }
 }

