@@ -27,6 +27,7 @@ import {
   analyzeOptionsFrom,
   encryptedTestChoicesFrom,
   renderForEditor,
+  withPick,
 } from '../src/extension/settings';
 import { ANALYZE_OPTIONS } from '../src/core/options';
 import { ENCRYPTED_TEST_OPTIONS } from '../src/core/testOptions';
@@ -142,6 +143,28 @@ test('webview messages are validated', () => {
   assert.ok(!isFromWebview({ type: 'selectLayer' }));
   assert.ok(!isFromWebview({ type: 'rm -rf' }));
   assert.ok(!isFromWebview(null));
+  // A picked frontier point: whole positive levels and whole degrees by name, nothing else.
+  assert.ok(isFromWebview({ type: 'pickPoint', levels: 7, degrees: { a: 3, b: 2 } }));
+  assert.ok(isFromWebview({ type: 'clearPick' }));
+  assert.ok(!isFromWebview({ type: 'pickPoint', levels: 7 }));
+  assert.ok(!isFromWebview({ type: 'pickPoint', levels: 0, degrees: {} }));
+  assert.ok(!isFromWebview({ type: 'pickPoint', levels: 7.5, degrees: { a: 3 } }));
+  assert.ok(!isFromWebview({ type: 'pickPoint', levels: 7, degrees: [3, 2] }));
+  assert.ok(!isFromWebview({ type: 'pickPoint', levels: 7, degrees: { a: '3; rm -rf' } }));
+});
+
+test("a point picked in the panel replaces the settings' targets with its levels and degrees", () => {
+  const o = { model: 'm', data: 'd', targetBootstraps: 3 };
+  assert.equal(withPick(o, undefined), o);
+  assert.deepEqual(withPick(o, { levels: 7, degrees: { a: 3 } }), {
+    model: 'm',
+    data: 'd',
+    targetLevels: 7,
+    targetBootstraps: undefined,
+    targetDegrees: { a: 3 },
+  });
+  const s = resolveSettings(withPick(o, { levels: 7, degrees: { a: 3 } }));
+  assert.deepEqual(s.target, { levels: 7, degrees: { a: 3 } });
 });
 
 test('analysis runs in a worker thread: progress arrives, the main thread stays responsive, cancel stops it', async () => {
@@ -629,20 +652,22 @@ test("the panel's frontier: per method by increasing levels, the result and --fr
         p('data-guided', 8, 0.4, { chosen: true }),
         p('uniform', 12, 0.9),
         p('data-guided', 6, 1.3, { source: 'frontier' }),
+        p('data-guided + fine-tuning', 6, 0.5, { source: 'finetuned' }),
       ],
     },
   });
   assert.deepEqual(
-    series.map((s) => [s.method, s.points.map((q) => [q.levels, q.drop, q.chosen, q.extra])]),
+    series.map((s) => [s.method, s.points.map((q) => [q.levels, q.drop, q.chosen, q.extra, q.pickable])]),
     [
       [
         'data-guided',
         [
-          [6, 1.3, false, true],
-          [8, 0.4, true, false],
+          [6, 1.3, false, true, true],
+          [8, 0.4, true, false, true],
         ],
       ],
-      ['uniform', [[12, 0.9, false, false]]],
+      ['uniform', [[12, 0.9, false, false, false]]],
+      ['data-guided + fine-tuning', [[6, 0.5, false, false, false]]],
     ],
   );
   assert.deepEqual(frontierSeries({}), [], 'a report from before the frontier draws nothing');

@@ -25,6 +25,7 @@ import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import type { FromWebview, ToWebview } from '../src/extension/messages';
 import type { FrontierSeries, LayerCurves } from '../src/extension/curves';
 import type { LayerReport, Report } from '../src/core/report';
+import { $, esc, fmt, renderEncrypted, row } from './tables';
 
 Chart.register(
   BarController,
@@ -54,7 +55,6 @@ interface State {
 let state: State = (vscode.getState() as State | undefined) ?? { last: null, selected: null };
 const save = () => vscode.setState(state);
 
-const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const charts = new Map<string, { destroy(): void }>();
 
 function css(name: string, fallback: string): string {
@@ -89,8 +89,6 @@ function draw(id: string, config: ConstructorParameters<typeof Chart>[1], points
     canvas.setAttribute('aria-label', `chart failed: ${(e as Error).message}`);
   }
 }
-
-const fmt = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 
 function axes(c: ReturnType<typeof colors>, xTitle: string, yTitle: string) {
   return {
@@ -249,10 +247,10 @@ function drawDegrees(report: Report, selected: string): void {
 /** Measured drop against levels per method (the uniform baseline dashed); the result drawn larger. */
 function drawFrontier(series: FrontierSeries[]): void {
   const c = colors();
-  const datasets = series.map((m, i) => ({
+  const datasets = series.map((m) => ({
     label: m.method,
     data: m.points.map((p) => ({ x: p.levels, y: p.drop })),
-    borderColor: m.method === 'uniform' ? c.fg : [c.blue, c.orange][i % 2],
+    borderColor: m.method === 'uniform' ? c.fg : m.method.endsWith('fine-tuning') ? c.orange : c.blue,
     borderWidth: 1.5,
     borderDash: m.method === 'uniform' ? [4, 4] : [],
     pointRadius: m.points.map((p) => (p.chosen ? 6 : 3)),
@@ -286,13 +284,32 @@ function drawFrontier(series: FrontierSeries[]): void {
   );
 }
 
-function row(cells: string[], head = false): string {
-  const tag = head ? 'th' : 'td';
-  return `<tr>${cells.map((x, i) => `<${tag}${i ? ' class="num"' : ''}>${x}</${tag}>`).join('')}</tr>`;
-}
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+/**
+ * The analysis's own frontier points as rows, each but the result with a Use button that makes it
+ * the model's result; with a picked point, a way back to the cheapest within the budget.
+ */
+function renderFrontierPoints(r: Report, series: FrontierSeries[]): void {
+  const points = series.flatMap((s) => s.points).filter((p) => p.pickable);
+  const head = row(['levels', 'N', 'bootstraps', 'measured drop, pp', ''], true);
+  $('frontier-points').innerHTML =
+    head +
+    points
+      .map((p, k) =>
+        row([
+          String(p.levels),
+          String(p.ringSize),
+          String(p.bootstraps),
+          fmt(p.drop),
+          p.chosen ? 'the result' : `<vscode-button class="pick-point" data-k="${k}" secondary>Use</vscode-button>`,
+        ]),
+      )
+      .join('');
+  for (const b of document.querySelectorAll<HTMLElement>('#frontier-points .pick-point'))
+    b.addEventListener('click', () => {
+      const p = points[Number(b.dataset.k)];
+      vscode.postMessage({ type: 'pickPoint', levels: p.levels, degrees: p.degrees });
+    });
+  $('clear-pick').hidden = !r.options.target?.degrees;
 }
 
 function renderSummary(r: Report): void {
@@ -344,71 +361,6 @@ function renderSummary(r: Report): void {
   ].join('');
 }
 
-function renderEncrypted(r: Report): void {
-  const e = r.encrypted;
-  $('encrypted-section').hidden = !e?.model && !e?.layers;
-  const parts: string[] = [];
-  if (e?.model) {
-    const m = e.model;
-    parts.push(
-      `<table id="encrypted-model">${[
-        row([
-          'engine',
-          `${m.engine === 'lattigo' ? 'Lattigo' : 'Microsoft SEAL'}, ${esc(m.security ?? '128-bit')} security`,
-        ]),
-        row(['images', String(m.samples.length)]),
-        row(['top-1 agrees with plaintext approximation', `${fmt(100 * m.agreement, 0)}%`]),
-        row(['max |logit error|', m.maxAbsErrLogits.toExponential(2)]),
-        row([
-          m.bootstrapping ? 'levels used after the last bootstrap / between bootstraps' : 'levels used / available',
-          `${m.levelsUsed} / ${m.params.levels} (N=${m.params.ringSize})`,
-        ]),
-        ...(m.bootstrapping
-          ? [
-              row([
-                'bootstraps planned / executed',
-                `${m.bootstrapping.planned} / ${m.bootstrapping.executed} (${m.bootstrapping.ciphertexts} ciphertexts per run, ${fmt(m.bootstrapping.secondsPerBootstrap, 1)} s each)`,
-              ]),
-              row([
-                'precision after each bootstrap',
-                `${m.bootstrapping.precisionBits.map((b) => fmt(b, 1)).join(', ')} bits`,
-              ]),
-            ]
-          : []),
-        row([
-          'packing',
-          m.packing?.kind === 'latency'
-            ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
-            : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`,
-        ]),
-        row([
-          'latency per run',
-          `${fmt(m.latencySeconds, 1)} s (${m.params.samplesPerCiphertext} image${m.params.samplesPerCiphertext === 1 ? '' : 's'})`,
-        ]),
-        row(['amortised per image', `${fmt(m.amortisedSecondsPerSample)} s`]),
-        row(['threads', String(m.workers ?? 1)]),
-        row(['peak memory', `${m.peakRssMB} MB`]),
-      ].join('')}</table>`,
-    );
-  }
-  if (e?.layers) {
-    parts.push(
-      `<table id="encrypted-layers">${row(['layer', 'degree', 'bits', 'max err', 'levels'], true)}${e.layers.layers
-        .map((l) =>
-          row([
-            esc(l.name),
-            String(l.degree),
-            fmt(l.precisionBits, 1),
-            l.maxAbsErrVsPlainPoly.toExponential(1),
-            `${l.levelsUsed}/${l.levelsAvailable}`,
-          ]),
-        )
-        .join('')}</table>`,
-    );
-  }
-  $('encrypted').innerHTML = parts.join('');
-}
-
 function render(): void {
   const m = state.last;
   $('empty').hidden = !!m;
@@ -421,6 +373,7 @@ function render(): void {
   renderSummary(r);
   renderEncrypted(r);
   drawFrontier(m.frontier ?? []);
+  renderFrontierPoints(r, m.frontier ?? []);
   const select = $<HTMLElement & { value: string }>('layer');
   select.innerHTML = r.layers
     .map(
@@ -483,6 +436,7 @@ $('layer').addEventListener('change', (e) => selectLayer((e.target as HTMLElemen
 for (const id of ['analyze', 'analyze-empty'])
   $(id).addEventListener('click', () => vscode.postMessage({ type: 'analyze' }));
 $('encrypt').addEventListener('click', () => vscode.postMessage({ type: 'runEncryptedTest' }));
+$('clear-pick').addEventListener('click', () => vscode.postMessage({ type: 'clearPick' }));
 // VS Code marks the theme on <body> (vscode-light, vscode-dark, vscode-high-contrast): redraw in its colours.
 new MutationObserver(() => render()).observe(document.body, { attributes: true, attributeFilter: ['class'] });
 render();

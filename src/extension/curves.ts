@@ -85,7 +85,18 @@ export function reportCurves(report: Report): Record<string, LayerCurves> {
 /** One method's accuracy-cost frontier as the panel draws it: measured drop against levels. */
 export interface FrontierSeries {
   method: string;
-  points: { levels: number; drop: number; ringSize: number; bootstraps: number; chosen: boolean; extra: boolean }[];
+  points: {
+    levels: number;
+    drop: number;
+    ringSize: number;
+    bootstraps: number;
+    chosen: boolean;
+    extra: boolean;
+    /** Activation name -> degree: what picking the point asks the analysis for. */
+    degrees: Record<string, number>;
+    /** The analysis's own method's point (not the baseline's, not fine-tuned): one the panel can pick. */
+    pickable: boolean;
+  }[];
 }
 
 /** The report's frontier (report.frontier) per method, by increasing levels; none for older reports. */
@@ -103,6 +114,8 @@ export function frontierSeries(report: Pick<Report, 'frontier'>): FrontierSeries
         bootstraps: p.bootstraps,
         chosen: p.chosen,
         extra: p.source === 'frontier',
+        degrees: p.degrees,
+        pickable: p.source !== 'finetuned' && p.method !== 'uniform' && p.safe,
       })),
   }));
 }

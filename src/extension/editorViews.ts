@@ -4,6 +4,7 @@
  * results through `ModelResults` (the extension's model state) and maps the vscode-free views of
  * reportView.ts onto VS Code's types; none of them computes or changes a result.
  */
+import { format as formatJson, applyEdits } from 'jsonc-parser';
 import * as path from 'path';
 import * as vscode from 'vscode';
 import type { Report } from '../core/report';
@@ -245,4 +246,18 @@ export class StatusBar implements vscode.Disposable {
   dispose(): void {
     this.item.dispose();
   }
+}
+
+/** The Format Model command: model.json pretty-printed as an edit in the editor. */
+export async function formatModel(arg?: vscode.Uri): Promise<void> {
+  const uri = arg instanceof vscode.Uri ? arg : vscode.window.activeTextEditor?.document.uri;
+  if (!uri) return;
+  const doc = await vscode.workspace.openTextDocument(uri);
+  const text = doc.getText();
+  const formatted = applyEdits(text, formatJson(text, undefined, { insertSpaces: true, tabSize: 2, eol: '\n' }));
+  const edit = new vscode.WorkspaceEdit();
+  edit.replace(uri, new vscode.Range(doc.positionAt(0), doc.positionAt(text.length)), formatted);
+  // An edit in the editor, not a write to disk: the user sees it, can undo it and decides to save.
+  await vscode.workspace.applyEdit(edit);
+  await vscode.window.showTextDocument(doc);
 }

@@ -7,7 +7,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as vscode from 'vscode';
-import { format as formatJson, applyEdits } from 'jsonc-parser';
 import { Report, jsonContentSha256 } from '../core/report';
 import { JobFailed } from './analysisWorker';
 import { MODEL_FILE, readUserFile } from '../core/files';
@@ -20,6 +19,7 @@ import {
   ModelResults,
   ModelState,
   StatusBar,
+  formatModel,
   isModelDocument,
   rangeOf,
 } from './editorViews';
@@ -28,7 +28,8 @@ import { PanelProvider } from './panel';
 import { ModelViews } from './modelViews';
 import { EXCLUDE, InputPicker, MODEL_GLOB } from './inputs';
 import { CommandHost, exportModel, runEncryptedTest } from './testAndExport';
-import { analyzeOptionsFrom } from './settings';
+import { PickedPoint, analyzeOptionsFrom, withPick } from './settings';
+import { analysisMessage, budgetMissed } from './reportView';
 
 const BINARY_MODEL = /\.(onnx|h5|hdf5|keras)$/i;
 /** heApprox.autoAnalyze waits this long after the last change (a save writes model.json and its shards). */
@@ -61,6 +62,8 @@ class HeApprox implements vscode.Disposable, ModelResults {
   private debounce: NodeJS.Timeout | null = null;
   private readonly inputs = new InputPicker(this.log, (uri) => this.states.has(uri.toString()));
   private readonly modelViews: ModelViews;
+  /** Frontier points picked in the panel, by model path, for the session (settings.ts: withPick). */
+  private readonly picks = new Map<string, PickedPoint>();
 
   constructor(private readonly context: vscode.ExtensionContext) {
     const storage = context.storageUri ?? context.globalStorageUri;
@@ -70,6 +73,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       analyze: () => void vscode.commands.executeCommand('heApprox.analyzeModel'),
       runEncryptedTest: () => void vscode.commands.executeCommand('heApprox.runEncryptedTest'),
       selectLayer: (node) => this.revealLayer(node),
+      pickPoint: (p) => this.pickPoint(p),
     });
     const bundle = path.join(context.extensionPath, 'bundle');
     this.worker = { script: path.join(bundle, 'worker.js'), wasmDir: path.join(bundle, 'wasm') };
@@ -118,7 +122,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       cmd('heApprox.selectCalibrationData', () => this.inputs.selectData()),
       cmd('heApprox.exportModel', (uri?: vscode.Uri) => this.exportCommand(uri)),
       cmd('heApprox.clearResults', () => this.clearResults()),
-      cmd('heApprox.formatModel', (uri?: vscode.Uri) => this.formatModel(uri)),
+      cmd('heApprox.formatModel', (uri?: vscode.Uri) => formatModel(uri)),
       cmd('heApprox.showLog', () => this.log.show()),
       cmd('heApprox.showStatus', () => this.showStatusMessage()),
       cmd('heApprox.cancel', () => this.jobs.cancel()),
@@ -156,7 +160,19 @@ class HeApprox implements vscode.Disposable, ModelResults {
 
   private analyzeOptions(model: string, data: string, labels: string | null) {
     const c = this.config();
-    return analyzeOptionsFrom((k, fallback) => c.get(k, fallback), model, data, labels);
+    return withPick(
+      analyzeOptionsFrom((k, fallback) => c.get(k, fallback), model, data, labels),
+      this.picks.get(model),
+    );
+  }
+
+  /** A frontier point picked in the panel becomes the shown model's result (null: back to the cheapest). */
+  private pickPoint(p: PickedPoint | null): void {
+    const s = this.panel.modelUri ? this.states.get(this.panel.modelUri) : undefined;
+    if (!s) return;
+    if (p) this.picks.set(s.uri.fsPath, p);
+    else this.picks.delete(s.uri.fsPath);
+    void this.analyze(s.uri, s.data, s.labels);
   }
 
   /** What the analysis of `model` on this data depends on, and the cache key over it. */
@@ -209,20 +225,12 @@ class HeApprox implements vscode.Disposable, ModelResults {
       const s = this.states.get(uri.toString());
       if (s && this.keyFor(uri.fsPath, data, labels).key !== key)
         this.markStale(s, 'its files changed while it was analysed');
-      const f = report.final;
-      const trees = report.layers.filter((l) => l.maxTree).length;
-      const pools = report.maxPooling
-        ? ` and ${report.maxPooling.pools.length} max pooling${report.maxPooling.pools.length === 1 ? '' : 's'} as ${trees} |x|`
-        : '';
-      const msg = `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}${report.maxPooling ? `; average pooling instead: ${report.maxPooling.averagePooling.drop.toFixed(2)} pp` : ''}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
-      if (f.meetsBudget)
+      const msg = analysisMessage(report);
+      if (report.final.meetsBudget)
         void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => {
           if (a) void this.showPanel();
         });
-      else
-        void vscode.window.showWarningMessage(
-          msg + ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.',
-        );
+      else void vscode.window.showWarningMessage(msg + budgetMissed(report));
     } catch (e) {
       if (e instanceof JobFailed && e.userError) {
         this.failures.set(uri.toString(), { message: e.message, fix: e.fix });
@@ -271,19 +279,6 @@ class HeApprox implements vscode.Disposable, ModelResults {
     this.panel.post({ type: 'clear' });
     this.showStatus('idle');
     this.log.info('results cleared');
-  }
-
-  private async formatModel(arg?: vscode.Uri): Promise<void> {
-    const uri = arg instanceof vscode.Uri ? arg : vscode.window.activeTextEditor?.document.uri;
-    if (!uri) return;
-    const doc = await vscode.workspace.openTextDocument(uri);
-    const text = doc.getText();
-    const formatted = applyEdits(text, formatJson(text, undefined, { insertSpaces: true, tabSize: 2, eol: '\n' }));
-    const edit = new vscode.WorkspaceEdit();
-    edit.replace(uri, new vscode.Range(doc.positionAt(0), doc.positionAt(text.length)), formatted);
-    // An edit in the editor, not a write to disk: the user sees it, can undo it and decides to save.
-    await vscode.workspace.applyEdit(edit);
-    await vscode.window.showTextDocument(doc);
   }
 
   private showStatusMessage(): void {
@@ -393,6 +388,8 @@ class HeApprox implements vscode.Disposable, ModelResults {
 
   /** Results go stale only when a setting that the analysis depends on changed (not, e.g., the encrypted-test mode). */
   private onSettingsChanged(): void {
+    // A point picked under other settings may not exist under these: back to the settings' choice.
+    this.picks.clear();
     for (const s of this.states.values()) {
       const { data, labels } = this.inputs.dataFor(s);
       if (this.keyFor(s.uri.fsPath, data, labels).key !== s.key) this.markStale(s, 'settings changed');

@@ -14,6 +14,8 @@ export interface PanelHandlers {
   analyze(): void;
   runEncryptedTest(): void;
   selectLayer(node: string): void;
+  /** A frontier point picked (its levels and degrees), or null: back to the cheapest within the budget. */
+  pickPoint(p: { levels: number; degrees: Record<string, number> } | null): void;
 }
 
 export class PanelProvider implements vscode.WebviewViewProvider {
@@ -51,6 +53,12 @@ export class PanelProvider implements vscode.WebviewViewProvider {
         case 'selectLayer':
           this.selected = msg.node;
           this.on.selectLayer(msg.node);
+          break;
+        case 'pickPoint':
+          this.on.pickPoint({ levels: msg.levels, degrees: msg.degrees });
+          break;
+        case 'clearPick':
+          this.on.pickPoint(null);
           break;
       }
     });
@@ -121,7 +129,9 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   <table id="summary"></table>
   <h2>Accuracy vs cost</h2>
   <div class="chart"><canvas id="frontier-chart" aria-label="measured accuracy drop versus levels, per method"></canvas></div>
-  <div class="muted">The best choice measured on held-out data at each level count (the ring each needs in the tooltip); the larger point is the result. <code>heApprox.frontierPoints</code> measures more.</div>
+  <div class="muted">The best choice measured on held-out data at each level count (the ring each needs in the tooltip); the larger point is the result. <code>heApprox.frontierPoints</code> measures more. <b>Use</b> makes a point the model's result (diagnostics, CodeLens and export follow).</div>
+  <table id="frontier-points"></table>
+  <div class="row"><vscode-button id="clear-pick" secondary hidden>Back to the cheapest within the budget</vscode-button></div>
   <h2>Layer</h2>
   <vscode-single-select id="layer"></vscode-single-select>
   <div id="layer-facts" class="muted"></div>

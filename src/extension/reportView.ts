@@ -29,6 +29,29 @@ const pp = (x: number) => `${x.toFixed(2)}%`;
 type Layer = Report['layers'][number];
 
 /** What a report layer approximates, in words: an activation, or one step of a max pooling's tree. */
+/** The notification after an analysis: what was approximated, its levels and drop, against the baseline. */
+export function analysisMessage(report: Report): string {
+  const f = report.final;
+  const trees = report.layers.filter((l) => l.maxTree).length;
+  const n = report.maxPooling?.pools.length ?? 0;
+  const pools = n ? ` and ${n} max pooling${n === 1 ? '' : 's'} as ${trees} |x|` : '';
+  const avg = report.maxPooling
+    ? `; average pooling instead: ${report.maxPooling.averagePooling.drop.toFixed(2)} pp`
+    : '';
+  const picked = report.options.target?.degrees ? ' (the point picked in the panel)' : '';
+  return `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels${picked}; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}${avg}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
+}
+
+/** What to do when the result misses the budget, by how it was chosen. */
+export function budgetMissed(report: Report): string {
+  const t = report.options.target;
+  if (t?.degrees)
+    return ' The budget is not met at the point picked in the panel: pick another, or go back to the cheapest within the budget.';
+  if (t)
+    return ' The budget is not met at the target cost: raise heApprox.targetLevels or heApprox.targetBootstraps, or set them to 0 for the cheapest choice that meets it.';
+  return ' The budget is not met: raise heApprox.levelBudget or heApprox.accuracyBudget.';
+}
+
 export function layerWhat(l: Layer): string {
   const t = l.maxTree;
   return t ? `max pooling, step ${t.step}: |a - b| along the ${t.axis}` : l.activation;

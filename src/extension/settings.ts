@@ -47,6 +47,21 @@ export function analyzeOptionsFrom(
   return { ...rest, model, data, labels, normalize: normalization(inputMean, inputStd) };
 }
 
+/** A frontier point the user picked in the panel: its levels and degrees (activation name -> degree). */
+export interface PickedPoint {
+  levels: number;
+  degrees: Record<string, number>;
+}
+
+/**
+ * The options with a picked point, if any: that cost and exactly those degrees (the core's
+ * target), in place of the settings' targets.
+ */
+export function withPick(o: AnalyzeOptions, p: PickedPoint | undefined): AnalyzeOptions {
+  if (!p) return o;
+  return { ...o, targetLevels: p.levels, targetBootstraps: undefined, targetDegrees: p.degrees };
+}
+
 /**
  * A core message in the editor's words: "pass --budget ..." becomes "set heApprox.accuracyBudget
  * ...", a switch "pass --no-tune" becomes "set heApprox.tuneCoefficients to false", and any other

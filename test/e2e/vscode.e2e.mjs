@@ -438,6 +438,35 @@ test('the side panel shows non-empty charts for a layer and the model summary', 
   await shot('06-panel');
 });
 
+test('picking another frontier point in the panel makes it the result: summary and diagnostics follow, then back', async () => {
+  await clearToasts();
+  await palette('HE Approx: Show Approximation Panel');
+  const frame = page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+  const summary = frame.locator('#summary');
+  await summary.waitFor({ state: 'visible' });
+  const depth = async () => (/total depth \(levels\)\s+(\d+)/.exec(await summary.innerText()) ?? [])[1];
+  const result = await depth();
+  // On the bundled images the CNN's search measured a cheaper choice than its result: a row with Use.
+  const row = frame.locator('#frontier-points tr', { has: frame.locator('.pick-point') }).first();
+  await row.waitFor({ state: 'visible' });
+  const levels = (await row.locator('td').first().innerText()).trim();
+  assert.notEqual(levels, result, 'the result has no Use button');
+  const before = await problemsText();
+  await row.locator('.pick-point').click();
+  assert.equal(await until(depth, (d) => d === levels, 120000), levels, 'the summary shows the picked point');
+  const after = await until(
+    () => page.locator('.markers-panel').innerText(),
+    (t) => t !== before,
+    30000,
+  );
+  assert.notEqual(after, before, 'the diagnostics follow the picked point');
+  assert.match(after, /relu → degree/);
+  await shot('06b-picked-point');
+  await frame.locator('#clear-pick').click();
+  assert.equal(await until(depth, (d) => d === result, 120000), result, 'back to the cheapest within the budget');
+  assert.equal(await frame.locator('#clear-pick').isHidden(), true);
+});
+
 test('Run Encrypted Test on the MLP: completes and its result appears', async () => {
   await clearToasts();
   await openFile('mnist-mlp/model.json');
