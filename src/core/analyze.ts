@@ -25,7 +25,7 @@ import { Inputs, loadInputs } from './analysis/inputs';
 import { checkAnalysisMemory, outOfMemory } from './analysis/memory';
 import { StageClock } from './analysis/clock';
 import { refinementVariants } from './analysis/refine';
-import { Round, SearchResult, plainRound, roundAttempt, searchDegrees } from './analysis/search';
+import { Round, SearchResult, meetsBudget, plainRound, roundAttempt, searchDegrees } from './analysis/search';
 import { DegreeChooser, DegreePick } from './analysis/selection';
 import { screenCandidates } from './analysis/sensitivity';
 import { AnalyzeOptions, Settings, resolveSettings } from './analysis/settings';
@@ -270,7 +270,7 @@ async function searchStage(run: Run, measured: Measured, sel: Selection) {
   let final = await search(s.method, bootstrapping ? Infinity : s.levelBudget);
   // First order found the chain enough and measurement did not: without a level budget of the
   // user's, the deeper choices a library with bootstrapping runs get their search too.
-  const met = (r: SearchResult) => !!r.result && r.result.drop <= s.budget + 1e-9 && r.result.measured.safe;
+  const met = (r: SearchResult) => !!r.result && meetsBudget(r.result, s.budget);
   if (!bootstrapping && !s.levelBudgetGiven && !s.target && acts.length > 0 && !met(final)) {
     const deeper = await search(s.method, Infinity);
     if (met(deeper)) {

@@ -28,7 +28,7 @@ import { toolVersion } from '../version';
 import { frontierReport, methodName } from './frontier';
 import { reportOptions } from './settings';
 import type { Inputs } from './inputs';
-import type { SearchResult } from './search';
+import { SearchResult, meetsBudget } from './search';
 import type { Screen } from './sensitivity';
 import { predictedDrop } from './sensitivity';
 import type { AnalyzeOptions, Settings } from './settings';
@@ -196,7 +196,7 @@ function summary(a: Assembly, name: string, run: SearchResult): MethodSummary {
     predictedDrop: r.pick.predictedDrop,
     measuredDrop: r.drop,
     accuracy: r.measured.accuracy,
-    meetsBudget: r.drop <= a.s.budget + 1e-9 && r.measured.safe,
+    meetsBudget: meetsBudget(r, a.s.budget),
     rounds: run.rounds,
     checks: run.checks,
     attempts: run.attempts,

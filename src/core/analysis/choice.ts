@@ -15,7 +15,7 @@
 import { planBootstraps } from '../cost/bootstrap';
 import type { Graph, GraphNode } from '../model/graph';
 import { CostContext, pointCost } from './frontier';
-import type { Round } from './search';
+import { Round, meetsBudget } from './search';
 import type { DegreePick } from './selection';
 import type { Target } from './settings';
 
@@ -50,8 +50,6 @@ export function tierBelow(a: Cost, b: Cost): boolean {
   return a.ringSize < b.ringSize || (a.ringSize === b.ringSize && a.bootstraps < b.bootstraps);
 }
 
-const meets = (r: Round, budget: number) => r.drop <= budget + 1e-9 && r.measured.safe;
-
 /**
  * Of the measured rounds that meet the budget safely, the cheapest to run (`cheaper`); null if
  * none does. Ties keep the earlier round (the search's own comes first).
@@ -59,7 +57,7 @@ const meets = (r: Round, budget: number) => r.drop <= budget + 1e-9 && r.measure
 export function cheapestMeeting(c: CostContext, rounds: Round[], budget: number): Round | null {
   let best: { r: Round; cost: Cost } | null = null;
   for (const r of rounds) {
-    if (!meets(r, budget)) continue;
+    if (!meetsBudget(r, budget)) continue;
     const cost = roundCost(c, r);
     if (!best || cheaper(cost, best.cost)) best = { r, cost };
   }
@@ -102,22 +100,20 @@ export function finetuneStarts(
   const top = roundCost(c, result);
   const byTier = new Map<string, FinetuneStart>();
   const key = (x: Cost) => `${x.ringSize}/${x.bootstraps}`;
+  // Each round's cost once: the tiers and their deepest measured choice both read it.
+  const costed = rounds.map((r) => ({ r, cost: roundCost(c, r) }));
   for (const p of F) {
     const cost = pickCost(c, p);
     if (tierBelow(cost, top)) byTier.set(key(cost), { cost, round: null, pick: p });
   }
-  for (const r of rounds) {
-    const cost = roundCost(c, r);
+  for (const { r, cost } of costed) {
     if (!tierBelow(cost, top)) continue;
     const now = byTier.get(key(cost)) ?? { cost, round: null, pick: null };
     now.round = betterStart(now.round, r);
     byTier.set(key(cost), now);
   }
   for (const t of byTier.values()) {
-    const deepest = Math.max(
-      -1,
-      ...rounds.filter((r) => key(roundCost(c, r)) === key(t.cost)).map((r) => r.pick.depth),
-    );
+    const deepest = Math.max(-1, ...costed.filter((x) => key(x.cost) === key(t.cost)).map((x) => x.r.pick.depth));
     if (t.pick && t.pick.depth <= deepest) t.pick = null;
   }
   return [...byTier.values()]

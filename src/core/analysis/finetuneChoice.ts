@@ -22,7 +22,7 @@ import type { FinetuneReport, FinetuneTry, FrontierPoint, SelectionAttempt } fro
 import { Cost, Target, betterStart, finetuneStarts, roundCost } from './choice';
 import { CostContext, point } from './frontier';
 import { finetuneStage } from './finetuneStage';
-import { Round, plainRound, roundAttempt } from './search';
+import { Round, meetsBudget, plainRound, roundAttempt, roundDegrees } from './search';
 import type { DegreePick } from './selection';
 import { measureHeldout } from './verify';
 
@@ -62,13 +62,12 @@ export interface FinetuneChoice {
   attempt: SelectionAttempt | null;
 }
 
-const degreesOf = (i: FinetuneChoiceInput, r: Round) =>
-  Object.fromEntries(i.acts.map((a) => [a.name, r.fits.get(a.id)!.degree]));
-
 export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneChoice> {
   // A result over the budget has nothing cheaper worth trying: fine-tuning it is the only hope.
-  const met = i.result.drop <= i.s.budget + 1e-9 && i.result.measured.safe;
-  const starts = i.target || !met ? [] : finetuneStarts(i.c, i.F, i.rounds, i.result, MAX_CHEAPER_TRIES);
+  const starts =
+    i.target || !meetsBudget(i.result, i.s.budget)
+      ? []
+      : finetuneStarts(i.c, i.F, i.rounds, i.result, MAX_CHEAPER_TRIES);
   const tries: FinetuneTry[] = [];
   const points: FrontierPoint[] = [];
   const total = starts.length + 1;
@@ -91,7 +90,7 @@ export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneCh
   let attempt: SelectionAttempt | null = null;
   if (result !== i.result) {
     const from = roundCost(i.c, i.result);
-    report.from = { degrees: degreesOf(i, i.result), ...pick(from), measuredDrop: i.result.drop };
+    report.from = { degrees: roundDegrees(i.acts, i.result), ...pick(from), measuredDrop: i.result.drop };
     attempt = roundAttempt(i.acts, result, 'finetuned', i.s.budget);
   }
   return { result, report, model: kept?.model ?? null, points, attempt };
@@ -143,7 +142,7 @@ async function tune(
         : keepAtMost === undefined
           ? "the analysis's result is better"
           : 'over the budget';
-  const degrees = degreesOf(i, round);
+  const degrees = roundDegrees(i.acts, round);
   tries.push({
     degrees,
     ...pick(cost),

@@ -105,6 +105,13 @@ export async function plainRound(
   return { pick, fits, offsets: new Map(), measured: m, drop, refinements: [refinement] };
 }
 
+/** A measured round meets the budget: its drop within it, and every value safe. */
+export const meetsBudget = (r: Round, budget: number) => r.drop <= budget + 1e-9 && r.measured.safe;
+
+/** A round's degrees by activation name (as reports record choices). */
+export const roundDegrees = (acts: GraphNode[], r: Round) =>
+  Object.fromEntries(acts.map((a) => [a.name, r.fits.get(a.id)!.degree]));
+
 /** A round as the report's attempts record it. */
 export function roundAttempt(
   acts: GraphNode[],
@@ -115,12 +122,12 @@ export function roundAttempt(
 ): SelectionAttempt {
   return {
     why,
-    degrees: Object.fromEntries(acts.map((a) => [a.name, r.fits.get(a.id)!.degree])),
+    degrees: roundDegrees(acts, r),
     depth: r.pick.depth,
     predictedDrop: r.pick.predictedDrop,
     checkedDrop,
     measuredDrop: r.drop,
-    meetsBudget: r.drop <= budget + 1e-9 && r.measured.safe,
+    meetsBudget: meetsBudget(r, budget),
     safe: r.measured.safe,
   };
 }
@@ -189,7 +196,7 @@ class DegreeSearch {
   }
 
   private meets(r: Round): boolean {
-    return r.drop <= this.c.budget + 1e-9 && r.measured.safe;
+    return meetsBudget(r, this.c.budget);
   }
 
   private plainFits(p: DegreePick): Map<number, Fit> {
