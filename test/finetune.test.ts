@@ -10,7 +10,7 @@ import * as assert from 'node:assert/strict';
 import { analyze } from '../src/core/analyze';
 import { loadInputs } from '../src/core/analysis/inputs';
 import { resolveSettings } from '../src/core/analysis/settings';
-import { finetuneLayers } from '../src/core/analysis/finetuneStage';
+import { finetuneLayers, validationSplit } from '../src/core/analysis/finetuneStage';
 import { measureModel } from '../src/core/analysis/verify';
 import { CancelledError, UserError } from '../src/core/errors';
 import {
@@ -18,6 +18,7 @@ import {
   FINETUNE_DEFAULTS,
   FinetuneResult,
   finetune,
+  rangeLoss,
   schedule,
 } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
@@ -425,4 +426,44 @@ test('per term, one coefficient step of size s moves a polynomial by at most s (
   }
   assert.ok(moved(31, false) > 31 * s, 'without perTerm, a degree-31 polynomial moves about 32 steps');
   x.dispose();
+});
+
+test('the range loss: the mean squared excess beyond the interval plus the largest excess squared (numpy reference)', async () => {
+  await initBackend();
+  // t = x mapped from [-2, 2] to [-1, 1]: x = [0, 3, -6, 1] -> e = max(|t| - 1, 0) = [0, 0.5, 2, 0];
+  // numpy: np.mean(e**2) + e.max()**2 = 1.0625 + 4 = 5.0625.
+  const p = { intervals: { a: -2, b: 2 } } as unknown as TrainablePoly;
+  const v = tf.tidy(() => rangeLoss(tf.tensor1d([0, 3, -6, 1]), p).dataSync()[0]);
+  assert.ok(Math.abs(v - 5.0625) < 1e-6, `${v}`);
+  // Per channel (the last axis): channel 0 on [-1, 1], channel 1 on [0, 4]; x = [[2, 5], [0, 2]]
+  // -> t = [[2, 1.5], [0, 0]], e = [[1, 0.5], [0, 0]]: mean(e^2) = 1.25 / 4, max^2 = 1.
+  const q = {
+    intervals: [
+      { a: -1, b: 1 },
+      { a: 0, b: 4 },
+    ],
+  } as unknown as TrainablePoly;
+  const w = tf.tidy(
+    () =>
+      rangeLoss(
+        tf.tensor2d([
+          [2, 5],
+          [0, 2],
+        ]),
+        q,
+      ).dataSync()[0],
+  );
+  assert.ok(Math.abs(w - (1.25 / 4 + 1)) < 1e-6, `${w}`);
+});
+
+test('the epoch is chosen on a tenth of the calibration samples kept out of training; none for one epoch or few samples', () => {
+  const calib = Int32Array.from({ length: 2000 }, (_, i) => (i * 7919) % 2000);
+  const { train, validation } = validationSplit(calib, 3);
+  assert.equal(validation.length, 200);
+  assert.equal(train.length, 1800);
+  const all = new Set([...train, ...validation]);
+  assert.equal(all.size, 2000, 'disjoint, and together the calibration samples');
+  assert.equal(validationSplit(calib, 1).validation.length, 0, 'one epoch: nothing to choose');
+  assert.equal(validationSplit(calib.subarray(0, 40), 5).validation.length, 0, 'too few samples to spare');
+  assert.equal(validationSplit(calib.subarray(0, 40), 5).train.length, 40);
 });

@@ -20,6 +20,7 @@ import { renderReport } from './table';
 import { renderLayerTest, renderModelTest } from './encryptedTable';
 import { encryptedLayerTest } from '../core/he/layerTest';
 import { Report } from '../core/report';
+import { deployed } from '../core/deployed';
 import { checkReport, sealReport } from '../core/reportCheck';
 import { readUserFile, replaceFile } from '../core/files';
 
@@ -149,8 +150,7 @@ async function runAnalyze(argv: string[]): Promise<number> {
       opts.has('json') ? JSON.stringify(sealReport(report), null, 2) + '\n' : renderReport(report) + '\n',
     );
     // A result that meets the budget only after fine-tuning meets it: the fine-tuned model is the one written.
-    const ft = report.finetune;
-    return report.final.meetsBudget || (ft?.kept && ft.safe && ft.measuredDrop <= report.options.budget + 1e-9) ? 0 : 3;
+    return deployed(report).meetsBudget ? 0 : 3;
   } finally {
     process.removeListener('SIGINT', onSig);
   }

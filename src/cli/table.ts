@@ -141,6 +141,12 @@ function frontierTable(r: Report): string[] {
   ];
 }
 
+/** Which epoch's model the fine-tuning line judges, when a validation part chose it. */
+function chosenEpoch(ft: NonNullable<Report['finetune']>): string {
+  if (!ft.validationSamples || ft.chosenEpoch === undefined) return '';
+  return `; epoch ${ft.chosenEpoch} chosen on ${ft.validationSamples} validation samples`;
+}
+
 /** Fine-tuning inside the choice: every choice fine-tuned, and the cheaper result it bought. */
 function finetuneTries(r: Report): string[] {
   const ft = r.finetune!;
@@ -193,7 +199,7 @@ export function renderReport(r: Report): string {
   if (ft) {
     out.push(
       `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
-        ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
+        ` (per epoch ${ft.perEpoch.map((e) => f2(e.measuredDrop)).join(', ')}${chosenEpoch(ft)})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
         `${ft.exported ? `, written to ${ft.exported}` : ''}`,
     );
     out.push(...finetuneTries(r));

@@ -129,7 +129,7 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
       linearDepth: selection.linearDepth,
       averagePooling,
       frontier: [...frontier.points, ...(finetuned?.points ?? [])],
-      finetunedKept: !!finetuned?.model,
+      finetunedDrop: finetuned?.model ? finetuned.report.measuredDrop : undefined,
       timings: clock.finish(),
     });
     if (finetuned) report.finetune = finetuned.report;

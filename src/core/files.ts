@@ -133,7 +133,7 @@ export const MODEL_FILE: FileRole = {
  * planted there) and renamed over it, so a crash or a kill mid-write leaves the old file whole.
  * The temporary file is removed if anything fails; the error is rethrown.
  */
-export function replaceFile(file: string, data: string): void {
+export function replaceFile(file: string, data: string | Uint8Array): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   try {
     // A leftover of a killed run with this pid, or a link planted at the name, goes first (rm removes a link, not its target).

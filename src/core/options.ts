@@ -393,6 +393,15 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     default: 0,
     defaultText: '0 (off)',
     help: "fine-tune weights and coefficients on the labelled calibration data for N epochs, first from the best choices of up to two cheaper rings or bootstrap counts than the analysis's (kept if one meets the budget), else from its result (needs --labels); --out then also writes finetuned/",
+    setting: { name: 'finetuneEpochs', default: 0 },
+  },
+  {
+    key: 'finetuneFrontier',
+    flag: 'finetune-frontier',
+    cli: 'flag',
+    flagValue: true,
+    default: false,
+    help: 'with --finetune-epochs: fine-tune the best choice of every ring and bootstrap count the analysis measured (more with --frontier N), not only up to two cheaper ones: the frontier with fine-tuning, one fine-tuning per point',
   },
 ];
 

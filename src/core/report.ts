@@ -362,7 +362,17 @@ export interface FinetuneReport {
     skipped: number;
     measuredDrop: number;
     safe: boolean;
+    /** On the validation part of the calibration samples (null without one: see validationSamples). */
+    validationAccuracy?: number | null;
+    validationSafe?: boolean | null;
   }[];
+  /**
+   * Calibration samples kept out of training to choose the epoch by (a tenth; 0 for one epoch or
+   * fewer than 50 samples, when the last epoch is the one judged).
+   */
+  validationSamples?: number;
+  /** The epoch whose model is judged (measuredDrop, kept, exported): the best safe one on validation. */
+  chosenEpoch?: number;
   /** Layers whose kernels could not be trained, and why. */
   frozen: { layer: string; reason: string }[];
   /** Layers whose fine-tuned coefficients would cost more levels (a lost fold); then not kept. */

@@ -59,8 +59,11 @@ export interface Assembly {
   averagePooling: { accuracy: number; drop: number } | null;
   /** Frontier points measured for --frontier N and by fine-tuning inside the choice (none by default). */
   frontier: FrontierPoint[];
-  /** Fine-tuning was kept: the result the user deploys is the fine-tuned one (its frontier point is marked). */
-  finetunedKept?: boolean;
+  /**
+   * The kept fine-tuning's measured drop: the result the user deploys is the fine-tuned one (its
+   * frontier point is marked). Absent when none was kept.
+   */
+  finetunedDrop?: number;
   timings: Record<string, number>;
 }
 
@@ -349,7 +352,12 @@ export function screenStandardError(budgetPp: number, samples: number): number {
 function reportWarnings(a: Assembly, final: MethodSummary): string[] {
   const { s } = a;
   const warnings: string[] = [];
-  if (final.measuredDrop > s.budget + 1e-9) {
+  const tuned = a.finetunedDrop;
+  if (final.measuredDrop > s.budget + 1e-9 && tuned !== undefined && tuned <= s.budget + 1e-9) {
+    warnings.push(
+      `With your weights the measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget; the fine-tuned weights measure ${tuned.toFixed(2)} pp, within it: deploy the fine-tuned model (--out writes it to finetuned/).`,
+    );
+  } else if (final.measuredDrop > s.budget + 1e-9) {
     warnings.push(
       `The measured drop ${final.measuredDrop.toFixed(2)} pp exceeds the ${s.budget} pp budget: it is the best of the ${final.rounds} choices the search measured on held-out data; ` +
         `allow higher degrees (--degrees), more levels (--level-budget, --ring-size) or a larger budget.`,
@@ -409,7 +417,7 @@ function reportFrontier(a: Assembly, final: MethodSummary) {
     candidates: a.fit.candidates.get(method)!,
     attempts: run.attempts,
   }));
-  const method = a.finetunedKept ? `${final.method} + fine-tuning` : final.method;
+  const method = a.finetunedDrop !== undefined ? `${final.method} + fine-tuning` : final.method;
   return frontierReport(a.inputs.model.graph, a.inputs.acts, a.s, searches, a.frontier, {
     method,
     degrees: final.degrees,

@@ -98,27 +98,45 @@ export function finetuneStarts(
   max: number,
 ): FinetuneStart[] {
   const top = roundCost(c, result);
+  return tierStarts(c, F, rounds, (cost) => tierBelow(cost, top)).slice(0, max);
+}
+
+/**
+ * --finetune-frontier: every tier the analysis measured a round in (the first-order frontier only
+ * deepens a tier's start, as in finetuneStarts), cheapest first.
+ */
+export function frontierStarts(c: CostContext, F: DegreePick[], rounds: Round[]): FinetuneStart[] {
+  return tierStarts(c, F, rounds, () => true)
+    .filter((t) => t.round)
+    .reverse();
+}
+
+/** A cost's tier as a key. */
+export const tierKey = (x: Cost) => `${x.ringSize}/${x.bootstraps}`;
+
+/** The tiers whose cost passes `inTier`, most expensive first, each with its start (finetuneStarts). */
+function tierStarts(c: CostContext, F: DegreePick[], rounds: Round[], inTier: (x: Cost) => boolean): FinetuneStart[] {
   const byTier = new Map<string, FinetuneStart>();
-  const key = (x: Cost) => `${x.ringSize}/${x.bootstraps}`;
   // Each round's cost once: the tiers and their deepest measured choice both read it.
   const costed = rounds.map((r) => ({ r, cost: roundCost(c, r) }));
   for (const p of F) {
     const cost = pickCost(c, p);
-    if (tierBelow(cost, top)) byTier.set(key(cost), { cost, round: null, pick: p });
+    if (inTier(cost)) byTier.set(tierKey(cost), { cost, round: null, pick: p });
   }
   for (const { r, cost } of costed) {
-    if (!tierBelow(cost, top)) continue;
-    const now = byTier.get(key(cost)) ?? { cost, round: null, pick: null };
+    if (!inTier(cost)) continue;
+    const now = byTier.get(tierKey(cost)) ?? { cost, round: null, pick: null };
     now.round = betterStart(now.round, r);
-    byTier.set(key(cost), now);
+    byTier.set(tierKey(cost), now);
   }
   for (const t of byTier.values()) {
-    const deepest = Math.max(-1, ...costed.filter((x) => key(x.cost) === key(t.cost)).map((x) => x.r.pick.depth));
+    const mine = costed.filter((x) => tierKey(x.cost) === tierKey(t.cost));
+    const deepest = Math.max(-1, ...mine.map((x) => x.r.pick.depth));
     if (t.pick && t.pick.depth <= deepest) t.pick = null;
   }
-  return [...byTier.values()]
-    .sort((a, b) => b.cost.ringSize - a.cost.ringSize || b.cost.bootstraps - a.cost.bootstraps)
-    .slice(0, max);
+  return [...byTier.values()].sort(
+    (a, b) => b.cost.ringSize - a.cost.ringSize || b.cost.bootstraps - a.cost.bootstraps,
+  );
 }
 
 /**

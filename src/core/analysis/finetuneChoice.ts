@@ -19,7 +19,17 @@ import type { Graph, GraphNode } from '../model/graph';
 import type { PolyActivation } from '../numerics/polynomial';
 import type { HeldoutCache } from '../profile/profiler';
 import type { FinetuneReport, FinetuneTry, FrontierPoint, SelectionAttempt } from '../report';
-import { Cost, Target, betterStart, finetuneStarts, roundCost } from './choice';
+import {
+  Cost,
+  FinetuneStart,
+  Target,
+  betterStart,
+  finetuneStarts,
+  frontierStarts,
+  roundCost,
+  tierBelow,
+  tierKey,
+} from './choice';
 import { CostContext, point } from './frontier';
 import { finetuneStage } from './finetuneStage';
 import { Round, meetsBudget, plainRound, roundAttempt, roundDegrees } from './search';
@@ -44,7 +54,7 @@ export interface FinetuneChoiceInput {
   rounds: Round[];
   result: Round;
   target: Target | null;
-  s: { budget: number; finetuneEpochs: number; seed: number; batchSize: number };
+  s: { budget: number; finetuneEpochs: number; finetuneFrontier: boolean; seed: number; batchSize: number };
   signal?: AbortSignal;
   onProgress?: (f: number, msg: string) => void;
   /** Levels of activation l evaluated as polynomial p at `degree` (the cost model's). */
@@ -63,6 +73,7 @@ export interface FinetuneChoice {
 }
 
 export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneChoice> {
+  if (i.s.finetuneFrontier) return finetuneFrontier(i);
   // A result over the budget has nothing cheaper worth trying: fine-tuning it is the only hope.
   const starts =
     i.target || !meetsBudget(i.result, i.s.budget)
@@ -74,8 +85,8 @@ export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneCh
   let kept: { round: Round; report: FinetuneReport; model: FinetunedModel } | null = null;
   let last: { report: FinetuneReport; model: FinetunedModel | null } | null = null;
   for (const [k, start] of starts.entries()) {
-    const round = start.pick ? betterStart(start.round, await startRound(i, start.pick)) : start.round!;
-    const t = await tune(i, round, start.cost, i.s.budget, k, total, tries, points);
+    const round = await startOf(i, start);
+    const t = await tune(i, round, roundCost(i.c, round), i.s.budget, k, total, tries, points);
     last = t;
     if (!t.model) break;
     kept = { round, report: t.report, model: t.model };
@@ -85,7 +96,18 @@ export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneCh
     last = t;
     if (t.model) kept = { round: i.result, report: t.report, model: t.model };
   }
-  const report = { ...(kept?.report ?? last!.report), tries, from: null as FinetuneReport['from'] };
+  return outcome(i, kept, last!, tries, points);
+}
+
+/** The choice's outcome: the kept fine-tuning's round as the result (else the analysis's), and its report. */
+function outcome(
+  i: FinetuneChoiceInput,
+  kept: { round: Round; report: FinetuneReport; model: FinetunedModel } | null,
+  last: { report: FinetuneReport },
+  tries: FinetuneTry[],
+  points: FrontierPoint[],
+): FinetuneChoice {
+  const report = { ...(kept?.report ?? last.report), tries, from: null as FinetuneReport['from'] };
   const result = kept?.round ?? i.result;
   let attempt: SelectionAttempt | null = null;
   if (result !== i.result) {
@@ -94,6 +116,42 @@ export async function finetuneChoice(i: FinetuneChoiceInput): Promise<FinetuneCh
     attempt = roundAttempt(i.acts, result, 'finetuned', i.s.budget);
   }
   return { result, report, model: kept?.model ?? null, points, attempt };
+}
+
+/**
+ * --finetune-frontier: the frontier with fine-tuning. The best start of every tier the analysis
+ * measured (frontierStarts), cheapest first, is fine-tuned whatever the tiers below it did; the
+ * result's tier from the result itself. The result is the cheapest tier kept within the budget
+ * below the result's (none with a target), else the result, its own fine-tuning kept when no
+ * worse. Every try is a frontier point marked as fine-tuned, so the report holds both curves.
+ */
+async function finetuneFrontier(i: FinetuneChoiceInput): Promise<FinetuneChoice> {
+  const top = roundCost(i.c, i.result);
+  const starts = frontierStarts(i.c, i.F, i.rounds);
+  if (!starts.some((t) => tierKey(t.cost) === tierKey(top))) {
+    starts.push({ cost: top, round: i.result, pick: null });
+    starts.sort((a, b) => a.cost.ringSize - b.cost.ringSize || a.cost.bootstraps - b.cost.bootstraps);
+  }
+  const tries: FinetuneTry[] = [];
+  const points: FrontierPoint[] = [];
+  let cheaper: { round: Round; report: FinetuneReport; model: FinetunedModel } | null = null;
+  let own: { round: Round; report: FinetuneReport; model: FinetunedModel | null } | null = null;
+  for (const [k, start] of starts.entries()) {
+    const mine = tierKey(start.cost) === tierKey(top);
+    const round = mine ? i.result : await startOf(i, start);
+    const cost = roundCost(i.c, round);
+    const t = await tune(i, round, cost, mine ? undefined : i.s.budget, k, starts.length, tries, points);
+    if (mine) own = { round, ...t };
+    else if (t.model && !cheaper && !i.target && tierBelow(cost, top))
+      cheaper = { round, report: t.report, model: t.model };
+  }
+  const kept = cheaper ?? (own!.model ? { round: own!.round, report: own!.report, model: own!.model } : null);
+  return outcome(i, kept, own!, tries, points);
+}
+
+/** A tier's start: its best measured round, or the first-order frontier's deeper choice if that measures better. */
+async function startOf(i: FinetuneChoiceInput, start: FinetuneStart): Promise<Round> {
+  return start.pick ? betterStart(start.round, await startRound(i, start.pick)) : start.round!;
 }
 
 const pick = (x: Cost) => ({ levels: x.levels, ringSize: x.ringSize, bootstraps: x.bootstraps });

@@ -6,6 +6,12 @@
  * is safe, its measured drop is no worse than the analysis's, and no layer's new coefficients
  * cost more levels (a degree-2 square fold can be lost: cost/fold.ts); either way the report says
  * what it measured.
+ *
+ * Which epoch: a tenth of the calibration samples is kept out of training (validationSplit) and
+ * every epoch is measured on it; the model of the best epoch whose validation values stayed safe
+ * is the one judged on the held-out samples (early stopping on a validation set, Prechelt 1998).
+ * The held-out samples choose nothing, so their drop stays an honest estimate; on ResNet-20 from
+ * a far start the last epoch was neither the best nor safe (README, "The accuracy-cost frontier").
  */
 import { Dataset, Split } from '../data/read';
 import { polysOf } from '../fit/fit';
@@ -15,7 +21,7 @@ import { PolyActivation } from '../numerics/polynomial';
 import { Progress } from '../profile/profiler';
 import type { FinetuneReport } from '../report';
 import type { Round } from './search';
-import { measureModel } from './verify';
+import { Measurement, measureModel } from './verify';
 
 export interface FinetuneStageInput {
   g: Graph;
@@ -39,21 +45,39 @@ export interface FinetuneStageInput {
   layerDepth: (l: number, p: PolyActivation) => number;
 }
 
+/** Fewer calibration samples than this: no validation part (all train, the last epoch is judged). */
+const MIN_FOR_VALIDATION = 50;
+
+/**
+ * The calibration samples fine-tuning trains on and the validation part it chooses the epoch by:
+ * the last tenth (the split is seeded and shuffled: read.ts splitIndices), none for one epoch or
+ * few samples.
+ */
+export function validationSplit(calib: Int32Array, epochs: number): { train: Int32Array; validation: Int32Array } {
+  if (epochs < 2 || calib.length < MIN_FOR_VALIDATION) return { train: calib, validation: new Int32Array(0) };
+  const v = Math.floor(calib.length / 10);
+  return { train: calib.subarray(0, calib.length - v), validation: calib.subarray(calib.length - v) };
+}
+
 export async function finetuneStage(
   i: FinetuneStageInput,
 ): Promise<{ report: FinetuneReport; model: FinetunedModel | null }> {
   const pass = { batchSize: i.batchSize, signal: i.signal };
   const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
   const perEpoch: FinetuneReport['perEpoch'] = [];
-  const r = await finetune(i.g, i.ds, i.split.calib, polysOf(i.acts, i.round.fits, i.round.offsets), {
+  const { train, validation } = validationSplit(i.split.calib, i.epochs);
+  // The best epoch so far on the validation part (safe first, then accuracy), its model and held-out measurement.
+  let best: { epoch: number; safe: boolean; accuracy: number; model: FinetunedModel; m: Measurement } | null = null;
+  const r = await finetune(i.g, i.ds, train, polysOf(i.acts, i.round.fits, i.round.offsets), {
     ...FINETUNE_DEFAULTS,
     epochs: i.epochs,
     seed: i.seed,
     signal: i.signal,
     onProgress: i.onProgress,
-    // Each epoch measured on the held-out samples: where more epochs stop helping shows here.
+    // Each epoch measured on the held-out samples too: where more epochs stop helping shows here.
     onEpoch: async (e, now) => {
       const m = await measureModel(now.graph, i.ds, i.split.heldout, i.acts, now.polys, pass);
+      const v = validation.length ? await measureModel(now.graph, i.ds, validation, i.acts, now.polys, pass) : null;
       perEpoch.push({
         epoch: e.epoch,
         seconds: e.seconds,
@@ -62,14 +86,25 @@ export async function finetuneStage(
         skipped: e.skipped,
         measuredDrop: dropOf(m.accuracy),
         safe: m.safe,
+        validationAccuracy: v ? v.accuracy : null,
+        validationSafe: v ? v.safe : null,
       });
+      const score = v ?? m;
+      const better =
+        !v || !best || (v.safe && !best.safe) || (v.safe === best.safe && v.accuracy > best.accuracy + 1e-12);
+      if (better) best = { epoch: e.epoch, safe: score.safe, accuracy: score.accuracy, model: now, m };
     },
   });
-  const m = await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass);
+  const chosen: { epoch: number; model: FinetunedModel; m: Measurement } = best ?? {
+    epoch: r.epochs.length,
+    model: r,
+    m: await measureModel(r.graph, i.ds, i.split.heldout, i.acts, r.polys, pass),
+  };
+  const { m, model } = chosen;
   const drop = dropOf(m.accuracy);
   const before = polysOf(i.acts, i.round.fits, i.round.offsets);
   const levelsUp = i.acts
-    .filter((a, l) => i.layerDepth(l, r.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!))
+    .filter((a, l) => i.layerDepth(l, model.polys.get(a.id)!) > i.layerDepth(l, before.get(a.id)!))
     .map((a) => a.name);
   const kept = m.safe && drop <= (i.keepAtMost ?? i.round.drop) + 1e-9 && !levelsUp.length;
   const report: FinetuneReport = {
@@ -85,11 +120,13 @@ export async function finetuneStage(
     maxAbs: m.maxAbs,
     kept,
     perEpoch,
+    validationSamples: validation.length,
+    chosenEpoch: chosen.epoch,
     frozen: r.frozen,
     levelsUp,
-    layers: finetuneLayers(i.acts, r.polys),
+    layers: finetuneLayers(i.acts, model.polys),
   };
-  return { report, model: kept ? { graph: r.graph, polys: r.polys } : null };
+  return { report, model: kept ? { graph: model.graph, polys: model.polys } : null };
 }
 
 /** The fine-tuned polynomials as the report records them (FinetuneReport.layers). */

@@ -85,6 +85,8 @@ export interface AnalyzeOptions {
   finetuneEpochs?: number;
   /** Extra frontier points to measure (--frontier N). */
   frontier?: number;
+  /** With finetuneEpochs: fine-tune every measured tier, the frontier with fine-tuning (--finetune-frontier). */
+  finetuneFrontier?: boolean;
   /** Called with the fine-tuned model when fine-tuning ran and was kept (for the exporter). */
   onFinetuned?: (m: FinetunedModel) => void;
   /** Called with the model as loaded (never changed by the analysis), so that an exporter need not read it again. */
@@ -115,6 +117,7 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   /** The labels' weight in tuning's loss (the report's `tuneLabelWeight` is 0 when there are no labels). */
   labelWeight: number;
   finetuneEpochs: number;
+  finetuneFrontier: boolean;
   frontier: number;
   /** --target-levels / --target-bootstraps, if given (one at most). */
   target: Target | null;
@@ -276,6 +279,12 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       'pass --finetune-epochs N with N between 1 and 1000, or leave it out',
     );
   }
+  if (o.finetuneFrontier && finetuneEpochs === 0)
+    throw new UserError(
+      'OPTION_INVALID',
+      '--finetune-frontier fine-tunes every tier, and no fine-tuning epochs were given',
+      'pass --finetune-epochs N with it, or leave out --finetune-frontier',
+    );
   const frontier = o.frontier ?? optionDefault<number>('frontier');
   if (!option('frontier').check!(frontier))
     throw new UserError(
@@ -325,6 +334,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     spareLevels: o.spareLevels ?? optionDefault<boolean>('spareLevels'),
     labelWeight,
     finetuneEpochs,
+    finetuneFrontier: o.finetuneFrontier ?? optionDefault<boolean>('finetuneFrontier'),
     frontier,
     target: targetSettings(o),
   };
