@@ -24,6 +24,7 @@ import { Executor } from '../src/core/model/execute';
 import { loadModel } from '../src/core/model/load';
 import { runOrt, maxAbsDiff } from '../test/onnxBuild';
 import { ROOT } from '../test/helpers';
+import { publishedPoints } from '../src/extension/curves';
 
 export const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
 const CIFAR = path.join(PEER, 'cifar10-jpeg');
@@ -150,6 +151,8 @@ for (const [name, file, opts] of [
     );
     assert.ok(r.final.safe && r.final.maxAbs < r.valueBound);
     for (const l of r.layers) assert.equal(l.chosen.heldoutOutside.nonFinite, 0, l.name);
+    // The panel draws the field's published ResNet-20 points beside a CIFAR ResNet-20 only.
+    assert.equal(publishedPoints(r).length > 0, name.startsWith('ResNet-20'), 'published points for ResNet-20 only');
     if (name.startsWith('ResNet-20')) {
       assert.equal(r.layers.length, 19);
       assert.ok(

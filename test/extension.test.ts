@@ -16,7 +16,7 @@ import {
   specFromDescription,
 } from '../src/core/numerics/activations';
 import { chebval } from '../src/core/numerics/chebyshev';
-import { frontierSeries, reportCurves } from '../src/extension/curves';
+import { frontierSeries, publishedPoints, reportCurves } from '../src/extension/curves';
 import { ResultCache, analysisKey, engineId, modelFiles } from '../src/extension/cache';
 import { findDataNear } from '../src/extension/dataFiles';
 import { checkReportMatchesModel } from '../src/core/he/layerTest';
@@ -671,4 +671,75 @@ test("the panel's frontier: per method by increasing levels, the result and --fr
     ],
   );
   assert.deepEqual(frontierSeries({}), [], 'a report from before the frontier draws nothing');
+});
+
+test("the field's published ResNet-20 points go beside a CIFAR ResNet-20's frontier only, by its shape", () => {
+  const net = (inputShape: number[], relus: number, activation = 'relu') => ({
+    model: { inputShape } as Report['model'],
+    layers: Array.from({ length: relus }, () => ({ activation, maxTree: null })) as unknown as Report['layers'],
+  });
+  const pts = publishedPoints(net([1, 3, 32, 32], 19));
+  assert.deepEqual(
+    pts.map((p) => [p.bootstraps, p.drop]),
+    [
+      [5, 0.7],
+      [11, -0.23],
+      [18, 0.07],
+    ],
+    "AutoFHE's two points and Lee et al.'s, as their papers give them",
+  );
+  assert.equal(publishedPoints(net([32, 32, 3], 19)).length, 3, 'channels last too');
+  assert.deepEqual(publishedPoints(net([1, 3, 32, 32], 31)), [], 'ResNet-32: not ResNet-20');
+  assert.deepEqual(publishedPoints(net([28, 28, 1], 19)), [], 'not a CIFAR input');
+  assert.deepEqual(publishedPoints(net([1, 3, 32, 32], 19, 'gelu')), [], 'not ReLU');
+});
+
+test('heApprox.finetuneEpochs: the worker keeps the fine-tuned model beside the cached report, and Export writes it to finetuned/', async () => {
+  const { runInWorker } = await import('../src/extension/analysisWorker');
+  const { ResultCache } = await import('../src/extension/cache');
+  const { analysisMessage } = await import('../src/extension/reportView');
+  const { deployed } = await import('../src/core/deployed');
+  const bundled = path.join(ROOT, 'examples', 'data');
+  const cache = new ResultCache(tmpDir());
+  const file = cache.finetunedFile('k');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, 'left by an earlier run');
+  const options = {
+    model: example('mnist-cnn'),
+    data: path.join(bundled, 'mnist-test-2000-images-idx3-ubyte'),
+    labels: path.join(bundled, 'mnist-test-2000-labels-idx1-ubyte'),
+    finetuneEpochs: 3,
+  };
+  const report = await runInWorker({ kind: 'analyze', options, finetunedFile: file }, () => undefined).result;
+  // On the bundled images the CNN's cheaper ring meets the budget only after fine-tuning (README).
+  assert.ok(report.finetune?.kept, 'fine-tuning kept');
+  assert.ok(deployed(report).meetsBudget && deployed(report).finetuned);
+  assert.match(
+    analysisMessage(report),
+    /after fine-tuning \d+\.\d\d pp \(export writes the fine-tuned model to finetuned\/\)/,
+  );
+  const saved = fs.readFileSync(file);
+  assert.notEqual(saved.toString('utf8'), 'left by an earlier run');
+  const dir = path.join(tmpDir(), 'export');
+  const files = await runInWorker(
+    { kind: 'export', dir, model: options.model, report, force: false, finetunedFile: file },
+    () => undefined,
+  ).result;
+  assert.ok(files.finetuned && fs.existsSync(files.finetuned.model) && fs.existsSync(files.finetuned.weights!));
+  const written = JSON.parse(fs.readFileSync(files.report, 'utf8'));
+  assert.equal(written.finetune.exported, path.join('finetuned', 'model.json'));
+  assert.notDeepEqual(fs.readFileSync(files.finetuned.weights!), fs.readFileSync(files.weights!), 'other weights');
+  // Results cleared since: the export says why finetuned/ is missing instead of writing the user's weights there.
+  cache.clear();
+  assert.ok(!fs.existsSync(file), 'clearing the results removes the fine-tuned model too');
+  const dir2 = path.join(tmpDir(), 'export');
+  const again = await runInWorker(
+    { kind: 'export', dir: dir2, model: options.model, report, force: false, finetunedFile: file },
+    () => undefined,
+  ).result;
+  assert.equal(again.finetuned, null);
+  assert.ok(!fs.existsSync(path.join(dir2, 'finetuned')));
+  const second = JSON.parse(fs.readFileSync(again.report, 'utf8'));
+  assert.equal(second.finetune.exported, null);
+  assert.match(second.finetune.notExported, /no longer cached.*Analyze Model again/);
 });

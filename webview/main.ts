@@ -24,6 +24,7 @@ import '@vscode-elements/elements/dist/vscode-progress-bar/index.js';
 import '@vscode-elements/elements/dist/vscode-single-select/index.js';
 import type { FromWebview, ToWebview } from '../src/extension/messages';
 import type { FrontierSeries, LayerCurves } from '../src/extension/curves';
+import type { PublishedPoint } from '../src/core/analysis/published';
 import type { LayerReport, Report } from '../src/core/report';
 import { $, esc, fmt, renderEncrypted, row } from './tables';
 
@@ -244,18 +245,49 @@ function drawDegrees(report: Report, selected: string): void {
   );
 }
 
-/** Measured drop against levels per method (the uniform baseline dashed); the result drawn larger. */
-function drawFrontier(series: FrontierSeries[]): void {
+/**
+ * Measured drop against levels per method (against bootstraps when the plan bootstraps: what such
+ * a network costs), the uniform baseline dashed, the result drawn larger; for a CIFAR ResNet-20 the
+ * field's published points beside it as triangles, labelled as theirs.
+ */
+function drawFrontier(series: FrontierSeries[], published: PublishedPoint[], byBootstraps: boolean): void {
   const c = colors();
-  const datasets = series.map((m) => ({
-    label: m.method,
-    data: m.points.map((p) => ({ x: p.levels, y: p.drop })),
-    borderColor: m.method === 'uniform' ? c.fg : m.method.endsWith('fine-tuning') ? c.orange : c.blue,
-    borderWidth: 1.5,
-    borderDash: m.method === 'uniform' ? [4, 4] : [],
-    pointRadius: m.points.map((p) => (p.chosen ? 6 : 3)),
-  }));
-  const at = (d: number, k: number) => series[d].points[k];
+  const xOf = (p: { levels: number; bootstraps: number }) => (byBootstraps ? p.bootstraps : p.levels);
+  const datasets = [
+    ...series.map((m) => ({
+      label: m.method,
+      data: m.points.map((p) => ({ x: xOf(p), y: p.drop })),
+      borderColor: m.method === 'uniform' ? c.fg : m.method.endsWith('fine-tuning') ? c.orange : c.blue,
+      borderWidth: 1.5,
+      borderDash: m.method === 'uniform' ? [4, 4] : [],
+      pointRadius: m.points.map((p) => (p.chosen ? 6 : 3)),
+      pointStyle: 'circle' as const,
+      showLine: true,
+    })),
+    ...(published.length
+      ? [
+          {
+            label: 'published (theirs)',
+            data: published.map((p) => ({ x: p.bootstraps, y: p.drop })),
+            borderColor: c.fg,
+            borderWidth: 1,
+            borderDash: [],
+            pointRadius: published.map(() => 5),
+            pointStyle: 'triangle' as const,
+            showLine: false,
+          },
+        ]
+      : []),
+  ];
+  const label = (d: number, k: number): string => {
+    if (d >= series.length) {
+      const p = published[k];
+      return `${p.system} (their figure): ${fmt(p.drop)} pp at ${p.bootstraps} bootstraps; ${p.how}`;
+    }
+    const p = series[d].points[k];
+    const ring = p.bootstraps ? `${p.bootstraps} bootstraps` : `N=${p.ringSize}`;
+    return `${series[d].method}: ${fmt(p.drop)} pp at ${p.levels} levels (${ring})${p.chosen ? ', the result' : ''}`;
+  };
   draw(
     'frontier-chart',
     {
@@ -267,17 +299,9 @@ function drawFrontier(series: FrontierSeries[]): void {
         parsing: false as const,
         plugins: {
           legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } },
-          tooltip: {
-            callbacks: {
-              label: (t) => {
-                const p = at(t.datasetIndex, t.dataIndex);
-                const ring = p.bootstraps ? `${p.bootstraps} bootstraps` : `N=${p.ringSize}`;
-                return `${series[t.datasetIndex].method}: ${fmt(p.drop)} pp at ${p.levels} levels (${ring})${p.chosen ? ', the result' : ''}`;
-              },
-            },
-          },
+          tooltip: { callbacks: { label: (t) => label(t.datasetIndex, t.dataIndex) } },
         },
-        scales: axes(c, 'levels', 'measured drop, pp'),
+        scales: axes(c, byBootstraps ? 'bootstraps' : 'levels', 'measured drop, pp'),
       },
     },
     datasets.reduce((t, d) => t + d.data.length, 0),
@@ -372,7 +396,7 @@ function render(): void {
   $('stale').hidden = !m.stale;
   renderSummary(r);
   renderEncrypted(r);
-  drawFrontier(m.frontier ?? []);
+  drawFrontier(m.frontier ?? [], m.published ?? [], r.bootstrapping.planned);
   renderFrontierPoints(r, m.frontier ?? []);
   const select = $<HTMLElement & { value: string }>('layer');
   select.innerHTML = r.layers

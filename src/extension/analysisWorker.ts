@@ -19,9 +19,11 @@ import type { Report } from '../core/report';
 type NoHooks<T> = Omit<T, 'signal' | 'onProgress'>;
 
 export type Job =
-  | { kind: 'analyze'; options: NoHooks<AnalyzeOptions> }
+  /** finetunedFile: where a kept fine-tuning's model is saved for Export (finetunedStore.ts). */
+  | { kind: 'analyze'; options: NoHooks<AnalyzeOptions>; finetunedFile?: string }
   | { kind: 'encrypted'; mode: 'model' | 'layer'; options: NoHooks<EncryptedTestOptions> }
-  | { kind: 'export'; dir: string; model: string; report: Report; force: boolean }
+  /** finetunedFile: the analysis's fine-tuned model, written to finetuned/ when the report kept it. */
+  | { kind: 'export'; dir: string; model: string; report: Report; force: boolean; finetunedFile?: string }
   /** Reads a model file into a summary of its graph (the binary-model view lists it). */
   | { kind: 'summary'; model: string };
 

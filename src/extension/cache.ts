@@ -94,6 +94,11 @@ export class ResultCache {
     }
   }
 
+  /** Where the worker keeps the fine-tuned model of the analysis under `key` (finetunedStore.ts). */
+  finetunedFile(key: string): string {
+    return path.join(this.dir, `${key}.finetuned.bin`);
+  }
+
   put(key: string, report: Report): void {
     fs.mkdirSync(this.dir, { recursive: true });
     replaceFile(this.file(key), JSON.stringify(sealReport(report)));
@@ -102,6 +107,7 @@ export class ResultCache {
   clear(): void {
     if (!fs.existsSync(this.dir)) return;
     for (const f of fs.readdirSync(this.dir))
-      if (f.endsWith('.json') || f.endsWith('.tmp')) fs.rmSync(path.join(this.dir, f), { force: true });
+      if (f.endsWith('.json') || f.endsWith('.tmp') || f.endsWith('.bin'))
+        fs.rmSync(path.join(this.dir, f), { force: true });
   }
 }

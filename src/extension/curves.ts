@@ -6,6 +6,7 @@
 import { chebval } from '../core/numerics/chebyshev';
 import { activationFn, specFromDescription } from '../core/numerics/activations';
 import { LayerReport, Report } from '../core/report';
+import { PublishedPoint, RESNET20_CIFAR10, isCifarResNet20 } from '../core/analysis/published';
 
 export interface LayerCurves {
   node: string;
@@ -118,4 +119,9 @@ export function frontierSeries(report: Pick<Report, 'frontier'>): FrontierSeries
         pickable: p.source !== 'finetuned' && p.method !== 'uniform' && p.safe,
       })),
   }));
+}
+
+/** The field's published points to draw beside this model's frontier: a CIFAR ResNet-20's, else none. */
+export function publishedPoints(report: Pick<Report, 'model' | 'layers'>): PublishedPoint[] {
+  return isCifarResNet20(report) ? [...RESNET20_CIFAR10] : [];
 }

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as vscode from 'vscode';
 import { Report, jsonContentSha256 } from '../core/report';
+import { deployed } from '../core/deployed';
 import { JobFailed } from './analysisWorker';
 import { MODEL_FILE, readUserFile } from '../core/files';
 import { ResultCache, analysisKey, engineId, modelFiles } from './cache';
@@ -208,7 +209,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
     try {
       const report = await this.jobs.run<Report>(
         `analysing ${vscode.workspace.asRelativePath(uri)}`,
-        { kind: 'analyze', options },
+        { kind: 'analyze', options, finetunedFile: this.cache.finetunedFile(key) },
         files,
       );
       if (!report) return;
@@ -226,7 +227,7 @@ class HeApprox implements vscode.Disposable, ModelResults {
       if (s && this.keyFor(uri.fsPath, data, labels).key !== key)
         this.markStale(s, 'its files changed while it was analysed');
       const msg = analysisMessage(report);
-      if (report.final.meetsBudget)
+      if (deployed(report).meetsBudget)
         void vscode.window.showInformationMessage(msg, 'Show Panel').then((a) => {
           if (a) void this.showPanel();
         });

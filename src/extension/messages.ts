@@ -3,6 +3,7 @@
  * vscode-eslint's customMessages.ts): both sides import this file, nothing else defines messages.
  */
 import type { Report } from '../core/report';
+import type { PublishedPoint } from '../core/analysis/published';
 import type { FrontierSeries, LayerCurves } from './curves';
 
 /** Host -> webview. */
@@ -12,6 +13,8 @@ export type ToWebview =
       report: Report;
       curves: Record<string, LayerCurves>;
       frontier: FrontierSeries[];
+      /** The field's published points for this kind of model (a CIFAR ResNet-20), drawn as references. */
+      published: PublishedPoint[];
       stale: boolean;
       model: string;
     }

@@ -6,7 +6,7 @@
 import * as crypto from 'crypto';
 import * as vscode from 'vscode';
 import type { Report } from '../core/report';
-import { frontierSeries, reportCurves } from './curves';
+import { frontierSeries, publishedPoints, reportCurves } from './curves';
 import { FromWebview, ToWebview, isFromWebview } from './messages';
 
 export interface PanelHandlers {
@@ -72,7 +72,15 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   }
 
   showReport(report: Report, stale: boolean, model: string): void {
-    this.post({ type: 'report', report, curves: reportCurves(report), frontier: frontierSeries(report), stale, model });
+    this.post({
+      type: 'report',
+      report,
+      curves: reportCurves(report),
+      frontier: frontierSeries(report),
+      published: publishedPoints(report),
+      stale,
+      model,
+    });
   }
 
   select(node: string): void {
@@ -128,8 +136,8 @@ export class PanelProvider implements vscode.WebviewViewProvider {
   <h2>Model summary</h2>
   <table id="summary"></table>
   <h2>Accuracy vs cost</h2>
-  <div class="chart"><canvas id="frontier-chart" aria-label="measured accuracy drop versus levels, per method"></canvas></div>
-  <div class="muted">The best choice measured on held-out data at each level count (the ring each needs in the tooltip); the larger point is the result. <code>heApprox.frontierPoints</code> measures more. <b>Use</b> makes a point the model's result (diagnostics, CodeLens and export follow).</div>
+  <div class="chart"><canvas id="frontier-chart" aria-label="measured accuracy drop versus levels or bootstraps, per method"></canvas></div>
+  <div class="muted">The best choice measured on held-out data at each level count, or bootstrap count when the plan bootstraps (the ring each needs in the tooltip); the larger point is the result. For a CIFAR-10 ResNet-20 the triangles are the field's published points (their figures, their training; not measured here). <code>heApprox.frontierPoints</code> measures more. <b>Use</b> makes a point the model's result (diagnostics, CodeLens and export follow).</div>
   <table id="frontier-points"></table>
   <div class="row"><vscode-button id="clear-pick" secondary hidden>Back to the cheapest within the budget</vscode-button></div>
   <h2>Layer</h2>

@@ -4,6 +4,7 @@
  * these records into vscode.Diagnostic / CodeLens / Hover, and tests run on plain Node.
  */
 import { Report, describeFold } from '../core/report';
+import { deployed } from '../core/deployed';
 import { LayerRanges, TextRange } from './layerRanges';
 
 export type Severity = 'error' | 'warning' | 'information';
@@ -39,7 +40,11 @@ export function analysisMessage(report: Report): string {
     ? `; average pooling instead: ${report.maxPooling.averagePooling.drop.toFixed(2)} pp`
     : '';
   const picked = report.options.target?.degrees ? ' (the point picked in the panel)' : '';
-  return `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels${picked}; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp (budget ${report.options.budget}${avg}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
+  const d = deployed(report);
+  const tuned = d.finetuned
+    ? `; after fine-tuning ${d.measuredDrop.toFixed(2)} pp (export writes the fine-tuned model to finetuned/)`
+    : '';
+  return `HE Approx: ${report.layers.length - trees} activations${pools} approximated; total depth ${f.networkDepth} levels${picked}; measured accuracy drop ${f.measuredDrop.toFixed(2)} pp${tuned} (budget ${report.options.budget}${avg}) vs ${report.uniform.networkDepth} levels for the uniform baseline.`;
 }
 
 /** What to do when the result misses the budget, by how it was chosen. */

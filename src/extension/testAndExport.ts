@@ -5,6 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as vscode from 'vscode';
+import type { WrittenFiles } from '../core/export/export';
 import type { EncryptedLayerReport } from '../core/he/layerTest';
 import type { EncryptedModelReport } from '../core/he/modelTest';
 import { optionDefault } from '../core/options';
@@ -164,16 +165,18 @@ export async function exportModel(host: CommandHost, s: ModelState | null): Prom
     force = true;
   }
   try {
-    const files = await host.jobs.run<{ model: string }>('exporting the approximated model', {
+    const files = await host.jobs.run<WrittenFiles>('exporting the approximated model', {
       kind: 'export',
       dir,
       model: s.uri.fsPath,
       report: s.report,
       force,
+      finetunedFile: host.cache.finetunedFile(s.key),
     });
     if (files) {
+      const tuned = files.finetuned ? `, ${vscode.workspace.asRelativePath(files.finetuned.model)} (fine-tuned)` : '';
       const a = await vscode.window.showInformationMessage(
-        `HE Approx: wrote ${vscode.workspace.asRelativePath(files.model)}, coefficients.json and report.json.`,
+        `HE Approx: wrote ${vscode.workspace.asRelativePath(files.model)}${tuned}, coefficients.json and report.json.`,
         'Open Coefficients',
       );
       if (a) await vscode.window.showTextDocument(vscode.Uri.file(path.join(dir, 'coefficients.json')));

@@ -4,6 +4,7 @@
  */
 import * as path from 'path';
 import { isMainThread, parentPort, workerData } from 'worker_threads';
+import type { FinetunedModel } from '../core/finetune/finetune';
 import type { FromWorker, Job, WorkerInit } from './analysisWorker';
 
 async function execute(
@@ -14,7 +15,12 @@ async function execute(
   switch (job.kind) {
     case 'analyze': {
       const { analyze } = await import('../core/analyze');
-      return analyze({ ...job.options, signal, onProgress });
+      const store = await import('./finetunedStore');
+      const file = job.finetunedFile;
+      // A fine-tuned model left by an earlier run under the same key is never taken for this one's.
+      if (file) store.dropFinetuned(file);
+      const onFinetuned = file ? (m: FinetunedModel) => store.saveFinetuned(file, m) : undefined;
+      return analyze({ ...job.options, signal, onProgress, onFinetuned });
     }
     case 'encrypted': {
       if (job.mode === 'model') {
@@ -29,7 +35,7 @@ async function execute(
       const { loadModel } = await import('../core/model/load');
       const { checkReportMatchesModel } = await import('../core/he/layerTest');
       checkReportMatchesModel(job.report, job.model);
-      return writeOutputs(job.dir, await loadModel(job.model), job.report, job.force);
+      return writeOutputs(job.dir, await loadModel(job.model), job.report, job.force, await finetunedFor(job));
     }
     case 'summary': {
       const { loadModel } = await import('../core/model/load');
@@ -37,6 +43,18 @@ async function execute(
       return summarizeModel(await loadModel(job.model));
     }
   }
+}
+
+/** The fine-tuned model an export writes to finetuned/: the analysis's, if it kept one and it is still cached. */
+async function finetunedFor(job: Extract<Job, { kind: 'export' }>): Promise<FinetunedModel | null> {
+  const ft = job.report.finetune;
+  if (!ft?.kept) return null;
+  const { loadFinetuned } = await import('./finetunedStore');
+  const m = job.finetunedFile ? loadFinetuned(job.finetunedFile) : null;
+  if (!m)
+    ft.notExported =
+      'the fine-tuned weights of this analysis are no longer cached (results cleared, or kept by another version): run HE Approx: Analyze Model again, then export';
+  return m;
 }
 
 async function workerMain(): Promise<void> {
