@@ -81,7 +81,9 @@ function draw(id: string, config: ConstructorParameters<typeof Chart>[1], points
   charts.delete(id);
   const canvas = $<HTMLCanvasElement>(id);
   try {
-    charts.set(id, new Chart(canvas, config));
+    // Every chart: drawn at once (the panel redraws on each report), sized by its container, data as {x, y}.
+    const statics = { animation: false as const, maintainAspectRatio: false, parsing: false as const };
+    charts.set(id, new Chart(canvas, { ...config, options: { ...statics, ...config.options } }));
     // What a test (or a screen reader) can check without reading pixels: how much was plotted.
     canvas.dataset.points = String(points);
   } catch (e) {
@@ -150,9 +152,6 @@ function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: st
         ],
       },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
-        parsing: false as const,
         plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
         scales: {
           ...base,
@@ -184,9 +183,6 @@ function drawLayer(report: Report, curves: Record<string, LayerCurves>, node: st
         ],
       },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
-        parsing: false as const,
         plugins: { legend: { labels: { color: c.fg, boxWidth: 12 } } },
         scales: axes(c, 'input', 'error'),
       },
@@ -226,9 +222,6 @@ function drawDegrees(report: Report, selected: string): void {
       type: 'line',
       data: { datasets },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
-        parsing: false as const,
         plugins: { legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } } },
         scales: {
           x: { ...axes(c, 'degree', '').x, max: Math.max(...report.options.degrees) },
@@ -294,9 +287,6 @@ function drawFrontier(series: FrontierSeries[], published: PublishedPoint[], byB
       type: 'line',
       data: { datasets },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
-        parsing: false as const,
         plugins: {
           legend: { position: 'bottom', labels: { color: c.fg, boxWidth: 8, font: { size: 10 } } },
           tooltip: { callbacks: { label: (t) => label(t.datasetIndex, t.dataIndex) } },
