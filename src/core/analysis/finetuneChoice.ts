@@ -127,11 +127,8 @@ function outcome(
  */
 async function finetuneFrontier(i: FinetuneChoiceInput): Promise<FinetuneChoice> {
   const top = roundCost(i.c, i.result);
-  const starts = frontierStarts(i.c, i.F, i.rounds);
-  if (!starts.some((t) => tierKey(t.cost) === tierKey(top))) {
-    starts.push({ cost: top, round: i.result, pick: null });
-    starts.sort((a, b) => a.cost.ringSize - b.cost.ringSize || a.cost.bootstraps - b.cost.bootstraps);
-  }
+  // The result among the rounds, so that its tier is always one of the starts.
+  const starts = frontierStarts(i.c, i.F, [...i.rounds, i.result]);
   const tries: FinetuneTry[] = [];
   const points: FrontierPoint[] = [];
   let cheaper: { round: Round; report: FinetuneReport; model: FinetunedModel } | null = null;
