@@ -56,8 +56,17 @@ async function bootstrapped(): Promise<Report> {
   return report!;
 }
 
-/** Temporary folders the engine runs leave behind (none may be). */
-const leftovers = () => fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('he-approx-lattigo-'));
+/** The engine's temporary folders in the temporary directory. */
+const engineFolders = () => fs.readdirSync(os.tmpdir()).filter((f) => f.startsWith('he-approx-lattigo-'));
+
+/**
+ * The engine's folders that appeared since `since()` was called: those this test's runs left behind
+ * (none may be). Folders there before are not this test's: a run killed elsewhere leaves one.
+ */
+function since(): () => string[] {
+  const before = new Set(engineFolders());
+  return () => engineFolders().filter((f) => !before.has(f));
+}
 
 test('constants cross to the engine as runs of equal values, which expand to exactly the vectors', () => {
   const block = (k: number, period: number, f: (b: number) => number) =>
@@ -169,6 +178,7 @@ test("lowering with the plan's bootstraps, values scaled into range: the trace o
 });
 
 test('a repository example planned with bootstraps runs encrypted on Lattigo: every image agrees, bootstraps executed = planned, levels as predicted', async () => {
+  const left = since();
   process.env.HE_APPROX_INSECURE_TEST_PARAMS = '1';
   const r = await bootstrapped();
   assert.ok(r.bootstrapping.planned && r.options.bootstrap);
@@ -199,7 +209,7 @@ test('a repository example planned with bootstraps runs encrypted on Lattigo: ev
   );
   assert.equal(res.levelsUsed, res.levelsPredicted, 'the simulator predicts the levels Lattigo uses');
   assert.ok(res.keyBytes.bootstrappingKeys! > 0);
-  assert.deepEqual(leftovers(), []);
+  assert.deepEqual(left(), []);
 });
 
 test("Lattigo's operation costs: measured by the engine itself, cached per ring and levels, a stale or damaged cache ignored", async () => {
@@ -328,6 +338,7 @@ test('the CLI: analyze --bootstrap, then encrypted-test runs the plan on Lattigo
 });
 
 test('engine failures are one line each: missing, not ours, crashing, killed; a cancel stops it; nothing is left behind', async () => {
+  const left = since();
   process.env.HE_APPROX_INSECURE_TEST_PARAMS = '1';
   const r = await bootstrapped();
   const run = (extra: Partial<Parameters<typeof encryptedModelTest>[0]> = {}) =>
@@ -371,7 +382,7 @@ test('engine failures are one line each: missing, not ours, crashing, killed; a 
   // Cancelled once the engine has started: the process is killed, the call rejects with CANCELLED.
   const ac = new AbortController();
   await expectUserErrorAsync(() => run({ signal: ac.signal, onProgress: () => ac.abort() }), 'CANCELLED', /cancelled/);
-  assert.deepEqual(leftovers(), [], 'every run removes its private folder');
+  assert.deepEqual(left(), [], 'every run removes its private folder');
   // A report SEAL cannot run, forced onto SEAL: one line pointing at Lattigo.
   await expectUserErrorAsync(() => run({ engine: 'seal' }), 'BUDGET_INFEASIBLE', /SEAL has no bootstrapping/);
 });
