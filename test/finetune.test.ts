@@ -17,6 +17,7 @@ import {
   BASELINE_FINETUNE,
   FINETUNE_DEFAULTS,
   FinetuneResult,
+  RangeWeight,
   finetune,
   rangeLoss,
   schedule,
@@ -466,4 +467,66 @@ test('the epoch is chosen on a tenth of the calibration samples kept out of trai
   assert.equal(validationSplit(calib, 1).validation.length, 0, 'one epoch: nothing to choose');
   assert.equal(validationSplit(calib.subarray(0, 40), 5).validation.length, 0, 'too few samples to spare');
   assert.equal(validationSplit(calib.subarray(0, 40), 5).train.length, 40);
+});
+
+test("the range loss's weight rises by UP after a batch outside the intervals, falls by DOWN after one inside, within [floor, max]", () => {
+  const w = new RangeWeight(0.1, 1);
+  w.update(true);
+  assert.ok(Math.abs(w.value - 0.1 * RangeWeight.UP) < 1e-12);
+  w.update(false);
+  assert.ok(Math.abs(w.value - (0.1 * RangeWeight.UP) / RangeWeight.DOWN) < 1e-12);
+  // Nine batches inside undo one outside: it settles where about one batch in ten leaves them.
+  for (let k = 0; k < 8; k++) w.update(false);
+  assert.ok(Math.abs(w.value - 0.1) < 1e-12, `${w.value}`);
+  w.update(false);
+  assert.equal(w.value, 0.1, 'never below the configured weight');
+  for (let k = 0; k < 100; k++) w.update(true);
+  assert.equal(w.value, 1, 'never above its maximum');
+  const fixed = new RangeWeight(0.1, 0.1);
+  fixed.update(true);
+  assert.equal(fixed.value, 0.1, 'maximum = floor: a fixed weight');
+});
+
+test('from a start whose values leave their intervals, the rising range weight leaves fewer held-out values outside than a fixed one, and a smaller drop', async () => {
+  await initBackend();
+  const o = {
+    model: example('mnist-cnn'),
+    data: MNIST_TEST_IMAGES,
+    labels: MNIST_TEST_LABELS,
+    calib: 1024,
+    heldout: 1000,
+  };
+  const s = resolveSettings(o);
+  const { model, acts, ds, split } = await loadInputs(o, s);
+  // Degree 7 on [-5, 5]: the CNN's second and third activations reach beyond 5 on many images.
+  const start = uniformStart(
+    acts,
+    acts.map(actSpec),
+    acts.map(() => ({ a: -5, b: 5 })),
+    acts.map(() => 7),
+  );
+  const pass = { batchSize: 256 };
+  const base = (await measureModel(model.graph, ds, split.heldout, [], new Map(), pass)).accuracy;
+  const run = async (rangeWeightMax?: number) => {
+    const r = await finetune(model.graph, ds, split.calib, start, {
+      ...FINETUNE_DEFAULTS,
+      epochs: 4,
+      seed: 7,
+      rangeWeightMax,
+    });
+    const m = await measureModel(r.graph, ds, split.heldout, acts, r.polys, pass);
+    return { r, drop: 100 * (base - m.accuracy), outside: Math.max(...m.layers.map((l) => l.fractionOutside)) };
+  };
+  const rising = await run();
+  const fixed = await run(FINETUNE_DEFAULTS.rangeWeight);
+  const trace = (x: typeof rising) =>
+    `${x.drop.toFixed(2)} pp, ${x.outside.toExponential(1)} outside; weights ${x.r.epochs.map((e) => e.rangeWeight.toPrecision(2)).join(' ')}`;
+  assert.ok(
+    fixed.r.epochs.every((e) => e.rangeWeight === FINETUNE_DEFAULTS.rangeWeight),
+    trace(fixed),
+  );
+  assert.ok(rising.r.epochs[3].rangeWeight > rising.r.epochs[0].rangeWeight, trace(rising));
+  assert.ok(rising.r.epochs[0].batchesOutside > 0, 'the start leaves its intervals');
+  assert.ok(rising.outside < fixed.outside / 3, `rising ${trace(rising)}; fixed ${trace(fixed)}`);
+  assert.ok(rising.drop < fixed.drop, `rising ${trace(rising)}; fixed ${trace(fixed)}`);
 });

@@ -360,6 +360,10 @@ export interface FinetuneReport {
     loss: number;
     rangeLoss: number;
     skipped: number;
+    /** The range loss's weight at the epoch's end (it rises while training values leave their intervals). */
+    rangeWeight?: number;
+    /** Training batches with a value beyond its interval (before the clamp). */
+    batchesOutside?: number;
     measuredDrop: number;
     safe: boolean;
     /** On the validation part of the calibration samples (null without one: see validationSamples). */

@@ -84,6 +84,8 @@ export async function finetuneStage(
         loss: e.loss,
         rangeLoss: e.rangeLoss,
         skipped: e.skipped,
+        rangeWeight: e.rangeWeight,
+        batchesOutside: e.batchesOutside,
         measuredDrop: dropOf(m.accuracy),
         safe: m.safe,
         validationAccuracy: v ? v.accuracy : null,
