@@ -164,24 +164,26 @@ test('a trainable executor hands back its graph unchanged before training; depth
   assert.equal(frozenKernel(convGraph(8, 4, 4, 3, 1, 'same', seq(144, 1)).nodes[1]), null);
 });
 
-test('fine-tuning lowers the training loss and the held-out drop of a uniform start; refuses unlabelled data; stops on cancellation', async () => {
+/**
+ * An example on 1,024 calibration + 1,000 held-out MNIST images, with the uniform fit of one
+ * degree on [-w, w] at every activation as the start.
+ */
+async function uniformOn(name: string, w: number, degree: number) {
   await initBackend();
-  const o = {
-    model: example('mnist-mlp'),
-    data: MNIST_TEST_IMAGES,
-    labels: MNIST_TEST_LABELS,
-    calib: 1024,
-    heldout: 1000,
-  };
-  const s = resolveSettings(o);
-  const { model, acts, ds, split } = await loadInputs(o, s);
-  const intervals = acts.map(() => ({ a: -8, b: 8 }));
+  const o = { model: example(name), data: MNIST_TEST_IMAGES, labels: MNIST_TEST_LABELS, calib: 1024, heldout: 1000 };
+  const inputs = await loadInputs(o, resolveSettings(o));
+  const { acts } = inputs;
   const start = uniformStart(
     acts,
     acts.map(actSpec),
-    intervals,
-    acts.map(() => 3),
+    acts.map(() => ({ a: -w, b: w })),
+    acts.map(() => degree),
   );
+  return { ...inputs, start };
+}
+
+test('fine-tuning lowers the training loss and the held-out drop of a uniform start; refuses unlabelled data; stops on cancellation', async () => {
+  const { model, acts, ds, split, start } = await uniformOn('mnist-mlp', 8, 3);
   const base = 100 * (await measureModel(model.graph, ds, split.heldout, [], new Map(), { batchSize: 256 })).accuracy;
   const before =
     base - 100 * (await measureModel(model.graph, ds, split.heldout, acts, start, { batchSize: 256 })).accuracy;
@@ -488,23 +490,8 @@ test("the range loss's weight rises by UP after a batch outside the intervals, f
 });
 
 test('from a start whose values leave their intervals, the rising range weight leaves fewer held-out values outside than a fixed one, and a smaller drop', async () => {
-  await initBackend();
-  const o = {
-    model: example('mnist-cnn'),
-    data: MNIST_TEST_IMAGES,
-    labels: MNIST_TEST_LABELS,
-    calib: 1024,
-    heldout: 1000,
-  };
-  const s = resolveSettings(o);
-  const { model, acts, ds, split } = await loadInputs(o, s);
   // Degree 7 on [-5, 5]: the CNN's second and third activations reach beyond 5 on many images.
-  const start = uniformStart(
-    acts,
-    acts.map(actSpec),
-    acts.map(() => ({ a: -5, b: 5 })),
-    acts.map(() => 7),
-  );
+  const { model, acts, ds, split, start } = await uniformOn('mnist-cnn', 5, 7);
   const pass = { batchSize: 256 };
   const base = (await measureModel(model.graph, ds, split.heldout, [], new Map(), pass)).accuracy;
   const run = async (rangeWeightMax?: number) => {
