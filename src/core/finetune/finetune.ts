@@ -257,18 +257,18 @@ interface StepContext {
 /**
  * One step on a batch (samples `xs`, class `labels`): cross-entropy plus the weighted range loss,
  * gradients clipped by their global norm, the weights and the coefficients each stepped by their
- * own Adam. Null when the loss is not finite (the step is skipped).
+ * own Adam. `finite` false when the loss is not (the step is then skipped); `rl` is measured either way.
  */
-function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: number; rl: number } | null {
+function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: number; rl: number; finite: boolean } {
   const { g, ex, acts, polys, clamps } = c;
   const weight = c.rangeWeight.value;
   const m = labels.length;
-  let result: { ce: number; rl: number } | null = null;
+  let ce = NaN;
+  let rl = NaN;
+  let finite = false;
   tf.tidy(() => {
     const x = tf.tensor(xs, [m, ...c.shape]);
     const hard = tf.oneHot(tf.tensor1d(labels, 'int32'), c.per);
-    let ce = 0;
-    let rl = 0;
     const { value, grads } = tf.variableGrads(() => {
       const ranges: tf.Scalar[] = [];
       const apply = new Map(
@@ -287,8 +287,6 @@ function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: nu
       rl = range.dataSync()[0];
       return tf.add(xent, tf.mul(range, weight)) as tf.Scalar;
     }, [...c.weights, ...c.deltas]);
-    // Values beyond an interval are a violation whether or not the loss is finite.
-    c.rangeWeight.update(rl !== 0);
     if (!Number.isFinite(value.dataSync()[0])) return;
     const clipped = clipByGlobalNorm(grads, c.o.clipNorm);
     const w: { name: string; tensor: tf.Tensor }[] = [];
@@ -296,9 +294,9 @@ function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: nu
     for (const [name, tensor] of Object.entries(clipped)) (c.isWeight.has(name) ? w : cs).push({ name, tensor });
     if (w.length) c.weightOpt.applyGradients(w);
     c.coeffOpt.applyGradients(cs);
-    result = { ce, rl };
+    finite = true;
   });
-  return result;
+  return { ce, rl, finite };
 }
 
 /** Where a run stands in its schedule, and its full step sizes. */
@@ -337,8 +335,11 @@ async function trainEpoch(
       gather(ds, batch, 0, batch.length),
       Array.from(batch, (i) => labels[i]),
     );
-    if (!r || r.rl !== 0) outside++;
-    if (r) {
+    // Values beyond an interval (or not finite: rl NaN) are a violation whether or not the loss is finite.
+    const violated = r.rl !== 0;
+    c.rangeWeight.update(violated);
+    if (violated) outside++;
+    if (r.finite) {
       lossSum += r.ce;
       rangeSum += r.rl;
       counted++;
