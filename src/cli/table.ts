@@ -198,7 +198,7 @@ export function renderReport(r: Report): string {
   const ft = r.finetune;
   if (ft) {
     out.push(
-      `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
+      `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels${ft.labelWeight === 0 ? "; no labels: on the original model's outputs" : ''}): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
         ` (per epoch ${ft.perEpoch.map((e) => `${f2(e.measuredDrop)}${e.safe ? '' : ' unsafe'}`).join(', ')}${chosenEpoch(ft)})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
         `${ft.exported ? `, written to ${ft.exported}` : ''}`,
     );

@@ -52,13 +52,6 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     frontier: 3 * s.frontier,
   });
   const inputs = await clock.timed('load', () => loadInputs(o, s));
-  if (s.finetuneEpochs > 0 && !inputs.ds.labels) {
-    throw new UserError(
-      'OPTION_INVALID',
-      'fine-tuning trains on labels, and the data has none',
-      'pass --labels with the calibration data, or leave out --finetune-epochs',
-    );
-  }
   const backend = await initBackend();
   // Before any tensor exists: a model or setting too large for this machine is refused with the estimate.
   checkAnalysisMemory(

@@ -392,7 +392,7 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     what: 'an integer in 0..1000',
     default: 0,
     defaultText: '0 (off)',
-    help: "fine-tune weights and coefficients on the labelled calibration data for N epochs, first from the best choices of up to two cheaper rings or bootstrap counts than the analysis's (kept if one meets the budget), else from its result (needs --labels); --out then also writes finetuned/",
+    help: "fine-tune weights and coefficients on the calibration data for N epochs (on its labels; without --labels on the original model's outputs), first from the best choices of up to two cheaper rings or bootstrap counts than the analysis's (kept if one meets the budget), else from its result; --out then also writes finetuned/",
     setting: { name: 'finetuneEpochs', default: 0 },
   },
   {

@@ -114,6 +114,7 @@ export async function finetuneStage(
     ...FINETUNE_DEFAULTS,
     batchSize: r.batchSize,
     batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
+    labelWeight: i.ds.labels ? (FINETUNE_DEFAULTS.labelWeight ?? 1) : 0,
     seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
     analysisDrop: i.round.drop,
     measuredDrop: drop,

@@ -81,7 +81,7 @@ export interface AnalyzeOptions {
   /** Weight of the labels' cross-entropy in tuning's loss, 0..1 (default TUNE_DEFAULTS.labelWeight;
    * 0 tunes for agreement with the original model alone). Ignored without labels. */
   tuneLabelWeight?: number;
-  /** Fine-tune weights and coefficients for this many epochs after the analysis (default 0: off; needs labels). */
+  /** Fine-tune weights and coefficients for this many epochs after the analysis (default 0: off; without labels it distils the original model's outputs). */
   finetuneEpochs?: number;
   /** Extra frontier points to measure (--frontier N). */
   frontier?: number;

@@ -2,7 +2,8 @@
  * Approximation-aware fine-tuning: the baseline he-approx is measured against (and, from
  * he-approx's result, the option for the last tenth of a point). Every activation is replaced by
  * a polynomial of a fixed degree on a fixed interval, and then the network's weights and the
- * polynomials' coefficients are trained together on labelled calibration images: what users
+ * polynomials' coefficients are trained together on labelled calibration images (or, without
+ * labels, on the original model's outputs: distillation, fit/distill.ts): what users
  * otherwise do to make a network HE-friendly (Gilad-Bachrach et al., CryptoNets 2016; Baruch et
  * al., "A methodology for training homomorphic encryption friendly neural networks", 2022; the
  * fine-tuning step of AutoFHE, Ao & Boddeti 2024; Smart-PAF, Wang et al. 2024).
@@ -26,17 +27,18 @@
  * The degrees, the intervals and the per-channel offsets never change: the levels stay what the
  * analysis priced. Seeded; progress and cancellation as every other stage.
  */
-import { CancelledError, UserError } from '../errors';
+import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
 import { tf } from '../model/backend';
 import { Executor, frozenParams } from '../model/execute';
 import { Graph, GraphNode, activationNodes } from '../model/graph';
 import { Interval, unitMap } from '../numerics/chebyshev';
 import { PolyActivation, polyTerms } from '../numerics/polynomial';
-import { Progress, gather } from '../profile/profiler';
+import { Progress, captureValues, gather } from '../profile/profiler';
 import { Rng } from '../rng';
 import { TAPE_BYTES, tapeBatch } from '../fit/tune';
 import { TrainablePoly } from '../fit/trainablePoly';
+import { distillLoss, softTargets } from '../fit/distill';
 
 export interface FinetuneOptions {
   /** Planned passes over the samples (the learning-rate schedule spans them). */
@@ -51,6 +53,13 @@ export interface FinetuneOptions {
   coeffLr: number;
   /** Largest global norm of one step's gradient. */
   clipNorm: number;
+  /**
+   * Weight of the labels' cross-entropy, 0..1; the rest distils the original model's outputs
+   * (fit/distill.ts). Default 1 (the labels alone); without labels it is 0 whatever is given.
+   */
+  labelWeight?: number;
+  /** Distillation temperature (default 1). */
+  temperature?: number;
   /** Weight of the range loss at the start, and its floor (RangeWeight raises it). */
   rangeWeight: number;
   /** The most RangeWeight may raise it to (default RangeWeight.MAX; rangeWeight itself: a fixed weight, for ablations). */
@@ -93,13 +102,15 @@ export const FINETUNE_DEFAULTS: Omit<FinetuneOptions, 'seed' | 'epochs'> = {
   coeffLr: 1.2e-2,
   clipNorm: 5,
   rangeWeight: 0.1,
+  labelWeight: 1,
+  temperature: 1,
 };
 
 export interface EpochResult {
   epoch: number;
   /** Training seconds so far (measurements in onEpoch excluded). */
   seconds: number;
-  /** Mean cross-entropy and range loss over the epoch's batches. */
+  /** Mean loss against the targets (labels, the original's outputs or both) and range loss over the epoch's batches. */
   loss: number;
   rangeLoss: number;
   /** Batches whose loss was not finite, skipped. */
@@ -251,24 +262,36 @@ interface StepContext {
   weightOpt: tf.AdamOptimizer;
   coeffOpt: tf.AdamOptimizer;
   rangeWeight: RangeWeight;
+  /** The original model's logits on the training samples (rows in `idx` order), when distilling. */
+  teacher: Float32Array | null;
+  /** The labels' weight in the loss (0 without labels) and the temperature. */
+  lw: number;
+  T: number;
   o: FinetuneOptions;
 }
 
 /**
- * One step on a batch (samples `xs`, class `labels`): cross-entropy plus the weighted range loss,
- * gradients clipped by their global norm, the weights and the coefficients each stepped by their
- * own Adam. `finite` false when the loss is not (the step is then skipped); `rl` is measured either way.
+ * One step on a batch (samples `xs`, class `labels`, rows `pick` of the teacher's logits): the
+ * loss against the targets (distillLoss) plus the weighted range loss, gradients clipped by their
+ * global norm, the weights and the coefficients each stepped by their own Adam. `finite` false
+ * when the loss is not (the step is then skipped); `rl` is measured either way.
  */
-function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: number; rl: number; finite: boolean } {
+function trainStep(
+  c: StepContext,
+  xs: Float32Array,
+  labels: number[] | null,
+  pick: Int32Array,
+): { ce: number; rl: number; finite: boolean } {
   const { g, ex, acts, polys, clamps } = c;
   const weight = c.rangeWeight.value;
-  const m = labels.length;
+  const m = pick.length;
   let ce = NaN;
   let rl = NaN;
   let finite = false;
   tf.tidy(() => {
     const x = tf.tensor(xs, [m, ...c.shape]);
-    const hard = tf.oneHot(tf.tensor1d(labels, 'int32'), c.per);
+    const hard = labels && c.lw > 0 ? tf.oneHot(tf.tensor1d(labels, 'int32'), c.per) : null;
+    const soft = c.teacher ? softTargets(c.teacher, pick, c.per, c.T) : null;
     const { value, grads } = tf.variableGrads(() => {
       const ranges: tf.Scalar[] = [];
       const apply = new Map(
@@ -281,7 +304,7 @@ function trainStep(c: StepContext, xs: Float32Array, labels: number[]): { ce: nu
         ]),
       );
       const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-      const xent = tf.losses.softmaxCrossEntropy(hard, logits);
+      const xent = distillLoss(logits, soft, hard, c.T, c.lw);
       const range = ranges.length ? tf.div(tf.addN(ranges), ranges.length) : tf.scalar(0);
       ce = xent.dataSync()[0];
       rl = range.dataSync()[0];
@@ -309,31 +332,37 @@ interface Run {
   batchSize: number;
 }
 
-/** One pass over `samples` (dataset indices, in this epoch's order), batch by batch: the epoch's means and counts. */
+/**
+ * One pass over the samples `idx[order[k]]` (`order`: positions in `idx`, in this epoch's order),
+ * batch by batch: the epoch's means and counts.
+ */
 async function trainEpoch(
   c: StepContext,
   ds: Dataset,
-  samples: Int32Array,
+  idx: Int32Array,
+  order: Int32Array,
   run: Run,
   e: number,
 ): Promise<Omit<EpochResult, 'epoch' | 'seconds'>> {
   const { o } = c;
-  const labels = ds.labels!;
+  const labels = ds.labels;
   let lossSum = 0;
   let rangeSum = 0;
   let counted = 0;
   let skipped = 0;
   let outside = 0;
-  for (let s = 0; s < samples.length; s += run.batchSize) {
+  for (let s = 0; s < order.length; s += run.batchSize) {
     if (o.signal?.aborted) throw new CancelledError();
-    const batch = samples.subarray(s, s + run.batchSize);
+    const pick = order.subarray(s, s + run.batchSize);
+    const batch = Int32Array.from(pick, (i) => idx[i]);
     const f = schedule(run.step, run.total, run.stepsPerEpoch);
     setLr(c.weightOpt, run.lr * f);
     setLr(c.coeffOpt, run.coeffLr * f);
     const r = trainStep(
       c,
       gather(ds, batch, 0, batch.length),
-      Array.from(batch, (i) => labels[i]),
+      labels ? Array.from(batch, (i) => labels[i]) : null,
+      pick,
     );
     // Values beyond an interval (or not finite: rl NaN) are a violation whether or not the loss is finite.
     const violated = r.rl !== 0;
@@ -366,13 +395,6 @@ export async function finetune(
   start: Map<number, PolyActivation>,
   o: FinetuneOptions,
 ): Promise<FinetuneResult> {
-  const labels = ds.labels;
-  if (!labels)
-    throw new UserError(
-      'OPTION_INVALID',
-      'fine-tuning trains on labels, and the data has none',
-      'pass --labels with the calibration data, or leave out --finetune-epochs',
-    );
   const acts = activationNodes(g);
   for (const a of acts) if (!start.has(a.id)) throw new Error(`no starting polynomial for ${a.name}`);
   const ex = new Executor(g, { trainable: true });
@@ -386,6 +408,11 @@ export async function finetune(
   // nothing; every measurement runs without it, as the encrypted model will.
   const clamps = polys.map((p) => clampTo(p.intervals));
   const { lr, coeffLr } = scaledRates(o, batchSize);
+  const lw = ds.labels ? Math.min(1, Math.max(0, o.labelWeight ?? 1)) : 0;
+  // The original model's logits, computed before any weight moves: the distillation targets.
+  const t0 = Date.now();
+  const teacher =
+    lw < 1 ? (await captureValues(ex, ds, idx, [g.output], {}, { batchSize, signal: o.signal })).get(g.output)! : null;
   const weights = ex.variables();
   const ctx: StepContext = {
     g,
@@ -401,6 +428,9 @@ export async function finetune(
     weightOpt: tf.train.adam(lr),
     coeffOpt: tf.train.adam(coeffLr),
     rangeWeight: new RangeWeight(o.rangeWeight, Math.max(o.rangeWeight, o.rangeWeightMax ?? RangeWeight.MAX)),
+    teacher,
+    lw,
+    T: o.temperature ?? 1,
     o,
   };
   const { weightOpt, coeffOpt } = ctx;
@@ -410,19 +440,14 @@ export async function finetune(
   const stepsPerEpoch = Math.ceil(n / batchSize);
   const run: Run = { step: 0, total: o.epochs * stepsPerEpoch, stepsPerEpoch, lr, coeffLr, batchSize };
   const epochs: EpochResult[] = [];
-  let seconds = 0;
+  // The teacher's pass counts as training time.
+  let seconds = (Date.now() - t0) / 1000;
   try {
     for (let e = 0; e < o.epochs; e++) {
-      const t0 = Date.now();
+      const t1 = Date.now();
       rng.shuffle(order);
-      const sums = await trainEpoch(
-        ctx,
-        ds,
-        Int32Array.from(order, (i) => idx[i]),
-        run,
-        e,
-      );
-      seconds += (Date.now() - t0) / 1000;
+      const sums = await trainEpoch(ctx, ds, idx, order, run, e);
+      seconds += (Date.now() - t1) / 1000;
       const r: EpochResult = { epoch: e + 1, seconds, ...sums };
       epochs.push(r);
       if (o.onEpoch) await o.onEpoch(r, snapshot(ex, polys, acts));

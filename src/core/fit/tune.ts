@@ -32,6 +32,7 @@ import { ValueStats } from '../profile/stats';
 import { Rng } from '../rng';
 import { Fit, assessChannels, assessFit, polyOf } from './fit';
 import { TrainablePoly } from './trainablePoly';
+import { distillLoss, softTargets } from './distill';
 
 export interface TuneOptions {
   /** Passes over the calibration samples. */
@@ -138,11 +139,9 @@ export async function tuneCoefficients(
         const m = Math.min(o.batchSize, n - s);
         const pick = order.subarray(s, s + m);
         const bIdx = Int32Array.from(pick, (i) => idx[i]);
-        const target = new Float32Array(m * per);
-        pick.forEach((i, k) => target.set(teacher.subarray(i * per, (i + 1) * per), k * per));
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
-          const soft = tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
+          const soft = softTargets(teacher, pick, per, T);
           const hard = labels
             ? tf.oneHot(
                 tf.tensor1d(
@@ -154,8 +153,7 @@ export async function tuneCoefficients(
             : null;
           const { value, grads } = tf.variableGrads(() => {
             const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-            const kd = tf.mul(tf.losses.softmaxCrossEntropy(soft, tf.div(logits, T)), T * T);
-            const fit = hard ? tf.add(tf.mul(kd, 1 - lw), tf.mul(tf.losses.softmaxCrossEntropy(hard, logits), lw)) : kd;
+            const fit = distillLoss(logits, soft, hard, T, lw);
             const pen = vars.reduce((acc: tf.Tensor, v) => tf.add(acc, tf.mean(tf.square(v))), tf.scalar(0));
             return tf.add(fit, tf.mul(pen, o.anchor)) as tf.Scalar;
           }, vars);
