@@ -66,8 +66,9 @@ export async function finetuneStage(
   const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
   const perEpoch: FinetuneReport['perEpoch'] = [];
   const { train, validation } = validationSplit(i.split.calib, i.epochs);
-  // The best epoch so far on the validation part (safe first, then accuracy), its model and held-out measurement.
-  let best: { epoch: number; safe: boolean; accuracy: number; model: FinetunedModel; m: Measurement } | null = null;
+  // The best epoch so far by `score` (its validation measurement, else its held-out one: safe
+  // first, then accuracy), its model and held-out measurement `m`.
+  let best: { epoch: number; score: Measurement; model: FinetunedModel; m: Measurement } | null = null;
   const r = await finetune(i.g, i.ds, train, polysOf(i.acts, i.round.fits, i.round.offsets), {
     ...FINETUNE_DEFAULTS,
     epochs: i.epochs,
@@ -92,9 +93,9 @@ export async function finetuneStage(
         validationSafe: v ? v.safe : null,
       });
       const score = v ?? m;
-      const better =
-        !v || !best || (v.safe && !best.safe) || (v.safe === best.safe && v.accuracy > best.accuracy + 1e-12);
-      if (better) best = { epoch: e.epoch, safe: score.safe, accuracy: score.accuracy, model: now, m };
+      const b = best?.score;
+      const better = !v || !b || (v.safe && !b.safe) || (v.safe === b.safe && v.accuracy > b.accuracy + 1e-12);
+      if (better) best = { epoch: e.epoch, score, model: now, m };
     },
   });
   const chosen: { epoch: number; model: FinetunedModel; m: Measurement } = best ?? {
