@@ -36,6 +36,9 @@ await Promise.all([
   // The whole-model encrypted test runs its batches on threads of their own (src/core/he/modelTest.ts
   // looks for batchWorker.js beside itself, here beside worker.js).
   build({ ...node, entryPoints: ['src/core/he/batchWorker.ts'], outfile: join(out, 'batchWorker.js') }),
+  // Fine-tuning computes half of every batch on a helper thread (src/core/finetune/stepHelper.ts
+  // looks for stepWorker.js beside itself, here beside worker.js).
+  build({ ...node, entryPoints: ['src/core/finetune/stepWorker.ts'], outfile: join(out, 'stepWorker.js') }),
   build({
     bundle: true,
     platform: 'browser',

@@ -23,6 +23,7 @@ import {
   schedule,
 } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
+import { helperShards } from '../src/core/finetune/stepHelper';
 import { TrainablePoly } from '../src/core/fit/trainablePoly';
 import { chebInterpolate } from '../src/core/numerics/chebyshev';
 import { initBackend, tf } from '../src/core/model/backend';
@@ -31,6 +32,7 @@ import { Graph, GraphNode, actSpec } from '../src/core/model/graph';
 import { Report, polysFromReport } from '../src/core/report';
 import { runOrt } from './onnxBuild';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { checkOutputs, writeOutputs } from '../src/core/export/export';
 import { registerPolyLayer } from '../src/core/export/polyLayer';
@@ -232,6 +234,33 @@ test("without labels fine-tuning distils the original model's outputs: the disag
   const mixed = await finetune(model.graph, ds, split.calib, start, { ...o, epochs: 1, labelWeight: 0.5 });
   const hard = await finetune(model.graph, ds, split.calib, start, { ...o, epochs: 1 });
   assert.notEqual(mixed.epochs[0].loss, hard.epochs[0].loss);
+});
+
+test('a helper thread computes half of every batch: the same weights as on one thread, bit for bit', async () => {
+  const { model, ds, split, start } = await uniformOn('mnist-mlp', 8, 3);
+  const o = { ...FINETUNE_DEFAULTS, epochs: 1, seed: 7 };
+  const before = helperShards();
+  const two = await finetune(model.graph, ds, split.calib, start, o);
+  const used = helperShards() - before;
+  const saved = process.env.HE_APPROX_THREADS;
+  process.env.HE_APPROX_THREADS = '1';
+  let one: FinetuneResult;
+  try {
+    one = await finetune(model.graph, ds, split.calib, start, o);
+  } finally {
+    if (saved === undefined) delete process.env.HE_APPROX_THREADS;
+    else process.env.HE_APPROX_THREADS = saved;
+  }
+  assert.equal(helperShards() - before, used, 'HE_APPROX_THREADS=1: no helper');
+  // Two cores here (CI and the development machine): every batch of 2 samples or more had a shard there.
+  if (os.availableParallelism() >= 2)
+    assert.equal(used, Math.ceil(split.calib.length / two.batchSize), 'one helper shard per step');
+  assert.equal(two.epochs[0].loss, one.epochs[0].loss);
+  for (const [i, n] of two.graph.nodes.entries()) {
+    const m = one.graph.nodes[i];
+    if (n.spec.op === 'dense' && m.spec.op === 'dense') assert.deepEqual(n.spec.kernel, m.spec.kernel);
+  }
+  for (const [id, p] of two.polys) assert.deepEqual(p.coeffs, one.polys.get(id)!.coeffs);
 });
 
 test("one epoch from he-approx's polynomials is at least as good on held-out images as one from the uniform fit of the same degrees, at either setting", async (t) => {

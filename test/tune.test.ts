@@ -9,7 +9,7 @@ import { loadDataset, splitIndices } from '../src/core/data/read';
 import { CancelledError } from '../src/core/errors';
 import { Fit, chooseInterval, fitDegrees, polyOf } from '../src/core/fit/fit';
 import { TUNE_DEFAULTS, TuneOptions, tuneCoefficients } from '../src/core/fit/tune';
-import { distillLoss, softTargets } from '../src/core/fit/distill';
+import { distillLoss, softTargets, teacherRows } from '../src/core/fit/distill';
 import { initBackend, tf } from '../src/core/model/backend';
 import { Executor } from '../src/core/model/execute';
 import { GraphNode, actSpec, activationNodes } from '../src/core/model/graph';
@@ -175,7 +175,7 @@ test("the distillation loss: Hinton et al.'s T^2-scaled soft cross-entropy mixed
   ]);
   // Teacher rows 3 and 1 of a four-sample table: the batch picks them.
   const teacher = Float32Array.from([9, 9, 9, -0.2, 1.0, 0.1, 9, 9, 9, 0.5, 0.0, 1.5]);
-  const soft = softTargets(teacher, [3, 1], 3, 2);
+  const soft = softTargets(teacherRows(teacher, [3, 1], 3), 3, 2);
   const hard = tf.oneHot(tf.tensor1d([2, 1], 'int32'), 3);
   const close = (got: tf.Scalar, want: number) =>
     assert.ok(Math.abs(got.dataSync()[0] - want) < 1e-5, `${got.dataSync()[0]} vs ${want}`);

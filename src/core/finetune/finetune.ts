@@ -29,16 +29,18 @@
  */
 import { CancelledError } from '../errors';
 import { Dataset } from '../data/read';
-import { tf } from '../model/backend';
-import { Executor, frozenParams } from '../model/execute';
-import { Graph, GraphNode, activationNodes } from '../model/graph';
-import { Interval, unitMap } from '../numerics/chebyshev';
+import { initBackend, tf } from '../model/backend';
+import { frozenParams } from '../model/execute';
+import { Graph, activationNodes } from '../model/graph';
 import { PolyActivation, polyTerms } from '../numerics/polynomial';
 import { Progress, captureValues, gather } from '../profile/profiler';
 import { Rng } from '../rng';
 import { TAPE_BYTES, tapeBatch } from '../fit/tune';
-import { TrainablePoly } from '../fit/trainablePoly';
-import { distillLoss, softTargets } from '../fit/distill';
+import { teacherRows } from '../fit/distill';
+import { Replica, ReplicaSpec, SHARDS, Shard } from './replica';
+import { StepHelper } from './stepHelper';
+
+export { rangeLoss } from './replica';
 
 export interface FinetuneOptions {
   /** Planned passes over the samples (the learning-rate schedule spans them). */
@@ -145,27 +147,6 @@ export function schedule(step: number, total: number, stepsPerEpoch: number): nu
 }
 
 /**
- * The range loss of one activation's input: mean(e^2) + max(e)^2, e = max(|t| - 1, 0), t the input
- * mapped to [-1, 1]. The mean is Baruch et al.'s; the max term is ours: one value beyond the
- * interval is enough to make an encrypted image wrong (a polynomial grows like T_d there), and the
- * mean of a few outliers among a batch's millions of values is nothing beside the cross-entropy,
- * so held-out values left the intervals on ResNet-20 while the mean stayed near zero.
- */
-export function rangeLoss(x: tf.Tensor, p: TrainablePoly): tf.Scalar {
-  const iv = p.intervals;
-  let t: tf.Tensor;
-  if (Array.isArray(iv)) {
-    const maps = iv.map(unitMap);
-    t = tf.add(tf.mul(x, tf.tensor1d(maps.map((u) => u.scale))), tf.tensor1d(maps.map((u) => u.shift)));
-  } else {
-    const u = unitMap(iv);
-    t = tf.add(tf.mul(x, u.scale), u.shift);
-  }
-  const e = tf.relu(tf.sub(tf.abs(t), 1));
-  return tf.add(tf.mean(tf.square(e)), tf.square(tf.max(e)));
-}
-
-/**
  * The range loss's weight as a Lagrange multiplier of the constraint "every value inside its
  * interval", raised multiplicatively while it is violated (dual ascent; the multiplicative form
  * keeps it positive and scale-free: Arora, Hazan & Kale 2012's multiplicative weights). A fixed
@@ -200,26 +181,19 @@ export class RangeWeight {
   }
 }
 
-/** x clamped to the interval (per channel: the last axis) of a polynomial. */
-function clampTo(iv: Interval | Interval[]): (x: tf.Tensor) => tf.Tensor {
-  if (!Array.isArray(iv)) return (x) => tf.clipByValue(x, iv.a, iv.b);
-  const lo = iv.map((v) => v.a);
-  const hi = iv.map((v) => v.b);
-  return (x) => tf.minimum(tf.maximum(x, tf.tensor1d(lo)), tf.tensor1d(hi));
-}
-
-/** Scales the gradients so that their global norm is at most `clip`. */
-function clipByGlobalNorm(grads: tf.NamedTensorMap, clip: number): tf.NamedTensorMap {
-  const sq = Object.values(grads).reduce((acc: tf.Tensor, g) => tf.add(acc, tf.sum(tf.square(g))), tf.scalar(0));
-  const norm = Math.sqrt(sq.dataSync()[0]);
-  if (!(norm > clip)) return grads;
+/** Scales the gradients so that their global norm is at most `clip` (in place). */
+function clipByGlobalNorm(grads: Float32Array[], clip: number): void {
+  let sq = 0;
+  for (const g of grads) for (let k = 0; k < g.length; k++) sq += g[k] * g[k];
+  const norm = Math.sqrt(sq);
+  if (!(norm > clip)) return;
   const f = clip / norm;
-  return Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, tf.mul(g, f)]));
+  for (const g of grads) for (let k = 0; k < g.length; k++) g[k] *= f;
 }
 
 /** The model as it is, as plain data. */
-function snapshot(ex: Executor, polys: TrainablePoly[], acts: GraphNode[]): FinetunedModel {
-  return { graph: ex.currentGraph(), polys: new Map(acts.map((a, k) => [a.id, polys[k].current()])) };
+function snapshot(r: Replica): FinetunedModel {
+  return { graph: r.ex.currentGraph(), polys: new Map(r.acts.map((a, k) => [a.id, r.polys[k].current()])) };
 }
 
 /**
@@ -247,79 +221,73 @@ function setLr(opt: tf.AdamOptimizer, lr: number): void {
 
 /** What every training step shares. */
 interface StepContext {
-  g: Graph;
-  ex: Executor;
-  acts: GraphNode[];
-  polys: TrainablePoly[];
-  clamps: ((x: tf.Tensor) => tf.Tensor)[];
-  /** Classes (the output's size). */
-  per: number;
-  /** A sample's shape. */
-  shape: number[];
-  weights: tf.Variable[];
-  deltas: tf.Variable[];
-  isWeight: Set<string>;
+  /** This thread's copy of the network (the one trained), and the helper thread, if any. */
+  replica: Replica;
+  helper: StepHelper | null;
+  ds: Dataset;
+  /** The original model's logits on the training samples (rows in `idx` order), when distilling. */
+  teacher: Float32Array | null;
   weightOpt: tf.AdamOptimizer;
   coeffOpt: tf.AdamOptimizer;
   rangeWeight: RangeWeight;
-  /** The original model's logits on the training samples (rows in `idx` order), when distilling. */
-  teacher: Float32Array | null;
-  /** The labels' weight in the loss (0 without labels) and the temperature. */
-  lw: number;
-  T: number;
   o: FinetuneOptions;
 }
 
+/** Batch positions `pick` (in `idx`) cut into SHARDS shards of consecutive samples. */
+function shardsOf(c: StepContext, idx: Int32Array, pick: Int32Array): Shard[] {
+  const per = c.replica.spec.per;
+  const size = Math.ceil(pick.length / SHARDS);
+  const out: Shard[] = [];
+  for (let s = 0; s < pick.length; s += size) {
+    const p = pick.subarray(s, s + size);
+    const batch = Int32Array.from(p, (i) => idx[i]);
+    const labels = c.ds.labels;
+    out.push({
+      xs: gather(c.ds, batch, 0, batch.length),
+      m: batch.length,
+      labels: labels ? Array.from(batch, (i) => labels[i]) : null,
+      soft: c.teacher ? teacherRows(c.teacher, p, per) : null,
+    });
+  }
+  return out;
+}
+
 /**
- * One step on a batch (samples `xs`, class `labels`, rows `pick` of the teacher's logits): the
- * loss against the targets (distillLoss) plus the weighted range loss, gradients clipped by their
- * global norm, the weights and the coefficients each stepped by their own Adam. `finite` false
- * when the loss is not (the step is then skipped); `rl` is measured either way.
+ * One step on a batch: each shard's loss and gradients (replica.ts; the last shard on the helper
+ * thread when there is one), added with the shard's share of the samples as weight; the sum
+ * clipped by its global norm, the weights and the coefficients each stepped by their own Adam.
+ * `finite` false when a shard's loss is not (the step is then skipped); `rl` is measured either way.
  */
-function trainStep(
-  c: StepContext,
-  xs: Float32Array,
-  labels: number[] | null,
-  pick: Int32Array,
-): { ce: number; rl: number; finite: boolean } {
-  const { g, ex, acts, polys, clamps } = c;
+async function trainStep(c: StepContext, shards: Shard[]): Promise<{ ce: number; rl: number; finite: boolean }> {
+  const { replica, helper } = c;
   const weight = c.rangeWeight.value;
-  const m = pick.length;
-  let ce = NaN;
-  let rl = NaN;
-  let finite = false;
-  tf.tidy(() => {
-    const x = tf.tensor(xs, [m, ...c.shape]);
-    const hard = labels && c.lw > 0 ? tf.oneHot(tf.tensor1d(labels, 'int32'), c.per) : null;
-    const soft = c.teacher ? softTargets(c.teacher, pick, c.per, c.T) : null;
-    const { value, grads } = tf.variableGrads(() => {
-      const ranges: tf.Scalar[] = [];
-      const apply = new Map(
-        acts.map((a, k) => [
-          a.id,
-          (v: tf.Tensor) => {
-            ranges.push(rangeLoss(v, polys[k]));
-            return polys[k].apply(clamps[k](v));
-          },
-        ]),
-      );
-      const logits = ex.forward(new Map([[g.input, x]]), 0, { apply });
-      const xent = distillLoss(logits, soft, hard, c.T, c.lw);
-      const range = ranges.length ? tf.div(tf.addN(ranges), ranges.length) : tf.scalar(0);
-      ce = xent.dataSync()[0];
-      rl = range.dataSync()[0];
-      return tf.add(xent, tf.mul(range, weight)) as tf.Scalar;
-    }, [...c.weights, ...c.deltas]);
-    if (!Number.isFinite(value.dataSync()[0])) return;
-    const clipped = clipByGlobalNorm(grads, c.o.clipNorm);
-    const w: { name: string; tensor: tf.Tensor }[] = [];
-    const cs: { name: string; tensor: tf.Tensor }[] = [];
-    for (const [name, tensor] of Object.entries(clipped)) (c.isWeight.has(name) ? w : cs).push({ name, tensor });
-    if (w.length) c.weightOpt.applyGradients(w);
-    c.coeffOpt.applyGradients(cs);
-    finite = true;
+  const m = shards.reduce((a, s) => a + s.m, 0);
+  const far = helper && shards.length > 1 ? helper.run(replica.values(), shards[shards.length - 1], weight) : null;
+  const results = shards.slice(0, far ? -1 : undefined).map((s) => replica.grads(s, weight));
+  if (far) results.push(await far);
+  let ce = 0;
+  let rl = 0;
+  results.forEach((r, k) => {
+    ce += (r.ce * shards[k].m) / m;
+    rl += (r.rl * shards[k].m) / m;
   });
-  return { ce, rl, finite };
+  if (!results.every((r) => r.finite)) return { ce, rl, finite: false };
+  const sum = replica.vars.map((_, v) => {
+    const g = new Float32Array(results[0].grads![v].length);
+    results.forEach((r, k) => {
+      const f = shards[k].m / m;
+      const gk = r.grads![v];
+      for (let i = 0; i < g.length; i++) g[i] += f * gk[i];
+    });
+    return g;
+  });
+  clipByGlobalNorm(sum, c.o.clipNorm);
+  tf.tidy(() => {
+    const named = replica.vars.map((v, i) => ({ name: v.name, tensor: tf.tensor(sum[i], v.shape) }));
+    if (replica.nWeights) c.weightOpt.applyGradients(named.slice(0, replica.nWeights));
+    c.coeffOpt.applyGradients(named.slice(replica.nWeights));
+  });
+  return { ce, rl, finite: true };
 }
 
 /** Where a run stands in its schedule, and its full step sizes. */
@@ -338,14 +306,12 @@ interface Run {
  */
 async function trainEpoch(
   c: StepContext,
-  ds: Dataset,
   idx: Int32Array,
   order: Int32Array,
   run: Run,
   e: number,
 ): Promise<Omit<EpochResult, 'epoch' | 'seconds'>> {
   const { o } = c;
-  const labels = ds.labels;
   let lossSum = 0;
   let rangeSum = 0;
   let counted = 0;
@@ -353,17 +319,10 @@ async function trainEpoch(
   let outside = 0;
   for (let s = 0; s < order.length; s += run.batchSize) {
     if (o.signal?.aborted) throw new CancelledError();
-    const pick = order.subarray(s, s + run.batchSize);
-    const batch = Int32Array.from(pick, (i) => idx[i]);
     const f = schedule(run.step, run.total, run.stepsPerEpoch);
     setLr(c.weightOpt, run.lr * f);
     setLr(c.coeffOpt, run.coeffLr * f);
-    const r = trainStep(
-      c,
-      gather(ds, batch, 0, batch.length),
-      labels ? Array.from(batch, (i) => labels[i]) : null,
-      pick,
-    );
+    const r = await trainStep(c, shardsOf(c, idx, order.subarray(s, s + run.batchSize)));
     // Values beyond an interval (or not finite: rl NaN) are a violation whether or not the loss is finite.
     const violated = r.rl !== 0;
     c.rangeWeight.update(violated);
@@ -397,67 +356,60 @@ export async function finetune(
 ): Promise<FinetuneResult> {
   const acts = activationNodes(g);
   for (const a of acts) if (!start.has(a.id)) throw new Error(`no starting polynomial for ${a.name}`);
-  const ex = new Executor(g, { trainable: true });
-  const polys = acts.map((a) => new TrainablePoly(start.get(a.id)!, true));
+  const spec: ReplicaSpec = {
+    graph: g,
+    acts: acts.map((a) => a.id),
+    start: acts.map((a) => start.get(a.id)!),
+    per: g.nodes[g.output].shape.reduce((a, b) => a * b, 1),
+    shape: ds.sampleShape,
+    lw: ds.labels ? Math.min(1, Math.max(0, o.labelWeight ?? 1)) : 0,
+    T: o.temperature ?? 1,
+  };
+  const replica = new Replica(spec);
   // The tape holds every layer's Clenshaw recurrence, as in coefficient tuning (tune.ts).
   const batchSize = tapeBatch(acts, (a) => polyTerms(start.get(a.id)!) - 1, g, TAPE_BYTES, o.batchSize);
-  // While training, each polynomial sees its input clamped to its interval: outside it a
-  // polynomial grows like T_d, and in a deep network one such value overflows every layer after
-  // it (ResNet-20 from the uniform fit: most batches had a non-finite loss, and nothing trained).
-  // The range loss, on the unclamped input, pulls the values inside, where the clamp does
-  // nothing; every measurement runs without it, as the encrypted model will.
-  const clamps = polys.map((p) => clampTo(p.intervals));
   const { lr, coeffLr } = scaledRates(o, batchSize);
-  const lw = ds.labels ? Math.min(1, Math.max(0, o.labelWeight ?? 1)) : 0;
   // The original model's logits, computed before any weight moves: the distillation targets.
   const t0 = Date.now();
   const teacher =
-    lw < 1 ? (await captureValues(ex, ds, idx, [g.output], {}, { batchSize, signal: o.signal })).get(g.output)! : null;
-  const weights = ex.variables();
+    spec.lw < 1
+      ? (await captureValues(replica.ex, ds, idx, [g.output], {}, { batchSize, signal: o.signal })).get(g.output)!
+      : null;
   const ctx: StepContext = {
-    g,
-    ex,
-    acts,
-    polys,
-    clamps,
-    per: g.nodes[g.output].shape.reduce((a, b) => a * b, 1),
-    shape: ds.sampleShape,
-    weights,
-    deltas: polys.map((p) => p.delta),
-    isWeight: new Set(weights.map((v) => v.name)),
+    replica,
+    helper: null,
+    ds,
+    teacher,
     weightOpt: tf.train.adam(lr),
     coeffOpt: tf.train.adam(coeffLr),
     rangeWeight: new RangeWeight(o.rangeWeight, Math.max(o.rangeWeight, o.rangeWeightMax ?? RangeWeight.MAX)),
-    teacher,
-    lw,
-    T: o.temperature ?? 1,
     o,
   };
-  const { weightOpt, coeffOpt } = ctx;
   const rng = new Rng(o.seed);
   const n = idx.length;
   const order = Int32Array.from({ length: n }, (_, i) => i);
   const stepsPerEpoch = Math.ceil(n / batchSize);
   const run: Run = { step: 0, total: o.epochs * stepsPerEpoch, stepsPerEpoch, lr, coeffLr, batchSize };
   const epochs: EpochResult[] = [];
-  // The teacher's pass counts as training time.
-  let seconds = (Date.now() - t0) / 1000;
   try {
+    ctx.helper = await StepHelper.start(spec, await initBackend());
+    // The teacher's pass and the helper's start count as training time.
+    let seconds = (Date.now() - t0) / 1000;
     for (let e = 0; e < o.epochs; e++) {
       const t1 = Date.now();
       rng.shuffle(order);
-      const sums = await trainEpoch(ctx, ds, idx, order, run, e);
+      const sums = await trainEpoch(ctx, idx, order, run, e);
       seconds += (Date.now() - t1) / 1000;
       const r: EpochResult = { epoch: e + 1, seconds, ...sums };
       epochs.push(r);
-      if (o.onEpoch) await o.onEpoch(r, snapshot(ex, polys, acts));
+      if (o.onEpoch) await o.onEpoch(r, snapshot(replica));
       if (o.maxSeconds !== undefined && seconds >= o.maxSeconds) break;
     }
-    return { ...snapshot(ex, polys, acts), epochs, frozen: frozenLayers(g), batchSize };
+    return { ...snapshot(replica), epochs, frozen: frozenLayers(g), batchSize };
   } finally {
-    weightOpt.dispose();
-    coeffOpt.dispose();
-    polys.forEach((p) => p.dispose());
-    ex.dispose();
+    await ctx.helper?.dispose();
+    ctx.weightOpt.dispose();
+    ctx.coeffOpt.dispose();
+    replica.dispose();
   }
 }

@@ -7,15 +7,17 @@
  */
 import { tf } from '../model/backend';
 
-/**
- * The teacher's logits of the samples at positions `pick` (rows of `teacher`, `per` wide),
- * softened by temperature T: the soft targets of one batch.
- */
-export function softTargets(teacher: Float32Array, pick: ArrayLike<number>, per: number, T: number): tf.Tensor {
+/** The teacher's logits of the samples at positions `pick` (rows of `teacher`, `per` wide), one batch's. */
+export function teacherRows(teacher: Float32Array, pick: ArrayLike<number>, per: number): Float32Array {
   const m = pick.length;
-  const target = new Float32Array(m * per);
-  for (let k = 0; k < m; k++) target.set(teacher.subarray(pick[k] * per, (pick[k] + 1) * per), k * per);
-  return tf.softmax(tf.div(tf.tensor2d(target, [m, per]), T));
+  const rows = new Float32Array(m * per);
+  for (let k = 0; k < m; k++) rows.set(teacher.subarray(pick[k] * per, (pick[k] + 1) * per), k * per);
+  return rows;
+}
+
+/** Logits (`per` per sample) softened by temperature T: the soft targets. */
+export function softTargets(rows: Float32Array, per: number, T: number): tf.Tensor {
+  return tf.softmax(tf.div(tf.tensor2d(rows, [rows.length / per, per]), T));
 }
 
 /**

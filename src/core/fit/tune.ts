@@ -32,7 +32,7 @@ import { ValueStats } from '../profile/stats';
 import { Rng } from '../rng';
 import { Fit, assessChannels, assessFit, polyOf } from './fit';
 import { TrainablePoly } from './trainablePoly';
-import { distillLoss, softTargets } from './distill';
+import { distillLoss, softTargets, teacherRows } from './distill';
 
 export interface TuneOptions {
   /** Passes over the calibration samples. */
@@ -141,7 +141,7 @@ export async function tuneCoefficients(
         const bIdx = Int32Array.from(pick, (i) => idx[i]);
         tf.tidy(() => {
           const x = tf.tensor(gather(ds, bIdx, 0, m), [m, ...ds.sampleShape]);
-          const soft = softTargets(teacher, pick, per, T);
+          const soft = softTargets(teacherRows(teacher, pick, per), per, T);
           const hard = labels
             ? tf.oneHot(
                 tf.tensor1d(

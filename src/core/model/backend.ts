@@ -17,6 +17,10 @@ let wasmDir: string | null = null;
 export function setWasmDirectory(dir: string): void {
   wasmDir = dir;
 }
+/** The directory set above, if any (for worker threads that start their own backend). */
+export function wasmDirectory(): string | null {
+  return wasmDir;
+}
 
 export function initBackend(
   choice: BackendChoice = (process.env.HE_APPROX_BACKEND as BackendChoice) || 'auto',
