@@ -486,11 +486,17 @@ test("analyze --finetune-epochs: without labels it learns the original model's o
   assert.equal(rep.finetune.perEpoch.length, 2);
   // 500 calibration samples: a tenth kept out to choose the epoch; the chosen one is the best safe one there.
   assert.equal(rep.finetune.validationSamples, 50);
-  type Epoch = { epoch: number; measuredDrop: number; validationAccuracy: number; validationSafe: boolean };
+  type Epoch = {
+    epoch: number;
+    measuredDrop: number;
+    safe: boolean;
+    validationAccuracy: number;
+    validationSafe: boolean;
+  };
   const eps: Epoch[] = rep.finetune.perEpoch;
-  const best = [...eps].sort(
-    (a, b) => Number(b.validationSafe) - Number(a.validationSafe) || b.validationAccuracy - a.validationAccuracy,
-  )[0];
+  // Safe on validation and on held-out first, then validation accuracy.
+  const ok = (e: Epoch) => Number(e.validationSafe && e.safe);
+  const best = [...eps].sort((a, b) => ok(b) - ok(a) || b.validationAccuracy - a.validationAccuracy)[0];
   assert.equal(eps.find((e) => e.epoch === rep.finetune.chosenEpoch)!.validationAccuracy, best.validationAccuracy);
   assert.equal(rep.finetune.measuredDrop, eps.find((e) => e.epoch === rep.finetune.chosenEpoch)!.measuredDrop);
   assert.equal(rep.finetune.layers.length, rep.layers.length);

@@ -57,7 +57,7 @@ export interface FinetuneReport {
    * fewer than 50 samples, when the last epoch is the one judged).
    */
   validationSamples?: number;
-  /** The epoch whose model is judged (measuredDrop, kept, exported): the best safe one on validation. */
+  /** The epoch whose model is judged (measuredDrop, kept, exported): the best on validation among those safe there and on held-out. */
   chosenEpoch?: number;
   /** Layers whose kernels could not be trained, and why. */
   frozen: { layer: string; reason: string }[];
