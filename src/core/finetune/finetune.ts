@@ -132,6 +132,9 @@ export interface FinetuneResult extends FinetunedModel {
   /** Layers whose kernels (or, for affine constants, all parameters) stayed fixed, and why. */
   frozen: { layer: string; reason: string }[];
   batchSize: number;
+  /** The labels' weight and the temperature the loss used (labelWeight 0 without labels). */
+  labelWeight: number;
+  temperature: number;
 }
 
 /**
@@ -405,7 +408,14 @@ export async function finetune(
       if (o.onEpoch) await o.onEpoch(r, snapshot(replica));
       if (o.maxSeconds !== undefined && seconds >= o.maxSeconds) break;
     }
-    return { ...snapshot(replica), epochs, frozen: frozenLayers(g), batchSize };
+    return {
+      ...snapshot(replica),
+      epochs,
+      frozen: frozenLayers(g),
+      batchSize,
+      labelWeight: spec.lw,
+      temperature: spec.T,
+    };
   } finally {
     await ctx.helper?.dispose();
     ctx.weightOpt.dispose();

@@ -5,10 +5,10 @@
  * compiled thread script beside this file (the sources run through a TypeScript loader have none).
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { wasmDirectory } from '../model/backend';
+import { allowedThreads } from '../numerics/polyPool';
 import { ReplicaSpec, Shard, ShardResult } from './replica';
 
 type Reply = { ready?: boolean; result?: ShardResult; error?: string };
@@ -44,9 +44,8 @@ export class StepHelper {
 
   /** A started helper, or null where one cannot help (see above). */
   static async start(spec: ReplicaSpec, backend: string): Promise<StepHelper | null> {
-    const threads = Number(process.env.HE_APPROX_THREADS ?? os.availableParallelism?.() ?? os.cpus().length);
     const script = path.join(__dirname, 'stepWorker.js');
-    if (!(threads >= 2) || backend !== 'wasm' || !fs.existsSync(script)) return null;
+    if (!(allowedThreads() >= 2) || backend !== 'wasm' || !fs.existsSync(script)) return null;
     const worker = new Worker(script, { workerData: { spec, wasmDir: wasmDirectory() } });
     const ready = await new Promise<Reply>((resolve) => {
       worker.once('message', resolve);

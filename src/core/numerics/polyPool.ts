@@ -259,10 +259,14 @@ export function twoCoreJobs(): number {
   return jobs;
 }
 
+/** Threads the compute may use: HE_APPROX_THREADS, else the machine's cores (fine-tuning's helper reads it too). */
+export function allowedThreads(): number {
+  return Number(process.env.HE_APPROX_THREADS ?? os.cpus().length);
+}
+
 function getHelper(): Helper | null {
   if (helper === undefined) {
-    const threads = Number(process.env.HE_APPROX_THREADS ?? os.cpus().length);
-    helper = threads >= 2 && typeof SharedArrayBuffer === 'function' ? new Helper() : null;
+    helper = allowedThreads() >= 2 && typeof SharedArrayBuffer === 'function' ? new Helper() : null;
   }
   if (helper?.dead) helper = null;
   return helper;
