@@ -12,13 +12,14 @@
  *
  *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
  *        [--lr X] [--coeff-lr X] [--range X] [--range-max X] [--starts uniform,uniform-degrees,he-approx]
- *        [--label-weight W] [--temperature T] [--threads 1,2]
+ *        [--label-weight W] [--temperature T] [--range-margin M] [--threads 1,2]
  *        [--reports DIR] [--target-bootstraps B]
  *
  * --range-max caps the range loss's rising weight (RangeWeight): equal to --range, the weight is
  * fixed (the ablation of the rising one). --target-bootstraps analyses for that many bootstraps
  * (the result at that cost, analysis/choice.ts), so that the he-approx start is a cheap one.
  * --label-weight below 1 mixes distillation from the original model into the loss (fit/distill.ts).
+ * --range-margin M holds the training values inside 1 - M of each interval (the range loss's target).
  * --threads 1,2 runs each start on one thread and on two (fine-tuning's helper thread,
  * finetune/replica.ts) and prints the speed-up of the training seconds, same run.
  *
@@ -86,11 +87,13 @@ const withArgs = (p: Settings): Settings => ({
   rangeWeightMax: stringArg('range-max') === undefined ? p.rangeWeightMax : arg('range-max', 0),
   labelWeight: arg('label-weight', p.labelWeight ?? 1),
   temperature: arg('temperature', p.temperature ?? 1),
+  rangeMargin: arg('range-margin', p.rangeMargin ?? 0),
 });
 const baselineFor = (name: string): Settings => withArgs({ ...BASELINE_FINETUNE, ...BASELINE_FOR[name] });
 const describe = (p: Settings) =>
   `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}` +
   (p.rangeWeightMax === undefined ? ' rising' : ` rising to at most ${p.rangeWeightMax}`) +
+  (p.rangeMargin ? `, margin ${p.rangeMargin}` : '') +
   (p.labelWeight === undefined || p.labelWeight >= 1
     ? ''
     : `, distilled (labels' weight ${p.labelWeight}, T ${p.temperature})`);

@@ -504,6 +504,10 @@ test('the range loss: the mean squared excess beyond the interval plus the large
       ).dataSync()[0],
   );
   assert.ok(Math.abs(w - (1.25 / 4 + 1)) < 1e-6, `${w}`);
+  // With a margin of 0.2 the excess counts from |t| = 0.8: x = [0, 1.8, 3, -6] on [-2, 2] ->
+  // t = [0, 0.9, 1.5, -3], e = [0, 0.1, 0.7, 2.2]; numpy: np.mean(e**2) + e.max()**2 = 1.335 + 4.84.
+  const m = tf.tidy(() => rangeLoss(tf.tensor1d([0, 1.8, 3, -6]), p, 0.8).dataSync()[0]);
+  assert.ok(Math.abs(m - (1.335 + 4.84)) < 1e-5, `${m}`);
 });
 
 test('the epoch is chosen on a tenth of the calibration samples kept out of training; none for one epoch or few samples', () => {

@@ -66,6 +66,11 @@ export interface FinetuneOptions {
   rangeWeight: number;
   /** The most RangeWeight may raise it to (default RangeWeight.MAX; rangeWeight itself: a fixed weight, for ablations). */
   rangeWeightMax?: number;
+  /**
+   * Fraction of each interval's half-width the range loss keeps free at both ends (default 0: the
+   * whole interval); training values then count as outside from 1 - rangeMargin on.
+   */
+  rangeMargin?: number;
   seed: number;
   /** Stop after the epoch that reaches this many seconds (a wall-time cap), if given. */
   maxSeconds?: number;
@@ -367,6 +372,7 @@ export async function finetune(
     shape: ds.sampleShape,
     lw: ds.labels ? Math.min(1, Math.max(0, o.labelWeight ?? 1)) : 0,
     T: o.temperature ?? 1,
+    inner: 1 - Math.min(0.5, Math.max(0, o.rangeMargin ?? 0)),
   };
   const replica = new Replica(spec);
   // The tape holds every layer's Clenshaw recurrence, as in coefficient tuning (tune.ts).

@@ -30,6 +30,8 @@ export interface ReplicaSpec {
   /** The labels' weight in the loss (distillLoss) and the temperature. */
   lw: number;
   T: number;
+  /** The range loss's target: the inner fraction of each interval (rangeLoss's `inner`). */
+  inner: number;
 }
 
 /** One shard: its samples, their labels (or null) and the teacher's logits for them (or null). */
@@ -54,9 +56,11 @@ export interface ShardResult {
  * interval is enough to make an encrypted image wrong (a polynomial grows like T_d there), and the
  * mean of a few outliers among a batch's millions of values is nothing beside the cross-entropy,
  * so held-out values left the intervals on ResNet-20 while the mean stayed near zero. (Per shard,
- * the max is the shard's: the shards' gradients add up to a mean of their maxima.)
+ * the max is the shard's: the shards' gradients add up to a mean of their maxima.) With `inner`
+ * below 1 the excess counts from that fraction of the interval's half-width: the training values
+ * are held away from the edges, which leaves room for held-out values, which training never saw.
  */
-export function rangeLoss(x: tf.Tensor, p: TrainablePoly): tf.Scalar {
+export function rangeLoss(x: tf.Tensor, p: TrainablePoly, inner = 1): tf.Scalar {
   const iv = p.intervals;
   let t: tf.Tensor;
   if (Array.isArray(iv)) {
@@ -66,7 +70,7 @@ export function rangeLoss(x: tf.Tensor, p: TrainablePoly): tf.Scalar {
     const u = unitMap(iv);
     t = tf.add(tf.mul(x, u.scale), u.shift);
   }
-  const e = tf.relu(tf.sub(tf.abs(t), 1));
+  const e = tf.relu(tf.sub(tf.abs(t), inner));
   return tf.add(tf.mean(tf.square(e)), tf.square(tf.max(e)));
 }
 
@@ -131,7 +135,7 @@ export class Replica {
           acts.map((a, k) => [
             a.id,
             (v: tf.Tensor) => {
-              ranges.push(rangeLoss(v, polys[k]));
+              ranges.push(rangeLoss(v, polys[k], spec.inner));
               return polys[k].apply(clamps[k](v));
             },
           ]),
