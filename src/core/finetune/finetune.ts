@@ -68,7 +68,8 @@ export interface FinetuneOptions {
   rangeWeightMax?: number;
   /**
    * Fraction of each interval's half-width the range loss keeps free at both ends (default 0: the
-   * whole interval); training values then count as outside from 1 - rangeMargin on.
+   * whole interval; at most 0.5, larger values count as 0.5); training values then count as
+   * outside from 1 - rangeMargin on.
    */
   rangeMargin?: number;
   seed: number;
