@@ -349,7 +349,8 @@ test('whole-model encrypted test on the CNN with latency packing: one image per 
     samples: 2,
     packing: 'latency',
   });
-  assert.deepEqual(res.packing, { kind: 'latency', channelsPerCiphertext: 8, why: null });
+  // 8 blocks of 1,024 slots at N=16384; the strided layer's 16 channels two to a block.
+  assert.deepEqual(res.packing, { kind: 'latency', channelsPerCiphertext: 8, multiplexed: 16, why: null });
   assert.equal(res.params.ringSize, 16384);
   assert.equal(res.params.samplesPerCiphertext, 1);
   assert.equal(res.samples.length, 2);

@@ -12,7 +12,17 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'fs';
 import * as path from 'path';
 import { analyze } from '../src/core/analyze';
-import { tapPositions } from '../src/core/he/layout';
+import {
+  GridLayout,
+  convOutLayout,
+  gridCts,
+  homeSlots,
+  homesOf,
+  inputLayout,
+  placeOf,
+  subOffsets,
+  tapPositions,
+} from '../src/core/he/layout';
 import {
   channelPackingObstacle,
   compileProgram,
@@ -203,6 +213,23 @@ test('tap masks: a same-padded convolution reads zeros only at the border, a val
   assert.deepEqual(tapPositions(L, s2, 2, 2), [0], 'only output (0, 0) reads (2, 2); output (1, *) would read row 4');
 });
 
+test('multiplexed channels: offsets in the gaps of a strided grid, each channel at its own', () => {
+  // ResNet-20's last stage at N=2^16: 8 x 8 positions every 4 columns and 128 slots, in blocks of 1024.
+  const L: GridLayout = { kind: 'grid', C: 64, H: 8, W: 8, sy: 128, sx: 4, period: 1024, blocks: 32 };
+  assert.deepEqual(subOffsets(L, 2), [0, 1]);
+  // Four columns between grid columns, four row bands of 32 slots below the next row: 16 at most.
+  assert.deepEqual(subOffsets(L, 20), [0, 1, 2, 3, 32, 33, 34, 35, 64, 65, 66, 67, 96, 97, 98, 99]);
+  const M = { ...L, subs: [0, 1] };
+  assert.equal(gridCts(M), 1);
+  // Element (y, x, c) in Keras order: channel 40 is block 8, offset 1.
+  const f = (y: number, x: number, c: number) => (y * 8 + x) * 64 + c;
+  assert.deepEqual(placeOf(M, f(0, 0, 40)), [0, 8 * 1024 + 1]);
+  assert.deepEqual(placeOf(M, f(2, 3, 5)), [0, 5 * 1024 + 2 * 128 + 3 * 4]);
+  const homes = homesOf(M, 0);
+  assert.equal(new Set(homes.map((h) => h.c)).size, 64, 'every channel has one home');
+  assert.deepEqual(homeSlots(M, homes[33].at).slice(0, 3), [1024 + 1, 1024 + 5, 1024 + 9]);
+});
+
 test('a ResNet-style CNN (padded and strided convolutions, option-A shortcut, depthwise, zero padding, global average pooling): the program computes the approximated model', async () => {
   const file = resnetStyle();
   const r = JSON.parse(
@@ -213,6 +240,18 @@ test('a ResNet-style CNN (padded and strided convolutions, option-A shortcut, de
   const { packed } = await checkEmulation(file, r, 8192, 8);
   assert.equal(packed, true, 'channels side by side, the option-A shortcut moved and masked block by block');
   const p = compileProgram((await loadModel(file)).graph, r);
+  // With 4 blocks the strided convolution's 8 channels share blocks (multiplexed: two per block,
+  // the second in the gaps of the stride-2 grid), through the Add, the depthwise convolution and
+  // the pooled classifier.
+  assert.deepEqual((await checkEmulation(file, r, 4096, 4)).packed, true);
+  const strided = convOutLayout(
+    inputLayout(p, 4) as GridLayout,
+    p.steps.find((st): st is ConvStep => st.kind === 'conv')!,
+    4,
+  );
+  assert.equal(strided.subs, undefined, 'the first convolution: 4 channels in 4 blocks');
+  const second = convOutLayout(strided, p.steps.filter((st): st is ConvStep => st.kind === 'conv')[1], 4);
+  assert.deepEqual([second.sx, second.sy, second.subs, gridCts(second)], [2, 56, [0, 1], 1]);
   // What the compiler made of it: ONNX pads [top, left, bottom, right] and the Pad node folded into the convolutions, ...
   const convs = p.steps.filter((st): st is ConvStep => st.kind === 'conv');
   assert.deepEqual(
@@ -313,6 +352,8 @@ test("the ResNet-style CNN with a bootstrap every 3 levels: the residual block's
   });
   assert.equal(res.engine, 'lattigo');
   assert.equal(res.packing?.kind, 'latency');
+  // 4 blocks of 1,024 slots at N=2^13: the strided convolution's 8 channels two to a block.
+  assert.deepEqual([res.packing?.channelsPerCiphertext, res.packing?.multiplexed], [4, 8]);
   assert.equal(res.agreement, 1);
   assert.ok(res.maxAbsErrLogits < 1e-2, `max logit error ${res.maxAbsErrLogits}`);
   assert.equal(res.bootstrapping!.executed, r.final.bootstraps);

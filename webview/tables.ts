@@ -51,7 +51,7 @@ export function renderEncrypted(r: Report): void {
         row([
           'packing',
           m.packing?.kind === 'latency'
-            ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext` : ''}`
+            ? `latency: one image per run${m.packing.inputCopies ? `, ${m.packing.inputCopies} copies of the input per ciphertext` : m.packing.channelsPerCiphertext > 1 ? `, ${m.packing.channelsPerCiphertext} channels per ciphertext${m.packing.multiplexed ? ` (${m.packing.multiplexed} where strides left gaps)` : ''}` : ''}`
             : `throughput: ${m.params.samplesPerCiphertext} images per ciphertext`,
         ]),
         row([

@@ -66,7 +66,7 @@ export function describePacking(r: EncryptedModelReport): string {
   if (p.inputCopies)
     return `latency packing: one sample, ${p.inputCopies} permuted copies of its input in one ciphertext (the first dense layer's diagonals split among them)`;
   if (p.channelsPerCiphertext > 1)
-    return `latency packing: one sample, ${p.channelsPerCiphertext} channels per ciphertext`;
+    return `latency packing: one sample, ${p.channelsPerCiphertext} channels per ciphertext${p.multiplexed ? ` (${p.multiplexed} where strides left gaps)` : ''}`;
   return `latency packing: one sample per ciphertext${p.why ? ` (channels not packed together: ${p.why})` : ''}`;
 }
 

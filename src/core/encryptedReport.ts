@@ -72,7 +72,14 @@ export interface EncryptedModelReport {
    * input in inputCopies permuted copies for the dense layer reading it, unless `why`).
    * Absent in reports made before it existed: throughput.
    */
-  packing?: { kind: 'throughput' | 'latency'; channelsPerCiphertext: number; inputCopies?: number; why: string | null };
+  packing?: {
+    kind: 'throughput' | 'latency';
+    channelsPerCiphertext: number;
+    /** The most channels one ciphertext holds where strides left gaps in the blocks (absent: none did). */
+    multiplexed?: number;
+    inputCopies?: number;
+    why: string | null;
+  };
   levelsNeeded: number;
   levelsPredicted: number;
   levelsUsed: number;

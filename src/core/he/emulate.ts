@@ -7,7 +7,7 @@ import { UserError } from '../errors';
 import { SimBackend, SimCt } from './backend';
 import { Trace, TraceRecorder } from './trace';
 import type { Program } from './program';
-import { gridCts, inputLayout, placeOf } from './layout';
+import { gridCts, inputLayout, perCiphertext, placeOf } from './layout';
 import { LinearOps, TARGET_SCALE, Value, factorOf } from './linear';
 import { runProgram } from './lower';
 
@@ -29,6 +29,7 @@ export function recordProgram(p: Program, o: RecordOptions): Trace {
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = Array.from({ length: n }, () => rec.input());
   const groups: number[] = [];
+  let most = 1;
   const out = runProgram(
     p,
     rec,
@@ -36,13 +37,17 @@ export function recordProgram(p: Program, o: RecordOptions): Trace {
     ins,
     (name) => rec.mark(name),
     o.blocks ?? 1,
-    undefined,
+    (_node, v) => {
+      if (v.layout.kind === 'grid' && v.layout.blocks > 1)
+        most = Math.max(most, Math.min(v.layout.C, perCiphertext(v.layout)));
+    },
     o.refresh
       ? { before: o.refresh, bootstrap: (c) => rec.bootstrap(c), onValue: (_id, cts) => groups.push(cts) }
       : undefined,
   );
   const t = rec.finish(out.cts[0], n);
   t.predicted.bootstrapGroups = groups;
+  t.predicted.channelsPerCiphertext = most;
   return t;
 }
 

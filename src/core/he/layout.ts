@@ -1,8 +1,8 @@
 /**
  * Where a program's values live in the slots (the packings). Slots are position-major with B
  * samples interleaved (slot = position * B + sample) in batch packing; latency packing puts one
- * sample's channels side by side (Lee et al.'s multiplexed packing, ICML 2022, without the stride
- * interleaving) or a flat input in permuted copies.
+ * sample's channels side by side (Lee et al.'s multiplexed packing, ICML 2022: a block per channel,
+ * and channels beyond the blocks in the gaps strides leave) or a flat input in permuted copies.
  */
 import { size } from '../model/graph';
 import type { PolyActivation } from '../model/execute';
@@ -15,9 +15,10 @@ import { ConvStep, DenseStep, Program, channelPackingObstacle, pow2, stepInputs 
  * row-major grid, strided by the convolutions and pools so far); other positions hold junk that no
  * later weight reads. A block is `period` positions. With blocks = 1 (batch packing) each channel
  * has its own ciphertext and positions repeat with `period`. With blocks = K > 1 (channel packing,
- * one sample: Lee et al.'s multiplexed packing, ICML 2022, without the stride interleaving) K
- * channels sit side by side in one ciphertext of K * period slots, channel c in block c mod K of
- * ciphertext floor(c / K); fewer channels than blocks repeat (block b holds channel b mod C).
+ * one sample: Lee et al.'s multiplexed packing, ICML 2022) K channels sit side by side in one
+ * ciphertext of K * period slots, channel c in block c mod K of ciphertext floor(c / K); fewer
+ * channels than blocks repeat (block b holds channel b mod C); more share blocks at the offsets
+ * `subs` (homesOf) when strides have left gaps, before they take another ciphertext.
  */
 export type GridLayout = {
   kind: 'grid';
@@ -28,6 +29,12 @@ export type GridLayout = {
   sx: number;
   period: number;
   blocks: number;
+  /**
+   * Offsets within a block where further channels sit (Lee et al.'s multiplexing, ICML 2022):
+   * absent or [0], one channel per block; [0, d, ...] puts channel s K + b of a ciphertext at
+   * offset subs[s] of block b, in the gaps a strided grid leaves (`subOffsets`).
+   */
+  subs?: number[];
 };
 /**
  * A flat value: element f at position f, periodic with `period`. With `mix` (the program's input,
@@ -67,8 +74,62 @@ export function inputLayout(p: Program, blocks = 1): Layout {
   return { kind: 'flat', period: pow2(size(shape)), dim: size(shape) };
 }
 
+/** Channels a ciphertext of a grid value holds side by side (blocks times offsets per block). */
+export const perCiphertext = (l: GridLayout) => l.blocks * (l.subs?.length ?? 1);
+
 /** Ciphertexts a grid value takes. */
-export const gridCts = (l: GridLayout) => (l.C <= l.blocks ? 1 : Math.ceil(l.C / l.blocks));
+export const gridCts = (l: GridLayout) => (l.C <= l.blocks ? 1 : Math.ceil(l.C / perCiphertext(l)));
+
+/** The grid's positions within a block, row-major (y sy + x sx). */
+export function gridPositions(l: GridLayout): number[] {
+  const q: number[] = [];
+  for (let y = 0; y < l.H; y++) for (let x = 0; x < l.W; x++) q.push(y * l.sy + x * l.sx);
+  return q;
+}
+
+/**
+ * Where channels sit in ciphertext i: per block b and offset s, the slot `at` = b period +
+ * subs[s] where its grid starts, and the channel there (-1: none). Channel i K S + s K + b.
+ */
+export function homesOf(l: GridLayout, i: number): { at: number; b: number; d: number; c: number }[] {
+  const subs = l.subs ?? [0];
+  const homes: { at: number; b: number; d: number; c: number }[] = [];
+  for (const [si, d] of subs.entries())
+    for (let b = 0; b < l.blocks; b++) {
+      const c = subs.length === 1 ? channelAt(l, i, b) : i * perCiphertext(l) + si * l.blocks + b;
+      homes.push({ at: b * l.period + d, b, d, c: c < l.C ? c : -1 });
+    }
+  return homes;
+}
+
+/**
+ * The slots a channel's vector entries fill from its home `at`: the whole block with one channel
+ * per block (its junk positions take the channel's values too, as before multiplexing), only the
+ * grid's positions when channels share a block.
+ */
+export function homeSlots(l: GridLayout, at: number): number[] {
+  if (!l.subs || l.subs.length === 1) return Array.from({ length: l.period }, (_, q) => at + q);
+  return gridPositions(l).map((q) => at + q);
+}
+
+/**
+ * Offsets for `count` channels per block of a strided grid (Lee et al.'s multiplexed packing,
+ * ICML 2022): 0 and the smallest further offsets d whose shifted grid meets neither the grid nor
+ * another offset's and stays inside the block. Fewer when the gaps hold fewer.
+ */
+export function subOffsets(l: GridLayout, count: number): number[] {
+  const grid = gridPositions(l);
+  const last = Math.max(...grid);
+  const used = new Uint8Array(l.period);
+  grid.forEach((q) => (used[q] = 1));
+  const subs = [0];
+  for (let d = 1; d < l.period - last && subs.length < count; d++) {
+    if (grid.some((q) => used[q + d])) continue;
+    grid.forEach((q) => (used[q + d] = 1));
+    subs.push(d);
+  }
+  return subs;
+}
 
 /** The channel block b of ciphertext i holds (-1: none). */
 export function channelAt(l: GridLayout, i: number, b: number): number {
@@ -82,8 +143,10 @@ export function placeOf(l: Layout, f: number): [number, number] {
   if (l.kind === 'flat') return [0, f];
   const c = f % l.C;
   const yx = Math.floor(f / l.C);
-  const [i, b] = l.C <= l.blocks ? [0, c] : [Math.floor(c / l.blocks), c % l.blocks];
-  return [i, b * l.period + Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
+  const per = perCiphertext(l);
+  const [i, r] = l.C <= l.blocks ? [0, c] : [Math.floor(c / per), c % per];
+  const at = (r % l.blocks) * l.period + (l.subs?.[Math.floor(r / l.blocks)] ?? 0);
+  return [i, at + Math.floor(yx / l.W) * l.sy + (yx % l.W) * l.sx];
 }
 
 /**
@@ -92,7 +155,7 @@ export function placeOf(l: Layout, f: number): [number, number] {
  */
 export function convOutLayout(L: GridLayout, s: ConvStep, blocks: number): GridLayout {
   const [[pt, pb], [pl, pr]] = s.pads;
-  return {
+  const out: GridLayout = {
     kind: 'grid',
     C: s.cout,
     H: Math.floor((L.H + pt + pb - s.kh) / s.strides[0]) + 1,
@@ -102,6 +165,12 @@ export function convOutLayout(L: GridLayout, s: ConvStep, blocks: number): GridL
     period: L.period,
     blocks,
   };
+  // More channels than blocks: into the gaps strides left, before another ciphertext.
+  if (blocks > 1 && s.cout > blocks) {
+    const subs = subOffsets(out, Math.ceil(s.cout / blocks));
+    if (subs.length > 1) out.subs = subs;
+  }
+  return out;
 }
 
 /**
@@ -128,17 +197,23 @@ export function tapPositions(L: GridLayout, s: ConvStep, dy: number, dx: number)
 /** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
 export function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
   const v = new Float64Array(L.blocks * L.period);
-  for (let b = 0; b < L.blocks; b++) {
-    const ch = channelAt(L, i, b);
-    if (ch >= 0) v.fill(f(ch), b * L.period, (b + 1) * L.period);
+  for (const h of homesOf(L, i)) {
+    if (h.c < 0) continue;
+    const w = f(h.c);
+    for (const q of homeSlots(L, h.at)) v[q] = w;
   }
   return v;
 }
 
-/** Per-slot polynomials of channel-packed ciphertext i: block b uses its channel's (an empty block channel 0's: junk no one reads). */
+/** Per-slot polynomials of channel-packed ciphertext i: each home's slots its channel's (elsewhere channel 0's: junk no one reads). */
 export function blockLanes(p: PolyActivation, L: GridLayout, i: number): PolyInput[] {
-  const perChannel = Array.from({ length: L.blocks }, (_, b) => lanePoly(p, Math.max(0, channelAt(L, i, b))));
-  return Array.from({ length: L.blocks * L.period }, (_, q) => perChannel[Math.floor(q / L.period)]);
+  const lanes = new Array<PolyInput>(L.blocks * L.period).fill(lanePoly(p, 0));
+  for (const h of homesOf(L, i)) {
+    if (h.c <= 0) continue;
+    const lane = lanePoly(p, h.c);
+    for (const q of homeSlots(L, h.at)) lanes[q] = lane;
+  }
+  return lanes;
 }
 
 /**

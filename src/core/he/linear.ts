@@ -20,9 +20,10 @@ import { ConvStep, DenseStep, PoolStep, convWeight, pow2 } from './program';
 import {
   GridLayout,
   Layout,
-  channelAt,
   convOutLayout,
   gridCts,
+  gridPositions,
+  homesOf,
   mixIndex,
   perBlock,
   placeOf,
@@ -109,9 +110,10 @@ const convTaps = (L: GridLayout, s: ConvStep) =>
 
 /**
  * A tap's weight as the plaintext it multiplies by, before the rotation by `shift` that brings the
- * product to the outputs: w at every position (a scalar, or the block [at, at + period) of `into`)
- * when every output's tap reads the image, else w only where an output's tap does (shifted back:
- * rot(v, shift)[q] = v[q + shift]) and 0 where it reads the padding's zeros.
+ * product to the outputs (rot(v, shift)[q] = v[q + shift]): w at every position (a scalar, or in
+ * `into` the block [at, at + period) shifted back) when every output's tap reads the image, else
+ * w only where an output's tap does (`real`, from `at`, shifted back) and 0 where it reads the
+ * padding's zeros.
  */
 function tapWeights(
   real: number[] | null,
@@ -124,7 +126,8 @@ function tapWeights(
 ): Float64Array {
   const v = into ?? new Float64Array(real ? length : 1);
   if (!real) {
-    if (into) v.fill(w, at, at + period);
+    const from = (((at + shift) % length) + length) % length;
+    if (into) v.fill(w, from, from + period);
     else v[0] = w;
     return v;
   }
@@ -133,12 +136,14 @@ function tapWeights(
 }
 
 /**
- * A convolution on channel-packed ciphertexts (blocks > 1): output channel o in block b of
- * ciphertext j gets sum_c sum_dy,dx w[dy,dx,c,o] x_c[q + dy sy + dx sx]. Input channel c reaches
- * block b by rotating its ciphertext by k blocks (k = block of c - b mod K), so
- * out_j = sum_dy rot(sum_(i,k) sum_dx W_(j,dy,i,k,dx) * rot(rot(x_i, k period), dx sx), dy sy),
- * each W a slot vector holding, per block, the weight of the channel that rotation brings there.
- * The baby steps (i, k, dx) are shared by all outputs; a convolution costs one level, as in batch packing.
+ * A convolution on channel-packed ciphertexts (blocks > 1), by baby-step giant-step rotations
+ * (Halevi & Shoup 2018; Lee et al., ICML 2022, for multiplexed channels). Output channel o at home
+ * a_o (layout.ts: homesOf) takes sum_c sum_dy,dx w[dy,dx,c,o] x[a_c + q + dy sy + dx sx]; with
+ * a_c - a_o = k period + e (k blocks, e the difference of the offsets in the block), out_j =
+ * sum_k rot(sum_(i,e,dy,dx) W_(j,k,i,e,dy,dx) * B_(i,e,dy,dx), k period), each baby step B one
+ * rotation of another (by e, dx sx or dy sy: the keys the layer needs anyway) and each W holding,
+ * at a_o + q + k period, the weight of the channel that lands on o. Babies are shared by all
+ * outputs and giants by all baby steps; a convolution costs one level, as in batch packing.
  */
 export function packedConv<C>(
   s: ConvStep,
@@ -149,74 +154,54 @@ export function packedConv<C>(
 ): Value<C> {
   const L = x.layout as GridLayout;
   const K = L.blocks;
+  const slots = K * L.period;
   const outL = convOutLayout(L, s, K);
   const encScale = encScales(be, x);
-  // For each output block and input channel, the source (ciphertext i, offset k) with the smallest
-  // offset; a repeated channel is read from one block only.
-  const terms = new Map<number, { j: number; b: number; c: number; o: number }[]>();
-  for (let j = 0; j < gridCts(outL); j++) {
-    for (let b = 0; b < K; b++) {
-      const o = channelAt(outL, j, b);
-      if (o < 0) continue;
-      const cinG = s.cin / s.groups;
-      const c0 = Math.floor(o / (s.cout / s.groups)) * cinG;
-      for (let c = c0; c < c0 + cinG; c++) {
-        let best = -1;
-        for (let i = 0; i < x.cts.length; i++)
-          for (let beta = 0; beta < K; beta++) {
-            if (channelAt(L, i, beta) !== c) continue;
-            const key = i * K + ((beta - b + K) % K);
-            if (best < 0 || key % K < best % K) best = key;
-          }
-        if (best < 0) throw new Error(`${s.name}: input channel ${c} is in no block`);
-        if (!terms.has(best)) terms.set(best, []);
-        terms.get(best)!.push({ j, b, c, o });
-      }
-    }
-  }
+  const terms = convTerms(s, L, outL, x.cts.length);
   const [pt, pl] = [s.pads[0][0], s.pads[1][0]];
   const taps = convTaps(L, s);
-  const baby = new Map<number, C[]>();
-  for (const key of [...terms.keys()].sort((a, b) => a - b)) {
-    const i = Math.floor(key / K);
-    const k = key % K;
-    const base = k === 0 ? x.cts[i] : tmp(ops.rotate(x.cts[i], k * L.period));
-    baby.set(
-      key,
-      Array.from({ length: s.kw }, (_, dx) => (dx === pl ? base : tmp(ops.rotate(base, (dx - pl) * L.sx)))),
-    );
-  }
+  const every = outL.subs ? gridPositions(outL) : null;
+  // Baby steps, made on first use from the one before them: x_i, rot by e, then dx sx, then dy sy.
+  const babies = new Map<string, C>();
+  const baby = (i: number, e: number, dx: number, dy: number): C => {
+    const key = `${i}:${e}:${dx}:${dy}`;
+    let c = babies.get(key);
+    if (c) return c;
+    if (dy !== pt) c = ops.rotate(baby(i, e, dx, pt), (dy - pt) * L.sy);
+    else if (dx !== pl) c = ops.rotate(baby(i, e, pl, pt), (dx - pl) * L.sx);
+    else c = e !== 0 ? ops.rotate(x.cts[i], e) : x.cts[i];
+    if (c !== x.cts[i]) tmp(c);
+    babies.set(key, c);
+    return c;
+  };
   const acc = (sum: C | null, term: C) => accumulate(ops, sum, term);
   const cts: C[] = [];
   for (let j = 0; j < gridCts(outL); j++) {
     let z: C | null = null;
-    for (let dy = 0; dy < s.kh; dy++) {
+    for (const [k, byBaby] of [...(terms.get(j) ?? new Map<number, Map<string, ConvTerm[]>>())].sort(
+      (a, b) => a[0] - b[0],
+    )) {
       let inner: C | null = null;
-      for (const [key, list] of terms) {
-        const mine = list.filter((t) => t.j === j);
-        for (let dx = 0; dx < s.kw && mine.length; dx++) {
-          const v = new Float64Array(K * L.period);
-          let nz = false;
-          for (const t of mine) {
-            const w = convWeight(s, dy, dx, t.c, t.o) * factorOf(x, t.c);
-            if (w !== 0) {
-              tapWeights(taps[dy][dx], w, (dy - pt) * L.sy, L.period, t.b * L.period, K * L.period, v);
+      for (const [ie, list] of byBaby) {
+        const [i, e] = ie.split(':').map(Number);
+        for (let dy = 0; dy < s.kh; dy++)
+          for (let dx = 0; dx < s.kw; dx++) {
+            const v = new Float64Array(slots);
+            let nz = false;
+            for (const t of list) {
+              const w = convWeight(s, dy, dx, t.c, t.o) * factorOf(x, t.c);
+              if (w === 0) continue;
+              tapWeights(taps[dy][dx] ?? every, w, k * L.period, L.period, t.at, slots, v);
               nz = true;
             }
+            if (nz)
+              inner = acc(
+                inner,
+                ops.mulVecNoRescale(baby(i, e, dx, dy), v, encScale[i], `${s.node}:${j}:${k}:${ie}:${dy}:${dx}`),
+              );
           }
-          if (nz)
-            inner = acc(
-              inner,
-              ops.mulVecNoRescale(
-                baby.get(key)![dx],
-                v,
-                encScale[Math.floor(key / K)],
-                `${s.node}:${j}:${dy}:${key}:${dx}`,
-              ),
-            );
-        }
       }
-      if (inner !== null) z = acc(z, rowShifted(ops, inner, (dy - pt) * L.sy));
+      if (inner !== null) z = acc(z, rowShifted(ops, inner, k * L.period));
     }
     if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
     const y = tmp(ops.rescale(z));
@@ -229,6 +214,46 @@ export function packedConv<C>(
     );
   }
   return { cts, layout: outL, factor: 1 };
+}
+
+/** Output channel o at home `at` reads input channel c. */
+type ConvTerm = { at: number; o: number; c: number };
+
+/**
+ * A packed convolution's products, by output ciphertext j, giant step k (blocks) and baby step
+ * "i:e" (input ciphertext, offset difference): for each output home and input channel, the
+ * input home with the fewest blocks to go (a repeated channel is read from one block only).
+ */
+function convTerms(
+  s: ConvStep,
+  L: GridLayout,
+  outL: GridLayout,
+  n: number,
+): Map<number, Map<number, Map<string, ConvTerm[]>>> {
+  const K = L.blocks;
+  const inHomes = new Map<number, { i: number; b: number; d: number }[]>();
+  for (let i = 0; i < n; i++)
+    for (const h of homesOf(L, i)) if (h.c >= 0) inHomes.set(h.c, [...(inHomes.get(h.c) ?? []), { i, b: h.b, d: h.d }]);
+  const cinG = s.cin / s.groups;
+  const terms = new Map<number, Map<number, Map<string, ConvTerm[]>>>();
+  for (let j = 0; j < gridCts(outL); j++)
+    for (const h of homesOf(outL, j)) {
+      if (h.c < 0) continue;
+      const c0 = Math.floor(h.c / (s.cout / s.groups)) * cinG;
+      for (let c = c0; c < c0 + cinG; c++) {
+        const src = inHomes.get(c);
+        if (!src) throw new Error(`${s.name}: input channel ${c} is in no block`);
+        const from = src.reduce((best, t) => ((t.b - h.b + K) % K < (best.b - h.b + K) % K ? t : best));
+        const k = (from.b - h.b + K) % K;
+        const byK = terms.get(j) ?? new Map<number, Map<string, ConvTerm[]>>();
+        terms.set(j, byK);
+        const byBaby = byK.get(k) ?? new Map<string, ConvTerm[]>();
+        byK.set(k, byBaby);
+        const key = `${from.i}:${from.d - h.d}`;
+        byBaby.set(key, [...(byBaby.get(key) ?? []), { at: h.at, o: h.c, c }]);
+      }
+    }
+  return terms;
 }
 
 /**

@@ -9,7 +9,7 @@ import { lanesOf, squareLane } from '../cost/fold';
 import type { CkksBackend } from './backend';
 import { VecOps, channelLanes, evalFoldedCkks, evalPolyCkks, lanePoly, scaledPoly } from './polyEval';
 import { AddStep, ConcatStep, PolyStep, Program, Step, mixedSquareSigns, stepInputs } from './program';
-import { GridLayout, Layout, blockLanes, channelAt, gridCts, inputLayout, perBlock } from './layout';
+import { GridLayout, Layout, blockLanes, gridCts, homeSlots, homesOf, inputLayout, perBlock } from './layout';
 import {
   LinearOps,
   TARGET_SCALE,
@@ -163,9 +163,12 @@ export function addValues<C>(
   F.forEach((v, o) => {
     if (Number.isNaN(v)) F[o] = 1;
   });
-  const L0 = xs[0].layout;
+  // The sum takes the layout of an input that holds all its channels (multiplexed or not).
+  const whole = xs.findIndex((_, i) => s.offsets[i] === 0 && s.channels[i] === s.C);
+  const L0 = xs[Math.max(0, whole)].layout;
   const packed = L0.kind === 'grid' && L0.blocks > 1;
-  const masked = xs.map((_, i) => packed && (s.offsets[i] !== 0 || s.channels[i] !== s.C));
+  const sameSubs = (l: Layout) => l.kind === 'grid' && String(l.subs ?? [0]) === String((L0 as GridLayout).subs ?? [0]);
+  const masked = xs.map((x, i) => packed && (s.offsets[i] !== 0 || s.channels[i] !== s.C || !sameSubs(x.layout)));
   const lvl = Math.min(...xs.map((x, i) => be.level(x.cts[0]) - (masked[i] ? 1 : 0)));
   const at = xs.findIndex((x, i) => !masked[i] && be.level(x.cts[0]) === lvl);
   const scale = at >= 0 ? be.scale(xs[at].cts[0]) : TARGET_SCALE;
@@ -204,9 +207,11 @@ export function addValues<C>(
 }
 
 /**
- * Input i of a channel-packed Add moved to the sum's blocks (output channel o from input channel
- * o - offset), zero in the blocks of channels it lacks, at `level` and exactly `scale`: per
- * output ciphertext, the sum over block rotations k of mask_k * rot(x, k blocks), rescaled once.
+ * Input i of a channel-packed Add moved to the sum's homes (output channel o from input channel
+ * o - offset), zero in the homes of channels it lacks, at `level` and exactly `scale`: per output
+ * ciphertext, the sum over moves (e within a block, then k blocks) of mask * rot(rot(x, e), k
+ * period), rescaled once. Two rotations rather than one by e + k period: no Galois keys beyond
+ * the ones the convolutions use.
  */
 function maskedChannels<C>(
   s: AddStep,
@@ -222,38 +227,40 @@ function maskedChannels<C>(
   const L = x.layout as GridLayout;
   const K = L.blocks;
   if (outL.blocks !== K || outL.period !== L.period) throw new Error(`${s.name}: its inputs are packed differently`);
-  // For each output block, the (ciphertext, rotation) pairs that bring its channel there; the
-  // pair most blocks can use is taken, so that few rotations serve all.
-  const wanted: { j: number; b: number; options: number[] }[] = [];
-  const uses = new Map<number, number>();
+  // For each output home, the moves "src:e:k" that bring its channel there; the move most homes
+  // can use is taken, so that few rotations serve all.
+  const wanted: { j: number; at: number; options: string[] }[] = [];
+  const uses = new Map<string, number>();
   for (let j = 0; j < gridCts(outL); j++)
-    for (let b = 0; b < K; b++) {
-      const c = channelAt(outL, j, b) - s.offsets[i];
-      if (c < 0 || c >= s.channels[i]) continue;
-      const options: number[] = [];
+    for (const h of homesOf(outL, j)) {
+      const c = h.c - s.offsets[i];
+      if (h.c < 0 || c < 0 || c >= s.channels[i]) continue;
+      const options: string[] = [];
       for (let src = 0; src < x.cts.length; src++)
-        for (let beta = 0; beta < K; beta++)
-          if (channelAt(L, src, beta) === c) options.push(src * K + ((beta - b + K) % K));
+        for (const g of homesOf(L, src)) if (g.c === c) options.push(`${src}:${g.d - h.d}:${(g.b - h.b + K) % K}`);
       options.forEach((key) => uses.set(key, (uses.get(key) ?? 0) + 1));
-      wanted.push({ j, b, options });
+      wanted.push({ j, at: h.at, options });
     }
-  const masks = new Map<number, Map<number, Float64Array>>();
+  const masks = new Map<string, Map<number, Float64Array>>();
   for (const w of wanted) {
     const key = w.options.reduce((best, k) => ((uses.get(k) ?? 0) > (uses.get(best) ?? 0) ? k : best));
     if (!masks.has(key)) masks.set(key, new Map());
     const byJ = masks.get(key)!;
     if (!byJ.has(w.j)) byJ.set(w.j, new Float64Array(K * L.period));
-    byJ.get(w.j)!.fill(1, w.b * L.period, (w.b + 1) * L.period);
+    const mask = byJ.get(w.j)!;
+    for (const q of homeSlots(outL, w.at)) mask[q] = 1;
   }
   const down = x.cts.map((c) => be.modSwitchTo(c, level + 1));
   down.forEach((c, k) => {
     if (c !== x.cts[k]) tmp(c);
   });
+  const within = new Map<string, C>();
   const sums: (C | null)[] = new Array(gridCts(outL)).fill(null);
-  for (const [key, byJ] of [...masks].sort((a, b) => a[0] - b[0])) {
-    const src = Math.floor(key / K);
-    const k = key % K;
-    const moved = k === 0 ? down[src] : tmp(ops.rotate(down[src], k * L.period));
+  for (const [key, byJ] of [...masks].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const [src, e, k] = key.split(':').map(Number);
+    const shifted = within.get(`${src}:${e}`) ?? (e === 0 ? down[src] : tmp(ops.rotate(down[src], e)));
+    within.set(`${src}:${e}`, shifted);
+    const moved = k === 0 ? shifted : tmp(ops.rotate(shifted, k * L.period));
     const enc = (scale * be.prime(level + 1)) / be.scale(moved);
     for (const [j, mask] of byJ)
       sums[j] = accumulate(ops, sums[j], ops.mulVecNoRescale(moved, mask, enc, `${s.node}:mask:${i}:${key}:${j}`));

@@ -7,7 +7,7 @@ import { affineLane, lanesOf, squareLane } from '../cost/fold';
 import type { CkksBackend } from './backend';
 import { VecOps, evalPolyCkks, lanePoly, scaledPoly } from './polyEval';
 import type { TreeStep } from './program';
-import { GridLayout, blockLanes, channelAt, perBlock } from './layout';
+import { GridLayout, blockLanes, channelAt, homesOf, perBlock } from './layout';
 import { LinearOps, TARGET_SCALE, Value, addend, factorOf } from './linear';
 
 /** What every ciphertext of one tree step shares. */
@@ -142,7 +142,8 @@ function halfAbs<C>(t: TreeRun<C>, d: C, i: number): C | null {
   if (s.fold.form === 'square') {
     const sq = (c: number) => squareLane(lane(c))!;
     const signs = new Set(
-      Array.from({ length: L.blocks }, (_, b) => channelAt(L, i, b))
+      homesOf(L, i)
+        .map((h) => h.c)
         .filter((c) => c >= 0)
         .map((c) => sq(c).sign),
     );

@@ -71,6 +71,9 @@ export function recordRuns(program: Program, latency: boolean, chain: RunChain, 
   const packing: EncryptedModelReport['packing'] = {
     kind: latency ? 'latency' : 'throughput',
     channelsPerCiphertext: layout.copies ? 1 : blocks,
+    ...(!layout.copies && (trace.predicted.channelsPerCiphertext ?? 1) > blocks
+      ? { multiplexed: trace.predicted.channelsPerCiphertext }
+      : {}),
     ...(layout.copies ? { inputCopies: blocks } : {}),
     why: layout.why,
   };

@@ -67,6 +67,8 @@ export interface Trace {
     steps: string[];
     /** Ciphertexts of each value refreshed, in order: the trace's bootstraps grouped by the value they refresh. */
     bootstrapGroups?: number[];
+    /** The most channels one ciphertext of a channel-packed value holds (layout.ts: perCiphertext). */
+    channelsPerCiphertext?: number;
   };
 }
 
