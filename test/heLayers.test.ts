@@ -357,7 +357,10 @@ test("the ResNet-style CNN with a bootstrap every 3 levels: the residual block's
   assert.equal(res.agreement, 1);
   assert.ok(res.maxAbsErrLogits < 1e-2, `max logit error ${res.maxAbsErrLogits}`);
   assert.equal(res.bootstrapping!.executed, r.final.bootstraps);
-  assert.ok(Math.min(...res.bootstrapping!.precisionBits) > 15, `precision ${res.bootstrapping!.precisionBits}`);
+  // Every bootstrap keeps Lattigo's own precision, those from level 0 too (their scale error
+  // carried in the result's scale: trace.ts, levelZeroError) and after scalar additions (whose
+  // scale Lattigo drops: engines/lattigo/run.go, addc); without both, two of the three fell below.
+  assert.ok(Math.min(...res.bootstrapping!.precisionBits) > 24, `precision ${res.bootstrapping!.precisionBits}`);
   assert.equal(res.levelsUsed, res.levelsPredicted);
 });
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/tuneinsight/lattigo/v6/circuits/ckks/bootstrapping"
 	"github.com/tuneinsight/lattigo/v6/ring"
@@ -28,6 +29,9 @@ type Chain struct {
 	LogScale int      `json:"logScale"`
 	LogQP    float64  `json:"logQP"`
 	Security string   `json:"security"`
+	// MessageRatio: q0 / |m| of the bootstrapping (its ScaleDown), for the scale a bootstrap
+	// returns from level 0 (run.go: levelZeroError); 0 without bootstrapping.
+	MessageRatio float64 `json:"messageRatio,omitempty"`
 }
 
 // Bounds of log2(QP) for 128-bit security. Bootstrapping: Lattigo's default parameter sets use a
@@ -109,5 +113,14 @@ func ChainOf(params ckks.Parameters, btp *bootstrapping.Parameters, security str
 	if btp != nil {
 		logQP = btp.BootstrappingParameters.LogQP()
 	}
-	return Chain{Primes: params.Q(), Levels: params.MaxLevel(), Slots: params.MaxSlots(), LogScale: params.LogDefaultScale(), LogQP: logQP, Security: security}
+	c := Chain{Primes: params.Q(), Levels: params.MaxLevel(), Slots: params.MaxSlots(), LogScale: params.LogDefaultScale(), LogQP: logQP, Security: security}
+	if btp != nil {
+		c.MessageRatio = messageRatio(btp)
+	}
+	return c
+}
+
+// messageRatio is the bootstrapping's q0 / |m| (mod1.Parameters.MessageRatio, from the literal).
+func messageRatio(btp *bootstrapping.Parameters) float64 {
+	return math.Exp2(float64(btp.Mod1ParametersLiteral.LogMessageRatio))
 }

@@ -297,7 +297,11 @@ func Run(dir string) error {
 				// At a's scale and level, as Lattigo encodes a vector operand.
 				res, err = w.eval.AddNew(a, spread(expand(consts[op.C]), job.B, slots))
 			case "addc":
-				res, err = w.eval.AddNew(a, op.K)
+				// Lattigo v6.1.1 adds a scalar into a new ciphertext without its scale (AddNew
+				// allocates at the default scale; Add's scalar case copies no metadata): a's is kept.
+				if res, err = w.eval.AddNew(a, op.K); err == nil {
+					res.Scale = a.Scale
+				}
 			case "mul":
 				if res, err = w.eval.MulRelinNew(a, b); err == nil {
 					err = w.eval.Rescale(res, res)
@@ -337,6 +341,14 @@ func Run(dir string) error {
 				res, err = w.btp.Bootstrap(a.CopyNew())
 				bootEnd()
 				if err != nil {
+					break
+				}
+				if a.Level() == 0 {
+					res.Scale = res.Scale.Mul(levelZeroError(params, btpParams, a.Scale))
+				}
+				// The trace's scale for the result (trace.ts: TraceRecorder.bootstrap) must be this one.
+				if op.S > 0 && math.Abs(res.Scale.Float64()/op.S-1) > 1e-9 {
+					err = fmt.Errorf("the bootstrapped scale is 2^%.9f, the trace's 2^%.9f'", math.Log2(res.Scale.Float64()), math.Log2(op.S))
 					break
 				}
 				boots.Add(1)
@@ -419,4 +431,17 @@ func splitLines(s string) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+// levelZeroError is the factor by which Lattigo's bootstrapping multiplies a message it takes at
+// level 0 with scale s. ScaleDown brings the scale to q0 / r (r: the message ratio) by an integer
+// product, round(q0 / (s r)), and a rescale; at level 0 there is no prime to rescale by, so the
+// scale misses q0 / r by that integer's rounding, and the PREC64 path drops the error factor it
+// computes (circuits/ckks/bootstrapping/evaluator.go: Evaluate, ScaleDown): the value comes back
+// times s round(q0 / (s r)) r / q0, up to 1 / (2 round(q0 / (s r))) off.
+// Multiplying the result's scale by the factor makes it exact again at no level.
+func levelZeroError(params ckks.Parameters, btp *bootstrapping.Parameters, s rlwe.Scale) rlwe.Scale {
+	target := rlwe.NewScale(params.Q()[0]).Div(rlwe.NewScale(messageRatio(btp)))
+	up := rlwe.NewScale(params.Q()[0]).Div(s).Div(rlwe.NewScale(messageRatio(btp)))
+	return s.Mul(rlwe.NewScale(up.BigInt())).Div(target)
 }

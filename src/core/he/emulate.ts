@@ -20,11 +20,13 @@ export interface RecordOptions {
   blocks?: number;
   /** Bootstraps before steps (the engine has bootstrapping): value ids by step index. */
   refresh?: Map<number, number[]>;
+  /** The bootstrapping's q0 / |m| (trace.ts: levelZeroError). */
+  messageRatio?: number;
 }
 
 /** The program as the trace every engine runs (trace.ts), for one packing and chain. */
 export function recordProgram(p: Program, o: RecordOptions): Trace {
-  const rec = new TraceRecorder(o.primes, o.levels, TARGET_SCALE, o.B, o.slots, !!o.refresh);
+  const rec = new TraceRecorder(o.primes, o.levels, TARGET_SCALE, o.B, o.slots, !!o.refresh, o.messageRatio);
   const L0 = inputLayout(p, o.blocks ?? 1);
   const n = L0.kind === 'grid' ? gridCts(L0) : 1;
   const ins = Array.from({ length: n }, () => rec.input());

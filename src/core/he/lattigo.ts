@@ -28,6 +28,8 @@ export interface LattigoChain {
   logScale: number;
   logQP: number;
   security: string;
+  /** The bootstrapping's q0 / |m| (engines/lattigo: levelZeroError); absent without bootstrapping. */
+  messageRatio?: number;
 }
 
 /** The protocol the TypeScript side speaks (engines/lattigo/main.go: Version). */

@@ -13,7 +13,7 @@ import * as path from 'path';
 import type { OpCosts } from '../cost/cost';
 import { cacheDir, readCachedCosts, writeCachedCosts } from '../cost/sealCosts';
 import { LattigoSpec, SECURE_LOG_N, engineChain, runOnLattigo } from './lattigo';
-import { Trace, TraceOp } from './trace';
+import { Trace, TraceOp, levelZeroError } from './trace';
 
 /** The cache file of one parameter set (ring and levels between bootstraps). */
 export function lattigoCostsFile(spec: LattigoSpec): string {
@@ -27,7 +27,14 @@ export function lattigoCostsFile(spec: LattigoSpec): string {
 export const bootstrapSpec = (levels: number): LattigoSpec => ({ logN: SECURE_LOG_N, levels, bootstrap: true });
 
 /** The trace that times each operation `reps` times (bootstraps `bootReps` times), one per step. */
-export function costTrace(levels: number, primes: number[], slots: number, reps: number, bootReps: number): Trace {
+export function costTrace(
+  levels: number,
+  primes: number[],
+  slots: number,
+  reps: number,
+  bootReps: number,
+  messageRatio = 0,
+): Trace {
   const ops: TraceOp[] = [{ op: 'mark', name: 'start' }];
   let next = 1;
   const reg = () => next++;
@@ -54,7 +61,7 @@ export function costTrace(levels: number, primes: number[], slots: number, reps:
     ops.push(
       { op: 'drop', out: d, a: 0, level: 0 },
       { op: 'mark', name: 'drop' },
-      { op: 'boot', out: b, a: d },
+      { op: 'boot', out: b, a: d, s: 2 ** 40 * (messageRatio ? levelZeroError(primes[0], messageRatio, 2 ** 40) : 1) },
       { op: 'mark', name: 'bootstrap' },
       { op: 'free', a: d },
       { op: 'free', a: b },
@@ -82,7 +89,7 @@ export async function measureLattigoCosts(
   const chain = engineChain(spec);
   const reps = o.reps ?? 3;
   const bootReps = spec.bootstrap ? (o.bootReps ?? 2) : 0;
-  const trace = costTrace(chain.levels, chain.primes, chain.slots, reps, bootReps);
+  const trace = costTrace(chain.levels, chain.primes, chain.slots, reps, bootReps, chain.messageRatio);
   const input = Float64Array.from({ length: chain.slots }, (_, i) => 0.5 * Math.sin(i));
   const best = new Map<string, number>();
   const run = await runOnLattigo(trace, spec, [[input]], {

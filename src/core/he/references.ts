@@ -51,6 +51,8 @@ export interface RunChain {
   primes: number[];
   levels: number;
   slots: number;
+  /** The bootstrapping's q0 / |m| (Lattigo with bootstrapping). */
+  messageRatio?: number;
 }
 
 /**

@@ -38,8 +38,11 @@ export type TraceOp =
   | { op: 'drop'; out: Reg; a: Reg; level: number }
   /** A ciphertext holding k in every slot at `level` and scale s. */
   | { op: 'const'; out: Reg; k: number; level: number; s: number }
-  /** Bootstrapping: back to the top level, at the default scale. */
-  | { op: 'boot'; out: Reg; a: Reg }
+  /**
+   * Bootstrapping: back to the top level, at scale s (the default scale, times levelZeroError's
+   * factor for a ciphertext taken at level 0).
+   */
+  | { op: 'boot'; out: Reg; a: Reg; s: number }
   | { op: 'free'; a: Reg }
   /** The step named `name` ends here (per-layer time and progress). */
   | { op: 'mark'; name: string };
@@ -98,6 +101,17 @@ function hashVector(v: Float64Array): string {
  * keeps them (the same arithmetic as SimBackend), strict about the same things (levels for
  * products, no rescale at level 0), and every operation appended to the trace.
  */
+/**
+ * The factor by which Lattigo's bootstrapping multiplies a message it takes at level 0 with scale
+ * s (q0 / r its target scale, r the message ratio): its ScaleDown multiplies by round(q0 / (s r))
+ * and has no prime left to rescale by, and its PREC64 path drops the error factor that leaves
+ * (circuits/ckks/bootstrapping/evaluator.go). The engine carries the factor in the result's scale
+ * (engines/lattigo/run.go: levelZeroError), which makes the value exact again at no level.
+ */
+export function levelZeroError(q0: number, ratio: number, s: number): number {
+  return (s * Math.round(q0 / s / ratio) * ratio) / q0;
+}
+
 export class TraceRecorder implements CkksBackend<Reg> {
   readonly ops: TraceOp[] = [];
   readonly consts: Float64Array[] = [];
@@ -115,6 +129,8 @@ export class TraceRecorder implements CkksBackend<Reg> {
     readonly slots: number,
     /** Bootstrapping available (Lattigo): `boot` takes a ciphertext back to `levels`. */
     readonly canBootstrap: boolean,
+    /** The bootstrapping's q0 / |m| (the engine's chain), for the scale a bootstrap returns from level 0. */
+    readonly messageRatio?: number,
   ) {}
 
   /** A fresh input ciphertext. */
@@ -269,10 +285,14 @@ export class TraceRecorder implements CkksBackend<Reg> {
 
   bootstrap(a: Reg): Reg {
     if (!this.canBootstrap) throw new Error('trace: bootstrapping on an engine without it');
-    this.s(a);
+    const { level, scale } = this.s(a);
     this.bootstraps++;
-    const out = this.fresh(this.levels, this.scaleDefault);
-    this.ops.push({ op: 'boot', out, a });
+    const s =
+      level === 0 && this.messageRatio
+        ? this.scaleDefault * levelZeroError(this.primes[0], this.messageRatio, scale)
+        : this.scaleDefault;
+    const out = this.fresh(this.levels, s);
+    this.ops.push({ op: 'boot', out, a, s });
     return out;
   }
 
@@ -327,7 +347,8 @@ export interface TraceExecutor<C> {
   negate(a: C): C;
   drop(a: C, level: number): C;
   constant(k: number, level: number, scale: number): C;
-  bootstrap?(a: C): C;
+  /** Back to the top level at scale s. */
+  bootstrap?(a: C, s: number): C;
   free(a: C): void;
 }
 
@@ -396,7 +417,7 @@ export function runTrace<C>(
             'this program needs bootstrapping, which the engine does not have',
             'run it with --engine lattigo',
           );
-        regs.set(op.out, ex.bootstrap(get(op.a)));
+        regs.set(op.out, ex.bootstrap(get(op.a), op.s));
         break;
       case 'free': {
         const c = regs.get(op.a);
@@ -447,9 +468,9 @@ export function simulateTrace(t: Trace, inputs?: Float64Array[], onBootstrap?: (
     negate: (a) => sim.negate(a),
     drop: (a, level) => sim.modSwitchTo(a, level),
     constant: (k, level, s) => ({ v: new Float64Array(S).fill(k), level, scale: s }),
-    bootstrap: (a) => {
+    bootstrap: (a, s) => {
       onBootstrap?.(a.v);
-      return { v: a.v, level: t.levels, scale: t.scale };
+      return { v: a.v, level: t.levels, scale: s };
     },
     free: () => undefined,
   };
