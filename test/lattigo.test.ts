@@ -91,9 +91,10 @@ test('constants cross to the engine as runs of equal values, which expand to exa
 });
 
 test('the engine is built with the repository and states its chain: 128-bit bootstrapping at N=2^16 holds 9 levels, not 10', () => {
-  assert.match(engineVersion(), /^he-approx-lattigo 2 \(lattigo v6\.1\.1\)$/);
+  assert.match(engineVersion(), /^he-approx-lattigo 3 \(lattigo v6\.1\.1\)$/);
   const chain = engineChain({ logN: SECURE_LOG_N, levels: 9, bootstrap: true });
   assert.equal(chain.security, '128-bit');
+  assert.equal(chain.messageRatio, 256, "the bootstrapping's q0 / |m|, for the scale it returns from level 0");
   assert.equal(chain.levels, 9);
   assert.equal(chain.slots, 2 ** 15);
   assert.equal(chain.primes.length, 10);

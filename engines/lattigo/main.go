@@ -16,7 +16,7 @@ import (
 )
 
 // Version of the engine's protocol and build; the TypeScript side checks it.
-const Version = "he-approx-lattigo 2 (lattigo v6.1.1)"
+const Version = "he-approx-lattigo 3 (lattigo v6.1.1)"
 
 func fail(err error) {
 	emit(event{"type": "error", "message": err.Error()})

@@ -33,7 +33,7 @@ export interface LattigoChain {
 }
 
 /** The protocol the TypeScript side speaks (engines/lattigo/main.go: Version). */
-export const ENGINE_VERSION = 'he-approx-lattigo 2 ';
+export const ENGINE_VERSION = 'he-approx-lattigo 3 ';
 
 /** The ring of Lattigo's 128-bit bootstrapping parameters; tests use a smaller one, named insecure. */
 export const SECURE_LOG_N = 16;
