@@ -20,6 +20,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { STAGE_ORDER } from '../src/core/analysis/clock';
+import { numberArg } from './args';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
@@ -32,10 +33,7 @@ const MODELS: Record<string, { file: string; options: Record<string, unknown> }>
   resnet8: { file: path.join(PEER, 'mlperf-tiny-resnet8', 'pretrainedResnet.h5'), options: { scale: 'none' } },
 };
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
+const arg = numberArg;
 
 async function child(name: string, calib: number, heldout: number): Promise<void> {
   const { analyze } = await import('../src/core/analyze');

