@@ -348,7 +348,7 @@ func Run(dir string) error {
 				}
 				// The trace's scale for the result (trace.ts: TraceRecorder.bootstrap) must be this one.
 				if op.S > 0 && math.Abs(res.Scale.Float64()/op.S-1) > 1e-9 {
-					err = fmt.Errorf("the bootstrapped scale is 2^%.9f, the trace's 2^%.9f'", math.Log2(res.Scale.Float64()), math.Log2(op.S))
+					err = fmt.Errorf("the bootstrapped scale is 2^%.9f, the trace's 2^%.9f", math.Log2(res.Scale.Float64()), math.Log2(op.S))
 					break
 				}
 				boots.Add(1)
