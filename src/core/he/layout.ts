@@ -194,7 +194,7 @@ export function tapPositions(L: GridLayout, s: ConvStep, dy: number, dx: number)
   return q;
 }
 
-/** A slot vector of a channel-packed ciphertext i: every position of block b holds f(channel of b) (0 where no channel). */
+/** A slot vector of a channel-packed ciphertext i: each channel home's slots (homeSlots) hold f(its channel), 0 elsewhere. */
 export function perBlock(L: GridLayout, i: number, f: (channel: number) => number): Float64Array {
   const v = new Float64Array(L.blocks * L.period);
   for (const h of homesOf(L, i)) {

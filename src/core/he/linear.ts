@@ -88,8 +88,8 @@ export function addend<C>(be: CkksBackend<C>, c: C, level: number, scale: number
   return be.mulConst(above, 1, (be.prime(level + 1) * scale) / be.scale(above));
 }
 
-/** A kernel row's partial sum moved onto the outputs' positions (a rotation unless `by` is 0; the sum is freed). */
-function rowShifted<C>(ops: LinearOps<C>, inner: C, by: number): C {
+/** A partial sum (a kernel row's, a block offset's) moved onto the outputs' positions (a rotation unless `by` is 0; the sum is freed). */
+function shifted<C>(ops: LinearOps<C>, inner: C, by: number): C {
   if (by === 0) return inner;
   const r = ops.rotate(inner, by);
   ops.free(inner);
@@ -201,7 +201,7 @@ export function packedConv<C>(
               );
           }
       }
-      if (inner !== null) z = acc(z, rowShifted(ops, inner, k * L.period));
+      if (inner !== null) z = acc(z, shifted(ops, inner, k * L.period));
     }
     if (z === null) throw new Error(`layer ${s.name}: output ciphertext ${j} has an all-zero kernel`);
     const y = tmp(ops.rescale(z));
@@ -233,7 +233,11 @@ function convTerms(
   const K = L.blocks;
   const inHomes = new Map<number, { i: number; b: number; d: number }[]>();
   for (let i = 0; i < n; i++)
-    for (const h of homesOf(L, i)) if (h.c >= 0) inHomes.set(h.c, [...(inHomes.get(h.c) ?? []), { i, b: h.b, d: h.d }]);
+    for (const h of homesOf(L, i)) {
+      if (h.c < 0) continue;
+      if (!inHomes.has(h.c)) inHomes.set(h.c, []);
+      inHomes.get(h.c)!.push({ i, b: h.b, d: h.d });
+    }
   const cinG = s.cin / s.groups;
   const terms = new Map<number, Map<number, Map<string, ConvTerm[]>>>();
   for (let j = 0; j < gridCts(outL); j++)
@@ -250,7 +254,8 @@ function convTerms(
         const byBaby = byK.get(k) ?? new Map<string, ConvTerm[]>();
         byK.set(k, byBaby);
         const key = `${from.i}:${from.d - h.d}`;
-        byBaby.set(key, [...(byBaby.get(key) ?? []), { at: h.at, o: h.c, c }]);
+        if (!byBaby.has(key)) byBaby.set(key, []);
+        byBaby.get(key)!.push({ at: h.at, o: h.c, c });
       }
     }
   return terms;
@@ -395,7 +400,7 @@ export function convValue<C>(
               ),
             );
         }
-      if (inner !== null) z = acc(z, rowShifted(ops, inner, (dy - pt) * L.sy));
+      if (inner !== null) z = acc(z, shifted(ops, inner, (dy - pt) * L.sy));
     }
     if (z === null) throw new Error(`layer ${s.name}: output channel ${o} has an all-zero kernel`);
     const y = ops.rescale(z);

@@ -97,11 +97,6 @@ function hashVector(v: Float64Array): string {
 }
 
 /**
- * A backend that records instead of computing: levels and scales as the engine with `primes`
- * keeps them (the same arithmetic as SimBackend), strict about the same things (levels for
- * products, no rescale at level 0), and every operation appended to the trace.
- */
-/**
  * The factor by which Lattigo's bootstrapping multiplies a message it takes at level 0 with scale
  * s (q0 / r its target scale, r the message ratio): its ScaleDown multiplies by round(q0 / (s r))
  * and has no prime left to rescale by, and its PREC64 path drops the error factor that leaves
@@ -112,6 +107,11 @@ export function levelZeroError(q0: number, ratio: number, s: number): number {
   return (s * Math.round(q0 / s / ratio) * ratio) / q0;
 }
 
+/**
+ * A backend that records instead of computing: levels and scales as the engine with `primes`
+ * keeps them (the same arithmetic as SimBackend), strict about the same things (levels for
+ * products, no rescale at level 0), and every operation appended to the trace.
+ */
 export class TraceRecorder implements CkksBackend<Reg> {
   readonly ops: TraceOp[] = [];
   readonly consts: Float64Array[] = [];
