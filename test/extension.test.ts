@@ -449,6 +449,7 @@ test("settings -> analysis options: every declared analysis setting is read, wit
     ['inputMean', [0.5]],
     ['calibrationSamples', 300],
     ['fitMethod', 'uniform'],
+    ['finetuneAugment', 'flip,shift=2'],
   ]);
   const o = analyzeOptionsFrom(
     (k, fallback) => (set.has(k) ? set.get(k) : fallback) as typeof fallback,
@@ -463,6 +464,8 @@ test("settings -> analysis options: every declared analysis setting is read, wit
   assert.equal(o.calib, 300);
   assert.equal(o.method, 'uniform');
   assert.equal(o.labels, '/d/y.npy');
+  assert.equal(o.finetuneAugment, 'flip,shift=2');
+  assert.deepEqual(resolveSettings({ ...o, finetuneEpochs: 1 }).finetuneAugment, { flip: true, shift: 2 });
   // A bad setting is not refused while settings are read (at activation, for the cache key): the analysis refuses it.
   const bad = analyzeOptionsFrom(
     (k, fallback) => (k === 'inputScale' ? 'abc' : fallback) as typeof fallback,
@@ -472,6 +475,10 @@ test("settings -> analysis options: every declared analysis setting is read, wit
   );
   assert.ok(Number.isNaN(bad.scale));
   assert.throws(() => resolveSettings(bad), /input scale must be 'auto', 'none' or a positive number/);
+  assert.throws(
+    () => resolveSettings({ ...o, finetuneEpochs: 1, finetuneAugment: 'rotate' }),
+    /--finetune-augment rotate: unknown augmentation/,
+  );
 });
 
 test('one option table: package.json declares exactly its settings with the same defaults; the CLI lists its flags', () => {

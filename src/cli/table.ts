@@ -2,6 +2,7 @@
 import { Report, describeFold } from '../core/report';
 import { DEFAULT_BOOTSTRAP_LEVELS } from '../core/analysis/settings';
 import { NESTED_STAGES, STAGE_ORDER } from '../core/analysis/clock';
+import { describeAugmentation } from '../core/finetune/augment';
 
 function pad(cells: string[][], right: boolean[]): string {
   const w = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
@@ -198,7 +199,7 @@ export function renderReport(r: Report): string {
   const ft = r.finetune;
   if (ft) {
     out.push(
-      `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels${ft.labelWeight === 0 ? "; no labels: on the original model's outputs" : ''}): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
+      `fine-tuning (${ft.epochs} epochs, ${ft.seconds.toFixed(0)} s; weights and coefficients, same degrees and levels${ft.labelWeight === 0 ? "; no labels: on the original model's outputs" : ''}${ft.augment ? `; images augmented: ${describeAugmentation(ft.augment)}` : ''}): measured drop ${f2(ft.analysisDrop)} -> ${f2(ft.measuredDrop)} pp` +
         ` (per epoch ${ft.perEpoch.map((e) => `${f2(e.measuredDrop)}${e.safe ? '' : ' unsafe'}`).join(', ')}${chosenEpoch(ft)})${ft.safe ? '' : ', values UNSAFE'}; ${ft.kept ? 'kept' : ft.levelsUp?.length ? `not kept: its coefficients would cost ${ft.levelsUp.join(', ')} more levels` : "not kept: the analysis's result is better or safer"}` +
         `${ft.exported ? `, written to ${ft.exported}` : ''}`,
     );

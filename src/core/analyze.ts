@@ -29,6 +29,7 @@ import { Round, SearchResult, meetsBudget, plainRound, roundAttempt, searchDegre
 import { DegreeChooser, DegreePick } from './analysis/selection';
 import { screenCandidates } from './analysis/sensitivity';
 import { AnalyzeOptions, Settings, resolveSettings } from './analysis/settings';
+import { resolveAugmentation } from './finetune/augment';
 import { measureAveragePooling, measureHeldout, measureSubset } from './analysis/verify';
 
 export { AnalyzeOptions, DEFAULT_DEGREES, SEAL_LEVELS } from './analysis/settings';
@@ -52,6 +53,8 @@ export async function analyze(o: AnalyzeOptions): Promise<Report> {
     frontier: 3 * s.frontier,
   });
   const inputs = await clock.timed('load', () => loadInputs(o, s));
+  // Before the analysis's minutes: augmentation that cannot apply to this model's input is refused now.
+  if (s.finetuneEpochs > 0) resolveAugmentation(s.finetuneAugment, inputs.ds.sampleShape);
   const backend = await initBackend();
   // Before any tensor exists: a model or setting too large for this machine is refused with the estimate.
   checkAnalysisMemory(

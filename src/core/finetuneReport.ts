@@ -26,6 +26,8 @@ export interface FinetuneReport {
    */
   labelWeight?: number;
   temperature?: number;
+  /** Flips and shifts of the training images (finetune/augment.ts: shift in pixels); absent: none. */
+  augment?: { flip: boolean; shift: number };
   /** Training seconds (per-epoch measurements excluded). */
   seconds: number;
   /** The analysis's measured drop, and the fine-tuned model's, on the same held-out samples. */

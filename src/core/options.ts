@@ -13,6 +13,7 @@
  */
 import { UserError } from './errors';
 import type { InputNormalization, InputScale } from './data/read';
+import { parseAugmentation } from './finetune/augment';
 
 /** An editor setting's declared value where it differs in form from the option (0 for "the core's default"). */
 export interface SettingSpec {
@@ -394,6 +395,17 @@ export const ANALYZE_OPTIONS: readonly OptionSpec[] = [
     defaultText: '0 (off)',
     help: "fine-tune weights and coefficients on the calibration data for N epochs (on its labels; without --labels on the original model's outputs), first from the best choices of up to two cheaper rings or bootstrap counts than the analysis's (kept if one meets the budget), else from its result; --out then also writes finetuned/",
     setting: { name: 'finetuneEpochs', default: 0 },
+  },
+  {
+    key: 'finetuneAugment',
+    flag: 'finetune-augment',
+    cli: 'value',
+    parse: parseAugmentation,
+    // A string from the editor's setting (parsed by resolveSettings, which refuses a bad one).
+    default: 'none',
+    defaultText: 'none',
+    help: "with --finetune-epochs: flip and shift the training images, drawn anew each epoch (flip: mirrored left-right; shift: moved up to an eighth of the side, shift=N: up to N pixels; comma-separated). For images whose class a mirror or a shift keeps, such as CIFAR's; not for digits or text",
+    setting: { name: 'finetuneAugment', default: 'none' },
   },
   {
     key: 'finetuneFrontier',

@@ -14,6 +14,7 @@
  */
 import type { Dataset, Split } from '../data/read';
 import type { FinetunedModel } from '../finetune/finetune';
+import type { Augmentation } from '../finetune/augment';
 import { Fit, polysOf } from '../fit/fit';
 import type { Graph, GraphNode } from '../model/graph';
 import type { PolyActivation } from '../numerics/polynomial';
@@ -54,7 +55,14 @@ export interface FinetuneChoiceInput {
   rounds: Round[];
   result: Round;
   target: Target | null;
-  s: { budget: number; finetuneEpochs: number; finetuneFrontier: boolean; seed: number; batchSize: number };
+  s: {
+    budget: number;
+    finetuneEpochs: number;
+    finetuneFrontier: boolean;
+    finetuneAugment: Augmentation;
+    seed: number;
+    batchSize: number;
+  };
   signal?: AbortSignal;
   onProgress?: (f: number, msg: string) => void;
   /** Levels of activation l evaluated as polynomial p at `degree` (the cost model's). */
@@ -180,6 +188,7 @@ async function tune(
     round,
     baseAccuracy: i.baseAccuracy,
     epochs: i.s.finetuneEpochs,
+    augment: i.s.finetuneAugment,
     seed: i.s.seed,
     batchSize: i.s.batchSize,
     signal: i.signal,

@@ -11,6 +11,7 @@ import type { OpCosts } from '../cost/cost';
 import { RING_LEVELS } from '../he/params';
 import type { Progress } from '../profile/profiler';
 import type { FinetunedModel } from '../finetune/finetune';
+import { Augmentation, augments, parseAugmentation } from '../finetune/augment';
 import type { LoadedModel } from '../model/load';
 import type { AnalyzeOptionsReport } from '../report';
 
@@ -87,6 +88,8 @@ export interface AnalyzeOptions {
   frontier?: number;
   /** With finetuneEpochs: fine-tune every measured tier, the frontier with fine-tuning (--finetune-frontier). */
   finetuneFrontier?: boolean;
+  /** With finetuneEpochs: flips and shifts of the training images, or their text as the flag takes it (finetune/augment.ts; default none). */
+  finetuneAugment?: Augmentation | string;
   /** Called with the fine-tuned model when fine-tuning ran and was kept (for the exporter). */
   onFinetuned?: (m: FinetunedModel) => void;
   /** Called with the model as loaded (never changed by the analysis), so that an exporter need not read it again. */
@@ -118,6 +121,7 @@ export interface Settings extends Omit<AnalyzeOptionsReport, 'inputScale' | 'inp
   labelWeight: number;
   finetuneEpochs: number;
   finetuneFrontier: boolean;
+  finetuneAugment: Augmentation;
   frontier: number;
   /** --target-levels / --target-bootstraps, if given (one at most). */
   target: Target | null;
@@ -285,6 +289,14 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
       '--finetune-frontier fine-tunes every tier, and no fine-tuning epochs were given',
       'pass --finetune-epochs N with it, or leave out --finetune-frontier',
     );
+  const augment = o.finetuneAugment ?? optionDefault<string>('finetuneAugment');
+  const finetuneAugment = typeof augment === 'string' ? parseAugmentation(augment, 'finetune-augment') : augment;
+  if (augments(finetuneAugment) && finetuneEpochs === 0)
+    throw new UserError(
+      'OPTION_INVALID',
+      '--finetune-augment changes the images fine-tuning trains on, and no fine-tuning epochs were given',
+      'pass --finetune-epochs N with it, or leave out --finetune-augment',
+    );
   const frontier = o.frontier ?? optionDefault<number>('frontier');
   if (!option('frontier').check!(frontier))
     throw new UserError(
@@ -335,6 +347,7 @@ export function resolveSettings(o: AnalyzeOptions): Settings {
     labelWeight,
     finetuneEpochs,
     finetuneFrontier: o.finetuneFrontier ?? optionDefault<boolean>('finetuneFrontier'),
+    finetuneAugment,
     frontier,
     target: targetSettings(o),
   };

@@ -38,6 +38,7 @@ import { Rng } from '../rng';
 import { TAPE_BYTES, tapeBatch } from '../fit/tune';
 import { teacherRows } from '../fit/distill';
 import { Replica, ReplicaSpec, SHARDS, Shard } from './replica';
+import { Augmentation, augmentBatch, augments, resolveAugmentation } from './augment';
 import { StepHelper } from './stepHelper';
 
 export { rangeLoss } from './replica';
@@ -72,6 +73,11 @@ export interface FinetuneOptions {
    * outside from 1 - rangeMargin on.
    */
   rangeMargin?: number;
+  /**
+   * Flips and shifts of the training images (augment.ts), drawn anew every time a sample is; none
+   * by default. Distillation's targets stay the original model's outputs on the unaugmented image.
+   */
+  augment?: Augmentation;
   seed: number;
   /** Stop after the epoch that reaches this many seconds (a wall-time cap), if given. */
   maxSeconds?: number;
@@ -239,6 +245,9 @@ interface StepContext {
   weightOpt: tf.AdamOptimizer;
   coeffOpt: tf.AdamOptimizer;
   rangeWeight: RangeWeight;
+  /** The augmentation (resolved against the samples' shape) and its own random stream. */
+  augment: Augmentation;
+  augmentRng: Rng;
   o: FinetuneOptions;
 }
 
@@ -251,8 +260,10 @@ function shardsOf(c: StepContext, idx: Int32Array, pick: Int32Array): Shard[] {
     const p = pick.subarray(s, s + size);
     const batch = Int32Array.from(p, (i) => idx[i]);
     const labels = c.ds.labels;
+    const xs = gather(c.ds, batch, 0, batch.length);
+    augmentBatch(xs, batch.length, c.ds.sampleShape, c.augment, c.augmentRng);
     out.push({
-      xs: gather(c.ds, batch, 0, batch.length),
+      xs,
       m: batch.length,
       labels: labels ? Array.from(batch, (i) => labels[i]) : null,
       soft: c.teacher ? teacherRows(c.teacher, p, per) : null,
@@ -393,6 +404,9 @@ export async function finetune(
     weightOpt: tf.train.adam(lr),
     coeffOpt: tf.train.adam(coeffLr),
     rangeWeight: new RangeWeight(o.rangeWeight, Math.max(o.rangeWeight, o.rangeWeightMax ?? RangeWeight.MAX)),
+    augment: augments(o.augment) ? resolveAugmentation(o.augment, ds.sampleShape) : { flip: false, shift: 0 },
+    // A stream of its own, so that the samples' order is the same with or without augmentation.
+    augmentRng: new Rng((o.seed ^ 0x5bd1e995) >>> 0),
     o,
   };
   const rng = new Rng(o.seed);
