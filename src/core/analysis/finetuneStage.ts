@@ -16,7 +16,7 @@
 import { Dataset, Split } from '../data/read';
 import { polysOf } from '../fit/fit';
 import { FINETUNE_DEFAULTS, FinetunedModel, finetune } from '../finetune/finetune';
-import { Augmentation, augments, resolveAugmentation } from '../finetune/augment';
+import { Augmentation, NO_AUGMENTATION, augments, resolveAugmentation } from '../finetune/augment';
 import { Graph, GraphNode } from '../model/graph';
 import { PolyActivation } from '../numerics/polynomial';
 import { Progress } from '../profile/profiler';
@@ -69,7 +69,8 @@ export async function finetuneStage(
   const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
   const perEpoch: FinetuneReport['perEpoch'] = [];
   const { train, validation } = validationSplit(i.split.calib, i.epochs);
-  const augment = augments(i.augment) ? resolveAugmentation(i.augment, i.ds.sampleShape) : null;
+  const resolved = resolveAugmentation(i.augment ?? NO_AUGMENTATION, i.ds.sampleShape);
+  const augment = augments(resolved) ? resolved : null;
   // The best epoch so far: safe on the validation part and on the held-out samples first (`ok`),
   // then its validation accuracy; its model and held-out measurement `m`. Only an epoch safe on
   // held-out can be kept, and safety on a tenth of the calibration samples is a weak proxy for it

@@ -21,6 +21,9 @@ export interface Augmentation {
   shift: number;
 }
 
+/** No flips, no shifts: the default. */
+export const NO_AUGMENTATION: Augmentation = Object.freeze({ flip: false, shift: 0 });
+
 /** The shift `shift` alone asks for: an eighth of the smaller side, rounded (4 on CIFAR's 32 and on MNIST's 28). */
 export const defaultShift = (shape: number[]): number => Math.max(1, Math.round(Math.min(shape[0], shape[1]) / 8));
 
@@ -55,7 +58,7 @@ export const augments = (a: Augmentation | null | undefined): a is Augmentation 
 
 /** The augmentation for samples of `shape`; an error naming the problem when they are not images. */
 export function resolveAugmentation(a: Augmentation, shape: number[], flag = 'finetune-augment'): Augmentation {
-  if (!augments(a)) return { flip: false, shift: 0 };
+  if (!augments(a)) return NO_AUGMENTATION;
   if (shape.length !== 3 || shape[0] < 2 || shape[1] < 2)
     throw new UserError(
       'OPTION_INVALID',

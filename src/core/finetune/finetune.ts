@@ -38,7 +38,7 @@ import { Rng } from '../rng';
 import { TAPE_BYTES, tapeBatch } from '../fit/tune';
 import { teacherRows } from '../fit/distill';
 import { Replica, ReplicaSpec, SHARDS, Shard } from './replica';
-import { Augmentation, augmentBatch, augments, resolveAugmentation } from './augment';
+import { Augmentation, NO_AUGMENTATION, augmentBatch, resolveAugmentation } from './augment';
 import { StepHelper } from './stepHelper';
 
 export { rangeLoss } from './replica';
@@ -404,7 +404,7 @@ export async function finetune(
     weightOpt: tf.train.adam(lr),
     coeffOpt: tf.train.adam(coeffLr),
     rangeWeight: new RangeWeight(o.rangeWeight, Math.max(o.rangeWeight, o.rangeWeightMax ?? RangeWeight.MAX)),
-    augment: augments(o.augment) ? resolveAugmentation(o.augment, ds.sampleShape) : { flip: false, shift: 0 },
+    augment: resolveAugmentation(o.augment ?? NO_AUGMENTATION, ds.sampleShape),
     // A stream of its own, so that the samples' order is the same with or without augmentation.
     augmentRng: new Rng((o.seed ^ 0x5bd1e995) >>> 0),
     o,
