@@ -16,7 +16,7 @@
 import { Dataset, Split } from '../data/read';
 import { polysOf } from '../fit/fit';
 import { FINETUNE_DEFAULTS, FinetunedModel, finetune } from '../finetune/finetune';
-import { Augmentation, NO_AUGMENTATION, augments, resolveAugmentation } from '../finetune/augment';
+import { Augmentation, augments } from '../finetune/augment';
 import { Graph, GraphNode } from '../model/graph';
 import { PolyActivation } from '../numerics/polynomial';
 import { Progress } from '../profile/profiler';
@@ -69,8 +69,6 @@ export async function finetuneStage(
   const dropOf = (accuracy: number) => 100 * (i.baseAccuracy - accuracy);
   const perEpoch: FinetuneReport['perEpoch'] = [];
   const { train, validation } = validationSplit(i.split.calib, i.epochs);
-  const resolved = resolveAugmentation(i.augment ?? NO_AUGMENTATION, i.ds.sampleShape);
-  const augment = augments(resolved) ? resolved : null;
   // The best epoch so far: safe on the validation part and on the held-out samples first (`ok`),
   // then its validation accuracy; its model and held-out measurement `m`. Only an epoch safe on
   // held-out can be kept, and safety on a tenth of the calibration samples is a weak proxy for it
@@ -80,7 +78,7 @@ export async function finetuneStage(
   const r = await finetune(i.g, i.ds, train, polysOf(i.acts, i.round.fits, i.round.offsets), {
     ...FINETUNE_DEFAULTS,
     epochs: i.epochs,
-    ...(augment ? { augment } : {}),
+    ...(i.augment ? { augment: i.augment } : {}),
     seed: i.seed,
     signal: i.signal,
     onProgress: i.onProgress,
@@ -126,7 +124,7 @@ export async function finetuneStage(
     batchSizeAsked: FINETUNE_DEFAULTS.batchSize,
     labelWeight: r.labelWeight,
     temperature: r.temperature,
-    ...(augment ? { augment } : {}),
+    ...(augments(r.augment) ? { augment: r.augment } : {}),
     seconds: r.epochs.length ? r.epochs[r.epochs.length - 1].seconds : 0,
     analysisDrop: i.round.drop,
     measuredDrop: drop,

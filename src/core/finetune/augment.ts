@@ -57,8 +57,9 @@ export function parseAugmentation(raw: string, flag: string): Augmentation {
 export const augments = (a: Augmentation | null | undefined): a is Augmentation => !!a && (a.flip || a.shift !== 0);
 
 /** The augmentation for samples of `shape`; an error naming the problem when they are not images. */
-export function resolveAugmentation(a: Augmentation, shape: number[], flag = 'finetune-augment'): Augmentation {
+export function resolveAugmentation(a: Augmentation, shape: number[]): Augmentation {
   if (!augments(a)) return NO_AUGMENTATION;
+  const flag = 'finetune-augment';
   if (shape.length !== 3 || shape[0] < 2 || shape[1] < 2)
     throw new UserError(
       'OPTION_INVALID',

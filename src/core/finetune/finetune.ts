@@ -147,6 +147,8 @@ export interface FinetuneResult extends FinetunedModel {
   /** The labels' weight and the temperature the loss used (labelWeight 0 without labels). */
   labelWeight: number;
   temperature: number;
+  /** The augmentation used, resolved against the samples' shape (NO_AUGMENTATION: none). */
+  augment: Augmentation;
 }
 
 /**
@@ -436,6 +438,7 @@ export async function finetune(
       batchSize,
       labelWeight: spec.lw,
       temperature: spec.T,
+      augment: ctx.augment,
     };
   } finally {
     await ctx.helper?.dispose();
